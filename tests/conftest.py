@@ -1,0 +1,120 @@
+"""Pytest runs every module in tests/shared/ twice: on CPython, as usual, and
+inside the real MicroPython 1.27 VM (WebAssembly build, run by Node).
+
+Each VM test is its own pytest item named ``<test>[micropython]``. The module
+runs once per session in one Node process (tools/mpvm/run.mjs, which refuses
+imports real boards lack); its results are handed out to the items. A missing
+Node or VM package fails these items: it never skips them.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DIR = os.path.join(ROOT, "tests", "shared")
+RUNNER = os.path.join(ROOT, "tools", "mpvm", "run.mjs")
+VM_PACKAGE = os.path.join(ROOT, "tools", "mpvm", "node_modules", "@micropython",
+                          "micropython-webassembly-pyscript")
+MARK = "@@UPSYCLE-RESULT "
+# A module's VM run may take long (pure-Python crypto is slow in the VM), but
+# must not hang CI: past this the module's tests fail.
+VM_MODULE_TIMEOUT_S = int(os.environ.get("UPSYCLE_VM_TIMEOUT", "900"))
+
+sys.path.insert(0, SHARED_DIR)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "host"))
+
+
+class VMRunError(Exception):
+    pass
+
+
+_vm_results = {}
+
+
+def run_module_in_vm(modname):
+    """Run tests/shared/<modname>.py in the VM; return {test name: result}."""
+    if modname in _vm_results:
+        return _vm_results[modname]
+    node = shutil.which("node")
+    if node is None:
+        raise VMRunError("node is not installed: run the README's test command, which installs it")
+    if not os.path.isdir(VM_PACKAGE):
+        raise VMRunError("MicroPython VM package missing at %s: run `npm ci --prefix tools/mpvm`" % VM_PACKAGE)
+    harness = os.path.join(SHARED_DIR, "vm_harness.py")
+    try:
+        proc = subprocess.run(
+            [node, RUNNER, "--arg", modname, "--file", harness],
+            capture_output=True, text=True, timeout=VM_MODULE_TIMEOUT_S, cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        res = {"__crash__": "VM run of %s exceeded %d s" % (modname, VM_MODULE_TIMEOUT_S)}
+        _vm_results[modname] = res
+        return res
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            r = json.loads(line[len(MARK):])
+            results[r["name"]] = r
+    if proc.returncode != 0:
+        results["__crash__"] = "VM exited %d\nstdout:\n%s\nstderr:\n%s" % (
+            proc.returncode, proc.stdout[-4000:], proc.stderr[-4000:])
+    results["__output__"] = proc.stdout
+    _vm_results[modname] = results
+    return results
+
+
+class VMModule(pytest.File):
+    def collect(self):
+        import ast
+        with open(self.path) as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                yield VMItem.from_parent(self, name=node.name + "[micropython]", testname=node.name)
+
+
+class VMItem(pytest.Item):
+    def __init__(self, *, testname, **kw):
+        super().__init__(**kw)
+        self.testname = testname
+        self.add_marker("micropython")
+
+    def runtest(self):
+        modname = self.path.stem
+        results = run_module_in_vm(modname)
+        if "__import__" in results:
+            raise VMTestFailure("module failed to import in the VM:\n" + results["__import__"]["error"])
+        r = results.get(self.testname)
+        if r is None:
+            raise VMTestFailure("no result from the VM for %s\n%s" % (
+                self.testname, results.get("__crash__", results.get("__output__", "")[-2000:])))
+        if not r["ok"]:
+            raise VMTestFailure(r["error"])
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, (VMTestFailure, VMRunError)):
+            return "MicroPython VM: " + str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, None, "%s [micropython]" % self.testname
+
+
+class VMTestFailure(Exception):
+    pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "micropython: runs inside the MicroPython VM")
+
+
+def pytest_collect_file(parent, file_path):
+    if (file_path.suffix == ".py" and file_path.name.startswith("test_")
+            and str(file_path.parent) == SHARED_DIR):
+        return VMModule.from_parent(parent, path=file_path, name=file_path.name + "::vm")
+    return None

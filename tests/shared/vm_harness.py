@@ -1,0 +1,39 @@
+# Runs one shared test module inside the MicroPython VM and reports each test
+# function on its own line, so pytest can show every VM test as its own item.
+# Invoked by tests/conftest.py through tools/mpvm/run.mjs; argv[0] is the
+# module name. Lines look like:  @@UPSYCLE-RESULT {"name": ..., "ok": ..., ...}
+import sys
+import time
+import json
+import io
+
+_MARK = "@@UPSYCLE-RESULT "
+
+
+def _report(name, ok, ms, error=""):
+    print(_MARK + json.dumps({"name": name, "ok": ok, "ms": ms, "error": error}))
+
+
+def run(modname, only=None):
+    try:
+        mod = __import__(modname)
+    except BaseException as e:  # an import failure fails every test of the module
+        buf = io.StringIO()
+        sys.print_exception(e, buf)
+        _report("__import__", False, 0, buf.getvalue())
+        return
+    names = sorted(n for n in dir(mod) if n.startswith("test_") and callable(getattr(mod, n)))
+    for name in names:
+        if only and name not in only:
+            continue
+        t0 = time.ticks_ms()
+        try:
+            getattr(mod, name)()
+            _report(name, True, time.ticks_diff(time.ticks_ms(), t0))
+        except BaseException as e:
+            buf = io.StringIO()
+            sys.print_exception(e, buf)
+            _report(name, False, time.ticks_diff(time.ticks_ms(), t0), buf.getvalue())
+
+
+run(sys.argv[0], sys.argv[1:])
