@@ -20,7 +20,7 @@ class UpsycleError(Exception):
         if code is not None:
             self.code = code
         self.message = message
-        Exception.__init__(self, "%s: %s" % (self.code, message) if message else self.code)
+        super().__init__("%s: %s" % (self.code, message) if message else self.code)
 
 
 class LocalError(UpsycleError):
