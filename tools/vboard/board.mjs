@@ -32,10 +32,8 @@ import { FlashMirror } from "./flash.mjs";
 const here = path.dirname(url.fileURLToPath(import.meta.url));
 const opts = JSON.parse(process.argv[2]);
 // opts: {fs, name, boot: power|hard|soft|wdt|deepsleep|safe, mode: friendly|raw,
-//        wifi: [[ssid, key]...], heap}
+//        cause: machine.reset_cause() value, wifi: [[ssid, key]...], heap}
 
-// Reset causes as machine.reset_cause() reports them (ESP32 port values).
-const CAUSE = { power: 1, hard: 2, wdt: 3, deepsleep: 4, soft: 5, safe: 2 };
 // Raw-paste flow-control window: the host may send this many bytes before
 // waiting for our "\x01". 256 matches MicroPython's default on most ports.
 const PASTE_WINDOW = 256;
@@ -130,7 +128,7 @@ mp.registerJsModule("_vboard_js", {
   boardName: () => opts.name,
   uniqueId,
   urandom: (n) => crypto.randomBytes(n).toString("hex"),
-  resetCause: () => CAUSE[opts.boot] || 1,
+  resetCause: () => opts.cause,
   usedBytes: () => flash.usedBytes(),
   requestReset: (kind, delay) => { resetRequest = { kind, delay }; },
   appStarted: () => { appRunning = true; },

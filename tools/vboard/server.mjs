@@ -38,7 +38,7 @@ function parseArgs(argv) {
     else throw new Error("unknown argument " + a);
   }
   if (!o.fs) throw new Error("--fs DIR is required (the board's flash on the host)");
-  if (!o.wifi.length) o.wifi.push(["upsycle-lab", "upsycle"]);
+  if (!o.wifi.length) o.wifi.push(["upsycle-lab", "upsycle-lab"]);
   return o;
 }
 
@@ -48,7 +48,12 @@ let child = null;        // the running boot of the board
 let pending = [];        // input that arrived while no child was ready
 let wdt = null;          // {timeout, timer}: survives soft resets, like on hardware
 let interruptTimer = null;
+let sinceInterrupt = []; // input after an unanswered Ctrl-C: replayed if the VM is killed
 let stopping = false;
+// machine.reset_cause() as on an ESP32: the cause of the last reset of the
+// chip. A MicroPython soft reboot does not reset the chip, so it keeps it.
+const CAUSE = { power: 1, safe: 2, wdt: 3, deepsleep: 4, hard: 5 };
+let cause = CAUSE.power;
 
 function log(msg) { process.stderr.write("[vboard " + opts.name + "] " + msg + "\n"); }
 
@@ -67,7 +72,8 @@ function armWdt() {
 }
 
 function start(boot, mode) {
-  const cfg = { fs: opts.fs, name: opts.name, boot, mode, wifi: opts.wifi, heap: opts.heap };
+  if (boot in CAUSE) cause = CAUSE[boot];
+  const cfg = { fs: opts.fs, name: opts.name, boot, mode, cause, wifi: opts.wifi, heap: opts.heap };
   const c = fork(path.join(here, "board.mjs"), [JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe", "ipc"] });
   child = c;
   c.resetMsg = null;
@@ -75,7 +81,7 @@ function start(boot, mode) {
   c.stderr.on("data", (d) => process.stderr.write(d));
   c.on("message", (m) => {
     if (m.t === "reset") c.resetMsg = m;
-    else if (m.t === "alive") { clearTimeout(interruptTimer); interruptTimer = null; }
+    else if (m.t === "alive") { clearTimeout(interruptTimer); interruptTimer = null; sinceInterrupt = []; }
     else if (m.t === "wdt") { if (!wdt) wdt = { timeout: m.timeout, timer: null }; armWdt(); }
     else if (m.t === "feed") armWdt();
     else if (m.t === "pin") log("pin " + m.id + " = " + m.value);
@@ -86,9 +92,9 @@ function start(boot, mode) {
     const m = c.resetMsg;
     if (m) {
       pending = m.leftover.concat(pending);
-      if (m.kind === "hard") wdt && clearTimeout(wdt.timer), wdt = null;
+      // A chip reset stops the watchdog; a soft reboot does not.
+      if (m.kind !== "soft" && wdt) { clearTimeout(wdt.timer); wdt = null; }
       if (m.kind === "deepsleep") {
-        if (wdt) { clearTimeout(wdt.timer); wdt = null; }
         setTimeout(() => start("deepsleep", "friendly"), m.delay);
         return;
       }
@@ -112,10 +118,14 @@ function restart(boot, mode, _delay, clearWdt) {
 function toBoard(buf) {
   if (child && child.stdin.writable && !child.resetMsg) {
     child.stdin.write(buf);
-    if (buf.includes(3) && !interruptTimer) {
+    if (interruptTimer) for (const b of buf) sinceInterrupt.push(b);
+    else if (buf.includes(3)) {
+      sinceInterrupt = [...buf.subarray(buf.lastIndexOf(3) + 1)];
       interruptTimer = setTimeout(() => {
         interruptTimer = null;
         log("no answer to Ctrl-C: the VM is blocked; restarting it");
+        pending = sinceInterrupt.concat(pending);
+        sinceInterrupt = [];
         restart("safe", "friendly", 0, true);
       }, INTERRUPT_GRACE_MS);
     }
