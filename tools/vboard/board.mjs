@@ -2,7 +2,7 @@
 // files, speaking MicroPython's REPL protocols on stdin/stdout.
 //
 // Started by server.mjs (one process per boot: a soft or hard reset ends this
-// process and the server starts a fresh one, so no timer of an old VM can
+// process and the server boots a fresh one, so no timer of an old VM can
 // reach a new one). Control messages go to the server over the IPC channel:
 //   {t: "reset", kind: "soft"|"hard"|"deepsleep", mode, delay, leftover}
 //   {t: "alive"}                 answer to a Ctrl-C, proves the VM is not blocked
@@ -30,9 +30,12 @@ import url from "node:url";
 import { FlashMirror } from "./flash.mjs";
 
 const here = path.dirname(url.fileURLToPath(import.meta.url));
-const opts = JSON.parse(process.argv[2]);
-// opts: {fs, name, boot: power|hard|soft|wdt|deepsleep|safe, mode: friendly|raw,
-//        cause: machine.reset_cause() value, wifi: [[ssid, key]...], heap}
+// argv[2]: the VM heap in bytes. The server starts this process ahead of
+// time as a spare (Node and the VM take ~0.5 s to load) and sends
+//   {t: "boot", opts: {fs, name, boot: power|hard|soft|wdt|deepsleep|safe,
+//    mode: friendly|raw, cause: machine.reset_cause() value, wifi: [[ssid, key]...]}}
+// when the board resets, so a reset costs only the boot itself.
+const heap = parseInt(process.argv[2], 10) || 2 * 1024 * 1024;
 
 // Raw-paste flow-control window: the host may send this many bytes before
 // waiting for our "\x01". 256 matches MicroPython's default on most ports.
@@ -76,11 +79,12 @@ function emitText(s) { emitCooked(Buffer.from(s, "utf8")); }
 
 // ---------------------------------------------------------------- VM
 const mp = await loadMicroPython({
-  heapsize: opts.heap || 2 * 1024 * 1024,
+  heapsize: heap,
   stdout: (b) => emitCooked(b),
   stderr: (b) => emitCooked(b),
   linebuffer: false,
 });
+const opts = await new Promise((resolve) => process.once("message", (m) => resolve(m.opts)));
 const FS = mp.FS;
 for (const d of ["/home/web_user", "/home", "/tmp"]) {
   try { FS.rmdir(d); } catch (e) { /* not empty or absent: leave it */ }
@@ -343,7 +347,9 @@ process.stdin.on("data", (chunk) => {
   if (chunk.includes(CTRL_C)) process.send({ t: "alive" });
   pump();
 });
+// The server went away (stopped or killed): mirror the flash and end.
 process.stdin.on("end", () => { flash.sync(); flushOut(); process.exit(0); });
+process.on("disconnect", () => { flash.sync(); process.exit(0); });
 
 // An app started from a friendly-REPL line runs in the background (the
 // prompt is already shown); its error, if any, is printed when it ends.

@@ -71,14 +71,30 @@ function armWdt() {
   }, wdt.timeout);
 }
 
+// A board process loaded ahead of time, waiting for its boot message.
+let spare = null;
+function forkSpare() {
+  const c = fork(path.join(here, "board.mjs"), [String(opts.heap)], { stdio: ["pipe", "pipe", "pipe", "ipc"] });
+  c.on("error", () => {});
+  c.stderr.on("data", (d) => process.stderr.write(d));
+  return c;
+}
+function refillSpare() {
+  if (!spare && !stopping) spare = forkSpare();
+}
+
 function start(boot, mode) {
   if (boot in CAUSE) cause = CAUSE[boot];
-  const cfg = { fs: opts.fs, name: opts.name, boot, mode, cause, wifi: opts.wifi, heap: opts.heap };
-  const c = fork(path.join(here, "board.mjs"), [JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe", "ipc"] });
+  const cfg = { fs: opts.fs, name: opts.name, boot, mode, cause, wifi: opts.wifi };
+  let c = spare;
+  spare = null;
+  if (!c || c.exitCode !== null || c.signalCode !== null) c = forkSpare();
+  c.send({ t: "boot", opts: cfg });
+  // The next spare loads while this boot runs (Node's start-up is the slow part).
+  setTimeout(refillSpare, 200);
   child = c;
   c.resetMsg = null;
   c.stdout.on("data", (d) => { if (child === c) toClient(d); });
-  c.stderr.on("data", (d) => process.stderr.write(d));
   c.on("message", (m) => {
     if (m.t === "reset") c.resetMsg = m;
     else if (m.t === "alive") { clearTimeout(interruptTimer); interruptTimer = null; sinceInterrupt = []; }
@@ -154,6 +170,7 @@ function shutdown() {
   stopping = true;
   server.close();
   if (client) client.destroy();
+  if (spare) spare.kill("SIGKILL");
   if (child) {
     // Closing stdin lets the board mirror its flash before it exits.
     const c = child;

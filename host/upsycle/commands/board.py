@@ -8,7 +8,6 @@
 in DIR. Ctrl-C stops it.
 """
 import os
-import subprocess
 import sys
 
 from upsycle import boards, vm
@@ -55,10 +54,7 @@ def run_virtual(args):
     except vm.VMUnavailable as e:
         print("upsycle board virtual: %s" % e, file=sys.stderr)
         return 1
-    proc = subprocess.Popen(cmd)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=5)
-        return 0
+    # Become the server: Ctrl-C and kill reach Node directly, which lets the
+    # running boot mirror its flash and leaves no process behind.
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
