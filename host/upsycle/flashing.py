@@ -223,14 +223,32 @@ class Board:
                 self.eval("sys.platform"),
                 self.eval("getattr(sys.implementation, '_machine', '')"))
 
-    def mkdir(self, path):
-        self.exec("import os\ntry:\n os.mkdir(%r)\nexcept OSError as e:\n if e.errno != 17: raise" % path)
+    def mkdirs(self, paths):
+        """Create directories, parents first; existing ones are fine (EEXIST)."""
+        self.exec("import os\nfor p in %r:\n try:\n  os.mkdir(p)\n except OSError as e:\n"
+                  "  if e.errno != 17: raise" % (list(paths),))
 
-    def sha256(self, path):
-        try:
-            return self.t.fs_hashfile(path, "sha256")
-        except (OSError, self.TransportError):
-            return None
+    def sha256_many(self, paths):
+        """{path: sha256 digest or None if absent}, in one round trip."""
+        code = (
+            "import hashlib\n"
+            "def _h(p):\n"
+            " try:\n"
+            "  f = open(p, 'rb')\n"
+            " except OSError:\n"
+            "  return None\n"
+            " h = hashlib.sha256()\n"
+            " b = bytearray(512)\n"
+            " while True:\n"
+            "  n = f.readinto(b)\n"
+            "  if not n:\n"
+            "   break\n"
+            "  h.update(b[:n])\n"
+            " f.close()\n"
+            " return h.digest()\n"
+            "print(repr([_h(p) for p in %r]))\n" % (list(paths),))
+        import ast
+        return dict(zip(paths, ast.literal_eval(self.exec(code).decode().strip())))
 
     def write(self, path, data, progress=None):
         self.t.fs_writefile(path, data, chunk_size=COPY_CHUNK, progress_callback=progress)
@@ -296,16 +314,18 @@ def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True)
     try:
         version, platform, machine = check_board(board, profile)
         out("board: MicroPython %s on %s (%s)" % (".".join(str(x) for x in version), platform, machine))
-        for d in sorted({os.path.dirname(r) for _, r in files if "/" in r}, key=len):
-            parts = d.split("/")
-            for i in range(1, len(parts) + 1):
-                board.mkdir("/" + "/".join(parts[:i]))
+        dirs = set()
+        for _, r in files:
+            parts = r.split("/")[:-1]
+            dirs.update("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        board.mkdirs(sorted(dirs, key=len))
         total = len(files) + 1
+        have = board.sha256_many(["/" + r for _, r in files])
         for i, (local, remote) in enumerate(files, 1):
             with open(local, "rb") as f:
                 data = f.read()
             tag = "[%d/%d] /%s (%d bytes)" % (i, total, remote, len(data))
-            if board.sha256("/" + remote) == hashlib.sha256(data).digest():
+            if have["/" + remote] == hashlib.sha256(data).digest():
                 out(tag + " unchanged")
                 continue
             board.write("/" + remote, data)
