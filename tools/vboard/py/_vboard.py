@@ -93,9 +93,12 @@ def _install_os():
     def urandom(n):
         return bytes.fromhex(_js.urandom(n))
 
+    from collections import namedtuple
+    uname_result = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))
+
     def uname():
-        return ("webassembly", "vboard", "1.27.0", "v1.27.0 on 2025-12-10",
-                "upsycle virtual board " + _js.boardName())
+        return uname_result("webassembly", "vboard", "1.27.0", "v1.27.0 on 2025-12-10",
+                            "upsycle virtual board " + _js.boardName())
 
     def statvfs(path="/"):
         # A 2 MiB littlefs-like flash with 4 KiB blocks: enough for the
