@@ -20,7 +20,9 @@ class UpsycleError(Exception):
         if code is not None:
             self.code = code
         self.message = message
-        Exception.__init__(self, "%s: %s" % (self.code, message) if message else self.code)
+        # super(), not Exception.__init__(self, ...): MicroPython has no
+        # Exception.__init__ attribute to call unbound.
+        super().__init__("%s: %s" % (self.code, message) if message else self.code)
 
 
 class LocalError(UpsycleError):

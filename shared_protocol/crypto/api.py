@@ -14,10 +14,10 @@ themselves; only the runners do.
 Every size is checked here, so a wrong-length key or an oversized message is
 a ``CryptoUsageError`` on both backends alike.
 """
-from . import hkdf as _hkdf
-from .ct import bytes_eq
-from .errors import AuthenticationFailed, BadPublicKey, BadSignature, CryptoUsageError, NoRandomSource
-from .pure import PureBackend
+from shared_protocol.crypto import hkdf as _hkdf
+from shared_protocol.crypto.ct import bytes_eq
+from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey, BadSignature, CryptoUsageError, NoRandomSource
+from shared_protocol.crypto.pure import PureBackend
 
 X25519_KEY_SIZE = 32
 ED25519_SEED_SIZE = 32

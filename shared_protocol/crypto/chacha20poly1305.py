@@ -9,7 +9,7 @@ the tag comparison is constant-time (crypto/ct.py).
 """
 import struct
 
-from .ct import bytes_eq
+from shared_protocol.crypto.ct import bytes_eq
 
 KEY_SIZE = 32
 NONCE_SIZE = 12

@@ -18,8 +18,8 @@ input: S must be canonical (S < L, §5.1.7 step 1), the public key must decode
 canonically and must not have small order, and the check is the cofactorless
 equation [S]B = R + [k]A, compared on the encoding of R.
 """
-from .field import P, inv
-from .sha512 import sha512
+from shared_protocol.crypto.field import P, inv
+from shared_protocol.crypto.sha512 import sha512
 
 # Curve constant d = -121665/121666 (RFC 8032 §5.1).
 _D = 0x52036cee2b6ffe738cc740797779e89800700a4d4141d8ab75eb4dca135978a3
@@ -233,10 +233,15 @@ def verify(pub, msg, sig):
 
 def public_to_x25519(pub):
     """Montgomery u of an Ed25519 public key: u = (1 + y) / (1 - y) (RFC 7748
-    §4.1, the birational map). None for keys that do not decode or are small
-    order, so a member can never be handed a weak DH key."""
+    §4.1, the birational map). None for keys that do not decode or are not
+    in the prime-order subgroup ([L]A = identity, as libsodium requires), so a
+    member can never be handed a weak DH key. Costs one scalar
+    multiplication: callers convert a member's key once and keep the result."""
     A = decode_point(pub)
     if A is None or _is_small_order(A):
+        return None
+    q = _scalarmult(_table(A), L)
+    if q[0] % P != 0 or (q[1] - q[2]) % P != 0:
         return None
     y = A[1]
     return ((1 + y) * inv((1 - y) % P) % P).to_bytes(32, "little")
@@ -244,5 +249,7 @@ def public_to_x25519(pub):
 
 def seed_to_x25519(seed):
     """X25519 secret matching public_to_x25519(public_key(seed)): the clamped
-    Ed25519 scalar (the first half of SHA-512(seed), §5.1.5)."""
-    return sha512(seed).digest()[:32]
+    Ed25519 scalar (the first half of SHA-512(seed), §5.1.5), returned
+    clamped as libsodium does, so both backends give the same bytes."""
+    a, _ = expand_seed(seed)
+    return a.to_bytes(32, "little")

@@ -4,7 +4,7 @@ Remote errors say that bytes from outside did not authenticate; local errors
 say that the caller passed something of the wrong size or the platform lacks
 a random source. The messages never include key material.
 """
-from ..errors import LocalError, RemoteError
+from shared_protocol.errors import LocalError, RemoteError
 
 
 class CryptoError(RemoteError):

@@ -2,8 +2,8 @@
 backend is compared against. Methods take validated arguments (crypto/api.py
 checks sizes) and report failure by return value, not by exception, so both
 backends have one narrow contract."""
-from . import chacha20poly1305, ed25519, x25519
-from .sha512 import sha512_digest
+from shared_protocol.crypto import chacha20poly1305, ed25519, x25519
+from shared_protocol.crypto.sha512 import sha512_digest
 
 
 class PureBackend:

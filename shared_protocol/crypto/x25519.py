@@ -4,7 +4,7 @@ The Montgomery ladder runs exactly 255 steps for every scalar, and swaps by
 arithmetic masking instead of an ``if`` on a secret bit (RFC 7748 §5, the
 cswap function), so the sequence of operations does not depend on the key.
 """
-from .field import P, inv
+from shared_protocol.crypto.field import P, inv
 
 # (A - 2) / 4 for curve25519, A = 486662 (RFC 7748 §4.1, §5 ladder's a24).
 _A24 = 121665

@@ -1,0 +1,1 @@
+"""UPSYCLE on the host: proxy, client, CLI (CPython only)."""
