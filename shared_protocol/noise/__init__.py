@@ -1,0 +1,8 @@
+"""Noise_XX_25519_ChaChaPoly_SHA256 for node<->proxy and node<->node links.
+
+- handshake.py  the sans-I/O XX handshake (transactional reads)
+- symmetric.py  CipherState / SymmetricState (Noise §5.1-5.2)
+- stream.py     length-prefixed frames over TCP/serial/BLE (NoiseSocket style)
+- datagram.py   explicit nonces and a replay window for UDP
+- errors.py     the typed errors
+"""
