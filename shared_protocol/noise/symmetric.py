@@ -85,7 +85,8 @@ class SymmetricState:
         self.cs = CipherState()
 
     def copy(self):
-        s = SymmetricState.__new__(SymmetricState)
+        # (MicroPython classes have no __new__ to call, hence a fresh init)
+        s = SymmetricState(b"")
         s.h = self.h
         s.ck = self.ck
         s.cs = self.cs.copy()
