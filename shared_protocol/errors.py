@@ -20,8 +20,6 @@ class UpsycleError(Exception):
         if code is not None:
             self.code = code
         self.message = message
-        # super(), not Exception.__init__(self, ...): MicroPython has no
-        # Exception.__init__ attribute to call unbound.
         super().__init__("%s: %s" % (self.code, message) if message else self.code)
 
 

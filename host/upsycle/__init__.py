@@ -1,1 +1,3 @@
-"""UPSYCLE on the host: proxy, client, CLI (CPython only)."""
+"""upsycle host package: proxy, core overlay, client API, bridges, simulator, CLI."""
+
+__version__ = "0.1.0"

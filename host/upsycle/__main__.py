@@ -1,0 +1,5 @@
+import sys
+
+from upsycle.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""The `upsycle` command line.
+
+Each subcommand lives in its own module under ``upsycle.commands`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a
+function taking the parsed args and returning an exit code. Modules are found
+by listing the package, so adding a command touches no shared file.
+"""
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+
+from upsycle import __version__, commands
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="upsycle",
+        description="Offline-first private publish/subscribe for MicroPython boards and their proxies.",
+    )
+    parser.add_argument("--version", action="version", version="upsycle " + __version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module("upsycle.commands." + info.name)
+        mod.register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

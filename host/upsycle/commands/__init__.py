@@ -1,0 +1,1 @@
+"""One module per `upsycle` subcommand; each defines register(subparsers)."""
