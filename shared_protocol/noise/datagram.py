@@ -18,6 +18,7 @@ import struct
 
 from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError, ReplayedMessage
 from shared_protocol.noise.symmetric import MAX_NONCE, TAGLEN
+from shared_protocol.replay import ReplayWindow
 
 NONCE_PREFIX = 8
 # Nonces accepted out of order: 64 as in RFC 4303's recommended default.
@@ -33,10 +34,8 @@ class DatagramChannel:
     def __init__(self, send_cs, recv_cs, window=REPLAY_WINDOW, max_datagram=MAX_DATAGRAM):
         self._send = send_cs
         self._recv = recv_cs
-        self._window = window
         self._max = max_datagram
-        self._top = -1      # highest nonce accepted so far
-        self._seen = 0      # bit i set: nonce (_top - i) accepted
+        self.replay = ReplayWindow(window)
 
     def seal(self, payload):
         if len(payload) > self._max - NONCE_PREFIX - TAGLEN:
@@ -47,14 +46,6 @@ class DatagramChannel:
         self._send.n = n + 1
         return struct.pack(">Q", n) + self._send.encrypt_at(n, b"", payload)
 
-    def _replayed(self, n):
-        if n > self._top:
-            return False
-        age = self._top - n
-        if age >= self._window:
-            return True
-        return (self._seen >> age) & 1 == 1
-
     def open(self, packet):
         if len(packet) > self._max:
             raise DecryptFailed(message="datagram of %d bytes over the %d limit" % (len(packet), self._max))
@@ -63,14 +54,8 @@ class DatagramChannel:
         (n,) = struct.unpack_from(">Q", packet, 0)
         if n > MAX_NONCE:
             raise DecryptFailed(message="reserved nonce")
-        if self._replayed(n):
+        if not self.replay.is_fresh(n):
             raise ReplayedMessage(message="nonce %d already used or outside the window" % n)
         payload = self._recv.decrypt_at(n, b"", bytes(packet[NONCE_PREFIX:]))
-        # commit only after authentication
-        if n > self._top:
-            shift = n - self._top
-            self._seen = ((self._seen << shift) | 1) & ((1 << self._window) - 1) if shift < self._window else 1
-            self._top = n
-        else:
-            self._seen |= 1 << (self._top - n)
+        self.replay.accept(n)  # commit only after authentication
         return payload

@@ -208,7 +208,7 @@ def test_datagram_forgery_changes_nothing():
     forged_nonce = bytearray(p)
     forged_nonce[0] = 0x7F     # a huge nonce that does not authenticate
     raises(DecryptFailed, b.open, bytes(forged_nonce))
-    assert b._top == -1 and b._seen == 0
+    assert b.replay.top == -1 and b.replay.seen == 0
     assert b.open(p) == b"reading"
     raises(DecryptFailed, b.open, b"\x00" * 23)             # shorter than nonce + tag
     raises(DecryptFailed, b.open, b"\x00" * 2000)           # over the datagram limit
