@@ -38,8 +38,10 @@ def _unb64url(s):
     s = s.replace("-", "+").replace("_", "/")
     s += "=" * ((4 - len(s) % 4) % 4)
     try:
-        return binascii.a2b_base64(s)
-    except (ValueError, binascii.Error):
+        # bytes, not str: the WebAssembly build's binascii is a Python module
+        # that only takes bytes (board firmware takes both).
+        return binascii.a2b_base64(s.encode())
+    except (ValueError, TypeError):
         raise Malformed(message="invite is not base64url")
 
 

@@ -144,13 +144,13 @@ class Member:
         if len(data) > wire.MAX_GROUP_MESSAGE:
             raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.MAX_GROUP_MESSAGE))
         msg = envelope.REGISTRY.decode(data)
+        if msg.type is not wire.PUB and msg.type is not wire.REKEY:
+            raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
             raise WrongTopic(message="message is for another topic")
         if msg.type is wire.PUB:
             return self._open_pub(msg, now)
-        if msg.type is wire.REKEY:
-            return self._apply_rekey(msg)
-        raise Malformed(message="%s is not a group message" % msg.name)
+        return self._apply_rekey(msg)
 
     def _open_pub(self, msg, now):
         topic, epoch, mode, kfield, sealed = msg.values
