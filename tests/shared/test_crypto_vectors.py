@@ -133,3 +133,20 @@ def test_constant_time_eq():
     assert api.constant_time_eq(b"abc", b"abc")
     assert not api.constant_time_eq(b"abc", b"abd")
     assert not api.constant_time_eq(b"abc", b"ab")
+
+
+def test_random_source_hook():
+    from shared_protocol.crypto.errors import NoRandomSource
+    from shared_protocol.rand import Rng
+    import os
+    if not hasattr(os, "urandom"):
+        # the WebAssembly VM: no platform source until one is installed
+        e = raises(NoRandomSource, api.random_bytes, 32)
+        assert e.code == "no-random-source"
+    api.set_random_source(Rng(5).randbytes)
+    try:
+        assert api.random_bytes(32) == Rng(5).randbytes(32)
+        api.set_random_source(lambda n: b"\x00" * (n - 1))
+        raises(NoRandomSource, api.random_bytes, 16)   # a short read is refused
+    finally:
+        api.set_random_source(None)
