@@ -26,11 +26,6 @@ class ReplayedMessage(NoiseError):
     code = "noise-replay"
 
 
-class FrameTooLarge(NoiseError):
-    """A length prefix announces more than the configured maximum frame."""
-    code = "noise-frame-too-large"
-
-
 class NoiseUsageError(LocalError):
     """The caller used the API out of turn or past a limit (a bug on our side)."""
     code = "noise-usage"

@@ -1,24 +1,24 @@
 """Noise over a byte stream (TCP, serial, BLE), NoiseSocket style: every
-handshake and transport message is one frame, a 2-byte big-endian length
-followed by that many bytes (NoiseSocket rev. 2, §3; Noise §3 caps a message
-at 65535 bytes, which is why two bytes suffice).
+handshake and transport message is one frame of the project's stream framing
+(shared_protocol/framing.py: a 2-byte big-endian length, then the bytes;
+NoiseSocket rev. 2 §3 frames the same way, and Noise §3 caps a message at
+65535 bytes, which is why two bytes suffice).
 
-Sans-I/O, h11 style: ``receive_data(bytes)`` buffers, ``next_event()``
-returns the next event or ``NEED_DATA``, ``send(payload)`` returns bytes to
-write, and handshake replies queue in ``data_to_send()``. A partial frame
-consumes nothing. The first remote error is sticky: the byte stream is out of
-step after it, so every later call raises; the caller closes the link.
+Sans-I/O, h11 style: ``receive_data(bytes)`` hands bytes to the fixed-size
+frame buffer (and returns how many it took), ``next_event()`` returns the
+next event or ``NEED_DATA``, ``send(payload)`` returns bytes to write, and
+handshake replies queue in ``data_to_send()``. A partial frame consumes
+nothing. The first remote error is sticky: the byte stream is out of step
+after it, so every later call raises; the caller closes the link.
 """
-import struct
-
+from shared_protocol import framing
 from shared_protocol.errors import RemoteError
-from shared_protocol.noise.errors import FrameTooLarge, NoiseUsageError
+from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.symmetric import MAX_MESSAGE, TAGLEN
 
-LENGTH_PREFIX = 2
-# Default largest frame body. Noise allows 65535; a board may pass a smaller
-# max_frame (its receive buffer) and peers learn it out of band.
-MAX_FRAME = MAX_MESSAGE
+# Default largest frame: the stream framing's default (4 KiB, one frame in a
+# board's RAM). Hosts talking to hosts may pass up to 65535.
+MAX_FRAME = framing.STREAM_FRAME_DEFAULT
 # Largest plaintext in one transport frame.
 MAX_PAYLOAD = MAX_MESSAGE - TAGLEN
 
@@ -44,7 +44,7 @@ class Message:
 
 
 def frame(body):
-    return struct.pack(">H", len(body)) + body
+    return framing.frame(body, MAX_MESSAGE)
 
 
 class NoiseStream:
@@ -54,7 +54,7 @@ class NoiseStream:
         self._hs = handshake
         self._max = max_frame
         self._payload = handshake_payload
-        self._buf = b""
+        self._frames = framing.StreamDecoder(max_frame)
         self._out = []
         self._send = None
         self._recv = None
@@ -79,24 +79,14 @@ class NoiseStream:
         return out
 
     def receive_data(self, data):
+        """Returns how many bytes were taken; give the rest after draining
+        events (the frame buffer has a fixed size)."""
         self._check()
-        self._buf += bytes(data)
+        return self._frames.receive_data(data)
 
     def _check(self):
         if self._error is not None:
             raise NoiseUsageError(message="link failed earlier (%s); close it" % self._error.code)
-
-    def _next_frame(self):
-        if len(self._buf) < LENGTH_PREFIX:
-            return None
-        (n,) = struct.unpack_from(">H", self._buf, 0)
-        if n > self._max:
-            raise FrameTooLarge(message="frame of %d bytes over the %d limit" % (n, self._max))
-        if len(self._buf) < LENGTH_PREFIX + n:
-            return None
-        body = self._buf[LENGTH_PREFIX:LENGTH_PREFIX + n]
-        self._buf = self._buf[LENGTH_PREFIX + n:]
-        return body
 
     def next_event(self):
         self._check()
@@ -104,7 +94,7 @@ class NoiseStream:
             ev, self._pending_done = self._pending_done, None
             return ev
         try:
-            body = self._next_frame()
+            body = self._frames.next_frame()
             if body is None:
                 return NEED_DATA
             if self._recv is not None:

@@ -2,7 +2,8 @@
 CPython vs the same pure-Python code in the MicroPython 1.27 VM, with a
 projection to boards.
 
-    /tmp/v/bin/python tools/bench/bench_crypto.py [--iterations N]
+    .venv/bin/python tools/bench/bench_crypto.py [--iterations N]
+    .venv/bin/python tools/bench/run.py crypto
 
 Each figure is the median of N runs (default 21 on CPython, 5 in the VM),
 in milliseconds. The workload is tools/bench/crypto_workload.py, run
@@ -70,10 +71,10 @@ def run_vm():
     raise SystemExit("VM run failed:\n" + p.stdout[-2000:] + p.stderr[-2000:])
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=21)
-    args = ap.parse_args()
+    args = ap.parse_args(argv if argv is not None else [])
     cols = [("CPython+PyNaCl", run_cpython("nacl", args.iterations)),
             ("CPython pure", run_cpython("pure", args.iterations)),
             ("MicroPython VM", run_vm())]
@@ -97,4 +98,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
