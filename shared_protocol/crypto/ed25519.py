@@ -120,9 +120,8 @@ def scalarmult_base(n):
     return _scalarmult(_base_table, n)
 
 
-def _double_scalarmult_vartime(a, pa, b, pb):
-    """[a]PA + [b]PB for public scalars (verification only)."""
-    ta = _table(pa)
+def _double_scalarmult_vartime(a, ta, b, pb):
+    """[a]PA + [b]PB for public scalars (verification only); PA by its table."""
     tb = _table(pb)
     q = IDENTITY
     for w in range(_WINDOWS - 1, -1, -1):
@@ -227,7 +226,7 @@ def verify(pub, msg, sig):
     global _base_table
     if _base_table is None:
         _base_table = _table(BASE)
-    check = _double_scalarmult_vartime(S, BASE, k, _neg(A))
+    check = _double_scalarmult_vartime(S, _base_table, k, _neg(A))
     return encode_point(check) == R
 
 
