@@ -15,7 +15,7 @@ from shared_protocol.groups import wire
 from shared_protocol.groups.errors import (BadSignature, DecryptFailed, GroupUsageError, Malformed, MemberRevoked,
                                            NoReadCapability, RemovedFromTopic, Replayed, StaleEpoch, TooLarge,
                                            UnknownEpoch, WrongTopic)
-from shared_protocol.groups.keys import (KEY_SIZE, MAX_EPOCH, SIG_SIZE, EpochKey, Identity,
+from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity,
                                          check_write_capability, topic_id)
 from shared_protocol.replay import ReplayWindow
 
