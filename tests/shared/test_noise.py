@@ -213,3 +213,20 @@ def test_datagram_forgery_changes_nothing():
     assert b.open(p) == b"reading"
     raises(DecryptFailed, b.open, b"\x00" * 23)             # shorter than nonce + tag
     raises(DecryptFailed, b.open, b"\x00" * 2000)           # over the datagram limit
+
+
+def test_node_identity_keys_drive_the_handshake():
+    # A node's one provisioned Ed25519 identity gives its Noise static key;
+    # a peer that knows the node's identity public key can insist on it.
+    node_seed, proxy_seed = Rng(11).randbytes(32), Rng(12).randbytes(32)
+    node_id_pub = api.ed25519_public(node_seed)
+    proxy_id_pub = api.ed25519_public(proxy_seed)
+    i = Handshake(True, api.ed25519_seed_to_x25519(node_seed), Rng(13).randbytes(32), PROLOGUE,
+                  expected_remote_static=api.ed25519_pk_to_x25519(proxy_id_pub))
+    r = Handshake(False, api.ed25519_seed_to_x25519(proxy_seed), Rng(14).randbytes(32), PROLOGUE,
+                  expected_remote_static=api.ed25519_pk_to_x25519(node_id_pub))
+    r.read_message(i.write_message(b""))
+    i.read_message(r.write_message(b""))
+    r.read_message(i.write_message(b""))
+    assert i.complete and r.complete
+    assert r.remote_static == api.ed25519_pk_to_x25519(node_id_pub)
