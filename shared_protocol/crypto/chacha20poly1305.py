@@ -24,32 +24,116 @@ _R_CLAMP = 0x0ffffffc0ffffffc0ffffffc0fffffff
 
 
 def _block(key_words, counter, nonce_words):
-    """One 64-byte keystream block (RFC 8439 §2.3)."""
+    """One 64-byte keystream block (RFC 8439 §2.3). The 20 rounds are 10
+    double rounds of four column and four diagonal quarter rounds (§2.1-2.3),
+    unrolled on sixteen locals: list indexing in an interpreter costs more
+    than the arithmetic."""
     M = _M32
-    s = list(_SIGMA) + list(key_words) + [counter & M] + list(nonce_words)
-    x = list(s)
+    s = _SIGMA + tuple(key_words) + (counter & M,) + tuple(nonce_words)
+    x0, x1, x2, x3, x4, x5, x6, x7, x8, x9, x10, x11, x12, x13, x14, x15 = s
     for _ in range(10):
-        # column rounds then diagonal rounds (§2.3: 20 rounds = 10 double rounds)
-        for a, b, c, d in ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
-                           (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14)):
-            # quarter round, §2.1
-            xa = (x[a] + x[b]) & M
-            xd = x[d] ^ xa
-            xd = ((xd << 16) | (xd >> 16)) & M
-            xc = (x[c] + xd) & M
-            xb = x[b] ^ xc
-            xb = ((xb << 12) | (xb >> 20)) & M
-            xa = (xa + xb) & M
-            xd ^= xa
-            xd = ((xd << 8) | (xd >> 24)) & M
-            xc = (xc + xd) & M
-            xb ^= xc
-            xb = ((xb << 7) | (xb >> 25)) & M
-            x[a] = xa
-            x[b] = xb
-            x[c] = xc
-            x[d] = xd
-    return struct.pack("<16I", *[(x[i] + s[i]) & M for i in range(16)])
+        # column round
+        x0 = (x0 + x4) & M
+        x12 ^= x0
+        x12 = ((x12 << 16) | (x12 >> 16)) & M
+        x8 = (x8 + x12) & M
+        x4 ^= x8
+        x4 = ((x4 << 12) | (x4 >> 20)) & M
+        x0 = (x0 + x4) & M
+        x12 ^= x0
+        x12 = ((x12 << 8) | (x12 >> 24)) & M
+        x8 = (x8 + x12) & M
+        x4 ^= x8
+        x4 = ((x4 << 7) | (x4 >> 25)) & M
+        x1 = (x1 + x5) & M
+        x13 ^= x1
+        x13 = ((x13 << 16) | (x13 >> 16)) & M
+        x9 = (x9 + x13) & M
+        x5 ^= x9
+        x5 = ((x5 << 12) | (x5 >> 20)) & M
+        x1 = (x1 + x5) & M
+        x13 ^= x1
+        x13 = ((x13 << 8) | (x13 >> 24)) & M
+        x9 = (x9 + x13) & M
+        x5 ^= x9
+        x5 = ((x5 << 7) | (x5 >> 25)) & M
+        x2 = (x2 + x6) & M
+        x14 ^= x2
+        x14 = ((x14 << 16) | (x14 >> 16)) & M
+        x10 = (x10 + x14) & M
+        x6 ^= x10
+        x6 = ((x6 << 12) | (x6 >> 20)) & M
+        x2 = (x2 + x6) & M
+        x14 ^= x2
+        x14 = ((x14 << 8) | (x14 >> 24)) & M
+        x10 = (x10 + x14) & M
+        x6 ^= x10
+        x6 = ((x6 << 7) | (x6 >> 25)) & M
+        x3 = (x3 + x7) & M
+        x15 ^= x3
+        x15 = ((x15 << 16) | (x15 >> 16)) & M
+        x11 = (x11 + x15) & M
+        x7 ^= x11
+        x7 = ((x7 << 12) | (x7 >> 20)) & M
+        x3 = (x3 + x7) & M
+        x15 ^= x3
+        x15 = ((x15 << 8) | (x15 >> 24)) & M
+        x11 = (x11 + x15) & M
+        x7 ^= x11
+        x7 = ((x7 << 7) | (x7 >> 25)) & M
+        # diagonal round
+        x0 = (x0 + x5) & M
+        x15 ^= x0
+        x15 = ((x15 << 16) | (x15 >> 16)) & M
+        x10 = (x10 + x15) & M
+        x5 ^= x10
+        x5 = ((x5 << 12) | (x5 >> 20)) & M
+        x0 = (x0 + x5) & M
+        x15 ^= x0
+        x15 = ((x15 << 8) | (x15 >> 24)) & M
+        x10 = (x10 + x15) & M
+        x5 ^= x10
+        x5 = ((x5 << 7) | (x5 >> 25)) & M
+        x1 = (x1 + x6) & M
+        x12 ^= x1
+        x12 = ((x12 << 16) | (x12 >> 16)) & M
+        x11 = (x11 + x12) & M
+        x6 ^= x11
+        x6 = ((x6 << 12) | (x6 >> 20)) & M
+        x1 = (x1 + x6) & M
+        x12 ^= x1
+        x12 = ((x12 << 8) | (x12 >> 24)) & M
+        x11 = (x11 + x12) & M
+        x6 ^= x11
+        x6 = ((x6 << 7) | (x6 >> 25)) & M
+        x2 = (x2 + x7) & M
+        x13 ^= x2
+        x13 = ((x13 << 16) | (x13 >> 16)) & M
+        x8 = (x8 + x13) & M
+        x7 ^= x8
+        x7 = ((x7 << 12) | (x7 >> 20)) & M
+        x2 = (x2 + x7) & M
+        x13 ^= x2
+        x13 = ((x13 << 8) | (x13 >> 24)) & M
+        x8 = (x8 + x13) & M
+        x7 ^= x8
+        x7 = ((x7 << 7) | (x7 >> 25)) & M
+        x3 = (x3 + x4) & M
+        x14 ^= x3
+        x14 = ((x14 << 16) | (x14 >> 16)) & M
+        x9 = (x9 + x14) & M
+        x4 ^= x9
+        x4 = ((x4 << 12) | (x4 >> 20)) & M
+        x3 = (x3 + x4) & M
+        x14 ^= x3
+        x14 = ((x14 << 8) | (x14 >> 24)) & M
+        x9 = (x9 + x14) & M
+        x4 ^= x9
+        x4 = ((x4 << 7) | (x4 >> 25)) & M
+    return struct.pack("<16I", (x0 + s[0]) & M, (x1 + s[1]) & M, (x2 + s[2]) & M, (x3 + s[3]) & M,
+                       (x4 + s[4]) & M, (x5 + s[5]) & M, (x6 + s[6]) & M, (x7 + s[7]) & M,
+                       (x8 + s[8]) & M, (x9 + s[9]) & M, (x10 + s[10]) & M, (x11 + s[11]) & M,
+                       (x12 + s[12]) & M, (x13 + s[13]) & M, (x14 + s[14]) & M, (x15 + s[15]) & M)
 
 
 def _words(key, nonce):
