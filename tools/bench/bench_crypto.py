@@ -78,7 +78,8 @@ def main(argv=None):
     cols = [("CPython+PyNaCl", run_cpython("nacl", args.iterations)),
             ("CPython pure", run_cpython("pure", args.iterations)),
             ("MicroPython VM", run_vm())]
-    print("median ms per operation (CPython %s, MicroPython 1.27 wasm VM)" % sys.version.split()[0])
+    print("median ms per operation (CPython %s, MicroPython 1.27 wasm VM; load average %.1f on %d CPUs:"
+          " figures move with it)" % (sys.version.split()[0], os.getloadavg()[0], os.cpu_count() or 1))
     head = "%-50s %14s %13s %15s %12s %12s" % ("operation", cols[0][0], cols[1][0], cols[2][0],
                                               "ESP32 est.", "RP2040 est.")
     print(head)
