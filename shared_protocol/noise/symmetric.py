@@ -72,6 +72,15 @@ class CipherState:
     def encrypt_at(self, n, ad, plaintext):
         return api.aead_encrypt(self.k, nonce_bytes(n), plaintext, ad)
 
+    def rekey(self):
+        """Noise §4.2 / §11.3 Rekey(): k = first 32 bytes of
+        ENCRYPT(k, 2^64 - 1, zerolen, zeros). Both ends call it at the same
+        point (e.g. every N messages) so an old key cannot decrypt later
+        traffic even if the current one leaks; the nonce keeps counting."""
+        if self.k is None:
+            raise NoiseUsageError(message="no key to rekey")
+        self.k = api.aead_encrypt(self.k, nonce_bytes(2 ** 64 - 1), _ZERO32, b"")[:32]
+
 
 class SymmetricState:
     def __init__(self, protocol_name):

@@ -71,3 +71,20 @@ def test_prologue_mismatch_fails_against_them(backend):
     msg2 = theirs.write_message(b"")
     with pytest.raises(HandshakeFailed):
         ours.read_message(msg2)
+
+
+def test_rekey_matches_theirs(backend):
+    our_s, their_s = os.urandom(32), os.urandom(32)
+    ours = Handshake(True, our_s, os.urandom(32), PROLOGUE)
+    theirs = _theirs(False, their_s)
+    theirs.read_message(ours.write_message(b""))
+    ours.read_message(theirs.write_message(b""))
+    theirs.read_message(ours.write_message(b""))
+    send, recv = ours.split()
+    assert theirs.decrypt(send.encrypt_with_ad(b"", b"before")) == b"before"
+    send.rekey()
+    theirs.rekey_inbound_cipher()
+    assert theirs.decrypt(send.encrypt_with_ad(b"", b"after")) == b"after"
+    theirs.rekey_outbound_cipher()
+    recv.rekey()
+    assert recv.decrypt_with_ad(b"", theirs.encrypt(b"back")) == b"back"

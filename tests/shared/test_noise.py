@@ -230,3 +230,18 @@ def test_node_identity_keys_drive_the_handshake():
     r.read_message(i.write_message(b""))
     assert i.complete and r.complete
     assert r.remote_static == api.ed25519_pk_to_x25519(node_id_pub)
+
+
+def test_rekey_both_ends_in_step():
+    i, r = _pair()
+    r.read_message(i.write_message(b""))
+    i.read_message(r.write_message(b""))
+    r.read_message(i.write_message(b""))
+    send, _ = i.split()
+    _, recv = r.split()
+    old = recv.copy()
+    send.rekey()
+    recv.rekey()
+    ct = send.encrypt_with_ad(b"", b"fresh key")
+    raises(DecryptFailed, old.decrypt_with_ad, b"", ct)
+    assert recv.decrypt_with_ad(b"", ct) == b"fresh key"
