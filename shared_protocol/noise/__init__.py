@@ -4,5 +4,6 @@
 - symmetric.py  CipherState / SymmetricState (Noise §5.1-5.2)
 - stream.py     length-prefixed frames over TCP/serial/BLE (NoiseSocket style)
 - datagram.py   explicit nonces and a replay window for UDP
+- udp.py        a whole UDP session: handshake with retransmission, then datagram.py
 - errors.py     the typed errors
 """
