@@ -112,3 +112,16 @@ def test_datagram_mutations(mutation):
         assert bad == p
     except UpsycleError:
         assert b.replay.top == -1
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=200), max_size=6))
+def test_udp_session_garbage(packets):
+    from shared_protocol.noise.udp import UdpSession
+    s = UdpSession(Handshake(False, os.urandom(32), os.urandom(32)))
+    for p in packets:
+        try:
+            s.receive(p, 0)
+        except UpsycleError:
+            pass
+    assert not s.established
