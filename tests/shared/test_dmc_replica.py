@@ -197,7 +197,7 @@ def test_buffer_bound_and_authors_bound():
     assert b.counter("c") == 2 * half + 2 and b.pending == []
     # authors bound
     r = Replica(A)
-    for i in range(O.AUTHORS_MAX - 1):
+    for i in range(O.AUTHORS_MAX):
         r.receive(Replica(bytes([i + 1]) * 4).add("c", 1))
     before = _state_and_pending(r)
     e = raises(OpError, r.receive, Replica(b"\xff" * 4).add("c", 1))
