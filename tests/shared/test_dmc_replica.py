@@ -287,3 +287,24 @@ def test_compaction_bounds_tail_and_keeps_state():
         w.add("c", 1)
     assert len(w.tail) == R.TAIL_MAX and w.snap_vv[C] == 10
     assert w.ops_since({C: 10})[0] == w.tail[0][2]
+
+
+def test_snapshot_join_drops_a_tag_the_sender_saw_removed():
+    # b saw a's insert (a's latest op) and removed it; c saw only the insert.
+    # Joining b's snapshot must drop the tag: b's vv covers it, b lacks it.
+    a, b = _pair()
+    c = Replica(C)
+    ins = a.insert("s", "x")
+    b.receive(ins)
+    c.receive(ins)
+    b.remove("s", "x")
+    assert b.vv[A] == 1
+    c.merge_snapshot(b.snapshot())
+    assert c.members("s") == []
+    assert c.state_bytes() == b.state_bytes()
+    # and a concurrent insert that b never saw survives the same join
+    d = Replica(C)
+    d.receive(ins)
+    d.insert("s", "x")
+    d.merge_snapshot(b.snapshot())
+    assert d.members("s") == ["x"]
