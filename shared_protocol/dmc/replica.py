@@ -39,6 +39,9 @@ PENDING_MAX = 64
 # compacted even if not known stable (a member away for long then gets a
 # snapshot), so a member that never returns cannot grow our heap.
 TAIL_MAX = 256
+# A host (a proxy on a Pi) may keep a longer tail so members returning after
+# long absences still get operations rather than a snapshot.
+TAIL_CEILING = 8192
 # Named objects (maps, counters, sets, logs) in one topic.
 OBJECTS_MAX = 16
 # Largest encoded snapshot (state) accepted from a peer or the flash: a
@@ -74,12 +77,15 @@ def _vv_from(flat, err):
 
 
 class Replica:
-    def __init__(self, author, log_keep=200, log_age=0):
+    def __init__(self, author, log_keep=200, log_age=0, tail_max=TAIL_MAX):
         O.check_author(author, ReplicaLimitError)
         if not (O.is_int(log_keep) and 0 < log_keep <= crdts.LOG_MAX):
             raise ReplicaLimitError(OVERSIZE, "log_keep must be 1..%d" % crdts.LOG_MAX)
         if not (O.is_int(log_age) and 0 <= log_age <= O.TIME_MAX):
             raise ReplicaLimitError(OVERSIZE, "log_age must be 0 (no limit)..%d" % O.TIME_MAX)
+        if not (O.is_int(tail_max) and 0 < tail_max <= TAIL_CEILING):
+            raise ReplicaLimitError(OVERSIZE, "tail_max must be 1..%d" % TAIL_CEILING)
+        self.tail_max = tail_max
         self.author = author
         # Retention is part of the topic's configuration: every member must
         # use the same (keep, age), or their logs keep different readings.
@@ -264,7 +270,7 @@ class Replica:
         if op[2] > self.clock:
             self.clock = op[2]
         self.tail.append((a, op[1], data))
-        if len(self.tail) > TAIL_MAX:
+        if len(self.tail) > self.tail_max:
             e = self.tail.pop(0)
             self.snap_vv[e[0]] = e[1]
         self.applied += 1
@@ -426,7 +432,7 @@ class Replica:
 
     def dump_value(self):
         tail = [e[2] for e in self.tail]
-        return [1, self.author, [self.cfg[0], self.cfg[1]], self.snapshot_value(),
+        return [1, self.author, [self.cfg[0], self.cfg[1], self.tail_max], self.snapshot_value(),
                 _vv_value(self.snap_vv), tail]
 
     @classmethod
@@ -435,17 +441,17 @@ class Replica:
         if not isinstance(v, list) or len(v) != 6 or v[0] != 1:
             raise SnapshotError(MALFORMED, "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]")
         cfg = v[2]
-        if not isinstance(cfg, list) or len(cfg) != 2:
-            raise SnapshotError(MALFORMED, "stored config must be [log_keep, log_age]")
+        if not isinstance(cfg, list) or len(cfg) != 3:
+            raise SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
         try:
-            r = cls(v[1], cfg[0], cfg[1])
+            r = cls(v[1], cfg[0], cfg[1], cfg[2])
         except ReplicaLimitError as e:
             raise SnapshotError(MALFORMED, "stored config: " + e.message)
         r.merge_snapshot_value(v[3])
         snap = _vv_from(v[4], SnapshotError)
         tail = v[5]
-        if not isinstance(tail, list) or len(tail) > TAIL_MAX:
-            raise SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % TAIL_MAX)
+        if not isinstance(tail, list) or len(tail) > r.tail_max:
+            raise SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
         nxt = {}
         for a in snap:
             if snap[a] > r.vv.get(a, 0):
