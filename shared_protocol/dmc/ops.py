@@ -215,3 +215,25 @@ def to_value(op):
 
 def encode(op):
     return cbor.encode(to_value(op))
+
+
+def _uint_at(data, i):
+    """Read a canonical CBOR unsigned int head at i -> (value, next index)."""
+    ib = data[i]
+    ai = ib & 0x1F
+    if ai < 24:
+        return ai, i + 1
+    n = 1 << (ai - 24)  # 24 -> 1 byte, 25 -> 2, 26 -> 4, 27 -> 8
+    v = 0
+    for j in range(i + 1, i + 1 + n):
+        v = (v << 8) | data[j]
+    return v, i + 1 + n
+
+
+def author_seq(data):
+    """(author, seq) of an operation's bytes already checked by decode():
+    read from the head of the array, so stored operations need no tuple."""
+    n, i = _uint_at(data, 1)  # data[0] is the array head (7 or 8 items)
+    author = bytes(data[i:i + n])
+    seq, _ = _uint_at(data, i + n)
+    return author, seq

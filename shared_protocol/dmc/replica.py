@@ -11,8 +11,9 @@ State kept:
   also the compact summary sync exchanges (a replica's applied set is always
   "every op of author a up to vv[a]", by causal delivery).
 - ``objects``: (data type, name) -> the CRDT object (see crdts.py).
-- ``tail``: the applied operations not yet compacted, as their wire bytes, in
-  the order applied (a causal order), so sync can send a peer exactly the
+- ``tail``: the applied operations not yet compacted, as their wire bytes
+  only (author and seq are read back from the bytes), in the order applied
+  (a causal order), so sync can send a peer exactly the
   operations it lacks. ``snap_vv`` says what was compacted away: the tail
   holds, per author, exactly the ops in (snap_vv[a], vv[a]].
 - ``pending``: early operations, at most PENDING_MAX.
@@ -269,10 +270,10 @@ class Replica:
         self.vv[a] = op[1]
         if op[2] > self.clock:
             self.clock = op[2]
-        self.tail.append((a, op[1], data))
+        self.tail.append(data)
         if len(self.tail) > self.tail_max:
-            e = self.tail.pop(0)
-            self.snap_vv[e[0]] = e[1]
+            x, s = O.author_seq(self.tail.pop(0))
+            self.snap_vv[self._ids.get(x, x)] = s
         self.applied += 1
 
     # --- what sync needs ---
@@ -294,7 +295,8 @@ class Replica:
     def ops_since(self, peer_vv):
         """Wire bytes of the tail operations the peer lacks, in causal order."""
         out = []
-        for a, s, data in self.tail:
+        for data in self.tail:
+            a, s = O.author_seq(data)
             if s > peer_vv.get(a, 0):
                 out.append(data)
         return out
@@ -335,8 +337,13 @@ class Replica:
             if s > self.snap_vv.get(a, 0):
                 self.snap_vv[a] = s
         n = len(self.tail)
-        self.tail = [e for e in self.tail if e[1] > self.snap_vv.get(e[0], 0)]
-        return n - len(self.tail)
+        keep = []
+        for data in self.tail:
+            a, s = O.author_seq(data)
+            if s > self.snap_vv.get(a, 0):
+                keep.append(data)
+        self.tail = keep
+        return n - len(keep)
 
     # --- state encoding and snapshots ---
 
@@ -425,13 +432,13 @@ class Replica:
         if clock > self.clock:
             self.clock = clock
         if jumped:
-            self.tail = [e for e in self.tail if e[0] not in jumped]
+            self.tail = [d for d in self.tail if O.author_seq(d)[0] not in jumped]
         self._drain()
 
     # --- persistence form (see store.py) ---
 
     def dump_value(self):
-        tail = [e[2] for e in self.tail]
+        tail = list(self.tail)
         return [1, self.author, [self.cfg[0], self.cfg[1], self.tail_max], self.snapshot_value(),
                 _vv_value(self.snap_vv), tail]
 
@@ -469,7 +476,7 @@ class Replica:
             if op[1] != nxt.get(a, 1) or op[1] > r.vv.get(a, 0):
                 raise SnapshotError(MALFORMED, "stored tail ops are not contiguous per author")
             nxt[a] = op[1] + 1
-            entries.append((r._ids.get(a, a), op[1], data))
+            entries.append(data)
         for a in r.vv:
             if nxt.get(a, 1) != r.vv[a] + 1:
                 raise SnapshotError(MALFORMED, "stored tail does not reach the version vector")

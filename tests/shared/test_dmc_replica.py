@@ -286,7 +286,7 @@ def test_compaction_bounds_tail_and_keeps_state():
     for i in range(n):
         w.add("c", 1)
     assert len(w.tail) == R.TAIL_MAX and w.snap_vv[C] == 10
-    assert w.ops_since({C: 10})[0] == w.tail[0][2]
+    assert w.ops_since({C: 10})[0] == w.tail[0]
 
 
 def test_snapshot_join_drops_a_tag_the_sender_saw_removed():

@@ -83,14 +83,14 @@ def _replica(n):
 
 def _same(x, y):
     return (x.state_bytes() == y.state_bytes() and x.snap_vv == y.snap_vv
-            and [e[2] for e in x.tail] == [e[2] for e in y.tail])
+            and list(x.tail) == list(y.tail))
 
 
 def test_round_trip_keeps_state_tail_and_config():
     r = _replica(60)
     b = Replica(B, 100, 0)
     for e in r.tail[:30]:
-        b.receive(e[2])
+        b.receive(e)
     r.note_peer(B, dict(b.vv))
     r.compact()
     fs = FakeFiles()

@@ -49,7 +49,7 @@ except AttributeError:
     def elapsed(t0):
         return time.perf_counter() - t0
 src = build()
-ops = [e[2] for e in src.tail]
+ops = list(src.tail)
 best = [1e9, 1e9, 1e9]
 for rep in range(3):
     t0 = clock()
