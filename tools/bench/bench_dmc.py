@@ -20,6 +20,9 @@ from shared_protocol.dmc import Replica, Sync  # noqa: E402
 from shared_protocol.dmc import sync as S  # noqa: E402
 from upsycle import vm  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import table  # noqa: E402
+
 # The workload of the issue: 4 keys, a counter, a set of 20 items, a
 # 200-reading log. Runs the same on both interpreters.
 BUILD = """
@@ -143,36 +146,40 @@ def sync_bytes(k, author_len, tail_max=None):
 
 
 def main():
-    print("DMC benchmarks (MicroPython 1.27 WebAssembly VM and CPython %d.%d, same machine)" % sys.version_info[:2])
-    print()
+    print("DMC benchmarks (MicroPython 1.27 WebAssembly VM and CPython %d.%d, same machine)\n" % sys.version_info[:2])
     h = heap_vm()
-    print("Retained heap in the VM (gc.mem_alloc after a collection, control back in JS)")
-    print("| what | bytes |")
-    print("|---|---|")
-    print("| dmc modules imported (replica, types, sync, store) | %d |" % h[0])
-    print("| replica: 4 keys, counter, 20-item set, 200-reading log, tail of %d ops | %d |" % (234, h[1]))
-    print("| same replica after compaction (tail %d ops) | %d |" % (h[4], h[2]))
-    print("| its encoded snapshot (bytes on the wire / flash) | %d |" % h[3])
+    print(table.render(
+        "Retained heap in the VM (gc.mem_alloc after a collection, control back in JS)",
+        ("what", "bytes"),
+        [("dmc modules imported (.py source; frozen .mpy on a board)", h[0]),
+         ("replica: 4 keys, counter, 20-item set, 200-reading log, 234-op tail", h[1]),
+         ("same replica after compaction (tail %d ops)" % h[4], h[2]),
+         ("its encoded snapshot (wire / flash bytes)", h[3])]))
     print()
     n, dec_c, app_c, loc_c = throughput_cpython()
     n2, dec_v, app_v, loc_v = throughput_vm()
-    print("Operations per second (%d ops: the workload above; best of 7; the machine is shared, so compare the ratios)" % n)
-    print("| interpreter | remote apply ops/s | local write ops/s | cbor.decode ops/s (anchor) | apply / decode time |")
-    print("|---|---|---|---|---|")
+    rows = []
     for name, dec, app, loc in (("CPython", dec_c, app_c, loc_c), ("MicroPython VM", dec_v, app_v, loc_v)):
-        print("| %s | %.0f | %.0f | %.0f | %.1fx |" % (name, n / app, n / loc, n / dec, app / dec))
-    print("| VM / CPython apply time | %.1fx | | | |" % (app_v / app_c))
+        rows.append((name, n / app, n / loc, n / dec, app / dec))
+    rows.append(("VM / CPython (apply time)", app_v / app_c, loc_v / loc_c, dec_v / dec_c, ""))
+    print(table.render(
+        "Operations per second (%d ops of the workload above; best of 7, shared machine: compare ratios)" % n,
+        ("interpreter", "remote apply ops/s", "local write ops/s", "cbor.decode ops/s (anchor)", "apply / decode time"),
+        rows))
     print()
-    print("Anti-entropy after a partition, each side made k ops (16-byte author ids)")
-    print("| k | missing-op bytes | sync bytes | ratio | summaries (fixed) | datagrams | path |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for k, tm in ((10, None), (100, None), (1000, None), (1000, 4096)):
         missing, sent, summary, msgs, snap = sync_bytes(k, 16, tm)
-        path = "ops" if 2 * k + 10 <= (tm or 256) else "snapshot (%d-byte state; tail_max %d < %d ops)" % (snap, tm or 256, 2 * k + 10)
-        label = "%d%s" % (k, "" if tm is None else " (host tail_max=%d)" % tm)
-        print("| %s | %d | %d | %.3f | %d | %d | %s |" % (label, missing, sent, sent / missing, summary, msgs, path))
+        limit = tm or 256
+        path = "ops" if 2 * k + 10 <= limit else "snapshot (%d-byte state)" % snap
+        label = "%d%s" % (k, "" if tm is None else " tail_max=%d" % tm)
+        rows.append((label, missing, sent, sent / missing, summary, msgs, path))
     missing, sent, summary, msgs, snap = sync_bytes(100, 32)
-    print("| 100 (32-byte ids) | %d | %d | %.3f | %d | %d | ops |" % (missing, sent, sent / missing, summary, msgs))
+    rows.append(("100, 32-byte ids", missing, sent, sent / missing, summary, msgs, "ops"))
+    print(table.render(
+        "Anti-entropy after a partition where each side made k ops (16-byte author ids unless said)",
+        ("k", "missing-op bytes", "sync bytes", "sync / missing", "2 summaries", "datagrams", "path"),
+        rows))
 
 
 if __name__ == "__main__":
