@@ -78,16 +78,15 @@ def main(argv=None):
     cols = [("CPython+PyNaCl", run_cpython("nacl", args.iterations)),
             ("CPython pure", run_cpython("pure", args.iterations)),
             ("MicroPython VM", run_vm())]
-    print("median ms per operation (CPython %s, MicroPython 1.27 wasm VM; load average %.1f on %d CPUs:"
-          " figures move with it)" % (sys.version.split()[0], os.getloadavg()[0], os.cpu_count() or 1))
-    head = "%-50s %14s %13s %15s %12s %12s" % ("operation", cols[0][0], cols[1][0], cols[2][0],
-                                              "ESP32 est.", "RP2040 est.")
-    print(head)
-    print("-" * len(head))
+    from table import render
     vm = cols[2][1]
-    for key, label in ROWS:
-        print("%-50s %14.3f %13.2f %15.1f %12.0f %12.0f" % (
-            label, cols[0][1][key], cols[1][1][key], vm[key], vm[key] * FACTOR_ESP32, vm[key] * FACTOR_RP2040))
+    rows = [[label, cols[0][1][key], cols[1][1][key], vm[key], vm[key] * FACTOR_ESP32, vm[key] * FACTOR_RP2040]
+            for key, label in ROWS]
+    print(render("Crypto: median ms per operation (CPython %s; MicroPython 1.27 wasm VM; load average %.1f on %d"
+                 " CPUs, figures move with it)" % (sys.version.split()[0], os.getloadavg()[0], os.cpu_count() or 1),
+                 ["operation"] + [c[0] for c in cols] + ["ESP32 est. x%.0f" % FACTOR_ESP32,
+                                                        "RP2040 est. x%.0f" % FACTOR_RP2040],
+                 rows))
     print()
     per_pub = vm["group_seal_64B"]
     hs = vm["noise_xx_handshake_both_sides"] / 2
