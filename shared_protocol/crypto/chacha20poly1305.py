@@ -194,7 +194,7 @@ def encrypt(key, nonce, plaintext, aad):
 
 def decrypt(key, nonce, sealed, aad):
     """Plaintext, or None if the tag does not verify. Nothing is decrypted
-    before the tag checks out (§4: do not release unauthenticated plaintext)."""
+    before the tag checks out, so unauthenticated plaintext never exists."""
     if len(sealed) < TAG_SIZE:
         return None
     ct = sealed[:-TAG_SIZE]

@@ -102,12 +102,17 @@ class Member:
 
     # -- publishing --
 
-    def seal(self, body, rand32):
+    def seal(self, body, rand32, now=None):
         """Encrypt and sign ``body`` for the current epoch; ``rand32`` is 32
         fresh random bytes (a nonce, or an ephemeral key for write-only
-        members). Returns the message bytes and advances the sequence number."""
+        members). With ``now`` (seconds), refuses to publish on an expired
+        capability, which readers would reject anyway. Returns the message
+        bytes and advances the sequence number."""
         if not self.can_write:
             raise GroupUsageError(message="this member holds no write capability")
+        cap = self.capability
+        if now is not None and cap is not None and cap[3] and now >= cap[3]:
+            raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
         if len(body) > wire.MAX_BODY:
             raise GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.MAX_BODY))
         if not _is_key(rand32):

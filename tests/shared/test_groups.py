@@ -64,6 +64,15 @@ def test_round_trip_read_write_and_write_only():
     assert ro.open(admin.seal(b"from admin", r32()), NOW).body == b"from admin"
 
 
+def test_member_with_expired_capability_refuses_to_publish():
+    admin = Admin(r32(), r32())
+    m = member_from_url(invite_url(admin.invite(r32(), read=True, write=True, expiry=NOW + 60)))
+    assert admin.open(m.seal(b"in time", r32(), NOW), NOW).body == b"in time"
+    raises(GroupUsageError, m.seal, b"too late", r32(), NOW + 60)
+    late = m.seal(b"clock-less board", r32())          # without now it seals...
+    raises(CapabilityExpired, admin.open, late, NOW + 60)  # ...and readers refuse
+
+
 def test_proxy_sees_no_plaintext_nor_author():
     admin, rw, ro, wo = _topic()
     body = b"SECRET-READING-42.0"

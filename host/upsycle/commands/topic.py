@@ -155,7 +155,7 @@ def cmd_seal(args):
     store = _store(args)
     try:
         m = store.find(args.topic)
-        data = m.seal(args.text.encode(), api.random_bytes(32))
+        data = m.seal(args.text.encode(), api.random_bytes(32), int(time.time()))
     except (StoreError, UpsycleError) as e:
         return _fail(str(e))
     store.save(m)  # the sequence number advanced
