@@ -1,0 +1,135 @@
+"""Messages of the edge session between a node and its proxy (block "session").
+
+A node (board, laptop, script) opens a session with a proxy, publishes opaque
+payloads to topic ids, and subscribes to topic ids; the proxy stores what the
+node's subscriptions missed and delivers it when the node comes back. The
+proxy routes by topic id only: a payload is bytes it never opens (end-to-end
+encryption of private groups happens in the nodes).
+
+Identifiers (all opaque bytes to the proxy):
+- node id: who the session belongs to; the proxy keys a subscriber's cursor
+  by (node id, topic id), so a node resumes where it left off on any link.
+- topic id: 16 bytes in practice (the first 16 bytes of SHA-256 of the topic's
+  public key, once private groups land; of the topic name before that).
+- message id: chosen by the publisher, unique per topic. The proxy stores a
+  (topic, message id) once, so a retransmitted publish is stored and
+  delivered once. Our clients use ``node id[:8] || 64-bit big-endian
+  sequence`` (see ``message_id``), which also gives per-publisher order.
+
+Sequence numbers: the proxy numbers each stored message of a topic 1, 2, 3...
+A subscriber's cursor is the highest sequence it has consumed; deliveries of a
+topic go out in sequence order, acknowledged cumulatively (``s_dack``).
+
+Message types, once shipped, never change (envelope.py); new layouts get new
+numbers from the block 48..79.
+"""
+
+from shared_protocol import envelope as E
+
+# Lengths of identifiers: 32 bytes is room for a whole public key or a hash,
+# so a deployment may use either as a node or topic id.
+NODE_ID_MAX = 32
+TOPIC_ID_MAX = 32
+MSG_ID_MAX = 32
+# Payload limit: a delivery (topic 16 + message id 16 + sequence + envelope
+# overhead, about 50 bytes) plus the payload must fit one datagram of
+# framing.DATAGRAM_MAX (1200) with room for a 32-byte transport overhead of a
+# future encrypted link. 1024 is a round number below that bound.
+PAYLOAD_MAX = 1024
+# Sequence numbers are SQLite INTEGERs on the proxy (signed 64-bit).
+SEQ_MAX = 0x7FFFFFFFFFFFFFFF
+# A node asks for at most this many messages in flight in each direction:
+# bounds the proxy's per-session buffers (WINDOW_MAX x ~1.1 KB) whatever the
+# node declares.
+WINDOW_MAX = 256
+# Keepalive bounds: 10 minutes lets a sleeping board keep its session; the
+# proxy forgets a session after 3 missed keepalives.
+KEEPALIVE_MAX_MS = 600000
+CAUSE_MAX = 32
+DETAIL_MAX = 200
+
+# Reject and error codes (the proxy's typed refusals).
+R_STORAGE_FULL = "storage_full"        # the data directory is full or over quota
+R_STORAGE_READONLY = "storage_readonly"  # the data directory cannot be written
+R_STORAGE = "storage_error"            # any other storage failure
+R_TOO_MANY_TOPICS = "too_many_topics"  # the proxy's topic limit is reached
+R_NO_SESSION = "no_session"            # a message before hello
+R_LIMIT = "limit"                      # a per-session limit was exceeded
+R_OVERLOAD = "overload"                # too many pending writes: retry later
+
+# Causes of missed messages, as told to subscribers and counted in status.
+MISSED_RETENTION = "retention"        # the topic's count/age/bytes limit removed them
+MISSED_QUEUE = "queue_limit"          # the subscriber was too far behind
+
+HELLO = E.REGISTRY.register(48, "s_hello", (
+    ("node", E.BYTES, NODE_ID_MAX),
+    ("keepalive_ms", E.UINT, KEEPALIVE_MAX_MS),  # how often the node will ping
+    ("window", E.UINT, WINDOW_MAX),              # deliveries it accepts in flight
+))
+WELCOME = E.REGISTRY.register(49, "s_welcome", (
+    ("proxy", E.BYTES, NODE_ID_MAX),
+    ("keepalive_ms", E.UINT, KEEPALIVE_MAX_MS),  # the keepalive the proxy agreed to
+    ("window", E.UINT, WINDOW_MAX),              # publishes it accepts in flight
+))
+SUBSCRIBE = E.REGISTRY.register(50, "s_subscribe", (("topic", E.BYTES, TOPIC_ID_MAX),))
+SUBSCRIBED = E.REGISTRY.register(51, "s_subscribed", (
+    ("topic", E.BYTES, TOPIC_ID_MAX),
+    ("cursor", E.UINT, SEQ_MAX),   # deliveries resume at cursor + 1
+))
+UNSUBSCRIBE = E.REGISTRY.register(52, "s_unsubscribe", (("topic", E.BYTES, TOPIC_ID_MAX),))
+UNSUBSCRIBED = E.REGISTRY.register(53, "s_unsubscribed", (("topic", E.BYTES, TOPIC_ID_MAX),))
+PUBLISH = E.REGISTRY.register(54, "s_publish", (
+    ("topic", E.BYTES, TOPIC_ID_MAX),
+    ("msg_id", E.BYTES, MSG_ID_MAX),
+    ("payload", E.BYTES, PAYLOAD_MAX),
+))
+PUBACK = E.REGISTRY.register(55, "s_puback", (("msg_id", E.BYTES, MSG_ID_MAX),))
+REJECT = E.REGISTRY.register(56, "s_reject", (
+    ("msg_id", E.BYTES, MSG_ID_MAX),
+    ("code", E.TEXT, CAUSE_MAX),
+    ("detail", E.TEXT, DETAIL_MAX),
+))
+DELIVER = E.REGISTRY.register(57, "s_deliver", (
+    ("topic", E.BYTES, TOPIC_ID_MAX),
+    ("seq", E.UINT, SEQ_MAX),
+    ("msg_id", E.BYTES, MSG_ID_MAX),
+    ("payload", E.BYTES, PAYLOAD_MAX),
+))
+DACK = E.REGISTRY.register(58, "s_dack", (
+    ("topic", E.BYTES, TOPIC_ID_MAX),
+    ("seq", E.UINT, SEQ_MAX),      # consumed everything of the topic up to seq
+))
+MISSED = E.REGISTRY.register(59, "s_missed", (
+    ("topic", E.BYTES, TOPIC_ID_MAX),
+    ("upto", E.UINT, SEQ_MAX),     # the messages up to this sequence are gone
+    ("count", E.UINT, SEQ_MAX),    # how many of them this subscriber missed
+    ("cause", E.TEXT, CAUSE_MAX),
+))
+BYE = E.REGISTRY.register(60, "s_bye", (("reason", E.TEXT, CAUSE_MAX),))
+
+
+def message_id(node_id, seq):
+    """The message id our clients use: node id[:8] || seq (8 bytes, big-endian).
+
+    Unique per publisher as long as seq never repeats; the host client starts
+    seq at the wall clock in microseconds so restarts do not reuse ids.
+    """
+    out = bytearray(node_id[:8])
+    while len(out) < 8:
+        out.append(0)
+    for i in range(7, -1, -1):
+        out.append((seq >> (8 * i)) & 0xFF)
+    return bytes(out)
+
+
+def message_seq(msg_id):
+    """The sequence part of a message id made by ``message_id``."""
+    v = 0
+    for b in msg_id[8:16]:
+        v = (v << 8) | b
+    return v
+
+# Observability: a status request answered with a map of counters (the proxy
+# answers only on links it trusts, by default loopback).
+STATUS_REQ = E.REGISTRY.register(61, "s_status_req", ())
+STATUS = E.REGISTRY.register(62, "s_status", (("status", E.MAP, 64),))
