@@ -158,6 +158,7 @@ class Client:
         self._timer = None
         self._closing = False
         self._had_welcome = False
+        self._flush_pending = False
         self.errors = []
         self.connects = 0
 
@@ -243,7 +244,15 @@ class Client:
 
     # -- session plumbing ---------------------------------------------------
 
+    def _flush_soon(self):
+        # Publishes and acks made in one event-loop iteration leave in one
+        # write (one syscall, one TCP segment) instead of one each.
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     def _flush(self):
+        self._flush_pending = False
         p = self._proto
         msgs = self.session.data_to_send()
         if p is None or p.transport is None or not msgs:
@@ -306,7 +315,7 @@ class Client:
         fut = asyncio.get_running_loop().create_future()
         self._acks[mid] = fut
         self.session.publish(tid, mid, payload, now_ms())
-        self._flush()
+        self._flush_soon()
         return fut
 
     async def publish(self, topic, data, msg_id=None):
@@ -329,5 +338,5 @@ class Client:
         """The next delivery (or missed notice); acknowledges it as consumed."""
         d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
         self.session.consumed(d.topic, d.seq)
-        self._flush()
+        self._flush_soon()
         return d

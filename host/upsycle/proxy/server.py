@@ -46,7 +46,7 @@ TICK_S = 0.05
 # forgotten first (a forgotten address starts with a full bucket again).
 RATE_TABLE_MAX = 4096
 # Sent with s_welcome: how many publishes a node may keep in flight.
-WELCOME_WINDOW = 64
+WELCOME_WINDOW = W.WINDOW_MAX
 
 
 def now_ms():

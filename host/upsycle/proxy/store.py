@@ -116,6 +116,7 @@ class Store:
         self._w_topics = {}    # writer side: topic -> [next_seq, first_seq, bytes]
         self._cv = threading.Condition()
         self._pending = []
+        self._staged = []
         self._pending_bytes = 0
         self._cursors = {}
         self._closing = False
@@ -211,20 +212,28 @@ class Store:
             return W.R_OVERLOAD
         if topic not in self.topics and len(self.topics) >= self.max_topics:
             return W.R_TOO_MANY_TOPICS
-        with self._cv:
-            self._pending.append(("pub", topic, msg_id, payload, token))
-            self._pending_bytes += len(payload)
-            self._cv.notify()
+        self._stage(("pub", topic, msg_id, payload, token))
+        self._pending_bytes += len(payload)
         return None
 
     def submit_subscribe(self, node, topic, token):
-        with self._cv:
-            self._pending.append(("sub", node, topic, None, token))
-            self._cv.notify()
+        self._stage(("sub", node, topic, None, token))
 
     def submit_unsubscribe(self, node, topic, token):
+        self._stage(("unsub", node, topic, None, token))
+
+    def _stage(self, item):
+        # Requests of one event-loop iteration go to the writer together (one
+        # lock, one wake-up), so a burst of frames shares a transaction.
+        self._staged.append(item)
+        if len(self._staged) == 1:
+            self._loop.call_soon(self._hand_over)
+
+    def _hand_over(self):
+        staged = self._staged
+        self._staged = []
         with self._cv:
-            self._pending.append(("unsub", node, topic, None, token))
+            self._pending.extend(staged)
             self._cv.notify()
 
     def move_cursor(self, node, topic, seq):
