@@ -131,6 +131,7 @@ class ClientSession:
     def bye(self):
         """Queue a polite goodbye (the proxy closes the session at once)."""
         if self.state != IDLE:
+            self._queue_acks()   # what we consumed must reach the proxy first
             self._out.append(E.REGISTRY.encode("s_bye", "client_close"))
 
     def _send_hello(self):
@@ -296,15 +297,18 @@ class ClientSession:
 
     def data_to_send(self):
         """Messages to send now (each one envelope: a datagram or a frame)."""
+        self._queue_acks()
+        out = self._out
+        self._out = []
+        return out
+
+    def _queue_acks(self):
         for t in self._subs:
             s = self._subs[t]
             if s.ack_due and s.consumed >= 0 and self.state == OPEN:
                 self._out.append(E.REGISTRY.encode("s_dack", t, s.consumed))
                 s.acked = s.consumed
                 s.ack_due = False
-        out = self._out
-        self._out = []
-        return out
 
     def poll(self, now):
         """Run timers: retransmissions, keepalive, dead-link detection."""

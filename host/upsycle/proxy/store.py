@@ -189,6 +189,8 @@ class Store:
         self._thread.start()
 
     def close(self):
+        if self._staged:
+            self._hand_over()
         with self._cv:
             self._closing = True
             self._cv.notify()
