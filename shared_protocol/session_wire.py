@@ -13,7 +13,7 @@ Identifiers (all opaque bytes to the proxy):
   public key, once private groups land; of the topic name before that).
 - message id: chosen by the publisher, unique per topic. The proxy stores a
   (topic, message id) once, so a retransmitted publish is stored and
-  delivered once. Our clients use ``node id[:8] || 64-bit big-endian
+  delivered once. Our clients use ``node id[:24] || 64-bit big-endian
   sequence`` (see ``message_id``), which also gives per-publisher order.
 
 Sequence numbers: the proxy numbers each stored message of a topic 1, 2, 3...
@@ -106,30 +106,32 @@ MISSED = E.REGISTRY.register(59, "s_missed", (
     ("cause", E.TEXT, CAUSE_MAX),
 ))
 BYE = E.REGISTRY.register(60, "s_bye", (("reason", E.TEXT, CAUSE_MAX),))
+# Observability: a status request answered with a map of counters (the proxy
+# answers only on links it trusts, by default loopback).
+STATUS_REQ = E.REGISTRY.register(61, "s_status_req", ())
+STATUS = E.REGISTRY.register(62, "s_status", (("status", E.MAP, 64),))
+
+
+# Bytes of the node id kept in a message id: with the 8-byte sequence this is
+# MSG_ID_MAX; 16-byte node ids (what our clients make) are kept whole.
+MSG_ID_NODE_BYTES = MSG_ID_MAX - 8
 
 
 def message_id(node_id, seq):
-    """The message id our clients use: node id[:8] || seq (8 bytes, big-endian).
+    """The message id our clients use: node id[:24] || seq (8 bytes, big-endian).
 
     Unique per publisher as long as seq never repeats; the host client starts
     seq at the wall clock in microseconds so restarts do not reuse ids.
     """
-    out = bytearray(node_id[:8])
-    while len(out) < 8:
-        out.append(0)
+    out = bytearray(node_id[:MSG_ID_NODE_BYTES])
     for i in range(7, -1, -1):
         out.append((seq >> (8 * i)) & 0xFF)
     return bytes(out)
 
 
 def message_seq(msg_id):
-    """The sequence part of a message id made by ``message_id``."""
+    """The sequence part (last 8 bytes) of a message id made by ``message_id``."""
     v = 0
-    for b in msg_id[8:16]:
+    for b in msg_id[-8:]:
         v = (v << 8) | b
     return v
-
-# Observability: a status request answered with a map of counters (the proxy
-# answers only on links it trusts, by default loopback).
-STATUS_REQ = E.REGISTRY.register(61, "s_status_req", ())
-STATUS = E.REGISTRY.register(62, "s_status", (("status", E.MAP, 64),))

@@ -377,11 +377,11 @@ def test_peer_that_never_reads_is_cut_off(tmp_path):
                 s.connect(p.addresses["tcp"])
                 s.sendall(framing.frame(E.REGISTRY.encode("s_hello", b"lazy", 60000, 256)))
                 s.sendall(framing.frame(E.REGISTRY.encode("s_subscribe", topics.topic_id("big"))))
-                # Then only pings, never a read: the proxy must give up on us.
-                ping = framing.frame(E.REGISTRY.encode("ping", 1))
+                # Then only requests, never a read: the proxy must give up on us.
+                req = framing.frame(E.REGISTRY.encode("s_status_req"))
                 try:
-                    for _ in range(200000):
-                        s.sendall(ping * 50)
+                    for _ in range(20000):
+                        s.sendall(req * 50)
                 except OSError:
                     return "closed"
                 finally:
