@@ -151,7 +151,7 @@ class ClientSession:
             raise SessionError("duplicate", "message id already in flight")
         if not self.can_publish():
             raise SessionError("window_full", "%d publishes already in flight; wait for acks" % len(self._order))
-        data = E.REGISTRY.encode("s_publish", topic, msg_id, payload)  # checks bounds
+        data = W.encode_publish(topic, msg_id, payload)  # checks bounds
         self._inflight[msg_id] = [data, now + RTO_INITIAL_MS, RTO_INITIAL_MS]
         self._order.append(msg_id)
         if self.state == OPEN:
@@ -193,15 +193,13 @@ class ClientSession:
     def receive(self, data, now):
         """One message from the proxy. Bad input yields an error event only."""
         try:
-            msg = E.REGISTRY.decode(data)
+            name, v = W.decode(data)
         except (cbor.DecodeError, E.EnvelopeError) as e:
             self._events.append(("error", e.code, e.message))
             return
         if self.state == IDLE:
             return
         self._last_rx = now
-        name = msg.name
-        v = msg.values
         if name == "s_deliver":
             self._on_deliver(v[0], v[1], ("delivery", v[0], v[1], v[2], v[3]))
         elif name == "s_puback":
@@ -306,7 +304,7 @@ class ClientSession:
         for t in self._subs:
             s = self._subs[t]
             if s.ack_due and s.consumed >= 0 and self.state == OPEN:
-                self._out.append(E.REGISTRY.encode("s_dack", t, s.consumed))
+                self._out.append(W.encode_dack(t, s.consumed))
                 s.acked = s.consumed
                 s.ack_due = False
 

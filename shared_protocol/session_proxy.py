@@ -63,13 +63,11 @@ class ProxySession:
 
     def receive(self, data, now):
         try:
-            msg = E.REGISTRY.decode(data)
+            name, v = W.decode(data)
         except (cbor.DecodeError, E.EnvelopeError) as e:
             self._error(E_DECODE + ":" + e.code, e.message)
             return
         self.last_rx = now
-        name = msg.name
-        v = msg.values
         if name == "s_publish":
             if self.node is None:
                 self._reject_no_session(v[1])
@@ -136,7 +134,7 @@ class ProxySession:
     # -- answers from the runner -------------------------------------------
 
     def acked(self, msg_id):
-        self._out.append(E.REGISTRY.encode("s_puback", msg_id))
+        self._out.append(W.encode_puback(msg_id))
 
     def rejected(self, msg_id, code, detail):
         self._out.append(E.REGISTRY.encode("s_reject", msg_id, code[:W.CAUSE_MAX], detail[:W.DETAIL_MAX]))
@@ -159,7 +157,7 @@ class ProxySession:
         return self.window - self._n_inflight
 
     def deliver(self, topic, seq, msg_id, payload, now):
-        self._push(topic, seq, E.REGISTRY.encode("s_deliver", topic, seq, msg_id, payload), now)
+        self._push(topic, seq, W.encode_deliver(topic, seq, msg_id, payload), now)
 
     def missed(self, topic, upto, count, cause, now):
         self._push(topic, upto, E.REGISTRY.encode("s_missed", topic, upto, count, cause), now)

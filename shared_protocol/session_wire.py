@@ -135,3 +135,137 @@ def message_seq(msg_id):
     for b in msg_id[-8:]:
         v = (v << 8) | b
     return v
+
+
+# -- Fast paths for the four messages of the data path ----------------------
+#
+# s_publish, s_deliver, s_puback and s_dack carry every message, so they are
+# encoded and decoded here without the generic registry walk. The bytes are
+# exactly what E.REGISTRY.encode makes (deterministic CBOR, RFC 8949 §4.2.1:
+# shortest heads); the decoder takes only that exact form and hands anything
+# else to the strict generic decoder, which reports the error. Bounds are the
+# same as the registered field specs.
+
+_FAST_TYPES = {
+    54: ("s_publish", "bbp"),
+    55: ("s_puback", "b"),
+    57: ("s_deliver", "bsbp"),
+    58: ("s_dack", "bs"),
+}
+_FAST_BOUNDS = {"b": MSG_ID_MAX, "p": PAYLOAD_MAX, "s": SEQ_MAX}
+
+
+def _head(major, n):
+    mt = major << 5
+    if n < 24:
+        return bytes((mt | n,))
+    if n < 0x100:
+        return bytes((mt | 24, n))
+    if n < 0x10000:
+        return bytes((mt | 25, n >> 8, n & 0xFF))
+    if n < 0x100000000:
+        return bytes((mt | 26, n >> 24, (n >> 16) & 0xFF, (n >> 8) & 0xFF, n & 0xFF))
+    out = bytearray((mt | 27,))
+    for i in range(7, -1, -1):
+        out.append((n >> (8 * i)) & 0xFF)
+    return bytes(out)
+
+
+def _b(v, bound, name):
+    n = len(v)
+    if n > bound:
+        raise E.RegistryError(E.E_BOUND, "field %s is %d bytes, limit %d" % (name, n, bound))
+    return _head(2, n) + bytes(v)
+
+
+def _u(v, name):
+    if not isinstance(v, int) or v < 0 or v > SEQ_MAX:
+        raise E.RegistryError(E.E_BOUND, "field %s must be an unsigned int up to %d" % (name, SEQ_MAX))
+    return _head(0, v)
+
+
+def encode_publish(topic, msg_id, payload):
+    return (b"\x85\x01\x18\x36" + _b(topic, TOPIC_ID_MAX, "topic") + _b(msg_id, MSG_ID_MAX, "msg_id")
+            + _b(payload, PAYLOAD_MAX, "payload"))
+
+
+def encode_puback(msg_id):
+    return b"\x83\x01\x18\x37" + _b(msg_id, MSG_ID_MAX, "msg_id")
+
+
+def encode_deliver(topic, seq, msg_id, payload):
+    return (b"\x86\x01\x18\x39" + _b(topic, TOPIC_ID_MAX, "topic") + _u(seq, "seq")
+            + _b(msg_id, MSG_ID_MAX, "msg_id") + _b(payload, PAYLOAD_MAX, "payload"))
+
+
+def encode_dack(topic, seq):
+    return b"\x84\x01\x18\x3a" + _b(topic, TOPIC_ID_MAX, "topic") + _u(seq, "seq")
+
+
+def _arg(data, p, end):
+    """(argument, next position) of the canonical head at p, or None."""
+    ai = data[p] & 0x1F
+    if ai < 24:
+        return ai, p + 1
+    if ai == 24:
+        if p + 2 > end or data[p + 1] < 24:
+            return None
+        return data[p + 1], p + 2
+    if ai == 25:
+        if p + 3 > end:
+            return None
+        n = (data[p + 1] << 8) | data[p + 2]
+        return (n, p + 3) if n >= 0x100 else None
+    if ai == 26 or ai == 27:
+        k = 4 if ai == 26 else 8
+        if p + 1 + k > end:
+            return None
+        n = 0
+        for i in range(p + 1, p + 1 + k):
+            n = (n << 8) | data[i]
+        low = 0x10000 if k == 4 else 0x100000000
+        return (n, p + 1 + k) if n >= low else None
+    return None
+
+
+def _fast(data):
+    end = len(data)
+    if end < 4 or data[1] != 1 or data[2] != 0x18:
+        return None
+    t = _FAST_TYPES.get(data[3])
+    if t is None:
+        return None
+    name, kinds = t
+    if data[0] != 0x82 + len(kinds):
+        return None
+    p = 4
+    values = []
+    for k in kinds:
+        if p >= end:
+            return None
+        major = data[p] >> 5
+        r = _arg(data, p, end)
+        if r is None:
+            return None
+        n, p = r
+        if k == "s":
+            if major != 0 or n > SEQ_MAX:
+                return None
+            values.append(n)
+        else:
+            if major != 2 or n > _FAST_BOUNDS[k] or p + n > end:
+                return None
+            values.append(bytes(data[p:p + n]))
+            p += n
+    if p != end:
+        return None
+    return name, values
+
+
+def decode(data):
+    """Bytes -> (message name, field values). Raises what E.REGISTRY.decode raises."""
+    r = _fast(data)
+    if r is not None:
+        return r
+    m = E.REGISTRY.decode(data)
+    return m.name, m.values
