@@ -13,7 +13,7 @@ with the timeout doubling up to RTO_MAX_MS. The node acknowledges
 cumulatively per topic (s_dack).
 
 Events (tuples) from ``events()``:
-  ("hello", node_id)                   first hello of the session
+  ("hello", node_id)                   first hello: call accept() to welcome the node
   ("subscribe", topic) / ("unsubscribe", topic)
   ("publish", topic, msg_id, payload)  store it, then call acked() or rejected()
   ("dack", topic, seq)                 the node consumed the topic up to seq
@@ -47,6 +47,7 @@ class ProxySession:
         self.proxy_id = proxy_id
         self.reliable = reliable
         self.node = None
+        self.accepted = False
         self.keepalive_ms = KEEPALIVE_FALLBACK_MS
         self.window = 1
         self.window_cap = window_cap
@@ -98,15 +99,21 @@ class ProxySession:
         if self.node is not None and node != self.node:
             self._error(E_NODE, "this session belongs to another node id")
             return
-        first = self.node is None
+        if self.node is not None:
+            # A repeated hello (its welcome was lost) gets the welcome again.
+            if self.accepted:
+                self.accept()
+            return
         self.node = bytes(node)
         self.keepalive_ms = keepalive_ms if keepalive_ms > 0 else KEEPALIVE_FALLBACK_MS
         w = window if window > 0 else 1
         self.window = w if w < self.window_cap else self.window_cap
-        # A repeated hello (its welcome was lost) gets the welcome again.
+        self._events.append(("hello", self.node))
+
+    def accept(self):
+        """The runner admits the session (limits allow it): send the welcome."""
+        self.accepted = True
         self._out.append(E.REGISTRY.encode("s_welcome", self.proxy_id, self.keepalive_ms, self.publish_window))
-        if first:
-            self._events.append(("hello", self.node))
 
     def _on_dack(self, topic, seq, now):
         items = self._inflight.get(topic)

@@ -441,3 +441,69 @@ def test_config_file_and_errors(tmp_path):
     assert parse_hostport(":6") == ("127.0.0.1", 6)
     assert topics.resolve("00" * 16) == b"\x00" * 16
     assert topics.resolve("name:" + "00" * 16) == topics.topic_id("00" * 16)
+
+
+def test_udp_flood_from_one_address_is_rate_limited_and_others_served(tmp_path):
+    async def main():
+        p = await started(make_config(tmp_path, udp_rate=200, udp_burst=50))
+        loop = asyncio.get_running_loop()
+        try:
+            def flood():
+                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                ping = E.REGISTRY.encode("ping", 1)
+                for _ in range(1000):
+                    u.sendto(ping, p.addresses["udp"])
+                u.close()
+
+            await loop.run_in_executor(None, flood)
+            async with client(p, b"u-pub", "udp") as pub, client(p, b"u-sub", "udp") as sub:
+                await sub.subscribe("t")
+                await pub.publish("t", b"through")
+                assert (await sub.next_delivery(timeout=5)).payload == b"through"
+            f = p.status()["faults"]
+            # Some datagrams die in the kernel's socket buffer; of those that
+            # reach us, all but the burst and the refill are dropped unread.
+            assert f["udp_flood"] > 0
+            assert f["udp_no_session"] <= 100
+        finally:
+            await p.stop()
+    run(main())
+
+
+def test_sessions_per_host_capped(tmp_path):
+    async def main():
+        p = await started(make_config(tmp_path, max_sessions_per_host=2))
+        try:
+            async with client(p, b"a") as a, client(p, b"b") as b:
+                c = client(p, b"c", reconnect=False)
+                with pytest.raises(ConnectionError):
+                    await c.connect(timeout=1)
+                await c.close()
+                assert ("limit", "at most 2 sessions per address") in c.errors
+                await a.publish("t", b"a still works")
+            assert p.status()["faults"]["sessions_per_host"] >= 1
+        finally:
+            await p.stop()
+    run(main())
+
+
+def test_unsubscribe_stops_deliveries_and_forgets_cursor(tmp_path):
+    async def main():
+        p = await started(make_config(tmp_path))
+        try:
+            async with client(p, b"pub") as pub, client(p, b"sub") as sub:
+                await sub.subscribe("t")
+                await pub.publish("t", b"1")
+                await sub.next_delivery(timeout=5)
+                await sub.unsubscribe("t")
+                for _ in range(50):
+                    await asyncio.sleep(0.02)
+                    if not p.store.subs:
+                        break
+                assert p.store.subs == {}
+                await pub.publish("t", b"2")
+                with pytest.raises(asyncio.TimeoutError):
+                    await sub.next_delivery(timeout=0.3)
+        finally:
+            await p.stop()
+    run(main())

@@ -18,6 +18,7 @@ Example (every key optional; these are the defaults)::
     max_connections = 1024
     max_pending_per_host = 64      # links from one address that have not said hello
     max_sessions = 4096
+    max_sessions_per_host = 1024
     max_subscriptions = 64         # per session
     max_topics = 10000
     max_db_bytes = 0               # quota for the database; 0 = the disk is the limit
@@ -47,6 +48,9 @@ DEFAULT_LIMITS = {
     # than this from one address is a stall attack; the oldest is evicted.
     "max_pending_per_host": 64,
     "max_sessions": 4096,
+    # Sessions from one address: a site's NAT may put all its nodes behind
+    # one address, so this is generous; it stops one host from taking all.
+    "max_sessions_per_host": 1024,
     "max_subscriptions": 64,
     "max_topics": 10000,
     "max_db_bytes": 0,

@@ -186,6 +186,7 @@ class Proxy:
         self.faults = Faults()
         self.links = set()             # every open link
         self.sessions = {}             # node id -> Link
+        self.host_sessions = {}        # host -> number of sessions from it
         self.pending = {}              # host -> deque of pre-hello TCP links
         self.udp_links = {}            # addr -> Link
         self.topic_links = {}          # topic -> set of Links subscribed on this run
@@ -350,6 +351,11 @@ class Proxy:
         link.subs = {}
         if link.node is not None and self.sessions.get(link.node) is link:
             del self.sessions[link.node]
+            n = self.host_sessions.get(link.host, 1) - 1
+            if n > 0:
+                self.host_sessions[link.host] = n
+            else:
+                self.host_sessions.pop(link.host, None)
             log.info("event=session_closed %s", kv(node=link.node, peer=link.name(), reason=reason))
         if link.kind == "udp":
             if self.udp_links.get(link.addr) is link:
@@ -430,6 +436,13 @@ class Proxy:
             self.flush(link)
             self.close_link(link, "session_limit")
             return
+        if (old is None or old.host != link.host) and \
+                self.host_sessions.get(link.host, 0) >= self.limits["max_sessions_per_host"]:
+            self.faults.note("sessions_per_host", peer=link.name())
+            link.ps.error(W.R_LIMIT, "at most %d sessions per address" % self.limits["max_sessions_per_host"])
+            self.flush(link)
+            self.close_link(link, "session_limit")
+            return
         q = self.pending.get(link.host)
         if q is not None:
             try:
@@ -440,6 +453,8 @@ class Proxy:
                 del self.pending[link.host]
         link.node = node
         self.sessions[node] = link
+        self.host_sessions[link.host] = self.host_sessions.get(link.host, 0) + 1
+        link.ps.accept()
         log.info("event=session_open %s", kv(node=node, peer=link.name()))
 
     def _on_publish(self, link, topic, msg_id, payload):
