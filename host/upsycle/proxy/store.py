@@ -277,7 +277,11 @@ class Store:
             if sweep:
                 next_sweep = time.monotonic() + AGE_SWEEP_S
             if batch or cursors or sweep:
-                results = self._commit(batch, cursors, sweep)
+                try:
+                    results = self._commit(batch, cursors, sweep)
+                except Exception as e:  # a bug must refuse publishes, not hang them
+                    log.exception("event=store_failure")
+                    results = {"error": (W.R_STORAGE, repr(e)), "items": None}
                 self._loop.call_soon_threadsafe(self._finish, batch, results)
             if closing:
                 return
@@ -371,15 +375,23 @@ class Store:
             self._delete_upto(db, topic, st, upto, "retention_bytes", drops)
 
     def _sweep_age(self, db, now, wt, drops):
+        # Walk each topic from its oldest row (primary-key order) and stop at
+        # the first young one: the cost is the expired rows plus one per
+        # topic, never a scan of the whole table (a Pi's SD card is slow).
         cutoff = now - self.retention.max_age_s
-        rows = db.execute("SELECT topic, MAX(seq) FROM messages WHERE ts<? GROUP BY topic", (cutoff,)).fetchall()
-        for topic, upto in rows:
-            topic = bytes(topic)
-            st = wt.get(topic)
-            if st is None:
-                st = list(self._w_topics[topic])
-                wt[topic] = st
-            self._delete_upto(db, topic, st, upto, "retention_age", drops)
+        for topic in list(self._w_topics):
+            st = wt.get(topic) or self._w_topics[topic]
+            if st[1] >= st[0]:
+                continue   # empty
+            upto = None
+            for seq, ts in db.execute("SELECT seq, ts FROM messages WHERE topic=? ORDER BY seq", (topic,)):
+                if ts >= cutoff:
+                    break
+                upto = seq
+            if upto is not None:
+                if topic not in wt:
+                    st = wt[topic] = list(st)
+                self._delete_upto(db, topic, st, upto, "retention_age", drops)
 
     def _delete_upto(self, db, topic, st, upto, cause, drops):
         if upto < st[1]:
