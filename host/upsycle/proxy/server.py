@@ -19,6 +19,7 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import sys
 import time
 
 from shared_protocol import envelope as E
@@ -45,6 +46,8 @@ TICK_S = 0.05
 # Source addresses tracked for UDP rate limiting; least recently seen are
 # forgotten first (a forgotten address starts with a full bucket again).
 RATE_TABLE_MAX = 4096
+# Thread switch interval (CPython's default is 5 ms): see Proxy.start.
+GIL_SWITCH_S = 0.0005
 # Sent with s_welcome: how many publishes a node may keep in flight.
 WELCOME_WINDOW = W.WINDOW_MAX
 
@@ -205,6 +208,10 @@ class Proxy:
 
     async def start(self):
         loop = asyncio.get_running_loop()
+        # The store's writer thread needs the GIL for a moment after each
+        # fsync to hand results back; with the default 5 ms switch interval a
+        # busy event loop would add up to 5 ms to every acknowledgement.
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.store.open()
         self.store.start(loop, self.on_commit)
         c = self.config
