@@ -3,7 +3,6 @@ resume, idempotency, retention, limits and bad input."""
 import asyncio
 import os
 import socket
-import struct
 
 import pytest
 
@@ -14,7 +13,7 @@ from upsycle import topics
 from upsycle.client import Client, PublishRejected
 from upsycle.proxy.config import Config, ConfigError, parse_hostport
 from upsycle.proxy.server import Proxy
-from upsycle.proxy.store import StorageError, Retention
+from upsycle.proxy.store import StorageError
 from upsycle.proxy.status import fetch_status
 
 

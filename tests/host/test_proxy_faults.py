@@ -10,7 +10,6 @@ import time
 
 from proxy_rig import ENV, cli, free_port, rss_kb, start_proxy
 from shared_protocol import envelope as E
-from shared_protocol import framing
 from shared_protocol import session_wire as W
 from upsycle.client import Client
 
