@@ -506,3 +506,24 @@ def test_unsubscribe_stops_deliveries_and_forgets_cursor(tmp_path):
         finally:
             await p.stop()
     run(main())
+
+
+def test_subscription_limits(tmp_path):
+    async def main():
+        p = await started(make_config(tmp_path, max_subscriptions=2, max_total_subscriptions=3))
+        try:
+            async with client(p, b"a") as a, client(p, b"b") as b:
+                await a.subscribe("t1")
+                await a.subscribe("t2")
+                with pytest.raises(asyncio.TimeoutError):
+                    await a.subscribe("t3", timeout=0.5)
+                assert ("limit", "at most 2 subscriptions per session") in a.errors
+                await b.subscribe("t1")
+                with pytest.raises(asyncio.TimeoutError):
+                    await b.subscribe("t2", timeout=0.5)
+                assert ("limit", "the proxy keeps 3 subscriptions at most") in b.errors
+            f = p.status()["faults"]
+            assert f["subscription_limit"] == 1 and f["total_subscription_limit"] == 1
+        finally:
+            await p.stop()
+    run(main())

@@ -20,6 +20,7 @@ Example (every key optional; these are the defaults)::
     max_sessions = 4096
     max_sessions_per_host = 1024
     max_subscriptions = 64         # per session
+    max_total_subscriptions = 100000
     max_topics = 10000
     max_db_bytes = 0               # quota for the database; 0 = the disk is the limit
     udp_rate = 5000                # datagrams per second per source address
@@ -52,6 +53,8 @@ DEFAULT_LIMITS = {
     # one address, so this is generous; it stops one host from taking all.
     "max_sessions_per_host": 1024,
     "max_subscriptions": 64,
+    # Durable subscriptions over all nodes (each ~100 bytes in memory).
+    "max_total_subscriptions": 100000,
     "max_topics": 10000,
     "max_db_bytes": 0,
     # A node publishing a reading a second needs one datagram a second; 5000/s

@@ -489,6 +489,12 @@ class Proxy:
             self.faults.note("subscription_limit", peer=link.name())
             link.ps.error(W.R_LIMIT, "at most %d subscriptions per session" % self.limits["max_subscriptions"])
             return
+        if (link.node, topic) not in self.store.subs and len(self.store.subs) >= self.limits["max_total_subscriptions"]:
+            # Durable subscriptions live in memory too (cursor map): a client
+            # inventing node ids must not grow it without bound.
+            self.faults.note("total_subscription_limit", peer=link.name())
+            link.ps.error(W.R_LIMIT, "the proxy keeps %d subscriptions at most" % self.limits["max_total_subscriptions"])
+            return
         self.store.submit_subscribe(link.node, topic, ("sub", link, topic))
 
     def _unlink_topic(self, link, topic):
