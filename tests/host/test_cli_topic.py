@@ -3,7 +3,18 @@ reader): create -> invite -> join -> seal -> open -> remove -> re-key."""
 import os
 import re
 
+import pytest
+
+from shared_protocol.crypto import api
 from upsycle.cli import main
+
+
+@pytest.fixture(autouse=True)
+def keep_backend():
+    # the CLI installs the libsodium backend process-wide; restore ours after
+    old = api.use_backend(api._backend)
+    yield
+    api.use_backend(old)
 
 
 def run(capsys, *argv):
