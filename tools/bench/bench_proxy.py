@@ -35,6 +35,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "host"))
 sys.path.insert(0, ROOT)
 
+from upsycle.client import HOST_WINDOW_DEFAULT  # noqa: E402
+
 PAYLOAD = 64
 
 
@@ -229,7 +231,8 @@ async def _upsycle_clients(port, pairs, per_pub, window):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=10000, help="messages per scenario (split over publishers)")
-    ap.add_argument("--window", type=int, default=32, help="unacknowledged publishes per publisher")
+    ap.add_argument("--window", type=int, default=HOST_WINDOW_DEFAULT,
+                    help="unacknowledged publishes per publisher (default: the host client's)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per system and scenario (median shown)")
     args = ap.parse_args()
     find_mosquitto()
