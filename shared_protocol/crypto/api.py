@@ -45,6 +45,10 @@ def use_backend(backend):
     return old
 
 
+def current_backend():
+    return _backend
+
+
 def backend_name():
     return _backend.name
 

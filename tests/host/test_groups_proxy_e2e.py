@@ -23,7 +23,7 @@ SECRET2 = b"AFTER-BOB-LEFT-22.9C"
 @pytest.fixture(autouse=True)
 def keep_backend():
     # the CLI installs the libsodium backend process-wide; restore ours after
-    old = api.use_backend(api._backend)
+    old = api.current_backend()
     yield
     api.use_backend(old)
 
