@@ -17,7 +17,7 @@
 - An *epoch* is a 32-byte secret shared by readers; from it HKDF derives the
   symmetric key of the epoch and an X25519 key pair whose public half is
   given to write-only members, who can then encrypt to the topic but never
-  decrypt (crypto doc in groups/__init__.py).
+  decrypt (see groups/__init__.py for the whole construction).
 """
 from shared_protocol import cbor
 from shared_protocol.crypto import api
