@@ -4,10 +4,11 @@
   and its X25519 form (RFC 7748 §4.1 birational map, the same conversion
   libsodium offers) receives re-keys. One key rather than a separate X25519
   key: an invite, a capability and a removal all name a member by a single
-  32-byte key, and nothing has to bind a second key to the first. Ed25519 and
-  X25519 uses are separated by the hash that derives each scalar use
-  (signing nonces come from the seed's second half; DH results always pass
-  through HKDF with a distinct label), the construction libsodium supports.
+  32-byte key, and nothing has to bind a second key to the first. One
+  scalar for signing and DH is the construction libsodium supports; here
+  every DH output goes through HKDF with a label of its own, and signing
+  nonces come from the other half of the seed's hash, so neither use can
+  produce a value the other accepts.
 - A *topic* is its admin's Ed25519 key pair. Topic id = SHA-256(public)[:16]:
   128 bits make an accidental collision need ~2^64 topics and a deliberate
   one (a second topic with a chosen id) ~2^128 work, while keeping every
