@@ -2,25 +2,19 @@
 reader): create -> invite -> join -> seal -> open -> remove -> re-key."""
 import os
 import re
+import subprocess
+import sys
 
-import pytest
-
-from shared_protocol.crypto import api
-from upsycle.cli import main
-
-
-@pytest.fixture(autouse=True)
-def keep_backend():
-    # the CLI installs the libsodium backend process-wide; restore ours after
-    old = api.current_backend()
-    yield
-    api.use_backend(old)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
 
 
 def run(capsys, *argv):
-    code = main(list(argv))
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    # A separate process, as a user runs it: importing the CLI in-process
+    # would register every command's message types in this test process.
+    p = subprocess.run([sys.executable, "-m", "upsycle"] + list(argv), env=ENV, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
 
 
 def test_create_invite_join_publish_remove(tmp_path, capsys):

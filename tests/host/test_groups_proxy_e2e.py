@@ -5,11 +5,9 @@ key."""
 import asyncio
 import os
 import re
+import subprocess
+import sys
 
-import pytest
-
-from shared_protocol.crypto import api
-from upsycle.cli import main as cli_main
 from upsycle.client import Client
 from upsycle.group_codec import EpochChanged, GroupCodec, Rejected
 from upsycle.proxy.config import Config
@@ -20,17 +18,16 @@ SECRET = b"SECRET-SOIL-MOISTURE-31.7%"
 SECRET2 = b"AFTER-BOB-LEFT-22.9C"
 
 
-@pytest.fixture(autouse=True)
-def keep_backend():
-    # the CLI installs the libsodium backend process-wide; restore ours after
-    old = api.current_backend()
-    yield
-    api.use_backend(old)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
 
 
 def cli(capsys, *argv):
-    assert cli_main(list(argv)) == 0, capsys.readouterr().err
-    return capsys.readouterr().out
+    # the CLI as a user runs it, in its own process
+    p = subprocess.run([sys.executable, "-m", "upsycle"] + list(argv), env=ENV, cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
 
 
 def test_private_topic_through_a_running_proxy(tmp_path, capsys):
