@@ -45,33 +45,29 @@ class FrameLimitError(LocalError):
     code = "frame_limit"
 
 
+def _check_size(data, limit, err, what):
+    n = len(data)
+    if n == 0:
+        raise err(EMPTY, "empty " + what)
+    if n > limit:
+        raise err(OVERSIZE, "%s of %d bytes exceeds %d" % (what, n, limit))
+    return data
+
+
 def datagram(payload, limit=DATAGRAM_MAX):
     """Check an outgoing datagram payload against the limit; return it."""
-    n = len(payload)
-    if n == 0:
-        raise FrameLimitError(EMPTY, "empty datagram")
-    if n > limit:
-        raise FrameLimitError(OVERSIZE, "datagram of %d bytes exceeds %d" % (n, limit))
-    return payload
+    return _check_size(payload, limit, FrameLimitError, "datagram")
 
 
 def check_datagram(packet, limit=DATAGRAM_MAX):
     """Check an incoming packet; return it or raise FrameError."""
-    n = len(packet)
-    if n == 0:
-        raise FrameError(EMPTY, "empty datagram")
-    if n > limit:
-        raise FrameError(OVERSIZE, "datagram of %d bytes exceeds %d" % (n, limit))
-    return packet
+    return _check_size(packet, limit, FrameError, "datagram")
 
 
 def frame(payload, limit=STREAM_FRAME_DEFAULT):
     """Length-prefix one message for a stream."""
+    _check_size(payload, min(limit, STREAM_FRAME_CEILING), FrameLimitError, "frame")
     n = len(payload)
-    if n == 0:
-        raise FrameLimitError(EMPTY, "empty frame")
-    if n > limit or n > STREAM_FRAME_CEILING:
-        raise FrameLimitError(OVERSIZE, "frame of %d bytes exceeds %d" % (n, min(limit, STREAM_FRAME_CEILING)))
     out = bytearray(LENGTH_BYTES + n)
     out[0] = n >> 8
     out[1] = n & 0xFF

@@ -21,6 +21,7 @@ def main(argv):
     for name in names:
         mod = importlib.import_module("bench_" + name)
         t0 = time.perf_counter()
+        sys.argv = [mod.__file__]  # each benchmark parses its own (default) options
         mod.main()
         print("(bench_%s took %.1f s)\n" % (name, time.perf_counter() - t0))
     return 0

@@ -14,8 +14,10 @@ def register(sub):
     p.set_defaults(func=run)
 
 
-# A demo-only message type in the application block.
-READING = envelope.REGISTRY.register(200, "demo_reading", (
+# A demo-only message type in the application block, in a registry of its own
+# so that importing the CLI never adds a type to the node's shared registry.
+DEMO = envelope.Registry()
+READING = DEMO.register(200, "demo_reading", (
     ("topic", envelope.BYTES, 16),
     ("msg_id", envelope.UINT, 0xFFFFFFFF),
     ("ts_ms", envelope.UINT, None),
@@ -26,16 +28,17 @@ READING = envelope.REGISTRY.register(200, "demo_reading", (
 _VM_SIDE = """
 import sys, binascii
 from shared_protocol import envelope, framing
-envelope.REGISTRY.register(200, "demo_reading", (
+DEMO = envelope.Registry()
+DEMO.register(200, "demo_reading", (
     ("topic", envelope.BYTES, 16), ("msg_id", envelope.UINT, 0xFFFFFFFF),
     ("ts_ms", envelope.UINT, None), ("value", envelope.FLOAT, None), ("key", envelope.TEXT, 16)))
 stream = binascii.unhexlify(sys.argv[0])
 dec = framing.StreamDecoder()
 out = []
 for f in dec.feed(stream):
-    m = envelope.REGISTRY.decode(f)
+    m = DEMO.decode(f)
     print("  micropython decoded %s topic=%s value=%r key=%s" % (m.name, binascii.hexlify(m["topic"]).decode(), m["value"], m["key"]))
-    out.append(binascii.hexlify(framing.frame(envelope.REGISTRY.encode_message(m))).decode())
+    out.append(binascii.hexlify(framing.frame(DEMO.encode_message(m))).decode())
 print("VM-BYTES " + "".join(out))
 """
 
@@ -48,7 +51,7 @@ def run(args):
     stream = bytearray()
     t0 = int(time.time() * 1000)
     for mid, value, key in readings:
-        msg = envelope.REGISTRY.encode("demo_reading", topic, mid, t0 + mid, value, key)
+        msg = DEMO.encode("demo_reading", topic, mid, t0 + mid, value, key)
         print("cpython encoded reading %d: %d bytes %s" % (mid, len(msg), msg.hex()))
         stream += framing.frame(msg)
     proc = vm.run([_VM_SIDE], args=[bytes(stream).hex()], timeout=120)
@@ -59,7 +62,7 @@ def run(args):
         return 1
     vm_hex = [l for l in proc.stdout.splitlines() if l.startswith("VM-BYTES ")][0][9:]
     same = vm_hex == bytes(stream).hex()
-    back = [envelope.REGISTRY.decode(f) for f in framing.StreamDecoder().feed(bytes.fromhex(vm_hex))]
+    back = [DEMO.decode(f) for f in framing.StreamDecoder().feed(bytes.fromhex(vm_hex))]
     print("round trip CPython -> MicroPython -> CPython: %s (%d messages, %d bytes)" % (
         "identical bytes" if same else "MISMATCH", len(back), len(stream)))
     print("cbor2 agrees: %s" % _cbor2_agrees(readings, topic, t0))
@@ -69,7 +72,7 @@ def run(args):
 def _cbor2_agrees(readings, topic, t0):
     import cbor2
     for mid, value, key in readings:
-        ours = envelope.REGISTRY.encode("demo_reading", topic, mid, t0 + mid, value, key)
+        ours = DEMO.encode("demo_reading", topic, mid, t0 + mid, value, key)
         theirs = cbor2.dumps([envelope.VERSION, READING.code, topic, mid, t0 + mid, value, key], canonical=True)
         if ours != theirs:
             return False

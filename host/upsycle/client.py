@@ -1,0 +1,349 @@
+"""Async client API for the edge session: laptops, scripts and tests as nodes.
+
+    async with Client("127.0.0.1", 7883, node_id=b"...") as c:
+        await c.publish("greenhouse/temp", b"21.5")   # returns once durable
+        await c.subscribe("greenhouse/temp")
+        d = await c.next_delivery(timeout=5)           # d.payload, d.msg_id, d.seq
+
+The client runs shared_protocol.session.ClientSession over TCP (frames) or UDP
+(datagrams), reconnects with backoff when the link drops, and resends what is
+still in flight, so a publish awaited here survives proxy restarts.
+
+Payload codec: the seam for private groups. ``codec.encode(topic_id, data)``
+turns what the app publishes into the bytes the proxy stores, and
+``codec.decode(topic_id, payload)`` turns a delivery back; the default,
+``PlainCodec``, passes bytes through. An encrypting codec plugs in without
+touching the session or the proxy (which never sees plaintext).
+"""
+import asyncio
+import logging
+import os
+import time
+
+from shared_protocol import framing
+from shared_protocol import session_wire as W
+from shared_protocol.errors import RemoteError
+from shared_protocol.session import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEFAULT_MS
+from upsycle import topics
+
+log = logging.getLogger("upsycle.client")
+
+# Reconnect backoff: fast first retry (a proxy restart takes ~100 ms), capped
+# so a laptop that lost WiFi does not spin.
+RECONNECT_MIN_S = 0.05
+RECONNECT_MAX_S = 2.0
+# How often the timer task looks at the session's deadlines at most.
+TIMER_MAX_S = 0.05
+
+
+def now_ms():
+    return int(time.monotonic() * 1000)
+
+
+class PlainCodec:
+    """Payloads travel as given (public topics, and before private groups)."""
+
+    def encode(self, topic_id, data):
+        return bytes(data)
+
+    def decode(self, topic_id, payload):
+        return payload
+
+
+class PublishRejected(RemoteError):
+    """The proxy refused a publish (storage full, read-only, limits...)."""
+
+
+class Delivery:
+    __slots__ = ("topic", "seq", "msg_id", "payload", "missed", "cause")
+
+    def __init__(self, topic, seq, msg_id, payload, missed=0, cause=None):
+        self.topic = topic
+        self.seq = seq
+        self.msg_id = msg_id
+        self.payload = payload
+        self.missed = missed      # >0: a notice that this many messages were dropped
+        self.cause = cause
+
+    def __repr__(self):
+        if self.missed:
+            return "<Missed %d up to %d (%s)>" % (self.missed, self.seq, self.cause)
+        return "<Delivery seq=%d id=%s %r>" % (self.seq, self.msg_id.hex(), self.payload[:32])
+
+
+class _Tcp(asyncio.Protocol):
+    def __init__(self, client):
+        self.client = client
+        self.decoder = framing.StreamDecoder()
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        c = self.client
+        try:
+            frames = self.decoder.feed(data)
+        except framing.FrameError as e:
+            log.warning("event=bad_frame_from_proxy code=%s", e.code)
+            self.transport.close()
+            return
+        t = now_ms()
+        for f in frames:
+            c.session.receive(f, t)
+        c._after_input()
+
+    def connection_lost(self, exc):
+        self.client._link_lost(self, "disconnected")
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, client):
+        self.client = client
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.client.session.receive(data, now_ms())
+        self.client._after_input()
+
+    def error_received(self, exc):
+        pass  # ICMP unreachable while the proxy restarts: retransmission covers it
+
+    def connection_lost(self, exc):
+        self.client._link_lost(self, "closed")
+
+
+def default_node_id():
+    """This machine's node id, kept in $UPSYCLE_HOME (default ~/.upsycle)."""
+    home = os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
+    path = os.path.join(home, "node_id")
+    try:
+        with open(path) as f:
+            return bytes.fromhex(f.read().strip())
+    except (OSError, ValueError):
+        pass
+    os.makedirs(home, exist_ok=True)
+    nid = os.urandom(16)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(nid.hex() + "\n")
+    os.replace(tmp, path)
+    return nid
+
+
+# A host (laptop, Pi, script) holds 128 x 1 KB in flight without noticing,
+# and with every ack waiting for an fsync a deeper window is what keeps one
+# publisher's throughput up (tools/bench/bench_proxy.py: 1 -> 1 went from
+# 0.86-1.07x to 1.8x Mosquitto's QoS 1 at 128). Boards keep WINDOW_DEFAULT or less.
+HOST_WINDOW_DEFAULT = 4 * WINDOW_DEFAULT
+
+
+class Client:
+    def __init__(self, host="127.0.0.1", port=7883, node_id=None, transport="tcp", codec=None,
+                 window=HOST_WINDOW_DEFAULT, keepalive_ms=KEEPALIVE_DEFAULT_MS, reconnect=True):
+        if transport not in ("tcp", "udp"):
+            raise ValueError("transport must be tcp or udp")
+        self.host = host
+        self.port = port
+        self.kind = transport
+        self.node_id = node_id or default_node_id()
+        self.codec = codec or PlainCodec()
+        self.reconnect = reconnect
+        self.session = ClientSession(self.node_id, window=window, keepalive_ms=keepalive_ms)
+        self._seq = time.time_ns() // 1000   # message ids never repeat across runs
+        self._acks = {}
+        self._inbox = asyncio.Queue()
+        self._welcome = asyncio.Event()
+        self._room = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._subs = {}
+        self._proto = None
+        self._runner = None
+        self._timer = None
+        self._closing = False
+        self._had_welcome = False
+        self._flush_pending = False
+        self.errors = []
+        self.connects = 0
+
+    # -- life cycle --------------------------------------------------------
+
+    async def connect(self, timeout=10.0):
+        """Connect (retrying until timeout) and wait for the proxy's welcome."""
+        if self._runner is None:
+            self._runner = asyncio.ensure_future(self._run())
+            self._timer = asyncio.ensure_future(self._tick())
+        try:
+            await asyncio.wait_for(self._welcome.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise ConnectionError("no answer from the proxy at %s:%d (%s) within %.1f s" % (
+                self.host, self.port, self.kind, timeout))
+        return self
+
+    async def __aenter__(self):
+        return await self.connect()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self):
+        self._closing = True
+        if self._proto is not None and self._proto.transport is not None:
+            self.session.bye()
+            self._flush()
+            await asyncio.sleep(0)
+        for task in (self._runner, self._timer):
+            if task is not None:
+                task.cancel()
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        for fut in self._acks.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("client closed"))
+        self._acks = {}
+
+    async def _run(self):
+        loop = asyncio.get_running_loop()
+        delay = RECONNECT_MIN_S
+        while not self._closing:
+            self._lost.clear()
+            try:
+                if self.kind == "tcp":
+                    _, proto = await loop.create_connection(lambda: _Tcp(self), self.host, self.port)
+                else:
+                    _, proto = await loop.create_datagram_endpoint(
+                        lambda: _Udp(self), remote_addr=(self.host, self.port))
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RECONNECT_MAX_S)
+                continue
+            self._proto = proto
+            self._had_welcome = False
+            self.connects += 1
+            self.session.start(now_ms(), self.kind == "tcp")
+            self._flush()
+            await self._lost.wait()
+            self._welcome.clear()
+            if proto.transport is not None:
+                proto.transport.close()
+            self._proto = None
+            if not self.reconnect:
+                break
+            # A link that got as far as a welcome was healthy: retry fast.
+            delay = RECONNECT_MIN_S if self._had_welcome else min(2 * delay, RECONNECT_MAX_S)
+            await asyncio.sleep(delay)
+
+    async def _tick(self):
+        while True:
+            d = self.session.next_deadline()
+            wait = TIMER_MAX_S if d is None else min(TIMER_MAX_S, max(0.001, (d - now_ms()) / 1000))
+            await asyncio.sleep(wait)
+            self.session.poll(now_ms())
+            self._after_input()
+
+    def _link_lost(self, proto, reason):
+        if proto is self._proto:
+            self.session.stop(reason)
+            self._after_input()
+
+    # -- session plumbing ---------------------------------------------------
+
+    def _flush_soon(self):
+        # Publishes and acks made in one event-loop iteration leave in one
+        # write (one syscall, one TCP segment) instead of one each.
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self):
+        self._flush_pending = False
+        p = self._proto
+        msgs = self.session.data_to_send()
+        if p is None or p.transport is None or not msgs:
+            return
+        if self.kind == "tcp":
+            p.transport.write(b"".join(framing.frame(m) for m in msgs))
+        else:
+            for m in msgs:
+                p.transport.sendto(m)
+
+    def _after_input(self):
+        for ev in self.session.events():
+            kind = ev[0]
+            if kind == "delivery":
+                topic, seq, mid, payload = ev[1], ev[2], ev[3], ev[4]
+                self._inbox.put_nowait(Delivery(topic, seq, mid, self.codec.decode(topic, payload)))
+            elif kind == "acked":
+                fut = self._acks.pop(ev[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev[1])
+                self._room.set()
+            elif kind == "rejected":
+                fut = self._acks.pop(ev[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(PublishRejected(ev[2], ev[3]))
+                self._room.set()
+            elif kind == "missed":
+                self._inbox.put_nowait(Delivery(ev[1], ev[2], b"", None, missed=ev[3], cause=ev[4]))
+            elif kind == "welcome":
+                self._had_welcome = True
+                self._welcome.set()
+                self._room.set()
+            elif kind == "subscribed":
+                w = self._subs.get(ev[1])
+                if w is not None and not w.done():
+                    w.set_result(ev[2])
+            elif kind == "lost":
+                self._welcome.clear()
+                self._lost.set()
+            elif kind == "error":
+                self.errors.append((ev[1], ev[2]))
+                del self.errors[:-16]
+                log.warning("event=proxy_error code=%s detail=%r", ev[1], ev[2])
+        self._flush()
+
+    # -- the API ---------------------------------------------------------------
+
+    def next_msg_id(self):
+        self._seq += 1
+        return W.message_id(self.node_id, self._seq)
+
+    async def publish_nowait(self, topic, data, msg_id=None):
+        """Queue a publish once the window has room; return a future of its ack."""
+        tid = topics.resolve(topic)
+        payload = self.codec.encode(tid, data)
+        while not self.session.can_publish():
+            self._room.clear()
+            await self._room.wait()
+        mid = msg_id or self.next_msg_id()
+        fut = asyncio.get_running_loop().create_future()
+        self._acks[mid] = fut
+        self.session.publish(tid, mid, payload, now_ms())
+        self._flush_soon()
+        return fut
+
+    async def publish(self, topic, data, msg_id=None):
+        """Publish and wait until the proxy says it is durable; return the id."""
+        return await (await self.publish_nowait(topic, data, msg_id))
+
+    async def subscribe(self, topic, timeout=10.0):
+        """Subscribe; returns the cursor the proxy resumes from."""
+        tid = topics.resolve(topic)
+        fut = self._subs[tid] = asyncio.get_running_loop().create_future()
+        self.session.subscribe(tid, now_ms())
+        self._flush()
+        return await asyncio.wait_for(fut, timeout)
+
+    async def unsubscribe(self, topic):
+        self.session.unsubscribe(topics.resolve(topic), now_ms())
+        self._flush()
+
+    async def next_delivery(self, timeout=None):
+        """The next delivery (or missed notice); acknowledges it as consumed."""
+        d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
+        self.session.consumed(d.topic, d.seq)
+        self._flush_soon()
+        return d

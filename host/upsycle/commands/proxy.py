@@ -1,0 +1,98 @@
+"""`upsycle proxy`: run the store-and-forward proxy; `upsycle proxy status`."""
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+log = logging.getLogger("upsycle.proxy")
+
+
+def register(sub):
+    p = sub.add_parser("proxy", help="run the store-and-forward proxy (or: proxy status)",
+                       description="Keep messages for edge nodes while they sleep or roam; "
+                                   "`upsycle proxy status` asks a running proxy for its counters.")
+    p.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    p.add_argument("--config", help="TOML configuration file (flags override it)")
+    p.add_argument("--data", help="data directory (default ./upsycle-data)")
+    p.add_argument("--listen", help="HOST:PORT for TCP and UDP (default 127.0.0.1:7883)")
+    p.add_argument("--tcp-port", type=int, help="TCP port (0: any free port)")
+    p.add_argument("--udp-port", type=int, help="UDP port (-1: no UDP)")
+    p.add_argument("--max-db-bytes", type=int, help="storage quota for the database (0: none)")
+    p.add_argument("--proxy", default="127.0.0.1:7883", help="for status: the proxy's HOST:PORT")
+    p.add_argument("--json", action="store_true", help="for status: print JSON")
+    p.set_defaults(func=run)
+
+
+def build_config(args):
+    from upsycle.proxy.config import Config, parse_hostport
+    c = Config.load(args.config)
+    if args.data:
+        c.data = args.data
+    if args.listen:
+        host, port = parse_hostport(args.listen)
+        c.listen, c.tcp_port, c.udp_port = host, port, port
+    if args.tcp_port is not None:
+        c.tcp_port = args.tcp_port
+    if args.udp_port is not None:
+        c.udp_port = args.udp_port
+    if args.max_db_bytes is not None:
+        c.limits["max_db_bytes"] = args.max_db_bytes
+    return c
+
+
+def run(args):
+    from upsycle.proxy.config import ConfigError
+    if args.action == "status":
+        return status(args)
+    try:
+        config = build_config(args)
+    except ConfigError as e:
+        print("upsycle proxy: %s" % e, file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(config))
+
+
+async def _serve(config):
+    from upsycle.proxy.server import Proxy, StorageError
+    proxy = Proxy(config)
+    try:
+        await proxy.start()
+    except StorageError as e:
+        log.error("event=start_failed code=%s %s", e.code, e.message)
+        print("upsycle proxy: cannot start: %s" % e.message, file=sys.stderr)
+        return 3
+    except OSError as e:
+        log.error("event=start_failed code=listen error=%r", str(e))
+        print("upsycle proxy: cannot listen on %s: %s" % (config.listen, e), file=sys.stderr)
+        proxy.store.close()
+        return 3
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("event=shutdown_requested")
+    await proxy.stop()
+    return 0
+
+
+def status(args):
+    from upsycle.proxy.config import parse_hostport
+    from upsycle.proxy.status import fetch_status
+    host, port = parse_hostport(args.proxy)
+    try:
+        st = asyncio.run(fetch_status(host, port))
+    except (OSError, asyncio.TimeoutError, RuntimeError) as e:
+        print("upsycle proxy status: no answer from %s:%d: %s" % (host, port, e or "timeout"), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(st, sort_keys=True, indent=2))
+    else:
+        for k in sorted(st):
+            v = st[k]
+            if isinstance(v, dict):
+                print("%-20s %s" % (k, ", ".join("%s=%s" % kv for kv in sorted(v.items())) or "none"))
+            else:
+                print("%-20s %s" % (k, v))
+    return 0

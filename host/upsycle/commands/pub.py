@@ -1,0 +1,60 @@
+"""`upsycle pub TOPIC MESSAGE...`: publish; exit 0 once every message is acked."""
+import asyncio
+import sys
+
+
+def register(sub):
+    p = sub.add_parser("pub", help="publish messages to a topic through a proxy")
+    p.add_argument("topic", help="topic name, or topic id as 32 hex digits")
+    p.add_argument("messages", nargs="+", metavar="MESSAGE", help="one message each ('-': lines of stdin)")
+    _common(p)
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="give up (exit 1) if not every message is acknowledged within this many seconds")
+    p.set_defaults(func=run)
+
+
+def _common(p):
+    p.add_argument("--proxy", default="127.0.0.1:7883", help="the proxy's HOST:PORT")
+    p.add_argument("--udp", action="store_true", help="talk to the proxy over UDP instead of TCP")
+    p.add_argument("--node-id", help="this node's id in hex (default: kept in $UPSYCLE_HOME/node_id)")
+
+
+def client_from_args(args):
+    from upsycle.client import Client
+    from upsycle.proxy.config import parse_hostport
+    host, port = parse_hostport(args.proxy)
+    node_id = bytes.fromhex(args.node_id) if args.node_id else None
+    return Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp")
+
+
+def run(args):
+    msgs = []
+    for m in args.messages:
+        if m == "-":
+            msgs.extend(line.rstrip("\n") for line in sys.stdin)
+        else:
+            msgs.append(m)
+    return asyncio.run(_pub(args, [m.encode("utf-8") for m in msgs]))
+
+
+async def _pub(args, msgs):
+    from upsycle.client import PublishRejected
+    c = client_from_args(args)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.timeout
+    try:
+        await c.connect(timeout=args.timeout)
+        futs = []
+        for m in msgs:
+            futs.append(await asyncio.wait_for(c.publish_nowait(args.topic, m),
+                                               max(0.01, deadline - loop.time())))
+        await asyncio.wait_for(asyncio.gather(*futs), max(0.01, deadline - loop.time()))
+    except PublishRejected as e:
+        print("upsycle pub: the proxy refused a message: %s" % e, file=sys.stderr)
+        return 1
+    except (ConnectionError, asyncio.TimeoutError) as e:
+        print("upsycle pub: not every message was acknowledged: %s" % (e or "timeout"), file=sys.stderr)
+        return 1
+    finally:
+        await c.close()
+    return 0

@@ -1,0 +1,52 @@
+"""`upsycle sub TOPIC`: print delivered messages, one per line, resuming where
+this subscriber (its node id) left off."""
+import asyncio
+import sys
+
+from upsycle.commands.pub import _common, client_from_args
+
+
+def register(sub):
+    p = sub.add_parser("sub", help="print messages of a topic, resuming where this node left off")
+    p.add_argument("topic", help="topic name, or topic id as 32 hex digits")
+    _common(p)
+    p.add_argument("--count", type=int, help="exit 0 after this many messages")
+    p.add_argument("--timeout", type=float,
+                   help="stop after this many seconds (exit 1 if --count was not reached)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    return asyncio.run(_sub(args))
+
+
+async def _sub(args):
+    c = client_from_args(args)
+    loop = asyncio.get_running_loop()
+    deadline = None if args.timeout is None else loop.time() + args.timeout
+    out = sys.stdout.buffer
+    got = 0
+    try:
+        await c.connect(timeout=args.timeout if args.timeout is not None else 30.0)
+        await c.subscribe(args.topic)
+        while args.count is None or got < args.count:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise asyncio.TimeoutError()
+            d = await c.next_delivery(timeout=left)
+            if d.missed:
+                print("upsycle sub: %d message(s) missed (%s)" % (d.missed, d.cause), file=sys.stderr)
+                continue
+            out.write(d.payload.replace(b"\n", b"\\n") + b"\n")
+            out.flush()
+            got += 1
+    except asyncio.TimeoutError:
+        if args.count is not None:
+            print("upsycle sub: timed out after %d of %d message(s)" % (got, args.count), file=sys.stderr)
+            return 1
+    except ConnectionError as e:
+        print("upsycle sub: %s" % e, file=sys.stderr)
+        return 1
+    finally:
+        await c.close()
+    return 0

@@ -1,0 +1,136 @@
+"""Proxy configuration: a TOML file, overridden by command-line flags.
+
+Example (every key optional; these are the defaults)::
+
+    data = "./upsycle-data"        # data directory (SQLite database lives here)
+    listen = "127.0.0.1"           # loopback unless you mean to serve a LAN
+    tcp_port = 7883                # 0: pick a free port
+    udp_port = 7883                # 0 with tcp_port: same number as TCP; -1: no UDP
+    status_from = ["127.0.0.1", "::1"]   # who may ask for status
+
+    [retention]                    # per topic; 0 = no limit of that kind
+    max_count = 10000
+    max_age_s = 604800             # a week: a node asleep over a weekend still gets its data
+    max_bytes = 16777216
+
+    [limits]
+    subscriber_queue = 10000       # a subscriber further behind skips the oldest
+    max_connections = 1024
+    max_pending_per_host = 64      # links from one address that have not said hello
+    max_sessions = 4096
+    max_sessions_per_host = 1024
+    max_subscriptions = 64         # per session
+    max_total_subscriptions = 100000
+    max_topics = 10000
+    max_db_bytes = 0               # quota for the database; 0 = the disk is the limit
+    udp_rate = 5000                # datagrams per second per source address
+    udp_burst = 1000
+"""
+import tomllib
+
+from upsycle.proxy.store import Retention
+
+DEFAULT_PORT = 7883
+
+
+class ConfigError(Exception):
+    code = "config"
+
+
+# Limits, each with why (the proxy is a Raspberry Pi service for months: every
+# per-client structure has a cap so no client behaviour grows memory).
+DEFAULT_LIMITS = {
+    # Subscriber backlog: 10,000 x 1 KB stays on disk, not in memory; the cap
+    # exists so a node gone for a month does not replay a month on wake-up.
+    "subscriber_queue": 10000,
+    # 1024 TCP connections x (8 KB decoder + 64 KB write cap) < 80 MB worst case.
+    "max_connections": 1024,
+    # Pre-hello links per address: a real node says hello at once, so more
+    # than this from one address is a stall attack; the oldest is evicted.
+    "max_pending_per_host": 64,
+    "max_sessions": 4096,
+    # Sessions from one address: a site's NAT may put all its nodes behind
+    # one address, so this is generous; it stops one host from taking all.
+    "max_sessions_per_host": 1024,
+    "max_subscriptions": 64,
+    # Durable subscriptions over all nodes (each ~100 bytes in memory).
+    "max_total_subscriptions": 100000,
+    "max_topics": 10000,
+    "max_db_bytes": 0,
+    # A node publishing a reading a second needs one datagram a second; 5000/s
+    # leaves room for bursts of retransmits and for benchmarks, and caps what
+    # one address can make us decode.
+    "udp_rate": 5000,
+    "udp_burst": 1000,
+}
+
+
+class Config:
+    def __init__(self):
+        self.data = "./upsycle-data"
+        self.listen = "127.0.0.1"
+        self.tcp_port = DEFAULT_PORT
+        self.udp_port = DEFAULT_PORT
+        self.status_from = ["127.0.0.1", "::1"]
+        self.retention = Retention()
+        self.limits = dict(DEFAULT_LIMITS)
+
+    @classmethod
+    def load(cls, path=None):
+        c = cls()
+        if path is None:
+            return c
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError("cannot read config %s: %s" % (path, e))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("config %s is not valid TOML: %s" % (path, e))
+        for key in ("data", "listen"):
+            if key in raw:
+                setattr(c, key, str(raw.pop(key)))
+        for key in ("tcp_port", "udp_port"):
+            if key in raw:
+                setattr(c, key, _int(raw.pop(key), key, -1, 65535))
+        if "status_from" in raw:
+            c.status_from = [str(x) for x in raw.pop("status_from")]
+        ret = raw.pop("retention", {})
+        for key in ("max_count", "max_age_s", "max_bytes"):
+            if key in ret:
+                setattr(c.retention, key, _int(ret.pop(key), "retention." + key, 0, 1 << 62))
+        lim = raw.pop("limits", {})
+        for key in list(lim):
+            if key not in DEFAULT_LIMITS:
+                raise ConfigError("unknown setting limits.%s in %s" % (key, path))
+            c.limits[key] = _int(lim.pop(key), "limits." + key, 0, 1 << 62)
+        unknown = sorted(list(raw) + ["retention." + k for k in ret])
+        if unknown:
+            raise ConfigError("unknown setting(s) in %s: %s" % (path, ", ".join(unknown)))
+        return c
+
+
+def _int(v, key, lo, hi):
+    if not isinstance(v, int) or isinstance(v, bool) or not (lo <= v <= hi):
+        raise ConfigError("%s must be an integer in %d..%d, got %r" % (key, lo, hi, v))
+    return v
+
+
+def parse_hostport(s, default_port=DEFAULT_PORT):
+    """"HOST:PORT", "[v6]:PORT", "HOST" or ":PORT" -> (host, port)."""
+    s = s.strip()
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif s.count(":") == 1:
+        host, port = s.split(":")
+    else:
+        host, port = s, ""
+    host = host or "127.0.0.1"
+    try:
+        p = int(port) if port else default_port
+    except ValueError:
+        raise ConfigError("bad port in %r" % s)
+    if not (0 <= p <= 65535):
+        raise ConfigError("port out of range in %r" % s)
+    return host, p

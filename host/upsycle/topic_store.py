@@ -1,0 +1,71 @@
+"""The host's local store of topics: admin keys and memberships, one CBOR
+file each under ``<home>/topics/``, written atomically (temp file, fsync,
+rename) with mode 0600 because they hold secret keys.
+
+Home is ``--home``, else ``$UPSYCLE_HOME``, else ``~/.upsycle``.
+"""
+import os
+import tempfile
+
+from shared_protocol import cbor
+from shared_protocol.groups.admin import Admin
+from shared_protocol.groups.member import Member
+
+
+class StoreError(Exception):
+    """A topic the user named is missing or ambiguous; the message says what to do."""
+
+
+def home_dir(explicit=None):
+    return explicit or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
+
+
+class TopicStore:
+    def __init__(self, home):
+        self.home = home
+        self.dir = os.path.join(home, "topics")
+
+    def _path(self, m):
+        return os.path.join(self.dir, "%s-%s.cbor" % (m.topic.hex(), m.identity.public.hex()[:16]))
+
+    def save(self, m):
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        rec = m.to_record()
+        rec["role"] = "admin" if isinstance(m, Admin) else "member"
+        data = cbor.encode(rec)
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(m))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return self._path(m)
+
+    def all(self):
+        out = []
+        if not os.path.isdir(self.dir):
+            return out
+        for name in sorted(os.listdir(self.dir)):
+            if not name.endswith(".cbor") or name.startswith("."):
+                continue
+            with open(os.path.join(self.dir, name), "rb") as f:
+                rec = cbor.decode(f.read())
+            out.append(Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec))
+        return out
+
+    def find(self, ref, admin_only=False):
+        """A topic by name or by a prefix of its hex id."""
+        hits = [m for m in self.all()
+                if (m.name == ref or m.topic.hex().startswith(ref.lower())) and (not admin_only or isinstance(m, Admin))]
+        if not hits:
+            raise StoreError("no %stopic %r in %s (see `upsycle topic list`)" % (
+                "administered " if admin_only else "", ref, self.dir))
+        if len(hits) > 1:
+            raise StoreError("%r matches %d topics; give more of the topic id" % (ref, len(hits)))
+        return hits[0]

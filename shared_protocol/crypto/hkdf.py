@@ -1,0 +1,56 @@
+"""HMAC-SHA256 (RFC 2104) and HKDF-SHA256 (RFC 5869), on ``hashlib.sha256``.
+
+Board firmware has no ``hmac`` module, so HMAC is built here from the hash.
+SHA-256 itself is native on both interpreters.
+"""
+import hashlib
+
+HASH_SIZE = 32
+_BLOCK = 64
+# RFC 5869 §2.3: L <= 255 * HashLen.
+HKDF_MAX_OUTPUT = 255 * HASH_SIZE
+_IPAD = bytes(0x36 for _ in range(_BLOCK))
+_OPAD = bytes(0x5C for _ in range(_BLOCK))
+
+
+def sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+def _xor(a, b):
+    return bytes(x ^ y for x, y in zip(a, b))
+
+
+def hmac_sha256(key, msg):
+    # RFC 2104 §2: keys longer than the block are hashed first, then padded.
+    if len(key) > _BLOCK:
+        key = sha256(key)
+    key = key + b"\x00" * (_BLOCK - len(key))
+    inner = hashlib.sha256(_xor(key, _IPAD))
+    inner.update(msg)
+    outer = hashlib.sha256(_xor(key, _OPAD))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def hkdf_extract(salt, ikm):
+    # RFC 5869 §2.2: an absent salt is HashLen zero bytes.
+    if not salt:
+        salt = b"\x00" * HASH_SIZE
+    return hmac_sha256(salt, ikm)
+
+
+def hkdf_expand(prk, info, length):
+    # RFC 5869 §2.3: T(i) = HMAC(PRK, T(i-1) | info | i)
+    out = b""
+    t = b""
+    i = 1
+    while len(out) < length:
+        t = hmac_sha256(prk, t + info + bytes((i,)))
+        out += t
+        i += 1
+    return out[:length]
+
+
+def hkdf(salt, ikm, info, length):
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)

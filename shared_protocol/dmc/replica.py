@@ -1,0 +1,487 @@
+"""A DMC replica: one per subscribed topic on every member.
+
+Writes are accepted offline; operations from others are applied in causal
+order (an operation waits in a bounded buffer until everything it depends on
+is applied; duplicates are ignored), so every replica that has applied the
+same operations holds the same state (Shapiro et al. 2011, §2.4: op-based
+CRDTs converge under causal delivery) and encodes it to the same bytes.
+
+State kept:
+- ``vv``: version vector, author -> highest sequence number applied; it is
+  also the compact summary sync exchanges (a replica's applied set is always
+  "every op of author a up to vv[a]", by causal delivery).
+- ``objects``: (data type, name) -> the CRDT object (see crdts.py).
+- ``tail``: the applied operations not yet compacted, as their wire bytes
+  only (author and seq are read back from the bytes), in the order applied
+  (a causal order), so sync can send a peer exactly the
+  operations it lacks. ``snap_vv`` says what was compacted away: the tail
+  holds, per author, exactly the ops in (snap_vv[a], vv[a]].
+- ``pending``: early operations, at most PENDING_MAX.
+
+Compaction drops tail operations that every known member has seen (or that
+the caller says are stable, e.g. acknowledged by the topic's proxy): they
+live on folded into ``objects``. A peer that still lacks a compacted op is
+sent the whole state as a snapshot instead, which it joins with its own.
+"""
+
+from shared_protocol import cbor
+from shared_protocol.dmc import ops as O
+from shared_protocol.dmc import crdts
+from shared_protocol.dmc.errors import (
+    OpError, SnapshotError, ReplicaLimitError, MALFORMED, OVERSIZE,
+    UNKNOWN_TYPE, GAP, DEP_BEYOND, BUFFER_FULL, AUTHORS_FULL, OBJECTS_FULL,
+    ITEMS_FULL)
+
+# Early operations held until their dependencies arrive. A sync datagram
+# carries up to ~35 small operations, so one reordered datagram fits; past
+# this the op is refused (typed error) and the next sync round resends it.
+PENDING_MAX = 64
+# Uncompacted operations kept to serve peers. Past this the oldest are
+# compacted even if not known stable (a member away for long then gets a
+# snapshot), so a member that never returns cannot grow our heap.
+TAIL_MAX = 256
+# A host (a proxy on a Pi) may keep a longer tail so members returning after
+# long absences still get operations rather than a snapshot.
+TAIL_CEILING = 8192
+# Named objects (maps, counters, sets, logs) in one topic.
+OBJECTS_MAX = 16
+# Largest encoded snapshot (state) accepted from a peer or the flash: a
+# 512-reading log plus a few maps and sets; 32 chunks of sync.CHUNK.
+SNAPSHOT_MAX = 32768
+# Members whose version vectors we remember for compaction.
+PEERS_MAX = O.AUTHORS_MAX
+
+# receive() results.
+DUPLICATE = 0
+APPLIED = 1
+BUFFERED = 2
+
+
+def _vv_value(vv):
+    out = []
+    for a in sorted(vv):
+        out.append(a)
+        out.append(vv[a])
+    return out
+
+
+def _vv_from(flat, err):
+    prs = O.pairs(flat, O.AUTHORS_MAX, "vv", err)
+    vv = {}
+    prev = None
+    for a, s in prs:
+        if prev is not None and not (a > prev):
+            raise err(MALFORMED, "version vector authors out of order")
+        prev = a
+        vv[a] = s
+    return vv
+
+
+class Replica:
+    def __init__(self, author, log_keep=200, log_age=0, tail_max=TAIL_MAX):
+        O.check_author(author, ReplicaLimitError)
+        if not (O.is_int(log_keep) and 0 < log_keep <= crdts.LOG_MAX):
+            raise ReplicaLimitError(OVERSIZE, "log_keep must be 1..%d" % crdts.LOG_MAX)
+        if not (O.is_int(log_age) and 0 <= log_age <= O.TIME_MAX):
+            raise ReplicaLimitError(OVERSIZE, "log_age must be 0 (no limit)..%d" % O.TIME_MAX)
+        if not (O.is_int(tail_max) and 0 < tail_max <= TAIL_CEILING):
+            raise ReplicaLimitError(OVERSIZE, "tail_max must be 1..%d" % TAIL_CEILING)
+        self.tail_max = tail_max
+        self.author = author
+        # Retention is part of the topic's configuration: every member must
+        # use the same (keep, age), or their logs keep different readings.
+        self.cfg = (log_keep, log_age)
+        self.vv = {}
+        self.clock = 0
+        self.objects = {}
+        self.snap_vv = {}
+        self.tail = []
+        self.pending = []
+        self.peers = {}
+        self._ids = {author: author}
+        self._ctx = {}
+        self.applied = 0
+        self.dropped = 0  # buffered ops that failed a limit when they came due
+
+    # --- reading ---
+
+    def obj(self, tcode, name):
+        return self.objects.get((tcode, name))
+
+    def get(self, name, key, default=None):
+        m = self.obj(O.T_MAP, name)
+        return default if m is None else m.get(key, default)
+
+    def items(self, name):
+        m = self.obj(O.T_MAP, name)
+        return [] if m is None else m.items()
+
+    def counter(self, name):
+        c = self.obj(O.T_COUNTER, name)
+        return 0 if c is None else c.value()
+
+    def members(self, name):
+        s = self.obj(O.T_SET, name)
+        return [] if s is None else s.members()
+
+    def readings(self, name):
+        lg = self.obj(O.T_LOG, name)
+        return [] if lg is None else lg.readings()
+
+    # --- local writes: each returns the operation's bytes to publish ---
+
+    def put(self, name, key, value):
+        """Map register write; value None deletes the key."""
+        return self._local(O.K_PUT, name, key, value)
+
+    def add(self, name, delta):
+        """Counter: add delta (negative to decrement)."""
+        return self._local(O.K_ADD, name, delta, None)
+
+    def insert(self, name, elem):
+        s = self.obj(O.T_SET, name)
+        return self._local(O.K_INSERT, name, elem, [] if s is None else s.observed(elem))
+
+    def remove(self, name, elem):
+        s = self.obj(O.T_SET, name)
+        if s is None or elem not in s:
+            return None  # nothing observed, nothing to remove
+        return self._local(O.K_REMOVE, name, elem, s.observed(elem))
+
+    def append(self, name, t, value):
+        """Log a reading taken at time t (caller's clock, e.g. Unix seconds)."""
+        return self._local(O.K_APPEND, name, t, value)
+
+    def _local(self, kind, name, a, b):
+        me = self.author
+        if me not in self.vv and len(self.vv) >= O.AUTHORS_MAX:
+            raise ReplicaLimitError(AUTHORS_FULL, "topic already has %d authors" % O.AUTHORS_MAX)
+        deps = []
+        for x in sorted(self.vv):
+            if x != me and self.vv[x] > self._ctx.get(x, 0):
+                deps.append((x, self.vv[x]))
+        op = (me, self.vv.get(me, 0) + 1, self.clock + 1, deps, kind, name, a, b)
+        try:
+            data = O.encode(op)
+            op = O.decode(data)  # the same checks and value forms remote replicas see
+        except cbor.EncodeError as e:
+            raise ReplicaLimitError(e.code, "value cannot be encoded: %s" % e.message)
+        except OpError as e:
+            raise ReplicaLimitError(e.code, e.message)
+        key = (O.KINDS[kind][0], name)
+        o = self.objects.get(key)
+        if o is not None and o.would_grow(op) and o.size() >= crdts.ITEMS_MAX:
+            raise ReplicaLimitError(ITEMS_FULL, "%s %r already holds %d items" % (
+                O.TYPE_NAMES[key[0]], name, crdts.ITEMS_MAX))
+        self._check_capacity(op, ReplicaLimitError)
+        self._apply(op, data)
+        for x, s in deps:
+            self._ctx[x] = s
+        return data
+
+    # --- remote operations ---
+
+    def receive(self, data):
+        """Apply (or buffer) one operation's bytes from a peer.
+
+        Returns APPLIED, BUFFERED or DUPLICATE; raises OpError and changes
+        nothing if the operation is malformed or over a limit.
+        """
+        op = O.decode(data)
+        return self.receive_op(op, bytes(data))
+
+    def receive_op(self, op, data):
+        a = op[0]
+        s = op[1]
+        have = self.vv.get(a, 0)
+        if s <= have:
+            return DUPLICATE
+        for p in self.pending:
+            if p[0][1] == s and p[0][0] == a:
+                return DUPLICATE
+        if s > have + PENDING_MAX:
+            raise OpError(GAP, "author %s jumps from seq %d to %d, past the %d-op buffer: sync first" % (
+                a.hex(), have, s, PENDING_MAX))
+        new = 0 if a in self.vv else 1
+        for b, q in op[3]:
+            if q > self.vv.get(b, 0) + PENDING_MAX:
+                raise OpError(DEP_BEYOND, "depends on seq %d of %s, %d past what this replica holds" % (
+                    q, b.hex(), q - self.vv.get(b, 0)))
+            if b not in self.vv:
+                new += 1
+        if len(self.vv) + new > O.AUTHORS_MAX:
+            raise OpError(AUTHORS_FULL, "operation brings the topic past %d authors" % O.AUTHORS_MAX)
+        if self._ready(op):
+            self._check_capacity(op, OpError)
+            self._apply(op, data)
+            self._drain()
+            return APPLIED
+        if len(self.pending) >= PENDING_MAX:
+            raise OpError(BUFFER_FULL, "%d early operations already wait for their dependencies" % PENDING_MAX)
+        self.pending.append((op, data))
+        return BUFFERED
+
+    def _ready(self, op):
+        if self.vv.get(op[0], 0) != op[1] - 1:
+            return False
+        for b, q in op[3]:
+            if self.vv.get(b, 0) < q:
+                return False
+        return True
+
+    def _drain(self):
+        progress = True
+        while progress and self.pending:
+            progress = False
+            keep = []
+            for p in self.pending:
+                op = p[0]
+                if op[1] <= self.vv.get(op[0], 0):
+                    progress = True
+                elif self._ready(op):
+                    try:
+                        self._check_capacity(op, OpError)
+                        self._apply(op, p[1])
+                    except OpError:
+                        self.dropped += 1
+                    progress = True
+                else:
+                    keep.append(p)
+            self.pending = keep
+
+    def _check_capacity(self, op, err):
+        key = (O.KINDS[op[4]][0], op[5])
+        o = self.objects.get(key)
+        if o is None:
+            if len(self.objects) >= OBJECTS_MAX:
+                raise err(OBJECTS_FULL, "topic already holds %d objects" % OBJECTS_MAX)
+        elif o.would_grow(op) and o.size() >= crdts.ITEMS_HARD:
+            raise err(ITEMS_FULL, "%s %r holds %d items" % (O.TYPE_NAMES[key[0]], op[5], crdts.ITEMS_HARD))
+
+    def _apply(self, op, data):
+        a = self._ids.get(op[0])
+        if a is None:
+            a = self._ids[op[0]] = op[0]
+        key = (O.KINDS[op[4]][0], op[5])
+        o = self.objects.get(key)
+        if o is None:
+            o = self.objects[key] = crdts.new(key[0], self.cfg)
+        o.apply(op)
+        self.vv[a] = op[1]
+        if op[2] > self.clock:
+            self.clock = op[2]
+        self.tail.append(data)
+        if len(self.tail) > self.tail_max:
+            x, s = O.author_seq(self.tail.pop(0))
+            self.snap_vv[self._ids.get(x, x)] = s
+        self.applied += 1
+
+    # --- what sync needs ---
+
+    def lacks(self, other_vv):
+        """True if other_vv holds operations this replica has not applied."""
+        for a in other_vv:
+            if other_vv[a] > self.vv.get(a, 0):
+                return True
+        return False
+
+    def needs_snapshot(self, peer_vv):
+        """True if the peer lacks operations we have compacted away."""
+        for a in self.snap_vv:
+            if peer_vv.get(a, 0) < self.snap_vv[a]:
+                return True
+        return False
+
+    def ops_since(self, peer_vv):
+        """Wire bytes of the tail operations the peer lacks, in causal order."""
+        out = []
+        for data in self.tail:
+            a, s = O.author_seq(data)
+            if s > peer_vv.get(a, 0):
+                out.append(data)
+        return out
+
+    def note_peer(self, peer, vv):
+        """Remember what a member has applied (from its sync summary)."""
+        if peer == self.author:
+            return
+        if peer not in self.peers and len(self.peers) >= PEERS_MAX:
+            del self.peers[min(self.peers)]
+        self.peers[peer] = vv
+
+    # --- compaction ---
+
+    def stable_vv(self):
+        """What every known member (us and the peers noted) has applied."""
+        st = dict(self.vv)
+        for p in self.peers:
+            pv = self.peers[p]
+            for a in st:
+                q = pv.get(a, 0)
+                if q < st[a]:
+                    st[a] = q
+        return st
+
+    def compact(self, stable=None):
+        """Fold stable operations into the snapshot: drop them from the tail.
+
+        stable: version vector known seen by all (e.g. a proxy's
+        acknowledgement); default: stable_vv(). Returns ops dropped.
+        """
+        if stable is None:
+            stable = self.stable_vv()
+        for a in self.vv:
+            s = stable.get(a, 0)
+            if s > self.vv[a]:
+                s = self.vv[a]
+            if s > self.snap_vv.get(a, 0):
+                self.snap_vv[a] = s
+        n = len(self.tail)
+        keep = []
+        for data in self.tail:
+            a, s = O.author_seq(data)
+            if s > self.snap_vv.get(a, 0):
+                keep.append(data)
+        self.tail = keep
+        return n - len(keep)
+
+    # --- state encoding and snapshots ---
+
+    def snapshot_value(self):
+        objs = []
+        for key in sorted(self.objects):
+            objs.append([key[0], key[1], self.objects[key].to_value()])
+        return [_vv_value(self.vv), self.clock, objs]
+
+    def snapshot(self):
+        """The replica's state as deterministic bytes: equal states, equal
+        bytes, on every interpreter. Also what sync sends a peer that lacks
+        compacted operations."""
+        return cbor.encode(self.snapshot_value())
+
+    state_bytes = snapshot
+
+    def merge_snapshot(self, data):
+        """Join a peer's snapshot bytes into this replica (SnapshotError and
+        no change if they are bad)."""
+        if len(data) > SNAPSHOT_MAX:
+            raise SnapshotError(OVERSIZE, "snapshot of %d bytes exceeds %d" % (len(data), SNAPSHOT_MAX))
+        try:
+            v = cbor.decode(data)
+        except cbor.DecodeError as e:
+            raise SnapshotError(MALFORMED, "snapshot is not deterministic CBOR (%s)" % e.code)
+        self.merge_snapshot_value(v)
+
+    def merge_snapshot_value(self, v):
+        if not isinstance(v, list) or len(v) != 3:
+            raise SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
+        ovv = _vv_from(v[0], SnapshotError)
+        clock = v[1]
+        if not O.is_int(clock) or clock < 0 or clock > O.CLOCK_MAX:
+            raise SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
+        objs = v[2]
+        if not isinstance(objs, list) or len(objs) > OBJECTS_MAX:
+            raise SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
+        n = len(self.vv)
+        for a in ovv:
+            if a not in self.vv:
+                n += 1
+        if n > O.AUTHORS_MAX:
+            raise SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
+        theirs = {}
+        prev = None
+        intern = self._ids.get
+        for ob in objs:
+            if not isinstance(ob, list) or len(ob) != 3:
+                raise SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
+            t = ob[0]
+            cls = crdts.CLASSES.get(t) if O.is_int(t) else None
+            if cls is None:
+                raise SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
+            key = (t, O.check_name(ob[1], SnapshotError))
+            if prev is not None and not (key > prev):
+                raise SnapshotError(MALFORMED, "snapshot objects out of order")
+            prev = key
+            theirs[key] = cls.from_value(ob[2], self.cfg, lambda a: intern(a, a), ovv)
+        keys = list(self.objects)
+        for k in theirs:
+            if k not in self.objects:
+                keys.append(k)
+        if len(keys) > OBJECTS_MAX:
+            raise SnapshotError(OBJECTS_FULL, "snapshot brings the topic past %d objects" % OBJECTS_MAX)
+        # Checked: from here on nothing can fail.
+        for k in keys:
+            mine = self.objects.get(k)
+            if mine is None:
+                mine = self.objects[k] = crdts.new(k[0], self.cfg)
+            other = theirs.get(k)
+            if other is None:
+                other = crdts.new(k[0], self.cfg)
+            mine.join(other, self.vv, ovv)
+        jumped = {}
+        for a in ovv:
+            if a not in self._ids:
+                self._ids[a] = a
+            if ovv[a] > self.vv.get(a, 0):
+                a = self._ids[a]
+                self.vv[a] = ovv[a]
+                # ops up to ovv[a] were not all seen as ops: the tail of this
+                # author restarts after the snapshot
+                self.snap_vv[a] = ovv[a]
+                jumped[a] = 1
+        if clock > self.clock:
+            self.clock = clock
+        if jumped:
+            self.tail = [d for d in self.tail if O.author_seq(d)[0] not in jumped]
+        self._drain()
+
+    # --- persistence form (see store.py) ---
+
+    def dump_value(self):
+        tail = list(self.tail)
+        return [1, self.author, [self.cfg[0], self.cfg[1], self.tail_max], self.snapshot_value(),
+                _vv_value(self.snap_vv), tail]
+
+    @classmethod
+    def restore_value(cls, v):
+        """Rebuild a replica from dump_value(); SnapshotError if bad."""
+        if not isinstance(v, list) or len(v) != 6 or v[0] != 1:
+            raise SnapshotError(MALFORMED, "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]")
+        cfg = v[2]
+        if not isinstance(cfg, list) or len(cfg) != 3:
+            raise SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
+        try:
+            r = cls(v[1], cfg[0], cfg[1], cfg[2])
+        except ReplicaLimitError as e:
+            raise SnapshotError(MALFORMED, "stored config: " + e.message)
+        r.merge_snapshot_value(v[3])
+        snap = _vv_from(v[4], SnapshotError)
+        tail = v[5]
+        if not isinstance(tail, list) or len(tail) > r.tail_max:
+            raise SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
+        nxt = {}
+        for a in snap:
+            if snap[a] > r.vv.get(a, 0):
+                raise SnapshotError(MALFORMED, "stored snap_vv beyond the state's version vector")
+            nxt[a] = snap[a] + 1
+        entries = []
+        for data in tail:
+            if not isinstance(data, bytes):
+                raise SnapshotError(MALFORMED, "stored tail op must be bytes")
+            try:
+                op = O.decode(data)
+            except OpError as e:
+                raise SnapshotError(MALFORMED, "stored tail op: " + e.message)
+            a = op[0]
+            if op[1] != nxt.get(a, 1) or op[1] > r.vv.get(a, 0):
+                raise SnapshotError(MALFORMED, "stored tail ops are not contiguous per author")
+            nxt[a] = op[1] + 1
+            entries.append(data)
+        for a in r.vv:
+            if nxt.get(a, 1) != r.vv[a] + 1:
+                raise SnapshotError(MALFORMED, "stored tail does not reach the version vector")
+        r.snap_vv = {}
+        for a in snap:
+            r.snap_vv[r._ids.get(a, a)] = snap[a]
+        r.tail = entries
+        return r

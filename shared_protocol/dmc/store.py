@@ -1,0 +1,133 @@
+"""Persistence of a replica: snapshot plus operation tail in one file.
+
+File layout (all integers big-endian):
+
+    magic "DMC1" | payload length (4 bytes) | payload | SHA-256(payload)[:8]
+
+The payload is the deterministic-CBOR ``Replica.dump_value()``. A save writes
+``path + ".tmp"``, closes it (littlefs commits a file only on close;
+MICROPYTHON.md) and renames it over ``path``; rename is atomic on littlefs and
+POSIX, so a power cut at any point leaves the old file or the new one. On file
+systems whose rename refuses an existing target (FAT), the old file is removed
+first; a cut between that remove and the rename leaves only the complete
+temporary file, which load() then takes.
+
+The file operations go through a small injectable object (``OsFiles`` by
+default: ``open``, ``os.rename``, ``os.remove`` only), so tests can cut the
+power between any two steps.
+"""
+
+import hashlib
+import os
+import struct
+
+from shared_protocol import cbor
+from shared_protocol.dmc.replica import Replica
+from shared_protocol.dmc.errors import StoreError, SnapshotError, CORRUPT, MISSING
+
+MAGIC = b"DMC1"
+_HEADER = 8
+_CHECK = 8
+# Largest file accepted: a full snapshot (replica.SNAPSHOT_MAX) plus a tail
+# of small operations; the whole file is read into RAM to be checked.
+STORE_MAX = 65536
+# Bytes per write call: littlefs programs flash in pages; small writes keep
+# the temporary bytes object a board allocates small.
+WRITE_CHUNK = 512
+
+
+class OsFiles:
+    """The real file system, through what every MicroPython port has."""
+
+    def open(self, path):
+        return open(path, "wb")
+
+    def read(self, path):
+        try:
+            f = open(path, "rb")
+        except OSError:
+            return None
+        try:
+            return f.read(STORE_MAX + 1)
+        finally:
+            f.close()
+
+    def rename(self, src, dst):
+        os.rename(src, dst)
+
+    def remove(self, path):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def pack(payload):
+    return MAGIC + struct.pack(">I", len(payload)) + payload + hashlib.sha256(payload).digest()[:_CHECK]
+
+
+def unpack(data):
+    """File bytes -> payload bytes; StoreError(CORRUPT) if any check fails."""
+    if data is None:
+        raise StoreError(MISSING, "no stored state")
+    if len(data) > STORE_MAX:
+        raise StoreError(CORRUPT, "stored file is over %d bytes" % STORE_MAX)
+    if len(data) < _HEADER + _CHECK or data[:4] != MAGIC:
+        raise StoreError(CORRUPT, "stored file lacks the DMC1 header: not a replica file, or cut short")
+    n = struct.unpack(">I", data[4:8])[0]
+    if len(data) != _HEADER + n + _CHECK:
+        raise StoreError(CORRUPT, "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
+    payload = data[_HEADER:_HEADER + n]
+    if hashlib.sha256(payload).digest()[:_CHECK] != data[_HEADER + n:]:
+        raise StoreError(CORRUPT, "stored file fails its checksum")
+    return payload
+
+
+class Store:
+    def __init__(self, path, files=None):
+        self.path = path
+        self.tmp = path + ".tmp"
+        self.files = files if files is not None else OsFiles()
+
+    def save(self, replica):
+        data = pack(cbor.encode(replica.dump_value()))
+        if len(data) > STORE_MAX:
+            raise StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (len(data), STORE_MAX))
+        fs = self.files
+        fs.remove(self.tmp)  # a leftover of an interrupted save
+        f = fs.open(self.tmp)
+        try:
+            mv = memoryview(data)
+            for i in range(0, len(data), WRITE_CHUNK):
+                f.write(mv[i:i + WRITE_CHUNK])
+        finally:
+            f.close()
+        try:
+            fs.rename(self.tmp, self.path)
+        except OSError:
+            fs.remove(self.path)
+            fs.rename(self.tmp, self.path)
+        return len(data)
+
+    def load(self):
+        """The stored replica; StoreError(MISSING or CORRUPT) otherwise."""
+        data = self.files.read(self.path)
+        if data is None:
+            # Only a complete, closed temporary file can stand in (a cut
+            # between remove and rename); a torn one means nothing was saved.
+            try:
+                return self._decode(self.files.read(self.tmp))
+            except StoreError:
+                raise StoreError(MISSING, "no stored state at %s" % self.path)
+        return self._decode(data)
+
+    def _decode(self, data):
+        payload = unpack(data)
+        try:
+            v = cbor.decode(payload)
+        except cbor.DecodeError as e:
+            raise StoreError(CORRUPT, "stored payload is not deterministic CBOR (%s)" % e.code)
+        try:
+            return Replica.restore_value(v)
+        except SnapshotError as e:
+            raise StoreError(CORRUPT, "stored replica is invalid: %s" % e.message)

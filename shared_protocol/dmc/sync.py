@@ -1,0 +1,359 @@
+"""Anti-entropy between two replicas of a topic, sans-I/O, in datagrams.
+
+Round (Demers et al., "Epidemic algorithms for replicated database
+maintenance", 1987: push-pull anti-entropy; the summary is a version vector as
+in Bayou, Petersen et al. 1997):
+
+    A -> B  summary(vv_A, WANT)        B learns what A lacks
+    B -> A  ops A lacks (or snapshot)  B pushes the difference
+    B -> A  summary(vv_B)              A learns what B lacks
+    A -> B  ops B lacks (or snapshot)
+
+Bytes on the wire: the summaries (one (author, seq) pair per author, split
+into parts of SUMMARY_AUTHORS) plus the missing operations' own bytes packed
+into as few datagrams as fit (each op at most ops.OP_MAX, each datagram at
+most framing.DATAGRAM_MAX). The difference, not the state, sets the cost;
+only a peer that lacks compacted operations gets the whole state (a snapshot,
+in CHUNK-sized pieces it can collect across rounds).
+
+Loss and reordering: every message is idempotent. Operations that arrive
+ahead of their dependencies wait in the replica's buffer; whatever is lost
+shows up in the next summary, so a side that knows it still lacks something
+asks again (poll) after RETRY_MS, and the peer resends only what is still
+missing. Splits resume the same way: a burst stops at BURST_MAX datagrams
+with the MORE flag and the receiver asks for the rest at once.
+
+Message types (block "dmc", 32..47 of envelope.TYPE_BLOCKS):
+    32 dmc_op       one operation published live (pub/sub payload)
+    33 dmc_summary  session, flags, part, parts, vv (flat), snapshot progress
+    34 dmc_ops      session, flags, operations
+    35 dmc_snap     session, snapshot id, index, count, chunk
+"""
+
+import hashlib
+
+from shared_protocol import cbor, envelope
+from shared_protocol.envelope import REGISTRY, UINT, BYTES, LIST
+from shared_protocol.framing import DATAGRAM_MAX
+from shared_protocol.dmc import ops as O
+from shared_protocol.dmc.replica import SNAPSHOT_MAX, _vv_from, _vv_value
+from shared_protocol.dmc.errors import (
+    SyncError, OpError, SnapshotError, MALFORMED, OVERSIZE)
+
+# Authors per summary part: 16 x (32-byte id + 5-byte seq + heads) is about
+# 650 bytes, inside one datagram with room to spare.
+SUMMARY_AUTHORS = 16
+SUMMARY_PARTS_MAX = (O.AUTHORS_MAX + SUMMARY_AUTHORS - 1) // SUMMARY_AUTHORS
+# Snapshot chunk: leaves room for the message header inside a datagram.
+CHUNK = 1024
+CHUNKS_MAX = (SNAPSHOT_MAX + CHUNK - 1) // CHUNK
+# Datagrams sent in answer to one summary: 32 x 1200 bytes is ~38 KB, a
+# burst a board's UDP stack and the radio absorb; the rest follows on request.
+BURST_MAX = 32
+# Operations listed in one dmc_ops message (each takes at least ~25 bytes).
+OPS_PER_MSG_MAX = 64
+# Wait before asking again when this side knows it still lacks operations.
+RETRY_MS = 2000
+# Asking again gives up after this many tries in a row without progress.
+RETRIES_MAX = 8
+SNAP_ID_LEN = 8
+
+# summary flags
+WANT = 1      # "send me your summary too"
+# ops flags
+LAST = 1      # last datagram of this burst
+MORE = 2      # the burst stopped at BURST_MAX: ask again for the rest
+
+OP = REGISTRY.register(32, "dmc_op", (("op", LIST, 16),))
+SUMMARY = REGISTRY.register(33, "dmc_summary", (
+    ("session", UINT, 0xFFFFFFFF),
+    ("flags", UINT, 0xFF),
+    ("part", UINT, SUMMARY_PARTS_MAX - 1),
+    ("parts", UINT, SUMMARY_PARTS_MAX),
+    ("vv", LIST, 2 * SUMMARY_AUTHORS),
+    ("snap", LIST, 2),            # [] or [snapshot id, chunks-held bitmap]
+))
+OPS = REGISTRY.register(34, "dmc_ops", (
+    ("session", UINT, 0xFFFFFFFF),
+    ("flags", UINT, 0xFF),
+    ("ops", LIST, OPS_PER_MSG_MAX),
+))
+SNAP = REGISTRY.register(35, "dmc_snap", (
+    ("session", UINT, 0xFFFFFFFF),
+    ("id", BYTES, SNAP_ID_LEN),
+    ("index", UINT, CHUNKS_MAX - 1),
+    ("count", UINT, CHUNKS_MAX),
+    ("chunk", BYTES, CHUNK),
+))
+
+# Bytes of a dmc_ops message around its operations: array head, version,
+# type, session (up to 5), flags (up to 2), ops array head (up to 3).
+_OPS_HEADER_MAX = 1 + 1 + 2 + 5 + 2 + 3
+
+
+def snap_id(data):
+    return hashlib.sha256(data).digest()[:SNAP_ID_LEN]
+
+
+def live_op(op_bytes):
+    """Wrap one operation's bytes as a dmc_op message (no re-encoding)."""
+    out = bytearray()
+    cbor.encode_head(out, 4, 3)
+    out.append(envelope.VERSION)
+    cbor.encode_into(out, OP.code)
+    out.extend(op_bytes)
+    return bytes(out)
+
+
+def _ops_message(session, flags, chunk):
+    # Built by hand around the stored op bytes: the same bytes
+    # REGISTRY.encode would produce, without decoding every op first.
+    out = bytearray()
+    cbor.encode_head(out, 4, 5)
+    out.append(envelope.VERSION)
+    cbor.encode_into(out, OPS.code)
+    cbor.encode_into(out, session)
+    cbor.encode_into(out, flags)
+    cbor.encode_head(out, 4, len(chunk))
+    for b in chunk:
+        out.extend(b)
+    return bytes(out)
+
+
+class Sync:
+    """One side of anti-entropy with one peer.
+
+    start(now) -> datagrams; receive(datagram, now) -> datagrams to send
+    back; poll(now) -> datagrams (asks again while something is missing).
+    Times are milliseconds from any monotonic clock the caller has.
+    """
+
+    def __init__(self, replica, peer=None, session=0):
+        self.replica = replica
+        self.peer = peer
+        self.session = session & 0xFFFFFFFF
+        self.peer_vv = None
+        self._parts = None      # [session, parts, {part: pairs}] being assembled
+        self._snap_in = None    # [id, count, [chunks], bitmap]
+        self._snap_out = None   # (id, bytes) cached while a peer collects it
+        self._retry_at = None
+        self.retries = 0
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.ops_in = 0
+        self.rejected = 0       # ops refused (buffer full, limits) this session
+        self.last_error = None
+
+    # --- outgoing ---
+
+    def summary(self, flags=0):
+        r = self.replica
+        flat = _vv_value(r.vv)
+        n = len(flat) // 2
+        parts = (n + SUMMARY_AUTHORS - 1) // SUMMARY_AUTHORS or 1
+        snap = []
+        if self._snap_in is not None:
+            snap = [self._snap_in[0], self._snap_in[3]]
+        out = []
+        for i in range(parts):
+            chunk = flat[2 * SUMMARY_AUTHORS * i:2 * SUMMARY_AUTHORS * (i + 1)]
+            out.append(REGISTRY.encode("dmc_summary", self.session, flags, i, parts, chunk, snap))
+        return self._count(out)
+
+    def start(self, now):
+        self.retries = 0
+        self._retry_at = now + RETRY_MS
+        return self.summary(WANT)
+
+    def poll(self, now):
+        """Ask again if this side still lacks what the peer has."""
+        if self._retry_at is None or now < self._retry_at:
+            return []
+        if not self.behind():
+            self._retry_at = None
+            return []
+        if self.retries >= RETRIES_MAX:
+            self._retry_at = None
+            return []
+        self.retries += 1
+        self._retry_at = now + RETRY_MS
+        return self.summary(WANT)
+
+    def behind(self):
+        """True while the peer is known to hold operations we lack."""
+        if self._snap_in is not None:
+            return True
+        if self.peer_vv is None:
+            return self._retry_at is not None
+        return self.replica.lacks(self.peer_vv)
+
+    def _count(self, msgs):
+        for m in msgs:
+            self.bytes_out += len(m)
+        return msgs
+
+    def _push(self, peer_vv, snap_progress):
+        """Datagrams carrying what the peer lacks, at most BURST_MAX."""
+        r = self.replica
+        if r.needs_snapshot(peer_vv):
+            return self._push_snapshot(snap_progress)
+        out = []
+        chunk = []
+        size = _OPS_HEADER_MAX
+        for data in r.ops_since(peer_vv):
+            if chunk and (size + len(data) > DATAGRAM_MAX or len(chunk) >= OPS_PER_MSG_MAX):
+                out.append(chunk)
+                chunk = []
+                size = _OPS_HEADER_MAX
+                if len(out) >= BURST_MAX:
+                    break
+            chunk.append(data)
+            size += len(data)
+        more = len(out) >= BURST_MAX
+        if chunk and not more:
+            out.append(chunk)
+        msgs = []
+        for i in range(len(out)):
+            flags = 0
+            if i == len(out) - 1:
+                flags = LAST | (MORE if more else 0)
+            msgs.append(_ops_message(self.session, flags, out[i]))
+        return msgs
+
+    def _push_snapshot(self, progress):
+        data = None
+        held = 0
+        if self._snap_out is not None and progress and progress[0] == self._snap_out[0]:
+            data = self._snap_out[1]
+            held = progress[1]
+        if data is None:
+            data = self.replica.snapshot()
+            self._snap_out = (snap_id(data), data)
+        sid = self._snap_out[0]
+        count = (len(data) + CHUNK - 1) // CHUNK
+        msgs = []
+        for i in range(count):
+            if held & (1 << i):
+                continue
+            msgs.append(REGISTRY.encode("dmc_snap", self.session, sid, i, count, data[i * CHUNK:(i + 1) * CHUNK]))
+        return msgs
+
+    # --- incoming ---
+
+    def receive(self, data, now):
+        """Handle one datagram from the peer; return datagrams to send.
+
+        Raises SyncError (or the envelope/CBOR errors) for a malformed
+        message; the replica is unchanged by it.
+        """
+        self.bytes_in += len(data)
+        msg = REGISTRY.decode(data)
+        t = msg.type
+        if t is SUMMARY:
+            return self._count(self._on_summary(msg, now))
+        if t is OPS:
+            return self._count(self._on_ops(msg, now))
+        if t is SNAP:
+            return self._count(self._on_snap(msg, now))
+        if t is OP:
+            self._apply_values([msg["op"]])
+            return []
+        raise SyncError(MALFORMED, "%s is not a DMC sync message" % msg.name)
+
+    def _on_summary(self, msg, now):
+        parts = msg["parts"]
+        part = msg["part"]
+        if parts < 1 or part >= parts:
+            raise SyncError(MALFORMED, "summary part %d of %d" % (part, parts))
+        flat = msg["vv"]
+        prs = O.pairs(flat, SUMMARY_AUTHORS, "vv", SyncError)
+        snap = msg["snap"]
+        if snap:
+            if (len(snap) != 2 or not isinstance(snap[0], bytes) or len(snap[0]) != SNAP_ID_LEN
+                    or not O.is_int(snap[1]) or snap[1] < 0 or snap[1] >= (1 << CHUNKS_MAX)):
+                raise SyncError(MALFORMED, "summary snapshot progress must be [id, bitmap]")
+        sess = msg["session"]
+        if parts == 1:
+            pv = _vv_from(flat, SyncError)
+        else:
+            if self._parts is None or self._parts[0] != sess or self._parts[1] != parts:
+                self._parts = [sess, parts, {}]
+            self._parts[2][part] = prs
+            if len(self._parts[2]) < parts:
+                return []
+            pv = {}
+            for i in range(parts):
+                for a, s in self._parts[2][i]:
+                    pv[a] = s
+            self._parts = None
+            if len(pv) > O.AUTHORS_MAX:
+                raise SyncError(OVERSIZE, "summary lists more than %d authors" % O.AUTHORS_MAX)
+        self.peer_vv = pv
+        if self.peer is not None:
+            self.replica.note_peer(self.peer, pv)
+        out = self._push(pv, snap)
+        if msg["flags"] & WANT:
+            out = out + self.summary(0)
+        if self.replica.lacks(pv):
+            self._retry_at = now + RETRY_MS
+        return out
+
+    def _apply_values(self, values):
+        r = self.replica
+        progressed = False
+        for v in values:
+            try:
+                data = cbor.encode(v)
+                op = O.from_value(v, len(data))
+                if r.receive_op(op, data) != 0:
+                    progressed = True
+                    self.ops_in += 1
+            except OpError as e:
+                self.rejected += 1
+                self.last_error = e
+        if progressed:
+            self.retries = 0
+        return progressed
+
+    def _on_ops(self, msg, now):
+        self._apply_values(msg["ops"])
+        flags = msg["flags"]
+        if flags & LAST and (flags & MORE or (self.peer_vv is not None and self.replica.lacks(self.peer_vv))):
+            # the rest did not come (burst limit, or lost datagrams): ask now,
+            # but not forever if what is missing keeps being refused
+            self._retry_at = now + RETRY_MS
+            if self.retries < RETRIES_MAX:
+                self.retries += 1
+                return self.summary(WANT)
+        return []
+
+    def _on_snap(self, msg, now):
+        sid = msg["id"]
+        count = msg["count"]
+        idx = msg["index"]
+        if len(sid) != SNAP_ID_LEN or count < 1 or idx >= count:
+            raise SyncError(MALFORMED, "snapshot chunk %d of %d" % (idx, count))
+        chunk = msg["chunk"]
+        if idx < count - 1 and len(chunk) != CHUNK:
+            raise SyncError(MALFORMED, "snapshot chunk %d is %d bytes, not %d" % (idx, len(chunk), CHUNK))
+        si = self._snap_in
+        if si is None or si[0] != sid or si[1] != count:
+            si = self._snap_in = [sid, count, [None] * count, 0]
+        si[2][idx] = chunk
+        si[3] |= 1 << idx
+        if si[3] != (1 << count) - 1:
+            self._retry_at = now + RETRY_MS
+            return []
+        self._snap_in = None
+        data = b"".join(si[2])
+        if snap_id(data) != sid:
+            raise SyncError(MALFORMED, "snapshot does not match its id")
+        try:
+            self.replica.merge_snapshot(data)
+        except SnapshotError as e:
+            self.last_error = e
+            raise
+        self.retries = 0
+        if self.peer_vv is not None and self.replica.lacks(self.peer_vv):
+            self._retry_at = now + RETRY_MS
+        return []

@@ -1,0 +1,103 @@
+"""The admin of a topic: the holder of the topic's key pair. Issues invites
+(with write capabilities) and removes members by re-keying.
+
+Removal (issue: "a removed member cannot read what comes after"): the admin
+draws a new epoch secret and sends it in one ``group_rekey`` message through
+the topic itself. The message carries one entry per remaining member, each
+sealed to that member's key: X25519 between one ephemeral key and the
+member's key (its Ed25519 key in X25519 form), HKDF, ChaCha20-Poly1305.
+Entries carry no recipient name, and are sorted by their bytes, so a proxy
+learns only how many members remain; each member finds its entry by trial
+decryption (one X25519, then one AEAD check per entry). The entry also lists
+the removed keys, so members refuse the removed author's publications in
+every epoch, including old ones it could still encrypt to.
+"""
+from shared_protocol import cbor, envelope
+from shared_protocol.crypto import api
+from shared_protocol.groups import wire
+from shared_protocol.groups.errors import GroupUsageError
+from shared_protocol.groups.keys import (MAX_EPOCH, NO_EXPIRY, RIGHT_READ, RIGHT_WRITE, EpochKey, Identity,
+                                         make_capability)
+from shared_protocol.groups.member import MAX_KEPT_EPOCHS, Member, rekey_entry_key
+
+_ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
+
+
+class Admin(Member):
+    def __init__(self, topic_seed, epoch_secret, epoch=0, name=""):
+        topic_public = api.ed25519_public(topic_seed)
+        Member.__init__(self, topic_public, topic_seed, epoch, epoch_secret, None, None, name)
+        # member key -> [rights, X25519 form of the key]
+        self.members = {}
+
+    def add_member(self, member_public, rights):
+        if len(self.members) >= wire.MAX_MEMBERS:
+            raise GroupUsageError(message="topic already has %d members" % wire.MAX_MEMBERS)
+        if not rights & (RIGHT_READ | RIGHT_WRITE):
+            raise GroupUsageError(message="a member needs read, write or both")
+        # converting costs one scalar multiplication: do it once, at invite time
+        self.members[bytes(member_public)] = [rights, api.ed25519_pk_to_x25519(member_public)]
+
+    def invite(self, member_seed, read=True, write=False, expiry=NO_EXPIRY):
+        """An invite (bytes) for a new member key made from ``member_seed``.
+        The invite is a secret: whoever holds it becomes that member."""
+        from shared_protocol.groups.invite import encode_invite
+        rights = (RIGHT_READ if read else 0) | (RIGHT_WRITE if write else 0)
+        member = Identity(member_seed)
+        self.add_member(member.public, rights)
+        cap = make_capability(self.identity, member.public, rights, expiry) if write else None
+        ek = self.epoch_key()
+        return encode_invite(self.topic_public, member.seed, self.epoch,
+                             ek.secret if read else None, ek.public, cap, self.name)
+
+    def remove(self, member_public, new_secret, ephemeral_secret):
+        """Remove a member: returns the group_rekey message to publish and
+        switches the admin to the new epoch. Both secrets are 32 fresh
+        random bytes from the caller."""
+        member_public = bytes(member_public)
+        if member_public not in self.members:
+            raise GroupUsageError(message="not a member of this topic")
+        if self.epoch >= MAX_EPOCH:
+            raise GroupUsageError(message="epoch numbers exhausted")
+        epoch = self.epoch + 1
+        topic = self.topic
+        new = EpochKey(topic, epoch, new_secret)
+        eph = api.x25519_public(ephemeral_secret)
+        aad = cbor.encode([topic, epoch, eph])
+        removed = [member_public]
+        entries = []
+        for pub in sorted(self.members):
+            if pub == member_public:
+                continue
+            rights, xpub = self.members[pub]
+            content = cbor.encode([new.secret if rights & RIGHT_READ else None, new.public, removed])
+            key = rekey_entry_key(api.x25519(ephemeral_secret, xpub), topic, epoch, eph, xpub)
+            entries.append(api.aead_encrypt(key, _ZERO_NONCE, content, aad))
+        entries.sort()
+        sig = self.identity.sign(wire.rekey_signed_bytes(topic, epoch, eph, entries))
+        msg = envelope.REGISTRY.encode("group_rekey", topic, epoch, eph, entries, sig)
+        # apply locally
+        del self.members[member_public]
+        self._epochs[epoch] = new
+        self.epoch = epoch
+        for old in sorted(self._epochs)[:-MAX_KEPT_EPOCHS]:
+            del self._epochs[old]
+        self.revoked.add(member_public)
+        return msg
+
+    def to_record(self):
+        r = Member.to_record(self)
+        r["members"] = [[k, v[0]] for k, v in sorted(self.members.items())]
+        return r
+
+    @classmethod
+    def from_record(cls, r):
+        m = Member.from_record(r)
+        a = cls(r["seed"], m.epoch_key().secret, m.epoch, r["name"])
+        a._epochs = m._epochs
+        a.revoked = m.revoked
+        a._windows = m._windows
+        a.next_seq = m.next_seq
+        for k, rights in r["members"]:
+            a.add_member(k, rights)
+        return a

@@ -1,0 +1,77 @@
+"""Errors of private groups. Every rejection of a publication, re-key or
+invite is one of these (or a cbor/envelope decode error for bytes that are
+not even a message), and a rejected input never changes a member's state."""
+from shared_protocol.errors import LocalError, RemoteError
+
+
+class GroupError(RemoteError):
+    code = "group"
+
+
+class WrongTopic(GroupError):
+    code = "group-wrong-topic"
+
+
+class UnknownEpoch(GroupError):
+    """Encrypted under an epoch this member does not hold (too new, too old,
+    or a re-key that excluded us)."""
+    code = "group-unknown-epoch"
+
+
+class StaleEpoch(GroupError):
+    """A re-key for an epoch we already have or passed: a replay."""
+    code = "group-stale-epoch"
+
+
+class DecryptFailed(GroupError):
+    """The AEAD tag does not verify: tampered ciphertext or header."""
+    code = "group-decrypt-failed"
+
+
+class BadSignature(GroupError):
+    code = "group-bad-signature"
+
+
+class NoWriteCapability(GroupError):
+    """The author holds no admin-signed write capability for this topic."""
+    code = "group-no-write-capability"
+
+
+class CapabilityExpired(GroupError):
+    code = "group-capability-expired"
+
+
+class MemberRevoked(GroupError):
+    """The author was removed from the topic by a re-key."""
+    code = "group-member-revoked"
+
+
+class Replayed(GroupError):
+    """(author, seq) already accepted or older than the replay window."""
+    code = "group-replay"
+
+
+class Malformed(GroupError):
+    """Well-formed CBOR, but not the structure or sizes a group message has."""
+    code = "group-malformed"
+
+
+class TooLarge(GroupError):
+    """Input over a named limit (checked before any parsing or crypto)."""
+    code = "group-too-large"
+
+
+class RemovedFromTopic(GroupError):
+    """A valid re-key carries no entry for us: we were removed."""
+    code = "group-removed"
+
+
+class NoReadCapability(GroupError):
+    """A write-only member cannot open publications (it holds no epoch secret)."""
+    code = "group-no-read-capability"
+
+
+class GroupUsageError(LocalError):
+    """The caller asked for something its role does not allow (e.g. a
+    read-only member publishing, a non-admin issuing invites)."""
+    code = "group-usage"

@@ -1,0 +1,9 @@
+"""Noise_XX_25519_ChaChaPoly_SHA256 for node<->proxy and node<->node links.
+
+- handshake.py  the sans-I/O XX handshake (transactional reads)
+- symmetric.py  CipherState / SymmetricState (Noise §5.1-5.2)
+- stream.py     length-prefixed frames over TCP/serial/BLE (NoiseSocket style)
+- datagram.py   explicit nonces and a replay window for UDP
+- udp.py        a whole UDP session: handshake with retransmission, then datagram.py
+- errors.py     the typed errors
+"""

@@ -1,0 +1,158 @@
+"""Sans-I/O Noise_XX_25519_ChaChaPoly_SHA256 handshake (Noise rev. 34, §5.3, §7.5).
+
+    XX:
+      -> e
+      <- e, ee, s, es
+      -> s, se
+
+XX lets both sides learn each other's static key during the handshake, so a
+node does not need to know a proxy's key in advance (it may check it against
+an expected key, see ``expected_remote_static``). Both static keys travel
+encrypted, and the session keys come from ephemeral DH: forward secrecy.
+
+The object does no I/O and draws no randomness: the caller passes the
+ephemeral private key in. ``read_message`` is transactional: if a message is
+truncated, altered or carries the wrong static key, the typed error is raised
+and the handshake stays exactly as it was, so a forged datagram cannot kill a
+handshake in progress.
+
+The message pattern is data (``PATTERN_XX``): each entry lists the tokens of
+one message; even indexes are sent by the initiator.
+"""
+from shared_protocol.crypto import api
+from shared_protocol.crypto.errors import BadPublicKey
+from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, NoiseUsageError, UnexpectedStaticKey
+from shared_protocol.noise.symmetric import DHLEN, MAX_MESSAGE, TAGLEN, SymmetricState
+
+PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
+PATTERN_XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
+# Largest handshake payload we accept or send. Handshake payloads carry a few
+# small fields (a protocol version, a node name); 1 KiB is far above that and
+# keeps a hostile peer from making a board buffer 64 KiB before authenticating.
+MAX_HANDSHAKE_PAYLOAD = 1024
+
+
+class Handshake:
+    def __init__(self, initiator, static_private, ephemeral_private, prologue=b"",
+                 expected_remote_static=None):
+        """static_private, ephemeral_private: 32-byte X25519 secrets.
+        expected_remote_static: the peer's X25519 public key if we know it;
+        any other key proved by the peer raises UnexpectedStaticKey."""
+        for name, v in (("static_private", static_private), ("ephemeral_private", ephemeral_private)):
+            if not isinstance(v, (bytes, bytearray)) or len(v) != DHLEN:
+                raise NoiseUsageError(message="%s must be 32 bytes" % name)
+        self.initiator = initiator
+        self._s = bytes(static_private)
+        self._s_pub = api.x25519_public(self._s)
+        self._e = bytes(ephemeral_private)
+        self._e_pub = None
+        self._expected = expected_remote_static
+        self._ss = SymmetricState(PROTOCOL_NAME)
+        self._ss.mix_hash(prologue)
+        self.remote_static = None
+        self._re = None
+        self._step = 0
+        self._result = None
+
+    @property
+    def static_public(self):
+        return self._s_pub
+
+    @property
+    def complete(self):
+        return self._step >= len(PATTERN_XX)
+
+    @property
+    def handshake_hash(self):
+        """h after the last message (§5.2 GetHandshakeHash): a channel binding."""
+        return self._ss.h
+
+    def is_my_turn(self):
+        return not self.complete and (self._step % 2 == 0) == self.initiator
+
+    def _dh(self, token):
+        # es: DH(initiator's e, responder's s); se: DH(initiator's s, responder's e)
+        if token == "ee":
+            return api.x25519(self._e, self._re)
+        if token == "es":
+            return api.x25519(self._e, self.remote_static) if self.initiator else api.x25519(self._s, self._re)
+        if token == "se":
+            return api.x25519(self._s, self._re) if self.initiator else api.x25519(self._e, self.remote_static)
+        return api.x25519(self._s, self.remote_static)  # "ss", unused by XX
+
+    def write_message(self, payload=b""):
+        if not self.is_my_turn():
+            raise NoiseUsageError(message="not our turn to write a handshake message")
+        if len(payload) > MAX_HANDSHAKE_PAYLOAD:
+            raise NoiseUsageError(message="handshake payload over %d bytes" % MAX_HANDSHAKE_PAYLOAD)
+        ss = self._ss
+        out = []
+        for token in PATTERN_XX[self._step]:
+            if token == "e":
+                self._e_pub = api.x25519_public(self._e)
+                out.append(self._e_pub)
+                ss.mix_hash(self._e_pub)
+            elif token == "s":
+                out.append(ss.encrypt_and_hash(self._s_pub))
+            else:
+                ss.mix_key(self._dh(token))
+        out.append(ss.encrypt_and_hash(payload))
+        self._step += 1
+        return b"".join(out)
+
+    def read_message(self, message):
+        """Returns the payload; on any error the handshake is unchanged."""
+        if self.complete or self.is_my_turn():
+            raise NoiseUsageError(message="not expecting a handshake message now")
+        if len(message) > MAX_MESSAGE:
+            raise HandshakeFailed(message="handshake message over %d bytes" % MAX_MESSAGE)
+        saved = (self._ss, self._re, self.remote_static)
+        self._ss = self._ss.copy()
+        try:
+            payload = self._read(bytes(message))
+        except BaseException:
+            self._ss, self._re, self.remote_static = saved
+            raise
+        self._step += 1
+        return payload
+
+    def _read(self, msg):
+        ss = self._ss
+        pos = 0
+        try:
+            for token in PATTERN_XX[self._step]:
+                if token == "e":
+                    if len(msg) - pos < DHLEN:
+                        raise HandshakeFailed(message="truncated: ephemeral key missing")
+                    self._re = msg[pos:pos + DHLEN]
+                    pos += DHLEN
+                    ss.mix_hash(self._re)
+                elif token == "s":
+                    n = DHLEN + (TAGLEN if ss.cs.has_key() else 0)
+                    if len(msg) - pos < n:
+                        raise HandshakeFailed(message="truncated: static key missing")
+                    rs = ss.decrypt_and_hash(msg[pos:pos + n])
+                    pos += n
+                    if self._expected is not None and not api.constant_time_eq(rs, self._expected):
+                        raise UnexpectedStaticKey(message="peer proved a static key we were not told to expect")
+                    self.remote_static = rs
+                else:
+                    ss.mix_key(self._dh(token))
+            rest = msg[pos:]
+            if ss.cs.has_key() and len(rest) < TAGLEN:
+                raise HandshakeFailed(message="truncated: payload tag missing")
+            if len(rest) - (TAGLEN if ss.cs.has_key() else 0) > MAX_HANDSHAKE_PAYLOAD:
+                raise HandshakeFailed(message="handshake payload over %d bytes" % MAX_HANDSHAKE_PAYLOAD)
+            return ss.decrypt_and_hash(rest)
+        except DecryptFailed:
+            raise HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")
+        except BadPublicKey:
+            raise HandshakeFailed(message="peer sent a small-order public key")
+
+    def split(self):
+        """(send, receive) CipherStates for the transport phase (§5.2 Split)."""
+        if not self.complete:
+            raise NoiseUsageError(message="handshake not complete")
+        c1, c2 = self._ss.split()
+        # c1 encrypts initiator -> responder, c2 the other way (§5.2).
+        return (c1, c2) if self.initiator else (c2, c1)

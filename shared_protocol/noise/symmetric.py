@@ -1,0 +1,123 @@
+"""CipherState and SymmetricState of the Noise Protocol Framework (revision 34,
+§5.1 and §5.2) for the suite 25519 / ChaChaPoly / SHA256.
+
+Both classes are small value holders; HandshakeState copies them to make a
+read transactional (a rejected message leaves the handshake untouched).
+"""
+from shared_protocol.crypto import api
+from shared_protocol.crypto.errors import AuthenticationFailed
+from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError
+
+HASHLEN = 32
+DHLEN = 32
+TAGLEN = 16
+# Noise §3: every Noise message is at most 65535 bytes.
+MAX_MESSAGE = 65535
+# Noise §5.1: nonce 2^64 - 1 is reserved; a session must end (or rekey) before.
+MAX_NONCE = 2 ** 64 - 2
+_ZERO32 = b"\x00" * 32
+
+
+def nonce_bytes(n):
+    # §12.3 (ChaChaPoly): 32 bits of zeros, then the 64-bit nonce little-endian.
+    return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
+
+
+def hkdf2(ck, ikm):
+    """Noise's HKDF (§4.3) with two outputs. Not RFC 5869's API: the chaining
+    key is the salt, there is no info, and outputs are chained HMACs."""
+    temp = api.hmac_sha256(ck, ikm)
+    o1 = api.hmac_sha256(temp, b"\x01")
+    o2 = api.hmac_sha256(temp, o1 + b"\x02")
+    return o1, o2
+
+
+class CipherState:
+    def __init__(self, k=None, n=0):
+        self.k = k
+        self.n = n
+
+    def copy(self):
+        return CipherState(self.k, self.n)
+
+    def has_key(self):
+        return self.k is not None
+
+    def encrypt_with_ad(self, ad, plaintext):
+        if self.k is None:
+            return bytes(plaintext)
+        if self.n > MAX_NONCE:
+            raise NoiseUsageError(message="nonce space exhausted; start a new session")
+        out = api.aead_encrypt(self.k, nonce_bytes(self.n), plaintext, ad)
+        self.n += 1
+        return out
+
+    def decrypt_with_ad(self, ad, ciphertext):
+        """§5.1: on an authentication failure the nonce is not incremented."""
+        if self.k is None:
+            return bytes(ciphertext)
+        if self.n > MAX_NONCE:
+            raise NoiseUsageError(message="nonce space exhausted; start a new session")
+        out = self.decrypt_at(self.n, ad, ciphertext)
+        self.n += 1
+        return out
+
+    def decrypt_at(self, n, ad, ciphertext):
+        """Decrypt with an explicit nonce (datagram mode); no state change."""
+        try:
+            return api.aead_decrypt(self.k, nonce_bytes(n), ciphertext, ad)
+        except AuthenticationFailed:
+            raise DecryptFailed(message="message does not authenticate")
+
+    def encrypt_at(self, n, ad, plaintext):
+        return api.aead_encrypt(self.k, nonce_bytes(n), plaintext, ad)
+
+    def rekey(self):
+        """Noise §4.2 / §11.3 Rekey(): k = first 32 bytes of
+        ENCRYPT(k, 2^64 - 1, zerolen, zeros). Both ends call it at the same
+        point (e.g. every N messages) so an old key cannot decrypt later
+        traffic even if the current one leaks; the nonce keeps counting."""
+        if self.k is None:
+            raise NoiseUsageError(message="no key to rekey")
+        self.k = api.aead_encrypt(self.k, nonce_bytes(2 ** 64 - 1), _ZERO32, b"")[:32]
+
+
+class SymmetricState:
+    def __init__(self, protocol_name):
+        # §5.2 InitializeSymmetric: names of HASHLEN bytes or less are padded.
+        if len(protocol_name) <= HASHLEN:
+            h = protocol_name + b"\x00" * (HASHLEN - len(protocol_name))
+        else:
+            h = api.sha256(protocol_name)
+        self.h = h
+        self.ck = h
+        self.cs = CipherState()
+
+    def copy(self):
+        # (MicroPython classes have no __new__ to call, hence a fresh init)
+        s = SymmetricState(b"")
+        s.h = self.h
+        s.ck = self.ck
+        s.cs = self.cs.copy()
+        return s
+
+    def mix_key(self, ikm):
+        self.ck, temp_k = hkdf2(self.ck, ikm)
+        self.cs = CipherState(temp_k)  # HASHLEN == 32: no truncation needed
+
+    def mix_hash(self, data):
+        self.h = api.sha256(self.h + data)
+
+    def encrypt_and_hash(self, plaintext):
+        ct = self.cs.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ct)
+        return ct
+
+    def decrypt_and_hash(self, ciphertext):
+        pt = self.cs.decrypt_with_ad(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return pt
+
+    def split(self):
+        k1, k2 = hkdf2(self.ck, b"")
+        return CipherState(k1), CipherState(k2)

@@ -1,0 +1,136 @@
+"""A Noise_XX session over UDP: the handshake with retransmission, then the
+datagram transport (datagram.py). Sans-I/O: the caller passes packets and
+the current time (milliseconds, e.g. ``time.ticks_ms()`` on a board) in and
+sends what ``packets_to_send()`` returns.
+
+Packets start with one kind byte:
+
+    1, 2, 3  handshake message 1, 2, 3 (Noise XX)
+    4        transport: datagram.py's nonce | ciphertext
+
+Loss: the initiator repeats message 1 until message 2 arrives; the
+responder repeats message 2 until message 3 arrives. A repeated message 2 at
+an initiator that already finished means message 3 was lost: it sends its
+cached message 3 again. A repeated message 1 at a responder makes it resend
+its cached message 2. A packet that does not authenticate raises a typed
+error and changes nothing (the handshake's reads are transactional), so a
+forger cannot stall or reset a session. Transport packets that arrive before
+the responder has finished are dropped, as UDP may drop them anyway.
+"""
+from shared_protocol.noise.datagram import MAX_DATAGRAM, REPLAY_WINDOW, DatagramChannel
+from shared_protocol.noise.errors import NoiseError, NoiseUsageError
+from shared_protocol.noise.stream import HandshakeComplete, Message
+
+KIND_HS1 = 1
+KIND_HS2 = 2
+KIND_HS3 = 3
+KIND_DATA = 4
+# Wait before repeating a handshake message. A WiFi LAN round trip is a few
+# ms; a sleeping peer's radio wakes within about a second.
+RETRY_MS = 1000
+# Attempts per handshake message before giving up (about 8 s with RETRY_MS).
+MAX_TRIES = 8
+
+
+class HandshakeTimedOut(NoiseError):
+    code = "noise-handshake-timeout"
+
+
+class BadPacket(NoiseError):
+    code = "noise-bad-packet"
+
+
+def _ticks_diff(a, b):
+    return a - b
+
+
+class UdpSession:
+    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=MAX_TRIES,
+                 ticks_diff=_ticks_diff):
+        """ticks_diff: pass time.ticks_diff on a board (wrapping ms counter)."""
+        self._hs = handshake
+        self._window = window
+        self._retry = retry_ms
+        self._max_tries = max_tries
+        self._diff = ticks_diff
+        self._out = []
+        self._last = None        # the packet we repeat until the peer answers
+        self._last_at = 0
+        self._tries = 0
+        self._cached_reply = None  # what we answer to a repeated peer message
+        self._repeat_of = None     # the peer packet that _cached_reply answers
+        self.channel = None
+
+    @property
+    def established(self):
+        return self.channel is not None
+
+    def packets_to_send(self):
+        out = self._out
+        self._out = []
+        return out
+
+    def _emit(self, packet, now, repeat):
+        self._out.append(packet)
+        if repeat:
+            self._last, self._last_at, self._tries = packet, now, 1
+        else:
+            self._last = None
+
+    def start(self, now):
+        if not self._hs.initiator or self._last is not None or self._hs._step:
+            raise NoiseUsageError(message="start() is for a fresh initiator")
+        self._emit(bytes((KIND_HS1,)) + self._hs.write_message(b""), now, True)
+
+    def tick(self, now):
+        """Repeat the pending handshake message if due; raises
+        HandshakeTimedOut after max_tries attempts."""
+        if self._last is None or self._diff(now, self._last_at) < self._retry:
+            return
+        if self._tries >= self._max_tries:
+            self._last = None
+            raise HandshakeTimedOut(message="no answer after %d attempts" % self._max_tries)
+        self._out.append(self._last)
+        self._last_at = now
+        self._tries += 1
+
+    def send(self, payload):
+        if self.channel is None:
+            raise NoiseUsageError(message="session not established")
+        return bytes((KIND_DATA,)) + self.channel.seal(payload)
+
+    def receive(self, packet, now):
+        """One UDP payload in; returns a list of events (HandshakeComplete,
+        Message). Raises a typed error, changing nothing, on a bad packet."""
+        if not packet or len(packet) > MAX_DATAGRAM + 1:
+            raise BadPacket(message="empty or oversized packet")
+        kind = packet[0]
+        body = packet[1:]
+        hs = self._hs
+        if kind == KIND_DATA:
+            if self.channel is None:
+                return []  # early transport packet: drop, like a lost datagram
+            return [Message(self.channel.open(body))]
+        if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
+            raise BadPacket(message="unknown packet kind %d" % kind)
+        if self._repeat_of is not None and packet == self._repeat_of:
+            # the peer repeated itself: our answer was lost
+            self._out.append(self._cached_reply)
+            return []
+        expected = hs._step + 1
+        if hs.complete or hs.is_my_turn() or kind != expected:
+            return []  # stale or out-of-order handshake packet: ignore
+        payload = hs.read_message(body)
+        events = []
+        if not hs.complete:
+            reply = bytes((kind + 1,)) + hs.write_message(b"")
+            # the responder repeats message 2 until message 3 arrives; the
+            # initiator's message 3 is final and only repeated on demand
+            self._emit(reply, now, not hs.complete)
+            self._cached_reply, self._repeat_of = reply, packet
+        else:
+            self._last = None
+        if hs.complete:
+            self.channel = DatagramChannel(*hs.split(), window=self._window)
+            events.append(HandshakeComplete(hs.remote_static, hs.handshake_hash, payload))
+        return events

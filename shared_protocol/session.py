@@ -1,0 +1,372 @@
+"""Client side of the edge session with a proxy: a sans-I/O state machine.
+
+The same object runs on a board and in the host client. It turns received
+messages (one envelope each: a datagram, or a frame from a stream) into events
+and keeps the messages to send; the runner owns sockets and clocks and passes
+``now`` (milliseconds, any monotonic origin) into every call.
+
+Reliability (session_wire.py has the messages):
+- publish: kept in flight until the proxy's s_puback (sent only once the
+  message is durable) or s_reject. At most ``window`` in flight. Over a
+  datagram link each is retransmitted with exponential backoff from
+  RTO_INITIAL_MS to RTO_MAX_MS; over a stream link the stream does it, and a
+  new link (``start``) resends everything still in flight, in order. The
+  proxy stores a (topic, message id) once, so retransmits are harmless.
+- delivery: the proxy sends a topic's messages in sequence order, go-back-N
+  over datagrams. We accept only the next sequence (a gap means a loss: the
+  proxy will resend), drop duplicates and re-acknowledge them. The app calls
+  ``consumed(topic, seq)`` after it has taken a message; acknowledgements
+  (s_dack) are cumulative and only cover consumed messages, so a crash of the
+  app between receipt and use makes the proxy deliver again (at least once;
+  the message id lets the app drop duplicates).
+- keepalive: a ping every ``keepalive_ms`` (the proxy answers pong); the
+  link is declared lost after DEAD_AFTER keepalives without a word from it.
+
+Events (tuples, first item the kind) come out of ``events()``:
+  ("welcome", proxy_id)                     the session is open
+  ("acked", msg_id)                         a publish is durable at the proxy
+  ("rejected", msg_id, code, detail)        the proxy refused a publish
+  ("subscribed", topic, cursor)
+  ("unsubscribed", topic)
+  ("delivery", topic, seq, msg_id, payload)
+  ("missed", topic, upto, count, cause)     the proxy dropped messages for us
+  ("error", code, detail)                   the proxy or a bad message reported an error
+  ("lost", reason)                          the link is dead: start() a new one
+"""
+
+from shared_protocol import cbor
+from shared_protocol import envelope as E
+from shared_protocol import session_wire as W
+from shared_protocol.errors import LocalError
+
+IDLE = 0    # no link
+HELLO = 1   # hello sent, no welcome yet
+OPEN = 2    # welcome received
+
+# Retransmission timeout: a LAN or loopback round trip is a few ms, but an
+# ESP32 in WiFi power save answers in 100-300 ms; starting at 250 ms avoids
+# spurious resends there, and 8 s caps the backoff so a node that comes back
+# in range is served within seconds.
+RTO_INITIAL_MS = 250
+RTO_MAX_MS = 8000
+# A node that says nothing for 15 s pings; well under typical NAT UDP timeouts
+# (30 s and up), so a session through a home router keeps its mapping.
+KEEPALIVE_DEFAULT_MS = 15000
+# Three keepalives of silence: one lost ping and its retry are not a death.
+DEAD_AFTER = 3
+# Publishes in flight: 32 x 1 KB keeps a board's retransmission buffer at
+# 32 KB worst case (our heap budget is 48 KB for the whole edge stack: boards
+# should pass a smaller window) and fills a LAN path on the host.
+WINDOW_DEFAULT = 32
+# Subscriptions per session: a board holds a handful; the proxy enforces its
+# own limit too.
+SUBSCRIPTIONS_MAX = 64
+
+
+class SessionError(LocalError):
+    """The caller misused the session (window full, unknown topic...)."""
+
+    code = "session"
+
+
+class _Sub:
+    __slots__ = ("confirmed", "received", "consumed", "acked", "ack_due", "due", "rto")
+
+    def __init__(self):
+        self.confirmed = False
+        self.received = -1   # highest sequence taken in order (-1: not known yet)
+        self.consumed = -1   # highest sequence the app has consumed
+        self.acked = -1      # highest s_dack we sent
+        self.ack_due = False
+        self.due = 0         # when to resend s_subscribe (datagram links)
+        self.rto = RTO_INITIAL_MS
+
+
+class ClientSession:
+    def __init__(self, node_id, window=WINDOW_DEFAULT, keepalive_ms=KEEPALIVE_DEFAULT_MS):
+        if not (0 < len(node_id) <= W.NODE_ID_MAX):
+            raise SessionError("node_id", "a node id is 1..%d bytes" % W.NODE_ID_MAX)
+        if not (0 < window <= W.WINDOW_MAX):
+            raise SessionError("window", "window must be 1..%d" % W.WINDOW_MAX)
+        self.node_id = bytes(node_id)
+        self.window = window
+        self.keepalive_ms = keepalive_ms
+        self.state = IDLE
+        self.reliable = False
+        self.proxy_id = None
+        self.peer_window = window
+        self._out = []
+        self._events = []
+        self._order = []      # msg ids in flight, in publish order
+        self._inflight = {}   # msg_id -> [encoded, due, rto]
+        self._subs = {}       # topic -> _Sub
+        self._unsubs = {}     # topic -> [due, rto]
+        self._last_rx = 0
+        self._last_ping = 0
+        self._hello_due = 0
+        self._hello_rto = RTO_INITIAL_MS
+
+    # -- link ------------------------------------------------------------
+
+    def start(self, now, reliable):
+        """A new link to the proxy is up (reliable: a stream, e.g. TCP)."""
+        self.reliable = reliable
+        self.state = HELLO
+        self._out = []
+        self._last_rx = now
+        self._last_ping = now
+        self._hello_rto = RTO_INITIAL_MS
+        self._hello_due = now + RTO_INITIAL_MS
+        for t in self._subs:
+            self._subs[t].confirmed = False
+        self._send_hello()
+
+    def stop(self, reason="closed"):
+        """The runner lost or closed the link."""
+        if self.state != IDLE:
+            self.state = IDLE
+            self._out = []
+            self._events.append(("lost", reason))
+
+    def bye(self):
+        """Queue a polite goodbye (the proxy closes the session at once)."""
+        if self.state != IDLE:
+            self._queue_acks()   # what we consumed must reach the proxy first
+            self._out.append(E.REGISTRY.encode("s_bye", "client_close"))
+
+    def _send_hello(self):
+        self._out.append(E.REGISTRY.encode("s_hello", self.node_id, self.keepalive_ms, self.window))
+
+    # -- requests from the app -------------------------------------------
+
+    def in_flight(self):
+        return len(self._order)
+
+    def can_publish(self):
+        return len(self._order) < (self.peer_window if self.state == OPEN else self.window)
+
+    def publish(self, topic, msg_id, payload, now):
+        """Queue a publish; it stays in flight until acked or rejected."""
+        if msg_id in self._inflight:
+            raise SessionError("duplicate", "message id already in flight")
+        if not self.can_publish():
+            raise SessionError("window_full", "%d publishes already in flight; wait for acks" % len(self._order))
+        data = W.encode_publish(topic, msg_id, payload)  # checks bounds
+        self._inflight[msg_id] = [data, now + RTO_INITIAL_MS, RTO_INITIAL_MS]
+        self._order.append(msg_id)
+        if self.state == OPEN:
+            self._out.append(data)
+
+    def subscribe(self, topic, now):
+        if topic in self._subs:
+            return
+        if len(self._subs) >= SUBSCRIPTIONS_MAX:
+            raise SessionError("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
+        if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
+            raise SessionError("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
+        s = _Sub()
+        s.due = now + RTO_INITIAL_MS
+        self._subs[topic] = s
+        self._unsubs.pop(topic, None)
+        if self.state == OPEN:
+            self._out.append(E.REGISTRY.encode("s_subscribe", topic))
+
+    def unsubscribe(self, topic, now):
+        if self._subs.pop(topic, None) is None:
+            return
+        self._unsubs[topic] = [now + RTO_INITIAL_MS, RTO_INITIAL_MS]
+        if self.state == OPEN:
+            self._out.append(E.REGISTRY.encode("s_unsubscribe", topic))
+
+    def consumed(self, topic, seq):
+        """The app has taken the delivery (or missed notice) ``seq`` of topic."""
+        s = self._subs.get(topic)
+        if s is None or seq <= s.consumed:
+            return
+        if seq > s.received:
+            raise SessionError("seq", "cannot consume %d: only %d received" % (seq, s.received))
+        s.consumed = seq
+        s.ack_due = True
+
+    # -- input -------------------------------------------------------------
+
+    def receive(self, data, now):
+        """One message from the proxy. Bad input yields an error event only."""
+        try:
+            name, v = W.decode(data)
+        except (cbor.DecodeError, E.EnvelopeError) as e:
+            self._events.append(("error", e.code, e.message))
+            return
+        if self.state == IDLE:
+            return
+        self._last_rx = now
+        if name == "s_deliver":
+            self._on_deliver(v[0], v[1], ("delivery", v[0], v[1], v[2], v[3]))
+        elif name == "s_puback":
+            if self._forget(v[0]):
+                self._events.append(("acked", v[0]))
+        elif name == "s_welcome":
+            if self.state == HELLO:
+                self._on_welcome(v[0], v[2], now)
+        elif name == "s_missed":
+            self._on_deliver(v[0], v[1], ("missed", v[0], v[1], v[2], v[3]))
+        elif name == "s_reject":
+            if self._forget(v[0]):
+                self._events.append(("rejected", v[0], v[1], v[2]))
+        elif name == "s_subscribed":
+            s = self._subs.get(v[0])
+            if s is not None and not s.confirmed:
+                s.confirmed = True
+                cursor = v[1]
+                # The proxy resumes at cursor + 1. Our own count wins when we
+                # are ahead (the proxy lost cursor updates in a crash: it will
+                # resend what we already have, and we drop it).
+                if cursor > s.received:
+                    s.received = cursor
+                if cursor > s.consumed:
+                    s.consumed = cursor
+                    s.acked = cursor
+                self._events.append(("subscribed", v[0], cursor))
+        elif name == "s_unsubscribed":
+            if self._unsubs.pop(v[0], None) is not None:
+                self._events.append(("unsubscribed", v[0]))
+        elif name == "ping":
+            self._out.append(E.REGISTRY.encode("pong", v[0]))
+        elif name == "pong":
+            pass
+        elif name == "error":
+            self._events.append(("error", v[0], v[1]))
+        elif name == "s_bye":
+            self.stop(v[0])
+        else:
+            self._events.append(("error", "unexpected", "proxy sent %s" % name))
+
+    def _on_welcome(self, proxy_id, window, now):
+        self.state = OPEN
+        self.proxy_id = proxy_id
+        self.peer_window = min(self.window, window) if window > 0 else 1
+        out = self._out
+        topics = sorted(self._subs)
+        for t in topics:
+            s = self._subs[t]
+            s.due = now + RTO_INITIAL_MS
+            s.rto = RTO_INITIAL_MS
+            out.append(E.REGISTRY.encode("s_subscribe", t))
+        for t in sorted(self._unsubs):
+            out.append(E.REGISTRY.encode("s_unsubscribe", t))
+        for mid in self._order:
+            rec = self._inflight[mid]
+            rec[1] = now + RTO_INITIAL_MS
+            rec[2] = RTO_INITIAL_MS
+            out.append(rec[0])
+        self._events.append(("welcome", proxy_id))
+
+    def _on_deliver(self, topic, seq, event):
+        s = self._subs.get(topic)
+        if s is None or not s.confirmed:
+            return  # not ours (yet): unacknowledged, the proxy resends later
+        if event[0] == "missed":
+            # A missed notice covers everything up to seq.
+            if seq <= s.received:
+                s.ack_due = True
+                return
+            s.received = seq
+            self._events.append(event)
+            return
+        if seq == s.received + 1 or s.received < 0:
+            s.received = seq
+            self._events.append(event)
+        elif seq <= s.received:
+            s.ack_due = True   # a duplicate: our ack was lost, say it again
+        # else: a gap (a datagram was lost); go-back-N resends from it
+
+    def _forget(self, msg_id):
+        if self._inflight.pop(msg_id, None) is None:
+            return False
+        self._order.remove(msg_id)
+        return True
+
+    # -- output and timers -------------------------------------------------
+
+    def events(self):
+        ev = self._events
+        self._events = []
+        return ev
+
+    def data_to_send(self):
+        """Messages to send now (each one envelope: a datagram or a frame)."""
+        self._queue_acks()
+        out = self._out
+        self._out = []
+        return out
+
+    def _queue_acks(self):
+        for t in self._subs:
+            s = self._subs[t]
+            if s.ack_due and s.consumed >= 0 and self.state == OPEN:
+                self._out.append(W.encode_dack(t, s.consumed))
+                s.acked = s.consumed
+                s.ack_due = False
+
+    def poll(self, now):
+        """Run timers: retransmissions, keepalive, dead-link detection."""
+        if self.state == IDLE:
+            return
+        if now - self._last_rx >= DEAD_AFTER * self.keepalive_ms:
+            self.stop("timeout")
+            return
+        # Ping every keepalive whatever else flows: the proxy forgets a node
+        # it has not heard from, even one that only receives.
+        if now - self._last_ping >= self.keepalive_ms:
+            self._last_ping = now
+            self._out.append(E.REGISTRY.encode("ping", now & 0xFFFFFFFF))
+        if self.reliable:
+            return
+        if self.state == HELLO:
+            if now >= self._hello_due:
+                self._hello_rto = min(2 * self._hello_rto, RTO_MAX_MS)
+                self._hello_due = now + self._hello_rto
+                self._send_hello()
+            return
+        for mid in self._order:
+            rec = self._inflight[mid]
+            if now >= rec[1]:
+                rec[2] = min(2 * rec[2], RTO_MAX_MS)
+                rec[1] = now + rec[2]
+                self._out.append(rec[0])
+        for t in self._subs:
+            s = self._subs[t]
+            if not s.confirmed and now >= s.due:
+                s.rto = min(2 * s.rto, RTO_MAX_MS)
+                s.due = now + s.rto
+                self._out.append(E.REGISTRY.encode("s_subscribe", t))
+        for t in self._unsubs:
+            rec = self._unsubs[t]
+            if now >= rec[0]:
+                rec[1] = min(2 * rec[1], RTO_MAX_MS)
+                rec[0] = now + rec[1]
+                self._out.append(E.REGISTRY.encode("s_unsubscribe", t))
+
+    def next_deadline(self):
+        """The time of the next timer (for the runner's sleep), or None."""
+        if self.state == IDLE:
+            return None
+        d = self._last_ping + self.keepalive_ms
+        dead = self._last_rx + DEAD_AFTER * self.keepalive_ms
+        if dead < d:
+            d = dead
+        if self.reliable:
+            return d
+        if self.state == HELLO:
+            return min(d, self._hello_due)
+        for mid in self._order:
+            if self._inflight[mid][1] < d:
+                d = self._inflight[mid][1]
+        for t in self._subs:
+            s = self._subs[t]
+            if not s.confirmed and s.due < d:
+                d = s.due
+        for t in self._unsubs:
+            if self._unsubs[t][0] < d:
+                d = self._unsubs[t][0]
+        return d

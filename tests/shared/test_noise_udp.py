@@ -1,0 +1,94 @@
+# Runs on CPython and in the MicroPython VM: the Noise session over UDP with
+# lost, repeated and forged packets.
+from rig import raises
+from shared_protocol.noise.handshake import Handshake
+from shared_protocol.noise.stream import HandshakeComplete, Message
+from shared_protocol.noise.udp import BadPacket, HandshakeTimedOut, UdpSession
+from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, ReplayedMessage
+from shared_protocol.rand import Rng
+
+
+def _sessions(max_tries=8):
+    r = Rng(99)
+    a = UdpSession(Handshake(True, r.randbytes(32), r.randbytes(32), b"upsycle/1"), max_tries=max_tries)
+    b = UdpSession(Handshake(False, r.randbytes(32), r.randbytes(32), b"upsycle/1"), max_tries=max_tries)
+    return a, b
+
+
+def _run(a, b, drop, steps=40):
+    """Deliver packets between a and b, one time step (1 s) at a time,
+    dropping the n-th packet sent when n is in ``drop``. Returns events."""
+    sent = [0]
+    events = {id(a): [], id(b): []}
+    now = 0
+    a.start(now)
+    for _ in range(steps):
+        for src, dst in ((a, b), (b, a)):
+            for p in src.packets_to_send():
+                sent[0] += 1
+                if sent[0] in drop:
+                    continue
+                events[id(dst)] += dst.receive(p, now)
+        if a.established and b.established:
+            break
+        now += 1000
+        a.tick(now)
+        b.tick(now)
+    return events[id(a)], events[id(b)]
+
+
+def test_handshake_without_loss():
+    a, b = _sessions()
+    ea, eb = _run(a, b, drop=())
+    assert a.established and b.established
+    assert isinstance(ea[0], HandshakeComplete) and isinstance(eb[0], HandshakeComplete)
+    ev = b.receive(a.send(b"reading"), 0)
+    assert isinstance(ev[0], Message) and ev[0].data == b"reading"
+    assert a.receive(b.send(b"ack"), 0)[0].data == b"ack"
+
+
+def test_handshake_survives_each_message_lost_once():
+    for lost in (1, 2, 3):
+        a, b = _sessions()
+        _run(a, b, drop=(lost,))
+        assert a.established and b.established, "lost packet %d" % lost
+        assert b.receive(a.send(b"x"), 0)[0].data == b"x"
+
+
+def test_handshake_survives_repeated_losses():
+    a, b = _sessions()
+    _run(a, b, drop=(1, 2, 4, 5))
+    assert a.established and b.established
+
+
+def test_handshake_times_out():
+    a, b = _sessions(max_tries=3)
+    a.start(0)
+    a.packets_to_send()
+    a.tick(1000)
+    a.tick(2000)
+    assert len(a.packets_to_send()) == 2
+    e = raises(HandshakeTimedOut, a.tick, 3000)
+    assert e.code == "noise-handshake-timeout"
+
+
+def test_forged_and_replayed_packets_change_nothing():
+    a, b = _sessions()
+    a.start(0)
+    p1 = a.packets_to_send()[0]
+    b.receive(p1, 0)
+    p2 = b.packets_to_send()[0]
+    bad = bytearray(p2)
+    bad[-1] ^= 1
+    raises(HandshakeFailed, a.receive, bytes(bad), 0)
+    raises(BadPacket, a.receive, b"\x09abc", 0)
+    raises(BadPacket, a.receive, b"", 0)
+    a.receive(p2, 0)                    # the real one still completes
+    b.receive(a.packets_to_send()[0], 0)
+    assert a.established and b.established
+    d = a.send(b"once")
+    assert b.receive(d, 0)[0].data == b"once"
+    raises(ReplayedMessage, b.receive, d, 0)
+    bad = bytearray(a.send(b"two"))
+    bad[5] ^= 1
+    raises(DecryptFailed, b.receive, bytes(bad), 0)

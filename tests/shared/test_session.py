@@ -1,0 +1,323 @@
+# Runs on CPython and in the MicroPython VM: the edge session's two state
+# machines, connected back to back (a pair, as in h11's tests), with the
+# proxy's store played by the test.
+from shared_protocol import envelope as E
+from shared_protocol import session_wire as W
+from shared_protocol.session import (ClientSession, SessionError, RTO_INITIAL_MS, DEAD_AFTER,
+                                     OPEN, IDLE)
+from shared_protocol.session_proxy import ProxySession
+from rig import raises
+
+NODE = b"node-0001"
+PROXY = b"proxy-01"
+T1 = b"\x01" * 16
+T2 = b"\x02" * 16
+
+
+def pair(reliable=False, window=8):
+    c = ClientSession(NODE, window=window, keepalive_ms=1000)
+    p = ProxySession(PROXY, reliable, 0)
+    c.start(0, reliable)
+    return c, p
+
+
+def c2p(c, p, now, drop=None):
+    """Move the client's output to the proxy; returns how many went."""
+    out = c.data_to_send()
+    for i, m in enumerate(out):
+        if drop is None or i not in drop:
+            p.receive(m, now)
+    return len(out)
+
+
+def p2c(p, c, now, drop=None):
+    out = p.data_to_send()
+    for i, m in enumerate(out):
+        if drop is None or i not in drop:
+            c.receive(m, now)
+    return len(out)
+
+
+def opened(reliable=False, window=8):
+    c, p = pair(reliable, window)
+    c2p(c, p, 0)
+    assert p.events() == [("hello", NODE)]
+    assert p.data_to_send() == []          # no welcome until the runner admits it
+    p.accept()
+    p2c(p, c, 0)
+    assert c.events() == [("welcome", PROXY)]
+    assert c.state == OPEN
+    return c, p
+
+
+def kinds(events):
+    return [e[0] for e in events]
+
+
+def test_hello_welcome_and_windows():
+    c, p = opened(window=5)
+    assert p.node == NODE
+    assert p.window == 5
+    assert c.peer_window == 5
+
+
+def test_publish_acked_only_when_proxy_says_durable():
+    c, p = opened()
+    mid = W.message_id(NODE, 1)
+    c.publish(T1, mid, b"\x00\xffopaque", 0)
+    c2p(c, p, 1)
+    assert p.events() == [("publish", T1, mid, b"\x00\xffopaque")]
+    p2c(p, c, 2)
+    assert c.events() == [] and c.in_flight() == 1   # nothing acked yet
+    p.acked(mid)
+    p2c(p, c, 3)
+    assert c.events() == [("acked", mid)]
+    assert c.in_flight() == 0
+
+
+def test_reject_is_typed_and_frees_the_slot():
+    c, p = opened()
+    mid = W.message_id(NODE, 2)
+    c.publish(T1, mid, b"x", 0)
+    c2p(c, p, 0)
+    p.events()
+    p.rejected(mid, W.R_STORAGE_FULL, "disk full")
+    p2c(p, c, 0)
+    assert c.events() == [("rejected", mid, W.R_STORAGE_FULL, "disk full")]
+    assert c.can_publish()
+
+
+def test_window_full_is_a_local_error():
+    c, p = opened(window=2)
+    c.publish(T1, b"a", b"1", 0)
+    c.publish(T1, b"b", b"2", 0)
+    e = raises(SessionError, c.publish, T1, b"c", b"3", 0)
+    assert e.code == "window_full"
+    e = raises(SessionError, c.publish, T1, b"a", b"again", 0)
+    assert e.code == "duplicate"
+
+
+def test_datagram_publish_retransmits_with_backoff_until_acked():
+    c, p = opened()
+    mid = b"m1"
+    c.publish(T1, mid, b"x", 0)
+    c.data_to_send()                       # lost on the air
+    c.poll(RTO_INITIAL_MS - 1)
+    assert c.data_to_send() == []
+    c.poll(RTO_INITIAL_MS)
+    assert len(c.data_to_send()) == 1      # first retransmission
+    c.poll(RTO_INITIAL_MS + 2 * RTO_INITIAL_MS - 1)
+    assert c.data_to_send() == []          # backoff doubled
+    c.poll(3 * RTO_INITIAL_MS)
+    out = c.data_to_send()
+    assert len(out) == 1
+    p.receive(out[0], 800)
+    assert kinds(p.events()) == ["publish"]
+    p.acked(mid)
+    p2c(p, c, 801)
+    c.poll(100000 - 1)
+    assert [m for m in c.data_to_send() if E.REGISTRY.decode(m).name == "s_publish"] == []
+
+
+def test_stream_link_resends_in_flight_after_reconnect_in_order():
+    c, p = opened(reliable=True)
+    for i in range(3):
+        c.publish(T1, b"m%d" % i, b"x", 0)
+    c.data_to_send()                       # the link died with them
+    c.stop("disconnected")
+    assert c.events() == [("lost", "disconnected")]
+    p2 = ProxySession(PROXY, True, 10)
+    c.start(10, True)
+    c2p(c, p2, 10)
+    assert p2.events() == [("hello", NODE)]
+    p2.accept()
+    p2c(p2, c, 10)
+    c2p(c, p2, 11)
+    assert [e[2] for e in p2.events()] == [b"m0", b"m1", b"m2"]
+
+
+def subscribe(c, p, topic, cursor, now=0):
+    c.subscribe(topic, now)
+    c2p(c, p, now)
+    assert p.events() == [("subscribe", topic)]
+    p.subscribed(topic, cursor)
+    p2c(p, c, now)
+    assert c.events() == [("subscribed", topic, cursor)]
+
+
+def test_delivery_in_order_and_acks_cover_consumed_only():
+    c, p = opened()
+    subscribe(c, p, T1, 4)
+    for seq in (5, 6, 7):
+        p.deliver(T1, seq, b"id%d" % seq, b"p%d" % seq, 0)
+    p2c(p, c, 0)
+    ev = c.events()
+    assert [e[2] for e in ev] == [5, 6, 7]
+    assert c.data_to_send() == []          # nothing consumed: no ack
+    c.consumed(T1, 6)
+    out = c.data_to_send()
+    assert len(out) == 1
+    m = E.REGISTRY.decode(out[0])
+    assert (m.name, m["topic"], m["seq"]) == ("s_dack", T1, 6)
+    p.receive(out[0], 1)
+    assert p.events() == [("dack", T1, 6)]
+    assert p.in_flight() == 1
+    assert p.room() == 7
+
+
+def test_gap_is_dropped_and_go_back_n_recovers():
+    c, p = opened()
+    subscribe(c, p, T1, 0)
+    for seq in (1, 2, 3):
+        p.deliver(T1, seq, b"i", b"p", 0)
+    p2c(p, c, 0, drop=(0,))                # seq 1 lost: 2 and 3 are a gap
+    assert c.events() == []
+    p.poll(RTO_INITIAL_MS)
+    p2c(p, c, RTO_INITIAL_MS)              # everything in flight again
+    assert [e[2] for e in c.events()] == [1, 2, 3]
+
+
+def test_duplicate_delivery_is_dropped_and_reacknowledged():
+    c, p = opened()
+    subscribe(c, p, T1, 0)
+    p.deliver(T1, 1, b"i", b"p", 0)
+    p2c(p, c, 0)
+    assert len(c.events()) == 1
+    c.consumed(T1, 1)
+    c.data_to_send()                       # the ack is lost
+    p.resend_all()
+    p2c(p, c, 1)
+    assert c.events() == []                # not delivered twice
+    out = c.data_to_send()
+    assert [E.REGISTRY.decode(m).name for m in out] == ["s_dack"]
+
+
+def test_missed_notice_moves_the_cursor():
+    c, p = opened()
+    subscribe(c, p, T1, 0)
+    p.missed(T1, 10, 10, W.MISSED_RETENTION, 0)
+    p.deliver(T1, 11, b"i", b"p", 0)
+    p2c(p, c, 0)
+    ev = c.events()
+    assert ev[0] == ("missed", T1, 10, 10, W.MISSED_RETENTION)
+    assert ev[1][0] == "delivery" and ev[1][2] == 11
+
+
+def test_deliveries_before_subscribed_are_not_taken():
+    c, p = opened()
+    c.subscribe(T2, 0)
+    c.data_to_send()
+    p.deliver(T2, 1, b"i", b"p", 0)
+    p2c(p, c, 0)
+    assert c.events() == []
+
+
+def test_bad_input_reports_and_changes_nothing():
+    c, p = opened()
+    cases = [
+        (b"\xff", "decode"),                              # not CBOR
+        (b"\x83\x02\x18\x30\x41", "decode"),              # envelope version 2
+        (b"\x82\x01\x18\xc8", "decode"),                  # unregistered type 200
+        (E.REGISTRY.encode("s_welcome", PROXY, 0, 1), "unexpected"),  # a node never sends it
+    ]
+    for data, code in cases:
+        p.receive(data, 0)
+        ev = p.events()
+        assert len(ev) == 1 and ev[0][0] == "bad" and ev[0][1].startswith(code), (data, ev)
+        out = p.data_to_send()
+        assert E.REGISTRY.decode(out[0]).name == "error", data
+    assert p.node == NODE and p.in_flight() == 0
+    # An over-long payload is refused by the envelope bounds.
+    big = b"\x85\x01\x18\x36\x50" + T1 + b"\x41m\x59\x04\x01" + b"x" * 1025
+    p.receive(big, 0)
+    assert p.events()[0][0] == "bad"
+    c.receive(b"\xff\x00", 0)
+    assert c.events()[0][0] == "error" and c.state == OPEN
+
+
+def test_publish_before_hello_is_rejected():
+    p = ProxySession(PROXY, False, 0)
+    p.receive(E.REGISTRY.encode("s_publish", T1, b"m", b"x"), 0)
+    assert p.events()[0][:2] == ("bad", W.R_NO_SESSION)
+    m = E.REGISTRY.decode(p.data_to_send()[0])
+    assert m.name == "s_reject" and m["code"] == W.R_NO_SESSION
+
+
+def test_keepalive_pings_and_declares_lost():
+    c, p = opened()
+    c.poll(999)
+    assert c.data_to_send() == []
+    c.poll(1000)
+    out = c.data_to_send()
+    assert [E.REGISTRY.decode(m).name for m in out] == ["ping"]
+    p.receive(out[0], 1000)
+    p2c(p, c, 1001)                        # pong keeps the link alive
+    c.poll(1001 + DEAD_AFTER * 1000 - 1)
+    assert c.state == OPEN
+    c.poll(1001 + DEAD_AFTER * 1000)
+    assert c.state == IDLE
+    assert ("lost", "timeout") in c.events()
+
+
+def test_proxy_expires_silent_session():
+    c, p = opened()
+    p.poll(DEAD_AFTER * 1000 - 1)
+    assert p.events() == []
+    p.poll(DEAD_AFTER * 1000)
+    assert p.events() == [("expired",)]
+
+
+def test_hello_retransmitted_on_datagrams_and_welcome_repeated():
+    c, p = pair()
+    c.data_to_send()                       # hello lost
+    c.poll(RTO_INITIAL_MS)
+    c2p(c, p, RTO_INITIAL_MS)
+    assert p.events() == [("hello", NODE)]
+    p.accept()
+    p2c(p, c, RTO_INITIAL_MS, drop=(0,))   # welcome lost
+    c.poll(3 * RTO_INITIAL_MS)
+    c2p(c, p, 3 * RTO_INITIAL_MS)
+    assert p.events() == []                # reported once
+    p2c(p, c, 3 * RTO_INITIAL_MS)
+    assert c.state == OPEN
+
+
+def test_message_id_layout():
+    mid = W.message_id(b"abc", 258)
+    assert mid == b"abc" + b"\x00" * 6 + b"\x01\x02"
+    assert len(W.message_id(b"n" * 32, 1)) == W.MSG_ID_MAX
+    assert W.message_seq(mid) == 258
+    assert W.message_seq(W.message_id(NODE, 2 ** 63 + 5)) == 2 ** 63 + 5
+
+
+def test_fast_codec_is_byte_identical_to_the_registry():
+    from shared_protocol import cbor
+    seqs = (0, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, W.SEQ_MAX)
+    lens = (0, 1, 23, 24, 32)
+    for s in seqs:
+        for n in lens:
+            t = b"t" * (n or 1)
+            mid = b"m" * n
+            for pl in (b"", b"p" * 24, b"q" * 1024):
+                cases = [
+                    (W.encode_publish(t, mid, pl), "s_publish", [t, mid, pl]),
+                    (W.encode_deliver(t, s, mid, pl), "s_deliver", [t, s, mid, pl]),
+                    (W.encode_puback(mid), "s_puback", [mid]),
+                    (W.encode_dack(t, s), "s_dack", [t, s]),
+                ]
+                for data, name, vals in cases:
+                    assert data == E.REGISTRY.encode(name, *vals), (name, s, n)
+                    assert W.decode(data) == (name, vals), (name, s, n)
+    # Non-canonical or over-bound forms are not taken by the fast path: the
+    # strict decoder reports them.
+    good = W.encode_dack(T1, 5)
+    bad = [
+        (good[:4] + b"\x58\x10" + T1 + b"\x05", cbor.DecodeError),        # 1-byte length that fits the head
+        (good + b"\x00", cbor.DecodeError),                               # trailing byte
+        (good[:-1] + b"\x18\x05", cbor.DecodeError),                      # seq 5 in two bytes
+        (W.encode_publish(T1, b"m", b"")[:-1] + b"\x59\x04\x01" + b"x" * 1025, E.EnvelopeError),
+        (good[:-1], cbor.DecodeError),                                    # truncated
+    ]
+    for data, exc in bad:
+        raises(exc, W.decode, data)
+    raises(E.RegistryError, W.encode_publish, T1, b"m", b"x" * 1025)
