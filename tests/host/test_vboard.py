@@ -90,7 +90,16 @@ def test_raw_paste_mode_is_supported(vboard):
         assert int.from_bytes(head[2:4], "little") > 0
         ser.write(b"print(40 + 2)\x04")
         out = read_until(ser, b"\x04>", timeout=5)
-    assert out.startswith(b"\x04") and b"42\r\n\x04\x04>" in out, out
+        assert out.startswith(b"\x04") and b"42\r\n\x04\x04>" in out, out
+        # A second command in raw-paste mode right after the first.
+        ser.write(b"\x05A\x01")
+        head = read_until(ser, b"R\x01", timeout=5)
+        while len(head) < 4:
+            head += ser.read(4 - len(head))
+        assert head.startswith(b"R\x01"), head
+        ser.write(b"print(6 * 7)\x04")
+        out = read_until(ser, b"\x04>", timeout=5)
+    assert b"42\r\n\x04\x04>" in out, out
 
 
 def test_ctrl_c_stops_an_asyncio_app_so_mpremote_can_take_over(vboard, tmp_path):

@@ -38,8 +38,9 @@ const here = path.dirname(url.fileURLToPath(import.meta.url));
 const heap = parseInt(process.argv[2], 10) || 2 * 1024 * 1024;
 
 // Raw-paste flow-control window: the host may send this many bytes before
-// waiting for our "\x01". 256 matches MicroPython's default on most ports.
-const PASTE_WINDOW = 256;
+// waiting for our "\x01". Boards use 128-512 (their UART buffer); the VM has
+// no such buffer, and a larger window saves round trips.
+const PASTE_WINDOW = 4096;
 // Datagrams queued per UDP socket before new ones are dropped, like lwIP's
 // receive mailbox on an ESP32 (which is 6-32 deep depending on the build).
 const UDP_QUEUE_MAX = 32;
@@ -293,6 +294,7 @@ function handleByte(c) {
           const w = Buffer.from([0x52, 0x01, PASTE_WINDOW & 0xff, PASTE_WINDOW >> 8]);
           emit(w);
           paste = { data: [], left: PASTE_WINDOW };
+          rawLine = [];
           state = "paste";
           return;
         }
