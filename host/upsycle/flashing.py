@@ -329,11 +329,21 @@ class Board:
         buf = b""
         lines = []
         while time.monotonic() < deadline:
-            n = ser.inWaiting()
-            if not n:
+            try:
+                n = ser.inWaiting()
+                data = ser.read(n) if n else b""
+            except OSError:
+                # Boards with native USB (ESP32-S3/C3, RP2040) drop the port
+                # while they reset: open it again once it is back.
+                ser = self._reopen(ser, deadline)
+                if ser is None:
+                    out("(the board's port did not come back after the reset)")
+                    return lines
+                continue
+            if not data:
                 time.sleep(0.02)
                 continue
-            buf += ser.read(n)
+            buf += data
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 line = line.rstrip(b"\r").replace(b"\x04", b"")
@@ -345,6 +355,21 @@ class Board:
                 if any(m in line for m in TAIL_DONE):
                     return lines
         return lines
+
+    def _reopen(self, ser, deadline):
+        import serial
+        try:
+            ser.close()
+        except OSError:
+            pass
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                self.t.serial = serial.serial_for_url(self.port, baudrate=115200, timeout=0)
+                return self.t.serial
+            except (OSError, ValueError):
+                continue
+        return None
 
     def close(self):
         try:

@@ -229,3 +229,35 @@ def test_udp_is_bridged_to_the_host(vboard, tmp_path):
 def test_modules_boards_lack_are_refused(vboard):
     r = vboard.mpremote("exec", "import logging", check=False)
     assert r.returncode != 0 and "board firmware lacks it" in r.stdout + r.stderr, r
+
+
+def test_upsycle_board_virtual_command_prints_the_url_and_stops_cleanly(tmp_path):
+    import subprocess
+    import sys
+    from vboard_rig import ROOT
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "host"), ROOT]))
+    proc = subprocess.Popen([sys.executable, "-m", "upsycle", "board", "virtual", "--port", "0",
+                             "--fs", str(tmp_path / "flash"), "--name", "cli"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=ROOT, start_new_session=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("socket://127.0.0.1:"), url
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "exec",
+                            "open('x.txt','w').write('cli')"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    finally:
+        proc.terminate()
+        try:
+            code = proc.wait(timeout=10)
+        finally:
+            try:
+                os.killpg(proc.pid, 9)  # nothing may be left; this is only the safety net
+                leftover = True
+            except ProcessLookupError:
+                leftover = False
+            proc.stdout.close()
+            proc.stderr.close()
+    assert code == 0
+    assert (tmp_path / "flash" / "x.txt").read_text() == "cli"
+    assert not leftover, "board processes outlived the server"
