@@ -261,3 +261,49 @@ def test_upsycle_board_virtual_command_prints_the_url_and_stops_cleanly(tmp_path
     assert code == 0
     assert (tmp_path / "flash" / "x.txt").read_text() == "cli"
     assert not leftover, "board processes outlived the server"
+
+
+def test_tcp_client_connections_reach_the_host(vboard, tmp_path):
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    port = srv.getsockname()[1]
+    got = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(10)
+            got.append(conn.recv(100))
+            conn.sendall(b"hello board")
+    t = threading.Thread(target=serve)
+    t.start()
+    app = tmp_path / "tcp.py"
+    app.write_text(
+        "import asyncio, socket, vboard\n"
+        "async def app():\n"
+        "    s = socket.socket()\n"
+        "    s.connect(('127.0.0.1', %d))\n"
+        "    s.send(b'hello host')\n"
+        "    await vboard.wait_readable(s, 5000)\n"
+        "    print('got', s.recv(100))\n"
+        "    await vboard.wait_readable(s, 5000)\n"
+        "    print('closed', s.recv(100) == b'')\n"
+        "    s.close()\n"
+        "    r = socket.socket()\n"
+        "    r.connect(('127.0.0.1', 1))\n"
+        "    await vboard.wait_readable(r, 5000)\n"
+        "    try:\n"
+        "        r.recv(10)\n"
+        "    except OSError as e:\n"
+        "        print('refused', e.errno)\n"
+        "asyncio.run(app())\n" % port)
+    try:
+        out = vboard.mpremote("run", str(app)).stdout
+    finally:
+        t.join(timeout=10)
+        srv.close()
+    assert got == [b"hello host"]
+    assert "got b'hello board'" in out and "closed True" in out, out
+    assert "refused 111" in out, out  # ECONNREFUSED, MicroPython's number

@@ -24,6 +24,7 @@ import { loadMicroPython } from "../mpvm/node_modules/@micropython/micropython-w
 import crypto from "node:crypto";
 import dgram from "node:dgram";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import url from "node:url";
 
@@ -46,6 +47,10 @@ const PASTE_WINDOW = 4096;
 const UDP_QUEUE_MAX = 32;
 // Largest datagram the bridge accepts from board code (UDP over IPv4).
 const UDP_MAX = 65507;
+// Bytes received on a TCP connection and not yet read by board code, before
+// Node stops reading from the peer (TCP flow control then slows the peer),
+// about what an ESP32's lwIP receive window holds.
+const TCP_RX_MAX = 16 * 1024;
 // Files written by running code are mirrored to the host at least this often.
 const SYNC_INTERVAL_MS = 500;
 
@@ -162,6 +167,7 @@ mp.registerJsModule("_vboard_js", {
     sockets.set(id, s);
     return id;
   },
+  sockHasError: (id) => sockOf(id).err !== 0,
   udpError: (id) => { const s = sockOf(id); const e = s.err; s.err = 0; return e; },
   udpBind: (id, host, port) => { const s = sockOf(id); s.bound = true; s.sock.bind(port, host); },
   udpSend: (id, hex, host, port) => {
@@ -180,12 +186,51 @@ mp.registerJsModule("_vboard_js", {
     }
     return item;
   },
-  udpPending: (id) => sockOf(id).queue.length,
+  udpPending: (id) => { const s = sockOf(id); return s.tcp ? (s.size > 0 || s.eof ? 1 : 0) : s.queue.length; },
   udpPort: (id) => sockOf(id).port,
   udpOnMessage: (id, cb) => { sockOf(id).onMessage = cb; },
+  tcpConnect: (host, port) => {
+    const id = nextSock++;
+    const s = { tcp: true, chunks: [], size: 0, eof: false, err: 0, onMessage: null };
+    const sock = net.connect({ host, port });
+    s.sock = sock;
+    sock.setNoDelay(true);
+    sock.on("data", (d) => {
+      s.chunks.push(d);
+      s.size += d.length;
+      if (s.size >= TCP_RX_MAX) sock.pause();
+      if (s.onMessage) s.onMessage();
+    });
+    sock.on("end", () => { s.eof = true; if (s.onMessage) s.onMessage(); });
+    sock.on("error", (e) => {
+      // MicroPython errno numbers: ECONNREFUSED 111, ECONNRESET 104, EHOSTUNREACH 113.
+      s.err = { ECONNREFUSED: 111, ECONNRESET: 104, EHOSTUNREACH: 113, ETIMEDOUT: 110 }[e.code] || 5;
+      s.eof = true;
+      if (s.onMessage) s.onMessage();
+    });
+    sockets.set(id, s);
+    return id;
+  },
+  tcpSend: (id, hex) => { const buf = Buffer.from(hex, "hex"); sockOf(id).sock.write(buf); return buf.length; },
+  // Up to n bytes as hex; null: nothing yet (EAGAIN); "": the peer closed.
+  tcpRecv: (id, n) => {
+    const s = sockOf(id);
+    if (!s.size) return s.eof ? "" : null;
+    const all = Buffer.concat(s.chunks);
+    const take = all.subarray(0, Math.max(0, n));
+    const rest = all.subarray(take.length);
+    s.chunks = rest.length ? [Buffer.from(rest)] : [];
+    s.size = rest.length;
+    if (s.size < TCP_RX_MAX) s.sock.resume();
+    return take.toString("hex");
+  },
+  tcpReadable: (id) => { const s = sockOf(id); return s.size > 0 || s.eof; },
   udpClose: (id) => {
     const s = sockets.get(id);
-    if (s) { sockets.delete(id); try { s.sock.close(); } catch (e) { /* already closed */ } }
+    if (s) {
+      sockets.delete(id);
+      try { if (s.tcp) s.sock.destroy(); else s.sock.close(); } catch (e) { /* already closed */ }
+    }
   },
 });
 
