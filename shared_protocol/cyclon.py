@@ -217,7 +217,8 @@ class Cyclon:
         self._addrs = []
         self._stamps = []   # clock value at which the entry had age 0
         self._clock = 0     # periods elapsed (step 1 ages every entry by one)
-        # Exchanges in flight, oldest first: [nonce, peer_id, sent_ids, deadline].
+        # Exchanges in flight, oldest first:
+        # [nonce, peer_id, sent_slots, sent_ids, deadline].
         self._pending = []
 
     # --- reading the view ------------------------------------------------
@@ -290,7 +291,7 @@ class Cyclon:
 
     def tick(self, now):
         """Start this period's shuffle (steps 1-4). Returns Outgoing or None."""
-        if self._pending and now - self._pending[0][3] >= 0:
+        if self._pending and now - self._pending[0][4] >= 0:
             self._expire(now)
         self._clock += 1
         ids = self._ids
@@ -300,7 +301,8 @@ class Cyclon:
         stamps = self._stamps
         clock = self._clock
         # Step 2: the oldest entry (smallest stamp; the first slot on ties).
-        q = stamps.index(min(stamps))
+        oldest = min(stamps)
+        q = stamps.index(oldest)
         q_id = ids[q]
         q_addr = self._addrs[q]
         # Step 3: Q's entry leaves the view; its slot is the free one the
@@ -312,18 +314,17 @@ class Cyclon:
             k = n
         picks = _pick(self.rng, list(range(n)), k) if k else []
         addrs = self._addrs
-        entries = [[self.id, self.addr, 0]]
-        sent = []
-        for j in picks:
-            pid = ids[j]
-            age = clock - stamps[j]
-            entries.append([pid, addrs[j], age if age < AGE_MAX else AGE_MAX])
-            sent.append(pid)
+        if clock - oldest > AGE_MAX:
+            self._clamp_ages()
+        entries = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
+        entries.insert(0, [self.id, self.addr, 0])
         nonce = self.rng.next64() & 0xFFFFFFFF
         pending = self._pending
         if len(pending) >= MAX_PENDING:
             pending.pop(0)
-        pending.append([nonce, q_id, sent, now + self.reply_timeout])
+        # The sent entries as slots and ids: the slot is checked first when
+        # the reply comes (O(1)); the id is the truth if the slot changed.
+        pending.append([nonce, q_id, picks, [ids[j] for j in picks], now + self.reply_timeout])
         return Outgoing(q_id, q_addr, envelope.Message(SHUFFLE, [nonce, entries]))
 
     def receive(self, data, now):
@@ -351,7 +352,7 @@ class Cyclon:
         p_id = entries[0][0]
         if p_id == self.id:
             raise CyclonError(E_SELF, "a shuffle request carries this node's own id as sender")
-        if self._pending and now - self._pending[0][3] >= 0:
+        if self._pending and now - self._pending[0][4] >= 0:
             self._expire(now)
         ids = self._ids
         addrs = self._addrs
@@ -362,27 +363,27 @@ class Cyclon:
         # own (it would discard it at step 6 anyway).
         if p_id in ids:
             p = ids.index(p_id)
-            pool = [j for j in range(n) if j != p]
+            pool = list(range(n))
+            pool[p] = n - 1
+            pool.pop()
         else:
             pool = list(range(n))
         k = self.shuffle_len
         if k > len(pool):
             k = len(pool)
         picks = _pick(self.rng, pool, k) if k else []
-        reply = []
-        sent = []
-        for j in picks:
-            pid = ids[j]
-            age = clock - stamps[j]
-            reply.append([pid, addrs[j], age if age < AGE_MAX else AGE_MAX])
-            sent.append(pid)
-        self._merge(entries, sent)
+        if n and clock - min(stamps) > AGE_MAX:
+            self._clamp_ages()
+        reply = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
+        sent = [ids[j] for j in picks]
+        self._merge(entries, picks, sent)
         return Outgoing(p_id, entries[0][1], envelope.Message(REPLY, [nonce, self.id, reply]))
 
     def _on_reply(self, values, now):
         nonce, sender, entries = values
         check_entries(entries, 0)
-        self._expire(now)
+        if self._pending and now - self._pending[0][4] >= 0:
+            self._expire(now)
         pending = self._pending
         for i in range(len(pending)):
             ex = pending[i]
@@ -390,13 +391,17 @@ class Cyclon:
                 if ex[1] != sender:
                     raise CyclonError(E_WRONG_PEER, "reply for an exchange with another peer")
                 pending.pop(i)
-                self._merge(entries, ex[2])
+                self._merge(entries, ex[2], ex[3])
                 return
         raise CyclonError(E_UNKNOWN, "reply to no pending shuffle (unknown, or later than the timeout)")
 
-    def _merge(self, received, sent):
+    def _merge(self, received, slots, sent):
         """Steps 6-7: skip self and known ids; fill empty slots; then replace
-        the entries sent to the peer (in the order sent), while any is left."""
+        the entries sent to the peer (in the order sent), while any is left.
+
+        slots[i] is where sent[i] was when it was sent; an exchange in
+        between may have moved or replaced it, so the id is checked.
+        """
         ids = self._ids
         addrs = self._addrs
         stamps = self._stamps
@@ -405,29 +410,39 @@ class Cyclon:
         clock = self._clock
         s = 0
         ns = len(sent)
+        n = len(ids)
         for e in received:
             pid = e[0]
             if pid == me or pid in ids:
                 continue
-            if len(ids) < c:
+            if n < c:
                 ids.append(pid)
                 addrs.append(e[1])
                 stamps.append(clock - e[2])
+                n += 1
                 continue
-            # Replace one of the entries we sent that is still in the view
-            # (an exchange in between may already have replaced it).
-            slot = -1
             while s < ns:
+                slot = slots[s]
                 sid = sent[s]
                 s += 1
+                if slot < n and ids[slot] == sid:
+                    break
                 if sid in ids:
                     slot = ids.index(sid)
                     break
-            if slot < 0:
+            else:
                 return      # nothing left to replace: the rest is dropped
             ids[slot] = pid
             addrs[slot] = e[1]
             stamps[slot] = clock - e[2]
+
+    def _clamp_ages(self):
+        # Rare: an entry older than the wire can say. Saturate (see AGE_MAX).
+        floor = self._clock - AGE_MAX
+        st = self._stamps
+        for i in range(len(st)):
+            if st[i] < floor:
+                st[i] = floor
 
     def _drop(self, i):
         # Move the last slot into i: O(1), order stays deterministic.
@@ -443,5 +458,5 @@ class Cyclon:
 
     def _expire(self, now):
         pending = self._pending
-        while pending and now - pending[0][3] >= 0:
+        while pending and now - pending[0][4] >= 0:
             pending.pop(0)

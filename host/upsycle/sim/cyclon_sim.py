@@ -208,7 +208,9 @@ class CyclonSim:
     # --- running -------------------------------------------------------
 
     def run_round(self):
-        r = self.round
+        """Run the next round. Rounds count from 1; round 0 is the bootstrap
+        overlay, and an event@R applies at the start of round R."""
+        r = self.round + 1
         while self.events and self.events[0].round <= r:
             self._apply(self.events.pop(0))
         if self.churn:
@@ -218,13 +220,13 @@ class CyclonSim:
             self._join(len(victims))
         order = self.live()
         self.rng.shuffle(order)
-        t0 = r * self.period
+        t0 = (r - 1) * self.period
         step = self.period / max(1, len(order))
         if self.net.latency[1] == 0 and not self._queue:
             self._round_sync(order, t0, step)
         else:
             self._round_queued(order, t0, step)
-        self.round = r + 1
+        self.round = r
 
     def _round_sync(self, order, t0, step):
         nodes = self.nodes

@@ -72,9 +72,11 @@ def _take_snapshot(sim):
     return snap
 
 
-def run(sim, rounds, progress=None, workers=1, metrics_every=1):
-    """Run ``rounds`` rounds; return (rows, final snapshot, seconds in the
-    protocol loop). Row 0 measures the bootstrap overlay."""
+def run(sim, rounds, progress=None, workers=1, metrics_every=1, measure_start=True):
+    """Run ``rounds`` more rounds; return (rows, final snapshot, seconds in
+    the protocol loop). Rows are labelled with the simulator's round number;
+    with measure_start the first row measures the overlay before the run
+    (round 0: the bootstrap overlay)."""
     rows = []
     pool = None
     futures = []
@@ -93,16 +95,17 @@ def run(sim, rounds, progress=None, workers=1, metrics_every=1):
     sim_seconds = 0.0
     try:
         snap = _take_snapshot(sim)
-        measure(snap, 0)
-        for r in range(1, rounds + 1):
+        if measure_start:
+            measure(snap, sim.round)
+        for k in range(1, rounds + 1):
             t0 = time.perf_counter()
             sim.run_round()
             sim_seconds += time.perf_counter() - t0
-            if r % metrics_every == 0 or r == rounds:
+            if k % metrics_every == 0 or k == rounds:
                 snap = _take_snapshot(sim)
-                measure(snap, r)
+                measure(snap, sim.round)
             if progress:
-                progress(r, rounds)
+                progress(k, rounds)
         if pool is not None:
             rows = [f.result() for f in futures]
     finally:
