@@ -16,13 +16,17 @@ node runs the paper's enhanced shuffle (section 2.2):
 7. store the rest, first in empty slots, then in place of the entries it sent
    to Q.
 
-Q answers with a random subset of at most l of its own entries and merges what
-it received by the same rules (its "sent" entries are those in the reply).
-Because Q's entry leaves the view at step 3, a request that gets no answer in
-time leaves Q out of the view: that is how dead peers disappear (section 2.3,
-"the oldest entry is contacted first, so dead links are removed in at most c
-periods"). The pending request itself is forgotten at its deadline, and a
-late reply is then refused as coming from an unknown exchange.
+Q answers with a random subset of at most l of its own entries (leaving out
+P's, which P would discard) and merges what it received by the same rules
+(its "sent" entries are those in the reply).
+
+Q's entry stays in P's view while the exchange is pending: in the subset
+sent it was replaced by P's own entry, so in step 7 Q's slot is the first
+"sent" entry the reply replaces. A request that gets no answer within
+``reply_timeout`` removes Q from the view: because the oldest entry is the
+one contacted, entries of dead peers are found and dropped as they age
+(the paper's self-healing argument). The exchange is then forgotten, and a
+late reply is refused as belonging to no exchange.
 
 The object never reads a clock or a random source: ``now`` (monotonic
 milliseconds) and an ``Rng`` are passed in. It returns messages; the caller
@@ -296,36 +300,56 @@ class Cyclon:
         self._clock += 1
         ids = self._ids
         n = len(ids)
-        if n == 0:
-            return None     # isolated: needs a seed or a peer heard on the LAN
         stamps = self._stamps
         clock = self._clock
-        # Step 2: the oldest entry (smallest stamp; the first slot on ties).
-        oldest = min(stamps)
-        q = stamps.index(oldest)
+        # Step 2: the oldest entry (smallest stamp; the first slot on ties),
+        # not counting a peer we are still waiting for.
+        if self._pending:
+            q = self._oldest_idle()
+            if q < 0:
+                return None
+        elif n == 0:
+            return None     # isolated: needs a seed or a peer heard on the LAN
+        else:
+            q = stamps.index(min(stamps))
         q_id = ids[q]
-        q_addr = self._addrs[q]
-        # Step 3: Q's entry leaves the view; its slot is the free one the
-        # reply fills first.
-        self._drop(q)
-        n -= 1
         k = self.shuffle_len - 1
-        if k > n:
-            k = n
-        picks = _pick(self.rng, list(range(n)), k) if k else []
+        if k > n - 1:
+            k = n - 1
+        if k:
+            pool = list(range(n))
+            pool[q] = n - 1
+            pool.pop()
+            picks = _pick(self.rng, pool, k)
+        else:
+            picks = []
         addrs = self._addrs
-        if clock - oldest > AGE_MAX:
+        if clock - stamps[q] > AGE_MAX:
             self._clamp_ages()
+        # Step 3: Q's entry is replaced, in the subset sent, by our own fresh
+        # entry. Q stays in the view until the reply (its slot is the first
+        # the reply replaces) or the timeout (then it is removed).
         entries = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
         entries.insert(0, [self.id, self.addr, 0])
         nonce = self.rng.next64() & 0xFFFFFFFF
         pending = self._pending
         if len(pending) >= MAX_PENDING:
-            pending.pop(0)
+            self._forget(0)
         # The sent entries as slots and ids: the slot is checked first when
         # the reply comes (O(1)); the id is the truth if the slot changed.
+        picks.insert(0, q)
         pending.append([nonce, q_id, picks, [ids[j] for j in picks], now + self.reply_timeout])
-        return Outgoing(q_id, q_addr, envelope.Message(SHUFFLE, [nonce, entries]))
+        return Outgoing(q_id, addrs[q], envelope.Message(SHUFFLE, [nonce, entries]))
+
+    def _oldest_idle(self):
+        busy = [ex[1] for ex in self._pending]
+        ids = self._ids
+        stamps = self._stamps
+        best = -1
+        for i in range(len(ids)):
+            if ids[i] not in busy and (best < 0 or stamps[i] < stamps[best]):
+                best = i
+        return best
 
     def receive(self, data, now):
         """Bytes of a datagram from a peer -> Outgoing (a reply) or None.
@@ -456,7 +480,23 @@ class Cyclon:
         self._addrs.pop()
         self._stamps.pop()
 
+    def expire(self, now):
+        """Forget exchanges past their deadline, removing their peers.
+
+        tick() and receive() do this themselves; call it from a timer to
+        clean up between periods (and before reading the view)."""
+        if self._pending and now - self._pending[0][4] >= 0:
+            self._expire(now)
+
     def _expire(self, now):
         pending = self._pending
         while pending and now - pending[0][4] >= 0:
-            pending.pop(0)
+            self._forget(0)
+
+    def _forget(self, i):
+        # An exchange that got no answer in time: the peer is presumed dead
+        # and leaves the view (section 2.3: dead links go when contacted).
+        ex = self._pending.pop(i)
+        ids = self._ids
+        if ex[1] in ids:
+            self._drop(ids.index(ex[1]))
