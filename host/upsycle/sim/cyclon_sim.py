@@ -34,6 +34,10 @@ from upsycle.sim.network import CRASHED, LEFT, UP, Network
 BOOTSTRAPS = ("ring", "star", "random")
 EVENT_KINDS = ("crash", "leave", "rejoin", "join", "partition", "heal")
 
+# The reply timeout as a share of the period: a board shuffles every 10 s and
+# waits 2 s for a reply (cyclon.DEFAULT_REPLY_TIMEOUT_MS), so 1/5.
+REPLY_TIMEOUT_SHARE = 5
+
 _TICK = 0
 _MSG = 1
 
@@ -106,9 +110,9 @@ class CyclonSim:
         self.shuffle = shuffle
         self.seed = seed
         self.period = period
-        # A reply is due before the node's next period; at least twice the
-        # worst round trip.
-        self.reply_timeout = reply_timeout or max(period // 2, 2 * latency[1] + 1)
+        # A reply is due within a fifth of the period, and at least twice
+        # the worst round trip.
+        self.reply_timeout = reply_timeout or max(period // REPLY_TIMEOUT_SHARE, 2 * latency[1] + 1)
         self.rng = random.Random(seed)
         self.net = Network(seed + 1, loss, latency)
         self.wire_rng = random.Random(seed + 2)
@@ -226,6 +230,16 @@ class CyclonSim:
             self._round_sync(order, t0, step)
         else:
             self._round_queued(order, t0, step)
+        # Reply timers: a node's timer fires at its exchange's deadline; here
+        # the deadlines that fell within the round are handled at its end,
+        # before the round is measured (never later than a real timer would
+        # by more than the rest of the round).
+        end = t0 + self.period
+        nodes = self.nodes
+        state = self.state
+        for i in order:
+            if state[i] == UP:
+                nodes[i].expire(end)
         self.round = r
 
     def _round_sync(self, order, t0, step):
