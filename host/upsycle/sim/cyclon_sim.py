@@ -330,8 +330,9 @@ class CyclonSim:
             ids = nodes[i].ids
             flat.extend(ids)
             lens.append(len(ids))
-        index = self.index
-        tgt = np.fromiter([index[p] for p in flat], dtype=np.int64, count=len(flat))
+        # Simulated ids are node numbers as 8 big-endian bytes: read them all
+        # at once instead of one dict lookup per entry.
+        tgt = np.frombuffer(b"".join(flat), dtype=">u8").astype(np.int64)
         src = np.repeat(np.arange(n, dtype=np.int64), lens)
         st = np.frombuffer(bytes(self.state), dtype=np.uint8)[tgt] if len(tgt) else np.zeros(0, np.uint8)
         up = st == UP
