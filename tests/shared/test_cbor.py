@@ -1,0 +1,138 @@
+# The deterministic CBOR codec, on CPython and in the MicroPython VM.
+# Vectors: tests/vectors/cbor_valid.json (hex <-> value) and
+# tests/vectors/cbor_invalid.json (hex -> expected DecodeError code).
+from rig import load_vectors, raises, unhex
+from shared_protocol import cbor
+
+
+def untag(v):
+    """Vector value notation -> Python value (JSON lacks bytes/NaN/maps with non-text keys)."""
+    if isinstance(v, list):
+        return [untag(x) for x in v]
+    if isinstance(v, dict):
+        if "bytes" in v:
+            return unhex(v["bytes"])
+        if "float" in v:
+            return float(v["float"])
+        if "map" in v:
+            out = {}
+            for k, x in v["map"]:
+                out[untag(k)] = untag(x)
+            return out
+        raise ValueError("bad vector tag %r" % v)
+    return v
+
+
+def same(a, b):
+    """Equality that tells NaN, -0.0, bool and int apart."""
+    if isinstance(a, float) or isinstance(b, float):
+        if not (isinstance(a, float) and isinstance(b, float)):
+            return False
+        if a != a:
+            return b != b
+        return a == b and str(a) == str(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        if not isinstance(b, dict) or len(a) != len(b):
+            return False
+        for k in a:
+            if k not in b or not same(a[k], b[k]):
+                return False
+        return True
+    return type(a) is type(b) and a == b
+
+
+def test_valid_vectors_decode_and_encode():
+    vectors = load_vectors("cbor_valid.json")
+    assert len(vectors) >= 70
+    for vec in vectors:
+        data = unhex(vec["hex"])
+        expected = untag(vec["value"])
+        got = cbor.decode(data)
+        assert same(got, expected), "decode %s gave %r, want %r" % (vec["hex"], got, expected)
+        enc = cbor.encode(expected)
+        assert enc == data, "encode %r gave %s, want %s" % (expected, enc.hex(), vec["hex"])
+
+
+def test_invalid_vectors_raise_typed_error_with_code():
+    vectors = load_vectors("cbor_invalid.json")
+    assert len(vectors) >= 40
+    codes = set()
+    for vec in vectors:
+        e = raises(cbor.DecodeError, cbor.decode, unhex(vec["hex"]))
+        assert e.code == vec["code"], "%s (%s): code %s, want %s" % (vec["hex"], vec["why"], e.code, vec["code"])
+        codes.add(e.code)
+    # every rejection rule is covered by the table
+    for code in (cbor.TRUNCATED, cbor.TRAILING, cbor.NON_CANONICAL, cbor.INDEFINITE, cbor.BREAK,
+                 cbor.TAG, cbor.SIMPLE, cbor.RESERVED, cbor.UTF8, cbor.DUPLICATE_KEY,
+                 cbor.KEY_ORDER, cbor.UNHASHABLE_KEY, cbor.TOO_LONG, cbor.DEPTH):
+        assert code in codes, "no invalid vector for " + code
+
+
+def test_decodes_bytearray_and_memoryview_slices():
+    data = bytearray(b"\xff\xff" + cbor.encode({"t": b"\x01\x02", "v": [1, 2.5]}) + b"\xee")
+    mv = memoryview(data)[2:-1]
+    assert cbor.decode(mv) == {"t": b"\x01\x02", "v": [1, 2.5]}
+    assert cbor.decode(bytearray(cbor.encode([1, "x"]))) == [1, "x"]
+    assert raises(cbor.DecodeError, cbor.decode, "not bytes").code == cbor.TYPE
+
+
+def test_decode_prefix_reports_length_used():
+    data = cbor.encode([1, 2]) + b"\x01"
+    v, n = cbor.decode_prefix(data)
+    assert v == [1, 2] and n == 3
+
+
+def test_map_encoding_is_order_independent():
+    # MicroPython dicts are unordered: the same map built in any order encodes the same
+    a = {}
+    b = {}
+    keys = [("k%d" % i) for i in range(40)] + [i for i in range(40)] + [b"x", -5]
+    for k in keys:
+        a[k] = 1
+    for k in reversed(keys):
+        b[k] = 1
+    assert cbor.encode(a) == cbor.encode(b)
+    assert cbor.decode(cbor.encode(a)) == a
+
+
+def test_encode_rejects_what_the_wire_cannot_carry():
+    assert raises(cbor.EncodeError, cbor.encode, 2 ** 64).code == "int_range"
+    assert raises(cbor.EncodeError, cbor.encode, -2 ** 64 - 1).code == "int_range"
+    assert raises(cbor.EncodeError, cbor.encode, {1, 2}).code == "type"
+    assert raises(cbor.EncodeError, cbor.encode, object()).code == "type"
+    deep = 0
+    for _ in range(cbor.MAX_DEPTH + 1):
+        deep = [deep]
+    assert raises(cbor.EncodeError, cbor.encode, deep).code == cbor.DEPTH
+
+
+def test_depth_limit_is_exact():
+    ok = unhex("81" * cbor.MAX_DEPTH + "00")
+    v = cbor.decode(ok)
+    for _ in range(cbor.MAX_DEPTH):
+        v = v[0]
+    assert v == 0
+    assert raises(cbor.DecodeError, cbor.decode, unhex("81" * (cbor.MAX_DEPTH + 1) + "00")).code == cbor.DEPTH
+
+
+def test_truncation_at_every_offset_is_a_typed_error():
+    data = cbor.encode({"topic": b"\x00" * 16, "id": 123456, "ts": 1700000000000, "v": 21.5, "k": "temp",
+                        "list": [1, -2, 3.25, None, True]})
+    for i in range(len(data)):
+        e = raises(cbor.DecodeError, cbor.decode, data[:i])
+        assert e.code in (cbor.TRUNCATED, cbor.TOO_LONG), "offset %d: %s" % (i, e.code)
+
+
+def test_half_precision_edges():
+    for v, h in ((65504.0, "f97bff"), (6.103515625e-05, "f90400"), (5.960464477539063e-08, "f90001"),
+                 (-2.0, "f9c000"), (0.333251953125, "f93555")):
+        assert cbor.encode(v).hex() == h, v
+        assert cbor.decode(unhex(h)) == v
+    # 65520 rounds to infinity in half precision: must stay single
+    assert cbor.encode(65520.0).hex() == "fa477ff000"
+    # one bit below half's subnormal grid: single
+    assert cbor.encode(2.0 ** -25).hex()[:2] == "fa"
