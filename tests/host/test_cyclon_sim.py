@@ -45,6 +45,8 @@ def _check_random_graph_like(row, summary):
     # the formula. We hold CYCLON to that graph instead, and pin the fact.
     assert er["apl"] > 1.1 * ref["apl"], (er["apl"], ref["apl"])
     assert abs(row["apl"] - er["apl"]) <= 0.02 * er["apl"], (row["apl"], er["apl"])
+    # and both agree with the finite-size formula for random graphs
+    assert abs(row["apl"] - ref["apl_fronczak"]) <= 0.05 * ref["apl_fronczak"]
     assert row["apl_exact"] == 1 and row["pairs_connected"] == 1.0
     assert row["clustering"] <= 3 * ref["clustering"], row["clustering"]
     assert row["in_std"] <= math.sqrt(C), row["in_std"]

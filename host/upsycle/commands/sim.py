@@ -96,9 +96,10 @@ def run_cyclon(args):
         f.write("\n")
     f = summary["final"]
     ref = summary["reference"]
-    print("round %d: %d live nodes, APL %.3f (ln N/ln 2c %.3f, Erdos-Renyi %.3f), clustering %.5f (2c/N %.5f), "
-          "in-degree std %.2f max %d zero %d, components %d, dead links %d"
-          % (f["round"], f["live"], f["apl"], ref["apl"], summary["erdos_renyi"]["apl"], f["clustering"],
+    print("round %d: %d live nodes, APL %.3f (ln N/ln 2c %.3f, finite-size %.3f, Erdos-Renyi %.3f), "
+          "clustering %.5f (2c/N %.5f), in-degree std %.2f max %d zero %d, components %d, dead links %d"
+          % (f["round"], f["live"], f["apl"], ref["apl"], ref["apl_fronczak"], summary["erdos_renyi"]["apl"],
+             f["clustering"],
              ref["clustering"], f["in_std"], f["in_max"], f["in_zero"], f["components"], f["dead_links"]))
     print("largest component after removing X%%: %s" % ", ".join(
         "%s%% -> %.2f%%" % (k, 100 * v) for k, v in sorted(summary["robustness"].items(), key=lambda kv: int(kv[0]))))

@@ -30,6 +30,8 @@ def write_all(out_dir, rows, summary, title):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(rounds, [r["apl"] for r in rows], label="CYCLON")
     ax.axhline(ref["apl"], color="gray", linestyle="--", label="ln N / ln 2c = %.2f" % ref["apl"])
+    ax.axhline(ref["apl_fronczak"], color="red", linestyle="-.",
+               label="(ln N - 0.577) / ln 2c + 1/2 = %.2f" % ref["apl_fronczak"])
     ax.axhline(er["apl"], color="green", linestyle=":", label="Erdos-Renyi, same edges = %.2f" % er["apl"])
     ax.set_yscale("log")
     ax.set_xlabel("round")
