@@ -167,9 +167,11 @@ def summarize(sim, rows, snap):
         heal.append({"crash_round": r, "healed_round": done,
                      "rounds_to_heal": None if done is None else done - r + 1})
     out["healing"] = heal
-    # Convergence: first round the overlay looks like a random graph.
+    # Convergence: first round the overlay looks like a random graph (the
+    # acceptance criteria, with the same-size Erdos-Renyi graph's path length).
     out["converged_round"] = first_round(rows, 0, lambda row: (
-        row["components"] == 1 and row["in_zero"] == 0 and row["empty_slots"] == 0
+        row["components"] == 1 and row["in_zero"] == 0
         and row["clustering"] <= 3 * row["clustering_ref"]
+        and row["in_std"] <= math.sqrt(c)
         and row["apl"] <= 1.1 * er_apl))
     return out
