@@ -71,18 +71,20 @@ MAX_PENDING = 4
 # --- defaults --------------------------------------------------------------
 
 # Boards on one LAN or radio range: a handful to a few dozen nodes. c=8, l=4
-# keeps the view under 1 KB of heap and a shuffle message under 200 bytes
-# (8-byte board ids), and still gives each node enough random contacts for
-# gossip on a LAN of up to ~50 boards.
+# keeps the whole CYCLON state near 1.1 KB of heap and a shuffle (request and
+# reply) under 200 bytes with 8-byte board ids (measured in the VM by
+# tools/bench/bench_cyclon.py), and still gives each node 8 random contacts
+# for gossip on a LAN of a few dozen boards.
 BOARD_VIEW = 8
 BOARD_SHUFFLE = 4
-# Proxies in the core overlay: the paper's reference configuration (c=20,
-# l=8), which it shows to behave like a random graph up to 100,000 nodes.
+# Proxies in the core overlay: c=20, l=8, the setting whose overlay the
+# simulator measures against random graphs at 1,000 and 10,000 nodes.
 PROXY_VIEW = 20
 PROXY_SHUFFLE = 8
 # A reply must arrive within this many milliseconds, else the exchange is
-# forgotten. A shuffle period is typically 10 s on boards and 5 s on proxies;
-# 2 s covers a WiFi round trip with retries and a sleepy board's wake-up.
+# forgotten and the peer dropped. We plan shuffle periods of ~10 s on boards
+# and ~5 s on proxies; 2 s covers a WiFi round trip with retries and is still
+# well inside one period.
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # --- wire messages (block "cyclon", 16..31) --------------------------------
@@ -299,19 +301,28 @@ class Cyclon:
             self._expire(now)
         self._clock += 1
         ids = self._ids
-        n = len(ids)
         stamps = self._stamps
         clock = self._clock
+        pending = self._pending
+        if len(pending) >= MAX_PENDING:
+            self._forget(0)     # before choosing slots: it may drop one
+        n = len(ids)
+        if n == 0:
+            return None     # isolated: needs a seed or a peer heard on the LAN
+        oldest = min(stamps)
+        if clock - oldest > AGE_MAX:
+            # Keeps every age within AGE_MAX until the next tick (merges
+            # only add ages already checked), so replies need no check.
+            self._clamp_ages()
+            oldest = min(stamps)
         # Step 2: the oldest entry (smallest stamp; the first slot on ties),
         # not counting a peer we are still waiting for.
-        if self._pending:
+        if pending:
             q = self._oldest_idle()
             if q < 0:
                 return None
-        elif n == 0:
-            return None     # isolated: needs a seed or a peer heard on the LAN
         else:
-            q = stamps.index(min(stamps))
+            q = stamps.index(oldest)
         q_id = ids[q]
         k = self.shuffle_len - 1
         if k > n - 1:
@@ -324,17 +335,12 @@ class Cyclon:
         else:
             picks = []
         addrs = self._addrs
-        if clock - stamps[q] > AGE_MAX:
-            self._clamp_ages()
         # Step 3: Q's entry is replaced, in the subset sent, by our own fresh
         # entry. Q stays in the view until the reply (its slot is the first
         # the reply replaces) or the timeout (then it is removed).
         entries = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
         entries.insert(0, [self.id, self.addr, 0])
         nonce = self.rng.next64() & 0xFFFFFFFF
-        pending = self._pending
-        if len(pending) >= MAX_PENDING:
-            self._forget(0)
         # The sent entries as slots and ids: the slot is checked first when
         # the reply comes (O(1)); the id is the truth if the slot changed.
         picks.insert(0, q)
@@ -396,8 +402,6 @@ class Cyclon:
         if k > len(pool):
             k = len(pool)
         picks = _pick(self.rng, pool, k) if k else []
-        if n and clock - min(stamps) > AGE_MAX:
-            self._clamp_ages()
         reply = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
         sent = [ids[j] for j in picks]
         self._merge(entries, picks, sent)

@@ -282,3 +282,25 @@ def test_same_run_on_both_interpreters():
 
 
 SCENARIO_DIGEST = "74281af8fd232250b68258ddbbdf1601409f076acbd87618303bf23ad1bc7df3"
+
+
+def test_pending_exchanges_are_bounded():
+    # Replies never come and the timeout is far: at MAX_PENDING the oldest
+    # exchange is forgotten (its peer dropped) before a new one starts.
+    p = cyclon.Cyclon(nid(1), ADDR, Rng(3), 10, 3, 10 ** 9)
+    addr_of = {}
+    for i in range(2, 12):
+        addr_of[nid(i)] = bytes([i]) * 6
+        p.add_seed(nid(i), addr_of[nid(i)])
+    asked = []
+    for t in range(cyclon.MAX_PENDING + 2):
+        out = p.tick(t)
+        assert out.addr == addr_of[out.peer_id], out    # slots stay consistent
+        assert out.peer_id not in asked      # a peer we wait for is not asked again
+        asked.append(out.peer_id)
+        assert p.pending() <= cyclon.MAX_PENDING
+    assert p.pending() == cyclon.MAX_PENDING
+    assert asked[0] not in p and asked[1] not in p
+    for q in asked[2:]:
+        assert q in p
+    assert len(p) == 8
