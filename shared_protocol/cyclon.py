@@ -4,7 +4,7 @@ Network and Systems Management 13(2), 2005).
 
 Each node keeps a *view* (the paper's cache) of at most ``view_size`` (c)
 entries: a peer id, the address to reach it, and an age. Once per period the
-node runs the paper's enhanced shuffle (section 2.2):
+node runs the paper's enhanced shuffling:
 
 1. increase the age of every entry by one;
 2. select the oldest peer Q and ``shuffle_len - 1`` (l - 1) other random
@@ -499,7 +499,8 @@ class Cyclon:
 
     def _forget(self, i):
         # An exchange that got no answer in time: the peer is presumed dead
-        # and leaves the view (section 2.3: dead links go when contacted).
+        # and leaves the view (the paper's self-healing: dead links go when
+        # they become the oldest and are contacted).
         ex = self._pending.pop(i)
         ids = self._ids
         if ex[1] in ids:

@@ -1,9 +1,9 @@
 """Graph metrics of an overlay snapshot, with numpy (host only).
 
 A snapshot is the directed graph "u has v in its view" over the live nodes,
-numbered 0..n-1. The CYCLON paper (section 4) measures the overlay as an
-undirected graph for path length and clustering, and the directed in-degree
-for load balance; so do we.
+numbered 0..n-1. Path length and clustering treat links as undirected (a
+view entry lets either end reach the other once they shuffle); in-degree, the
+load-balance measure, counts directed links.
 
 - average path length: mean shortest-path hop count over ordered pairs that
   are connected, by breadth-first search from every node (exact) or from a
@@ -269,7 +269,7 @@ def robustness(graph, fractions, rng, trials=3):
 
 
 def random_graph_reference(n, c):
-    """The random-graph values the paper compares CYCLON with (section 4.1):
+    """The random-graph values the issue compares CYCLON with:
     path length ln N / ln(2c) (2c: mean undirected degree, each node having c
     out-links and about c in-links), clustering 2c / N, and the in-degree
     standard deviation of c random out-links per node, sqrt(c (1 - c/N))."""

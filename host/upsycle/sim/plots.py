@@ -1,4 +1,4 @@
-"""PNG plots of a CYCLON run, of the kinds the paper draws (section 4):
+"""PNG plots of a CYCLON run, of the kinds the paper draws for its experiments:
 metrics against rounds, the in-degree distribution, and the largest
 component against the share of nodes removed. matplotlib, Agg backend (no
 display needed)."""
