@@ -2,7 +2,10 @@
 # reachable; nothing here resets the board, so a fault cannot boot-loop.
 try:
     from firmware import node
-    node.start()
+    cfg = node.start()
+    if cfg is not None:
+        from firmware import app, runtime
+        runtime.run(cfg, app.temperature_app)
 except Exception as e:
     import sys
     print("upsycle: SAFE MODE: the firmware failed to start:")

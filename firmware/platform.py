@@ -1,0 +1,118 @@
+"""Everything that differs between the virtual board and hardware, in one place.
+
+The rest of the firmware imports socket/network/machine through here only
+for the few calls that differ: waiting for a datagram (the VM has no
+blocking wait, a board polls), randomness, and the wall clock.
+"""
+import os
+import time
+
+try:
+    import vboard                      # the virtual board (tools/vboard)
+    IS_VIRTUAL = True
+    wait_readable = vboard.wait_readable
+except ImportError:                    # hardware: poll the socket between sleeps
+    import asyncio
+    import select
+    IS_VIRTUAL = False
+    # How often a board looks at its socket while waiting: 20 ms keeps a
+    # round trip on the LAN short without spinning the CPU.
+    POLL_STEP_MS = 20
+
+    async def wait_readable(sock, timeout_ms=None):
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        waited = 0
+        while timeout_ms is None or waited < timeout_ms:
+            if p.poll(0):
+                return True
+            await asyncio.sleep_ms(POLL_STEP_MS)
+            waited += POLL_STEP_MS
+        return False
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def ticks_diff(a, b):
+    return time.ticks_diff(a, b)
+
+
+# MicroPython ports count from 2000-01-01 unless built with the Unix epoch;
+# readings carry Unix seconds so every member (and the host) agrees.
+_EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+
+
+def unix_time():
+    return int(time.time()) + _EPOCH_OFFSET
+
+
+def random_bytes(n):
+    return os.urandom(n)
+
+
+def makedirs(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass  # exists
+
+
+def file_exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def rename(src, dst):
+    os.rename(src, dst)
+
+
+class NoWatchdog:
+    def feed(self):
+        pass
+
+
+def watchdog(timeout_ms):
+    """machine.WDT; once started it cannot be stopped (MICROPYTHON.md)."""
+    try:
+        import machine
+        return machine.WDT(timeout=timeout_ms)
+    except (ImportError, AttributeError, ValueError):
+        return NoWatchdog()
+
+
+def read_temperature_c(adc_channel=4):
+    """The RP2040 internal sensor formula (the virtual board simulates it)."""
+    import machine
+    v = machine.ADC(adc_channel).read_u16() * 3.3 / 65535
+    return 27 - (v - 0.706) / 0.001721
+
+
+def wifi_connect(networks):
+    """Start joining the first network; returns the WLAN object or None."""
+    try:
+        import network
+    except ImportError:
+        return None
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    for w in networks:
+        if wlan.isconnected():
+            break
+        try:
+            wlan.connect(w["ssid"], w.get("password", ""))
+        except OSError:
+            continue
+    return wlan
+
+
+def reset_cause():
+    try:
+        import machine
+        return machine.reset_cause()
+    except (ImportError, AttributeError):
+        return 0

@@ -1,0 +1,187 @@
+"""One private topic on the node: group membership, replica, outbox, on flash.
+
+Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
+  <id>.dmc   the DMC replica (shared_protocol.dmc.store: checksummed,
+             written to a temp file and renamed over the old one)
+  <id>.st    the node's own state for the topic, same format and same
+             atomic replace: [1, member record, outbox, published]
+             - member record: group sequence number, replay windows, epochs
+               (a restarted node must never reuse a sequence number: other
+               members would drop the publication as a replay)
+             - outbox: the DMC operations this node wrote that the proxy has
+               not acknowledged yet, oldest first
+             - published: how many readings this node wrote (for the demo)
+
+Write order (no multi-file atomicity on littlefs): the state file first,
+then the replica. A power cut between them leaves an outbox holding an op
+the replica lacks; load() applies outbox ops to the replica again, which
+the replica ignores as duplicates when it has them. So nothing accepted by
+publish() is lost, whatever the cut.
+"""
+from shared_protocol import cbor
+from shared_protocol.dmc import ops as O
+from shared_protocol.dmc import store as dstore
+from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
+from shared_protocol.dmc.replica import Replica
+from shared_protocol.groups.invite import member_from_url
+from shared_protocol.groups.member import Member
+
+DATA_DIR = "/data"
+STATE_VERSION = 1
+# Operations waiting for the proxy's acknowledgement. A reading op is ~60
+# bytes, so a full outbox is ~8 KB of RAM and flash: at one reading a
+# minute, two hours without a proxy. Past this the node refuses new
+# readings (publish raises) rather than forget accepted ones.
+OUTBOX_MAX = 128
+# Readings kept per log in the replica (every member must agree; DMC
+# TimeLog retention is part of the topic's configuration).
+LOG_KEEP = 200
+
+
+class OutboxFull(Exception):
+    pass
+
+
+def _write_atomic(files, path, payload):
+    data = dstore.pack(payload)
+    tmp = path + ".tmp"
+    files.remove(tmp)
+    f = files.open(tmp)
+    try:
+        f.write(data)
+    finally:
+        f.close()
+    try:
+        files.rename(tmp, path)
+    except OSError:
+        files.remove(path)
+        files.rename(tmp, path)
+
+
+class Topic:
+    def __init__(self, invite, author, data_dir=DATA_DIR, files=None, log=print):
+        fresh = member_from_url(invite)  # raises a GroupError on a bad invite
+        self.name = fresh.name
+        self.topic = fresh.topic
+        self.author = author
+        self.log = log
+        self.files = files if files is not None else dstore.OsFiles()
+        base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
+        self.state_path = base + ".st"
+        self.store = dstore.Store(base + ".dmc", self.files)
+        self.member = fresh
+        self.outbox = []
+        self.published = 0
+        self.replica = None
+        self.callbacks = []
+        self.dirty_state = False
+        self.dirty_replica = False
+        self._load(fresh)
+
+    # -- persistence --
+
+    def _load(self, fresh):
+        raw = self.files.read(self.state_path)
+        if raw is None:
+            raw = self.files.read(self.state_path + ".tmp")
+        if raw is not None:
+            try:
+                v = cbor.decode(dstore.unpack(raw))
+                if not isinstance(v, list) or len(v) != 4 or v[0] != STATE_VERSION:
+                    raise StoreError(CORRUPT, "unknown state layout")
+                m = Member.from_record(v[1])
+                if m.topic != fresh.topic:
+                    raise StoreError(CORRUPT, "state is for another topic")
+                # The invite may be newer (re-flashed): keep the higher epoch.
+                self.member = m if m.epoch >= fresh.epoch else fresh
+                if m.next_seq > self.member.next_seq:
+                    self.member.next_seq = m.next_seq
+                self.outbox = [bytes(x) for x in v[2]][-OUTBOX_MAX:]
+                self.published = v[3]
+            except (StoreError, cbor.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+                self._quarantine(self.state_path, e)
+        try:
+            self.replica = self.store.load()
+            if self.replica.author != self.author:
+                raise StoreError(CORRUPT, "replica belongs to another node")
+        except StoreError as e:
+            if e.code != MISSING:
+                self._quarantine(self.store.path, e)
+            self.replica = Replica(self.author, LOG_KEEP)
+        for op in self.outbox:
+            try:
+                if self.replica.receive(op) != 0:
+                    self.dirty_replica = True
+            except Exception as e:  # a stale op from an older replica: keep the outbox as is
+                self.log("upsycle: topic %s: outbox op not applied: %s" % (self.name, e))
+
+    def _quarantine(self, path, err):
+        msg = getattr(err, "message", None) or repr(err)
+        self.log("upsycle: topic %s: %s is unreadable (%s); kept as %s.bad, starting it fresh "
+                 "(the proxy and peers fill it in again)" % (self.name, path, msg, path))
+        try:
+            self.files.remove(path + ".bad")
+            self.files.rename(path, path + ".bad")
+        except OSError:
+            self.files.remove(path)
+
+    def save(self):
+        """Write what changed: state first, then the replica (see module doc)."""
+        n = 0
+        if self.dirty_state:
+            _write_atomic(self.files, self.state_path, cbor.encode(
+                [STATE_VERSION, self.member.to_record(), self.outbox, self.published]))
+            self.dirty_state = False
+            n += 1
+        if self.dirty_replica:
+            self.store.save(self.replica)
+            self.dirty_replica = False
+            n += 1
+        return n
+
+    # -- local writes --
+
+    def append(self, key, t, value):
+        """A reading: append to the log ``key``; returns the op bytes."""
+        if len(self.outbox) >= OUTBOX_MAX:
+            raise OutboxFull("%d readings wait for the proxy already: the reading is dropped" % OUTBOX_MAX)
+        op = self.replica.append(key, t, value)
+        self.outbox.append(op)
+        self.published += 1
+        self.dirty_state = True
+        self.dirty_replica = True
+        self._notify(key, value, self.author)
+        return op
+
+    def acked(self, op_seq):
+        """The proxy holds our op with this DMC sequence: drop it (and older)."""
+        keep = []
+        for op in self.outbox:
+            if O.author_seq(op)[1] > op_seq:
+                keep.append(op)
+        if len(keep) != len(self.outbox):
+            self.outbox = keep
+            self.dirty_state = True
+
+    # -- remote operations --
+
+    def apply(self, op_bytes):
+        """An op from a member (opened from a delivery or a peer). Returns
+        the replica's result; raises OpError on a bad op (nothing changes)."""
+        r = self.replica.receive(op_bytes)
+        if r != 0:
+            self.dirty_replica = True
+            if r == 1 and self.callbacks:
+                op = O.decode(op_bytes)
+                if op[4] == O.K_APPEND:
+                    self._notify(op[5], op[7], op[0])
+                elif op[4] == O.K_PUT:
+                    self._notify(op[6], op[7], op[0])
+        return r
+
+    def _notify(self, key, value, author):
+        for cb in self.callbacks:
+            try:
+                cb(key, value, author)
+            except Exception as e:
+                self.log("upsycle: on_change callback failed: %r" % (e,))
