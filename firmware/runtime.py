@@ -242,10 +242,15 @@ class Node:
 
 
 async def _wifi(cfg, wdt, log):
+    if not cfg.get("wifi"):
+        log("upsycle: no WiFi network in the config: using the network as it is")
+        return None
     delay = WIFI_RETRY_MIN_MS
     while True:
         wlan = platform.wifi_connect(cfg.get("wifi", []))
         if wlan is None or wlan.isconnected():
+            if wlan is not None:
+                log("upsycle: WiFi joined")
             return wlan
         log("upsycle: WiFi not joined (status %s): retry in %d ms" % (wlan.status(), delay))
         waited = 0
@@ -267,13 +272,17 @@ async def main(cfg, app=None):
     if not node.open_link():
         log("upsycle: no proxy configured: running offline")
     last_status = platform.ticks_ms()
+    last_line = None
     while True:
         wdt.feed()
         now = platform.ticks_ms()
         node.turn(now)
         if platform.ticks_diff(now, last_status) >= STATUS_EVERY_MS:
             last_status = now
-            log("upsycle: status " + node.status())
+            st = node.status()
+            if st != last_line:   # only changes: the REPL stays readable
+                last_line = st
+                log("upsycle: status " + st)
         sock = node.sock
         if sock is not None:
             for m in node.outgoing():

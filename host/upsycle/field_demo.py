@@ -1,0 +1,361 @@
+"""The field demo: a proxy, three virtual boards, a private topic, an outage.
+
+    upsycle demo [--readings N] [--interval S] [--offline S] [--keep DIR]
+
+1. start a proxy (`upsycle proxy`, SQLite) on free loopback ports;
+2. create a private topic (an admin key made here) and one invite per board
+   plus one for the host subscriber;
+3. start three virtual boards (tools/vboard) and flash each with
+   `upsycle flash` (the real mpremote), its invite and the proxy in its
+   config, and app.readings = N;
+4. the boards publish their internal temperature every interval, sealed;
+   a host subscriber (CPython, same shared_protocol replica and group code,
+   through upsycle.client.Client) prints the merged replica as it changes;
+5. board 3 is powered off after a few readings, stays off for a while, and
+   is powered on again: it resumes its session and catches up through the
+   proxy;
+6. once every board has published N readings and every replica (the boards'
+   replica files on their flash, and the subscriber's) encodes to the same
+   bytes, print a summary and stop everything.
+
+Every process started here is stopped on the way out, whatever happens.
+"""
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from shared_protocol.dmc import store as dstore
+from shared_protocol.dmc.replica import Replica
+from shared_protocol.groups.admin import Admin
+from shared_protocol.groups.invite import invite_url, member_from_url
+from shared_protocol.groups.member import Publication
+from upsycle import topics as host_topics
+from upsycle.client import Client
+from upsycle.commands import board as board_cmd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
+BOARDS = ("node1", "node2", "node3")
+OFFLINE_BOARD = "node3"
+TOPIC_NAME = "field"
+LOG_KEY = "temp"
+# The demo must end within two minutes; this is the hard stop.
+DEADLINE_S = 110
+START_TIMEOUT_S = 20
+FLASH_TIMEOUT_S = 60
+
+
+def _free_port():
+    import socket
+    while True:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+
+
+# Every process group the demo started (the e2e test checks none is left).
+all_pids = []
+
+
+def all_pids_hook(p):
+    pass
+
+
+class Proc:
+    """A child in its own process group, its output lines collected."""
+
+    def __init__(self, cmd, name, out):
+        all_pids_hook(self)
+        self.name = name
+        self.out = out
+        self.lines = []
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+                                     start_new_session=True, text=True, errors="replace")
+        all_pids.append(self.proc.pid)
+        self.url = None
+        self._ready = threading.Event()
+        self._t = threading.Thread(target=self._pump, daemon=True)
+        self._t.start()
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            line = line.rstrip("\r\n")
+            if self.url is None and line.startswith("socket://"):
+                self.url = line
+                self._ready.set()
+                continue
+            self.lines.append(line)
+            if self.out and line.startswith("upsycle:"):
+                self.out("  [%s] %s" % (self.name, line[len("upsycle: "):]))
+        self._ready.set()
+
+    def wait_url(self, timeout=START_TIMEOUT_S):
+        self._ready.wait(timeout)
+        if self.url is None:
+            raise RuntimeError("%s did not start: %s" % (self.name, "\n".join(self.lines[-20:])))
+        return self.url
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.terminate()
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
+        self._t.join(timeout=2)
+
+    def kill(self):
+        """Power cut: no chance to mirror anything more to its flash."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
+        self._t.join(timeout=2)
+
+
+def _wait_port(port, proc, timeout=15):
+    import socket
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.proc.poll() is not None:
+            raise RuntimeError("proxy exited: " + "\n".join(proc.lines[-20:]))
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("proxy does not listen on %d" % port)
+
+
+def load_board_replica(fs_dir, topic_id):
+    """The replica a board has on its (mirrored) flash, or None."""
+    path = os.path.join(fs_dir, "data", topic_id[:8].hex() + ".dmc")
+    try:
+        return dstore.Store(path).load()
+    except Exception:
+        return None
+
+
+class Subscriber:
+    """The host member: a CPython node with the same replica and group code."""
+
+    def __init__(self, invite, port, out):
+        self.member = member_from_url(invite)
+        self.replica = Replica(b"host-subscriber", 200)
+        self.port = port
+        self.out = out
+        self.delivered = 0
+        self.rejected = 0
+        self.last_print = 0
+
+    async def run(self, stop):
+        c = Client("127.0.0.1", self.port, node_id=os.urandom(16), transport="udp")
+        await c.connect(timeout=15)
+        try:
+            await c.subscribe(self.member.topic)
+            while not stop.is_set():
+                try:
+                    d = await c.next_delivery(timeout=0.2)
+                except asyncio.TimeoutError:
+                    continue
+                if d.missed:
+                    continue
+                try:
+                    ev = self.member.open(d.payload, int(time.time()))
+                except Exception:
+                    self.rejected += 1
+                    continue
+                if isinstance(ev, Publication) and self.replica.receive(ev.body) == 1:
+                    self.delivered += 1
+                    self.show()
+        finally:
+            await c.close()
+
+    def per_author(self):
+        counts = {}
+        for e in self.replica.obj(4, LOG_KEY).entries() if self.replica.obj(4, LOG_KEY) else []:
+            counts[e[1]] = counts.get(e[1], 0) + 1
+        return counts
+
+    def show(self):
+        now = time.monotonic()
+        if now - self.last_print < 1.0:
+            return
+        self.last_print = now
+        lg = self.replica.obj(4, LOG_KEY)
+        if lg is None:
+            return
+        last = {}
+        for e in lg.entries():
+            last[e[1]] = e[3]
+        parts = ["%s..=%sC" % (a[:3].hex(), last[a]) for a in sorted(last)]
+        self.out("  [subscriber] merged replica: %d readings from %d boards; latest %s"
+                 % (len(lg), len(last), " ".join(parts)))
+
+
+def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
+    """Run the scenario; returns the summary dict (ok: bool)."""
+    t0 = time.monotonic()
+    work = keep or tempfile.mkdtemp(prefix="upsycle-demo-")
+    os.makedirs(work, exist_ok=True)
+    procs = []
+    boards = {}
+    summary = {"ok": False}
+    try:
+        port = _free_port()
+        proxy = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy"),
+                      "--listen", "127.0.0.1:%d" % port], "proxy", None)
+        procs.append(proxy)
+        _wait_port(port, proxy)
+        out("proxy: 127.0.0.1:%d (TCP+UDP), SQLite in %s" % (port, os.path.join(work, "proxy")))
+
+        admin = Admin(os.urandom(32), os.urandom(32), 0, TOPIC_NAME)
+        invites = {}
+        for b in BOARDS:
+            invites[b] = invite_url(admin.invite(os.urandom(32), read=True, write=True))
+        sub_invite = invite_url(admin.invite(os.urandom(32), read=True, write=False))
+        topic_id = admin.topic
+        out("private topic %r: id %s; one invite per board, one for the host subscriber"
+            % (TOPIC_NAME, topic_id.hex()))
+
+        def start_board(name):
+            fs = os.path.join(work, name)
+            os.makedirs(fs, exist_ok=True)
+            p = Proc(board_cmd.server_command(0, fs, name=name, echo=True), name, out)
+            procs.append(p)
+            p.wait_url()
+            old = boards.get(name, {}).get("past", [])
+            boards[name] = {"proc": p, "fs": fs, "past": old + [p]}
+            return p
+
+        def flash(name):
+            p = boards[name]["proc"]
+            toml = os.path.join(work, name + ".toml")
+            with open(toml, "w") as f:
+                f.write("[app]\nreadings = %d\n" % readings)
+            r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual",
+                                "--port", p.url, "--config", toml, "--proxy", "127.0.0.1:%d" % port,
+                                "--invite", invites[name], "--wifi", "upsycle-lab:upsycle-lab", "--interval", str(interval), "--no-tail"],
+                               env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
+            boards[name]["flash"] = r
+
+        for b in BOARDS:
+            start_board(b)
+        out("flashing %d virtual boards with `upsycle flash` (mpremote) ..." % len(BOARDS))
+        ts = [threading.Thread(target=flash, args=(b,)) for b in BOARDS]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for b in BOARDS:
+            r = boards[b]["flash"]
+            if r.returncode != 0:
+                raise RuntimeError("flashing %s failed: %s" % (b, r.stderr[-2000:]))
+        out("flashed (%.1f s since start); powering the boards on" % (time.monotonic() - t0))
+
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        sub = Subscriber(sub_invite, port, out)
+        sub_thread_err = []
+
+        def sub_main():
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(sub.run(stop))
+            except Exception as e:
+                sub_thread_err.append(e)
+        st = threading.Thread(target=sub_main, daemon=True)
+        st.start()
+
+        # Power cycle each board (a stop and a start on the same flash):
+        # from power-on it runs boot.py and main.py, as in the field.
+        for b in BOARDS:
+            boards[b]["proc"].stop()
+            procs.remove(boards[b]["proc"])
+            start_board(b)
+        t_on = time.monotonic()
+
+        # The outage: node3 loses power after a few readings.
+        time.sleep(max(3, readings * interval // 3))
+        boards[OFFLINE_BOARD]["proc"].kill()
+        procs.remove(boards[OFFLINE_BOARD]["proc"])
+        out("*** %s lost power (%.1f s after power-on); off for %d s ***"
+            % (OFFLINE_BOARD, time.monotonic() - t_on, offline_s))
+        time.sleep(offline_s)
+        start_board(OFFLINE_BOARD)
+        t_back = time.monotonic()
+        out("*** %s powered on again ***" % OFFLINE_BOARD)
+
+        expected = None
+        converged_at = None
+        while time.monotonic() - t0 < DEADLINE_S:
+            time.sleep(0.5)
+            per = sub.per_author()
+            if len(per) == len(BOARDS) and all(n == readings for n in per.values()):
+                ref = sub.replica.snapshot()
+                states = [load_board_replica(boards[b]["fs"], topic_id) for b in BOARDS]
+                if all(s is not None and s.snapshot() == ref for s in states):
+                    converged_at = time.monotonic()
+                    expected = ref
+                    break
+        stop_sub(loop, stop, st)
+        published = 0
+        board_logs = {}
+        for b in BOARDS:
+            r = load_board_replica(boards[b]["fs"], topic_id)
+            board_logs[b] = r
+        # Each board's own readings, from its own replica (author = its id).
+        per = sub.per_author()
+        published = sum(per.values()) if per else 0
+        summary.update({
+            "boards": len(BOARDS),
+            "readings_per_board": readings,
+            "published": len(BOARDS) * readings,
+            "delivered": published,
+            "lost": len(BOARDS) * readings - published,
+            "converged": converged_at is not None,
+            "convergence_s": None if converged_at is None else round(converged_at - t_back, 1),
+            "elapsed_s": round(time.monotonic() - t0, 1),
+            "topic": topic_id,
+            "work": work,
+            "proxy_db": os.path.join(work, "proxy"),
+            "state": expected,
+            "board_states": dict((b, None if board_logs[b] is None else board_logs[b].snapshot()) for b in BOARDS),
+            "subscriber_errors": [repr(e) for e in sub_thread_err],
+            "ops": list(sub.replica.tail),
+            "board_lines": dict((b, [l for p in boards[b]["past"] for l in p.lines]) for b in BOARDS),
+        })
+        summary["ok"] = summary["converged"] and summary["lost"] == 0
+        return summary
+    finally:
+        for p in procs:
+            p.stop()
+        summary["pids"] = all_pids
+        if keep is None and not summary.get("keep_work"):
+            summary["cleanup"] = lambda: shutil.rmtree(work, ignore_errors=True)
+
+
+def stop_sub(loop, stop, thread):
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(timeout=5)
