@@ -1,0 +1,183 @@
+"""The node runtime on CPython: persistence under power cuts, bad input.
+
+firmware/topic.py and firmware/runtime.py are board code; their logic runs
+unchanged here (firmware/platform.py falls back to plain calls), with the
+file layer injected so a power cut can fall between any two steps.
+"""
+import os
+
+from shared_protocol import envelope as E
+from shared_protocol.dmc import store as dstore
+from shared_protocol.groups.admin import Admin
+from shared_protocol.groups.invite import invite_url
+
+from firmware import runtime
+from firmware.topic import Topic
+
+AUTHOR = bytes(range(32))
+
+
+def _invite(seed=b"\x07" * 32):
+    admin = Admin(b"\x01" * 32, b"\x02" * 32, 0, "field")
+    return invite_url(admin.invite(seed, read=True, write=True))
+
+
+class PowerCut(Exception):
+    pass
+
+
+class CutFiles(dstore.OsFiles):
+    """The real files, but the power goes after ``budget`` steps (a write of
+    part of a file counts as one step and leaves the part on disk)."""
+
+    def __init__(self, budget):
+        self.budget = budget
+
+    def _step(self):
+        self.budget -= 1
+        if self.budget < 0:
+            raise PowerCut()
+
+    def open(self, path):
+        self._step()
+        f = open(path, "wb")
+        files = self
+
+        class W:
+            def write(self, data):
+                half = bytes(data)[:max(1, len(data) // 2)]
+                if files.budget == 0:
+                    f.write(half)
+                    f.close()
+                    files._step()
+                files._step()
+                f.write(data)
+
+            def close(self):
+                f.close()
+        return W()
+
+    def rename(self, src, dst):
+        self._step()
+        os.rename(src, dst)
+
+    def remove(self, path):
+        self._step()
+        dstore.OsFiles.remove(self, path)
+
+
+def test_power_cut_at_every_step_loses_nothing_accepted(tmp_path):
+    inv = _invite()
+    cuts = 0
+    for budget in range(0, 40):
+        d = tmp_path / ("b%d" % budget)
+        d.mkdir()
+        t = Topic(inv, AUTHOR, str(d), log=lambda m: None)
+        t.append("temp", 1000, 20.5)
+        t.save()
+        before = t.replica.snapshot()
+        t2 = Topic(inv, AUTHOR, str(d), files=CutFiles(budget), log=lambda m: None)
+        try:
+            t2.append("temp", 1001, 21.5)
+            t2.save()
+            done = True
+        except PowerCut:
+            done = False
+            cuts += 1
+        msgs = []
+        t3 = Topic(inv, AUTHOR, str(d), log=msgs.append)
+        assert msgs == [], msgs           # nothing found corrupt
+        n = len(t3.replica.readings("temp"))
+        assert n in (1, 2)
+        if done:
+            assert n == 2
+        if n == 1:
+            assert t3.replica.snapshot() == before
+        for op in t3.outbox:              # every queued op is in the replica
+            assert t3.replica.receive(op) == 0
+        # The group sequence number never goes back (no replayed seq).
+        assert t3.member.next_seq >= t.member.next_seq
+    assert 0 < cuts < 40
+
+
+def test_corrupt_replica_file_is_set_aside_with_a_clear_message(tmp_path):
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    t.append("temp", 1000, 20.5)
+    t.save()
+    with open(t.store.path, "r+b") as f:
+        f.seek(12)
+        f.write(b"\xff\xff\xff")
+    msgs = []
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=msgs.append)
+    assert len(msgs) == 1 and "unreadable" in msgs[0] and "checksum" in msgs[0] and ".bad" in msgs[0]
+    assert os.path.exists(t.store.path + ".bad")
+    # The outbox still held the reading: it is back in the fresh replica.
+    assert len(t2.replica.readings("temp")) == 1
+    t2.save()
+    assert Topic(inv, AUTHOR, str(tmp_path), log=lambda m: pytest_fail(m)).replica.readings("temp")
+
+
+def pytest_fail(m):
+    raise AssertionError(m)
+
+
+def test_corrupt_state_file_is_set_aside(tmp_path):
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    t.append("temp", 1000, 20.5)
+    t.save()
+    with open(t.state_path, "wb") as f:
+        f.write(b"garbage")
+    msgs = []
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=msgs.append)
+    assert len(msgs) == 1 and "unreadable" in msgs[0]
+    assert len(t2.replica.readings("temp")) == 1   # the replica file was fine
+
+
+def _node(tmp_path, logs):
+    cfg = {"node_id": "ab" * 32, "topics": [_invite(), "upsycle://join?v=1&i=AAAA"],
+           "proxies": ["127.0.0.1:9"], "publish_interval_s": 1}
+    return runtime.Node(cfg, data_dir=str(tmp_path), log=logs.append)
+
+
+def test_bad_invite_is_skipped_with_a_message(tmp_path):
+    logs = []
+    n = _node(tmp_path, logs)
+    assert len(n.topics) == 1
+    assert any("invite is unusable" in m for m in logs)
+
+
+def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
+    logs = []
+    n = _node(tmp_path, logs)
+    for t in n.topics:
+        n.session.subscribe(t.topic, 0)
+    n.session.start(0, False)
+    n.outgoing()
+    garbage = [b"", b"\x00" * 50, b"\xff" * 1200, bytes(range(256)),
+               E.REGISTRY.encode("ping", 1)[:-1]]
+    for i, g in enumerate(garbage):
+        n.receive(g, 10 + i)
+    n.turn(20)
+    assert n.counts["errors"] == len(garbage)
+    assert sum("bad message from the proxy" in m for m in logs) == len(garbage)
+    # Still a working session: welcome, then a reading goes out sealed.
+    n.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 30)
+    n.publish("field", "temp", 22.5)
+    n.turn(31)
+    out = n.outgoing()
+    names = [E.REGISTRY.decode(m).name for m in out]
+    assert "s_publish" in names and "s_subscribe" in names
+    pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_publish"][0]
+    assert b"temp" not in pub.values[-1]       # sealed
+    # The ack empties the outbox, on flash too.
+    n.receive(E.REGISTRY.encode("s_puback", pub.values[1]), 40)
+    n.turn(41)
+    assert n.topics[0].outbox == []
+    assert Topic(_invite(), n.author, str(tmp_path), log=pytest_fail).outbox == []
+    # Garbage flooding stops being logged past the limit.
+    for i in range(100):
+        n.receive(b"\x01\x02", 50 + i)
+    n.turn(200)
+    assert sum("bad message" in m for m in logs) == runtime.ERRORS_LOGGED_MAX
