@@ -17,14 +17,33 @@ def _common(p):
     p.add_argument("--proxy", default="127.0.0.1:7883", help="the proxy's HOST:PORT")
     p.add_argument("--udp", action="store_true", help="talk to the proxy over UDP instead of TCP")
     p.add_argument("--node-id", help="this node's id in hex (default: kept in $UPSYCLE_HOME/node_id)")
+    p.add_argument("--home", help="key store of private topics (default $UPSYCLE_HOME or ~/.upsycle)")
 
 
 def client_from_args(args):
+    """The client for args, and the topic to use with it.
+
+    A TOPIC that names a private topic in the local key store (created or
+    joined with `upsycle topic`) is sealed and opened with its keys: the
+    proxy sees only its id and ciphertext. Any other TOPIC is plaintext.
+    """
     from upsycle.client import Client
+    from upsycle.group_codec import GroupCodec
     from upsycle.proxy.config import parse_hostport
+    from upsycle.topic_store import StoreError, TopicStore, home_dir
     host, port = parse_hostport(args.proxy)
     node_id = bytes.fromhex(args.node_id) if args.node_id else None
-    return Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp")
+    codec, topic = None, args.topic
+    store = TopicStore(home_dir(args.home))
+    try:
+        member = store.find(args.topic)
+    except StoreError:
+        member = None
+    if member is not None:
+        codec = GroupCodec(store)
+        topic = member.topic
+    c = Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec)
+    return c, topic
 
 
 def run(args):
@@ -39,14 +58,14 @@ def run(args):
 
 async def _pub(args, msgs):
     from upsycle.client import PublishRejected
-    c = client_from_args(args)
+    c, topic = client_from_args(args)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     try:
         await c.connect(timeout=args.timeout)
         futs = []
         for m in msgs:
-            futs.append(await asyncio.wait_for(c.publish_nowait(args.topic, m),
+            futs.append(await asyncio.wait_for(c.publish_nowait(topic, m),
                                                max(0.01, deadline - loop.time())))
         await asyncio.wait_for(asyncio.gather(*futs), max(0.01, deadline - loop.time()))
     except PublishRejected as e:

@@ -21,14 +21,15 @@ def run(args):
 
 
 async def _sub(args):
-    c = client_from_args(args)
+    from upsycle.group_codec import EpochChanged, Rejected
+    c, topic = client_from_args(args)
     loop = asyncio.get_running_loop()
     deadline = None if args.timeout is None else loop.time() + args.timeout
     out = sys.stdout.buffer
     got = 0
     try:
         await c.connect(timeout=args.timeout if args.timeout is not None else 30.0)
-        await c.subscribe(args.topic)
+        await c.subscribe(topic)
         while args.count is None or got < args.count:
             left = None if deadline is None else deadline - loop.time()
             if left is not None and left <= 0:
@@ -36,6 +37,13 @@ async def _sub(args):
             d = await c.next_delivery(timeout=left)
             if d.missed:
                 print("upsycle sub: %d message(s) missed (%s)" % (d.missed, d.cause), file=sys.stderr)
+                continue
+            if isinstance(d.payload, Rejected):
+                print("upsycle sub: dropped a message that failed the group check (%s)" % d.payload.code,
+                      file=sys.stderr)
+                continue
+            if isinstance(d.payload, EpochChanged):
+                print("upsycle sub: the topic was re-keyed; now at a new epoch", file=sys.stderr)
                 continue
             out.write(d.payload.replace(b"\n", b"\\n") + b"\n")
             out.flush()

@@ -1,0 +1,1 @@
+"""Simulators that drive many instances of the shared protocol objects."""
