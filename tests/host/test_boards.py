@@ -43,7 +43,7 @@ def test_mip_package_json_is_current():
     with open(flashing.MIP_PACKAGE) as f:
         have = json.load(f)
     want = flashing.mip_package()
-    assert have == want, ("firmware/package.json is stale; regenerate it (boards/README.md):\n"
+    assert have == want, ("firmware/package.json is stale: run `python tools/write_mip_package.py`:\n"
                           + json.dumps(want, indent=1))
 
 

@@ -307,3 +307,50 @@ def test_tcp_client_connections_reach_the_host(vboard, tmp_path):
     assert got == [b"hello host"]
     assert "got b'hello board'" in out and "closed True" in out, out
     assert "refused 111" in out, out  # ECONNREFUSED, MicroPython's number
+
+
+def test_two_virtual_boards_talk_udp_on_loopback(tmp_path):
+    import subprocess
+    import sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    listener = tmp_path / "listen.py"
+    listener.write_text(
+        "import asyncio, socket, vboard\n"
+        "async def app():\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "    s.bind(('127.0.0.1', %d))\n"
+        "    print('listening')\n"
+        "    ok = await vboard.wait_readable(s, 15000)\n"
+        "    data, addr = s.recvfrom(100)\n"
+        "    print('A got', data)\n"
+        "    s.sendto(b'ack:' + data, addr)\n"
+        "asyncio.run(app())\n" % port)
+    sender = tmp_path / "send.py"
+    sender.write_text(
+        "import asyncio, socket, vboard\n"
+        "async def app():\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "    s.bind(('127.0.0.1', 0))\n"
+        "    s.sendto(b'from B', ('127.0.0.1', %d))\n"
+        "    await vboard.wait_readable(s, 10000)\n"
+        "    print('B got', s.recvfrom(100)[0])\n"
+        "asyncio.run(app())\n" % port)
+    with VirtualBoard(tmp_path / "a", name="a") as a, VirtualBoard(tmp_path / "b", name="b") as b:
+        run_a = subprocess.Popen([sys.executable, "-m", "mpremote",
+                                  "connect", a.url, "run", str(listener)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Wait until A listens (its output comes through mpremote).
+            first = run_a.stdout.readline()
+            assert "listening" in first, first + run_a.stderr.read()
+            out_b = b.mpremote("run", str(sender)).stdout
+            out_a, err_a = run_a.communicate(timeout=30)
+        finally:
+            if run_a.poll() is None:
+                run_a.kill()
+                run_a.communicate()
+    assert "A got b'from B'" in out_a, out_a + err_a
+    assert "B got b'ack:from B'" in out_b, out_b
