@@ -50,6 +50,19 @@ RX_PER_TURN = 8
 # Errors from a misbehaving proxy logged before going quiet (it may send
 # garbage at line rate; the REPL must stay readable).
 ERRORS_LOGGED_MAX = 20
+# LAN timers: announcements to peers (or broadcast), CYCLON shuffles, and
+# an anti-entropy round with one random peer. A few seconds each: a reading
+# reaches the LAN neighbours within seconds even without a proxy, and the
+# traffic stays a few datagrams per period.
+ANNOUNCE_MS = 5000
+SHUFFLE_MS = 5000
+SYNC_MS = 3000
+# With a LAN socket the loop looks at it at least this often (the VM can
+# wait on one socket at a time).
+LAN_POLL_MS = 100
+LAN_PEERS_MAX = 8
+# The broadcast address announcements go to when no peers are configured.
+BROADCAST = "255.255.255.255"
 # A status line on the REPL this often (what the field demo reads).
 STATUS_EVERY_MS = 2000
 
@@ -89,6 +102,81 @@ class Node:
         self.online = False
         self.sock = None
         self.addr = None
+        self.lan = None
+        self.lan_sock = None
+        self.lan_peers = []
+        self._lan_due = [0, 0, 0]   # announce, shuffle, sync
+
+    # -- the LAN (shared_protocol/lan.py) --
+
+    def open_lan(self, my_ip):
+        lc = self.cfg.get("lan")
+        if not isinstance(lc, dict):
+            return False
+        port = lc.get("port")
+        peers = lc.get("peers", [])
+        if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(peers, list) \
+                or len(peers) > LAN_PEERS_MAX:
+            self.log("upsycle: config 'lan' must be {\"port\": 1..65535, \"peers\": [\"host:port\", ...] "
+                     "(at most %d)}: LAN off" % LAN_PEERS_MAX)
+            return False
+        from shared_protocol.lan import Lan, LanTopic, parse_addr
+        from shared_protocol.rand import Rng
+        try:
+            for p in peers:
+                h, pt = parse_addr(p)
+                self.lan_peers.append(socket.getaddrinfo(h, pt)[0][-1])
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            s.bind(("0.0.0.0", port))
+        except (OSError, ValueError) as e:
+            self.log("upsycle: LAN socket on port %d failed (%s): LAN off" % (port, e))
+            return False
+        if not peers and not platform.IS_VIRTUAL:
+            self.lan_peers.append(socket.getaddrinfo(BROADCAST, port)[0][-1])
+        seed = 0
+        for b in platform.random_bytes(8):
+            seed = (seed << 8) | b
+        lts = []
+        for t in self.topics:
+            lts.append(LanTopic(t.member, t.replica, t.mark_synced))
+        self.lan = Lan(self.node_id, my_ip, port, Rng(seed), platform.random_bytes, lts)
+        self.lan_sock = s
+        self.log("upsycle: LAN on port %d, %d peer address(es)%s" % (
+            port, len(peers), "" if peers or platform.IS_VIRTUAL else " + broadcast"))
+        return True
+
+    def lan_timers(self, now):
+        """[(sockaddr, datagram)] due now on the LAN."""
+        lan = self.lan
+        out = []
+        due = self._lan_due
+        if platform.ticks_diff(now, due[0]) >= 0:
+            due[0] = now + ANNOUNCE_MS
+            a = lan.announce()
+            for p in self.lan_peers:
+                out.append((p, a))
+        if platform.ticks_diff(now, due[1]) >= 0:
+            due[1] = now + SHUFFLE_MS
+            out += self._resolve(lan.shuffle(now))
+        if platform.ticks_diff(now, due[2]) >= 0:
+            due[2] = now + SYNC_MS
+            out += self._resolve(lan.sync_round(now))
+        return out
+
+    def lan_receive(self, data, src, now):
+        return self._resolve(self.lan.receive(data, src[0], src[1], now))
+
+    def _resolve(self, msgs):
+        from shared_protocol.lan import parse_addr
+        out = []
+        for addr, data in msgs:
+            try:
+                h, p = parse_addr(addr)
+                out.append(((h, p), data))
+            except ValueError:
+                pass
+        return out
 
     # -- the app API --
 
@@ -237,8 +325,11 @@ class Node:
         out = 0
         for t in self.topics:
             out += len(t.outbox)
-        return "published %d acked %d delivered %d outbox %d" % (
+        s = "published %d acked %d delivered %d outbox %d" % (
             sum(t.published for t in self.topics), self.counts["acked"], self.counts["delivered"], out)
+        if self.lan is not None:
+            s += " lan peers %d synced %d" % (len(self.lan.cyclon), self.lan.synced_ops)
+        return s
 
 
 async def _wifi(cfg, wdt, log):
@@ -265,12 +356,19 @@ async def main(cfg, app=None):
     """The node's life: never returns on a board (Ctrl-C cancels it)."""
     log = _log
     wdt = platform.watchdog(WDT_TIMEOUT_MS)
-    await _wifi(cfg, wdt, log)
+    wlan = await _wifi(cfg, wdt, log)
     node = Node(cfg)
     if app is not None:
         app(node)
     if not node.open_link():
         log("upsycle: no proxy configured: running offline")
+    my_ip = "127.0.0.1"
+    if wlan is not None:
+        try:
+            my_ip = wlan.ifconfig()[0]
+        except (OSError, AttributeError):
+            pass
+    node.open_lan(my_ip)
     last_status = platform.ticks_ms()
     last_line = None
     while True:
@@ -290,8 +388,13 @@ async def main(cfg, app=None):
                     sock.sendto(m, node.addr)
                 except OSError:
                     pass  # no route yet: the session retransmits
+        ls = node.lan_sock
+        if ls is not None:
+            _lan_io(node, ls, now, wdt)
         d = node.session.next_deadline()
         wait = LOOP_MAX_MS if d is None else max(1, min(LOOP_MAX_MS, platform.ticks_diff(d, now)))
+        if ls is not None and wait > LAN_POLL_MS:
+            wait = LAN_POLL_MS
         if sock is None:
             await asyncio.sleep_ms(wait)
             continue
@@ -304,6 +407,34 @@ async def main(cfg, app=None):
                 break   # EAGAIN: nothing more queued
             node.receive(data, platform.ticks_ms())
             wdt.feed()
+
+
+def _lan_io(node, ls, now, wdt):
+    out = node.lan_timers(now)
+    for _ in range(RX_PER_TURN):
+        try:
+            data, src = ls.recvfrom(DATAGRAM_MAX + 64)
+        except OSError:
+            break
+        out += node.lan_receive(data, _host_port(src), platform.ticks_ms())
+        wdt.feed()
+    for addr, data in out:
+        try:
+            ls.sendto(data, addr)
+        except OSError:
+            pass
+
+
+def _host_port(src):
+    # recvfrom gives (host, port) on the virtual board and CPython, a raw
+    # sockaddr on some ports: normalise to (dotted host, port).
+    if isinstance(src, tuple):
+        return src[0], src[1]
+    import socket as _s
+    try:
+        return _s.inet_ntop(_s.AF_INET, src[4:8]), (src[2] << 8) | src[3]
+    except (AttributeError, IndexError, TypeError):
+        return "0.0.0.0", 0
 
 
 def run(cfg, app=None):

@@ -139,6 +139,10 @@ class Topic:
             n += 1
         return n
 
+    def mark_synced(self):
+        """A LAN sync changed the replica: persist it at the end of the turn."""
+        self.dirty_replica = True
+
     # -- local writes --
 
     def append(self, key, t, value):

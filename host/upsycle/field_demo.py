@@ -252,14 +252,21 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
         def flash(name):
             p = boards[name]["proc"]
             toml = os.path.join(work, name + ".toml")
+            peers = ", ".join('"127.0.0.1:%d"' % lan_ports[b] for b in BOARDS if b != name)
             with open(toml, "w") as f:
-                f.write("[app]\nreadings = %d\n" % readings)
+                f.write("[app]\nreadings = %d\n\n[lan]\nport = %d\npeers = [%s]\n" % (
+                    readings, lan_ports[name], peers))
             r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual",
                                 "--port", p.url, "--config", toml, "--proxy", "127.0.0.1:%d" % port,
                                 "--invite", invites[name], "--wifi", "upsycle-lab:upsycle-lab", "--interval", str(interval), "--no-tail"],
                                env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
             boards[name]["flash"] = r
 
+        # LAN: each board has its UDP port and announces to the other two (no
+        # broadcast on loopback); CYCLON and sealed anti-entropy run on top.
+        lan_ports = {}
+        for b in BOARDS:
+            lan_ports[b] = _free_port()
         for b in BOARDS:
             start_board(b)
         out("flashing %d virtual boards with `upsycle flash` (mpremote) ..." % len(BOARDS))

@@ -191,8 +191,9 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    if "app" in base:   # the app's own section of node.toml, passed as is (firmware/app.py)
-        cfg["app"] = dict(base["app"])
+    for section in ("app", "lan"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+        if section in base:
+            cfg[section] = dict(base[section])
     # The board checks the file with firmware/config.py; run the same check
     # here so a bad value is reported before anything is written.
     from firmware import config as fwconfig
