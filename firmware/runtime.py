@@ -263,6 +263,8 @@ class Node:
                     tp.acked(x[1])
                     if kind == "acked":
                         self.counts["acked"] += 1
+                        if self.counts["acked"] == 1:
+                            self.log("upsycle: first reading acknowledged by the proxy")
                     else:
                         self.counts["rejected"] += 1
                         self.log("upsycle: proxy refused a reading (%s: %s): dropped" % (ev[2], ev[3]))

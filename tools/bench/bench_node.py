@@ -1,0 +1,224 @@
+"""The sensor node's footprint and costs (issue 7's closing figures).
+
+    PYTHONPATH=host:.:tools/bench python tools/bench/bench_node.py [--publishes N]
+
+1. Retained heap on the virtual board (MicroPython 1.27 VM, measured with
+   gc.mem_alloc() after a collection between mpremote commands, when
+   control is back in the VM's host loop): bare VM (the anchor), after
+   importing the node's modules from .mpy, after building a node with 2
+   topics and a full CYCLON view, and along N publishes (the bounded
+   buffers fill, then no growth).
+2. Total size of what `upsycle flash` copies, per arch.
+3. Boot to first acknowledged publish on a virtual board with a proxy.
+4. Bytes on air per reading: our sealed publish + ack over UDP against a
+   bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK over TCP (the anchor).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from table import render
+from upsycle import boards, flashing
+from upsycle.commands import board as board_cmd
+
+ROOT = flashing.ROOT
+MPREMOTE = [sys.executable, "-m", "mpremote"]
+IP_UDP = 20 + 8
+IP_TCP = 20 + 20
+
+
+def _invites(n):
+    from shared_protocol.groups.admin import Admin
+    from shared_protocol.groups.invite import invite_url
+    out = []
+    for i in range(n):
+        a = Admin(os.urandom(32), os.urandom(32), 0, "bench%d" % i)
+        out.append(invite_url(a.invite(os.urandom(32), read=True, write=True)))
+    return out
+
+
+def _start_board(fs, name):
+    from upsycle.field_demo import Proc
+    p = Proc(board_cmd.server_command(0, fs, name=name, echo=True), name, None)
+    p.wait_url()
+    return p
+
+
+def _flash(url, cfg_extra=None, proxies=(), invites=(), interval=60):
+    prof = boards.load("virtual")
+    base = dict(cfg_extra or {})
+    cfg = flashing.make_config(prof, base, wifi=["upsycle-lab:upsycle-lab"], proxies=list(proxies),
+                               invites=list(invites), interval=interval)
+    flashing.flash(url, prof, cfg, out=lambda s: None, tail=False)
+    return cfg
+
+
+def heap(publishes):
+    with tempfile.TemporaryDirectory() as d:
+        p = _start_board(d, "heap")
+        try:
+            cfg = _flash(p.url, {"lan": {"port": 47001, "peers": ["127.0.0.1:47002"]}},
+                         proxies=["127.0.0.1:9"], invites=_invites(2))
+            steps = [
+                "import gc",
+                "gc.collect()", "print('M', gc.mem_alloc())",
+                "from firmware import runtime, topic, app\nfrom shared_protocol import lan, session",
+                "gc.collect()", "print('M', gc.mem_alloc())",
+                "import json\ncfg = json.load(open('/config.json'))\nnode = runtime.Node(cfg, data_dir='/bench', log=lambda m: None)\n"
+                "node.open_lan('127.0.0.1')\n"
+                "for i in range(8): node.lan.cyclon.heard(bytes([i + 1]) * 32, b'127.0.0.1:%d' % (48000 + i))\n"
+                "tp = node.topics[0]",
+                "gc.collect()", "print('M', gc.mem_alloc(), len(node.lan.cyclon))",
+            ]
+            marks = [0]
+            done = 0
+            chunk = 50
+            while done < publishes:
+                steps.append("for i in range(%d):\n node.publish(tp.topic, 'temp', 20.0 + i / 100)\n"
+                             " tp.acked(tp.replica.vv[node.author])" % chunk)
+                done += chunk
+                if done in (100, 200, 300, 500, 1000) or done == publishes:
+                    steps += ["gc.collect()", "print('M', gc.mem_alloc(), %d, len(tp.replica.tail), "
+                              "len(tp.replica.readings('temp')), len(tp.outbox))" % done]
+                    marks.append(done)
+            args = MPREMOTE + ["connect", p.url]
+            for s in steps:
+                args += ["exec", s]
+            t0 = time.monotonic()
+            r = subprocess.run(args, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+            elapsed = time.monotonic() - t0
+            if r.returncode != 0:
+                raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+        finally:
+            p.stop()
+    vals = [l.split() for l in r.stdout.splitlines() if l.startswith("M ")]
+    base, mods, node = int(vals[0][1]), int(vals[1][1]), int(vals[2][1])
+    rows = [["bare VM (anchor)", base, 0, "", ""],
+            ["+ node modules (.mpy, bytecode in RAM)", mods, mods - base, "", ""],
+            ["+ node: 2 topics, full view (%s peers)" % vals[2][2], node, node - mods, "", ""]]
+    for v in vals[3:]:
+        rows.append(["after %s publishes (tail %s, log %s, outbox %s)" % (v[2], v[3], v[4], v[5]),
+                     int(v[1]), int(v[1]) - node, "%+d" % (int(v[1]) - int(vals[3][1])), ""])
+    print(render("Retained heap on the virtual board, bytes (gc.mem_alloc after collect; %d publishes "
+                 "with flash saves took %.0f s)" % (publishes, elapsed),
+                 ["state", "mem_alloc", "delta vs row above/node", "vs first publish row", ""], rows))
+    print("node's own state: %d bytes; with its modules loaded from .mpy: %d bytes (budget 49152)"
+          % (node - mods, node - base))
+
+
+def sizes():
+    rows = []
+    src = sum(os.path.getsize(l) for l, r in flashing.source_files())
+    seen = set()
+    with tempfile.TemporaryDirectory() as build:
+        for prof in boards.all_profiles():
+            arch = prof["mpy_cross_arch"] or "bytecode"
+            if arch in seen:
+                continue
+            seen.add(arch)
+            files = flashing.build(prof, build)
+            total = sum(os.path.getsize(l) for l, r in files)
+            mine = sum(os.path.getsize(l) for l, r in files if r.split("/")[-1] in (
+                "runtime.mpy", "topic.mpy", "app.mpy", "platform.mpy", "lan.mpy"))
+            rows.append([arch, len(files), src, total, total / src, mine])
+    print(render("Flashed firmware size, bytes (.py source is the anchor)",
+                 ["arch", "files", ".py source", ".mpy + root .py", "ratio", "of which node runtime"], rows))
+
+
+def boot_to_ack():
+    sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
+    from proxy_rig import free_port, start_proxy
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        proxy = start_proxy(os.path.join(d, "proxy"), port)
+        try:
+            fs = os.path.join(d, "flash")
+            os.makedirs(fs)
+            p = _start_board(fs, "boot")
+            _flash(p.url, proxies=["127.0.0.1:%d" % port], invites=_invites(1), interval=1)
+            p.stop()
+            for run in range(3):
+                t0 = time.monotonic()
+                p = _start_board(fs, "boot")
+                marks = {}
+                while time.monotonic() - t0 < 60 and "ack" not in marks:
+                    for l in list(p.lines):
+                        if "node up" in l and "up" not in marks:
+                            marks["up"] = time.monotonic() - t0
+                        if "proxy session open" in l and "open" not in marks:
+                            marks["open"] = time.monotonic() - t0
+                        if "first reading acknowledged" in l:
+                            marks["ack"] = time.monotonic() - t0
+                    time.sleep(0.01)
+                p.stop()
+                rows.append(["power-on %d" % (run + 1), marks.get("up"), marks.get("open"), marks.get("ack")])
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=10)
+    t0 = time.monotonic()
+    subprocess.run(["node", os.path.join(ROOT, "tools", "mpvm", "run.mjs"), "--code", "pass"], check=True,
+                   capture_output=True)
+    bare = time.monotonic() - t0
+    print(render("Virtual board: seconds from power-on (board process start) to ... ; anchor: a bare VM "
+                 "process runs `pass` in %.2f s" % bare, ["run", "node up", "proxy session", "first ack"], rows))
+
+
+def on_air():
+    from shared_protocol import session_wire as W
+    from shared_protocol.dmc.replica import Replica
+    from shared_protocol.groups.admin import Admin
+    from shared_protocol.groups.invite import member_from_invite
+    a = Admin(os.urandom(32), os.urandom(32), 0, "field")
+    m = member_from_invite(a.invite(os.urandom(32), read=True, write=True))
+    r = Replica(os.urandom(32))
+    others = [os.urandom(32), os.urandom(32)]
+    for o in others:   # two other authors seen: the op carries its causal deps
+        rr = Replica(o)
+        r.receive(rr.append("temp", 1763683200, 22.5))
+    op = r.append("temp", 1763683201, 23.45)
+    sealed = m.seal(op, os.urandom(32), 1763683201)
+    pub = W.encode_publish(m.topic, W.message_id(os.urandom(32), 1), sealed)
+    from shared_protocol import envelope as E
+    ack = E.REGISTRY.encode("s_puback", W.message_id(os.urandom(32), 1))
+    # MQTT 3.1.1: PUBLISH = fixed header (1 + remaining-length bytes) + topic
+    # (2 + len) + packet id (2) + payload; PUBACK = 4 bytes. Same topic name
+    # as a typical bridge would use, same reading as text.
+    topic = b"upsycle/field/node1/temp"
+    payload = b"23.45"
+    rem = 2 + len(topic) + 2 + len(payload)
+    mqtt_pub = 1 + (1 if rem < 128 else 2) + rem
+    mqtt_ack = 4
+    ours = len(pub) + len(ack)
+    mq = mqtt_pub + mqtt_ack
+    rows = [
+        ["MQTT QoS-1 PUBLISH+PUBACK (anchor)", mqtt_pub, mqtt_ack, mq, mq + 2 * IP_TCP, 1.0],
+        ["upsycle: DMC op %d B, sealed %d B" % (len(op), len(sealed)), len(pub), len(ack), ours,
+         ours + 2 * IP_UDP, (ours + 2 * IP_UDP) / (mq + 2 * IP_TCP)],
+    ]
+    print(render("Bytes on air per reading (payload 23.45; our op carries time, value, causal deps on 2 "
+                 "authors; sealed: author key, seq, capability, Ed25519 signature, AEAD)",
+                 ["protocol", "publish", "ack", "app bytes", "+ IP/UDP or IP/TCP headers", "ratio"], rows))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--publishes", type=int, default=1000)
+    ap.add_argument("--only", choices=["heap", "sizes", "boot", "air"])
+    a = ap.parse_args()
+    if a.only in (None, "air"):
+        on_air()
+    if a.only in (None, "sizes"):
+        sizes()
+    if a.only in (None, "boot"):
+        boot_to_ack()
+    if a.only in (None, "heap"):
+        heap(a.publishes)
+
+
+if __name__ == "__main__":
+    main()
