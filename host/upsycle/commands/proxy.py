@@ -61,16 +61,17 @@ def run(args):
 async def _serve(config):
     from upsycle.proxy.server import Proxy, StorageError
     from upsycle.proxy.identity import IdentityError
-    try:
-        proxy = Proxy(config)
-    except (IdentityError, OSError) as e:
-        print("upsycle proxy: cannot load the proxy key: %s" % e, file=sys.stderr)
-        return 3
+    proxy = Proxy(config)
     try:
         await proxy.start()
     except StorageError as e:
         log.error("event=start_failed code=%s %s", e.code, e.message)
         print("upsycle proxy: cannot start: %s" % e.message, file=sys.stderr)
+        return 3
+    except IdentityError as e:
+        log.error("event=start_failed code=identity %s", e)
+        print("upsycle proxy: cannot load the proxy key: %s" % e, file=sys.stderr)
+        proxy.store.close()
         return 3
     except OSError as e:
         log.error("event=start_failed code=listen error=%r", str(e))

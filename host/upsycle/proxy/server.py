@@ -235,8 +235,8 @@ class Proxy:
         self._stopped = asyncio.Event()
         self.addresses = {}
         # The proxy's static X25519 key (Noise XX), kept in the data directory.
-        self.key = load_or_create_key(config.data)
-        self.public_key = public_key(self.key)
+        self.key = None               # loaded in start(), after the store checks the directory
+        self.public_key = b""
         self.handshakes = {}           # host -> deque of links in a handshake
         self.handshake_count = 0
         self.udp_hs = {}               # addr -> Link in a UDP handshake
@@ -256,6 +256,8 @@ class Proxy:
         except ImportError:
             log.warning("event=no_libsodium handshakes run in pure Python (slow)")
         self.store.open()
+        self.key = load_or_create_key(self.config.data)
+        self.public_key = public_key(self.key)
         self.store.start(loop, self.on_commit)
         c = self.config
         self.tcp_server = await loop.create_server(lambda: TcpProtocol(self), c.listen, c.tcp_port,
