@@ -607,8 +607,8 @@ class Proxy:
 
     def flush(self, link):
         msgs = link.ps.data_to_send()
-        if not msgs or link.closed:
-            return
+        if not msgs or link.closed or link.mode == "hs":
+            return   # (mid-handshake there is no key to send session messages under)
         if link.kind == "tcp":
             tr = link.transport
             cs = link.send_cs
