@@ -6,7 +6,8 @@ import hashlib
 import os
 import socket
 import stat
-import threading
+import subprocess
+import sys
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from shared_protocol import session_wire as W
 from shared_protocol.crypto import api
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.secure_session import PROLOGUE, node_id_for
+from proxy_rig import ENV
 from upsycle.client import Client, ProxyKeyMismatch, SessionRefused, known_proxy_key
 from upsycle.proxy.config import Config
 from upsycle.proxy.server import Proxy
@@ -24,8 +26,41 @@ from upsycle.proxy.status import fetch_status
 
 # The stated bound for test_handshake_storm: while hundreds of handshakes
 # hit the proxy, a publish -> delivery round trip on an established session
-# stays under this (measured: a few ms idle, ~10-60 ms under the storm).
+# stays under this (measured on a loopback dev box: 0.15-0.17 s worst of 60
+# round trips under ~2000-3700 handshake messages, event-loop lag <= 66 ms).
 STORM_LATENCY_MAX_S = 0.5
+
+
+# Message 1s that never finish, over TCP and UDP, until stdin says stop:
+# each costs the proxy a DH and a reply and holds a handshake slot.
+STORM = """
+import os, socket, sys, threading
+from shared_protocol.noise.handshake import Handshake
+from shared_protocol.secure_session import PROLOGUE
+from upsycle.crypto_nacl import install
+install()
+port = int(sys.argv[1])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+socks, sent = [], 0
+while not stop.is_set():
+    m1 = Handshake(True, os.urandom(32), os.urandom(32), PROLOGUE).write_message(b"")
+    try:
+        s = socket.create_connection(("127.0.0.1", port), 2)
+        s.sendall(len(m1).to_bytes(2, "big") + m1)
+        socks.append(s)
+    except OSError:
+        pass
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"\\x01" + m1, ("127.0.0.1", port))
+    socks.append(u)
+    sent += 2
+    if len(socks) > 200:
+        for s in socks[:100]:
+            s.close()
+        del socks[:100]
+print(sent)
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -265,52 +300,48 @@ def test_handshake_storm_is_bounded_and_does_not_stall_sessions(tmp_path):
     async def main():
         p = await started(config(tmp_path, max_handshakes=64, max_handshakes_per_host=16))
         loop = asyncio.get_running_loop()
-        stop = threading.Event()
+        stop = asyncio.Event()
         sent = [0]
         try:
-            async with client(p, b"ps", "udp") as pub, client(p, b"ss") as sub:
+            async with client(p, b"ps") as pub, client(p, b"ss") as sub:
                 await sub.subscribe("steady")
 
-                def storm(base):
-                    # message 1s that never finish: each costs the proxy a
-                    # DH and a reply, and holds a handshake slot
-                    socks = []
-                    i = 0
-                    while not stop.is_set():
-                        i += 1
-                        _, m1 = _msg1(base + i)
-                        try:
-                            s = socket.create_connection(p.addresses["tcp"], 2)
-                            s.sendall(framing.frame(m1))
-                            socks.append(s)
-                        except OSError:
-                            pass
-                        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        u.sendto(b"\x01" + m1, p.addresses["udp"])
-                        socks.append(u)
-                        sent[0] += 2
-                        if len(socks) > 200:
-                            for s in socks[:100]:
-                                s.close()
-                            del socks[:100]
-                    for s in socks:
-                        s.close()
+                # The attacker runs in its own process (as it would on its
+                # own machine), so what we measure is the proxy's loop.
+                attacker = subprocess.Popen([sys.executable, "-c", STORM, str(p.addresses["tcp"][1])],
+                                            env=ENV, stdout=subprocess.PIPE, stdin=subprocess.PIPE)
 
-                workers = [loop.run_in_executor(None, storm, k * 100000) for k in range(2)]
+                lag = [0.0]
+
+                async def watch():
+                    # the event loop's responsiveness: how late a 10 ms sleep wakes
+                    while not stop.is_set():
+                        t = time.monotonic()
+                        await asyncio.sleep(0.01)
+                        lag[0] = max(lag[0], time.monotonic() - t - 0.01)
+
+                for _ in range(500):     # until the storm is under way
+                    if p.handshake_count >= 16:
+                        break
+                    await asyncio.sleep(0.02)
+                assert p.handshake_count >= 16, "the storm never started"
+                watcher = asyncio.ensure_future(watch())
                 worst = 0.0
-                for i in range(30):
+                for i in range(60):
                     t0 = time.monotonic()
                     await pub.publish("steady", b"%d" % i)
                     d = await sub.next_delivery(timeout=5)
                     worst = max(worst, time.monotonic() - t0)
                     assert d.payload == b"%d" % i
                 stop.set()
-                await asyncio.gather(*workers)
+                await watcher
+                out, _ = await loop.run_in_executor(None, attacker.communicate, b"stop\n")
+                sent[0] = int(out.split()[-1])
                 st = p.status()
                 assert sent[0] > 200, sent
                 assert st["handshakes_in_progress"] <= 64
                 assert st["faults"].get("handshakes_per_host_evicted", 0) > 0, st["faults"]
-                print("storm: %d handshake messages, worst round trip %.3f s" % (sent[0], worst))
+                print("storm: %d handshake messages, worst round trip %.3f s, loop lag %.3f s" % (sent[0], worst, lag[0]))
                 assert worst < STORM_LATENCY_MAX_S, "round trip %.3f s under the storm" % worst
         finally:
             await p.stop()
