@@ -38,6 +38,7 @@ from shared_protocol.session import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEF
 from upsycle import topics
 
 log = logging.getLogger("upsycle.client")
+PURE_BACKEND = "pure-python"   # crypto/pure.py PureBackend.name
 
 # Reconnect backoff: fast first retry (a proxy restart takes ~100 ms), capped
 # so a laptop that lost WiFi does not spin.
@@ -257,6 +258,9 @@ class Client:
         self.secure = secure
         self.link = None
         if secure:
+            if api.backend_name() == PURE_BACKEND:
+                from upsycle import crypto_nacl
+                crypto_nacl.install()   # handshake crypto at libsodium speed on the host
             self.identity = identity or node_key(home)
             self.public_key = api.x25519_public(self.identity)
             self.node_id = node_id or node_id_for(self.public_key)
