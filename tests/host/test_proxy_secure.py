@@ -24,11 +24,14 @@ from upsycle.proxy.config import Config
 from upsycle.proxy.server import Proxy
 from upsycle.proxy.status import fetch_status
 
-# The stated bound for test_handshake_storm: while hundreds of handshakes
-# hit the proxy, a publish -> delivery round trip on an established session
-# stays under this (measured on a loopback dev box: 0.15-0.17 s worst of 60
-# round trips under ~2000-3700 handshake messages, event-loop lag <= 66 ms).
-STORM_LATENCY_MAX_S = 0.5
+# The stated bound for test_handshake_storm: while thousands of handshake
+# messages hit the proxy, a publish -> delivery round trip on an established
+# session stays under 1 s. Measured on a 2-core box: 0.15-0.17 s worst of 60
+# round trips (event-loop lag <= 70 ms) when otherwise idle, up to ~0.7 s
+# with the rest of the suite running beside it (load average ~8). A proxy
+# that ran handshakes in pure Python on its loop (28 ms each) would stall
+# for seconds.
+STORM_LATENCY_MAX_S = 1.0
 
 
 # Message 1s that never finish, over TCP and UDP, until stdin says stop:
@@ -298,7 +301,9 @@ def test_garbage_and_truncated_handshakes_are_dropped_and_counted(tmp_path):
 
 def test_handshake_storm_is_bounded_and_does_not_stall_sessions(tmp_path):
     async def main():
-        p = await started(config(tmp_path, max_handshakes=64, max_handshakes_per_host=16))
+        # no rate limit on new handshakes here: the point is the CPU they cost
+        p = await started(config(tmp_path, max_handshakes=64, max_handshakes_per_host=16,
+                                 handshake_rate=1000000, handshake_burst=1000000))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         sent = [0]
@@ -343,6 +348,33 @@ def test_handshake_storm_is_bounded_and_does_not_stall_sessions(tmp_path):
                 assert st["faults"].get("handshakes_per_host_evicted", 0) > 0, st["faults"]
                 print("storm: %d handshake messages, worst round trip %.3f s, loop lag %.3f s" % (sent[0], worst, lag[0]))
                 assert worst < STORM_LATENCY_MAX_S, "round trip %.3f s under the storm" % worst
+        finally:
+            await p.stop()
+    run(main())
+
+
+def test_new_handshakes_per_address_are_rate_limited(tmp_path):
+    async def main():
+        p = await started(config(tmp_path, handshake_rate=1, handshake_burst=3))
+        loop = asyncio.get_running_loop()
+        try:
+            def burst():
+                answers = 0
+                for i in range(8):
+                    _, m1 = _msg1(100 + i)
+                    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    u.settimeout(0.3)
+                    u.sendto(b"\x01" + m1, p.addresses["udp"])
+                    try:
+                        answers += u.recv(2048)[0] == 2
+                    except socket.timeout:
+                        pass
+                    u.close()
+                return answers
+
+            answers = await loop.run_in_executor(None, burst)
+            assert answers in (3, 4), answers       # the burst, maybe one refill
+            assert p.status()["faults"]["handshake_rate"] == 8 - answers
         finally:
             await p.stop()
     run(main())

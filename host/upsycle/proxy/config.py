@@ -28,6 +28,8 @@ Example (every key optional; these are the defaults)::
     udp_burst = 1000
     max_handshakes = 256           # Noise handshakes in progress, all addresses
     max_handshakes_per_host = 16   # ... from one address (the oldest is evicted)
+    handshake_rate = 50            # new handshakes per second per address
+    handshake_burst = 100
 """
 import tomllib
 
@@ -73,6 +75,11 @@ DEFAULT_LIMITS = {
     # NAT. Beyond it the oldest from that address is evicted, so a flood from
     # one address cannot lock out a real node behind the same address.
     "max_handshakes_per_host": 16,
+    # New handshakes per second per address (token bucket): each costs ~0.3 ms
+    # of proxy CPU, so one address gets at most ~1.5% of a core; a burst of
+    # 100 lets a whole site behind one NAT reconnect after a power cut.
+    "handshake_rate": 50,
+    "handshake_burst": 100,
 }
 
 

@@ -240,6 +240,7 @@ class Proxy:
         self.handshakes = {}           # host -> deque of links in a handshake
         self.handshake_count = 0
         self.udp_hs = {}               # addr -> Link in a UDP handshake
+        self.hs_rates = collections.OrderedDict()  # host -> [tokens, last time] of new handshakes
         self.secure_sessions = 0       # handshakes completed (a counter)
 
     # -- life cycle --------------------------------------------------------
@@ -449,6 +450,9 @@ class Proxy:
     def _handshake_begin(self, link):
         """Count a new handshake against the limits; False: refused."""
         lim = self.limits
+        if not self._bucket_ok(self.hs_rates, link.host, lim["handshake_rate"], lim["handshake_burst"]):
+            self.faults.note("handshake_rate", peer=link.name())
+            return False
         if self.handshake_count >= lim["max_handshakes"]:
             self.faults.note("handshake_limit", peer=link.name())
             return False
@@ -549,15 +553,17 @@ class Proxy:
         return False
 
     def _rate_ok(self, addr):
+        return self._bucket_ok(self.rates, addr, self.limits["udp_rate"], self.limits["udp_burst"])
+
+    def _bucket_ok(self, table, addr, rate, burst):
         t = time.monotonic()
-        b = self.rates.get(addr)
-        rate, burst = self.limits["udp_rate"], self.limits["udp_burst"]
+        b = table.get(addr)
         if b is None:
-            if len(self.rates) >= RATE_TABLE_MAX:
-                self.rates.popitem(last=False)
-            b = self.rates[addr] = [float(burst), t]
+            if len(table) >= RATE_TABLE_MAX:
+                table.popitem(last=False)
+            b = table[addr] = [float(burst), t]
         else:
-            self.rates.move_to_end(addr)
+            table.move_to_end(addr)
             b[0] = min(float(burst), b[0] + (t - b[1]) * rate)
             b[1] = t
         if b[0] < 1.0:
