@@ -28,6 +28,11 @@ API::
                                           # proxy key, broken stream: start() anew
     link.session.publish(...) / subscribe(...) / consumed(...)  as before
 
+On a board pass ``ticks_diff=time.ticks_diff`` (the ms counter wraps) and
+``now=time.ticks_ms()``; ephemeral keys from ``os.urandom(32)``. The
+firmware's static key is its identity: keep it in flash; the node id is
+``node_id_for(x25519_public(static))``.
+
 ``proxy_key``: the proxy's X25519 public key if known (pinned, or stored on
 first use); a proxy proving another key fails with
 ``noise-unexpected-static-key``. Without it any proxy is accepted and its key
