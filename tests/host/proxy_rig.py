@@ -5,25 +5,12 @@ import subprocess
 import sys
 import time
 
+from upsycle.ports import free_port  # noqa: F401 (re-exported for the tests)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
 
 
-def free_port():
-    """A port free on loopback for both TCP and UDP."""
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            u.close()
 
 
 def wait_port(port, timeout=15.0, proc=None):

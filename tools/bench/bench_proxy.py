@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(ROOT, "host"))
 sys.path.insert(0, ROOT)
 
 from upsycle.client import HOST_WINDOW_DEFAULT  # noqa: E402
+from upsycle.ports import free_port  # noqa: E402
 
 PAYLOAD = 64
 
@@ -48,20 +49,6 @@ def find_mosquitto():
              "apt-get install -y mosquitto (tools/setup.sh installs it)")
 
 
-def free_port():
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            u.close()
 
 
 def wait_port(port, timeout=10):

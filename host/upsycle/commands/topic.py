@@ -14,6 +14,7 @@ secret: it carries the new member's key. The same URL goes into a board's
 config at flashing time. ``remove`` writes the re-key message to
 ``<home>/outbox/`` for the node's proxy client to publish on the topic.
 """
+import argparse
 import os
 import sys
 import time
@@ -68,6 +69,10 @@ def register(sub):
     m.add_argument("topic")
     m.set_defaults(func=cmd_members)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    # --home also after the action (`topic join URL --home DIR`), as people type it;
+    # SUPPRESS keeps an absent one from hiding the value given before the action.
+    for action in (c, i, j, r, se, op, ls, m):
+        action.add_argument("--home", default=argparse.SUPPRESS, help="as `topic --home`")
 
 
 def _store(args):

@@ -1,0 +1,145 @@
+"""The node's configuration: /config.json, written by `upsycle flash`.
+
+Parsing never trusts the file: it may be missing, cut short by a power loss
+during a copy, edited by hand, or written for another board. Every problem is
+a ConfigError whose message says what to do; the caller (firmware.node) then
+enters safe mode instead of rebooting.
+
+Format 1, a JSON object:
+  format              1
+  board               a name from KNOWN_BOARDS; must match this firmware's sys.platform
+  node_key            64 hex digits: the Ed25519 private seed of this node
+  node_id             64 hex digits: its public key (computed on the host)
+  wifi                list of {"ssid": str, "password": str}
+  proxies             list of "host:port"
+  topics              list of opaque invite strings
+  publish_interval_s  seconds between sensor readings
+  led, sensor         copied from the board profile (boards/<board>.json)
+"""
+import json
+
+from shared_protocol.errors import RemoteError
+
+CONFIG_PATH = "/config.json"
+FORMAT = 1
+
+# A config is a few hundred bytes; refusing anything larger bounds the RAM a
+# corrupt or hostile file can take when parsed.
+CONFIG_MAX_BYTES = 4096
+# WPA2: SSIDs are at most 32 bytes, passphrases 8..63 characters (or empty
+# for an open network).
+SSID_MAX = 32
+WIFI_KEY_MIN = 8
+WIFI_KEY_MAX = 63
+# How many networks/proxies/topics a node keeps: each costs RAM on every
+# reconnect attempt or subscription, and a sensor node needs few.
+WIFI_MAX = 4
+PROXIES_MAX = 4
+TOPICS_MAX = 8
+# An invite (URL or QR payload) is short; 512 characters leaves room.
+TOPIC_MAX_CHARS = 512
+HOST_MAX_CHARS = 253  # DNS name limit (RFC 1035)
+# Publishing more often than once a second floods the edge network; less
+# often than daily is not a sensor.
+INTERVAL_MIN_S = 1
+INTERVAL_MAX_S = 86400
+
+# Boards this firmware knows, with the sys.platform each one reports.
+KNOWN_BOARDS = {
+    "esp32": "esp32",
+    "esp32s3": "esp32",
+    "esp32c3": "esp32",
+    "pico_w": "rp2",
+    "virtual": "webassembly",
+}
+
+
+class ConfigError(RemoteError):
+    """/config.json is missing, corrupt or not for this board."""
+
+
+def _fail(code, message):
+    raise ConfigError("config." + code, message)
+
+
+def _is_hex(s, n):
+    if not isinstance(s, str) or len(s) != n:
+        return False
+    for ch in s:
+        if ch not in "0123456789abcdef":
+            return False
+    return True
+
+
+def _list_of(cfg, key, limit):
+    v = cfg.get(key, [])
+    if not isinstance(v, list):
+        _fail("type", "'%s' must be a list" % key)
+    if len(v) > limit:
+        _fail("limit", "'%s' has %d entries, at most %d are allowed" % (key, len(v), limit))
+    return v
+
+
+def parse(data, platform):
+    """Validate config bytes for a board reporting sys.platform == platform.
+
+    Returns the config dict; raises ConfigError.
+    """
+    if len(data) > CONFIG_MAX_BYTES:
+        _fail("too_large", "%s is %d bytes, larger than %d: rewrite it with `upsycle flash`"
+              % (CONFIG_PATH, len(data), CONFIG_MAX_BYTES))
+    try:
+        cfg = json.loads(data)
+    except ValueError:
+        _fail("corrupt", "%s is not valid JSON (cut short by a power loss?): "
+              "rewrite it with `upsycle flash`" % CONFIG_PATH)
+    if not isinstance(cfg, dict):
+        _fail("corrupt", "%s must hold a JSON object" % CONFIG_PATH)
+    if cfg.get("format") != FORMAT:
+        _fail("format", "config format %r, this firmware reads format %d: flash matching firmware"
+              % (cfg.get("format"), FORMAT))
+    board = cfg.get("board")
+    if board not in KNOWN_BOARDS:
+        _fail("unknown_board", "unknown board %r; known boards: %s"
+              % (board, ", ".join(sorted(KNOWN_BOARDS))))
+    if KNOWN_BOARDS[board] != platform:
+        _fail("wrong_board", "config is for board %r (%s) but this is a %s board: "
+              "flash with the right --board" % (board, KNOWN_BOARDS[board], platform))
+    if not _is_hex(cfg.get("node_key"), 64):
+        _fail("node_key", "'node_key' must be 64 lowercase hex digits (an Ed25519 seed)")
+    if not _is_hex(cfg.get("node_id"), 64):
+        _fail("node_id", "'node_id' must be 64 lowercase hex digits (an Ed25519 public key)")
+    for w in _list_of(cfg, "wifi", WIFI_MAX):
+        if not isinstance(w, dict) or not isinstance(w.get("ssid"), str) or not isinstance(w.get("password", ""), str):
+            _fail("wifi", "each 'wifi' entry must be {\"ssid\": ..., \"password\": ...}")
+        n = len(w["ssid"].encode())
+        if n < 1 or n > SSID_MAX:
+            _fail("wifi", "SSID %r must be 1..%d bytes" % (w["ssid"], SSID_MAX))
+        k = len(w.get("password", ""))
+        if k and (k < WIFI_KEY_MIN or k > WIFI_KEY_MAX):
+            _fail("wifi", "WiFi password for %r must be %d..%d characters or empty"
+                  % (w["ssid"], WIFI_KEY_MIN, WIFI_KEY_MAX))
+    for p in _list_of(cfg, "proxies", PROXIES_MAX):
+        if not isinstance(p, str) or ":" not in p:
+            _fail("proxy", "proxy %r must be \"host:port\"" % (p,))
+        host, _, port = p.rpartition(":")
+        if not host or len(host) > HOST_MAX_CHARS or not port.isdigit() or not 0 < int(port) < 65536:
+            _fail("proxy", "proxy %r must be \"host:port\" with a port 1..65535" % (p,))
+    for t in _list_of(cfg, "topics", TOPICS_MAX):
+        if not isinstance(t, str) or not 0 < len(t) <= TOPIC_MAX_CHARS:
+            _fail("topic", "each topic invite must be a string of 1..%d characters" % TOPIC_MAX_CHARS)
+    iv = cfg.get("publish_interval_s", 60)
+    if not isinstance(iv, int) or not INTERVAL_MIN_S <= iv <= INTERVAL_MAX_S:
+        _fail("interval", "'publish_interval_s' must be an integer %d..%d"
+              % (INTERVAL_MIN_S, INTERVAL_MAX_S))
+    cfg["publish_interval_s"] = iv
+    return cfg
+
+
+def load(platform, path=CONFIG_PATH):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+    except OSError:
+        _fail("missing", "%s not found: flash this board with `upsycle flash --config ...`" % path)
+    return parse(data, platform)

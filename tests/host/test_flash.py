@@ -1,0 +1,141 @@
+"""`upsycle flash` through the real mpremote onto a virtual board, and the
+board's behaviour with good and bad configs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from upsycle import boards, flashing
+from vboard_rig import ROOT, read_until
+
+SEED = "5a" * 32
+
+
+def upsycle(*args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "host"), ROOT]))
+    return subprocess.run([sys.executable, "-m", "upsycle"] + list(args), capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def _node_toml(tmp_path, **extra):
+    p = tmp_path / "node.toml"
+    lines = ['node_key = "%s"' % SEED, 'proxies = ["127.0.0.1:7400"]',
+             'topics = ["upsy://invite/test"]', "publish_interval_s = 15",
+             '[[wifi]]', 'ssid = "upsycle-lab"', 'password = "upsycle-lab"']
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def _flash(vboard, tmp_path, *extra):
+    return upsycle("flash", "--board", "virtual", "--port", vboard.url,
+                   "--config", str(_node_toml(tmp_path)), "--build-dir", str(tmp_path / "build"), *extra)
+
+
+def test_flash_copies_firmware_and_config_and_boots_the_node(vboard, tmp_path):
+    r = _flash(vboard, tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    _, public = flashing.node_keys(SEED)
+    assert "node up: id %s" % public[:16] in r.stdout, r.stdout
+    assert "MicroPython 1.27.0 on webassembly" in r.stdout
+    # Read everything back with mpremote itself.
+    top = vboard.mpremote("fs", "ls", ":").stdout
+    for name in ("boot.py", "main.py", "config.json", "lib/"):
+        assert name in top, top
+    libfw = vboard.mpremote("fs", "ls", ":lib/firmware").stdout
+    assert "config.mpy" in libfw and "node.mpy" in libfw, libfw
+    cfg = json.loads(vboard.mpremote("fs", "cat", ":config.json").stdout)
+    assert cfg["node_id"] == public and cfg["node_key"] == SEED and cfg["board"] == "virtual"
+    assert cfg["wifi"] == [{"ssid": "upsycle-lab", "password": "upsycle-lab"}]
+    assert cfg["topics"] == ["upsy://invite/test"] and cfg["publish_interval_s"] == 15
+    # The host copy of the flash holds exactly the compiled files.
+    flash = tmp_path / "flash"
+    for local, remote in flashing.build(boards.load("virtual"), str(tmp_path / "build")):
+        with open(local, "rb") as f:
+            assert (flash / remote).read_bytes() == f.read(), remote
+    # The compiled firmware runs on the board.
+    out = vboard.mpremote("exec", "from firmware import config\nprint(config.load('webassembly')['node_id'][:8])").stdout
+    assert public[:8] in out
+
+
+def test_reflash_skips_unchanged_files_and_keeps_a_given_key(vboard, tmp_path):
+    assert _flash(vboard, tmp_path, "--no-tail").returncode == 0
+    r = _flash(vboard, tmp_path, "--no-tail")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("unchanged") == len(flashing.source_files()), r.stdout
+
+
+def test_a_new_key_is_generated_when_none_is_given(vboard, tmp_path):
+    r = upsycle("flash", "--board", "virtual", "--port", vboard.url, "--wifi", "upsycle-lab:upsycle-lab",
+                "--invite", "upsy://x", "--build-dir", str(tmp_path / "build"), "--no-tail")
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads((tmp_path / "flash" / "config.json").read_text())
+    assert cfg["node_key"] != SEED and flashing.node_keys(cfg["node_key"])[1] == cfg["node_id"]
+
+
+def _soft_reset_output(vboard):
+    with vboard.serial() as ser:
+        ser.write(b"\r\x03\x02")
+        read_until(ser, b">>> ")
+        ser.write(b"\x04")
+        return read_until(ser, b">>> ").decode()
+
+
+@pytest.mark.parametrize("content, expect", [
+    (None, "config.missing"),
+    (b"{\"format\": 1, \"board\": \"virt", "config.corrupt"),
+    (b"\x00\xff" * 40, "config.corrupt"),
+    (json.dumps({"format": 1, "board": "toaster"}).encode(), "config.unknown_board"),
+    (json.dumps({"format": 1, "board": "pico_w"}).encode(), "config.wrong_board"),
+])
+def test_bad_config_gives_safe_mode_and_a_reachable_repl(vboard, tmp_path, content, expect):
+    assert _flash(vboard, tmp_path, "--no-tail").returncode == 0
+    if content is None:
+        vboard.mpremote("fs", "rm", ":config.json")
+    else:
+        bad = tmp_path / "bad.json"
+        bad.write_bytes(content)
+        vboard.mpremote("fs", "cp", str(bad), ":config.json")
+    out = _soft_reset_output(vboard)
+    assert "SAFE MODE" in out and expect in out, out
+    assert out.count("MPY: soft reboot") == 1, out  # no boot loop
+    assert "still here" in vboard.mpremote("exec", "print('still here')").stdout
+
+
+def test_main_survives_a_missing_firmware_package(vboard, tmp_path):
+    assert _flash(vboard, tmp_path, "--no-tail").returncode == 0
+    vboard.mpremote("fs", "rm", ":lib/firmware/node.mpy")
+    out = _soft_reset_output(vboard)
+    assert "SAFE MODE: the firmware failed to start" in out and "ImportError" in out, out
+    assert "ok" in vboard.mpremote("exec", "print('ok')").stdout
+
+
+def test_flash_messages_for_wrong_board_no_board_and_unknown_board(vboard, tmp_path):
+    r = upsycle("flash", "--board", "pico_w", "--port", vboard.url, "--wifi", "a:abcdefgh")
+    assert r.returncode == 1 and "reports platform 'webassembly'" in r.stderr and "--board pico_w" in r.stderr, r.stderr
+    r = upsycle("flash", "--board", "toaster", "--port", vboard.url)
+    assert r.returncode == 1 and "unknown board 'toaster'" in r.stderr and "pico_w" in r.stderr, r.stderr
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    free = s.getsockname()[1]
+    s.close()
+    r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:%d" % free, "--wifi", "a:abcdefgh")
+    assert r.returncode == 1 and "no board found at socket://127.0.0.1:%d" % free in r.stderr, r.stderr
+
+
+def test_version_mismatch_is_refused_with_the_pinned_version():
+    class OldBoard:
+        def identify(self):
+            return (1, 24, 1), "rp2", "Raspberry Pi Pico W with RP2040"
+    with pytest.raises(flashing.FlashError) as e:
+        flashing.check_board(OldBoard(), boards.load("pico_w"))
+    assert "MicroPython 1.24.1" in str(e.value) and "needs 1.27" in str(e.value)
+
+
+def test_bad_flag_values_are_refused_before_touching_the_board(tmp_path):
+    r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--wifi", "lab:short")
+    assert r.returncode == 1 and "8..63" in r.stderr, r.stderr
+    r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--proxy", "nohost")
+    assert r.returncode == 1 and "host:port" in r.stderr, r.stderr

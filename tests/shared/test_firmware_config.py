@@ -1,0 +1,81 @@
+# The node's /config.json parser (firmware/config.py), on CPython and in the
+# MicroPython VM: every bad file is a ConfigError with a code, never a crash.
+import json
+
+from rig import raises
+from firmware import config
+
+SEED = "11" * 32
+PUB = "22" * 32
+
+
+def _good(**changes):
+    cfg = {
+        "format": 1, "board": "pico_w", "node_key": SEED, "node_id": PUB,
+        "wifi": [{"ssid": "field-ap", "password": "longenough"}],
+        "proxies": ["192.168.1.10:7400"], "topics": ["upsy://invite/1"],
+        "publish_interval_s": 30,
+    }
+    for k in changes:
+        if changes[k] is None:
+            del cfg[k]
+        else:
+            cfg[k] = changes[k]
+    return json.dumps(cfg).encode()
+
+
+def test_accepts_a_good_config():
+    cfg = config.parse(_good(), "rp2")
+    assert cfg["node_id"] == PUB and cfg["publish_interval_s"] == 30
+
+
+def test_interval_defaults_to_a_minute():
+    assert config.parse(_good(publish_interval_s=None), "rp2")["publish_interval_s"] == 60
+
+
+def test_rejects_bad_files_with_a_code():
+    cases = [
+        (b"", "config.corrupt"),
+        (b"{\"format\": 1, \"board\"", "config.corrupt"),
+        (b"\xff\xfe garbage", "config.corrupt"),
+        (b"[1, 2]", "config.corrupt"),
+        (b" " * (config.CONFIG_MAX_BYTES + 1), "config.too_large"),
+        (_good(format=2), "config.format"),
+        (_good(board="toaster"), "config.unknown_board"),
+        (_good(board="esp32"), "config.wrong_board"),
+        (_good(node_key="zz" * 32), "config.node_key"),
+        (_good(node_key=SEED[:-2]), "config.node_key"),
+        (_good(node_id=None), "config.node_id"),
+        (_good(wifi=[{"ssid": "", "password": ""}]), "config.wifi"),
+        (_good(wifi=[{"ssid": "x" * 33, "password": ""}]), "config.wifi"),
+        (_good(wifi=[{"ssid": "ap", "password": "short"}]), "config.wifi"),
+        (_good(wifi=["ap"]), "config.wifi"),
+        (_good(wifi={"ssid": "ap"}), "config.type"),
+        (_good(wifi=[{"ssid": "a%d" % i, "password": ""} for i in range(config.WIFI_MAX + 1)]), "config.limit"),
+        (_good(proxies=["nohost"]), "config.proxy"),
+        (_good(proxies=["h:0"]), "config.proxy"),
+        (_good(proxies=["h:99999"]), "config.proxy"),
+        (_good(proxies=[":7400"]), "config.proxy"),
+        (_good(topics=[""]), "config.topic"),
+        (_good(topics=["x" * (config.TOPIC_MAX_CHARS + 1)]), "config.topic"),
+        (_good(topics=[7]), "config.topic"),
+        (_good(publish_interval_s=0), "config.interval"),
+        (_good(publish_interval_s="60"), "config.interval"),
+        (_good(publish_interval_s=config.INTERVAL_MAX_S + 1), "config.interval"),
+    ]
+    for data, code in cases:
+        e = raises(config.ConfigError, config.parse, data, "rp2")
+        assert e.code == code, (data[:60], e.code, code)
+        assert e.message, code
+
+
+def test_missing_file_is_a_config_error():
+    e = raises(config.ConfigError, config.load, "rp2", "/no/such/dir/config.json")
+    assert e.code == "config.missing"
+    assert "upsycle flash" in e.message
+
+
+def test_every_known_board_names_its_platform():
+    for board in config.KNOWN_BOARDS:
+        data = _good(board=board)
+        assert config.parse(data, config.KNOWN_BOARDS[board])["board"] == board

@@ -1,0 +1,1 @@
+# os for the virtual board: filled in by _vboard.init()
