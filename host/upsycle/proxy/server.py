@@ -421,7 +421,7 @@ class Proxy:
         try:
             evs = link.udp.receive(data, t)
         except RemoteError as e:
-            self.faults.note("noise_" + e.code, peer=link.name())
+            self.faults.note(e.code, peer=link.name())
             if link.mode == "hs" and link.udp._hs._step == 0:
                 self.close_link(link, "bad_handshake")   # never started: forget it
             return
@@ -493,14 +493,14 @@ class Proxy:
             try:
                 return link.recv_cs.decrypt_with_ad(b"", f)
             except RemoteError as e:
-                self.faults.note("noise_" + e.code, peer=link.name())
+                self.faults.note(e.code, peer=link.name())
                 self.close_link(link, "bad_frame")
                 return None
         if link.mode == "hs":
             try:
                 link.hs.read_message(f)
             except RemoteError as e:
-                self.faults.note("noise_" + e.code, peer=link.name())
+                self.faults.note(e.code, peer=link.name())
                 self.close_link(link, "bad_frame")
                 return None
             send_cs, recv_cs = link.hs.split()
@@ -532,7 +532,7 @@ class Proxy:
         try:
             link.hs.read_message(f)
         except RemoteError as e:
-            self.faults.note("noise_" + e.code, peer=link.name())
+            self.faults.note(e.code, peer=link.name())
             self.close_link(link, "bad_frame")
             return None
         link.transport.write(framing.frame(link.hs.write_message(b""), FRAME_LIMIT))
