@@ -56,6 +56,8 @@ R_TOO_MANY_TOPICS = "too_many_topics"  # the proxy's topic limit is reached
 R_NO_SESSION = "no_session"            # a message before hello
 R_LIMIT = "limit"                      # a per-session limit was exceeded
 R_OVERLOAD = "overload"                # too many pending writes: retry later
+R_NODE_ID = "node_id_mismatch"         # the hello's node id is not the one the link's key proves
+R_PLAINTEXT = "plaintext_refused"      # this proxy takes secure (Noise) links only
 
 # Causes of missed messages, as told to subscribers and counted in status.
 MISSED_RETENTION = "retention"        # the topic's count/age/bytes limit removed them

@@ -9,6 +9,15 @@ The client runs shared_protocol.session.ClientSession over TCP (frames) or UDP
 (datagrams), reconnects with backoff when the link drops, and resends what is
 still in flight, so a publish awaited here survives proxy restarts.
 
+Secure links (the default; docs/proxy.md "Secure links"): the session runs
+inside Noise XX (shared_protocol.secure_session.SecureLink). The node's
+static key is $UPSYCLE_HOME/node_key (made on first use, mode 0600) and its
+node id is derived from it. The proxy's key is pinned with ``proxy_key`` or
+learnt on first use and remembered in $UPSYCLE_HOME/known_proxies; a proxy
+that later proves another key is refused (``ProxyKeyMismatch``).
+``secure=False`` speaks plaintext, which a proxy takes only with
+allow_plaintext.
+
 Payload codec: the seam for private groups. ``codec.encode(topic_id, data)``
 turns what the app publishes into the bytes the proxy stores, and
 ``codec.decode(topic_id, payload)`` turns a delivery back; the default,
@@ -22,11 +31,14 @@ import time
 
 from shared_protocol import framing
 from shared_protocol import session_wire as W
-from shared_protocol.errors import RemoteError
+from shared_protocol.crypto import api
+from shared_protocol.errors import LocalError, RemoteError
+from shared_protocol.secure_session import SecureLink, node_id_for
 from shared_protocol.session import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEFAULT_MS
 from upsycle import topics
 
 log = logging.getLogger("upsycle.client")
+PURE_BACKEND = "pure-python"   # crypto/pure.py PureBackend.name
 
 # Reconnect backoff: fast first retry (a proxy restart takes ~100 ms), capped
 # so a laptop that lost WiFi does not spin.
@@ -52,6 +64,81 @@ class PlainCodec:
 
 class PublishRejected(RemoteError):
     """The proxy refused a publish (storage full, read-only, limits...)."""
+
+
+class ProxyKeyMismatch(RemoteError):
+    """The proxy proved a static key other than the pinned or remembered one."""
+    code = "proxy_key_mismatch"
+
+
+class SessionRefused(RemoteError):
+    """The proxy refused the session itself (node id not bound to our key,
+    plaintext refused); retrying the same way cannot help."""
+    code = "session_refused"
+
+
+class IdentityError(LocalError):
+    code = "identity"
+
+
+def upsycle_home(home=None):
+    return home or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
+
+
+def _write_private(path, text):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def node_key(home=None):
+    """This node's static X25519 key ($UPSYCLE_HOME/node_key, hex, 0600)."""
+    home = upsycle_home(home)
+    path = os.path.join(home, "node_key")
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        os.makedirs(home, exist_ok=True)
+        key = os.urandom(32)
+        _write_private(path, key.hex() + "\n")
+        return key
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise IdentityError("node_key", "%s is not a 32-byte hex key; restore or delete it" % path)
+    return key
+
+
+def known_proxy_key(home, host, port):
+    """The key remembered for HOST:PORT (trust on first use), or None."""
+    try:
+        with open(os.path.join(upsycle_home(home), "known_proxies")) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == "%s:%d" % (host, port):
+                    return bytes.fromhex(parts[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def remember_proxy_key(home, host, port, key):
+    home = upsycle_home(home)
+    os.makedirs(home, exist_ok=True)
+    path = os.path.join(home, "known_proxies")
+    try:
+        with open(path) as f:
+            lines = [ln for ln in f if ln.split()[:1] != ["%s:%d" % (host, port)]]
+    except OSError:
+        lines = []
+    lines.append("%s:%d %s\n" % (host, port, bytes(key).hex()))
+    _write_private(path, "".join(lines))
 
 
 class Delivery:
@@ -82,6 +169,9 @@ class _Tcp(asyncio.Protocol):
 
     def data_received(self, data):
         c = self.client
+        if c.link is not None:
+            self.secure_data(data)
+            return
         try:
             frames = self.decoder.feed(data)
         except framing.FrameError as e:
@@ -92,6 +182,10 @@ class _Tcp(asyncio.Protocol):
         for f in frames:
             c.session.receive(f, t)
         c._after_input()
+
+    def secure_data(self, data):
+        self.client.link.receive(data, now_ms())
+        self.client._after_input()
 
     def connection_lost(self, exc):
         self.client._link_lost(self, "disconnected")
@@ -106,8 +200,12 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, addr):
-        self.client.session.receive(data, now_ms())
-        self.client._after_input()
+        c = self.client
+        if c.link is not None:
+            c.link.receive(data, now_ms())
+        else:
+            c.session.receive(data, now_ms())
+        c._after_input()
 
     def error_received(self, exc):
         pass  # ICMP unreachable while the proxy restarts: retransmission covers it
@@ -117,8 +215,9 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 def default_node_id():
-    """This machine's node id, kept in $UPSYCLE_HOME (default ~/.upsycle)."""
-    home = os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
+    """This machine's plaintext node id, kept in $UPSYCLE_HOME (default
+    ~/.upsycle). Secure links use the id bound to node_key instead."""
+    home = upsycle_home()
     path = os.path.join(home, "node_id")
     try:
         with open(path) as f:
@@ -143,16 +242,40 @@ HOST_WINDOW_DEFAULT = 4 * WINDOW_DEFAULT
 
 class Client:
     def __init__(self, host="127.0.0.1", port=7883, node_id=None, transport="tcp", codec=None,
-                 window=HOST_WINDOW_DEFAULT, keepalive_ms=KEEPALIVE_DEFAULT_MS, reconnect=True):
+                 window=HOST_WINDOW_DEFAULT, keepalive_ms=KEEPALIVE_DEFAULT_MS, reconnect=True,
+                 secure=True, identity=None, proxy_key=None, home=None):
+        """secure: Noise link (default). identity: the node's 32-byte static
+        X25519 key (default $UPSYCLE_HOME/node_key). node_id: defaults to
+        the id bound to that key (a different one is refused by the proxy).
+        proxy_key: pin the proxy's public key (32 bytes); otherwise trust on
+        first use, remembered in $UPSYCLE_HOME/known_proxies."""
         if transport not in ("tcp", "udp"):
             raise ValueError("transport must be tcp or udp")
         self.host = host
         self.port = port
         self.kind = transport
-        self.node_id = node_id or default_node_id()
+        self.home = home
+        self.secure = secure
+        self.link = None
+        if secure:
+            if api.backend_name() == PURE_BACKEND:
+                from upsycle import crypto_nacl
+                crypto_nacl.install()   # handshake crypto at libsodium speed on the host
+            self.identity = identity or node_key(home)
+            self.public_key = api.x25519_public(self.identity)
+            self.node_id = node_id or node_id_for(self.public_key)
+            self.pinned = proxy_key is not None
+            self.proxy_key = proxy_key if proxy_key is not None else known_proxy_key(home, host, port)
+        else:
+            self.node_id = node_id or default_node_id()
         self.codec = codec or PlainCodec()
         self.reconnect = reconnect
         self.session = ClientSession(self.node_id, window=window, keepalive_ms=keepalive_ms)
+        if secure:
+            self.link = SecureLink(self.session, self.identity, datagram=transport == "udp",
+                                   proxy_key=self.proxy_key)
+        self.fatal = None
+        self._fatal = asyncio.Event()
         self._seq = time.time_ns() // 1000   # message ids never repeat across runs
         self._acks = {}
         self._inbox = asyncio.Queue()
@@ -176,9 +299,16 @@ class Client:
         if self._runner is None:
             self._runner = asyncio.ensure_future(self._run())
             self._timer = asyncio.ensure_future(self._tick())
+        waits = [asyncio.ensure_future(self._welcome.wait()), asyncio.ensure_future(self._fatal.wait())]
         try:
-            await asyncio.wait_for(self._welcome.wait(), timeout)
-        except asyncio.TimeoutError:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if self.fatal is not None:
+            await self.close()
+            raise self.fatal
+        if not self._welcome.is_set():
             raise ConnectionError("no answer from the proxy at %s:%d (%s) within %.1f s" % (
                 self.host, self.port, self.kind, timeout))
         return self
@@ -223,14 +353,17 @@ class Client:
             self._proto = proto
             self._had_welcome = False
             self.connects += 1
-            self.session.start(now_ms(), self.kind == "tcp")
+            if self.link is not None:
+                self.link.start(now_ms(), os.urandom(32))
+            else:
+                self.session.start(now_ms(), self.kind == "tcp")
             self._flush()
             await self._lost.wait()
             self._welcome.clear()
             if proto.transport is not None:
                 proto.transport.close()
             self._proto = None
-            if not self.reconnect:
+            if not self.reconnect or self.fatal is not None:
                 break
             # A link that got as far as a welcome was healthy: retry fast.
             delay = RECONNECT_MIN_S if self._had_welcome else min(2 * delay, RECONNECT_MAX_S)
@@ -238,15 +371,15 @@ class Client:
 
     async def _tick(self):
         while True:
-            d = self.session.next_deadline()
+            d = (self.link or self.session).next_deadline()
             wait = TIMER_MAX_S if d is None else min(TIMER_MAX_S, max(0.001, (d - now_ms()) / 1000))
             await asyncio.sleep(wait)
-            self.session.poll(now_ms())
+            (self.link or self.session).poll(now_ms())
             self._after_input()
 
     def _link_lost(self, proto, reason):
         if proto is self._proto:
-            self.session.stop(reason)
+            (self.link or self.session).stop(reason)
             self._after_input()
 
     # -- session plumbing ---------------------------------------------------
@@ -261,18 +394,44 @@ class Client:
     def _flush(self):
         self._flush_pending = False
         p = self._proto
-        msgs = self.session.data_to_send()
+        msgs = (self.link or self.session).data_to_send()
         if p is None or p.transport is None or not msgs:
             return
-        if self.kind == "tcp":
+        if self.link is not None and self.kind == "tcp":
+            p.transport.write(b"".join(msgs))
+        elif self.kind == "tcp":
             p.transport.write(b"".join(framing.frame(m) for m in msgs))
         else:
             for m in msgs:
                 p.transport.sendto(m)
 
+    def _set_fatal(self, err):
+        log.error("event=link_refused code=%s detail=%r", err.code, err.message)
+        self.fatal = err
+        self._fatal.set()
+        self._lost.set()
+
     def _after_input(self):
-        for ev in self.session.events():
+        for ev in (self.link or self.session).events():
             kind = ev[0]
+            if kind == "secured":
+                if self.proxy_key is None:
+                    # trust on first use: remember this proxy's key
+                    self.proxy_key = ev[1]
+                    self.link.proxy_key = ev[1]
+                    remember_proxy_key(self.home, self.host, self.port, ev[1])
+                continue
+            if kind == "link_failed":
+                if ev[1] == "noise-unexpected-static-key":
+                    self._set_fatal(ProxyKeyMismatch(
+                        message="the proxy at %s:%d proved a key other than the %s one (%s); if it "
+                                "was reinstalled, check `upsycle proxy status` and pin the new key with "
+                                "--proxy-key" % (self.host, self.port, "pinned" if self.pinned else "remembered",
+                                                 bytes(self.proxy_key).hex())))
+                else:
+                    log.warning("event=link_failed code=%s detail=%r", ev[1], ev[2])
+                    self._lost.set()
+                continue
             if kind == "delivery":
                 topic, seq, mid, payload = ev[1], ev[2], ev[3], ev[4]
                 self._inbox.put_nowait(Delivery(topic, seq, mid, self.codec.decode(topic, payload)))
@@ -300,6 +459,8 @@ class Client:
                 self._welcome.clear()
                 self._lost.set()
             elif kind == "error":
+                if ev[1] in (W.R_NODE_ID, W.R_PLAINTEXT):
+                    self._set_fatal(SessionRefused(ev[1], ev[2]))
                 self.errors.append((ev[1], ev[2]))
                 del self.errors[:-16]
                 log.warning("event=proxy_error code=%s detail=%r", ev[1], ev[2])

@@ -25,16 +25,15 @@ def test_private_topic_with_pub_and_sub_commands(tmp_path):
     proxy = start_proxy(data, port)
     try:
         hp = "127.0.0.1:%d" % port
-        p = cli("pub", "plot7", READING.decode(), "second", "--proxy", hp, "--home", admin,
-                "--node-id", "aa01")
+        p = cli("pub", "plot7", READING.decode(), "second", "--proxy", hp, "--home", admin)
         assert p.returncode == 0, p.stderr
-        s = cli("sub", "plot7", "--proxy", hp, "--home", member, "--node-id", "bb02",
+        s = cli("sub", "plot7", "--proxy", hp, "--home", member,
                 "--count", "2", "--timeout", "20")
         assert s.returncode == 0, s.stderr
         assert s.stdout.splitlines() == [READING, b"second"]
         # a node without the keys subscribes to the same id and gets only ciphertext
         tid = re.search(rb"[0-9a-f]{32}", cli("topic", "--home", admin, "list").stdout).group(0).decode()
-        raw = cli("sub", tid, "--proxy", hp, "--home", str(tmp_path / "nobody"), "--node-id", "cc03",
+        raw = cli("sub", tid, "--proxy", hp, "--home", str(tmp_path / "nobody"),
                   "--count", "2", "--timeout", "20")
         assert raw.returncode == 0, raw.stderr
         assert READING not in raw.stdout and raw.stdout.count(b"\n") == 2

@@ -3,10 +3,13 @@
 through the same proxy; the proxy's files hold no plaintext and no member
 key."""
 import asyncio
+import hashlib
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from upsycle.client import Client
 from upsycle.group_codec import EpochChanged, GroupCodec, Rejected
@@ -16,6 +19,17 @@ from upsycle.topic_store import TopicStore
 
 SECRET = b"SECRET-SOIL-MOISTURE-31.7%"
 SECRET2 = b"AFTER-BOB-LEFT-22.9C"
+
+
+def node_key_of(name):
+    """A fixed static key per test node name (the node id is bound to it)."""
+    return hashlib.sha256(b"test-node-key:" + name).digest()
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    # Remembered proxy keys of this test's clients stay in the test's directory.
+    monkeypatch.setenv("UPSYCLE_HOME", str(tmp_path / "home"))
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,10 +67,10 @@ def test_private_topic_through_a_running_proxy(tmp_path, capsys):
         try:
             admin_c, alice_c, bob_c = (GroupCodec(TopicStore(h)) for h in (admin_h, alice_h, bob_h))
             tid = seen["tid"] = admin_c.topic_id("garden")
-            async with Client(host, port, node_id=b"admin", codec=admin_c) as admin, \
-                    Client(host, port, node_id=b"alice", codec=alice_c) as alice, \
-                    Client(host, port, node_id=b"bob", codec=bob_c) as bob, \
-                    Client(host, port, node_id=b"admin-raw") as raw:
+            async with Client(host, port, identity=node_key_of(b"admin"), codec=admin_c) as admin, \
+                    Client(host, port, identity=node_key_of(b"alice"), codec=alice_c) as alice, \
+                    Client(host, port, identity=node_key_of(b"bob"), codec=bob_c) as bob, \
+                    Client(host, port, identity=node_key_of(b"admin-raw")) as raw:
                 for c in (admin, alice, bob):
                     await c.subscribe(tid)
                 await alice.publish(tid, SECRET)

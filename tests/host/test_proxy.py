@@ -1,6 +1,7 @@
 """The proxy in-process with the async client: routing, durability promises,
 resume, idempotency, retention, limits and bad input."""
 import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -18,11 +19,20 @@ from upsycle.proxy.store import StorageError
 from upsycle.proxy.status import fetch_status
 
 
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    # Node keys and remembered proxy keys of this test's clients.
+    monkeypatch.setenv("UPSYCLE_HOME", str(tmp_path / "home"))
+
+
 def make_config(tmp_path, **limits):
     c = Config()
     c.data = str(tmp_path / "data")
     c.tcp_port = 0
     c.udp_port = 0
+    # The clients below use secure links; the raw-socket tests of the
+    # session layer itself speak plaintext, so it is allowed here.
+    c.allow_plaintext = True
     for k, v in limits.items():
         if k.startswith("ret_"):
             setattr(c.retention, k[4:], v)
@@ -41,9 +51,15 @@ async def started(cfg):
     return p
 
 
+def node_identity(node):
+    """A fixed static key per test node name: the same name is the same node
+    (its node id is bound to this key)."""
+    return hashlib.sha256(b"test-node-key:" + node).digest()
+
+
 def client(p, node, kind="tcp", **kw):
     host, port = p.addresses[kind]
-    return Client(host, port, node_id=node, transport=kind, **kw)
+    return Client(host, port, identity=node_identity(node), transport=kind, **kw)
 
 
 async def drain(c, n, timeout=5.0):

@@ -1,5 +1,6 @@
 """The proxy as a subprocess under hostile load, SIGKILL, SIGTERM and via the CLI."""
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -7,6 +8,8 @@ import socket
 import struct
 import subprocess
 import time
+
+import pytest
 
 from proxy_rig import ENV, cli, free_port, rss_kb, start_proxy
 from shared_protocol import envelope as E
@@ -22,14 +25,27 @@ RSS_GROWTH_MAX_KB = 16 * 1024
 RSS_TOTAL_MAX_KB = 64 * 1024
 
 
+def node_key_of(name):
+    """A fixed static key per test node name (the node id is bound to it)."""
+    return hashlib.sha256(b"test-node-key:" + name).digest()
+
+
+@pytest.fixture(autouse=True)
+def _home(tmp_path, monkeypatch):
+    # Remembered proxy keys of this test's clients stay in the test's directory.
+    monkeypatch.setenv("UPSYCLE_HOME", str(tmp_path / "home"))
+
+
 def test_hostile_datagrams_and_stalled_connections_leave_memory_bounded(tmp_path):
     port = free_port()
-    proc = start_proxy(str(tmp_path / "d"), port, stderr=subprocess.DEVNULL)
+    # The hostile input below is plaintext session messages: allowed here,
+    # since what this test bounds is the session layer's memory.
+    proc = start_proxy(str(tmp_path / "d"), port, "--insecure", stderr=subprocess.DEVNULL)
     socks = []
     try:
         async def normal(tag):
-            async with Client("127.0.0.1", port, node_id=b"sub-" + tag) as sub, \
-                    Client("127.0.0.1", port, node_id=b"pub-" + tag) as pub:
+            async with Client("127.0.0.1", port, identity=node_key_of(b"sub-" + tag)) as sub, \
+                    Client("127.0.0.1", port, identity=node_key_of(b"pub-" + tag)) as pub:
                 await sub.subscribe(b"ok-" + tag)
                 await pub.publish(b"ok-" + tag, b"hello " + tag)
                 d = await sub.next_delivery(timeout=10)
@@ -91,7 +107,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path):
         stop = asyncio.Event()
 
         async def publisher(i):
-            c = Client("127.0.0.1", port, node_id=b"crash-pub-%d" % i, window=16)
+            c = Client("127.0.0.1", port, identity=node_key_of(b"crash-pub-%d" % i), window=16)
             await c.connect(timeout=30)
             seq = 0
             pending = []
@@ -111,7 +127,7 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path):
             await c.close()
 
         async def subscriber():
-            c = Client("127.0.0.1", port, node_id=b"crash-sub")
+            c = Client("127.0.0.1", port, identity=node_key_of(b"crash-sub"))
             await c.connect(timeout=30)
             await c.subscribe("crash")
             while True:

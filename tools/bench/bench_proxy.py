@@ -159,26 +159,38 @@ def run_mosquitto(tmp, pairs, per_pub, window):
 
 # -- upsycle proxy ---------------------------------------------------------
 
-def run_upsycle(tmp, pairs, per_pub, window):
+def run_upsycle(tmp, pairs, per_pub, window, secure=False, transport="tcp", name="upsycle durable"):
+    """secure=False: plaintext sessions (the proxy runs with --insecure), as
+    Mosquitto's are; bench_secure.py compares secure and plaintext."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT,
+               UPSYCLE_HOME=os.path.join(tmp, "home"))
     proc = subprocess.Popen([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(tmp, "data"),
-                             "--listen", "127.0.0.1:%d" % port], env=env,
+                             "--listen", "127.0.0.1:%d" % port] + ([] if secure else ["--insecure"]), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        return asyncio.run(_upsycle_clients(port, pairs, per_pub, window))
+        return asyncio.run(_upsycle_clients(port, pairs, per_pub, window, secure, transport, name,
+                                            os.path.join(tmp, "home")))
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-async def _upsycle_clients(port, pairs, per_pub, window):
+async def _upsycle_clients(port, pairs, per_pub, window, secure=False, transport="tcp",
+                           name="upsycle durable", home=None):
     from upsycle.client import Client
+
+    def make(label):
+        if secure:
+            return Client("127.0.0.1", port, identity=os.urandom(32), window=window, transport=transport,
+                          home=home)
+        return Client("127.0.0.1", port, node_id=label, window=window, transport=transport, secure=False)
+
     total = pairs * per_pub
     lat = []
-    subs = [Client("127.0.0.1", port, node_id=b"bsub%d" % i, window=window) for i in range(pairs)]
-    pubs = [Client("127.0.0.1", port, node_id=b"bpub%d" % i, window=window) for i in range(pairs)]
+    subs = [make(b"bsub%d" % i) for i in range(pairs)]
+    pubs = [make(b"bpub%d" % i) for i in range(pairs)]
     for c in subs + pubs:
         await c.connect()
     for i, s in enumerate(subs):
@@ -212,7 +224,7 @@ async def _upsycle_clients(port, pairs, per_pub, window):
         r.cancel()
     for c in subs + pubs:
         await c.close()
-    return summary("upsycle durable", total, t0, t_last[0], lat)
+    return summary(name, total, t0, t_last[0], lat)
 
 
 def main():

@@ -19,6 +19,9 @@ def register(sub):
     p.add_argument("--tcp-port", type=int, help="TCP port (0: any free port)")
     p.add_argument("--udp-port", type=int, help="UDP port (-1: no UDP)")
     p.add_argument("--max-db-bytes", type=int, help="storage quota for the database (0: none)")
+    p.add_argument("--insecure", action="store_true",
+                   help="also accept plaintext sessions (allow_plaintext = true); secure Noise links "
+                        "stay available. For loopback tests and benchmarks only")
     p.add_argument("--proxy", default="127.0.0.1:7883", help="for status: the proxy's HOST:PORT")
     p.add_argument("--json", action="store_true", help="for status: print JSON")
     p.set_defaults(func=run)
@@ -36,6 +39,8 @@ def build_config(args):
         c.tcp_port = args.tcp_port
     if args.udp_port is not None:
         c.udp_port = args.udp_port
+    if args.insecure:
+        c.allow_plaintext = True
     if args.max_db_bytes is not None:
         c.limits["max_db_bytes"] = args.max_db_bytes
     return c
@@ -55,12 +60,18 @@ def run(args):
 
 async def _serve(config):
     from upsycle.proxy.server import Proxy, StorageError
+    from upsycle.proxy.identity import IdentityError
     proxy = Proxy(config)
     try:
         await proxy.start()
     except StorageError as e:
         log.error("event=start_failed code=%s %s", e.code, e.message)
         print("upsycle proxy: cannot start: %s" % e.message, file=sys.stderr)
+        return 3
+    except IdentityError as e:
+        log.error("event=start_failed code=identity %s", e)
+        print("upsycle proxy: cannot load the proxy key: %s" % e, file=sys.stderr)
+        proxy.store.close()
         return 3
     except OSError as e:
         log.error("event=start_failed code=listen error=%r", str(e))

@@ -16,8 +16,16 @@ def register(sub):
 def _common(p):
     p.add_argument("--proxy", default="127.0.0.1:7883", help="the proxy's HOST:PORT")
     p.add_argument("--udp", action="store_true", help="talk to the proxy over UDP instead of TCP")
-    p.add_argument("--node-id", help="this node's id in hex (default: kept in $UPSYCLE_HOME/node_id)")
-    p.add_argument("--home", help="key store of private topics (default $UPSYCLE_HOME or ~/.upsycle)")
+    p.add_argument("--node-id", help="plaintext links only (--insecure): this node's id in hex "
+                                     "(default: kept in $UPSYCLE_HOME/node_id). A secure link's node id "
+                                     "is derived from the node key in $UPSYCLE_HOME/node_key")
+    p.add_argument("--home", help="node key, remembered proxy keys and private topics "
+                                  "(default $UPSYCLE_HOME or ~/.upsycle)")
+    p.add_argument("--proxy-key", metavar="HEX",
+                   help="pin the proxy's public key (from `upsycle proxy status`); without it the key "
+                        "seen first is remembered in HOME/known_proxies and required afterwards")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext session (the proxy must run with --insecure / allow_plaintext)")
 
 
 def client_from_args(args):
@@ -32,7 +40,18 @@ def client_from_args(args):
     from upsycle.proxy.config import parse_hostport
     from upsycle.topic_store import StoreError, TopicStore, home_dir
     host, port = parse_hostport(args.proxy)
+    if args.node_id and not args.insecure:
+        raise UsageError("--node-id is for plaintext links (--insecure); a secure link's node id is "
+                         "bound to the node key in HOME/node_key (use --home to be another node)")
     node_id = bytes.fromhex(args.node_id) if args.node_id else None
+    proxy_key = None
+    if args.proxy_key:
+        try:
+            proxy_key = bytes.fromhex(args.proxy_key)
+        except ValueError:
+            proxy_key = b""
+        if len(proxy_key) != 32:
+            raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
     codec, topic = None, args.topic
     store = TopicStore(home_dir(args.home))
     try:
@@ -42,8 +61,18 @@ def client_from_args(args):
     if member is not None:
         codec = GroupCodec(store)
         topic = member.topic
-    c = Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec)
+    c = Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
+               secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home))
     return c, topic
+
+
+class UsageError(Exception):
+    pass
+
+
+def refused_errors():
+    from upsycle.client import ProxyKeyMismatch, SessionRefused
+    return (ProxyKeyMismatch, SessionRefused)
 
 
 def run(args):
@@ -58,7 +87,11 @@ def run(args):
 
 async def _pub(args, msgs):
     from upsycle.client import PublishRejected
-    c, topic = client_from_args(args)
+    try:
+        c, topic = client_from_args(args)
+    except UsageError as e:
+        print("upsycle pub: %s" % e, file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     try:
@@ -70,6 +103,9 @@ async def _pub(args, msgs):
         await asyncio.wait_for(asyncio.gather(*futs), max(0.01, deadline - loop.time()))
     except PublishRejected as e:
         print("upsycle pub: the proxy refused a message: %s" % e, file=sys.stderr)
+        return 1
+    except refused_errors() as e:
+        print("upsycle pub: %s" % e, file=sys.stderr)
         return 1
     except (ConnectionError, asyncio.TimeoutError) as e:
         print("upsycle pub: not every message was acknowledged: %s" % (e or "timeout"), file=sys.stderr)

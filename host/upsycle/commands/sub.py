@@ -3,7 +3,7 @@ this subscriber (its node id) left off."""
 import asyncio
 import sys
 
-from upsycle.commands.pub import _common, client_from_args
+from upsycle.commands.pub import UsageError, _common, client_from_args, refused_errors
 
 
 def register(sub):
@@ -22,7 +22,11 @@ def run(args):
 
 async def _sub(args):
     from upsycle.group_codec import EpochChanged, Rejected
-    c, topic = client_from_args(args)
+    try:
+        c, topic = client_from_args(args)
+    except UsageError as e:
+        print("upsycle sub: %s" % e, file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
     deadline = None if args.timeout is None else loop.time() + args.timeout
     out = sys.stdout.buffer
@@ -53,6 +57,9 @@ async def _sub(args):
             print("upsycle sub: timed out after %d of %d message(s)" % (got, args.count), file=sys.stderr)
             return 1
     except ConnectionError as e:
+        print("upsycle sub: %s" % e, file=sys.stderr)
+        return 1
+    except refused_errors() as e:
         print("upsycle sub: %s" % e, file=sys.stderr)
         return 1
     finally:

@@ -7,6 +7,7 @@ Example (every key optional; these are the defaults)::
     tcp_port = 7883                # 0: pick a free port
     udp_port = 7883                # 0 with tcp_port: same number as TCP; -1: no UDP
     status_from = ["127.0.0.1", "::1"]   # who may ask for status
+    allow_plaintext = false        # true: also take unencrypted sessions (tests, benchmarks)
 
     [retention]                    # per topic; 0 = no limit of that kind
     max_count = 10000
@@ -25,6 +26,10 @@ Example (every key optional; these are the defaults)::
     max_db_bytes = 0               # quota for the database; 0 = the disk is the limit
     udp_rate = 5000                # datagrams per second per source address
     udp_burst = 1000
+    max_handshakes = 256           # Noise handshakes in progress, all addresses
+    max_handshakes_per_host = 16   # ... from one address (the oldest is evicted)
+    handshake_rate = 50            # new handshakes per second per address
+    handshake_burst = 100
 """
 import tomllib
 
@@ -62,6 +67,19 @@ DEFAULT_LIMITS = {
     # one address can make us decode.
     "udp_rate": 5000,
     "udp_burst": 1000,
+    # Noise handshakes in progress (each holds ~1 KB of handshake state and
+    # costs ~0.2 ms of proxy CPU with libsodium): a storm of half-open
+    # handshakes is capped at 256; new ones beyond it are dropped.
+    "max_handshakes": 256,
+    # A real node runs one handshake at a time; 16 leaves room for a site's
+    # NAT. Beyond it the oldest from that address is evicted, so a flood from
+    # one address cannot lock out a real node behind the same address.
+    "max_handshakes_per_host": 16,
+    # New handshakes per second per address (token bucket): each costs ~0.3 ms
+    # of proxy CPU, so one address gets at most ~1.5% of a core; a burst of
+    # 100 lets a whole site behind one NAT reconnect after a power cut.
+    "handshake_rate": 50,
+    "handshake_burst": 100,
 }
 
 
@@ -74,6 +92,9 @@ class Config:
         self.status_from = ["127.0.0.1", "::1"]
         self.retention = Retention()
         self.limits = dict(DEFAULT_LIMITS)
+        # Secure (Noise XX) links are the default; plaintext sessions only
+        # when asked for (loopback tests, benchmarks): docs/proxy.md.
+        self.allow_plaintext = False
 
     @classmethod
     def load(cls, path=None):
@@ -93,6 +114,11 @@ class Config:
         for key in ("tcp_port", "udp_port"):
             if key in raw:
                 setattr(c, key, _int(raw.pop(key), key, -1, 65535))
+        if "allow_plaintext" in raw:
+            v = raw.pop("allow_plaintext")
+            if not isinstance(v, bool):
+                raise ConfigError("allow_plaintext must be true or false, got %r" % (v,))
+            c.allow_plaintext = v
         if "status_from" in raw:
             c.status_from = [str(x) for x in raw.pop("status_from")]
         ret = raw.pop("retention", {})

@@ -19,13 +19,21 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import os
 import sys
 import time
 
 from shared_protocol import envelope as E
 from shared_protocol import framing
 from shared_protocol import session_wire as W
+from shared_protocol.errors import RemoteError
+from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
+from shared_protocol.noise.handshake import Handshake
+from shared_protocol.noise.stream import HandshakeComplete
+from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession
+from shared_protocol.secure_session import PROLOGUE, node_id_for
 from shared_protocol.session_proxy import ProxySession
+from upsycle.proxy.identity import load_or_create_key, public_key
 from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 
 log = logging.getLogger("upsycle.proxy")
@@ -50,6 +58,12 @@ RATE_TABLE_MAX = 4096
 GIL_SWITCH_S = 0.0005
 # Sent with s_welcome: how many publishes a node may keep in flight.
 WELCOME_WINDOW = W.WINDOW_MAX
+# Largest UDP payload taken: a plaintext envelope (framing.DATAGRAM_MAX) or a
+# secure packet (kind byte + Noise datagram, noise/datagram.py).
+UDP_MAX = max(framing.DATAGRAM_MAX, NOISE_DATAGRAM_MAX + 1)
+
+
+PLAINTEXT_REFUSED_DETAIL = "this proxy takes secure links only (allow_plaintext = false)"
 
 
 def now_ms():
@@ -84,7 +98,8 @@ class SubState:
 
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "unacked", "closed",
-                 "transport", "paused", "opened", "proto")
+                 "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
+                 "recv_cs", "bound")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -99,6 +114,14 @@ class Link:
         self.paused = False
         self.opened = time.monotonic()
         self.proto = proto
+        # "new" (TCP, first frame not seen), "plain", "status" (plaintext,
+        # status requests only), "hs" (Noise handshake), "secure"
+        self.mode = "new"
+        self.hs = None        # TCP: the Handshake in progress
+        self.udp = None       # UDP: the UdpSession (handshake, then transport)
+        self.send_cs = None   # TCP transport CipherStates
+        self.recv_cs = None
+        self.bound = None     # secure: the node id the peer's static key proves
 
     def name(self):
         return "%s:%s/%s" % (self.addr[0], self.addr[1], self.kind) if self.addr else self.kind
@@ -143,6 +166,14 @@ class TcpProtocol(asyncio.Protocol):
         p = self.proxy
         t = now_ms()
         for f in frames:
+            if link.mode != "plain" and link.mode != "status":
+                f = p.tcp_frame(link, f)
+                if f is None:
+                    if link.closed:
+                        return
+                    continue
+            elif link.mode == "status" and not p.status_frame(link, f):
+                return
             link.ps.receive(f, t)
             p.handle_events(link)
             if link.closed:
@@ -203,6 +234,14 @@ class Proxy:
         self._ticker = None
         self._stopped = asyncio.Event()
         self.addresses = {}
+        # The proxy's static X25519 key (Noise XX), kept in the data directory.
+        self.key = None               # loaded in start(), after the store checks the directory
+        self.public_key = b""
+        self.handshakes = {}           # host -> deque of links in a handshake
+        self.handshake_count = 0
+        self.udp_hs = {}               # addr -> Link in a UDP handshake
+        self.hs_rates = collections.OrderedDict()  # host -> [tokens, last time] of new handshakes
+        self.secure_sessions = 0       # handshakes completed (a counter)
 
     # -- life cycle --------------------------------------------------------
 
@@ -212,7 +251,14 @@ class Proxy:
         # fsync to hand results back; with the default 5 ms switch interval a
         # busy event loop would add up to 5 ms to every acknowledgement.
         sys.setswitchinterval(GIL_SWITCH_S)
+        try:
+            from upsycle.crypto_nacl import install
+            install()   # handshakes at libsodium speed (~0.2 ms each)
+        except ImportError:
+            log.warning("event=no_libsodium handshakes run in pure Python (slow)")
         self.store.open()
+        self.key = load_or_create_key(self.config.data)
+        self.public_key = public_key(self.key)
         self.store.start(loop, self.on_commit)
         c = self.config
         self.tcp_server = await loop.create_server(lambda: TcpProtocol(self), c.listen, c.tcp_port,
@@ -232,7 +278,9 @@ class Proxy:
             tcp="%s:%d" % self.addresses["tcp"],
             udp=("%s:%d" % self.addresses["udp"]) if "udp" in self.addresses else "off",
             data=c.data, proxy_id=self.store.proxy_id, topics=len(self.store.topics),
-            stored_messages=n, stored_bytes=b))
+            stored_messages=n, stored_bytes=b, proxy_key=self.public_key.hex(),
+            plaintext="allowed" if c.allow_plaintext else "refused"))
+        print("upsycle proxy: public key %s" % self.public_key.hex(), file=sys.stderr, flush=True)
 
     async def stop(self):
         if self._ticker is not None:
@@ -258,8 +306,18 @@ class Proxy:
                 if link.closed:
                     continue
                 if link.node is None and mono - link.opened > HELLO_TIMEOUT_S:
-                    self.faults.note("hello_timeout", peer=link.name())
+                    self.faults.note("handshake_timeout" if link.mode == "hs" else "hello_timeout",
+                                     peer=link.name())
                     self.close_link(link, "hello_timeout")
+                    continue
+                if link.mode == "hs":
+                    if link.udp is not None:
+                        try:
+                            link.udp.tick(t)
+                        except RemoteError:
+                            pass   # the hello timeout above closes it
+                        for pkt in link.udp.packets_to_send():
+                            self.udp_transport.sendto(pkt, link.addr)
                     continue
                 link.ps.poll(t)
                 self.handle_events(link)
@@ -292,10 +350,20 @@ class Proxy:
         if not self._rate_ok(addr):
             self.faults.note("udp_flood", peer="%s:%s" % addr)
             return
-        if not data or len(data) > framing.DATAGRAM_MAX:
+        if not data or len(data) > UDP_MAX:
             self.faults.note("udp_size", peer="%s:%s" % addr, size=len(data))
             return
+        kind = data[0]
+        if kind in (KIND_HS1, KIND_HS2, KIND_HS3, KIND_DATA):
+            self._secure_datagram(data, addr, kind)
+            return
         link = self.udp_links.get(addr)
+        if link is not None and link.mode != "plain":
+            self.faults.note("udp_plaintext_on_secure", peer="%s:%s" % addr)
+            return
+        if len(data) > framing.DATAGRAM_MAX:
+            self.faults.note("udp_size", peer="%s:%s" % addr, size=len(data))
+            return
         if link is None:
             # No session for this address: only a hello may open one, and
             # nothing else gets a reply (no reflection towards forged sources).
@@ -307,10 +375,17 @@ class Proxy:
             if msg.name != "s_hello":
                 self.faults.note("udp_no_session", peer="%s:%s" % addr, type=msg.name)
                 return
+            if not self.config.allow_plaintext:
+                # The refusal is smaller than the hello: no amplification.
+                self.faults.note("plaintext_refused", peer="%s:%s" % addr)
+                self.udp_transport.sendto(E.REGISTRY.encode(
+                    "error", W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL), addr)
+                return
             if len(self.udp_links) >= self.limits["max_sessions"]:
                 self.faults.note("session_limit", peer="%s:%s" % addr)
                 return
             link = Link("udp", addr, self._new_session(False), self.udp_transport)
+            link.mode = "plain"
             self.udp_links[addr] = link
             self.links.add(link)
         link.ps.receive(data, now_ms())
@@ -319,16 +394,176 @@ class Proxy:
             self.pump(link)
             self.flush(link)
 
+    def _secure_datagram(self, data, addr, kind):
+        """A Noise packet (noise/udp.py kinds). Handshakes run in their own
+        link until complete, so an unauthenticated message 1 from a forged
+        source never touches an established session."""
+        t = now_ms()
+        est = self.udp_links.get(addr)
+        link = self.udp_hs.get(addr)
+        if kind == KIND_DATA:
+            link = est
+            if link is None or link.mode != "secure":
+                self.faults.note("udp_no_session", peer="%s:%s" % addr, type="noise_data")
+                return
+        elif link is None:
+            if est is not None and est.udp is not None and data == est.udp._repeat_of:
+                link = est      # its message 2 was lost: the session resends it
+            elif kind != KIND_HS1:
+                self.faults.note("udp_stale_handshake", peer="%s:%s" % addr)
+                return
+            else:
+                link = Link("udp", addr, self._new_session(False), self.udp_transport)
+                if not self._handshake_begin(link):
+                    return
+                link.udp = UdpSession(Handshake(False, self.key, os.urandom(32), PROLOGUE))
+                self.udp_hs[addr] = link
+        try:
+            evs = link.udp.receive(data, t)
+        except RemoteError as e:
+            self.faults.note(e.code, peer=link.name())
+            if link.mode == "hs" and link.udp._hs._step == 0:
+                self.close_link(link, "bad_handshake")   # never started: forget it
+            return
+        for pkt in link.udp.packets_to_send():
+            self.udp_transport.sendto(pkt, addr)
+        for ev in evs:
+            if isinstance(ev, HandshakeComplete):
+                self._handshake_done(link, ev.remote_static)
+                if self.udp_hs.get(addr) is link:
+                    del self.udp_hs[addr]
+                old = self.udp_links.get(addr)
+                if old is not None and old is not link:
+                    self.close_link(old, "replaced")
+                self.udp_links[addr] = link
+            else:
+                link.ps.receive(ev.data, t)
+                self.handle_events(link)
+                if link.closed:
+                    return
+        if link.mode == "secure" and not link.closed:
+            self.pump(link)
+            self.flush(link)
+
+    # -- secure links (Noise XX responder) ---------------------------------
+
+    def _handshake_begin(self, link):
+        """Count a new handshake against the limits; False: refused."""
+        lim = self.limits
+        if not self._bucket_ok(self.hs_rates, link.host, lim["handshake_rate"], lim["handshake_burst"]):
+            self.faults.note("handshake_rate", peer=link.name())
+            return False
+        if self.handshake_count >= lim["max_handshakes"]:
+            self.faults.note("handshake_limit", peer=link.name())
+            return False
+        q = self.handshakes.setdefault(link.host, collections.deque())
+        while len(q) >= lim["max_handshakes_per_host"]:
+            self.faults.note("handshakes_per_host_evicted", host=link.host)
+            self.close_link(q[0], "evicted")
+        q.append(link)
+        self.handshake_count += 1
+        link.mode = "hs"
+        self.links.add(link)
+        return True
+
+    def _handshake_end(self, link):
+        q = self.handshakes.get(link.host)
+        if q is None:
+            return
+        try:
+            q.remove(link)
+        except ValueError:
+            return
+        self.handshake_count -= 1
+        if not q:
+            del self.handshakes[link.host]
+
+    def _handshake_done(self, link, remote_static):
+        self._handshake_end(link)
+        link.mode = "secure"
+        link.bound = node_id_for(remote_static)
+        link.hs = None
+        self.secure_sessions += 1
+
+    def tcp_frame(self, link, f):
+        """A frame on a TCP link not (yet) known to be plaintext: classify the
+        first frame, run the handshake, or decrypt. Returns the session
+        message to process, or None."""
+        if link.mode == "secure":
+            try:
+                return link.recv_cs.decrypt_with_ad(b"", f)
+            except RemoteError as e:
+                self.faults.note(e.code, peer=link.name())
+                self.close_link(link, "bad_frame")
+                return None
+        if link.mode == "hs":
+            try:
+                link.hs.read_message(f)
+            except RemoteError as e:
+                self.faults.note(e.code, peer=link.name())
+                self.close_link(link, "bad_frame")
+                return None
+            send_cs, recv_cs = link.hs.split()
+            link.send_cs, link.recv_cs = send_cs, recv_cs
+            self._handshake_done(link, link.hs.remote_static)
+            return None
+        # First frame: a plaintext envelope, or Noise message 1 (32 random
+        # bytes of ephemeral key, which never decode as an envelope).
+        try:
+            msg = E.REGISTRY.decode(f)
+        except Exception:
+            msg = None
+        if msg is not None:
+            if self.config.allow_plaintext:
+                link.mode = "plain"
+                return f
+            if msg.name == "s_status_req":
+                link.mode = "status"
+                return f
+            self.faults.note("plaintext_refused", peer=link.name())
+            link.ps.error(W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL)
+            self.flush(link)
+            self.close_link(link, "plaintext_refused")
+            return None
+        if not self._handshake_begin(link):
+            self.close_link(link, "handshake_limit")
+            return None
+        link.hs = Handshake(False, self.key, os.urandom(32), PROLOGUE)
+        try:
+            link.hs.read_message(f)
+        except RemoteError as e:
+            self.faults.note(e.code, peer=link.name())
+            self.close_link(link, "bad_frame")
+            return None
+        link.transport.write(framing.frame(link.hs.write_message(b""), FRAME_LIMIT))
+        return None
+
+    def status_frame(self, link, f):
+        """Plaintext without allow_plaintext: status requests only."""
+        try:
+            name = E.REGISTRY.decode(f).name
+        except Exception:
+            name = None
+        if name == "s_status_req":
+            return True
+        self.faults.note("plaintext_refused", peer=link.name())
+        link.ps.error(W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL)
+        self.flush(link)
+        self.close_link(link, "plaintext_refused")
+        return False
+
     def _rate_ok(self, addr):
+        return self._bucket_ok(self.rates, addr, self.limits["udp_rate"], self.limits["udp_burst"])
+
+    def _bucket_ok(self, table, addr, rate, burst):
         t = time.monotonic()
-        b = self.rates.get(addr)
-        rate, burst = self.limits["udp_rate"], self.limits["udp_burst"]
+        b = table.get(addr)
         if b is None:
-            if len(self.rates) >= RATE_TABLE_MAX:
-                self.rates.popitem(last=False)
-            b = self.rates[addr] = [float(burst), t]
+            if len(table) >= RATE_TABLE_MAX:
+                table.popitem(last=False)
+            b = table[addr] = [float(burst), t]
         else:
-            self.rates.move_to_end(addr)
+            table.move_to_end(addr)
             b[0] = min(float(burst), b[0] + (t - b[1]) * rate)
             b[1] = t
         if b[0] < 1.0:
@@ -341,6 +576,9 @@ class Proxy:
             return
         link.closed = True
         self.links.discard(link)
+        self._handshake_end(link)
+        if link.kind == "udp" and self.udp_hs.get(link.addr) is link:
+            del self.udp_hs[link.addr]
         q = self.pending.get(link.host)
         if q is not None:
             try:
@@ -375,14 +613,21 @@ class Proxy:
 
     def flush(self, link):
         msgs = link.ps.data_to_send()
-        if not msgs or link.closed:
-            return
+        if not msgs or link.closed or link.mode == "hs":
+            return   # (mid-handshake there is no key to send session messages under)
         if link.kind == "tcp":
             tr = link.transport
-            tr.write(b"".join(framing.frame(m, FRAME_LIMIT) for m in msgs))
+            cs = link.send_cs
+            if cs is not None:
+                tr.write(b"".join(framing.frame(cs.encrypt_with_ad(b"", m), FRAME_LIMIT) for m in msgs))
+            else:
+                tr.write(b"".join(framing.frame(m, FRAME_LIMIT) for m in msgs))
             if tr.get_write_buffer_size() > WRITE_BUFFER_MAX:
                 self.faults.note("slow_reader", peer=link.name())
                 self.close_link(link, "slow_reader")
+        elif link.udp is not None:
+            for m in msgs:
+                self.udp_transport.sendto(link.udp.send(m), link.addr)
         else:
             for m in msgs:
                 self.udp_transport.sendto(m, link.addr)
@@ -434,6 +679,15 @@ class Proxy:
         return h in self.config.status_from
 
     def _on_hello(self, link, node):
+        if link.mode == "hs" or (link.bound is not None and node != link.bound):
+            # The node id must be the one its Noise static key proves
+            # (secure_session.node_id_for): nobody takes over another's cursors.
+            self.faults.note("node_id_mismatch", peer=link.name())
+            link.ps.error(W.R_NODE_ID, "node id %s is not the id of this link's key (%s)" % (
+                bytes(node).hex(), bytes(link.bound or b"").hex()))
+            self.flush(link)
+            self.close_link(link, "node_id_mismatch")
+            return
         old = self.sessions.get(node)
         if old is not None and old is not link:
             self.close_link(old, "replaced")
@@ -623,4 +877,8 @@ class Proxy:
             "drops": drops,
             "rejects": dict(self.rejects),
             "faults": dict((k, v) for k, v in self.faults.counts.items() if not k.startswith("missed_")),
+            "proxy_key": self.public_key.hex(),
+            "plaintext": "allowed" if self.config.allow_plaintext else "refused",
+            "handshakes_in_progress": self.handshake_count,
+            "secure_handshakes": self.secure_sessions,
         }
