@@ -12,9 +12,12 @@ only after the op it carried is in the replica file on flash; a reading is
 acknowledged to the app (publish returns) only after it is in the outbox
 file on flash. A reset at any point loses nothing accepted.
 
-The proxy link is the plaintext session over UDP (docs/proxy.md); the
-payloads are sealed end to end with the group keys (docs/private-groups.md),
-so a proxy stores ciphertext only.
+The proxy link is the edge session inside a Noise XX link over UDP
+(shared_protocol/secure_session.py; the node's static key is the X25519
+form of its Ed25519 node key, so its session id is bound to its identity).
+``"link": "plaintext"`` in the config selects the unencrypted session, for
+a proxy run with --insecure. Either way the payloads are sealed end to end
+with the group keys (docs/private-groups.md): a proxy stores ciphertext.
 """
 import asyncio
 import socket
@@ -25,6 +28,7 @@ from shared_protocol.dmc import ops as O
 from shared_protocol.errors import UpsycleError
 from shared_protocol.framing import DATAGRAM_MAX
 from shared_protocol.groups.member import EpochChanged, Publication
+from shared_protocol.secure_session import SecureLink, node_id_for
 from shared_protocol.session import ClientSession
 
 from firmware import platform
@@ -71,6 +75,33 @@ def _log(msg):
     print(msg)
 
 
+class PlainLink:
+    """The unencrypted session, with SecureLink's interface (proxies run
+    with --insecure; tests)."""
+
+    def __init__(self, session):
+        self.session = session
+        self.dropped = 0
+
+    def start(self, now, ephemeral_private):
+        self.session.start(now, False)
+
+    def receive(self, data, now):
+        self.session.receive(data, now)
+
+    def poll(self, now):
+        self.session.poll(now)
+
+    def next_deadline(self):
+        return self.session.next_deadline()
+
+    def events(self):
+        return self.session.events()
+
+    def data_to_send(self):
+        return self.session.data_to_send()
+
+
 class Node:
     def __init__(self, cfg, data_dir=DATA_DIR, log=_log, files=None):
         self.cfg = cfg
@@ -89,7 +120,16 @@ class Node:
         self.by_id = {}
         for t in self.topics:
             self.by_id[t.topic] = t
-        self.session = ClientSession(self.node_id, window=WINDOW, keepalive_ms=KEEPALIVE_MS)
+        if cfg.get("link") == "plaintext":
+            self.session = ClientSession(self.node_id[:16], window=WINDOW, keepalive_ms=KEEPALIVE_MS)
+            self.link = PlainLink(self.session)
+        else:
+            from shared_protocol.groups.keys import Identity
+            static = Identity(bytes.fromhex(cfg["node_key"])).x25519_secret
+            sid = node_id_for(crypto.x25519_public(static))
+            self.session = ClientSession(sid, window=WINDOW, keepalive_ms=KEEPALIVE_MS)
+            self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
+        self._dropped_seen = 0
         self.proxies = []
         for p in cfg.get("proxies", []):
             host, _, port = p.rpartition(":")
@@ -213,10 +253,11 @@ class Node:
             return False
         self.sock = s
         now = platform.ticks_ms()
-        self.session.start(now, False)
         for t in self.topics:
             self.session.subscribe(t.topic, now)
-        self.log("upsycle: proxy link to %s:%d (udp)" % (host, port))
+        self.link.start(now, platform.random_bytes(32))
+        self.log("upsycle: proxy link to %s:%d (udp, %s)" % (
+            host, port, "plaintext" if isinstance(self.link, PlainLink) else "Noise XX"))
         return True
 
     def next_proxy(self):
@@ -230,11 +271,17 @@ class Node:
     # -- one turn of the loop (no I/O wait inside) --
 
     def receive(self, data, now):
-        self.session.receive(data, now)
+        self.link.receive(data, now)
+        d = self.link.dropped
+        if d != self._dropped_seen:
+            self._dropped_seen = d
+            self.counts["errors"] += 1
+            if self.counts["errors"] <= ERRORS_LOGGED_MAX:
+                self.log("upsycle: a datagram from the proxy failed the secure link's checks: dropped (%d so far)" % d)
 
     def turn(self, now):
         s = self.session
-        s.poll(now)
+        self.link.poll(now)
         self._events(now)
         self._fill_window(now)
         saved = 0
@@ -247,10 +294,13 @@ class Node:
         return saved
 
     def outgoing(self):
-        return self.session.data_to_send()
+        return self.link.data_to_send()
+
+    def next_deadline(self):
+        return self.link.next_deadline()
 
     def _events(self, now):
-        for ev in self.session.events():
+        for ev in self.link.events():
             kind = ev[0]
             if kind == "delivery":
                 self._deliver(ev[1], ev[2], ev[4])
@@ -272,10 +322,14 @@ class Node:
                 if not self.online:
                     self.log("upsycle: proxy session open")
                 self.online = True
-            elif kind == "lost":
+            elif kind == "lost" or kind == "link_failed":
                 self.online = False
                 self.log("upsycle: proxy link lost (%s): retrying" % (ev[1],))
-                self.session.start(now, False)
+                # The session keeps what is in flight and resends it on
+                # the new link (session.py).
+                self.link.start(now, platform.random_bytes(32))
+            elif kind == "secured":
+                self.log("upsycle: secure link up, proxy key %s" % bytes(ev[1][:8]).hex())
             elif kind == "error":
                 self.counts["errors"] += 1
                 if self.counts["errors"] <= ERRORS_LOGGED_MAX:
@@ -393,7 +447,7 @@ async def main(cfg, app=None):
         ls = node.lan_sock
         if ls is not None:
             _lan_io(node, ls, now, wdt)
-        d = node.session.next_deadline()
+        d = node.next_deadline()
         wait = LOOP_MAX_MS if d is None else max(1, min(LOOP_MAX_MS, platform.ticks_diff(d, now)))
         if ls is not None and wait > LAN_POLL_MS:
             wait = LAN_POLL_MS

@@ -160,7 +160,8 @@ def load_board_replica(fs_dir, topic_id):
 class Subscriber:
     """The host member: a CPython node with the same replica and group code."""
 
-    def __init__(self, invite, port, out):
+    def __init__(self, invite, port, out, home):
+        self.home = home
         self.member = member_from_url(invite)
         self.replica = Replica(b"host-subscriber", 200)
         self.port = port
@@ -170,7 +171,9 @@ class Subscriber:
         self.last_print = 0
 
     async def run(self, stop):
-        c = Client("127.0.0.1", self.port, node_id=os.urandom(16), transport="udp")
+        # A Noise XX link like the boards'; its own static key.
+        os.makedirs(self.home, exist_ok=True)
+        c = Client("127.0.0.1", self.port, transport="udp", identity=os.urandom(32), home=self.home)
         await c.connect(timeout=15)
         try:
             await c.subscribe(self.member.topic)
@@ -217,6 +220,12 @@ class Subscriber:
 def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
     """Run the scenario; returns the summary dict (ok: bool)."""
     t0 = time.monotonic()
+    lock = threading.Lock()
+    raw_out = out
+
+    def out(line):   # one line at a time from the board, subscriber and main threads
+        with lock:
+            raw_out(line)
     work = keep or tempfile.mkdtemp(prefix="upsycle-demo-")
     os.makedirs(work, exist_ok=True)
     procs = []
@@ -228,7 +237,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
                       "--listen", "127.0.0.1:%d" % port], "proxy", None)
         procs.append(proxy)
         _wait_port(port, proxy)
-        out("proxy: 127.0.0.1:%d (TCP+UDP), SQLite in %s" % (port, os.path.join(work, "proxy")))
+        out("proxy: 127.0.0.1:%d (TCP+UDP, Noise XX links), SQLite in %s" % (port, os.path.join(work, "proxy")))
 
         admin = Admin(os.urandom(32), os.urandom(32), 0, TOPIC_NAME)
         invites = {}
@@ -283,7 +292,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
 
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
-        sub = Subscriber(sub_invite, port, out)
+        sub = Subscriber(sub_invite, port, out, os.path.join(work, "subscriber"))
         sub_thread_err = []
 
         def sub_main():

@@ -135,9 +135,9 @@ def test_corrupt_state_file_is_set_aside(tmp_path):
     assert len(t2.replica.readings("temp")) == 1   # the replica file was fine
 
 
-def _node(tmp_path, logs):
-    cfg = {"node_id": "ab" * 32, "topics": [_invite(), "upsycle://join?v=1&i=AAAA"],
-           "proxies": ["127.0.0.1:9"], "publish_interval_s": 1}
+def _node(tmp_path, logs, link="plaintext"):
+    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite(), "upsycle://join?v=1&i=AAAA"],
+           "proxies": ["127.0.0.1:9"], "publish_interval_s": 1, "link": link}
     return runtime.Node(cfg, data_dir=str(tmp_path), log=logs.append)
 
 
@@ -181,3 +181,21 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
         n.receive(b"\x01\x02", 50 + i)
     n.turn(200)
     assert sum("bad message" in m for m in logs) == runtime.ERRORS_LOGGED_MAX
+
+
+def test_secure_link_drops_garbage_and_says_so(tmp_path):
+    logs = []
+    n = _node(tmp_path, logs, link="noise")
+    n.link.start(0, b"\x05" * 32)
+    first = n.outgoing()
+    assert len(first) == 1 and b"temp" not in first[0]     # the handshake's first message
+    for i, g in enumerate([b"\x00" * 80, b"\xff" * 1200, bytes(range(200))]):
+        n.receive(g, 10 + i)
+    n.turn(20)
+    assert n.link.dropped == 3
+    assert sum("failed the secure link" in m for m in logs) == 3
+    # The session id is bound to the node key (the proxy checks it).
+    from shared_protocol.secure_session import node_id_for
+    from shared_protocol.crypto import api
+    from shared_protocol.groups.keys import Identity
+    assert n.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
