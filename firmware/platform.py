@@ -119,3 +119,17 @@ def reset_cause():
         return machine.reset_cause()
     except (ImportError, AttributeError):
         return 0
+
+
+def deepsleep(ms):
+    """Power down for ms; the board wakes by a reset (main.py runs again)."""
+    import machine
+    machine.deepsleep(ms)
+
+
+def woke_from_deepsleep():
+    try:
+        import machine
+        return machine.reset_cause() == getattr(machine, "DEEPSLEEP_RESET", 4)
+    except (ImportError, AttributeError):
+        return False

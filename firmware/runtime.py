@@ -67,6 +67,11 @@ LAN_POLL_MS = 100
 LAN_PEERS_MAX = 8
 # The broadcast address announcements go to when no peers are configured.
 BROADCAST = "255.255.255.255"
+# Deep-sleep duty cycle (config "sleep": {"awake_s", "sleep_s"}): a wake
+# lasts at least awake_s and at most this much longer while readings still
+# wait for the proxy's ack (a proxy out of reach must not drain the battery).
+AWAKE_GRACE_MS = 10000
+SLEEP_MAX_S = 86400
 # A status line on the REPL this often (what the field demo reads).
 STATUS_EVERY_MS = 2000
 
@@ -408,9 +413,39 @@ async def _wifi(cfg, wdt, log):
         delay = min(2 * delay, WIFI_RETRY_MAX_MS)
 
 
+def duty_cycle(cfg, log=_log):
+    """(awake_ms, sleep_ms) from the config's "sleep" section, or None."""
+    sc = cfg.get("sleep")
+    if sc is None:
+        return None
+    a = sc.get("awake_s") if isinstance(sc, dict) else None
+    z = sc.get("sleep_s") if isinstance(sc, dict) else None
+    if not isinstance(a, int) or not isinstance(z, int) or not 1 <= a <= SLEEP_MAX_S or not 1 <= z <= SLEEP_MAX_S:
+        log("upsycle: config 'sleep' must be {\"awake_s\": 1..%d, \"sleep_s\": 1..%d}: staying awake"
+            % (SLEEP_MAX_S, SLEEP_MAX_S))
+        return None
+    return a * 1000, z * 1000
+
+
+def _ready_to_sleep(node, awake_ms, since_ms):
+    """Awake long enough, and nothing left for the proxy (or out of grace)."""
+    if since_ms < awake_ms:
+        return False
+    if since_ms >= awake_ms + AWAKE_GRACE_MS:
+        return True
+    for t in node.topics:
+        if t.outbox:
+            return False
+    return True
+
+
 async def main(cfg, app=None):
     """The node's life: never returns on a board (Ctrl-C cancels it)."""
     log = _log
+    duty = duty_cycle(cfg, log)
+    woke = platform.ticks_ms()
+    if platform.woke_from_deepsleep():
+        log("upsycle: woke from deep sleep")
     wdt = platform.watchdog(WDT_TIMEOUT_MS)
     wlan = await _wifi(cfg, wdt, log)
     node = Node(cfg)
@@ -431,6 +466,13 @@ async def main(cfg, app=None):
         wdt.feed()
         now = platform.ticks_ms()
         node.turn(now)
+        if duty is not None and _ready_to_sleep(node, duty[0], platform.ticks_diff(now, woke)):
+            for t in node.topics:
+                t.save()   # everything is on flash already; this is a no-op unless a turn was cut
+            log("upsycle: status " + node.status())
+            log("upsycle: deep sleep for %d ms" % duty[1])
+            platform.deepsleep(duty[1])   # a reset wakes the board: main.py again
+            return
         if platform.ticks_diff(now, last_status) >= STATUS_EVERY_MS:
             last_status = now
             st = node.status()

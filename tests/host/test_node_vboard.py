@@ -89,3 +89,38 @@ def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
             q.stop()
         proxy.terminate()
         proxy.wait(timeout=10)
+
+
+def test_deep_sleep_duty_cycle_keeps_state_across_sleeps(tmp_path):
+    port = free_port()
+    proxy = start_proxy(str(tmp_path / "proxy"), port)
+    fs = str(tmp_path / "flash")
+    os.makedirs(fs)
+    admin = Admin(os.urandom(32), os.urandom(32), 0, "field")
+    inv = invite_url(admin.invite(os.urandom(32), read=True, write=True))
+    dmc = os.path.join(fs, "data", admin.topic[:8].hex() + ".dmc")
+    toml = tmp_path / "node.toml"
+    toml.write_text("[sleep]\nawake_s = 2\nsleep_s = 1\n")
+    p = Proc(board_cmd.server_command(0, fs, name="sleepy", echo=True), "sleepy", None)
+    try:
+        p.wait_url()
+        r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual", "--port", p.url,
+                            "--config", str(toml), "--proxy", "127.0.0.1:%d" % port, "--invite", inv,
+                            "--wifi", "upsycle-lab:upsycle-lab", "--interval", "60"],
+                           env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        end = time.monotonic() + 60
+        while time.monotonic() < end and sum("woke from deep sleep" in l for l in p.lines) < 3:
+            time.sleep(0.1)
+        lines = list(p.lines)
+        assert sum("woke from deep sleep" in l for l in lines) >= 3, lines[-30:]
+        assert sum("deep sleep for 1000 ms" in l for l in lines) >= 3
+        # One reading per wake, each acknowledged by the proxy before sleeping,
+        # all kept on flash across the sleeps.
+        assert sum("first reading acknowledged" in l for l in lines) >= 3, lines[-30:]
+        assert _readings(dmc) >= 3
+        assert not [l for l in lines if "SAFE MODE" in l or "Traceback" in l], lines
+    finally:
+        p.stop()
+        proxy.terminate()
+        proxy.wait(timeout=10)
