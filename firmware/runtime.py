@@ -286,16 +286,19 @@ class Node:
 
     def turn(self, now):
         s = self.session
-        self.link.poll(now)
-        self._events(now)
-        self._fill_window(now)
+        if self.sock is not None:   # no link (offline, no proxy): nothing to poll
+            self.link.poll(now)
+            self._events(now)
+            self._fill_window(now)
         saved = 0
         for t in self.topics:
             saved += t.save()
         # Acknowledge deliveries only now that their ops are on flash.
-        for topic, seq in self.pending_consumed:
-            s.consumed(topic, seq)
-        self.pending_consumed = []
+        pc = self.pending_consumed
+        if pc:
+            for topic, seq in pc:
+                s.consumed(topic, seq)
+            del pc[:]
         return saved
 
     def outgoing(self):

@@ -74,6 +74,20 @@ def heap(publishes):
                 "tp = node.topics[0]",
                 "gc.collect()", "print('M', gc.mem_alloc(), len(node.lan.cyclon))",
             ]
+            # Allocation per idle loop turn (no link, LAN timers not due):
+            # gc off, mem_alloc grows by what the turns allocate.
+            steps.append("gc.collect()\ngc.disable()\nt0 = runtime.platform.ticks_ms()\na = gc.mem_alloc()\n"
+                         "for i in range(1000): node.turn(t0)\nb = gc.mem_alloc()\ngc.enable()\n"
+                         "print('T', (b - a) / 1000)")
+            # The same with an open (plaintext) session and nothing to do.
+            steps.append("from shared_protocol import envelope as E\n"
+                         "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
+                         "t0 = runtime.platform.ticks_ms()\nn2.session.start(t0, False)\n"
+                         "n2.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.sock = 1\n"
+                         "n2.turn(t0)\nn2.outgoing()")
+            steps.append("gc.collect()\ngc.disable()\na = gc.mem_alloc()\n"
+                         "for i in range(1000): n2.turn(t0)\nb = gc.mem_alloc()\ngc.enable()\n"
+                         "print('T', (b - a) / 1000)\ndel n2")
             marks = [0]
             done = 0
             chunk = 50
@@ -95,6 +109,7 @@ def heap(publishes):
                 raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
         finally:
             p.stop()
+    turn = [l.split()[1] for l in r.stdout.splitlines() if l.startswith("T ")]
     vals = [l.split() for l in r.stdout.splitlines() if l.startswith("M ")]
     base, mods, node = int(vals[0][1]), int(vals[1][1]), int(vals[2][1])
     rows = [["bare VM (anchor)", base, 0, "", ""],
@@ -108,6 +123,8 @@ def heap(publishes):
                  ["state", "mem_alloc", "delta vs row above/node", "vs first publish row", ""], rows))
     print("node's own state: %d bytes; with its modules loaded from .mpy: %d bytes (budget 49152)"
           % (node - mods, node - base))
+    print("allocation per idle loop turn (Node.turn): no link %s bytes; open session %s bytes"
+          % (turn[0], turn[1]))
 
 
 def sizes():
