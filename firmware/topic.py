@@ -36,6 +36,10 @@ OUTBOX_MAX = 128
 # Readings kept per log in the replica (every member must agree; DMC
 # TimeLog retention is part of the topic's configuration).
 LOG_KEEP = 200
+# Applied ops kept to serve LAN peers' anti-entropy (dmc.replica TAIL_MAX is
+# 256, a host's figure): a board keeps 64, ~8 KB; a peer missing older ops
+# gets a snapshot instead (tools/bench/bench_node.py measures the heap).
+BOARD_TAIL = 64
 
 
 class OutboxFull(Exception):
@@ -107,7 +111,7 @@ class Topic:
         except StoreError as e:
             if e.code != MISSING:
                 self._quarantine(self.store.path, e)
-            self.replica = Replica(self.author, LOG_KEEP)
+            self.replica = Replica(self.author, LOG_KEEP, 0, BOARD_TAIL)
         for op in self.outbox:
             try:
                 if self.replica.receive(op) != 0:

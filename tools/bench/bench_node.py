@@ -79,15 +79,6 @@ def heap(publishes):
             steps.append("gc.collect()\ngc.disable()\nt0 = runtime.platform.ticks_ms()\na = gc.mem_alloc()\n"
                          "for i in range(1000): node.turn(t0)\nb = gc.mem_alloc()\ngc.enable()\n"
                          "print('T', (b - a) / 1000)")
-            # The same with an open (plaintext) session and nothing to do.
-            steps.append("from shared_protocol import envelope as E\n"
-                         "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
-                         "t0 = runtime.platform.ticks_ms()\nn2.session.start(t0, False)\n"
-                         "n2.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.sock = 1\n"
-                         "n2.turn(t0)\nn2.outgoing()")
-            steps.append("gc.collect()\ngc.disable()\na = gc.mem_alloc()\n"
-                         "for i in range(1000): n2.turn(t0)\nb = gc.mem_alloc()\ngc.enable()\n"
-                         "print('T', (b - a) / 1000)\ndel n2")
             marks = [0]
             done = 0
             chunk = 50
@@ -99,6 +90,15 @@ def heap(publishes):
                     steps += ["gc.collect()", "print('M', gc.mem_alloc(), %d, len(tp.replica.tail), "
                               "len(tp.replica.readings('temp')), len(tp.outbox))" % done]
                     marks.append(done)
+            # The same with an open (plaintext) session and nothing to do.
+            steps.append("from shared_protocol import envelope as E\n"
+                         "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
+                         "t0 = runtime.platform.ticks_ms()\nn2.session.start(t0, False)\n"
+                         "n2.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.sock = 1\n"
+                         "n2.turn(t0)\nn2.outgoing()")
+            steps.append("gc.collect()\ngc.disable()\na = gc.mem_alloc()\n"
+                         "for i in range(1000): n2.turn(t0)\nb = gc.mem_alloc()\ngc.enable()\n"
+                         "print('T', (b - a) / 1000)\ndel n2")
             args = MPREMOTE + ["connect", p.url]
             for s in steps:
                 args += ["exec", s]
@@ -121,8 +121,9 @@ def heap(publishes):
     print(render("Retained heap on the virtual board, bytes (gc.mem_alloc after collect; %d publishes "
                  "with flash saves took %.0f s)" % (publishes, elapsed),
                  ["state", "mem_alloc", "delta vs row above/node", "vs first publish row", ""], rows))
-    print("node's own state: %d bytes; with its modules loaded from .mpy: %d bytes (budget 49152)"
-          % (node - mods, node - base))
+    last = int(vals[-1][1])
+    print("node's own state (budget 49152): %d bytes after boot, %d after %s publishes; "
+          "with its modules loaded from .mpy: %d bytes after boot" % (node - mods, last - mods, vals[-1][2], node - base))
     print("allocation per idle loop turn (Node.turn): no link %s bytes; open session %s bytes"
           % (turn[0], turn[1]))
 
