@@ -233,6 +233,9 @@ def main():
     ap.add_argument("--window", type=int, default=HOST_WINDOW_DEFAULT,
                     help="unacknowledged publishes per publisher (default: the host client's)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per system and scenario (median shown)")
+    ap.add_argument("--secure", action="store_true",
+                    help="our side over Noise-encrypted links (the default product setting); "
+                         "Mosquitto stays plaintext MQTT")
     args = ap.parse_args()
     find_mosquitto()
     rows = []
@@ -244,7 +247,8 @@ def main():
         for _ in range(args.rounds):
             with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
                 ms.append(run_mosquitto(t1, pairs, per_pub, args.window))
-                us.append(run_upsycle(t2, pairs, per_pub, args.window))
+                us.append(run_upsycle(t2, pairs, per_pub, args.window, secure=args.secure,
+                                      name="upsycle secure" if args.secure else "upsycle durable"))
         rows.append(("%d -> %d" % (pairs, pairs), median_round(ms), median_round(us)))
     print("\n%-8s | %-16s | %9s | %8s | %8s" % ("scenario", "system", "msg/s", "p50 ms", "p99 ms"))
     print("-" * 62)
@@ -254,8 +258,9 @@ def main():
         print("%-8s | %-16s | %8.2fx | %7.2fx | %7.2fx   (upsycle / mosquitto; target >= 1.0x rate, p99 <= 2.0x)" % (
             name, "ratio", u["rate"] / m["rate"], u["p50"] / m["p50"], u["p99"] / m["p99"]))
     print("\n%d messages per scenario, %d-byte payloads, window %d, median of %d rounds; upsycle acks "
-          "after fsync (SQLite WAL, synchronous=FULL), mosquitto QoS 1 acks before any disk write." % (
-              args.messages, PAYLOAD, args.window, args.rounds))
+          "after fsync (SQLite WAL, synchronous=FULL), %s; mosquitto QoS 1 (plaintext) acks before any "
+          "disk write." % (args.messages, PAYLOAD, args.window, args.rounds,
+                           "Noise XX links" if args.secure else "plaintext links"))
 
 
 if __name__ == "__main__":
