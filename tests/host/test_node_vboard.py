@@ -84,6 +84,20 @@ def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
         lines += p.lines
         assert seen > 0
         assert not [l for l in lines if "unreadable" in l or "SAFE MODE" in l or "Traceback" in l], lines
+        # A replica file that is garbage (not a cut: bit rot, a bad copy):
+        # a clear message on the REPL, the file set aside, the node goes on.
+        p.stop()
+        with open(dmc, "wb") as f:
+            f.write(b"DMC1" + os.urandom(300))
+        p = boot()
+        _wait_line(p, "proxy session open", 0)
+        bad = [l for l in p.lines if "unreadable" in l]
+        assert len(bad) == 1 and ".bad" in bad[0] and "starting it fresh" in bad[0], p.lines
+        end = time.monotonic() + 5   # the virtual flash is written back every 500 ms
+        while not os.path.exists(dmc + ".bad") and time.monotonic() < end:
+            time.sleep(0.1)
+        assert os.path.exists(dmc + ".bad")
+        assert not [l for l in p.lines if "SAFE MODE" in l or "Traceback" in l], p.lines
     finally:
         for q in procs:
             q.stop()
