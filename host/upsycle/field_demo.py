@@ -51,21 +51,7 @@ START_TIMEOUT_S = 20
 FLASH_TIMEOUT_S = 60
 
 
-def _free_port():
-    import socket
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            u.close()
+from upsycle.ports import free_port as _free_port  # noqa: E402
 
 
 # Every process group the demo started (the e2e test checks none is left).

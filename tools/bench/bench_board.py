@@ -22,8 +22,9 @@ from upsycle.commands import board as board_cmd
 RUNS = 7
 
 
-def sizes():
-    rows = []
+def flashed_builds():
+    """(arch, files, source bytes, flashed bytes) for each distinct board arch."""
+    out = []
     src = sum(os.path.getsize(l) for l, r in flashing.source_files())
     seen = set()
     with tempfile.TemporaryDirectory() as build:
@@ -33,8 +34,13 @@ def sizes():
                 continue
             seen.add(arch)
             files = flashing.build(prof, build)
-            total = sum(os.path.getsize(l) for l, r in files)
-            rows.append([arch, len(files), src, total, total / src])
+            sizes = [(r, os.path.getsize(l)) for l, r in files]
+            out.append((arch, sizes, src, sum(n for _, n in sizes)))
+    return out
+
+
+def sizes():
+    rows = [[arch, len(files), src, total, total / src] for arch, files, src, total in flashed_builds()]
     print(render("Firmware on the board (shared_protocol + firmware + boot/main), bytes",
                  ["arch", "files", ".py source (anchor)", "flashed", "ratio"], rows))
 

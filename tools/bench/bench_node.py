@@ -129,20 +129,12 @@ def heap(publishes):
 
 
 def sizes():
+    from bench_board import flashed_builds
+    runtime = ("runtime.mpy", "topic.mpy", "app.mpy", "platform.mpy", "lan.mpy")
     rows = []
-    src = sum(os.path.getsize(l) for l, r in flashing.source_files())
-    seen = set()
-    with tempfile.TemporaryDirectory() as build:
-        for prof in boards.all_profiles():
-            arch = prof["mpy_cross_arch"] or "bytecode"
-            if arch in seen:
-                continue
-            seen.add(arch)
-            files = flashing.build(prof, build)
-            total = sum(os.path.getsize(l) for l, r in files)
-            mine = sum(os.path.getsize(l) for l, r in files if r.split("/")[-1] in (
-                "runtime.mpy", "topic.mpy", "app.mpy", "platform.mpy", "lan.mpy"))
-            rows.append([arch, len(files), src, total, total / src, mine])
+    for arch, files, src, total in flashed_builds():
+        mine = sum(n for r, n in files if r.split("/")[-1] in runtime)
+        rows.append([arch, len(files), src, total, total / src, mine])
     print(render("Flashed firmware size, bytes (.py source is the anchor)",
                  ["arch", "files", ".py source", ".mpy + root .py", "ratio", "of which node runtime"], rows))
 

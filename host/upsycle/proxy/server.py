@@ -571,14 +571,8 @@ class Proxy:
         b[0] -= 1.0
         return True
 
-    def close_link(self, link, reason):
-        if link.closed:
-            return
-        link.closed = True
-        self.links.discard(link)
-        self._handshake_end(link)
-        if link.kind == "udp" and self.udp_hs.get(link.addr) is link:
-            del self.udp_hs[link.addr]
+    def _unpend(self, link):
+        """Forget link among its address's links that have not said hello yet."""
         q = self.pending.get(link.host)
         if q is not None:
             try:
@@ -587,6 +581,16 @@ class Proxy:
                 pass
             if not q:
                 del self.pending[link.host]
+
+    def close_link(self, link, reason):
+        if link.closed:
+            return
+        link.closed = True
+        self.links.discard(link)
+        self._handshake_end(link)
+        if link.kind == "udp" and self.udp_hs.get(link.addr) is link:
+            del self.udp_hs[link.addr]
+        self._unpend(link)
         for topic in link.subs:
             s = self.topic_links.get(topic)
             if s is not None:
@@ -704,14 +708,7 @@ class Proxy:
             self.flush(link)
             self.close_link(link, "session_limit")
             return
-        q = self.pending.get(link.host)
-        if q is not None:
-            try:
-                q.remove(link)
-            except ValueError:
-                pass
-            if not q:
-                del self.pending[link.host]
+        self._unpend(link)
         link.node = node
         self.sessions[node] = link
         self.host_sessions[link.host] = self.host_sessions.get(link.host, 0) + 1
