@@ -11,7 +11,7 @@ Format 1, a JSON object:
   node_key            64 hex digits: the Ed25519 private seed of this node
   node_id             64 hex digits: its public key (computed on the host)
   wifi                list of {"ssid": str, "password": str}
-  proxies             list of "host:port"
+  proxies             list of "host:port" or "host:port@PROXYKEYHEX" (pinned key)
   topics              list of opaque invite strings
   publish_interval_s  seconds between sensor readings
   led, sensor         copied from the board profile (boards/<board>.json)
@@ -39,6 +39,7 @@ TOPICS_MAX = 8
 # An invite (URL or QR payload) is short; 512 characters leaves room.
 TOPIC_MAX_CHARS = 512
 HOST_MAX_CHARS = 253  # DNS name limit (RFC 1035)
+PROXY_KEY_HEX = 64    # an X25519 public key, hex
 # Publishing more often than once a second floods the edge network; less
 # often than daily is not a sensor.
 INTERVAL_MIN_S = 1
@@ -69,6 +70,21 @@ def _is_hex(s, n):
         if ch not in "0123456789abcdef":
             return False
     return True
+
+
+def split_proxy_key(entry):
+    """"host:port" or "host:port@KEY" (KEY: the proxy's X25519 public key,
+    64 hex digits, as `upsycle proxy` prints it) -> (address, key bytes or None).
+
+    A pinned key makes the Noise handshake fail against any other proxy;
+    without one the node accepts the key it meets (trust on first use).
+    """
+    addr, at, key = entry.partition("@")
+    if not at:
+        return entry, None
+    if not _is_hex(key.lower(), PROXY_KEY_HEX):
+        return addr, None
+    return addr, bytes.fromhex(key)
 
 
 def _list_of(cfg, key, limit):
@@ -122,7 +138,10 @@ def parse(data, platform):
     for p in _list_of(cfg, "proxies", PROXIES_MAX):
         if not isinstance(p, str) or ":" not in p:
             _fail("proxy", "proxy %r must be \"host:port\"" % (p,))
-        host, _, port = p.rpartition(":")
+        addr, key = split_proxy_key(p)
+        if key is None and "@" in p:
+            _fail("proxy", "proxy %r: the part after @ must be the proxy's public key, 64 hex digits" % (p,))
+        host, _, port = addr.rpartition(":")
         if not host or len(host) > HOST_MAX_CHARS or not port.isdigit() or not 0 < int(port) < 65536:
             _fail("proxy", "proxy %r must be \"host:port\" with a port 1..65535" % (p,))
     for t in _list_of(cfg, "topics", TOPICS_MAX):

@@ -31,7 +31,7 @@ from shared_protocol.groups.member import EpochChanged, Publication
 from shared_protocol.secure_session import SecureLink, node_id_for
 from shared_protocol.session import ClientSession
 
-from firmware import platform
+from firmware import config, platform
 from firmware.topic import Topic, DATA_DIR
 
 # Publishes in flight to the proxy: each holds its sealed datagram (~330
@@ -137,8 +137,9 @@ class Node:
         self._dropped_seen = 0
         self.proxies = []
         for p in cfg.get("proxies", []):
-            host, _, port = p.rpartition(":")
-            self.proxies.append((host, int(port)))
+            addr, key = config.split_proxy_key(p)
+            host, _, port = addr.rpartition(":")
+            self.proxies.append((host, int(port), key))
         self.proxy_index = 0
         self.inflight = {}       # msg_id -> (topic, dmc seq)
         self.sent_upto = {}      # topic id -> highest dmc seq handed to the session this boot
@@ -247,7 +248,7 @@ class Node:
     def open_link(self):
         if not self.proxies:
             return False
-        host, port = self.proxies[self.proxy_index % len(self.proxies)]
+        host, port, key = self.proxies[self.proxy_index % len(self.proxies)]
         try:
             self.addr = socket.getaddrinfo(host, port)[0][-1]
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -260,9 +261,13 @@ class Node:
         now = platform.ticks_ms()
         for t in self.topics:
             self.session.subscribe(t.topic, now)
+        if not isinstance(self.link, PlainLink):
+            # pinned: the handshake fails against any other key; else first use
+            self.link.proxy_key = key
         self.link.start(now, platform.random_bytes(32))
         self.log("upsycle: proxy link to %s:%d (udp, %s)" % (
-            host, port, "plaintext" if isinstance(self.link, PlainLink) else "Noise XX"))
+            host, port, "plaintext" if isinstance(self.link, PlainLink) else
+            ("Noise XX, pinned key" if key else "Noise XX")))
         return True
 
     def next_proxy(self):

@@ -201,3 +201,44 @@ def test_secure_link_drops_garbage_and_says_so(tmp_path):
     from shared_protocol.crypto import api
     from shared_protocol.groups.keys import Identity
     assert n.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
+
+
+def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
+    """`host:port@KEY` in the config: a proxy with any other static key fails
+    the handshake (a typed link failure, logged), the right one passes."""
+    from shared_protocol.crypto import api
+    from shared_protocol.noise.handshake import Handshake
+    from shared_protocol.noise.udp import UdpSession
+    from shared_protocol.secure_session import PROLOGUE
+    from firmware import config
+
+    right, wrong = b"\x11" * 32, b"\x22" * 32
+    pinned = api.x25519_public(right).hex()
+    assert config.split_proxy_key("127.0.0.1:9@" + pinned) == ("127.0.0.1:9", bytes.fromhex(pinned))
+    assert config.split_proxy_key("127.0.0.1:9@beef") == ("127.0.0.1:9", None)
+
+    def attempt(proxy_static):
+        logs = []
+        cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()],
+               "proxies": ["127.0.0.1:9@" + pinned], "publish_interval_s": 1, "link": "noise"}
+        n = runtime.Node(cfg, data_dir=str(tmp_path / proxy_static.hex()[:4]), log=logs.append)
+        assert n.open_link()
+        try:
+            assert n.link.proxy_key == bytes.fromhex(pinned)
+            proxy = UdpSession(Handshake(False, proxy_static, b"\x33" * 32, PROLOGUE, None))
+            for m in n.outgoing():
+                proxy.receive(m, 1)
+            for m in proxy.packets_to_send():
+                n.receive(m, 2)
+            n.turn(3)
+            return n, logs
+        finally:
+            n.sock.close()
+
+    n, logs = attempt(wrong)
+    assert not n.link.secured
+    assert any("proxy link lost" in m for m in logs), logs
+    n, logs = attempt(right)
+    assert n.link.secured, logs
+    assert any("pinned key" in m for m in logs)
+

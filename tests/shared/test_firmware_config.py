@@ -41,6 +41,8 @@ def test_rejects_bad_files_with_a_code():
         (b"[1, 2]", "config.corrupt"),
         (b" " * (config.CONFIG_MAX_BYTES + 1), "config.too_large"),
         (_good(format=2), "config.format"),
+        (_good(proxies=["192.168.1.10:7400@xyz"]), "config.proxy"),
+        (_good(proxies=["192.168.1.10:7400@" + "ab" * 31]), "config.proxy"),
         (_good(board="toaster"), "config.unknown_board"),
         (_good(board="esp32"), "config.wrong_board"),
         (_good(node_key="zz" * 32), "config.node_key"),
@@ -79,3 +81,10 @@ def test_every_known_board_names_its_platform():
     for board in config.KNOWN_BOARDS:
         data = _good(board=board)
         assert config.parse(data, config.KNOWN_BOARDS[board])["board"] == board
+
+
+def test_proxy_may_carry_a_pinned_key():
+    key = "ab" * 32
+    cfg = config.parse(_good(proxies=["192.168.1.10:7400@" + key]), "rp2")
+    assert config.split_proxy_key(cfg["proxies"][0]) == ("192.168.1.10:7400", bytes.fromhex(key))
+    assert config.split_proxy_key("192.168.1.10:7400") == ("192.168.1.10:7400", None)

@@ -17,7 +17,7 @@ def register(sub):
                                   "(default: the first USB board)")
     p.add_argument("--config", help="node.toml: node_key, wifi, proxies, topics, publish_interval_s")
     p.add_argument("--wifi", action="append", default=[], metavar="SSID:PASS", help="a WiFi network (repeatable)")
-    p.add_argument("--proxy", action="append", default=[], metavar="HOST:PORT", help="a proxy (repeatable)")
+    p.add_argument("--proxy", action="append", default=[], metavar="HOST:PORT", help="a proxy HOST:PORT, or HOST:PORT@KEY to pin its public key as `upsycle proxy` prints it (repeatable)")
     p.add_argument("--invite", action="append", default=[], metavar="INVITE", help="a topic invite (repeatable)")
     p.add_argument("--interval", type=int, help="seconds between sensor readings")
     p.add_argument("--build-dir", default=flashing.DEFAULT_BUILD_DIR, help="where compiled .mpy files are cached")
