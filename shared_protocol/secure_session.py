@@ -196,9 +196,13 @@ class SecureLink:
         return self.session.next_deadline()
 
     def events(self):
+        sev = self.session.events()
         ev = self._events
+        if not ev:
+            return sev  # nothing of our own: no allocation on an idle turn
         self._events = []
-        return ev + self.session.events()
+        ev.extend(sev)
+        return ev
 
     def data_to_send(self):
         """Datagram mode: a list of datagrams. Stream mode: a list of byte
@@ -209,8 +213,11 @@ class SecureLink:
         if self.datagram:
             out = n.packets_to_send()
             if self._secured:
-                for m in self.session.data_to_send():
-                    out.append(n.send(m))
+                msgs = self.session.data_to_send()
+                if msgs:
+                    out = list(out)
+                    for m in msgs:
+                        out.append(n.send(m))
             return out
         out = []
         hs = n.data_to_send()

@@ -58,6 +58,8 @@ DEAD_AFTER = 3
 # 32 KB worst case (our heap budget is 48 KB for the whole edge stack: boards
 # should pass a smaller window) and fills a LAN path on the host.
 WINDOW_DEFAULT = 32
+# What events()/data_to_send() return when there is nothing (no allocation).
+NOTHING = ()
 # Subscriptions per session: a board holds a handful; the proxy enforces its
 # own limit too.
 SUBSCRIPTIONS_MAX = 64
@@ -289,7 +291,11 @@ class ClientSession:
     # -- output and timers -------------------------------------------------
 
     def events(self):
+        # An idle turn of a board's main loop must not allocate: when there
+        # is nothing, hand out the shared empty tuple, not a fresh list.
         ev = self._events
+        if not ev:
+            return NOTHING
         self._events = []
         return ev
 
@@ -297,6 +303,8 @@ class ClientSession:
         """Messages to send now (each one envelope: a datagram or a frame)."""
         self._queue_acks()
         out = self._out
+        if not out:
+            return NOTHING
         self._out = []
         return out
 

@@ -67,6 +67,8 @@ class UdpSession:
 
     def packets_to_send(self):
         out = self._out
+        if not out:
+            return ()  # nothing to send: no allocation on an idle turn
         self._out = []
         return out
 
