@@ -32,8 +32,9 @@ def _readings(path):
     return len(r.readings("temp"))
 
 
-def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
-    rng = random.Random(7)
+def _site(tmp_path):
+    """A running proxy, an empty board flash, a topic invite, and where the
+    board will keep that topic's replica."""
     port = free_port()
     proxy = start_proxy(str(tmp_path / "proxy"), port)
     fs = str(tmp_path / "flash")
@@ -41,6 +42,12 @@ def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
     admin = Admin(os.urandom(32), os.urandom(32), 0, "field")
     inv = invite_url(admin.invite(os.urandom(32), read=True, write=True))
     dmc = os.path.join(fs, "data", admin.topic[:8].hex() + ".dmc")
+    return port, proxy, fs, inv, dmc
+
+
+def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
+    rng = random.Random(7)
+    port, proxy, fs, inv, dmc = _site(tmp_path)
     procs = []
 
     def boot():
@@ -106,13 +113,7 @@ def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
 
 
 def test_deep_sleep_duty_cycle_keeps_state_across_sleeps(tmp_path):
-    port = free_port()
-    proxy = start_proxy(str(tmp_path / "proxy"), port)
-    fs = str(tmp_path / "flash")
-    os.makedirs(fs)
-    admin = Admin(os.urandom(32), os.urandom(32), 0, "field")
-    inv = invite_url(admin.invite(os.urandom(32), read=True, write=True))
-    dmc = os.path.join(fs, "data", admin.topic[:8].hex() + ".dmc")
+    port, proxy, fs, inv, dmc = _site(tmp_path)
     toml = tmp_path / "node.toml"
     toml.write_text("[sleep]\nawake_s = 2\nsleep_s = 1\n")
     p = Proc(board_cmd.server_command(0, fs, name="sleepy", echo=True), "sleepy", None)

@@ -26,7 +26,7 @@ import time
 from shared_protocol import envelope as E
 from shared_protocol import framing
 from shared_protocol import session_wire as W
-from shared_protocol.errors import RemoteError
+from shared_protocol.errors import RemoteError, UpsycleError
 from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete
@@ -493,16 +493,12 @@ class Proxy:
             try:
                 return link.recv_cs.decrypt_with_ad(b"", f)
             except RemoteError as e:
-                self.faults.note(e.code, peer=link.name())
-                self.close_link(link, "bad_frame")
-                return None
+                return self._bad_frame(link, e)
         if link.mode == "hs":
             try:
                 link.hs.read_message(f)
             except RemoteError as e:
-                self.faults.note(e.code, peer=link.name())
-                self.close_link(link, "bad_frame")
-                return None
+                return self._bad_frame(link, e)
             send_cs, recv_cs = link.hs.split()
             link.send_cs, link.recv_cs = send_cs, recv_cs
             self._handshake_done(link, link.hs.remote_static)
@@ -511,7 +507,7 @@ class Proxy:
         # bytes of ephemeral key, which never decode as an envelope).
         try:
             msg = E.REGISTRY.decode(f)
-        except Exception:
+        except UpsycleError:  # the decoder raises only typed errors
             msg = None
         if msg is not None:
             if self.config.allow_plaintext:
@@ -532,9 +528,7 @@ class Proxy:
         try:
             link.hs.read_message(f)
         except RemoteError as e:
-            self.faults.note(e.code, peer=link.name())
-            self.close_link(link, "bad_frame")
-            return None
+            return self._bad_frame(link, e)
         link.transport.write(framing.frame(link.hs.write_message(b""), FRAME_LIMIT))
         return None
 
@@ -581,6 +575,12 @@ class Proxy:
                 pass
             if not q:
                 del self.pending[link.host]
+
+    def _bad_frame(self, link, err):
+        """A frame failed decryption or the handshake: count it, drop the link."""
+        self.faults.note(err.code, peer=link.name())
+        self.close_link(link, "bad_frame")
+        return None
 
     def close_link(self, link, reason):
         if link.closed:
