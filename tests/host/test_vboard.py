@@ -50,7 +50,7 @@ def test_fs_commands_round_trip_and_mirror_to_the_host(vboard, tmp_path):
 
 def test_files_survive_a_restart_of_the_virtual_board(tmp_path):
     with VirtualBoard(tmp_path / "flash") as b:
-        b.mpremote("exec", "open('kept.txt', 'w').write('still here')")
+        b.mpremote("exec", "with open('kept.txt', 'w') as f: f.write('still here')")
     with VirtualBoard(tmp_path / "flash") as b:
         assert "still here" in b.mpremote("fs", "cat", ":kept.txt").stdout
 
@@ -109,7 +109,8 @@ def test_ctrl_c_stops_an_asyncio_app_so_mpremote_can_take_over(vboard, tmp_path)
         "    n = 0\n"
         "    while True:\n"
         "        n += 1\n"
-        "        open('count.txt', 'w').write(str(n))\n"
+        "        with open('count.txt', 'w') as f:\n"
+        "            f.write(str(n))\n"
         "        await asyncio.sleep_ms(50)\n"
         "asyncio.run(app())\n")
     vboard.mpremote("fs", "cp", str(tmp_path / "main.py"), ":main.py", "+", "reset")
@@ -244,7 +245,7 @@ def test_upsycle_board_virtual_command_prints_the_url_and_stops_cleanly(tmp_path
         url = proc.stdout.readline().strip()
         assert url.startswith("socket://127.0.0.1:"), url
         r = subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "exec",
-                            "open('x.txt','w').write('cli')"], capture_output=True, text=True, timeout=60)
+                            "with open('x.txt','w') as f: f.write('cli')"], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
     finally:
         proc.terminate()
@@ -354,3 +355,75 @@ def test_two_virtual_boards_talk_udp_on_loopback(tmp_path):
                 run_a.communicate()
     assert "A got b'from B'" in out_a, out_a + err_a
     assert "B got b'ack:from B'" in out_b, out_b
+
+
+# The app of test_a_power_cut_leaves_the_flash_as_littlefs_would: every kind
+# of littlefs commit, then "CUT" and the power goes at once (no sleep).
+POWER_CUT_APP = """\
+import asyncio, os
+async def app():
+    await asyncio.sleep_ms(300)
+    with open('new.tmp', 'w') as f:   # replaced the littlefs way: temp, close, rename
+        f.write('reading 1\\n' * 300)
+    os.rename('new.tmp', 'new.txt')
+    os.remove('gone.txt')
+    os.mkdir('made')
+    os.rmdir('emptied')
+    h = open('flushed.txt', 'w')
+    h.write('flushed')
+    h.flush()                          # committed ...
+    h.write(' and not this')           # ... this is not
+    g = open('old.txt', 'w')           # truncated and rewritten, never closed
+    g.write('half of a new content')
+    f = open('opened.txt', 'w')        # a new file, never closed
+    f.write('x' * 1000)
+    print('CUT')
+    while True:
+        await asyncio.sleep_ms(1000)
+asyncio.run(app())
+"""
+
+
+def test_a_power_cut_leaves_the_flash_as_littlefs_would(tmp_path):
+    """SIGKILL of the board right after close+rename keeps the new file
+    (littlefs commits on close; rename is atomic), and writes to files not
+    closed or flushed are not there (tools/vboard/flash.mjs)."""
+    from upsycle.commands import board as board_cmd
+    from upsycle.field_demo import Proc
+    fs = tmp_path / "flash"
+    fs.mkdir()
+    (fs / "main.py").write_text(POWER_CUT_APP)
+    (fs / "gone.txt").write_text("to be removed")
+    (fs / "old.txt").write_text("old content")
+    (fs / "emptied").mkdir()
+    p = Proc(board_cmd.server_command(0, str(fs), name="cut", echo=True), "cut", None)
+    try:
+        p.wait_url()
+        deadline = time.monotonic() + 20
+        while "CUT" not in p.lines and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert "CUT" in p.lines, p.lines
+        p.kill()   # the power goes: no chance to write anything more
+    finally:
+        p.stop()
+    assert (fs / "new.txt").read_text() == "reading 1\n" * 300
+    assert not (fs / "new.tmp").exists()
+    assert not (fs / "gone.txt").exists()
+    assert (fs / "made").is_dir() and not (fs / "emptied").exists()
+    assert (fs / "flushed.txt").read_text() == "flushed"
+    assert (fs / "old.txt").read_text() == "old content"
+    # littlefs commits a new file's name at open: it is there, empty.
+    assert (fs / "opened.txt").read_bytes() == b""
+    assert not [f for f in os.listdir(fs) if f.startswith(".vboard-")]
+
+
+def test_a_soft_reset_commits_open_files_a_hard_reset_does_not(vboard, tmp_path):
+    # A soft reset runs the files' finalisers (gc_sweep_all): open files are
+    # closed, so committed; machine.reset() is a chip reset: they are lost.
+    vboard.mpremote("exec", "f = open('soft.txt', 'w')\nf.write('kept')")
+    vboard.mpremote("soft-reset")
+    assert (tmp_path / "flash" / "soft.txt").read_text() == "kept"
+    vboard.mpremote("exec", "g = open('hard.txt', 'w')\ng.write('lost')")
+    vboard.mpremote("resume", "reset")   # resume: no soft reset on connecting
+    time.sleep(0.5)
+    assert (tmp_path / "flash" / "hard.txt").read_text() == ""

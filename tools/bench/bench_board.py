@@ -5,7 +5,8 @@ Sizes: total bytes that `upsycle flash` copies for each profile's mpy-cross
 arch, against the .py sources (the anchor; ratio in the same run). The arch
 changes only the .mpy header until some code uses @micropython.native/viper.
 Times (virtual board, this machine): start-up, soft reset, one raw-paste
-command, a full flash, and the node's boot from reset to its "node up" line,
+command, board code saving a file (what the flash's write-through to the
+host costs, tools/vboard/flash.mjs), a full flash, and the node's boot from reset to its "node up" line,
 against the anchor of starting a bare VM process (node tools/mpvm/run.mjs).
 """
 import os
@@ -20,6 +21,11 @@ from upsycle import boards, flashing, vm
 from upsycle.commands import board as board_cmd
 
 RUNS = 7
+# Saves per timed command (the per-save figure is the command's time / SAVES).
+SAVES = 50
+SAVE_LOOP = (b"import os\nfor i in range(%d):\n"
+             b" with open('bench.tmp', 'wb') as f:\n  f.write(b'x' * 2048)\n"
+             b" os.rename('bench.tmp', 'bench.dat')\n")
 
 
 def flashed_builds():
@@ -111,6 +117,16 @@ def timings():
                 ser.write(b"x = 1\x04")
                 _until(ser, b"\x04>")
             rows.append(["one raw-paste command round trip", _median_ms(paste, 50)])
+
+            def saves():
+                # Board code saving a 2 KB file the littlefs way (temp, close,
+                # rename) SAVES times: what the flash's write-through costs.
+                ser.write(b"\x05A\x01")
+                _until(ser, b"R\x01")
+                ser.write(SAVE_LOOP % SAVES + b"\x04")
+                _until(ser, b"\x04>")
+            rows.append(["board code: save a 2 KB file (write, close, rename)",
+                         _median_ms(saves, 5) / SAVES])
             ser.write(b"\x02")
             ser.close()
             prof = boards.load("virtual")

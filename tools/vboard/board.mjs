@@ -51,8 +51,6 @@ const UDP_MAX = 65507;
 // Node stops reading from the peer (TCP flow control then slows the peer),
 // about what an ESP32's lwIP receive window holds.
 const TCP_RX_MAX = 16 * 1024;
-// Files written by running code are mirrored to the host at least this often.
-const SYNC_INTERVAL_MS = 500;
 
 const CTRL_A = 1, CTRL_B = 2, CTRL_C = 3, CTRL_D = 4, CTRL_E = 5;
 
@@ -103,6 +101,8 @@ FS.mkdirTree("/vboard");
 for (const f of fs.readdirSync(path.join(here, "py"))) {
   if (f.endsWith(".py")) FS.writeFile("/vboard/" + f, fs.readFileSync(path.join(here, "py", f)));
 }
+// From here on, board code's file commits are written through to the host.
+flash.hook();
 
 let appRunning = false;
 let appDoneCb = null;
@@ -247,7 +247,7 @@ const input = [];
 function doReset(kind, mode, delay) {
   if (halted) return;
   halted = true;
-  flash.sync();
+  if (kind === "soft") flash.commitOpenFiles();
   flushOut();
   const leftover = input.splice(0);
   process.send({ t: "reset", kind, mode, delay: delay || 0, leftover }, () => {
@@ -269,7 +269,6 @@ function checkReset(mode) {
 // ---------------------------------------------------------------- running code
 function execSource(src, filename) {
   const r = vb.exec_source(src, filename);
-  flash.sync();
   return r === null || r === undefined ? "" : r;
 }
 
@@ -320,7 +319,6 @@ function handleByte(c) {
       }
       if (c === CTRL_C && appRunning) { vb.interrupt(); return; }
       const r = mp.replProcessChar(c);
-      if (c === 13) flash.sync();
       if (checkReset("friendly")) return;
       if (r & 0x100) { doReset("soft", "friendly"); return; }
       return;
@@ -349,7 +347,6 @@ function handleByte(c) {
       }
       if (c === CTRL_B) {
         emit("\r\n");
-        flash.sync();
         friendlyBanner();
         return;
       }
@@ -394,9 +391,10 @@ process.stdin.on("data", (chunk) => {
   if (chunk.includes(CTRL_C)) process.send({ t: "alive" });
   pump();
 });
-// The server went away (stopped or killed): mirror the flash and end.
-process.stdin.on("end", () => { flash.sync(); flushOut(); process.exit(0); });
-process.on("disconnect", () => { flash.sync(); process.exit(0); });
+// The server went away (stopped or killed): the power is off. What was
+// committed is on the host already (flash.mjs); unclosed writes are lost.
+process.stdin.on("end", () => { flushOut(); process.exit(0); });
+process.on("disconnect", () => { process.exit(0); });
 
 // An app started from a friendly-REPL line runs in the background (the
 // prompt is already shown); its error, if any, is printed when it ends.
@@ -427,12 +425,10 @@ if (opts.boot === "safe") {
   emitText("\nvirtual board: the VM was blocked and did not answer Ctrl-C (a busy loop or time.sleep?)\n" +
     "It was restarted without running boot.py and main.py.\n");
 }
-setInterval(() => flash.sync(), SYNC_INTERVAL_MS).unref();
 
 function boot() {
   if (opts.boot !== "safe") {
     const r = vb.exec_file("boot.py");
-    flash.sync();
     if (checkReset(opts.mode)) return;
     if (r === "EXIT") { doReset("soft", opts.mode); return; }
   }
@@ -443,7 +439,6 @@ function boot() {
   }
   if (opts.boot !== "safe") {
     const r = vb.exec_file("main.py");
-    flash.sync();
     if (checkReset("friendly")) return;
     if (r === "EXIT") { doReset("soft", "friendly"); return; }
     if (vb.app_running()) { watchApp("friendly"); return; }
