@@ -7,7 +7,8 @@
    plus one for the host subscriber;
 3. start three virtual boards (tools/vboard) and flash each with
    `upsycle flash` (the real mpremote), its invite and the proxy in its
-   config, and app.readings = N;
+   config with the proxy's public key pinned (`--proxy host:port@KEY`: the
+   boards refuse any other key), and app.readings = N;
 4. the boards publish their internal temperature every interval, sealed;
    a host subscriber (CPython, same shared_protocol replica and group code,
    through upsycle.client.Client) prints the merged replica as it changes;
@@ -38,6 +39,7 @@ from shared_protocol.groups.member import Publication
 from upsycle import topics as host_topics
 from upsycle.client import Client
 from upsycle.commands import board as board_cmd
+from upsycle.proxy.identity import load_or_create_key, public_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
@@ -223,7 +225,14 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
                       "--listen", "127.0.0.1:%d" % port], "proxy", None)
         procs.append(proxy)
         _wait_port(port, proxy)
-        out("proxy: 127.0.0.1:%d (TCP+UDP, Noise XX links), SQLite in %s" % (port, os.path.join(work, "proxy")))
+        # The proxy made its static key before listening: the boards get its
+        # public key pinned in their config (host:port@KEY), so they refuse
+        # any other proxy instead of trusting the first key they meet.
+        proxy_key = public_key(load_or_create_key(os.path.join(work, "proxy"))).hex()
+        proxy_addr = "127.0.0.1:%d@%s" % (port, proxy_key)
+        summary["proxy_key"] = proxy_key
+        out("proxy: 127.0.0.1:%d (TCP+UDP, Noise XX links, key %s... pinned on the boards), SQLite in %s"
+            % (port, proxy_key[:16], os.path.join(work, "proxy")))
 
         admin = Admin(os.urandom(32), os.urandom(32), 0, TOPIC_NAME)
         invites = {}
@@ -252,7 +261,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
                 f.write("[app]\nreadings = %d\n\n[lan]\nport = %d\npeers = [%s]\n" % (
                     readings, lan_ports[name], peers))
             r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual",
-                                "--port", p.url, "--config", toml, "--proxy", "127.0.0.1:%d" % port,
+                                "--port", p.url, "--config", toml, "--proxy", proxy_addr,
                                 "--invite", invites[name], "--wifi", "upsycle-lab:upsycle-lab", "--interval", str(interval), "--no-tail"],
                                env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
             boards[name]["flash"] = r
@@ -298,11 +307,10 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
             start_board(b)
         t_on = time.monotonic()
 
-        # The outage: node3 is switched off after a few readings. (stop():
-        # what the board wrote to its flash stays, as on hardware where a
-        # closed littlefs file is on flash; the virtual board writes its
-        # flash back every 500 ms, so a SIGKILL would also drop the last
-        # writes, which tests/host/test_node_vboard.py does on purpose.)
+        # The outage: node3 is switched off after a few readings. (What
+        # the board closed on its flash stays, as littlefs keeps a closed
+        # file; the virtual board writes its flash through at those moments,
+        # tools/vboard/flash.mjs, so a SIGKILL would keep them too.)
         time.sleep(max(3, readings * interval // 3))
         boards[OFFLINE_BOARD]["proc"].stop()
         procs.remove(boards[OFFLINE_BOARD]["proc"])

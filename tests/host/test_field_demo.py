@@ -1,6 +1,7 @@
 """The field demo's scenario end to end: a real proxy, three virtual boards
 flashed through `upsycle flash` (the real mpremote), a private topic, one
 board powered off and on again, a host subscriber."""
+import json
 import os
 
 from upsycle import field_demo
@@ -45,6 +46,19 @@ def test_field_demo_every_reading_everywhere(tmp_path):
         for op in s["ops"]:
             assert op not in blob
         assert b"temp" not in blob
+        # Every board was flashed with the proxy's key pinned: the config on
+        # its flash (the virtual board's mirror) names the key the proxy made,
+        # and the boards' links say so.
+        from upsycle.proxy.identity import load_or_create_key, public_key
+        key = public_key(load_or_create_key(s["proxy_db"])).hex()
+        assert s["proxy_key"] == key
+        for b in ("node1", "node2", "node3"):
+            with open(os.path.join(s["work"], b, "config.json")) as f:
+                cfg = json.load(f)
+            assert cfg["proxies"] and all(p.endswith("@" + key) for p in cfg["proxies"]), (b, cfg["proxies"])
+            lines = s["board_lines"][b]
+            assert any("Noise XX, pinned key" in l for l in lines), (b, lines[-20:])
+            assert any("secure link up, proxy key " + key[:16] in l for l in lines), (b, lines[-20:])
         # node3 really lost power and came back: two boots on its log.
         boots = [l for l in s["board_lines"]["node3"] if "node up" in l]
         assert len(boots) >= 2
