@@ -74,6 +74,12 @@ AWAKE_GRACE_MS = 10000
 SLEEP_MAX_S = 86400
 # A status line on the REPL this often (what the field demo reads).
 STATUS_EVERY_MS = 2000
+# A refill (a topic whose replica was set aside, started over at the proxy)
+# is over once the proxy has confirmed it and then sent nothing for the topic
+# this long while the link was up: the proxy sends its backlog back to back
+# (a window of 8 every second or so even in the VM, where each delivery costs
+# an Ed25519 verify), so 20 s of silence means it has nothing more.
+REFILL_IDLE_MS = 20000
 
 
 def _log(msg):
@@ -141,11 +147,18 @@ class Node:
             host, _, port = addr.rpartition(":")
             self.proxies.append((host, int(port), key))
         self.proxy_index = 0
+        if not self.proxies:
+            for t in self.topics:
+                if t.refilling:
+                    log("upsycle: topic %s: no proxy in the config to refill the replica from: "
+                        "LAN peers only" % t.name)
+                    t.end_refill()
         self.inflight = {}       # msg_id -> (topic, dmc seq)
         self.sent_upto = {}      # topic id -> highest dmc seq handed to the session this boot
         self.pending_consumed = []
         self.counts = {"acked": 0, "delivered": 0, "rejected": 0, "errors": 0}
         self.online = False
+        self.refill_quiet = {}   # topic id -> ticks of the refill's last sign of life
         self.sock = None
         self.addr = None
         self.lan = None
@@ -261,6 +274,11 @@ class Node:
         now = platform.ticks_ms()
         for t in self.topics:
             self.session.subscribe(t.topic, now)
+            if t.refilling:
+                # The proxy forgets our cursor and starts the topic over at
+                # the oldest message it keeps (shared_protocol/session.py).
+                self.session.resubscribe(t.topic, now)
+                self.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
         if not isinstance(self.link, PlainLink):
             # pinned: the handshake fails against any other key; else first use
             self.link.proxy_key = key
@@ -295,6 +313,8 @@ class Node:
             self.link.poll(now)
             self._events(now)
             self._fill_window(now)
+        if self.refill_quiet:
+            self._refill_done(now)
         saved = 0
         for t in self.topics:
             saved += t.save()
@@ -305,6 +325,23 @@ class Node:
                 s.consumed(topic, seq)
             del pc[:]
         return saved
+
+    def _refill_done(self, now):
+        rq = self.refill_quiet
+        for topic in list(rq):
+            if not self.online:
+                rq[topic] = now    # no word from the proxy while the link is down
+                continue
+            if platform.ticks_diff(now, rq[topic]) < REFILL_IDLE_MS:
+                continue
+            del rq[topic]
+            tp = self.by_id[topic]
+            tp.end_refill()
+            miss = tp.own_missing()
+            self.log("upsycle: topic %s: refill from the proxy done, %d readings in the replica%s" % (
+                tp.name, _count_readings(tp.replica),
+                "" if not miss else "; %d of this node's own are not at the proxy any more: new readings "
+                "reuse their sequence numbers" % miss))
 
     def outgoing(self):
         return self.link.data_to_send()
@@ -317,6 +354,14 @@ class Node:
             kind = ev[0]
             if kind == "delivery":
                 self._deliver(ev[1], ev[2], ev[4])
+                if ev[1] in self.refill_quiet:
+                    self.refill_quiet[ev[1]] = now
+            elif kind == "subscribed":
+                tp = self.by_id.get(ev[1])
+                if tp is not None and tp.refilling:
+                    self.refill_quiet[tp.topic] = now
+                    self.log("upsycle: topic %s: the proxy starts it over after its message %d: refilling"
+                             % (tp.name, ev[2]))
             elif kind == "missed":
                 self.pending_consumed.append((ev[1], ev[2]))
             elif kind == "acked" or kind == "rejected":
@@ -399,6 +444,14 @@ class Node:
         if self.lan is not None:
             s += " lan peers %d synced %d" % (len(self.lan.cyclon), self.lan.synced_ops)
         return s
+
+
+def _count_readings(replica):
+    n = 0
+    for key in replica.objects:
+        if key[0] == O.T_LOG:
+            n += len(replica.objects[key])
+    return n
 
 
 async def _wifi(cfg, wdt, log):

@@ -10,13 +10,28 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
                members would drop the publication as a replay)
              - outbox: the DMC operations this node wrote that the proxy has
                not acknowledged yet, oldest first
-             - published: how many readings this node wrote (for the demo)
+             - published: how many readings this node wrote (for the demo,
+               and the DMC sequence of its last one: readings are its only ops)
+  <id>.rf    present while the topic refills from the proxy after its
+             replica was set aside (see "Refill" below); its presence is
+             all that counts, so a reset during the refill starts it again
 
 Write order (no multi-file atomicity on littlefs): the state file first,
 then the replica. A power cut between them leaves an outbox holding an op
 the replica lacks; load() applies outbox ops to the replica again, which
 the replica ignores as duplicates when it has them. So nothing accepted by
 publish() is lost, whatever the cut.
+
+Refill: a replica that fails its checks is set aside (``.bad``); a replica
+that is gone while the state file is there is lost too. The topic then
+starts empty and ``refilling`` (the ``.rf`` marker is written before the
+file is set aside): the runtime asks the proxy to start the topic over
+(ClientSession.resubscribe, docs/node.md) and the proxy delivers the history
+it keeps. The replay windows go with the replica (Member.forget_received),
+or that history would be refused as replays. While some of the node's own
+readings are not back, a new reading would reuse one of their sequence
+numbers (peers and the proxy would drop it as a duplicate): append() refuses
+with Refilling until they are back or the runtime ends the refill.
 """
 from shared_protocol import cbor
 from shared_protocol.dmc import ops as O
@@ -46,6 +61,10 @@ class OutboxFull(Exception):
     pass
 
 
+class Refilling(Exception):
+    pass
+
+
 def _write_atomic(files, path, payload):
     data = dstore.pack(payload)
     tmp = path + ".tmp"
@@ -72,6 +91,8 @@ class Topic:
         self.files = files if files is not None else dstore.OsFiles()
         base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
         self.state_path = base + ".st"
+        self.refill_path = base + ".rf"
+        self.refilling = False
         self.store = dstore.Store(base + ".dmc", self.files)
         self.member = fresh
         self.outbox = []
@@ -88,6 +109,7 @@ class Topic:
         raw = self.files.read(self.state_path)
         if raw is None:
             raw = self.files.read(self.state_path + ".tmp")
+        had_state = False
         if raw is not None:
             try:
                 v = cbor.decode(dstore.unpack(raw))
@@ -102,6 +124,7 @@ class Topic:
                     self.member.next_seq = m.next_seq
                 self.outbox = [bytes(x) for x in v[2]][-OUTBOX_MAX:]
                 self.published = v[3]
+                had_state = True
             except (StoreError, cbor.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
                 self._quarantine(self.state_path, e)
         try:
@@ -109,9 +132,16 @@ class Topic:
             if self.replica.author != self.author:
                 raise StoreError(CORRUPT, "replica belongs to another node")
         except StoreError as e:
+            if e.code != MISSING or had_state:
+                self._start_refill()   # the marker first: a cut after it redoes the refill
             if e.code != MISSING:
                 self._quarantine(self.store.path, e)
             self.replica = Replica(self.author, LOG_KEEP, 0, BOARD_TAIL)
+        if not self.refilling and self.files.read(self.refill_path) is not None:
+            self.refilling = True     # a refill that a reset interrupted: again
+        if self.refilling:
+            self.member.forget_received()
+            self.dirty_state = True
         for op in self.outbox:
             try:
                 if self.replica.receive(op) != 0:
@@ -128,6 +158,20 @@ class Topic:
             self.files.rename(path, path + ".bad")
         except OSError:
             self.files.remove(path)
+
+    def _start_refill(self):
+        self.refilling = True
+        _write_atomic(self.files, self.refill_path, b"")
+
+    def own_missing(self):
+        """How many of this node's own readings its replica lacks."""
+        n = self.published - self.replica.vv.get(self.author, 0)
+        return n if n > 0 else 0
+
+    def end_refill(self):
+        """The proxy has delivered what it keeps (the runtime decides)."""
+        self.refilling = False
+        self.files.remove(self.refill_path)
 
     def save(self):
         """Write what changed: state first, then the replica (see module doc)."""
@@ -153,6 +197,10 @@ class Topic:
         """A reading: append to the log ``key``; returns the op bytes."""
         if len(self.outbox) >= OUTBOX_MAX:
             raise OutboxFull("%d readings wait for the proxy already: the reading is dropped" % OUTBOX_MAX)
+        if self.refilling and self.own_missing():
+            raise Refilling("%d of this node's own readings are not back from the proxy yet (replica set "
+                            "aside): the reading is dropped, or it would reuse a sequence number"
+                            % self.own_missing())
         op = self.replica.append(key, t, value)
         self.outbox.append(op)
         self.published += 1

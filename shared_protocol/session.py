@@ -27,7 +27,7 @@ Events (tuples, first item the kind) come out of ``events()``:
   ("acked", msg_id)                         a publish is durable at the proxy
   ("rejected", msg_id, code, detail)        the proxy refused a publish
   ("subscribed", topic, cursor)
-  ("unsubscribed", topic)
+  ("unsubscribed", topic)                   (not for a resubscribe(): its "subscribed" says it is done)
   ("delivery", topic, seq, msg_id, payload)
   ("missed", topic, upto, count, cause)     the proxy dropped messages for us
   ("error", code, detail)                   the proxy or a bad message reported an error
@@ -103,6 +103,7 @@ class ClientSession:
         self._inflight = {}   # msg_id -> [encoded, due, rto]
         self._subs = {}       # topic -> _Sub
         self._unsubs = {}     # topic -> [due, rto]
+        self._resubs = {}     # topic -> True: subscribe again once the unsubscribe is confirmed
         self._last_rx = 0
         self._last_ping = 0
         self._hello_due = 0
@@ -170,12 +171,34 @@ class ClientSession:
         s.due = now + RTO_INITIAL_MS
         self._subs[topic] = s
         self._unsubs.pop(topic, None)
+        self._resubs.pop(topic, None)
         if self.state == OPEN:
             self._out.append(E.REGISTRY.encode("s_subscribe", topic))
 
     def unsubscribe(self, topic, now):
+        self._resubs.pop(topic, None)
         if self._subs.pop(topic, None) is None:
             return
+        self._unsubs[topic] = [now + RTO_INITIAL_MS, RTO_INITIAL_MS]
+        if self.state == OPEN:
+            self._out.append(E.REGISTRY.encode("s_unsubscribe", topic))
+
+    def resubscribe(self, topic, now):
+        """Start ``topic`` over at the proxy: unsubscribe, and subscribe again
+        once the proxy has confirmed it. A proxy forgets a subscriber's
+        cursor with its subscription, and a new subscription starts at the
+        oldest message it keeps (its retention), so the topic's stored
+        history is delivered again: what a node that lost its replica needs.
+        Plain s_unsubscribe and s_subscribe, so every proxy does it; the
+        re-subscription ends with the usual ("subscribed", topic, cursor).
+        """
+        if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
+            raise SessionError("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
+        if topic not in self._subs and topic not in self._resubs and \
+                len(self._subs) + len(self._resubs) >= SUBSCRIPTIONS_MAX:
+            raise SessionError("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
+        self._subs.pop(topic, None)
+        self._resubs[topic] = True
         self._unsubs[topic] = [now + RTO_INITIAL_MS, RTO_INITIAL_MS]
         if self.state == OPEN:
             self._out.append(E.REGISTRY.encode("s_unsubscribe", topic))
@@ -231,7 +254,10 @@ class ClientSession:
                 self._events.append(("subscribed", v[0], cursor))
         elif name == "s_unsubscribed":
             if self._unsubs.pop(v[0], None) is not None:
-                self._events.append(("unsubscribed", v[0]))
+                if self._resubs.pop(v[0], None) is not None:
+                    self.subscribe(v[0], now)
+                else:
+                    self._events.append(("unsubscribed", v[0]))
         elif name == "ping":
             self._out.append(E.REGISTRY.encode("pong", v[0]))
         elif name == "pong":

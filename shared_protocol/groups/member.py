@@ -249,6 +249,18 @@ class Member:
             self.revoked.add(bytes(k))
         return EpochChanged(epoch, list(v[2]))
 
+    def forget_received(self):
+        """Forget which publications were opened (the replay windows).
+
+        For a member whose replica was lost: the windows say which
+        publications reached that replica, so they go with it, or the
+        history a proxy delivers again would be refused as replays. The
+        replica's own check on (author, seq) still drops any duplicate op,
+        and every other check of ``open`` (AEAD, signature, capability)
+        stays. Nothing else changes: our own next_seq is kept.
+        """
+        self._windows = {}
+
     # -- persistence (a CBOR-able map; keys sorted by the codec) --
 
     def to_record(self):

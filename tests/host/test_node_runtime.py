@@ -242,3 +242,52 @@ def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
     assert n.link.secured, logs
     assert any("pinned key" in m for m in logs)
 
+
+
+def test_set_aside_replica_refills_and_new_readings_wait_for_the_own_ones(tmp_path):
+    from firmware.topic import Refilling
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    ops = [t.append("temp", 1000 + i, 20.0 + i) for i in range(3)]
+    t.acked(3)                       # the proxy holds all three: the outbox is empty
+    t.save()
+    assert not t.refilling
+    with open(t.store.path, "wb") as f:
+        f.write(b"DMC1" + b"\x00" * 40)
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert t2.refilling and os.path.exists(t2.refill_path) and os.path.exists(t.store.path + ".bad")
+    assert t2.member.to_record()["windows"] == []     # the history may open again
+    assert t2.own_missing() == 3
+    # A new reading now would be seq 1 again: refused, nothing changes.
+    try:
+        t2.append("temp", 2000, 1.0)
+        raise AssertionError("append during the refill was accepted")
+    except Refilling as e:
+        assert "3 of this node's own readings" in str(e)
+    assert t2.published == 3 and t2.outbox == []
+    # A reset before the proxy answered: the marker makes the next boot refill too.
+    t2.save()
+    t3 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert t3.refilling
+    for op in ops:                   # the proxy delivers them again
+        assert t3.apply(op) == 1
+    assert t3.own_missing() == 0
+    op4 = t3.append("temp", 2000, 1.0)
+    from shared_protocol.dmc import ops as O
+    assert O.author_seq(op4)[1] == 4
+    t3.end_refill()
+    t3.save()
+    assert not os.path.exists(t3.refill_path)
+    t4 = Topic(inv, AUTHOR, str(tmp_path), log=pytest_fail)
+    assert not t4.refilling and len(t4.replica.readings("temp")) == 4
+
+
+def test_lost_replica_with_state_kept_refills_but_a_first_boot_does_not(tmp_path):
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert not t.refilling           # first boot: a new subscriber gets the history anyway
+    t.append("temp", 1000, 20.0)
+    t.save()
+    os.remove(t.store.path)
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert t2.refilling

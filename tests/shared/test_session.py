@@ -321,3 +321,54 @@ def test_fast_codec_is_byte_identical_to_the_registry():
     for data, exc in bad:
         raises(exc, W.decode, data)
     raises(E.RegistryError, W.encode_publish, T1, b"m", b"x" * 1025)
+
+
+def test_resubscribe_starts_the_topic_over_at_the_proxy():
+    # A node that lost its replica: unsubscribe (the proxy forgets its
+    # cursor), then subscribe again once that is confirmed; the proxy's new
+    # cursor (the oldest message it keeps) wins even though it is lower.
+    c, p = opened()
+    subscribe(c, p, T1, 40)
+    c.resubscribe(T1, 1)
+    assert c2p(c, p, 1) == 1
+    assert list(p.events()) == [("unsubscribe", T1)]
+    p.deliver(T1, 41, b"i", b"p", 1)       # in flight before the unsubscribe: not taken
+    p2c(p, c, 1)
+    assert list(c.events()) == []
+    p.unsubscribed(T1)
+    p2c(p, c, 2)
+    assert list(c.events()) == []          # no "unsubscribed": the subscribe follows
+    out = c.data_to_send()
+    assert [E.REGISTRY.decode(m).name for m in out] == ["s_subscribe"]
+    p.receive(out[0], 2)
+    assert list(p.events()) == [("subscribe", T1)]
+    p.subscribed(T1, 0)
+    p.deliver(T1, 1, b"i1", b"p1", 2)
+    p2c(p, c, 2)
+    ev = c.events()
+    assert ev[0] == ("subscribed", T1, 0)
+    assert ev[1][0] == "delivery" and ev[1][2] == 1
+
+
+def test_resubscribe_survives_losses_and_a_new_link():
+    c, p = opened()
+    subscribe(c, p, T1, 7)
+    c.resubscribe(T1, 0)
+    c.data_to_send()                       # the unsubscribe is lost
+    c.poll(RTO_INITIAL_MS)
+    out = c.data_to_send()
+    assert [E.REGISTRY.decode(m).name for m in out] == ["s_unsubscribe"]
+    c.start(RTO_INITIAL_MS + 1, False)     # a new link: hello, then the unsubscribe again
+    p2 = ProxySession(PROXY, False, 0)
+    c2p(c, p2, RTO_INITIAL_MS + 1)
+    p2.accept()
+    p2c(p2, c, RTO_INITIAL_MS + 1)
+    out = c.data_to_send()
+    assert [E.REGISTRY.decode(m).name for m in out] == ["s_unsubscribe"]
+    # Unsubscribing cancels a resubscribe in progress: nothing comes back.
+    c.unsubscribe(T1, RTO_INITIAL_MS + 2)
+    p2.unsubscribed(T1)
+    p2c(p2, c, RTO_INITIAL_MS + 3)
+    assert kinds(c.events()) == ["welcome", "unsubscribed"]
+    assert [E.REGISTRY.decode(m).name for m in c.data_to_send()] == []
+    assert raises(SessionError, c.resubscribe, b"", 0)
