@@ -166,18 +166,30 @@ server.listen(opts.port, "127.0.0.1", () => {
   start("power", "friendly");
 });
 
+// Resolves once the process has exited and been reaped (no zombie left in
+// our process group for whoever stopped us to find).
+function gone(c) {
+  return new Promise((resolve) => {
+    if (c.exitCode !== null || c.signalCode !== null) resolve();
+    else c.once("exit", resolve);
+  });
+}
+
 function shutdown() {
   stopping = true;
   server.close();
   if (client) client.destroy();
-  if (spare) spare.kill("SIGKILL");
+  const waits = [];
+  if (spare) { waits.push(gone(spare)); spare.kill("SIGKILL"); }
   if (child) {
-    // Closing stdin lets the board mirror its flash before it exits.
+    // The power goes: the board's flash already holds what littlefs would
+    // (flash.mjs writes through); closing stdin ends the boot at once.
     const c = child;
+    waits.push(gone(c));
     c.stdin.end();
-    setTimeout(() => { c.kill("SIGKILL"); process.exit(0); }, 1000).unref();
-    c.on("close", () => process.exit(0));
-  } else process.exit(0);
+    setTimeout(() => c.kill("SIGKILL"), 1000).unref();
+  }
+  Promise.all(waits).then(() => process.exit(0));
 }
 process.on("SIGINT", shutdown);
 process.on("SIGTERM", shutdown);
