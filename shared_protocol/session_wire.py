@@ -19,6 +19,10 @@ Identifiers (all opaque bytes to the proxy):
 Sequence numbers: the proxy numbers each stored message of a topic 1, 2, 3...
 A subscriber's cursor is the highest sequence it has consumed; deliveries of a
 topic go out in sequence order, acknowledged cumulatively (``s_dack``).
+A new subscription starts at the oldest message the proxy keeps, and
+s_unsubscribe deletes the cursor: unsubscribing and subscribing again (once
+s_unsubscribed came back) starts a topic over, which is how a node that
+lost its replica gets the history again (ClientSession.resubscribe).
 
 Message types, once shipped, never change (envelope.py); new layouts get new
 numbers from the block 48..79.

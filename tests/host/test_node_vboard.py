@@ -216,6 +216,11 @@ def test_set_aside_replica_refills_from_the_proxy(tmp_path):
         assert kept == readings
         values = sorted(r[1] for r in dstore.Store(dmc_a).load().readings("temp"))
         assert len(values) == kept
+        # The proxy has nothing more: the refill ends (runtime.REFILL_IDLE_MS
+        # of silence) and its marker goes, so the next boot does not redo it.
+        _wait_line(p, "refill from the proxy done, %d readings in the replica" % readings, 0, timeout=45)
+        assert not os.path.exists(dmc_a[:-4] + ".rf")
+        assert not [l for l in p.lines if "not at the proxy any more" in l], p.lines
         # A fresh board on the same topic: a new subscriber starts at the
         # oldest message the proxy keeps, no refill needed.
         fs_b = str(tmp_path / "b")
