@@ -58,6 +58,7 @@ R_LIMIT = "limit"                      # a per-session limit was exceeded
 R_OVERLOAD = "overload"                # too many pending writes: retry later
 R_NODE_ID = "node_id_mismatch"         # the hello's node id is not the one the link's key proves
 R_PLAINTEXT = "plaintext_refused"      # this proxy takes secure (Noise) links only
+R_MSG_ID = "msg_id_foreign"            # the message id does not start with the publisher's node id
 
 # Causes of missed messages, as told to subscribers and counted in status.
 MISSED_RETENTION = "retention"        # the topic's count/age/bytes limit removed them
