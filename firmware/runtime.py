@@ -34,7 +34,7 @@ from shared_protocol.session import ClientSession
 from firmware import config, platform
 from firmware.topic import Topic, DATA_DIR
 
-# Publishes in flight to the proxy: each holds its sealed datagram (~330
+# Publishes in flight to the proxy: each holds its sealed datagram (~350
 # bytes) for retransmission, so 8 keep ~3 KB of the 48 KB budget.
 WINDOW = 8
 # A board pings every 10 s: NAT mappings live 30 s or more, and a proxy
@@ -43,6 +43,14 @@ KEEPALIVE_MS = 10000
 # Longest the loop sleeps without feeding the watchdog; the watchdog
 # timeout is several times this (RP2040's WDT maximum is 8388 ms).
 LOOP_MAX_MS = 500
+# Bytes of the node id that name this node as a DMC author. Every op carries
+# its author, and its causal dependencies name other authors, so the id is on
+# the air several times per reading: 8 bytes instead of a whole 32-byte key
+# save about 24 bytes per mention. Authors are not secrets or proofs (a
+# member's publication is proven by its group signature, groups/member.py);
+# they only have to differ between the nodes of one topic, and two random
+# 8-byte prefixes clash with probability 2**-64 per pair.
+AUTHOR_BYTES = 8
 WDT_TIMEOUT_MS = 8000
 # WiFi retry backoff: fast first retries, then at most every 30 s.
 WIFI_RETRY_MIN_MS = 500
@@ -118,7 +126,7 @@ class Node:
         self.cfg = cfg
         self.log = log
         self.node_id = bytes.fromhex(cfg["node_id"])
-        self.author = self.node_id[:O.AUTHOR_MAX]
+        self.author = self.node_id[:AUTHOR_BYTES]
         crypto.set_random_source(platform.random_bytes)
         platform.makedirs(data_dir)
         self.topics = []

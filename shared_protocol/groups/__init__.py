@@ -8,7 +8,7 @@
 - errors.py   the typed rejections
 
 How a publication is protected:
-  inner  = CBOR [author key, seq, write capability, body, signature]
+  inner  = CBOR [author key, seq, [rights, expiry, admin sig] of the write capability, body, signature]
   signature = Ed25519(author, "upsycle-pub-v1" | CBOR [topic, epoch, author, seq, body])
   sealed = ChaCha20-Poly1305(key, nonce, inner, AAD = CBOR [topic, epoch, mode, kfield])
 

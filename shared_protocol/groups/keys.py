@@ -104,6 +104,27 @@ def make_capability(topic_identity, member_public, rights, expiry=NO_EXPIRY):
     return [topic, member_public, rights, expiry, sig]
 
 
+def capability_on_wire(cap):
+    """What a publication carries of a capability: [rights, expiry, admin
+    signature]. The topic id and the member key are already in the
+    publication (its header and its author), so the receiver puts them back
+    (``capability_from_wire``) before checking the admin's signature over
+    all five; sending them again cost 51 bytes per publication."""
+    if cap is None:
+        return None
+    return [cap[2], cap[3], cap[4]]
+
+
+def capability_from_wire(w, topic, author):
+    """The full capability a publication by ``author`` on ``topic`` claims;
+    None stays None (no capability) and any other shape is refused."""
+    if w is None:
+        return None
+    if not isinstance(w, list) or len(w) != 3:
+        raise NoWriteCapability(message="capability in a publication must be [rights, expiry, signature]")
+    return [topic, author, w[0], w[1], w[2]]
+
+
 def check_write_capability(cap, topic, topic_public, author, now):
     """Raise unless cap lets ``author`` write to the topic at time ``now``."""
     if cap is None:

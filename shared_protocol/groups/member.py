@@ -15,8 +15,8 @@ from shared_protocol.groups import wire
 from shared_protocol.groups.errors import (BadSignature, DecryptFailed, GroupUsageError, Malformed, MemberRevoked,
                                            NoReadCapability, RemovedFromTopic, Replayed, StaleEpoch, TooLarge,
                                            UnknownEpoch, WrongTopic)
-from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity,
-                                         check_write_capability, topic_id)
+from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
+                                         capability_on_wire, check_write_capability, topic_id)
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
@@ -123,7 +123,7 @@ class Member:
         seq = self.next_seq
         author = self.identity.public
         sig = self.identity.sign(wire.pub_signed_bytes(self.topic, self.epoch, author, seq, body))
-        inner = cbor.encode([author, seq, None if self.is_admin else self.capability, body, sig])
+        inner = cbor.encode([author, seq, None if self.is_admin else capability_on_wire(self.capability), body, sig])
         if ek.readable:
             # Readers seal with the epoch key and a random 96-bit nonce; nonces
             # are not counters because many authors share the key (RFC 8439 §4:
@@ -190,7 +190,7 @@ class Member:
         except CryptoBadSignature:
             raise BadSignature(message="author signature does not verify")
         if author != self.topic_public:
-            check_write_capability(cap, topic, self.topic_public, author, now)
+            check_write_capability(capability_from_wire(cap, topic, author), topic, self.topic_public, author, now)
         win = self._windows.get(author)
         if win is None:
             if len(self._windows) >= MAX_AUTHORS:

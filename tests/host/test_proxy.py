@@ -118,13 +118,36 @@ def test_subscriber_resumes_from_its_cursor_after_reconnect(tmp_path):
     run(main())
 
 
+def test_a_session_cannot_publish_under_another_nodes_message_id(tmp_path):
+    """Message ids are node id | sequence, so the next id of a node is easy to
+    guess. Were the proxy to accept it from anyone, the node's own publish
+    would later be taken for a retransmission and silently dropped."""
+    async def main():
+        p = await started(make_config(tmp_path))
+        try:
+            async with client(p, b"victim") as victim, client(p, b"squatter") as squatter, \
+                    client(p, b"sub") as sub:
+                await sub.subscribe("t")
+                mid = W.message_id(victim.node_id, 7)
+                with pytest.raises(PublishRejected) as e:
+                    await squatter.publish("t", b"squatted", msg_id=mid)
+                assert e.value.code == W.R_MSG_ID
+                await victim.publish("t", b"mine", msg_id=mid)
+                got = await drain(sub, 1)
+                assert [d.payload for d in got] == [b"mine"]
+            assert p.status()["faults"].get("msg_id_foreign") == 1
+        finally:
+            await p.stop()
+    asyncio.run(main())
+
+
 def test_retransmitted_publish_is_stored_once_and_delivered_once(tmp_path):
     async def main():
         p = await started(make_config(tmp_path))
         try:
             async with client(p, b"pub") as pub, client(p, b"sub") as sub:
                 await sub.subscribe("t")
-                mid = W.message_id(b"pub", 7)
+                mid = W.message_id(pub.node_id, 7)
                 await pub.publish("t", b"once", msg_id=mid)
                 await pub.publish("t", b"once", msg_id=mid)     # acked again, not stored again
                 await pub.publish("t", b"next")
@@ -427,7 +450,7 @@ def test_publish_window_overrun_gets_typed_rejects(tmp_path):
             def flood():
                 s = raw_tcp(p)
                 s.sendall(framing.frame(E.REGISTRY.encode("s_hello", b"greedy", 60000, 4)))
-                batch = b"".join(framing.frame(E.REGISTRY.encode("s_publish", b"t" * 16, b"%06d" % i, b"x"))
+                batch = b"".join(framing.frame(E.REGISTRY.encode("s_publish", b"t" * 16, W.message_id(b"greedy", i), b"x"))
                                  for i in range(600))
                 s.sendall(batch)
                 names = {}
@@ -438,7 +461,7 @@ def test_publish_window_overrun_gets_typed_rejects(tmp_path):
                 return names
 
             names = await loop.run_in_executor(None, flood)
-            assert names.get("reject:limit", 0) > 0
+            assert names.get("reject:limit", 0) > 0, names
             assert names["s_puback"] + names["reject:limit"] == 600
         finally:
             await p.stop()

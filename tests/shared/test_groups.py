@@ -10,7 +10,7 @@ from shared_protocol.groups.errors import (BadSignature, CapabilityExpired, Decr
                                            RemovedFromTopic, Replayed, StaleEpoch, TooLarge, UnknownEpoch,
                                            WrongTopic)
 from shared_protocol.groups.invite import invite_url, member_from_url
-from shared_protocol.groups.keys import Identity, make_capability, topic_id
+from shared_protocol.groups.keys import Identity, capability_on_wire, make_capability, topic_id
 from shared_protocol.rand import Rng
 
 NOW = 1_700_000_000
@@ -33,14 +33,14 @@ def _snapshot(m):
     return cbor.encode(m.to_record())
 
 
-def _craft(sealer, author, seq, cap, body, sign_with=None, epoch=None, topic=None, sig_topic=None):
+def _craft(sealer, author, seq, cap, body, sign_with=None, epoch=None, topic=None, sig_topic=None, raw_cap=False):
     """A publication sealed with ``sealer``'s epoch key, with chosen contents
     (what a malicious reader could build)."""
     topic = sealer.topic if topic is None else topic
     epoch = sealer.epoch if epoch is None else epoch
     signer = sign_with or sealer.identity
     sig = signer.sign(wire.pub_signed_bytes(sig_topic or topic, epoch, author, seq, body))
-    inner = cbor.encode([author, seq, cap, body, sig])
+    inner = cbor.encode([author, seq, cap if raw_cap else capability_on_wire(cap), body, sig])
     nonce = r32()[:12]
     aad = wire.pub_header(topic, epoch, wire.MODE_EPOCH_KEY, nonce)
     ct = api.aead_encrypt(sealer.epoch_key(epoch).sym, nonce, inner, aad)
@@ -120,6 +120,11 @@ def test_attacks_rejected_with_typed_error_and_no_state_change():
          _craft(ro, ro.identity.public, 1, None, b"no cap")),
         ("capability of another member", NoWriteCapability,
          _craft(ro, ro.identity.public, 1, rw.capability, b"stolen cap")),
+        ("capability sent whole (five fields) instead of its wire form", NoWriteCapability,
+         _craft(rw, rw.identity.public, 54, rw.capability, b"whole cap", raw_cap=True)),
+        ("capability whose rights were raised on the wire", NoWriteCapability,
+         _craft(ro, ro.identity.public, 2, [3] + make_capability(admin.identity, ro.identity.public, 1)[3:],
+                b"raised", raw_cap=True)),
         ("capability signed by another admin", NoWriteCapability,
          _craft(rw, rw.identity.public, 52, foreign_cap, b"foreign cap")),
         ("expired write capability", CapabilityExpired,

@@ -10,8 +10,9 @@
    buffers fill, then no growth).
 2. Total size of what `upsycle flash` copies, per arch.
 3. Boot to first acknowledged publish on a virtual board with a proxy.
-4. Bytes on air per reading: our sealed publish + ack over UDP against a
-   bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK over TCP (the anchor).
+4. Bytes on air per reading: our sealed publish + ack, as session messages
+   and as Noise datagrams over UDP, against a bare MQTT 3.1.1 QoS-1
+   PUBLISH + PUBACK over TCP (the anchor) and the same over TLS 1.3.
 """
 import argparse
 import json
@@ -179,22 +180,32 @@ def boot_to_ack():
 
 
 def on_air():
+    """One reading as the node sends it (firmware/runtime.py + topic.py): a DMC
+    append op by an author that has seen two other authors (so it carries
+    causal deps), sealed for the group, published on the session, acked, each
+    session message in one Noise transport datagram (the node's UDP link)."""
+    from firmware.runtime import AUTHOR_BYTES
     from shared_protocol import session_wire as W
+    from shared_protocol.dmc import ops as O
     from shared_protocol.dmc.replica import Replica
     from shared_protocol.groups.admin import Admin
     from shared_protocol.groups.invite import member_from_invite
+    from shared_protocol.noise.datagram import NONCE_PREFIX
+    from shared_protocol.noise.symmetric import TAGLEN
     a = Admin(os.urandom(32), os.urandom(32), 0, "field")
     m = member_from_invite(a.invite(os.urandom(32), read=True, write=True))
-    r = Replica(os.urandom(32))
-    others = [os.urandom(32), os.urandom(32)]
-    for o in others:   # two other authors seen: the op carries its causal deps
-        rr = Replica(o)
+    node_id = os.urandom(32)
+    r = Replica(node_id[:AUTHOR_BYTES])
+    for _ in range(2):   # two other authors seen: the op carries its causal deps
+        rr = Replica(os.urandom(32)[:AUTHOR_BYTES])
         r.receive(rr.append("temp", 1763683200, 22.5))
     op = r.append("temp", 1763683201, 23.45)
+    deps = O.decode(op)[3]
     sealed = m.seal(op, os.urandom(32), 1763683201)
-    pub = W.encode_publish(m.topic, W.message_id(os.urandom(32), 1), sealed)
-    from shared_protocol import envelope as E
-    ack = E.REGISTRY.encode("s_puback", W.message_id(os.urandom(32), 1))
+    mid = W.message_id(node_id, 1)
+    pub = W.encode_publish(m.topic, mid, sealed)
+    ack = W.encode_puback(mid)
+    noise = 1 + NONCE_PREFIX + TAGLEN   # kind byte | nonce | AEAD tag (noise/udp.py, datagram.py)
     # MQTT 3.1.1: PUBLISH = fixed header (1 + remaining-length bytes) + topic
     # (2 + len) + packet id (2) + payload; PUBACK = 4 bytes. Same topic name
     # as a typical bridge would use, same reading as text.
@@ -203,16 +214,35 @@ def on_air():
     rem = 2 + len(topic) + 2 + len(payload)
     mqtt_pub = 1 + (1 if rem < 128 else 2) + rem
     mqtt_ack = 4
-    ours = len(pub) + len(ack)
     mq = mqtt_pub + mqtt_ack
+    tls = 5 + 1 + 16    # TLS 1.3 record: header, inner content type, AEAD tag (RFC 8446 §5.2)
+    ours = len(pub) + len(ack)
+    ours_link = ours + 2 * noise
     rows = [
         ["MQTT QoS-1 PUBLISH+PUBACK (anchor)", mqtt_pub, mqtt_ack, mq, mq + 2 * IP_TCP, 1.0],
-        ["upsycle: DMC op %d B, sealed %d B" % (len(op), len(sealed)), len(pub), len(ack), ours,
-         ours + 2 * IP_UDP, (ours + 2 * IP_UDP) / (mq + 2 * IP_TCP)],
+        ["MQTT QoS-1 over TLS 1.3", mqtt_pub + tls, mqtt_ack + tls, mq + 2 * tls, mq + 2 * tls + 2 * IP_TCP,
+         (mq + 2 * tls + 2 * IP_TCP) / (mq + 2 * IP_TCP)],
+        ["upsycle session messages (sealed reading)", len(pub), len(ack), ours, ours + 2 * IP_UDP,
+         (ours + 2 * IP_UDP) / (mq + 2 * IP_TCP)],
+        ["upsycle over its Noise link (as sent)", len(pub) + noise, len(ack) + noise, ours_link,
+         ours_link + 2 * IP_UDP, (ours_link + 2 * IP_UDP) / (mq + 2 * IP_TCP)],
     ]
-    print(render("Bytes on air per reading (payload 23.45; our op carries time, value, causal deps on 2 "
-                 "authors; sealed: author key, seq, capability, Ed25519 signature, AEAD)",
-                 ["protocol", "publish", "ack", "app bytes", "+ IP/UDP or IP/TCP headers", "ratio"], rows))
+    print(render("Bytes on air per reading (payload 23.45; IP/TCP headers for MQTT, IP/UDP for ours)",
+                 ["protocol", "publish", "ack", "app bytes", "+ IP headers", "ratio"], rows))
+    parts = [
+        ["DMC op: author, seq, clock, deps, kind, name, time, value", len(op)],
+        ["  of which causal deps (%d authors)" % len(deps), len(cbor_len([x for d in deps for x in d]))],
+        ["group seal: author key, seq, capability, signature, nonce, AEAD tag, header", len(sealed) - len(op)],
+        ["session publish header: topic id, message id", len(pub) - len(sealed)],
+        ["session ack (message id)", len(ack)],
+        ["Noise transport, per datagram x 2", 2 * noise],
+    ]
+    print(render("Where the %d bytes go" % ours_link, ["part", "bytes"], parts))
+
+
+def cbor_len(v):
+    from shared_protocol import cbor
+    return cbor.encode(v)
 
 
 def main():

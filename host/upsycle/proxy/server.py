@@ -716,6 +716,17 @@ class Proxy:
         log.info("event=session_open %s", kv(node=node, peer=link.name()))
 
     def _on_publish(self, link, topic, msg_id, payload):
+        # The store keeps one message per (topic, message id), so an id must
+        # belong to its publisher: otherwise any session could publish first
+        # under another node's next id (ids are node id | sequence, easy to
+        # predict) and that node's message would be taken for a retransmission
+        # and dropped. The node id itself is bound to the link's key.
+        prefix = link.node[:W.MSG_ID_NODE_BYTES]
+        if bytes(msg_id[:len(prefix)]) != prefix:
+            self.faults.note("msg_id_foreign", peer=link.name())
+            self._reject(link, msg_id, W.R_MSG_ID, "message id must start with the first %d bytes of your node id"
+                         % W.MSG_ID_NODE_BYTES)
+            return
         if link.unacked >= PUBLISH_WINDOW:
             self.faults.note("publish_window", peer=link.name())
             self._reject(link, msg_id, W.R_LIMIT, "more than %d publishes in flight" % PUBLISH_WINDOW)
