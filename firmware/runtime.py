@@ -433,7 +433,9 @@ class Node:
                 seq = O.author_seq(op)[1]
                 if seq <= upto:
                     continue
-                mid = W.message_id(self.node_id, seq)
+                # The session's node id: on a Noise link the proxy binds it to
+                # the link's key and refuses ids that do not start with it.
+                mid = W.message_id(s.node_id, seq)
                 payload = tp.member.seal(op, platform.random_bytes(32), platform.unix_time())
                 s.publish(tp.topic, mid, payload, now)
                 self.inflight[mid] = (tp.topic, seq)
