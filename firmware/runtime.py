@@ -367,9 +367,10 @@ class Node:
             elif kind == "subscribed":
                 tp = self.by_id.get(ev[1])
                 if tp is not None and tp.refilling:
+                    if tp.topic not in self.refill_quiet:   # not a resume on a new link
+                        self.log("upsycle: topic %s: the proxy starts it over after its message %d: refilling"
+                                 % (tp.name, ev[2]))
                     self.refill_quiet[tp.topic] = now
-                    self.log("upsycle: topic %s: the proxy starts it over after its message %d: refilling"
-                             % (tp.name, ev[2]))
             elif kind == "missed":
                 self.pending_consumed.append((ev[1], ev[2]))
             elif kind == "acked" or kind == "rejected":
