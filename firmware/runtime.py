@@ -32,7 +32,7 @@ from shared_protocol.secure_session import SecureLink, node_id_for
 from shared_protocol.session import ClientSession
 
 from firmware import config, platform
-from firmware.topic import Topic, DATA_DIR
+from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic, message_seq
 
 # Publishes in flight to the proxy: each holds its sealed datagram (~350
 # bytes) for retransmission, so 8 keep ~3 KB of the 48 KB budget.
@@ -43,14 +43,15 @@ KEEPALIVE_MS = 10000
 # Longest the loop sleeps without feeding the watchdog; the watchdog
 # timeout is several times this (RP2040's WDT maximum is 8388 ms).
 LOOP_MAX_MS = 500
-# Bytes of the node id that name this node as a DMC author. Every op carries
-# its author, and its causal dependencies name other authors, so the id is on
+# Bytes of a DMC author id: the node id's first AUTHOR_NODE_BYTES and a
+# random generation per replica (topic.py, "Authors"). Every op carries its
+# author, and its causal dependencies name other authors, so the id is on
 # the air several times per reading: 8 bytes instead of a whole 32-byte key
 # save about 24 bytes per mention. Authors are not secrets or proofs (a
 # member's publication is proven by its group signature, groups/member.py);
-# they only have to differ between the nodes of one topic, and two random
-# 8-byte prefixes clash with probability 2**-64 per pair.
-AUTHOR_BYTES = 8
+# they only have to differ between the replicas of one topic, and two
+# random 8-byte ids clash with probability 2**-64 per pair.
+AUTHOR_BYTES = AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES
 WDT_TIMEOUT_MS = 8000
 # WiFi retry backoff: fast first retries, then at most every 30 s.
 WIFI_RETRY_MIN_MS = 500
@@ -126,7 +127,8 @@ class Node:
         self.cfg = cfg
         self.log = log
         self.node_id = bytes.fromhex(cfg["node_id"])
-        self.author = self.node_id[:AUTHOR_BYTES]
+        # DMC authors: node id prefix + a generation per replica (topic.py).
+        self.author = self.node_id[:AUTHOR_NODE_BYTES]
         crypto.set_random_source(platform.random_bytes)
         platform.makedirs(data_dir)
         self.topics = []
@@ -161,8 +163,8 @@ class Node:
                     log("upsycle: topic %s: no proxy in the config to refill the replica from: "
                         "LAN peers only" % t.name)
                     t.end_refill()
-        self.inflight = {}       # msg_id -> (topic, dmc seq)
-        self.sent_upto = {}      # topic id -> highest dmc seq handed to the session this boot
+        self.inflight = {}       # msg_id -> (topic, dmc author, dmc seq)
+        self.sent_upto = {}      # topic id -> {dmc author: highest seq handed to the session this link}
         self.pending_consumed = []
         self.counts = {"acked": 0, "delivered": 0, "rejected": 0, "errors": 0}
         self.online = False
@@ -345,11 +347,8 @@ class Node:
             del rq[topic]
             tp = self.by_id[topic]
             tp.end_refill()
-            miss = tp.own_missing()
-            self.log("upsycle: topic %s: refill from the proxy done, %d readings in the replica%s" % (
-                tp.name, _count_readings(tp.replica),
-                "" if not miss else "; %d of this node's own are not at the proxy any more: new readings "
-                "reuse their sequence numbers" % miss))
+            self.log("upsycle: topic %s: refill from the proxy done, %d readings in the replica" % (
+                tp.name, _count_readings(tp.replica)))
 
     def outgoing(self):
         return self.link.data_to_send()
@@ -377,7 +376,7 @@ class Node:
                 x = self.inflight.pop(ev[1], None)
                 if x is not None:
                     tp = self.by_id[x[0]]
-                    tp.acked(x[1])
+                    tp.acked(x[1], x[2])
                     if kind == "acked":
                         self.counts["acked"] += 1
                         if self.counts["acked"] == 1:
@@ -427,23 +426,24 @@ class Node:
         s = self.session
         sealed = False
         for tp in self.topics:
-            upto = self.sent_upto.get(tp.topic, 0)
+            upto = self.sent_upto.get(tp.topic)
+            if upto is None:
+                upto = self.sent_upto[tp.topic] = {}
             for op in tp.outbox:
                 if not s.can_publish():
                     break
-                seq = O.author_seq(op)[1]
-                if seq <= upto:
+                a, seq = O.author_seq(op)
+                if seq <= upto.get(a, 0):
                     continue
                 # The session's node id: on a Noise link the proxy binds it to
                 # the link's key and refuses ids that do not start with it.
-                mid = W.message_id(s.node_id, seq)
+                mid = W.message_id(s.node_id, message_seq(a, seq))
                 payload = tp.member.seal(op, platform.random_bytes(32), platform.unix_time())
                 s.publish(tp.topic, mid, payload, now)
-                self.inflight[mid] = (tp.topic, seq)
-                upto = seq
+                self.inflight[mid] = (tp.topic, a, seq)
+                upto[a] = seq
                 tp.dirty_state = True   # the group sequence number moved
                 sealed = True
-            self.sent_upto[tp.topic] = upto
         return sealed
 
     def status(self):

@@ -28,10 +28,16 @@ starts empty and ``refilling`` (the ``.rf`` marker is written before the
 file is set aside): the runtime asks the proxy to start the topic over
 (ClientSession.resubscribe, docs/node.md) and the proxy delivers the history
 it keeps. The replay windows go with the replica (Member.forget_received),
-or that history would be refused as replays. While some of the node's own
-readings are not back, a new reading would reuse one of their sequence
-numbers (peers and the proxy would drop it as a duplicate): append() refuses
-with Refilling until they are back or the runtime ends the refill.
+or that history would be refused as replays.
+
+Authors: every new replica (first boot or after one was lost) writes under
+a new DMC author id, the node's 4-byte prefix and 4 fresh random bytes (its
+generation). A replica that starts over at sequence 1 under the old id
+would reuse sequence numbers: peers and the proxy would take the new
+readings for ones they already hold and drop them, for good if the old
+ones had aged out of the proxy. Under a new id nothing clashes, so readings
+are taken during a refill too, and the old id's readings come back as
+another author's. The generation is also in the message id (message_seq).
 """
 from shared_protocol import cbor
 from shared_protocol.dmc import ops as O
@@ -40,6 +46,7 @@ from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.invite import member_from_url
 from shared_protocol.groups.member import Member
+from firmware import platform
 
 DATA_DIR = "/data"
 STATE_VERSION = 1
@@ -55,13 +62,14 @@ LOG_KEEP = 200
 # 256, a host's figure): a board keeps 64, ~8 KB; a peer missing older ops
 # gets a snapshot instead (tools/bench/bench_node.py measures the heap).
 BOARD_TAIL = 64
+# A DMC author id: the first AUTHOR_NODE_BYTES of the node id (so a replica
+# file from another node is recognised) and AUTHOR_GEN_BYTES of randomness
+# per replica generation (runtime.AUTHOR_BYTES is the sum).
+AUTHOR_NODE_BYTES = 4
+AUTHOR_GEN_BYTES = 4
 
 
 class OutboxFull(Exception):
-    pass
-
-
-class Refilling(Exception):
     pass
 
 
@@ -82,11 +90,13 @@ def _write_atomic(files, path, payload):
 
 
 class Topic:
-    def __init__(self, invite, author, data_dir=DATA_DIR, files=None, log=print):
+    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None):
         fresh = member_from_url(invite)  # raises a GroupError on a bad invite
         self.name = fresh.name
         self.topic = fresh.topic
-        self.author = author
+        self.node_author = bytes(node_author[:AUTHOR_NODE_BYTES])
+        self.random_bytes = random_bytes or platform.random_bytes
+        self.author = None        # the replica's author, set by _load
         self.log = log
         self.files = files if files is not None else dstore.OsFiles()
         base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
@@ -129,14 +139,17 @@ class Topic:
                 self._quarantine(self.state_path, e)
         try:
             self.replica = self.store.load()
-            if self.replica.author != self.author:
+            if bytes(self.replica.author[:AUTHOR_NODE_BYTES]) != self.node_author:
                 raise StoreError(CORRUPT, "replica belongs to another node")
         except StoreError as e:
             if e.code != MISSING or had_state:
                 self._start_refill()   # the marker first: a cut after it redoes the refill
             if e.code != MISSING:
                 self._quarantine(self.store.path, e)
-            self.replica = Replica(self.author, LOG_KEEP, 0, BOARD_TAIL)
+            # A new generation: see "Authors" above.
+            self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), LOG_KEEP, 0, BOARD_TAIL)
+            self.dirty_replica = True   # the new author id must be on flash before it is used
+        self.author = self.replica.author
         if not self.refilling and self.files.read(self.refill_path) is not None:
             self.refilling = True     # a refill that a reset interrupted: again
         if self.refilling:
@@ -162,11 +175,6 @@ class Topic:
     def _start_refill(self):
         self.refilling = True
         _write_atomic(self.files, self.refill_path, b"")
-
-    def own_missing(self):
-        """How many of this node's own readings its replica lacks."""
-        n = self.published - self.replica.vv.get(self.author, 0)
-        return n if n > 0 else 0
 
     def end_refill(self):
         """The proxy has delivered what it keeps (the runtime decides)."""
@@ -197,10 +205,6 @@ class Topic:
         """A reading: append to the log ``key``; returns the op bytes."""
         if len(self.outbox) >= OUTBOX_MAX:
             raise OutboxFull("%d readings wait for the proxy already: the reading is dropped" % OUTBOX_MAX)
-        if self.refilling and self.own_missing():
-            raise Refilling("%d of this node's own readings are not back from the proxy yet (replica set "
-                            "aside): the reading is dropped, or it would reuse a sequence number"
-                            % self.own_missing())
         op = self.replica.append(key, t, value)
         self.outbox.append(op)
         self.published += 1
@@ -209,11 +213,13 @@ class Topic:
         self._notify(key, value, self.author)
         return op
 
-    def acked(self, op_seq):
-        """The proxy holds our op with this DMC sequence: drop it (and older)."""
+    def acked(self, author, op_seq):
+        """The proxy holds our op (author, DMC sequence): drop it and that
+        author's older ones (the outbox may hold ops of an older generation)."""
         keep = []
         for op in self.outbox:
-            if O.author_seq(op)[1] > op_seq:
+            a, s = O.author_seq(op)
+            if s > op_seq or a != author:
                 keep.append(op)
         if len(keep) != len(self.outbox):
             self.outbox = keep
@@ -241,3 +247,13 @@ class Topic:
                 cb(key, value, author)
             except Exception as e:
                 self.log("upsycle: on_change callback failed: %r" % (e,))
+
+
+def message_seq(author, seq):
+    """The sequence part of an op's message id at the proxy: the author's
+    generation bytes above its DMC sequence, so a new generation, which
+    starts at 1 again, never repeats an id the proxy already stores."""
+    g = 0
+    for b in author[AUTHOR_NODE_BYTES:AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES]:
+        g = (g << 8) | b
+    return (g << 32) | seq

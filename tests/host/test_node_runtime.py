@@ -244,12 +244,15 @@ def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
 
 
 
-def test_set_aside_replica_refills_and_new_readings_wait_for_the_own_ones(tmp_path):
-    from firmware.topic import Refilling
+def test_set_aside_replica_refills_and_writes_under_a_new_author(tmp_path):
+    from firmware.topic import message_seq
+    from shared_protocol.dmc import ops as O
     inv = _invite()
     t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert t.author[:4] == AUTHOR[:4] and len(t.author) == runtime.AUTHOR_BYTES
     ops = [t.append("temp", 1000 + i, 20.0 + i) for i in range(3)]
-    t.acked(3)                       # the proxy holds all three: the outbox is empty
+    t.acked(t.author, 2)             # the proxy holds two; the third is still in the outbox
+    assert t.outbox == ops[2:]
     t.save()
     assert not t.refilling
     with open(t.store.path, "wb") as f:
@@ -257,29 +260,44 @@ def test_set_aside_replica_refills_and_new_readings_wait_for_the_own_ones(tmp_pa
     t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
     assert t2.refilling and os.path.exists(t2.refill_path) and os.path.exists(t.store.path + ".bad")
     assert t2.member.to_record()["windows"] == []     # the history may open again
-    assert t2.own_missing() == 3
-    # A new reading now would be seq 1 again: refused, nothing changes.
-    try:
-        t2.append("temp", 2000, 1.0)
-        raise AssertionError("append during the refill was accepted")
-    except Refilling as e:
-        assert "3 of this node's own readings" in str(e)
-    assert t2.published == 3 and t2.outbox == []
-    # A reset before the proxy answered: the marker makes the next boot refill too.
+    # A new generation: same node prefix, new id, so sequence 1 again clashes
+    # with nothing, at peers or at the proxy (message ids differ too).
+    assert t2.author != t.author and t2.author[:4] == t.author[:4]
+    op4 = t2.append("temp", 2000, 1.0)
+    assert O.author_seq(op4) == (t2.author, 1)
+    assert message_seq(t2.author, 1) != message_seq(t.author, 1)
+    assert message_seq(t.author, 1) & 0xFFFFFFFF == 1
+    # The old generation's unacknowledged op is still owed to the proxy; an
+    # ack for the new generation's seq 1 must not drop it.
+    assert t2.outbox == [ops[2], op4]
+    t2.acked(t2.author, 1)
+    assert t2.outbox == [ops[2]]
+    # A reset before the proxy answered: the marker makes the next boot
+    # refill too, under the generation already on flash.
     t2.save()
     t3 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
-    assert t3.refilling
-    for op in ops:                   # the proxy delivers them again
-        assert t3.apply(op) == 1
-    assert t3.own_missing() == 0
-    op4 = t3.append("temp", 2000, 1.0)
-    from shared_protocol.dmc import ops as O
-    assert O.author_seq(op4)[1] == 4
+    assert t3.refilling and t3.author == t2.author
+    for op in ops:                   # the proxy delivers the old ones again
+        t3.apply(op)
+    assert len(t3.replica.readings("temp")) == 4
     t3.end_refill()
     t3.save()
     assert not os.path.exists(t3.refill_path)
     t4 = Topic(inv, AUTHOR, str(tmp_path), log=pytest_fail)
-    assert not t4.refilling and len(t4.replica.readings("temp")) == 4
+    assert not t4.refilling and len(t4.replica.readings("temp")) == 4 and t4.author == t2.author
+
+
+def test_a_replica_of_another_node_is_set_aside(tmp_path):
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    t.append("temp", 1000, 20.0)
+    t.acked(t.author, 1)
+    t.save()
+    msgs = []
+    other = bytes(reversed(AUTHOR))
+    t2 = Topic(inv, other, str(tmp_path), log=msgs.append)
+    assert any("another node" in m for m in msgs), msgs
+    assert t2.author[:4] == other[:4] and t2.replica.readings("temp") == []
 
 
 def test_lost_replica_with_state_kept_refills_but_a_first_boot_does_not(tmp_path):

@@ -85,7 +85,7 @@ def heap(publishes):
             chunk = 50
             while done < publishes:
                 steps.append("for i in range(%d):\n node.publish(tp.topic, 'temp', 20.0 + i / 100)\n"
-                             " tp.acked(tp.replica.vv[node.author])" % chunk)
+                             " tp.acked(tp.author, tp.replica.vv[tp.author])" % chunk)
                 done += chunk
                 if done in (100, 200, 300, 500, 1000) or done == publishes:
                     steps += ["gc.collect()", "print('M', gc.mem_alloc(), %d, len(tp.replica.tail), "
