@@ -26,14 +26,23 @@ from shared_protocol import session_wire as W
 from shared_protocol.crypto import api as crypto
 from shared_protocol.dmc import ops as O
 from shared_protocol.errors import UpsycleError
-from shared_protocol.framing import DATAGRAM_MAX
 from shared_protocol.groups.member import EpochChanged, Publication
 from shared_protocol.secure_session import SecureLink, node_id_for
 from shared_protocol.session import ClientSession
 
-from firmware import config, platform
+from firmware import platform
 from firmware.topic import Topic, DATA_DIR
 
+# Largest datagram read from a socket: framing.DATAGRAM_MAX, written out
+# here so the node does not load framing.py (its stream decoder costs heap
+# on a board) for one number; tests/host/test_node_runtime.py checks that
+# the two agree.
+RX_MAX = 1200
+# Modules a node needs only while it boots: the config parser and the
+# invite decoder. Imported from .mpy, a module's bytecode stays in the heap
+# as long as sys.modules holds it; main() drops these once the Node is
+# built, and the GC frees them (tools/bench/bench_node.py --only modules).
+BOOT_ONLY = ("firmware.node", "firmware.config", "shared_protocol.groups.invite")
 # Publishes in flight to the proxy: each holds its sealed datagram (~330
 # bytes) for retransmission, so 8 keep ~3 KB of the 48 KB budget.
 WINDOW = 8
@@ -136,6 +145,7 @@ class Node:
             self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
         self._dropped_seen = 0
         self.proxies = []
+        from firmware import config
         for p in cfg.get("proxies", []):
             addr, key = config.split_proxy_key(p)
             host, _, port = addr.rpartition(":")
@@ -421,6 +431,24 @@ async def _wifi(cfg, wdt, log):
         delay = min(2 * delay, WIFI_RETRY_MAX_MS)
 
 
+def forget_boot_modules(names=BOOT_ONLY):
+    """Drop modules used only at boot from sys.modules and from their
+    package, so nothing refers to them and the GC frees their bytecode. A
+    later import loads them again. Boards only: a CPython host has the RAM,
+    and its tests hold these modules' classes."""
+    import sys
+    if sys.implementation.name != "micropython":
+        return
+    for name in names:
+        if sys.modules.pop(name, None) is None:
+            continue
+        pkg, _, leaf = name.rpartition(".")
+        try:
+            delattr(sys.modules[pkg], leaf)
+        except (KeyError, AttributeError):
+            pass
+
+
 def duty_cycle(cfg, log=_log):
     """(awake_ms, sleep_ms) from the config's "sleep" section, or None."""
     sc = cfg.get("sleep")
@@ -457,6 +485,7 @@ async def main(cfg, app=None):
     wdt = platform.watchdog(WDT_TIMEOUT_MS)
     wlan = await _wifi(cfg, wdt, log)
     node = Node(cfg)
+    forget_boot_modules()
     if app is not None:
         app(node)
     if not node.open_link():
@@ -508,7 +537,7 @@ async def main(cfg, app=None):
             continue
         for _ in range(RX_PER_TURN):
             try:
-                data = sock.recvfrom(DATAGRAM_MAX)[0]
+                data = sock.recvfrom(RX_MAX)[0]
             except OSError:
                 break   # EAGAIN: nothing more queued
             node.receive(data, platform.ticks_ms())
@@ -519,7 +548,7 @@ def _lan_io(node, ls, now, wdt):
     out = node.lan_timers(now)
     for _ in range(RX_PER_TURN):
         try:
-            data, src = ls.recvfrom(DATAGRAM_MAX + 64)
+            data, src = ls.recvfrom(RX_MAX + 64)
         except OSError:
             break
         out += node.lan_receive(data, _host_port(src), platform.ticks_ms())

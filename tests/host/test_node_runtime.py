@@ -242,3 +242,19 @@ def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
     assert n.link.secured, logs
     assert any("pinned key" in m for m in logs)
 
+
+
+def test_socket_read_size_is_the_datagram_limit():
+    # runtime.RX_MAX repeats framing.DATAGRAM_MAX so the node need not load
+    # framing.py; a change to one must change the other.
+    from shared_protocol import framing
+    assert runtime.RX_MAX == framing.DATAGRAM_MAX
+
+
+def test_boot_only_modules_are_kept_on_cpython():
+    # forget_boot_modules() frees RAM on boards only; on CPython the modules
+    # (and classes other code holds) stay the same objects.
+    import sys
+    from firmware import config
+    runtime.forget_boot_modules()
+    assert sys.modules["firmware.config"] is config
