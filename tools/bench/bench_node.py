@@ -289,7 +289,11 @@ def modules():
         finally:
             p.stop()
     vals = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("M ")]
-    news = [[x for x in l.split()[1:] if _is_project(x)] for l in r.stdout.splitlines() if l.startswith("N")]
+    lines_n = [l.split()[1:] for l in r.stdout.splitlines() if l.startswith("N")]
+    news = [[x for x in n if _is_project(x)] for n in lines_n]
+    # Board modules a row pulls in (socket, asyncio...): built into the
+    # firmware on a board, Python modules in the virtual board's VM.
+    board = [[x for x in n if not _is_project(x) and not x.startswith("_vboard")] for n in lines_n]
     bare = vals[0]
     rows = [["bare VM (anchor)", "", bare, "", ""]]
     total_mpy = 0
@@ -303,6 +307,8 @@ def modules():
         elif news[i] != [m]:
             label = "%s + %d more it loads: %s" % (m, len(news[i]) - 1,
                                                    " ".join(x.split(".")[-1] for x in news[i] if x != m))
+        if board[i]:
+            label += " (and the VM's %s)" % " ".join(board[i])
         rows.append([label, mpy, ram, ram / mpy if mpy else "", ram / bare])
     total = vals[-1] - bare
     rows.append(["total: %d modules the node loads" % len(order), total_mpy, total, total / total_mpy, total / bare])
@@ -313,6 +319,8 @@ def modules():
                  ["module", ".mpy bytes", "RAM", "RAM / .mpy", "vs bare VM"], rows))
     not_loaded = sorted(m for m in sizes if m not in loaded)
     print("flashed but not loaded by the running node (%d): %s" % (len(not_loaded), " ".join(not_loaded)))
+    print("rows are gc.mem_alloc deltas: a row that makes the VM grow a shared table (the qstr pool, "
+          "sys.modules) carries that growth, so single rows vary by a few KB between orders; the total does not")
     print("whole heap of that board after the node's task stopped (modules + what stays referenced): %d bytes"
           % running)
 
