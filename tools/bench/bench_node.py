@@ -74,6 +74,7 @@ def heap(publishes):
                 "from firmware import runtime, topic, app\nfrom shared_protocol import lan, session",
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 "import json\ncfg = json.load(open('/config.json'))\nnode = runtime.Node(cfg, data_dir='/bench', log=lambda m: None)\n"
+                "runtime.forget_boot_modules()\n"   # as runtime.main() does once the node is built
                 "node.open_lan('127.0.0.1')\n"
                 "for i in range(8): node.lan.cyclon.heard(bytes([i + 1]) * 32, b'127.0.0.1:%d' % (48000 + i))\n"
                 "tp = node.topics[0]",
