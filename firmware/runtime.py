@@ -26,23 +26,41 @@ from shared_protocol import session_wire as W
 from shared_protocol.crypto import api as crypto
 from shared_protocol.dmc import ops as O
 from shared_protocol.errors import UpsycleError
-from shared_protocol.framing import DATAGRAM_MAX
 from shared_protocol.groups.member import EpochChanged, Publication
 from shared_protocol.secure_session import SecureLink, node_id_for
 from shared_protocol.session import ClientSession
 
-from firmware import config, platform
+from firmware import platform
 from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic, message_seq
 
+try:
+    from micropython import const
+except ImportError:   # CPython, where the host tests run this module
+    def const(x):
+        return x
+
+# Limits as `_NAME = const(...)`: on MicroPython a private constant is
+# folded into the bytecode and takes no globals entry or qstr in RAM.
+
+# Largest datagram read from a socket: framing.DATAGRAM_MAX, written out
+# here so the node does not load framing.py (its stream decoder costs heap
+# on a board) for one number; tests/host/test_node_runtime.py checks that
+# the two agree.
+RX_MAX = const(1200)
+# Modules a node needs only while it boots: the config parser and the
+# invite decoder. Imported from .mpy, a module's bytecode stays in the heap
+# as long as sys.modules holds it; main() drops these once the Node is
+# built, and the GC frees them (tools/bench/bench_node.py --only modules).
+BOOT_ONLY = ("firmware.node", "firmware.config", "shared_protocol.groups.invite")
 # Publishes in flight to the proxy: each holds its sealed datagram (~350
 # bytes) for retransmission, so 8 keep ~3 KB of the 48 KB budget.
-WINDOW = 8
+_WINDOW = const(8)
 # A board pings every 10 s: NAT mappings live 30 s or more, and a proxy
 # notices a node gone within 30 s.
-KEEPALIVE_MS = 10000
+_KEEPALIVE_MS = const(10000)
 # Longest the loop sleeps without feeding the watchdog; the watchdog
 # timeout is several times this (RP2040's WDT maximum is 8388 ms).
-LOOP_MAX_MS = 500
+_LOOP_MAX_MS = const(500)
 # Bytes of a DMC author id: the node id's first AUTHOR_NODE_BYTES and a
 # random generation per replica (topic.py, "Authors"). Every op carries its
 # author, and its causal dependencies name other authors, so the id is on
@@ -52,43 +70,43 @@ LOOP_MAX_MS = 500
 # they only have to differ between the replicas of one topic, and two
 # random 8-byte ids clash with probability 2**-64 per pair.
 AUTHOR_BYTES = AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES
-WDT_TIMEOUT_MS = 8000
+_WDT_TIMEOUT_MS = const(8000)
 # WiFi retry backoff: fast first retries, then at most every 30 s.
-WIFI_RETRY_MIN_MS = 500
-WIFI_RETRY_MAX_MS = 30000
+_WIFI_RETRY_MIN_MS = const(500)
+_WIFI_RETRY_MAX_MS = const(30000)
 # Datagrams taken from the socket per loop turn: bounds the time between
 # two watchdog feeds when a burst arrives (each may cost an Ed25519 verify,
 # ~100 ms in the VM).
-RX_PER_TURN = 8
+_RX_PER_TURN = const(8)
 # Errors from a misbehaving proxy logged before going quiet (it may send
 # garbage at line rate; the REPL must stay readable).
-ERRORS_LOGGED_MAX = 20
+ERRORS_LOGGED_MAX = const(20)
 # LAN timers: announcements to peers (or broadcast), CYCLON shuffles, and
 # an anti-entropy round with one random peer. A few seconds each: a reading
 # reaches the LAN neighbours within seconds even without a proxy, and the
 # traffic stays a few datagrams per period.
-ANNOUNCE_MS = 5000
-SHUFFLE_MS = 5000
-SYNC_MS = 3000
+_ANNOUNCE_MS = const(5000)
+_SHUFFLE_MS = const(5000)
+_SYNC_MS = const(3000)
 # With a LAN socket the loop looks at it at least this often (the VM can
 # wait on one socket at a time).
-LAN_POLL_MS = 100
-LAN_PEERS_MAX = 8
+_LAN_POLL_MS = const(100)
+_LAN_PEERS_MAX = const(8)
 # The broadcast address announcements go to when no peers are configured.
 BROADCAST = "255.255.255.255"
 # Deep-sleep duty cycle (config "sleep": {"awake_s", "sleep_s"}): a wake
 # lasts at least awake_s and at most this much longer while readings still
 # wait for the proxy's ack (a proxy out of reach must not drain the battery).
-AWAKE_GRACE_MS = 10000
-SLEEP_MAX_S = 86400
+_AWAKE_GRACE_MS = const(10000)
+_SLEEP_MAX_S = const(86400)
 # A status line on the REPL this often (what the field demo reads).
-STATUS_EVERY_MS = 2000
+_STATUS_EVERY_MS = const(2000)
 # A refill (a topic whose replica was set aside, started over at the proxy)
 # is over once the proxy has confirmed it and then sent nothing for the topic
 # this long while the link was up: the proxy sends its backlog back to back
 # (a window of 8 every second or so even in the VM, where each delivery costs
 # an Ed25519 verify), so 20 s of silence means it has nothing more.
-REFILL_IDLE_MS = 20000
+REFILL_IDLE_MS = const(20000)
 
 
 def _log(msg):
@@ -142,16 +160,17 @@ class Node:
         for t in self.topics:
             self.by_id[t.topic] = t
         if cfg.get("link") == "plaintext":
-            self.session = ClientSession(self.node_id[:16], window=WINDOW, keepalive_ms=KEEPALIVE_MS)
+            self.session = ClientSession(self.node_id[:16], window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
             self.link = PlainLink(self.session)
         else:
             from shared_protocol.groups.keys import Identity
             static = Identity(bytes.fromhex(cfg["node_key"])).x25519_secret
             sid = node_id_for(crypto.x25519_public(static))
-            self.session = ClientSession(sid, window=WINDOW, keepalive_ms=KEEPALIVE_MS)
+            self.session = ClientSession(sid, window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
             self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
         self._dropped_seen = 0
         self.proxies = []
+        from firmware import config
         for p in cfg.get("proxies", []):
             addr, key = config.split_proxy_key(p)
             host, _, port = addr.rpartition(":")
@@ -185,9 +204,9 @@ class Node:
         port = lc.get("port")
         peers = lc.get("peers", [])
         if not isinstance(port, int) or not 0 < port < 65536 or not isinstance(peers, list) \
-                or len(peers) > LAN_PEERS_MAX:
+                or len(peers) > _LAN_PEERS_MAX:
             self.log("upsycle: config 'lan' must be {\"port\": 1..65535, \"peers\": [\"host:port\", ...] "
-                     "(at most %d)}: LAN off" % LAN_PEERS_MAX)
+                     "(at most %d)}: LAN off" % _LAN_PEERS_MAX)
             return False
         from shared_protocol.lan import Lan, LanTopic, parse_addr
         from shared_protocol.rand import Rng
@@ -221,15 +240,15 @@ class Node:
         out = []
         due = self._lan_due
         if platform.ticks_diff(now, due[0]) >= 0:
-            due[0] = now + ANNOUNCE_MS
+            due[0] = now + _ANNOUNCE_MS
             a = lan.announce()
             for p in self.lan_peers:
                 out.append((p, a))
         if platform.ticks_diff(now, due[1]) >= 0:
-            due[1] = now + SHUFFLE_MS
+            due[1] = now + _SHUFFLE_MS
             out += self._resolve(lan.shuffle(now))
         if platform.ticks_diff(now, due[2]) >= 0:
-            due[2] = now + SYNC_MS
+            due[2] = now + _SYNC_MS
             out += self._resolve(lan.sync_round(now))
         return out
 
@@ -469,7 +488,7 @@ async def _wifi(cfg, wdt, log):
     if not cfg.get("wifi"):
         log("upsycle: no WiFi network in the config: using the network as it is")
         return None
-    delay = WIFI_RETRY_MIN_MS
+    delay = _WIFI_RETRY_MIN_MS
     while True:
         wlan = platform.wifi_connect(cfg.get("wifi", []))
         if wlan is None or wlan.isconnected():
@@ -480,9 +499,27 @@ async def _wifi(cfg, wdt, log):
         waited = 0
         while waited < delay:
             wdt.feed()
-            await asyncio.sleep_ms(min(LOOP_MAX_MS, delay - waited))
-            waited += LOOP_MAX_MS
-        delay = min(2 * delay, WIFI_RETRY_MAX_MS)
+            await asyncio.sleep_ms(min(_LOOP_MAX_MS, delay - waited))
+            waited += _LOOP_MAX_MS
+        delay = min(2 * delay, _WIFI_RETRY_MAX_MS)
+
+
+def forget_boot_modules(names=BOOT_ONLY):
+    """Drop modules used only at boot from sys.modules and from their
+    package, so nothing refers to them and the GC frees their bytecode. A
+    later import loads them again. Boards only: a CPython host has the RAM,
+    and its tests hold these modules' classes."""
+    import sys
+    if sys.implementation.name != "micropython":
+        return
+    for name in names:
+        if sys.modules.pop(name, None) is None:
+            continue
+        pkg, _, leaf = name.rpartition(".")
+        try:
+            delattr(sys.modules[pkg], leaf)
+        except (KeyError, AttributeError):
+            pass
 
 
 def duty_cycle(cfg, log=_log):
@@ -492,9 +529,9 @@ def duty_cycle(cfg, log=_log):
         return None
     a = sc.get("awake_s") if isinstance(sc, dict) else None
     z = sc.get("sleep_s") if isinstance(sc, dict) else None
-    if not isinstance(a, int) or not isinstance(z, int) or not 1 <= a <= SLEEP_MAX_S or not 1 <= z <= SLEEP_MAX_S:
+    if not isinstance(a, int) or not isinstance(z, int) or not 1 <= a <= _SLEEP_MAX_S or not 1 <= z <= _SLEEP_MAX_S:
         log("upsycle: config 'sleep' must be {\"awake_s\": 1..%d, \"sleep_s\": 1..%d}: staying awake"
-            % (SLEEP_MAX_S, SLEEP_MAX_S))
+            % (_SLEEP_MAX_S, _SLEEP_MAX_S))
         return None
     return a * 1000, z * 1000
 
@@ -503,7 +540,7 @@ def _ready_to_sleep(node, awake_ms, since_ms):
     """Awake long enough, and nothing left for the proxy (or out of grace)."""
     if since_ms < awake_ms:
         return False
-    if since_ms >= awake_ms + AWAKE_GRACE_MS:
+    if since_ms >= awake_ms + _AWAKE_GRACE_MS:
         return True
     for t in node.topics:
         if t.outbox:
@@ -518,9 +555,10 @@ async def main(cfg, app=None):
     woke = platform.ticks_ms()
     if platform.woke_from_deepsleep():
         log("upsycle: woke from deep sleep")
-    wdt = platform.watchdog(WDT_TIMEOUT_MS)
+    wdt = platform.watchdog(_WDT_TIMEOUT_MS)
     wlan = await _wifi(cfg, wdt, log)
     node = Node(cfg)
+    forget_boot_modules()
     if app is not None:
         app(node)
     if not node.open_link():
@@ -545,7 +583,7 @@ async def main(cfg, app=None):
             log("upsycle: deep sleep for %d ms" % duty[1])
             platform.deepsleep(duty[1])   # a reset wakes the board: main.py again
             return
-        if platform.ticks_diff(now, last_status) >= STATUS_EVERY_MS:
+        if platform.ticks_diff(now, last_status) >= _STATUS_EVERY_MS:
             last_status = now
             st = node.status()
             if st != last_line:   # only changes: the REPL stays readable
@@ -562,17 +600,17 @@ async def main(cfg, app=None):
         if ls is not None:
             _lan_io(node, ls, now, wdt)
         d = node.next_deadline()
-        wait = LOOP_MAX_MS if d is None else max(1, min(LOOP_MAX_MS, platform.ticks_diff(d, now)))
-        if ls is not None and wait > LAN_POLL_MS:
-            wait = LAN_POLL_MS
+        wait = _LOOP_MAX_MS if d is None else max(1, min(_LOOP_MAX_MS, platform.ticks_diff(d, now)))
+        if ls is not None and wait > _LAN_POLL_MS:
+            wait = _LAN_POLL_MS
         if sock is None:
             await asyncio.sleep_ms(wait)
             continue
         if not await platform.wait_readable(sock, wait):
             continue
-        for _ in range(RX_PER_TURN):
+        for _ in range(_RX_PER_TURN):
             try:
-                data = sock.recvfrom(DATAGRAM_MAX)[0]
+                data = sock.recvfrom(RX_MAX)[0]
             except OSError:
                 break   # EAGAIN: nothing more queued
             node.receive(data, platform.ticks_ms())
@@ -581,9 +619,9 @@ async def main(cfg, app=None):
 
 def _lan_io(node, ls, now, wdt):
     out = node.lan_timers(now)
-    for _ in range(RX_PER_TURN):
+    for _ in range(_RX_PER_TURN):
         try:
-            data, src = ls.recvfrom(DATAGRAM_MAX + 64)
+            data, src = ls.recvfrom(RX_MAX + 64)
         except OSError:
             break
         out += node.lan_receive(data, _host_port(src), platform.ticks_ms())

@@ -44,7 +44,6 @@ from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import store as dstore
 from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
-from shared_protocol.groups.invite import member_from_url
 from shared_protocol.groups.member import Member
 from firmware import platform
 
@@ -91,6 +90,9 @@ def _write_atomic(files, path, payload):
 
 class Topic:
     def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None):
+        # Imported here: the invite decoder runs once per topic at boot
+        # (firmware.runtime.BOOT_ONLY lets the GC free it afterwards).
+        from shared_protocol.groups.invite import member_from_url
         fresh = member_from_url(invite)  # raises a GroupError on a bad invite
         self.name = fresh.name
         self.topic = fresh.topic

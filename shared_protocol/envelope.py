@@ -65,17 +65,24 @@ class RegistryError(LocalError):
 
 
 class MessageType:
-    __slots__ = ("code", "name", "fields", "min_fields", "_index")
+    __slots__ = ("code", "name", "fields", "min_fields", "_names")
 
     def __init__(self, code, name, fields, min_fields=None):
         self.code = code
         self.name = name
         self.fields = tuple(fields)
         self.min_fields = len(self.fields) if min_fields is None else min_fields
-        idx = {}
-        for i, f in enumerate(self.fields):
-            idx[f[0]] = i
-        self._index = idx
+        # Field positions by name: a tuple searched by tuple.index (in C)
+        # rather than a dict per type, which every registered type would
+        # keep in a board's heap; messages have at most a handful of fields.
+        self._names = tuple(f[0] for f in self.fields)
+
+    def index(self, name):
+        """The position of field ``name``; KeyError if the type has none."""
+        try:
+            return self._names.index(name)
+        except ValueError:
+            raise KeyError(name)
 
     def __repr__(self):
         return "<MessageType %d %s>" % (self.code, self.name)
@@ -99,13 +106,16 @@ class Message:
         return self.type.name
 
     def __getitem__(self, name):
-        i = self.type._index[name]
+        i = self.type.index(name)
         v = self.values
         return v[i] if i < len(v) else None
 
     def get(self, name, default=None):
-        i = self.type._index.get(name)
-        if i is None or i >= len(self.values):
+        names = self.type._names
+        if name not in names:
+            return default
+        i = names.index(name)
+        if i >= len(self.values):
             return default
         return self.values[i]
 

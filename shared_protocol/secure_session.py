@@ -45,7 +45,7 @@ link (the byte stream is out of step): "link_failed", then start() again.
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise.handshake import Handshake
-from shared_protocol.noise.stream import NEED_DATA, HandshakeComplete, NoiseStream
+from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import HandshakeTimedOut, UdpSession
 from shared_protocol.session import SessionError
 
@@ -110,6 +110,9 @@ class SecureLink:
             self._noise = UdpSession(hs, ticks_diff=self._diff)
             self._noise.start(now)
         else:
+            # Stream mode only (host clients over TCP): a board speaks UDP
+            # and never loads the stream transport.
+            from shared_protocol.noise.stream import NoiseStream
             self._noise = NoiseStream(hs)
             self._noise.start()
 

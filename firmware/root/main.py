@@ -3,6 +3,7 @@
 try:
     from firmware import node
     cfg = node.start()
+    del node   # boot only: the runtime lets the GC free it (runtime.BOOT_ONLY)
     if cfg is not None:
         from firmware import app, runtime
         runtime.run(cfg, app.temperature_app)

@@ -29,6 +29,9 @@ PINNED_MICROPYTHON = (1, 27)
 # Packages compiled to .mpy and copied under /lib.
 PACKAGES = ("shared_protocol", "firmware")
 ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
+# Build descriptions beside the code, never copied: firmware/manifest.py
+# freezes the firmware into a custom image (docs/node.md).
+NOT_BOARD_FILES = ("firmware/manifest.py",)
 CONFIG_REMOTE = "/config.json"
 # Bytes of file data sent per raw-REPL command. Each command costs a round
 # trip (mpremote polls every 10 ms), so small files are batched into one
@@ -70,8 +73,8 @@ def source_files():
         for d, dirs, files in os.walk(base):
             dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
             for f in sorted(files):
-                if f.endswith(".py"):
-                    rel = os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+                rel = os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+                if f.endswith(".py") and rel not in NOT_BOARD_FILES:
                     out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
     for f in ROOT_FILES:
         out.append((os.path.join(ROOT, "firmware", "root", f), f))

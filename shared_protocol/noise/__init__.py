@@ -4,6 +4,7 @@
 - symmetric.py  CipherState / SymmetricState (Noise §5.1-5.2)
 - stream.py     length-prefixed frames over TCP/serial/BLE (NoiseSocket style)
 - datagram.py   explicit nonces and a replay window for UDP
+- events.py     the events both transports hand out
 - udp.py        a whole UDP session: handshake with retransmission, then datagram.py
 - errors.py     the typed errors
 """

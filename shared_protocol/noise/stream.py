@@ -14,6 +14,7 @@ after it, so every later call raises; the caller closes the link.
 from shared_protocol import framing
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise.errors import NoiseUsageError
+from shared_protocol.noise.events import NEED_DATA, HandshakeComplete, Message  # noqa: F401 (re-exported)
 from shared_protocol.noise.symmetric import MAX_MESSAGE, TAGLEN
 
 # Default largest frame: the stream framing's default (4 KiB, one frame in a
@@ -21,26 +22,6 @@ from shared_protocol.noise.symmetric import MAX_MESSAGE, TAGLEN
 MAX_FRAME = framing.STREAM_FRAME_DEFAULT
 # Largest plaintext in one transport frame.
 MAX_PAYLOAD = MAX_MESSAGE - TAGLEN
-
-
-class _NeedData:
-    def __repr__(self):
-        return "NEED_DATA"
-
-
-NEED_DATA = _NeedData()
-
-
-class HandshakeComplete:
-    def __init__(self, remote_static, handshake_hash, payload):
-        self.remote_static = remote_static
-        self.handshake_hash = handshake_hash
-        self.payload = payload  # the peer's last handshake payload
-
-
-class Message:
-    def __init__(self, data):
-        self.data = data
 
 
 def frame(body):

@@ -19,7 +19,7 @@ the responder has finished are dropped, as UDP may drop them anyway.
 """
 from shared_protocol.noise.datagram import MAX_DATAGRAM, REPLAY_WINDOW, DatagramChannel
 from shared_protocol.noise.errors import NoiseError, NoiseUsageError
-from shared_protocol.noise.stream import HandshakeComplete, Message
+from shared_protocol.noise.events import HandshakeComplete, Message
 
 KIND_HS1 = 1
 KIND_HS2 = 2

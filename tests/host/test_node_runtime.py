@@ -309,3 +309,19 @@ def test_lost_replica_with_state_kept_refills_but_a_first_boot_does_not(tmp_path
     os.remove(t.store.path)
     t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
     assert t2.refilling
+
+
+def test_socket_read_size_is_the_datagram_limit():
+    # runtime.RX_MAX repeats framing.DATAGRAM_MAX so the node need not load
+    # framing.py; a change to one must change the other.
+    from shared_protocol import framing
+    assert runtime.RX_MAX == framing.DATAGRAM_MAX
+
+
+def test_boot_only_modules_are_kept_on_cpython():
+    # forget_boot_modules() frees RAM on boards only; on CPython the modules
+    # (and classes other code holds) stay the same objects.
+    import sys
+    from firmware import config
+    runtime.forget_boot_modules()
+    assert sys.modules["firmware.config"] is config

@@ -235,5 +235,51 @@ def test_set_aside_replica_refills_from_the_proxy(tmp_path):
     finally:
         for x in procs:
             x.stop()
+
+
+# Modules a UDP node without a LAN must not hold once it runs: the boot-only
+# ones it drops (runtime.BOOT_ONLY) and those it never needs.
+NOT_LOADED = ("firmware.node", "firmware.config", "shared_protocol.groups.invite",
+              "shared_protocol.noise.stream", "shared_protocol.framing", "shared_protocol.dmc.sync",
+              "shared_protocol.session_proxy", "shared_protocol.groups.admin", "shared_protocol.lan")
+
+
+def test_node_drops_boot_only_modules_and_still_reconnects(tmp_path):
+    port, proxy, fs, inv, dmc = _site(tmp_path)
+    p = Proc(board_cmd.server_command(0, fs, name="lean", echo=True), "lean", None)
+    try:
+        p.wait_url()
+        r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual", "--port", p.url,
+                            "--proxy", "127.0.0.1:%d" % port, "--invite", inv, "--wifi", "upsycle-lab:upsycle-lab",
+                            "--interval", "1"], env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        _wait_line(p, "first reading acknowledged", 0)
+        # The proxy goes away and comes back: the node reconnects (a new
+        # Noise handshake and session) with the boot-only modules gone.
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        _wait_line(p, "proxy link lost", 0, timeout=90)
+        mark = len(p.lines)
+        proxy = start_proxy(str(tmp_path / "proxy"), port)
+        _wait_line(p, "proxy session open", mark, timeout=90)
+        acked_before = max([0] + [int(l.split(" acked ")[1].split()[0]) for l in p.lines[:mark] if " acked " in l])
+        end = time.monotonic() + 30
+        acked = acked_before
+        while time.monotonic() < end and acked <= acked_before:
+            acked = max([acked_before] + [int(l.split(" acked ")[1].split()[0])
+                                          for l in p.lines[mark:] if " acked " in l])
+            time.sleep(0.1)
+        assert acked > acked_before, p.lines[-30:]
+        assert not [l for l in p.lines if "SAFE MODE" in l or "Traceback" in l], p.lines
+        # What the running node holds (resume: the same VM, no soft reset).
+        r = subprocess.run([sys.executable, "-m", "mpremote", "connect", p.url, "resume", "exec",
+                            "import sys\nprint(' '.join(sorted(sys.modules)))"],
+                           env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        loaded = set(r.stdout.split())
+        assert "firmware.runtime" in loaded and "shared_protocol.noise.udp" in loaded, r.stdout
+        assert not [m for m in NOT_LOADED if m in loaded], sorted(loaded)
+    finally:
+        p.stop()
         proxy.terminate()
         proxy.wait(timeout=10)

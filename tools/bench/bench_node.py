@@ -9,12 +9,17 @@
    topics and a full CYCLON view, and along N publishes (the bounded
    buffers fill, then no growth).
 2. Total size of what `upsycle flash` copies, per arch.
+2b. (--only modules) RAM each module of the running node costs when
+   imported from .mpy, one per row in dependency order, against its .mpy
+   size; the set is what a node that booted and had a reading acknowledged
+   holds in sys.modules.
 3. Boot to first acknowledged publish on a virtual board with a proxy.
 4. Bytes on air per reading: our sealed publish + ack, as session messages
    and as Noise datagrams over UDP, against a bare MQTT 3.1.1 QoS-1
    PUBLISH + PUBACK over TCP (the anchor) and the same over TLS 1.3.
 """
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -70,6 +75,7 @@ def heap(publishes):
                 "from firmware import runtime, topic, app\nfrom shared_protocol import lan, session",
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 "import json\ncfg = json.load(open('/config.json'))\nnode = runtime.Node(cfg, data_dir='/bench', log=lambda m: None)\n"
+                "runtime.forget_boot_modules()\n"   # as runtime.main() does once the node is built
                 "node.open_lan('127.0.0.1')\n"
                 "for i in range(8): node.lan.cyclon.heard(bytes([i + 1]) * 32, b'127.0.0.1:%d' % (48000 + i))\n"
                 "tp = node.topics[0]",
@@ -138,6 +144,187 @@ def sizes():
         rows.append([arch, len(files), src, total, total / src, mine])
     print(render("Flashed firmware size, bytes (.py source is the anchor)",
                  ["arch", "files", ".py source", ".mpy + root .py", "ratio", "of which node runtime"], rows))
+
+
+# ------------------------------------------------------------------ modules
+
+PROJECT_PACKAGES = ("shared_protocol", "firmware")
+
+
+def _is_project(name):
+    return name.split(".")[0] in PROJECT_PACKAGES
+
+
+def _module_file(name):
+    base = os.path.join(ROOT, *name.split("."))
+    if os.path.isdir(base):
+        return os.path.join(base, "__init__.py")
+    return base + ".py"
+
+
+def _import_deps(name):
+    """Project modules `name` imports when it is imported: its package
+    parents and the imports at module level (not inside functions, which
+    run later, if at all)."""
+    parts = name.split(".")
+    deps = [".".join(parts[:i]) for i in range(1, len(parts))]
+    with open(_module_file(name)) as f:
+        tree = ast.parse(f.read())
+    todo = list(tree.body)
+    while todo:
+        n = todo.pop(0)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(n, ast.Import):
+            for a in n.names:
+                deps.append(a.name)
+        elif isinstance(n, ast.ImportFrom) and n.module:
+            deps.append(n.module)
+            for a in n.names:   # `from pkg import mod` imports pkg.mod when it is a module
+                sub = n.module + "." + a.name
+                if _is_project(sub) and os.path.exists(_module_file(sub)):
+                    deps.append(sub)
+        else:
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                todo += getattr(n, field, [])
+    out = []
+    for d in deps:
+        if _is_project(d):
+            parts = d.split(".")
+            out += [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return [d for d in out if d != name]
+
+
+def dependency_order(names):
+    """names with each module after every project module it imports (so
+    importing them in this order, each row costs that module alone)."""
+    order, seen = [], set()
+
+    def visit(n):
+        if n in seen:
+            return
+        seen.add(n)
+        for d in sorted(set(_import_deps(n))):
+            visit(d)
+        order.append(n)
+
+    for n in sorted(names):
+        visit(n)
+    return order
+
+
+def _running_node_modules(d):
+    """sys.modules (project modules only) of a node that booted from its
+    flash, opened the proxy session and had a reading acknowledged."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
+    from proxy_rig import free_port, start_proxy
+    port = free_port()
+    proxy = start_proxy(os.path.join(d, "proxy"), port)
+    try:
+        fs = os.path.join(d, "flash")
+        os.makedirs(fs)
+        p = _start_board(fs, "mods")
+        _flash(p.url, proxies=["127.0.0.1:%d" % port], invites=_invites(2), interval=1)
+        p.stop()
+        p = _start_board(fs, "mods")
+        try:
+            t0 = time.monotonic()
+            while not any("first reading acknowledged" in l for l in list(p.lines)):
+                if time.monotonic() - t0 > 60:
+                    raise RuntimeError("no acknowledged reading within 60 s:\n" + "\n".join(p.lines))
+                time.sleep(0.05)
+            time.sleep(1.5)   # a few more turns of the steady state
+            # resume: no soft reset, so the VM that ran the node answers
+            # (mpremote's Ctrl-C stops the node's task first).
+            r = subprocess.run(MPREMOTE + ["connect", p.url, "resume", "exec",
+                                           "import sys, gc\ngc.collect()\nprint('S', ' '.join(sorted(sys.modules)))",
+                                           "exec", "print('M', gc.mem_alloc())"],
+                               capture_output=True, text=True, timeout=120, cwd=ROOT)
+            if r.returncode != 0:
+                raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+        finally:
+            p.stop()
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+    mods = []
+    after = None
+    for l in r.stdout.splitlines():
+        if l.startswith("S "):
+            mods = [m for m in l.split()[1:] if _is_project(m)]
+        elif l.startswith("M "):
+            after = int(l.split()[1])
+    return mods, after
+
+
+def modules():
+    sizes = {}   # module -> .mpy bytes (the virtual board's build: plain bytecode)
+    with tempfile.TemporaryDirectory() as build:
+        for local, remote in flashing.build(boards.load("virtual"), build):
+            if remote.endswith(".mpy"):
+                name = remote[len("lib/"):-len(".mpy")].replace("/", ".")
+                if name.endswith(".__init__"):
+                    name = name[:-len(".__init__")]
+                sizes[name] = os.path.getsize(local)
+    with tempfile.TemporaryDirectory() as d:
+        loaded, running = _running_node_modules(d)
+        order = dependency_order(loaded)
+        extra = [m for m in order if m not in loaded]
+        if extra:
+            raise RuntimeError("dependency order names modules the node did not load: %s" % extra)
+        fs = os.path.join(d, "flash2")
+        os.makedirs(fs)
+        p = _start_board(fs, "mods2")
+        try:
+            _flash(p.url, proxies=["127.0.0.1:9"], invites=_invites(1))
+            # After each import: which project modules it brought in (a
+            # package whose __init__ imports its submodules loads them all).
+            steps = ["import gc, sys\n_seen = set(sys.modules)", "gc.collect()", "print('M', gc.mem_alloc())"]
+            for m in order:
+                steps += ["import " + m + "\n_new = [k for k in sys.modules if k not in _seen]\n"
+                          "_seen.update(_new)\nprint('N', ' '.join(sorted(_new)))\ndel _new",
+                          "gc.collect()", "print('M', gc.mem_alloc())"]
+            r = subprocess.run(MPREMOTE + ["connect", p.url] + [x for s in steps for x in ("exec", s)],
+                               capture_output=True, text=True, timeout=1800, cwd=ROOT)
+            if r.returncode != 0:
+                raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+        finally:
+            p.stop()
+    vals = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("M ")]
+    lines_n = [l.split()[1:] for l in r.stdout.splitlines() if l.startswith("N")]
+    news = [[x for x in n if _is_project(x)] for n in lines_n]
+    # Board modules a row pulls in (socket, asyncio...): built into the
+    # firmware on a board, Python modules in the virtual board's VM.
+    board = [[x for x in n if not _is_project(x) and not x.startswith("_vboard")] for n in lines_n]
+    bare = vals[0]
+    rows = [["bare VM (anchor)", "", bare, "", ""]]
+    total_mpy = 0
+    for i, m in enumerate(order):
+        ram = vals[i + 1] - vals[i]
+        mpy = sum(sizes.get(x, 0) for x in news[i])
+        total_mpy += mpy
+        label = m
+        if not news[i]:
+            label = m + " (loaded by a row above)"
+        elif news[i] != [m]:
+            label = "%s + %d more it loads: %s" % (m, len(news[i]) - 1,
+                                                   " ".join(x.split(".")[-1] for x in news[i] if x != m))
+        if board[i]:
+            label += " (and the VM's %s)" % " ".join(board[i])
+        rows.append([label, mpy, ram, ram / mpy if mpy else "", ram / bare])
+    total = vals[-1] - bare
+    rows.append(["total: %d modules the node loads" % len(order), total_mpy, total, total / total_mpy, total / bare])
+    print(render("RAM of the node's modules imported from .mpy on the virtual board, bytes (gc.mem_alloc "
+                 "after collect; one row per module in dependency order, so a row is that module alone; "
+                 "the set is sys.modules of a node that booted with a proxy and 2 topics, no LAN, and had "
+                 "a reading acknowledged)",
+                 ["module", ".mpy bytes", "RAM", "RAM / .mpy", "vs bare VM"], rows))
+    not_loaded = sorted(m for m in sizes if m not in loaded)
+    print("flashed but not loaded by the running node (%d): %s" % (len(not_loaded), " ".join(not_loaded)))
+    print("rows are gc.mem_alloc deltas: a row that makes the VM grow a shared table (the qstr pool, "
+          "sys.modules) carries that growth, so single rows vary by a few KB between orders; the total does not")
+    print("whole heap of that board after the node's task stopped (modules + what stays referenced): %d bytes"
+          % running)
 
 
 def boot_to_ack():
@@ -248,7 +435,7 @@ def cbor_len(v):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--publishes", type=int, default=1000)
-    ap.add_argument("--only", choices=["heap", "sizes", "boot", "air"])
+    ap.add_argument("--only", choices=["heap", "sizes", "boot", "air", "modules"])
     a = ap.parse_args()
     if a.only in (None, "air"):
         on_air()
@@ -256,6 +443,8 @@ def main():
         sizes()
     if a.only in (None, "boot"):
         boot_to_ack()
+    if a.only in (None, "modules"):
+        modules()
     if a.only in (None, "heap"):
         heap(a.publishes)
 
