@@ -44,6 +44,14 @@ COPY_CHUNK = 2048
 TAIL_SECONDS = 8.0
 TAIL_DONE = (b"node up", b"SAFE MODE")
 DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
+# Heap the node needs, measured on the virtual board (tools/bench/bench_node.py
+# --only modules and --only heap): its modules loaded from .mpy files take
+# ~138 KB (bytecode, qstrs and constants in RAM) and its own state up to
+# ~34 KB after 1,000 readings; frozen into the firmware image
+# (firmware/manifest.py) only the state and the modules' globals stay, which
+# the 48 KB budget of shared/MICROPYTHON.md covers.
+NODE_HEAP_MPY = 180 * 1024
+NODE_HEAP_FROZEN = 48 * 1024
 
 
 class FlashError(Exception):
@@ -253,6 +261,23 @@ class Board:
                 self.eval("sys.platform"),
                 self.eval("getattr(sys.implementation, '_machine', '')"))
 
+    def heap_and_frozen(self):
+        """(free GC heap in bytes after a collection, whether our modules are
+        frozen into the firmware image)."""
+        # Frozen modules report a path under '.frozen' (and come before
+        # /lib on sys.path, so a frozen copy wins over flashed files).
+        self.exec("import gc\n"
+                  "def _upsycle_frozen():\n"
+                  " try:\n"
+                  "  import shared_protocol\n"
+                  " except ImportError:\n"
+                  "  return False\n"
+                  " return getattr(shared_protocol, '__file__', '').startswith('.frozen')\n"
+                  "gc.collect()")
+        free = self.eval("gc.mem_free()")
+        frozen = self.eval("_upsycle_frozen()")
+        return free, frozen
+
     def mkdirs(self, paths):
         """Create directories, parents first; existing ones are fine (EEXIST)."""
         self.exec("import os\nfor p in %r:\n try:\n  os.mkdir(p)\n except OSError as e:\n"
@@ -399,6 +424,22 @@ def check_board(board, profile):
     return version, platform, machine
 
 
+def heap_advice(free, frozen):
+    """A warning for the person flashing when the board's free heap cannot
+    hold the node, or None. A warning, not a refusal: the figure is read at
+    the REPL before the node runs, and a user may know better."""
+    need = NODE_HEAP_FROZEN if frozen else NODE_HEAP_MPY
+    if free >= need:
+        return None
+    if frozen:
+        return ("warning: the board has %d KB of heap free, the node needs about %d KB: expect MemoryError"
+                % (free // 1024, need // 1024))
+    return ("warning: the board has %d KB of heap free, and the node's modules loaded from .mpy files "
+            "need about %d KB with its state: expect MemoryError. Build a firmware image with the "
+            "modules frozen in (firmware/manifest.py, docs/node.md), or use a board with more RAM "
+            "(PSRAM, or a Pico W)" % (free // 1024, need // 1024))
+
+
 def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True):
     """Flash firmware and config; return the board's first log lines."""
     files = build(profile, build_dir, log=None)
@@ -407,6 +448,12 @@ def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True)
     try:
         version, platform, machine = check_board(board, profile)
         out("board: MicroPython %s on %s (%s)" % (".".join(str(x) for x in version), platform, machine))
+        free, frozen = board.heap_and_frozen()
+        out("heap: %d KB free; upsycle modules %s" % (free // 1024, "frozen into the firmware" if frozen
+                                                       else "loaded from /lib (.mpy)"))
+        advice = heap_advice(free, frozen)
+        if advice:
+            out(advice)
         dirs = set()
         for _, r in files:
             parts = r.split("/")[:-1]

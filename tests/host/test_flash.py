@@ -39,6 +39,8 @@ def test_flash_copies_firmware_and_config_and_boots_the_node(vboard, tmp_path):
     _, public = flashing.node_keys(SEED)
     assert "node up: id %s" % public[:16] in r.stdout, r.stdout
     assert "MicroPython 1.27.0 on webassembly" in r.stdout
+    # The VM's heap grows on demand: plenty free, and no frozen modules.
+    assert "upsycle modules loaded from /lib (.mpy)" in r.stdout and "warning" not in r.stdout, r.stdout
     # Read everything back with mpremote itself.
     top = vboard.mpremote("fs", "ls", ":").stdout
     for name in ("boot.py", "main.py", "config.json", "lib/"):
@@ -64,6 +66,8 @@ def test_reflash_skips_unchanged_files_and_keeps_a_given_key(vboard, tmp_path):
     r = _flash(vboard, tmp_path, "--no-tail")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("unchanged") == len(flashing.source_files()), r.stdout
+    # Our package is on the board now (from /lib), still not frozen.
+    assert "upsycle modules loaded from /lib (.mpy)" in r.stdout, r.stdout
 
 
 def test_a_new_key_is_generated_when_none_is_given(vboard, tmp_path):
@@ -132,6 +136,17 @@ def test_version_mismatch_is_refused_with_the_pinned_version():
     with pytest.raises(flashing.FlashError) as e:
         flashing.check_board(OldBoard(), boards.load("pico_w"))
     assert "MicroPython 1.24.1" in str(e.value) and "needs 1.27" in str(e.value)
+
+
+def test_heap_advice_for_plain_esp32_pico_w_and_frozen_firmware():
+    # Free heap as boards report it at the REPL (shared/MICROPYTHON.md): a
+    # plain ESP32 ~100-110 KB, a Pico W ~190 KB.
+    esp32 = flashing.heap_advice(105 * 1024, frozen=False)
+    assert esp32 and "105 KB" in esp32 and "manifest.py" in esp32 and "MemoryError" in esp32
+    assert flashing.heap_advice(190 * 1024, frozen=False) is None
+    assert flashing.heap_advice(105 * 1024, frozen=True) is None
+    small = flashing.heap_advice(30 * 1024, frozen=True)
+    assert small and "30 KB" in small and "manifest" not in small
 
 
 def test_bad_flag_values_are_refused_before_touching_the_board(tmp_path):
