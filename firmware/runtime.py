@@ -145,14 +145,14 @@ class Node:
         self.cfg = cfg
         self.log = log
         self.node_id = bytes.fromhex(cfg["node_id"])
-        # DMC authors: node id prefix + a generation per replica (topic.py).
-        self.author = self.node_id[:AUTHOR_NODE_BYTES]
+        # Each topic's DMC author: this prefix + a generation per replica (topic.py).
+        self.node_author = self.node_id[:AUTHOR_NODE_BYTES]
         crypto.set_random_source(platform.random_bytes)
         platform.makedirs(data_dir)
         self.topics = []
         for inv in cfg.get("topics", []):
             try:
-                self.topics.append(Topic(inv, self.author, data_dir, files, log))
+                self.topics.append(Topic(inv, self.node_author, data_dir, files, log))
             except UpsycleError as e:
                 log("upsycle: a topic invite is unusable (%s: %s): skipped; re-flash with a fresh invite"
                     % (e.code, e.message))

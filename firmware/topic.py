@@ -10,8 +10,7 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
                members would drop the publication as a replay)
              - outbox: the DMC operations this node wrote that the proxy has
                not acknowledged yet, oldest first
-             - published: how many readings this node wrote (for the demo,
-               and the DMC sequence of its last one: readings are its only ops)
+             - published: how many readings this node wrote (for the demo)
   <id>.rf    present while the topic refills from the proxy after its
              replica was set aside (see "Refill" below); its presence is
              all that counts, so a reset during the refill starts it again
@@ -98,7 +97,6 @@ class Topic:
         self.topic = fresh.topic
         self.node_author = bytes(node_author[:AUTHOR_NODE_BYTES])
         self.random_bytes = random_bytes or platform.random_bytes
-        self.author = None        # the replica's author, set by _load
         self.log = log
         self.files = files if files is not None else dstore.OsFiles()
         base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
@@ -151,7 +149,6 @@ class Topic:
             # A new generation: see "Authors" above.
             self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), LOG_KEEP, 0, BOARD_TAIL)
             self.dirty_replica = True   # the new author id must be on flash before it is used
-        self.author = self.replica.author
         if not self.refilling and self.files.read(self.refill_path) is not None:
             self.refilling = True     # a refill that a reset interrupted: again
         if self.refilling:
@@ -163,6 +160,11 @@ class Topic:
                     self.dirty_replica = True
             except Exception as e:  # a stale op from an older replica: keep the outbox as is
                 self.log("upsycle: topic %s: outbox op not applied: %s" % (self.name, e))
+
+    @property
+    def author(self):
+        """This node's DMC author id in the topic: its replica's (see "Authors")."""
+        return self.replica.author
 
     def _quarantine(self, path, err):
         msg = getattr(err, "message", None) or repr(err)
@@ -255,7 +257,5 @@ def message_seq(author, seq):
     """The sequence part of an op's message id at the proxy: the author's
     generation bytes above its DMC sequence, so a new generation, which
     starts at 1 again, never repeats an id the proxy already stores."""
-    g = 0
-    for b in author[AUTHOR_NODE_BYTES:AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES]:
-        g = (g << 8) | b
+    g = int.from_bytes(author[AUTHOR_NODE_BYTES:AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES], "big")
     return (g << 32) | seq

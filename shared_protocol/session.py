@@ -160,13 +160,20 @@ class ClientSession:
         if self.state == OPEN:
             self._out.append(data)
 
+    def _take_slot(self, topic):
+        """Check ``topic`` and that it may hold a subscription slot. A topic
+        being started over (resubscribe) keeps its slot while it waits for
+        the unsubscribe's confirmation, so its subscribe then always fits."""
+        if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
+            raise SessionError("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
+        if topic not in self._subs and topic not in self._resubs and \
+                len(self._subs) + len(self._resubs) >= SUBSCRIPTIONS_MAX:
+            raise SessionError("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
+
     def subscribe(self, topic, now):
         if topic in self._subs:
             return
-        if len(self._subs) >= SUBSCRIPTIONS_MAX:
-            raise SessionError("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
-        if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
-            raise SessionError("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
+        self._take_slot(topic)
         s = _Sub()
         s.due = now + RTO_INITIAL_MS
         self._subs[topic] = s
@@ -192,11 +199,7 @@ class ClientSession:
         Plain s_unsubscribe and s_subscribe, so every proxy does it; the
         re-subscription ends with the usual ("subscribed", topic, cursor).
         """
-        if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
-            raise SessionError("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
-        if topic not in self._subs and topic not in self._resubs and \
-                len(self._subs) + len(self._resubs) >= SUBSCRIPTIONS_MAX:
-            raise SessionError("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
+        self._take_slot(topic)
         self._subs.pop(topic, None)
         self._resubs[topic] = True
         self._unsubs[topic] = [now + RTO_INITIAL_MS, RTO_INITIAL_MS]

@@ -141,6 +141,13 @@ def message_id(node_id, seq):
     return bytes(out)
 
 
+def message_id_is_from(msg_id, node_id):
+    """Whether ``msg_id`` starts as ``message_id(node_id, ...)`` would: the
+    proxy takes a publish only under its publisher's ids (R_MSG_ID)."""
+    prefix = node_id[:MSG_ID_NODE_BYTES]
+    return bytes(msg_id[:len(prefix)]) == prefix
+
+
 def message_seq(msg_id):
     """The sequence part (last 8 bytes) of a message id made by ``message_id``."""
     v = 0

@@ -66,3 +66,13 @@ def test_join_rejects_garbage_url(tmp_path, capsys):
     assert code == 1 and "not a valid invite" in err
     code, _, err = run(capsys, "topic", "--home", str(tmp_path), "join", "https://example.com")
     assert code == 1
+
+
+def test_commands_naming_an_unknown_topic_say_so(tmp_path, capsys):
+    home = str(tmp_path)
+    msg = tmp_path / "m.bin"
+    msg.write_bytes(b"x")
+    for argv in (["invite", "nosuch", "--no-qr"], ["remove", "nosuch", "ab"], ["members", "nosuch"],
+                 ["seal", "nosuch", "hello", "--out", str(tmp_path / "o.bin")], ["open", "nosuch", str(msg)]):
+        code, _, err = run(capsys, "topic", "--home", home, *argv)
+        assert code == 1 and "upsycle topic: no " in err and "'nosuch'" in err, (argv, code, err)

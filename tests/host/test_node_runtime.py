@@ -176,7 +176,7 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     n.receive(E.REGISTRY.encode("s_puback", pub.values[1]), 40)
     n.turn(41)
     assert n.topics[0].outbox == []
-    assert Topic(_invite(), n.author, str(tmp_path), log=pytest_fail).outbox == []
+    assert Topic(_invite(), n.node_author, str(tmp_path), log=pytest_fail).outbox == []
     # Garbage flooding stops being logged past the limit.
     for i in range(100):
         n.receive(b"\x01\x02", 50 + i)

@@ -4,7 +4,7 @@
 from shared_protocol import envelope as E
 from shared_protocol import session_wire as W
 from shared_protocol.session import (ClientSession, SessionError, RTO_INITIAL_MS, DEAD_AFTER,
-                                     OPEN, IDLE)
+                                     OPEN, IDLE, SUBSCRIPTIONS_MAX)
 from shared_protocol.session_proxy import ProxySession
 from rig import raises
 
@@ -372,3 +372,22 @@ def test_resubscribe_survives_losses_and_a_new_link():
     assert kinds(c.events()) == ["welcome", "unsubscribed"]
     assert [E.REGISTRY.decode(m).name for m in c.data_to_send()] == []
     assert raises(SessionError, c.resubscribe, b"", 0)
+
+
+def test_a_topic_started_over_keeps_its_subscription_slot():
+    # While a resubscribe waits for the proxy's confirmation the topic is in
+    # no subscription, yet its subscribe must fit when the confirmation
+    # comes: a new topic cannot take the slot meanwhile.
+    c, p = opened()
+    topics = [b"t%03d" % i for i in range(SUBSCRIPTIONS_MAX)]
+    for t in topics:
+        c.subscribe(t, 0)
+    c.resubscribe(topics[0], 1)
+    e = raises(SessionError, c.subscribe, b"newcomer", 1)
+    assert e.code == "subscriptions"
+    c2p(c, p, 1)
+    p.unsubscribed(topics[0])
+    p2c(p, c, 2)
+    names = [E.REGISTRY.decode(m).name for m in c.data_to_send()]
+    assert "s_subscribe" in names
+    assert topics[0] in c._subs and len(c._subs) == SUBSCRIPTIONS_MAX

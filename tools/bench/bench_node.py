@@ -20,6 +20,7 @@
 """
 import argparse
 import ast
+import contextlib
 import json
 import os
 import subprocess
@@ -61,6 +62,27 @@ def _flash(url, cfg_extra=None, proxies=(), invites=(), interval=60):
                                invites=list(invites), interval=interval)
     flashing.flash(url, prof, cfg, out=lambda s: None, tail=False)
     return cfg
+
+
+@contextlib.contextmanager
+def _proxy_and_flash(d, name, topics):
+    """A proxy running and a board flash (in d) flashed for it with
+    ``topics`` invites, publishing every second; yields the flash directory
+    to start boards on. The proxy stops on exit."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
+    from proxy_rig import free_port, start_proxy
+    port = free_port()
+    proxy = start_proxy(os.path.join(d, "proxy"), port)
+    try:
+        fs = os.path.join(d, "flash")
+        os.makedirs(fs)
+        p = _start_board(fs, name)
+        _flash(p.url, proxies=["127.0.0.1:%d" % port], invites=_invites(topics), interval=1)
+        p.stop()
+        yield fs
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
 
 
 def heap(publishes):
@@ -222,16 +244,7 @@ def dependency_order(names):
 def _running_node_modules(d):
     """sys.modules (project modules only) of a node that booted from its
     flash, opened the proxy session and had a reading acknowledged."""
-    sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
-    from proxy_rig import free_port, start_proxy
-    port = free_port()
-    proxy = start_proxy(os.path.join(d, "proxy"), port)
-    try:
-        fs = os.path.join(d, "flash")
-        os.makedirs(fs)
-        p = _start_board(fs, "mods")
-        _flash(p.url, proxies=["127.0.0.1:%d" % port], invites=_invites(2), interval=1)
-        p.stop()
+    with _proxy_and_flash(d, "mods", 2) as fs:
         p = _start_board(fs, "mods")
         try:
             t0 = time.monotonic()
@@ -250,9 +263,6 @@ def _running_node_modules(d):
                 raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
         finally:
             p.stop()
-    finally:
-        proxy.terminate()
-        proxy.wait(timeout=10)
     mods = []
     after = None
     for l in r.stdout.splitlines():
@@ -334,36 +344,23 @@ def modules():
 
 
 def boot_to_ack():
-    sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
-    from proxy_rig import free_port, start_proxy
     rows = []
-    with tempfile.TemporaryDirectory() as d:
-        port = free_port()
-        proxy = start_proxy(os.path.join(d, "proxy"), port)
-        try:
-            fs = os.path.join(d, "flash")
-            os.makedirs(fs)
+    with tempfile.TemporaryDirectory() as d, _proxy_and_flash(d, "boot", 1) as fs:
+        for run in range(3):
+            t0 = time.monotonic()
             p = _start_board(fs, "boot")
-            _flash(p.url, proxies=["127.0.0.1:%d" % port], invites=_invites(1), interval=1)
+            marks = {}
+            while time.monotonic() - t0 < 60 and "ack" not in marks:
+                for l in list(p.lines):
+                    if "node up" in l and "up" not in marks:
+                        marks["up"] = time.monotonic() - t0
+                    if "proxy session open" in l and "open" not in marks:
+                        marks["open"] = time.monotonic() - t0
+                    if "first reading acknowledged" in l:
+                        marks["ack"] = time.monotonic() - t0
+                time.sleep(0.01)
             p.stop()
-            for run in range(3):
-                t0 = time.monotonic()
-                p = _start_board(fs, "boot")
-                marks = {}
-                while time.monotonic() - t0 < 60 and "ack" not in marks:
-                    for l in list(p.lines):
-                        if "node up" in l and "up" not in marks:
-                            marks["up"] = time.monotonic() - t0
-                        if "proxy session open" in l and "open" not in marks:
-                            marks["open"] = time.monotonic() - t0
-                        if "first reading acknowledged" in l:
-                            marks["ack"] = time.monotonic() - t0
-                    time.sleep(0.01)
-                p.stop()
-                rows.append(["power-on %d" % (run + 1), marks.get("up"), marks.get("open"), marks.get("ack")])
-        finally:
-            proxy.terminate()
-            proxy.wait(timeout=10)
+            rows.append(["power-on %d" % (run + 1), marks.get("up"), marks.get("open"), marks.get("ack")])
     t0 = time.monotonic()
     subprocess.run(["node", os.path.join(ROOT, "tools", "mpvm", "run.mjs"), "--code", "pass"], check=True,
                    capture_output=True)
@@ -378,6 +375,7 @@ def on_air():
     causal deps), sealed for the group, published on the session, acked, each
     session message in one Noise transport datagram (the node's UDP link)."""
     from firmware.runtime import AUTHOR_BYTES
+    from shared_protocol import cbor
     from shared_protocol import session_wire as W
     from shared_protocol.dmc import ops as O
     from shared_protocol.dmc.replica import Replica
@@ -424,18 +422,13 @@ def on_air():
                  ["protocol", "publish", "ack", "app bytes", "+ IP headers", "ratio"], rows))
     parts = [
         ["DMC op: author, seq, clock, deps, kind, name, time, value", len(op)],
-        ["  of which causal deps (%d authors)" % len(deps), len(cbor_len([x for d in deps for x in d]))],
+        ["  of which causal deps (%d authors)" % len(deps), len(cbor.encode([x for d in deps for x in d]))],
         ["group seal: author key, seq, capability, signature, nonce, AEAD tag, header", len(sealed) - len(op)],
         ["session publish header: topic id, message id", len(pub) - len(sealed)],
         ["session ack (message id)", len(ack)],
         ["Noise transport, per datagram x 2", 2 * noise],
     ]
     print(render("Where the %d bytes go" % ours_link, ["part", "bytes"], parts))
-
-
-def cbor_len(v):
-    from shared_protocol import cbor
-    return cbor.encode(v)
 
 
 def main():

@@ -85,6 +85,17 @@ def _fail(msg):
     return 1
 
 
+def _topic_errors_fail(cmd):
+    """A command that names a topic: an unknown, ambiguous or unreadable one
+    (StoreError, from store.find) ends it with the store's message."""
+    def run(args):
+        try:
+            return cmd(args)
+        except StoreError as e:
+            return _fail(str(e))
+    return run
+
+
 def cmd_create(args):
     store = _store(args)
     if any(m.name == args.name for m in store.all()):
@@ -95,12 +106,10 @@ def cmd_create(args):
     return 0
 
 
+@_topic_errors_fail
 def cmd_invite(args):
     store = _store(args)
-    try:
-        admin = store.find(args.topic, admin_only=True)
-    except StoreError as e:
-        return _fail(str(e))
+    admin = store.find(args.topic, admin_only=True)
     read = args.read or not args.write
     expiry = int(time.time()) + args.expires if args.expires else 0
     try:
@@ -134,12 +143,10 @@ def cmd_join(args):
     return 0
 
 
+@_topic_errors_fail
 def cmd_remove(args):
     store = _store(args)
-    try:
-        admin = store.find(args.topic, admin_only=True)
-    except StoreError as e:
-        return _fail(str(e))
+    admin = store.find(args.topic, admin_only=True)
     hits = [k for k in admin.members if k.hex().startswith(args.member.lower())]
     if len(hits) != 1:
         return _fail("%s matches %d members (see `upsycle topic members %s`)" % (args.member, len(hits), args.topic))
@@ -156,12 +163,13 @@ def cmd_remove(args):
     return 0
 
 
+@_topic_errors_fail
 def cmd_seal(args):
     store = _store(args)
+    m = store.find(args.topic)
     try:
-        m = store.find(args.topic)
         data = m.seal(args.text.encode(), api.random_bytes(32), int(time.time()))
-    except (StoreError, UpsycleError) as e:
+    except UpsycleError as e:
         return _fail(str(e))
     store.save(m)  # the sequence number advanced
     with open(args.out, "wb") as f:
@@ -170,15 +178,14 @@ def cmd_seal(args):
     return 0
 
 
+@_topic_errors_fail
 def cmd_open(args):
     from shared_protocol.groups.member import EpochChanged
     store = _store(args)
+    m = store.find(args.topic)
     try:
-        m = store.find(args.topic)
         with open(args.file, "rb") as f:
             ev = m.open(f.read(), int(time.time()))
-    except StoreError as e:
-        return _fail(str(e))
     except UpsycleError as e:
         return _fail("rejected (%s): %s" % (e.code, e.message))
     store.save(m)
@@ -196,12 +203,9 @@ def cmd_list(args):
     return 0
 
 
+@_topic_errors_fail
 def cmd_members(args):
-    store = _store(args)
-    try:
-        admin = store.find(args.topic, admin_only=True)
-    except StoreError as e:
-        return _fail(str(e))
+    admin = _store(args).find(args.topic, admin_only=True)
     for k, (rights, _) in sorted(admin.members.items()):
         print("%s  %s" % (k.hex(), "+".join(n for n, b in (("read", RIGHT_READ), ("write", RIGHT_WRITE)) if rights & b)))
     return 0

@@ -721,8 +721,7 @@ class Proxy:
         # under another node's next id (ids are node id | sequence, easy to
         # predict) and that node's message would be taken for a retransmission
         # and dropped. The node id itself is bound to the link's key.
-        prefix = link.node[:W.MSG_ID_NODE_BYTES]
-        if bytes(msg_id[:len(prefix)]) != prefix:
+        if not W.message_id_is_from(msg_id, link.node):
             self.faults.note("msg_id_foreign", peer=link.name())
             self._reject(link, msg_id, W.R_MSG_ID, "message id must start with the first %d bytes of your node id"
                          % W.MSG_ID_NODE_BYTES)
