@@ -32,7 +32,7 @@ from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete
 from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession
 from shared_protocol.secure_session import PROLOGUE, node_id_for
-from shared_protocol.session_proxy import ProxySession
+from upsycle.proxy import fastpath
 from upsycle.proxy.identity import load_or_create_key, public_key
 from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 
@@ -148,7 +148,7 @@ class TcpProtocol(asyncio.Protocol):
         self.decoder = None
 
     def connection_made(self, transport):
-        self.decoder = framing.StreamDecoder(FRAME_LIMIT)
+        self.decoder = fastpath.StreamDecoder(FRAME_LIMIT)
         self.link = self.proxy.accept_tcp(self, transport)
 
     def data_received(self, data):
@@ -327,7 +327,7 @@ class Proxy:
     # -- links -------------------------------------------------------------
 
     def _new_session(self, reliable):
-        return ProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
+        return fastpath.HostProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
 
     def accept_tcp(self, proto, transport):
         addr = transport.get_extra_info("peername") or ("?", 0)
@@ -429,6 +429,7 @@ class Proxy:
             self.udp_transport.sendto(pkt, addr)
         for ev in evs:
             if isinstance(ev, HandshakeComplete):
+                fastpath.fast_channel(link.udp.channel)
                 self._handshake_done(link, ev.remote_static)
                 if self.udp_hs.get(addr) is link:
                     del self.udp_hs[addr]
@@ -500,7 +501,7 @@ class Proxy:
             except RemoteError as e:
                 return self._bad_frame(link, e)
             send_cs, recv_cs = link.hs.split()
-            link.send_cs, link.recv_cs = send_cs, recv_cs
+            link.send_cs, link.recv_cs = fastpath.fast_cipher(send_cs), fastpath.fast_cipher(recv_cs)
             self._handshake_done(link, link.hs.remote_static)
             return None
         # First frame: a plaintext envelope, or Noise message 1 (32 random
@@ -623,9 +624,9 @@ class Proxy:
             tr = link.transport
             cs = link.send_cs
             if cs is not None:
-                tr.write(b"".join(framing.frame(cs.encrypt_with_ad(b"", m), FRAME_LIMIT) for m in msgs))
+                tr.write(fastpath.seal_frames(cs, msgs, FRAME_LIMIT))
             else:
-                tr.write(b"".join(framing.frame(m, FRAME_LIMIT) for m in msgs))
+                tr.write(fastpath.frames(msgs, FRAME_LIMIT))
             if tr.get_write_buffer_size() > WRITE_BUFFER_MAX:
                 self.faults.note("slow_reader", peer=link.name())
                 self.close_link(link, "slow_reader")

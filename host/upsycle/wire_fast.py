@@ -1,0 +1,190 @@
+"""Host fast paths of the session wire and the stream framing (CPython only).
+
+Every message a proxy moves costs four codec calls (decode s_publish, encode
+s_puback, encode s_deliver, decode s_dack) and two frames each way. The
+shared code (session_wire.py, framing.py) is written for the boards: small,
+allocation-aware, pure Python, one byte at a time. On the host the same
+bytes come cheaper from C: cbor2 decodes, bytes concatenation with
+precomputed CBOR heads encodes, and slicing splits frames.
+
+Nothing here changes what goes on the wire. The encoders produce exactly the
+bytes of session_wire's (deterministic CBOR, RFC 8949 §4.2.1: shortest
+heads); ``decode`` accepts a data-path message only if re-encoding its
+values gives back the very same bytes (so it is canonical) and hands
+everything else to the strict shared decoder, which answers or raises the
+same typed errors as before. ``StreamDecoder`` raises the shared
+``framing.FrameError`` codes and messages. tests/host/test_wire_fast.py
+checks all of this against the shared code, byte for byte.
+"""
+import struct
+
+import cbor2
+
+from shared_protocol import envelope as E
+from shared_protocol import framing
+from shared_protocol import session_wire as W
+
+_loads = cbor2.loads
+_pack_h = struct.Struct(">H").pack
+_pack_bh = struct.Struct(">BH").pack
+_pack_bi = struct.Struct(">BI").pack
+_pack_bq = struct.Struct(">BQ").pack
+
+# Heads of byte strings by length (0..PAYLOAD_MAX): a table lookup instead of
+# arithmetic per field.
+_BHEAD = tuple(bytes((0x40 | n,)) if n < 24 else bytes((0x58, n)) if n < 0x100 else _pack_bh(0x59, n)
+               for n in range(W.PAYLOAD_MAX + 1))
+_UHEAD = tuple(bytes((n,)) for n in range(24))
+
+
+def _bound_error(name, n, bound):
+    return E.RegistryError(E.E_BOUND, "field %s is %d bytes, limit %d" % (name, n, bound))
+
+
+def _uint(v, name):
+    if type(v) is not int or v < 0 or v > W.SEQ_MAX:
+        raise E.RegistryError(E.E_BOUND, "field %s must be an unsigned int up to %d" % (name, W.SEQ_MAX))
+    if v < 24:
+        return _UHEAD[v]
+    if v < 0x100:
+        return bytes((0x18, v))
+    if v < 0x10000:
+        return _pack_bh(0x19, v)
+    if v < 0x100000000:
+        return _pack_bi(0x1A, v)
+    return _pack_bq(0x1B, v)
+
+
+def encode_publish(topic, msg_id, payload):
+    nt, nm, np_ = len(topic), len(msg_id), len(payload)
+    if nt > W.TOPIC_ID_MAX:
+        raise _bound_error("topic", nt, W.TOPIC_ID_MAX)
+    if nm > W.MSG_ID_MAX:
+        raise _bound_error("msg_id", nm, W.MSG_ID_MAX)
+    if np_ > W.PAYLOAD_MAX:
+        raise _bound_error("payload", np_, W.PAYLOAD_MAX)
+    return b"".join((b"\x85\x01\x18\x36", _BHEAD[nt], topic, _BHEAD[nm], msg_id, _BHEAD[np_], payload))
+
+
+def encode_puback(msg_id):
+    n = len(msg_id)
+    if n > W.MSG_ID_MAX:
+        raise _bound_error("msg_id", n, W.MSG_ID_MAX)
+    return b"\x83\x01\x18\x37" + _BHEAD[n] + msg_id
+
+
+def encode_deliver(topic, seq, msg_id, payload):
+    nt, nm, np_ = len(topic), len(msg_id), len(payload)
+    if nt > W.TOPIC_ID_MAX:
+        raise _bound_error("topic", nt, W.TOPIC_ID_MAX)
+    if nm > W.MSG_ID_MAX:
+        raise _bound_error("msg_id", nm, W.MSG_ID_MAX)
+    if np_ > W.PAYLOAD_MAX:
+        raise _bound_error("payload", np_, W.PAYLOAD_MAX)
+    return b"".join((b"\x86\x01\x18\x39", _BHEAD[nt], topic, _uint(seq, "seq"), _BHEAD[nm], msg_id,
+                     _BHEAD[np_], payload))
+
+
+def encode_dack(topic, seq):
+    nt = len(topic)
+    if nt > W.TOPIC_ID_MAX:
+        raise _bound_error("topic", nt, W.TOPIC_ID_MAX)
+    return b"".join((b"\x84\x01\x18\x3a", _BHEAD[nt], topic, _uint(seq, "seq")))
+
+
+# type code -> (name, number of fields, encoder)
+_FAST = {
+    54: ("s_publish", 3, encode_publish),
+    55: ("s_puback", 1, encode_puback),
+    57: ("s_deliver", 4, encode_deliver),
+    58: ("s_dack", 2, encode_dack),
+}
+
+
+def decode(data):
+    """Bytes -> (message name, field values), as session_wire.decode.
+
+    The four data-path messages are decoded by cbor2 and accepted only when
+    their canonical re-encoding is the input itself; any other input goes to
+    the strict shared decoder (same results, same typed errors)."""
+    try:
+        v = _loads(data)
+    except Exception:
+        return W.decode(data)
+    if type(v) is list and len(v) > 2 and type(v[0]) is int and v[0] == 1 and type(v[1]) is int:
+        t = _FAST.get(v[1])
+        if t is not None and len(v) == t[1] + 2:
+            values = v[2:]
+            try:
+                same = t[2](*values) == data
+            except Exception:
+                same = False
+            if same:
+                return t[0], values
+    return W.decode(data)
+
+
+def frame(payload, limit=framing.STREAM_FRAME_DEFAULT):
+    """framing.frame: a 2-byte big-endian length, then the message."""
+    n = len(payload)
+    if n == 0 or n > limit or n > framing.STREAM_FRAME_CEILING:
+        return framing.frame(payload, limit)   # raises the typed FrameLimitError
+    return _pack_h(n) + payload
+
+
+def frames(payloads, limit=framing.STREAM_FRAME_DEFAULT):
+    """Several messages framed into one buffer for one write."""
+    parts = []
+    for p in payloads:
+        n = len(p)
+        if n == 0 or n > limit or n > framing.STREAM_FRAME_CEILING:
+            framing.frame(p, limit)
+        parts.append(_pack_h(n))
+        parts.append(p)
+    return b"".join(parts)
+
+
+class StreamDecoder:
+    """framing.StreamDecoder's ``feed`` for hosts: the same frames, the same
+    FrameError codes and messages (sticky), the same bound (at most one
+    partial frame of up to ``limit`` bytes is kept between calls), by
+    slicing instead of copying byte ranges through a fixed buffer."""
+
+    __slots__ = ("limit", "_buf", "_error")
+
+    def __init__(self, limit=framing.STREAM_FRAME_DEFAULT):
+        if not (0 < limit <= framing.STREAM_FRAME_CEILING):
+            raise framing.FrameLimitError(framing.OVERSIZE, "frame limit must be 1..%d" % framing.STREAM_FRAME_CEILING)
+        self.limit = limit
+        self._buf = b""
+        self._error = None
+
+    def buffered(self):
+        return len(self._buf)
+
+    def _fail(self, code, msg):
+        self._error = framing.FrameError(code, msg)
+        self._buf = b""
+        raise self._error
+
+    def feed(self, data):
+        if self._error is not None:
+            raise self._error
+        buf = self._buf + data if self._buf else bytes(data)
+        out = []
+        p = 0
+        end = len(buf)
+        lim = self.limit
+        while end - p >= 2:
+            n = (buf[p] << 8) | buf[p + 1]
+            if n == 0:
+                self._fail(framing.EMPTY, "empty frame")
+            if n > lim:
+                self._fail(framing.OVERSIZE, "frame declares %d bytes, limit %d" % (n, lim))
+            q = p + 2 + n
+            if q > end:
+                break
+            out.append(buf[p + 2:q])
+            p = q
+        self._buf = buf[p:] if p < end else b""
+        return out
