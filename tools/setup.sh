@@ -14,13 +14,15 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages (Debian / Raspberry Pi OS) --------------------------------
 # python3-venv: the virtualenv; nodejs+npm: the MicroPython WebAssembly VM;
-# mosquitto: the MQTT bridge's tests and the broker comparison benchmark.
+# mosquitto: the MQTT bridge's tests and the broker comparison benchmark;
+# mosquitto-clients: its C clients, the benchmark's anchor (mosquitto_pub/sub).
 pkgs=()
 command -v python3 >/dev/null || pkgs+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || pkgs+=(python3-venv)
 command -v node >/dev/null || pkgs+=(nodejs)
 command -v npm >/dev/null || pkgs+=(npm)
 { command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || pkgs+=(mosquitto)
+{ command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null; } || pkgs+=(mosquitto-clients)
 command -v git >/dev/null || pkgs+=(git)
 if [ ${#pkgs[@]} -gt 0 ]; then
   sudo=""

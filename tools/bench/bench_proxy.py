@@ -1,22 +1,38 @@
 """Benchmark: upsycle proxy (durable acks) against Mosquitto 2.x at QoS 1.
 
-    PYTHONPATH=host:. /tmp/v/bin/python tools/bench/bench_proxy.py [--messages N] [--window W]
+    .venv/bin/python tools/bench/bench_proxy.py [--messages N] [--rounds R] [--quick] [--secure]
 
-Both brokers run on loopback in this run, with persistence on:
-- Mosquitto (the Debian package), started here with a generated config in a
-  temp dir (persistence true); driven by paho-mqtt at QoS 1. Mosquitto sends
-  PUBACK before anything reaches disk (it saves its database on an interval).
-- `upsycle proxy` as a subprocess with a temp data dir; driven by our async
-  client. Every s_puback is sent after the SQLite transaction holding the
-  message is synced (WAL, synchronous=FULL).
+Both run on loopback in this run, with persistence on, alternating round by
+round so a noisy neighbour hits both; the tables show medians of the rounds.
+
+- Mosquitto (the Debian broker, generated config, persistence true) acks QoS 1
+  before anything reaches disk. It is driven two ways and both are shown:
+  by its own C clients (``mosquitto_pub -l -q 1 -M W`` fed from a pipe,
+  ``mosquitto_sub -q 1 -C N``) and by several loadgen.py processes speaking
+  MQTT. The faster of the two is the anchor of the ratios.
+- ``upsycle proxy`` (a subprocess, fresh data dir; plaintext like Mosquitto
+  unless --secure) acks once the SQLite transaction holding the message is
+  synced (WAL, synchronous=FULL). Driven by several loadgen.py processes.
 
 Scenarios (64-byte payloads): 1 publisher -> 1 subscriber on one topic, and
-10 -> 10 as ten pairs on ten topics. Each publisher keeps at most W messages
-unacknowledged (paho: max_inflight_messages; ours: the session window).
-Throughput = messages delivered / time from first publish to last delivery;
-latency = publish call to delivery at the subscriber (payload carries the
-send time), p50 and p99. Each system runs --rounds times per scenario,
-alternating, and the median is shown (this machine is shared and noisy).
+10 -> 10 as ten pairs on ten topics; each publisher keeps at most W messages
+unacknowledged (mosquitto_pub -M W; loadgen's window), and each subscriber
+takes at most W deliveries in flight (Mosquitto's max_inflight_messages; the
+session window).
+
+- Throughput rounds: every publisher sends its share as fast as its window
+  allows; msg/s = messages delivered / (go -> last delivery).
+- Latency rounds: every publisher sends at the same fixed rate on both
+  systems (--latency-rate, aggregate; default half of the slower system's
+  throughput in this run, so neither is saturated): p50/p99 from the moment
+  a message is handed to the client (its payload carries that wall-clock
+  time; for mosquitto_pub, when the line is written to its pipe) to its
+  arrival at the subscriber (mosquitto_sub's %U, loadgen's clock).
+  Saturated latency is not shown: it is only window / throughput.
+
+Client CPU: user + system seconds of the client processes (per message in
+microseconds), so a reader sees whether a client was the limit; broker CPU
+likewise, read from /proc over the run.
 """
 import argparse
 import asyncio
@@ -28,7 +44,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,6 +52,10 @@ sys.path.insert(0, ROOT)
 
 from upsycle.client import HOST_WINDOW_DEFAULT  # noqa: E402
 from upsycle.ports import free_port  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import brokers  # noqa: E402
+import table  # noqa: E402
 
 PAYLOAD = 64
 
@@ -77,84 +96,6 @@ def summary(name, n, t0, t1, lat):
     lat = sorted(lat)
     return {"name": name, "n": n, "rate": n / (t1 - t0),
             "p50": lat[len(lat) // 2] / 1e6, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6}
-
-
-# -- Mosquitto + paho ------------------------------------------------------
-
-def run_mosquitto(tmp, pairs, per_pub, window):
-    import paho.mqtt.client as mqtt
-    port = free_port()
-    conf = os.path.join(tmp, "mosquitto.conf")
-    with open(conf, "w") as f:
-        f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                "persistence_location %s/\nmax_inflight_messages %d\nmax_queued_messages 100000\n"
-                "log_dest none\n" % (port, tmp, window))
-    proc = subprocess.Popen([find_mosquitto(), "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
-        lat = []
-        lock = threading.Lock()
-        done = threading.Event()
-        total = pairs * per_pub
-        got = [0]
-        t_last = [0.0]
-        subs, pubs = [], []
-        for i in range(pairs):
-            ready = threading.Event()
-            s = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bsub%d" % i, clean_session=False)
-
-            def on_message(c, u, m):
-                t = time.perf_counter_ns()
-                sent = struct.unpack(">Q", m.payload[:8])[0]
-                with lock:
-                    lat.append(t - sent)
-                    got[0] += 1
-                    if got[0] == total:
-                        t_last[0] = time.perf_counter()
-                        done.set()
-
-            s.on_message = on_message
-            s.on_subscribe = lambda c, u, mid, rc, p, ev=ready: ev.set()
-            s.connect("127.0.0.1", port)
-            s.loop_start()
-            s.subscribe("bench/%d" % i, qos=1)
-            ready.wait(5)
-            subs.append(s)
-        slots = []
-        for i in range(pairs):
-            p = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bpub%d" % i)
-            p.max_inflight_messages_set(window)
-            sem = threading.Semaphore(window)
-            # The publisher waits for PUBACKs beyond its window, like ours:
-            # latency then measures the broker, not a queue in the client.
-            p.on_publish = lambda c, u, mid, rc, props, sem=sem: sem.release()
-            p.connect("127.0.0.1", port)
-            p.loop_start()
-            pubs.append(p)
-            slots.append(sem)
-        time.sleep(0.3)
-        t0 = time.perf_counter()
-
-        def publisher(p, i):
-            sem = slots[i]
-            for k in range(per_pub):
-                sem.acquire()
-                p.publish("bench/%d" % i, payload(k), qos=1)
-
-        ths = [threading.Thread(target=publisher, args=(p, i)) for i, p in enumerate(pubs)]
-        for t in ths:
-            t.start()
-        for t in ths:
-            t.join()
-        if not done.wait(120):
-            raise RuntimeError("mosquitto run delivered %d of %d" % (got[0], total))
-        for c in subs + pubs:
-            c.loop_stop()
-            c.disconnect()
-        return summary("mosquitto QoS1", total, t0, t_last[0], lat)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 # -- upsycle proxy ---------------------------------------------------------
@@ -227,40 +168,143 @@ async def _upsycle_clients(port, pairs, per_pub, window, secure=False, transport
     return summary(name, total, t0, t_last[0], lat)
 
 
+def _pct(lat, q):
+    lat = sorted(lat)
+    return lat[min(len(lat) - 1, int(len(lat) * q))] / 1000.0 if lat else float("nan")
+
+
+def pair_specs(kind, port, pairs, per_pub, window, procs, rate, secure=False, transport="tcp", salt=""):
+    """loadgen specs: publishers spread over half the processes, subscribers
+    over the other half (so they run side by side, like mosquitto_pub/sub)."""
+    pubs = [["pub%d" % i, None, "bench/%s/%d" % (salt, i), per_pub, rate, [], 0] for i in range(pairs)]
+    subs = [["sub%d" % i, None, None, 0, 0, ["bench/%s/%d" % (salt, i)], per_pub] for i in range(pairs)]
+    kp = max(1, procs // 2)
+    ks = max(1, procs - kp)
+    groups = [g for g in brokers.split(pubs, min(kp, len(pubs))) + brokers.split(subs, min(ks, len(subs))) if g]
+    return [{"proto": kind, "transport": transport, "secure": secure, "host": "127.0.0.1", "port": port,
+             "window": window, "payload": PAYLOAD, "sessions": g, "salt": salt} for g in groups]
+
+
+def gen_round(system, kind, pairs, per_pub, window, procs, rate, secure=False):
+    specs = pair_specs(kind, system.port, pairs, per_pub, window, procs, rate, secure, salt=os.urandom(4).hex())
+    c0 = system.cpu()
+    results, t_go = brokers.run_loadgens(specs)
+    bcpu = system.cpu() - c0
+    n = sum(r["got"] for r in results)
+    if n != pairs * per_pub:
+        raise RuntimeError("%s delivered %d of %d (errors %s)" % (system.name, n, pairs * per_pub,
+                                                                 [r["errors"] for r in results]))
+    t_last = max(r["t_last"] for r in results)
+    lat = [x for r in results for x in r["lat_us"]]
+    return {"rate": n / (t_last - t_go), "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
+            "ccpu": sum(r["cpu_s"] for r in results), "bcpu": bcpu, "n": n, "procs": len(specs)}
+
+
+def c_round(system, pairs, per_pub, window, rate):
+    c0 = system.cpu()
+    lat, t_go, t_last, ccpu = brokers.run_c_clients(system.port, pairs, per_pub, window, PAYLOAD, rate)
+    return {"rate": len(lat) / (t_last - t_go), "p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99),
+            "ccpu": ccpu, "bcpu": system.cpu() - c0, "n": len(lat), "procs": 2 * pairs}
+
+
+def med(rs):
+    out = dict(rs[0])
+    for k in ("rate", "p50", "p99", "ccpu", "bcpu"):
+        out[k] = statistics.median(r[k] for r in rs)
+    return out
+
+
+def run_scenario(args, pairs, tmp_root):
+    per_pub = args.messages // pairs
+    procs = args.procs or (2 if pairs == 1 else 4)
+    res = {"c": [], "g": [], "u": []}
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
+            m = brokers.Mosquitto(t1, args.window)
+            try:
+                res["c"].append(c_round(m, pairs, per_pub, args.window, 0))
+                res["g"].append(gen_round(m, "mqtt", pairs, per_pub, args.window, procs, 0))
+            finally:
+                m.stop()
+            p = brokers.Proxy(t2, secure=args.secure)
+            try:
+                res["u"].append(gen_round(p, "upsycle", pairs, per_pub, args.window, procs, 0, args.secure))
+            finally:
+                p.stop()
+    tp = dict((k, med(v)) for k, v in res.items())
+    anchor = "c" if tp["c"]["rate"] >= tp["g"]["rate"] else "g"
+    rate = args.latency_rate or 0.5 * min(tp[anchor]["rate"], tp["u"]["rate"])
+    per_rate = rate / pairs
+    n_lat = max(200, int(per_rate * args.latency_s))
+    lat = {"a": [], "u": []}
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
+            m = brokers.Mosquitto(t1, args.window)
+            try:
+                if anchor == "c":
+                    lat["a"].append(c_round(m, pairs, n_lat, args.window, per_rate))
+                else:
+                    lat["a"].append(gen_round(m, "mqtt", pairs, n_lat, args.window, procs, per_rate))
+            finally:
+                m.stop()
+            p = brokers.Proxy(t2, secure=args.secure)
+            try:
+                lat["u"].append(gen_round(p, "upsycle", pairs, n_lat, args.window, procs, per_rate, args.secure))
+            finally:
+                p.stop()
+    return tp, anchor, rate, dict((k, med(v)) for k, v in lat.items())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--messages", type=int, default=10000, help="messages per scenario (split over publishers)")
+    ap.add_argument("--messages", type=int, default=30000, help="messages per throughput round (split over publishers)")
     ap.add_argument("--window", type=int, default=HOST_WINDOW_DEFAULT,
                     help="unacknowledged publishes per publisher (default: the host client's)")
-    ap.add_argument("--rounds", type=int, default=3, help="runs per system and scenario (median shown)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per system and scenario (median shown)")
+    ap.add_argument("--procs", type=int, default=0, help="load generator processes per system (default 2 for 1->1, 4 for 10->10)")
+    ap.add_argument("--latency-rate", type=float, default=0, help="aggregate msg/s of the latency rounds (default: half the slower throughput)")
+    ap.add_argument("--latency-s", type=float, default=3.0, help="length of a latency round in seconds")
     ap.add_argument("--secure", action="store_true",
-                    help="our side over Noise-encrypted links (the default product setting); "
-                         "Mosquitto stays plaintext MQTT")
+                    help="our side over Noise-encrypted links (the default product setting); Mosquitto stays plaintext MQTT")
+    ap.add_argument("--quick", action="store_true", help="5000 messages, 1 round, 1 s latency rounds")
     args = ap.parse_args()
-    find_mosquitto()
+    if args.quick:
+        args.messages, args.rounds, args.latency_s = 5000, 1, 1.0
+    brokers.need("mosquitto", "mosquitto")
+    brokers.need("mosquitto_pub", "mosquitto-clients")
+    ncpu = os.cpu_count()
+    us_name = "upsycle secure" if args.secure else "upsycle durable"
     rows = []
-    for pairs in (1, 10):
-        per_pub = args.messages // pairs
-        ms, us = [], []
-        # Rounds alternate the two systems so a noisy neighbour hits both;
-        # the table shows the median round of each.
-        for _ in range(args.rounds):
-            with tempfile.TemporaryDirectory() as t1, tempfile.TemporaryDirectory() as t2:
-                ms.append(run_mosquitto(t1, pairs, per_pub, args.window))
-                us.append(run_upsycle(t2, pairs, per_pub, args.window, secure=args.secure,
-                                      name="upsycle secure" if args.secure else "upsycle durable"))
-        rows.append(("%d -> %d" % (pairs, pairs), median_round(ms), median_round(us)))
-    print("\n%-8s | %-16s | %9s | %8s | %8s" % ("scenario", "system", "msg/s", "p50 ms", "p99 ms"))
-    print("-" * 62)
-    for name, m, u in rows:
-        for r in (m, u):
-            print("%-8s | %-16s | %9.0f | %8.2f | %8.2f" % (name, r["name"], r["rate"], r["p50"], r["p99"]))
-        print("%-8s | %-16s | %8.2fx | %7.2fx | %7.2fx   (upsycle / mosquitto; target >= 1.0x rate, p99 <= 2.0x)" % (
-            name, "ratio", u["rate"] / m["rate"], u["p50"] / m["p50"], u["p99"] / m["p99"]))
-    print("\n%d messages per scenario, %d-byte payloads, window %d, median of %d rounds; upsycle acks "
-          "after fsync (SQLite WAL, synchronous=FULL), %s; mosquitto QoS 1 (plaintext) acks before any "
-          "disk write." % (args.messages, PAYLOAD, args.window, args.rounds,
-                           "Noise XX links" if args.secure else "plaintext links"))
+    lat_rows = []
+    with tempfile.TemporaryDirectory() as tmp_root:
+        for pairs in (1, 10):
+            tp, anchor, rate, lat = run_scenario(args, pairs, tmp_root)
+            sc = "%d -> %d" % (pairs, pairs)
+            a = tp[anchor]
+            for key, system, driver in (("c", "mosquitto", "C clients"), ("g", "mosquitto", "loadgen MQTT"),
+                                        ("u", us_name, "loadgen")):
+                r = tp[key]
+                rows.append((sc, system + (" *" if key == anchor else ""), "%s x%d" % (driver, r["procs"]),
+                             r["rate"], r["ccpu"], 1e6 * r["ccpu"] / r["n"], 1e6 * r["bcpu"] / r["n"]))
+            u = tp["u"]
+            rows.append((sc, "ratio", "upsycle / *", "%.2fx" % (u["rate"] / a["rate"]), "", "", "%.2fx" % (
+                u["bcpu"] / max(a["bcpu"], 1e-9))))
+            lat_rows.append((sc, rate, lat["a"]["p50"], lat["a"]["p99"], lat["u"]["p50"], lat["u"]["p99"],
+                             "%.2fx" % (lat["u"]["p99"] / lat["a"]["p99"]),
+                             1e6 * lat["a"]["ccpu"] / lat["a"]["n"], 1e6 * lat["u"]["ccpu"] / lat["u"]["n"]))
+    print()
+    print(table.render("Throughput (flat out, window %d, %d messages per round, median of %d rounds; * = anchor)" % (
+        args.window, args.messages, args.rounds),
+        ("scenario", "system", "driver", "msg/s", "client CPU s", "client CPU us/msg", "broker CPU us/msg"), rows))
+    print()
+    print(table.render("Latency at the same offered rate (both systems; median of %d rounds of %.0f s)" % (
+        args.rounds, args.latency_s),
+        ("scenario", "msg/s offered", "mosquitto p50 ms", "mosquitto p99 ms", "upsycle p50 ms", "upsycle p99 ms",
+         "p99 ratio", "mosq client us/msg", "upsycle client us/msg"), lat_rows))
+    print("\n%d-byte payloads; upsycle acks after fsync (SQLite WAL, synchronous=FULL), %s; mosquitto QoS 1 "
+          "(plaintext, persistence on) acks before any disk write. %d CPUs shared by broker and clients: "
+          "compare ratios within this run, not absolute figures across runs. Targets: throughput >= 1.0x, "
+          "p99 <= 2.0x." % (PAYLOAD, "Noise XX links" if args.secure else "plaintext links", ncpu))
 
 
 if __name__ == "__main__":

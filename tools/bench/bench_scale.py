@@ -1,0 +1,311 @@
+"""Benchmark: how the proxy's cost grows with sessions and with stored history.
+
+    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store]
+
+Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
+each owning one topic it publishes to at a low rate (together
+``--aggregate`` msg/s, default 1,000) and subscribed to ``--fanout`` (3)
+other sessions' topics. Several loadgen.py processes hold the sessions, from
+several loopback source addresses. Printed: proxy RSS per session (RSS with
+the sessions connected and subscribed, less RSS before), proxy CPU per
+published message over the measured interval, the load generators' CPU, and
+p50/p99 publish -> delivery. Mosquitto holds the same number of MQTT
+connections with the same topics and rates in the same run (TCP; MQTT has no
+UDP), as the anchor.
+
+Store: a store holding 10^6 messages over 10^4 topics (written through the
+proxy's Store, as the proxy writes them), one of them a topic with a
+100,000-message backlog for a subscriber that is away. Printed: proxy
+start-up time on that store (process start to listening), the cost of one
+retention pass (the age sweep over every topic: nothing expired, then 10%
+of every topic expired), and the rate at which the returning subscriber
+(a Noise TCP session, window 128) receives its 100,000 messages. Mosquitto
+in the same run: a persistent session (clean session off) with 100,000
+queued QoS 1 messages reconnecting (mosquitto_sub -c), the same payloads.
+
+--quick: 10, 100, 1,000 sessions for 5 s; 10^5 messages over 10^3 topics
+with a 20,000-message backlog. Everything runs on one shared machine: the
+proxy, Mosquitto and the load generators compete for the same CPUs, so read
+the ratios in one run.
+"""
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import brokers  # noqa: E402
+import table  # noqa: E402
+
+ROOT = brokers.ROOT
+PAYLOAD = 64
+# Limits of a proxy configured for this many sessions on one host: every
+# loadgen connects from loopback, so the per-address limits are raised with
+# the totals (a deployment of this size sets them likewise).
+SCALE_CONFIG = """
+[limits]
+max_connections = %(n)d
+max_sessions = %(n)d
+max_sessions_per_host = %(n)d
+max_pending_per_host = 1024
+max_handshakes = 1024
+max_handshakes_per_host = 1024
+handshake_rate = 100000
+handshake_burst = 100000
+max_topics = %(n)d
+max_total_subscriptions = %(subs)d
+"""
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pct(lat, q):
+    lat = sorted(lat)
+    return lat[min(len(lat) - 1, int(len(lat) * q))] / 1000.0 if lat else float("nan")
+
+
+def session_rows(n, fanout, aggregate, salt):
+    rate = aggregate / n
+    rows = []
+    for i in range(n):
+        subs = ["s%s/%d" % (salt, (i + k) % n) for k in range(1, fanout + 1)] if n > fanout else []
+        rows.append(["n%s-%d" % (salt, i), None, "s%s/%d" % (salt, i), 0, rate, subs, 0])
+    return rows
+
+
+def run_sessions(system, kind, n, args, transport, procs):
+    salt = os.urandom(3).hex()
+    rows = session_rows(n, args.fanout, args.aggregate, salt)
+    groups = brokers.split(rows, procs)
+    specs = []
+    for k, g in enumerate(groups):
+        src = "127.0.0.%d" % (10 + k)   # one source address per process
+        for r in g:
+            r[1] = src
+        specs.append({"proto": kind, "transport": transport, "secure": kind == "upsycle", "host": "127.0.0.1",
+                      "port": system.port, "window": 32, "payload": PAYLOAD, "sessions": g, "salt": salt,
+                      "duration_s": args.duration, "drain_s": 3.0, "connect_parallel": 32, "timeout_s": 900})
+    rss0 = system.rss_kb()
+    holder = {}
+    c0 = [None]
+
+    def on_ready():
+        # every session connected and subscribed, nothing published yet
+        holder["rss1"] = system.rss_kb()
+        c0[0] = system.cpu()
+
+    results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready)
+    bcpu = system.cpu() - c0[0]
+    sent = sum(r["sent"] for r in results)
+    got = sum(r["got"] for r in results)
+    lat = [x for r in results for x in r["lat_us"]]
+    return {"n": n, "rss_per_session": (holder["rss1"] - rss0) * 1024.0 / n, "rss_mb": holder["rss1"] / 1024.0,
+            "cpu_us_per_msg": 1e6 * bcpu / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
+            "gen_cpu_pct": 100.0 * sum(r["cpu_s"] for r in results) / args.duration,
+            "sent": sent, "got": got, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
+            "connect_s": max(r["connect_s"] for r in results),
+            "errors": dict((k, v) for r in results for k, v in r["errors"].items())}
+
+
+def sessions_bench(args):
+    ns = (10, 100, 1000) if args.quick else (10, 1000, 10000)
+    rows = []
+    for n in ns:
+        procs = 1 if n <= 100 else 4
+        cfg = SCALE_CONFIG % {"n": max(4096, n + 100), "subs": max(100000, n * (args.fanout + 1))}
+        for transport in ("udp", "tcp"):
+            with tempfile.TemporaryDirectory() as tmp:
+                p = brokers.Proxy(tmp, secure=True, config=cfg)
+                try:
+                    r = run_sessions(p, "upsycle", n, args, transport, procs)
+                finally:
+                    p.stop()
+            rows.append(("%d" % n, "upsycle Noise/%s" % transport.upper(), r))
+        with tempfile.TemporaryDirectory() as tmp:
+            m = brokers.Mosquitto(tmp, 32)
+            try:
+                r = run_sessions(m, "mqtt", n, args, "tcp", procs)
+            finally:
+                m.stop()
+        rows.append(("%d" % n, "mosquitto MQTT/TCP", r))
+    out = []
+    for n, name, r in rows:
+        out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
+                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], r["connect_s"],
+                    ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
+    print()
+    print(table.render(
+        "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
+            args.aggregate, args.fanout, args.duration),
+        ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
+         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "connect s", "errors"), out))
+    return rows
+
+
+# -- the store ----------------------------------------------------------------
+
+def fill_store(data, n_msgs, n_topics, backlog, node, old_fraction=0.1):
+    """Write the history through the proxy's Store (its transactions), with
+    the oldest 10% of every topic stamped two days old (what the retention
+    pass will find expired once max_age_s is a day)."""
+    sys.path[:0] = [os.path.join(ROOT, "host"), ROOT]
+    from upsycle.proxy.store import Retention, Store
+    now = time.time()
+    clock = [now]
+    st = Store(data, Retention(max_count=0, max_age_s=0, max_bytes=0), max_topics=n_topics + 10,
+               clock=lambda: clock[0])
+    st.open()
+    topics = [os.urandom(16) for _ in range(n_topics - 1)]
+    per = (n_msgs - backlog) // len(topics)
+    pad = os.urandom(PAYLOAD)
+    t0 = time.perf_counter()
+    import hashlib
+    bl_topic = hashlib.sha256(b"backlog").digest()[:16]
+    st._commit([("sub", node, bl_topic, None, None)], {}, False)
+    seq = 0
+    for phase in range(2):
+        k = int(per * old_fraction) if phase == 0 else per - int(per * old_fraction)
+        clock[0] = now - 2 * 86400 if phase == 0 else now
+        batch = []
+        for t in topics:
+            for _ in range(k):
+                seq += 1
+                batch.append(("pub", t, seq.to_bytes(16, "big"), pad, None))
+                if len(batch) >= 4096:
+                    st._commit(batch, {}, False)
+                    batch = []
+        if phase == 1:
+            for _ in range(backlog):
+                seq += 1
+                batch.append(("pub", bl_topic, seq.to_bytes(16, "big"), pad, None))
+                if len(batch) >= 4096:
+                    st._commit(batch, {}, False)
+                    batch = []
+        if batch:
+            st._commit(batch, {}, False)
+    fill_s = time.perf_counter() - t0
+    st.close()
+    return fill_s, per * len(topics) + backlog
+
+
+def retention_pass(data, n_topics):
+    """One age sweep over every topic, as the store's writer runs it, with
+    nothing expired (max_age 30 days) and with 10% of each topic expired."""
+    from upsycle.proxy.store import Retention, Store
+    out = []
+    for label, age in (("nothing expired", 30 * 86400), ("10% of every topic expired", 86400)):
+        st = Store(data, Retention(max_count=0, max_age_s=age, max_bytes=0), max_topics=n_topics + 10)
+        st.open()
+        t0 = time.perf_counter()
+        res = st._commit([], {}, True)
+        dt = time.perf_counter() - t0
+        out.append((label, dt, sum(res["drops"].values())))
+        st.close()
+    return out
+
+
+def mosquitto_backlog(tmp, n):
+    """A persistent MQTT session away while n QoS 1 messages queue for it,
+    then back: seconds to receive them all (mosquitto_sub -c)."""
+    m = brokers.Mosquitto(tmp, 128)
+    pub_bin = brokers.need("mosquitto_pub", "mosquitto-clients")
+    sub_bin = brokers.need("mosquitto_sub", "mosquitto-clients")
+    try:
+        subprocess.run([sub_bin, "-p", str(m.port), "-c", "-i", "away", "-q", "1", "-t", "backlog", "-E"],
+                       check=True)
+        line = b"x" * (PAYLOAD - 1) + b"\n"
+        subprocess.run([pub_bin, "-p", str(m.port), "-q", "1", "-t", "backlog", "-l", "-M", "128"],
+                       input=line * n, check=True)
+        t0 = time.perf_counter()
+        subprocess.run([sub_bin, "-p", str(m.port), "-c", "-i", "away", "-q", "1", "-t", "backlog", "-C", str(n)],
+                       stdout=subprocess.DEVNULL, check=True)
+        return time.perf_counter() - t0
+    finally:
+        m.stop()
+
+
+def store_bench(args):
+    n_msgs, n_topics, backlog = (100000, 1000, 20000) if args.quick else (1000000, 10000, 100000)
+    sys.path[:0] = [os.path.join(ROOT, "host"), ROOT]
+    import loadgen
+    salt = os.urandom(3).hex()
+    node = loadgen.node_for("returning", salt.encode(), True)[1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        fill_s, stored = fill_store(data, n_msgs, n_topics, backlog, node)
+        size_mb = sum(os.path.getsize(os.path.join(data, f)) for f in os.listdir(data)) / 1e6
+        rows.append(("fill through Store (not a target)", "%.1f s" % fill_s, "%d messages, %d topics, %.0f MB" % (
+            stored, n_topics, size_mb)))
+        cfg = """
+[retention]
+max_count = 0
+max_age_s = 0
+max_bytes = 0
+[limits]
+subscriber_queue = 0
+max_topics = %d
+""" % (n_topics + 10)
+        starts = []
+        for _ in range(3):
+            p = brokers.Proxy(tmp, secure=True, config=cfg, data=data)
+            starts.append(p.start_s)
+            rss = p.rss_kb()
+            p.stop()
+        rows.append(("proxy start-up (process start -> listening)", "%.2f s" % statistics.median(starts),
+                     "median of 3; RSS after start %.0f MB" % (rss / 1024.0)))
+        for label, dt, dropped in retention_pass(data, n_topics):
+            rows.append(("retention pass: " + label, "%.3f s" % dt, "%d topics, %d rows deleted" % (n_topics, dropped)))
+        p = brokers.Proxy(tmp, secure=True, config=cfg, data=data)
+        try:
+            spec = {"proto": "upsycle", "transport": "tcp", "secure": True, "host": "127.0.0.1", "port": p.port,
+                    "window": 128, "payload": PAYLOAD, "salt": salt, "timeout_s": 600,
+                    "sessions": [["returning", None, None, 0, 0, ["backlog"], backlog]], "subscribe_on_go": True}
+            c0 = p.cpu()
+            results, t_go = brokers.run_loadgens([spec], timeout=900)
+            bcpu = p.cpu() - c0
+            r = results[0]
+            dt = r["t_last"] - t_go
+            rows.append(("backlog to a returning subscriber (Noise TCP)", "%.0f msg/s" % (r["got"] / dt),
+                         "%d messages in %.2f s; proxy CPU %.1f us/msg, client %.1f us/msg" % (
+                             r["got"], dt, 1e6 * bcpu / max(1, r["got"]), 1e6 * r["cpu_s"] / max(1, r["got"]))))
+        finally:
+            p.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        dt = mosquitto_backlog(tmp, backlog)
+        rows.append(("mosquitto: same backlog to a persistent session (C client)", "%.0f msg/s" % (backlog / dt),
+                     "%d messages in %.2f s (held in memory; persistence on)" % (backlog, dt)))
+    print()
+    print(table.render("Store: %d messages over %d topics" % (n_msgs, n_topics), ("measure", "value", "detail"), rows))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", choices=("sessions", "store"))
+    ap.add_argument("--aggregate", type=float, default=1000.0, help="msg/s published by all sessions together")
+    ap.add_argument("--fanout", type=int, default=3, help="topics each session subscribes to")
+    ap.add_argument("--duration", type=float, default=0, help="measured seconds per run (default 20, quick 5)")
+    args = ap.parse_args()
+    args.duration = args.duration or (5.0 if args.quick else 20.0)
+    print("open files allowed: %d" % raise_fd_limit())
+    if args.only != "store":
+        sessions_bench(args)
+    if args.only != "sessions":
+        store_bench(args)
+
+
+if __name__ == "__main__":
+    main()
