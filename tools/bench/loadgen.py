@@ -239,6 +239,10 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
             if seq == last + 1 or last < 0:
                 self.sub_ids[t] = seq
                 g.stats.delivered(v[3], time.time_ns())
+            elif seq > last:
+                g.errors["gap"] = g.errors.get("gap", 0) + 1
+            else:
+                g.errors["duplicate"] = g.errors.get("duplicate", 0) + 1
             self.acks[t] = self.sub_ids[t]
         elif name == "s_puback":
             if self.inflight.pop(v[0], None) is not None:
@@ -303,6 +307,7 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
                 m, t = self.inflight[mid]
                 if now - t > UDP_RTO_S:
                     self.inflight[mid] = (m, now)
+                    self.g.errors["resent"] = self.g.errors.get("resent", 0) + 1
             self.send_many(old)
 
 

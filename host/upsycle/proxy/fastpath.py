@@ -7,6 +7,9 @@ slicing, and Noise transport messages go straight to libsodium
 (upsycle.noise_fast). Each of these makes the same bytes as the shared code
 (tests/host/test_wire_fast.py); the server only calls the names below.
 """
+import asyncio
+import socket
+
 from shared_protocol.session_proxy import ProxySession
 from upsycle import noise_fast, wire_fast
 
@@ -27,3 +30,86 @@ def seal_frames(cs, msgs, limit):
     """Encrypt each session message with ``cs`` and frame them for one write."""
     enc = cs.encrypt_with_ad
     return wire_fast.frames([enc(b"", m) for m in msgs], limit)
+
+
+# Datagrams taken per wake-up of the UDP socket. asyncio's datagram transport
+# reads one per event-loop iteration (a poll and a callback each); under load
+# the proxy drains what queued up in one go instead. Bounded, so TCP links
+# and timers still get their turn between batches.
+UDP_BATCH_MAX = 64
+
+
+class UdpEndpoint:
+    """The proxy's UDP socket: up to UDP_BATCH_MAX datagrams read per
+    wake-up, each handed to ``protocol.datagram_received(data, addr)``;
+    ``sendto`` sends at once. When the kernel's send buffer is full a
+    datagram is dropped and counted (``dropped``), as the network may drop
+    it: the session protocol retransmits, and nothing queues without bound
+    in the proxy. The subset of asyncio's DatagramTransport the server uses."""
+
+    def __init__(self, loop, sock, protocol, max_size):
+        self._loop = loop
+        self._sock = sock
+        self._protocol = protocol
+        self._max = max_size
+        self._fd = sock.fileno()
+        self.dropped = 0
+        self._closed = False
+        loop.add_reader(self._fd, self._read_many)
+
+    def _read_many(self):
+        recvfrom = self._sock.recvfrom
+        deliver = self._protocol.datagram_received
+        for _ in range(UDP_BATCH_MAX):
+            try:
+                data, addr = recvfrom(self._max)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            deliver(data, addr)
+
+    def sendto(self, data, addr):
+        if self._closed:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def get_extra_info(self, name, default=None):
+        if name == "sockname":
+            return self._sock.getsockname()
+        if name == "socket":
+            return self._sock
+        return default
+
+    def is_closing(self):
+        return self._closed
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            self._loop.remove_reader(self._fd)
+            self._sock.close()
+
+
+async def open_udp(protocol, local_addr, max_size):
+    """Bind a UDP socket at local_addr and serve it with UdpEndpoint;
+    returns (endpoint, protocol) like loop.create_datagram_endpoint."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(local_addr[0], local_addr[1], type=socket.SOCK_DGRAM)
+    family, _, proto, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        sock.setblocking(False)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    ep = UdpEndpoint(loop, sock, protocol, max_size)
+    protocol.connection_made(ep)
+    return ep, protocol

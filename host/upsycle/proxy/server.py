@@ -269,8 +269,8 @@ class Proxy:
         if udp_port == 0 and c.tcp_port == 0:
             udp_port = tcp_port
         if udp_port >= 0:
-            self.udp_transport, self.udp_endpoint = await loop.create_datagram_endpoint(
-                lambda: UdpProtocol(self), local_addr=(c.listen, udp_port))
+            self.udp_transport, self.udp_endpoint = await fastpath.open_udp(
+                UdpProtocol(self), (c.listen, udp_port), UDP_MAX + 1)
             self.addresses["udp"] = (c.listen, self.udp_transport.get_extra_info("sockname")[1])
         self._ticker = asyncio.ensure_future(self._tick())
         n, b = self.store.stored_totals()
