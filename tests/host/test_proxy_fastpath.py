@@ -62,7 +62,9 @@ def _db_size(path):
     return os.path.getsize(os.path.join(path, S.DB_NAME))
 
 
-def test_checkpoint_thread_moves_committed_pages_into_the_database(tmp_path):
+def test_checkpoint_thread_moves_committed_pages_into_the_database(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "CHECKPOINT_BYTES", 64 * 1024)
+
     async def main():
         st = S.Store(str(tmp_path))
         st.open()
@@ -71,7 +73,7 @@ def test_checkpoint_thread_moves_committed_pages_into_the_database(tmp_path):
         try:
             size0 = _db_size(tmp_path)
             topic = os.urandom(16)
-            for i in range(300):   # ~100 KB: far below SQLite's own 1000-page checkpoint
+            for i in range(300):   # ~100 KB: over the threshold set here, far below SQLite's own (4 MB)
                 st.submit_publish(topic, b"m%d" % i, os.urandom(300), None)
             await asyncio.wait_for(done.wait(), 20)
             end = time.monotonic() + 10

@@ -26,6 +26,7 @@ import table  # noqa: E402
 from bench_proxy import pair_specs  # noqa: E402
 
 AREAS = (
+    ("idle (waiting in epoll)", ("<method 'poll' of 'select.epoll'",)),
     ("Noise / crypto", ("noise", "crypto", "nacl", "symmetric")),
     ("codec (CBOR, envelope)", ("session_wire", "wire_fast", "cbor", "envelope")),
     ("framing", ("framing",)),
@@ -33,7 +34,7 @@ AREAS = (
     ("store (event-loop side)", ("store.py",)),
     ("server (routing, pump, flush)", ("server.py", "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",
-                                     "<method 'poll'", "<method 'write'", "<method 'sendto'")),
+                                     "<method 'write'", "<method 'sendto'")),
 )
 
 
@@ -42,7 +43,7 @@ def area(key):
     for name, needles in AREAS:
         if any(n in text for n in needles):
             return name
-    return "other"
+    return "other (start-up imports, logging, builtins)"
 
 
 def main():
@@ -52,6 +53,8 @@ def main():
     ap.add_argument("--secure", action="store_true")
     ap.add_argument("--root", default=brokers.ROOT, help="checkout whose proxy to profile")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--no-profile", action="store_true",
+                    help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
     root = os.path.abspath(args.root)
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,7 +62,8 @@ def main():
         port = brokers.free_port()
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
-        cmd = [sys.executable, "-m", "cProfile", "-o", out, "-m", "upsycle", "proxy", "--data",
+        prof = [] if args.no_profile else ["-m", "cProfile", "-o", out]
+        cmd = [sys.executable] + prof + ["-m", "upsycle", "proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")
@@ -77,6 +81,11 @@ def main():
         finally:
             proc.terminate()
             proc.wait(60)
+        if args.no_profile:
+            print("%s: %s %d -> %d, %d messages: %.0f msg/s, proxy CPU %.1f us/msg (event loop and store thread)" % (
+                os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs, args.pairs,
+                args.messages, rate, 1e6 * cpu / args.messages))
+            return
         st = pstats.Stats(out)
     n = args.messages
     by_area = {}
@@ -84,14 +93,17 @@ def main():
     for key, (cc, nc, tt, ct, callers) in st.stats.items():
         a = area(key)
         by_area[a] = by_area.get(a, 0.0) + tt
-        total += tt
-    rows = [(a, 1e6 * t / n, 100.0 * t / total) for a, t in sorted(by_area.items(), key=lambda x: -x[1])]
+        if not a.startswith("idle"):
+            total += tt
+    rows = [(a, 1e6 * t / n, "-" if a.startswith("idle") else "%.1f" % (100.0 * t / total))
+            for a, t in sorted(by_area.items(), key=lambda x: -x[1])]
     print(table.render("Proxy event loop, own time per delivered message (%s, %d -> %d, %d messages, %s; "
                        "%.0f msg/s, proxy CPU %.1f us/msg incl. the store thread; profiler overhead included)" % (
                            os.path.relpath(root), args.pairs, args.pairs, n,
                            "Noise" if args.secure else "plaintext", rate, 1e6 * cpu / n),
-                       ("area", "us/msg", "% of loop"), rows))
-    top = sorted(st.stats.items(), key=lambda kv: -kv[1][2])[:args.top]
+                       ("area", "us/msg", "% of busy loop"), rows))
+    top = sorted((kv for kv in st.stats.items() if not area(kv[0]).startswith("idle")),
+                 key=lambda kv: -kv[1][2])[:args.top]
     print()
     print(table.render("Top functions by own time", ("function", "calls", "us/msg", "area"),
                        [("%s:%d %s" % (os.path.basename(k[0]), k[1], k[2]), v[1], 1e6 * v[2] / n, area(k))
