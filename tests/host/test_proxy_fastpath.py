@@ -101,3 +101,30 @@ def test_the_writer_bounds_the_wal_when_no_checkpoint_runs(tmp_path, monkeypatch
         assert wal < 1024 * 1024, wal
     finally:
         st.close()
+
+
+def test_multi_row_statements_keep_idempotency_and_cursor_rules(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "ROWS_PER_STATEMENT", 3)   # several statements per batch, and partial ones
+    st = S.Store(str(tmp_path))
+    st.open()
+    try:
+        a, b = b"A" * 16, b"B" * 16
+        n1, n2 = b"n1", b"n2"
+        res = st._commit([("pub", a, b"m1", b"x", None), ("pub", a, b"m2", b"yy", None),
+                          ("sub", n1, a, None, None), ("pub", b, b"m1", b"z", None),
+                          ("pub", a, b"m1", b"x", None),      # a retransmission in the same batch
+                          ("pub", a, b"m3", b"w", None), ("sub", n2, b, None, None)], {}, False)
+        assert res["error"] is None
+        assert res["items"] == [("ok", 1), ("ok", 2), ("ok", 0), ("ok", 1), ("dup", None), ("ok", 3), ("ok", 0)]
+        assert res["topics"] == {a: (4, 1, 4), b: (2, 1, 1)}
+        res = st._commit([("pub", a, b"m2", b"yy", None), ("pub", a, b"m4", b"v", None)],
+                         {(n1, a): 2, (n2, b): 1}, False)   # a retransmission across commits
+        assert res["items"] == [("dup", None), ("ok", 4)]
+        res = st._commit([], {(n1, a): 1}, False)           # a cursor never moves back
+        rows = dict(((bytes(n), bytes(t)), c) for n, t, c in st._db.execute("SELECT node, topic, cursor FROM subs"))
+        assert rows == {(n1, a): 2, (n2, b): 1}
+        seqs = [r[0] for r in st._db.execute("SELECT seq FROM messages WHERE topic=? ORDER BY seq", (a,))]
+        assert seqs == [1, 2, 3, 4]      # contiguous: no sequence lost to the failed statement
+        assert [r[0] for r in st._db.execute("SELECT next_seq FROM topics ORDER BY topic")] == [5, 2]
+    finally:
+        st.close()

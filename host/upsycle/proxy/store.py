@@ -44,6 +44,23 @@ AGE_SWEEP_S = 5.0
 # How long dirty cursors may wait for a transaction to ride in (they are not
 # urgent: a lost cursor move means a redelivery, which clients deduplicate).
 CURSOR_FLUSH_S = 0.2
+# Rows per multi-row statement. The writer thread lets go of the GIL inside
+# every statement and must win it back from a busy event loop after each one
+# (up to the switch interval, 0.5 ms): a commit of N one-row statements could
+# wait N x 0.5 ms, which is what made commits of thousands of cursor moves
+# take seconds with 1,000 sessions (tools/bench/bench_scale.py). 200 rows x 5
+# values stay far under SQLite's host parameter limit (32766 since 3.32).
+ROWS_PER_STATEMENT = 200
+_INSERT_SQL = {}
+
+
+def _insert_sql(n):
+    sql = _INSERT_SQL.get(n)
+    if sql is None:
+        sql = _INSERT_SQL[n] = "INSERT INTO messages VALUES " + ",".join(["(?,?,?,?,?)"] * n)
+    return sql
+
+
 # WAL checkpoints (copying committed pages into the database file, with a
 # sync of its own) run in their own thread on their own connection once the
 # WAL holds CHECKPOINT_BYTES (SQLite's own threshold: 1000 pages of 4 KB),
@@ -334,27 +351,26 @@ class Store:
         try:
             db.execute("BEGIN IMMEDIATE")
             # Cursors first, so a re-subscribe in this batch reads the newest.
-            for (node, topic), seq in cursors.items():
-                db.execute("UPDATE subs SET cursor=? WHERE node=? AND topic=? AND cursor<?",
-                           (seq, node, topic, seq))
-            for kind, a, b, payload, _tok in batch:
+            items = list(cursors.items())
+            for c in range(0, len(items), ROWS_PER_STATEMENT):
+                chunk = items[c:c + ROWS_PER_STATEMENT]
+                db.execute("UPDATE subs SET cursor = v.column3 FROM (VALUES %s) AS v WHERE subs.node = v.column1 "
+                           "AND subs.topic = v.column2 AND subs.cursor < v.column3" % ",".join(["(?,?,?)"] * len(chunk)),
+                           [x for (node, topic), seq in chunk for x in (node, topic, seq)])
+            i, n = 0, len(batch)
+            while i < n:
+                kind, a, b, payload, _tok = batch[i]
                 if kind == "pub":
-                    st = wt.get(a)
-                    if st is None:
-                        st = self._w_topics.get(a)
-                        st = list(st) if st is not None else [1, 1, 0]
-                        wt[a] = st
-                    seq = st[0]
-                    cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)",
-                                     (a, seq, b, payload, now))
-                    if cur.rowcount == 1:
-                        st[0] = seq + 1
-                        st[2] += len(payload)
-                        stored.append((a, seq))
-                        out.append(("ok", seq))
-                    else:
-                        out.append(("dup", None))
-                elif kind == "sub":
+                    j = i + 1
+                    while j < n and j - i < ROWS_PER_STATEMENT and batch[j][0] == "pub":
+                        j += 1
+                    if not self._insert_rows(db, batch, i, j, wt, now, out, stored):
+                        for k in range(i, j):
+                            self._insert_one(db, batch[k], wt, now, out, stored)
+                    i = j
+                    continue
+                i += 1
+                if kind == "sub":
                     row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
                     if row is None:
                         # A new subscriber starts at the oldest message kept:
@@ -370,8 +386,12 @@ class Store:
                     db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
                     subs.append((a, b, None))
                     out.append(("ok", None))
-            for topic, st in wt.items():
-                db.execute("INSERT OR REPLACE INTO topics VALUES(?,?)", (topic, st[0]))
+            tl = list(wt.items())
+            for c in range(0, len(tl), ROWS_PER_STATEMENT):
+                chunk = tl[c:c + ROWS_PER_STATEMENT]
+                db.execute("INSERT OR REPLACE INTO topics VALUES " + ",".join(["(?,?)"] * len(chunk)),
+                           [x for topic, st in chunk for x in (topic, st[0])])
+            for topic, st in tl:
                 self._retain(db, topic, st, drops)
             if sweep and self.retention.max_age_s:
                 self._sweep_age(db, now, wt, drops)
@@ -391,6 +411,55 @@ class Store:
             self._w_topics[topic] = st
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors}
+
+    def _writer_topic(self, wt, topic):
+        st = wt.get(topic)
+        if st is None:
+            st = self._w_topics.get(topic)
+            st = list(st) if st is not None else [1, 1, 0]
+            wt[topic] = st
+        return st
+
+    def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
+        """Publishes batch[i:j] in one statement, assuming none is a
+        retransmission. A duplicate fails the statement whole (SQLite's
+        statement-level ABORT) and leaves rows and topic states as they
+        were: returns False, and the caller takes them one by one."""
+        saved = {}
+        params = []
+        rows = []
+        for k in range(i, j):
+            topic, mid, payload = batch[k][1], batch[k][2], batch[k][3]
+            st = self._writer_topic(wt, topic)
+            if topic not in saved:
+                saved[topic] = (st[0], st[2])
+            params += (topic, st[0], mid, payload, now)
+            rows.append((topic, st[0]))
+            st[0] += 1
+            st[2] += len(payload)
+        try:
+            db.execute(_insert_sql(j - i), params)
+        except sqlite3.IntegrityError:
+            for topic, (nxt, nbytes) in saved.items():
+                wt[topic][0] = nxt
+                wt[topic][2] = nbytes
+            return False
+        stored.extend(rows)
+        out.extend(("ok", seq) for _topic, seq in rows)
+        return True
+
+    def _insert_one(self, db, item, wt, now, out, stored):
+        topic, mid, payload = item[1], item[2], item[3]
+        st = self._writer_topic(wt, topic)
+        seq = st[0]
+        cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)", (topic, seq, mid, payload, now))
+        if cur.rowcount == 1:
+            st[0] = seq + 1
+            st[2] += len(payload)
+            stored.append((topic, seq))
+            out.append(("ok", seq))
+        else:
+            out.append(("dup", None))
 
     def _retain(self, db, topic, st, drops):
         r = self.retention
