@@ -128,3 +128,38 @@ def test_multi_row_statements_keep_idempotency_and_cursor_rules(tmp_path, monkey
         assert [r[0] for r in st._db.execute("SELECT next_seq FROM topics ORDER BY topic")] == [5, 2]
     finally:
         st.close()
+
+
+def test_live_tail_answers_fetch_like_the_database_and_stays_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "TAIL_PER_TOPIC", 5)
+    monkeypatch.setattr(S, "TAIL_BYTES_MAX", 3000)
+
+    async def main():
+        st = S.Store(str(tmp_path))
+        st.open()
+        commits = []
+        st.start(asyncio.get_running_loop(), lambda batch, res: commits.append(res))
+        try:
+            topics = [os.urandom(16) for _ in range(4)]
+            for rnd in range(4):
+                for t in topics:
+                    for i in range(3):
+                        st.submit_publish(t, b"%d-%d" % (rnd, i), os.urandom(100 + i), None)
+                n = len(commits)
+                while len(commits) == n:
+                    await asyncio.sleep(0.01)
+            assert st._tail_bytes <= 3000
+            assert sum(len(r[2]) for tl in st._tail.values() for r in tl) == st._tail_bytes
+            assert any(st._tail.values()), "nothing served from memory"
+            for t in topics:
+                last = st.topics[t].last_seq
+                for after in range(0, last + 1):
+                    for limit in (1, 2, 128):
+                        sql = st._rd.execute("SELECT seq, msg_id, payload FROM messages WHERE topic=? AND seq>? "
+                                             "ORDER BY seq LIMIT ?", (t, after, limit)).fetchall()
+                        assert [tuple(map(lambda v: bytes(v) if isinstance(v, (bytes, memoryview)) else v, r))
+                                for r in st.fetch(t, after, limit)] == [tuple(r) for r in sql]
+        finally:
+            st.close()
+
+    asyncio.run(main())
