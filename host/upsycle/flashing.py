@@ -202,7 +202,7 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    for section in ("app", "lan", "sleep"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+    for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
     # The board checks the file with firmware/config.py; run the same check
