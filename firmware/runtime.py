@@ -161,14 +161,20 @@ class Node:
         self.by_id = {}
         for t in self.topics:
             self.by_id[t.topic] = t
+        # Short ids on the proxy link: each topic and its replica generation
+        # named once per link (the message id's base), so a publish and its ack
+        # carry a small index and the DMC sequence (session_wire.py s_pub_a).
+        aliases = []
+        for t in self.topics:
+            aliases.append((t.topic, message_seq(t.author, 0)))
         if cfg.get("link") == "plaintext":
-            self.session = ClientSession(self.node_id[:16], window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
+            self.session = ClientSession(self.node_id[:16], _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = PlainLink(self.session)
         else:
             from shared_protocol.groups.keys import Identity
             static = Identity(bytes.fromhex(cfg["node_key"])).x25519_secret
             sid = node_id_for(crypto.x25519_public(static))
-            self.session = ClientSession(sid, window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
+            self.session = ClientSession(sid, _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
         self._dropped_seen = 0
         self.proxies = []

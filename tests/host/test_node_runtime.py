@@ -169,11 +169,13 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     n.turn(31)
     out = n.outgoing()
     names = [E.REGISTRY.decode(m).name for m in out]
-    assert "s_publish" in names and "s_subscribe" in names
-    pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_publish"][0]
+    # the short publish: the topic named by its index in the hello's table
+    assert "s_pub_a" in names and "s_subscribe" in names
+    pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_pub_a"][0]
     assert b"temp" not in pub.values[-1]       # sealed
-    # The ack empties the outbox, on flash too.
-    n.receive(E.REGISTRY.encode("s_puback", pub.values[1]), 40)
+    assert E.REGISTRY.decode(pub.values[-1]).name == "group_rd"   # a compact reading
+    # The ack (short form: alias and n) empties the outbox, on flash too.
+    n.receive(E.REGISTRY.encode("s_ack_a", pub.values[0], pub.values[1]), 40)
     n.turn(41)
     assert n.topics[0].outbox == []
     assert Topic(_invite(), n.node_author, str(tmp_path), log=pytest_fail).outbox == []
