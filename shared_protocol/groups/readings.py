@@ -38,7 +38,7 @@ reading whose author a reader has no introduction for is refused
 (AuthorUnknown): members never accept a reading whose author they cannot
 prove. Write-only members (no epoch secret) keep publishing ``group_pub``.
 """
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import AuthenticationFailed
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature

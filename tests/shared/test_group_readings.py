@@ -3,7 +3,7 @@
 # author's key and capability sent once, the topic id not sent, one signature
 # per batch) has its attack here: a typed error and no state change.
 from rig import raises
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import readings, wire
 from shared_protocol.groups.admin import Admin

@@ -100,7 +100,8 @@ def heap(publishes):
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 # Everything the node below holds, the modules it loads
                 # lazily included, so the next row is the node's own state.
-                "from firmware import runtime, topic, app\nfrom shared_protocol import lan, session, cyclon, rand\n"
+                "from firmware import runtime, topic, app\nfrom shared_protocol.overlay import lan, cyclon\n"
+                "from shared_protocol.session import client\nfrom shared_protocol import rand\n"
                 "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.store\n"
                 "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp",
                 "gc.collect()", "print('M', gc.mem_alloc())",
@@ -130,7 +131,7 @@ def heap(publishes):
                               "len(tp.replica.readings('temp')), len(tp.outbox))" % done]
                     marks.append(done)
             # The same with an open (plaintext) session and nothing to do.
-            steps.append("from shared_protocol import envelope as E\n"
+            steps.append("from shared_protocol.wire import envelope as E\n"
                          "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
                          "t0 = runtime.platform.ticks_ms()\nn2.session.start(t0, False)\n"
                          "n2.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.sock = 1\n"
@@ -402,9 +403,9 @@ def on_air():
     message carried until compact readings). After: group_rd on the short
     session ids (s_pub_a/s_ack_a), signed per reading or in batches."""
     from firmware.topic import message_seq
-    from shared_protocol import cbor
-    from shared_protocol import envelope as E
-    from shared_protocol import session_wire as W
+    from shared_protocol.wire import cbor
+    from shared_protocol.wire import envelope as E
+    from shared_protocol.session import messages as W
     from shared_protocol.dmc import ops as O
     from shared_protocol.groups import readings, wire
     from shared_protocol.groups.admin import Admin
