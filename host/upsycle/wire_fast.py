@@ -2,13 +2,13 @@
 
 Every message a proxy moves costs four codec calls (decode s_publish, encode
 s_puback, encode s_deliver, decode s_dack) and two frames each way. The
-shared code (session_wire.py, framing.py) is written for the boards: small,
+shared code (session/messages.py, wire/framing.py) is written for the boards: small,
 allocation-aware, pure Python, one byte at a time. On the host the same
 bytes come cheaper from C: cbor2 decodes, bytes concatenation with
 precomputed CBOR heads encodes, and slicing splits frames.
 
 Nothing here changes what goes on the wire. The encoders produce exactly the
-bytes of session_wire's (deterministic CBOR, RFC 8949 §4.2.1: shortest
+bytes of session/messages.py (deterministic CBOR, RFC 8949 §4.2.1: shortest
 heads); ``decode`` accepts a data-path message only if re-encoding its
 values gives back the very same bytes (so it is canonical) and hands
 everything else to the strict shared decoder, which answers or raises the
@@ -20,9 +20,9 @@ import struct
 
 import cbor2
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 
 _loads = cbor2.loads
 _pack_h = struct.Struct(">H").pack
@@ -102,7 +102,7 @@ _FAST = {
 
 
 def decode(data):
-    """Bytes -> (message name, field values), as session_wire.decode.
+    """Bytes -> (message name, field values), as session/messages.py decode.
 
     The four data-path messages are decoded by cbor2 and accepted only when
     their canonical re-encoding is the input itself; any other input goes to

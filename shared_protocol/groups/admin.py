@@ -12,7 +12,7 @@ decryption (one X25519, then one AEAD check per entry). The entry also lists
 the removed keys, so members refuse the removed author's publications in
 every epoch, including old ones it could still encrypt to.
 """
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import GroupUsageError
@@ -97,6 +97,7 @@ class Admin(Member):
         a._epochs = m._epochs
         a.revoked = m.revoked
         a._windows = m._windows
+        a.authors = m.authors
         a.next_seq = m.next_seq
         for k, rights in r["members"]:
             a.add_member(k, rights)

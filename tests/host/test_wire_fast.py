@@ -7,14 +7,14 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.errors import UpsycleError
 from shared_protocol.noise.datagram import DatagramChannel
 from shared_protocol.noise.errors import DecryptFailed
 from shared_protocol.noise.symmetric import CipherState
-from shared_protocol.session_proxy import ProxySession
+from shared_protocol.session.proxy import ProxySession
 from upsycle import crypto_nacl, noise_fast, wire_fast
 from upsycle.proxy.fastpath import HostProxySession
 

@@ -7,7 +7,7 @@ with the least client work per message, so the system under test and not the
 client is the limit (the benchmarks start several of these and report their
 CPU):
 
-- ``upsycle``: the edge session (session_wire) over TCP frames or UDP
+- ``upsycle``: the edge session (session/messages.py) over TCP frames or UDP
   datagrams, plaintext or Noise XX (the shared handshake, then the host's
   libsodium transport, upsycle.noise_fast); data-path messages through
   upsycle.wire_fast. Publishes keep at most ``window`` unacknowledged
@@ -42,12 +42,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [os.path.join(ROOT, "host"), ROOT]
 
-from shared_protocol import envelope as E  # noqa: E402
-from shared_protocol import session_wire as W  # noqa: E402
+from shared_protocol.wire import envelope as E  # noqa: E402
+from shared_protocol.session import messages as W  # noqa: E402
 from shared_protocol.crypto import api  # noqa: E402
 from shared_protocol.noise.handshake import Handshake  # noqa: E402
 from shared_protocol.noise.udp import UdpSession, KIND_DATA  # noqa: E402
-from shared_protocol.secure_session import PROLOGUE, node_id_for  # noqa: E402
+from shared_protocol.session.secure_client import PROLOGUE, node_id_for  # noqa: E402
 from upsycle import crypto_nacl, noise_fast, wire_fast  # noqa: E402
 
 crypto_nacl.install()

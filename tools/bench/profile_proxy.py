@@ -28,9 +28,9 @@ from bench_proxy import pair_specs  # noqa: E402
 AREAS = (
     ("idle (waiting in epoll)", ("<method 'poll' of 'select.epoll'",)),
     ("Noise / crypto", ("noise", "crypto", "nacl", "symmetric")),
-    ("codec (CBOR, envelope)", ("session_wire", "wire_fast", "cbor", "envelope")),
+    ("codec (CBOR, envelope)", ("session_wire", "messages.py", "wire_fast", "cbor", "envelope")),
     ("framing", ("framing",)),
-    ("session state machine", ("session_proxy",)),
+    ("session state machine", ("session_proxy", "session/proxy.py")),
     ("store (event-loop side)", ("store.py",)),
     ("server (routing, pump, flush)", ("server.py", "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",

@@ -1,6 +1,6 @@
 """The proxy's per-message fast paths on CPython, in one place.
 
-The proxy runs the shared session state machine (session_proxy.py), which
+The proxy runs the shared session state machine (session/proxy.py), which
 the MicroPython VM tests run too; on the host its codec hooks get the C-backed
 equivalents of upsycle.wire_fast, TCP frames are split and joined by
 slicing, and Noise transport messages go straight to libsodium
@@ -10,7 +10,7 @@ slicing, and Noise transport messages go straight to libsodium
 import asyncio
 import socket
 
-from shared_protocol.session_proxy import ProxySession
+from shared_protocol.session.proxy import ProxySession
 from upsycle import noise_fast, wire_fast
 
 StreamDecoder = wire_fast.StreamDecoder
