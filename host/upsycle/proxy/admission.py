@@ -1,0 +1,343 @@
+"""Admission: who may open a link and a session, and at what cost.
+
+``Admission`` (mixed into the Proxy) owns the per-address state that keeps
+one address from locking others out: pre-hello TCP links per address, Noise
+handshakes in progress (overall and per address), the token buckets for
+datagrams and new handshakes per address, and the session count per
+address. It classifies a TCP link's first frame (plaintext, status request
+or Noise message 1), runs the responder's side of the handshake, turns UDP
+datagrams into link input, and admits a hello (node id bound to the key,
+session limits).
+"""
+import collections
+import ipaddress
+import os
+import time
+
+from shared_protocol import envelope as E
+from shared_protocol import framing
+from shared_protocol import session_wire as W
+from shared_protocol.errors import RemoteError, UpsycleError
+from shared_protocol.noise.handshake import Handshake
+from shared_protocol.noise.stream import HandshakeComplete
+from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession
+from shared_protocol.secure_session import PROLOGUE, node_id_for
+from upsycle.proxy.links import (FRAME_LIMIT, PLAINTEXT_REFUSED_DETAIL, RATE_TABLE_MAX, UDP_MAX, Link,
+                                 log, kv, now_ms)
+
+
+class Admission:
+    """Per-address admission state and the handshake responder."""
+
+    def _init_admission(self):
+        self.host_sessions = {}        # host -> number of sessions from it
+        self.pending = {}              # host -> deque of pre-hello TCP links
+        self.rates = collections.OrderedDict()  # UDP addr -> [tokens, last time]
+        self.handshakes = {}           # host -> deque of links in a handshake
+        self.handshake_count = 0
+        self.udp_hs = {}               # addr -> Link in a UDP handshake
+        self.hs_rates = collections.OrderedDict()  # host -> [tokens, last time] of new handshakes
+        self.secure_sessions = 0       # handshakes completed (a counter)
+
+    def accept_tcp(self, proto, transport):
+        addr = transport.get_extra_info("peername") or ("?", 0)
+        if len(self.links) >= self.limits["max_connections"]:
+            self.faults.note("connection_limit", peer="%s:%s" % addr[:2])
+            transport.abort()
+            return None
+        link = Link("tcp", addr[:2], self._new_session(True), transport, proto)
+        q = self.pending.setdefault(link.host, collections.deque())
+        while len(q) >= self.limits["max_pending_per_host"]:
+            old = q.popleft()
+            self.faults.note("pending_per_host_evicted", host=link.host)
+            self.close_link(old, "evicted")
+        q.append(link)
+        self.links.add(link)
+        return link
+
+    def on_datagram(self, data, addr):
+        addr = addr[:2]
+        if not self._rate_ok(addr):
+            self.faults.note("udp_flood", peer="%s:%s" % addr)
+            return
+        if not data or len(data) > UDP_MAX:
+            self.faults.note("udp_size", peer="%s:%s" % addr, size=len(data))
+            return
+        kind = data[0]
+        if kind in (KIND_HS1, KIND_HS2, KIND_HS3, KIND_DATA):
+            self._secure_datagram(data, addr, kind)
+            return
+        link = self.udp_links.get(addr)
+        if link is not None and link.mode != "plain":
+            self.faults.note("udp_plaintext_on_secure", peer="%s:%s" % addr)
+            return
+        if len(data) > framing.DATAGRAM_MAX:
+            self.faults.note("udp_size", peer="%s:%s" % addr, size=len(data))
+            return
+        if link is None:
+            # No session for this address: only a hello may open one, and
+            # nothing else gets a reply (no reflection towards forged sources).
+            try:
+                msg = E.REGISTRY.decode(data)
+            except Exception:
+                self.faults.note("udp_garbage_no_session", peer="%s:%s" % addr)
+                return
+            if msg.name != "s_hello":
+                self.faults.note("udp_no_session", peer="%s:%s" % addr, type=msg.name)
+                return
+            if not self.config.allow_plaintext:
+                # The refusal is smaller than the hello: no amplification.
+                self.faults.note("plaintext_refused", peer="%s:%s" % addr)
+                self.udp_transport.sendto(E.REGISTRY.encode(
+                    "error", W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL), addr)
+                return
+            if len(self.udp_links) >= self.limits["max_sessions"]:
+                self.faults.note("session_limit", peer="%s:%s" % addr)
+                return
+            link = Link("udp", addr, self._new_session(False), self.udp_transport)
+            link.mode = "plain"
+            self.udp_links[addr] = link
+            self.links.add(link)
+        link.ps.receive(data, now_ms())
+        self.handle_events(link)
+        if not link.closed:
+            self.pump(link)
+            self.flush(link)
+
+    def _secure_datagram(self, data, addr, kind):
+        """A Noise packet (noise/udp.py kinds). Handshakes run in their own
+        link until complete, so an unauthenticated message 1 from a forged
+        source never touches an established session."""
+        t = now_ms()
+        est = self.udp_links.get(addr)
+        link = self.udp_hs.get(addr)
+        if kind == KIND_DATA:
+            link = est
+            if link is None or link.mode != "secure":
+                self.faults.note("udp_no_session", peer="%s:%s" % addr, type="noise_data")
+                return
+        elif link is None:
+            if est is not None and est.udp is not None and data == est.udp._repeat_of:
+                link = est      # its message 2 was lost: the session resends it
+            elif kind != KIND_HS1:
+                self.faults.note("udp_stale_handshake", peer="%s:%s" % addr)
+                return
+            else:
+                link = Link("udp", addr, self._new_session(False), self.udp_transport)
+                if not self._handshake_begin(link):
+                    return
+                link.udp = UdpSession(Handshake(False, self.key, os.urandom(32), PROLOGUE))
+                self.udp_hs[addr] = link
+        try:
+            evs = link.udp.receive(data, t)
+        except RemoteError as e:
+            self.faults.note(e.code, peer=link.name())
+            if link.mode == "hs" and link.udp._hs._step == 0:
+                self.close_link(link, "bad_handshake")   # never started: forget it
+            return
+        for pkt in link.udp.packets_to_send():
+            self.udp_transport.sendto(pkt, addr)
+        for ev in evs:
+            if isinstance(ev, HandshakeComplete):
+                self._handshake_done(link, ev.remote_static)
+                if self.udp_hs.get(addr) is link:
+                    del self.udp_hs[addr]
+                old = self.udp_links.get(addr)
+                if old is not None and old is not link:
+                    self.close_link(old, "replaced")
+                self.udp_links[addr] = link
+            else:
+                link.ps.receive(ev.data, t)
+                self.handle_events(link)
+                if link.closed:
+                    return
+        if link.mode == "secure" and not link.closed:
+            self.pump(link)
+            self.flush(link)
+
+    # -- secure links (Noise XX responder) ---------------------------------
+
+    def _handshake_begin(self, link):
+        """Count a new handshake against the limits; False: refused."""
+        lim = self.limits
+        if not self._bucket_ok(self.hs_rates, link.host, lim["handshake_rate"], lim["handshake_burst"]):
+            self.faults.note("handshake_rate", peer=link.name())
+            return False
+        if self.handshake_count >= lim["max_handshakes"]:
+            self.faults.note("handshake_limit", peer=link.name())
+            return False
+        q = self.handshakes.setdefault(link.host, collections.deque())
+        while len(q) >= lim["max_handshakes_per_host"]:
+            self.faults.note("handshakes_per_host_evicted", host=link.host)
+            self.close_link(q[0], "evicted")
+        q.append(link)
+        self.handshake_count += 1
+        link.mode = "hs"
+        self.links.add(link)
+        return True
+
+    def _handshake_end(self, link):
+        q = self.handshakes.get(link.host)
+        if q is None:
+            return
+        try:
+            q.remove(link)
+        except ValueError:
+            return
+        self.handshake_count -= 1
+        if not q:
+            del self.handshakes[link.host]
+
+    def _handshake_done(self, link, remote_static):
+        self._handshake_end(link)
+        link.mode = "secure"
+        link.bound = node_id_for(remote_static)
+        link.hs = None
+        self.secure_sessions += 1
+
+    def tcp_frame(self, link, f):
+        """A frame on a TCP link not (yet) known to be plaintext: classify the
+        first frame, run the handshake, or decrypt. Returns the session
+        message to process, or None."""
+        if link.mode == "secure":
+            try:
+                return link.recv_cs.decrypt_with_ad(b"", f)
+            except RemoteError as e:
+                return self._bad_frame(link, e)
+        if link.mode == "hs":
+            try:
+                link.hs.read_message(f)
+            except RemoteError as e:
+                return self._bad_frame(link, e)
+            send_cs, recv_cs = link.hs.split()
+            link.send_cs, link.recv_cs = send_cs, recv_cs
+            self._handshake_done(link, link.hs.remote_static)
+            return None
+        # First frame: a plaintext envelope, or Noise message 1 (32 random
+        # bytes of ephemeral key, which never decode as an envelope).
+        try:
+            msg = E.REGISTRY.decode(f)
+        except UpsycleError:  # the decoder raises only typed errors
+            msg = None
+        if msg is not None:
+            if self.config.allow_plaintext:
+                link.mode = "plain"
+                return f
+            if msg.name == "s_status_req":
+                link.mode = "status"
+                return f
+            self.faults.note("plaintext_refused", peer=link.name())
+            link.ps.error(W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL)
+            self.flush(link)
+            self.close_link(link, "plaintext_refused")
+            return None
+        if not self._handshake_begin(link):
+            self.close_link(link, "handshake_limit")
+            return None
+        link.hs = Handshake(False, self.key, os.urandom(32), PROLOGUE)
+        try:
+            link.hs.read_message(f)
+        except RemoteError as e:
+            return self._bad_frame(link, e)
+        link.transport.write(framing.frame(link.hs.write_message(b""), FRAME_LIMIT))
+        return None
+
+    def status_frame(self, link, f):
+        """Plaintext without allow_plaintext: status requests only."""
+        try:
+            name = E.REGISTRY.decode(f).name
+        except Exception:
+            name = None
+        if name == "s_status_req":
+            return True
+        self.faults.note("plaintext_refused", peer=link.name())
+        link.ps.error(W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL)
+        self.flush(link)
+        self.close_link(link, "plaintext_refused")
+        return False
+
+    def _rate_ok(self, addr):
+        return self._bucket_ok(self.rates, addr, self.limits["udp_rate"], self.limits["udp_burst"])
+
+    def _bucket_ok(self, table, addr, rate, burst):
+        t = time.monotonic()
+        b = table.get(addr)
+        if b is None:
+            if len(table) >= RATE_TABLE_MAX:
+                table.popitem(last=False)
+            b = table[addr] = [float(burst), t]
+        else:
+            table.move_to_end(addr)
+            b[0] = min(float(burst), b[0] + (t - b[1]) * rate)
+            b[1] = t
+        if b[0] < 1.0:
+            return False
+        b[0] -= 1.0
+        return True
+
+    def _admission_release(self, link):
+        """A link closes: forget its handshake and pre-hello slots."""
+        self._handshake_end(link)
+        if link.kind == "udp" and self.udp_hs.get(link.addr) is link:
+            del self.udp_hs[link.addr]
+        self._unpend(link)
+
+    def _session_released(self, link):
+        n = self.host_sessions.get(link.host, 1) - 1
+        if n > 0:
+            self.host_sessions[link.host] = n
+        else:
+            self.host_sessions.pop(link.host, None)
+
+    def _unpend(self, link):
+        """Forget link among its address's links that have not said hello yet."""
+        q = self.pending.get(link.host)
+        if q is not None:
+            try:
+                q.remove(link)
+            except ValueError:
+                pass
+            if not q:
+                del self.pending[link.host]
+
+
+    def _trusted(self, host):
+        try:
+            h = str(ipaddress.ip_address(host))
+        except ValueError:
+            return False
+        return h in self.config.status_from
+
+    def _on_hello(self, link, node):
+        if link.mode == "hs" or (link.bound is not None and node != link.bound):
+            # The node id must be the one its Noise static key proves
+            # (secure_session.node_id_for): nobody takes over another's cursors.
+            self.faults.note("node_id_mismatch", peer=link.name())
+            link.ps.error(W.R_NODE_ID, "node id %s is not the id of this link's key (%s)" % (
+                bytes(node).hex(), bytes(link.bound or b"").hex()))
+            self.flush(link)
+            self.close_link(link, "node_id_mismatch")
+            return
+        old = self.sessions.get(node)
+        if old is not None and old is not link:
+            self.close_link(old, "replaced")
+        if old is None and len(self.sessions) >= self.limits["max_sessions"]:
+            self.faults.note("session_limit", peer=link.name())
+            link.ps.error(W.R_LIMIT, "the proxy serves %d sessions at most" % self.limits["max_sessions"])
+            self.flush(link)
+            self.close_link(link, "session_limit")
+            return
+        if (old is None or old.host != link.host) and \
+                self.host_sessions.get(link.host, 0) >= self.limits["max_sessions_per_host"]:
+            self.faults.note("sessions_per_host", peer=link.name())
+            link.ps.error(W.R_LIMIT, "at most %d sessions per address" % self.limits["max_sessions_per_host"])
+            self.flush(link)
+            self.close_link(link, "session_limit")
+            return
+        self._unpend(link)
+        link.node = node
+        self.sessions[node] = link
+        self.host_sessions[link.host] = self.host_sessions.get(link.host, 0) + 1
+        link.ps.accept()
+        log.info("event=session_open %s", kv(node=node, peer=link.name()))
+
