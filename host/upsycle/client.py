@@ -85,6 +85,14 @@ def upsycle_home(home=None):
     return home or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
 
 
+def make_home(home):
+    """Create the home directory 0700, or tighten an existing one: it holds
+    the node's private key and the group keys (docs/proxy.md)."""
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    if os.stat(home).st_mode & 0o777 != 0o700:
+        os.chmod(home, 0o700)
+
+
 def _write_private(path, text):
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -102,7 +110,7 @@ def node_key(home=None):
         with open(path) as f:
             text = f.read().strip()
     except FileNotFoundError:
-        os.makedirs(home, exist_ok=True)
+        make_home(home)
         key = os.urandom(32)
         _write_private(path, key.hex() + "\n")
         return key
@@ -130,7 +138,7 @@ def known_proxy_key(home, host, port):
 
 def remember_proxy_key(home, host, port, key):
     home = upsycle_home(home)
-    os.makedirs(home, exist_ok=True)
+    make_home(home)
     path = os.path.join(home, "known_proxies")
     try:
         with open(path) as f:
@@ -224,12 +232,9 @@ def default_node_id():
             return bytes.fromhex(f.read().strip())
     except (OSError, ValueError):
         pass
-    os.makedirs(home, exist_ok=True)
+    make_home(home)
     nid = os.urandom(16)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(nid.hex() + "\n")
-    os.replace(tmp, path)
+    _write_private(path, nid.hex() + "\n")
     return nid
 
 

@@ -10,6 +10,7 @@ import tempfile
 from shared_protocol import cbor
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
+from upsycle.client import make_home
 
 
 class StoreError(Exception):
@@ -29,6 +30,7 @@ class TopicStore:
         return os.path.join(self.dir, "%s-%s.cbor" % (m.topic.hex(), m.identity.public.hex()[:16]))
 
     def save(self, m):
+        make_home(self.home)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         rec = m.to_record()
         rec["role"] = "admin" if isinstance(m, Admin) else "member"

@@ -29,6 +29,8 @@ import threading
 import time
 
 from shared_protocol import session_wire as W
+from upsycle.proxy import datadir
+from upsycle.proxy.identity import KEY_FILE
 
 log = logging.getLogger("upsycle.proxy.store")
 
@@ -44,6 +46,18 @@ AGE_SWEEP_S = 5.0
 # How long dirty cursors may wait for a transaction to ride in (they are not
 # urgent: a lost cursor move means a redelivery, which clients deduplicate).
 CURSOR_FLUSH_S = 0.2
+
+# Start-up refusals (exit 3; never sent on the wire).
+R_STORAGE_LOCKED = "storage_locked"    # another proxy runs on the data directory
+R_STORAGE_DAMAGED = "storage_damaged"  # the database is missing, empty, foreign or damaged
+# The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html, 1.3).
+SQLITE_HEADER = b"SQLite format 3\x00"
+# With a quota (max_db_bytes) the WAL gets 1/WAL_SHARE_DIV of it, at least
+# WAL_SHARE_MIN (a few pages per checkpoint), and SHM_BYTES are set aside
+# for the WAL index (one 32 KB block covers a WAL of ~4000 pages).
+WAL_SHARE_DIV = 4
+WAL_SHARE_MIN = 32 * 1024
+SHM_BYTES = 32 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
@@ -126,42 +140,138 @@ class Store:
         self._on_commit = None
         self._db = None
         self._rd = None
+        self._lock = None
+        self.wal_budget = 0      # with a quota: the WAL's share of it
+        self.disk_bytes = 0      # database + WAL + SHM after the last commit
         self.commits = 0
 
     # -- start-up --------------------------------------------------------
 
     def open(self):
-        """Open or create the database; raise StorageError with a clear cause."""
+        """Lock and check the data directory, open or create the database;
+        raise StorageError with a clear cause."""
+        d = self.data_dir
         try:
-            os.makedirs(self.data_dir, exist_ok=True)
+            datadir.make_private(d)
         except OSError as e:
-            raise StorageError(classify(e), "cannot create data directory %s: %s" % (self.data_dir, e))
-        if not os.access(self.data_dir, os.W_OK):
-            raise StorageError(W.R_STORAGE_READONLY, "data directory %s is not writable" % self.data_dir)
+            raise StorageError(classify(e), "cannot create data directory %s: %s" % (d, e))
+        if not os.access(d, os.W_OK):
+            raise StorageError(W.R_STORAGE_READONLY, "data directory %s is not writable" % d)
+        try:
+            self._lock = datadir.lock(d)
+        except datadir.DataDirError as e:
+            raise StorageError(R_STORAGE_LOCKED, e.message)
+        except OSError as e:
+            raise StorageError(classify(e), "cannot lock data directory %s: %s" % (d, e))
+        try:
+            self._open_db()
+        except BaseException:
+            datadir.unlock(self._lock)
+            self._lock = None
+            raise
+
+    def _open_db(self):
+        d = self.data_dir
+        try:
+            marker = datadir.read_marker(d)
+        except datadir.DataDirError as e:
+            raise StorageError(R_STORAGE_DAMAGED, e.message)
+        held = marker is not None or os.path.exists(os.path.join(d, KEY_FILE))
+        size = os.path.getsize(self.path) if os.path.exists(self.path) else -1
+        if size <= 0 and held:
+            # A proxy ran here (its key or marker is here) but the database
+            # is gone or empty: starting empty would forget every stored
+            # message, subscription and cursor without a word.
+            raise StorageError(R_STORAGE_DAMAGED, "the database %s is %s, but this data directory held a "
+                               "proxy's data (%s); restore the database from a backup, or move the directory "
+                               "away to start a new, empty proxy" % (
+                                   self.path, "missing" if size < 0 else "empty (0 bytes)",
+                                   "proxy id %s" % marker.hex() if marker else KEY_FILE))
+        if size > 0:
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_HEADER))
+            if head != SQLITE_HEADER:
+                raise StorageError(R_STORAGE_DAMAGED, "%s is not an SQLite database (its header is damaged); "
+                                   "restore it from a backup" % self.path)
+        try:
+            for name in (self.path, self.path + "-wal", self.path + "-shm"):
+                if name == self.path:
+                    datadir.private_file(name)   # SQLite gives -wal/-shm its mode
+                else:
+                    datadir.tighten(name)
+        except OSError as e:
+            raise StorageError(classify(e), "cannot use the database %s: %s" % (self.path, e))
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             if self.max_db_bytes:
-                page = db.execute("PRAGMA page_size").fetchone()[0]
-                db.execute("PRAGMA max_page_count=%d" % max(16, self.max_db_bytes // page))
+                self._set_quota(db)
+            if size > 0:
+                bad = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
+                if bad != ["ok"]:
+                    db.close()
+                    raise StorageError(R_STORAGE_DAMAGED, "the database %s is damaged (%s); restore it from "
+                                       "a backup" % (self.path, "; ".join(str(b) for b in bad)[:300]))
             db.executescript(SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='proxy_id'").fetchone()
             if row is None:
+                if held:
+                    db.close()
+                    raise StorageError(R_STORAGE_DAMAGED, "the database %s holds no proxy id, but this data "
+                                       "directory held a proxy's data; restore the database from a backup"
+                                       % self.path)
                 self.proxy_id = os.urandom(16)
                 db.execute("INSERT INTO meta VALUES('proxy_id', ?)", (self.proxy_id,))
             else:
                 self.proxy_id = bytes(row[0])
+            if marker is not None and marker != self.proxy_id:
+                db.close()
+                raise StorageError(R_STORAGE_DAMAGED, "the database %s belongs to proxy %s, but this data "
+                                   "directory held proxy %s; put the right database back" % (
+                                       self.path, self.proxy_id.hex(), marker.hex()))
             # A write that is synced proves the directory works now, not later.
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT OR REPLACE INTO meta VALUES('opened', ?)", (self.clock(),))
             db.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise StorageError(classify(e), "cannot use the database %s: %s" % (self.path, e))
-        self._db = db
-        self._load()
+            self._db = db
+            self._load()
+        except sqlite3.DatabaseError as e:
+            code = classify(e)
+            if code == W.R_STORAGE and ("malformed" in str(e) or "not a database" in str(e)):
+                code = R_STORAGE_DAMAGED
+            raise StorageError(code, "cannot use the database %s: %s" % (self.path, e))
+        if marker is None:
+            try:
+                datadir.write_marker(d, self.proxy_id)
+            except OSError as e:
+                raise StorageError(classify(e), "cannot write %s: %s" % (datadir.MARKER_FILE, e))
         self._rd = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._rd.execute("PRAGMA query_only=1")
+        self.disk_bytes = self.on_disk()
+
+    def _set_quota(self, db):
+        """Keep database + WAL + SHM under max_db_bytes: the WAL gets a
+        share of the quota (checkpointed at half of it, and truncated back
+        after a checkpoint), the database pages the rest. One transaction
+        writes at most half the WAL share (see _commit's byte cap)."""
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        q = self.max_db_bytes
+        wal = max(WAL_SHARE_MIN, q // WAL_SHARE_DIV)
+        self.wal_budget = wal
+        db.execute("PRAGMA max_page_count=%d" % max(16, (q - wal - SHM_BYTES) // page))
+        db.execute("PRAGMA wal_autocheckpoint=%d" % max(1, wal // 2 // page))
+        db.execute("PRAGMA journal_size_limit=%d" % (wal // 2))
+
+    def on_disk(self):
+        """Bytes the database takes on disk: the file, its WAL and SHM."""
+        n = 0
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            try:
+                n += os.path.getsize(name)
+            except OSError:
+                pass
+        return n
 
     def _load(self):
         db = self._db
@@ -202,6 +312,8 @@ class Store:
                     c.close()
                 except sqlite3.Error:
                     pass
+        datadir.unlock(self._lock)
+        self._lock = None
 
     # -- requests from the event loop ---------------------------------------
 
@@ -268,8 +380,9 @@ class Store:
                     timeout = CURSOR_FLUSH_S if self._cursors else max(0.0, next_sweep - time.monotonic())
                     if not self._cv.wait(timeout=timeout):
                         break
-                batch = self._pending[:BATCH_MAX]
-                del self._pending[:BATCH_MAX]
+                n = self._batch_len()
+                batch = self._pending[:n]
+                del self._pending[:n]
                 cursors = self._cursors
                 self._cursors = {}
                 closing = self._closing and not self._pending
@@ -285,6 +398,36 @@ class Store:
                 self._loop.call_soon_threadsafe(self._finish, batch, results)
             if closing:
                 return
+
+    def _batch_len(self):
+        """How many pending items the next transaction takes: BATCH_MAX, and
+        with a quota at most a quarter of the WAL's share in payload bytes
+        (one transaction cannot be checkpointed before it commits)."""
+        p = self._pending
+        n = min(len(p), BATCH_MAX)
+        if not self.wal_budget:
+            return n
+        cap = self.wal_budget // 4
+        total = 0
+        for i in range(n):
+            it = p[i]
+            if it[0] == "pub":
+                total += len(it[3])
+                if total > cap and i > 0:
+                    return i
+        return n
+
+    def _keep_quota(self):
+        """After a commit: if the files on disk exceed the quota, checkpoint
+        the WAL and truncate it (readers may hold it; then next time)."""
+        size = self.on_disk()
+        if self.max_db_bytes and size > self.max_db_bytes:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass
+            size = self.on_disk()
+        self.disk_bytes = size
 
     def _commit(self, batch, cursors, sweep):
         """One transaction for the whole batch. Returns the results."""
@@ -354,6 +497,8 @@ class Store:
         self.commits += 1
         for topic, st in wt.items():
             self._w_topics[topic] = st
+        if self.max_db_bytes:
+            self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors}
 
