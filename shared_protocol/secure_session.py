@@ -143,7 +143,10 @@ class SecureLink:
             try:
                 evs = n.receive(data, now)
             except RemoteError as e:
-                if e.code == "noise-unexpected-static-key":
+                # A wrong proxy key ends the link; so does the proxy's "no
+                # session here" for a packet we sent (noise/udp.py): it
+                # restarted, and a new handshake resumes at once.
+                if e.code == "noise-unexpected-static-key" or e.code == "noise-session-unknown":
                     self._fail(e.code, e.message)
                 else:
                     self.dropped += 1

@@ -20,10 +20,24 @@ from shared_protocol import session_wire as W
 from shared_protocol.errors import RemoteError, UpsycleError
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete
-from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession
+from shared_protocol.noise.udp import (HS1_SIZE, KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession,
+                                       no_session_answer)
 from shared_protocol.secure_session import PROLOGUE, node_id_for
 from upsycle.proxy.links import (FRAME_LIMIT, PLAINTEXT_REFUSED_DETAIL, RATE_TABLE_MAX, UDP_MAX, Link,
                                  log, kv, now_ms)
+
+
+def refusal_within(code, detail, limit):
+    """An error envelope no larger than limit bytes (the datagram it answers:
+    a refusal must never amplify), the detail cut to fit; None if even the
+    bare code does not fit."""
+    while True:
+        m = E.REGISTRY.encode("error", code, detail)
+        if len(m) <= limit:
+            return m
+        if not detail:
+            return None
+        detail = detail[:max(0, len(detail) - (len(m) - limit))]
 
 
 class Admission:
@@ -86,10 +100,10 @@ class Admission:
                 self.faults.note("udp_no_session", peer="%s:%s" % addr, type=msg.name)
                 return
             if not self.config.allow_plaintext:
-                # The refusal is smaller than the hello: no amplification.
                 self.faults.note("plaintext_refused", peer="%s:%s" % addr)
-                self.udp_transport.sendto(E.REGISTRY.encode(
-                    "error", W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL), addr)
+                answer = refusal_within(W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL, len(data))
+                if answer is not None:
+                    self.udp_transport.sendto(answer, addr)
                 return
             if len(self.udp_links) >= self.limits["max_sessions"]:
                 self.faults.note("session_limit", peer="%s:%s" % addr)
@@ -111,13 +125,30 @@ class Admission:
         t = now_ms()
         est = self.udp_links.get(addr)
         link = self.udp_hs.get(addr)
+        fresh = False
         if kind == KIND_DATA:
             link = est
             if link is None or link.mode != "secure":
+                # We restarted, or its message 3 was lost: say so (smaller
+                # than the packet, so no amplification), and the node starts
+                # a new handshake at once instead of after its keepalive dies.
                 self.faults.note("udp_no_session", peer="%s:%s" % addr, type="noise_data")
+                answer = no_session_answer(data)
+                if answer is not None:
+                    self.udp_transport.sendto(answer, addr)
                 return
-        elif link is None:
-            if est is not None and est.udp is not None and data == est.udp._repeat_of:
+        elif kind == KIND_HS1 and len(data) < HS1_SIZE:
+            # Message 2 is HS1_SIZE bytes: answering a shorter message 1
+            # would amplify a flood towards a forged source.
+            self.faults.note("udp_short_handshake", peer="%s:%s" % addr, size=len(data))
+            return
+        elif link is not None and kind == KIND_HS1 and not link.udp.answers(data):
+            # A new message 1 from an address with a handshake in progress:
+            # the node gave up on the old one (its message 3 was lost).
+            self.close_link(link, "replaced")
+            link = None
+        if link is None and kind != KIND_DATA:
+            if est is not None and est.udp is not None and est.udp.answers(data):
                 link = est      # its message 2 was lost: the session resends it
             elif kind != KIND_HS1:
                 self.faults.note("udp_stale_handshake", peer="%s:%s" % addr)
@@ -128,11 +159,12 @@ class Admission:
                     return
                 link.udp = UdpSession(Handshake(False, self.key, os.urandom(32), PROLOGUE))
                 self.udp_hs[addr] = link
+                fresh = True
         try:
             evs = link.udp.receive(data, t)
         except RemoteError as e:
             self.faults.note(e.code, peer=link.name())
-            if link.mode == "hs" and link.udp._hs._step == 0:
+            if fresh:
                 self.close_link(link, "bad_handshake")   # never started: forget it
             return
         for pkt in link.udp.packets_to_send():
