@@ -30,14 +30,11 @@ import time
 
 from shared_protocol import session_wire as W
 from upsycle.proxy import datadir
-from upsycle.proxy.identity import KEY_FILE
+from upsycle.proxy.store_open import DB_NAME, Opening, StorageError, classify  # noqa: F401 (re-exported)
+from upsycle.proxy.store_tx import Transactions
 
 log = logging.getLogger("upsycle.proxy.store")
 
-DB_NAME = "proxy.sqlite3"
-# Rows per transaction: a bound on the time one commit holds the writer and on
-# the memory of one batch; under load a batch this size still shares one sync.
-BATCH_MAX = 4096
 # Queued writes (bytes of payload) before publishes are refused with
 # R_OVERLOAD: bounds memory if the disk stalls while nodes keep sending.
 PENDING_BYTES_MAX = 16 * 1024 * 1024
@@ -46,50 +43,6 @@ AGE_SWEEP_S = 5.0
 # How long dirty cursors may wait for a transaction to ride in (they are not
 # urgent: a lost cursor move means a redelivery, which clients deduplicate).
 CURSOR_FLUSH_S = 0.2
-
-# Start-up refusals (exit 3; never sent on the wire).
-R_STORAGE_LOCKED = "storage_locked"    # another proxy runs on the data directory
-R_STORAGE_DAMAGED = "storage_damaged"  # the database is missing, empty, foreign or damaged
-# The first 16 bytes of every SQLite database file (sqlite.org/fileformat.html, 1.3).
-SQLITE_HEADER = b"SQLite format 3\x00"
-# With a quota (max_db_bytes) the WAL gets 1/WAL_SHARE_DIV of it, at least
-# WAL_SHARE_MIN (a few pages per checkpoint), and SHM_BYTES are set aside
-# for the WAL index (one 32 KB block covers a WAL of ~4000 pages).
-WAL_SHARE_DIV = 4
-WAL_SHARE_MIN = 32 * 1024
-SHM_BYTES = 32 * 1024
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE IF NOT EXISTS topics(topic BLOB PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages(
-    topic BLOB NOT NULL, seq INTEGER NOT NULL, msg_id BLOB NOT NULL,
-    payload BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY(topic, seq)) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_id ON messages(topic, msg_id);
-CREATE TABLE IF NOT EXISTS subs(node BLOB NOT NULL, topic BLOB NOT NULL, cursor INTEGER NOT NULL,
-    PRIMARY KEY(node, topic)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS drops(cause TEXT PRIMARY KEY, count INTEGER NOT NULL);
-"""
-
-
-class StorageError(Exception):
-    """The data directory cannot be used (with a code from session_wire R_*)."""
-
-    def __init__(self, code, message):
-        super().__init__("%s: %s" % (code, message))
-        self.code = code
-        self.message = message
-
-
-def classify(exc):
-    """Map an sqlite3/OS error to one of our reject codes."""
-    text = str(exc).lower()
-    if "full" in text or isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", 0) == 13:
-        return W.R_STORAGE_FULL
-    if "readonly" in text or "read-only" in text or "read only" in text or "permission" in text:
-        return W.R_STORAGE_READONLY
-    return W.R_STORAGE
-
 
 class Retention:
     """Per-topic limits; 0 means no limit of that kind."""
@@ -115,7 +68,7 @@ class TopicView:
         return self.last_seq - self.first_seq + 1
 
 
-class Store:
+class Store(Opening, Transactions):
     def __init__(self, data_dir, retention=None, max_topics=10000, max_db_bytes=0, clock=time.time):
         self.data_dir = data_dir
         self.path = os.path.join(data_dir, DB_NAME)
@@ -146,132 +99,6 @@ class Store:
         self.commits = 0
 
     # -- start-up --------------------------------------------------------
-
-    def open(self):
-        """Lock and check the data directory, open or create the database;
-        raise StorageError with a clear cause."""
-        d = self.data_dir
-        try:
-            datadir.make_private(d)
-        except OSError as e:
-            raise StorageError(classify(e), "cannot create data directory %s: %s" % (d, e))
-        if not os.access(d, os.W_OK):
-            raise StorageError(W.R_STORAGE_READONLY, "data directory %s is not writable" % d)
-        try:
-            self._lock = datadir.lock(d)
-        except datadir.DataDirError as e:
-            raise StorageError(R_STORAGE_LOCKED, e.message)
-        except OSError as e:
-            raise StorageError(classify(e), "cannot lock data directory %s: %s" % (d, e))
-        try:
-            self._open_db()
-        except BaseException:
-            datadir.unlock(self._lock)
-            self._lock = None
-            raise
-
-    def _open_db(self):
-        d = self.data_dir
-        try:
-            marker = datadir.read_marker(d)
-        except datadir.DataDirError as e:
-            raise StorageError(R_STORAGE_DAMAGED, e.message)
-        held = marker is not None or os.path.exists(os.path.join(d, KEY_FILE))
-        size = os.path.getsize(self.path) if os.path.exists(self.path) else -1
-        if size <= 0 and held:
-            # A proxy ran here (its key or marker is here) but the database
-            # is gone or empty: starting empty would forget every stored
-            # message, subscription and cursor without a word.
-            raise StorageError(R_STORAGE_DAMAGED, "the database %s is %s, but this data directory held a "
-                               "proxy's data (%s); restore the database from a backup, or move the directory "
-                               "away to start a new, empty proxy" % (
-                                   self.path, "missing" if size < 0 else "empty (0 bytes)",
-                                   "proxy id %s" % marker.hex() if marker else KEY_FILE))
-        if size > 0:
-            with open(self.path, "rb") as f:
-                head = f.read(len(SQLITE_HEADER))
-            if head != SQLITE_HEADER:
-                raise StorageError(R_STORAGE_DAMAGED, "%s is not an SQLite database (its header is damaged); "
-                                   "restore it from a backup" % self.path)
-        try:
-            for name in (self.path, self.path + "-wal", self.path + "-shm"):
-                if name == self.path:
-                    datadir.private_file(name)   # SQLite gives -wal/-shm its mode
-                else:
-                    datadir.tighten(name)
-        except OSError as e:
-            raise StorageError(classify(e), "cannot use the database %s: %s" % (self.path, e))
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            if self.max_db_bytes:
-                self._set_quota(db)
-            if size > 0:
-                bad = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
-                if bad != ["ok"]:
-                    db.close()
-                    raise StorageError(R_STORAGE_DAMAGED, "the database %s is damaged (%s); restore it from "
-                                       "a backup" % (self.path, "; ".join(str(b) for b in bad)[:300]))
-            db.executescript(SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='proxy_id'").fetchone()
-            if row is None:
-                if held:
-                    db.close()
-                    raise StorageError(R_STORAGE_DAMAGED, "the database %s holds no proxy id, but this data "
-                                       "directory held a proxy's data; restore the database from a backup"
-                                       % self.path)
-                self.proxy_id = os.urandom(16)
-                db.execute("INSERT INTO meta VALUES('proxy_id', ?)", (self.proxy_id,))
-            else:
-                self.proxy_id = bytes(row[0])
-            if marker is not None and marker != self.proxy_id:
-                db.close()
-                raise StorageError(R_STORAGE_DAMAGED, "the database %s belongs to proxy %s, but this data "
-                                   "directory held proxy %s; put the right database back" % (
-                                       self.path, self.proxy_id.hex(), marker.hex()))
-            # A write that is synced proves the directory works now, not later.
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO meta VALUES('opened', ?)", (self.clock(),))
-            db.execute("COMMIT")
-            self._db = db
-            self._load()
-        except sqlite3.DatabaseError as e:
-            code = classify(e)
-            if code == W.R_STORAGE and ("malformed" in str(e) or "not a database" in str(e)):
-                code = R_STORAGE_DAMAGED
-            raise StorageError(code, "cannot use the database %s: %s" % (self.path, e))
-        if marker is None:
-            try:
-                datadir.write_marker(d, self.proxy_id)
-            except OSError as e:
-                raise StorageError(classify(e), "cannot write %s: %s" % (datadir.MARKER_FILE, e))
-        self._rd = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._rd.execute("PRAGMA query_only=1")
-        self.disk_bytes = self.on_disk()
-
-    def _set_quota(self, db):
-        """Keep database + WAL + SHM under max_db_bytes: the WAL gets a
-        share of the quota (checkpointed at half of it, and truncated back
-        after a checkpoint), the database pages the rest. One transaction
-        writes at most half the WAL share (see _commit's byte cap)."""
-        page = db.execute("PRAGMA page_size").fetchone()[0]
-        q = self.max_db_bytes
-        wal = max(WAL_SHARE_MIN, q // WAL_SHARE_DIV)
-        self.wal_budget = wal
-        db.execute("PRAGMA max_page_count=%d" % max(16, (q - wal - SHM_BYTES) // page))
-        db.execute("PRAGMA wal_autocheckpoint=%d" % max(1, wal // 2 // page))
-        db.execute("PRAGMA journal_size_limit=%d" % (wal // 2))
-
-    def on_disk(self):
-        """Bytes the database takes on disk: the file, its WAL and SHM."""
-        n = 0
-        for name in (self.path, self.path + "-wal", self.path + "-shm"):
-            try:
-                n += os.path.getsize(name)
-            except OSError:
-                pass
-        return n
 
     def _load(self):
         db = self._db
@@ -398,157 +225,6 @@ class Store:
                 self._loop.call_soon_threadsafe(self._finish, batch, results)
             if closing:
                 return
-
-    def _batch_len(self):
-        """How many pending items the next transaction takes: BATCH_MAX, and
-        with a quota at most a quarter of the WAL's share in payload bytes
-        (one transaction cannot be checkpointed before it commits)."""
-        p = self._pending
-        n = min(len(p), BATCH_MAX)
-        if not self.wal_budget:
-            return n
-        cap = self.wal_budget // 4
-        total = 0
-        for i in range(n):
-            it = p[i]
-            if it[0] == "pub":
-                total += len(it[3])
-                if total > cap and i > 0:
-                    return i
-        return n
-
-    def _keep_quota(self):
-        """After a commit: if the files on disk exceed the quota, checkpoint
-        the WAL and truncate it (readers may hold it; then next time)."""
-        size = self.on_disk()
-        if self.max_db_bytes and size > self.max_db_bytes:
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass
-            size = self.on_disk()
-        self.disk_bytes = size
-
-    def _commit(self, batch, cursors, sweep):
-        """One transaction for the whole batch. Returns the results."""
-        db = self._db
-        now = self.clock()
-        wt = {}          # writer topic states changed in this transaction
-        out = []         # per batch item: (status, value)
-        stored = []      # (topic, seq) of new rows
-        subs = []        # (node, topic, cursor or None)
-        drops = {}
-        self._causes = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            # Cursors first, so a re-subscribe in this batch reads the newest.
-            for (node, topic), seq in cursors.items():
-                db.execute("UPDATE subs SET cursor=? WHERE node=? AND topic=? AND cursor<?",
-                           (seq, node, topic, seq))
-            for kind, a, b, payload, _tok in batch:
-                if kind == "pub":
-                    st = wt.get(a)
-                    if st is None:
-                        st = self._w_topics.get(a)
-                        st = list(st) if st is not None else [1, 1, 0]
-                        wt[a] = st
-                    seq = st[0]
-                    cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)",
-                                     (a, seq, b, payload, now))
-                    if cur.rowcount == 1:
-                        st[0] = seq + 1
-                        st[2] += len(payload)
-                        stored.append((a, seq))
-                        out.append(("ok", seq))
-                    else:
-                        out.append(("dup", None))
-                elif kind == "sub":
-                    row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
-                    if row is None:
-                        # A new subscriber starts at the oldest message kept:
-                        # retention decides how much history a node gets.
-                        st = wt.get(b) or self._w_topics.get(b)
-                        cursor = (st[1] - 1) if st is not None else 0
-                        db.execute("INSERT INTO subs VALUES(?,?,?)", (a, b, cursor))
-                    else:
-                        cursor = row[0]
-                    subs.append((a, b, cursor))
-                    out.append(("ok", cursor))
-                else:  # unsub
-                    db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
-                    subs.append((a, b, None))
-                    out.append(("ok", None))
-            for topic, st in wt.items():
-                db.execute("INSERT OR REPLACE INTO topics VALUES(?,?)", (topic, st[0]))
-                self._retain(db, topic, st, drops)
-            if sweep and self.retention.max_age_s:
-                self._sweep_age(db, now, wt, drops)
-            for cause, n in drops.items():
-                db.execute("INSERT INTO drops VALUES(?,?) ON CONFLICT(cause) DO UPDATE SET count=count+?",
-                           (cause, n, n))
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            code = classify(e)
-            return {"error": (code, str(e)), "items": None}
-        self.commits += 1
-        for topic, st in wt.items():
-            self._w_topics[topic] = st
-        if self.max_db_bytes:
-            self._keep_quota()
-        return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
-                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors}
-
-    def _retain(self, db, topic, st, drops):
-        r = self.retention
-        last = st[0] - 1
-        if r.max_count and last - st[1] + 1 > r.max_count:
-            new_first = last - r.max_count + 1
-            self._delete_upto(db, topic, st, new_first - 1, "retention_count", drops)
-        if r.max_bytes and st[2] > r.max_bytes:
-            upto = st[1] - 1
-            excess = st[2] - r.max_bytes
-            for seq, n in db.execute("SELECT seq, length(payload) FROM messages WHERE topic=? ORDER BY seq",
-                                     (topic,)):
-                if excess <= 0:
-                    break
-                excess -= n
-                upto = seq
-            self._delete_upto(db, topic, st, upto, "retention_bytes", drops)
-
-    def _sweep_age(self, db, now, wt, drops):
-        # Walk each topic from its oldest row (primary-key order) and stop at
-        # the first young one: the cost is the expired rows plus one per
-        # topic, never a scan of the whole table (a Pi's SD card is slow).
-        cutoff = now - self.retention.max_age_s
-        for topic in list(self._w_topics):
-            st = wt.get(topic) or self._w_topics[topic]
-            if st[1] >= st[0]:
-                continue   # empty
-            upto = None
-            for seq, ts in db.execute("SELECT seq, ts FROM messages WHERE topic=? ORDER BY seq", (topic,)):
-                if ts >= cutoff:
-                    break
-                upto = seq
-            if upto is not None:
-                if topic not in wt:
-                    st = wt[topic] = list(st)
-                self._delete_upto(db, topic, st, upto, "retention_age", drops)
-
-    def _delete_upto(self, db, topic, st, upto, cause, drops):
-        if upto < st[1]:
-            return
-        row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND seq<=?",
-                         (topic, upto)).fetchone()
-        db.execute("DELETE FROM messages WHERE topic=? AND seq<=?", (topic, upto))
-        st[1] = upto + 1
-        st[2] -= row[1]
-        if row[0]:
-            drops[cause] = drops.get(cause, 0) + row[0]
-            self._causes[topic] = cause
 
     def _finish(self, batch, results):
         """In the event loop: publish the committed state, then notify."""
