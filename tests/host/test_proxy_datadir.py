@@ -111,9 +111,9 @@ def test_damaged_pages_exit_3_with_a_clear_message(tmp_path):
     n = db.stat().st_size // page
     assert n > 8
     with open(db, "r+b") as f:
-        for k in range(3, n, 3):      # every third page past the schema
-            f.seek(k * page + 100)
-            f.write(b"\xa5" * 64)
+        for k in range(3, n, 3):      # every third page's b-tree header
+            f.seek(k * page)
+            f.write(b"\xa5" * 12)
     rc, err = _start_fails(data)
     assert rc == 3, err
     assert "damaged" in err and str(db) in err

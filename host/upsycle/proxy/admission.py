@@ -369,6 +369,7 @@ class Admission:
         self._unpend(link)
         link.node = node
         self.sessions[node] = link
+        self.store.node_seen(node, True)
         self.host_sessions[link.host] = self.host_sessions.get(link.host, 0) + 1
         link.ps.accept()
         log.info("event=session_open %s", kv(node=node, peer=link.name()))

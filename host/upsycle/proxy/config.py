@@ -21,8 +21,11 @@ Example (every key optional; these are the defaults)::
     max_sessions = 4096
     max_sessions_per_host = 1024
     max_subscriptions = 64         # per session
+    max_node_subscriptions = 256   # per node id, over all its sessions
     max_total_subscriptions = 100000
+    subscription_expiry_s = 2592000  # a node unseen for 30 days loses its subscriptions; 0 = never
     max_topics = 10000
+    max_topics_per_node = 1000     # topics one node id created that still exist
     max_db_bytes = 0               # quota for the database; 0 = the disk is the limit
     udp_rate = 5000                # datagrams per second per source address
     udp_burst = 1000
@@ -58,9 +61,19 @@ DEFAULT_LIMITS = {
     # one address, so this is generous; it stops one host from taking all.
     "max_sessions_per_host": 1024,
     "max_subscriptions": 64,
+    # Durable subscriptions of one node id over all its sessions (they outlive
+    # a session): four sessions' worth, so one node cannot fill the total.
+    "max_node_subscriptions": 256,
     # Durable subscriptions over all nodes (each ~100 bytes in memory).
     "max_total_subscriptions": 100000,
+    # A node not seen for this long (no session) loses its subscriptions, so
+    # abandoned ones do not hold the total for ever. Longer than the default
+    # retention age (a week): its backlog is gone by then anyway.
+    "subscription_expiry_s": 30 * 86400,
     "max_topics": 10000,
+    # Topics one node id created that still exist (empty topics without a
+    # subscriber are forgotten): one node cannot take every topic slot.
+    "max_topics_per_node": 1000,
     "max_db_bytes": 0,
     # A node publishing a reading a second needs one datagram a second; 5000/s
     # leaves room for bursts of retransmits and for benchmarks, and caps what

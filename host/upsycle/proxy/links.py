@@ -77,7 +77,7 @@ class SubState:
 
 
 class Link:
-    __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "unacked", "closed",
+    __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
                  "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
                  "recv_cs", "bound")
 
@@ -88,6 +88,7 @@ class Link:
         self.ps = ps
         self.node = None
         self.subs = {}
+        self.pending_subs = set()   # subscribes queued for the store, not yet committed
         self.unacked = 0
         self.closed = False
         self.transport = transport
@@ -219,6 +220,7 @@ class LinkTable:
         if link.node is not None and self.sessions.get(link.node) is link:
             del self.sessions[link.node]
             self._session_released(link)
+            self.store.node_seen(link.node, False)
             log.info("event=session_closed %s", kv(node=link.node, peer=link.name(), reason=reason))
         if link.kind == "udp":
             if self.udp_links.get(link.addr) is link:

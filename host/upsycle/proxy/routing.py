@@ -69,10 +69,10 @@ class Routing:
             self.faults.note("publish_window", peer=link.name())
             self._reject(link, msg_id, W.R_LIMIT, "more than %d publishes in flight" % PUBLISH_WINDOW)
             return
-        code = self.store.submit_publish(topic, msg_id, payload, ("pub", link, msg_id))
-        if code is not None:
-            self.faults.note("reject_" + code, peer=link.name())
-            self._reject(link, msg_id, code, "publish refused: %s" % code)
+        refused = self.store.submit_publish(topic, msg_id, payload, ("pub", link, msg_id), link.node)
+        if refused is not None:
+            self.faults.note("reject_" + refused[0], peer=link.name())
+            self._reject(link, msg_id, refused[0], refused[1])
             return
         link.unacked += 1
 
@@ -85,16 +85,25 @@ class Routing:
         if st is not None:
             link.ps.subscribed(topic, st.cursor)   # a retransmitted subscribe
             return
-        if len(link.subs) >= self.limits["max_subscriptions"]:
+        if topic in link.pending_subs:
+            return   # retransmitted while the first is being stored: one answer comes
+        # Subscribes still queued for the store count: a burst must not get
+        # past the limit before the first of them commits.
+        if len(link.subs) + len(link.pending_subs) >= self.limits["max_subscriptions"]:
             self.faults.note("subscription_limit", peer=link.name())
             link.ps.error(W.R_LIMIT, "at most %d subscriptions per session" % self.limits["max_subscriptions"])
             return
-        if (link.node, topic) not in self.store.subs and len(self.store.subs) >= self.limits["max_total_subscriptions"]:
-            # Durable subscriptions live in memory too (cursor map): a client
-            # inventing node ids must not grow it without bound.
-            self.faults.note("total_subscription_limit", peer=link.name())
-            link.ps.error(W.R_LIMIT, "the proxy keeps %d subscriptions at most" % self.limits["max_total_subscriptions"])
+        # Durable subscriptions live in memory too (cursor map): neither one
+        # node (over its sessions) nor a client inventing node ids may grow
+        # it without bound; a subscription to a new topic creates the topic.
+        refused = self.store.may_subscribe(link.node, topic)
+        if refused is not None:
+            cause = {"total": "total_subscription_limit", "node": "node_subscription_limit",
+                     "topics": "subscription_topic_limit"}[refused[0]]
+            self.faults.note(cause, peer=link.name())
+            link.ps.error(W.R_LIMIT if refused[0] != "topics" else W.R_TOO_MANY_TOPICS, refused[1])
             return
+        link.pending_subs.add(topic)
         self.store.submit_subscribe(link.node, topic, ("sub", link, topic))
 
     def _routing_release(self, link):
@@ -128,6 +137,8 @@ class Routing:
             kind, link = tok[0], tok[1]
             if kind == "pub":
                 link.unacked -= 1
+            elif kind == "sub":
+                link.pending_subs.discard(tok[2])
             if link.closed:
                 continue
             touched.add(link)

@@ -47,7 +47,10 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         lim = config.limits
         self.limits = lim
         self.store = Store(config.data, config.retention, max_topics=lim["max_topics"],
-                           max_db_bytes=lim["max_db_bytes"])
+                           max_db_bytes=lim["max_db_bytes"], max_topics_per_node=lim["max_topics_per_node"],
+                           max_node_subscriptions=lim["max_node_subscriptions"],
+                           max_total_subscriptions=lim["max_total_subscriptions"],
+                           sub_expiry_s=lim["subscription_expiry_s"])
         self.faults = Faults()
         self._init_links()
         self._init_admission()

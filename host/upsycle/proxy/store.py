@@ -9,11 +9,19 @@ commit (SQLite docs, "PRAGMA synchronous"): when a publish's callback says
 proxy send the acknowledgement.
 
 Layout (all ids are opaque blobs; payloads are never opened):
-  topics(topic, next_seq)                   sequence numbers are never reused
+  topics(topic, next_seq, creator)          sequence numbers are never reused
   messages(topic, seq, msg_id, payload, ts) unique (topic, msg_id): idempotency
   subs(node, topic, cursor)                 a subscriber's consumed position
+  nodes(node, last_seen)                    subscribers, for expiry
   drops(cause, count)                       retention drops, for status
-  meta(key, value)                          the proxy id
+  meta(key, value)                          the proxy id, the sequence floor
+
+Topics with no message and no subscriber are forgotten (a sweep); a topic
+created later starts above every number a forgotten one used (meta
+seq_floor). Subscriptions of a node not seen for ``sub_expiry_s`` expire.
+Limits that one node could use up are counted per node id, with what is
+still queued for the writer counted as taken (``may_publish``,
+``may_subscribe``).
 
 Retention per topic (count, age, bytes) deletes the oldest messages; the
 rows of a topic are always the contiguous range first_seq..last_seq, which is
@@ -56,26 +64,40 @@ class Retention:
 class TopicView:
     """What the event loop knows of a topic (updated after each commit)."""
 
-    __slots__ = ("first_seq", "last_seq", "bytes", "cause")
+    __slots__ = ("first_seq", "last_seq", "bytes", "cause", "creator")
 
-    def __init__(self, first_seq, last_seq, nbytes):
+    def __init__(self, first_seq, last_seq, nbytes, creator=None):
         self.first_seq = first_seq   # oldest stored sequence (last_seq + 1 if empty)
         self.last_seq = last_seq     # newest sequence ever stored (0 if none)
         self.bytes = nbytes
         self.cause = W.MISSED_RETENTION  # the last retention cause, told to subscribers
+        self.creator = creator           # node id that created it (None: before it was kept)
 
     def count(self):
         return self.last_seq - self.first_seq + 1
 
 
 class Store(Opening, Transactions):
-    def __init__(self, data_dir, retention=None, max_topics=10000, max_db_bytes=0, clock=time.time):
+    def __init__(self, data_dir, retention=None, max_topics=10000, max_db_bytes=0, clock=time.time,
+                 max_topics_per_node=0, max_node_subscriptions=0, max_total_subscriptions=0, sub_expiry_s=0):
         self.data_dir = data_dir
         self.path = os.path.join(data_dir, DB_NAME)
         self.retention = retention or Retention()
         self.max_topics = max_topics
         self.max_db_bytes = max_db_bytes
+        self.max_topics_per_node = max_topics_per_node
+        self.max_node_subscriptions = max_node_subscriptions
+        self.max_total_subscriptions = max_total_subscriptions
+        self.sub_expiry_s = sub_expiry_s
         self.clock = clock
+        self.created_by = {}   # node -> topics it created that exist
+        self.node_subs = {}    # node -> its durable subscriptions
+        self._creating = {}    # topic -> node: a publish/subscribe queued would create it
+        self._creating_by = {}  # node -> topics it is creating
+        self._subscribing = {}  # (node, topic) -> requests queued for a new subscription
+        self._seen = {}        # node -> when last seen (written with the next transaction)
+        self._live = set()     # nodes with a session now (never expired)
+        self._seq_floor = 1    # writer: first number of a new topic
         self.topics = {}       # topic -> TopicView (event-loop side)
         self.subs = {}         # (node, topic) -> durable cursor as last known
         self.drops = {}        # cause -> count (retention drops, persisted)
@@ -113,8 +135,19 @@ class Store(Opening, Transactions):
         for topic in self._w_topics:
             w = self._w_topics[topic]
             self.topics[topic] = TopicView(w[1], w[0] - 1, w[2])
+        for topic, creator in db.execute("SELECT topic, creator FROM topics WHERE creator IS NOT NULL"):
+            v = self.topics.get(bytes(topic))
+            if v is not None:
+                v.creator = bytes(creator)
+                self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
+        row = db.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
+        self._seq_floor = int(row[0]) if row is not None else 1
         for node, topic, cursor in db.execute("SELECT node, topic, cursor FROM subs"):
-            self.subs[(bytes(node), bytes(topic))] = cursor
+            node = bytes(node)
+            self.subs[(node, bytes(topic))] = cursor
+            self.node_subs[node] = self.node_subs.get(node, 0) + 1
+        # Subscribers from before nodes were kept count as seen now.
+        db.execute("INSERT OR IGNORE INTO nodes SELECT DISTINCT node, ? FROM subs", (self.clock(),))
         for cause, count in db.execute("SELECT cause, count FROM drops"):
             self.drops[cause] = count
 
@@ -147,21 +180,72 @@ class Store(Opening, Transactions):
     def pending_bytes(self):
         return self._pending_bytes
 
-    def submit_publish(self, topic, msg_id, payload, token):
-        """Queue a publish. Returns None, or a reject code if refused now."""
+    def _may_create(self, node, topic):
+        """None if node may create topic (or it exists), else why not."""
+        if topic in self.topics or topic in self._creating:
+            return None
+        if len(self.topics) + len(self._creating) >= self.max_topics:
+            return "the proxy keeps %d topics at most" % self.max_topics
+        n = self.created_by.get(node, 0) + self._creating_by.get(node, 0)
+        if self.max_topics_per_node and n >= self.max_topics_per_node:
+            return "a node may create %d topics at most (until they are empty and unsubscribed)" % \
+                self.max_topics_per_node
+        return None
+
+    def _mark_creating(self, node, topic):
+        if topic not in self.topics and topic not in self._creating:
+            self._creating[topic] = node
+            self._creating_by[node] = self._creating_by.get(node, 0) + 1
+
+    def may_subscribe(self, node, topic):
+        """None if a new subscription (node, topic) fits the limits, counting
+        the ones queued, else (code, detail)."""
+        key = (node, topic)
+        if key in self.subs or key in self._subscribing:
+            return None
+        if self.max_total_subscriptions and \
+                len(self.subs) + len(self._subscribing) >= self.max_total_subscriptions:
+            return "total", "the proxy keeps %d subscriptions at most" % self.max_total_subscriptions
+        if self.max_node_subscriptions and self.node_subs.get(node, 0) + sum(
+                1 for k in self._subscribing if k[0] == node) >= self.max_node_subscriptions:
+            return "node", "a node keeps %d subscriptions at most; unsubscribe from some" % \
+                self.max_node_subscriptions
+        why = self._may_create(node, topic)
+        if why is not None:
+            return "topics", why
+        return None
+
+    def submit_publish(self, topic, msg_id, payload, token, node=None):
+        """Queue a publish. Returns None, or (reject code, detail) if refused now."""
         if self._pending_bytes + len(payload) > PENDING_BYTES_MAX:
-            return W.R_OVERLOAD
-        if topic not in self.topics and len(self.topics) >= self.max_topics:
-            return W.R_TOO_MANY_TOPICS
-        self._stage(("pub", topic, msg_id, payload, token))
+            return W.R_OVERLOAD, "publish refused: %s" % W.R_OVERLOAD
+        why = self._may_create(node, topic)
+        if why is not None:
+            return W.R_TOO_MANY_TOPICS, why
+        self._mark_creating(node, topic)
+        self._stage(("pub", topic, msg_id, payload, token, node))
         self._pending_bytes += len(payload)
         return None
 
     def submit_subscribe(self, node, topic, token):
-        self._stage(("sub", node, topic, None, token))
+        key = (node, topic)
+        if key not in self.subs:
+            self._subscribing[key] = self._subscribing.get(key, 0) + 1
+            self._mark_creating(node, topic)
+        self._stage(("sub", node, topic, None, token, node))
 
     def submit_unsubscribe(self, node, topic, token):
-        self._stage(("unsub", node, topic, None, token))
+        self._stage(("unsub", node, topic, None, token, node))
+
+    def node_seen(self, node, live):
+        """A node opened (live) or closed a session: its subscriptions do
+        not expire while it has one, and count from its last one."""
+        with self._cv:
+            self._seen[node] = self.clock()
+            if live:
+                self._live.add(node)
+            else:
+                self._live.discard(node)
 
     def _stage(self, item):
         # Requests of one event-loop iteration go to the writer together (one
@@ -212,13 +296,16 @@ class Store(Opening, Transactions):
                 del self._pending[:n]
                 cursors = self._cursors
                 self._cursors = {}
+                seen = self._seen
+                self._seen = {}
+                live = frozenset(self._live)
                 closing = self._closing and not self._pending
             sweep = time.monotonic() >= next_sweep
             if sweep:
                 next_sweep = time.monotonic() + AGE_SWEEP_S
-            if batch or cursors or sweep:
+            if batch or cursors or sweep or seen:
                 try:
-                    results = self._commit(batch, cursors, sweep)
+                    results = self._commit(batch, cursors, sweep, seen, live)
                 except Exception as e:  # a bug must refuse publishes, not hang them
                     log.exception("event=store_failure")
                     results = {"error": (W.R_STORAGE, repr(e)), "items": None}
@@ -229,13 +316,41 @@ class Store(Opening, Transactions):
     def _finish(self, batch, results):
         """In the event loop: publish the committed state, then notify."""
         self._pending_bytes -= sum(len(it[3]) for it in batch if it[0] == "pub")
+        for it in batch:
+            topic = it[1] if it[0] == "pub" else it[2]
+            node = self._creating.pop(topic, None)
+            if node is not None:
+                n = self._creating_by.get(node, 1) - 1
+                if n > 0:
+                    self._creating_by[node] = n
+                else:
+                    self._creating_by.pop(node, None)
+            if it[0] == "sub":
+                key = (it[1], it[2])
+                n = self._subscribing.get(key, 1) - 1
+                if n > 0:
+                    self._subscribing[key] = n
+                else:
+                    self._subscribing.pop(key, None)
         if results["error"] is None:
+            creators = results["creators"]
             for topic, st in results["topics"].items():
                 v = self.topics.get(topic)
                 if v is None:
-                    v = self.topics[topic] = TopicView(st[1], st[0] - 1, st[2])
+                    c = creators.get(topic)
+                    v = self.topics[topic] = TopicView(st[1], st[0] - 1, st[2], c)
+                    if c is not None:
+                        self.created_by[c] = self.created_by.get(c, 0) + 1
                 else:
                     v.first_seq, v.last_seq, v.bytes = st[1], st[0] - 1, st[2]
+            for topic in results["forgotten"]:
+                v = self.topics.pop(topic, None)
+                if v is not None and v.creator is not None:
+                    n = self.created_by.get(v.creator, 1) - 1
+                    if n > 0:
+                        self.created_by[v.creator] = n
+                    else:
+                        self.created_by.pop(v.creator, None)
             drops = results["drops"]
             for topic, cause in results["causes"].items():
                 if topic in self.topics:
@@ -244,8 +359,15 @@ class Store(Opening, Transactions):
                 self.drops[cause] = self.drops.get(cause, 0) + n
             for node, topic, cursor in results["subs"]:
                 if cursor is None:
-                    self.subs.pop((node, topic), None)
+                    if self.subs.pop((node, topic), None) is not None:
+                        n = self.node_subs.get(node, 1) - 1
+                        if n > 0:
+                            self.node_subs[node] = n
+                        else:
+                            self.node_subs.pop(node, None)
                 else:
+                    if (node, topic) not in self.subs:
+                        self.node_subs[node] = self.node_subs.get(node, 0) + 1
                     self.subs[(node, topic)] = cursor
             for key, seq in results["cursors"].items():
                 if key in self.subs and self.subs[key] < seq:

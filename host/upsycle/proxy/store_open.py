@@ -33,6 +33,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_id ON messages(topic, msg_id);
 CREATE TABLE IF NOT EXISTS subs(node BLOB NOT NULL, topic BLOB NOT NULL, cursor INTEGER NOT NULL,
     PRIMARY KEY(node, topic)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS drops(cause TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS subs_topic ON subs(topic);
+CREATE TABLE IF NOT EXISTS nodes(node BLOB PRIMARY KEY, last_seen REAL NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -125,6 +127,8 @@ class Opening:
                     raise StorageError(R_STORAGE_DAMAGED, "the database %s is damaged (%s); restore it from "
                                        "a backup" % (self.path, "; ".join(str(b) for b in bad)[:300]))
             db.executescript(SCHEMA)
+            if "creator" not in [r[1] for r in db.execute("PRAGMA table_info(topics)")]:
+                db.execute("ALTER TABLE topics ADD COLUMN creator BLOB")   # databases from before it
             row = db.execute("SELECT value FROM meta WHERE key='proxy_id'").fetchone()
             if row is None:
                 if held:

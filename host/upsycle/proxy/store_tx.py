@@ -9,6 +9,8 @@ from upsycle.proxy.store_open import classify
 # Rows per transaction: a bound on the time one commit holds the writer and on
 # the memory of one batch; under load a batch this size still shares one sync.
 BATCH_MAX = 4096
+# Nodes expired or topics forgotten per sweep: bounds one sweep's transaction.
+EXPIRE_BATCH_MAX = 1000
 
 
 class Transactions:
@@ -44,10 +46,28 @@ class Transactions:
             size = self.on_disk()
         self.disk_bytes = size
 
-    def _commit(self, batch, cursors, sweep):
+    def _new_topic(self, wt, topic, creator):
+        """Writer state of a topic, created (from the sequence floor) if new."""
+        st = wt.get(topic)
+        if st is None:
+            st = self._w_topics.get(topic)
+            if st is None:
+                # Numbers continue above every forgotten topic's: a node that
+                # still counts a forgotten topic's sequence never takes a new
+                # message for one it already had.
+                st = [self._seq_floor, self._seq_floor, 0]
+                self._new_creators[topic] = creator
+            else:
+                st = list(st)
+            wt[topic] = st
+        return st
+
+    def _commit(self, batch, cursors, sweep, seen=None, live=()):
         """One transaction for the whole batch. Returns the results."""
         db = self._db
         now = self.clock()
+        self._new_creators = {}
+        forgotten = []
         wt = {}          # writer topic states changed in this transaction
         out = []         # per batch item: (status, value)
         stored = []      # (topic, seq) of new rows
@@ -60,13 +80,12 @@ class Transactions:
             for (node, topic), seq in cursors.items():
                 db.execute("UPDATE subs SET cursor=? WHERE node=? AND topic=? AND cursor<?",
                            (seq, node, topic, seq))
-            for kind, a, b, payload, _tok in batch:
+            for node, t in sorted((seen or {}).items()):
+                db.execute("INSERT INTO nodes VALUES(?,?) ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen",
+                           (node, t))
+            for kind, a, b, payload, _tok, node in batch:
                 if kind == "pub":
-                    st = wt.get(a)
-                    if st is None:
-                        st = self._w_topics.get(a)
-                        st = list(st) if st is not None else [1, 1, 0]
-                        wt[a] = st
+                    st = self._new_topic(wt, a, node)
                     seq = st[0]
                     cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)",
                                      (a, seq, b, payload, now))
@@ -81,9 +100,11 @@ class Transactions:
                     row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
                     if row is None:
                         # A new subscriber starts at the oldest message kept:
-                        # retention decides how much history a node gets.
-                        st = wt.get(b) or self._w_topics.get(b)
-                        cursor = (st[1] - 1) if st is not None else 0
+                        # retention decides how much history a node gets. An
+                        # unknown topic is created, so its first number is
+                        # fixed now (the floor may rise before it is used).
+                        st = self._new_topic(wt, b, a)
+                        cursor = st[1] - 1
                         db.execute("INSERT INTO subs VALUES(?,?,?)", (a, b, cursor))
                     else:
                         cursor = row[0]
@@ -94,10 +115,15 @@ class Transactions:
                     subs.append((a, b, None))
                     out.append(("ok", None))
             for topic, st in wt.items():
-                db.execute("INSERT OR REPLACE INTO topics VALUES(?,?)", (topic, st[0]))
+                db.execute("INSERT INTO topics(topic, next_seq, creator) VALUES(?,?,?) ON CONFLICT(topic) "
+                           "DO UPDATE SET next_seq=excluded.next_seq", (topic, st[0], self._new_creators.get(topic)))
                 self._retain(db, topic, st, drops)
             if sweep and self.retention.max_age_s:
                 self._sweep_age(db, now, wt, drops)
+            if sweep and self.sub_expiry_s:
+                self._expire_nodes(db, now, live, subs)
+            if sweep:
+                self._forget_empty(db, wt, forgotten)
             for cause, n in drops.items():
                 db.execute("INSERT INTO drops VALUES(?,?) ON CONFLICT(cause) DO UPDATE SET count=count+?",
                            (cause, n, n))
@@ -112,10 +138,14 @@ class Transactions:
         self.commits += 1
         for topic, st in wt.items():
             self._w_topics[topic] = st
+        for topic in forgotten:
+            self._w_topics.pop(topic, None)
+            wt.pop(topic, None)
         if self.max_db_bytes:
             self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
-                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors}
+                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
+                "creators": self._new_creators, "forgotten": forgotten}
 
     def _retain(self, db, topic, st, drops):
         r = self.retention
@@ -164,3 +194,39 @@ class Transactions:
         if row[0]:
             drops[cause] = drops.get(cause, 0) + row[0]
             self._causes[topic] = cause
+
+    def _expire_nodes(self, db, now, live, subs):
+        """Forget the subscriptions of nodes not seen for sub_expiry_s (and
+        without a session now): what a node abandoned must not hold the
+        proxy's subscription limit for ever."""
+        cutoff = now - self.sub_expiry_s
+        rows = db.execute("SELECT node FROM nodes WHERE last_seen<? LIMIT ?", (cutoff, EXPIRE_BATCH_MAX)).fetchall()
+        for (node,) in rows:
+            node = bytes(node)
+            if node in live:
+                continue
+            for (topic,) in db.execute("SELECT topic FROM subs WHERE node=?", (node,)).fetchall():
+                subs.append((node, bytes(topic), None))
+            db.execute("DELETE FROM subs WHERE node=?", (node,))
+            db.execute("DELETE FROM nodes WHERE node=?", (node,))
+
+    def _forget_empty(self, db, wt, forgotten):
+        """Forget topics that hold no message and have no subscriber: a topic
+        costs a row and a slot of max_topics until then. The sequence floor
+        keeps numbers from ever going back (see _new_topic)."""
+        floor = self._seq_floor
+        for topic in sorted(self._w_topics):
+            st = wt.get(topic) or self._w_topics[topic]
+            if st[1] < st[0]:
+                continue   # holds messages
+            if db.execute("SELECT 1 FROM subs WHERE topic=? LIMIT 1", (topic,)).fetchone():
+                continue
+            db.execute("DELETE FROM topics WHERE topic=?", (topic,))
+            if st[0] > floor:
+                floor = st[0]
+            forgotten.append(topic)
+            if len(forgotten) >= EXPIRE_BATCH_MAX:
+                break
+        if floor != self._seq_floor:
+            db.execute("INSERT OR REPLACE INTO meta VALUES('seq_floor', ?)", (floor,))
+            self._seq_floor = floor
