@@ -228,3 +228,111 @@ def test_topics_created_are_bounded_per_node_and_a_burst_counts(tmp_path):
         finally:
             await p.stop()
     run(main())
+
+
+def plain_session(p, src, node):
+    """A plaintext TCP session from source address src; returns the socket
+    once welcomed, or the error envelope's detail (str)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((src, 0))
+    s.settimeout(5)
+    s.connect(p.addresses["tcp"])
+    s.sendall(framing.frame(E.REGISTRY.encode("s_hello", node, 60000, 4)))
+    dec = framing.StreamDecoder()
+    while True:
+        data = s.recv(4096)
+        if not data:
+            s.close()
+            return "closed"
+        for f in dec.feed(data):
+            m = E.REGISTRY.decode(f)
+            if m.name == "s_welcome":
+                return s
+            if m.name == "error":
+                s.close()
+                return m["detail"]
+
+
+def alive(s):
+    """Does the proxy still answer a ping on this session?"""
+    try:
+        s.sendall(framing.frame(E.REGISTRY.encode("ping", 7)))
+        dec = framing.StreamDecoder()
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return False
+            for f in dec.feed(data):
+                if E.REGISTRY.decode(f).name == "pong":
+                    return True
+    except OSError:
+        return False
+
+
+def test_one_address_cannot_hold_every_connection_and_status_gets_through(tmp_path):
+    async def main():
+        p = await started(config(tmp_path, max_connections=12, max_connections_per_host=8))
+        loop = asyncio.get_running_loop()
+        try:
+            def attack():
+                held = [plain_session(p, "127.0.0.1", b"idle-%02d" % i) for i in range(30)]
+                assert all(not isinstance(s, str) for s in held[-8:])
+                real = plain_session(p, "127.0.0.2", b"real-node")     # another address: room
+                assert not isinstance(real, str), real
+                more = [plain_session(p, "127.0.0.3", b"other-%d" % i) for i in range(6)]
+                assert all(not isinstance(s, str) for s in more)
+                return held, real, more
+
+            held, real, more = await loop.run_in_executor(None, attack)
+            assert len(p.links) <= 12 and len(p.host_links["127.0.0.1"]) <= 8
+            st = await fetch(p)                               # the full proxy answers status
+            assert st["faults"]["connections_per_host_evicted"] >= 22
+            assert st["faults"]["connection_limit_evicted"] >= 1
+            ok = await loop.run_in_executor(None, alive, real)
+            assert ok, "the real node at its own address kept its session"
+            for s in held + more + [real]:
+                if not isinstance(s, str):
+                    s.close()
+        finally:
+            await p.stop()
+    run(main())
+
+
+async def fetch(p):
+    from upsycle.proxy.status import fetch_status
+    return await fetch_status(*p.addresses["tcp"])
+
+
+def test_idle_sessions_are_evicted_before_a_new_one_is_refused(tmp_path):
+    async def main():
+        p = await started(config(tmp_path, max_sessions_per_host=3, session_idle_s=0.3))
+        loop = asyncio.get_running_loop()
+        try:
+            def scenario():
+                busy = [plain_session(p, "127.0.0.1", b"busy-%d" % i) for i in range(3)]
+                refused = plain_session(p, "127.0.0.1", b"newcomer-1")   # none idle yet
+                time.sleep(0.5)
+                fourth = plain_session(p, "127.0.0.1", b"newcomer-2")    # an idle one makes room
+                return busy, refused, fourth
+
+            busy, refused, fourth = await loop.run_in_executor(None, scenario)
+            assert refused == "at most 3 sessions per address", refused
+            assert not isinstance(fourth, str), fourth
+            assert len(p.sessions) == 3 and p.status()["faults"]["idle_session_evicted"] == 1
+            for s in busy + [fourth]:
+                if not isinstance(s, str):
+                    s.close()
+        finally:
+            await p.stop()
+    run(main())
+
+
+def test_per_address_limits_must_leave_room(tmp_path):
+    from upsycle.proxy.config import ConfigError
+    with pytest.raises(ConfigError) as e:
+        Proxy(config(tmp_path, max_connections=100, max_connections_per_host=100))
+    assert "leave room" in str(e.value)
+    path = tmp_path / "p.toml"
+    path.write_text("[limits]\nmax_sessions = 10\nmax_sessions_per_host = 10\n")
+    with pytest.raises(ConfigError):
+        Config.load(str(path))

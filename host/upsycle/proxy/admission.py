@@ -55,10 +55,19 @@ class Admission:
 
     def accept_tcp(self, proto, transport):
         addr = transport.get_extra_info("peername") or ("?", 0)
-        if len(self.links) >= self.limits["max_connections"]:
-            self.faults.note("connection_limit", peer="%s:%s" % addr[:2])
-            transport.abort()
-            return None
+        lim = self.limits
+        # Room for the newcomer is made, never refused: one address holds at
+        # most max_connections_per_host (less than max_connections, so the
+        # others always have room), and at either limit the least recently
+        # active link goes, taken from the address holding the most. So
+        # `upsycle proxy status` and a real node always get a slot.
+        mine = self.host_links.get(addr[0])
+        if mine and len(mine) >= lim["max_connections_per_host"]:
+            self.faults.note("connections_per_host_evicted", host=addr[0])
+            self.close_link(self._idlest(mine), "evicted")
+        elif len(self.links) >= lim["max_connections"]:
+            self.faults.note("connection_limit_evicted", peer="%s:%s" % addr[:2])
+            self.close_link(self._idlest(max(self.host_links.values(), key=len)), "evicted")
         link = Link("tcp", addr[:2], self._new_session(True), transport, proto)
         q = self.pending.setdefault(link.host, collections.deque())
         while len(q) >= self.limits["max_pending_per_host"]:
@@ -66,7 +75,7 @@ class Admission:
             self.faults.note("pending_per_host_evicted", host=link.host)
             self.close_link(old, "evicted")
         q.append(link)
-        self.links.add(link)
+        self.add_link(link)
         return link
 
     def on_datagram(self, data, addr):
@@ -111,7 +120,7 @@ class Admission:
             link = Link("udp", addr, self._new_session(False), self.udp_transport)
             link.mode = "plain"
             self.udp_links[addr] = link
-            self.links.add(link)
+            self.add_link(link)
         link.ps.receive(data, now_ms())
         self.handle_events(link)
         if not link.closed:
@@ -205,7 +214,7 @@ class Admission:
         q.append(link)
         self.handshake_count += 1
         link.mode = "hs"
-        self.links.add(link)
+        self.add_link(link)
         return True
 
     def _handshake_end(self, link):
@@ -257,6 +266,7 @@ class Admission:
                 return f
             if msg.name == "s_status_req":
                 link.mode = "status"
+                self._unpend(link)   # not a stalled pre-hello link: never evicted as one
                 return f
             self.faults.note("plaintext_refused", peer=link.name())
             link.ps.error(W.R_PLAINTEXT, PLAINTEXT_REFUSED_DETAIL)
@@ -307,6 +317,22 @@ class Admission:
         b[0] -= 1.0
         return True
 
+    def _idlest(self, links, sessions=False, idle_before=None):
+        """The link to evict among links: one without a session first, then
+        the session least recently active (pings do not count); with
+        sessions=True sessions only, and with idle_before only one idle
+        since then. None if there is none."""
+        best = bk = None
+        for x in links:
+            if x.closed or (sessions and (x.node is None or self.sessions.get(x.node) is not x)):
+                continue
+            k = (x.node is not None, x.active)
+            if best is None or k < bk:
+                best, bk = x, k
+        if best is not None and idle_before is not None and best.active > idle_before:
+            return None
+        return best
+
     def _admission_release(self, link):
         """A link closes: forget its handshake and pre-hello slots."""
         self._handshake_end(link)
@@ -353,12 +379,26 @@ class Admission:
         old = self.sessions.get(node)
         if old is not None and old is not link:
             self.close_link(old, "replaced")
+        idle_before = time.monotonic() - self.limits["session_idle_s"]
+        if old is None and len(self.sessions) >= self.limits["max_sessions"]:
+            # An idle session (from the address with the most) makes room.
+            top = max(self.host_links.values(), key=lambda ls: sum(1 for x in ls if x.node is not None))
+            victim = self._idlest(top, sessions=True, idle_before=idle_before)
+            if victim is not None:
+                self.faults.note("idle_session_evicted", peer=victim.name())
+                self.close_link(victim, "evicted")
         if old is None and len(self.sessions) >= self.limits["max_sessions"]:
             self.faults.note("session_limit", peer=link.name())
             link.ps.error(W.R_LIMIT, "the proxy serves %d sessions at most" % self.limits["max_sessions"])
             self.flush(link)
             self.close_link(link, "session_limit")
             return
+        if (old is None or old.host != link.host) and \
+                self.host_sessions.get(link.host, 0) >= self.limits["max_sessions_per_host"]:
+            victim = self._idlest(self.host_links.get(link.host, ()), sessions=True, idle_before=idle_before)
+            if victim is not None:
+                self.faults.note("idle_session_evicted", peer=victim.name())
+                self.close_link(victim, "evicted")
         if (old is None or old.host != link.host) and \
                 self.host_sessions.get(link.host, 0) >= self.limits["max_sessions_per_host"]:
             self.faults.note("sessions_per_host", peer=link.name())

@@ -79,7 +79,7 @@ class SubState:
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
                  "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
-                 "recv_cs", "bound")
+                 "recv_cs", "bound", "active")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -94,6 +94,7 @@ class Link:
         self.transport = transport
         self.paused = False
         self.opened = time.monotonic()
+        self.active = self.opened   # last hello, publish, subscription change or ack (not pings)
         self.proto = proto
         # "new" (TCP, first frame not seen), "plain", "status" (plaintext,
         # status requests only), "hs" (Noise handshake), "secure"
@@ -199,6 +200,7 @@ class LinkTable:
         self.links = set()             # every open link
         self.sessions = {}             # node id -> Link
         self.udp_links = {}            # addr -> Link
+        self.host_links = {}           # host -> set of its open links
 
     def _new_session(self, reliable):
         return ProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
@@ -210,11 +212,20 @@ class LinkTable:
         self.close_link(link, "bad_frame")
         return None
 
+    def add_link(self, link):
+        self.links.add(link)
+        self.host_links.setdefault(link.host, set()).add(link)
+
     def close_link(self, link, reason):
         if link.closed:
             return
         link.closed = True
         self.links.discard(link)
+        mine = self.host_links.get(link.host)
+        if mine is not None:
+            mine.discard(link)
+            if not mine:
+                del self.host_links[link.host]
         self._admission_release(link)
         self._routing_release(link)
         if link.node is not None and self.sessions.get(link.node) is link:

@@ -5,6 +5,8 @@ topic on this run (``topic_links``) and the reject counters. Publishes go to
 the Store and are acknowledged from its commit callback, i.e. only once
 durable; subscriptions become durable the same way.
 """
+import time
+
 from shared_protocol import session_wire as W
 from upsycle.proxy.links import PUBLISH_WINDOW, SubState
 
@@ -19,6 +21,8 @@ class Routing:
     def handle_events(self, link):
         for ev in link.ps.events():
             kind = ev[0]
+            if kind != "bad":
+                link.active = time.monotonic()   # what idle-session eviction goes by
             if kind == "publish":
                 self._on_publish(link, ev[1], ev[2], ev[3])
             elif kind == "dack":

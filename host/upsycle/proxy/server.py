@@ -43,6 +43,7 @@ log = logging.getLogger("upsycle.proxy")
 
 class Proxy(LinkTable, Admission, Routing, Delivery):
     def __init__(self, config):
+        config.check()
         self.config = config
         lim = config.limits
         self.limits = lim
