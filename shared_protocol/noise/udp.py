@@ -116,10 +116,14 @@ class UdpSession:
         else:
             self._last = None
 
-    def start(self, now):
+    def start(self, now, payload=b""):
+        """Send message 1: payload (at most HS1_PAD bytes, e.g. a
+        noise/known.py hint) padded with zeros to HS1_PAD."""
         if not self._hs.initiator or self._last is not None or self._hs._step:
             raise NoiseUsageError(message="start() is for a fresh initiator")
-        self._emit(bytes((KIND_HS1,)) + self._hs.write_message(bytes(HS1_PAD)), now, True)
+        if len(payload) > HS1_PAD:
+            raise NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
+        self._emit(bytes((KIND_HS1,)) + self._hs.write_message(payload + bytes(HS1_PAD - len(payload))), now, True)
 
     def tick(self, now):
         """Repeat the pending handshake message if due; raises

@@ -129,3 +129,88 @@ def test_udp_node_resumes_at_once_after_a_proxy_crash(tmp_path):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+FLOOD = """
+import os, socket, sys, threading
+from shared_protocol.noise.handshake import Handshake
+from shared_protocol.noise.udp import HS1_PAD
+from shared_protocol.secure_session import PROLOGUE
+port = int(sys.argv[1])
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+# A handful of message 1s reused (a flood need not pay for new keys), each
+# from a fresh source port of the same address, over UDP and TCP.
+m1s = [Handshake(True, os.urandom(32), os.urandom(32), PROLOGUE).write_message(bytes(HS1_PAD)) for _ in range(8)]
+sent = 0
+socks = []
+while not stop.is_set():
+    m1 = m1s[sent % 8]
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"\\x01" + m1, ("127.0.0.1", port))
+    u.close()
+    if sent % 10 == 0:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), 2)
+            s.sendall(len(m1).to_bytes(2, "big") + m1)
+            socks.append(s)
+        except OSError:
+            pass
+        if len(socks) > 50:
+            socks.pop(0).close()
+    sent += 1
+print(sent)
+"""
+
+
+@pytest.mark.parametrize("kind", ["udp", "tcp"])
+def test_a_handshake_flood_from_its_own_address_does_not_lock_out_a_known_node(tmp_path, kind):
+    from proxy_rig import ENV
+    import sys
+    from upsycle.proxy.config import Config
+    from upsycle.proxy.server import Proxy
+
+    async def main():
+        c = Config()
+        c.data = str(tmp_path / "d")
+        c.tcp_port = c.udp_port = 0
+        c.limits.update(handshake_rate=5, handshake_burst=5, max_handshakes_per_host=4)
+        p = Proxy(c)
+        await p.start()
+        loop = asyncio.get_running_loop()
+        flood = None
+        try:
+            host, port = p.addresses[kind]
+            # Seen once (its key is known to the proxy from now on).
+            async with Client(host, port, identity=ident(b"known"), transport=kind) as n:
+                await n.publish(b"f", b"first")
+            async with Client(host, port, identity=ident(b"holder"), transport=kind) as holder:
+                await holder.subscribe(b"f")
+                flood = subprocess.Popen([sys.executable, "-c", FLOOD, str(p.addresses["udp"][1])],
+                                         env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                for _ in range(200):
+                    await asyncio.sleep(0.02)
+                    if p.faults.counts.get("handshake_rate", 0) > 100:
+                        break
+                assert p.faults.counts.get("handshake_rate", 0) > 100, "the flood never started"
+                t0 = time.monotonic()
+                async with Client(host, port, identity=ident(b"known"), transport=kind) as n:
+                    await asyncio.wait_for(n.publish(b"f", b"during the flood"), 10)
+                took = time.monotonic() - t0
+                # The node holding a session re-handshakes (a second link for it).
+                async with Client(host, port, identity=ident(b"holder"), transport=kind) as again:
+                    await asyncio.wait_for(again.subscribe(b"f"), 10)
+                out, _ = await loop.run_in_executor(None, flood.communicate, b"stop\n")
+                flood = None
+                f = p.faults.counts
+                print("%s: %s flood messages 1, %d refused by rate; the known node got through in %.2f s "
+                      "(%d hinted handshakes)" % (kind, out.decode().strip(), f.get("handshake_rate", 0), took,
+                                                 p.hinted_handshakes))
+                assert p.hinted_handshakes >= 2
+        finally:
+            if flood is not None:
+                flood.kill()
+                flood.wait()
+            await p.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 120))

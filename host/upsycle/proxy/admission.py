@@ -17,7 +17,9 @@ import time
 from shared_protocol import envelope as E
 from shared_protocol import framing
 from shared_protocol import session_wire as W
+from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError, UpsycleError
+from shared_protocol.noise import known
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete
 from shared_protocol.noise.udp import (HS1_SIZE, KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession,
@@ -40,6 +42,15 @@ def refusal_within(code, detail, limit):
         detail = detail[:max(0, len(detail) - (len(m) - limit))]
 
 
+# Keys of nodes seen before, remembered for their hints (~150 bytes each):
+# more nodes than the proxy serves sessions, least recently seen forgotten.
+KNOWN_KEYS_MAX = 65536
+# Ephemeral keys of hinted message 1s taken: a replay of one within this many
+# newer hints is refused (a replay older than that is a handshake only the
+# node can finish, and it still counts against its one-at-a-time slot).
+RECENT_EPHEMERAL_MAX = 4096
+
+
 class Admission:
     """Per-address admission state and the handshake responder."""
 
@@ -52,6 +63,13 @@ class Admission:
         self.udp_hs = {}               # addr -> Link in a UDP handshake
         self.hs_rates = collections.OrderedDict()  # host -> [tokens, last time] of new handshakes
         self.secure_sessions = 0       # handshakes completed (a counter)
+        # Nodes seen before (noise/known.py): key id -> (node id, secret),
+        # least recently used first; their hinted handshakes in progress
+        # (one per node); the ephemeral keys of hints taken (each once).
+        self.known_keys = collections.OrderedDict()
+        self.known_hs = {}
+        self.recent_e = collections.OrderedDict()
+        self.hinted_handshakes = 0     # handshakes admitted on a hint (a counter)
 
     def accept_tcp(self, proto, transport):
         addr = transport.get_extra_info("peername") or ("?", 0)
@@ -164,7 +182,7 @@ class Admission:
                 return
             else:
                 link = Link("udp", addr, self._new_session(False), self.udp_transport)
-                if not self._handshake_begin(link):
+                if not self._handshake_begin(link, self._known_node(data[1:])):
                     return
                 link.udp = UdpSession(Handshake(False, self.key, os.urandom(32), PROLOGUE))
                 self.udp_hs[addr] = link
@@ -198,8 +216,44 @@ class Admission:
 
     # -- secure links (Noise XX responder) ---------------------------------
 
-    def _handshake_begin(self, link):
-        """Count a new handshake against the limits; False: refused."""
+    def _known_node(self, msg1):
+        """The node id a valid "seen before" hint in message 1 names (its
+        payload follows the 32-byte ephemeral key in plaintext), else None.
+        One HMAC, no DH: cheap enough to check before any limit."""
+        h = known.split(msg1[32:])
+        if h is None:
+            return None
+        ent = self.known_keys.get(h[0])
+        if ent is None:
+            return None   # a key from before our restart, or another proxy's
+        e = bytes(msg1[:32])
+        if not api.constant_time_eq(known.tag(ent[1], e), h[1]):
+            self.faults.note("hint_forged", node=ent[0])
+            return None
+        if e in self.recent_e:
+            self.faults.note("hint_replayed", node=ent[0])
+            return None
+        self.recent_e[e] = True
+        if len(self.recent_e) > RECENT_EPHEMERAL_MAX:
+            self.recent_e.popitem(last=False)
+        self.known_keys.move_to_end(h[0])
+        return ent[0]
+
+    def _handshake_begin(self, link, known_node=None):
+        """Count a new handshake against the limits; False: refused. A node
+        seen before (known_node, from its hint) is not: it takes no slot of
+        its address's budget, only its own (one handshake at a time), so a
+        flood from its address cannot lock it out."""
+        if known_node is not None:
+            old = self.known_hs.get(known_node)
+            if old is not None:
+                self.close_link(old, "replaced")
+            self.known_hs[known_node] = link
+            link.known = known_node
+            self.hinted_handshakes += 1
+            link.mode = "hs"
+            self.add_link(link)
+            return True
         lim = self.limits
         if not self._bucket_ok(self.hs_rates, link.host, lim["handshake_rate"], lim["handshake_burst"]):
             self.faults.note("handshake_rate", peer=link.name())
@@ -218,6 +272,10 @@ class Admission:
         return True
 
     def _handshake_end(self, link):
+        if link.known is not None:
+            if self.known_hs.get(link.known) is link:
+                del self.known_hs[link.known]
+            return
         q = self.handshakes.get(link.host)
         if q is None:
             return
@@ -235,6 +293,15 @@ class Admission:
         link.bound = node_id_for(remote_static)
         link.hs = None
         self.secure_sessions += 1
+        if link.known != link.bound:
+            # Seen now: remember the key (one DH) so its next message 1 may
+            # carry a hint we can check.
+            secret = known.shared_secret(self.key, remote_static)
+            kid = known.key_id(secret)
+            self.known_keys[kid] = (link.bound, secret)
+            self.known_keys.move_to_end(kid)
+            if len(self.known_keys) > KNOWN_KEYS_MAX:
+                self.known_keys.popitem(last=False)
 
     def tcp_frame(self, link, f):
         """A frame on a TCP link not (yet) known to be plaintext: classify the
@@ -273,7 +340,7 @@ class Admission:
             self.flush(link)
             self.close_link(link, "plaintext_refused")
             return None
-        if not self._handshake_begin(link):
+        if not self._handshake_begin(link, self._known_node(f)):
             self.close_link(link, "handshake_limit")
             return None
         link.hs = Handshake(False, self.key, os.urandom(32), PROLOGUE)

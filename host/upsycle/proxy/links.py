@@ -79,7 +79,7 @@ class SubState:
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
                  "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
-                 "recv_cs", "bound", "active")
+                 "recv_cs", "bound", "active", "known")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -104,6 +104,7 @@ class Link:
         self.send_cs = None   # TCP transport CipherStates
         self.recv_cs = None
         self.bound = None     # secure: the node id the peer's static key proves
+        self.known = None     # handshake admitted on a "seen before" hint: that node id
 
     def name(self):
         return "%s:%s/%s" % (self.addr[0], self.addr[1], self.kind) if self.addr else self.kind

@@ -61,4 +61,5 @@ def report(proxy):
         "plaintext": "allowed" if proxy.config.allow_plaintext else "refused",
         "handshakes_in_progress": proxy.handshake_count,
         "secure_handshakes": proxy.secure_sessions,
+        "hinted_handshakes": proxy.hinted_handshakes,
     }
