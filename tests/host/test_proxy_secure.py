@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import HS1_PAD
-from shared_protocol.secure_session import PROLOGUE, node_id_for
+from shared_protocol.session.secure_client import PROLOGUE, node_id_for
 from proxy_rig import ENV
 from upsycle.client import Client, ProxyKeyMismatch, SessionRefused, known_proxy_key
 from upsycle.proxy.config import Config
@@ -41,7 +41,7 @@ STORM = """
 import os, socket, sys, threading
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import HS1_PAD
-from shared_protocol.secure_session import PROLOGUE
+from shared_protocol.session.secure_client import PROLOGUE
 from upsycle.crypto_nacl import install
 install()
 port = int(sys.argv[1])

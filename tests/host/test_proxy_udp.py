@@ -13,10 +13,10 @@ import time
 import pytest
 
 from proxy_rig import free_port, start_proxy
-from shared_protocol import envelope as E
+from shared_protocol.wire import envelope as E
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import HS1_PAD
-from shared_protocol.secure_session import PROLOGUE
+from shared_protocol.session.secure_client import PROLOGUE
 from upsycle.client import Client
 
 # A UDP node resends an unanswered publish after 250 ms (session.py
@@ -135,7 +135,7 @@ FLOOD = """
 import os, socket, sys, threading
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import HS1_PAD
-from shared_protocol.secure_session import PROLOGUE
+from shared_protocol.session.secure_client import PROLOGUE
 port = int(sys.argv[1])
 stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()

@@ -14,9 +14,9 @@ import ipaddress
 import os
 import time
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError, UpsycleError
 from shared_protocol.noise import known
@@ -24,7 +24,7 @@ from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete
 from shared_protocol.noise.udp import (HS1_SIZE, KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession,
                                        no_session_answer)
-from shared_protocol.secure_session import PROLOGUE, node_id_for
+from shared_protocol.session.secure_client import PROLOGUE, node_id_for
 from upsycle.proxy.links import (FRAME_LIMIT, PLAINTEXT_REFUSED_DETAIL, RATE_TABLE_MAX, UDP_MAX, Link,
                                  log, kv, now_ms)
 
@@ -436,7 +436,7 @@ class Admission:
     def _on_hello(self, link, node):
         if link.mode == "hs" or (link.bound is not None and node != link.bound):
             # The node id must be the one its Noise static key proves
-            # (secure_session.node_id_for): nobody takes over another's cursors.
+            # (session/secure_client.py node_id_for): nobody takes over another's cursors.
             self.faults.note("node_id_mismatch", peer=link.name())
             link.ps.error(W.R_NODE_ID, "node id %s is not the id of this link's key (%s)" % (
                 bytes(node).hex(), bytes(link.bound or b"").hex()))

@@ -5,7 +5,7 @@ subscription, from the subscriber's cursor (``SubState``), tells a
 subscriber what retention or its queue limit made it miss, and counts the
 queue drops.
 """
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 from upsycle.proxy.links import now_ms
 
 

@@ -1,5 +1,5 @@
 """Links: one per TCP connection or UDP peer address, each carrying a
-session_proxy.ProxySession, and the asyncio protocols that feed them.
+session/proxy.py ProxySession, and the asyncio protocols that feed them.
 
 ``LinkTable`` (mixed into the Proxy) owns the set of open links and the
 node id -> link table, closes links (releasing what admission, routing and
@@ -11,10 +11,10 @@ import asyncio
 import logging
 import time
 
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
-from shared_protocol.session_proxy import ProxySession
+from shared_protocol.session.proxy import ProxySession
 
 log = logging.getLogger("upsycle.proxy")
 

@@ -7,7 +7,7 @@ durable; subscriptions become durable the same way.
 """
 import time
 
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 from upsycle.proxy.links import PUBLISH_WINDOW, SubState
 
 

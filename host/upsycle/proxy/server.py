@@ -2,7 +2,7 @@
 
 Links are TCP connections (frames from framing.StreamDecoder) or UDP peer
 addresses (one envelope per datagram). Each link carries one
-session_proxy.ProxySession; a hello binds it to a node id, and a newer link
+session/proxy.py ProxySession; a hello binds it to a node id, and a newer link
 for the same node replaces the older one (a node that roamed). Publishes go
 to the Store and are acknowledged from its commit callback, i.e. only once
 durable. Deliveries are pumped from the store per subscription, from the
@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 
-from shared_protocol import envelope as E
+from shared_protocol.wire import envelope as E
 from shared_protocol.errors import RemoteError
 from upsycle.proxy import status as status_report
 from upsycle.proxy.admission import Admission

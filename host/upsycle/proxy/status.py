@@ -4,9 +4,9 @@ running proxy for them over its TCP port (`upsycle proxy status`)."""
 import asyncio
 import time
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire  # noqa: F401 (registers the message types)
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages  # noqa: F401 (registers the message types)
 
 STATUS_TIMEOUT_S = 5.0
 

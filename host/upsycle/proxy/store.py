@@ -36,7 +36,7 @@ import sqlite3
 import threading
 import time
 
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 from upsycle.proxy import datadir
 from upsycle.proxy.store_open import DB_NAME, Opening, StorageError, classify  # noqa: F401 (re-exported)
 from upsycle.proxy.store_tx import Transactions

@@ -6,7 +6,7 @@ clear StorageError (exit 3) instead of starting on the wrong data.
 import os
 import sqlite3
 
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 from upsycle.proxy import datadir
 from upsycle.proxy.identity import KEY_FILE
 
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS nodes(node BLOB PRIMARY KEY, last_seen REAL NOT NULL)
 
 
 class StorageError(Exception):
-    """The data directory cannot be used (with a code from session_wire R_*)."""
+    """The data directory cannot be used (with a code from session/messages.py R_*)."""
 
     def __init__(self, code, message):
         super().__init__("%s: %s" % (code, message))
