@@ -132,7 +132,7 @@ def test_udp_node_resumes_at_once_after_a_proxy_crash(tmp_path):
 
 
 FLOOD = """
-import os, socket, sys, threading
+import os, socket, sys, threading, time
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import HS1_PAD
 from shared_protocol.session.secure_client import PROLOGUE
@@ -159,6 +159,8 @@ while not stop.is_set():
         if len(socks) > 50:
             socks.pop(0).close()
     sent += 1
+    if sent % 10 == 0:
+        time.sleep(0.01)   # ~1000/s: 200 times the handshake rate, and not a flood of the socket buffer
 print(sent)
 """
 
@@ -214,3 +216,32 @@ def test_a_handshake_flood_from_its_own_address_does_not_lock_out_a_known_node(t
             await p.stop()
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_a_known_node_is_still_known_after_a_restart(tmp_path):
+    from upsycle.proxy.config import Config
+    from upsycle.proxy.server import Proxy
+
+    async def main():
+        c = Config()
+        c.data = str(tmp_path / "d")
+        c.tcp_port = c.udp_port = free_port()   # the node remembers the proxy's key by HOST:PORT
+        p = Proxy(c)
+        await p.start()
+        try:
+            async with Client(*p.addresses["udp"], identity=ident(b"remembered"), transport="udp") as n:
+                await n.publish(b"k", b"1")
+            assert p.hinted_handshakes == 0
+            await asyncio.sleep(0.5)          # its key is written with the next transaction
+        finally:
+            await p.stop()
+        p = Proxy(c)
+        await p.start()
+        try:
+            async with Client(*p.addresses["udp"], identity=ident(b"remembered"), transport="udp") as n:
+                await n.publish(b"k", b"2")
+            assert p.hinted_handshakes == 1
+        finally:
+            await p.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -298,10 +298,20 @@ class Admission:
             # carry a hint we can check.
             secret = known.shared_secret(self.key, remote_static)
             kid = known.key_id(secret)
-            self.known_keys[kid] = (link.bound, secret)
-            self.known_keys.move_to_end(kid)
-            if len(self.known_keys) > KNOWN_KEYS_MAX:
-                self.known_keys.popitem(last=False)
+            self._know(kid, link.bound, secret)
+            self.store.remember_key(kid, link.bound, secret)
+
+    def _know(self, kid, node, secret):
+        self.known_keys[kid] = (node, secret)
+        self.known_keys.move_to_end(kid)
+        if len(self.known_keys) > KNOWN_KEYS_MAX:
+            self.known_keys.popitem(last=False)
+
+    def load_known_keys(self):
+        """At start: the nodes seen before this run (kept in the store)."""
+        self.store.max_known_keys = KNOWN_KEYS_MAX
+        for kid, node, secret in self.store.known_keys(KNOWN_KEYS_MAX):
+            self._know(kid, node, secret)
 
     def tcp_frame(self, link, f):
         """A frame on a TCP link not (yet) known to be plaintext: classify the

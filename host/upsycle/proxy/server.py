@@ -82,6 +82,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         except ImportError:
             log.warning("event=no_libsodium handshakes run in pure Python (slow)")
         self.store.open()
+        self.load_known_keys()
         self.key = load_or_create_key(self.config.data)
         self.public_key = public_key(self.key)
         self.store.start(loop, self.on_commit)

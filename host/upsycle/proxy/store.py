@@ -13,6 +13,7 @@ Layout (all ids are opaque blobs; payloads are never opened):
   messages(topic, seq, msg_id, payload, ts) unique (topic, msg_id): idempotency
   subs(node, topic, cursor)                 a subscriber's consumed position
   nodes(node, last_seen)                    subscribers, for expiry
+  known_keys(kid, node, secret, last_seen)  nodes seen before (noise/known.py hints)
   drops(cause, count)                       retention drops, for status
   meta(key, value)                          the proxy id, the sequence floor
 
@@ -97,6 +98,8 @@ class Store(Opening, Transactions):
         self._subscribing = {}  # (node, topic) -> requests queued for a new subscription
         self._seen = {}        # node -> when last seen (written with the next transaction)
         self._live = set()     # nodes with a session now (never expired)
+        self._keys = {}        # key id -> (node, secret, time): known keys to write
+        self.max_known_keys = 0  # rows kept in known_keys (set by the proxy)
         self._seq_floor = 1    # writer: first number of a new topic
         self.topics = {}       # topic -> TopicView (event-loop side)
         self.subs = {}         # (node, topic) -> durable cursor as last known
@@ -237,6 +240,17 @@ class Store(Opening, Transactions):
     def submit_unsubscribe(self, node, topic, token):
         self._stage(("unsub", node, topic, None, token, node))
 
+    def remember_key(self, kid, node, secret):
+        """A node's hint key (noise/known.py), kept across restarts."""
+        with self._cv:
+            self._keys[kid] = (node, secret, self.clock())
+
+    def known_keys(self, limit):
+        """The most recently seen hint keys, oldest first: [(kid, node, secret)]."""
+        rows = self._rd.execute("SELECT kid, node, secret FROM known_keys ORDER BY last_seen DESC LIMIT ?",
+                                (limit,)).fetchall()
+        return [(bytes(k), bytes(n), bytes(x)) for k, n, x in reversed(rows)]
+
     def node_seen(self, node, live):
         """A node opened (live) or closed a session: its subscriptions do
         not expire while it has one, and count from its last one."""
@@ -298,14 +312,16 @@ class Store(Opening, Transactions):
                 self._cursors = {}
                 seen = self._seen
                 self._seen = {}
+                keys = self._keys
+                self._keys = {}
                 live = frozenset(self._live)
                 closing = self._closing and not self._pending
             sweep = time.monotonic() >= next_sweep
             if sweep:
                 next_sweep = time.monotonic() + AGE_SWEEP_S
-            if batch or cursors or sweep or seen:
+            if batch or cursors or sweep or seen or keys:
                 try:
-                    results = self._commit(batch, cursors, sweep, seen, live)
+                    results = self._commit(batch, cursors, sweep, seen, live, keys)
                 except Exception as e:  # a bug must refuse publishes, not hang them
                     log.exception("event=store_failure")
                     results = {"error": (W.R_STORAGE, repr(e)), "items": None}

@@ -62,7 +62,7 @@ class Transactions:
             wt[topic] = st
         return st
 
-    def _commit(self, batch, cursors, sweep, seen=None, live=()):
+    def _commit(self, batch, cursors, sweep, seen=None, live=(), keys=None):
         """One transaction for the whole batch. Returns the results."""
         db = self._db
         now = self.clock()
@@ -83,6 +83,8 @@ class Transactions:
             for node, t in sorted((seen or {}).items()):
                 db.execute("INSERT INTO nodes VALUES(?,?) ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen",
                            (node, t))
+            for kid, (node, secret, t) in sorted((keys or {}).items()):
+                db.execute("INSERT OR REPLACE INTO known_keys VALUES(?,?,?,?)", (kid, node, secret, t))
             for kind, a, b, payload, _tok, node in batch:
                 if kind == "pub":
                     st = self._new_topic(wt, a, node)
@@ -124,6 +126,9 @@ class Transactions:
                 self._expire_nodes(db, now, live, subs)
             if sweep:
                 self._forget_empty(db, wt, forgotten)
+                if self.max_known_keys:
+                    db.execute("DELETE FROM known_keys WHERE kid NOT IN (SELECT kid FROM known_keys ORDER BY "
+                               "last_seen DESC LIMIT ?)", (self.max_known_keys,))
             for cause, n in drops.items():
                 db.execute("INSERT INTO drops VALUES(?,?) ON CONFLICT(cause) DO UPDATE SET count=count+?",
                            (cause, n, n))
@@ -196,9 +201,9 @@ class Transactions:
             self._causes[topic] = cause
 
     def _expire_nodes(self, db, now, live, subs):
-        """Forget the subscriptions of nodes not seen for sub_expiry_s (and
-        without a session now): what a node abandoned must not hold the
-        proxy's subscription limit for ever."""
+        """Forget the subscriptions (and hint key) of nodes not seen for
+        sub_expiry_s and without a session now: what a node abandoned must
+        not hold the proxy's subscription limit for ever."""
         cutoff = now - self.sub_expiry_s
         rows = db.execute("SELECT node FROM nodes WHERE last_seen<? LIMIT ?", (cutoff, EXPIRE_BATCH_MAX)).fetchall()
         for (node,) in rows:
@@ -209,6 +214,7 @@ class Transactions:
                 subs.append((node, bytes(topic), None))
             db.execute("DELETE FROM subs WHERE node=?", (node,))
             db.execute("DELETE FROM nodes WHERE node=?", (node,))
+            db.execute("DELETE FROM known_keys WHERE node=?", (node,))
 
     def _forget_empty(self, db, wt, forgotten):
         """Forget topics that hold no message and have no subscriber: a topic
