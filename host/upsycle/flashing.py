@@ -118,8 +118,11 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
 
     A compiled file is reused while its source hash, the arch and the
     mpy-cross version are unchanged AND the file still has the hash it had
-    when compiled (its record beside it holds both): a cached file changed
-    by anyone but this function is compiled again, never copied.
+    when compiled (its record beside it): a cached file changed by anyone
+    but this function is compiled again, never copied. The cache is
+    addressed by the source hash (``<arch>/<hash[:16]>/<remote>``) and each
+    file is written under a temporary name and renamed, so two builds of
+    different sources running at once never hand out each other's files.
     """
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
@@ -132,23 +135,25 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             continue
         with open(local, "rb") as f:
             digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
-        target = os.path.join(out_dir, remote)
-        stamp = target + ".src-sha256"
-        if os.path.exists(target) and os.path.exists(stamp):
-            with open(stamp) as f:
-                rec = f.read().split()
-            if len(rec) == 2 and rec[0] == digest and rec[1] == _sha256_file(target):
-                result.append((target, remote))
-                continue
+        target = os.path.join(out_dir, digest[:16], remote)
+        record = target + ".sha256"
+        if os.path.exists(target) and os.path.exists(record):
+            with open(record) as f:
+                if f.read().strip() == _sha256_file(target):
+                    result.append((target, remote))
+                    continue
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        cmd = [tool, "-o", target, "-s", os.path.relpath(local, ROOT)]
+        tmp = "%s.%d.tmp" % (target, os.getpid())
+        cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
-        with open(stamp, "w") as f:
-            f.write("%s %s\n" % (digest, _sha256_file(target)))
+        with open(record + ".%d.tmp" % os.getpid(), "w") as f:
+            f.write(_sha256_file(tmp) + "\n")
+        os.replace(tmp, target)
+        os.replace(record + ".%d.tmp" % os.getpid(), record)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
@@ -229,7 +234,7 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    for section in ("app", "lan", "sleep"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+    for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
     # The board checks the file with firmware/config.py; run the same check
