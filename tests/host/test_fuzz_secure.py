@@ -19,7 +19,7 @@ _writer = member_from_invite(_admin.invite(os.urandom(32), True, True))
 _wonly = member_from_invite(_admin.invite(os.urandom(32), False, True))
 _reader = member_from_invite(_admin.invite(os.urandom(32), True, False))
 _SAMPLES = [_writer.seal(b"reading 1", os.urandom(32)), _wonly.seal(b"reading 2", os.urandom(32)),
-            _admin.remove(_reader.identity.public, os.urandom(32), os.urandom(32))]
+            _admin.remove(_reader.identity.public, os.urandom(32), os.urandom(32))[0]]
 
 
 def _mutate(data, ops):
