@@ -3,6 +3,12 @@ file each under ``<home>/topics/``, written atomically (temp file, fsync,
 rename) with mode 0600 because they hold secret keys.
 
 Home is ``--home``, else ``$UPSYCLE_HOME``, else ``~/.upsycle``.
+
+Besides the member's own record (shared_protocol.groups), a topic's file
+holds what the host keeps for it (upsycle.group_codec): ``held``, messages
+waiting for a re-key ([id, message, body once opened]); ``held_next``, the
+next id; ``removed_at``, the epoch whose re-key left this member out. They
+are saved in the same atomic write as the replay windows they go with.
 """
 import os
 import tempfile
@@ -32,6 +38,9 @@ class TopicStore:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         rec = m.to_record()
         rec["role"] = "admin" if isinstance(m, Admin) else "member"
+        rec["held"] = getattr(m, "held", [])
+        rec["held_next"] = getattr(m, "held_next", 0)
+        rec["removed_at"] = getattr(m, "removed_at", None)
         data = cbor.encode(rec)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
@@ -56,8 +65,15 @@ class TopicStore:
                 continue
             with open(os.path.join(self.dir, name), "rb") as f:
                 rec = cbor.decode(f.read())
-            out.append(Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec))
+            m = Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec)
+            m.held = [[h[0], bytes(h[1]), None if h[2] is None else bytes(h[2])] for h in rec.get("held", [])]
+            m.held_next = rec.get("held_next", 0)
+            m.removed_at = rec.get("removed_at")
+            out.append(m)
         return out
+
+    def path_of(self, m):
+        return self._path(m)
 
     def find(self, ref, admin_only=False):
         """A topic by name or by a prefix of its hex id."""

@@ -35,23 +35,8 @@ def client_from_args(args):
     joined with `upsycle topic`) is sealed and opened with its keys: the
     proxy sees only its id and ciphertext. Any other TOPIC is plaintext.
     """
-    from upsycle.client import Client
     from upsycle.group_codec import GroupCodec
-    from upsycle.proxy.config import parse_hostport
     from upsycle.topic_store import StoreError, TopicStore, home_dir
-    host, port = parse_hostport(args.proxy)
-    if args.node_id and not args.insecure:
-        raise UsageError("--node-id is for plaintext links (--insecure); a secure link's node id is "
-                         "bound to the node key in HOME/node_key (use --home to be another node)")
-    node_id = bytes.fromhex(args.node_id) if args.node_id else None
-    proxy_key = None
-    if args.proxy_key:
-        try:
-            proxy_key = bytes.fromhex(args.proxy_key)
-        except ValueError:
-            proxy_key = b""
-        if len(proxy_key) != 32:
-            raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
     codec, topic = None, args.topic
     store = TopicStore(home_dir(args.home))
     try:
@@ -61,9 +46,30 @@ def client_from_args(args):
     if member is not None:
         codec = GroupCodec(store)
         topic = member.topic
-    c = Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
-               secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home))
-    return c, topic
+    return client_for(args, codec), topic
+
+
+def client_for(args, codec):
+    """A Client for the link options of args (--proxy, --udp, --proxy-key,
+    --insecure, --node-id, --home) with ``codec``."""
+    from upsycle.client import Client
+    from upsycle.proxy.config import parse_hostport
+    from upsycle.topic_store import home_dir
+    host, port = parse_hostport(args.proxy)
+    if getattr(args, "node_id", None) and not args.insecure:
+        raise UsageError("--node-id is for plaintext links (--insecure); a secure link's node id is "
+                         "bound to the node key in HOME/node_key (use --home to be another node)")
+    node_id = bytes.fromhex(args.node_id) if getattr(args, "node_id", None) else None
+    proxy_key = None
+    if args.proxy_key:
+        try:
+            proxy_key = bytes.fromhex(args.proxy_key)
+        except ValueError:
+            proxy_key = b""
+        if len(proxy_key) != 32:
+            raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
+    return Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
+                  secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home))
 
 
 class UsageError(Exception):
@@ -85,13 +91,34 @@ def run(args):
     return asyncio.run(_pub(args, [m.encode("utf-8") for m in msgs]))
 
 
+def write_refusal(c, topic, now):
+    """Why a private topic's member cannot publish (a sentence), or None:
+    checked before connecting, so nothing readers would refuse is sent."""
+    member = getattr(c.codec, "member", None)
+    if member is None:
+        return None
+    m = member(topic)
+    if m.removed_at is not None:
+        return "this member was removed from topic %s (re-key to epoch %d): members refuse its publications" % (
+            m.name, m.removed_at)
+    why = m.write_refusal(now)
+    return None if why is None else "topic %s: %s" % (m.name, why)
+
+
 async def _pub(args, msgs):
+    import time
+
+    from shared_protocol.errors import UpsycleError
     from upsycle.client import PublishRejected
     try:
         c, topic = client_from_args(args)
     except UsageError as e:
         print("upsycle pub: %s" % e, file=sys.stderr)
         return 2
+    why = write_refusal(c, topic, int(time.time()))
+    if why is not None:
+        print("upsycle pub: %s" % why, file=sys.stderr)
+        return 1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     try:
@@ -101,6 +128,9 @@ async def _pub(args, msgs):
             futs.append(await asyncio.wait_for(c.publish_nowait(topic, m),
                                                max(0.01, deadline - loop.time())))
         await asyncio.wait_for(asyncio.gather(*futs), max(0.01, deadline - loop.time()))
+        if not await c.control_done(max(0.01, deadline - loop.time())):
+            print("upsycle pub: a re-key of a topic administered here is still unpublished; the next pub or sub "
+                  "from this home publishes it", file=sys.stderr)
     except PublishRejected as e:
         print("upsycle pub: the proxy refused a message: %s" % e, file=sys.stderr)
         return 1
@@ -109,6 +139,10 @@ async def _pub(args, msgs):
         return 1
     except (ConnectionError, asyncio.TimeoutError) as e:
         print("upsycle pub: not every message was acknowledged: %s" % (e or "timeout"), file=sys.stderr)
+        return 1
+    except UpsycleError as e:
+        # a group check that refused to seal (e.g. a capability that expired meanwhile)
+        print("upsycle pub: %s" % (e.message or e), file=sys.stderr)
         return 1
     finally:
         await c.close()
