@@ -1,6 +1,22 @@
-"""`upsycle pub TOPIC MESSAGE...`: publish; exit 0 once every message is acked."""
+"""`upsycle pub TOPIC MESSAGE...`: publish; exit 0 once every message is acked.
+
+On a private topic a member first catches up on re-keys (``catch_up``): a
+writer that sealed in the epoch it joined would let a removed member read
+what it publishes after the removal. The catch-up runs through a
+subscription of its own (a second node key derived from this home's, so the
+cursor of `upsycle sub` from the same home is untouched) that applies the
+re-keys published since the last pub and opens nothing else.
+"""
 import asyncio
+import hashlib
 import sys
+
+# The catch-up stops when the proxy has sent nothing for this long (it sends
+# a subscription's backlog at once; half a second covers a remote proxy's
+# round trips), or after CATCHUP_MAX_S; the next pub goes on from its cursor.
+CATCHUP_IDLE_S = 0.5
+CATCHUP_MAX_S = 10.0
+_CATCHUP_KEY_LABEL = b"upsycle-pub-catch-up-v1"
 
 
 def register(sub):
@@ -49,9 +65,10 @@ def client_from_args(args):
     return client_for(args, codec), topic
 
 
-def client_for(args, codec):
+def client_for(args, codec, identity=None):
     """A Client for the link options of args (--proxy, --udp, --proxy-key,
-    --insecure, --node-id, --home) with ``codec``."""
+    --insecure, --node-id, --home) with ``codec`` (and another static key
+    than the home's node key, if given)."""
     from upsycle.client import Client
     from upsycle.proxy.config import parse_hostport
     from upsycle.topic_store import home_dir
@@ -68,8 +85,12 @@ def client_for(args, codec):
             proxy_key = b""
         if len(proxy_key) != 32:
             raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
+    if identity is not None and args.insecure:
+        # a plaintext catch-up: a node id of its own, the same on every run
+        # (its cursor at the proxy is what makes the next catch-up short)
+        node_id = hashlib.sha256(identity + (node_id or b"")).digest()[:16]
     return Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
-                  secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home))
+                  secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home), identity=identity)
 
 
 class UsageError(Exception):
@@ -105,6 +126,51 @@ def write_refusal(c, topic, now):
     return None if why is None else "topic %s: %s" % (m.name, why)
 
 
+class RekeysOnly:
+    """The catch-up subscription's codec: hands re-keys to the group codec,
+    leaves every publication unopened (opening one would advance the replay
+    windows `upsycle sub` reads with, and it would then refuse it)."""
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    def encode(self, topic_id, data):
+        raise ValueError("the catch-up subscription publishes nothing")
+
+    def decode(self, topic_id, payload):
+        from shared_protocol import envelope
+        from shared_protocol.groups import wire
+        try:
+            is_rekey = envelope.REGISTRY.decode(payload).type is wire.REKEY
+        except Exception:   # not even an envelope: not ours to judge here
+            is_rekey = False
+        return self.codec.decode(topic_id, payload) if is_rekey else None
+
+
+async def catch_up(args, codec, topic, timeout):
+    """Apply the re-keys of ``topic`` published since the last catch-up.
+    Returns how many deliveries were looked at; raises what connect raises."""
+    from upsycle.client import node_key
+    from upsycle.topic_store import home_dir
+    key = hashlib.sha256(_CATCHUP_KEY_LABEL + node_key(home_dir(args.home))).digest()
+    c = client_for(args, RekeysOnly(codec), identity=key)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + min(timeout, CATCHUP_MAX_S)
+    n = 0
+    try:
+        await c.connect(timeout=timeout)
+        await c.subscribe(topic, timeout=timeout)
+        while loop.time() < end:
+            try:
+                await c.next_delivery(timeout=min(CATCHUP_IDLE_S, max(0.01, end - loop.time())))
+            except asyncio.TimeoutError:
+                break
+            n += 1
+    finally:
+        await c.close()
+    return n
+
+
 async def _pub(args, msgs):
     import time
 
@@ -122,7 +188,14 @@ async def _pub(args, msgs):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     try:
-        await c.connect(timeout=args.timeout)
+        m = c.codec.member(topic) if hasattr(c.codec, "member") else None
+        if m is not None and not m.is_admin:
+            await catch_up(args, c.codec, topic, args.timeout)
+            why = write_refusal(c, topic, int(time.time()))
+            if why is not None:
+                print("upsycle pub: %s" % why, file=sys.stderr)
+                return 1
+        await c.connect(timeout=max(0.01, deadline - loop.time()))
         futs = []
         for m in msgs:
             futs.append(await asyncio.wait_for(c.publish_nowait(topic, m),

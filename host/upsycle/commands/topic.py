@@ -4,6 +4,7 @@
     upsycle topic invite TOPIC [--read] [--write] [--expires SECONDS] [--png F] [--svg F]
     upsycle topic join URL
     upsycle topic remove TOPIC MEMBER [--proxy HOST:PORT]   (MEMBER: a prefix of the member key, see `members`)
+    upsycle topic resend TOPIC [--proxy HOST:PORT]          (publish the kept re-keys again)
     upsycle topic seal TOPIC TEXT --out FILE   (publish offline: a sealed message)
     upsycle topic open TOPIC FILE              (read a publication or apply a re-key)
     upsycle topic list
@@ -62,13 +63,13 @@ def register(sub):
     r = tsub.add_parser("remove", help="remove a member by re-keying the topic")
     r.add_argument("topic")
     r.add_argument("member", help="hex prefix of the member key")
-    r.add_argument("--proxy", help="publish the re-key through this proxy (HOST:PORT) now; without it, the "
-                                   "next `upsycle pub`/`sub` from this home publishes it")
-    r.add_argument("--udp", action="store_true", help="talk to the proxy over UDP")
-    r.add_argument("--proxy-key", metavar="HEX", help="pin the proxy's public key (as for `upsycle pub`)")
-    r.add_argument("--insecure", action="store_true", help="plaintext session (a proxy run with --insecure)")
-    r.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the proxy's acknowledgement")
+    _link_args(r)
     r.set_defaults(func=cmd_remove)
+    rs = tsub.add_parser("resend", help="publish the kept re-keys again (for a member that was away longer "
+                                        "than the proxy keeps history)")
+    rs.add_argument("topic")
+    _link_args(rs)
+    rs.set_defaults(func=cmd_resend)
     se = tsub.add_parser("seal", help="encrypt and sign a publication to a file (for tests and offline use)")
     se.add_argument("topic")
     se.add_argument("text")
@@ -86,8 +87,17 @@ def register(sub):
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
     # --home also after the action (`topic join URL --home DIR`), as people type it;
     # SUPPRESS keeps an absent one from hiding the value given before the action.
-    for action in (c, i, j, r, se, op, ls, m):
+    for action in (c, i, j, r, rs, se, op, ls, m):
         action.add_argument("--home", default=argparse.SUPPRESS, help="as `topic --home`")
+
+
+def _link_args(p):
+    p.add_argument("--proxy", help="publish the re-key through this proxy (HOST:PORT) now; without it, the "
+                                   "next `upsycle pub`/`sub` from this home publishes it")
+    p.add_argument("--udp", action="store_true", help="talk to the proxy over UDP")
+    p.add_argument("--proxy-key", metavar="HEX", help="pin the proxy's public key (as for `upsycle pub`)")
+    p.add_argument("--insecure", action="store_true", help="plaintext session (a proxy run with --insecure)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the proxy's acknowledgement")
 
 
 def _store(args):
@@ -196,6 +206,23 @@ def cmd_remove(args):
     if not args.proxy:
         print("upsycle topic: the re-key is not published yet: the next `upsycle pub` or `upsycle sub` from this "
               "home publishes it (or give --proxy HOST:PORT)", file=sys.stderr)
+        return 0
+    return _publish_rekeys(args, store)
+
+
+@_topic_errors_fail
+def cmd_resend(args):
+    store = _store(args)
+    admin = store.find(args.topic, admin_only=True)
+    if not admin.rekeys:
+        return _fail("topic %s has no re-key to send" % admin.name)
+    admin.resend_rekeys()
+    store.save(admin)
+    print("%d re-key(s) of topic %s (epochs %d-%d) to publish again" % (
+        len(admin.rekeys), admin.name, admin.rekeys[0][0], admin.rekeys[-1][0]))
+    if not args.proxy:
+        print("upsycle topic: the next `upsycle pub` or `upsycle sub` from this home publishes them "
+              "(or give --proxy HOST:PORT)", file=sys.stderr)
         return 0
     return _publish_rekeys(args, store)
 
