@@ -155,12 +155,16 @@ def test_a_member_joined_twice_and_on_a_second_device_is_read_every_time(tmp_pat
     hp = "127.0.0.1:%d" % port
     try:
         _ok(cli("pub", "garden", "laptop-1", "--proxy", hp, "--home", laptop))
-        assert "already joined" in _ok(cli("topic", "--home", laptop, "join", url))   # kept as it is
         _ok(cli("topic", "--home", pi, "join", url))          # the same invite on a second device
         _ok(cli("pub", "garden", "pi-1", "--proxy", hp, "--home", pi))
         _ok(cli("pub", "garden", "laptop-2", "--proxy", hp, "--home", laptop))
         s = cli("sub", "garden", "--proxy", hp, "--home", reader, "--count", "3", "--timeout", "20")
         assert _ok(s).splitlines() == ["laptop-1", "pi-1", "laptop-2"], (s.stdout, s.stderr)
+        # joined again in the same home: kept as it is (not reset to seq 1 of the same generation)
+        assert "already joined" in _ok(cli("topic", "--home", laptop, "join", url))
+        _ok(cli("pub", "garden", "laptop-3", "--proxy", hp, "--home", laptop))
+        s = cli("sub", "garden", "--proxy", hp, "--home", reader, "--count", "1", "--timeout", "20")
+        assert _ok(s).splitlines() == ["laptop-3"], (s.stdout, s.stderr)
     finally:
         _stop(proxy)
 
