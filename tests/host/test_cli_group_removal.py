@@ -185,3 +185,33 @@ def test_expired_invite_and_capability_give_clear_errors(tmp_path):
     p = cli("pub", "garden", "too late", "--proxy", "127.0.0.1:%d" % free_port(), "--home", early,
             "--timeout", "3")
     assert p.returncode == 1 and b"expired" in p.stderr and b"Traceback" not in p.stderr, p.stderr
+
+
+def test_operator_mistakes_and_a_tampered_invite(tmp_path):
+    from shared_protocol import cbor
+    from shared_protocol.groups.invite import URL_PREFIX, _b64url, _unb64url
+    admin, h, k = _topic(tmp_path, ("alice", ["--read"]), ("bob", ["--read"]))
+    # the proxy is down when the admin removes bob: clear error, the re-key stays in the outbox
+    dead = "127.0.0.1:%d" % free_port()
+    p = cli("topic", "--home", admin, "remove", "garden", k["bob"][:12], "--proxy", dead, "--timeout", "2")
+    assert p.returncode == 1 and b"stays in this home's outbox" in p.stderr and b"Traceback" not in p.stderr, p.stderr
+    # removing again: bob is no longer a member
+    p = cli("topic", "--home", admin, "remove", "garden", k["bob"][:12])
+    assert p.returncode == 1 and b"matches 0 members" in p.stderr, p.stderr
+    port = free_port()
+    proxy = start_proxy(str(tmp_path / "proxy"), port)
+    hp = "127.0.0.1:%d" % port
+    try:
+        # the admin's next sub publishes it; alice applies it
+        _ok(cli("sub", "garden", "--proxy", hp, "--home", admin, "--timeout", "3"))
+        s = cli("sub", "garden", "--proxy", hp, "--home", h["alice"], "--timeout", "5")
+        assert _ok(s) == "" and b"re-keyed; now at epoch 1" in s.stderr, s.stderr
+    finally:
+        _stop(proxy)
+    # an invite whose capability was edited (a longer expiry, a write right added) is refused at join
+    url = _ok(cli("topic", "--home", admin, "invite", "garden", "--write", "--expires", "60", "--no-qr")).strip()
+    inv = cbor.decode(_unb64url(url[len(URL_PREFIX):]))
+    inv[6][3] += 10 ** 6
+    p = cli("topic", "--home", str(tmp_path / "mallory"), "join", URL_PREFIX + _b64url(cbor.encode(inv)))
+    assert p.returncode == 1 and b"not signed by the topic admin" in p.stderr and b"Traceback" not in p.stderr, \
+        p.stderr

@@ -161,9 +161,16 @@ def cmd_join(args):
     except UpsycleError as e:
         return _fail("not a valid invite: %s" % e.message)
     cap = m.capability
-    if cap is not None and cap[3] and int(time.time()) >= cap[3]:
-        return _fail("this invite expired at %s (its write capability); ask the admin for a new one" %
-                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cap[3])))
+    if cap is not None:
+        from shared_protocol.groups.keys import check_write_capability
+        try:
+            # what every reader checks, so no one joins to publish what all refuse
+            check_write_capability(cap, m.topic, m.topic_public, m.identity.public, int(time.time()))
+        except UpsycleError as e:
+            if e.code == "group-capability-expired":
+                return _fail("this invite expired at %s (its write capability); ask the admin for a new one" %
+                             time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cap[3])))
+            return _fail("not a valid invite: %s" % e.message)
     for old in store.all():
         if old.topic == m.topic and old.identity.public == m.identity.public:
             # joining the same invite again must not reset the epoch, the
