@@ -5,9 +5,11 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
              written to a temp file and renamed over the old one)
   <id>.st    the node's own state for the topic, same format and same
              atomic replace: [1, member record, outbox, published]
-             - member record: group sequence number, replay windows, epochs
-               (a restarted node must never reuse a sequence number: other
-               members would drop the publication as a replay)
+             - member record: group sequence generation and number, replay
+               windows, epochs (a restarted node must never reuse a
+               sequence number: other members would drop the publication
+               as a replay; a node that starts from its invite draws a new
+               generation, so a re-flash or a second board does not either)
              - outbox: the DMC operations this node wrote that the proxy has
                not acknowledged yet, oldest first
              - published: how many readings this node wrote (for the demo)
