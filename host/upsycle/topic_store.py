@@ -13,7 +13,7 @@ are saved in the same atomic write as the replay windows they go with.
 import os
 import tempfile
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
 

@@ -23,7 +23,7 @@ missed a re-key (offline longer than the proxy keeps history) catches up.
 Members apply re-keys in epoch order only (``RekeyGap``), so the chain is
 always sent oldest first.
 """
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import GroupUsageError
