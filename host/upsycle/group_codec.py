@@ -47,7 +47,7 @@ from shared_protocol.groups.member import EpochChanged, Publication
 log = logging.getLogger("upsycle.groups")
 
 # Messages kept per topic until their epoch's key arrives. A delivery is at
-# most 1 KiB (session_wire.PAYLOAD_MAX), so a full list is ~256 KiB in the
+# most 1 KiB (session.messages.PAYLOAD_MAX), so a full list is ~256 KiB in the
 # topic's file; past it a message that cannot open yet is dropped (logged).
 HELD_MAX = 256
 # The admin publishes its kept re-keys again when the last publication is

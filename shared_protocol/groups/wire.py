@@ -24,7 +24,7 @@ MAX_GROUP_MESSAGE = 16384
 MAX_MEMBERS = 64
 # Authors removed by one re-key.
 MAX_REMOVED_PER_REKEY = 8
-# Largest part of a re-key: the proxy's payload limit (session_wire.PAYLOAD_MAX,
+# Largest part of a re-key: the proxy's payload limit (session.messages.PAYLOAD_MAX,
 # which keeps a delivery inside one UDP datagram a board can receive). One
 # entry is ~120 bytes, so a part holds ~7 entries and a re-key of a larger
 # topic is split into parts, each signed on its own (tests/shared/test_groups.py

@@ -188,7 +188,7 @@ def test_expired_invite_and_capability_give_clear_errors(tmp_path):
 
 
 def test_operator_mistakes_and_a_tampered_invite(tmp_path):
-    from shared_protocol import cbor
+    from shared_protocol.wire import cbor
     from shared_protocol.groups.invite import URL_PREFIX, _b64url, _unb64url
     admin, h, k = _topic(tmp_path, ("alice", ["--read"]), ("bob", ["--read"]))
     # the proxy is down when the admin removes bob: clear error, the re-key stays in the outbox

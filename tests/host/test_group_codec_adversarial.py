@@ -6,7 +6,7 @@ held message and the app taking it, a capability that expires mid-run. Each
 case: a typed outcome, bounded state, nothing accepted is lost."""
 import os
 
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.groups import wire
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url, member_from_url

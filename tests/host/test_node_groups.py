@@ -4,7 +4,7 @@ parts, for a larger topic) and seals its next reading in the new epoch; it
 refuses the removed member's readings; two boards flashed with one invite
 (or one re-flashed) never reuse a group sequence number; a board whose write
 capability expired keeps its readings and says why instead of stopping."""
-from shared_protocol import envelope as E
+from shared_protocol.wire import envelope as E
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url, member_from_url
 from shared_protocol.groups.member import Publication

@@ -12,7 +12,7 @@ import time
 from proxy_rig import cli, free_port, start_proxy
 from test_node_vboard import _flash, _wait_line
 
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.groups import wire
 from upsycle.commands import board as board_cmd
 from upsycle.field_demo import Proc

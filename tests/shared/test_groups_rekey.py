@@ -3,8 +3,8 @@
 # up from the admin's kept chain), and sequence generations (a member key
 # joined twice, or on two devices, never reuses a sequence number).
 from rig import raises
-from shared_protocol import cbor, envelope
-from shared_protocol import session_wire
+from shared_protocol.wire import cbor, envelope
+from shared_protocol.session import messages as session_wire
 from shared_protocol.groups import wire
 from shared_protocol.groups.admin import MAX_KEPT_REKEYS, Admin
 from shared_protocol.groups.errors import (FutureEpoch, MemberRevoked, OtherRekeyPart, RekeyGap, RemovedFromTopic,

@@ -138,7 +138,7 @@ class RekeysOnly:
         raise ValueError("the catch-up subscription publishes nothing")
 
     def decode(self, topic_id, payload):
-        from shared_protocol import envelope
+        from shared_protocol.wire import envelope
         from shared_protocol.groups import wire
         try:
             is_rekey = envelope.REGISTRY.decode(payload).type is wire.REKEY
