@@ -134,7 +134,7 @@ class GroupCodec:
         except UpsycleError as e:
             return self._refused(m, payload, e)
         if isinstance(ev, Publication):
-            if isinstance(m, Admin) and ev.epoch < m.epoch and m.rekeys:
+            if isinstance(m, Admin) and ev.epoch < m.epoch and m.rekeys and ev.author != m.identity.public:
                 self._member_behind(m, now)
             self.store.save(m)
             return ev.body
