@@ -7,9 +7,11 @@ seam). The proxy only ever stores and forwards the sealed bytes.
         await c.subscribe(codec.topic_id("garden"))
         await c.publish(codec.topic_id("garden"), b"21.5C")
         d = await c.next_delivery()
-        # d.payload: bytes (a publication's body), an EpochChanged (a re-key
-        # was applied), a Held (kept until its re-key arrives) or a Rejected
-        # (typed reason: forged, replayed, removed...)
+        # d.payload: bytes (a publication's body), a list of bytes (the
+        # readings of a batch, docs/private-groups.md), an EpochChanged (a
+        # re-key was applied), a Held (kept until its re-key arrives) or a
+        # Rejected (typed reason: forged, replayed, removed, author not
+        # introduced yet...)
 
 Every state change (sequence numbers, replay windows, epochs, held
 messages) is saved to the topic store at once, so a restarted node neither
@@ -43,6 +45,7 @@ from shared_protocol.errors import UpsycleError
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.errors import OtherRekeyPart, RemovedFromTopic, StaleEpoch
 from shared_protocol.groups.member import EpochChanged, Publication
+from shared_protocol.groups.readings import Batch
 
 log = logging.getLogger("upsycle.groups")
 
@@ -118,7 +121,12 @@ class GroupCodec:
             from shared_protocol.groups.errors import GroupUsageError
             raise GroupUsageError(message="this member was removed from topic %s (re-key to epoch %d): "
                                           "members refuse its publications" % (m.name, m.removed_at))
-        out = m.seal(data, self._random(32), int(self._clock()))
+        if m.can_read:
+            # compact reading: our key and capability travel in our first
+            # message (and every readings.INTRO_EVERY), not in each one
+            out = m.seal_reading(data, self._random(32), int(self._clock()))
+        else:
+            out = m.seal(data, self._random(32), int(self._clock()))
         self.store.save(m)
         return out
 
@@ -138,6 +146,9 @@ class GroupCodec:
                 self._member_behind(m, now)
             self.store.save(m)
             return ev.body
+        if isinstance(ev, Batch):
+            self.store.save(m)
+            return [p.body for p in ev.publications]
         ev.released = self._retry_held(m, now)
         self.store.save(m)
         log.info("event=group_rekey topic=%s epoch=%d released=%d", m.topic.hex(), ev.epoch, len(ev.released))
@@ -182,10 +193,10 @@ class GroupCodec:
                     else:
                         log.info("event=group_held_drop topic=%s code=%s", m.topic.hex(), e.code)
                     continue
-                if isinstance(ev, Publication):
-                    h[2] = ev.body
+                if isinstance(ev, (Publication, Batch)):
+                    h[2] = ev.body if isinstance(ev, Publication) else [p.body for p in ev.publications]
                     keep.append(h)
-                    released.append((h[0], ev.body))
+                    released.append((h[0], h[2]))
                 else:
                     progress = True
             m.held = keep

@@ -18,6 +18,15 @@ from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
 
 
+def _body(v):
+    """A held message's opened body: None (not yet), bytes, or a batch's list."""
+    if v is None:
+        return None
+    if isinstance(v, list):
+        return [bytes(x) for x in v]
+    return bytes(v)
+
+
 class StoreError(Exception):
     """A topic the user named is missing or ambiguous; the message says what to do."""
 
@@ -66,7 +75,7 @@ class TopicStore:
             with open(os.path.join(self.dir, name), "rb") as f:
                 rec = cbor.decode(f.read())
             m = Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec)
-            m.held = [[h[0], bytes(h[1]), None if h[2] is None else bytes(h[2])] for h in rec.get("held", [])]
+            m.held = [[h[0], bytes(h[1]), _body(h[2])] for h in rec.get("held", [])]
             m.held_next = rec.get("held_next", 0)
             m.removed_at = rec.get("removed_at")
             out.append(m)

@@ -165,6 +165,7 @@ class Admin(Member):
         a._epochs = m._epochs
         a.revoked = m.revoked
         a._windows = m._windows
+        a.authors = m.authors
         a.next_seq = m.next_seq
         a.gen = m.gen
         a._wused = m._wused

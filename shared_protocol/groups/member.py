@@ -18,6 +18,8 @@ from shared_protocol.groups.errors import (BadSignature, DecryptFailed, FutureEp
                                            WrongTopic)
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
+from shared_protocol.groups import readings
+from shared_protocol.groups.readings import authors_from_record, authors_to_record
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
@@ -119,6 +121,11 @@ class Member:
         self._rk_mask = 0
         self.gen = 0
         self.next_seq = 1     # the counter of the current generation
+        # Compact readings (readings.py): authors introduced to us, by their
+        # short reference, and how many messages until we introduce ourselves.
+        self.authors = {}
+        self.intro_left = 0
+        self.max_authors = MAX_AUTHORS
 
     # -- roles --
 
@@ -156,6 +163,26 @@ class Member:
             return "write capability expired at %d (now %d); ask the admin for a new invite" % (cap[3], now)
         return None
 
+    def seq_block(self, n, rand32):
+        """The sequence number of the first of ``n`` publications about to
+        be sealed (generation and counter); draws the next generation from
+        ``rand32`` when this one has fewer than ``n`` numbers left, so a
+        batch never straddles two generations. ``seq_used`` commits."""
+        if self.next_seq + n - 1 > COUNTER_MAX:
+            self.new_generation(api.sha256(_GEN_LABEL + bytes(rand32)))
+        return (self.gen << COUNTER_BITS) | self.next_seq
+
+    def seq_used(self, seq, n):
+        self.next_seq = (seq & COUNTER_MAX) + n
+
+    def epochs(self):
+        return self._epochs
+
+    def reintroduce(self):
+        """Put our introduction (key, capability) in the next compact
+        message: called for every new link to a proxy (readings.py)."""
+        self.intro_left = 0
+
     # -- publishing --
 
     def seal(self, body, rand32, now=None):
@@ -171,12 +198,8 @@ class Member:
             raise GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.MAX_BODY))
         if not _is_key(rand32):
             raise GroupUsageError(message="seal needs 32 random bytes")
-        if self.next_seq > COUNTER_MAX:
-            # this generation is used up: the next one, from the caller's randomness
-            self.new_generation(api.sha256(_GEN_LABEL + bytes(rand32)))
+        seq = self.seq_block(1, rand32)
         ek = self._epochs[self.epoch]
-        count = self.next_seq
-        seq = (self.gen << COUNTER_BITS) | count
         author = self.identity.public
         sig = self.identity.sign(wire.pub_signed_bytes(self.topic, self.epoch, author, seq, body))
         inner = cbor.encode([author, seq, None if self.is_admin else capability_on_wire(self.capability), body, sig])
@@ -194,8 +217,16 @@ class Member:
             nonce = _ZERO_NONCE
         aad = wire.pub_header(self.topic, self.epoch, mode, kfield)
         sealed = api.aead_encrypt(key, nonce, inner, aad)
-        self.next_seq = count + 1
+        self.seq_used(seq, 1)
         return envelope.REGISTRY.encode("group_pub", self.topic, self.epoch, mode, kfield, sealed)
+
+    def seal_reading(self, body, rand32, now=None):
+        """``body`` as a compact signed reading (group_rd, readings.py)."""
+        return readings.seal(self, [body], False, rand32, now, MAX_SEQ)
+
+    def seal_batch(self, bodies, rand32, now=None):
+        """1..wire.BATCH_MAX bodies in one group_rd under one signature."""
+        return readings.seal(self, bodies, True, rand32, now, MAX_SEQ)
 
     # -- receiving --
 
@@ -205,6 +236,8 @@ class Member:
         if len(data) > wire.MAX_GROUP_MESSAGE:
             raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.MAX_GROUP_MESSAGE))
         msg = envelope.REGISTRY.decode(data)
+        if msg.type is wire.RD:
+            return readings.open_rd(self, msg, now, MAX_SEQ, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
             raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
@@ -242,8 +275,7 @@ class Member:
                 or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.MAX_BODY or not _is_key(v[4], SIG_SIZE)):
             raise Malformed(message="publication content has the wrong shape")
         author, seq, cap, body, sig = v
-        gen, count = seq >> COUNTER_BITS, seq & COUNTER_MAX
-        if count == 0:
+        if seq & COUNTER_MAX == 0:
             raise Malformed(message="publication counter is 0")
         if author in self.revoked:
             raise MemberRevoked(message="author was removed from the topic")
@@ -253,25 +285,34 @@ class Member:
             raise BadSignature(message="author signature does not verify")
         if author != self.topic_public:
             check_write_capability(capability_from_wire(cap, topic, author), topic, self.topic_public, author, now)
-        wkey = window_key(author, gen)
-        win = self._windows.get(wkey)
-        evict = None
-        if win is None:
-            evict = self._window_to_evict(author)
-            if evict is None and len(self._windows) >= MAX_AUTHORS:
-                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
-            win = ReplayWindow(SEQ_WINDOW)
-        if not win.is_fresh(count):
+        win = self.window_for(author, seq)
+        if not win.is_fresh(seq):
             raise Replayed(message="sequence %d of this author already seen or too old" % seq)
         # every check passed: commit
-        if evict is not None:
-            del self._windows[evict]
-            del self._wused[evict]
-        win.accept(count)
+        win.accept(seq)
+        self.keep_window(author, win, seq)
+        return Publication(topic, epoch, author, seq, body)
+
+    def window_for(self, author, seq):
+        """The replay window of ``author``'s generation of ``seq`` (a new
+        one, not yet kept, for a generation not seen before)."""
+        win = self._windows.get(window_key(author, seq >> COUNTER_BITS))
+        if win is None:
+            if self._window_to_evict(author) is None and len(self._windows) >= MAX_AUTHORS:
+                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
+            win = ReplayWindow(SEQ_WINDOW)
+        return win
+
+    def keep_window(self, author, win, seq):
+        wkey = window_key(author, seq >> COUNTER_BITS)
+        if wkey not in self._windows:
+            evict = self._window_to_evict(author)
+            if evict is not None:
+                del self._windows[evict]
+                self._wused.pop(evict, None)
         self._windows[wkey] = win
         self._wclock += 1
         self._wused[wkey] = self._wclock
-        return Publication(topic, epoch, author, seq, body)
 
     def _window_to_evict(self, author):
         """The author's least recently used window if it has its maximum of
@@ -343,6 +384,7 @@ class Member:
             del self._epochs[old]
         for k in v[2]:
             self.revoked.add(bytes(k))
+        self.intro_left = 0   # introduce ourselves in the new epoch
         return EpochChanged(epoch, list(v[2]))
 
     def forget_received(self):
@@ -374,6 +416,7 @@ class Member:
             "capability": self.capability, "epoch": self.epoch, "epochs": epochs,
             "revoked": sorted(self.revoked), "windows": windows, "next_seq": self.next_seq,
             "gen": self.gen, "wclock": self._wclock,
+            "authors": authors_to_record(self.authors),
         }
 
     @classmethod
@@ -392,5 +435,7 @@ class Member:
         m.next_seq = r["next_seq"]
         m.gen = r.get("gen", 0)      # records from before generations: 0
         m._wclock = r.get("wclock", 0)
+        # records written before compact readings have no "authors"
+        m.authors = authors_from_record(r.get("authors", []))
         return m
 
