@@ -7,6 +7,7 @@ import time
 
 from upsycle.proxy import fastpath
 from upsycle.proxy import store as S
+from upsycle.proxy import store_tail, store_tx
 
 
 class Recorder:
@@ -63,7 +64,7 @@ def _db_size(path):
 
 
 def test_checkpoint_thread_moves_committed_pages_into_the_database(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "CHECKPOINT_BYTES", 64 * 1024)
+    monkeypatch.setattr(store_tx, "CHECKPOINT_BYTES", 64 * 1024)
 
     async def main():
         st = S.Store(str(tmp_path))
@@ -87,14 +88,14 @@ def test_checkpoint_thread_moves_committed_pages_into_the_database(tmp_path, mon
 
 
 def test_the_writer_bounds_the_wal_when_no_checkpoint_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "WAL_BYTES_MAX", 256 * 1024)
+    monkeypatch.setattr(store_tx, "WAL_BYTES_MAX", 256 * 1024)
     st = S.Store(str(tmp_path))
     st.open()     # no start(): no checkpoint thread; the writer alone
     try:
         topic = os.urandom(16)
         size0 = _db_size(tmp_path)
         for b in range(20):
-            st._commit([("pub", topic, b"m%d-%d" % (b, i), os.urandom(500), None) for i in range(100)], {}, False)
+            st._commit([("pub", topic, b"m%d-%d" % (b, i), os.urandom(500), None, None) for i in range(100)], {}, False)
         wal = os.path.getsize(os.path.join(str(tmp_path), S.DB_NAME + "-wal"))
         # 1 MB written: the WAL was checkpointed (and reused) along the way
         assert _db_size(tmp_path) > size0 + 500000
@@ -104,20 +105,20 @@ def test_the_writer_bounds_the_wal_when_no_checkpoint_runs(tmp_path, monkeypatch
 
 
 def test_multi_row_statements_keep_idempotency_and_cursor_rules(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "ROWS_PER_STATEMENT", 3)   # several statements per batch, and partial ones
+    monkeypatch.setattr(store_tx, "ROWS_PER_STATEMENT", 3)   # several statements per batch, and partial ones
     st = S.Store(str(tmp_path))
     st.open()
     try:
         a, b = b"A" * 16, b"B" * 16
         n1, n2 = b"n1", b"n2"
-        res = st._commit([("pub", a, b"m1", b"x", None), ("pub", a, b"m2", b"yy", None),
-                          ("sub", n1, a, None, None), ("pub", b, b"m1", b"z", None),
-                          ("pub", a, b"m1", b"x", None),      # a retransmission in the same batch
-                          ("pub", a, b"m3", b"w", None), ("sub", n2, b, None, None)], {}, False)
+        res = st._commit([("pub", a, b"m1", b"x", None, n1), ("pub", a, b"m2", b"yy", None, n1),
+                          ("sub", n1, a, None, None, n1), ("pub", b, b"m1", b"z", None, n2),
+                          ("pub", a, b"m1", b"x", None, n1),      # a retransmission in the same batch
+                          ("pub", a, b"m3", b"w", None, n1), ("sub", n2, b, None, None, n2)], {}, False)
         assert res["error"] is None
         assert res["items"] == [("ok", 1), ("ok", 2), ("ok", 0), ("ok", 1), ("dup", None), ("ok", 3), ("ok", 0)]
         assert res["topics"] == {a: (4, 1, 4), b: (2, 1, 1)}
-        res = st._commit([("pub", a, b"m2", b"yy", None), ("pub", a, b"m4", b"v", None)],
+        res = st._commit([("pub", a, b"m2", b"yy", None, n1), ("pub", a, b"m4", b"v", None, n1)],
                          {(n1, a): 2, (n2, b): 1}, False)   # a retransmission across commits
         assert res["items"] == [("dup", None), ("ok", 4)]
         res = st._commit([], {(n1, a): 1}, False)           # a cursor never moves back
@@ -126,13 +127,15 @@ def test_multi_row_statements_keep_idempotency_and_cursor_rules(tmp_path, monkey
         seqs = [r[0] for r in st._db.execute("SELECT seq FROM messages WHERE topic=? ORDER BY seq", (a,))]
         assert seqs == [1, 2, 3, 4]      # contiguous: no sequence lost to the failed statement
         assert [r[0] for r in st._db.execute("SELECT next_seq FROM topics ORDER BY topic")] == [5, 2]
+        creators = dict((bytes(t), bytes(c)) for t, c in st._db.execute("SELECT topic, creator FROM topics"))
+        assert creators == {a: n1, b: n2}   # who created a topic survives the fallback to one by one
     finally:
         st.close()
 
 
 def test_live_tail_answers_fetch_like_the_database_and_stays_bounded(tmp_path, monkeypatch):
-    monkeypatch.setattr(S, "TAIL_PER_TOPIC", 5)
-    monkeypatch.setattr(S, "TAIL_BYTES_MAX", 3000)
+    monkeypatch.setattr(store_tail, "TAIL_PER_TOPIC", 5)
+    monkeypatch.setattr(store_tail, "TAIL_BYTES_MAX", 3000)
 
     async def main():
         st = S.Store(str(tmp_path))
@@ -148,9 +151,9 @@ def test_live_tail_answers_fetch_like_the_database_and_stays_bounded(tmp_path, m
                 n = len(commits)
                 while len(commits) == n:
                     await asyncio.sleep(0.01)
-            assert st._tail_bytes <= 3000
-            assert sum(len(r[2]) for tl in st._tail.values() for r in tl) == st._tail_bytes
-            assert any(st._tail.values()), "nothing served from memory"
+            assert st._tail.bytes <= 3000
+            assert sum(len(r[2]) for tl in st._tail._tails.values() for r in tl) == st._tail.bytes
+            assert any(st._tail._tails.values()), "nothing served from memory"
             for t in topics:
                 last = st.topics[t].last_seq
                 for after in range(0, last + 1):
@@ -163,3 +166,56 @@ def test_live_tail_answers_fetch_like_the_database_and_stays_bounded(tmp_path, m
             st.close()
 
     asyncio.run(main())
+
+
+def test_the_tail_lets_go_of_what_retention_deletes_and_of_forgotten_topics(tmp_path, monkeypatch):
+    monkeypatch.setattr(S, "AGE_SWEEP_S", 0.05)
+    now = [1000.0]
+
+    async def until(cond):
+        end = time.monotonic() + 10
+        while not cond() and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        return cond()
+
+    async def main():
+        st = S.Store(str(tmp_path), S.Retention(max_count=3, max_age_s=60, max_bytes=0), clock=lambda: now[0])
+        st.open()
+        st.start(asyncio.get_running_loop(), lambda batch, res: None)
+        try:
+            t = os.urandom(16)
+            for i in range(5):
+                st.submit_publish(t, b"m%d" % i, b"p%d" % i, None, b"node")
+            assert await until(lambda: t in st.topics and st.topics[t].last_seq == 5)
+            # retention kept 3..5: memory holds no message the database lost
+            assert [r[0] for r in st._tail._tails[t]] == [3, 4, 5]
+            assert st._tail.bytes == 6
+            assert [r[0] for r in st.fetch(t, 0, 10)] == [3, 4, 5]
+            now[0] += 120   # all past their age: emptied and forgotten in one sweep
+            assert await until(lambda: t not in st.topics)
+            assert t not in st._tail._tails and st._tail.bytes == 0
+            assert st.fetch(t, 0, 10) == []
+        finally:
+            st.close()
+
+    asyncio.run(main())
+
+
+def test_a_quota_puts_the_checkpoint_thresholds_inside_the_wal_share(tmp_path):
+    st = S.Store(str(tmp_path / "free"))
+    st.open()
+    try:
+        assert (st.ckpt_bytes, st.wal_cap) == (store_tx.CHECKPOINT_BYTES, store_tx.WAL_BYTES_MAX)
+        assert st._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0   # never inside a commit
+        assert st._db.execute("PRAGMA journal_size_limit").fetchone()[0] == st.wal_cap
+    finally:
+        st.close()
+    st = S.Store(str(tmp_path / "quota"), max_db_bytes=1024 * 1024)
+    st.open()
+    try:
+        assert st.wal_budget == 256 * 1024
+        assert (st.ckpt_bytes, st.wal_cap) == (st.wal_budget // 4, st.wal_budget // 2)
+        assert st._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert st._db.execute("PRAGMA journal_size_limit").fetchone()[0] == st.wal_cap
+    finally:
+        st.close()

@@ -31,8 +31,9 @@ AREAS = (
     ("codec (CBOR, envelope)", ("session_wire", "messages.py", "wire_fast", "cbor", "envelope")),
     ("framing", ("framing",)),
     ("session state machine", ("session_proxy", "session/proxy.py")),
-    ("store (event-loop side)", ("store.py",)),
-    ("server (routing, pump, flush)", ("server.py", "fastpath")),
+    ("store (event-loop side)", ("store.py", "store_tail.py")),
+    ("server (routing, pump, flush)", ("server.py", "links.py", "admission.py", "routing.py", "delivery.py",
+                                       "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",
                                      "<method 'write'", "<method 'sendto'")),
 )

@@ -101,7 +101,10 @@ async def open_udp(protocol, local_addr, max_size):
     """Bind a UDP socket at local_addr and serve it with UdpEndpoint;
     returns (endpoint, protocol) like loop.create_datagram_endpoint."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(local_addr[0], local_addr[1], type=socket.SOCK_DGRAM)
+    # Resolved in the loop's thread, not the executor: at start-up, right
+    # after the TCP listener, so the UDP port is bound before anything else
+    # runs (a client that saw the TCP port open may send a datagram at once).
+    infos = socket.getaddrinfo(local_addr[0], local_addr[1], type=socket.SOCK_DGRAM)
     family, _, proto, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM, proto)
     try:

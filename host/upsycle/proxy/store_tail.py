@@ -1,0 +1,84 @@
+"""The newest committed messages of each topic, kept in memory so live
+deliveries need no query.
+
+A query on the event loop's reader connection lets go of the GIL and waits
+to win it back from the store's writer thread (up to the switch interval,
+0.5 ms), once per subscriber and topic: with 1,000 sessions that queued
+deliveries for seconds (tools/bench/bench_scale.py). The store's commit
+callback (in the event loop) puts each committed publish at the tail of its
+topic; ``Store.fetch`` answers from the tail when it covers the range asked
+for, and from SQLite otherwise.
+
+A topic's tail is always a contiguous run of sequence numbers ending at the
+newest stored message, and never holds a message the store no longer has:
+retention trims it (``trim``) and a forgotten topic loses it (``forget``).
+"""
+import collections
+
+# Messages kept per topic: a live subscriber is rarely further behind.
+TAIL_PER_TOPIC = 32
+# Payload bytes kept over all topics; the topics written least recently lose
+# theirs first (anything older comes from SQLite as before).
+TAIL_BYTES_MAX = 8 * 1024 * 1024
+
+
+class Tail:
+    """topic -> deque of (seq, msg_id, payload), least recently written first."""
+
+    def __init__(self):
+        self.per_topic = TAIL_PER_TOPIC
+        self.bytes_max = TAIL_BYTES_MAX
+        self.bytes = 0
+        self._tails = collections.OrderedDict()
+
+    def __len__(self):
+        return len(self._tails)
+
+    def get(self, topic, after, limit):
+        """Up to limit messages of topic with seq > after, or None if the
+        tail does not cover them (the caller asks SQLite)."""
+        tail = self._tails.get(topic)
+        if not tail or tail[0][0] > after + 1:
+            return None
+        out = []
+        for row in tail:
+            if row[0] > after:
+                out.append(row)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def add(self, topic, seq, msg_id, payload):
+        """A committed message, the newest of its topic."""
+        tails = self._tails
+        tail = tails.get(topic)
+        if tail is None:
+            tail = tails[topic] = collections.deque()
+        else:
+            tails.move_to_end(topic)
+        if tail and tail[-1][0] != seq - 1:
+            self.bytes -= sum(len(r[2]) for r in tail)   # not contiguous: start over
+            tail.clear()
+        tail.append((seq, msg_id, payload))
+        self.bytes += len(payload)
+        if len(tail) > self.per_topic:
+            self.bytes -= len(tail.popleft()[2])
+        while self.bytes > self.bytes_max and tails:
+            _topic, old = tails.popitem(last=False)
+            self.bytes -= sum(len(r[2]) for r in old)
+
+    def trim(self, topic, first_seq):
+        """Retention deleted the messages of topic below first_seq."""
+        tail = self._tails.get(topic)
+        if tail is None:
+            return
+        while tail and tail[0][0] < first_seq:
+            self.bytes -= len(tail.popleft()[2])
+        if not tail:
+            del self._tails[topic]
+
+    def forget(self, topic):
+        """The topic was forgotten (no message, no subscriber)."""
+        tail = self._tails.pop(topic, None)
+        if tail is not None:
+            self.bytes -= sum(len(r[2]) for r in tail)

@@ -1,0 +1,369 @@
+"""The store's transactions, run by its writer thread: a batch of
+publishes, subscription changes and cursor moves in one transaction, then
+retention per topic and the periodic sweeps; and the WAL checkpoints, in a
+thread of their own.
+"""
+import logging
+import os
+import sqlite3
+import time
+
+from upsycle.proxy.store_open import classify
+
+log = logging.getLogger("upsycle.proxy.store")
+
+# Rows per transaction: a bound on the time one commit holds the writer and on
+# the memory of one batch; under load a batch this size still shares one sync.
+BATCH_MAX = 4096
+# Nodes expired or topics forgotten per sweep: bounds one sweep's transaction.
+EXPIRE_BATCH_MAX = 1000
+
+# Rows per multi-row statement. The writer thread lets go of the GIL inside
+# every statement and must win it back from a busy event loop after each one
+# (up to the switch interval, 0.5 ms): a commit of N one-row statements could
+# wait N x 0.5 ms, which is what made commits of thousands of cursor moves
+# take seconds with 1,000 sessions (tools/bench/bench_scale.py). 200 rows x 5
+# values stay far under SQLite's host parameter limit (32766 since 3.32).
+ROWS_PER_STATEMENT = 200
+_INSERT_SQL = {}
+
+
+def _insert_sql(n):
+    sql = _INSERT_SQL.get(n)
+    if sql is None:
+        sql = _INSERT_SQL[n] = "INSERT INTO messages VALUES " + ",".join(["(?,?,?,?,?)"] * n)
+    return sql
+
+
+# WAL checkpoints (copying committed pages into the database file, with a
+# sync of its own) run in their own thread on their own connection once the
+# WAL holds CHECKPOINT_BYTES (SQLite's own threshold: 1000 pages of 4 KB),
+# instead of inside whichever commit crosses that threshold: a commit then
+# costs one WAL sync, and the publishes waiting on it are acknowledged
+# sooner. PASSIVE checkpoints never block the writer (SQLite docs,
+# "Checkpointing"). The thread looks every CHECKPOINT_S. With a quota both
+# thresholds shrink to the WAL's share of it (store_open.py _set_quota).
+CHECKPOINT_S = 0.5
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+# If the WAL file still grows past this (the checkpoint thread could not
+# keep up, or none runs), the writer checkpoints before its next commit:
+# bounds the WAL file whatever the disk does.
+WAL_BYTES_MAX = 64 * 1024 * 1024
+
+
+class Transactions:
+    """The writer side of Store (mixed into it; runs in its thread)."""
+
+    def _wal_defaults(self):
+        """The checkpoint thresholds without a quota (see _set_quota)."""
+        self.ckpt_bytes = CHECKPOINT_BYTES
+        self.wal_cap = WAL_BYTES_MAX
+
+    def _wal_size(self):
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0   # no WAL file (yet)
+
+    def _checkpoint(self, conn):
+        """A checkpoint on conn: PASSIVE (it never waits for the writer),
+        unless a quota is set and the pages it moves into the database
+        could put database + WAL + SHM over it: then TRUNCATE, which also
+        cuts the WAL file to nothing (it waits for the writer and readers,
+        as _keep_quota's does)."""
+        mode = "PASSIVE"
+        if self.max_db_bytes and self.on_disk() + self._wal_size() > self.max_db_bytes:
+            mode = "TRUNCATE"
+        conn.execute("PRAGMA wal_checkpoint(%s)" % mode).fetchall()
+
+    def _checkpoints(self):
+        """The checkpoint thread: a checkpoint whenever the WAL holds
+        ckpt_bytes, on its own connection."""
+        failed = False
+        while not self._closing:
+            time.sleep(CHECKPOINT_S)
+            if self._wal_size() < self.ckpt_bytes:
+                continue
+            try:
+                self._checkpoint(self._ckpt)
+                failed = False
+            except sqlite3.Error as e:
+                if not failed:   # once per run of failures, not every CHECKPOINT_S
+                    log.warning("event=checkpoint_failed error=%r", str(e))
+                failed = True
+
+    def _batch_len(self):
+        """How many pending items the next transaction takes: BATCH_MAX, and
+        with a quota at most a quarter of the WAL's share in payload bytes
+        (one transaction cannot be checkpointed before it commits)."""
+        p = self._pending
+        n = min(len(p), BATCH_MAX)
+        if not self.wal_budget:
+            return n
+        cap = self.wal_budget // 4
+        total = 0
+        for i in range(n):
+            it = p[i]
+            if it[0] == "pub":
+                total += len(it[3])
+                if total > cap and i > 0:
+                    return i
+        return n
+
+    def _keep_quota(self):
+        """After a commit: if the files on disk exceed the quota, checkpoint
+        the WAL and truncate it (readers may hold it; then next time)."""
+        size = self.on_disk()
+        if self.max_db_bytes and size > self.max_db_bytes:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error:
+                pass
+            size = self.on_disk()
+        self.disk_bytes = size
+
+    def _new_topic(self, wt, topic, creator):
+        """Writer state of a topic, created (from the sequence floor) if new."""
+        st = wt.get(topic)
+        if st is None:
+            st = self._w_topics.get(topic)
+            if st is None:
+                # Numbers continue above every forgotten topic's: a node that
+                # still counts a forgotten topic's sequence never takes a new
+                # message for one it already had.
+                st = [self._seq_floor, self._seq_floor, 0]
+                self._new_creators[topic] = creator
+            else:
+                st = list(st)
+            wt[topic] = st
+        return st
+
+    def _commit(self, batch, cursors, sweep, seen=None, live=(), keys=None):
+        """One transaction for the whole batch. Returns the results."""
+        db = self._db
+        now = self.clock()
+        self._new_creators = {}
+        forgotten = []
+        wt = {}          # writer topic states changed in this transaction
+        out = []         # per batch item: (status, value)
+        stored = []      # (topic, seq) of new rows
+        subs = []        # (node, topic, cursor or None)
+        drops = {}
+        self._causes = {}
+        if self._wal_size() > self.wal_cap:
+            try:
+                self._checkpoint(db)
+            except sqlite3.Error:
+                pass   # a real storage problem shows in the commit below
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            # Cursors first, so a re-subscribe in this batch reads the newest.
+            items = list(cursors.items())
+            for c in range(0, len(items), ROWS_PER_STATEMENT):
+                chunk = items[c:c + ROWS_PER_STATEMENT]
+                db.execute("UPDATE subs SET cursor = v.column3 FROM (VALUES %s) AS v WHERE subs.node = v.column1 "
+                           "AND subs.topic = v.column2 AND subs.cursor < v.column3" % ",".join(["(?,?,?)"] * len(chunk)),
+                           [x for (node, topic), seq in chunk for x in (node, topic, seq)])
+            for node, t in sorted((seen or {}).items()):
+                db.execute("INSERT INTO nodes VALUES(?,?) ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen",
+                           (node, t))
+            for kid, (node, secret, t) in sorted((keys or {}).items()):
+                db.execute("INSERT OR REPLACE INTO known_keys VALUES(?,?,?,?)", (kid, node, secret, t))
+            i, n = 0, len(batch)
+            while i < n:
+                kind, a, b = batch[i][:3]
+                if kind == "pub":
+                    j = i + 1
+                    while j < n and j - i < ROWS_PER_STATEMENT and batch[j][0] == "pub":
+                        j += 1
+                    if not self._insert_rows(db, batch, i, j, wt, now, out, stored):
+                        for k in range(i, j):
+                            self._insert_one(db, batch[k], wt, now, out, stored)
+                    i = j
+                    continue
+                i += 1
+                if kind == "sub":
+                    row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
+                    if row is None:
+                        # A new subscriber starts at the oldest message kept:
+                        # retention decides how much history a node gets. An
+                        # unknown topic is created, so its first number is
+                        # fixed now (the floor may rise before it is used).
+                        st = self._new_topic(wt, b, a)
+                        cursor = st[1] - 1
+                        db.execute("INSERT INTO subs VALUES(?,?,?)", (a, b, cursor))
+                    else:
+                        cursor = row[0]
+                    subs.append((a, b, cursor))
+                    out.append(("ok", cursor))
+                else:  # unsub
+                    db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
+                    subs.append((a, b, None))
+                    out.append(("ok", None))
+            tl = list(wt.items())
+            for c in range(0, len(tl), ROWS_PER_STATEMENT):
+                chunk = tl[c:c + ROWS_PER_STATEMENT]
+                db.execute("INSERT INTO topics(topic, next_seq, creator) VALUES %s ON CONFLICT(topic) "
+                           "DO UPDATE SET next_seq=excluded.next_seq" % ",".join(["(?,?,?)"] * len(chunk)),
+                           [x for topic, st in chunk for x in (topic, st[0], self._new_creators.get(topic))])
+            for topic, st in tl:
+                self._retain(db, topic, st, drops)
+            if sweep and self.retention.max_age_s:
+                self._sweep_age(db, now, wt, drops)
+            if sweep and self.sub_expiry_s:
+                self._expire_nodes(db, now, live, subs)
+            if sweep:
+                self._forget_empty(db, wt, forgotten)
+                if self.max_known_keys:
+                    db.execute("DELETE FROM known_keys WHERE kid NOT IN (SELECT kid FROM known_keys ORDER BY "
+                               "last_seen DESC LIMIT ?)", (self.max_known_keys,))
+            for cause, n in drops.items():
+                db.execute("INSERT INTO drops VALUES(?,?) ON CONFLICT(cause) DO UPDATE SET count=count+?",
+                           (cause, n, n))
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            code = classify(e)
+            if self.max_db_bytes:
+                self._keep_quota()   # a full quota: the WAL the failed transaction grew goes back
+            return {"error": (code, str(e)), "items": None}
+        self.commits += 1
+        for topic, st in wt.items():
+            self._w_topics[topic] = st
+        for topic in forgotten:
+            self._w_topics.pop(topic, None)
+            wt.pop(topic, None)
+        if self.max_db_bytes:
+            self._keep_quota()
+        return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
+                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
+                "creators": self._new_creators, "forgotten": forgotten}
+
+    def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
+        """Publishes batch[i:j] in one statement, assuming none is a
+        retransmission. A duplicate fails the statement whole (SQLite's
+        statement-level ABORT) and leaves rows and topic states as they
+        were: returns False, and the caller takes them one by one."""
+        saved = {}
+        params = []
+        rows = []
+        for k in range(i, j):
+            topic, mid, payload, node = batch[k][1], batch[k][2], batch[k][3], batch[k][5]
+            st = self._new_topic(wt, topic, node)
+            if topic not in saved:
+                saved[topic] = (st[0], st[2])
+            params += (topic, st[0], mid, payload, now)
+            rows.append((topic, st[0]))
+            st[0] += 1
+            st[2] += len(payload)
+        try:
+            db.execute(_insert_sql(j - i), params)
+        except sqlite3.IntegrityError:
+            for topic, (nxt, nbytes) in saved.items():
+                wt[topic][0] = nxt
+                wt[topic][2] = nbytes
+            return False
+        stored.extend(rows)
+        out.extend(("ok", seq) for _topic, seq in rows)
+        return True
+
+    def _insert_one(self, db, item, wt, now, out, stored):
+        topic, mid, payload, node = item[1], item[2], item[3], item[5]
+        st = self._new_topic(wt, topic, node)
+        seq = st[0]
+        cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)", (topic, seq, mid, payload, now))
+        if cur.rowcount == 1:
+            st[0] = seq + 1
+            st[2] += len(payload)
+            stored.append((topic, seq))
+            out.append(("ok", seq))
+        else:
+            out.append(("dup", None))
+
+    def _retain(self, db, topic, st, drops):
+        r = self.retention
+        last = st[0] - 1
+        if r.max_count and last - st[1] + 1 > r.max_count:
+            new_first = last - r.max_count + 1
+            self._delete_upto(db, topic, st, new_first - 1, "retention_count", drops)
+        if r.max_bytes and st[2] > r.max_bytes:
+            upto = st[1] - 1
+            excess = st[2] - r.max_bytes
+            for seq, n in db.execute("SELECT seq, length(payload) FROM messages WHERE topic=? ORDER BY seq",
+                                     (topic,)):
+                if excess <= 0:
+                    break
+                excess -= n
+                upto = seq
+            self._delete_upto(db, topic, st, upto, "retention_bytes", drops)
+
+    def _sweep_age(self, db, now, wt, drops):
+        # Walk each topic from its oldest row (primary-key order) and stop at
+        # the first young one: the cost is the expired rows plus one per
+        # topic, never a scan of the whole table (a Pi's SD card is slow).
+        cutoff = now - self.retention.max_age_s
+        for topic in list(self._w_topics):
+            st = wt.get(topic) or self._w_topics[topic]
+            if st[1] >= st[0]:
+                continue   # empty
+            upto = None
+            for seq, ts in db.execute("SELECT seq, ts FROM messages WHERE topic=? ORDER BY seq", (topic,)):
+                if ts >= cutoff:
+                    break
+                upto = seq
+            if upto is not None:
+                if topic not in wt:
+                    st = wt[topic] = list(st)
+                self._delete_upto(db, topic, st, upto, "retention_age", drops)
+
+    def _delete_upto(self, db, topic, st, upto, cause, drops):
+        if upto < st[1]:
+            return
+        row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND seq<=?",
+                         (topic, upto)).fetchone()
+        db.execute("DELETE FROM messages WHERE topic=? AND seq<=?", (topic, upto))
+        st[1] = upto + 1
+        st[2] -= row[1]
+        if row[0]:
+            drops[cause] = drops.get(cause, 0) + row[0]
+            self._causes[topic] = cause
+
+    def _expire_nodes(self, db, now, live, subs):
+        """Forget the subscriptions (and hint key) of nodes not seen for
+        sub_expiry_s and without a session now: what a node abandoned must
+        not hold the proxy's subscription limit for ever."""
+        cutoff = now - self.sub_expiry_s
+        rows = db.execute("SELECT node FROM nodes WHERE last_seen<? LIMIT ?", (cutoff, EXPIRE_BATCH_MAX)).fetchall()
+        for (node,) in rows:
+            node = bytes(node)
+            if node in live:
+                continue
+            for (topic,) in db.execute("SELECT topic FROM subs WHERE node=?", (node,)).fetchall():
+                subs.append((node, bytes(topic), None))
+            db.execute("DELETE FROM subs WHERE node=?", (node,))
+            db.execute("DELETE FROM nodes WHERE node=?", (node,))
+            db.execute("DELETE FROM known_keys WHERE node=?", (node,))
+
+    def _forget_empty(self, db, wt, forgotten):
+        """Forget topics that hold no message and have no subscriber: a topic
+        costs a row and a slot of max_topics until then. The sequence floor
+        keeps numbers from ever going back (see _new_topic)."""
+        floor = self._seq_floor
+        for topic in sorted(self._w_topics):
+            st = wt.get(topic) or self._w_topics[topic]
+            if st[1] < st[0]:
+                continue   # holds messages
+            if db.execute("SELECT 1 FROM subs WHERE topic=? LIMIT 1", (topic,)).fetchone():
+                continue
+            db.execute("DELETE FROM topics WHERE topic=?", (topic,))
+            if st[0] > floor:
+                floor = st[0]
+            forgotten.append(topic)
+            if len(forgotten) >= EXPIRE_BATCH_MAX:
+                break
+        if floor != self._seq_floor:
+            db.execute("INSERT OR REPLACE INTO meta VALUES('seq_floor', ?)", (floor,))
+            self._seq_floor = floor
