@@ -31,15 +31,12 @@ except ImportError:                    # hardware: poll the socket between sleep
         return False
 
 
+# Tick arithmetic (differences, sums) is shared_protocol/clock.py's.
 if hasattr(time, "ticks_ms"):
     ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
 else:   # CPython, where the host tests run the same runtime logic
     def ticks_ms():
         return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
 
 
 # MicroPython ports count from 2000-01-01 unless built with the Unix epoch;

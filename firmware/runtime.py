@@ -22,6 +22,7 @@ with the group keys (docs/private-groups.md): a proxy stores ciphertext.
 import asyncio
 import socket
 
+from shared_protocol import clock
 from shared_protocol.session import messages as W
 from shared_protocol.crypto import api as crypto
 from shared_protocol.dmc import ops as O
@@ -167,7 +168,7 @@ class Node:
             static = Identity(bytes.fromhex(cfg["node_key"])).x25519_secret
             sid = node_id_for(crypto.x25519_public(static))
             self.session = ClientSession(sid, window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
-            self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
+            self.link = SecureLink(self.session, static, True, None)
         self._dropped_seen = 0
         self.proxies = []
         from firmware import config
@@ -193,7 +194,7 @@ class Node:
         self.lan = None
         self.lan_sock = None
         self.lan_peers = []
-        self._lan_due = [0, 0, 0]   # announce, shuffle, sync
+        self._lan_due = None   # ticks: announce, shuffle, sync (set on the first turn)
 
     # -- the LAN (shared_protocol/overlay/lan.py) --
 
@@ -239,16 +240,18 @@ class Node:
         lan = self.lan
         out = []
         due = self._lan_due
-        if platform.ticks_diff(now, due[0]) >= 0:
-            due[0] = now + _ANNOUNCE_MS
+        if due is None:   # the first turn: all three are due (a tick has no zero)
+            due = self._lan_due = [now, now, now]
+        if clock.diff(now, due[0]) >= 0:
+            due[0] = clock.add(now, _ANNOUNCE_MS)
             a = lan.announce()
             for p in self.lan_peers:
                 out.append((p, a))
-        if platform.ticks_diff(now, due[1]) >= 0:
-            due[1] = now + _SHUFFLE_MS
+        if clock.diff(now, due[1]) >= 0:
+            due[1] = clock.add(now, _SHUFFLE_MS)
             out += self._resolve(lan.shuffle(now))
-        if platform.ticks_diff(now, due[2]) >= 0:
-            due[2] = now + _SYNC_MS
+        if clock.diff(now, due[2]) >= 0:
+            due[2] = clock.add(now, _SYNC_MS)
             out += self._resolve(lan.sync_round(now))
         return out
 
@@ -361,7 +364,7 @@ class Node:
             if not self.online:
                 rq[topic] = now    # no word from the proxy while the link is down
                 continue
-            if platform.ticks_diff(now, rq[topic]) < REFILL_IDLE_MS:
+            if clock.diff(now, rq[topic]) < REFILL_IDLE_MS:
                 continue
             del rq[topic]
             tp = self.by_id[topic]
@@ -576,14 +579,14 @@ async def main(cfg, app=None):
         wdt.feed()
         now = platform.ticks_ms()
         node.turn(now)
-        if duty is not None and _ready_to_sleep(node, duty[0], platform.ticks_diff(now, woke)):
+        if duty is not None and _ready_to_sleep(node, duty[0], clock.diff(now, woke)):
             for t in node.topics:
                 t.save()   # everything is on flash already; this is a no-op unless a turn was cut
             log("upsycle: status " + node.status())
             log("upsycle: deep sleep for %d ms" % duty[1])
             platform.deepsleep(duty[1])   # a reset wakes the board: main.py again
             return
-        if platform.ticks_diff(now, last_status) >= _STATUS_EVERY_MS:
+        if clock.diff(now, last_status) >= _STATUS_EVERY_MS:
             last_status = now
             st = node.status()
             if st != last_line:   # only changes: the REPL stays readable
@@ -600,7 +603,7 @@ async def main(cfg, app=None):
         if ls is not None:
             _lan_io(node, ls, now, wdt)
         d = node.next_deadline()
-        wait = _LOOP_MAX_MS if d is None else max(1, min(_LOOP_MAX_MS, platform.ticks_diff(d, now)))
+        wait = _LOOP_MAX_MS if d is None else max(1, min(_LOOP_MAX_MS, clock.diff(d, now)))
         if ls is not None and wait > _LAN_POLL_MS:
             wait = _LAN_POLL_MS
         if sock is None:

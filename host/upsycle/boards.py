@@ -9,6 +9,8 @@ the fields.
 import json
 import os
 
+from upsycle.errors import BOARD, HostError
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BOARDS_DIR = os.path.join(ROOT, "boards")
 
@@ -20,8 +22,9 @@ REQUIRED = {
 ARCHES = ("xtensawin", "rv32imc", "armv6m", "armv7emsp", "x64", None)
 
 
-class BoardError(ValueError):
+class BoardError(HostError, ValueError):
     """An unknown board name or a malformed profile."""
+    code = BOARD
 
 
 def names():

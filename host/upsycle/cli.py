@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from upsycle import __version__, commands
+from upsycle.errors import HostError
 
 
 def build_parser():
@@ -44,6 +45,10 @@ def main(argv=None):
         return 2
     try:
         return args.func(args) or 0
+    except HostError as e:
+        # Any host error a command did not report itself: one line, no traceback.
+        print("upsycle: %s (%s)" % (e.message or e, e.code), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -24,7 +24,6 @@ Every process started here is stopped on the way out, whatever happens.
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from shared_protocol.groups.member import Publication
 from upsycle import topics as host_topics
 from upsycle.client import Client
 from upsycle.commands import board as board_cmd
-from upsycle.proxy.identity import load_or_create_key, public_key
+from upsycle import identity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
@@ -53,7 +52,7 @@ START_TIMEOUT_S = 20
 FLASH_TIMEOUT_S = 60
 
 
-from upsycle.ports import free_port as _free_port  # noqa: E402
+from upsycle import processes  # noqa: E402
 
 
 # Every process group the demo started (the e2e test checks none is left).
@@ -99,41 +98,16 @@ class Proc:
         return self.url
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        processes.stop(self.proc)
         self._t.join(timeout=2)
 
     def kill(self):
         """Power cut: no chance to mirror anything more to its flash."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        processes.kill(self.proc)
         self._t.join(timeout=2)
 
-
-def _wait_port(port, proc, timeout=15):
-    import socket
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.proc.poll() is not None:
-            raise RuntimeError("proxy exited: " + "\n".join(proc.lines[-20:]))
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("proxy does not listen on %d" % port)
+    def wait_port(self, port):
+        processes.wait_port(port, proc=self.proc, output=lambda: "\n".join(self.lines[-20:]))
 
 
 def load_board_replica(fs_dir, topic_id):
@@ -220,15 +194,15 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
     boards = {}
     summary = {"ok": False}
     try:
-        port = _free_port()
+        port = processes.free_port()
         proxy = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy"),
                       "--listen", "127.0.0.1:%d" % port], "proxy", None)
         procs.append(proxy)
-        _wait_port(port, proxy)
+        proxy.wait_port(port)
         # The proxy made its static key before listening: the boards get its
         # public key pinned in their config (host:port@KEY), so they refuse
         # any other proxy instead of trusting the first key they meet.
-        proxy_key = public_key(load_or_create_key(os.path.join(work, "proxy"))).hex()
+        proxy_key = identity.public_key(identity.proxy_key(os.path.join(work, "proxy"))).hex()
         proxy_addr = "127.0.0.1:%d@%s" % (port, proxy_key)
         summary["proxy_key"] = proxy_key
         out("proxy: 127.0.0.1:%d (TCP+UDP, Noise XX links, key %s... pinned on the boards), SQLite in %s"
@@ -270,7 +244,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
         # broadcast on loopback); CYCLON and sealed anti-entropy run on top.
         lan_ports = {}
         for b in BOARDS:
-            lan_ports[b] = _free_port()
+            lan_ports[b] = processes.free_port()
         for b in BOARDS:
             start_board(b)
         out("flashing %d virtual boards with `upsycle flash` (mpremote) ..." % len(BOARDS))

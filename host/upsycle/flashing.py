@@ -23,6 +23,7 @@ import tempfile
 import time
 
 from upsycle import boards
+from upsycle.errors import FLASH, HostError
 
 ROOT = boards.ROOT
 PINNED_MICROPYTHON = (1, 27)
@@ -54,8 +55,9 @@ NODE_HEAP_MPY = 180 * 1024
 NODE_HEAP_FROZEN = 48 * 1024
 
 
-class FlashError(Exception):
+class FlashError(HostError):
     """Flashing cannot go on; the message says what to do."""
+    code = FLASH
 
 
 def mpy_cross_path():

@@ -5,19 +5,17 @@ rename) with mode 0600 because they hold secret keys.
 Home is ``--home``, else ``$UPSYCLE_HOME``, else ``~/.upsycle``.
 """
 import os
-import tempfile
 
 from shared_protocol.wire import cbor
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
+from upsycle.errors import TOPIC_STORE, HostError
+from upsycle.identity import home as home_dir, write_private  # noqa: F401 (home_dir: the commands' name)
 
 
-class StoreError(Exception):
+class StoreError(HostError):
     """A topic the user named is missing or ambiguous; the message says what to do."""
-
-
-def home_dir(explicit=None):
-    return explicit or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
+    code = TOPIC_STORE
 
 
 class TopicStore:
@@ -32,20 +30,9 @@ class TopicStore:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         rec = m.to_record()
         rec["role"] = "admin" if isinstance(m, Admin) else "member"
-        data = cbor.encode(rec)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(m))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return self._path(m)
+        path = self._path(m)
+        write_private(path, cbor.encode(rec))
+        return path
 
     def all(self):
         out = []

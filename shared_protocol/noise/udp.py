@@ -1,6 +1,7 @@
 """A Noise_XX session over UDP: the handshake with retransmission, then the
 datagram transport (datagram.py). Sans-I/O: the caller passes packets and
-the current time (milliseconds, e.g. ``time.ticks_ms()`` on a board) in and
+the current time (milliseconds, e.g. ``time.ticks_ms()`` on a board; tick
+arithmetic through clock.py) in and
 sends what ``packets_to_send()`` returns.
 
 Packets start with one kind byte:
@@ -17,6 +18,7 @@ error and changes nothing (the handshake's reads are transactional), so a
 forger cannot stall or reset a session. Transport packets that arrive before
 the responder has finished are dropped, as UDP may drop them anyway.
 """
+from shared_protocol import clock
 from shared_protocol.noise.datagram import MAX_DATAGRAM, REPLAY_WINDOW, DatagramChannel
 from shared_protocol.noise.errors import NoiseError, NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete, Message
@@ -40,19 +42,12 @@ class BadPacket(NoiseError):
     code = "noise-bad-packet"
 
 
-def _ticks_diff(a, b):
-    return a - b
-
-
 class UdpSession:
-    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=MAX_TRIES,
-                 ticks_diff=_ticks_diff):
-        """ticks_diff: pass time.ticks_diff on a board (wrapping ms counter)."""
+    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=MAX_TRIES):
         self._hs = handshake
         self._window = window
         self._retry = retry_ms
         self._max_tries = max_tries
-        self._diff = ticks_diff
         self._out = []
         self._last = None        # the packet we repeat until the peer answers
         self._last_at = 0
@@ -87,7 +82,7 @@ class UdpSession:
     def tick(self, now):
         """Repeat the pending handshake message if due; raises
         HandshakeTimedOut after max_tries attempts."""
-        if self._last is None or self._diff(now, self._last_at) < self._retry:
+        if self._last is None or clock.diff(now, self._last_at) < self._retry:
             return
         if self._tries >= self._max_tries:
             self._last = None
@@ -95,6 +90,22 @@ class UdpSession:
         self._out.append(self._last)
         self._last_at = now
         self._tries += 1
+
+    def next_resend(self):
+        """The tick at which tick() repeats a handshake message, or None."""
+        if self._last is None:
+            return None
+        return clock.add(self._last_at, self._retry)
+
+    @property
+    def handshake_started(self):
+        """False until a handshake message has been read or written."""
+        return self._hs._step != 0
+
+    def answers(self, packet):
+        """True if packet is the peer message our last handshake reply
+        answered: the peer repeats it because the reply was lost."""
+        return self._repeat_of is not None and packet == self._repeat_of
 
     def send(self, payload):
         if self.channel is None:
@@ -115,7 +126,7 @@ class UdpSession:
             return [Message(self.channel.open(body))]
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
             raise BadPacket(message="unknown packet kind %d" % kind)
-        if self._repeat_of is not None and packet == self._repeat_of:
+        if self.answers(packet):
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)
             return []

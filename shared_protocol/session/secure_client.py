@@ -28,8 +28,8 @@ API::
                                           # proxy key, broken stream: start() anew
     link.session.publish(...) / subscribe(...) / consumed(...)  as before
 
-On a board pass ``ticks_diff=time.ticks_diff`` (the ms counter wraps) and
-``now=time.ticks_ms()``; ephemeral keys from ``os.urandom(32)``. The
+On a board pass ``now=time.ticks_ms()`` (it wraps; clock.py does the tick
+arithmetic); ephemeral keys from ``os.urandom(32)``. The
 firmware's static key is its identity: keep it in flash; the node id is
 ``node_id_for(x25519_public(static))``.
 
@@ -67,12 +67,8 @@ def node_id_for(static_public):
     return api.sha256(NODE_ID_TAG + bytes(static_public))[:NODE_ID_LEN]
 
 
-def _diff(a, b):
-    return a - b
-
-
 class SecureLink:
-    def __init__(self, session, static_private, datagram=True, proxy_key=None, ticks_diff=_diff):
+    def __init__(self, session, static_private, datagram=True, proxy_key=None):
         """session: a ClientSession (its node id should be node_id_for our
         public key, or the proxy refuses the hello). datagram: True for UDP
         (one packet per datagram), False for a byte stream (TCP)."""
@@ -86,7 +82,6 @@ class SecureLink:
         self.proxy_static = None
         self.dropped = 0
         self._static = bytes(static_private)
-        self._diff = ticks_diff
         self._noise = None
         self._secured = False
         self._events = []
@@ -107,7 +102,7 @@ class SecureLink:
         self._secured = False
         self._raw = []
         if self.datagram:
-            self._noise = UdpSession(hs, ticks_diff=self._diff)
+            self._noise = UdpSession(hs)
             self._noise.start(now)
         else:
             # Stream mode only (host clients over TCP): a board speaks UDP
@@ -193,9 +188,7 @@ class SecureLink:
         if self._noise is None:
             return None
         if not self._secured:
-            if self.datagram and self._noise._last is not None:
-                return self._noise._last_at + self._noise._retry
-            return None
+            return self._noise.next_resend() if self.datagram else None
         return self.session.next_deadline()
 
     def events(self):

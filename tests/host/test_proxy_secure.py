@@ -19,7 +19,8 @@ from shared_protocol.crypto import api
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.session.secure_client import PROLOGUE, node_id_for
 from proxy_rig import ENV
-from upsycle.client import Client, ProxyKeyMismatch, SessionRefused, known_proxy_key
+from upsycle.client import Client, ProxyKeyMismatch, SessionRefused
+from upsycle.identity import known_proxy_key
 from upsycle.proxy.config import Config
 from upsycle.proxy.server import Proxy
 from upsycle.proxy.status import fetch_status
@@ -170,7 +171,7 @@ def test_wrong_pinned_proxy_key_fails_the_handshake(tmp_path, kind):
             async with client(p, b"n", kind, proxy_key=p.public_key):
                 pass
             host, port = p.addresses[kind]
-            from upsycle.client import remember_proxy_key
+            from upsycle.identity import remember_proxy_key
             remember_proxy_key(None, host, port, b"\x08" * 32)
             with pytest.raises(ProxyKeyMismatch):
                 await client(p, b"m", kind).connect(timeout=10)

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from table import render
-from upsycle import boards, flashing, vm
+from upsycle import boards, flashing, processes, vm
 from upsycle.commands import board as board_cmd
 
 RUNS = 7
@@ -83,8 +83,7 @@ def _start(flash_dir):
 
 def _stop(p, ser):
     ser.close()
-    p.terminate()
-    p.wait()
+    processes.stop(p)
     p.stdout.close()
 
 

@@ -70,7 +70,7 @@ def _proxy_and_flash(d, name, topics):
     ``topics`` invites, publishing every second; yields the flash directory
     to start boards on. The proxy stops on exit."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
-    from proxy_rig import free_port, start_proxy
+    from proxy_rig import free_port, start_proxy, stop
     port = free_port()
     proxy = start_proxy(os.path.join(d, "proxy"), port)
     try:
@@ -81,8 +81,7 @@ def _proxy_and_flash(d, name, topics):
         p.stop()
         yield fs
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=10)
+        stop(proxy)
 
 
 def heap(publishes):

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -36,7 +35,7 @@ sys.path.insert(0, os.path.join(ROOT, "host"))
 sys.path.insert(0, ROOT)
 
 from upsycle.client import HOST_WINDOW_DEFAULT  # noqa: E402
-from upsycle.ports import free_port  # noqa: E402
+from upsycle.processes import free_port, stop, wait_port  # noqa: E402
 
 PAYLOAD = 64
 
@@ -49,17 +48,6 @@ def find_mosquitto():
              "apt-get install -y mosquitto (tools/setup.sh installs it)")
 
 
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on port %d" % port)
 
 
 def payload(i):
@@ -153,8 +141,7 @@ def run_mosquitto(tmp, pairs, per_pub, window):
             c.disconnect()
         return summary("mosquitto QoS1", total, t0, t_last[0], lat)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 # -- upsycle proxy ---------------------------------------------------------
@@ -173,8 +160,7 @@ def run_upsycle(tmp, pairs, per_pub, window, secure=False, transport="tcp", name
         return asyncio.run(_upsycle_clients(port, pairs, per_pub, window, secure, transport, name,
                                             os.path.join(tmp, "home")))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 async def _upsycle_clients(port, pairs, per_pub, window, secure=False, transport="tcp",

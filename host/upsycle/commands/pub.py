@@ -2,6 +2,8 @@
 import asyncio
 import sys
 
+from upsycle.errors import USAGE, HostError
+
 
 def register(sub):
     p = sub.add_parser("pub", help="publish messages to a topic through a proxy")
@@ -66,8 +68,8 @@ def client_from_args(args):
     return c, topic
 
 
-class UsageError(Exception):
-    pass
+class UsageError(HostError):
+    code = USAGE
 
 
 def refused_errors():

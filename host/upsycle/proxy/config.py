@@ -34,12 +34,13 @@ Example (every key optional; these are the defaults)::
 import tomllib
 
 from upsycle.proxy.store import Retention
+from upsycle.errors import PROXY_CONFIG, HostError
 
 DEFAULT_PORT = 7883
 
 
-class ConfigError(Exception):
-    code = "config"
+class ConfigError(HostError):
+    code = PROXY_CONFIG
 
 
 # Limits, each with why (the proxy is a Raspberry Pi service for months: every

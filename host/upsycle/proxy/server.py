@@ -2,7 +2,7 @@
 
 Links are TCP connections (frames from framing.StreamDecoder) or UDP peer
 addresses (one envelope per datagram). Each link carries one
-session_proxy.ProxySession; a hello binds it to a node id, and a newer link
+session/proxy.py's ProxySession; a hello binds it to a node id, and a newer link
 for the same node replaces the older one (a node that roamed). Publishes go
 to the Store and are acknowledged from its commit callback, i.e. only once
 durable. Deliveries are pumped from the store per subscription, from the
@@ -28,12 +28,10 @@ from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
 from shared_protocol.errors import RemoteError, UpsycleError
 from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
-from shared_protocol.noise.handshake import Handshake
-from shared_protocol.noise.stream import HandshakeComplete
-from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession
-from shared_protocol.session.secure_client import PROLOGUE, node_id_for
+from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3
+from shared_protocol.session.secure_proxy import SecureResponder
 from shared_protocol.session.proxy import ProxySession
-from upsycle.proxy.identity import load_or_create_key, public_key
+from upsycle import identity
 from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 
 log = logging.getLogger("upsycle.proxy")
@@ -98,8 +96,7 @@ class SubState:
 
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "unacked", "closed",
-                 "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
-                 "recv_cs", "bound")
+                 "transport", "paused", "opened", "proto", "mode", "noise", "bound")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -117,10 +114,7 @@ class Link:
         # "new" (TCP, first frame not seen), "plain", "status" (plaintext,
         # status requests only), "hs" (Noise handshake), "secure"
         self.mode = "new"
-        self.hs = None        # TCP: the Handshake in progress
-        self.udp = None       # UDP: the UdpSession (handshake, then transport)
-        self.send_cs = None   # TCP transport CipherStates
-        self.recv_cs = None
+        self.noise = None     # secure: the SecureResponder (handshake, then transport)
         self.bound = None     # secure: the node id the peer's static key proves
 
     def name(self):
@@ -257,8 +251,8 @@ class Proxy:
         except ImportError:
             log.warning("event=no_libsodium handshakes run in pure Python (slow)")
         self.store.open()
-        self.key = load_or_create_key(self.config.data)
-        self.public_key = public_key(self.key)
+        self.key = identity.proxy_key(self.config.data)
+        self.public_key = identity.public_key(self.key)
         self.store.start(loop, self.on_commit)
         c = self.config
         self.tcp_server = await loop.create_server(lambda: TcpProtocol(self), c.listen, c.tcp_port,
@@ -288,7 +282,7 @@ class Proxy:
         if self.tcp_server is not None:
             self.tcp_server.close()
         for link in list(self.links):
-            link.ps._out.append(E.REGISTRY.encode("s_bye", "proxy_shutdown"))
+            link.ps.bye("proxy_shutdown")
             self.flush(link)
             self.close_link(link, "shutdown")
         if self.udp_transport is not None:
@@ -311,12 +305,12 @@ class Proxy:
                     self.close_link(link, "hello_timeout")
                     continue
                 if link.mode == "hs":
-                    if link.udp is not None:
+                    if link.kind == "udp":
                         try:
-                            link.udp.tick(t)
+                            link.noise.tick(t)
                         except RemoteError:
                             pass   # the hello timeout above closes it
-                        for pkt in link.udp.packets_to_send():
+                        for pkt in link.noise.packets_to_send():
                             self.udp_transport.sendto(pkt, link.addr)
                     continue
                 link.ps.poll(t)
@@ -407,7 +401,7 @@ class Proxy:
                 self.faults.note("udp_no_session", peer="%s:%s" % addr, type="noise_data")
                 return
         elif link is None:
-            if est is not None and est.udp is not None and data == est.udp._repeat_of:
+            if est is not None and est.noise is not None and est.noise.answers(data):
                 link = est      # its message 2 was lost: the session resends it
             elif kind != KIND_HS1:
                 self.faults.note("udp_stale_handshake", peer="%s:%s" % addr)
@@ -416,31 +410,31 @@ class Proxy:
                 link = Link("udp", addr, self._new_session(False), self.udp_transport)
                 if not self._handshake_begin(link):
                     return
-                link.udp = UdpSession(Handshake(False, self.key, os.urandom(32), PROLOGUE))
+                link.noise = SecureResponder(self.key, os.urandom(32), True)
                 self.udp_hs[addr] = link
+        was_secured = link.noise.secured
         try:
-            evs = link.udp.receive(data, t)
+            msgs = link.noise.receive(data, t)
         except RemoteError as e:
             self.faults.note(e.code, peer=link.name())
-            if link.mode == "hs" and link.udp._hs._step == 0:
+            if link.mode == "hs" and not link.noise.started:
                 self.close_link(link, "bad_handshake")   # never started: forget it
             return
-        for pkt in link.udp.packets_to_send():
+        for pkt in link.noise.packets_to_send():
             self.udp_transport.sendto(pkt, addr)
-        for ev in evs:
-            if isinstance(ev, HandshakeComplete):
-                self._handshake_done(link, ev.remote_static)
-                if self.udp_hs.get(addr) is link:
-                    del self.udp_hs[addr]
-                old = self.udp_links.get(addr)
-                if old is not None and old is not link:
-                    self.close_link(old, "replaced")
-                self.udp_links[addr] = link
-            else:
-                link.ps.receive(ev.data, t)
-                self.handle_events(link)
-                if link.closed:
-                    return
+        if link.noise.secured and not was_secured:
+            self._handshake_done(link)
+            if self.udp_hs.get(addr) is link:
+                del self.udp_hs[addr]
+            old = self.udp_links.get(addr)
+            if old is not None and old is not link:
+                self.close_link(old, "replaced")
+            self.udp_links[addr] = link
+        for m in msgs:
+            link.ps.receive(m, t)
+            self.handle_events(link)
+            if link.closed:
+                return
         if link.mode == "secure" and not link.closed:
             self.pump(link)
             self.flush(link)
@@ -478,11 +472,10 @@ class Proxy:
         if not q:
             del self.handshakes[link.host]
 
-    def _handshake_done(self, link, remote_static):
+    def _handshake_done(self, link):
         self._handshake_end(link)
         link.mode = "secure"
-        link.bound = node_id_for(remote_static)
-        link.hs = None
+        link.bound = link.noise.node_id
         self.secure_sessions += 1
 
     def tcp_frame(self, link, f):
@@ -491,17 +484,15 @@ class Proxy:
         message to process, or None."""
         if link.mode == "secure":
             try:
-                return link.recv_cs.decrypt_with_ad(b"", f)
+                return link.noise.open(f)
             except RemoteError as e:
                 return self._bad_frame(link, e)
         if link.mode == "hs":
             try:
-                link.hs.read_message(f)
+                link.noise.handshake_frame(f)
             except RemoteError as e:
                 return self._bad_frame(link, e)
-            send_cs, recv_cs = link.hs.split()
-            link.send_cs, link.recv_cs = send_cs, recv_cs
-            self._handshake_done(link, link.hs.remote_static)
+            self._handshake_done(link)
             return None
         # First frame: a plaintext envelope, or Noise message 1 (32 random
         # bytes of ephemeral key, which never decode as an envelope).
@@ -524,12 +515,12 @@ class Proxy:
         if not self._handshake_begin(link):
             self.close_link(link, "handshake_limit")
             return None
-        link.hs = Handshake(False, self.key, os.urandom(32), PROLOGUE)
+        link.noise = SecureResponder(self.key, os.urandom(32), False)
         try:
-            link.hs.read_message(f)
+            reply = link.noise.handshake_frame(f)
         except RemoteError as e:
             return self._bad_frame(link, e)
-        link.transport.write(framing.frame(link.hs.write_message(b""), FRAME_LIMIT))
+        link.transport.write(framing.frame(reply, FRAME_LIMIT))
         return None
 
     def status_frame(self, link, f):
@@ -621,17 +612,17 @@ class Proxy:
             return   # (mid-handshake there is no key to send session messages under)
         if link.kind == "tcp":
             tr = link.transport
-            cs = link.send_cs
-            if cs is not None:
-                tr.write(b"".join(framing.frame(cs.encrypt_with_ad(b"", m), FRAME_LIMIT) for m in msgs))
+            noise = link.noise
+            if noise is not None:
+                tr.write(b"".join(framing.frame(noise.seal(m), FRAME_LIMIT) for m in msgs))
             else:
                 tr.write(b"".join(framing.frame(m, FRAME_LIMIT) for m in msgs))
             if tr.get_write_buffer_size() > WRITE_BUFFER_MAX:
                 self.faults.note("slow_reader", peer=link.name())
                 self.close_link(link, "slow_reader")
-        elif link.udp is not None:
+        elif link.noise is not None:
             for m in msgs:
-                self.udp_transport.sendto(link.udp.send(m), link.addr)
+                self.udp_transport.sendto(link.noise.seal(m), link.addr)
         else:
             for m in msgs:
                 self.udp_transport.sendto(m, link.addr)
@@ -685,7 +676,7 @@ class Proxy:
     def _on_hello(self, link, node):
         if link.mode == "hs" or (link.bound is not None and node != link.bound):
             # The node id must be the one its Noise static key proves
-            # (secure_session.node_id_for): nobody takes over another's cursors.
+            # (session/secure_client.node_id_for): nobody takes over another's cursors.
             self.faults.note("node_id_mismatch", peer=link.name())
             link.ps.error(W.R_NODE_ID, "node id %s is not the id of this link's key (%s)" % (
                 bytes(node).hex(), bytes(link.bound or b"").hex()))

@@ -29,6 +29,7 @@ import threading
 import time
 
 from shared_protocol.session import messages as W
+from upsycle.errors import HostError
 
 log = logging.getLogger("upsycle.proxy.store")
 
@@ -58,12 +59,11 @@ CREATE TABLE IF NOT EXISTS drops(cause TEXT PRIMARY KEY, count INTEGER NOT NULL)
 """
 
 
-class StorageError(Exception):
-    """The data directory cannot be used (with a code from session_wire R_*)."""
+class StorageError(HostError):
+    """The data directory cannot be used (with a code from session/messages.py R_*)."""
 
     def __init__(self, code, message):
-        super().__init__("%s: %s" % (code, message))
-        self.code = code
+        HostError.__init__(self, "%s: %s" % (code, message), code)
         self.message = message
 
 

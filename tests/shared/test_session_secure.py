@@ -1,36 +1,37 @@
-# Runs on CPython and in the MicroPython VM: the node's secure link
-# (secure_session.SecureLink = Noise XX + ClientSession) against a proxy side
-# modelled here from the same sans-I/O parts the proxy uses.
+# Runs on CPython and in the MicroPython VM: both ends of a node's secure
+# link, the node's (session/secure_client.py: SecureLink = Noise XX
+# initiator + ClientSession) against the proxy's (session/secure_proxy.py:
+# SecureResponder + ProxySession), the proxy's store played by the test.
 from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
-from shared_protocol.noise.handshake import Handshake
-from shared_protocol.noise.stream import HandshakeComplete, NEED_DATA, NoiseStream
-from shared_protocol.noise.udp import UdpSession
 from shared_protocol.rand import Rng
-from shared_protocol.session.secure_client import PROLOGUE, SecureLink, node_id_for
+from shared_protocol.session.secure_client import SecureLink, node_id_for
+from shared_protocol.session.secure_proxy import SecureResponder
 from shared_protocol.session.client import ClientSession
 from shared_protocol.session.proxy import ProxySession
 
 
 class ProxySide:
-    """The proxy's half: responder handshake, node id binding, ProxySession."""
+    """The proxy's end as its runner drives it: responder, node id binding,
+    ProxySession (over a stream, the runner cuts the frames)."""
 
     def __init__(self, key, eph, datagram):
-        hs = Handshake(False, key, eph, PROLOGUE)
         self.datagram = datagram
-        self.noise = UdpSession(hs) if datagram else NoiseStream(hs)
+        self.noise = SecureResponder(key, eph, datagram)
+        self.frames = None if datagram else framing.StreamDecoder()
         self.ps = ProxySession(b"proxy-1", not datagram, 0)
-        self.bound = None
         self.hellos = []
         self.published = []
+        self._replies = []   # stream: handshake frames to write
 
     def _message(self, data, now):
         self.ps.receive(data, now)
         for ev in self.ps.events():
             if ev[0] == "hello":
                 self.hellos.append(ev[1])
-                if ev[1] == self.bound:
+                if ev[1] == self.noise.node_id:
                     self.ps.accept()
                 else:
                     self.ps.error(W.R_NODE_ID, "node id not bound to this key")
@@ -40,31 +41,29 @@ class ProxySide:
 
     def receive(self, data, now):
         if self.datagram:
-            evs = self.noise.receive(data, now)
+            msgs = self.noise.receive(data, now)
         else:
-            self.noise.receive_data(data)
-            evs = []
-            while True:
-                ev = self.noise.next_event()
-                if ev is NEED_DATA:
-                    break
-                evs.append(ev)
-        for ev in evs:
-            if isinstance(ev, HandshakeComplete):
-                self.bound = node_id_for(ev.remote_static)
-            else:
-                self._message(ev.data, now)
+            msgs = []
+            for f in self.frames.feed(data):
+                if self.noise.secured:
+                    msgs.append(self.noise.open(f))
+                else:
+                    reply = self.noise.handshake_frame(f)
+                    if reply is not None:
+                        self._replies.append(framing.frame(reply))
+        for m in msgs:
+            self._message(m, now)
 
     def out(self):
         if self.datagram:
             out = list(self.noise.packets_to_send())
-            if self.noise.established:
-                out += [self.noise.send(m) for m in self.ps.data_to_send()]
-            return out
-        out = [self.noise.data_to_send()]
-        if self.noise.handshake_complete:
-            out += [self.noise.send(m) for m in self.ps.data_to_send()]
-        return [b for b in out if b]
+        else:
+            out, self._replies = self._replies, []
+        if self.noise.secured:
+            for m in self.ps.data_to_send():
+                sealed = self.noise.seal(m)
+                out.append(sealed if self.datagram else framing.frame(sealed))
+        return out
 
 
 def _pump(link, proxy, now, rounds=6):
@@ -192,3 +191,33 @@ def test_session_messages_fit_a_secure_datagram():
     biggest = W.encode_publish(b"t" * W.TOPIC_ID_MAX, b"i" * W.MSG_ID_MAX, b"p" * W.PAYLOAD_MAX)
     assert 1 + 8 + len(biggest) + 16 <= MAX_DATAGRAM + 1
     assert E.REGISTRY.decode(biggest).name == "s_publish"
+
+
+def test_proxy_end_answers_repeats_and_forgets_a_bad_first_packet():
+    from shared_protocol.errors import RemoteError
+    from shared_protocol.noise.udp import RETRY_MS
+    from rig import raises
+    r = Rng(11)
+    proxy_key = r.randbytes(32)
+    bad = SecureResponder(proxy_key, r.randbytes(32), True)
+    raises(RemoteError, bad.receive, b"\x01" + b"\x00" * 5, 0)
+    assert not bad.started and not bad.secured
+    link, _, _ = _setup(True)
+    m1 = link.data_to_send()[0]
+    end = SecureResponder(proxy_key, r.randbytes(32), True)
+    assert end.receive(m1, 0) == [] and end.started
+    m2 = list(end.packets_to_send())
+    assert len(m2) == 1 and m2[0][0] == 2
+    assert end.answers(m1) and not end.answers(m2[0])
+    end.receive(m1, 5)                         # message 2 was lost: the node repeats 1
+    assert list(end.packets_to_send()) == m2
+    assert end.next_resend() == RETRY_MS
+    end.tick(RETRY_MS)                         # no message 3 yet: repeat 2
+    assert list(end.packets_to_send()) == m2
+    link.receive(m2[0], 6)
+    msgs = []
+    for packet in link.data_to_send():          # message 3, then the hello inside the link
+        msgs += end.receive(packet, 7)
+    assert [E.REGISTRY.decode(m).name for m in msgs] == ["s_hello"]
+    assert end.secured and end.node_id == link.session.node_id
+    assert end.remote_static == link.static_public
