@@ -14,7 +14,7 @@ Format 1, a JSON object:
   proxies             list of "host:port" or "host:port@PROXYKEYHEX" (pinned key)
   topics              list of opaque invite strings
   publish_interval_s  seconds between sensor readings
-  led, sensor         copied from the board profile (boards/<board>.json)
+  led, sensor         copied from the board profile (host/upsycle/profiles/<board>.json)
 """
 import json
 

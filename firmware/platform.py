@@ -8,7 +8,7 @@ import os
 import time
 
 try:
-    import vboard                      # the virtual board (tools/vboard)
+    import vboard                      # the virtual board (host/upsycle/vboard)
     IS_VIRTUAL = True
     wait_readable = vboard.wait_readable
 except ImportError:                    # hardware: poll the socket between sleeps
@@ -77,7 +77,7 @@ class NoWatchdog:
 
 
 def watchdog(timeout_ms):
-    """machine.WDT; once started it cannot be stopped (MICROPYTHON.md)."""
+    """machine.WDT; once started it cannot be stopped (docs/micropython.md)."""
     try:
         import machine
         return machine.WDT(timeout=timeout_ms)

@@ -650,7 +650,7 @@ def _host_port(src):
 
 def run(cfg, app=None):
     """Start the node from main.py. On a board asyncio.run() blocks; on the
-    virtual board it starts the task and returns (tools/vboard/README.md)."""
+    virtual board it starts the task and returns (host/upsycle/vboard/README.md)."""
     asyncio.run(_guarded(cfg, app))
 
 

@@ -2,13 +2,12 @@
 inside the real MicroPython 1.27 VM (WebAssembly build, run by Node).
 
 Each VM test is its own pytest item named ``<test>[micropython]``. The module
-runs once per session in one Node process (tools/mpvm/run.mjs, which refuses
+runs once per session in one Node process (upsycle/mpvm/run.mjs, which refuses
 imports real boards lack); its results are handed out to the items. A missing
 Node or VM package fails these items: it never skips them.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +17,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DIR = os.path.join(ROOT, "tests", "shared")
-RUNNER = os.path.join(ROOT, "tools", "mpvm", "run.mjs")
-VM_PACKAGE = os.path.join(ROOT, "tools", "mpvm", "node_modules", "@micropython",
-                          "micropython-webassembly-pyscript")
+VECTORS_DIR = os.path.join(ROOT, "tests", "vectors")
 MARK = "@@UPSYCLE-RESULT "
 # A module's VM run may take long (pure-Python crypto is slow in the VM), but
 # must not hang CI: past this the module's tests fail.
@@ -52,15 +49,15 @@ def run_module_in_vm(modname):
     """Run tests/shared/<modname>.py in the VM; return {test name: result}."""
     if modname in _vm_results:
         return _vm_results[modname]
-    node = shutil.which("node")
-    if node is None:
-        raise VMRunError("node is not installed: run the README's test command, which installs it")
-    if not os.path.isdir(VM_PACKAGE):
-        raise VMRunError("MicroPython VM package missing at %s: run `npm ci --prefix tools/mpvm`" % VM_PACKAGE)
+    from upsycle import vm
+    try:
+        cmd = vm.command(mounts=[("tests/shared", SHARED_DIR), ("tests/vectors", VECTORS_DIR)])
+    except vm.VMUnavailable as e:
+        raise VMRunError("%s: run the README's test command, which installs it" % e)
     harness = os.path.join(SHARED_DIR, "vm_harness.py")
     try:
         proc = subprocess.run(
-            [node, RUNNER, "--arg", modname, "--file", harness],
+            cmd + ["--arg", modname, "--file", harness],
             capture_output=True, text=True, timeout=VM_MODULE_TIMEOUT_S, cwd=ROOT,
         )
     except subprocess.TimeoutExpired:

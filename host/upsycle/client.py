@@ -33,6 +33,7 @@ from shared_protocol import clock
 from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
+from shared_protocol.noise.errors import UnexpectedStaticKey
 from shared_protocol.session.secure_client import SecureLink, node_id_for
 from shared_protocol.session.client import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEFAULT_MS
 from upsycle import identity as identity_mod, topics
@@ -270,7 +271,7 @@ class Client:
                     identity_mod.remember_proxy_key(self.home, self.host, self.port, ev[1])
                 continue
             if kind == "link_failed":
-                if ev[1] == "noise-unexpected-static-key":
+                if ev[1] == UnexpectedStaticKey.code:
                     self._set_fatal(ProxyKeyMismatch(
                         message="the proxy at %s:%d proved a key other than the %s one (%s); if it "
                                 "was reinstalled, check `upsycle proxy status` and pin the new key with "

@@ -5,7 +5,7 @@
 1. start a proxy (`upsycle proxy`, SQLite) on free loopback ports;
 2. create a private topic (an admin key made here) and one invite per board
    plus one for the host subscriber;
-3. start three virtual boards (tools/vboard) and flash each with
+3. start three virtual boards (upsycle/vboard) and flash each with
    `upsycle flash` (the real mpremote), its invite and the proxy in its
    config with the proxy's public key pinned (`--proxy host:port@KEY`: the
    boards refuse any other key), and app.readings = N;
@@ -40,8 +40,6 @@ from upsycle.client import Client
 from upsycle.commands import board as board_cmd
 from upsycle import identity
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
 BOARDS = ("node1", "node2", "node3")
 OFFLINE_BOARD = "node3"
 TOPIC_NAME = "field"
@@ -71,7 +69,7 @@ class Proc:
         self.name = name
         self.out = out
         self.lines = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=processes.python_env(),
                                      start_new_session=True, text=True, errors="replace")
         all_pids.append(self.proc.pid)
         self.url = None
@@ -237,7 +235,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
             r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual",
                                 "--port", p.url, "--config", toml, "--proxy", proxy_addr,
                                 "--invite", invites[name], "--wifi", "upsycle-lab:upsycle-lab", "--interval", str(interval), "--no-tail"],
-                               env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
+                               env=processes.python_env(), capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
             boards[name]["flash"] = r
 
         # LAN: each board has its UDP port and announces to the other two (no
@@ -284,7 +282,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
         # The outage: node3 is switched off after a few readings. (What
         # the board closed on its flash stays, as littlefs keeps a closed
         # file; the virtual board writes its flash through at those moments,
-        # tools/vboard/flash.mjs, so a SIGKILL would keep them too.)
+        # upsycle/vboard/flash.mjs, so a SIGKILL would keep them too.)
         time.sleep(max(3, readings * interval // 3))
         boards[OFFLINE_BOARD]["proc"].stop()
         procs.remove(boards[OFFLINE_BOARD]["proc"])

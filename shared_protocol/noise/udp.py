@@ -35,11 +35,11 @@ MAX_TRIES = 8
 
 
 class HandshakeTimedOut(NoiseError):
-    code = "noise-handshake-timeout"
+    code = "noise_handshake_timeout"
 
 
 class BadPacket(NoiseError):
-    code = "noise-bad-packet"
+    code = "noise_bad_packet"
 
 
 class UdpSession:

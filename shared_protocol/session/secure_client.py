@@ -35,7 +35,7 @@ firmware's static key is its identity: keep it in flash; the node id is
 
 ``proxy_key``: the proxy's X25519 public key if known (pinned, or stored on
 first use); a proxy proving another key fails with
-``noise-unexpected-static-key``. Without it any proxy is accepted and its key
+``noise_unexpected_static_key``. Without it any proxy is accepted and its key
 comes out in the "secured" event for the caller to store.
 
 Bad datagrams (forged, replayed, garbled) are dropped and counted in
@@ -45,6 +45,7 @@ link (the byte stream is out of step): "link_failed", then start() again.
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise.handshake import Handshake
+from shared_protocol.noise.errors import UnexpectedStaticKey
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import HandshakeTimedOut, UdpSession
 from shared_protocol.session.client import SessionError
@@ -138,7 +139,7 @@ class SecureLink:
             try:
                 evs = n.receive(data, now)
             except RemoteError as e:
-                if e.code == "noise-unexpected-static-key":
+                if e.code == UnexpectedStaticKey.code:
                     self._fail(e.code, e.message)
                 else:
                     self.dropped += 1

@@ -15,7 +15,7 @@ PINNED = "v1.27"
 
 
 def _profile_arches():
-    """The mpy-cross targets of the board profiles in boards/ (None: bytecode)."""
+    """The mpy-cross targets of the board profiles (upsycle/profiles/; None: bytecode)."""
     sys.path.insert(0, os.path.join(ROOT, "host"))
     from upsycle import boards
     return sorted({p["mpy_cross_arch"] or "bytecode" for p in boards.all_profiles()})
@@ -75,7 +75,8 @@ def _guarded_by_import_error(node, parents):
 
 
 def test_board_code_imports_only_board_modules():
-    with open(os.path.join(ROOT, "tools", "mpvm", "board_modules.json")) as f:
+    from upsycle import paths
+    with open(os.path.join(paths.MPVM_DIR, "board_modules.json")) as f:
         spec = json.load(f)
     allowed = set(spec["modules"]) | set(spec["project"])
     bad = []

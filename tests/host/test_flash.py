@@ -139,7 +139,7 @@ def test_version_mismatch_is_refused_with_the_pinned_version():
 
 
 def test_heap_advice_for_plain_esp32_pico_w_and_frozen_firmware():
-    # Free heap as boards report it at the REPL (shared/MICROPYTHON.md): a
+    # Free heap as boards report it at the REPL (docs/micropython.md): a
     # plain ESP32 ~100-110 KB, a Pico W ~190 KB.
     esp32 = flashing.heap_advice(105 * 1024, frozen=False)
     assert esp32 and "105 KB" in esp32 and "manifest.py" in esp32 and "MemoryError" in esp32

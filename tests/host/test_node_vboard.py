@@ -1,6 +1,6 @@
 """A virtual board running the node, killed (power cut: SIGKILL of the board
 process; its flash on the host is what littlefs would hold, see
-tools/vboard/flash.mjs) while it saves, then rebooted: the replica loads (the
+host/upsycle/vboard/flash.mjs) while it saves, then rebooted: the replica loads (the
 old state or the new one), holds every reading the node had reported, and
 the node rejoins."""
 import os

@@ -1,6 +1,6 @@
 """Virtual boards and the real mpremote, for host tests.
 
-`VirtualBoard` starts tools/vboard/server.mjs (one Node process, which runs
+`VirtualBoard` starts host/upsycle/vboard/server.mjs (one Node process, which runs
 one child per boot) on a free loopback port with its flash in a directory,
 and always stops it (and its children) on close.
 """

@@ -69,7 +69,7 @@ def test_handshake_times_out():
     a.tick(2000)
     assert len(a.packets_to_send()) == 2
     e = raises(HandshakeTimedOut, a.tick, 3000)
-    assert e.code == "noise-handshake-timeout"
+    assert e.code == "noise_handshake_timeout"
 
 
 def test_forged_and_replayed_packets_change_nothing():

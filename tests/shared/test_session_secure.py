@@ -131,7 +131,7 @@ def test_wrong_pinned_proxy_key_fails_the_handshake():
         link, proxy, _ = _setup(datagram, pin=b"\x09" * 32)
         evs = _pump(link, proxy, 0)
         failed = [e for e in evs if e[0] == "link_failed"]
-        assert failed and failed[0][1] == "noise-unexpected-static-key", (datagram, evs)
+        assert failed and failed[0][1] == "noise_unexpected_static_key", (datagram, evs)
         assert not link.secured and proxy.hellos == []
         assert list(link.data_to_send()) == []
 
@@ -165,7 +165,7 @@ def test_datagram_handshake_resends_then_gives_up():
         link.data_to_send()
         evs += link.events()
     failed = [e for e in evs if e[0] == "link_failed"]
-    assert failed and failed[0][1] == "noise-handshake-timeout", evs
+    assert failed and failed[0][1] == "noise_handshake_timeout", evs
     assert link.next_deadline() is None and list(link.data_to_send()) == []
 
 
@@ -174,7 +174,7 @@ def test_stream_garbage_breaks_the_link_with_a_typed_event():
     _pump(link, proxy, 0)
     link.receive(b"\x00\x20" + b"\x55" * 32, 3)   # a frame that does not authenticate
     evs = link.events()
-    assert evs[0][0] == "link_failed" and evs[0][1] == "noise-decrypt-failed", evs
+    assert evs[0][0] == "link_failed" and evs[0][1] == "noise_decrypt_failed", evs
     assert not link.secured and link.session.state == 0
     # a new link (fresh handshake) works again
     proxy2 = ProxySide(Rng(7).randbytes(64)[32:], Rng(8).randbytes(32), False)

@@ -1,6 +1,6 @@
 # Runs one shared test module inside the MicroPython VM and reports each test
 # function on its own line, so pytest can show every VM test as its own item.
-# Invoked by tests/conftest.py through tools/mpvm/run.mjs; argv[0] is the
+# Invoked by tests/conftest.py through host/upsycle/mpvm/run.mjs; argv[0] is the
 # module name. Lines look like:  @@UPSYCLE-RESULT {"name": ..., "ok": ..., ...}
 import sys
 import time

@@ -29,10 +29,10 @@ import tempfile
 import time
 
 from table import render
-from upsycle import boards, flashing
+from upsycle import boards, flashing, vm
 from upsycle.commands import board as board_cmd
 
-ROOT = flashing.ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MPREMOTE = [sys.executable, "-m", "mpremote"]
 IP_UDP = 20 + 8
 IP_TCP = 20 + 20
@@ -362,8 +362,7 @@ def boot_to_ack():
             p.stop()
             rows.append(["power-on %d" % (run + 1), marks.get("up"), marks.get("open"), marks.get("ack")])
     t0 = time.monotonic()
-    subprocess.run(["node", os.path.join(ROOT, "tools", "mpvm", "run.mjs"), "--code", "pass"], check=True,
-                   capture_output=True)
+    subprocess.run(vm.command() + ["--code", "pass"], check=True, capture_output=True)
     bare = time.monotonic() - t0
     print(render("Virtual board: seconds from power-on (board process start) to ... ; anchor: a bare VM "
                  "process runs `pass` in %.2f s" % bare, ["run", "node up", "proxy session", "first ack"], rows))

@@ -1,8 +1,9 @@
 // The virtual board: a MicroPython 1.27 board behind a TCP port on loopback,
 // driven like a serial board by mpremote (`mpremote connect socket://127.0.0.1:PORT`).
 //
-// usage: node server.mjs --fs DIR [--port PORT] [--name NAME] [--wifi SSID:PASS]...
-//                        [--echo] [--heap BYTES]
+// usage: node server.mjs --fs DIR --vm MICROPYTHON.mjs [--port PORT] [--name NAME]
+//                        [--wifi SSID:PASS]... [--echo] [--heap BYTES]
+// (--vm: the VM's micropython.mjs; `upsycle board virtual` passes it.)
 //
 // This process is the board's "UART and power supply": it owns the TCP port
 // and the watchdog, and runs each boot of the board as a child process
@@ -23,11 +24,12 @@ const here = path.dirname(url.fileURLToPath(import.meta.url));
 const INTERRUPT_GRACE_MS = 1500;
 
 function parseArgs(argv) {
-  const o = { port: 0, name: "vboard", fs: null, wifi: [], echo: false, heap: 2 * 1024 * 1024 };
+  const o = { port: 0, name: "vboard", fs: null, vm: null, wifi: [], echo: false, heap: 2 * 1024 * 1024 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--port") o.port = parseInt(argv[++i], 10);
     else if (a === "--fs") o.fs = argv[++i];
+    else if (a === "--vm") o.vm = argv[++i];
     else if (a === "--name") o.name = argv[++i];
     else if (a === "--wifi") {
       const s = argv[++i], k = s.indexOf(":");
@@ -38,6 +40,7 @@ function parseArgs(argv) {
     else throw new Error("unknown argument " + a);
   }
   if (!o.fs) throw new Error("--fs DIR is required (the board's flash on the host)");
+  if (!o.vm) throw new Error("--vm FILE is required (the MicroPython VM's micropython.mjs)");
   if (!o.wifi.length) o.wifi.push(["upsycle-lab", "upsycle-lab"]);
   return o;
 }
@@ -74,7 +77,7 @@ function armWdt() {
 // A board process loaded ahead of time, waiting for its boot message.
 let spare = null;
 function forkSpare() {
-  const c = fork(path.join(here, "board.mjs"), [String(opts.heap)], { stdio: ["pipe", "pipe", "pipe", "ipc"] });
+  const c = fork(path.join(here, "board.mjs"), [String(opts.heap), opts.vm], { stdio: ["pipe", "pipe", "pipe", "ipc"] });
   c.on("error", () => {});
   c.stderr.on("data", (d) => process.stderr.write(d));
   return c;

@@ -4,7 +4,7 @@
 # raw-REPL commands) and hides the ways the WebAssembly VM differs from board
 # firmware: Emscripten errno numbers (os/open errors are remapped to
 # MicroPython's, which mpremote parses), the missing asyncio.run (here it
-# starts the app as a task and returns; see tools/vboard/README.md), the
+# starts the app as a task and returns; see host/upsycle/vboard/README.md), the
 # missing os.urandom, and modules the WebAssembly build has but boards lack.
 import builtins
 import io

@@ -19,8 +19,6 @@
 //   raw-paste      "\x05A\x01" at a raw prompt -> "R\x01" + window (u16 LE);
 //                  we send "\x01" each time a window of bytes is consumed;
 //                  "\x04" ends the data, we answer "\x04" then run it as above.
-// The VM package is installed once for the project, in tools/mpvm.
-import { loadMicroPython } from "../mpvm/node_modules/@micropython/micropython-webassembly-pyscript/micropython.mjs";
 import crypto from "node:crypto";
 import dgram from "node:dgram";
 import fs from "node:fs";
@@ -82,6 +80,9 @@ function emitCooked(bytes) {
 function emitText(s) { emitCooked(Buffer.from(s, "utf8")); }
 
 // ---------------------------------------------------------------- VM
+// argv[3]: the VM's micropython.mjs (the npm package pinned by
+// ../mpvm/package-lock.json; upsycle/vm.py finds or installs it).
+const { loadMicroPython } = await import(url.pathToFileURL(process.argv[3]).href);
 const mp = await loadMicroPython({
   heapsize: heap,
   stdout: (b) => emitCooked(b),

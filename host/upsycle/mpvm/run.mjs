@@ -1,25 +1,29 @@
 // Run Python steps in the MicroPython 1.27 WebAssembly VM with the project's
 // board code on its filesystem.
 //
-// usage: node run.mjs [--heap BYTES] [--allow-all-imports] (--file F.py | --code SRC)...
+// usage: node run.mjs [--vm MICROPYTHON.mjs] [--mount NAME=DIR]... [--heap BYTES]
+//                     [--allow-all-imports] [--arg A]... (--file F.py | --code SRC)...
 //
 // Every --file/--code is one step, run by its own runPython call, so control
 // returns to JS between steps: that is when a scheduled gc.collect() really
-// runs (see shared/MICROPYTHON.md), which is what heap measurements need.
+// runs (docs/micropython.md), which is what heap measurements need.
 //
-// The project directories shared_protocol/, firmware/, tests/shared/ and
-// tests/vectors/ are copied to /proj in the VM and /proj is put on sys.path.
+// Each --mount copies a host directory to /proj/NAME in the VM (upsycle/vm.py
+// mounts the board code, shared_protocol/ and firmware/; the tests add
+// tests/shared/ and tests/vectors/); /proj and /proj/tests/shared are put on
+// sys.path. --vm names the VM's micropython.mjs (npm package
+// @micropython/micropython-webassembly-pyscript, pinned by package-lock.json
+// beside this file; default: its node_modules here).
 // Imports are then limited to the modules that real board firmware has: the
 // WebAssembly build ships more (abc, logging, functools, ...) and code that
 // passes here must still boot on an ESP32 or a Pico W.
-import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 import fs from "node:fs";
 import path from "node:path";
 import url from "node:url";
 
 const here = path.dirname(url.fileURLToPath(import.meta.url));
-const root = path.resolve(here, "..", "..");
-const MOUNTS = ["shared_protocol", "firmware", "tests/shared", "tests/vectors"];
+const DEFAULT_VM = path.join(here, "node_modules", "@micropython", "micropython-webassembly-pyscript",
+  "micropython.mjs");
 
 // Modules present on the ESP32 and RP2 ports of MicroPython 1.27 (plus the
 // project's own packages), from board_modules.json. Anything else is refused
@@ -60,23 +64,31 @@ async function main() {
   let guard = true;
   const steps = [];
   const argv = [];
+  const mounts = [];
+  let vm = DEFAULT_VM;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    if (a === "--heap") heap = parseInt(args[++i], 10);
+    if (a === "--vm") vm = args[++i];
+    else if (a === "--mount") {
+      const s = args[++i], k = s.indexOf("=");
+      if (k < 1) throw new Error("--mount wants NAME=DIR");
+      mounts.push([s.slice(0, k), s.slice(k + 1)]);
+    } else if (a === "--heap") heap = parseInt(args[++i], 10);
     else if (a === "--allow-all-imports") guard = false;
     else if (a === "--file") steps.push(fs.readFileSync(args[++i], "utf8"));
     else if (a === "--code") steps.push(args[++i]);
     else if (a === "--arg") argv.push(args[++i]);
     else throw new Error("unknown argument " + a);
   }
+  const { loadMicroPython } = await import(url.pathToFileURL(vm).href);
   const mp = await loadMicroPython({
     heapsize: heap,
     stdout: (line) => process.stdout.write(line + "\n"),
     stderr: (line) => process.stderr.write(line + "\n"),
   });
-  for (const m of MOUNTS) {
-    const src = path.join(root, m);
-    if (fs.existsSync(src)) copyTree(mp.FS, src, "/proj/" + m);
+  for (const [name, src] of mounts) {
+    if (!fs.existsSync(src)) throw new Error("--mount " + name + ": no directory " + src);
+    copyTree(mp.FS, src, "/proj/" + name);
   }
   mp.runPython(
     "import sys\nsys.path.insert(0, '/proj')\nsys.path.insert(0, '/proj/tests/shared')\n" +

@@ -6,7 +6,7 @@
 # The VM cannot block (a blocking wait would stop Node's event loop and with
 # it every packet), so a receive with nothing queued raises OSError(EAGAIN)
 # in every mode; board code waits with `await vboard.wait_readable(sock)`
-# (see tools/vboard/README.md) or polls between asyncio sleeps.
+# (see host/upsycle/vboard/README.md) or polls between asyncio sleeps.
 import _vboard_js as _js
 import asyncio
 from micropython import const
