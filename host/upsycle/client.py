@@ -230,12 +230,13 @@ class Client:
             wait = TIMER_MAX_S if d is None else min(TIMER_MAX_S, max(0.001, clock.diff(d, now_ms()) / 1000))
             await asyncio.sleep(wait)
             (self.link or self.session).poll(now_ms())
-            self._after_input()
+            self.on_input()
 
-    def _link_lost(self, proto, reason):
+    def on_link_lost(self, proto, reason):
+        """A transport (transports.py) closed: if it is the current one, the link is lost."""
         if proto is self._proto:
             (self.link or self.session).stop(reason)
-            self._after_input()
+            self.on_input()
 
     # -- session plumbing ---------------------------------------------------
 
@@ -260,7 +261,9 @@ class Client:
         self._fatal.set()
         self._lost.set()
 
-    def _after_input(self):
+    def on_input(self):
+        """Something arrived (transports.py) or a timer ran: act on the
+        session's events, then send what it has."""
         for ev in (self.link or self.session).events():
             kind = ev[0]
             if kind == "secured":

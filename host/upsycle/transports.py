@@ -61,14 +61,14 @@ class TcpTransport(asyncio.Protocol):
         t = now_ms()
         for f in frames:
             c.session.receive(f, t)
-        c._after_input()
+        c.on_input()
 
     def secure_data(self, data):
         self.client.link.receive(data, now_ms())
-        self.client._after_input()
+        self.client.on_input()
 
     def connection_lost(self, exc):
-        self.client._link_lost(self, "disconnected")
+        self.client.on_link_lost(self, "disconnected")
 
 
 class UdpTransport(asyncio.DatagramProtocol):
@@ -85,10 +85,10 @@ class UdpTransport(asyncio.DatagramProtocol):
             c.link.receive(data, now_ms())
         else:
             c.session.receive(data, now_ms())
-        c._after_input()
+        c.on_input()
 
     def error_received(self, exc):
         pass  # ICMP unreachable while the proxy restarts: retransmission covers it
 
     def connection_lost(self, exc):
-        self.client._link_lost(self, "closed")
+        self.client.on_link_lost(self, "closed")
