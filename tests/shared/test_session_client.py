@@ -2,7 +2,7 @@
 # session (session/client.py) against the proxy's.
 from shared_protocol.wire import envelope as E
 from shared_protocol.session import messages as W
-from shared_protocol.session.client import (SessionError, RTO_INITIAL_MS, DEAD_AFTER,
+from shared_protocol.session.client import (ClientSession, SessionError, RTO_INITIAL_MS, DEAD_AFTER,
                                             OPEN, IDLE, SUBSCRIPTIONS_MAX)
 from shared_protocol.session.proxy import ProxySession
 from rig import raises
