@@ -38,6 +38,14 @@ def home(explicit=None):
     return explicit or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
 
 
+def make_home(directory):
+    """Create a directory that holds secret keys 0700, or tighten an
+    existing one (docs/proxy.md)."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_mode & 0o777 != 0o700:
+        os.chmod(directory, 0o700)
+
+
 def write_private(path, data):
     """Write data (bytes or str) to path with mode 0600, atomically: a temp
     file beside it, fsync, rename (secret keys live in these files)."""
@@ -64,7 +72,7 @@ def load_or_create_key(directory, name, code=IDENTITY):
         with open(path) as f:
             text = f.read().strip()
     except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
+        make_home(directory)
         key = os.urandom(KEY_LEN)
         write_private(path, key.hex() + "\n")
         return key
@@ -111,7 +119,7 @@ def known_proxy_key(home_dir, host, port):
 
 def remember_proxy_key(home_dir, host, port, key):
     d = home(home_dir)
-    os.makedirs(d, exist_ok=True)
+    make_home(d)
     path = os.path.join(d, KNOWN_PROXIES_FILE)
     try:
         with open(path) as f:
