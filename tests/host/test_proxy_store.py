@@ -43,7 +43,7 @@ class Rig:
         tok = ("pub", topic, msg_id, len(self.results), object())
         refused = self.store.submit_publish(topic, msg_id, payload, tok)
         if refused is not None:
-            return ("refused", refused)
+            return ("refused", refused[0])   # (code, detail)
         return await self.wait(tok)
 
     async def subscribe(self, node, topic):

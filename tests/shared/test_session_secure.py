@@ -195,7 +195,6 @@ def test_session_messages_fit_a_secure_datagram():
 
 def test_proxy_end_answers_repeats_and_forgets_a_bad_first_packet():
     from shared_protocol.errors import RemoteError
-    from shared_protocol.noise.udp import RETRY_MS
     from rig import raises
     r = Rng(11)
     proxy_key = r.randbytes(32)
@@ -210,9 +209,6 @@ def test_proxy_end_answers_repeats_and_forgets_a_bad_first_packet():
     assert len(m2) == 1 and m2[0][0] == 2
     assert end.answers(m1) and not end.answers(m2[0])
     end.receive(m1, 5)                         # message 2 was lost: the node repeats 1
-    assert list(end.packets_to_send()) == m2
-    assert end.next_resend() == RETRY_MS
-    end.tick(RETRY_MS)                         # no message 3 yet: repeat 2
     assert list(end.packets_to_send()) == m2
     link.receive(m2[0], 6)
     msgs = []
