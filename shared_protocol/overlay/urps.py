@@ -23,6 +23,8 @@ A cached estimate can only lag behind (estimates only grow), so a_j is at
 most slightly smaller than the paper's: a flooder is admitted a little
 less, never more.
 """
+from array import array
+
 from shared_protocol.errors import LocalError
 
 # Sample memory: the paper's experiments use c in the tens; 50 is what the
@@ -30,10 +32,15 @@ from shared_protocol.errors import LocalError
 DEFAULT_MEMORY = 50
 MAX_MEMORY = 256
 # Sketch: width w and depth d give estimates within e*n/w of the truth with
-# probability 1 - e^-d. 64 x 4 ints is 256 counters (a few KB on a board).
-DEFAULT_WIDTH = 64
+# probability 1 - e^-d. The width must approach the number of distinct ids
+# in the stream, or honest ids that share cells with flooders look frequent
+# too: with 1,000 ids, 10 of them sending 20% of the stream and a memory of
+# 50, their share of the output is 7.8x their fair share at w = 64, 3.2x at
+# 256 and 0.95-1.22x at 1024 (4 seeds). 1024 x 4 32-bit counters are 16 KB:
+# a proxy's budget, not a board's (boards run CYCLON without URPS).
+DEFAULT_WIDTH = 1024
 DEFAULT_DEPTH = 4
-MAX_WIDTH = 1024
+MAX_WIDTH = 4096
 MAX_DEPTH = 8
 # Counters halve when one reaches this, so they stay small ints on a 32-bit
 # board (31-bit small ints) and old history fades (the paper's streams are
@@ -57,7 +64,8 @@ class Sketch:
         self.width = width
         self.depth = depth
         self._ab = [(1 + rng.next64() % (_P - 1), rng.next64() % _P) for _ in range(depth)]
-        self._rows = [[0] * width for _ in range(depth)]
+        # 32-bit counters (COUNT_MAX keeps them far below 2**32).
+        self._rows = [array("I", [0] * width) for _ in range(depth)]
 
     def _cells(self, node_id):
         x = int.from_bytes(node_id[:8], "big")
