@@ -60,6 +60,9 @@ class PolderCast:
         self.diss = dissemination.Disseminator(node_id, rng, fanout, seen)
         self.bits = bits
         self._profiles = {}     # peer id -> [f, n, pbytes]
+        self._prof_ver = 0
+        self._pool_key = None
+        self._pool_val = None
         self._me = None
         self.subs.set(topics)
         self.rings.set_topics(self.subs.topics)
@@ -102,13 +105,21 @@ class PolderCast:
         return me
 
     def _pool(self):
-        """CYCLON view entries whose profile is known, for VICINITY/Rings."""
+        """CYCLON view entries whose profile is known, for VICINITY/Rings.
+        Rebuilt only when the CYCLON view, its clock or a profile changed
+        (it is read several times per period)."""
+        c = self.cyclon
+        key = (c._clock, self._prof_ver, tuple(c.ids))
+        if key == self._pool_key:
+            return self._pool_val
         out = []
         prof = self._profiles
-        for e in self.cyclon.entries():
+        for e in c.entries():
             p = prof.get(e[0])
             if p is not None:
                 out.append([e[0], e[1], e[2], p[0], p[1], p[2]])
+        self._pool_key = key
+        self._pool_val = out
         return out
 
     def _learn(self, peer_id, pbytes):
@@ -118,6 +129,7 @@ class PolderCast:
             return
         f, n = common.split_profile(pbytes, self.bits)
         prof[peer_id] = [f, n, pbytes]
+        self._prof_ver += 1
         if len(prof) > PROFILE_CACHE_MAX:
             keep = self.cyclon.ids + self.vicinity.ids
             for k in sorted(prof.keys()):

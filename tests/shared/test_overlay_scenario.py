@@ -70,7 +70,7 @@ def run_scenario(n, rounds, seed, publications):
         for t in node.topics:
             for i in node.rings.successors(t) + node.rings.predecessors(t):
                 h.update(t + i)
-    return nodes, reach, h.hexdigest()
+    return nodes, reach, h.digest().hex()
 
 
 def test_twelve_proxies_converge_and_deliver_everything():
