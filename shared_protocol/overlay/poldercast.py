@@ -146,13 +146,23 @@ class PolderCast:
         if o is not None:
             out.append(self._wrap(o, me))
         pool = self._pool()
-        o = self.vicinity.tick(now, me, pool)
+        c = self.cyclon
+        fallback = [] if pool or len(self.vicinity) else [(c.ids[i], c._addrs[i]) for i in range(len(c))]
+        o = self.vicinity.tick(now, me, pool, fallback)
         if o is not None:
             out.append(o)
         o = self.rings.tick(now, me[0], self.vicinity.entries() + pool)
         if o is not None:
             out.append(o)
         return out
+
+    def unreachable(self, peer_id):
+        """The transport could not reach this peer (link refused or timed
+        out): drop it from every view and ring now rather than at its next
+        timeout."""
+        self.cyclon.remove(peer_id)
+        self.vicinity.remove(peer_id)
+        self.rings.remove(peer_id)
 
     def expire(self, now):
         self.cyclon.expire(now)

@@ -44,10 +44,21 @@ CONFIRMED_MAX = 512
 # Discovery partners asked recently, skipped for a while so one bad match
 # (a filter false positive) is not asked every other period.
 RECENT_MAX = 16
-DEFAULT_MAX_AGE = 8
+# A neighbour's entry is dropped past this age. Dead neighbours normally go
+# sooner: the oldest is contacted and a silent one removed, and the transport
+# reports links that fail (``remove``). Live ones are refreshed by every
+# exchange with them or with a common neighbour, far more often than this.
+DEFAULT_MAX_AGE = 30
 # One period in this many the exchange refreshes the oldest ring neighbour
 # (liveness) even when a discovery partner would improve a ring.
-REFRESH_EVERY = 3
+REFRESH_EVERY = 2
+# A peer that gives a topic its first ring neighbour counts as this many
+# improvements: from one neighbour the rest of the ring follows through
+# Rings exchanges, while a topic without any waits on VICINITY.
+ORPHAN_GAIN = 4
+# Peers removed as dead, remembered so that a neighbour's stale entry for
+# them is not taken back (until they speak to us themselves).
+DEAD_MAX = 64
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # --- wire messages (block "overlay", 96..127) ------------------------------
@@ -108,6 +119,7 @@ class Rings:
         self._conf = {}         # peer id -> list of confirmed topics
         self._conf_order = []   # least recently confirmed first
         self._recent = []
+        self._dead = []
         self._pending = []      # [nonce, peer_id, deadline, addr]
         self._clock = 0
 
@@ -145,8 +157,13 @@ class Rings:
         return [t for t in self.topics if len(self._ring[t][1]) < SIDE or len(self._ring[t][2]) < SIDE]
 
     def needy_mask(self):
+        """Filter bits of the topics VICINITY should find peers for: the
+        topics with no ring neighbour at all if there are any (a topic with
+        one neighbour completes through Rings exchanges with it), else the
+        topics with an empty slot."""
+        ts = [t for t in self.topics if not self._ring[t][0]] or self.needy()
         m = 0
-        for t in self.needy():
+        for t in ts:
             m |= topic_mask(t, self.bits, self.hashes)
         return m
 
@@ -167,7 +184,13 @@ class Rings:
         self.topics = ts
 
     def remove(self, peer_id):
-        """Drop a peer from every ring (it stopped answering)."""
+        """Drop a peer from every ring (it stopped answering, or its link
+        failed); relayed entries for it are refused until it speaks again."""
+        dead = self._dead
+        if peer_id not in dead:
+            dead.append(peer_id)
+            if len(dead) > DEAD_MAX:
+                dead.pop(0)
         changed = False
         for t in self.topics:
             r = self._ring[t]
@@ -301,7 +324,9 @@ class Rings:
                     continue
                 if i in succ or i in pred:
                     continue
-                if ids.cw(me, p) < sb or ids.ccw(me, p) < pb:
+                if not succ:
+                    g += ORPHAN_GAIN
+                elif ids.cw(me, p) < sb or ids.ccw(me, p) < pb:
                     g += 1
             if g > best_g:
                 best, best_g, ties = c, g, 1
@@ -362,6 +387,9 @@ class Rings:
         # What the sender named is all we share: remember it as exact, so
         # its filter's false positives are not asked again.
         self._confirm(sender, None)
+        dead = self._dead
+        if sender in dead:
+            dead.remove(sender)
         for item in topics:
             t = item[0]
             if t not in self._ring:
@@ -370,7 +398,7 @@ class Rings:
             es = self._ring[t][0]
             changed = self._put(es, sender, addr, clock)
             for e in item[1]:
-                if e[0] == me or e[2] > self.max_age:
+                if e[0] == me or e[2] > self.max_age or e[0] in dead:
                     continue
                 self._confirm(e[0], t)
                 changed = self._put(es, e[0], e[1], clock - e[2]) or changed

@@ -145,10 +145,12 @@ class Vicinity:
 
     # --- the protocol ----------------------------------------------------
 
-    def tick(self, now, me, pool):
+    def tick(self, now, me, pool, fallback=()):
         """Start this period's exchange. ``me``: (f, n, pbytes), this proxy's
         profile; ``pool``: CYCLON view entries with known profiles, as
-        [id, addr, age, f, n, pbytes]. Returns Outgoing or None."""
+        [id, addr, age, f, n, pbytes]; ``fallback``: (id, addr) of CYCLON
+        peers whose profile is not known yet, contacted only when the view
+        and the pool are empty (start-up). Returns Outgoing or None."""
         self.expire(now)
         self._clock += 1
         if len(self._pending) >= MAX_PENDING:
@@ -164,6 +166,8 @@ class Vicinity:
         else:
             # Empty view (start-up): contact a random CYCLON peer.
             free = [c for c in pool if c[0] not in busy and c[0] != self.id]
+            if not free:
+                free = [[c[0], c[1], 0, 0, 0, None] for c in fallback if c[0] not in busy and c[0] != self.id]
             if not free:
                 return None
             t = free[self.rng.next64() % len(free)]

@@ -184,7 +184,9 @@ class PolderCastSim:
             self.lost += 1
             return None
         if self.state[j] != UP:
+            # A proxy's link to a crashed one fails: its transport says so.
             self.to_down += 1
+            self.nodes[i].unreachable(out.peer_id)
             return None
         node = self.nodes[j]
         try:
@@ -241,7 +243,11 @@ class PolderCastSim:
             src, out = queue[k]
             k += 1
             j = index.get(out.peer_id)
-            if j is None or state[j] != UP or (self.loss and self.net_rng.random() < self.loss):
+            if j is None or state[j] != UP:
+                lost += 1
+                nodes[src].unreachable(out.peer_id)
+                continue
+            if self.loss and self.net_rng.random() < self.loss:
                 lost += 1
                 continue
             try:
