@@ -14,7 +14,8 @@ Proximity to a target with filter F and needy filter N (the target's topics
 whose ring slots are still empty), for a candidate with filter C:
 first popcount(C & N) (topic priority: peers that can fill the target's
 rings), then popcount(C & F) (shared topics), then the younger entry, then
-the larger id (a total order: the same result on every interpreter).
+a fresh random draw (so that among the many peers that look alike the
+views keep exploring; the Rng makes it the same on every interpreter).
 
 The defects of ocaml-p2p this follows the paper against: it sorted
 ascending and kept the *least* similar peers, and it chose the candidates to
@@ -55,21 +56,29 @@ def score(f, target_f, target_n):
     return (popcount(f & target_n) << 16) | popcount(f & target_f)
 
 
-def rank(cands, target_f, target_n, k):
+def rank(cands, target_f, target_n, k, rng):
     """The k candidates closest to the target, closest first.
 
-    cands: list of [id, addr, age, f, n, pbytes]."""
+    cands: list of [id, addr, age, f, n, pbytes]. Equal score and age are
+    broken by a fresh 16-bit draw: a fixed order (say, by id) would make
+    every view prefer the same peers among the many that look alike (every
+    proxy that follows only popular topics), and VICINITY would stop
+    exploring the network for the proxies of rare topics."""
     keyed = []
     pc = popcount
     i = 0
+    r = 0
     for c in cands:
         age = c[2] if c[2] < 0xFFFF else 0xFFFF
         f = c[3]
-        keyed.append((((pc(f & target_n) << 16) | pc(f & target_f)) << 16 | (0xFFFF - age), c[0], i))
+        if i & 3 == 0:
+            r = rng.next64()
+        keyed.append(((((pc(f & target_n) << 16) | pc(f & target_f)) << 16 | (0xFFFF - age)) << 16 | (r & 0xFFFF), i))
+        r >>= 16
         i += 1
     keyed.sort()
     keyed.reverse()
-    return [cands[x[2]] for x in keyed[:k]]
+    return [cands[x[1]] for x in keyed[:k]]
 
 
 def check_entries(entries, bits, least):
@@ -172,7 +181,7 @@ class Vicinity:
                 return None
             t = free[self.rng.next64() % len(free)]
         cands = self._candidates(pool, t[0])
-        send = rank(cands, t[3], t[4], self.gossip_len - 1)
+        send = rank(cands, t[3], t[4], self.gossip_len - 1, self.rng)
         nonce = self.rng.next64() & 0xFFFFFFFF
         self._pending.append([nonce, t[0], now + self.reply_timeout])
         return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
@@ -189,7 +198,7 @@ class Vicinity:
                 raise OverlayError(common.E_SELF, "a VICINITY request carries this proxy's id as sender")
             self.expire(now)
             cands = self._candidates(pool, p[0])
-            send = rank(cands, p[3], p[4], self.gossip_len - 1)
+            send = rank(cands, p[3], p[4], self.gossip_len - 1, self.rng)
             out = Outgoing(p[0], p[1], envelope.Message(REPLY, [nonce, self._wire(send, me)]))
             self._merge(got, pool, me)
             return out
@@ -255,7 +264,7 @@ class Vicinity:
                 elif e[2] < old[2]:
                     best[i] = e
         cands = [best[i] for i in order]
-        keep = rank(cands, me[0], me[1], self.view_size)
+        keep = rank(cands, me[0], me[1], self.view_size, self.rng)
         self._view = [[e[0], e[1], c - e[2], e[3], e[4], e[5]] for e in keep]
 
     def _forget(self, i):

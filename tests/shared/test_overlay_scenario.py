@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "42121acb4e5e1d41d934e316847067c6f4338a2f4ced66ad903042d0d1d4e5d6"
+SCENARIO_DIGEST = "592c2d7edc68f2549fa647703242c4740878804a70c85d2121a2f701ba8834db"
