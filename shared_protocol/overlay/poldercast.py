@@ -17,12 +17,16 @@ from shared_protocol import envelope
 from shared_protocol.cyclon import Cyclon, CyclonError, PROXY_SHUFFLE, PROXY_VIEW, SHUFFLE as C_SHUFFLE, REPLY as C_REPLY, MAX_SHUFFLE_LEN, check_entries as c_check_entries
 from shared_protocol.overlay import common, dissemination, ids, rings, urps, vicinity
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
-from shared_protocol.overlay.profile import Subscriptions, DEFAULT_BITS, DEFAULT_HASHES
+from shared_protocol.overlay.profile import Subscriptions, DEFAULT_BITS, DEFAULT_HASHES, popcount
 from shared_protocol.overlay.dissemination import Delivery
 
-# Profiles of peers remembered (CYCLON and VICINITY views, with slack for
-# entries in flight); pruned to the views when full.
+# Profiles of peers remembered (the last ones learned, views or not): the
+# source of VICINITY's candidates for rare topics (_memory). 256 x ~90 bytes.
 PROFILE_CACHE_MAX = 256
+# Age given to remembered candidates: older than any view entry of a live
+# peer, so a view entry wins a tie.
+MEMORY_AGE = 1000
+
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 SHUFFLE = envelope.REGISTRY.register(96, "overlay_shuffle", (
@@ -59,7 +63,8 @@ class PolderCast:
         self.rings = rings.Rings(node_id, addr, rng, bits, hashes, ring_max_age, reply_timeout)
         self.diss = dissemination.Disseminator(node_id, rng, fanout, seen)
         self.bits = bits
-        self._profiles = {}     # peer id -> [f, n, pbytes]
+        self._profiles = {}     # peer id -> [f, n, pbytes, addr]
+        self._prof_order = []   # ids, least recently learned first
         self._prof_ver = 0
         self._pool_key = None
         self._pool_val = None
@@ -122,19 +127,43 @@ class PolderCast:
         self._pool_val = out
         return out
 
-    def _learn(self, peer_id, pbytes):
+    def _memory(self, target_n, exclude, limit):
+        """Up to ``limit`` remembered peers (profile cache, beyond the
+        views) that have the target's needy topics, as VICINITY candidates:
+        the views alone show a proxy only ~40 peers per exchange, too few to
+        find the other 2 or 3 subscribers of a rare topic among thousands."""
+        if not target_n:
+            return []
+        hits = []
+        prof = self._profiles
+        k = self.subs.hashes
+        order = self._prof_order
+        for x in range(len(order)):
+            i = order[x]
+            s = popcount(prof[i][0] & target_n)
+            if s >= k and i not in exclude:
+                hits.append((-s, x))    # a total order: same on every interpreter
+        hits.sort()
+        out = []
+        for h in hits[:limit]:
+            i = order[h[1]]
+            p = prof[i]
+            out.append([i, p[3], MEMORY_AGE, p[0], p[1], p[2]])
+        return out
+
+    def _learn(self, peer_id, pbytes, addr):
         prof = self._profiles
         p = prof.get(peer_id)
         if p is not None and p[2] == pbytes:
             return
         f, n = common.split_profile(pbytes, self.bits)
-        prof[peer_id] = [f, n, pbytes]
+        order = self._prof_order
+        if p is None:
+            order.append(peer_id)
+            if len(order) > PROFILE_CACHE_MAX:
+                del prof[order.pop(0)]
+        prof[peer_id] = [f, n, pbytes, addr]
         self._prof_ver += 1
-        if len(prof) > PROFILE_CACHE_MAX:
-            keep = self.cyclon.ids + self.vicinity.ids
-            for k in sorted(prof.keys()):
-                if k not in keep and k != peer_id:
-                    del prof[k]
 
     # --- the protocol ----------------------------------------------------
 
@@ -148,7 +177,7 @@ class PolderCast:
         pool = self._pool()
         c = self.cyclon
         fallback = [] if pool or len(self.vicinity) else [(c.ids[i], c._addrs[i]) for i in range(len(c))]
-        o = self.vicinity.tick(now, me, pool, fallback)
+        o = self.vicinity.tick(now, me, pool, fallback, self._memory)
         if o is not None:
             out.append(o)
         o = self.rings.tick(now, me[0], self.vicinity.entries() + pool)
@@ -163,6 +192,31 @@ class PolderCast:
         self.cyclon.remove(peer_id)
         self.vicinity.remove(peer_id)
         self.rings.remove(peer_id)
+
+    def send_failed(self, out):
+        """The transport could not deliver ``out`` (one of this node's
+        Outgoing): the peer is dropped (``unreachable``), and a DATA message
+        goes instead to the nearest remaining ring neighbour on the same
+        side, or to a random confirmed subscriber if it was a random
+        target. Returns the list of Outgoing to send."""
+        peer = out.peer_id
+        m = out.message
+        data = m.type is dissemination.DATA
+        if data:
+            topic = m.values[0]
+            side = 1 if peer in self.rings.successors(topic) else (2 if peer in self.rings.predecessors(topic) else 0)
+        self.unreachable(peer)
+        if not data:
+            return []
+        r = self.rings
+        if side == 1:
+            cands = r.successors(topic)[:1]
+        elif side == 2:
+            cands = r.predecessors(topic)[:1]
+        else:
+            cands = common.pick(self.rng, self.random_pool(topic), 1)
+        return [Outgoing(c, self._addr_of(c), envelope.Message(dissemination.DATA, [topic] + m.values[1:2] + [self.id] + m.values[3:]))
+                for c in cands]
 
     def expire(self, now):
         self.cyclon.expire(now)
@@ -181,10 +235,10 @@ class PolderCast:
             return self._on_shuffle(msg, now)
         if t is vicinity.REQUEST or t is vicinity.REPLY:
             me = self.profile()
-            o = self.vicinity.handle(msg, now, me, self._pool())
+            o = self.vicinity.handle(msg, now, me, self._pool(), self._memory)
             for e in msg.values[1]:
                 if e[0] != self.id:
-                    self._learn(e[0], e[3])
+                    self._learn(e[0], e[3], e[1])
             return [o] if o is not None else []
         if t is rings.REQUEST or t is rings.REPLY:
             o = self.rings.handle(msg, now)
@@ -261,7 +315,7 @@ class PolderCast:
             if (req and i == 0) or e[0] == self.id or self.urps is None or self.urps.feed(e[0]):
                 keep.append(e)
                 if ps[i] is not None:
-                    self._learn(e[0], ps[i])
+                    self._learn(e[0], ps[i], e[1])
         if req:
             o = self.cyclon.handle(envelope.Message(C_SHUFFLE, [v[0], keep]), now)
             return [self._wrap(o, self.profile())]

@@ -37,6 +37,10 @@ MAX_VIEW = 50
 DEFAULT_GOSSIP = 8
 MAX_GOSSIP = 8
 MAX_PENDING = 4
+# Remembered peers (beyond the views) offered per exchange for the target's
+# needy topics: a handful is enough to introduce the few subscribers of a
+# rare topic, and keeps the rest of the gossip the views' own.
+MEMORY_CANDIDATES = 3
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # --- wire messages (block "overlay", 96..127) ------------------------------
@@ -154,12 +158,14 @@ class Vicinity:
 
     # --- the protocol ----------------------------------------------------
 
-    def tick(self, now, me, pool, fallback=()):
+    def tick(self, now, me, pool, fallback=(), memory=None):
         """Start this period's exchange. ``me``: (f, n, pbytes), this proxy's
         profile; ``pool``: CYCLON view entries with known profiles, as
         [id, addr, age, f, n, pbytes]; ``fallback``: (id, addr) of CYCLON
         peers whose profile is not known yet, contacted only when the view
-        and the pool are empty (start-up). Returns Outgoing or None."""
+        and the pool are empty (start-up); ``memory(needy, exclude, k)``:
+        up to k more candidates with a target's needy topics (the node's
+        profile memory). Returns Outgoing or None."""
         self.expire(now)
         self._clock += 1
         if len(self._pending) >= MAX_PENDING:
@@ -180,13 +186,13 @@ class Vicinity:
             if not free:
                 return None
             t = free[self.rng.next64() % len(free)]
-        cands = self._candidates(pool, t[0])
+        cands = self._candidates(pool, t[0], memory, t[4])
         send = rank(cands, t[3], t[4], self.gossip_len - 1, self.rng)
         nonce = self.rng.next64() & 0xFFFFFFFF
         self._pending.append([nonce, t[0], now + self.reply_timeout])
         return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
 
-    def handle(self, msg, now, me, pool):
+    def handle(self, msg, now, me, pool, memory=None):
         """A decoded VICINITY message -> Outgoing (reply) or None. Raises
         OverlayError (state unchanged) on a bad one."""
         t = msg.type
@@ -197,7 +203,7 @@ class Vicinity:
             if p[0] == self.id:
                 raise OverlayError(common.E_SELF, "a VICINITY request carries this proxy's id as sender")
             self.expire(now)
-            cands = self._candidates(pool, p[0])
+            cands = self._candidates(pool, p[0], memory, p[4])
             send = rank(cands, p[3], p[4], self.gossip_len - 1, self.rng)
             out = Outgoing(p[0], p[1], envelope.Message(REPLY, [nonce, self._wire(send, me)]))
             self._merge(got, pool, me)
@@ -230,9 +236,10 @@ class Vicinity:
             out.append([c[0], c[1], c[2] if c[2] < common.AGE_MAX else common.AGE_MAX, c[5]])
         return out
 
-    def _candidates(self, pool, exclude):
-        """View + CYCLON pool as [id, addr, age, f, n, pbytes], without
-        ``exclude`` (the target: it knows itself) and duplicates."""
+    def _candidates(self, pool, exclude, memory=None, needy=0):
+        """View + CYCLON pool (+ remembered peers with the target's needy
+        topics) as [id, addr, age, f, n, pbytes], without ``exclude`` (the
+        target: it knows itself) and duplicates."""
         c = self._clock
         out = []
         seen = {exclude: 1}
@@ -243,6 +250,9 @@ class Vicinity:
         for e in pool:
             if e[0] not in seen:
                 seen[e[0]] = 1
+                out.append(e)
+        if memory is not None and needy:
+            for e in memory(needy, seen, MEMORY_CANDIDATES):
                 out.append(e)
         return out
 

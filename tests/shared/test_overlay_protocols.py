@@ -390,3 +390,21 @@ def test_worst_case_messages_fit_their_limits():
     assert len(d) <= common.OVERLAY_FRAME_MAX
     bad = cbor.encode([1, 102, pid(1), b"i", pid(2), 1, b"x" * (dissemination.PAYLOAD_MAX + 1)])
     raises(envelope.EnvelopeError, envelope.REGISTRY.decode, bad)
+
+
+def test_a_failed_link_reroutes_data_to_the_next_ring_neighbour():
+    t = topic("f")
+    node = PolderCast(b"key-4", ADDR, Rng(2), topics=[t])
+    me = ids.pos(node.id)
+    s1, s2 = pid((me + 10) % ids.RING), pid((me + 20) % ids.RING)
+    node.rings._absorb(s1, ADDR, [[t, [[s2, ADDR, 0]]]])
+    assert node.rings.successors(t) == [s1, s2]
+    outs = node.publish(t, b"m1", b"x")
+    dead = [o for o in outs if o.peer_id == s1][0]
+    again = node.send_failed(dead)
+    assert [o.peer_id for o in again] == [s2]
+    assert again[0].message.values[:4] == [t, b"m1", node.id, 1]
+    assert node.rings.successors(t) == [s2] and s1 not in node.rings._conf
+    # a gossip message to a dead peer: dropped, nothing to resend
+    node.cyclon.add_seed(s2, ADDR)
+    assert node.send_failed(node.tick(0)[0]) == []

@@ -244,8 +244,9 @@ class PolderCastSim:
             k += 1
             j = index.get(out.peer_id)
             if j is None or state[j] != UP:
+                # The link fails: the sender is told and may re-route.
                 lost += 1
-                nodes[src].unreachable(out.peer_id)
+                queue.extend((src, o) for o in nodes[src].send_failed(out))
                 continue
             if self.loss and self.net_rng.random() < self.loss:
                 lost += 1
