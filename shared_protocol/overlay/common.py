@@ -1,6 +1,6 @@
 """What the overlay protocols share: the error family, limits every message
 obeys, the Outgoing wrapper and uniform picks from the node's Rng."""
-from shared_protocol import envelope, framing
+from shared_protocol.wire import envelope, framing
 from shared_protocol.errors import LocalError, RemoteError
 from shared_protocol.overlay import ids, profile
 

@@ -29,7 +29,7 @@ If the sender is a ring neighbour on one side but not the nearest one there
 (rings still converging), the nearest on that side gets the message too: the
 peers between the sender and this proxy would otherwise be skipped.
 """
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.overlay import common, ids
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 

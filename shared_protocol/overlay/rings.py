@@ -27,7 +27,7 @@ Entries age by one per period; one older than ``max_age`` is dropped (a live
 neighbour is refreshed much sooner: it and its own neighbours talk to this
 proxy every few periods).
 """
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.overlay import common, ids
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import topic_mask

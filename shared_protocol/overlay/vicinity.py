@@ -24,7 +24,7 @@ send by closeness to *itself* instead of to the gossip target.
 A request left unanswered for ``reply_timeout`` ms drops Q (like CYCLON:
 the oldest is contacted, so dead entries are found as they age).
 """
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.overlay import common
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import popcount

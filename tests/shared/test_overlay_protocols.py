@@ -3,7 +3,7 @@
 import hashlib
 
 from rig import raises
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.overlay import common, dissemination, ids, profile, rings, urps, vicinity
 from shared_protocol.overlay.poldercast import PolderCast
 from shared_protocol.rand import Rng
