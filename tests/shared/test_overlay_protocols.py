@@ -408,3 +408,25 @@ def test_a_failed_link_reroutes_data_to_the_next_ring_neighbour():
     # a gossip message to a dead peer: dropped, nothing to resend
     node.cyclon.add_seed(s2, ADDR)
     assert node.send_failed(node.tick(0)[0]) == []
+
+
+def test_vicinity_introduces_remembered_peers_of_a_rare_topic():
+    # The views show a proxy ~40 peers; the profile memory (the last 256
+    # profiles learned) lets it introduce the few subscribers of a rare
+    # topic that a needy requester is missing.
+    rare = topic("rare")
+    common_t = topic("common")
+    node = PolderCast(b"key-5", ADDR, Rng(6), topics=[common_t])
+    holder = pid(1234)
+    node._learn(holder, prof([common_t, rare])[2], b"addr-1234")
+    assert holder not in node.vicinity and holder not in node.cyclon
+    asker = [pid(99), ADDR, 0, prof([common_t, rare], needy=[rare])[2]]
+    out = node.handle(envelope.Message(vicinity.REQUEST, [3, [asker]]), 0)[0]
+    sent = [(e[0], e[1]) for e in out.message.values[1]]
+    assert (holder, b"addr-1234") in sent
+    # a requester without needy topics gets the views only
+    node2 = PolderCast(b"key-6", ADDR, Rng(6), topics=[common_t])
+    node2._learn(holder, prof([common_t, rare])[2], b"addr-1234")
+    calm = [pid(98), ADDR, 0, prof([common_t, rare])[2]]
+    out = node2.handle(envelope.Message(vicinity.REQUEST, [4, [calm]]), 0)[0]
+    assert holder not in [e[0] for e in out.message.values[1]]
