@@ -25,11 +25,24 @@ import os
 from shared_protocol.overlay import ids
 
 
-def ring_convergence(sim):
+def subscriber_lists(sim):
+    """topic number -> live subscribers (node indexes, ascending), in one
+    pass over the proxies rather than one per topic."""
+    out = [[] for _ in range(sim.n_topics)]
+    st = sim.state
+    for i in range(len(sim.nodes)):
+        if st[i] == 0:
+            for t in sim.node_topics[i]:
+                out[t].append(i)
+    return out
+
+
+def ring_convergence(sim, by_topic=None):
     nodes = sim.nodes
     ok = tot = 0
+    by_topic = by_topic or subscriber_lists(sim)
     for t in range(sim.n_topics):
-        subs = sim.subscribers(t)
+        subs = by_topic[t]
         s = len(subs)
         if not s:
             continue
@@ -62,10 +75,11 @@ def neighbour_sets(sim):
     return out
 
 
-def topic_connectivity(sim, nbrs):
+def topic_connectivity(sim, nbrs, by_topic=None):
     good = tot = 0
+    by_topic = by_topic or subscriber_lists(sim)
     for t in range(sim.n_topics):
-        subs = sim.subscribers(t)
+        subs = by_topic[t]
         if len(subs) < 2:
             continue
         tot += 1
@@ -137,8 +151,9 @@ class Recorder:
         sim.sent_round = 0
         if full:
             nbrs = neighbour_sets(sim)
-            row["ring_convergence"] = ring_convergence(sim)
-            row["topic_connectivity"] = topic_connectivity(sim, nbrs)
+            by_topic = subscriber_lists(sim)
+            row["ring_convergence"] = ring_convergence(sim, by_topic)
+            row["topic_connectivity"] = topic_connectivity(sim, nbrs, by_topic)
             row["distinct_neighbours"] = sum(len(v) for v in nbrs.values()) / max(1, len(nbrs))
         else:
             row["ring_convergence"] = row["topic_connectivity"] = row["distinct_neighbours"] = None
