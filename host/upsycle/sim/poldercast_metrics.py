@@ -13,7 +13,9 @@ Per round:
   its views (what it must hold links to);
 - gossip_bytes_per_node: bytes of gossip sent in the round per live proxy
   (message counts times the mean encoded size of the sampled messages);
-- the round's publications: hit ratio (overall and the worst one), messages
+- the round's publications: hit ratio (overall and the worst one, among
+  the subscribers that joined at least ``warmup`` rounds before; and
+  hit_ratio_all, among every live subscriber), messages
   received per subscriber per publication, deliveries to non-subscribers,
   hops to reach all subscribers (mean over publications of each one's mean,
   and max).
@@ -108,7 +110,8 @@ def hops_bound(size):
 
 def publication_stats(pubs):
     if not pubs:
-        return {"publications": 0, "hit_ratio": None, "hit_ratio_min": None, "msgs_per_subscriber": None,
+        return {"publications": 0, "hit_ratio": None, "hit_ratio_min": None, "hit_ratio_all": None,
+                "msgs_per_subscriber": None,
                 "non_subscriber": 0, "hops_mean": None, "hops_max": None, "hops_bound_worst": None}
     size = sum(p["size"] for p in pubs)
     multi = [p for p in pubs if p["size"] > 1]
@@ -116,6 +119,7 @@ def publication_stats(pubs):
         "publications": len(pubs),
         "hit_ratio": sum(p["reached"] for p in pubs) / size,
         "hit_ratio_min": min(p["reached"] / p["size"] for p in pubs),
+        "hit_ratio_all": sum(p["reached_all"] for p in pubs) / sum(p["size_all"] for p in pubs),
         "msgs_per_subscriber": sum(p["received"] for p in pubs) / size,
         "non_subscriber": sum(p["non_subscriber"] for p in pubs),
         "hops_mean": (sum(p["hops_mean"] for p in multi) / len(multi)) if multi else 0.0,

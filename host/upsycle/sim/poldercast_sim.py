@@ -37,6 +37,12 @@ UP = 0
 CRASHED = 2
 
 _Delivery = dissemination.Delivery
+# A proxy that joined fewer than this many rounds before a publication is
+# not counted among its intended subscribers (it is still finding its
+# rings: a CYCLON shuffle, a VICINITY exchange, then one Rings exchange per
+# round); it is counted in hit_ratio_all. Every proxy of the initial
+# population counts from round 0.
+WARMUP = 5
 
 
 def static_key(seed, i):
@@ -52,7 +58,7 @@ def zipf_weights(topics, exponent):
 class PolderCastSim:
     def __init__(self, n, topics=100, zipf=2.3, subs=5, fanout=2, seed=1, loss=0.0,
                  churn=0.0, events=(), blip_milli=0, wire_sample=0.01, period=1000,
-                 pubs_per_round=20, publish_from=30, use_urps=True, node_options=None):
+                 pubs_per_round=20, publish_from=30, use_urps=True, node_options=None, warmup=WARMUP):
         if n < 2:
             raise ScenarioError("need at least 2 proxies")
         if topics < 1 or subs < 1 or subs > topics:
@@ -93,6 +99,9 @@ class PolderCastSim:
         self.state = bytearray()
         self.index = {}
         self.node_topics = []       # per node: list of topic numbers
+        self.joined = []            # per node: the round it joined
+        self.warmup = warmup
+        self._join_round = 0
         self.round = 0
         self.errors = {}
         self.sent = {}              # message type name -> count
@@ -116,6 +125,7 @@ class PolderCastSim:
                                      topics=[self.topic_ids[t] for t in ts], **self.opts)
         self.nodes.append(node)
         self.node_topics.append(ts)
+        self.joined.append(self._join_round)
         self.state.append(UP)
         self.index[node.id] = i
         return i
@@ -142,6 +152,7 @@ class PolderCastSim:
 
     def run_round(self):
         r = self.round + 1
+        self._join_round = r
         while self.events and self.events[0].round <= r:
             ev = self.events.pop(0)
             self.applied_crashes.append(ev)
@@ -229,7 +240,10 @@ class PolderCastSim:
         self._pub_seq += 1
         topic = self.topic_ids[t]
         mid = b"m" + self._pub_seq.to_bytes(8, "big")
-        intended = self.subscribers(t)
+        everyone = self.subscribers(t)
+        settled = self.round - self.warmup
+        joined = self.joined
+        intended = [i for i in everyone if joined[i] <= settled or i == origin]
         nodes = self.nodes
         state = self.state
         index = self.index
@@ -268,6 +282,7 @@ class PolderCastSim:
         res = {
             "round": self.round, "topic": t, "size": len(intended),
             "reached": sum(1 for i in intended if i in got),
+            "size_all": len(everyone), "reached_all": sum(1 for i in everyone if i in got),
             "messages": len(queue), "received": received, "non_subscriber": non_sub,
             "lost": lost, "hops_mean": (sum(hops) / len(hops)) if hops else 0.0,
             "hops_max": max(hops) if hops else 0,
