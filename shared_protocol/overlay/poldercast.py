@@ -14,7 +14,8 @@ CYCLON merges, so flooders cannot take over the view) and hands CYCLON a
 plain CYCLON message.
 """
 from shared_protocol.wire import envelope
-from shared_protocol.overlay.cyclon import Cyclon, CyclonError, PROXY_SHUFFLE, PROXY_VIEW, SHUFFLE as C_SHUFFLE, REPLY as C_REPLY, MAX_SHUFFLE_LEN, check_entries as c_check_entries
+from shared_protocol.overlay.cyclon import (Cyclon, CyclonError, MAX_SHUFFLE_LEN, PROXY_SHUFFLE, PROXY_VIEW,
+                                            REPLY as C_REPLY, SHUFFLE as C_SHUFFLE, check_entries as c_check_entries)
 from shared_protocol.overlay import common, dissemination, ids, rings, urps, vicinity
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import Subscriptions, DEFAULT_BITS, DEFAULT_HASHES, popcount
