@@ -32,11 +32,17 @@ from shared_protocol.overlay import common, ids
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import topic_mask
 
-SIDE = 2                 # successors and predecessors kept per topic (paper)
-# Topics in one exchange: needy ones first. 32 x (topic + 4 entries of at
+SIDE = 2                 # successors and predecessors used per topic (paper)
+# Successors and predecessors *kept* per topic and sent in exchanges: the 2
+# used plus 2 more on each side. A peer then learns the ring up to 4 hops
+# away from each exchange (as T-Man sends the entries nearest to the
+# receiver), which is what closes the last gaps of a 1,000-proxy ring
+# within 30 periods, and a dead neighbour has a replacement at hand.
+KEEP = 4
+# Topics in one exchange: needy ones first. 16 x (topic + 8 entries of at
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
-# shared topics covers the rest in later periods (oldest-refreshed first).
-MAX_RING_TOPICS = 32
+# shared topics covers the rest in later periods.
+MAX_RING_TOPICS = 16
 MAX_PENDING = 4
 # Peers whose confirmed topics are remembered: a proxy's ring neighbours
 # (4 per topic) plus its VICINITY and CYCLON views with room to spare.
@@ -84,8 +90,8 @@ def check_topics(topics):
         if type(item) is not list or len(item) != 2 or not common.check_id(item[0]):
             raise OverlayError(common.E_ENTRY, "a ring topic is [topic_id, entries]")
         es = item[1]
-        if type(es) is not list or len(es) > 2 * SIDE:
-            raise OverlayError(common.E_ENTRY, "a ring topic carries at most %d entries" % (2 * SIDE))
+        if type(es) is not list or len(es) > 2 * KEEP:
+            raise OverlayError(common.E_ENTRY, "a ring topic carries at most %d entries" % (2 * KEEP))
         for e in es:
             if type(e) is not list or len(e) != 3:
                 raise OverlayError(common.E_ENTRY, "a ring entry is [peer_id, addr, age]")
@@ -134,7 +140,8 @@ class Rings:
         return r[2] if r else []
 
     def neighbours(self, topic):
-        """Entries [id, addr, age] of the topic's ring neighbours."""
+        """Entries [id, addr, age] kept for the topic: its ring neighbours
+        and the spares beyond them (KEEP per side)."""
         r = self._ring.get(topic)
         if not r:
             return []
@@ -343,10 +350,14 @@ class Rings:
         return best[0], best[1], best[3]
 
     def _oldest(self, busy):
+        """The ring neighbour (the SIDE nearest on each side; the spare
+        entries beyond them only age) heard from least recently."""
         best = None
         for t in self.topics:
-            for e in self._ring[t][0]:
-                if e[0] not in busy and (best is None or e[2] < best[2]):
+            r = self._ring[t]
+            for e in r[0]:
+                i = e[0]
+                if (i in r[1] or i in r[2]) and i not in busy and (best is None or e[2] < best[2]):
                     best = e
         if best is None:
             return None
@@ -421,16 +432,17 @@ class Rings:
         return True
 
     def _select(self, t):
-        """Keep the SIDE nearest successors and predecessors (wrap-aware)."""
+        """Keep the KEEP nearest successors and predecessors (wrap-aware);
+        the SIDE nearest of each are the ring neighbours."""
         r = self._ring[t]
         es = r[0]
         me = self.pos
         by_cw = sorted([(ids.cw(me, e[3]), e[0]) for e in es])
         by_ccw = sorted([(ids.ccw(me, e[3]), e[0]) for e in es])
-        succ = [x[1] for x in by_cw[:SIDE]]
-        pred = [x[1] for x in by_ccw[:SIDE]]
-        r[1] = succ
-        r[2] = pred
+        succ = [x[1] for x in by_cw[:KEEP]]
+        pred = [x[1] for x in by_ccw[:KEEP]]
+        r[1] = succ[:SIDE]
+        r[2] = pred[:SIDE]
         if len(es) > len(succ) + len(pred):
             r[0] = [e for e in es if e[0] in succ or e[0] in pred]
 

@@ -246,7 +246,7 @@ def test_rings_drop_a_silent_partner_and_bad_messages_change_nothing():
         envelope.Message(rings.REPLY, [nonce ^ 1, q.id, []]),
         envelope.Message(rings.REPLY, [nonce, q.id, [[t, [[pid(5), ADDR]]]]]),
         envelope.Message(rings.REPLY, [nonce, q.id, [[b"xx", []]]]),
-        envelope.Message(rings.REPLY, [nonce, q.id, [[t, [[pid(5), ADDR, 1]] * 5]]]),
+        envelope.Message(rings.REPLY, [nonce, q.id, [[t, [[pid(5), ADDR, 1]] * (2 * rings.KEEP + 1)]]]),
         envelope.Message(rings.REQUEST, [1, p.id, ADDR, b"\x00" * 32, []]),
         envelope.Message(rings.REQUEST, [1, pid(7), ADDR, b"\x00" * 3, []]),
         envelope.Message(vicinity.REQUEST, [1, []]),
@@ -381,7 +381,7 @@ def test_worst_case_messages_fit_their_limits():
     d = envelope.REGISTRY.encode("vicinity_req", 0xFFFFFFFF, [e] * vicinity.MAX_GOSSIP)
     assert len(d) <= 1200, len(d)
     re = [pid(1), big, common.AGE_MAX]
-    item = [pid(2), [re] * (2 * rings.SIDE)]
+    item = [pid(2), [re] * (2 * rings.KEEP)]
     d = envelope.REGISTRY.encode("rings_req", 0xFFFFFFFF, pid(1), big, b"\xff" * (profile.MAX_BITS // 8),
                                  [item] * rings.MAX_RING_TOPICS)
     assert len(d) <= common.OVERLAY_FRAME_MAX, len(d)

@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "592c2d7edc68f2549fa647703242c4740878804a70c85d2121a2f701ba8834db"
+SCENARIO_DIGEST = "5f8cf4954ce7f08df1fb83a75b3c0c89543e04d7a10d411f7c61910323f851cc"
