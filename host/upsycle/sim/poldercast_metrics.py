@@ -248,6 +248,8 @@ def write_overlay(sim, out_dir):
                 tid = sim.topic_ids[t]
                 for side, lst in (("succ", n.rings.successors(tid)), ("pred", n.rings.predecessors(tid))):
                     for k in range(len(lst)):
+                        if lst[k] not in alive:
+                            continue    # a crashed neighbour not yet noticed
                         f.write("%s,%s,%d,%s,%d\n" % (n.id.hex(), lst[k].hex(), t, side, k + 1))
     with open(path("subscriptions.csv"), "w") as f:
         f.write("proxy,topic,topic_id\n")
