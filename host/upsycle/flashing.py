@@ -93,7 +93,11 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     """Compile the board files for profile's arch; return [(local, remote)].
 
     A compiled file is reused while its source hash, the arch and the
-    mpy-cross version are unchanged.
+    mpy-cross version are unchanged. The cache is addressed by that hash
+    (``<arch>/<hash[:16]>/<remote>``) and each file is written under a
+    temporary name and renamed: build directories are shared (the default
+    is in the system's temp directory), and two builds of different
+    sources running at once must never hand out each other's files.
     """
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
@@ -106,22 +110,19 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             continue
         with open(local, "rb") as f:
             digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
-        target = os.path.join(out_dir, remote)
-        stamp = target + ".src-sha256"
-        if os.path.exists(target) and os.path.exists(stamp):
-            with open(stamp) as f:
-                if f.read() == digest:
-                    result.append((target, remote))
-                    continue
+        target = os.path.join(out_dir, digest[:16], remote)
+        if os.path.exists(target):
+            result.append((target, remote))
+            continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        cmd = [tool, "-o", target, "-s", os.path.relpath(local, ROOT)]
+        tmp = "%s.%d.tmp" % (target, os.getpid())
+        cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
-        with open(stamp, "w") as f:
-            f.write(digest)
+        os.replace(tmp, target)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
@@ -202,7 +203,7 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    for section in ("app", "lan", "sleep"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+    for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
     # The board checks the file with firmware/config.py; run the same check
