@@ -38,7 +38,7 @@ CRASHED = 2
 
 _Delivery = dissemination.Delivery
 # A proxy that joined fewer than this many rounds before a publication is
-# not counted among its intended subscribers (it is still finding its
+# neither its publisher nor counted among its intended subscribers (it is still finding its
 # rings: a CYCLON shuffle, a VICINITY exchange, then one Rings exchange per
 # round); it is counted in hit_ratio_all. Every proxy of the initial
 # population counts from round 0.
@@ -232,7 +232,11 @@ class PolderCastSim:
         live = self.live()
         if not live:
             return None
-        i = live[self.rng.randrange(len(live))]
+        # The publisher, like the intended subscribers, is a proxy past its
+        # first `warmup` rounds: one that just joined has no neighbours yet.
+        settled = self.round - self.warmup
+        ready = [i for i in live if self.joined[i] <= settled] or live
+        i = ready[self.rng.randrange(len(ready))]
         t = self.node_topics[i][self.rng.randrange(len(self.node_topics[i]))]
         return self.publish(i, t, now)
 
