@@ -12,6 +12,7 @@ publish readings the way a board does, for the MQTT bridge's tests.
   the op bytes), and applies what it receives to its replica.
 """
 import asyncio
+import getpass
 import json
 import os
 import shutil
@@ -49,7 +50,10 @@ class Mosquitto:
         self.conf = os.path.join(self.dir, "mosquitto.conf")
         lines = ["listener %d 127.0.0.1" % self.port, "persistence true",
                  "persistence_location %s/" % self.dir, "log_dest stderr", "log_type error",
-                 "log_type warning", "max_queued_messages 100000"]
+                 "log_type warning", "max_queued_messages 100000",
+                 # Started as root, Mosquitto switches to the user "mosquitto",
+                 # which cannot enter pytest's private temp directories.
+                 "user %s" % getpass.getuser()]
         if users:
             pw = os.path.join(self.dir, "passwd")
             open(pw, "w").close()
@@ -130,7 +134,7 @@ class Watcher:
         """Reading payloads (dicts) on topics under the prefix, in order."""
         out = []
         for t, p, r in self.topics(topic_prefix):
-            if t.endswith("/availability") or not p:
+            if t.endswith(("/availability", "/bridge/status")) or "/set/" in t or not p:
                 continue
             out.append((t, json.loads(p)))
         return out

@@ -180,3 +180,264 @@ def test_bridge_killed_last_will_and_no_reading_published_twice(site):
 # Mosquitto sends the will of a client whose socket closed at once; this
 # is margin for a loaded machine.
 KEEPALIVE_WAIT_S = 15
+
+
+class Stream:
+    """A board publishing N readings, one every ``gap`` seconds, in a thread."""
+
+    def __init__(self, site, n, gap=0.05, home="stream"):
+        import threading
+        self.n = n
+        self.author = os.urandom(8)
+        self.error = None
+        self.done = threading.Event()
+
+        def main():
+            async def go():
+                b = await HostBoard(site.invite(), site.port, str(site.tmp / home), author=self.author).start()
+                try:
+                    for i in range(n):
+                        await b.publish("temp", T0 + i, i)
+                        await asyncio.sleep(gap)
+                finally:
+                    await b.close()
+            try:
+                asyncio.run(go())
+            except Exception as e:   # the test asserts on it
+                self.error = e
+            self.done.set()
+        self.t = threading.Thread(target=main, daemon=True)
+        self.t.start()
+
+    def join(self, timeout=60):
+        assert self.done.wait(timeout), "the board did not finish publishing"
+        assert self.error is None, repr(self.error)
+
+
+def _seqs(watcher, base):
+    return [(j["author"], j["seq"], j["value"]) for _, j in watcher.readings(base)]
+
+
+def test_broker_restarted_mid_stream_nothing_lost_nothing_twice(site):
+    # A subscriber with a persistent session: the broker keeps its queue
+    # across the restart (Mosquitto saves it when stopped).
+    site.watcher = Watcher(site.broker.port, ("upsycle/garden/#",), client_id="ha-like", clean=False)
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+    s = Stream(site, 80, gap=0.05)
+    base = "upsycle/garden/%s/" % s.author.hex()
+    w = site.watcher
+    w.wait_for(lambda: len(w.readings(base)) >= 20, what="20 readings")
+    site.broker.stop()
+    time.sleep(2.0)           # readings keep coming to the bridge meanwhile
+    site.broker.start()
+    s.join()
+    w.wait_for(lambda: len(w.readings(base)) >= 80, timeout=60, what="80 readings")
+    time.sleep(1.0)
+    got = _seqs(w, base)
+    assert [v for _, _, v in got] == list(range(80)), got
+    br.wait_line("event=broker_lost")
+    assert sum("event=broker_connected" in l for l in br.lines) >= 2
+
+
+def test_proxy_killed_mid_stream_nothing_lost_nothing_twice(site):
+    site.watcher = Watcher(site.broker.port, ("upsycle/garden/#",))
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+    s = Stream(site, 80, gap=0.05)
+    base = "upsycle/garden/%s/" % s.author.hex()
+    w = site.watcher
+    w.wait_for(lambda: len(w.readings(base)) >= 20, what="20 readings")
+    site.restart_proxy(kill=True)
+    w.wait_for(lambda: len(w.readings(base)) >= 40, what="40 readings")
+    site.restart_proxy(kill=True)
+    s.join()
+    w.wait_for(lambda: len(w.readings(base)) >= 80, timeout=60, what="80 readings")
+    time.sleep(1.5)
+    got = _seqs(w, base)
+    assert [v for _, _, v in got] == list(range(80)), got
+
+
+def test_reverse_write_reaches_a_board_replica(site):
+    site.watcher = Watcher(site.broker.port, ("upsycle/#",))
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+
+    async def go():
+        b = await HostBoard(site.invite(), site.port, str(site.tmp / "board"), author=os.urandom(8)).start(
+            subscribe=True)
+        try:
+            await b.receive(0.5)
+            publish(site.broker.port, "upsycle/garden/set/fan", b"true")
+            publish(site.broker.port, "upsycle/garden/set/target", b'{"temp": 21.5}')
+            for _ in range(60):
+                await b.receive(0.5)
+                if len(b.changes) >= 2:
+                    break
+            return b.changes, b.replica
+        finally:
+            await b.close()
+    changes, replica = asyncio.run(go())
+    assert [(k, v) for k, v, _ in changes] == [("fan", True), ("target", {"temp": 21.5})]
+    assert replica.get("settings", "fan") is True
+    assert len(set(a for _, _, a in changes)) == 1     # the bridge's own DMC author
+    br.wait_line("event=set_written")
+
+
+def test_reverse_write_refused_without_write_capability(tmp_path):
+    site = Site(tmp_path, bridge_write=False)
+    try:
+        site.watcher = Watcher(site.broker.port, ("upsycle/#",))
+        br = site.start_bridge()
+        br.wait_line("event=broker_connected")
+
+        async def go():
+            b = await HostBoard(site.invite(), site.port, str(site.tmp / "board")).start(subscribe=True)
+            try:
+                await b.receive(0.5)
+                publish(site.broker.port, "upsycle/garden/set/fan", b"true")
+                await b.receive(3.0)
+                return b.changes
+            finally:
+                await b.close()
+        assert asyncio.run(go()) == []
+        br.wait_line("cause=no_write_capability")
+        assert any("read-only invite" in l for l in br.lines)
+        # still bridging readings
+        asyncio.run(_board_publishes(site, [("temp", T0, 1.5)], home="board2"))
+        site.watcher.wait_for(lambda: len(site.watcher.readings("upsycle/garden/")) == 1, what="a reading")
+        assert br.proc.poll() is None
+    finally:
+        site.close()
+
+
+def test_bad_set_input_refused_and_nothing_lost(site):
+    site.watcher = Watcher(site.broker.port, ("upsycle/#",))
+    # A retained command is delivered again on every subscription: one
+    # stored before the bridge starts is not a new command.
+    publish(site.broker.port, "upsycle/garden/set/old", b"1", retain=True)
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+
+    async def go():
+        b = await HostBoard(site.invite(), site.port, str(site.tmp / "board")).start(subscribe=True)
+        try:
+            await b.receive(0.5)
+            publish(site.broker.port, "upsycle/garden/set/fan", b"{not json")
+            publish(site.broker.port, "upsycle/garden/set/fan", b"\xff\xfe")
+            publish(site.broker.port, "upsycle/garden/set/fan", b"1" * 100000)
+            publish(site.broker.port, "upsycle/garden/set/" + "n" * 65, b"1")
+            publish(site.broker.port, "upsycle/garden/set/fan", b'"on"')
+            for _ in range(40):
+                await b.receive(0.5)
+                if b.changes:
+                    break
+            await b.receive(1.0)
+            return b.changes
+        finally:
+            await b.close()
+    changes = asyncio.run(go())
+    assert [(k, v) for k, v, _ in changes] == [("fan", "on")]
+    for cause in ("not_json", "oversize", "bad_name", "retained"):
+        assert sum("cause=%s " % cause in l for l in br.lines) >= 1, (cause, br.lines[-20:])
+    assert sum("cause=not_json " in l for l in br.lines) == 2
+    # the bridge still bridges
+    asyncio.run(_board_publishes(site, [("temp", T0, 3.25)], home="board2"))
+    site.watcher.wait_for(lambda: any(j["value"] == 3.25 for _, j in site.watcher.readings("upsycle/garden/")),
+                          what="a reading after the bad input")
+    assert br.proc.poll() is None
+
+
+def test_topic_and_reading_names_with_wildcards_and_unicode(tmp_path):
+    site = Site(tmp_path, topic_name="jardín+#/2")
+    try:
+        site.watcher = Watcher(site.broker.port, ("upsycle/#", "homeassistant/#"))
+        br = site.start_bridge()
+        br.wait_line("event=broker_connected")
+        author = os.urandom(8)
+        asyncio.run(_board_publishes(site, [("température+1", T0, 19.5), ("a/b#", T0, 2), ("temp", T0, 3)],
+                                     author=author))
+        w = site.watcher
+        w.wait_for(lambda: len(w.readings("upsycle/")) >= 3, what="3 readings")
+        topics = [t for t, _ in w.readings("upsycle/")]
+        from upsycle.bridge import names
+        level = names.mqtt_level("jardín+#/2")
+        assert level.startswith("jardín___2~")
+        node = author.hex()
+        assert topics[2] == "upsycle/%s/%s/temp" % (level, node)
+        for t in topics:
+            assert "+" not in t and "#" not in t and t.count("/") == 3
+        assert topics[0].startswith("upsycle/%s/%s/température_1~" % (level, node))
+        disc = [(t, json.loads(p)) for t, p, _ in w.topics("homeassistant/device/") if p]
+        import re
+        for t, cfg in disc:
+            assert re.fullmatch(r"homeassistant/device/[A-Za-z0-9_-]+/config", t), t
+            for cid, c in cfg["components"].items():
+                assert re.fullmatch(r"[A-Za-z0-9_-]+", cid) and re.fullmatch(r"[A-Za-z0-9_-]+", c["unique_id"])
+                assert c["state_topic"] in topics
+        # a set command under the cleaned level reaches the topic
+        publish(site.broker.port, "upsycle/%s/set/mode" % level, b"2")
+        br.wait_line("event=set_written")
+    finally:
+        site.close()
+
+
+def test_broker_refusing_bad_credentials(tmp_path):
+    site = Site(tmp_path, users={"bridge": "right-password"})
+    try:
+        asyncio.run(_board_publishes(site, [("temp", T0 + i, i) for i in range(3)]))
+        pw = tmp_path / "pw"
+        pw.write_text("wrong-password\n")
+        br = site.start_bridge("--mqtt-user", "bridge", "--mqtt-password-file", str(pw))
+        assert br.proc.wait(30) == 1
+        br._t.join(5)
+        out = "\n".join(br.lines)
+        assert "refused the connection" in out and "nothing was taken from the proxy" in out, out
+        # nothing accepted is lost: with the right password every reading arrives
+        pw.write_text("right-password\n")
+        import paho.mqtt.client as mqtt
+        site.watcher = None
+        seen = []
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        c.username_pw_set("bridge", "right-password")
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe("upsycle/#", qos=1)
+        c.on_message = lambda cl, u, m: seen.append((m.topic, bytes(m.payload)))
+        c.connect("127.0.0.1", site.broker.port)
+        c.loop_start()
+        try:
+            br = site.start_bridge("--mqtt-user", "bridge", "--mqtt-password-file", str(pw))
+            end = time.monotonic() + 30
+            while time.monotonic() < end and sum(1 for t, _ in seen if t.endswith("/temp")) < 3:
+                time.sleep(0.1)
+            vals = [json.loads(p)["value"] for t, p in seen if t.endswith("/temp")]
+            assert vals == [0, 1, 2]
+        finally:
+            c.loop_stop()
+            c.disconnect()
+    finally:
+        site.close()
+
+
+def test_leaving_a_topic_removes_its_entities(tmp_path):
+    site = Site(tmp_path)
+    try:
+        other = Admin(os.urandom(32), os.urandom(32), 0, "barn")
+        r = cli("topic", "join", invite_url(other.invite(os.urandom(32), read=True)), "--home", str(site.bridge_home))
+        assert r.returncode == 0, r.stderr
+        site.watcher = Watcher(site.broker.port, ("upsycle/#", "homeassistant/#"))
+        br = site.start_bridge()
+        br.wait_line("event=broker_connected")
+        author = os.urandom(8)
+        asyncio.run(_board_publishes(site, [("temp", T0, 1)], author=author))
+        dev = "upsycle_%s_%s" % (site.admin.topic[:8].hex(), author.hex())
+        cfg_topic = "homeassistant/device/%s/config" % dev
+        w = site.watcher
+        w.wait_for(lambda: any(t == cfg_topic and p for t, p, _ in w.msgs), what="discovery")
+        assert br.stop() == 0
+        br = site.start_bridge("--topic", "barn")
+        br.wait_line("event=topic_left")
+        w.wait_for(lambda: any(t == cfg_topic and p == b"" for t, p, _ in w.msgs), what="the empty config")
+        assert one_message(site.broker.port, cfg_topic, timeout=2) is None
+        assert one_message(site.broker.port, "upsycle/garden/%s/temp" % author.hex(), timeout=2) is None
+    finally:
+        site.close()
