@@ -79,12 +79,42 @@ class _Topic:
         self.online = {}         # node -> bool as last published
 
 
+class _SaveAtFlush(TopicStore):
+    """The topic store, with the saves that opening a delivery makes (the
+    replay window moved) held until the bridge's flush: that write then
+    goes to disk with the replica, before the proxy is told, instead of one
+    fsync per reading (which held the bridge to ~50 readings/s). A crash
+    before the flush loses nothing: the proxy delivers those again, and
+    the window on disk had not seen them."""
+
+    def __init__(self, home):
+        super().__init__(home)
+        self.held = {}
+
+    def save(self, m):
+        self.held[(m.topic, m.identity.public)] = m
+
+    def flush(self):
+        held, self.held = self.held, {}
+        for m in held.values():
+            TopicStore.save(self, m)
+
+
+class _BridgeCodec(GroupCodec):
+    def encode(self, topic_id, data):
+        # A seal advances the group sequence number: it must be on disk
+        # before the publication leaves, or a restart would reuse it.
+        out = super().encode(topic_id, data)
+        self.store.flush()
+        return out
+
+
 class Bridge:
     def __init__(self, cfg):
         self.cfg = cfg
         crypto_nacl.install()
-        self.store = TopicStore(cfg.home)
-        self.codec = GroupCodec(self.store)
+        self.store = _SaveAtFlush(cfg.home)
+        self.codec = _BridgeCodec(self.store)
         self.root = os.path.join(cfg.home, "bridge")
         members = [m for m in self.store.all()]
         if cfg.topics:
@@ -291,6 +321,7 @@ class Bridge:
     def _flush(self):
         """Save each changed replica, then acknowledge to the proxy."""
         self._flush_handle = None
+        self.store.flush()
         for t in self.topics.values():
             if t.done_upto > t.acked_upto:
                 if t.st.dirty:

@@ -41,7 +41,12 @@ def register(sub):
 
 
 def run(args):
-    from upsycle.bridge.broker import BrokerRefused
+    try:
+        from upsycle.bridge.broker import BrokerRefused
+    except ImportError as e:
+        print("upsycle bridge mqtt: %s; install the mqtt extra: pip install 'upsycle[mqtt]' "
+              "(paho-mqtt 2.x)" % e, file=sys.stderr)
+        return 2
     from upsycle.bridge.config import ConfigError, load
     from upsycle.bridge.loop import Bridge, BridgeError
     from upsycle.client import ProxyKeyMismatch, SessionRefused
