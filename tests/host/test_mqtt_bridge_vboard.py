@@ -49,8 +49,12 @@ def test_virtual_board_readings_on_mqtt_and_a_set_command_back(tmp_path):
         board.stop()
         board = Proc(board_cmd.server_command(0, fs, name="b1", echo=True), "b1", None)
         board.wait_url()
-        watcher.wait_for(lambda: len(watcher.readings("upsycle/field/")) >= READINGS, timeout=90,
-                         what="the board's readings")
+        try:
+            watcher.wait_for(lambda: len(watcher.readings("upsycle/field/")) >= READINGS, timeout=90,
+                             what="the board's readings")
+        except AssertionError as e:
+            raise AssertionError("%s\nboard:\n%s\nbridge:\n%s" % (e, "\n".join(board.lines[-30:]),
+                                                                   "\n".join(bridge.lines[-20:])))
         got = watcher.readings("upsycle/field/")
         assert [t.rsplit("/", 1)[1] for t, _ in got] == ["temp"] * READINGS
         assert [j["seq"] for _, j in got] == list(range(1, READINGS + 1))
