@@ -457,3 +457,37 @@ def test_leaving_a_topic_removes_its_entities(tmp_path):
         assert one_message(site.broker.port, "upsycle/garden/%s/temp" % author.hex(), timeout=2) is None
     finally:
         site.close()
+
+
+def test_bridge_killed_while_the_broker_is_down_loses_nothing(site):
+    """Readings the bridge took from the proxy while the broker was away are
+    not acknowledged to the proxy: killed then, the bridge gets them again
+    from the proxy after its restart and publishes them."""
+    site.watcher = Watcher(site.broker.port, ("upsycle/garden/#",), client_id="keeper", clean=False)
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+    author = os.urandom(8)
+    board = HostBoard(site.invite(), site.port, str(site.tmp / "board"), author=author)
+
+    async def publish_some(rng):
+        await board.start()
+        try:
+            for i in rng:
+                await board.publish("temp", T0 + i, i)
+        finally:
+            await board.close()
+    asyncio.run(publish_some(range(3)))
+    base = "upsycle/garden/%s/" % author.hex()
+    w = site.watcher
+    w.wait_for(lambda: len(w.readings(base)) == 3, what="3 readings")
+    site.broker.stop()
+    br.wait_line("event=broker_lost")
+    board.client = type(board.client)("127.0.0.1", site.port, identity=os.urandom(32),
+                                      home=str(site.tmp / "board"))
+    asyncio.run(publish_some(range(3, 8)))
+    time.sleep(2.0)       # the bridge has them by now, waiting for the broker
+    br.kill()
+    site.broker.start()
+    br.start()
+    w.wait_for(lambda: len(set(j["seq"] for _, j in w.readings(base))) == 8, timeout=60, what="8 readings")
+    assert sorted(set(j["value"] for _, j in w.readings(base))) == list(range(8))
