@@ -491,3 +491,32 @@ def test_bridge_killed_while_the_broker_is_down_loses_nothing(site):
     br.start()
     w.wait_for(lambda: len(set(j["seq"] for _, j in w.readings(base))) == 8, timeout=60, what="8 readings")
     assert sorted(set(j["value"] for _, j in w.readings(base))) == list(range(8))
+
+
+def test_a_reading_delivered_twice_is_published_once(site):
+    """A board that resets before the proxy's ack seals its outbox op again
+    (a new group sequence number, firmware/runtime.py _fill_window), and a
+    publication can reach the topic through two proxies under two message
+    ids: the proxy stores each copy, the bridge publishes the reading once."""
+    site.watcher = Watcher(site.broker.port, ("upsycle/garden/#",))
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+    author = os.urandom(8)
+
+    async def go():
+        b = await HostBoard(site.invite(), site.port, str(site.tmp / "board"), author=author).start()
+        try:
+            op = await b.publish("temp", T0, 1)
+            again = b.member.seal(op, os.urandom(32), int(time.time()))      # resealed after a reset
+            await b.client.publish(b.member.topic, again)
+            await b.client.publish(b.member.topic, again)                      # same bytes, new message id
+            await b.publish("temp", T0 + 1, 2)
+        finally:
+            await b.close()
+    asyncio.run(go())
+    base = "upsycle/garden/%s/" % author.hex()
+    w = site.watcher
+    w.wait_for(lambda: len(w.readings(base)) >= 2, what="2 readings")
+    time.sleep(1.5)
+    assert [j["value"] for _, j in w.readings(base)] == [1, 2]
+    br.wait_line("code=group-replay")
