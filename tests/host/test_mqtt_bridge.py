@@ -520,3 +520,31 @@ def test_a_reading_delivered_twice_is_published_once(site):
     time.sleep(1.5)
     assert [j["value"] for _, j in w.readings(base)] == [1, 2]
     br.wait_line("code=group-replay")
+
+
+def test_a_member_removed_by_a_rekey_loses_its_entities(site):
+    site.watcher = Watcher(site.broker.port, ("upsycle/#", "homeassistant/#"))
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+    gone, stays = os.urandom(8), os.urandom(8)
+    invites = {}
+
+    async def go():
+        boards = {}
+        for a, home in ((gone, "b1"), (stays, "b2")):
+            b = await HostBoard(site.invite(), site.port, str(site.tmp / home), author=a).start()
+            await b.publish("temp", T0, 1)
+            boards[a] = b
+        # the admin removes the first board; the re-key travels the topic
+        rekey = site.admin.remove(boards[gone].member.identity.public, os.urandom(32), os.urandom(32))
+        await boards[stays].client.publish(site.admin.topic, rekey)
+        for b in boards.values():
+            await b.close()
+    asyncio.run(go())
+    w = site.watcher
+    cfg = lambda a: "homeassistant/device/upsycle_%s_%s/config" % (site.admin.topic[:8].hex(), a.hex())
+    w.wait_for(lambda: any(t == cfg(gone) and p == b"" for t, p, _ in w.msgs), what="the removed node's config")
+    br.wait_line("event=node_removed")
+    assert one_message(site.broker.port, cfg(gone), timeout=2) is None
+    assert one_message(site.broker.port, "upsycle/garden/%s/temp" % gone.hex(), timeout=2) is None
+    assert json.loads(one_message(site.broker.port, cfg(stays)))["components"]["temp"]

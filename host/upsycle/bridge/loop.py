@@ -100,7 +100,37 @@ class _SaveAtFlush(TopicStore):
             TopicStore.save(self, m)
 
 
+class Opened(bytes):
+    """A publication's body, with the member key that signed it."""
+    signer = None
+
+
 class _BridgeCodec(GroupCodec):
+    """The host codec, and who signed each body: a re-key names the removed
+    members by key, and the bridge removes the devices whose readings those
+    keys signed."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self._signer = None
+        for m in self._members.values():
+            m.open = self._recording(m.open)
+
+    def _recording(self, open_):
+        def opened(data, now):
+            ev = open_(data, now)
+            self._signer = getattr(ev, "author", None)
+            return ev
+        return opened
+
+    def decode(self, topic_id, payload):
+        self._signer = None
+        out = super().decode(topic_id, payload)
+        if isinstance(out, bytes) and self._signer is not None:
+            out = Opened(out)
+            out.signer = bytes(self._signer)
+        return out
+
     def encode(self, topic_id, data):
         # A seal advances the group sequence number: it must be on disk
         # before the publication leaves, or a restart would reuse it.
@@ -241,6 +271,7 @@ class Bridge:
                 futs.append(asyncio.ensure_future(self._remove_entities(t.st, t.mqtt, t.id)))
         elif isinstance(d.payload, EpochChanged):
             log.info("event=rekeyed topic=%s epoch=%d", t.level, d.payload.epoch)
+            futs = self._remove_nodes(t, set(bytes(k).hex() for k in d.payload.removed))
         else:
             futs = self._apply(t, d.seq, d.payload)
         t.pending[d.seq] = len(futs)
@@ -257,6 +288,10 @@ class Bridge:
         except UpsycleError as e:
             log.warning("event=op_refused topic=%s seq=%d code=%s detail=%r", t.level, seq, e.code, e.message)
             return []
+        signer = getattr(body, "signer", None)
+        if signer is not None:
+            t.st.signers[O.author_seq(body)[0].hex()] = signer.hex()
+            t.st.dirty = True
         n = r.applied - before
         if n == 0:
             return []     # a duplicate, or buffered until its dependencies come
@@ -289,6 +324,25 @@ class Bridge:
         if not t.online.get(node) and now - t.st.heard[node] <= self.cfg.stale_after:
             t.online[node] = True
             futs.append(self.broker.publish(t.mqtt.availability(node), D.ONLINE))
+        return futs
+
+    def _remove_nodes(self, t, keys):
+        """Members removed by a re-key: their nodes' devices go (an empty
+        retained config), with their retained readings and availability."""
+        futs = []
+        for node in sorted(t.st.devices):
+            if t.st.signers.get(node) not in keys:
+                continue
+            dev = D.device_id(t.id, node)
+            futs.append(self.broker.publish(D.config_topic(self.cfg.discovery_prefix, dev), b""))
+            for c in t.st.devices[node].values():
+                futs.append(self.broker.publish(c["state_topic"], b""))
+            futs.append(self.broker.publish(t.mqtt.availability(node), b""))
+            del t.st.devices[node]
+            t.st.heard.pop(node, None)
+            t.online.pop(node, None)
+            t.st.dirty = True
+            log.info("event=node_removed topic=%s node=%s: its entities are removed", t.level, node)
         return futs
 
     def _announce(self, t, node):

@@ -51,6 +51,7 @@ class TopicState:
         self.devices = {}      # node hex -> {component id: component}
         self.heard = {}        # node hex -> Unix seconds last heard
         self.outbox = []       # op bytes not yet acknowledged by the proxy
+        self.signers = {}      # node hex -> member key (hex) that signed its readings
         self.name = None       # the topic's name when it was last bridged
         try:
             with open(self.path) as f:
@@ -60,6 +61,7 @@ class TopicState:
                 self.heard = v["heard"]
                 self.outbox = [bytes.fromhex(x) for x in v["outbox"]][-OUTBOX_MAX:]
                 self.name = v.get("name")
+                self.signers = v.get("signers", {})
         except (OSError, ValueError, KeyError, TypeError):
             pass
         self.dirty = False
@@ -71,7 +73,7 @@ class TopicState:
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"version": STATE_VERSION, "name": self.name, "devices": self.devices,
-                       "heard": self.heard, "outbox": [x.hex() for x in self.outbox]}, f, sort_keys=True)
+                       "heard": self.heard, "signers": self.signers, "outbox": [x.hex() for x in self.outbox]}, f, sort_keys=True)
         os.replace(tmp, self.path)
         self.dirty = False
 
