@@ -13,7 +13,7 @@ acknowledged to the app (publish returns) only after it is in the outbox
 file on flash. A reset at any point loses nothing accepted.
 
 The proxy link is the edge session inside a Noise XX link over UDP
-(shared_protocol/secure_session.py; the node's static key is the X25519
+(shared_protocol/session/secure_client.py; the node's static key is the X25519
 form of its Ed25519 node key, so its session id is bound to its identity).
 ``"link": "plaintext"`` in the config selects the unencrypted session, for
 a proxy run with --insecure. Either way the payloads are sealed end to end
@@ -22,13 +22,13 @@ with the group keys (docs/private-groups.md): a proxy stores ciphertext.
 import asyncio
 import socket
 
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 from shared_protocol.crypto import api as crypto
 from shared_protocol.dmc import ops as O
 from shared_protocol.errors import UpsycleError
 from shared_protocol.groups.member import EpochChanged, Publication
-from shared_protocol.secure_session import SecureLink, node_id_for
-from shared_protocol.session import ClientSession
+from shared_protocol.session.secure_client import SecureLink, node_id_for
+from shared_protocol.session.client import ClientSession
 
 from firmware import platform
 from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic, message_seq
@@ -43,7 +43,7 @@ except ImportError:   # CPython, where the host tests run this module
 # folded into the bytecode and takes no globals entry or qstr in RAM.
 
 # Largest datagram read from a socket: framing.DATAGRAM_MAX, written out
-# here so the node does not load framing.py (its stream decoder costs heap
+# here so the node does not load wire/framing.py (its stream decoder costs heap
 # on a board) for one number; tests/host/test_node_runtime.py checks that
 # the two agree.
 RX_MAX = const(1200)
@@ -195,7 +195,7 @@ class Node:
         self.lan_peers = []
         self._lan_due = [0, 0, 0]   # announce, shuffle, sync
 
-    # -- the LAN (shared_protocol/lan.py) --
+    # -- the LAN (shared_protocol/overlay/lan.py) --
 
     def open_lan(self, my_ip):
         lc = self.cfg.get("lan")
@@ -208,7 +208,7 @@ class Node:
             self.log("upsycle: config 'lan' must be {\"port\": 1..65535, \"peers\": [\"host:port\", ...] "
                      "(at most %d)}: LAN off" % _LAN_PEERS_MAX)
             return False
-        from shared_protocol.lan import Lan, LanTopic, parse_addr
+        from shared_protocol.overlay.lan import Lan, LanTopic, parse_addr
         from shared_protocol.rand import Rng
         try:
             for p in peers:
@@ -256,7 +256,7 @@ class Node:
         return self._resolve(self.lan.receive(data, src[0], src[1], now))
 
     def _resolve(self, msgs):
-        from shared_protocol.lan import parse_addr
+        from shared_protocol.overlay.lan import parse_addr
         out = []
         for addr, data in msgs:
             try:
@@ -305,7 +305,7 @@ class Node:
             self.session.subscribe(t.topic, now)
             if t.refilling:
                 # The proxy forgets our cursor and starts the topic over at
-                # the oldest message it keeps (shared_protocol/session.py).
+                # the oldest message it keeps (shared_protocol/session/client.py).
                 self.session.resubscribe(t.topic, now)
                 self.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
         if not isinstance(self.link, PlainLink):
@@ -411,7 +411,7 @@ class Node:
                 self.online = False
                 self.log("upsycle: proxy link lost (%s): retrying" % (ev[1],))
                 # The session keeps what is in flight and resends it on
-                # the new link (session.py).
+                # the new link (session/client.py).
                 self.link.start(now, platform.random_bytes(32))
             elif kind == "secured":
                 self.log("upsycle: secure link up, proxy key %s" % bytes(ev[1][:8]).hex())

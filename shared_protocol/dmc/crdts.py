@@ -19,7 +19,7 @@ each add the last allowed item), never further.
 
 from array import array
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc.errors import SnapshotError, MALFORMED, OVERSIZE
 

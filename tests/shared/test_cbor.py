@@ -2,7 +2,7 @@
 # Vectors: tests/vectors/cbor_valid.json (hex <-> value) and
 # tests/vectors/cbor_invalid.json (hex -> expected DecodeError code).
 from rig import load_vectors, raises, unhex
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 
 
 def untag(v):

@@ -1,6 +1,6 @@
 # Runs on CPython and in the MicroPython VM: the DMC replica and its types.
 from rig import raises, IS_MICROPYTHON
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import Replica, OpError, SnapshotError, ReplicaLimitError
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import replica as R
