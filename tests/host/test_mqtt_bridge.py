@@ -548,3 +548,12 @@ def test_a_member_removed_by_a_rekey_loses_its_entities(site):
     assert one_message(site.broker.port, cfg(gone), timeout=2) is None
     assert one_message(site.broker.port, "upsycle/garden/%s/temp" % gone.hex(), timeout=2) is None
     assert json.loads(one_message(site.broker.port, cfg(stays)))["components"]["temp"]
+
+
+def test_unreachable_broker_is_retried_and_a_stop_is_not_held_up(site):
+    br = Bridge(site.bridge_home, site.port, free_port())    # nothing listens there
+    time.sleep(3)
+    assert br.proc.poll() is None        # retrying, not exiting
+    t = time.monotonic()
+    assert br.stop() == 0
+    assert time.monotonic() - t < 5

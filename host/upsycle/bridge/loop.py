@@ -190,10 +190,14 @@ class Bridge:
         log.info("event=bridge_start topics=%s broker=%s:%d proxy=%s:%d", ",".join(
             t.level for t in self.topics.values()), self.cfg.broker_host, self.cfg.broker_port,
             self.cfg.proxy_host, self.cfg.proxy_port)
-        await self.broker.start()
         try:
+            # Neither an unreachable broker nor proxy (both retried) may keep
+            # a stop request waiting.
+            if not await self._until_stopped(self.broker.start()):
+                return 0
             await self._leave_old_topics()
-            await self._connect_proxy()
+            if not await self._until_stopped(self._connect_proxy()):
+                return 0
             tasks = [asyncio.ensure_future(self._deliveries()), asyncio.ensure_future(self._availability())]
             for t in self.topics.values():
                 for op in list(t.st.outbox):
@@ -212,6 +216,18 @@ class Bridge:
             await self.client.close()
             self.broker.close()
         return 0
+
+    async def _until_stopped(self, coro):
+        """Run coro unless a stop comes first: True if it finished."""
+        task = asyncio.ensure_future(coro)
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait([task, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if not task.done():
+            task.cancel()
+            return False
+        task.result()    # raises what it raised (BrokerRefused...)
+        return True
 
     async def _connect_proxy(self):
         while True:
