@@ -43,7 +43,11 @@ COPY_CHUNK = 2048
 # lines end it early (the firmware prints one of these once it has decided).
 TAIL_SECONDS = 8.0
 TAIL_DONE = (b"node up", b"SAFE MODE")
-DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
+# One build cache per checkout: two checkouts of different versions on one
+# machine compiling into the same files would hand each other's bytecode
+# to the board (a module importing a path the other version has moved).
+DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build-" +
+                                 hashlib.sha256(os.path.abspath(ROOT).encode()).hexdigest()[:12])
 # Heap the node needs, measured on the virtual board (tools/bench/bench_node.py
 # --only modules and --only heap): its modules loaded from .mpy files take
 # ~138 KB (bytecode, qstrs and constants in RAM) and its own state up to
@@ -114,14 +118,19 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
                     result.append((target, remote))
                     continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        cmd = [tool, "-o", target, "-s", os.path.relpath(local, ROOT)]
+        # Compiled beside and renamed over: a flash running at the same time
+        # (tests in parallel) never copies a half-written file.
+        tmp = "%s.%d.tmp" % (target, os.getpid())
+        cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
-        with open(stamp, "w") as f:
+        os.replace(tmp, target)
+        with open(stamp + ".%d.tmp" % os.getpid(), "w") as f:
             f.write(digest)
+        os.replace(stamp + ".%d.tmp" % os.getpid(), stamp)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
