@@ -8,6 +8,7 @@ discovery. docs/mqtt-bridge.md is the walkthrough.
 
 | module | holds |
 |---|---|
+| codec.py | the host codec (upsycle.group_codec) with saves held until a flush and the signer of each body |
 | names.py | MQTT-safe topic levels, Home Assistant ids, reading name -> device class/unit/state class |
 | discovery.py | the JSON payloads: readings, device discovery, removal |
 | broker.py | the paho-mqtt 2.x client run from asyncio: PUBACK futures, reconnects, last will |
