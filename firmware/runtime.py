@@ -26,11 +26,12 @@ from shared_protocol.session import messages as W
 from shared_protocol.crypto import api as crypto
 from shared_protocol.dmc import ops as O
 from shared_protocol.errors import UpsycleError
-from shared_protocol.groups.member import EpochChanged, Publication
+from shared_protocol.groups.member import EpochChanged
 from shared_protocol.session.secure_client import SecureLink, node_id_for
 from shared_protocol.session.client import ClientSession
 
 from firmware import platform
+from shared_protocol.groups.wire import BATCH_MAX
 from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic, message_seq
 
 try:
@@ -149,24 +150,31 @@ class Node:
         self.node_author = self.node_id[:AUTHOR_NODE_BYTES]
         crypto.set_random_source(platform.random_bytes)
         platform.makedirs(data_dir)
+        batch = batch_size(cfg, log)
         self.topics = []
         for inv in cfg.get("topics", []):
             try:
-                self.topics.append(Topic(inv, self.node_author, data_dir, files, log))
+                self.topics.append(Topic(inv, self.node_author, data_dir, files, log, None, batch))
             except UpsycleError as e:
                 log("upsycle: a topic invite is unusable (%s: %s): skipped; re-flash with a fresh invite"
                     % (e.code, e.message))
         self.by_id = {}
         for t in self.topics:
             self.by_id[t.topic] = t
+        # Short ids on the proxy link: each topic and its replica generation
+        # named once per link (the message id's base), so a publish and its ack
+        # carry a small index and the DMC sequence (session/messages.py s_pub_a).
+        aliases = []
+        for t in self.topics:
+            aliases.append((t.topic, message_seq(t.author, 0)))
         if cfg.get("link") == "plaintext":
-            self.session = ClientSession(self.node_id[:16], window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
+            self.session = ClientSession(self.node_id[:16], _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = PlainLink(self.session)
         else:
             from shared_protocol.groups.keys import Identity
             static = Identity(bytes.fromhex(cfg["node_key"])).x25519_secret
             sid = node_id_for(crypto.x25519_public(static))
-            self.session = ClientSession(sid, window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
+            self.session = ClientSession(sid, _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
         self._dropped_seen = 0
         self.proxies = []
@@ -308,6 +316,8 @@ class Node:
                 # the oldest message it keeps (shared_protocol/session/client.py).
                 self.session.resubscribe(t.topic, now)
                 self.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
+        for t in self.topics:
+            t.member.reintroduce()   # readers behind this proxy may not know our key yet
         if not isinstance(self.link, PlainLink):
             # pinned: the handshake fails against any other key; else first use
             self.link.proxy_key = key
@@ -426,20 +436,20 @@ class Node:
         if tp is None:
             return
         try:
-            ev = tp.member.open(payload, platform.unix_time())
+            got = tp.open(payload, platform.unix_time())
         except (UpsycleError, ValueError, TypeError) as e:
             self.counts["rejected"] += 1
             self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, getattr(e, "code", e)))
             return
-        tp.dirty_state = True   # replay window moved
-        if isinstance(ev, Publication):
+        if isinstance(got, EpochChanged):
+            self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, got.epoch))
+            return
+        for body in got:
             try:
-                tp.apply(ev.body)
+                tp.apply(body)
                 self.counts["delivered"] += 1
             except UpsycleError as e:
                 self.log("upsycle: topic %s: op not applied (%s: %s)" % (tp.name, e.code, e.message))
-        elif isinstance(ev, EpochChanged):
-            self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, ev.epoch))
 
     def _fill_window(self, now):
         s = self.session
@@ -448,20 +458,18 @@ class Node:
             upto = self.sent_upto.get(tp.topic)
             if upto is None:
                 upto = self.sent_upto[tp.topic] = {}
-            for op in tp.outbox:
-                if not s.can_publish():
+            while s.can_publish():
+                m = tp.next_message(upto, platform.unix_time())
+                if m is None:
                     break
-                a, seq = O.author_seq(op)
-                if seq <= upto.get(a, 0):
-                    continue
+                a, seq, payload = m
                 # The session's node id: on a Noise link the proxy binds it to
                 # the link's key and refuses ids that do not start with it.
+                # A batch is named by its last op.
                 mid = W.message_id(s.node_id, message_seq(a, seq))
-                payload = tp.member.seal(op, platform.random_bytes(32), platform.unix_time())
                 s.publish(tp.topic, mid, payload, now)
                 self.inflight[mid] = (tp.topic, a, seq)
                 upto[a] = seq
-                tp.dirty_state = True   # the group sequence number moved
                 sealed = True
         return sealed
 
@@ -522,6 +530,18 @@ def forget_boot_modules(names=BOOT_ONLY):
             pass
 
 
+def batch_size(cfg, log=_log):
+    """Readings per signed message (config "batch": {"readings": N}), 1 if unset."""
+    bc = cfg.get("batch")
+    if bc is None:
+        return 1
+    n = bc.get("readings") if isinstance(bc, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= BATCH_MAX:
+        log("upsycle: config 'batch' must be {\"readings\": 1..%d}: signing every reading" % BATCH_MAX)
+        return 1
+    return n
+
+
 def duty_cycle(cfg, log=_log):
     """(awake_ms, sleep_ms) from the config's "sleep" section, or None."""
     sc = cfg.get("sleep")
@@ -543,7 +563,7 @@ def _ready_to_sleep(node, awake_ms, since_ms):
     if since_ms >= awake_ms + _AWAKE_GRACE_MS:
         return True
     for t in node.topics:
-        if t.outbox:
+        if t.waiting():
             return False
     return True
 

@@ -43,7 +43,9 @@ from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import store as dstore
 from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
-from shared_protocol.groups.member import Member
+from shared_protocol.groups.member import Member, Publication
+from shared_protocol.groups.readings import Batch
+from shared_protocol.groups.wire import BATCH_MAX
 from firmware import platform
 
 DATA_DIR = "/data"
@@ -88,7 +90,7 @@ def _write_atomic(files, path, payload):
 
 
 class Topic:
-    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None):
+    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None, batch=1):
         # Imported here: the invite decoder runs once per topic at boot
         # (firmware.runtime.BOOT_ONLY lets the GC free it afterwards).
         from shared_protocol.groups.invite import member_from_url
@@ -97,6 +99,10 @@ class Topic:
         self.topic = fresh.topic
         self.node_author = bytes(node_author[:AUTHOR_NODE_BYTES])
         self.random_bytes = random_bytes or platform.random_bytes
+        # Readings per message to the proxy: 1 signs every reading; 2..BATCH_MAX
+        # (battery nodes) wait until that many are on flash and send them in
+        # one message under one signature (groups/readings.py).
+        self.batch = batch if 1 <= batch <= BATCH_MAX else 1
         self.log = log
         self.files = files if files is not None else dstore.OsFiles()
         base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
@@ -228,6 +234,76 @@ class Topic:
         if len(keep) != len(self.outbox):
             self.outbox = keep
             self.dirty_state = True
+
+    # -- sealing and opening: the group layer of this topic --
+
+    def next_message(self, sent, now):
+        """The next message for the proxy, or None: (DMC author, DMC seq of
+        its last op, payload). It holds the oldest outbox ops not handed to
+        the session yet (``sent``: DMC author -> highest seq handed over on
+        this link): one op, sealed and signed, or in batch mode ``batch``
+        consecutive ops of one author under one signature. A batch waits on
+        flash until it is full, unless a newer author follows (the ops of
+        an older replica generation go out as they are)."""
+        ops = []
+        author = None
+        for op in self.outbox:
+            a, seq = O.author_seq(op)
+            if seq <= sent.get(a, 0):
+                continue
+            if author is None:
+                author = a
+            elif a != author:
+                break
+            ops.append(op)
+            if len(ops) >= self.batch:
+                break
+        else:
+            if len(ops) < self.batch:
+                return None   # an incomplete batch (or nothing): wait for more readings
+        if not ops:
+            return None
+        m = self.member
+        rand = self.random_bytes(32)
+        if not m.epoch_key().readable:
+            payload = m.seal(ops[0], rand, now)        # write-only: group_pub to the epoch key
+            ops = ops[:1]
+        elif self.batch > 1:
+            payload = m.seal_batch(ops, rand, now)
+        else:
+            payload = m.seal_reading(ops[0], rand, now)
+        self.dirty_state = True   # the group sequence number moved: on flash before the datagram leaves
+        return author, O.author_seq(ops[-1])[1], payload
+
+    def waiting(self):
+        """Whether outbox ops wait for the proxy now (a batch still filling
+        does not keep a battery node awake)."""
+        if self.batch <= 1:
+            return len(self.outbox) > 0
+        if len(self.outbox) >= self.batch:
+            return True
+        a0 = None
+        for op in self.outbox:
+            a = O.author_seq(op)[0]
+            if a0 is not None and a != a0:
+                return True
+            a0 = a
+        return False
+
+    def open(self, payload, now):
+        """A delivery from the proxy: the list of DMC op bodies it proves
+        (one, or a batch), or an EpochChanged; raises a GroupError (or a
+        cbor/envelope error) and changes nothing if any check fails."""
+        ev = self.member.open(payload, now)
+        self.dirty_state = True   # replay windows, introductions or epoch moved
+        if isinstance(ev, Publication):
+            return [ev.body]
+        if isinstance(ev, Batch):
+            out = []
+            for p in ev.publications:
+                out.append(p.body)
+            return out
+        return ev
 
     # -- remote operations --
 

@@ -43,11 +43,7 @@ COPY_CHUNK = 2048
 # lines end it early (the firmware prints one of these once it has decided).
 TAIL_SECONDS = 8.0
 TAIL_DONE = (b"node up", b"SAFE MODE")
-# One build cache per checkout: two checkouts of different versions on one
-# machine compiling into the same files would hand each other's bytecode
-# to the board (a module importing a path the other version has moved).
-DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build-" +
-                                 hashlib.sha256(os.path.abspath(ROOT).encode()).hexdigest()[:12])
+DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
 # Heap the node needs, measured on the virtual board (tools/bench/bench_node.py
 # --only modules and --only heap): its modules loaded from .mpy files take
 # ~138 KB (bytecode, qstrs and constants in RAM) and its own state up to
@@ -97,7 +93,11 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     """Compile the board files for profile's arch; return [(local, remote)].
 
     A compiled file is reused while its source hash, the arch and the
-    mpy-cross version are unchanged.
+    mpy-cross version are unchanged. The cache is addressed by that hash
+    (``<arch>/<hash[:16]>/<remote>``) and each file is written under a
+    temporary name and renamed: build directories are shared (the default
+    is in the system's temp directory), and two builds of different
+    sources running at once must never hand out each other's files.
     """
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
@@ -110,16 +110,11 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             continue
         with open(local, "rb") as f:
             digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
-        target = os.path.join(out_dir, remote)
-        stamp = target + ".src-sha256"
-        if os.path.exists(target) and os.path.exists(stamp):
-            with open(stamp) as f:
-                if f.read() == digest:
-                    result.append((target, remote))
-                    continue
+        target = os.path.join(out_dir, digest[:16], remote)
+        if os.path.exists(target):
+            result.append((target, remote))
+            continue
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        # Compiled beside and renamed over: a flash running at the same time
-        # (tests in parallel) never copies a half-written file.
         tmp = "%s.%d.tmp" % (target, os.getpid())
         cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
         if arch:
@@ -128,9 +123,6 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
         os.replace(tmp, target)
-        with open(stamp + ".%d.tmp" % os.getpid(), "w") as f:
-            f.write(digest)
-        os.replace(stamp + ".%d.tmp" % os.getpid(), stamp)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
@@ -211,7 +203,7 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    for section in ("app", "lan", "sleep"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+    for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
     # The board checks the file with firmware/config.py; run the same check

@@ -7,8 +7,10 @@ seam). The proxy only ever stores and forwards the sealed bytes.
         await c.subscribe(codec.topic_id("garden"))
         await c.publish(codec.topic_id("garden"), b"21.5C")
         d = await c.next_delivery()
-        # d.payload: bytes (a publication's body), an EpochChanged (a re-key
-        # was applied) or a Rejected (typed reason: forged, replayed, removed...)
+        # d.payload: bytes (a publication's body), a list of bytes (the
+        # readings of a batch, docs/private-groups.md), an EpochChanged (a
+        # re-key was applied) or a Rejected (typed reason: forged, replayed,
+        # removed, author not introduced yet...)
 
 Every state change (sequence numbers, replay windows, epochs) is saved to the
 topic store at once, so a restarted node neither reuses a sequence number
@@ -21,6 +23,7 @@ from shared_protocol.crypto import api
 from shared_protocol.errors import UpsycleError
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import EpochChanged, Publication
+from shared_protocol.groups.readings import Batch
 
 log = logging.getLogger("upsycle.groups")
 
@@ -61,7 +64,12 @@ class GroupCodec:
 
     def encode(self, topic_id, data):
         m = self.member(topic_id)
-        out = m.seal(data, self._random(32), int(self._clock()))
+        if m.can_read:
+            # compact reading: our key and capability travel in our first
+            # message (and every readings.INTRO_EVERY), not in each one
+            out = m.seal_reading(data, self._random(32), int(self._clock()))
+        else:
+            out = m.seal(data, self._random(32), int(self._clock()))
         self.store.save(m)
         return out
 
@@ -77,6 +85,8 @@ class GroupCodec:
         self.store.save(m)
         if isinstance(ev, Publication):
             return ev.body
+        if isinstance(ev, Batch):
+            return [p.body for p in ev.publications]
         return ev
 
 

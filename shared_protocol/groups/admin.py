@@ -97,6 +97,7 @@ class Admin(Member):
         a._epochs = m._epochs
         a.revoked = m.revoked
         a._windows = m._windows
+        a.authors = m.authors
         a.next_seq = m.next_seq
         for k, rights in r["members"]:
             a.add_member(k, rights)

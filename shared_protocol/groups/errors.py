@@ -75,3 +75,17 @@ class GroupUsageError(LocalError):
     """The caller asked for something its role does not allow (e.g. a
     read-only member publishing, a non-admin issuing invites)."""
     code = "group-usage"
+
+
+class AuthorUnknown(GroupError):
+    """A compact reading names an author this member has no introduction
+    for (key and capability): it cannot prove who wrote it, so it is not
+    accepted. Authors introduce themselves again on every new link, every
+    epoch and every INTRO_EVERY messages (groups/readings.py)."""
+    code = "group-author-unknown"
+
+
+class AuthorClash(GroupError):
+    """An introduction whose short author reference is already taken by
+    another key: refused, the first introduction stays."""
+    code = "group-author-clash"

@@ -17,6 +17,8 @@ from shared_protocol.groups.errors import (BadSignature, DecryptFailed, GroupUsa
                                            UnknownEpoch, WrongTopic)
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
+from shared_protocol.groups import readings
+from shared_protocol.groups.readings import authors_from_record, authors_to_record
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
@@ -82,6 +84,11 @@ class Member:
         self.revoked = set()
         self._windows = {}
         self.next_seq = 1
+        # Compact readings (readings.py): authors introduced to us, by their
+        # short reference, and how many messages until we introduce ourselves.
+        self.authors = {}
+        self.intro_left = 0
+        self.max_authors = MAX_AUTHORS
 
     # -- roles --
 
@@ -99,6 +106,14 @@ class Member:
 
     def epoch_key(self, epoch=None):
         return self._epochs[self.epoch if epoch is None else epoch]
+
+    def epochs(self):
+        return self._epochs
+
+    def reintroduce(self):
+        """Put our introduction (key, capability) in the next compact
+        message: called for every new link to a proxy (readings.py)."""
+        self.intro_left = 0
 
     # -- publishing --
 
@@ -141,6 +156,14 @@ class Member:
         self.next_seq = seq + 1
         return envelope.REGISTRY.encode("group_pub", self.topic, self.epoch, mode, kfield, sealed)
 
+    def seal_reading(self, body, rand32, now=None):
+        """``body`` as a compact signed reading (group_rd, readings.py)."""
+        return readings.seal(self, [body], False, rand32, now, MAX_SEQ)
+
+    def seal_batch(self, bodies, rand32, now=None):
+        """1..wire.BATCH_MAX bodies in one group_rd under one signature."""
+        return readings.seal(self, bodies, True, rand32, now, MAX_SEQ)
+
     # -- receiving --
 
     def open(self, data, now):
@@ -149,6 +172,8 @@ class Member:
         if len(data) > wire.MAX_GROUP_MESSAGE:
             raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.MAX_GROUP_MESSAGE))
         msg = envelope.REGISTRY.decode(data)
+        if msg.type is wire.RD:
+            return readings.open_rd(self, msg, now, MAX_SEQ, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
             raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
@@ -191,17 +216,25 @@ class Member:
             raise BadSignature(message="author signature does not verify")
         if author != self.topic_public:
             check_write_capability(capability_from_wire(cap, topic, author), topic, self.topic_public, author, now)
-        win = self._windows.get(author)
-        if win is None:
-            if len(self._windows) >= MAX_AUTHORS:
-                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
-            win = ReplayWindow(SEQ_WINDOW)
+        win = self.window_for(author)
         if not win.is_fresh(seq):
             raise Replayed(message="sequence %d of this author already seen or too old" % seq)
         # every check passed: commit
         win.accept(seq)
         self._windows[author] = win
         return Publication(topic, epoch, author, seq, body)
+
+    def window_for(self, author):
+        """The author's replay window (a new one, not yet kept, for a new author)."""
+        win = self._windows.get(author)
+        if win is None:
+            if len(self._windows) >= MAX_AUTHORS:
+                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
+            win = ReplayWindow(SEQ_WINDOW)
+        return win
+
+    def keep_window(self, author, win):
+        self._windows[author] = win
 
     def _apply_rekey(self, msg):
         topic, epoch, eph, entries, sig = msg.values
@@ -247,6 +280,7 @@ class Member:
             del self._epochs[old]
         for k in v[2]:
             self.revoked.add(bytes(k))
+        self.intro_left = 0   # introduce ourselves in the new epoch
         return EpochChanged(epoch, list(v[2]))
 
     def forget_received(self):
@@ -276,6 +310,7 @@ class Member:
             "topic_public": self.topic_public, "seed": self.identity.seed, "name": self.name,
             "capability": self.capability, "epoch": self.epoch, "epochs": epochs,
             "revoked": sorted(self.revoked), "windows": windows, "next_seq": self.next_seq,
+            "authors": authors_to_record(self.authors),
         }
 
     @classmethod
@@ -291,5 +326,7 @@ class Member:
         for a, top, seen in r["windows"]:
             m._windows[bytes(a)] = ReplayWindow(SEQ_WINDOW, top, seen)
         m.next_seq = r["next_seq"]
+        # records written before compact readings have no "authors"
+        m.authors = authors_from_record(r.get("authors", []))
         return m
 

@@ -49,9 +49,11 @@ async def _sub(args):
             if isinstance(d.payload, EpochChanged):
                 print("upsycle sub: the topic was re-keyed; now at a new epoch", file=sys.stderr)
                 continue
-            out.write(d.payload.replace(b"\n", b"\\n") + b"\n")
+            # a batch (list) holds several readings of one author
+            for body in (d.payload if isinstance(d.payload, list) else [d.payload]):
+                out.write(body.replace(b"\n", b"\\n") + b"\n")
+                got += 1
             out.flush()
-            got += 1
     except asyncio.TimeoutError:
         if args.count is not None:
             print("upsycle sub: timed out after %d of %d message(s)" % (got, args.count), file=sys.stderr)

@@ -168,7 +168,10 @@ def cmd_seal(args):
     store = _store(args)
     m = store.find(args.topic)
     try:
-        data = m.seal(args.text.encode(), api.random_bytes(32), int(time.time()))
+        if m.can_read:
+            data = m.seal_reading(args.text.encode(), api.random_bytes(32), int(time.time()))
+        else:   # write-only: sealed to the epoch's public key (group_pub)
+            data = m.seal(args.text.encode(), api.random_bytes(32), int(time.time()))
     except UpsycleError as e:
         return _fail(str(e))
     store.save(m)  # the sequence number advanced
@@ -191,8 +194,9 @@ def cmd_open(args):
     store.save(m)
     if isinstance(ev, EpochChanged):
         print("re-keyed: topic %s now at epoch %d" % (m.name, ev.epoch))
-    else:
-        print("%s seq %d: %s" % (ev.author.hex()[:16], ev.seq, ev.body.decode("utf-8", "replace")))
+        return 0
+    for p in getattr(ev, "publications", None) or [ev]:   # a batch, or one publication
+        print("%s seq %d: %s" % (p.author.hex()[:16], p.seq, p.body.decode("utf-8", "replace")))
     return 0
 
 

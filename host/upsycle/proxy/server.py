@@ -372,7 +372,7 @@ class Proxy:
             except Exception:
                 self.faults.note("udp_garbage_no_session", peer="%s:%s" % addr)
                 return
-            if msg.name != "s_hello":
+            if msg.name != "s_hello" and msg.name != "s_hello_t":
                 self.faults.note("udp_no_session", peer="%s:%s" % addr, type=msg.name)
                 return
             if not self.config.allow_plaintext:
