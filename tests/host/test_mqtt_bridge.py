@@ -557,3 +557,30 @@ def test_unreachable_broker_is_retried_and_a_stop_is_not_held_up(site):
     t = time.monotonic()
     assert br.stop() == 0
     assert time.monotonic() - t < 5
+
+
+def test_compact_readings_and_a_batch_are_each_published_in_order(site):
+    """Boards send compact readings (the author's key and capability once)
+    and batches of readings under one signature (docs/private-groups.md):
+    the host codec opens them, the bridge publishes every reading."""
+    site.watcher = Watcher(site.broker.port, ("upsycle/garden/#",))
+    br = site.start_bridge()
+    br.wait_line("event=broker_connected")
+    author = os.urandom(8)
+
+    async def go():
+        b = await HostBoard(site.invite(), site.port, str(site.tmp / "board"), author=author).start()
+        try:
+            for i in range(3):
+                op = b.replica.append("temp", T0 + i, i)
+                await b.client.publish(b.member.topic, b.member.seal_reading(op, os.urandom(32), int(time.time())))
+            ops = [b.replica.append("temp", T0 + i, i) for i in range(3, 8)]
+            await b.client.publish(b.member.topic, b.member.seal_batch(ops, os.urandom(32), int(time.time())))
+        finally:
+            await b.close()
+    asyncio.run(go())
+    base = "upsycle/garden/%s/" % author.hex()
+    w = site.watcher
+    w.wait_for(lambda: len(w.readings(base)) >= 8, what="8 readings")
+    time.sleep(1.0)
+    assert [j["value"] for _, j in w.readings(base)] == list(range(8))

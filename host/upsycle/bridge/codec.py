@@ -41,24 +41,36 @@ class BridgeCodec(GroupCodec):
 
     def __init__(self, store):
         super().__init__(store)
-        self._signer = None
+        self._signers = []
         for m in self._members.values():
             m.open = self._recording(m.open)
 
     def _recording(self, open_):
         def opened(data, now):
             ev = open_(data, now)
-            self._signer = getattr(ev, "author", None)
+            pubs = getattr(ev, "publications", None)     # a batch of readings
+            self._signers = [getattr(p, "author", None) for p in pubs] if pubs is not None else [
+                getattr(ev, "author", None)]
             return ev
         return opened
 
     def decode(self, topic_id, payload):
-        self._signer = None
+        """What GroupCodec.decode gives (a body, a batch's list of bodies,
+        an EpochChanged or a Rejected), each body an ``Opened``."""
+        self._signers = []
         out = super().decode(topic_id, payload)
-        if isinstance(out, bytes) and self._signer is not None:
-            out = Opened(out)
-            out.signer = bytes(self._signer)
+        if isinstance(out, bytes):
+            return self._opened(out, self._signers[0] if self._signers else None)
+        if isinstance(out, list):
+            signers = self._signers if len(self._signers) == len(out) else [None] * len(out)
+            return [self._opened(b, a) for b, a in zip(out, signers)]
         return out
+
+    @staticmethod
+    def _opened(body, signer):
+        o = Opened(body)
+        o.signer = None if signer is None else bytes(signer)
+        return o
 
     def encode(self, topic_id, data):
         # A seal advances the group sequence number: it must be on disk

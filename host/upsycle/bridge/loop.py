@@ -230,6 +230,9 @@ class Bridge:
         elif isinstance(d.payload, EpochChanged):
             log.info("event=rekeyed topic=%s epoch=%d", t.level, d.payload.epoch)
             futs = self._remove_nodes(t, set(bytes(k).hex() for k in d.payload.removed))
+        elif isinstance(d.payload, list):     # a batch of readings (docs/private-groups.md)
+            for body in d.payload:
+                futs.extend(self._apply(t, d.seq, body))
         else:
             futs = self._apply(t, d.seq, d.payload)
         t.pending[d.seq] = len(futs)
