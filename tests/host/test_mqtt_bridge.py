@@ -489,7 +489,10 @@ def test_bridge_killed_while_the_broker_is_down_loses_nothing(site):
     br.kill()
     site.broker.start()
     br.start()
-    w.wait_for(lambda: len(set(j["seq"] for _, j in w.readings(base))) == 8, timeout=60, what="8 readings")
+    try:
+        w.wait_for(lambda: len(set(j["seq"] for _, j in w.readings(base))) == 8, timeout=60, what="8 readings")
+    except AssertionError as e:
+        raise AssertionError("%s\nbridge:\n%s" % (e, "\n".join(br.lines[-30:])))
     assert sorted(set(j["value"] for _, j in w.readings(base))) == list(range(8))
 
 

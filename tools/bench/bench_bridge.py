@@ -10,8 +10,9 @@ disk policy cancels out), `upsycle proxy` (SQLite, durable acks, secure
 Noise links as deployed), and the bridge as its own process, a member of a
 private topic. A board is played by this process: it appends each reading
 to its DMC replica, seals and signs the op with its member keys and
-publishes it through the proxy (window of 128, what a host client keeps in
-flight) -- what firmware/runtime.py does on a board. A paho subscriber
+publishes it through the proxy as a compact signed reading (window of 128,
+what a host client keeps in flight) -- what firmware/topic.py does on a
+board that holds read rights. A paho subscriber
 (QoS 1) takes the bridge's messages.
 
 Anchor, same run, same broker: a paho client publishes the same readings'
@@ -165,7 +166,9 @@ async def _board(proxy_port, invite, home, n, sent, gap=0.0):
     t_base = int(time.time())
     for i in range(n):
         op = replica.append("temp", t_base, i)
-        sealed = member.seal(op, os.urandom(32), t_base)
+        # a compact signed reading, what a board with read rights sends
+        # (firmware/topic.py; the key and capability ride along now and then)
+        sealed = member.seal_reading(op, os.urandom(32), t_base)
         sent[i] = time.perf_counter()
         futs.append(await c.publish_nowait(member.topic, sealed))
         if gap:

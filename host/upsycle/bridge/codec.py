@@ -43,6 +43,13 @@ class BridgeCodec(GroupCodec):
         super().__init__(store)
         self._signers = []
         for m in self._members.values():
+            # The replay windows on disk may have seen publications the
+            # bridge had not acknowledged when it stopped (they are one
+            # object for all deliveries, saved with the latest): the proxy
+            # delivers those again and they must open. The bridge's DMC
+            # replica drops what it already holds, as it does for a board's
+            # refill (Member.forget_received); every other check stays.
+            m.forget_received()
             m.open = self._recording(m.open)
 
     def _recording(self, open_):
