@@ -274,6 +274,7 @@ class Bridge:
         cid = names.ha_id(name)
         if cid not in comps:
             comps[cid] = D.component(t.mqtt, D.device_id(t.id, node), node, name, value)
+            t.st.save_meta()
             futs.append(self._announce(t, node))
         payload = D.reading_payload(value, D.unit_of(name, value), when, author, seq)
         futs.append(self.broker.publish(t.mqtt.reading(node, name), payload))
@@ -304,6 +305,8 @@ class Bridge:
             t.online.pop(node, None)
             t.st.dirty = True
             log.info("event=node_removed topic=%s node=%s: its entities are removed", t.level, node)
+        if futs:
+            t.st.save_meta()
         return futs
 
     def _announce(self, t, node):
@@ -334,13 +337,22 @@ class Bridge:
             self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._flush)
 
     def _flush(self):
-        """Save each changed replica, then acknowledge to the proxy."""
+        """Save each changed replica, then acknowledge to the proxy.
+
+        Only a topic with no delivery under way: the replica then holds
+        exactly what is at the broker. Saved with a reading the broker has
+        not acknowledged, a crash would make the proxy's copy of it a
+        duplicate for ever after. This cannot wait for ever: past the
+        session window the proxy sends nothing more until acknowledged, and
+        what is under way completes."""
         self._flush_handle = None
         self.store.flush()
         for t in self.topics.values():
+            if t.pending or not (t.done_upto > t.acked_upto or t.st.acked):
+                continue
+            if t.st.dirty:
+                t.st.save()
             if t.done_upto > t.acked_upto:
-                if t.st.dirty:
-                    t.st.save()
                 self.client.consumed(t.id, t.done_upto)
                 t.acked_upto = t.done_upto
 
@@ -418,7 +430,7 @@ class Bridge:
         except UpsycleError as e:
             return self._refuse(t, name, e.code, e.message)
         t.st.outbox.append(op)
-        t.st.save()
+        t.st.save_meta()      # the outbox on disk before the op leaves; the replica at the next flush
         log.info("event=set_written topic=%s name=%r", t.level, name)
         asyncio.ensure_future(self._send_setting(t, op))
 
@@ -428,6 +440,7 @@ class Bridge:
         except (UpsycleError, ConnectionError) as e:
             log.error("event=set_not_sent topic=%s code=%s detail=%r", t.level, getattr(e, "code", "-"), str(e))
             return
-        if op in t.st.outbox:
-            t.st.outbox.remove(op)
-            t.st.save()
+        t.st.acked.add(op)    # leaves the outbox once a replica holding it is saved
+        t.st.dirty = True
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._flush)

@@ -64,18 +64,40 @@ class TopicState:
                 self.signers = v.get("signers", {})
         except (OSError, ValueError, KeyError, TypeError):
             pass
+        # Our own writes waiting in the outbox are in the replica too (a
+        # crash may have come before the replica holding them was saved):
+        # applied again, so our next write never reuses their sequence.
+        for op in self.outbox:
+            try:
+                self.replica.receive(op)
+            except Exception:
+                pass
+        self.acked = set()     # outbox ops the proxy holds: dropped at the next replica save
         self.dirty = False
 
     def save(self):
-        """Replica first, then the JSON state, each replaced atomically."""
+        """Replica first, then the JSON state, each replaced atomically.
+        The replica is saved only when every delivery it holds is at the
+        broker (the bridge's flush): saved earlier, a crash would leave a
+        reading in it that the broker never got, and the proxy's copy of it
+        would be a duplicate for ever after."""
         self.replica.compact(self.replica.vv)   # the bridge serves no peer: fold everything
         self.store.save(self.replica)
+        if self.acked:
+            self.outbox = [x for x in self.outbox if x not in self.acked]
+            self.acked = set()
+        self.save_meta()
+        self.dirty = False
+
+    def save_meta(self):
+        """The JSON state alone: at once when an entity is announced or
+        removed (so a later removal knows it), while the replica waits for
+        the broker's acknowledgements."""
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"version": STATE_VERSION, "name": self.name, "devices": self.devices,
                        "heard": self.heard, "signers": self.signers, "outbox": [x.hex() for x in self.outbox]}, f, sort_keys=True)
         os.replace(tmp, self.path)
-        self.dirty = False
 
 
 def known_topics(root):
