@@ -75,6 +75,10 @@ _WDT_TIMEOUT_MS = const(8000)
 # WiFi retry backoff: fast first retries, then at most every 30 s.
 _WIFI_RETRY_MIN_MS = const(500)
 _WIFI_RETRY_MAX_MS = const(30000)
+# Group rejections that are expected copies, not faults: a re-key part
+# already applied (the admin sends its re-keys again for members that missed
+# them), a part holding other members' entries (shared_protocol/groups).
+_QUIET_CODES = ("group-stale-epoch", "group-rekey-other-part")
 # Datagrams taken from the socket per loop turn: bounds the time between
 # two watchdog feeds when a burst arrives (each may cost an Ed25519 verify,
 # ~100 ms in the VM).
@@ -194,6 +198,7 @@ class Node:
         self.sent_upto = {}      # topic id -> {dmc author: highest seq handed to the session this link}
         self.pending_consumed = []
         self.counts = {"acked": 0, "delivered": 0, "rejected": 0, "errors": 0}
+        self.cannot_write = {}   # topic id -> why (logged once): its readings stay in the outbox
         self.online = False
         self.refill_quiet = {}   # topic id -> ticks of the refill's last sign of life
         self.sock = None
@@ -438,8 +443,11 @@ class Node:
         try:
             got = tp.open(payload, platform.unix_time())
         except (UpsycleError, ValueError, TypeError) as e:
+            code = getattr(e, "code", e)
+            if code in _QUIET_CODES:
+                return   # a copy of a re-key we applied, or a part for other members
             self.counts["rejected"] += 1
-            self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, getattr(e, "code", e)))
+            self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, code))
             return
         if isinstance(got, EpochChanged):
             self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, got.epoch))
@@ -459,7 +467,16 @@ class Node:
             if upto is None:
                 upto = self.sent_upto[tp.topic] = {}
             while s.can_publish():
-                m = tp.next_message(upto, platform.unix_time())
+                try:
+                    m = tp.next_message(upto, platform.unix_time())
+                except UpsycleError as e:
+                    # e.g. the write capability expired: readers would refuse
+                    # what we send, so nothing is sent and nothing is lost
+                    if self.cannot_write.get(tp.topic) != e.message:
+                        self.cannot_write[tp.topic] = e.message
+                        self.log("upsycle: topic %s: cannot publish (%s); readings stay in the outbox: flash a "
+                                 "new invite" % (tp.name, e.message))
+                    break
                 if m is None:
                     break
                 a, seq, payload = m

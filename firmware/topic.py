@@ -5,9 +5,11 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
              written to a temp file and renamed over the old one)
   <id>.st    the node's own state for the topic, same format and same
              atomic replace: [1, member record, outbox, published]
-             - member record: group sequence number, replay windows, epochs
-               (a restarted node must never reuse a sequence number: other
-               members would drop the publication as a replay)
+             - member record: group sequence generation and number, replay
+               windows, epochs (a restarted node must never reuse a
+               sequence number: other members would drop the publication
+               as a replay; a node that starts from its invite draws a new
+               generation, so a re-flash or a second board does not either)
              - outbox: the DMC operations this node wrote that the proxy has
                not acknowledged yet, oldest first
              - published: how many readings this node wrote (for the demo)
@@ -134,10 +136,9 @@ class Topic:
                 m = Member.from_record(v[1])
                 if m.topic != fresh.topic:
                     raise StoreError(CORRUPT, "state is for another topic")
-                # The invite may be newer (re-flashed): keep the higher epoch.
+                # The invite may be newer (re-flashed): keep the higher epoch
+                # (a fresh member gets a generation of its own below).
                 self.member = m if m.epoch >= fresh.epoch else fresh
-                if m.next_seq > self.member.next_seq:
-                    self.member.next_seq = m.next_seq
                 self.outbox = [bytes(x) for x in v[2]][-OUTBOX_MAX:]
                 self.published = v[3]
                 had_state = True
@@ -155,6 +156,13 @@ class Topic:
             # A new generation: see "Authors" above.
             self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), LOG_KEEP, 0, BOARD_TAIL)
             self.dirty_replica = True   # the new author id must be on flash before it is used
+        if self.member is fresh:
+            # Started from the invite (first boot, re-flashed, or the state
+            # file lost): a new sequence generation, so this join never
+            # reuses a sequence number of an earlier one (groups/member.py,
+            # COUNTER_BITS). On flash before the first seal.
+            fresh.new_generation(self.random_bytes(3))
+            self.dirty_state = True
         if not self.refilling and self.files.read(self.refill_path) is not None:
             self.refilling = True     # a refill that a reset interrupted: again
         if self.refilling:

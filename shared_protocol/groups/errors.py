@@ -6,6 +6,10 @@ from shared_protocol.errors import LocalError, RemoteError
 
 class GroupError(RemoteError):
     code = "group"
+    # True when the same message may open later, once this member has
+    # applied a re-key it has not received yet: a receiver keeps such a
+    # message instead of dropping it (host: upsycle.group_codec, "held").
+    may_clear = False
 
 
 class WrongTopic(GroupError):
@@ -16,6 +20,26 @@ class UnknownEpoch(GroupError):
     """Encrypted under an epoch this member does not hold (too new, too old,
     or a re-key that excluded us)."""
     code = "group-unknown-epoch"
+
+
+class FutureEpoch(UnknownEpoch):
+    """Encrypted under an epoch newer than ours: its re-key has not reached
+    us yet (or excluded us). Same code as UnknownEpoch; may clear."""
+    may_clear = True
+
+
+class RekeyGap(GroupError):
+    """A re-key that skips an epoch: the earlier re-key must be applied first
+    (it names members removed then, whom we must refuse in that epoch). May
+    clear once the earlier one arrives (the admin re-sends them in order)."""
+    code = "group-rekey-gap"
+    may_clear = True
+
+
+class OtherRekeyPart(GroupError):
+    """A part of a re-key that holds no entry for us; another part may (a
+    re-key of a large topic is split to fit the proxy's payload limit)."""
+    code = "group-rekey-other-part"
 
 
 class StaleEpoch(GroupError):

@@ -44,7 +44,7 @@ from shared_protocol.crypto.errors import AuthenticationFailed
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import (AuthorClash, AuthorUnknown, BadSignature, CapabilityExpired,
-                                           DecryptFailed, GroupUsageError, Malformed, MemberRevoked,
+                                           DecryptFailed, FutureEpoch, GroupUsageError, Malformed, MemberRevoked,
                                            NoReadCapability, Replayed, TooLarge, UnknownEpoch)
 from shared_protocol.groups.keys import (KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_from_wire, capability_on_wire,
                                          check_write_capability)
@@ -91,7 +91,7 @@ def seal(member, bodies, batch, rand32, now, max_seq):
             raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.MAX_BODY))
     if not _is_bytes(rand32, KEY_SIZE):
         raise GroupUsageError(message="seal needs 32 random bytes")
-    seq = member.next_seq
+    seq = member.seq_block(n, rand32)   # generation and counter (member.py, COUNTER_BITS)
     if seq + n - 1 > max_seq:
         raise GroupUsageError(message="sequence numbers exhausted for this member key")
     author = member.identity.public
@@ -110,7 +110,7 @@ def seal(member, bodies, batch, rand32, now, max_seq):
     inner = cbor.encode([kind, author[:wire.AREF_SIZE], seq, payload, sig, intro])
     nonce = rand32[:wire.NONCE_SIZE]   # random: many authors share the epoch key (RFC 8439 §4)
     sealed = api.aead_encrypt(ek.sym, nonce, inner, wire.rd_header(topic, member.epoch, nonce))
-    member.next_seq = seq + n
+    member.seq_used(seq, n)
     member.intro_left -= 1
     return envelope.REGISTRY.encode("group_rd", member.epoch, nonce, sealed)
 
@@ -194,6 +194,10 @@ def open_rd(member, msg, now, max_seq, publication):
     epoch, nonce, sealed = msg.values
     ek = member.epoch_key(epoch) if epoch in member.epochs() else None
     if ek is None:
+        if epoch > member.epoch:
+            # its re-key has not reached us yet: may open later (errors.FutureEpoch)
+            raise FutureEpoch(message="epoch %d not held yet (current %d): its re-key has not arrived"
+                                      % (epoch, member.epoch))
         raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, member.epoch))
     if not ek.readable:
         raise NoReadCapability(message="write-only member: cannot open publications")
@@ -216,14 +220,14 @@ def open_rd(member, msg, now, max_seq, publication):
         api.ed25519_verify(author, signed, sig)
     except CryptoBadSignature:
         raise BadSignature(message="author signature does not verify")
-    win = member.window_for(author)
+    win = member.window_for(author, seq)     # per (author, generation); a batch is in one generation
     for s in range(seq, seq + count):
         if not win.is_fresh(s):
             raise Replayed(message="sequence %d of this author already seen or too old" % s)
     # every check passed: commit
     for s in range(seq, seq + count):
         win.accept(s)
-    member.keep_window(author, win)
+    member.keep_window(author, win, seq)
     if new_entry is not None:
         member.authors[aref] = new_entry
     if kind == wire.RD_SIGNED:

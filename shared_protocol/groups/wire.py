@@ -1,7 +1,7 @@
 """Group messages on the wire (envelope types 80-81, the "secure" block).
 
     group_pub   [1, 80, topic, epoch, mode, kfield, sealed]
-    group_rekey [1, 81, topic, epoch, ephemeral, entries, admin signature]
+    group_rekey [1, 81, topic, epoch, ephemeral, part, parts, entries, admin signature]
     group_rd    [1, 82, epoch, nonce, sealed]       (compact readings: readings.py)
 
 Only the topic id, the epoch number and ciphertext are visible to a proxy.
@@ -26,6 +26,14 @@ MAX_GROUP_MESSAGE = 16384
 MAX_MEMBERS = 64
 # Authors removed by one re-key.
 MAX_REMOVED_PER_REKEY = 8
+# Largest part of a re-key: the proxy's payload limit (session.messages.PAYLOAD_MAX,
+# which keeps a delivery inside one UDP datagram a board can receive). One
+# entry is ~120 bytes, so a part holds ~7 entries and a re-key of a larger
+# topic is split into parts, each signed on its own (tests/shared/test_groups.py
+# checks that the two limits agree).
+REKEY_PART_MAX = 1024
+# Parts of one re-key: MAX_MEMBERS entries at the smallest entry size fit.
+MAX_REKEY_PARTS = 16
 REKEY_ENTRY_MAX = 1 + 2 * (2 + KEY_SIZE) + 2 + MAX_REMOVED_PER_REKEY * (2 + KEY_SIZE) + 16
 
 MODE_EPOCH_KEY = 0      # sealed with the epoch's symmetric key (readers)
@@ -43,6 +51,8 @@ REKEY = REGISTRY.register(81, "group_rekey", (
     ("topic", BYTES, TOPIC_ID_SIZE),
     ("epoch", UINT, MAX_EPOCH),
     ("ephemeral", BYTES, KEY_SIZE),
+    ("part", UINT, MAX_REKEY_PARTS - 1),    # 0-based index of this part
+    ("parts", UINT, MAX_REKEY_PARTS),       # how many parts the re-key has
     ("entries", LIST, MAX_MEMBERS),
     ("sig", BYTES, SIG_SIZE),
 ))
@@ -115,5 +125,7 @@ def pub_signed_bytes(topic, epoch, author, seq, body):
     return PUB_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
 
 
-def rekey_signed_bytes(topic, epoch, ephemeral, entries):
-    return REKEY_SIG_LABEL + cbor.encode([topic, epoch, ephemeral, entries])
+def rekey_signed_bytes(topic, epoch, ephemeral, part, parts, entries):
+    # Each part is signed on its own (a member needs only the part holding
+    # its entry); part and parts are covered, so parts cannot be renumbered.
+    return REKEY_SIG_LABEL + cbor.encode([topic, epoch, ephemeral, part, parts, entries])

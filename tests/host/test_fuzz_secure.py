@@ -25,7 +25,7 @@ _SAMPLES = [_writer.seal(b"reading 1", os.urandom(32)), _wonly.seal(b"reading 2"
             _writer.seal_reading(b"reading 4", os.urandom(32))]
 _writer.reintroduce()
 _SAMPLES.append(_writer.seal_batch([b"reading 5", b"reading 6", b"reading 7"], os.urandom(32)))
-_SAMPLES.append(_admin.remove(_reader.identity.public, os.urandom(32), os.urandom(32)))
+_SAMPLES.append(_admin.remove(_reader.identity.public, os.urandom(32), os.urandom(32))[0])
 
 
 def _mutate(data, ops):

@@ -94,7 +94,7 @@ def test_introduction_again_every_n_messages_new_link_and_new_epoch():
     rw.reintroduce()                                   # a new link to a proxy
     assert _inner(ro, rw.seal_reading(b"r", r32(), NOW))[5] is not None
     rw.seal_reading(b"r", r32(), NOW)
-    rekey = admin.remove(rw2.identity.public, r32(), r32())
+    rekey, = admin.remove(rw2.identity.public, r32(), r32())
     rw.open(rekey, NOW)
     assert _inner(rw, rw.seal_reading(b"r", r32(), NOW))[5] is not None
 
@@ -195,7 +195,7 @@ def test_author_reference_clash_keeps_the_first_key():
 def test_removed_member_refused_even_when_introduced():
     admin, rw, ro, rw2 = _topic()
     ro.open(rw2.seal_reading(b"before", r32(), NOW), NOW)     # ro knows rw2
-    ro.open(admin.remove(rw2.identity.public, r32(), r32()), NOW)
+    ro.open(admin.remove(rw2.identity.public, r32(), r32())[0], NOW)
     late = rw2.seal_reading(b"I am still here", r32(), NOW)   # old epoch, cached author
     _rejects(ro, [("removed author, cached introduction", MemberRevoked, late)])
 

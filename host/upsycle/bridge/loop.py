@@ -37,7 +37,7 @@ from upsycle.bridge.broker import Broker
 from upsycle.bridge.state import OUTBOX_MAX, TopicState, known_topics
 from upsycle.client import Client, node_key
 from upsycle.bridge.codec import BridgeCodec, SaveAtFlush
-from upsycle.group_codec import EpochChanged, Rejected
+from upsycle.group_codec import EpochChanged, Held, Rejected
 
 log = logging.getLogger("upsycle.bridge")
 
@@ -216,6 +216,12 @@ class Bridge:
         if t is None:
             self.client.consumed(d.topic, d.seq)
             return
+        if d.held is not None:
+            # A publication the codec kept until its re-key came, handed out
+            # now (upsycle.group_codec Held): not a proxy delivery of its own.
+            for body in (d.payload if isinstance(d.payload, list) else [d.payload]):
+                self._apply(t, d.seq, body)
+            return
         if d.seq <= t.done_upto or d.seq in t.pending:
             return   # under way already
         futs = []
@@ -227,6 +233,9 @@ class Bridge:
                 log.error("event=removed_from_topic topic=%s: this bridge was removed; its entities go",
                           t.level)
                 futs.append(asyncio.ensure_future(self._remove_entities(t.st, t.mqtt, t.id)))
+        elif isinstance(d.payload, Held):
+            log.info("event=delivery_held topic=%s seq=%d code=%s (opened when its re-key comes)",
+                     t.level, d.seq, d.payload.code)
         elif isinstance(d.payload, EpochChanged):
             log.info("event=rekeyed topic=%s epoch=%d", t.level, d.payload.epoch)
             futs = self._remove_nodes(t, set(bytes(k).hex() for k in d.payload.removed))
