@@ -539,8 +539,9 @@ def test_a_member_removed_by_a_rekey_loses_its_entities(site):
             await b.publish("temp", T0, 1)
             boards[a] = b
         # the admin removes the first board; the re-key travels the topic
-        rekey = site.admin.remove(boards[gone].member.identity.public, os.urandom(32), os.urandom(32))
-        await boards[stays].client.publish(site.admin.topic, rekey)
+        parts = site.admin.remove(boards[gone].member.identity.public, os.urandom(32), os.urandom(32))
+        for part in parts:
+            await boards[stays].client.publish(site.admin.topic, part)
         for b in boards.values():
             await b.close()
     asyncio.run(go())
