@@ -28,7 +28,7 @@ from proxy_rig import ENV, ROOT, wait_port
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.invite import member_from_url
 from shared_protocol.groups.member import Publication
-from upsycle.ports import free_port
+from upsycle.processes import free_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"

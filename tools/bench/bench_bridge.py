@@ -44,7 +44,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from table import render  # noqa: E402
-from upsycle.ports import free_port  # noqa: E402
+from upsycle.processes import free_port  # noqa: E402
 
 WINDOW = 128
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)

@@ -35,7 +35,8 @@ from upsycle.bridge import discovery as D
 from upsycle.bridge import names
 from upsycle.bridge.broker import Broker
 from upsycle.bridge.state import OUTBOX_MAX, TopicState, known_topics
-from upsycle.client import Client, node_key
+from upsycle.client import Client
+from upsycle.identity import node_key
 from upsycle.bridge.codec import BridgeCodec, SaveAtFlush
 from upsycle.group_codec import EpochChanged, Held, Rejected
 
@@ -229,7 +230,7 @@ class Bridge:
             log.warning("event=missed topic=%s count=%d cause=%s", t.level, d.missed, d.cause)
         elif isinstance(d.payload, Rejected):
             log.warning("event=delivery_rejected topic=%s seq=%d code=%s", t.level, d.seq, d.payload.code)
-            if d.payload.code == "group-removed":
+            if d.payload.code == "group_removed":
                 log.error("event=removed_from_topic topic=%s: this bridge was removed; its entities go",
                           t.level)
                 futs.append(asyncio.ensure_future(self._remove_entities(t.st, t.mqtt, t.id)))
