@@ -16,11 +16,11 @@ def safe_mode(reason):
     print("upsycle: the REPL stays available; fix it with `upsycle flash` or mpremote, then reset")
 
 
-def start(platform=None):
+def start(platform=None, path=config.CONFIG_PATH):
     """Run from /main.py. Returns the config dict, or None in safe mode."""
     platform = platform or sys.platform
     try:
-        cfg = config.load(platform)
+        cfg = config.load(platform, path)
     except config.ConfigError as e:
         safe_mode("%s (%s)" % (e.message, e.code))
         return None

@@ -213,15 +213,15 @@ class Node:
         try:
             for p in peers:
                 h, pt = parse_addr(p)
-                self.lan_peers.append(socket.getaddrinfo(h, pt)[0][-1])
+                self.lan_peers.append(platform.sockaddr(h, pt))
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setblocking(False)
-            s.bind(("0.0.0.0", port))
+            s.bind(platform.sockaddr("0.0.0.0", port))
         except (OSError, ValueError) as e:
             self.log("upsycle: LAN socket on port %d failed (%s): LAN off" % (port, e))
             return False
         if not peers and not platform.IS_VIRTUAL:
-            self.lan_peers.append(socket.getaddrinfo(BROADCAST, port)[0][-1])
+            self.lan_peers.append(platform.sockaddr(BROADCAST, port))
         seed = 0
         for b in platform.random_bytes(8):
             seed = (seed << 8) | b
@@ -261,7 +261,7 @@ class Node:
         for addr, data in msgs:
             try:
                 h, p = parse_addr(addr)
-                out.append(((h, p), data))
+                out.append((platform.sockaddr(h, p), data))
             except ValueError:
                 pass
         return out
@@ -270,7 +270,8 @@ class Node:
 
     def topic(self, name):
         for t in self.topics:
-            if t.name == name or t.topic == name:
+            # a name (str) or an id (bytes); str == bytes warns on MicroPython
+            if (t.name if isinstance(name, str) else t.topic) == name:
                 return t
         raise KeyError("no topic %r in this node's config" % (name,))
 
@@ -292,10 +293,10 @@ class Node:
             return False
         host, port, key = self.proxies[self.proxy_index % len(self.proxies)]
         try:
-            self.addr = socket.getaddrinfo(host, port)[0][-1]
+            self.addr = platform.sockaddr(host, port)
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setblocking(False)
-            s.bind(("0.0.0.0", 0))
+            s.bind(platform.sockaddr("0.0.0.0", 0))
         except OSError as e:
             self.log("upsycle: cannot open a socket to %s:%d: %s" % (host, port, e))
             return False
@@ -466,11 +467,12 @@ class Node:
         return sealed
 
     def status(self):
-        out = 0
+        out = held = 0
         for t in self.topics:
             out += len(t.outbox)
-        s = "published %d acked %d delivered %d outbox %d" % (
-            sum(t.published for t in self.topics), self.counts["acked"], self.counts["delivered"], out)
+            held += _count_readings(t.replica)
+        s = "published %d acked %d delivered %d outbox %d readings %d" % (
+            sum(t.published for t in self.topics), self.counts["acked"], self.counts["delivered"], out, held)
         if self.lan is not None:
             s += " lan peers %d synced %d" % (len(self.lan.cyclon), self.lan.synced_ops)
         return s
@@ -548,7 +550,7 @@ def _ready_to_sleep(node, awake_ms, since_ms):
     return True
 
 
-async def main(cfg, app=None):
+async def main(cfg, app=None, data_dir=DATA_DIR):
     """The node's life: never returns on a board (Ctrl-C cancels it)."""
     log = _log
     duty = duty_cycle(cfg, log)
@@ -557,7 +559,7 @@ async def main(cfg, app=None):
         log("upsycle: woke from deep sleep")
     wdt = platform.watchdog(_WDT_TIMEOUT_MS)
     wlan = await _wifi(cfg, wdt, log)
-    node = Node(cfg)
+    node = Node(cfg, data_dir)
     forget_boot_modules()
     if app is not None:
         app(node)
@@ -645,15 +647,15 @@ def _host_port(src):
         return "0.0.0.0", 0
 
 
-def run(cfg, app=None):
+def run(cfg, app=None, data_dir=DATA_DIR):
     """Start the node from main.py. On a board asyncio.run() blocks; on the
     virtual board it starts the task and returns (tools/vboard/README.md)."""
-    asyncio.run(_guarded(cfg, app))
+    asyncio.run(_guarded(cfg, app, data_dir))
 
 
-async def _guarded(cfg, app):
+async def _guarded(cfg, app, data_dir):
     try:
-        await main(cfg, app)
+        await main(cfg, app, data_dir)
     except asyncio.CancelledError:
         raise
     except Exception as e:

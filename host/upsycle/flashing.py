@@ -32,6 +32,9 @@ ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
 # Build descriptions beside the code, never copied: firmware/manifest.py
 # freezes the firmware into a custom image (docs/node.md).
 NOT_BOARD_FILES = ("firmware/manifest.py",)
+# Modules only MicroPython's unix port runs (a development instrument:
+# tools/bench/bench_rig.py builds them beside the board files).
+UNIX_ONLY_FILES = ("firmware/unix.py",)
 CONFIG_REMOTE = "/config.json"
 # Bytes of file data sent per raw-REPL command. Each command costs a round
 # trip (mpremote polls every 10 ms), so small files are batched into one
@@ -82,7 +85,7 @@ def source_files():
             dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
             for f in sorted(files):
                 rel = os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
-                if f.endswith(".py") and rel not in NOT_BOARD_FILES:
+                if f.endswith(".py") and rel not in NOT_BOARD_FILES and rel not in UNIX_ONLY_FILES:
                     out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
     for f in ROOT_FILES:
         out.append((os.path.join(ROOT, "firmware", "root", f), f))
