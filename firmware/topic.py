@@ -71,20 +71,7 @@ class OutboxFull(Exception):
     pass
 
 
-def _write_atomic(files, path, payload):
-    data = dstore.pack(payload)
-    tmp = path + ".tmp"
-    files.remove(tmp)
-    f = files.open(tmp)
-    try:
-        f.write(data)
-    finally:
-        f.close()
-    try:
-        files.rename(tmp, path)
-    except OSError:
-        files.remove(path)
-        files.rename(tmp, path)
+_write_atomic = dstore.write_atomic
 
 
 class Topic:

@@ -66,6 +66,34 @@ def pack(payload):
     return MAGIC + struct.pack(">I", len(payload)) + payload + hashlib.sha256(payload).digest()[:_CHECK]
 
 
+def write_atomic(files, path, payload):
+    """The file pack(payload) makes, written in pieces to path + ".tmp" and
+    renamed over path (see the module doc). The payload is never copied: a
+    replica of several KB packed by concatenation held three copies at
+    once, which a board's fragmented heap may not have in one piece.
+    Returns the file's size."""
+    size = _HEADER + len(payload) + _CHECK
+    if size > STORE_MAX:
+        raise StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (size, STORE_MAX))
+    tmp = path + ".tmp"
+    files.remove(tmp)  # a leftover of an interrupted save
+    f = files.open(tmp)
+    try:
+        f.write(MAGIC + struct.pack(">I", len(payload)))
+        mv = memoryview(payload)
+        for i in range(0, len(payload), WRITE_CHUNK):
+            f.write(mv[i:i + WRITE_CHUNK])
+        f.write(hashlib.sha256(payload).digest()[:_CHECK])
+    finally:
+        f.close()
+    try:
+        files.rename(tmp, path)
+    except OSError:
+        files.remove(path)
+        files.rename(tmp, path)
+    return size
+
+
 def unpack(data):
     """File bytes -> payload bytes; StoreError(CORRUPT) if any check fails."""
     if data is None:
@@ -90,24 +118,7 @@ class Store:
         self.files = files if files is not None else OsFiles()
 
     def save(self, replica):
-        data = pack(cbor.encode(replica.dump_value()))
-        if len(data) > STORE_MAX:
-            raise StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (len(data), STORE_MAX))
-        fs = self.files
-        fs.remove(self.tmp)  # a leftover of an interrupted save
-        f = fs.open(self.tmp)
-        try:
-            mv = memoryview(data)
-            for i in range(0, len(data), WRITE_CHUNK):
-                f.write(mv[i:i + WRITE_CHUNK])
-        finally:
-            f.close()
-        try:
-            fs.rename(self.tmp, self.path)
-        except OSError:
-            fs.remove(self.path)
-            fs.rename(self.tmp, self.path)
-        return len(data)
+        return write_atomic(self.files, self.path, cbor.encode(replica.dump_value()))
 
     def load(self):
         """The stored replica; StoreError(MISSING or CORRUPT) otherwise."""

@@ -115,6 +115,7 @@ class UdpSession:
             return [Message(self.channel.open(body))]
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
             raise BadPacket(message="unknown packet kind %d" % kind)
+        packet = bytes(packet)   # kept below; the caller may reuse its buffer
         if self._repeat_of is not None and packet == self._repeat_of:
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)

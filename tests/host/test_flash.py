@@ -149,6 +149,17 @@ def test_heap_advice_for_plain_esp32_pico_w_and_frozen_firmware():
     assert small and "30 KB" in small and "manifest" not in small
 
 
+def test_bad_lan_or_sleep_sections_are_refused_before_touching_the_board(tmp_path):
+    # socket://127.0.0.1:1 has no board: reaching it would be another error
+    for section, want in (('[lan]\nport = 0\n', "'lan' must be"),
+                          ('[lan]\nport = 47000\npeers = ["nohost"]\n', "LAN peer"),
+                          ('[sleep]\nawake_s = 20\n', "'sleep' must be")):
+        toml = tmp_path / "node.toml"
+        toml.write_text(section)
+        r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--config", str(toml))
+        assert r.returncode == 1 and want in r.stderr and "connecting" not in r.stdout, (section, r.stdout, r.stderr)
+
+
 def test_bad_flag_values_are_refused_before_touching_the_board(tmp_path):
     r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--wifi", "lab:short")
     assert r.returncode == 1 and "8..63" in r.stderr, r.stderr

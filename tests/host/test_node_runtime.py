@@ -11,7 +11,7 @@ from shared_protocol.dmc import store as dstore
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url
 
-from firmware import runtime
+from firmware import proxy_link, runtime
 from firmware.topic import Topic
 
 AUTHOR = bytes(range(32))
@@ -152,55 +152,55 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     logs = []
     n = _node(tmp_path, logs)
     for t in n.topics:
-        n.session.subscribe(t.topic, 0)
-    n.session.start(0, False)
-    n.sock = object()   # the link is "open": the test carries the datagrams itself
-    n.outgoing()
+        n.proxy.session.subscribe(t.topic, 0)
+    n.proxy.session.start(0, False)
+    n.proxy.sock = object()   # the link is "open": the test carries the datagrams itself
+    n.proxy.outgoing()
     garbage = [b"", b"\x00" * 50, b"\xff" * 1200, bytes(range(256)),
                E.REGISTRY.encode("ping", 1)[:-1]]
     for i, g in enumerate(garbage):
-        n.receive(g, 10 + i)
+        n.proxy.receive(g, 10 + i)
     n.turn(20)
     assert n.counts["errors"] == len(garbage)
     assert sum("bad message from the proxy" in m for m in logs) == len(garbage)
     # Still a working session: welcome, then a reading goes out sealed.
-    n.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 30)
+    n.proxy.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 30)
     n.publish("field", "temp", 22.5)
     n.turn(31)
-    out = n.outgoing()
+    out = n.proxy.outgoing()
     names = [E.REGISTRY.decode(m).name for m in out]
     assert "s_publish" in names and "s_subscribe" in names
     pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_publish"][0]
     assert b"temp" not in pub.values[-1]       # sealed
     # The ack empties the outbox, on flash too.
-    n.receive(E.REGISTRY.encode("s_puback", pub.values[1]), 40)
+    n.proxy.receive(E.REGISTRY.encode("s_puback", pub.values[1]), 40)
     n.turn(41)
     assert n.topics[0].outbox == []
     assert Topic(_invite(), n.node_author, str(tmp_path), log=pytest_fail).outbox == []
     # Garbage flooding stops being logged past the limit.
     for i in range(100):
-        n.receive(b"\x01\x02", 50 + i)
+        n.proxy.receive(b"\x01\x02", 50 + i)
     n.turn(200)
-    assert sum("bad message" in m for m in logs) == runtime.ERRORS_LOGGED_MAX
+    assert sum("bad message" in m for m in logs) == proxy_link.ERRORS_LOGGED_MAX
 
 
 def test_secure_link_drops_garbage_and_says_so(tmp_path):
     logs = []
     n = _node(tmp_path, logs, link="noise")
-    n.link.start(0, b"\x05" * 32)
-    n.sock = object()
-    first = n.outgoing()
+    n.proxy.link.start(0, b"\x05" * 32)
+    n.proxy.sock = object()
+    first = n.proxy.outgoing()
     assert len(first) == 1 and b"temp" not in first[0]     # the handshake's first message
     for i, g in enumerate([b"\x00" * 80, b"\xff" * 1200, bytes(range(200))]):
-        n.receive(g, 10 + i)
+        n.proxy.receive(g, 10 + i)
     n.turn(20)
-    assert n.link.dropped == 3
+    assert n.proxy.link.dropped == 3
     assert sum("failed the secure link" in m for m in logs) == 3
     # The session id is bound to the node key (the proxy checks it).
     from shared_protocol.secure_session import node_id_for
     from shared_protocol.crypto import api
     from shared_protocol.groups.keys import Identity
-    assert n.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
+    assert n.proxy.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
 
 
 def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
@@ -222,24 +222,24 @@ def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
         cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()],
                "proxies": ["127.0.0.1:9@" + pinned], "publish_interval_s": 1, "link": "noise"}
         n = runtime.Node(cfg, data_dir=str(tmp_path / proxy_static.hex()[:4]), log=logs.append)
-        assert n.open_link()
+        assert n.proxy.open()
         try:
-            assert n.link.proxy_key == bytes.fromhex(pinned)
+            assert n.proxy.link.proxy_key == bytes.fromhex(pinned)
             proxy = UdpSession(Handshake(False, proxy_static, b"\x33" * 32, PROLOGUE, None))
-            for m in n.outgoing():
+            for m in n.proxy.outgoing():
                 proxy.receive(m, 1)
             for m in proxy.packets_to_send():
-                n.receive(m, 2)
+                n.proxy.receive(m, 2)
             n.turn(3)
             return n, logs
         finally:
-            n.sock.close()
+            n.proxy.sock.close()
 
     n, logs = attempt(wrong)
-    assert not n.link.secured
+    assert not n.proxy.link.secured
     assert any("proxy link lost" in m for m in logs), logs
     n, logs = attempt(right)
-    assert n.link.secured, logs
+    assert n.proxy.link.secured, logs
     assert any("pinned key" in m for m in logs)
 
 

@@ -178,9 +178,10 @@ class Scenario:
 
     def _done(self, st):
         want = 2 * self.readings   # every reading goes to both topics
-        # acked: ours reached the proxy; readings: the replicas hold ours
-        # and the other node's (from the proxy or the LAN peer)
-        ok = st.get("acked", 0) >= want and st.get("readings", 0) >= 2 * want
+        # outbox 0: the proxy acknowledged all ours (one ack may cover
+        # several); readings: the replicas hold ours and the other node's
+        # (from the proxy or the LAN peer)
+        ok = st.get("published", 0) >= want and st.get("outbox", 1) == 0 and st.get("readings", 0) >= 2 * want
         return ok and (not self.lan or st.get("lan_peers", 0) >= 1)
 
     def run(self, heap_kb):
@@ -271,6 +272,8 @@ def bench_app(node):
                 continue
             node.publish(tp.topic, "temp", 20.0 + (n %% 100) / 10)
             n += 1
+            if n %% %(every)d == 0:
+                report("r%%d" %% n, node)
             await asyncio.sleep_ms(0)
         while tp.outbox:
             await asyncio.sleep_ms(20)
@@ -286,7 +289,7 @@ def measure(mp, path, work, heap_kb, log):
     sc = Scenario(mp, path, work, 0)
     try:
         data = os.path.join(work, "measure")
-        script = MEASURE_SCRIPT % {"readings": MEASURE_READINGS, "outbox": MEASURE_OUTBOX,
+        script = MEASURE_SCRIPT % {"readings": MEASURE_READINGS, "outbox": MEASURE_OUTBOX, "every": 100,
                                    "cfg": sc.cfgs[0], "data": data}
         nd = Node(mp, heap_kb, path, sc.cfgs[0], data, script=script)
         heaps, cpu = {}, {}
@@ -294,12 +297,14 @@ def measure(mp, path, work, heap_kb, log):
         try:
             while len(heaps) < 2 and time.monotonic() - t0 < MEASURE_TIMEOUT_S:
                 for line in list(nd.lines):
-                    if line.startswith("HEAP ") and line.split()[1] not in heaps:
+                    if line.startswith("HEAP ") and line.split()[1] in ("boot", "readings") \
+                            and line.split()[1] not in heaps:
                         w = line.split()
                         heaps[w[1]] = [int(x) for x in w[2:]]
                         cpu[w[1]] = nd.cpu_s()
                 f = nd.failure()
                 if f:
+                    log("  %s" % " / ".join(l for l in nd.lines if l.startswith("HEAP")))
                     raise RuntimeError("measuring node failed: %s\n%s" % (f, "\n".join(nd.lines[-20:])))
                 time.sleep(0.05)
         finally:
