@@ -65,6 +65,7 @@ KNOWN_BOARDS = {
     "esp32s3": "esp32",
     "esp32c3": "esp32",
     "pico_w": "rp2",
+    "pico2_w": "rp2",
     "virtual": "webassembly",
     "unix": "linux",   # MicroPython's unix port: a development instrument (firmware/unix.py)
 }

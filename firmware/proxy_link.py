@@ -111,8 +111,8 @@ class ProxyLink:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setblocking(False)
             s.bind(platform.sockaddr("0.0.0.0", 0))
-            # connected: only the proxy's datagrams arrive, and readinto()
-            # can fill the node's one receive buffer (runtime.main)
+            # connected: only the proxy's datagrams arrive, and recv()
+            # needs no sender address (runtime.main)
             s.connect(self.addr)
         except OSError as e:
             node.log("upsycle: cannot open a socket to %s:%d: %s" % (host, port, e))

@@ -145,11 +145,6 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
     lan = node.lan
     last_status = platform.ticks_ms()
     last_line = None
-    # The one buffer every datagram from the proxy is read into: a new
-    # RX_MAX bytes object per datagram would fragment a board's heap
-    # until a MemoryError strikes with tens of KB free in small pieces.
-    rx = bytearray(RX_MAX)
-    rxv = memoryview(rx)
     while True:
         wdt.feed()
         now = platform.ticks_ms()
@@ -186,15 +181,17 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
         if not await platform.wait_readable(sock, wait):
             continue
         for _ in range(_RX_PER_TURN):
+            # recv, not recvfrom: the socket is connected to the proxy, and
+            # recvfrom allocates the sender's address besides the datagram.
+            # (readinto() into one preallocated buffer would allocate
+            # nothing, but on a socket it reads until the buffer is full:
+            # it glues queued datagrams together. Stock firmware has no
+            # recv_into.)
             try:
-                n = sock.readinto(rx)
+                data = sock.recv(RX_MAX)
             except OSError:
-                break   # EAGAIN on some ports
-            if not n:
-                break   # None: nothing more queued
-            # a view, valid until the next readinto: the link copies what
-            # it keeps (the decrypted payload, a handshake packet)
-            proxy.receive(rxv[:n], platform.ticks_ms())
+                break   # EAGAIN: nothing more queued
+            proxy.receive(data, platform.ticks_ms())
             wdt.feed()
 
 

@@ -107,7 +107,7 @@ class UdpSession:
         if not packet or len(packet) > MAX_DATAGRAM + 1:
             raise BadPacket(message="empty or oversized packet")
         kind = packet[0]
-        body = packet[1:]
+        body = memoryview(packet)[1:]   # no copy of a datagram of up to 1.2 KB
         hs = self._hs
         if kind == KIND_DATA:
             if self.channel is None:
@@ -115,7 +115,6 @@ class UdpSession:
             return [Message(self.channel.open(body))]
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
             raise BadPacket(message="unknown packet kind %d" % kind)
-        packet = bytes(packet)   # kept below; the caller may reuse its buffer
         if self._repeat_of is not None and packet == self._repeat_of:
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)
@@ -123,7 +122,7 @@ class UdpSession:
         expected = hs._step + 1
         if hs.complete or hs.is_my_turn() or kind != expected:
             return []  # stale or out-of-order handshake packet: ignore
-        payload = hs.read_message(body)
+        payload = hs.read_message(bytes(body))
         events = []
         if not hs.complete:
             reply = bytes((kind + 1,)) + hs.write_message(b"")

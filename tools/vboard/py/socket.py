@@ -117,18 +117,6 @@ class socket:
     def recv(self, bufsize):
         return self.recvfrom(bufsize)[0]
 
-    def readinto(self, buf, nbytes=-1):
-        """Like a board's stream readinto: bytes read, or None when nothing
-        is queued on a non-blocking socket."""
-        try:
-            data = self.recv(len(buf) if nbytes < 0 else nbytes)
-        except OSError as e:
-            if e.errno == _EAGAIN:
-                return None
-            raise
-        buf[:len(data)] = data
-        return len(data)
-
     def readable(self):
         """True if a datagram or TCP data (or the peer's close) waits (VM-only helper)."""
         if self._id is None:
