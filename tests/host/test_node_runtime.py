@@ -4,7 +4,10 @@ firmware/topic.py and firmware/runtime.py are board code; their logic runs
 unchanged here (firmware/platform.py falls back to plain calls), with the
 file layer injected so a power cut can fall between any two steps.
 """
+import json
 import os
+
+from upsycle.ports import free_port
 
 from shared_protocol import envelope as E
 from shared_protocol.dmc import store as dstore
@@ -14,6 +17,7 @@ from shared_protocol.groups.invite import invite_url
 from firmware import proxy_link, runtime
 from firmware.topic import Topic
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AUTHOR = bytes(range(32))
 
 
@@ -325,3 +329,40 @@ def test_boot_only_modules_are_kept_on_cpython():
     from firmware import config
     runtime.forget_boot_modules()
     assert sys.modules["firmware.config"] is config
+
+
+def test_a_node_loads_only_what_it_runs(tmp_path):
+    """Each module imported from .mpy keeps its bytecode in a board's heap:
+    a node without a lan section never loads the LAN link or its protocol
+    layers, and one that only appends readings loads no other data type.
+    With a lan section the LAN link comes in."""
+    import subprocess
+    import sys
+    code = (
+        "import json, sys\n"
+        "from firmware import runtime\n"
+        "cfg = json.loads(sys.argv[1])\n"
+        "n = runtime.Node(cfg, data_dir=sys.argv[2], log=lambda m: None)\n"
+        "n.publish('field', 'temp', 21.5)\n"
+        "print(n.open_lan('127.0.0.1'))\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('firmware', 'shared_protocol')))))\n")
+    base = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()], "publish_interval_s": 1}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "host")]))
+
+    def loaded(cfg, d):
+        r = subprocess.run([sys.executable, "-c", code, json.dumps(cfg), str(tmp_path / d)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        lan_on, mods = r.stdout.splitlines()
+        return lan_on == "True", set(mods.split())
+
+    lan_on, mods = loaded(base, "a")
+    assert not lan_on
+    assert "shared_protocol.dmc.crdt_log" in mods
+    for m in ("firmware.lan_link", "shared_protocol.lan", "shared_protocol.cyclon", "shared_protocol.dmc.sync",
+              "shared_protocol.framing", "shared_protocol.rand", "shared_protocol.dmc.crdt_map",
+              "shared_protocol.dmc.crdt_set", "shared_protocol.dmc.crdt_counter", "shared_protocol.groups.admin",
+              "shared_protocol.session_proxy"):
+        assert m not in mods, m
+    lan_on, mods = loaded(dict(base, lan={"port": free_port()}), "b")
+    assert lan_on and "firmware.lan_link" in mods and "shared_protocol.cyclon" in mods

@@ -60,7 +60,10 @@ def _flash(url, cfg_extra=None, proxies=(), invites=(), interval=60):
     base = dict(cfg_extra or {})
     cfg = flashing.make_config(prof, base, wifi=["upsycle-lab:upsycle-lab"], proxies=list(proxies),
                                invites=list(invites), interval=interval)
-    flashing.flash(url, prof, cfg, out=lambda s: None, tail=False)
+    # a build folder of its own: the default one is shared by every
+    # checkout on this machine, and another's build may land in it meanwhile
+    with tempfile.TemporaryDirectory() as build:
+        flashing.flash(url, prof, cfg, out=lambda s: None, build_dir=build, tail=False)
     return cfg
 
 
@@ -97,7 +100,7 @@ def heap(publishes):
                 # Everything the node below holds, the modules it loads
                 # lazily included, so the next row is the node's own state.
                 "from firmware import runtime, topic, app, lan_link\nfrom shared_protocol import lan, session, cyclon, rand\n"
-                "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.store\n"
+                "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.crdt_log, shared_protocol.dmc.store\n"
                 "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp",
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 "import json\ncfg = json.load(open('/config.json'))\nnode = runtime.Node(cfg, data_dir='/bench', log=lambda m: None)\n"

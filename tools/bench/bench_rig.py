@@ -329,6 +329,8 @@ def main():
     ap.add_argument("--micropython", required=True, help="a MicroPython 1.27 unix binary")
     ap.add_argument("--build-script", help="MicroPython unix build script `SCRIPT OUT --freeze MANIFEST` "
                     "(for the frozen column; without it that column is skipped)")
+    ap.add_argument("--build-out", help="the folder the build script builds in (default: a temporary one); "
+                    "kept, a second build there is incremental")
     ap.add_argument("--runs", type=int, default=8, help="runs that must all pass at a heap size")
     ap.add_argument("--readings", type=int, default=3, help="readings per node and topic in a run")
     ap.add_argument("--lo", type=int, default=32, help="search from this heap, KB")
@@ -346,7 +348,7 @@ def main():
         if a.build_script:
             man = os.path.join(d, "manifest.py")
             frozen_manifest(man)
-            out = os.path.join(d, "mp")
+            out = os.path.abspath(a.build_out) if a.build_out else os.path.join(d, "mp")
             log("building a frozen image with %s (about a minute) ..." % a.build_script)
             r = subprocess.run(["bash", a.build_script, out, "--freeze", man], capture_output=True, text=True)
             if r.returncode != 0:
