@@ -176,8 +176,8 @@ class Topic:
         """Write what changed: state first, then the replica (see module doc)."""
         n = 0
         if self.dirty_state:
-            _write_atomic(self.files, self.state_path, cbor.encode(
-                [STATE_VERSION, self.member.to_record(), self.outbox, self.published]))
+            dstore.write_value(self.files, self.state_path,
+                               [STATE_VERSION, self.member.to_record(), self.outbox, self.published])
             self.dirty_state = False
             n += 1
         if self.dirty_replica:
