@@ -71,9 +71,6 @@ class EncodeError(LocalError):
 
 
 _INF = float("inf")
-# Doubles from here up round to infinity in single precision (2**128 - 2**103:
-# halfway between the largest single and 2**128).
-_SINGLE_OVERFLOW = 3.4028235677973366e38
 # True on a single-precision build (0.1 is then a single already); the
 # decoder rounds doubles to single when set (set_single_floats).
 _single = struct.unpack(">f", struct.pack(">f", 0.1))[0] == 0.1
@@ -90,11 +87,13 @@ def set_single_floats(on):
 
 
 def _to_single(x):
-    if x >= _SINGLE_OVERFLOW:
-        return _INF
-    if x <= -_SINGLE_OVERFLOW:
-        return -_INF
-    return struct.unpack(">f", struct.pack(">f", x))[0]
+    try:
+        return struct.unpack(">f", struct.pack(">f", x))[0]
+    except OverflowError:
+        # CPython refuses what rounds past single's range; MicroPython
+        # gives infinity itself. (No literal for the bound: a float past
+        # single's range cannot be frozen into a single-float image.)
+        return _INF if x > 0 else -_INF
 
 
 def _double_fits_single(b, p):
