@@ -1,5 +1,5 @@
 """The node's LAN link: the socket, timers and addresses around the
-sans-I/O LAN layer (shared_protocol/lan.py: announcements, CYCLON, DMC
+sans-I/O LAN layer (shared_protocol/overlay/lan.py: announcements, CYCLON, DMC
 anti-entropy sealed with the topic keys).
 
 Imported only by a node whose config has a ``lan`` section
@@ -9,7 +9,7 @@ board's heap for nothing). firmware/config.py has checked the section.
 """
 import socket
 
-from shared_protocol.lan import Lan, LanTopic, parse_addr
+from shared_protocol.overlay.lan import Lan, LanTopic, parse_addr
 from shared_protocol.rand import Rng
 
 from firmware import platform

@@ -1,7 +1,7 @@
 """The node's link to its proxy: socket, session window, acks, refill.
 
 The proxy link is the edge session inside a Noise XX link over UDP
-(shared_protocol/secure_session.py; the node's static key is the X25519
+(shared_protocol/session/secure_client.py; the node's static key is the X25519
 form of its Ed25519 node key, so its session id is bound to its identity).
 ``"link": "plaintext"`` in the config selects the unencrypted session, for
 a proxy run with --insecure. Either way the payloads are sealed end to end
@@ -14,10 +14,10 @@ only when the proxy's ack names it.
 """
 import socket
 
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 from shared_protocol.dmc import ops as O
-from shared_protocol.secure_session import SecureLink, node_id_for
-from shared_protocol.session import ClientSession
+from shared_protocol.session.secure_client import SecureLink, node_id_for
+from shared_protocol.session.client import ClientSession
 
 from firmware import platform
 from firmware.topic import message_seq
@@ -123,7 +123,7 @@ class ProxyLink:
             self.session.subscribe(t.topic, now)
             if t.refilling:
                 # The proxy forgets our cursor and starts the topic over at
-                # the oldest message it keeps (shared_protocol/session.py).
+                # the oldest message it keeps (shared_protocol/session/client.py).
                 self.session.resubscribe(t.topic, now)
                 node.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
         plain = isinstance(self.link, PlainLink)
@@ -228,7 +228,7 @@ class ProxyLink:
                 self.online = False
                 node.log("upsycle: proxy link lost (%s): retrying" % (ev[1],))
                 # The session keeps what is in flight and resends it on
-                # the new link (session.py).
+                # the new link (session/client.py).
                 self.link.start(now, platform.random_bytes(32))
             elif kind == "secured":
                 node.log("upsycle: secure link up, proxy key %s" % bytes(ev[1][:8]).hex())

@@ -38,7 +38,7 @@ ones had aged out of the proxy. Under a new id nothing clashes, so readings
 are taken during a refill too, and the old id's readings come back as
 another author's. The generation is also in the message id (message_seq).
 """
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import store as dstore
 from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING

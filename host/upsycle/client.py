@@ -5,12 +5,12 @@
         await c.subscribe("greenhouse/temp")
         d = await c.next_delivery(timeout=5)           # d.payload, d.msg_id, d.seq
 
-The client runs shared_protocol.session.ClientSession over TCP (frames) or UDP
+The client runs shared_protocol.session.client.ClientSession over TCP (frames) or UDP
 (datagrams), reconnects with backoff when the link drops, and resends what is
 still in flight, so a publish awaited here survives proxy restarts.
 
 Secure links (the default; docs/proxy.md "Secure links"): the session runs
-inside Noise XX (shared_protocol.secure_session.SecureLink). The node's
+inside Noise XX (shared_protocol.session.secure_client.SecureLink). The node's
 static key is $UPSYCLE_HOME/node_key (made on first use, mode 0600) and its
 node id is derived from it. The proxy's key is pinned with ``proxy_key`` or
 learnt on first use and remembered in $UPSYCLE_HOME/known_proxies; a proxy
@@ -29,12 +29,12 @@ import logging
 import os
 import time
 
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.errors import LocalError, RemoteError
-from shared_protocol.secure_session import SecureLink, node_id_for
-from shared_protocol.session import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEFAULT_MS
+from shared_protocol.session.secure_client import SecureLink, node_id_for
+from shared_protocol.session.client import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEFAULT_MS
 from upsycle import topics
 
 log = logging.getLogger("upsycle.client")

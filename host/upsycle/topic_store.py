@@ -7,7 +7,7 @@ Home is ``--home``, else ``$UPSYCLE_HOME``, else ``~/.upsycle``.
 import os
 import tempfile
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
 

@@ -17,7 +17,7 @@ incoming operations may exceed them up to ITEMS_HARD (concurrent writers can
 each add the last allowed item), never further.
 """
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc.errors import SnapshotError, MALFORMED
 

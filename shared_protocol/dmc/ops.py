@@ -25,7 +25,7 @@ Inside a replica an operation is a tuple
 (author, seq) tuples and ``b`` None for kinds with one argument.
 """
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc.errors import (
     OpError, MALFORMED, OVERSIZE, UNKNOWN_TYPE)
 

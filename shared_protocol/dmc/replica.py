@@ -24,7 +24,7 @@ live on folded into ``objects``. A peer that still lacks a compacted op is
 sent the whole state as a snapshot instead, which it joins with its own.
 """
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import crdts
 from shared_protocol.dmc.errors import (

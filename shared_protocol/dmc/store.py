@@ -21,7 +21,7 @@ import hashlib
 import os
 import struct
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.dmc.errors import StoreError, SnapshotError, CORRUPT, MISSING
 

@@ -32,9 +32,9 @@ Message types (block "dmc", 32..47 of envelope.TYPE_BLOCKS):
 
 import hashlib
 
-from shared_protocol import cbor, envelope
-from shared_protocol.envelope import REGISTRY, UINT, BYTES, LIST
-from shared_protocol.framing import DATAGRAM_MAX
+from shared_protocol.wire import cbor, envelope
+from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES, LIST
+from shared_protocol.wire.framing import DATAGRAM_MAX
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc.replica import SNAPSHOT_MAX, _vv_from, _vv_value
 from shared_protocol.dmc.errors import (

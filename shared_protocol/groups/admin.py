@@ -12,7 +12,7 @@ decryption (one X25519, then one AEAD check per entry). The entry also lists
 the removed keys, so members refuse the removed author's publications in
 every epoch, including old ones it could still encrypt to.
 """
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import GroupUsageError

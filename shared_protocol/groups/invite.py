@@ -12,7 +12,7 @@ A board gets the same URL in its config at flashing time and calls
 """
 import binascii
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.groups.errors import Malformed, TooLarge
 from shared_protocol.groups.keys import KEY_SIZE, MAX_EPOCH
 from shared_protocol.groups.member import Member

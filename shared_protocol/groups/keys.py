@@ -20,7 +20,7 @@
   given to write-only members, who can then encrypt to the topic but never
   decrypt (see groups/__init__.py for the whole construction).
 """
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups.errors import CapabilityExpired, Malformed, NoWriteCapability

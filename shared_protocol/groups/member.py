@@ -7,7 +7,7 @@ Opening checks everything before changing anything: size, envelope, topic,
 epoch, AEAD tag, structure, revocation, author signature, write capability,
 replay. Only then does the (author, seq) window advance.
 """
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature

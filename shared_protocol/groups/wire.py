@@ -8,8 +8,8 @@ The author, sequence number, capability and signature travel inside the
 ciphertext, so a proxy does not learn who publishes or how often each member
 does (see groups/__init__.py).
 """
-from shared_protocol import cbor
-from shared_protocol.envelope import BYTES, LIST, REGISTRY, UINT
+from shared_protocol.wire import cbor
+from shared_protocol.wire.envelope import BYTES, LIST, REGISTRY, UINT
 from shared_protocol.groups.keys import KEY_SIZE, MAX_EPOCH, SIG_SIZE, TOPIC_ID_SIZE
 
 # Largest application body of one publication. A reading is tens of bytes;

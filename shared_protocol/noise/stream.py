@@ -1,6 +1,6 @@
 """Noise over a byte stream (TCP, serial, BLE), NoiseSocket style: every
 handshake and transport message is one frame of the project's stream framing
-(shared_protocol/framing.py: a 2-byte big-endian length, then the bytes;
+(shared_protocol/wire/framing.py: a 2-byte big-endian length, then the bytes;
 NoiseSocket rev. 2 §3 frames the same way, and Noise §3 caps a message at
 65535 bytes, which is why two bytes suffice).
 
@@ -11,7 +11,7 @@ handshake replies queue in ``data_to_send()``. A partial frame consumes
 nothing. The first remote error is sticky: the byte stream is out of step
 after it, so every later call raises; the caller closes the link.
 """
-from shared_protocol import framing
+from shared_protocol.wire import framing
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete, Message  # noqa: F401 (re-exported)

@@ -65,7 +65,7 @@ def test_mip_install_from_a_package_json(vboard, tmp_path):
     """
     import os
     want = {"firmware/__init__.py", "firmware/config.py", "shared_protocol/__init__.py",
-            "shared_protocol/errors.py", "shared_protocol/cbor.py"}
+            "shared_protocol/errors.py", "shared_protocol/wire/cbor.py"}
     urls = [u for u in flashing.mip_package()["urls"] if u[0] in want]
     assert len(urls) == len(want)
     (tmp_path / "firmware").mkdir()
@@ -78,5 +78,5 @@ def test_mip_install_from_a_package_json(vboard, tmp_path):
     r = vboard.mpremote("mip", "install", str(pkg), timeout=120)
     assert r.stdout.count("Installing") >= len(want), r.stdout
     out = vboard.mpremote("exec", "import sys\nsys.path.append('/lib')\nfrom firmware import config\n"
-                                  "from shared_protocol import cbor\nprint('imported', cbor.encode(1))").stdout
+                                  "from shared_protocol.wire import cbor\nprint('imported', cbor.encode(1))").stdout
     assert "imported b'\\x01'" in out, out

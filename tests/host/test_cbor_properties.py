@@ -5,7 +5,7 @@ import random
 import cbor2
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 
 ints = st.integers(min_value=-(2 ** 64), max_value=2 ** 64 - 1)
 scalars = (

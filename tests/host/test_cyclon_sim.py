@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from shared_protocol import cyclon
+from shared_protocol.overlay import cyclon
 from upsycle import cli
 from upsycle.sim import experiment, graph
 from upsycle.sim.cyclon_sim import CyclonSim, Event, ScenarioError

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from shared_protocol.dmc import Replica, Store, Sync, OpError
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import sync as S
-from shared_protocol.framing import DATAGRAM_MAX
+from shared_protocol.wire.framing import DATAGRAM_MAX
 from shared_protocol.rand import Rng
 
 AUTHORS = [bytes([0x10 * (i + 1)]) * 16 for i in range(5)]

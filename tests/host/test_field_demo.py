@@ -27,7 +27,7 @@ def test_field_demo_every_reading_everywhere(tmp_path):
         for b, state in s["board_states"].items():
             assert state == s["state"], b
         from shared_protocol.dmc.replica import Replica
-        from shared_protocol import cbor
+        from shared_protocol.wire import cbor
         r = Replica(b"check")
         r.merge_snapshot(s["state"])
         log = r.obj(4, field_demo.LOG_KEY)

@@ -4,7 +4,7 @@ import os
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.errors import UpsycleError
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import member_from_invite, member_from_url

@@ -9,7 +9,7 @@ import os
 
 from upsycle.ports import free_port
 
-from shared_protocol import envelope as E
+from shared_protocol.wire import envelope as E
 from shared_protocol.dmc import store as dstore
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url
@@ -201,7 +201,7 @@ def test_secure_link_drops_garbage_and_says_so(tmp_path):
     assert n.proxy.link.dropped == 3
     assert sum("failed the secure link" in m for m in logs) == 3
     # The session id is bound to the node key (the proxy checks it).
-    from shared_protocol.secure_session import node_id_for
+    from shared_protocol.session.secure_client import node_id_for
     from shared_protocol.crypto import api
     from shared_protocol.groups.keys import Identity
     assert n.proxy.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
@@ -213,7 +213,7 @@ def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
     from shared_protocol.crypto import api
     from shared_protocol.noise.handshake import Handshake
     from shared_protocol.noise.udp import UdpSession
-    from shared_protocol.secure_session import PROLOGUE
+    from shared_protocol.session.secure_client import PROLOGUE
     from firmware import config
 
     right, wrong = b"\x11" * 32, b"\x22" * 32
@@ -317,8 +317,8 @@ def test_lost_replica_with_state_kept_refills_but_a_first_boot_does_not(tmp_path
 
 def test_socket_read_size_is_the_datagram_limit():
     # runtime.RX_MAX repeats framing.DATAGRAM_MAX so the node need not load
-    # framing.py; a change to one must change the other.
-    from shared_protocol import framing
+    # wire/framing.py; a change to one must change the other.
+    from shared_protocol.wire import framing
     assert runtime.RX_MAX == framing.DATAGRAM_MAX
 
 

@@ -240,8 +240,8 @@ def test_set_aside_replica_refills_from_the_proxy(tmp_path):
 # Modules a UDP node without a LAN must not hold once it runs: the boot-only
 # ones it drops (runtime.BOOT_ONLY) and those it never needs.
 NOT_LOADED = ("firmware.node", "firmware.config", "shared_protocol.groups.invite",
-              "shared_protocol.noise.stream", "shared_protocol.framing", "shared_protocol.dmc.sync",
-              "shared_protocol.session_proxy", "shared_protocol.groups.admin", "shared_protocol.lan")
+              "shared_protocol.noise.stream", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
+              "shared_protocol.session.proxy", "shared_protocol.groups.admin", "shared_protocol.overlay.lan")
 
 
 def test_node_drops_boot_only_modules_and_still_reconnects(tmp_path):

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from upsycle import topics
 from upsycle.client import Client, PublishRejected
 from upsycle.proxy.config import Config, ConfigError, parse_hostport

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from proxy_rig import ENV, cli, free_port, rss_kb, start_proxy
-from shared_protocol import envelope as E
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.session import messages as W
 from upsycle.client import Client
 
 # The stated bound: under the hostile load below the proxy grows by less

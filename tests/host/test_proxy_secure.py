@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.noise.handshake import Handshake
-from shared_protocol.secure_session import PROLOGUE, node_id_for
+from shared_protocol.session.secure_client import PROLOGUE, node_id_for
 from proxy_rig import ENV
 from upsycle.client import Client, ProxyKeyMismatch, SessionRefused, known_proxy_key
 from upsycle.proxy.config import Config
@@ -39,7 +39,7 @@ STORM_LATENCY_MAX_S = 1.0
 STORM = """
 import os, socket, sys, threading
 from shared_protocol.noise.handshake import Handshake
-from shared_protocol.secure_session import PROLOGUE
+from shared_protocol.session.secure_client import PROLOGUE
 from upsycle.crypto_nacl import install
 install()
 port = int(sys.argv[1])

@@ -4,7 +4,7 @@
 import struct
 
 from rig import SINGLE_FLOAT, load_vectors, raises, unhex
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 
 
 def untag(v):

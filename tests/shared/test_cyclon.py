@@ -2,7 +2,8 @@
 import hashlib
 
 from rig import IS_MICROPYTHON, raises
-from shared_protocol import cbor, cyclon, envelope, framing
+from shared_protocol.wire import cbor, envelope, framing
+from shared_protocol.overlay import cyclon
 from shared_protocol.rand import Rng
 
 ADDR = b"\x0a\x00\x00\x01\x1f\x90"

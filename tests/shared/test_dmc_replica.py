@@ -2,7 +2,7 @@
 import struct
 
 from rig import raises, IS_MICROPYTHON, SINGLE_FLOAT, unhex
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import Replica, OpError, SnapshotError, ReplicaLimitError
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import replica as R

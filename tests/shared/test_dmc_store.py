@@ -159,7 +159,7 @@ def test_corruption_is_reported_typed():
         e = raises(StoreError, Store("t", FakeFiles({"t": data[:n]})).load)
         assert e.code == E.CORRUPT, n
     # a well-formed file whose payload is not a replica
-    from shared_protocol import cbor
+    from shared_protocol.wire import cbor
     e = raises(StoreError, Store("t", FakeFiles({"t": ST.pack(cbor.encode([1, 2, 3]))})).load)
     assert e.code == E.CORRUPT
     e = raises(StoreError, Store("t", FakeFiles({"t": ST.pack(b"\xff")})).load)

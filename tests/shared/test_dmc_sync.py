@@ -2,8 +2,8 @@
 import hashlib
 
 from rig import raises, load_vectors, IS_MICROPYTHON
-from shared_protocol import cbor, envelope
-from shared_protocol.framing import DATAGRAM_MAX
+from shared_protocol.wire import cbor, envelope
+from shared_protocol.wire.framing import DATAGRAM_MAX
 from shared_protocol.rand import Rng
 from shared_protocol.dmc import Replica, Sync, SyncError
 from shared_protocol.dmc import sync as S

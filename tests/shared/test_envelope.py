@@ -2,7 +2,7 @@
 # Vectors: tests/vectors/envelope.json, against the test registry below.
 from rig import load_vectors, raises, unhex
 from test_cbor import same, untag
-from shared_protocol import cbor, envelope as env
+from shared_protocol.wire import cbor, envelope as env
 
 
 def _registry():

@@ -1,6 +1,6 @@
 # Datagram and stream framing, on CPython and in the MicroPython VM.
 from rig import raises
-from shared_protocol import framing
+from shared_protocol.wire import framing
 from shared_protocol.errors import LocalError
 
 

@@ -1,7 +1,7 @@
 # Runs on CPython and in the MicroPython VM: private groups end to end, and
 # the attacks a member must reject with a typed error and no state change.
 from rig import raises
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.groups.admin import Admin

@@ -1,11 +1,11 @@
 # Runs on CPython and in the MicroPython VM: LAN discovery, CYCLON and sealed
-# anti-entropy between member nodes (shared_protocol/lan.py), in memory.
+# anti-entropy between member nodes (shared_protocol/overlay/lan.py), in memory.
 from rig import IS_MICROPYTHON
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.dmc import Replica
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import member_from_invite
-from shared_protocol.lan import Lan, LanTopic, parse_addr
+from shared_protocol.overlay.lan import Lan, LanTopic, parse_addr
 from shared_protocol.rand import Rng
 
 ADMIN = Admin(b"\x01" * 32, b"\x02" * 32, 0, "field")
@@ -89,7 +89,7 @@ def test_outsider_and_garbage_change_nothing():
     for addr, data in sent:
         assert lan.receive(data, "127.0.0.1", 7102, 1000) == []
     # A forged wrapper naming our topic with the wrong key fails to open.
-    from shared_protocol.lan import seal_sync
+    from shared_protocol.overlay.lan import seal_sync
     forged = member_from_invite(OTHER.invite(b"\x09" * 32, True, True))
     forged.topic = ADMIN.topic
     msg = seal_sync(forged, sent[0][1][:40], b"\x00" * 12)

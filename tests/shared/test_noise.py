@@ -3,7 +3,7 @@
 from rig import raises
 from shared_protocol.crypto import api
 from shared_protocol.noise.datagram import REPLAY_WINDOW, DatagramChannel
-from shared_protocol import framing
+from shared_protocol.wire import framing
 from shared_protocol.noise.errors import (DecryptFailed, HandshakeFailed, NoiseUsageError,
                                           ReplayedMessage, UnexpectedStaticKey)
 from shared_protocol.noise.handshake import Handshake

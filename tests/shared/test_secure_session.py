@@ -1,16 +1,16 @@
 # Runs on CPython and in the MicroPython VM: the node's secure link
 # (secure_session.SecureLink = Noise XX + ClientSession) against a proxy side
 # modelled here from the same sans-I/O parts the proxy uses.
-from shared_protocol import envelope as E
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete, NEED_DATA, NoiseStream
 from shared_protocol.noise.udp import UdpSession
 from shared_protocol.rand import Rng
-from shared_protocol.secure_session import PROLOGUE, SecureLink, node_id_for
-from shared_protocol.session import ClientSession
-from shared_protocol.session_proxy import ProxySession
+from shared_protocol.session.secure_client import PROLOGUE, SecureLink, node_id_for
+from shared_protocol.session.client import ClientSession
+from shared_protocol.session.proxy import ProxySession
 
 
 class ProxySide:

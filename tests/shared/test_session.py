@@ -1,11 +1,11 @@
 # Runs on CPython and in the MicroPython VM: the edge session's two state
 # machines, connected back to back (a pair, as in h11's tests), with the
 # proxy's store played by the test.
-from shared_protocol import envelope as E
-from shared_protocol import session_wire as W
-from shared_protocol.session import (ClientSession, SessionError, RTO_INITIAL_MS, DEAD_AFTER,
+from shared_protocol.wire import envelope as E
+from shared_protocol.session import messages as W
+from shared_protocol.session.client import (ClientSession, SessionError, RTO_INITIAL_MS, DEAD_AFTER,
                                      OPEN, IDLE, SUBSCRIPTIONS_MAX)
-from shared_protocol.session_proxy import ProxySession
+from shared_protocol.session.proxy import ProxySession
 from rig import raises
 
 NODE = b"node-0001"
@@ -291,7 +291,7 @@ def test_message_id_layout():
 
 
 def test_fast_codec_is_byte_identical_to_the_registry():
-    from shared_protocol import cbor
+    from shared_protocol.wire import cbor
     seqs = (0, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, W.SEQ_MAX)
     lens = (0, 1, 23, 24, 32)
     for s in seqs:

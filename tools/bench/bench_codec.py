@@ -5,7 +5,7 @@ import time
 
 import cbor2
 
-from shared_protocol import cbor, envelope
+from shared_protocol.wire import cbor, envelope
 from table import render
 from upsycle import vm
 
@@ -16,7 +16,7 @@ N_VM = 5000
 
 _VM_LOOP = """
 import time
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 m = [b"\\x5a" * 16, 48213, 1763600000123, 21.5625, "temp"]
 n = %d
 t0 = time.ticks_us()
@@ -34,7 +34,7 @@ _VM_HEAP = [
     "import gc",
     "gc.collect()",
     "base = gc.mem_alloc()",
-    "from shared_protocol import cbor, envelope, framing",
+    "from shared_protocol.wire import cbor, envelope, framing",
     "gc.collect()",
     "print('HEAP', gc.mem_alloc() - base)",
 ]

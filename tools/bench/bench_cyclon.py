@@ -33,7 +33,7 @@ from table import render  # noqa: E402
 # through bytes to its peer, the reply back through bytes.
 SHUFFLE_CODE = """
 import time
-from shared_protocol import cyclon
+from shared_protocol.overlay import cyclon
 from shared_protocol.rand import Rng
 POP = 40
 def clock_us():
@@ -74,7 +74,7 @@ for name, c, l, idlen, steps in CASES:
 CASES = [("board c=8 l=4 (8-byte ids)", 8, 4, 8), ("proxy c=20 l=8 (32-byte ids)", 20, 8, 32)]
 
 HEAP_STEPS = [
-    "import gc\nfrom shared_protocol import cyclon\nfrom shared_protocol.rand import Rng\ngc.collect()",
+    "import gc\nfrom shared_protocol.overlay import cyclon\nfrom shared_protocol.rand import Rng\ngc.collect()",
     "import gc\ngc.collect()\nprint('HEAP0', gc.mem_alloc())",
     # a board's CYCLON state: the node, a full view, one exchange in flight
     """import gc
@@ -100,9 +100,9 @@ gc.collect()""",
 HEAP_IMPORT_STEPS = [
     "import gc\ngc.collect()",
     "import gc\ngc.collect()\nprint('HEAPA', gc.mem_alloc())",
-    "from shared_protocol import envelope, framing, cbor\nfrom shared_protocol.rand import Rng\nimport gc\ngc.collect()",
+    "from shared_protocol.wire import envelope, framing, cbor\nfrom shared_protocol.rand import Rng\nimport gc\ngc.collect()",
     "import gc\ngc.collect()\nprint('HEAPB', gc.mem_alloc())",
-    "from shared_protocol import cyclon\nimport gc\ngc.collect()",
+    "from shared_protocol.overlay import cyclon\nimport gc\ngc.collect()",
     "import gc\ngc.collect()\nprint('HEAPC', gc.mem_alloc())",
 ]
 

@@ -43,7 +43,7 @@ def build():
 THROUGHPUT = BUILD + """
 REPS = 7
 import time
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 try:
     clock = time.ticks_ms
     def elapsed(t0):

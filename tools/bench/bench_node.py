@@ -99,7 +99,8 @@ def heap(publishes):
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 # Everything the node below holds, the modules it loads
                 # lazily included, so the next row is the node's own state.
-                "from firmware import runtime, topic, app, lan_link\nfrom shared_protocol import lan, session, cyclon, rand\n"
+                "from firmware import runtime, topic, app, lan_link\nfrom shared_protocol.overlay import lan, cyclon\n"
+                "from shared_protocol.session import client\nfrom shared_protocol import rand\n"
                 "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.crdt_log, shared_protocol.dmc.store\n"
                 "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp",
                 "gc.collect()", "print('M', gc.mem_alloc())",
@@ -129,7 +130,7 @@ def heap(publishes):
                               "len(tp.replica.readings('temp')), len(tp.outbox))" % done]
                     marks.append(done)
             # The same with an open (plaintext) session and nothing to do.
-            steps.append("from shared_protocol import envelope as E\n"
+            steps.append("from shared_protocol.wire import envelope as E\n"
                          "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
                          "t0 = runtime.platform.ticks_ms()\nn2.proxy.session.start(t0, False)\n"
                          "n2.proxy.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.proxy.sock = 1\n"
@@ -379,8 +380,8 @@ def on_air():
     causal deps), sealed for the group, published on the session, acked, each
     session message in one Noise transport datagram (the node's UDP link)."""
     from firmware.core import AUTHOR_BYTES
-    from shared_protocol import cbor
-    from shared_protocol import session_wire as W
+    from shared_protocol.wire import cbor
+    from shared_protocol.session import messages as W
     from shared_protocol.dmc import ops as O
     from shared_protocol.dmc.replica import Replica
     from shared_protocol.groups.admin import Admin

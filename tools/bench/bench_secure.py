@@ -27,7 +27,7 @@ import bench_proxy as B  # noqa: E402
 
 from shared_protocol.crypto import api  # noqa: E402
 from shared_protocol.noise.handshake import Handshake  # noqa: E402
-from shared_protocol.secure_session import PROLOGUE  # noqa: E402
+from shared_protocol.session.secure_client import PROLOGUE  # noqa: E402
 
 
 def handshake_ms(n):

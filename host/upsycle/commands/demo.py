@@ -8,7 +8,7 @@ travel CPython -> MicroPython VM -> CPython unchanged.
 """
 import time
 
-from shared_protocol import cbor, envelope, framing
+from shared_protocol.wire import cbor, envelope, framing
 
 
 def register(sub):
@@ -60,7 +60,7 @@ READING = DEMO.register(200, "demo_reading", (
 
 _VM_SIDE = """
 import sys, binascii
-from shared_protocol import envelope, framing
+from shared_protocol.wire import envelope, framing
 DEMO = envelope.Registry()
 DEMO.register(200, "demo_reading", (
     ("topic", envelope.BYTES, 16), ("msg_id", envelope.UINT, 0xFFFFFFFF),

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from shared_protocol import cyclon
+from shared_protocol.overlay import cyclon
 
 from upsycle.sim import experiment
 from upsycle.sim.cyclon_sim import BOOTSTRAPS, CyclonSim, Event, ScenarioError

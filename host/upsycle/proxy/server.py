@@ -23,16 +23,16 @@ import os
 import sys
 import time
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire as W
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
 from shared_protocol.errors import RemoteError, UpsycleError
 from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete
 from shared_protocol.noise.udp import KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession
-from shared_protocol.secure_session import PROLOGUE, node_id_for
-from shared_protocol.session_proxy import ProxySession
+from shared_protocol.session.secure_client import PROLOGUE, node_id_for
+from shared_protocol.session.proxy import ProxySession
 from upsycle.proxy.identity import load_or_create_key, public_key
 from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 

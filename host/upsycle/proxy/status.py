@@ -1,9 +1,9 @@
 """Ask a running proxy for its counters over its TCP port (s_status_req)."""
 import asyncio
 
-from shared_protocol import envelope as E
-from shared_protocol import framing
-from shared_protocol import session_wire  # noqa: F401 (registers the message types)
+from shared_protocol.wire import envelope as E
+from shared_protocol.wire import framing
+from shared_protocol.session import messages  # noqa: F401 (registers the message types)
 
 STATUS_TIMEOUT_S = 5.0
 

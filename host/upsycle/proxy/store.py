@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 
-from shared_protocol import session_wire as W
+from shared_protocol.session import messages as W
 
 log = logging.getLogger("upsycle.proxy.store")
 

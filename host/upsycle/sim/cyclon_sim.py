@@ -1,5 +1,5 @@
 """Round-based simulation of N CYCLON nodes, each one the real protocol
-object from ``shared_protocol.cyclon`` (nothing here re-implements a rule of
+object from ``shared_protocol.overlay.cyclon`` (nothing here re-implements a rule of
 the protocol: the simulator only decides who is up and what gets delivered).
 
 Delivery. Nodes exchange ``envelope.Message`` objects, the same objects a
@@ -28,7 +28,7 @@ import random
 
 import numpy as np
 
-from shared_protocol import cyclon
+from shared_protocol.overlay import cyclon
 from shared_protocol.errors import RemoteError
 from shared_protocol.rand import Rng
 

@@ -23,10 +23,10 @@ Events (tuples) from ``events()``:
   ("expired",)                         nothing heard for DEAD_AFTER keepalives
 """
 
-from shared_protocol import cbor
-from shared_protocol import envelope as E
-from shared_protocol import session_wire as W
-from shared_protocol.session import RTO_INITIAL_MS, RTO_MAX_MS, DEAD_AFTER
+from shared_protocol.wire import cbor
+from shared_protocol.wire import envelope as E
+from shared_protocol.session import messages as W
+from shared_protocol.session.client import RTO_INITIAL_MS, RTO_MAX_MS, DEAD_AFTER
 
 # Error codes sent in core "error" replies.
 E_DECODE = "decode"            # not CBOR, or not a valid envelope

@@ -1,4 +1,4 @@
-"""A node's secure link to its proxy: the edge session (session.py) carried
+"""A node's secure link to its proxy: the edge session (session/client.py) carried
 inside a Noise_XX transport (noise/). Sans-I/O: the same object runs in the
 board firmware (datagram mode over a UDP socket) and in the host client
 (stream mode over TCP). Time (``now``, milliseconds) and randomness (the
@@ -22,7 +22,7 @@ API::
                                                   # stream mode: bytes to write
     link.receive(packet_or_bytes, now)    # what arrived
     link.poll(now)                        # timers (handshake resend, session)
-    for ev in link.events(): ...          # session events (session.py) plus:
+    for ev in link.events(): ...          # session events (session/client.py) plus:
         ("secured", proxy_static_key)     # handshake done; hello follows inside
         ("link_failed", code, detail)     # handshake failed/timed out, wrong
                                           # proxy key, broken stream: start() anew
@@ -47,7 +47,7 @@ from shared_protocol.errors import RemoteError
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import HandshakeTimedOut, UdpSession
-from shared_protocol.session import SessionError
+from shared_protocol.session.client import SessionError
 
 # Mixed into every handshake (Noise §6): both ends must agree on it, so a
 # peer speaking another protocol or version fails at the first authenticated

@@ -5,7 +5,7 @@ messages (one envelope each: a datagram, or a frame from a stream) into events
 and keeps the messages to send; the runner owns sockets and clocks and passes
 ``now`` (milliseconds, any monotonic origin) into every call.
 
-Reliability (session_wire.py has the messages):
+Reliability (session/messages.py has the messages):
 - publish: kept in flight until the proxy's s_puback (sent only once the
   message is durable) or s_reject. At most ``window`` in flight. Over a
   datagram link each is retransmitted with exponential backoff from
@@ -34,9 +34,9 @@ Events (tuples, first item the kind) come out of ``events()``:
   ("lost", reason)                          the link is dead: start() a new one
 """
 
-from shared_protocol import cbor
-from shared_protocol import envelope as E
-from shared_protocol import session_wire as W
+from shared_protocol.wire import cbor
+from shared_protocol.wire import envelope as E
+from shared_protocol.session import messages as W
 from shared_protocol.errors import LocalError
 
 IDLE = 0    # no link

@@ -42,7 +42,7 @@ Ages are kept as a per-node period counter and a stamp per entry (age = clock
 wire are exactly the paper's.
 """
 
-from shared_protocol import envelope, framing
+from shared_protocol.wire import envelope, framing
 from shared_protocol.errors import LocalError, RemoteError
 
 # --- limits ---------------------------------------------------------------

@@ -6,7 +6,7 @@ Three things travel between members' nodes over UDP, without a proxy:
   loopback) to a configured list of addresses. A receiver puts the sender
   in its CYCLON view (``Cyclon.heard``), with the source IP and the port
   from the message as its address.
-- CYCLON shuffles (shared_protocol/cyclon.py) keep a small random view of
+- CYCLON shuffles (shared_protocol/overlay/cyclon.py) keep a small random view of
   the nodes around, so anti-entropy partners are picked at random without
   anyone knowing the whole membership.
 - DMC anti-entropy (shared_protocol/dmc/sync.py) with one random peer of
@@ -21,13 +21,13 @@ Addresses are bytes "a.b.c.d:port" (CYCLON treats them as opaque).
 Nothing here reads a clock or a random source: ``now`` (ms) and
 ``random_bytes`` are passed in.
 """
-from shared_protocol import envelope
+from shared_protocol.wire import envelope
 from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import AuthenticationFailed
-from shared_protocol.cyclon import Cyclon, ID_MAX, BOARD_VIEW, BOARD_SHUFFLE
+from shared_protocol.overlay.cyclon import Cyclon, ID_MAX, BOARD_VIEW, BOARD_SHUFFLE
 from shared_protocol.dmc.sync import Sync
-from shared_protocol.envelope import REGISTRY, UINT, BYTES
-from shared_protocol.framing import DATAGRAM_MAX
+from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES
+from shared_protocol.wire.framing import DATAGRAM_MAX
 from shared_protocol.errors import UpsycleError
 
 NONCE = 12

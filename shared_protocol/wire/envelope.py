@@ -15,7 +15,7 @@ messages without colliding (see TYPE_BLOCKS). A message type, once shipped,
 never changes its fields; a new layout gets a new type number.
 """
 
-from shared_protocol import cbor
+from shared_protocol.wire import cbor
 from shared_protocol.errors import LocalError, RemoteError
 
 VERSION = 1

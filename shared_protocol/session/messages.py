@@ -24,11 +24,11 @@ s_unsubscribe deletes the cursor: unsubscribing and subscribing again (once
 s_unsubscribed came back) starts a topic over, which is how a node that
 lost its replica gets the history again (ClientSession.resubscribe).
 
-Message types, once shipped, never change (envelope.py); new layouts get new
+Message types, once shipped, never change (wire/envelope.py); new layouts get new
 numbers from the block 48..79.
 """
 
-from shared_protocol import envelope as E
+from shared_protocol.wire import envelope as E
 
 # Lengths of identifiers: 32 bytes is room for a whole public key or a hash,
 # so a deployment may use either as a node or topic id.
