@@ -359,10 +359,23 @@ def test_a_node_loads_only_what_it_runs(tmp_path):
     lan_on, mods = loaded(base, "a")
     assert not lan_on
     assert "shared_protocol.dmc.crdt_log" in mods
-    for m in ("firmware.lan_link", "shared_protocol.lan", "shared_protocol.cyclon", "shared_protocol.dmc.sync",
-              "shared_protocol.framing", "shared_protocol.rand", "shared_protocol.dmc.crdt_map",
-              "shared_protocol.dmc.crdt_set", "shared_protocol.dmc.crdt_counter", "shared_protocol.groups.admin",
-              "shared_protocol.session_proxy"):
+    lan = ("firmware.lan_link", "shared_protocol.overlay.lan", "shared_protocol.overlay.cyclon",
+           "shared_protocol.dmc.sync", "shared_protocol.wire.framing", "shared_protocol.rand")
+    for m in lan + ("shared_protocol.dmc.crdt_map", "shared_protocol.dmc.crdt_set",
+                    "shared_protocol.dmc.crdt_counter", "shared_protocol.groups.admin",
+                    "shared_protocol.session.proxy"):
         assert m not in mods, m
+    # node.PRELOAD imports what a node runs before it starts: all of it,
+    # each module after those it imports (tools/bench/bench_node.py's order)
+    from firmware import node as boot
+    sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
+    from bench_node import _import_deps
+    boot_only = set(runtime.BOOT_ONLY)
+    assert mods - boot_only == set(boot.PRELOAD)
+    for i, m in enumerate(boot.PRELOAD):
+        assert set(_import_deps(m)) <= set(boot.PRELOAD[:i]), m
     lan_on, mods = loaded(dict(base, lan={"port": free_port()}), "b")
-    assert lan_on and "firmware.lan_link" in mods and "shared_protocol.cyclon" in mods
+    assert lan_on and set(lan) <= mods
+    assert mods - boot_only == set(boot.PRELOAD + boot.PRELOAD_LAN)
+    for i, m in enumerate(boot.PRELOAD_LAN):
+        assert set(_import_deps(m)) <= set(boot.PRELOAD + boot.PRELOAD_LAN[:i]), m

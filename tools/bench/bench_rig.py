@@ -126,9 +126,14 @@ class Node:
         return {}
 
     def failure(self):
-        for line in list(self.lines):
+        lines = list(self.lines)
+        for i, line in enumerate(lines):
             if "MemoryError" in line or "SAFE MODE" in line:
-                return line
+                # the error and the two innermost frames of its traceback
+                tail = [x.strip() for x in lines[i:i + 40] if not x.startswith("upsycle: status")]
+                err = [x for x in tail if "Error" in x and not x.startswith("File")]
+                frames = [x for x in tail if x.startswith("File")]
+                return " / ".join((err[-1:] or [line]) + frames[-2:])
         if self.proc.poll() is not None:
             return "exited %s: %s" % (self.proc.returncode, " / ".join(self.lines[-6:]))
         return None
@@ -195,9 +200,9 @@ class Scenario:
             t0 = time.monotonic()
             while time.monotonic() - t0 < RUN_TIMEOUT_S:
                 for nd in nodes:
-                    f = nd.failure()
-                    if f:
-                        return False, f
+                    if nd.failure():
+                        time.sleep(0.5)   # the rest of the traceback
+                        return False, nd.failure()
                 if all(self._done(nd.status()) for nd in nodes):
                     return True, "%.1f s" % (time.monotonic() - t0)
                 time.sleep(0.1)
@@ -339,12 +344,13 @@ def main():
     ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
     ap.add_argument("--only", choices=["search", "measure"])
     ap.add_argument("--no-lan", action="store_true", help="the scenario without the LAN")
+    ap.add_argument("--frozen-only", action="store_true", help="only the frozen column (needs --build-script)")
     a = ap.parse_args()
     mp = os.path.abspath(a.micropython)
     log = lambda s: print(s, flush=True)
     with tempfile.TemporaryDirectory() as d:
         lib = build_mpy(d)
-        images = [(".mpy", mp, lib, a.hi)]
+        images = [] if a.frozen_only else [(".mpy", mp, lib, a.hi)]
         if a.build_script:
             man = os.path.join(d, "manifest.py")
             frozen_manifest(man)
