@@ -46,10 +46,9 @@ _BLOCK = 128
 DIGEST_SIZE = 64
 
 
-# The message schedule, reused by every block: a new 80-entry list per
-# block (and a slice of the input for it) was garbage on every Ed25519
-# check, which fragments a board's heap. Not reentrant, and nothing here
-# yields, so one is enough.
+# The message schedule, reused by every block instead of a new 80-entry
+# list (and a slice of the input) per block; emptied after each block.
+# Not reentrant, and nothing here yields, so one is enough.
 _W = [0] * 80
 
 
@@ -88,6 +87,10 @@ def _compress(h, buf, off):
     h[5] = (h[5] + f) & M
     h[6] = (h[6] + g) & M
     h[7] = (h[7] + hh) & M
+    # Drop the 80 words (heap big ints on a 32-bit board): kept in _W until
+    # the next block, they would pin small blocks all over the heap.
+    for t in range(80):
+        w[t] = 0
 
 
 class sha512:
