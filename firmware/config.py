@@ -19,6 +19,7 @@ Format 1, a JSON object:
   lan                 optional: {"port": 1..65535, "peers": ["host:port", ...]}
   sleep               optional: {"awake_s": 1..86400, "sleep_s": 1..86400}
   app                 optional: {"readings": 0..READINGS_MAX} (the example app)
+  batch               optional: {"readings": 1..groups.wire.BATCH_MAX} (readings per signature)
 
 Every section is checked here, so `upsycle flash` (which runs this parser
 on the host) refuses a bad config before it writes anything, and the
@@ -183,6 +184,11 @@ def parse(data, platform):
         if not isinstance(sl, dict) or not _int_in(sl.get("awake_s"), 1, SLEEP_MAX_S) \
                 or not _int_in(sl.get("sleep_s"), 1, SLEEP_MAX_S):
             _fail("sleep", "'sleep' must be {\"awake_s\": 1..%d, \"sleep_s\": 1..%d}" % (SLEEP_MAX_S, SLEEP_MAX_S))
+    batch = cfg.get("batch")
+    if batch is not None:
+        from shared_protocol.groups.wire import BATCH_MAX
+        if not isinstance(batch, dict) or not _int_in(batch.get("readings"), 1, BATCH_MAX):
+            _fail("batch", "'batch' must be {\"readings\": 1..%d}" % BATCH_MAX)
     app = cfg.get("app")
     if app is not None:
         if not isinstance(app, dict) or not _int_in(app.get("readings", 0), 0, READINGS_MAX):

@@ -14,7 +14,8 @@ file (``turn``: save, then ``ProxyLink.ack_consumed``).
 from shared_protocol.crypto import api as crypto
 from shared_protocol.dmc import ops as O
 from shared_protocol.errors import UpsycleError
-from shared_protocol.groups.member import EpochChanged, Publication
+from shared_protocol.groups.member import EpochChanged
+from shared_protocol.groups.wire import BATCH_MAX
 
 from firmware import platform
 from firmware.proxy_link import ERRORS_LOGGED_MAX, ProxyLink
@@ -31,8 +32,26 @@ from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic
 AUTHOR_BYTES = AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES
 
 
+# Group rejections that are expected copies, not faults: a re-key part
+# already applied (the admin sends its re-keys again for members that missed
+# them), a part holding other members' entries (shared_protocol/groups).
+_QUIET_CODES = ("group-stale-epoch", "group-rekey-other-part")
+
+
 def _log(msg):
     print(msg)
+
+
+def batch_size(cfg, log=_log):
+    """Readings per signed message (config "batch": {"readings": N}), 1 if unset."""
+    bc = cfg.get("batch")
+    if bc is None:
+        return 1
+    n = bc.get("readings") if isinstance(bc, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= BATCH_MAX:
+        log("upsycle: config 'batch' must be {\"readings\": 1..%d}: signing every reading" % BATCH_MAX)
+        return 1
+    return n
 
 
 class Node:
@@ -44,10 +63,11 @@ class Node:
         self.node_author = self.node_id[:AUTHOR_NODE_BYTES]
         crypto.set_random_source(platform.random_bytes)
         platform.makedirs(data_dir)
+        batch = batch_size(cfg, log)
         self.topics = []
         for inv in cfg.get("topics", []):
             try:
-                self.topics.append(Topic(inv, self.node_author, data_dir, files, log))
+                self.topics.append(Topic(inv, self.node_author, data_dir, files, log, None, batch))
             except UpsycleError as e:
                 log("upsycle: a topic invite is unusable (%s: %s): skipped; re-flash with a fresh invite"
                     % (e.code, e.message))
@@ -119,20 +139,23 @@ class Node:
         if tp is None:
             return
         try:
-            ev = tp.member.open(payload, platform.unix_time())
+            got = tp.open(payload, platform.unix_time())
         except (UpsycleError, ValueError, TypeError) as e:
+            code = getattr(e, "code", e)
+            if code in _QUIET_CODES:
+                return   # a copy of a re-key we applied, or a part for other members
             self.counts["rejected"] += 1
-            self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, getattr(e, "code", e)))
+            self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, code))
             return
-        tp.dirty_state = True   # replay window moved
-        if isinstance(ev, Publication):
+        if isinstance(got, EpochChanged):
+            self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, got.epoch))
+            return
+        for body in got:
             try:
-                tp.apply(ev.body)
+                tp.apply(body)
                 self.counts["delivered"] += 1
             except UpsycleError as e:
                 self.log("upsycle: topic %s: op not applied (%s: %s)" % (tp.name, e.code, e.message))
-        elif isinstance(ev, EpochChanged):
-            self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, ev.epoch))
 
     def count_error(self):
         """Count a bad datagram or message; True while it should be logged."""

@@ -21,19 +21,20 @@ SAFE_MODE = "upsycle: SAFE MODE"
 # the same way at no cost.
 PRELOAD = (
     "firmware", "firmware.platform", "shared_protocol", "shared_protocol.dmc", "shared_protocol.errors",
-    "shared_protocol.dmc.errors", "shared_protocol.wire", "shared_protocol.wire.cbor", "shared_protocol.dmc.ops",
-    "shared_protocol.dmc.crdts", "shared_protocol.dmc.crdt_log", "shared_protocol.dmc.replica",
-    "shared_protocol.dmc.store", "shared_protocol.groups", "shared_protocol.crypto", "shared_protocol.crypto.ct",
-    "shared_protocol.crypto.errors", "shared_protocol.crypto.hkdf", "shared_protocol.crypto.chacha20poly1305",
-    "shared_protocol.crypto.field", "shared_protocol.crypto.sha512", "shared_protocol.crypto.ed25519",
-    "shared_protocol.crypto.x25519", "shared_protocol.crypto.pure", "shared_protocol.crypto.api",
-    "shared_protocol.groups.errors", "shared_protocol.groups.keys", "shared_protocol.wire.envelope",
-    "shared_protocol.groups.wire", "shared_protocol.replay", "shared_protocol.groups.member", "firmware.topic",
-    "shared_protocol.session", "shared_protocol.session.messages", "shared_protocol.session.client",
-    "shared_protocol.noise", "shared_protocol.noise.events", "shared_protocol.noise.errors",
-    "shared_protocol.noise.symmetric", "shared_protocol.noise.handshake", "shared_protocol.noise.datagram",
-    "shared_protocol.noise.udp", "shared_protocol.session.secure_client", "firmware.proxy_link", "firmware.core",
-    "firmware.runtime",
+    "shared_protocol.dmc.errors", "shared_protocol.wire", "shared_protocol.wire.cbor",
+    "shared_protocol.dmc.ops", "shared_protocol.dmc.crdts", "shared_protocol.dmc.crdt_log",
+    "shared_protocol.dmc.replica", "shared_protocol.dmc.store", "shared_protocol.groups",
+    "shared_protocol.crypto", "shared_protocol.crypto.ct", "shared_protocol.crypto.errors",
+    "shared_protocol.crypto.hkdf", "shared_protocol.crypto.chacha20poly1305", "shared_protocol.crypto.field",
+    "shared_protocol.crypto.sha512", "shared_protocol.crypto.ed25519", "shared_protocol.crypto.x25519",
+    "shared_protocol.crypto.pure", "shared_protocol.crypto.api", "shared_protocol.groups.errors",
+    "shared_protocol.groups.keys", "shared_protocol.wire.envelope", "shared_protocol.groups.wire",
+    "shared_protocol.groups.readings", "shared_protocol.replay", "shared_protocol.groups.member",
+    "firmware.topic", "shared_protocol.session", "shared_protocol.session.messages",
+    "shared_protocol.session.client", "shared_protocol.noise", "shared_protocol.noise.events",
+    "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.handshake",
+    "shared_protocol.noise.known", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",
+    "shared_protocol.session.secure_client", "firmware.proxy_link", "firmware.core", "firmware.runtime",
 )
 # ... and a node with a lan section also these (firmware/lan_link.py).
 PRELOAD_LAN = (

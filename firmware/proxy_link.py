@@ -15,7 +15,7 @@ only when the proxy's ack names it.
 import socket
 
 from shared_protocol.session import messages as W
-from shared_protocol.dmc import ops as O
+from shared_protocol.errors import UpsycleError
 from shared_protocol.session.secure_client import SecureLink, node_id_for
 from shared_protocol.session.client import ClientSession
 
@@ -75,15 +75,21 @@ class PlainLink:
 class ProxyLink:
     def __init__(self, node, cfg):
         self.node = node
+        # Short ids on the proxy link: each topic and its replica generation
+        # named once per link (the message id's base), so a publish and its ack
+        # carry a small index and the DMC sequence (session/messages.py s_pub_a).
+        aliases = []
+        for t in node.topics:
+            aliases.append((t.topic, message_seq(t.author, 0)))
         if cfg.get("link") == "plaintext":
-            self.session = ClientSession(node.node_id[:16], window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
+            self.session = ClientSession(node.node_id[:16], _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = PlainLink(self.session)
         else:
             from shared_protocol.groups.keys import Identity
             from shared_protocol.crypto import api as crypto
             static = Identity(bytes.fromhex(cfg["node_key"])).x25519_secret
             sid = node_id_for(crypto.x25519_public(static))
-            self.session = ClientSession(sid, window=_WINDOW, keepalive_ms=_KEEPALIVE_MS)
+            self.session = ClientSession(sid, _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = SecureLink(self.session, static, True, None, platform.ticks_diff)
         self._dropped_seen = 0
         self.proxies = []
@@ -96,6 +102,7 @@ class ProxyLink:
         self.inflight = {}       # msg_id -> (topic, dmc author, dmc seq)
         self.sent_upto = {}      # topic id -> {dmc author: highest seq handed to the session this link}
         self.pending_consumed = []
+        self.cannot_write = {}   # topic id -> why (logged once): its readings stay in the outbox
         self.online = False
         self.refill_quiet = {}   # topic id -> ticks of the refill's last sign of life
         self.sock = None
@@ -126,6 +133,8 @@ class ProxyLink:
                 # the oldest message it keeps (shared_protocol/session/client.py).
                 self.session.resubscribe(t.topic, now)
                 node.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
+        for t in node.topics:
+            t.member.reintroduce()   # readers behind this proxy may not know our key yet
         plain = isinstance(self.link, PlainLink)
         if not plain:
             # pinned: the handshake fails against any other key; else first use
@@ -243,19 +252,26 @@ class ProxyLink:
             upto = self.sent_upto.get(tp.topic)
             if upto is None:
                 upto = self.sent_upto[tp.topic] = {}
-            for op in tp.outbox:
-                if not s.can_publish():
+            while s.can_publish():
+                try:
+                    m = tp.next_message(upto, platform.unix_time())
+                except UpsycleError as e:
+                    # e.g. the write capability expired: readers would refuse
+                    # what we send, so nothing is sent and nothing is lost
+                    if self.cannot_write.get(tp.topic) != e.message:
+                        self.cannot_write[tp.topic] = e.message
+                        self.node.log("upsycle: topic %s: cannot publish (%s); readings stay in the outbox: "
+                                      "flash a new invite" % (tp.name, e.message))
                     break
-                a, seq = O.author_seq(op)
-                if seq <= upto.get(a, 0):
-                    continue
+                if m is None:
+                    break
+                a, seq, payload = m
                 # The session's node id: on a Noise link the proxy binds it to
                 # the link's key and refuses ids that do not start with it.
+                # A batch is named by its last op.
                 mid = W.message_id(s.node_id, message_seq(a, seq))
-                payload = tp.member.seal(op, platform.random_bytes(32), platform.unix_time())
                 s.publish(tp.topic, mid, payload, now)
                 self.inflight[mid] = (tp.topic, a, seq)
                 upto[a] = seq
-                tp.dirty_state = True   # the group sequence number moved
                 sealed = True
         return sealed

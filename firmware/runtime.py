@@ -114,7 +114,7 @@ def _ready_to_sleep(node, awake_ms, since_ms):
     if since_ms >= awake_ms + _AWAKE_GRACE_MS:
         return True
     for t in node.topics:
-        if t.outbox:
+        if t.waiting():
             return False
     return True
 

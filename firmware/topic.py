@@ -5,9 +5,11 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
              written to a temp file and renamed over the old one)
   <id>.st    the node's own state for the topic, same format and same
              atomic replace: [1, member record, outbox, published]
-             - member record: group sequence number, replay windows, epochs
-               (a restarted node must never reuse a sequence number: other
-               members would drop the publication as a replay)
+             - member record: group sequence generation and number, replay
+               windows, epochs (a restarted node must never reuse a
+               sequence number: other members would drop the publication
+               as a replay; a node that starts from its invite draws a new
+               generation, so a re-flash or a second board does not either)
              - outbox: the DMC operations this node wrote that the proxy has
                not acknowledged yet, oldest first
              - published: how many readings this node wrote (for the demo)
@@ -43,7 +45,9 @@ from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import store as dstore
 from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
-from shared_protocol.groups.member import Member
+from shared_protocol.groups.member import Member, Publication
+from shared_protocol.groups.readings import Batch
+from shared_protocol.groups.wire import BATCH_MAX
 from firmware import platform
 
 DATA_DIR = "/data"
@@ -75,7 +79,7 @@ _write_atomic = dstore.write_atomic
 
 
 class Topic:
-    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None):
+    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None, batch=1):
         # Imported here: the invite decoder runs once per topic at boot
         # (firmware.runtime.BOOT_ONLY lets the GC free it afterwards).
         from shared_protocol.groups.invite import member_from_url
@@ -84,6 +88,10 @@ class Topic:
         self.topic = fresh.topic
         self.node_author = bytes(node_author[:AUTHOR_NODE_BYTES])
         self.random_bytes = random_bytes or platform.random_bytes
+        # Readings per message to the proxy: 1 signs every reading; 2..BATCH_MAX
+        # (battery nodes) wait until that many are on flash and send them in
+        # one message under one signature (groups/readings.py).
+        self.batch = batch if 1 <= batch <= BATCH_MAX else 1
         self.log = log
         self.files = files if files is not None else dstore.OsFiles()
         base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
@@ -115,10 +123,9 @@ class Topic:
                 m = Member.from_record(v[1])
                 if m.topic != fresh.topic:
                     raise StoreError(CORRUPT, "state is for another topic")
-                # The invite may be newer (re-flashed): keep the higher epoch.
+                # The invite may be newer (re-flashed): keep the higher epoch
+                # (a fresh member gets a generation of its own below).
                 self.member = m if m.epoch >= fresh.epoch else fresh
-                if m.next_seq > self.member.next_seq:
-                    self.member.next_seq = m.next_seq
                 self.outbox = [bytes(x) for x in v[2]][-OUTBOX_MAX:]
                 self.published = v[3]
                 had_state = True
@@ -136,6 +143,13 @@ class Topic:
             # A new generation: see "Authors" above.
             self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), LOG_KEEP, 0, BOARD_TAIL)
             self.dirty_replica = True   # the new author id must be on flash before it is used
+        if self.member is fresh:
+            # Started from the invite (first boot, re-flashed, or the state
+            # file lost): a new sequence generation, so this join never
+            # reuses a sequence number of an earlier one (groups/member.py,
+            # COUNTER_BITS). On flash before the first seal.
+            fresh.new_generation(self.random_bytes(3))
+            self.dirty_state = True
         if not self.refilling and self.files.read(self.refill_path) is not None:
             self.refilling = True     # a refill that a reset interrupted: again
         if self.refilling:
@@ -215,6 +229,76 @@ class Topic:
         if len(keep) != len(self.outbox):
             self.outbox = keep
             self.dirty_state = True
+
+    # -- sealing and opening: the group layer of this topic --
+
+    def next_message(self, sent, now):
+        """The next message for the proxy, or None: (DMC author, DMC seq of
+        its last op, payload). It holds the oldest outbox ops not handed to
+        the session yet (``sent``: DMC author -> highest seq handed over on
+        this link): one op, sealed and signed, or in batch mode ``batch``
+        consecutive ops of one author under one signature. A batch waits on
+        flash until it is full, unless a newer author follows (the ops of
+        an older replica generation go out as they are)."""
+        ops = []
+        author = None
+        for op in self.outbox:
+            a, seq = O.author_seq(op)
+            if seq <= sent.get(a, 0):
+                continue
+            if author is None:
+                author = a
+            elif a != author:
+                break
+            ops.append(op)
+            if len(ops) >= self.batch:
+                break
+        else:
+            if len(ops) < self.batch:
+                return None   # an incomplete batch (or nothing): wait for more readings
+        if not ops:
+            return None
+        m = self.member
+        rand = self.random_bytes(32)
+        if not m.epoch_key().readable:
+            payload = m.seal(ops[0], rand, now)        # write-only: group_pub to the epoch key
+            ops = ops[:1]
+        elif self.batch > 1:
+            payload = m.seal_batch(ops, rand, now)
+        else:
+            payload = m.seal_reading(ops[0], rand, now)
+        self.dirty_state = True   # the group sequence number moved: on flash before the datagram leaves
+        return author, O.author_seq(ops[-1])[1], payload
+
+    def waiting(self):
+        """Whether outbox ops wait for the proxy now (a batch still filling
+        does not keep a battery node awake)."""
+        if self.batch <= 1:
+            return len(self.outbox) > 0
+        if len(self.outbox) >= self.batch:
+            return True
+        a0 = None
+        for op in self.outbox:
+            a = O.author_seq(op)[0]
+            if a0 is not None and a != a0:
+                return True
+            a0 = a
+        return False
+
+    def open(self, payload, now):
+        """A delivery from the proxy: the list of DMC op bodies it proves
+        (one, or a batch), or an EpochChanged; raises a GroupError (or a
+        cbor/envelope error) and changes nothing if any check fails."""
+        ev = self.member.open(payload, now)
+        self.dirty_state = True   # replay windows, introductions or epoch moved
+        if isinstance(ev, Publication):
+            return [ev.body]
+        if isinstance(ev, Batch):
+            out = []
+            for p in ev.publications:
+                out.append(p.body)
+            return out
+        return ev
 
     # -- remote operations --
 

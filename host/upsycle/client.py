@@ -23,6 +23,13 @@ turns what the app publishes into the bytes the proxy stores, and
 ``codec.decode(topic_id, payload)`` turns a delivery back; the default,
 ``PlainCodec``, passes bytes through. An encrypting codec plugs in without
 touching the session or the proxy (which never sees plaintext).
+A codec may also have messages of its own to publish (``outgoing()`` /
+``published(topic_id, epochs)``: the re-keys of private topics this node
+administers) and messages it kept and opened later (``released`` on a
+decoded value, ``ready(topic_id)`` / ``taken(topic_id, id)``);
+upsycle.group_codec says why. The client publishes the outgoing ones after
+every welcome, before what the app publishes, and hands released ones out
+as deliveries of their own.
 """
 import asyncio
 import logging
@@ -85,6 +92,14 @@ def upsycle_home(home=None):
     return home or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
 
 
+def make_home(home):
+    """Create the home directory 0700, or tighten an existing one: it holds
+    the node's private key and the group keys (docs/proxy.md)."""
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    if os.stat(home).st_mode & 0o777 != 0o700:
+        os.chmod(home, 0o700)
+
+
 def _write_private(path, text):
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -102,7 +117,7 @@ def node_key(home=None):
         with open(path) as f:
             text = f.read().strip()
     except FileNotFoundError:
-        os.makedirs(home, exist_ok=True)
+        make_home(home)
         key = os.urandom(32)
         _write_private(path, key.hex() + "\n")
         return key
@@ -130,7 +145,7 @@ def known_proxy_key(home, host, port):
 
 def remember_proxy_key(home, host, port, key):
     home = upsycle_home(home)
-    os.makedirs(home, exist_ok=True)
+    make_home(home)
     path = os.path.join(home, "known_proxies")
     try:
         with open(path) as f:
@@ -142,15 +157,16 @@ def remember_proxy_key(home, host, port, key):
 
 
 class Delivery:
-    __slots__ = ("topic", "seq", "msg_id", "payload", "missed", "cause")
+    __slots__ = ("topic", "seq", "msg_id", "payload", "missed", "cause", "held")
 
-    def __init__(self, topic, seq, msg_id, payload, missed=0, cause=None):
+    def __init__(self, topic, seq, msg_id, payload, missed=0, cause=None, held=None):
         self.topic = topic
         self.seq = seq
         self.msg_id = msg_id
         self.payload = payload
         self.missed = missed      # >0: a notice that this many messages were dropped
         self.cause = cause
+        self.held = held          # a message the codec kept and opened later: its id there
 
     def __repr__(self):
         if self.missed:
@@ -224,12 +240,9 @@ def default_node_id():
             return bytes.fromhex(f.read().strip())
     except (OSError, ValueError):
         pass
-    os.makedirs(home, exist_ok=True)
+    make_home(home)
     nid = os.urandom(16)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(nid.hex() + "\n")
-    os.replace(tmp, path)
+    _write_private(path, nid.hex() + "\n")
     return nid
 
 
@@ -289,6 +302,9 @@ class Client:
         self._closing = False
         self._had_welcome = False
         self._flush_pending = False
+        self._control = None        # the task publishing the codec's own messages
+        self._control_queued = None  # set once they are all in the session
+        self._ready_given = set()
         self.errors = []
         self.connects = 0
 
@@ -311,6 +327,10 @@ class Client:
         if not self._welcome.is_set():
             raise ConnectionError("no answer from the proxy at %s:%d (%s) within %.1f s" % (
                 self.host, self.port, self.kind, timeout))
+        self._kick_control()
+        if self._control_queued is not None:
+            # the codec's messages (re-keys) go before anything the app sends
+            await asyncio.wait_for(asyncio.shield(self._control_queued), timeout)
         return self
 
     async def __aenter__(self):
@@ -325,7 +345,7 @@ class Client:
             self.session.bye()
             self._flush()
             await asyncio.sleep(0)
-        for task in (self._runner, self._timer):
+        for task in (self._runner, self._timer, self._control):
             if task is not None:
                 task.cancel()
         if self._proto is not None and self._proto.transport is not None:
@@ -434,7 +454,11 @@ class Client:
                 continue
             if kind == "delivery":
                 topic, seq, mid, payload = ev[1], ev[2], ev[3], ev[4]
-                self._inbox.put_nowait(Delivery(topic, seq, mid, self.codec.decode(topic, payload)))
+                value = self.codec.decode(topic, payload)
+                self._inbox.put_nowait(Delivery(topic, seq, mid, value))
+                for hid, body in getattr(value, "released", ()):
+                    self._inbox.put_nowait(Delivery(topic, seq, b"", body, held=hid))
+                self._kick_control()
             elif kind == "acked":
                 fut = self._acks.pop(ev[1], None)
                 if fut is not None and not fut.done():
@@ -451,6 +475,7 @@ class Client:
                 self._had_welcome = True
                 self._welcome.set()
                 self._room.set()
+                self._kick_control()
             elif kind == "subscribed":
                 w = self._subs.get(ev[1])
                 if w is not None and not w.done():
@@ -472,10 +497,11 @@ class Client:
         self._seq += 1
         return W.message_id(self.node_id, self._seq)
 
-    async def publish_nowait(self, topic, data, msg_id=None):
-        """Queue a publish once the window has room; return a future of its ack."""
+    async def publish_nowait(self, topic, data, msg_id=None, raw=False):
+        """Queue a publish once the window has room; return a future of its ack.
+        raw: publish ``data`` as it is, not through the codec."""
         tid = topics.resolve(topic)
-        payload = self.codec.encode(tid, data)
+        payload = bytes(data) if raw else self.codec.encode(tid, data)
         while not self.session.can_publish():
             self._room.clear()
             await self._room.wait()
@@ -496,7 +522,14 @@ class Client:
         fut = self._subs[tid] = asyncio.get_running_loop().create_future()
         self.session.subscribe(tid, now_ms())
         self._flush()
-        return await asyncio.wait_for(fut, timeout)
+        cursor = await asyncio.wait_for(fut, timeout)
+        ready = getattr(self.codec, "ready", None)
+        if ready is not None and tid not in self._ready_given:
+            # kept messages opened by a re-key that an earlier run did not hand out
+            self._ready_given.add(tid)
+            for hid, body in ready(tid):
+                self._inbox.put_nowait(Delivery(tid, 0, b"", body, held=hid))
+        return cursor
 
     async def unsubscribe(self, topic):
         self.session.unsubscribe(topics.resolve(topic), now_ms())
@@ -505,6 +538,60 @@ class Client:
     async def next_delivery(self, timeout=None):
         """The next delivery (or missed notice); acknowledges it as consumed."""
         d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
+        if d.held is not None:
+            self.codec.taken(d.topic, d.held)
         self.session.consumed(d.topic, d.seq)
         self._flush_soon()
         return d
+
+    # -- the codec's own messages (re-keys of topics this node administers) --
+
+    def _kick_control(self):
+        outgoing = getattr(self.codec, "outgoing", None)
+        if outgoing is None or self._control is not None or self._closing or not self._welcome.is_set():
+            return
+        due = outgoing()
+        if not due:
+            return
+        self._control_queued = asyncio.get_running_loop().create_future()
+        self._control = asyncio.ensure_future(self._publish_control(due))
+
+    async def _publish_control(self, due):
+        queued = self._control_queued
+        ok = False
+        try:
+            futs = []
+            for tid, items in due:
+                for epoch, part in items:
+                    futs.append((tid, epoch, await self.publish_nowait(tid, part, raw=True)))
+            if not queued.done():
+                queued.set_result(len(futs))
+            for tid, epoch, fut in futs:
+                await fut
+            for tid, items in due:
+                self.codec.published(tid, set(e for e, _ in items))
+                log.info("event=codec_published topic=%s messages=%d", tid.hex(), len(items))
+            ok = True
+        except (ConnectionError, PublishRejected) as e:
+            log.warning("event=codec_publish_failed detail=%r", e)
+        finally:
+            if not queued.done():
+                queued.set_result(0)
+            self._control = None
+        if ok:
+            self._kick_control()   # asked for again while these were in flight
+
+    def send_codec_messages(self):
+        """Publish what the codec has to publish now (re-keys a `topic
+        remove` made while this client ran); the client also does it after
+        every welcome and delivery."""
+        self._kick_control()
+
+    async def control_done(self, timeout=None):
+        """Wait until the codec's own messages are acknowledged (or failed);
+        True when none is left to publish."""
+        task = self._control
+        if task is not None:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        outgoing = getattr(self.codec, "outgoing", None)
+        return outgoing is None or not outgoing()

@@ -36,6 +36,7 @@ from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url, member_from_url
 from shared_protocol.groups.member import Publication
+from shared_protocol.groups.readings import Batch
 from upsycle import topics as host_topics
 from upsycle.client import Client
 from upsycle.commands import board as board_cmd
@@ -177,9 +178,11 @@ class Subscriber:
                 except Exception:
                     self.rejected += 1
                     continue
-                if isinstance(ev, Publication) and self.replica.receive(ev.body) == 1:
-                    self.delivered += 1
-                    self.show()
+                pubs = ev.publications if isinstance(ev, Batch) else [ev] if isinstance(ev, Publication) else []
+                for p in pubs:
+                    if self.replica.receive(p.body) == 1:
+                        self.delivered += 1
+                        self.show()
         finally:
             await c.close()
 

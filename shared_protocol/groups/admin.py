@@ -11,16 +11,55 @@ learns only how many members remain; each member finds its entry by trial
 decryption (one X25519, then one AEAD check per entry). The entry also lists
 the removed keys, so members refuse the removed author's publications in
 every epoch, including old ones it could still encrypt to.
+
+A re-key larger than the proxy's payload limit (more than ~7 remaining
+members) is split into parts of at most ``wire.REKEY_PART_MAX`` bytes, each
+signed on its own; a member applies the part that holds its entry.
+
+The admin keeps its last ``MAX_KEPT_REKEYS`` re-keys with the time each was
+last published (0: not yet): that is the outbox a host publishes from
+(``rekeys_due``), and the chain it publishes again so that a member that
+missed a re-key (offline longer than the proxy keeps history) catches up.
+Members apply re-keys in epoch order only (``RekeyGap``), so the chain is
+always sent oldest first.
 """
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import GroupUsageError
-from shared_protocol.groups.keys import (MAX_EPOCH, NO_EXPIRY, RIGHT_READ, RIGHT_WRITE, EpochKey, Identity,
-                                         make_capability)
+from shared_protocol.groups.keys import (MAX_EPOCH, NO_EXPIRY, RIGHT_READ, RIGHT_WRITE, SIG_SIZE, EpochKey,
+                                         Identity, make_capability)
 from shared_protocol.groups.member import MAX_KEPT_EPOCHS, Member, rekey_entry_key
 
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
+# Re-keys kept to publish again: a member more removals behind than this
+# needs a new invite. A re-key is 1-16 KiB (1-16 parts), so at most ~128 KiB.
+MAX_KEPT_REKEYS = 8
+
+
+def split_rekey(topic, epoch, eph, entries, sign):
+    """The group_rekey parts for ``entries``: each at most REKEY_PART_MAX
+    bytes, each signed by ``sign`` over its own part number and count."""
+    probe_sig = b"\x00" * SIG_SIZE
+    groups, cur = [], []
+    for e in entries:
+        trial = cur + [e]
+        size = len(envelope.REGISTRY.encode("group_rekey", topic, epoch, eph, wire.MAX_REKEY_PARTS - 1,
+                                            wire.MAX_REKEY_PARTS, trial, probe_sig))
+        if size > wire.REKEY_PART_MAX and cur:
+            groups.append(cur)
+            cur = [e]
+        else:
+            cur = trial
+    groups.append(cur)
+    if len(groups) > wire.MAX_REKEY_PARTS:
+        raise GroupUsageError(message="re-key needs %d parts, over %d" % (len(groups), wire.MAX_REKEY_PARTS))
+    out = []
+    n = len(groups)
+    for i in range(n):
+        sig = sign(wire.rekey_signed_bytes(topic, epoch, eph, i, n, groups[i]))
+        out.append(envelope.REGISTRY.encode("group_rekey", topic, epoch, eph, i, n, groups[i], sig))
+    return out
 
 
 class Admin(Member):
@@ -29,6 +68,8 @@ class Admin(Member):
         Member.__init__(self, topic_public, topic_seed, epoch, epoch_secret, None, None, name)
         # member key -> [rights, X25519 form of the key]
         self.members = {}
+        # [epoch, [part bytes...], when last published (0: not yet)], oldest first
+        self.rekeys = []
 
     def add_member(self, member_public, rights):
         if len(self.members) >= wire.MAX_MEMBERS:
@@ -51,9 +92,10 @@ class Admin(Member):
                              ek.secret if read else None, ek.public, cap, self.name)
 
     def remove(self, member_public, new_secret, ephemeral_secret):
-        """Remove a member: returns the group_rekey message to publish and
-        switches the admin to the new epoch. Both secrets are 32 fresh
-        random bytes from the caller."""
+        """Remove a member: returns the group_rekey parts (a list of messages,
+        one for up to ~7 remaining members) to publish, keeps them as not yet
+        published (``rekeys``) and switches the admin to the new epoch. Both
+        secrets are 32 fresh random bytes from the caller."""
         member_public = bytes(member_public)
         if member_public not in self.members:
             raise GroupUsageError(message="not a member of this topic")
@@ -74,8 +116,7 @@ class Admin(Member):
             key = rekey_entry_key(api.x25519(ephemeral_secret, xpub), topic, epoch, eph, xpub)
             entries.append(api.aead_encrypt(key, _ZERO_NONCE, content, aad))
         entries.sort()
-        sig = self.identity.sign(wire.rekey_signed_bytes(topic, epoch, eph, entries))
-        msg = envelope.REGISTRY.encode("group_rekey", topic, epoch, eph, entries, sig)
+        parts = split_rekey(topic, epoch, eph, entries, self.identity.sign)
         # apply locally
         del self.members[member_public]
         self._epochs[epoch] = new
@@ -83,11 +124,38 @@ class Admin(Member):
         for old in sorted(self._epochs)[:-MAX_KEPT_EPOCHS]:
             del self._epochs[old]
         self.revoked.add(member_public)
-        return msg
+        self.rekeys.append([epoch, parts, 0])
+        del self.rekeys[:-MAX_KEPT_REKEYS]
+        return parts
+
+    # -- the re-key outbox --
+
+    def rekeys_due(self, now, resend_s):
+        """[(epoch, part)...] to publish now, oldest first: the re-keys never
+        published; or, when every one was and the oldest publication is
+        ``resend_s`` old, the whole kept chain again (a member offline
+        longer than the proxy's history catches up from it)."""
+        unsent = [r for r in self.rekeys if not r[2]]
+        if not unsent and self.rekeys and now - min(r[2] for r in self.rekeys) >= resend_s:
+            unsent = self.rekeys
+        return [(r[0], p) for r in unsent for p in r[1]]
+
+    def rekeys_published(self, epochs, now):
+        """The proxy acknowledged the re-keys of ``epochs`` at ``now``."""
+        for r in self.rekeys:
+            if r[0] in epochs:
+                r[2] = now
+
+    def resend_rekeys(self):
+        """Publish the whole chain again at the next chance (a member was
+        seen publishing in an old epoch: it missed a re-key)."""
+        for r in self.rekeys:
+            r[2] = 0
 
     def to_record(self):
         r = Member.to_record(self)
         r["members"] = [[k, v[0]] for k, v in sorted(self.members.items())]
+        r["rekeys"] = self.rekeys
         return r
 
     @classmethod
@@ -97,7 +165,12 @@ class Admin(Member):
         a._epochs = m._epochs
         a.revoked = m.revoked
         a._windows = m._windows
+        a.authors = m.authors
         a.next_seq = m.next_seq
+        a.gen = m.gen
+        a._wused = m._wused
+        a._wclock = m._wclock
+        a.rekeys = [[e, [bytes(p) for p in parts], t] for e, parts, t in r.get("rekeys", [])]
         for k, rights in r["members"]:
             a.add_member(k, rights)
         return a

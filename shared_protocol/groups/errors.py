@@ -6,6 +6,10 @@ from shared_protocol.errors import LocalError, RemoteError
 
 class GroupError(RemoteError):
     code = "group"
+    # True when the same message may open later, once this member has
+    # applied a re-key it has not received yet: a receiver keeps such a
+    # message instead of dropping it (host: upsycle.group_codec, "held").
+    may_clear = False
 
 
 class WrongTopic(GroupError):
@@ -16,6 +20,26 @@ class UnknownEpoch(GroupError):
     """Encrypted under an epoch this member does not hold (too new, too old,
     or a re-key that excluded us)."""
     code = "group-unknown-epoch"
+
+
+class FutureEpoch(UnknownEpoch):
+    """Encrypted under an epoch newer than ours: its re-key has not reached
+    us yet (or excluded us). Same code as UnknownEpoch; may clear."""
+    may_clear = True
+
+
+class RekeyGap(GroupError):
+    """A re-key that skips an epoch: the earlier re-key must be applied first
+    (it names members removed then, whom we must refuse in that epoch). May
+    clear once the earlier one arrives (the admin re-sends them in order)."""
+    code = "group-rekey-gap"
+    may_clear = True
+
+
+class OtherRekeyPart(GroupError):
+    """A part of a re-key that holds no entry for us; another part may (a
+    re-key of a large topic is split to fit the proxy's payload limit)."""
+    code = "group-rekey-other-part"
 
 
 class StaleEpoch(GroupError):
@@ -75,3 +99,17 @@ class GroupUsageError(LocalError):
     """The caller asked for something its role does not allow (e.g. a
     read-only member publishing, a non-admin issuing invites)."""
     code = "group-usage"
+
+
+class AuthorUnknown(GroupError):
+    """A compact reading names an author this member has no introduction
+    for (key and capability): it cannot prove who wrote it, so it is not
+    accepted. Authors introduce themselves again on every new link, every
+    epoch and every INTRO_EVERY messages (groups/readings.py)."""
+    code = "group-author-unknown"
+
+
+class AuthorClash(GroupError):
+    """An introduction whose short author reference is already taken by
+    another key: refused, the first introduction stays."""
+    code = "group-author-clash"

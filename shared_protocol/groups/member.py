@@ -12,25 +12,46 @@ from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups import wire
-from shared_protocol.groups.errors import (BadSignature, DecryptFailed, GroupUsageError, Malformed, MemberRevoked,
-                                           NoReadCapability, RemovedFromTopic, Replayed, StaleEpoch, TooLarge,
-                                           UnknownEpoch, WrongTopic)
+from shared_protocol.groups.errors import (BadSignature, DecryptFailed, FutureEpoch, GroupUsageError, Malformed,
+                                           MemberRevoked, NoReadCapability, OtherRekeyPart, RekeyGap,
+                                           RemovedFromTopic, Replayed, StaleEpoch, TooLarge, UnknownEpoch,
+                                           WrongTopic)
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
+from shared_protocol.groups import readings
+from shared_protocol.groups.readings import authors_from_record, authors_to_record
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
 # a proxy's queue) stay readable. Removed authors are refused in every epoch.
 MAX_KEPT_EPOCHS = 3
-# Distinct authors with replay state. Every author needs an admin-signed
-# capability, so the admin bounds this; twice the member limit leaves room
-# for members replaced over time.
+# Replay windows kept, one per (author, generation). Every author needs an
+# admin-signed capability, so the admin bounds the authors; twice the member
+# limit leaves room for members replaced over time and for second devices.
 MAX_AUTHORS = 2 * wire.MAX_MEMBERS
+# Generations of one author with a window: a member key joined on several
+# devices, or joined again. A fifth generation replaces the author's least
+# recently used window (the author's own doing: an evicted generation's old
+# publications could be replayed once more, no one else's).
+MAX_GENS_PER_AUTHOR = 4
 # Removed member keys remembered (one per removal).
 MAX_REVOKED = 256
 # Publications per author accepted out of order (and remembered as seen).
 SEQ_WINDOW = 64
+# A publication's sequence number (48 bits on the wire) is a generation and
+# a counter: seq = generation << COUNTER_BITS | counter. Every join of an
+# invite (a host's `topic join`, a board flashed from the invite, a board
+# whose state file was lost) draws a random generation, so two devices or
+# two joins of one member key never reuse a sequence number: readers keep a
+# replay window per (author, generation). 24 random bits: two joins of one
+# key clash with probability 2**-24; 2**24 publications per generation (a
+# reading a second for 194 days), after which seal() draws the next one.
+COUNTER_BITS = 24
+COUNTER_MAX = (1 << COUNTER_BITS) - 1
+GEN_MAX = (1 << 24) - 1
+GEN_BYTES = 3
 MAX_SEQ = 0xFFFFFFFFFFFF
+_GEN_LABEL = b"upsycle-gen-v1"
 _PUB_DH_LABEL = b"upsycle-pub-dh-v1"
 _REKEY_LABEL = b"upsycle-rekey-entry-v1"
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
@@ -67,6 +88,17 @@ def _is_key(v, size=KEY_SIZE):
     return isinstance(v, (bytes, bytearray)) and len(v) == size
 
 
+def _gen_from(rand):
+    g = int.from_bytes(bytes(rand[:GEN_BYTES]), "big")
+    return g or 1   # 0 is the generation of records made before generations
+
+
+def window_key(author, gen):
+    """Replay state is per (author, generation); generation 0 (records from
+    before generations) keeps the bare author key."""
+    return bytes(author) if gen == 0 else bytes(author) + gen.to_bytes(GEN_BYTES, "big")
+
+
 class Member:
     def __init__(self, topic_public, member_seed, epoch, epoch_secret=None, epoch_public=None,
                  capability=None, name=""):
@@ -81,7 +113,19 @@ class Member:
         self._epochs = {epoch: EpochKey(self.topic, epoch, epoch_secret, epoch_public)}
         self.revoked = set()
         self._windows = {}
-        self.next_seq = 1
+        self._wused = {}     # window key -> when last used (self._wclock)
+        self._wclock = 0
+        # Parts of the next epoch's re-key seen without our entry: all of
+        # them seen means we were removed. Not persisted (only informs).
+        self._rk_epoch = -1
+        self._rk_mask = 0
+        self.gen = 0
+        self.next_seq = 1     # the counter of the current generation
+        # Compact readings (readings.py): authors introduced to us, by their
+        # short reference, and how many messages until we introduce ourselves.
+        self.authors = {}
+        self.intro_left = 0
+        self.max_authors = MAX_AUTHORS
 
     # -- roles --
 
@@ -100,6 +144,45 @@ class Member:
     def epoch_key(self, epoch=None):
         return self._epochs[self.epoch if epoch is None else epoch]
 
+    def new_generation(self, rand):
+        """Start a new sequence generation (``rand``: 3 or more fresh random
+        bytes). Called once per join: a host joining an invite, a board
+        starting from the invite in its config."""
+        g = _gen_from(rand)
+        if g == self.gen:
+            g = g % GEN_MAX + 1
+        self.gen = g
+        self.next_seq = 1
+
+    def write_refusal(self, now=None):
+        """Why this member cannot publish now (a sentence), or None."""
+        if not self.can_write:
+            return "this member holds no write capability"
+        cap = self.capability
+        if now is not None and cap is not None and cap[3] and now >= cap[3]:
+            return "write capability expired at %d (now %d); ask the admin for a new invite" % (cap[3], now)
+        return None
+
+    def seq_block(self, n, rand32):
+        """The sequence number of the first of ``n`` publications about to
+        be sealed (generation and counter); draws the next generation from
+        ``rand32`` when this one has fewer than ``n`` numbers left, so a
+        batch never straddles two generations. ``seq_used`` commits."""
+        if self.next_seq + n - 1 > COUNTER_MAX:
+            self.new_generation(api.sha256(_GEN_LABEL + bytes(rand32)))
+        return (self.gen << COUNTER_BITS) | self.next_seq
+
+    def seq_used(self, seq, n):
+        self.next_seq = (seq & COUNTER_MAX) + n
+
+    def epochs(self):
+        return self._epochs
+
+    def reintroduce(self):
+        """Put our introduction (key, capability) in the next compact
+        message: called for every new link to a proxy (readings.py)."""
+        self.intro_left = 0
+
     # -- publishing --
 
     def seal(self, body, rand32, now=None):
@@ -108,19 +191,15 @@ class Member:
         members). With ``now`` (seconds), refuses to publish on an expired
         capability, which readers would reject anyway. Returns the message
         bytes and advances the sequence number."""
-        if not self.can_write:
-            raise GroupUsageError(message="this member holds no write capability")
-        cap = self.capability
-        if now is not None and cap is not None and cap[3] and now >= cap[3]:
-            raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
+        why = self.write_refusal(now)
+        if why is not None:
+            raise GroupUsageError(message=why)
         if len(body) > wire.MAX_BODY:
             raise GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.MAX_BODY))
         if not _is_key(rand32):
             raise GroupUsageError(message="seal needs 32 random bytes")
-        if self.next_seq > MAX_SEQ:
-            raise GroupUsageError(message="sequence numbers exhausted for this member key")
+        seq = self.seq_block(1, rand32)
         ek = self._epochs[self.epoch]
-        seq = self.next_seq
         author = self.identity.public
         sig = self.identity.sign(wire.pub_signed_bytes(self.topic, self.epoch, author, seq, body))
         inner = cbor.encode([author, seq, None if self.is_admin else capability_on_wire(self.capability), body, sig])
@@ -138,8 +217,16 @@ class Member:
             nonce = _ZERO_NONCE
         aad = wire.pub_header(self.topic, self.epoch, mode, kfield)
         sealed = api.aead_encrypt(key, nonce, inner, aad)
-        self.next_seq = seq + 1
+        self.seq_used(seq, 1)
         return envelope.REGISTRY.encode("group_pub", self.topic, self.epoch, mode, kfield, sealed)
+
+    def seal_reading(self, body, rand32, now=None):
+        """``body`` as a compact signed reading (group_rd, readings.py)."""
+        return readings.seal(self, [body], False, rand32, now, MAX_SEQ)
+
+    def seal_batch(self, bodies, rand32, now=None):
+        """1..wire.BATCH_MAX bodies in one group_rd under one signature."""
+        return readings.seal(self, bodies, True, rand32, now, MAX_SEQ)
 
     # -- receiving --
 
@@ -149,6 +236,8 @@ class Member:
         if len(data) > wire.MAX_GROUP_MESSAGE:
             raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.MAX_GROUP_MESSAGE))
         msg = envelope.REGISTRY.decode(data)
+        if msg.type is wire.RD:
+            return readings.open_rd(self, msg, now, MAX_SEQ, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
             raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
@@ -161,6 +250,9 @@ class Member:
         topic, epoch, mode, kfield, sealed = msg.values
         ek = self._epochs.get(epoch)
         if ek is None:
+            if epoch > self.epoch:
+                raise FutureEpoch(message="epoch %d not held yet (current %d): its re-key has not arrived"
+                                          % (epoch, self.epoch))
             raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, self.epoch))
         if not ek.readable:
             raise NoReadCapability(message="write-only member: cannot open publications")
@@ -183,6 +275,8 @@ class Member:
                 or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.MAX_BODY or not _is_key(v[4], SIG_SIZE)):
             raise Malformed(message="publication content has the wrong shape")
         author, seq, cap, body, sig = v
+        if seq & COUNTER_MAX == 0:
+            raise Malformed(message="publication counter is 0")
         if author in self.revoked:
             raise MemberRevoked(message="author was removed from the topic")
         try:
@@ -191,31 +285,67 @@ class Member:
             raise BadSignature(message="author signature does not verify")
         if author != self.topic_public:
             check_write_capability(capability_from_wire(cap, topic, author), topic, self.topic_public, author, now)
-        win = self._windows.get(author)
-        if win is None:
-            if len(self._windows) >= MAX_AUTHORS:
-                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
-            win = ReplayWindow(SEQ_WINDOW)
+        win = self.window_for(author, seq)
         if not win.is_fresh(seq):
             raise Replayed(message="sequence %d of this author already seen or too old" % seq)
         # every check passed: commit
         win.accept(seq)
-        self._windows[author] = win
+        self.keep_window(author, win, seq)
         return Publication(topic, epoch, author, seq, body)
 
+    def window_for(self, author, seq):
+        """The replay window of ``author``'s generation of ``seq`` (a new
+        one, not yet kept, for a generation not seen before)."""
+        win = self._windows.get(window_key(author, seq >> COUNTER_BITS))
+        if win is None:
+            if self._window_to_evict(author) is None and len(self._windows) >= MAX_AUTHORS:
+                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
+            win = ReplayWindow(SEQ_WINDOW)
+        return win
+
+    def keep_window(self, author, win, seq):
+        wkey = window_key(author, seq >> COUNTER_BITS)
+        if wkey not in self._windows:
+            evict = self._window_to_evict(author)
+            if evict is not None:
+                del self._windows[evict]
+                self._wused.pop(evict, None)
+        self._windows[wkey] = win
+        self._wclock += 1
+        self._wused[wkey] = self._wclock
+
+    def _window_to_evict(self, author):
+        """The author's least recently used window if it has its maximum of
+        generations already, else None."""
+        author = bytes(author)
+        mine = [k for k in self._windows if k[:KEY_SIZE] == author]
+        if len(mine) < MAX_GENS_PER_AUTHOR:
+            return None
+        best = None
+        for k in mine:
+            if best is None or self._wused.get(k, 0) < self._wused.get(best, 0):
+                best = k
+        return best
+
     def _apply_rekey(self, msg):
-        topic, epoch, eph, entries, sig = msg.values
+        topic, epoch, eph, part, parts, entries, sig = msg.values
         if epoch <= self.epoch:
             raise StaleEpoch(message="re-key to epoch %d, already at %d" % (epoch, self.epoch))
-        if not _is_key(eph) or len(sig) != SIG_SIZE:
+        if not _is_key(eph) or len(sig) != SIG_SIZE or not 0 <= part < parts:
             raise Malformed(message="re-key fields have wrong sizes")
         for e in entries:
             if not isinstance(e, (bytes, bytearray)) or len(e) > wire.REKEY_ENTRY_MAX:
                 raise Malformed(message="re-key entry malformed")
         try:
-            api.ed25519_verify(self.topic_public, wire.rekey_signed_bytes(topic, epoch, eph, entries), sig)
+            api.ed25519_verify(self.topic_public, wire.rekey_signed_bytes(topic, epoch, eph, part, parts, entries), sig)
         except CryptoBadSignature:
             raise BadSignature(message="re-key not signed by the topic admin")
+        if epoch > self.epoch + 1:
+            # Only after the signature: an unsigned message must not make a
+            # receiver keep it for later. Applying it would skip the removals
+            # of the epochs in between (their authors stay trusted there).
+            raise RekeyGap(message="re-key to epoch %d, but this member is at %d: the re-key to %d comes first"
+                                   % (epoch, self.epoch, self.epoch + 1))
         me = self.identity
         try:
             my_x = api.x25519_public(me.x25519_secret)
@@ -231,6 +361,13 @@ class Member:
             except AuthenticationFailed:
                 continue
         if content is None:
+            if parts > 1:
+                if self._rk_epoch != epoch:
+                    self._rk_epoch, self._rk_mask = epoch, 0
+                self._rk_mask |= 1 << part
+                if self._rk_mask != (1 << parts) - 1:
+                    raise OtherRekeyPart(message="part %d of %d of the re-key to epoch %d holds no entry for us"
+                                                 % (part + 1, parts, epoch))
             raise RemovedFromTopic(message="re-key to epoch %d has no entry for this member" % epoch)
         v = cbor.decode(content)
         if (not isinstance(v, list) or len(v) != 3 or not (v[0] is None or _is_key(v[0])) or not _is_key(v[1])
@@ -247,6 +384,7 @@ class Member:
             del self._epochs[old]
         for k in v[2]:
             self.revoked.add(bytes(k))
+        self.intro_left = 0   # introduce ourselves in the new epoch
         return EpochChanged(epoch, list(v[2]))
 
     def forget_received(self):
@@ -260,6 +398,7 @@ class Member:
         stays. Nothing else changes: our own next_seq is kept.
         """
         self._windows = {}
+        self._wused = {}
 
     # -- persistence (a CBOR-able map; keys sorted by the codec) --
 
@@ -271,11 +410,13 @@ class Member:
         windows = []
         for a in sorted(self._windows):
             w = self._windows[a]
-            windows.append([a, w.top, w.seen])
+            windows.append([a, w.top, w.seen, self._wused.get(a, 0)])
         return {
             "topic_public": self.topic_public, "seed": self.identity.seed, "name": self.name,
             "capability": self.capability, "epoch": self.epoch, "epochs": epochs,
             "revoked": sorted(self.revoked), "windows": windows, "next_seq": self.next_seq,
+            "gen": self.gen, "wclock": self._wclock,
+            "authors": authors_to_record(self.authors),
         }
 
     @classmethod
@@ -288,8 +429,13 @@ class Member:
         for n, secret, public in r["epochs"]:
             m._epochs[n] = EpochKey(m.topic, n, secret, public)
         m.revoked = set(bytes(k) for k in r["revoked"])
-        for a, top, seen in r["windows"]:
-            m._windows[bytes(a)] = ReplayWindow(SEQ_WINDOW, top, seen)
+        for w in r["windows"]:
+            m._windows[bytes(w[0])] = ReplayWindow(SEQ_WINDOW, w[1], w[2])
+            m._wused[bytes(w[0])] = w[3] if len(w) > 3 else 0
         m.next_seq = r["next_seq"]
+        m.gen = r.get("gen", 0)      # records from before generations: 0
+        m._wclock = r.get("wclock", 0)
+        # records written before compact readings have no "authors"
+        m.authors = authors_from_record(r.get("authors", []))
         return m
 

@@ -1,13 +1,15 @@
 """Group messages on the wire (envelope types 80-81, the "secure" block).
 
     group_pub   [1, 80, topic, epoch, mode, kfield, sealed]
-    group_rekey [1, 81, topic, epoch, ephemeral, entries, admin signature]
+    group_rekey [1, 81, topic, epoch, ephemeral, part, parts, entries, admin signature]
+    group_rd    [1, 82, epoch, nonce, sealed]       (compact readings: readings.py)
 
 Only the topic id, the epoch number and ciphertext are visible to a proxy.
 The author, sequence number, capability and signature travel inside the
 ciphertext, so a proxy does not learn who publishes or how often each member
 does (see groups/__init__.py).
 """
+from shared_protocol.crypto import api
 from shared_protocol.wire import cbor
 from shared_protocol.wire.envelope import BYTES, LIST, REGISTRY, UINT
 from shared_protocol.groups.keys import KEY_SIZE, MAX_EPOCH, SIG_SIZE, TOPIC_ID_SIZE
@@ -24,6 +26,14 @@ MAX_GROUP_MESSAGE = 16384
 MAX_MEMBERS = 64
 # Authors removed by one re-key.
 MAX_REMOVED_PER_REKEY = 8
+# Largest part of a re-key: the proxy's payload limit (session.messages.PAYLOAD_MAX,
+# which keeps a delivery inside one UDP datagram a board can receive). One
+# entry is ~120 bytes, so a part holds ~7 entries and a re-key of a larger
+# topic is split into parts, each signed on its own (tests/shared/test_groups.py
+# checks that the two limits agree).
+REKEY_PART_MAX = 1024
+# Parts of one re-key: MAX_MEMBERS entries at the smallest entry size fit.
+MAX_REKEY_PARTS = 16
 REKEY_ENTRY_MAX = 1 + 2 * (2 + KEY_SIZE) + 2 + MAX_REMOVED_PER_REKEY * (2 + KEY_SIZE) + 16
 
 MODE_EPOCH_KEY = 0      # sealed with the epoch's symmetric key (readers)
@@ -41,9 +51,63 @@ REKEY = REGISTRY.register(81, "group_rekey", (
     ("topic", BYTES, TOPIC_ID_SIZE),
     ("epoch", UINT, MAX_EPOCH),
     ("ephemeral", BYTES, KEY_SIZE),
+    ("part", UINT, MAX_REKEY_PARTS - 1),    # 0-based index of this part
+    ("parts", UINT, MAX_REKEY_PARTS),       # how many parts the re-key has
     ("entries", LIST, MAX_MEMBERS),
     ("sig", BYTES, SIG_SIZE),
 ))
+
+
+# Compact readings (groups/readings.py). The topic id is not on the wire: the
+# proxy routes by the session's topic id and the reader knows its topic, so
+# it is bound through the AEAD's associated data and the signatures instead.
+RD = REGISTRY.register(82, "group_rd", (
+    ("epoch", UINT, MAX_EPOCH),
+    ("nonce", BYTES, NONCE_SIZE),
+    ("sealed", BYTES, MAX_SEALED),
+))
+# Readings one batch signature covers. 8 keeps a batch of sensor readings
+# (~55 bytes each) in one datagram with its signature, and bounds what a
+# reader checks per signature.
+BATCH_MAX = 8
+# Bytes of the author reference a compact reading carries: the first bytes of
+# the author's key. Two members of one topic clash with probability 2**-32
+# per pair; a clash is refused when the second author introduces itself.
+AREF_SIZE = 4
+RD_SIGNED = 0     # one reading, its own signature
+RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chain
+
+
+def rd_header(topic, epoch, nonce):
+    """The AEAD associated data of a compact reading: the topic (not sent),
+    the epoch, the message type (so it never equals a group_pub header) and
+    the nonce."""
+    return cbor.encode([topic, epoch, 82, nonce])
+
+
+RD_SIG_LABEL = b"upsycle-rd-v1"
+BATCH_SIG_LABEL = b"upsycle-batch-v1"
+_CHAIN_LABEL = b"upsycle-chain-v1"
+
+
+def rd_signed_bytes(topic, epoch, author, seq, body):
+    return RD_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
+
+
+def batch_chain(bodies):
+    """c_0 = SHA-256(label), c_i = SHA-256(c_(i-1) | CBOR(body_i)): binds every
+    reading of a batch, in order, into 32 bytes (an author can extend it one
+    reading at a time)."""
+    c = api.sha256(_CHAIN_LABEL)
+    for b in bodies:
+        c = api.sha256(c + cbor.encode(b))
+    return c
+
+
+def batch_signed_bytes(topic, epoch, author, first_seq, count, chain):
+    # first seq and count fix each reading's sequence number: a reading moved
+    # to another batch or position changes the chain or the numbers.
+    return BATCH_SIG_LABEL + cbor.encode([topic, epoch, author, first_seq, count, chain])
 
 
 def pub_header(topic, epoch, mode, kfield):
@@ -61,5 +125,7 @@ def pub_signed_bytes(topic, epoch, author, seq, body):
     return PUB_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
 
 
-def rekey_signed_bytes(topic, epoch, ephemeral, entries):
-    return REKEY_SIG_LABEL + cbor.encode([topic, epoch, ephemeral, entries])
+def rekey_signed_bytes(topic, epoch, ephemeral, part, parts, entries):
+    # Each part is signed on its own (a member needs only the part holding
+    # its entry); part and parts are covered, so parts cannot be renumbered.
+    return REKEY_SIG_LABEL + cbor.encode([topic, epoch, ephemeral, part, parts, entries])

@@ -59,6 +59,14 @@ class Handshake:
         return self._s_pub
 
     @property
+    def ephemeral_public(self):
+        """Our ephemeral public key (computed once: a scalar multiplication
+        costs a board tens of milliseconds)."""
+        if self._e_pub is None:
+            self._e_pub = api.x25519_public(self._e)
+        return self._e_pub
+
+    @property
     def complete(self):
         return self._step >= len(PATTERN_XX)
 
@@ -89,8 +97,7 @@ class Handshake:
         out = []
         for token in PATTERN_XX[self._step]:
             if token == "e":
-                self._e_pub = api.x25519_public(self._e)
-                out.append(self._e_pub)
+                out.append(self.ephemeral_public)
                 ss.mix_hash(self._e_pub)
             elif token == "s":
                 out.append(ss.encrypt_and_hash(self._s_pub))

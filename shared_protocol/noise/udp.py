@@ -8,11 +8,24 @@ Packets start with one kind byte:
     1, 2, 3  handshake message 1, 2, 3 (Noise XX)
     4        transport: datagram.py's nonce | ciphertext
 
+    5        "no session here": the responder's answer to a transport packet
+             it has no session for (it restarted, or message 3 was lost):
+             the kind byte and the packet's 16-byte tag, so the initiator
+             knows the answer is about a packet it sent and starts a new
+             handshake at once instead of waiting for its keepalive to die.
+
+No answer to an unauthenticated packet is larger than that packet, so the
+responder cannot be used to amplify a flood towards a forged source:
+message 1 carries HS1_PAD bytes of padding (Noise payload), which makes it
+as long as message 2, and the "no session" answer is shorter than any
+transport packet.
+
 Loss: the initiator repeats message 1 until message 2 arrives; the
-responder repeats message 2 until message 3 arrives. A repeated message 2 at
-an initiator that already finished means message 3 was lost: it sends its
-cached message 3 again. A repeated message 1 at a responder makes it resend
-its cached message 2. A packet that does not authenticate raises a typed
+responder answers each repeat with its cached message 2 and never repeats
+on its own (a timer would send unrequested packets towards a source it
+cannot verify). A lost message 3 shows at the responder as transport
+packets without a session: it answers "no session" and the initiator starts
+over. A packet that does not authenticate raises a typed
 error and changes nothing (the handshake's reads are transactional), so a
 forger cannot stall or reset a session. Transport packets that arrive before
 the responder has finished are dropped, as UDP may drop them anyway.
@@ -25,6 +38,15 @@ KIND_HS1 = 1
 KIND_HS2 = 2
 KIND_HS3 = 3
 KIND_DATA = 4
+KIND_UNKNOWN = 5
+# Message 1's payload (zeros in the transcript): 1 + 32 + 64 = 97 bytes, the
+# size of message 2 (1 + 32 + 32 + 16 + 16), so answering it never amplifies.
+HS1_PAD = 64
+HS1_SIZE = 1 + 32 + HS1_PAD
+TAG_SIZE = 16
+# Tags of our latest transport packets kept to recognise a "no session"
+# answer (a window's worth of resends answered at once still matches).
+SENT_TAGS_MAX = 8
 # Wait before repeating a handshake message. A WiFi LAN round trip is a few
 # ms; a sleeping peer's radio wakes within about a second.
 RETRY_MS = 1000
@@ -38,6 +60,20 @@ class HandshakeTimedOut(NoiseError):
 
 class BadPacket(NoiseError):
     code = "noise-bad-packet"
+
+
+class SessionUnknown(NoiseError):
+    """The responder has no session for our transport packets: start anew."""
+
+    code = "noise-session-unknown"
+
+
+def no_session_answer(packet):
+    """The responder's answer to a transport packet it has no session for,
+    or None if the packet is too short to answer without amplifying."""
+    if len(packet) < 1 + 8 + TAG_SIZE:
+        return None
+    return bytes((KIND_UNKNOWN,)) + bytes(packet[-TAG_SIZE:])
 
 
 def _ticks_diff(a, b):
@@ -59,6 +95,7 @@ class UdpSession:
         self._tries = 0
         self._cached_reply = None  # what we answer to a repeated peer message
         self._repeat_of = None     # the peer packet that _cached_reply answers
+        self._tags = []            # tags of our latest transport packets
         self.channel = None
 
     @property
@@ -79,10 +116,14 @@ class UdpSession:
         else:
             self._last = None
 
-    def start(self, now):
+    def start(self, now, payload=b""):
+        """Send message 1: payload (at most HS1_PAD bytes, e.g. a
+        noise/known.py hint) padded with zeros to HS1_PAD."""
         if not self._hs.initiator or self._last is not None or self._hs._step:
             raise NoiseUsageError(message="start() is for a fresh initiator")
-        self._emit(bytes((KIND_HS1,)) + self._hs.write_message(b""), now, True)
+        if len(payload) > HS1_PAD:
+            raise NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
+        self._emit(bytes((KIND_HS1,)) + self._hs.write_message(payload + bytes(HS1_PAD - len(payload))), now, True)
 
     def tick(self, now):
         """Repeat the pending handshake message if due; raises
@@ -99,7 +140,17 @@ class UdpSession:
     def send(self, payload):
         if self.channel is None:
             raise NoiseUsageError(message="session not established")
-        return bytes((KIND_DATA,)) + self.channel.seal(payload)
+        pkt = bytes((KIND_DATA,)) + self.channel.seal(payload)
+        tags = self._tags
+        if len(tags) >= SENT_TAGS_MAX:
+            tags.pop(0)
+        tags.append(pkt[-TAG_SIZE:])
+        return pkt
+
+    def answers(self, packet):
+        """True if packet is the peer message our cached reply answers (a
+        repeat: send the reply again)."""
+        return self._repeat_of is not None and packet == self._repeat_of
 
     def receive(self, packet, now):
         """One UDP payload in; returns a list of events (HandshakeComplete,
@@ -113,8 +164,14 @@ class UdpSession:
             if self.channel is None:
                 return []  # early transport packet: drop, like a lost datagram
             return [Message(self.channel.open(body))]
+        if kind == KIND_UNKNOWN:
+            if self.channel is not None and hs.initiator and bytes(body) in self._tags:
+                raise SessionUnknown(message="the proxy has no session for our packets (it restarted?)")
+            return []  # not about a packet of ours: forged or stale
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
             raise BadPacket(message="unknown packet kind %d" % kind)
+        if kind == KIND_HS1 and len(packet) < HS1_SIZE:
+            raise BadPacket(message="message 1 of %d bytes, shorter than its answer" % len(packet))
         if self._repeat_of is not None and packet == self._repeat_of:
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)
@@ -126,9 +183,9 @@ class UdpSession:
         events = []
         if not hs.complete:
             reply = bytes((kind + 1,)) + hs.write_message(b"")
-            # the responder repeats message 2 until message 3 arrives; the
-            # initiator's message 3 is final and only repeated on demand
-            self._emit(reply, now, not hs.complete)
+            # Neither side repeats this on a timer: message 2 goes again
+            # when message 1 does, message 3 when message 2 does.
+            self._emit(reply, now, False)
             self._cached_reply, self._repeat_of = reply, packet
         else:
             self._last = None

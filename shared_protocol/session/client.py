@@ -85,7 +85,10 @@ class _Sub:
 
 
 class ClientSession:
-    def __init__(self, node_id, window=WINDOW_DEFAULT, keepalive_ms=KEEPALIVE_DEFAULT_MS):
+    def __init__(self, node_id, window=WINDOW_DEFAULT, keepalive_ms=KEEPALIVE_DEFAULT_MS, aliases=None):
+        """aliases: [(topic id, base message sequence), ...] named once per
+        link in the hello, so publishes to those topics carry short ids
+        (session/messages.py, s_hello_t / s_pub_a / s_ack_a)."""
         if not (0 < len(node_id) <= W.NODE_ID_MAX):
             raise SessionError("node_id", "a node id is 1..%d bytes" % W.NODE_ID_MAX)
         if not (0 < window <= W.WINDOW_MAX):
@@ -108,6 +111,8 @@ class ClientSession:
         self._last_ping = 0
         self._hello_due = 0
         self._hello_rto = RTO_INITIAL_MS
+        self.aliases = list(aliases or ())[:W.ALIASES_MAX]
+        self._short = {}      # (alias, n) -> msg_id of a short publish in flight
 
     # -- link ------------------------------------------------------------
 
@@ -138,7 +143,11 @@ class ClientSession:
             self._out.append(E.REGISTRY.encode("s_bye", "client_close"))
 
     def _send_hello(self):
-        self._out.append(E.REGISTRY.encode("s_hello", self.node_id, self.keepalive_ms, self.window))
+        if self.aliases:
+            self._out.append(E.REGISTRY.encode("s_hello_t", self.node_id, self.keepalive_ms, self.window,
+                                               [[t, b] for t, b in self.aliases]))
+        else:
+            self._out.append(E.REGISTRY.encode("s_hello", self.node_id, self.keepalive_ms, self.window))
 
     # -- requests from the app -------------------------------------------
 
@@ -154,8 +163,13 @@ class ClientSession:
             raise SessionError("duplicate", "message id already in flight")
         if not self.can_publish():
             raise SessionError("window_full", "%d publishes already in flight; wait for acks" % len(self._order))
-        data = W.encode_publish(topic, msg_id, payload)  # checks bounds
-        self._inflight[msg_id] = [data, now + RTO_INITIAL_MS, RTO_INITIAL_MS]
+        short = W.alias_for(self.aliases, topic, msg_id, self.node_id) if self.aliases else None
+        if short is None:
+            data = W.encode_publish(topic, msg_id, payload)  # checks bounds
+        else:
+            data = E.REGISTRY.encode("s_pub_a", short[0], short[1], payload)
+            self._short[short] = msg_id
+        self._inflight[msg_id] = [data, now + RTO_INITIAL_MS, RTO_INITIAL_MS, short]
         self._order.append(msg_id)
         if self.state == OPEN:
             self._out.append(data)
@@ -233,6 +247,10 @@ class ClientSession:
         elif name == "s_puback":
             if self._forget(v[0]):
                 self._events.append(("acked", v[0]))
+        elif name == "s_ack_a":
+            mid = self._short.get((v[0], v[1]))
+            if mid is not None and self._forget(mid):
+                self._events.append(("acked", mid))
         elif name == "s_welcome":
             if self.state == HELLO:
                 self._on_welcome(v[0], v[2], now)
@@ -312,8 +330,11 @@ class ClientSession:
         # else: a gap (a datagram was lost); go-back-N resends from it
 
     def _forget(self, msg_id):
-        if self._inflight.pop(msg_id, None) is None:
+        rec = self._inflight.pop(msg_id, None)
+        if rec is None:
             return False
+        if rec[3] is not None:
+            self._short.pop(rec[3], None)
         self._order.remove(msg_id)
         return True
 

@@ -119,6 +119,59 @@ STATUS_REQ = E.REGISTRY.register(61, "s_status_req", ())
 STATUS = E.REGISTRY.register(62, "s_status", (("status", E.MAP, 64),))
 
 
+# Short ids, carried once per link (docs/node.md "Bytes on air"): a node
+# names the topics it publishes to in its hello (s_hello_t), each with a base
+# message sequence; a publish then carries the topic's index in that table
+# and its sequence above the base (s_pub_a), and the proxy acknowledges the
+# pair (s_ack_a). The proxy turns them back into the topic id and the message
+# id node id[:8] | base + n, so what it stores and delivers is unchanged.
+# Topics one hello can name: a board follows a handful.
+ALIASES_MAX = 16
+# n above the base: 32 bits (a board's base is its replica generation << 32).
+ALIAS_N_MAX = 0xFFFFFFFF
+HELLO_T = E.REGISTRY.register(77, "s_hello_t", (
+    ("node", E.BYTES, NODE_ID_MAX),
+    ("keepalive_ms", E.UINT, KEEPALIVE_MAX_MS),
+    ("window", E.UINT, WINDOW_MAX),
+    ("aliases", E.LIST, ALIASES_MAX),            # [[topic id, base], ...]; index = alias
+))
+PUB_A = E.REGISTRY.register(78, "s_pub_a", (
+    ("alias", E.UINT, ALIASES_MAX - 1),
+    ("n", E.UINT, ALIAS_N_MAX),
+    ("payload", E.BYTES, PAYLOAD_MAX),
+))
+ACK_A = E.REGISTRY.register(79, "s_ack_a", (
+    ("alias", E.UINT, ALIASES_MAX - 1),
+    ("n", E.UINT, ALIAS_N_MAX),
+))
+
+
+def alias_for(aliases, topic, msg_id, node_id):
+    """(alias, n) for a publish of ``msg_id`` on ``topic`` if it can go short
+    (the topic is in the table and the id is node id[:8] | base + n), else None."""
+    for i in range(len(aliases)):
+        t, base = aliases[i]
+        if t == topic:
+            if len(msg_id) != MSG_ID_SIZE or not message_id_is_from(msg_id, node_id):
+                return None
+            n = message_seq(msg_id) - base
+            return (i, n) if 0 <= n <= ALIAS_N_MAX else None
+    return None
+
+
+def check_aliases(v):
+    """The alias table of an s_hello_t as [(topic, base), ...]; raises
+    EnvelopeError on a malformed entry."""
+    out = []
+    for a in v:
+        if (not isinstance(a, list) or len(a) != 2 or not isinstance(a[0], (bytes, bytearray))
+                or not 0 < len(a[0]) <= TOPIC_ID_MAX or not isinstance(a[1], int) or isinstance(a[1], bool)
+                or not 0 <= a[1] <= 0xFFFFFFFFFFFFFFFF - ALIAS_N_MAX):
+            raise E.EnvelopeError(E.E_FIELD, "alias entries are [topic id, base sequence]")
+        out.append((bytes(a[0]), a[1]))
+    return out
+
+
 # Bytes of the node id kept in a message id. The id only has to be unique
 # per topic among the publishers one proxy serves (it keys the proxy's
 # idempotent store), and a publisher's own sequence number makes it unique

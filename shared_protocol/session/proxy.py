@@ -37,6 +37,10 @@ E_NODE = "node_changed"        # a second hello with another node id
 # most ~1.1 KB each bound a session's retransmission buffer to ~280 KB; most
 # nodes ask for far less.
 WINDOW_CAP = W.WINDOW_MAX
+# Short publishes (s_pub_a) awaiting the store's answer: the runner answers
+# each (its own publish window is smaller), so this only bounds a node that
+# floods them faster than the store commits.
+SHORT_MAX = 2 * W.WINDOW_MAX
 # The proxy pings nobody; it only forgets silent nodes. A node that declares
 # keepalive 0 gets this one (a minute).
 KEEPALIVE_FALLBACK_MS = 60000
@@ -59,6 +63,8 @@ class ProxySession:
         self._n_inflight = 0
         self._due = 0
         self._rto = RTO_INITIAL_MS
+        self.aliases = []       # the node's short topic table (s_hello_t)
+        self._short = {}        # msg_id -> (alias, n) of a short publish not yet answered
 
     # -- input -------------------------------------------------------------
 
@@ -77,7 +83,18 @@ class ProxySession:
         elif name == "s_dack":
             if self.node is not None:
                 self._on_dack(v[0], v[1], now)
+        elif name == "s_pub_a":
+            self._on_short_publish(v[0], v[1], v[2])
         elif name == "s_hello":
+            self._on_hello(v[0], v[1], v[2])
+        elif name == "s_hello_t":
+            try:
+                aliases = W.check_aliases(v[3])
+            except E.EnvelopeError as e:
+                self._error(E_DECODE + ":" + e.code, e.message)
+                return
+            if self.node is None:
+                self.aliases = aliases
             self._on_hello(v[0], v[1], v[2])
         elif name == "ping":
             self._out.append(E.REGISTRY.encode("pong", v[0]))
@@ -130,6 +147,21 @@ class ProxySession:
                 del self._inflight[topic]
         self._events.append(("dack", topic, seq))
 
+    def _on_short_publish(self, alias, n, payload):
+        if self.node is None:
+            self._error(W.R_NO_SESSION, "send s_hello_t first")
+            return
+        if alias >= len(self.aliases):
+            self._error(E_UNEXPECTED, "alias %d is not in this session's table" % alias)
+            return
+        if len(self._short) >= SHORT_MAX:
+            self._error(W.R_LIMIT, "more than %d short publishes unanswered" % SHORT_MAX)
+            return
+        topic, base = self.aliases[alias]
+        msg_id = W.message_id(self.node, base + n)
+        self._short[msg_id] = (alias, n)
+        self._events.append(("publish", topic, msg_id, payload))
+
     def _error(self, code, detail):
         self._out.append(E.REGISTRY.encode("error", code[:32], detail[:200]))
         self._events.append(("bad", code, detail))
@@ -141,9 +173,14 @@ class ProxySession:
     # -- answers from the runner -------------------------------------------
 
     def acked(self, msg_id):
-        self._out.append(W.encode_puback(msg_id))
+        short = self._short.pop(msg_id, None)
+        if short is None:
+            self._out.append(W.encode_puback(msg_id))
+        else:
+            self._out.append(E.REGISTRY.encode("s_ack_a", short[0], short[1]))
 
     def rejected(self, msg_id, code, detail):
+        self._short.pop(msg_id, None)
         self._out.append(E.REGISTRY.encode("s_reject", msg_id, code[:W.CAUSE_MAX], detail[:W.DETAIL_MAX]))
 
     def subscribed(self, topic, cursor):

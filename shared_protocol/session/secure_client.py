@@ -44,6 +44,7 @@ link (the byte stream is out of step): "link_failed", then start() again.
 """
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
+from shared_protocol.noise import known
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import HandshakeTimedOut, UdpSession
@@ -91,6 +92,7 @@ class SecureLink:
         self._secured = False
         self._events = []
         self._raw = []   # stream bytes queued (handshake frames)
+        self._known = None  # (proxy key, shared secret) for message 1's hint
 
     @property
     def static_public(self):
@@ -106,15 +108,26 @@ class SecureLink:
         hs = Handshake(True, self._static, ephemeral_private, PROLOGUE, self.proxy_key)
         self._secured = False
         self._raw = []
+        hint = self._hint(hs)
         if self.datagram:
             self._noise = UdpSession(hs, ticks_diff=self._diff)
-            self._noise.start(now)
+            self._noise.start(now, hint)
         else:
             # Stream mode only (host clients over TCP): a board speaks UDP
             # and never loads the stream transport.
             from shared_protocol.noise.stream import NoiseStream
-            self._noise = NoiseStream(hs)
+            self._noise = NoiseStream(hs, handshake_payload=hint)
             self._noise.start()
+
+    def _hint(self, hs):
+        """Message 1's "seen before" hint (noise/known.py) when the proxy's
+        key is known; the DH behind it is done once per proxy key."""
+        pk = self.proxy_key
+        if pk is None:
+            return b""
+        if self._known is None or self._known[0] != pk:
+            self._known = (pk, known.shared_secret(self._static, pk))
+        return known.hint(self._known[1], hs.ephemeral_public)
 
     def stop(self, reason="closed"):
         """The runner closed or lost the link."""
@@ -143,7 +156,10 @@ class SecureLink:
             try:
                 evs = n.receive(data, now)
             except RemoteError as e:
-                if e.code == "noise-unexpected-static-key":
+                # A wrong proxy key ends the link; so does the proxy's "no
+                # session here" for a packet we sent (noise/udp.py): it
+                # restarted, and a new handshake resumes at once.
+                if e.code == "noise-unexpected-static-key" or e.code == "noise-session-unknown":
                     self._fail(e.code, e.message)
                 else:
                     self.dropped += 1

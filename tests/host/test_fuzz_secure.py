@@ -19,7 +19,13 @@ _writer = member_from_invite(_admin.invite(os.urandom(32), True, True))
 _wonly = member_from_invite(_admin.invite(os.urandom(32), False, True))
 _reader = member_from_invite(_admin.invite(os.urandom(32), True, False))
 _SAMPLES = [_writer.seal(b"reading 1", os.urandom(32)), _wonly.seal(b"reading 2", os.urandom(32)),
-            _admin.remove(_reader.identity.public, os.urandom(32), os.urandom(32))]
+            # compact readings (groups/readings.py): with the author's introduction,
+            # a batch, and one that relies on an introduction the reader lacks
+            _writer.seal_reading(b"reading 3", os.urandom(32)),
+            _writer.seal_reading(b"reading 4", os.urandom(32))]
+_writer.reintroduce()
+_SAMPLES.append(_writer.seal_batch([b"reading 5", b"reading 6", b"reading 7"], os.urandom(32)))
+_SAMPLES.append(_admin.remove(_reader.identity.public, os.urandom(32), os.urandom(32))[0])
 
 
 def _mutate(data, ops):

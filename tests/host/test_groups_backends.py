@@ -25,7 +25,7 @@ def test_pure_and_nacl_members_interoperate():
     gone = with_backend(nacl, member_from_invite, with_backend(nacl, admin.invite, os.urandom(32), True, False))
     m = with_backend(pure, board.seal, b"21.5C", os.urandom(32))
     assert with_backend(nacl, host.open, m, 0).body == b"21.5C"
-    rk = with_backend(nacl, admin.remove, gone.identity.public, os.urandom(32), os.urandom(32))
+    rk, = with_backend(nacl, admin.remove, gone.identity.public, os.urandom(32), os.urandom(32))
     assert with_backend(pure, board.open, rk, 0).epoch == 1
     assert with_backend(nacl, host.open, rk, 0).epoch == 1
     m = with_backend(pure, board.seal, b"after", os.urandom(32))

@@ -173,11 +173,13 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     n.turn(31)
     out = n.proxy.outgoing()
     names = [E.REGISTRY.decode(m).name for m in out]
-    assert "s_publish" in names and "s_subscribe" in names
-    pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_publish"][0]
+    # the short publish: the topic named by its index in the hello's table
+    assert "s_pub_a" in names and "s_subscribe" in names
+    pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_pub_a"][0]
     assert b"temp" not in pub.values[-1]       # sealed
-    # The ack empties the outbox, on flash too.
-    n.proxy.receive(E.REGISTRY.encode("s_puback", pub.values[1]), 40)
+    assert E.REGISTRY.decode(pub.values[-1]).name == "group_rd"   # a compact reading
+    # The ack (short form: alias and n) empties the outbox, on flash too.
+    n.proxy.receive(E.REGISTRY.encode("s_ack_a", pub.values[0], pub.values[1]), 40)
     n.turn(41)
     assert n.topics[0].outbox == []
     assert Topic(_invite(), n.node_author, str(tmp_path), log=pytest_fail).outbox == []
@@ -379,3 +381,59 @@ def test_a_node_loads_only_what_it_runs(tmp_path):
     assert mods - boot_only == set(boot.PRELOAD + boot.PRELOAD_LAN)
     for i, m in enumerate(boot.PRELOAD_LAN):
         assert set(_import_deps(m)) <= set(boot.PRELOAD + boot.PRELOAD_LAN[:i]), m
+
+
+def _open_session(n, t=0):
+    n.proxy.session.start(t, False)
+    n.proxy.sock = 1
+    n.proxy.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), t)
+    n.turn(t)
+    n.proxy.outgoing()
+
+
+def test_batch_mode_waits_for_a_full_batch_then_sends_one_signed_message(tmp_path):
+    from shared_protocol.groups import wire
+    logs = []
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inv_a, inv_b = _invite(b"\x07" * 32), _invite(b"\x08" * 32)
+    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [inv_a], "proxies": ["127.0.0.1:9"],
+           "link": "plaintext", "batch": {"readings": 4}, "sleep": {"awake_s": 1, "sleep_s": 60}}
+    a = runtime.Node(cfg, data_dir=str(tmp_path / "a"), log=logs.append)
+    b = runtime.Node(dict(cfg, node_id="ef" * 32, topics=[inv_b], batch=None), data_dir=str(tmp_path / "b"),
+                     log=logs.append)
+    assert a.topics[0].batch == 4 and b.topics[0].batch == 1
+    _open_session(a)
+    for i in range(3):
+        a.publish("field", "temp", 20.0 + i, t=1000 + i)
+        a.turn(10 + i)
+        assert [E.REGISTRY.decode(m).name for m in a.proxy.outgoing()] == []   # the batch is still filling
+    assert runtime._ready_to_sleep(a, 0, 2000)          # a filling batch does not keep it awake
+    a.publish("field", "temp", 23.0, t=1003)
+    a.turn(20)
+    out = [E.REGISTRY.decode(m) for m in a.proxy.outgoing()]
+    assert [m.name for m in out] == ["s_pub_a"]
+    sealed = out[0].values[-1]
+    inner = E.REGISTRY.decode(sealed)
+    assert inner.name == "group_rd"
+    # another member's node opens the four readings from the one message
+    tb = b.topics[0]
+    got = tb.open(sealed, 1763683201)
+    assert len(got) == 4
+    for body in got:
+        tb.apply(body)
+    assert [v for _, v in tb.replica.readings("temp")] == [20.0, 21.0, 22.0, 23.0]
+    assert not runtime._ready_to_sleep(a, 0, 2000)    # the full batch waits for its ack
+    # one ack (named by the batch's last op) clears all four ops
+    a.proxy.receive(E.REGISTRY.encode("s_ack_a", out[0].values[0], out[0].values[1]), 21)
+    a.turn(22)
+    assert a.topics[0].outbox == [] and a.counts["acked"] == 1
+    assert wire.BATCH_MAX >= 4
+
+
+def test_bad_batch_config_signs_every_reading(tmp_path):
+    logs = []
+    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()], "link": "plaintext",
+           "batch": {"readings": 99}}
+    n = runtime.Node(cfg, data_dir=str(tmp_path), log=logs.append)
+    assert n.topics[0].batch == 1 and any("config 'batch'" in m for m in logs)

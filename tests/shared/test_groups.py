@@ -146,7 +146,7 @@ def test_attacks_rejected_with_typed_error_and_no_state_change():
 def test_rekey_removes_member_and_others_switch():
     admin, rw, ro, wo = _topic()
     old = rw.seal(b"before", r32())
-    rekey = admin.remove(ro.identity.public, r32(), r32())
+    rekey, = admin.remove(ro.identity.public, r32(), r32())
     assert ro.identity.public not in rekey
     for m in (rw, wo):
         ev = m.open(rekey, NOW)
@@ -167,7 +167,7 @@ def test_rekey_removes_member_and_others_switch():
 
 def test_removed_writer_is_refused_in_every_epoch():
     admin, rw, ro, wo = _topic()
-    rekey = admin.remove(wo.identity.public, r32(), r32())
+    rekey, = admin.remove(wo.identity.public, r32(), r32())
     ro.open(rekey, NOW)
     # the removed write-only member still knows epoch 0's public key
     late = wo.seal(b"I am still here", r32())
@@ -178,10 +178,10 @@ def test_removed_writer_is_refused_in_every_epoch():
 
 def test_rekey_attacks():
     admin, rw, ro, wo = _topic()
-    rekey = admin.remove(ro.identity.public, r32(), r32())
+    rekey, = admin.remove(ro.identity.public, r32(), r32())
     msg = envelope.REGISTRY.decode(rekey)
-    forged = envelope.REGISTRY.encode("group_rekey", msg["topic"], msg["epoch"], msg["ephemeral"], msg["entries"],
-                                      rw.identity.sign(b"not the admin"))
+    forged = envelope.REGISTRY.encode("group_rekey", msg["topic"], msg["epoch"], msg["ephemeral"], msg["part"],
+                                      msg["parts"], msg["entries"], rw.identity.sign(b"not the admin"))
     before = _snapshot(rw)
     raises(BadSignature, rw.open, forged, NOW)
     assert _snapshot(rw) == before
@@ -199,5 +199,5 @@ def test_record_round_trip_keeps_replay_state():
     raises(Replayed, ro2.open, m, NOW)
     a2 = Admin.from_record(cbor.decode(cbor.encode(admin.to_record())))
     assert a2.topic == admin.topic and sorted(a2.members) == sorted(admin.members)
-    rk = a2.remove(rw.identity.public, r32(), r32())
+    rk, = a2.remove(rw.identity.public, r32(), r32())
     assert ro.open(rk, NOW).epoch == 1

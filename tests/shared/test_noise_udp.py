@@ -3,7 +3,8 @@
 from rig import raises
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete, Message
-from shared_protocol.noise.udp import BadPacket, HandshakeTimedOut, UdpSession
+from shared_protocol.noise.udp import (HS1_SIZE, BadPacket, HandshakeTimedOut, SessionUnknown, UdpSession,
+                                       no_session_answer)
 from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, ReplayedMessage
 from shared_protocol.rand import Rng
 
@@ -48,7 +49,8 @@ def test_handshake_without_loss():
 
 
 def test_handshake_survives_each_message_lost_once():
-    for lost in (1, 2, 3):
+    # (message 3 lost: test_lost_message_3_is_answered_by_no_session)
+    for lost in (1, 2):
         a, b = _sessions()
         _run(a, b, drop=(lost,))
         assert a.established and b.established, "lost packet %d" % lost
@@ -92,3 +94,45 @@ def test_forged_and_replayed_packets_change_nothing():
     bad = bytearray(a.send(b"two"))
     bad[5] ^= 1
     raises(DecryptFailed, b.receive, bytes(bad), 0)
+
+
+def test_lost_message_3_is_answered_by_no_session():
+    a, b = _sessions()
+    _run(a, b, drop=(3,))
+    assert a.established and not b.established
+    d = a.send(b"hello")
+    assert b.receive(d, 0) == []          # no session yet: dropped
+    ans = no_session_answer(d)
+    assert len(ans) < len(d)               # never larger than what it answers
+    e = raises(SessionUnknown, a.receive, ans, 0)
+    assert e.code == "noise-session-unknown"
+
+
+def test_no_session_answer_about_someone_elses_packet_is_ignored():
+    a, b = _sessions()
+    _run(a, b, drop=())
+    for _ in range(10):
+        a.send(b"x")
+    old = a.send(b"long ago")
+    for _ in range(10):
+        a.send(b"y")                       # 'old' is out of the remembered tags
+    assert a.receive(no_session_answer(old), 0) == []
+    assert a.receive(b"\x05" + bytes(16), 0) == []
+    assert no_session_answer(b"\x04" + bytes(20)) is None   # too short to answer
+    assert a.established
+
+
+def test_answers_are_never_larger_and_the_responder_never_repeats_unasked():
+    a, b = _sessions()
+    a.start(0)
+    m1 = a.packets_to_send()[0]
+    assert len(m1) == HS1_SIZE
+    raises(BadPacket, b.receive, m1[:33], 0)   # an unpadded message 1
+    b.receive(m1, 0)
+    m2 = b.packets_to_send()[0]
+    assert len(m2) <= len(m1)
+    for t in range(1, 20):
+        b.tick(t * 1000)
+        assert b.packets_to_send() == ()     # no message 2 on a timer
+    b.receive(m1, 20000)                   # the initiator repeated message 1
+    assert b.packets_to_send() == [m2]

@@ -391,3 +391,72 @@ def test_a_topic_started_over_keeps_its_subscription_slot():
     names = [E.REGISTRY.decode(m).name for m in c.data_to_send()]
     assert "s_subscribe" in names
     assert topics[0] in c._subs and len(c._subs) == SUBSCRIPTIONS_MAX
+
+
+def test_short_ids_named_once_per_link():
+    # The hello names T1 with a base; publishes to T1 under our ids then carry
+    # (alias, n), and the proxy's runner still sees the whole topic and id.
+    base = 7 << 32
+    c = ClientSession(NODE, window=8, keepalive_ms=1000, aliases=[(T1, base)])
+    p = ProxySession(PROXY, False, 0)
+    c.start(0, False)
+    out = c.data_to_send()
+    assert E.REGISTRY.decode(out[0]).name == "s_hello_t"
+    for m in out:
+        p.receive(m, 0)
+    assert list(p.events()) == [("hello", NODE)]
+    p.accept()
+    p2c(p, c, 0)
+    assert list(c.events()) == [("welcome", PROXY)]
+    mid = W.message_id(NODE, base + 300)
+    c.publish(T1, mid, b"sealed", 1)
+    other = W.message_id(NODE, 5)              # below the base: the long form
+    c.publish(T1, other, b"x", 1)
+    c.publish(T2, W.message_id(NODE, base + 1), b"y", 1)   # not in the table: the long form
+    out = c.data_to_send()
+    assert [E.REGISTRY.decode(m).name for m in out] == ["s_pub_a", "s_publish", "s_publish"]
+    assert len(out[0]) == len(W.encode_publish(T1, mid, b"sealed")) - 30   # 15 bytes for 45
+    for m in out:
+        p.receive(m, 2)
+    ev = list(p.events())
+    assert ev[0] == ("publish", T1, mid, b"sealed")
+    for e in ev:
+        p.acked(e[2])
+    acks = p.data_to_send()
+    assert E.REGISTRY.decode(acks[0]).name == "s_ack_a" and len(acks[0]) < 10
+    for m in acks:
+        c.receive(m, 3)
+    assert sorted(e[1] for e in c.events()) == sorted([mid, other, W.message_id(NODE, base + 1)])
+    assert c.in_flight() == 0
+    # a retransmitted short publish after a new link carries the same ids
+    mid2 = W.message_id(NODE, base + 301)
+    c.publish(T1, mid2, b"again", 4)
+    c.data_to_send()
+    c.start(5, False)
+    p2 = ProxySession(PROXY, False, 5)
+    for m in c.data_to_send():
+        p2.receive(m, 5)
+    p2.accept()
+    p2c(p2, c, 5)
+    for m in c.data_to_send():
+        p2.receive(m, 6)
+    assert [e for e in p2.events() if e[0] == "publish"] == [("publish", T1, mid2, b"again")]
+
+
+def test_short_publish_attacks_change_nothing():
+    c, p = opened()
+    # no table in this session: an alias names nothing
+    p.receive(E.REGISTRY.encode("s_pub_a", 0, 1, b"x"), 1)
+    assert kinds(p.events()) == ["bad"]
+    # before any hello
+    p2 = ProxySession(PROXY, False, 0)
+    p2.receive(E.REGISTRY.encode("s_pub_a", 0, 1, b"x"), 1)
+    assert kinds(p2.events()) == ["bad"]
+    # a malformed table is refused and opens no session
+    p3 = ProxySession(PROXY, False, 0)
+    p3.receive(E.REGISTRY.encode("s_hello_t", NODE, 1000, 8, [[T1, -1]]), 1)
+    p3.receive(E.REGISTRY.encode("s_hello_t", NODE, 1000, 8, [["t", 1]]), 1)
+    assert kinds(p3.events()) == ["bad", "bad"] and p3.node is None
+    # an ack for a short id we never sent is ignored
+    c.receive(E.REGISTRY.encode("s_ack_a", 0, 9), 2)
+    assert list(c.events()) == []

@@ -14,9 +14,13 @@
    size; the set is what a node that booted and had a reading acknowledged
    holds in sys.modules.
 3. Boot to first acknowledged publish on a virtual board with a proxy.
-4. Bytes on air per reading: our sealed publish + ack, as session messages
-   and as Noise datagrams over UDP, against a bare MQTT 3.1.1 QoS-1
-   PUBLISH + PUBACK over TCP (the anchor) and the same over TLS 1.3.
+4. Bytes on air per reading (--only air): our sealed publish + ack as Noise
+   datagrams over UDP, before (group_pub on the long session ids) and after
+   (compact readings on short ids; signed per reading, and batches of 8
+   under one signature), against a bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK
+   over TCP (the anchor) and the same over TLS 1.3.
+5. CPU per reading (--only cpu [--micropython PATH]): sealing and opening
+   one reading in each form on CPython, the VM and a MicroPython binary.
 """
 import argparse
 import ast
@@ -374,16 +378,40 @@ def boot_to_ack():
                  "process runs `pass` in %.2f s" % bare, ["run", "node up", "proxy session", "first ack"], rows))
 
 
-def on_air():
-    """One reading as the node sends it (firmware/runtime.py + topic.py): a DMC
-    append op by an author that has seen two other authors (so it carries
-    causal deps), sealed for the group, published on the session, acked, each
-    session message in one Noise transport datagram (the node's UDP link)."""
+def _ops(n, warm=999):
+    """n DMC append ops as a node that has run for a while sends them: its
+    replica has seen two other authors, each of whom wrote between two of
+    its readings, so every op carries causal deps (sequence ~1000: a day at
+    one reading a minute)."""
     from firmware.core import AUTHOR_BYTES
+    from shared_protocol.dmc.replica import Replica
+    r = Replica(os.urandom(AUTHOR_BYTES))
+    others = [Replica(os.urandom(AUTHOR_BYTES)) for _ in range(2)]
+    t = 1763683200
+    out = []
+    for i in range(warm + n):
+        for o in others:
+            r.receive(o.append("temp", t, 22.5))
+        t += 60
+        op = r.append("temp", t, 23.45)
+        if i >= warm:
+            out.append(op)
+    return r, out
+
+
+def on_air():
+    """One reading as the node sends it (firmware/topic.py next_message,
+    firmware/runtime.py): DMC append ops sealed for the group, published on
+    the session, acked, each session message in one Noise transport datagram
+    (the node's UDP link). Before: group_pub on s_publish/s_puback (what every
+    message carried until compact readings). After: group_rd on the short
+    session ids (s_pub_a/s_ack_a), signed per reading or in batches."""
+    from firmware.topic import message_seq
     from shared_protocol.wire import cbor
+    from shared_protocol.wire import envelope as E
     from shared_protocol.session import messages as W
     from shared_protocol.dmc import ops as O
-    from shared_protocol.dmc.replica import Replica
+    from shared_protocol.groups import readings, wire
     from shared_protocol.groups.admin import Admin
     from shared_protocol.groups.invite import member_from_invite
     from shared_protocol.noise.datagram import NONCE_PREFIX
@@ -391,16 +419,31 @@ def on_air():
     a = Admin(os.urandom(32), os.urandom(32), 0, "field")
     m = member_from_invite(a.invite(os.urandom(32), read=True, write=True))
     node_id = os.urandom(32)
-    r = Replica(node_id[:AUTHOR_BYTES])
-    for _ in range(2):   # two other authors seen: the op carries its causal deps
-        rr = Replica(os.urandom(32)[:AUTHOR_BYTES])
-        r.receive(rr.append("temp", 1763683200, 22.5))
-    op = r.append("temp", 1763683201, 23.45)
+    replica, ops = _ops(wire.BATCH_MAX)
+    op = ops[0]
+    author, dseq = O.author_seq(op)
     deps = O.decode(op)[3]
-    sealed = m.seal(op, os.urandom(32), 1763683201)
-    mid = W.message_id(node_id, 1)
-    pub = W.encode_publish(m.topic, mid, sealed)
-    ack = W.encode_puback(mid)
+    mseq = message_seq(author, dseq)
+    # before: the long forms
+    sealed_old = m.seal(op, os.urandom(32), 1763683201)
+    mid = W.message_id(node_id, mseq)
+    pub_old, ack_old = W.encode_publish(m.topic, mid, sealed_old), W.encode_puback(mid)
+    # after: a signed reading in steady state (the author introduced itself
+    # earlier on this link), and the message that carries the introduction
+    first = m.seal_reading(op, os.urandom(32), 1763683201)
+    sealed_rd = m.seal_reading(op, os.urandom(32), 1763683201)
+    base = message_seq(author, 0)
+    short = W.alias_for([(m.topic, base)], m.topic, mid, node_id)
+    pub_rd = E.REGISTRY.encode("s_pub_a", short[0], short[1], sealed_rd)
+    ack_rd = E.REGISTRY.encode("s_ack_a", short[0], short[1])
+    intro_extra = len(first) - len(sealed_rd)
+    # a battery node's batch: BATCH_MAX readings under one signature, one message
+    sealed_b = m.seal_batch(ops, os.urandom(32), 1763683201)
+    last = W.alias_for([(m.topic, base)], m.topic, W.message_id(node_id, message_seq(author, O.author_seq(ops[-1])[1])),
+                       node_id)
+    pub_b = E.REGISTRY.encode("s_pub_a", last[0], last[1], sealed_b)
+    ack_b = E.REGISTRY.encode("s_ack_a", last[0], last[1])
+    nb = len(ops)
     noise = 1 + NONCE_PREFIX + TAGLEN   # kind byte | nonce | AEAD tag (noise/udp.py, datagram.py)
     # MQTT 3.1.1: PUBLISH = fixed header (1 + remaining-length bytes) + topic
     # (2 + len) + packet id (2) + payload; PUBACK = 4 bytes. Same topic name
@@ -412,37 +455,102 @@ def on_air():
     mqtt_ack = 4
     mq = mqtt_pub + mqtt_ack
     tls = 5 + 1 + 16    # TLS 1.3 record: header, inner content type, AEAD tag (RFC 8446 §5.2)
-    ours = len(pub) + len(ack)
-    ours_link = ours + 2 * noise
+    anchor = mq + 2 * IP_TCP
+
+    def row(name, pub, ack, per, ip):
+        app = (pub + ack) / per
+        return [name, pub / per, ack / per, app, app + ip / per, (app + ip / per) / anchor]
+
     rows = [
-        ["MQTT QoS-1 PUBLISH+PUBACK (anchor)", mqtt_pub, mqtt_ack, mq, mq + 2 * IP_TCP, 1.0],
-        ["MQTT QoS-1 over TLS 1.3", mqtt_pub + tls, mqtt_ack + tls, mq + 2 * tls, mq + 2 * tls + 2 * IP_TCP,
-         (mq + 2 * tls + 2 * IP_TCP) / (mq + 2 * IP_TCP)],
-        ["upsycle session messages (sealed reading)", len(pub), len(ack), ours, ours + 2 * IP_UDP,
-         (ours + 2 * IP_UDP) / (mq + 2 * IP_TCP)],
-        ["upsycle over its Noise link (as sent)", len(pub) + noise, len(ack) + noise, ours_link,
-         ours_link + 2 * IP_UDP, (ours_link + 2 * IP_UDP) / (mq + 2 * IP_TCP)],
+        row("MQTT QoS-1 PUBLISH+PUBACK (anchor)", mqtt_pub, mqtt_ack, 1, 2 * IP_TCP),
+        row("MQTT QoS-1 over TLS 1.3", mqtt_pub + tls, mqtt_ack + tls, 1, 2 * IP_TCP),
+        row("before: group_pub, s_publish/s_puback, Noise", len(pub_old) + noise, len(ack_old) + noise, 1, 2 * IP_UDP),
+        row("signed: group_rd, s_pub_a/s_ack_a, Noise", len(pub_rd) + noise, len(ack_rd) + noise, 1, 2 * IP_UDP),
+        row("  + introduction every %d messages, amortized" % readings.INTRO_EVERY,
+            len(pub_rd) + noise + intro_extra / readings.INTRO_EVERY, len(ack_rd) + noise, 1, 2 * IP_UDP),
+        row("batch of %d, one signature (per reading)" % nb, len(pub_b) + noise, len(ack_b) + noise, nb, 2 * IP_UDP),
     ]
-    print(render("Bytes on air per reading (payload 23.45; IP/TCP headers for MQTT, IP/UDP for ours)",
+    print(render("Bytes on air per reading (payload 23.45; IP/TCP headers for MQTT, IP/UDP for ours; "
+                 "DMC op %d B, its seq %d, deps of %d authors)" % (len(op), dseq, len(deps)),
                  ["protocol", "publish", "ack", "app bytes", "+ IP headers", "ratio"], rows))
+    ours_old = len(pub_old) + len(ack_old) + 2 * noise
+    ours = len(pub_rd) + len(ack_rd) + 2 * noise
+    inner_rd = len(sealed_rd) - len(op) - (len(cbor.encode(op)) - len(op))
     parts = [
-        ["DMC op: author, seq, clock, deps, kind, name, time, value", len(op)],
-        ["  of which causal deps (%d authors)" % len(deps), len(cbor.encode([x for d in deps for x in d]))],
-        ["group seal: author key, seq, capability, signature, nonce, AEAD tag, header", len(sealed) - len(op)],
-        ["session publish header: topic id, message id", len(pub) - len(sealed)],
-        ["session ack (message id)", len(ack)],
-        ["Noise transport, per datagram x 2", 2 * noise],
+        ["DMC op: author, seq, clock, deps, kind, name, time, value", len(op), len(op)],
+        ["  of which causal deps (%d authors)" % len(deps), len(cbor.encode([x for d in deps for x in d])),
+         len(cbor.encode([x for d in deps for x in d]))],
+        ["author's Ed25519 signature", 64 + 2, 64 + 2],
+        ["group: author key + capability (before) / 4-byte author reference (after)",
+         33 + len(cbor.encode(capability_wire(m))), 1 + wire.AREF_SIZE],
+        ["group: the rest (seq, nonce, AEAD tag, epoch, topic id before, CBOR heads)",
+         len(sealed_old) - len(op) - 66 - 33 - len(cbor.encode(capability_wire(m))),
+         inner_rd - 66 - 1 - wire.AREF_SIZE],
+        ["session publish header (topic id, message id / alias, n)", len(pub_old) - len(sealed_old),
+         len(pub_rd) - len(sealed_rd)],
+        ["session ack", len(ack_old), len(ack_rd)],
+        ["Noise transport, per datagram x 2", 2 * noise, 2 * noise],
+        ["total", ours_old, ours],
     ]
-    print(render("Where the %d bytes go" % ours_link, ["part", "bytes"], parts))
+    print(render("Where the bytes of one signed reading go", ["part", "before", "after"], parts))
+    print("the introduction (author key + capability) adds %d B to one message in %d; a batch of %d readings "
+          "is one %d-byte publish + %d-byte ack, Noise included: %.1f B per reading"
+          % (intro_extra, readings.INTRO_EVERY, nb, len(pub_b) + noise, len(ack_b) + noise,
+             (len(pub_b) + len(ack_b) + 2 * noise) / nb))
+    floor = len(op) + 66 + 2 * noise
+    print("floor of a signed reading whatever the framing: DMC op %d + signature 66 + Noise 2 x %d = %d B"
+          % (len(op), noise, floor))
+
+
+def capability_wire(m):
+    from shared_protocol.groups.keys import capability_on_wire
+    return capability_on_wire(m.capability)
+
+
+def cpu(micropython=None, n=7):
+    """CPU per reading, seal (author) and open (reader), for the three forms,
+    on CPython (pure crypto), the MicroPython VM and optionally a MicroPython
+    binary (e.g. a 32-bit unix build)."""
+    wl = os.path.join(ROOT, "tools", "bench", "reading_workload.py")
+    cols = []
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, wl, str(n)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+    cols.append(("CPython pure", r.stdout))
+    r = subprocess.run(["node", os.path.join(ROOT, "tools", "mpvm", "run.mjs"), "--file", wl],
+                       capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    cols.append(("MicroPython VM", r.stdout + r.stderr))
+    if micropython:
+        r = subprocess.run([micropython, "-X", "heapsize=4m", wl, str(n)], capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, MICROPYPATH=ROOT), timeout=1800)
+        cols.append((os.path.basename(micropython), r.stdout + r.stderr))
+    figs = []
+    for name, out in cols:
+        line = [x for x in out.splitlines() if x.startswith("@@BENCH ")]
+        if not line:
+            raise RuntimeError("%s: no result\n%s" % (name, out[-2000:]))
+        figs.append((name, json.loads(line[0][8:])))
+    rows = []
+    for form, label in (("pub", "before: group_pub (2 Ed25519 verifies per open)"),
+                        ("rd", "signed: group_rd (author's capability checked once)"),
+                        ("batch", "batch of 8: group_rd, one signature")):
+        for side in ("seal", "open"):
+            k = form + "_" + side
+            rows.append(["%s, %s" % (label, "author seals" if side == "seal" else "reader opens")]
+                        + ["%.2f (%.2fx)" % (f[k], f[k] / f["pub_" + side]) for _, f in figs])
+    print(render("CPU per reading, ms (median of %d messages; ratio vs before in the same run; reader in "
+                 "steady state, author already introduced)" % n, ["form"] + [c for c, _ in figs], rows))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--publishes", type=int, default=1000)
-    ap.add_argument("--only", choices=["heap", "sizes", "boot", "air", "modules"])
+    ap.add_argument("--only", choices=["heap", "sizes", "boot", "air", "modules", "cpu"])
+    ap.add_argument("--micropython", help="also measure CPU per reading on this MicroPython binary (--only cpu)")
     a = ap.parse_args()
     if a.only in (None, "air"):
         on_air()
+    if a.only in (None, "cpu"):
+        cpu(a.micropython)
     if a.only in (None, "sizes"):
         sizes()
     if a.only in (None, "boot"):

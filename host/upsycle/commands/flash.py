@@ -20,7 +20,8 @@ def register(sub):
     p.add_argument("--proxy", action="append", default=[], metavar="HOST:PORT", help="a proxy HOST:PORT, or HOST:PORT@KEY to pin its public key as `upsycle proxy` prints it (repeatable)")
     p.add_argument("--invite", action="append", default=[], metavar="INVITE", help="a topic invite (repeatable)")
     p.add_argument("--interval", type=int, help="seconds between sensor readings")
-    p.add_argument("--build-dir", default=flashing.DEFAULT_BUILD_DIR, help="where compiled .mpy files are cached")
+    p.add_argument("--build-dir", default=flashing.DEFAULT_BUILD_DIR, help="where compiled .mpy files are cached (default: "
+                   "$XDG_CACHE_HOME/upsycle/build, private to you)")
     p.add_argument("--no-tail", action="store_true", help="do not reset the board and show its first lines")
     p.set_defaults(func=run)
 

@@ -1,6 +1,22 @@
-"""`upsycle pub TOPIC MESSAGE...`: publish; exit 0 once every message is acked."""
+"""`upsycle pub TOPIC MESSAGE...`: publish; exit 0 once every message is acked.
+
+On a private topic a member first catches up on re-keys (``catch_up``): a
+writer that sealed in the epoch it joined would let a removed member read
+what it publishes after the removal. The catch-up runs through a
+subscription of its own (a second node key derived from this home's, so the
+cursor of `upsycle sub` from the same home is untouched) that applies the
+re-keys published since the last pub and opens nothing else.
+"""
 import asyncio
+import hashlib
 import sys
+
+# The catch-up stops when the proxy has sent nothing for this long (it sends
+# a subscription's backlog at once; half a second covers a remote proxy's
+# round trips), or after CATCHUP_MAX_S; the next pub goes on from its cursor.
+CATCHUP_IDLE_S = 0.5
+CATCHUP_MAX_S = 10.0
+_CATCHUP_KEY_LABEL = b"upsycle-pub-catch-up-v1"
 
 
 def register(sub):
@@ -35,23 +51,8 @@ def client_from_args(args):
     joined with `upsycle topic`) is sealed and opened with its keys: the
     proxy sees only its id and ciphertext. Any other TOPIC is plaintext.
     """
-    from upsycle.client import Client
     from upsycle.group_codec import GroupCodec
-    from upsycle.proxy.config import parse_hostport
     from upsycle.topic_store import StoreError, TopicStore, home_dir
-    host, port = parse_hostport(args.proxy)
-    if args.node_id and not args.insecure:
-        raise UsageError("--node-id is for plaintext links (--insecure); a secure link's node id is "
-                         "bound to the node key in HOME/node_key (use --home to be another node)")
-    node_id = bytes.fromhex(args.node_id) if args.node_id else None
-    proxy_key = None
-    if args.proxy_key:
-        try:
-            proxy_key = bytes.fromhex(args.proxy_key)
-        except ValueError:
-            proxy_key = b""
-        if len(proxy_key) != 32:
-            raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
     codec, topic = None, args.topic
     store = TopicStore(home_dir(args.home))
     try:
@@ -61,9 +62,35 @@ def client_from_args(args):
     if member is not None:
         codec = GroupCodec(store)
         topic = member.topic
-    c = Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
-               secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home))
-    return c, topic
+    return client_for(args, codec), topic
+
+
+def client_for(args, codec, identity=None):
+    """A Client for the link options of args (--proxy, --udp, --proxy-key,
+    --insecure, --node-id, --home) with ``codec`` (and another static key
+    than the home's node key, if given)."""
+    from upsycle.client import Client
+    from upsycle.proxy.config import parse_hostport
+    from upsycle.topic_store import home_dir
+    host, port = parse_hostport(args.proxy)
+    if getattr(args, "node_id", None) and not args.insecure:
+        raise UsageError("--node-id is for plaintext links (--insecure); a secure link's node id is "
+                         "bound to the node key in HOME/node_key (use --home to be another node)")
+    node_id = bytes.fromhex(args.node_id) if getattr(args, "node_id", None) else None
+    proxy_key = None
+    if args.proxy_key:
+        try:
+            proxy_key = bytes.fromhex(args.proxy_key)
+        except ValueError:
+            proxy_key = b""
+        if len(proxy_key) != 32:
+            raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
+    if identity is not None and args.insecure:
+        # a plaintext catch-up: a node id of its own, the same on every run
+        # (its cursor at the proxy is what makes the next catch-up short)
+        node_id = hashlib.sha256(identity + (node_id or b"")).digest()[:16]
+    return Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
+                  secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home), identity=identity)
 
 
 class UsageError(Exception):
@@ -85,22 +112,98 @@ def run(args):
     return asyncio.run(_pub(args, [m.encode("utf-8") for m in msgs]))
 
 
+def write_refusal(c, topic, now):
+    """Why a private topic's member cannot publish (a sentence), or None:
+    checked before connecting, so nothing readers would refuse is sent."""
+    member = getattr(c.codec, "member", None)
+    if member is None:
+        return None
+    m = member(topic)
+    if m.removed_at is not None:
+        return "this member was removed from topic %s (re-key to epoch %d): members refuse its publications" % (
+            m.name, m.removed_at)
+    why = m.write_refusal(now)
+    return None if why is None else "topic %s: %s" % (m.name, why)
+
+
+class RekeysOnly:
+    """The catch-up subscription's codec: hands re-keys to the group codec,
+    leaves every publication unopened (opening one would advance the replay
+    windows `upsycle sub` reads with, and it would then refuse it)."""
+
+    def __init__(self, codec):
+        self.codec = codec
+
+    def encode(self, topic_id, data):
+        raise ValueError("the catch-up subscription publishes nothing")
+
+    def decode(self, topic_id, payload):
+        from shared_protocol.wire import envelope
+        from shared_protocol.groups import wire
+        try:
+            is_rekey = envelope.REGISTRY.decode(payload).type is wire.REKEY
+        except Exception:   # not even an envelope: not ours to judge here
+            is_rekey = False
+        return self.codec.decode(topic_id, payload) if is_rekey else None
+
+
+async def catch_up(args, codec, topic, timeout):
+    """Apply the re-keys of ``topic`` published since the last catch-up.
+    Returns how many deliveries were looked at; raises what connect raises."""
+    from upsycle.client import node_key
+    from upsycle.topic_store import home_dir
+    key = hashlib.sha256(_CATCHUP_KEY_LABEL + node_key(home_dir(args.home))).digest()
+    c = client_for(args, RekeysOnly(codec), identity=key)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + min(timeout, CATCHUP_MAX_S)
+    n = 0
+    try:
+        await c.connect(timeout=timeout)
+        await c.subscribe(topic, timeout=timeout)
+        while loop.time() < end:
+            try:
+                await c.next_delivery(timeout=min(CATCHUP_IDLE_S, max(0.01, end - loop.time())))
+            except asyncio.TimeoutError:
+                break
+            n += 1
+    finally:
+        await c.close()
+    return n
+
+
 async def _pub(args, msgs):
+    import time
+
+    from shared_protocol.errors import UpsycleError
     from upsycle.client import PublishRejected
     try:
         c, topic = client_from_args(args)
     except UsageError as e:
         print("upsycle pub: %s" % e, file=sys.stderr)
         return 2
+    why = write_refusal(c, topic, int(time.time()))
+    if why is not None:
+        print("upsycle pub: %s" % why, file=sys.stderr)
+        return 1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + args.timeout
     try:
-        await c.connect(timeout=args.timeout)
+        m = c.codec.member(topic) if hasattr(c.codec, "member") else None
+        if m is not None and not m.is_admin:
+            await catch_up(args, c.codec, topic, args.timeout)
+            why = write_refusal(c, topic, int(time.time()))
+            if why is not None:
+                print("upsycle pub: %s" % why, file=sys.stderr)
+                return 1
+        await c.connect(timeout=max(0.01, deadline - loop.time()))
         futs = []
         for m in msgs:
             futs.append(await asyncio.wait_for(c.publish_nowait(topic, m),
                                                max(0.01, deadline - loop.time())))
         await asyncio.wait_for(asyncio.gather(*futs), max(0.01, deadline - loop.time()))
+        if not await c.control_done(max(0.01, deadline - loop.time())):
+            print("upsycle pub: a re-key of a topic administered here is still unpublished; the next pub or sub "
+                  "from this home publishes it", file=sys.stderr)
     except PublishRejected as e:
         print("upsycle pub: the proxy refused a message: %s" % e, file=sys.stderr)
         return 1
@@ -109,6 +212,10 @@ async def _pub(args, msgs):
         return 1
     except (ConnectionError, asyncio.TimeoutError) as e:
         print("upsycle pub: not every message was acknowledged: %s" % (e or "timeout"), file=sys.stderr)
+        return 1
+    except UpsycleError as e:
+        # a group check that refused to seal (e.g. a capability that expired meanwhile)
+        print("upsycle pub: %s" % (e.message or e), file=sys.stderr)
         return 1
     finally:
         await c.close()

@@ -1,5 +1,11 @@
 """`upsycle sub TOPIC`: print delivered messages, one per line, resuming where
-this subscriber (its node id) left off."""
+this subscriber (its node id) left off.
+
+On a private topic, re-keys are applied as they arrive; a message sealed
+under an epoch whose re-key has not arrived yet is kept in the topic store
+(upsycle.group_codec, "held") and printed once the re-key opens it, in a
+later run if need be. Nothing that may still open is dropped.
+"""
 import asyncio
 import sys
 
@@ -21,7 +27,7 @@ def run(args):
 
 
 async def _sub(args):
-    from upsycle.group_codec import EpochChanged, Rejected
+    from upsycle.group_codec import EpochChanged, Held, Rejected
     try:
         c, topic = client_from_args(args)
     except UsageError as e:
@@ -43,15 +49,22 @@ async def _sub(args):
                 print("upsycle sub: %d message(s) missed (%s)" % (d.missed, d.cause), file=sys.stderr)
                 continue
             if isinstance(d.payload, Rejected):
-                print("upsycle sub: dropped a message that failed the group check (%s)" % d.payload.code,
+                if not d.payload.quiet:
+                    print("upsycle sub: dropped a message that failed the group check (%s)" % d.payload.code,
+                          file=sys.stderr)
+                continue
+            if isinstance(d.payload, Held):
+                print("upsycle sub: kept a message until the re-key of its epoch arrives (%d kept)" % d.payload.count,
                       file=sys.stderr)
                 continue
             if isinstance(d.payload, EpochChanged):
-                print("upsycle sub: the topic was re-keyed; now at a new epoch", file=sys.stderr)
+                print("upsycle sub: the topic was re-keyed; now at epoch %d" % d.payload.epoch, file=sys.stderr)
                 continue
-            out.write(d.payload.replace(b"\n", b"\\n") + b"\n")
+            # a batch (list) holds several readings of one author
+            for body in (d.payload if isinstance(d.payload, list) else [d.payload]):
+                out.write(body.replace(b"\n", b"\\n") + b"\n")
+                got += 1
             out.flush()
-            got += 1
     except asyncio.TimeoutError:
         if args.count is not None:
             print("upsycle sub: timed out after %d of %d message(s)" % (got, args.count), file=sys.stderr)

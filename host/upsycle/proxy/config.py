@@ -17,12 +17,17 @@ Example (every key optional; these are the defaults)::
     [limits]
     subscriber_queue = 10000       # a subscriber further behind skips the oldest
     max_connections = 1024
+    max_connections_per_host = 256 # less than max_connections: room for other addresses
     max_pending_per_host = 64      # links from one address that have not said hello
     max_sessions = 4096
-    max_sessions_per_host = 1024
+    max_sessions_per_host = 1024   # less than max_sessions
+    session_idle_s = 60            # at a session limit, a session idle this long is evicted
     max_subscriptions = 64         # per session
+    max_node_subscriptions = 256   # per node id, over all its sessions
     max_total_subscriptions = 100000
+    subscription_expiry_s = 2592000  # a node unseen for 30 days loses its subscriptions; 0 = never
     max_topics = 10000
+    max_topics_per_node = 1000     # topics one node id created that still exist
     max_db_bytes = 0               # quota for the database; 0 = the disk is the limit
     udp_rate = 5000                # datagrams per second per source address
     udp_burst = 1000
@@ -50,6 +55,10 @@ DEFAULT_LIMITS = {
     "subscriber_queue": 10000,
     # 1024 TCP connections x (8 KB decoder + 64 KB write cap) < 80 MB worst case.
     "max_connections": 1024,
+    # Links from one address: a quarter of max_connections (it must be less),
+    # so one address never holds every slot; at the cap the address's least
+    # recently active link is evicted for its newcomer.
+    "max_connections_per_host": 256,
     # Pre-hello links per address: a real node says hello at once, so more
     # than this from one address is a stall attack; the oldest is evicted.
     "max_pending_per_host": 64,
@@ -57,10 +66,24 @@ DEFAULT_LIMITS = {
     # Sessions from one address: a site's NAT may put all its nodes behind
     # one address, so this is generous; it stops one host from taking all.
     "max_sessions_per_host": 1024,
+    # At a session limit, a session without a publish, subscription change or
+    # ack for this long (pings do not count) is evicted for a new one; a node
+    # that still needs its session reconnects at once.
+    "session_idle_s": 60,
     "max_subscriptions": 64,
+    # Durable subscriptions of one node id over all its sessions (they outlive
+    # a session): four sessions' worth, so one node cannot fill the total.
+    "max_node_subscriptions": 256,
     # Durable subscriptions over all nodes (each ~100 bytes in memory).
     "max_total_subscriptions": 100000,
+    # A node not seen for this long (no session) loses its subscriptions, so
+    # abandoned ones do not hold the total for ever. Longer than the default
+    # retention age (a week): its backlog is gone by then anyway.
+    "subscription_expiry_s": 30 * 86400,
     "max_topics": 10000,
+    # Topics one node id created that still exist (empty topics without a
+    # subscriber are forgotten): one node cannot take every topic slot.
+    "max_topics_per_node": 1000,
     "max_db_bytes": 0,
     # A node publishing a reading a second needs one datagram a second; 5000/s
     # leaves room for bursts of retransmits and for benchmarks, and caps what
@@ -96,6 +119,10 @@ class Config:
         # when asked for (loopback tests, benchmarks): docs/proxy.md.
         self.allow_plaintext = False
 
+    def check(self):
+        """Raise ConfigError for limits that would let one address lock out the others."""
+        _check_limits(self.limits)
+
     @classmethod
     def load(cls, path=None):
         c = cls()
@@ -130,10 +157,18 @@ class Config:
             if key not in DEFAULT_LIMITS:
                 raise ConfigError("unknown setting limits.%s in %s" % (key, path))
             c.limits[key] = _int(lim.pop(key), "limits." + key, 0, 1 << 62)
+        c.check()
         unknown = sorted(list(raw) + ["retention." + k for k in ret])
         if unknown:
             raise ConfigError("unknown setting(s) in %s: %s" % (path, ", ".join(unknown)))
         return c
+
+
+def _check_limits(limits):
+    for per, total in (("max_connections_per_host", "max_connections"), ("max_sessions_per_host", "max_sessions")):
+        if limits[per] >= limits[total]:
+            raise ConfigError("limits.%s (%d) must be less than limits.%s (%d): one address must leave room "
+                              "for the others" % (per, limits[per], total, limits[total]))
 
 
 def _int(v, key, lo, hi):

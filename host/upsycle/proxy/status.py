@@ -1,5 +1,8 @@
-"""Ask a running proxy for its counters over its TCP port (s_status_req)."""
+"""The proxy's counters: ``report`` builds them in the proxy (answered to
+s_status_req from a ``status_from`` address); ``fetch_status`` asks a
+running proxy for them over its TCP port (`upsycle proxy status`)."""
 import asyncio
+import time
 
 from shared_protocol.wire import envelope as E
 from shared_protocol.wire import framing
@@ -26,3 +29,37 @@ async def fetch_status(host, port, timeout=STATUS_TIMEOUT_S):
                     raise RuntimeError("%s: %s" % (m["code"], m["detail"]))
     finally:
         writer.close()
+
+
+def report(proxy):
+    """The counters of a running Proxy, as sent in s_status."""
+    store = proxy.store
+    stored_n, stored_b = store.stored_totals()
+    queued = 0
+    for (node, topic), cursor in store.subs.items():
+        tv = store.topics.get(topic)
+        if tv is not None and tv.last_seq > cursor:
+            queued += min(tv.last_seq - max(cursor, tv.first_seq - 1), max(0, tv.count()))
+    drops = dict(store.drops)
+    for k, v in proxy.queue_drops.items():
+        drops[k] = drops.get(k, 0) + v
+    return {
+        "uptime_s": int(time.time() - proxy.started),
+        "sessions": len(proxy.sessions),
+        "links": len(proxy.links),
+        "topics": len(store.topics),
+        "subscriptions": len(store.subs),
+        "stored_messages": stored_n,
+        "stored_bytes": stored_b,
+        "queued_messages": queued,
+        "pending_write_bytes": store.pending_bytes(),
+        "commits": store.commits,
+        "drops": drops,
+        "rejects": dict(proxy.rejects),
+        "faults": dict((k, v) for k, v in proxy.faults.counts.items() if not k.startswith("missed_")),
+        "proxy_key": proxy.public_key.hex(),
+        "plaintext": "allowed" if proxy.config.allow_plaintext else "refused",
+        "handshakes_in_progress": proxy.handshake_count,
+        "secure_handshakes": proxy.secure_sessions,
+        "hinted_handshakes": proxy.hinted_handshakes,
+    }

@@ -9,11 +9,20 @@ commit (SQLite docs, "PRAGMA synchronous"): when a publish's callback says
 proxy send the acknowledgement.
 
 Layout (all ids are opaque blobs; payloads are never opened):
-  topics(topic, next_seq)                   sequence numbers are never reused
+  topics(topic, next_seq, creator)          sequence numbers are never reused
   messages(topic, seq, msg_id, payload, ts) unique (topic, msg_id): idempotency
   subs(node, topic, cursor)                 a subscriber's consumed position
+  nodes(node, last_seen)                    subscribers, for expiry
+  known_keys(kid, node, secret, last_seen)  nodes seen before (noise/known.py hints)
   drops(cause, count)                       retention drops, for status
-  meta(key, value)                          the proxy id
+  meta(key, value)                          the proxy id, the sequence floor
+
+Topics with no message and no subscriber are forgotten (a sweep); a topic
+created later starts above every number a forgotten one used (meta
+seq_floor). Subscriptions of a node not seen for ``sub_expiry_s`` expire.
+Limits that one node could use up are counted per node id, with what is
+still queued for the writer counted as taken (``may_publish``,
+``may_subscribe``).
 
 Retention per topic (count, age, bytes) deletes the oldest messages; the
 rows of a topic are always the contiguous range first_seq..last_seq, which is
@@ -29,13 +38,12 @@ import threading
 import time
 
 from shared_protocol.session import messages as W
+from upsycle.proxy import datadir
+from upsycle.proxy.store_open import DB_NAME, Opening, StorageError, classify  # noqa: F401 (re-exported)
+from upsycle.proxy.store_tx import Transactions
 
 log = logging.getLogger("upsycle.proxy.store")
 
-DB_NAME = "proxy.sqlite3"
-# Rows per transaction: a bound on the time one commit holds the writer and on
-# the memory of one batch; under load a batch this size still shares one sync.
-BATCH_MAX = 4096
 # Queued writes (bytes of payload) before publishes are refused with
 # R_OVERLOAD: bounds memory if the disk stalls while nodes keep sending.
 PENDING_BYTES_MAX = 16 * 1024 * 1024
@@ -44,38 +52,6 @@ AGE_SWEEP_S = 5.0
 # How long dirty cursors may wait for a transaction to ride in (they are not
 # urgent: a lost cursor move means a redelivery, which clients deduplicate).
 CURSOR_FLUSH_S = 0.2
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE IF NOT EXISTS topics(topic BLOB PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS messages(
-    topic BLOB NOT NULL, seq INTEGER NOT NULL, msg_id BLOB NOT NULL,
-    payload BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY(topic, seq)) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS messages_id ON messages(topic, msg_id);
-CREATE TABLE IF NOT EXISTS subs(node BLOB NOT NULL, topic BLOB NOT NULL, cursor INTEGER NOT NULL,
-    PRIMARY KEY(node, topic)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS drops(cause TEXT PRIMARY KEY, count INTEGER NOT NULL);
-"""
-
-
-class StorageError(Exception):
-    """The data directory cannot be used (with a code from session_wire R_*)."""
-
-    def __init__(self, code, message):
-        super().__init__("%s: %s" % (code, message))
-        self.code = code
-        self.message = message
-
-
-def classify(exc):
-    """Map an sqlite3/OS error to one of our reject codes."""
-    text = str(exc).lower()
-    if "full" in text or isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", 0) == 13:
-        return W.R_STORAGE_FULL
-    if "readonly" in text or "read-only" in text or "read only" in text or "permission" in text:
-        return W.R_STORAGE_READONLY
-    return W.R_STORAGE
-
 
 class Retention:
     """Per-topic limits; 0 means no limit of that kind."""
@@ -89,26 +65,42 @@ class Retention:
 class TopicView:
     """What the event loop knows of a topic (updated after each commit)."""
 
-    __slots__ = ("first_seq", "last_seq", "bytes", "cause")
+    __slots__ = ("first_seq", "last_seq", "bytes", "cause", "creator")
 
-    def __init__(self, first_seq, last_seq, nbytes):
+    def __init__(self, first_seq, last_seq, nbytes, creator=None):
         self.first_seq = first_seq   # oldest stored sequence (last_seq + 1 if empty)
         self.last_seq = last_seq     # newest sequence ever stored (0 if none)
         self.bytes = nbytes
         self.cause = W.MISSED_RETENTION  # the last retention cause, told to subscribers
+        self.creator = creator           # node id that created it (None: before it was kept)
 
     def count(self):
         return self.last_seq - self.first_seq + 1
 
 
-class Store:
-    def __init__(self, data_dir, retention=None, max_topics=10000, max_db_bytes=0, clock=time.time):
+class Store(Opening, Transactions):
+    def __init__(self, data_dir, retention=None, max_topics=10000, max_db_bytes=0, clock=time.time,
+                 max_topics_per_node=0, max_node_subscriptions=0, max_total_subscriptions=0, sub_expiry_s=0):
         self.data_dir = data_dir
         self.path = os.path.join(data_dir, DB_NAME)
         self.retention = retention or Retention()
         self.max_topics = max_topics
         self.max_db_bytes = max_db_bytes
+        self.max_topics_per_node = max_topics_per_node
+        self.max_node_subscriptions = max_node_subscriptions
+        self.max_total_subscriptions = max_total_subscriptions
+        self.sub_expiry_s = sub_expiry_s
         self.clock = clock
+        self.created_by = {}   # node -> topics it created that exist
+        self.node_subs = {}    # node -> its durable subscriptions
+        self._creating = {}    # topic -> node: a publish/subscribe queued would create it
+        self._creating_by = {}  # node -> topics it is creating
+        self._subscribing = {}  # (node, topic) -> requests queued for a new subscription
+        self._seen = {}        # node -> when last seen (written with the next transaction)
+        self._live = set()     # nodes with a session now (never expired)
+        self._keys = {}        # key id -> (node, secret, time): known keys to write
+        self.max_known_keys = 0  # rows kept in known_keys (set by the proxy)
+        self._seq_floor = 1    # writer: first number of a new topic
         self.topics = {}       # topic -> TopicView (event-loop side)
         self.subs = {}         # (node, topic) -> durable cursor as last known
         self.drops = {}        # cause -> count (retention drops, persisted)
@@ -126,42 +118,12 @@ class Store:
         self._on_commit = None
         self._db = None
         self._rd = None
+        self._lock = None
+        self.wal_budget = 0      # with a quota: the WAL's share of it
+        self.disk_bytes = 0      # database + WAL + SHM after the last commit
         self.commits = 0
 
     # -- start-up --------------------------------------------------------
-
-    def open(self):
-        """Open or create the database; raise StorageError with a clear cause."""
-        try:
-            os.makedirs(self.data_dir, exist_ok=True)
-        except OSError as e:
-            raise StorageError(classify(e), "cannot create data directory %s: %s" % (self.data_dir, e))
-        if not os.access(self.data_dir, os.W_OK):
-            raise StorageError(W.R_STORAGE_READONLY, "data directory %s is not writable" % self.data_dir)
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            if self.max_db_bytes:
-                page = db.execute("PRAGMA page_size").fetchone()[0]
-                db.execute("PRAGMA max_page_count=%d" % max(16, self.max_db_bytes // page))
-            db.executescript(SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='proxy_id'").fetchone()
-            if row is None:
-                self.proxy_id = os.urandom(16)
-                db.execute("INSERT INTO meta VALUES('proxy_id', ?)", (self.proxy_id,))
-            else:
-                self.proxy_id = bytes(row[0])
-            # A write that is synced proves the directory works now, not later.
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO meta VALUES('opened', ?)", (self.clock(),))
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            raise StorageError(classify(e), "cannot use the database %s: %s" % (self.path, e))
-        self._db = db
-        self._load()
-        self._rd = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._rd.execute("PRAGMA query_only=1")
 
     def _load(self):
         db = self._db
@@ -176,8 +138,19 @@ class Store:
         for topic in self._w_topics:
             w = self._w_topics[topic]
             self.topics[topic] = TopicView(w[1], w[0] - 1, w[2])
+        for topic, creator in db.execute("SELECT topic, creator FROM topics WHERE creator IS NOT NULL"):
+            v = self.topics.get(bytes(topic))
+            if v is not None:
+                v.creator = bytes(creator)
+                self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
+        row = db.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
+        self._seq_floor = int(row[0]) if row is not None else 1
         for node, topic, cursor in db.execute("SELECT node, topic, cursor FROM subs"):
-            self.subs[(bytes(node), bytes(topic))] = cursor
+            node = bytes(node)
+            self.subs[(node, bytes(topic))] = cursor
+            self.node_subs[node] = self.node_subs.get(node, 0) + 1
+        # Subscribers from before nodes were kept count as seen now.
+        db.execute("INSERT OR IGNORE INTO nodes SELECT DISTINCT node, ? FROM subs", (self.clock(),))
         for cause, count in db.execute("SELECT cause, count FROM drops"):
             self.drops[cause] = count
 
@@ -202,27 +175,91 @@ class Store:
                     c.close()
                 except sqlite3.Error:
                     pass
+        datadir.unlock(self._lock)
+        self._lock = None
 
     # -- requests from the event loop ---------------------------------------
 
     def pending_bytes(self):
         return self._pending_bytes
 
-    def submit_publish(self, topic, msg_id, payload, token):
-        """Queue a publish. Returns None, or a reject code if refused now."""
+    def _may_create(self, node, topic):
+        """None if node may create topic (or it exists), else why not."""
+        if topic in self.topics or topic in self._creating:
+            return None
+        if len(self.topics) + len(self._creating) >= self.max_topics:
+            return "the proxy keeps %d topics at most" % self.max_topics
+        n = self.created_by.get(node, 0) + self._creating_by.get(node, 0)
+        if self.max_topics_per_node and n >= self.max_topics_per_node:
+            return "a node may create %d topics at most (until they are empty and unsubscribed)" % \
+                self.max_topics_per_node
+        return None
+
+    def _mark_creating(self, node, topic):
+        if topic not in self.topics and topic not in self._creating:
+            self._creating[topic] = node
+            self._creating_by[node] = self._creating_by.get(node, 0) + 1
+
+    def may_subscribe(self, node, topic):
+        """None if a new subscription (node, topic) fits the limits, counting
+        the ones queued, else (code, detail)."""
+        key = (node, topic)
+        if key in self.subs or key in self._subscribing:
+            return None
+        if self.max_total_subscriptions and \
+                len(self.subs) + len(self._subscribing) >= self.max_total_subscriptions:
+            return "total", "the proxy keeps %d subscriptions at most" % self.max_total_subscriptions
+        if self.max_node_subscriptions and self.node_subs.get(node, 0) + sum(
+                1 for k in self._subscribing if k[0] == node) >= self.max_node_subscriptions:
+            return "node", "a node keeps %d subscriptions at most; unsubscribe from some" % \
+                self.max_node_subscriptions
+        why = self._may_create(node, topic)
+        if why is not None:
+            return "topics", why
+        return None
+
+    def submit_publish(self, topic, msg_id, payload, token, node=None):
+        """Queue a publish. Returns None, or (reject code, detail) if refused now."""
         if self._pending_bytes + len(payload) > PENDING_BYTES_MAX:
-            return W.R_OVERLOAD
-        if topic not in self.topics and len(self.topics) >= self.max_topics:
-            return W.R_TOO_MANY_TOPICS
-        self._stage(("pub", topic, msg_id, payload, token))
+            return W.R_OVERLOAD, "publish refused: %s" % W.R_OVERLOAD
+        why = self._may_create(node, topic)
+        if why is not None:
+            return W.R_TOO_MANY_TOPICS, why
+        self._mark_creating(node, topic)
+        self._stage(("pub", topic, msg_id, payload, token, node))
         self._pending_bytes += len(payload)
         return None
 
     def submit_subscribe(self, node, topic, token):
-        self._stage(("sub", node, topic, None, token))
+        key = (node, topic)
+        if key not in self.subs:
+            self._subscribing[key] = self._subscribing.get(key, 0) + 1
+            self._mark_creating(node, topic)
+        self._stage(("sub", node, topic, None, token, node))
 
     def submit_unsubscribe(self, node, topic, token):
-        self._stage(("unsub", node, topic, None, token))
+        self._stage(("unsub", node, topic, None, token, node))
+
+    def remember_key(self, kid, node, secret):
+        """A node's hint key (noise/known.py), kept across restarts."""
+        with self._cv:
+            self._keys[kid] = (node, secret, self.clock())
+
+    def known_keys(self, limit):
+        """The most recently seen hint keys, oldest first: [(kid, node, secret)]."""
+        rows = self._rd.execute("SELECT kid, node, secret FROM known_keys ORDER BY last_seen DESC LIMIT ?",
+                                (limit,)).fetchall()
+        return [(bytes(k), bytes(n), bytes(x)) for k, n, x in reversed(rows)]
+
+    def node_seen(self, node, live):
+        """A node opened (live) or closed a session: its subscriptions do
+        not expire while it has one, and count from its last one."""
+        with self._cv:
+            self._seen[node] = self.clock()
+            if live:
+                self._live.add(node)
+            else:
+                self._live.discard(node)
 
     def _stage(self, item):
         # Requests of one event-loop iteration go to the writer together (one
@@ -268,17 +305,23 @@ class Store:
                     timeout = CURSOR_FLUSH_S if self._cursors else max(0.0, next_sweep - time.monotonic())
                     if not self._cv.wait(timeout=timeout):
                         break
-                batch = self._pending[:BATCH_MAX]
-                del self._pending[:BATCH_MAX]
+                n = self._batch_len()
+                batch = self._pending[:n]
+                del self._pending[:n]
                 cursors = self._cursors
                 self._cursors = {}
+                seen = self._seen
+                self._seen = {}
+                keys = self._keys
+                self._keys = {}
+                live = frozenset(self._live)
                 closing = self._closing and not self._pending
             sweep = time.monotonic() >= next_sweep
             if sweep:
                 next_sweep = time.monotonic() + AGE_SWEEP_S
-            if batch or cursors or sweep:
+            if batch or cursors or sweep or seen or keys:
                 try:
-                    results = self._commit(batch, cursors, sweep)
+                    results = self._commit(batch, cursors, sweep, seen, live, keys)
                 except Exception as e:  # a bug must refuse publishes, not hang them
                     log.exception("event=store_failure")
                     results = {"error": (W.R_STORAGE, repr(e)), "items": None}
@@ -286,135 +329,44 @@ class Store:
             if closing:
                 return
 
-    def _commit(self, batch, cursors, sweep):
-        """One transaction for the whole batch. Returns the results."""
-        db = self._db
-        now = self.clock()
-        wt = {}          # writer topic states changed in this transaction
-        out = []         # per batch item: (status, value)
-        stored = []      # (topic, seq) of new rows
-        subs = []        # (node, topic, cursor or None)
-        drops = {}
-        self._causes = {}
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            # Cursors first, so a re-subscribe in this batch reads the newest.
-            for (node, topic), seq in cursors.items():
-                db.execute("UPDATE subs SET cursor=? WHERE node=? AND topic=? AND cursor<?",
-                           (seq, node, topic, seq))
-            for kind, a, b, payload, _tok in batch:
-                if kind == "pub":
-                    st = wt.get(a)
-                    if st is None:
-                        st = self._w_topics.get(a)
-                        st = list(st) if st is not None else [1, 1, 0]
-                        wt[a] = st
-                    seq = st[0]
-                    cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)",
-                                     (a, seq, b, payload, now))
-                    if cur.rowcount == 1:
-                        st[0] = seq + 1
-                        st[2] += len(payload)
-                        stored.append((a, seq))
-                        out.append(("ok", seq))
-                    else:
-                        out.append(("dup", None))
-                elif kind == "sub":
-                    row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
-                    if row is None:
-                        # A new subscriber starts at the oldest message kept:
-                        # retention decides how much history a node gets.
-                        st = wt.get(b) or self._w_topics.get(b)
-                        cursor = (st[1] - 1) if st is not None else 0
-                        db.execute("INSERT INTO subs VALUES(?,?,?)", (a, b, cursor))
-                    else:
-                        cursor = row[0]
-                    subs.append((a, b, cursor))
-                    out.append(("ok", cursor))
-                else:  # unsub
-                    db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
-                    subs.append((a, b, None))
-                    out.append(("ok", None))
-            for topic, st in wt.items():
-                db.execute("INSERT OR REPLACE INTO topics VALUES(?,?)", (topic, st[0]))
-                self._retain(db, topic, st, drops)
-            if sweep and self.retention.max_age_s:
-                self._sweep_age(db, now, wt, drops)
-            for cause, n in drops.items():
-                db.execute("INSERT INTO drops VALUES(?,?) ON CONFLICT(cause) DO UPDATE SET count=count+?",
-                           (cause, n, n))
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            code = classify(e)
-            return {"error": (code, str(e)), "items": None}
-        self.commits += 1
-        for topic, st in wt.items():
-            self._w_topics[topic] = st
-        return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
-                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors}
-
-    def _retain(self, db, topic, st, drops):
-        r = self.retention
-        last = st[0] - 1
-        if r.max_count and last - st[1] + 1 > r.max_count:
-            new_first = last - r.max_count + 1
-            self._delete_upto(db, topic, st, new_first - 1, "retention_count", drops)
-        if r.max_bytes and st[2] > r.max_bytes:
-            upto = st[1] - 1
-            excess = st[2] - r.max_bytes
-            for seq, n in db.execute("SELECT seq, length(payload) FROM messages WHERE topic=? ORDER BY seq",
-                                     (topic,)):
-                if excess <= 0:
-                    break
-                excess -= n
-                upto = seq
-            self._delete_upto(db, topic, st, upto, "retention_bytes", drops)
-
-    def _sweep_age(self, db, now, wt, drops):
-        # Walk each topic from its oldest row (primary-key order) and stop at
-        # the first young one: the cost is the expired rows plus one per
-        # topic, never a scan of the whole table (a Pi's SD card is slow).
-        cutoff = now - self.retention.max_age_s
-        for topic in list(self._w_topics):
-            st = wt.get(topic) or self._w_topics[topic]
-            if st[1] >= st[0]:
-                continue   # empty
-            upto = None
-            for seq, ts in db.execute("SELECT seq, ts FROM messages WHERE topic=? ORDER BY seq", (topic,)):
-                if ts >= cutoff:
-                    break
-                upto = seq
-            if upto is not None:
-                if topic not in wt:
-                    st = wt[topic] = list(st)
-                self._delete_upto(db, topic, st, upto, "retention_age", drops)
-
-    def _delete_upto(self, db, topic, st, upto, cause, drops):
-        if upto < st[1]:
-            return
-        row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND seq<=?",
-                         (topic, upto)).fetchone()
-        db.execute("DELETE FROM messages WHERE topic=? AND seq<=?", (topic, upto))
-        st[1] = upto + 1
-        st[2] -= row[1]
-        if row[0]:
-            drops[cause] = drops.get(cause, 0) + row[0]
-            self._causes[topic] = cause
-
     def _finish(self, batch, results):
         """In the event loop: publish the committed state, then notify."""
         self._pending_bytes -= sum(len(it[3]) for it in batch if it[0] == "pub")
+        for it in batch:
+            topic = it[1] if it[0] == "pub" else it[2]
+            node = self._creating.pop(topic, None)
+            if node is not None:
+                n = self._creating_by.get(node, 1) - 1
+                if n > 0:
+                    self._creating_by[node] = n
+                else:
+                    self._creating_by.pop(node, None)
+            if it[0] == "sub":
+                key = (it[1], it[2])
+                n = self._subscribing.get(key, 1) - 1
+                if n > 0:
+                    self._subscribing[key] = n
+                else:
+                    self._subscribing.pop(key, None)
         if results["error"] is None:
+            creators = results["creators"]
             for topic, st in results["topics"].items():
                 v = self.topics.get(topic)
                 if v is None:
-                    v = self.topics[topic] = TopicView(st[1], st[0] - 1, st[2])
+                    c = creators.get(topic)
+                    v = self.topics[topic] = TopicView(st[1], st[0] - 1, st[2], c)
+                    if c is not None:
+                        self.created_by[c] = self.created_by.get(c, 0) + 1
                 else:
                     v.first_seq, v.last_seq, v.bytes = st[1], st[0] - 1, st[2]
+            for topic in results["forgotten"]:
+                v = self.topics.pop(topic, None)
+                if v is not None and v.creator is not None:
+                    n = self.created_by.get(v.creator, 1) - 1
+                    if n > 0:
+                        self.created_by[v.creator] = n
+                    else:
+                        self.created_by.pop(v.creator, None)
             drops = results["drops"]
             for topic, cause in results["causes"].items():
                 if topic in self.topics:
@@ -423,8 +375,15 @@ class Store:
                 self.drops[cause] = self.drops.get(cause, 0) + n
             for node, topic, cursor in results["subs"]:
                 if cursor is None:
-                    self.subs.pop((node, topic), None)
+                    if self.subs.pop((node, topic), None) is not None:
+                        n = self.node_subs.get(node, 1) - 1
+                        if n > 0:
+                            self.node_subs[node] = n
+                        else:
+                            self.node_subs.pop(node, None)
                 else:
+                    if (node, topic) not in self.subs:
+                        self.node_subs[node] = self.node_subs.get(node, 0) + 1
                     self.subs[(node, topic)] = cursor
             for key, seq in results["cursors"].items():
                 if key in self.subs and self.subs[key] < seq:

@@ -1,0 +1,268 @@
+"""Links: one per TCP connection or UDP peer address, each carrying a
+session/proxy.py ProxySession, and the asyncio protocols that feed them.
+
+``LinkTable`` (mixed into the Proxy) owns the set of open links and the
+node id -> link table, closes links (releasing what admission, routing and
+delivery hold for them) and writes a session's output to its transport
+under the link's cipher. The shared helpers (clock, log fields, fault
+counter) live here too, since every part of the proxy uses them.
+"""
+import asyncio
+import logging
+import time
+
+from shared_protocol.wire import framing
+from shared_protocol.session import messages as W
+from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
+from shared_protocol.session.proxy import ProxySession
+
+log = logging.getLogger("upsycle.proxy")
+
+# Largest frame we accept on TCP: a publish of PAYLOAD_MAX plus headers is
+# ~1.1 KB; 4 KB is framing's default and what boards buffer.
+FRAME_LIMIT = framing.STREAM_FRAME_DEFAULT
+# Bytes queued towards a peer before we decide it does not read: a full
+# delivery window (256 x ~1.1 KB) plus its acks fits well under 1 MB.
+WRITE_BUFFER_MAX = 1024 * 1024
+# Unacknowledged publishes per link: the client's window is at most
+# WINDOW_MAX; a client that ignores it gets typed rejects, not our memory.
+PUBLISH_WINDOW = W.WINDOW_MAX
+# A link must say hello within this time: a real node does it at once.
+HELLO_TIMEOUT_S = 10.0
+# Timer resolution for retransmissions and expiry (RTO starts at 250 ms).
+TICK_S = 0.05
+# Source addresses tracked for UDP rate limiting; least recently seen are
+# forgotten first (a forgotten address starts with a full bucket again).
+RATE_TABLE_MAX = 4096
+# Thread switch interval (CPython's default is 5 ms): see Proxy.start.
+GIL_SWITCH_S = 0.0005
+# Sent with s_welcome: how many publishes a node may keep in flight.
+WELCOME_WINDOW = W.WINDOW_MAX
+# Largest UDP payload taken: a plaintext envelope (framing.DATAGRAM_MAX) or a
+# secure packet (kind byte + Noise datagram, noise/datagram.py).
+UDP_MAX = max(framing.DATAGRAM_MAX, NOISE_DATAGRAM_MAX + 1)
+
+
+PLAINTEXT_REFUSED_DETAIL = "this proxy takes secure links only (allow_plaintext = false)"
+
+
+def now_ms():
+    return int(time.monotonic() * 1000)
+
+
+def hexid(b, n=8):
+    return bytes(b[:n]).hex() if b is not None else "-"
+
+
+def kv(**fields):
+    """Readable structured log fields: key=value, sorted, bytes as hex."""
+    parts = []
+    for k in sorted(fields):
+        v = fields[k]
+        if isinstance(v, (bytes, bytearray)):
+            v = hexid(v)
+        s = str(v)
+        if " " in s or "=" in s or not s:
+            s = '"%s"' % s.replace('"', "'")
+        parts.append("%s=%s" % (k, s))
+    return " ".join(parts)
+
+
+class SubState:
+    __slots__ = ("cursor", "sent_upto")
+
+    def __init__(self, cursor):
+        self.cursor = cursor        # consumed by the node (acknowledged)
+        self.sent_upto = cursor     # highest sequence handed to the session
+
+
+class Link:
+    __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
+                 "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
+                 "recv_cs", "bound", "active", "known")
+
+    def __init__(self, kind, addr, ps, transport, proto=None):
+        self.kind = kind
+        self.addr = addr
+        self.host = addr[0] if addr else "?"
+        self.ps = ps
+        self.node = None
+        self.subs = {}
+        self.pending_subs = set()   # subscribes queued for the store, not yet committed
+        self.unacked = 0
+        self.closed = False
+        self.transport = transport
+        self.paused = False
+        self.opened = time.monotonic()
+        self.active = self.opened   # last hello, publish, subscription change or ack (not pings)
+        self.proto = proto
+        # "new" (TCP, first frame not seen), "plain", "status" (plaintext,
+        # status requests only), "hs" (Noise handshake), "secure"
+        self.mode = "new"
+        self.hs = None        # TCP: the Handshake in progress
+        self.udp = None       # UDP: the UdpSession (handshake, then transport)
+        self.send_cs = None   # TCP transport CipherStates
+        self.recv_cs = None
+        self.bound = None     # secure: the node id the peer's static key proves
+        self.known = None     # handshake admitted on a "seen before" hint: that node id
+
+    def name(self):
+        return "%s:%s/%s" % (self.addr[0], self.addr[1], self.kind) if self.addr else self.kind
+
+
+class Faults:
+    """Counts bad input and drops by cause; logs each cause once."""
+
+    def __init__(self):
+        self.counts = {}
+
+    def note(self, cause, n=1, **fields):
+        first = cause not in self.counts
+        self.counts[cause] = self.counts.get(cause, 0) + n
+        if first:
+            log.warning("event=fault cause=%s %s (logged once; see `upsycle proxy status` for counts)",
+                        cause, kv(**fields))
+
+
+class TcpProtocol(asyncio.Protocol):
+    def __init__(self, proxy):
+        self.proxy = proxy
+        self.link = None
+        self.decoder = None
+
+    def connection_made(self, transport):
+        self.decoder = framing.StreamDecoder(FRAME_LIMIT)
+        self.link = self.proxy.accept_tcp(self, transport)
+
+    def data_received(self, data):
+        link = self.link
+        if link is None or link.closed:
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except framing.FrameError as e:
+            self.proxy.faults.note("frame_" + e.code, peer=link.name())
+            link.ps.error("frame_" + e.code, e.message)
+            self.proxy.flush(link)
+            self.proxy.close_link(link, "bad_frame")
+            return
+        p = self.proxy
+        t = now_ms()
+        for f in frames:
+            if link.mode != "plain" and link.mode != "status":
+                f = p.tcp_frame(link, f)
+                if f is None:
+                    if link.closed:
+                        return
+                    continue
+            elif link.mode == "status" and not p.status_frame(link, f):
+                return
+            link.ps.receive(f, t)
+            p.handle_events(link)
+            if link.closed:
+                return
+        p.pump(link)
+        p.flush(link)
+
+    def eof_received(self):
+        return False
+
+    def pause_writing(self):
+        if self.link is not None:
+            self.link.paused = True
+
+    def resume_writing(self):
+        if self.link is not None and not self.link.closed:
+            self.link.paused = False
+            self.proxy.pump(self.link)
+            self.proxy.flush(self.link)
+
+    def connection_lost(self, exc):
+        if self.link is not None:
+            self.proxy.close_link(self.link, "disconnected")
+
+
+class UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, proxy):
+        self.proxy = proxy
+
+    def datagram_received(self, data, addr):
+        self.proxy.on_datagram(data, addr)
+
+    def error_received(self, exc):
+        self.proxy.faults.note("udp_socket_error", error=str(exc))
+
+
+
+class LinkTable:
+    """The open links and sessions (state: links, sessions, udp_links)."""
+
+    def _init_links(self):
+        self.links = set()             # every open link
+        self.sessions = {}             # node id -> Link
+        self.udp_links = {}            # addr -> Link
+        self.host_links = {}           # host -> set of its open links
+
+    def _new_session(self, reliable):
+        return ProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
+
+
+    def _bad_frame(self, link, err):
+        """A frame failed decryption or the handshake: count it, drop the link."""
+        self.faults.note(err.code, peer=link.name())
+        self.close_link(link, "bad_frame")
+        return None
+
+    def add_link(self, link):
+        self.links.add(link)
+        self.host_links.setdefault(link.host, set()).add(link)
+
+    def close_link(self, link, reason):
+        if link.closed:
+            return
+        link.closed = True
+        self.links.discard(link)
+        mine = self.host_links.get(link.host)
+        if mine is not None:
+            mine.discard(link)
+            if not mine:
+                del self.host_links[link.host]
+        self._admission_release(link)
+        self._routing_release(link)
+        if link.node is not None and self.sessions.get(link.node) is link:
+            del self.sessions[link.node]
+            self._session_released(link)
+            self.store.node_seen(link.node, False)
+            log.info("event=session_closed %s", kv(node=link.node, peer=link.name(), reason=reason))
+        if link.kind == "udp":
+            if self.udp_links.get(link.addr) is link:
+                del self.udp_links[link.addr]
+        elif link.transport is not None:
+            if reason in ("bad_frame", "slow_reader", "evicted", "hello_timeout", "replaced"):
+                link.transport.abort() if reason != "bad_frame" else link.transport.close()
+            else:
+                link.transport.close()
+
+    def flush(self, link):
+        msgs = link.ps.data_to_send()
+        if not msgs or link.closed or link.mode == "hs":
+            return   # (mid-handshake there is no key to send session messages under)
+        if link.kind == "tcp":
+            tr = link.transport
+            cs = link.send_cs
+            if cs is not None:
+                tr.write(b"".join(framing.frame(cs.encrypt_with_ad(b"", m), FRAME_LIMIT) for m in msgs))
+            else:
+                tr.write(b"".join(framing.frame(m, FRAME_LIMIT) for m in msgs))
+            if tr.get_write_buffer_size() > WRITE_BUFFER_MAX:
+                self.faults.note("slow_reader", peer=link.name())
+                self.close_link(link, "slow_reader")
+        elif link.udp is not None:
+            for m in msgs:
+                self.udp_transport.sendto(link.udp.send(m), link.addr)
+        else:
+            for m in msgs:
+                self.udp_transport.sendto(m, link.addr)
+
+    # -- session events ------------------------------------------------------
+

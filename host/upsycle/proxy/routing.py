@@ -1,0 +1,176 @@
+"""Routing: session events to the store and the store's results back.
+
+``Routing`` (mixed into the Proxy) owns which links are subscribed to which
+topic on this run (``topic_links``) and the reject counters. Publishes go to
+the Store and are acknowledged from its commit callback, i.e. only once
+durable; subscriptions become durable the same way.
+"""
+import time
+
+from shared_protocol.session import messages as W
+from upsycle.proxy.links import PUBLISH_WINDOW, SubState
+
+
+class Routing:
+    """Session events -> store requests; commits -> acks and deliveries."""
+
+    def _init_routing(self):
+        self.topic_links = {}          # topic -> set of Links subscribed on this run
+        self.rejects = {}
+
+    def handle_events(self, link):
+        for ev in link.ps.events():
+            kind = ev[0]
+            if kind != "bad":
+                link.active = time.monotonic()   # what idle-session eviction goes by
+            if kind == "publish":
+                self._on_publish(link, ev[1], ev[2], ev[3])
+            elif kind == "dack":
+                st = link.subs.get(ev[1])
+                if st is not None:
+                    seq = ev[2] if ev[2] <= st.sent_upto else st.sent_upto
+                    if seq > st.cursor:
+                        st.cursor = seq
+                        self.store.move_cursor(link.node, ev[1], seq)
+            elif kind == "hello":
+                self._on_hello(link, ev[1])
+            elif kind == "subscribe":
+                self._on_subscribe(link, ev[1])
+            elif kind == "unsubscribe":
+                topic = ev[1]
+                self._unlink_topic(link, topic)
+                link.ps.drop_topic(topic)
+                self.store.submit_unsubscribe(link.node, topic, ("unsub", link, topic))
+            elif kind == "bad":
+                self.faults.note(ev[1], peer=link.name(), detail=ev[2])
+            elif kind == "bye":
+                self.flush(link)
+                self.close_link(link, "bye")
+            elif kind == "expired":
+                self.close_link(link, "expired")
+            elif kind == "status":
+                if self._trusted(link.host):
+                    link.ps.status(self.status())
+                else:
+                    self.faults.note("status_refused", peer=link.name())
+                    link.ps.error("forbidden", "status is served to %s only" % ", ".join(self.config.status_from))
+            if link.closed:
+                return
+
+
+    def _on_publish(self, link, topic, msg_id, payload):
+        # The store keeps one message per (topic, message id), so an id must
+        # belong to its publisher: otherwise any session could publish first
+        # under another node's next id (ids are node id | sequence, easy to
+        # predict) and that node's message would be taken for a retransmission
+        # and dropped. The node id itself is bound to the link's key.
+        if not W.message_id_is_from(msg_id, link.node):
+            self.faults.note("msg_id_foreign", peer=link.name())
+            self._reject(link, msg_id, W.R_MSG_ID, "message id must start with the first %d bytes of your node id"
+                         % W.MSG_ID_NODE_BYTES)
+            return
+        if link.unacked >= PUBLISH_WINDOW:
+            self.faults.note("publish_window", peer=link.name())
+            self._reject(link, msg_id, W.R_LIMIT, "more than %d publishes in flight" % PUBLISH_WINDOW)
+            return
+        refused = self.store.submit_publish(topic, msg_id, payload, ("pub", link, msg_id), link.node)
+        if refused is not None:
+            self.faults.note("reject_" + refused[0], peer=link.name())
+            self._reject(link, msg_id, refused[0], refused[1])
+            return
+        link.unacked += 1
+
+    def _reject(self, link, msg_id, code, detail):
+        self.rejects[code] = self.rejects.get(code, 0) + 1
+        link.ps.rejected(msg_id, code, detail)
+
+    def _on_subscribe(self, link, topic):
+        st = link.subs.get(topic)
+        if st is not None:
+            link.ps.subscribed(topic, st.cursor)   # a retransmitted subscribe
+            return
+        if topic in link.pending_subs:
+            return   # retransmitted while the first is being stored: one answer comes
+        # Subscribes still queued for the store count: a burst must not get
+        # past the limit before the first of them commits.
+        if len(link.subs) + len(link.pending_subs) >= self.limits["max_subscriptions"]:
+            self.faults.note("subscription_limit", peer=link.name())
+            link.ps.error(W.R_LIMIT, "at most %d subscriptions per session" % self.limits["max_subscriptions"])
+            return
+        # Durable subscriptions live in memory too (cursor map): neither one
+        # node (over its sessions) nor a client inventing node ids may grow
+        # it without bound; a subscription to a new topic creates the topic.
+        refused = self.store.may_subscribe(link.node, topic)
+        if refused is not None:
+            cause = {"total": "total_subscription_limit", "node": "node_subscription_limit",
+                     "topics": "subscription_topic_limit"}[refused[0]]
+            self.faults.note(cause, peer=link.name())
+            link.ps.error(W.R_LIMIT if refused[0] != "topics" else W.R_TOO_MANY_TOPICS, refused[1])
+            return
+        link.pending_subs.add(topic)
+        self.store.submit_subscribe(link.node, topic, ("sub", link, topic))
+
+    def _routing_release(self, link):
+        """A link closes: it is subscribed to nothing on this run any more."""
+        for topic in link.subs:
+            s = self.topic_links.get(topic)
+            if s is not None:
+                s.discard(link)
+                if not s:
+                    del self.topic_links[topic]
+        link.subs = {}
+
+    def _unlink_topic(self, link, topic):
+        link.subs.pop(topic, None)
+        s = self.topic_links.get(topic)
+        if s is not None:
+            s.discard(link)
+            if not s:
+                del self.topic_links[topic]
+
+    # -- store results ---------------------------------------------------------
+
+    def on_commit(self, batch, results):
+        err = results["error"]
+        touched = set()
+        if err is not None:
+            self.faults.note("storage_" + err[0], error=err[1])
+        items = results["items"]
+        for i, it in enumerate(batch):
+            tok = it[4]
+            kind, link = tok[0], tok[1]
+            if kind == "pub":
+                link.unacked -= 1
+            elif kind == "sub":
+                link.pending_subs.discard(tok[2])
+            if link.closed:
+                continue
+            touched.add(link)
+            if err is not None:
+                if kind == "pub":
+                    self._reject(link, tok[2], err[0], "storage failed: %s" % err[1][:150])
+                else:
+                    link.ps.error(err[0], "storage failed: %s" % err[1][:150])
+                continue
+            if kind == "pub":
+                link.ps.acked(tok[2])
+            elif kind == "sub":
+                topic = tok[2]
+                if link.node != it[1] or topic in link.subs:
+                    continue
+                cursor = items[i][1]
+                link.subs[topic] = SubState(cursor)
+                self.topic_links.setdefault(topic, set()).add(link)
+                link.ps.subscribed(topic, cursor)
+            else:
+                link.ps.unsubscribed(tok[2])
+        if err is None:
+            for topic in results["topics"]:
+                s = self.topic_links.get(topic)
+                if s:
+                    touched.update(s)
+        for link in touched:
+            if not link.closed:
+                self.pump(link)
+                self.flush(link)
+
