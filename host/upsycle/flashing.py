@@ -59,8 +59,8 @@ DEFAULT_BUILD_DIR = None
 # only objects in the heap). Rounded up to 8 KB; a board's network stack
 # and WiFi driver buffers are outside these figures (docs/node.md, "Which
 # boards fit").
-NODE_HEAP_MPY = 224 * 1024
-NODE_HEAP_FROZEN = 192 * 1024
+NODE_HEAP_MPY = 256 * 1024
+NODE_HEAP_FROZEN = 208 * 1024
 
 
 def board_fit(profile):
