@@ -535,14 +535,28 @@ class Client:
         self.session.unsubscribe(topics.resolve(topic), now_ms())
         self._flush()
 
-    async def next_delivery(self, timeout=None):
-        """The next delivery (or missed notice); acknowledges it as consumed."""
+    async def next_delivery(self, timeout=None, consume=True):
+        """The next delivery (or missed notice); acknowledges it as consumed,
+        unless ``consume`` is False: then the caller calls ``consumed`` once
+        it has done with it (a bridge, after its broker acknowledged)."""
         d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
         if d.held is not None:
             self.codec.taken(d.topic, d.held)
-        self.session.consumed(d.topic, d.seq)
-        self._flush_soon()
+        if consume:
+            self.consumed(d.topic, d.seq)
         return d
+
+    def consumed(self, topic, seq):
+        """Acknowledge deliveries of ``topic`` up to ``seq`` (cumulative): the
+        proxy resumes after it on any later link. A seq this link has not
+        received (a new link after a proxy restart) is left for the proxy to
+        deliver again."""
+        try:
+            self.session.consumed(topic, seq)
+        except LocalError as e:
+            log.info("event=consume_skipped topic=%s seq=%d code=%s", bytes(topic).hex(), seq, e.code)
+            return
+        self._flush_soon()
 
     # -- the codec's own messages (re-keys of topics this node administers) --
 

@@ -135,6 +135,9 @@ class Config:
             raise ConfigError("cannot read config %s: %s" % (path, e))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("config %s is not valid TOML: %s" % (path, e))
+        # [bridge.*]: the bridges' own sections (upsycle.bridge.config), kept
+        # in the same file for one place to configure a site; not the proxy's.
+        raw.pop("bridge", None)
         for key in ("data", "listen"):
             if key in raw:
                 setattr(c, key, str(raw.pop(key)))
