@@ -164,7 +164,7 @@ class UdpSession:
         if not packet or len(packet) > MAX_DATAGRAM + 1:
             raise BadPacket(message="empty or oversized packet")
         kind = packet[0]
-        body = packet[1:]
+        body = memoryview(packet)[1:]   # no copy of a datagram of up to 1.2 KB
         hs = self._hs
         if kind == KIND_DATA:
             if self.channel is None:
@@ -185,7 +185,7 @@ class UdpSession:
         expected = hs._step + 1
         if hs.complete or hs.is_my_turn() or kind != expected:
             return []  # stale or out-of-order handshake packet: ignore
-        payload = hs.read_message(body)
+        payload = hs.read_message(bytes(body))
         events = []
         if not hs.complete:
             reply = bytes((kind + 1,)) + hs.write_message(b"")

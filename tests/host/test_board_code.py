@@ -123,3 +123,28 @@ def test_host_only_code_does_not_leak_into_board_code():
             src = f.read()
         for host_mod in ("upsycle", "cbor2", "nacl", "sqlite3", "asyncio.subprocess"):
             assert "import " + host_mod not in src and "from " + host_mod + " " not in src, (path, host_mod)
+
+
+def test_float_constants_fit_a_single_so_the_code_freezes_into_single_float_images():
+    """mpy-tool packs every float constant of frozen code as a single for
+    single-float ports (ESP32, RP2): one past single's range stops the
+    firmware build (OverflowError), so board code has none."""
+    import ast
+    import struct
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    bad = []
+    for pkg in ("shared_protocol", "firmware"):
+        for d, _, files in os.walk(os.path.join(root, pkg)):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(d, f)
+                with open(path) as fh:
+                    tree = ast.parse(fh.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Constant) and isinstance(node.value, float):
+                        try:
+                            struct.pack("<f", node.value)
+                        except OverflowError:
+                            bad.append("%s:%d %r" % (os.path.relpath(path, root), node.lineno, node.value))
+    assert not bad, bad

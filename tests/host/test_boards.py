@@ -11,6 +11,8 @@ EXPECTED = {
     "esp32s3": ("esp32", "xtensawin"),
     "esp32c3": ("esp32", "rv32imc"),
     "pico_w": ("rp2", "armv6m"),
+    "pico2_w": ("rp2", "armv7emsp"),
+    "unix": ("linux", None),
     "virtual": ("webassembly", None),
 }
 

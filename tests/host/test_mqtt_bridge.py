@@ -522,7 +522,7 @@ def test_a_reading_delivered_twice_is_published_once(site):
     w.wait_for(lambda: len(w.readings(base)) >= 2, what="2 readings")
     time.sleep(1.5)
     assert [j["value"] for _, j in w.readings(base)] == [1, 2]
-    br.wait_line("code=group-replay")
+    br.wait_line("code=group_replay")
 
 
 def test_a_member_removed_by_a_rekey_loses_its_entities(site):
