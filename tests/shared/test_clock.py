@@ -189,9 +189,30 @@ def test_lan_expires_a_silent_neighbour_across_the_wrap():
     assert len(lan.cyclon) == 0
 
 
+class _UnusedSocket:
+    def setblocking(self, flag):
+        pass
+
+    def bind(self, addr):
+        pass
+
+    def close(self):
+        pass
+
+
 class _NoSockets:
-    """The VM has no socket module; the node runtime imports it for the
-    links this test does not open (it carries the datagrams itself)."""
+    """The VM has no socket module; the node's links import it for the
+    sockets this test never reads or writes (it carries the datagrams)."""
+    AF_INET = 2
+    SOCK_DGRAM = 2
+
+    @staticmethod
+    def getaddrinfo(host, port):
+        return [(2, 2, 0, "", (host, port))]
+
+    @staticmethod
+    def socket(family, kind):
+        return _UnusedSocket()
 
 
 @wrapped
@@ -228,26 +249,28 @@ def _remove_tree(path):
 
 
 def _node_across_the_wrap(n, logs):
-    from firmware import runtime  # noqa: F401 (loaded by the caller)
-    n.session.start(T0, False)
-    n.sock = object()                                  # "open": the test carries the datagrams
-    n.outgoing()
-    n.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), T0)
+    px = n.proxy                                       # the node's proxy link (firmware/proxy_link.py)
+    px.session.start(T0, False)
+    px.sock = object()                                 # "open": the test carries the datagrams
+    px.outgoing()
+    px.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), T0)
     n.turn(T0)
-    n.outgoing()
-    ka = n.session.keepalive_ms
+    px.outgoing()
+    ka = px.session.keepalive_ms
     n.turn(at(ka - 1))
-    assert "ping" not in names(n.outgoing())
+    assert "ping" not in names(px.outgoing())
     n.turn(at(ka))                                     # after the wrap
-    assert "ping" in names(n.outgoing())
-    assert n.online
+    assert "ping" in names(px.outgoing())
+    assert px.online
     n.turn(at(DEAD_AFTER * ka))                        # the proxy never answered
-    assert not n.online and "upsycle: proxy link lost (timeout): retrying" in logs, logs
-    # LAN timers: all due on the first turn, then again one period later.
-    from shared_protocol.overlay.lan import Lan
-    from shared_protocol.rand import Rng
-    n.lan = Lan(n.node_id[:16], "127.0.0.1", 7011, Rng(1), Rng(2).randbytes, [])
-    n.lan_peers = [("127.0.0.1", 7012)]
-    assert [a for a, _ in n.lan_timers(T0)] == [("127.0.0.1", 7012)]   # the announce
-    assert n.lan_timers(at(ANNOUNCE_MS - 1)) == []
-    assert [a for a, _ in n.lan_timers(at(ANNOUNCE_MS))] == [("127.0.0.1", 7012)]
+    assert not px.online and "upsycle: proxy link lost (timeout): retrying" in logs, logs
+    # LAN timers (firmware/lan_link.py): all due on the first turn, then again one period later.
+    from firmware.lan_link import LanLink
+    lan = LanLink(n, "127.0.0.1", 0, ["127.0.0.1:7012"])   # port 0: any free one
+    try:
+        first = lan.timers(T0)
+        assert len(first) == 1                         # the announce to the one peer
+        assert lan.timers(at(ANNOUNCE_MS - 1)) == []
+        assert len(lan.timers(at(ANNOUNCE_MS))) == 1
+    finally:
+        lan.sock.close()
