@@ -30,7 +30,7 @@ PRELOAD = (
     "shared_protocol.crypto.pure", "shared_protocol.crypto.api", "shared_protocol.groups.errors",
     "shared_protocol.groups.keys", "shared_protocol.wire.envelope", "shared_protocol.groups.wire",
     "shared_protocol.groups.readings", "shared_protocol.replay", "shared_protocol.groups.member",
-    "firmware.topic", "shared_protocol.session", "shared_protocol.session.messages",
+    "firmware.topic", "shared_protocol.clock", "shared_protocol.session", "shared_protocol.session.messages",
     "shared_protocol.session.client", "shared_protocol.noise", "shared_protocol.noise.events",
     "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.handshake",
     "shared_protocol.noise.known", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",

@@ -7,7 +7,7 @@ file layer injected so a power cut can fall between any two steps.
 import json
 import os
 
-from upsycle.ports import free_port
+from upsycle.processes import free_port
 
 from shared_protocol.wire import envelope as E
 from shared_protocol.dmc import store as dstore
