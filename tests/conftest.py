@@ -169,3 +169,13 @@ def nothing_left_running():
         pytest.fail("processes started by the tests are still running at the end of the session "
                     "(now killed):\n" + "\n".join("  %d %s" % (pid, cmd[:200]) for pid, cmd in left),
                     pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def own_upsycle_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own $UPSYCLE_HOME. The client remembers proxy keys
+    per host:port there on first use; with one shared home (the user's
+    ~/.upsycle), a test meeting a new proxy on a port an earlier test's proxy
+    had used is refused with proxy_key_mismatch. Tests that set their own
+    home override this."""
+    monkeypatch.setenv("UPSYCLE_HOME", str(tmp_path_factory.mktemp("upsycle-home")))
