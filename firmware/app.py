@@ -20,10 +20,6 @@ import asyncio
 
 from firmware import platform
 
-# Upper bound of the demo's reading count (bounded like every config value).
-READINGS_MAX = 100000
-
-
 def publish(node, topic, key, value):
     node.publish(topic, key, value)
 
@@ -40,20 +36,9 @@ def every(node, seconds, fn):
     return asyncio.create_task(loop())
 
 
-def _readings_limit(cfg):
-    a = cfg.get("app")
-    if not isinstance(a, dict):
-        return 0
-    n = a.get("readings", 0)
-    if not isinstance(n, int) or not 0 <= n <= READINGS_MAX:
-        print("upsycle: config app.readings must be 0..%d: ignored" % READINGS_MAX)
-        return 0
-    return n
-
-
 def temperature_app(node):
     """Publish the internal temperature (degrees C, 2 decimals) every interval."""
-    limit = _readings_limit(node.cfg)
+    limit = node.cfg.get("app", {}).get("readings", 0)   # checked by firmware/config.py
     interval_ms = node.cfg.get("publish_interval_s", 60) * 1000
     adc = node.cfg.get("sensor", {}).get("adc", 4)
 

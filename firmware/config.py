@@ -14,7 +14,16 @@ Format 1, a JSON object:
   proxies             list of "host:port" or "host:port@PROXYKEYHEX" (pinned key)
   topics              list of opaque invite strings
   publish_interval_s  seconds between sensor readings
-  led, sensor         copied from the board profile (boards/<board>.json)
+  led, sensor         copied from the board profile (host/upsycle/profiles/<board>.json)
+  link                optional: "plaintext" (a proxy run with --insecure)
+  lan                 optional: {"port": 1..65535, "peers": ["host:port", ...]}
+  sleep               optional: {"awake_s": 1..86400, "sleep_s": 1..86400}
+  app                 optional: {"readings": 0..READINGS_MAX} (the example app)
+  batch               optional: {"readings": 1..groups.wire.BATCH_MAX} (readings per signature)
+
+Every section is checked here, so `upsycle flash` (which runs this parser
+on the host) refuses a bad config before it writes anything, and the
+runtime trusts what it reads.
 """
 import json
 
@@ -44,6 +53,12 @@ PROXY_KEY_HEX = 64    # an X25519 public key, hex
 # often than daily is not a sensor.
 INTERVAL_MIN_S = 1
 INTERVAL_MAX_S = 86400
+# LAN peers a node announces to: each is a datagram every few seconds.
+LAN_PEERS_MAX = 8
+# A deep-sleep phase or wake of more than a day is a misconfiguration.
+SLEEP_MAX_S = 86400
+# Upper bound of the example app's reading count (bounded like every value).
+READINGS_MAX = 100000
 
 # Boards this firmware knows, with the sys.platform each one reports.
 KNOWN_BOARDS = {
@@ -51,7 +66,9 @@ KNOWN_BOARDS = {
     "esp32s3": "esp32",
     "esp32c3": "esp32",
     "pico_w": "rp2",
+    "pico2_w": "rp2",
     "virtual": "webassembly",
+    "unix": "linux",   # MicroPython's unix port: a development instrument (firmware/unix.py)
 }
 
 
@@ -152,7 +169,39 @@ def parse(data, platform):
         _fail("interval", "'publish_interval_s' must be an integer %d..%d"
               % (INTERVAL_MIN_S, INTERVAL_MAX_S))
     cfg["publish_interval_s"] = iv
+    if cfg.get("link", "noise") not in ("noise", "plaintext"):
+        _fail("link", "'link' must be \"noise\" or \"plaintext\"")
+    lan = cfg.get("lan")
+    if lan is not None:
+        if not isinstance(lan, dict) or not _port_ok(lan.get("port")):
+            _fail("lan", "'lan' must be {\"port\": 1..65535, \"peers\": [\"host:port\", ...]}")
+        for p in _list_of(lan, "peers", LAN_PEERS_MAX):
+            host, _, port = p.rpartition(":") if isinstance(p, str) else ("", "", "")
+            if not host or len(host) > HOST_MAX_CHARS or not port.isdigit() or not _port_ok(int(port)):
+                _fail("lan", "LAN peer %r must be \"host:port\" with a port 1..65535" % (p,))
+    sl = cfg.get("sleep")
+    if sl is not None:
+        if not isinstance(sl, dict) or not _int_in(sl.get("awake_s"), 1, SLEEP_MAX_S) \
+                or not _int_in(sl.get("sleep_s"), 1, SLEEP_MAX_S):
+            _fail("sleep", "'sleep' must be {\"awake_s\": 1..%d, \"sleep_s\": 1..%d}" % (SLEEP_MAX_S, SLEEP_MAX_S))
+    batch = cfg.get("batch")
+    if batch is not None:
+        from shared_protocol.groups.wire import BATCH_MAX
+        if not isinstance(batch, dict) or not _int_in(batch.get("readings"), 1, BATCH_MAX):
+            _fail("batch", "'batch' must be {\"readings\": 1..%d}" % BATCH_MAX)
+    app = cfg.get("app")
+    if app is not None:
+        if not isinstance(app, dict) or not _int_in(app.get("readings", 0), 0, READINGS_MAX):
+            _fail("app", "'app' must be {\"readings\": 0..%d}" % READINGS_MAX)
     return cfg
+
+
+def _int_in(v, lo, hi):
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _port_ok(p):
+    return _int_in(p, 1, 65535)
 
 
 def load(platform, path=CONFIG_PATH):

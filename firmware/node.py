@@ -10,19 +10,60 @@ from firmware import VERSION, config
 
 SAFE_MODE = "upsycle: SAFE MODE"
 
+# The running node's modules, each after every module it imports, so each
+# import below loads that one module (tests/host/test_node_runtime.py
+# checks the order and that it covers what a node loads). Imported from
+# .mpy files, a module loaded inside another's import leaves the loader's
+# temporary allocations between the modules' lasting objects: a chain of
+# nested imports needed a heap some 60 KB larger than the 160 KB the
+# modules keep. One at a time with a collection after each, the node boots
+# in that smaller heap (tools/bench/bench_rig.py). Frozen modules import
+# the same way at no cost.
+PRELOAD = (
+    "firmware", "firmware.platform", "shared_protocol", "shared_protocol.dmc", "shared_protocol.errors",
+    "shared_protocol.dmc.errors", "shared_protocol.wire", "shared_protocol.wire.cbor",
+    "shared_protocol.dmc.ops", "shared_protocol.dmc.crdts", "shared_protocol.dmc.crdt_log",
+    "shared_protocol.dmc.replica", "shared_protocol.dmc.store", "shared_protocol.groups",
+    "shared_protocol.crypto", "shared_protocol.crypto.ct", "shared_protocol.crypto.errors",
+    "shared_protocol.crypto.hkdf", "shared_protocol.crypto.chacha20poly1305", "shared_protocol.crypto.field",
+    "shared_protocol.crypto.sha512", "shared_protocol.crypto.ed25519", "shared_protocol.crypto.x25519",
+    "shared_protocol.crypto.pure", "shared_protocol.crypto.api", "shared_protocol.groups.errors",
+    "shared_protocol.groups.keys", "shared_protocol.wire.envelope", "shared_protocol.groups.wire",
+    "shared_protocol.groups.readings", "shared_protocol.replay", "shared_protocol.groups.member",
+    "firmware.topic", "shared_protocol.clock", "shared_protocol.session", "shared_protocol.session.messages",
+    "shared_protocol.session.client", "shared_protocol.noise", "shared_protocol.noise.events",
+    "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.handshake",
+    "shared_protocol.noise.known", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",
+    "shared_protocol.session.secure_client", "firmware.proxy_link", "firmware.core", "firmware.runtime",
+)
+# ... and a node with a lan section also these (firmware/lan_link.py).
+PRELOAD_LAN = (
+    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
+    "shared_protocol.overlay.cyclon", "shared_protocol.overlay.lan", "shared_protocol.rand", "firmware.lan_link",
+)
+
+
+def preload(cfg):
+    """Import what the node will run, one module at a time (see PRELOAD)."""
+    import gc
+    for m in PRELOAD + (PRELOAD_LAN if cfg.get("lan") is not None else ()):
+        __import__(m)
+        gc.collect()
+
 
 def safe_mode(reason):
     print("%s: %s" % (SAFE_MODE, reason))
     print("upsycle: the REPL stays available; fix it with `upsycle flash` or mpremote, then reset")
 
 
-def start(platform=None):
+def start(platform=None, path=config.CONFIG_PATH):
     """Run from /main.py. Returns the config dict, or None in safe mode."""
     platform = platform or sys.platform
     try:
-        cfg = config.load(platform)
+        cfg = config.load(platform, path)
     except config.ConfigError as e:
         safe_mode("%s (%s)" % (e.message, e.code))
         return None
     print("upsycle: node up: id %s board %s firmware %s" % (cfg["node_id"][:16], cfg["board"], VERSION))
+    preload(cfg)
     return cfg

@@ -1,14 +1,19 @@
-"""Everything that differs between the virtual board and hardware, in one place.
+"""Everything that differs between the virtual board, hardware and the
+unix port, in one place.
 
 The rest of the firmware imports socket/network/machine through here only
 for the few calls that differ: waiting for a datagram (the VM has no
-blocking wait, a board polls), randomness, and the wall clock.
+blocking wait, a board polls), socket addresses, randomness, the wall clock
+and the sensor. MicroPython's unix port (a development instrument: heap and
+float figures, tools/bench/bench_rig.py) has no network or ADC: WiFi is
+skipped there and the sensor comes from firmware/unix.py.
 """
 import os
+import sys
 import time
 
 try:
-    import vboard                      # the virtual board (tools/vboard)
+    import vboard                      # the virtual board (host/upsycle/vboard)
     IS_VIRTUAL = True
     wait_readable = vboard.wait_readable
 except ImportError:                    # hardware: poll the socket between sleeps
@@ -31,15 +36,25 @@ except ImportError:                    # hardware: poll the socket between sleep
         return False
 
 
+# Tick arithmetic (differences, sums) is shared_protocol/clock.py's.
+
+# MicroPython's unix port (sys.platform is "linux" on CPython too).
+IS_UNIX = sys.platform == "linux" and sys.implementation.name == "micropython"
+
+
+def sockaddr(host, port):
+    """The address socket calls take: (host, port) on the boards and the
+    VM, getaddrinfo's raw bytes on the unix port; getaddrinfo gives each
+    port's own form."""
+    import socket
+    return socket.getaddrinfo(host, port)[0][-1]
+
+
 if hasattr(time, "ticks_ms"):
     ticks_ms = time.ticks_ms
-    ticks_diff = time.ticks_diff
 else:   # CPython, where the host tests run the same runtime logic
     def ticks_ms():
         return int(time.monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
 
 
 # MicroPython ports count from 2000-01-01 unless built with the Unix epoch;
@@ -80,7 +95,7 @@ class NoWatchdog:
 
 
 def watchdog(timeout_ms):
-    """machine.WDT; once started it cannot be stopped (MICROPYTHON.md)."""
+    """machine.WDT; once started it cannot be stopped (docs/micropython.md)."""
     try:
         import machine
         return machine.WDT(timeout=timeout_ms)
@@ -90,6 +105,9 @@ def watchdog(timeout_ms):
 
 def read_temperature_c(adc_channel=4):
     """The RP2040 internal sensor formula (the virtual board simulates it)."""
+    if IS_UNIX:
+        from firmware import unix
+        return unix.temperature_c()
     import machine
     v = machine.ADC(adc_channel).read_u16() * 3.3 / 65535
     return 27 - (v - 0.706) / 0.001721

@@ -75,20 +75,7 @@ class OutboxFull(Exception):
     pass
 
 
-def _write_atomic(files, path, payload):
-    data = dstore.pack(payload)
-    tmp = path + ".tmp"
-    files.remove(tmp)
-    f = files.open(tmp)
-    try:
-        f.write(data)
-    finally:
-        f.close()
-    try:
-        files.rename(tmp, path)
-    except OSError:
-        files.remove(path)
-        files.rename(tmp, path)
+_write_atomic = dstore.write_atomic
 
 
 class Topic:
@@ -203,8 +190,8 @@ class Topic:
         """Write what changed: state first, then the replica (see module doc)."""
         n = 0
         if self.dirty_state:
-            _write_atomic(self.files, self.state_path, cbor.encode(
-                [STATE_VERSION, self.member.to_record(), self.outbox, self.published]))
+            dstore.write_value(self.files, self.state_path,
+                               [STATE_VERSION, self.member.to_record(), self.outbox, self.published])
             self.dirty_state = False
             n += 1
         if self.dirty_replica:

@@ -50,10 +50,10 @@ if ! stamp_ok python "$py_key"; then
 fi
 
 # --- the MicroPython VM from npm (package-lock.json pins it) -------------------
-js_key=$(cat tools/mpvm/package-lock.json | sha256sum | cut -d' ' -f1)
-if [ ! -d tools/mpvm/node_modules/@micropython/micropython-webassembly-pyscript ] || ! stamp_ok npm "$js_key"; then
+js_key=$(cat host/upsycle/mpvm/package-lock.json | sha256sum | cut -d' ' -f1)
+if [ ! -d host/upsycle/mpvm/node_modules/@micropython/micropython-webassembly-pyscript ] || ! stamp_ok npm "$js_key"; then
   say "installing the MicroPython VM (npm ci)"
-  npm ci --prefix tools/mpvm --no-audit --no-fund --loglevel=error
+  npm ci --prefix host/upsycle/mpvm --no-audit --no-fund --loglevel=error
   echo "$js_key" > .stamps/npm
 fi
 

@@ -9,7 +9,8 @@ import json
 import os
 import sys
 
-sys.path[:0] = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "host")]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(ROOT, "host"), ROOT]
 
 from upsycle import flashing  # noqa: E402
 

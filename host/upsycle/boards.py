@@ -1,16 +1,18 @@
-"""Board profiles: boards/<name>.json, data read by the flasher and tests.
+"""Board profiles: upsycle/profiles/<name>.json, data read by the flasher and tests.
 
 Each profile says what a board has (radios, heap, LED and sensor pins), which
 MicroPython it must run (`micropython`, `platform` as sys.platform reports
 it) and which native architecture mpy-cross targets for it
-(`mpy_cross_arch`, or null for plain bytecode). boards/README.md documents
+(`mpy_cross_arch`, or null for plain bytecode). profiles/README.md documents
 the fields.
 """
 import json
 import os
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BOARDS_DIR = os.path.join(ROOT, "boards")
+from upsycle import paths
+from upsycle.errors import BOARD, HostError
+
+BOARDS_DIR = paths.PROFILES_DIR
 
 REQUIRED = {
     "name": str, "title": str, "micropython": str, "platform": str,
@@ -20,8 +22,9 @@ REQUIRED = {
 ARCHES = ("xtensawin", "rv32imc", "armv6m", "armv7emsp", "x64", None)
 
 
-class BoardError(ValueError):
+class BoardError(HostError, ValueError):
     """An unknown board name or a malformed profile."""
+    code = BOARD
 
 
 def names():

@@ -8,11 +8,15 @@ by listing the package, so adding a command touches no shared file.
 import argparse
 import importlib
 import logging
-import os
 import pkgutil
 import sys
 
 from upsycle import __version__, commands
+from upsycle.errors import HostError
+
+# Optional dependencies, by the top-level module a command imports, and the
+# extra of pyproject.toml that installs them.
+EXTRAS = {"numpy": "sim", "matplotlib": "sim", "bleak": "ble", "paho": "mqtt"}
 
 
 def build_parser():
@@ -26,9 +30,29 @@ def build_parser():
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        mod = importlib.import_module("upsycle.commands." + info.name)
+        try:
+            mod = importlib.import_module("upsycle.commands." + info.name)
+        except ImportError as e:
+            extra = EXTRAS.get((e.name or "").split(".")[0])
+            if extra is None:
+                raise
+            _needs_extra(sub, info.name, extra)
+            continue
         mod.register(sub)
     return parser
+
+
+def _needs_extra(sub, name, extra):
+    """A command whose optional dependencies are not installed: it says how
+    to get them instead of taking the whole CLI down."""
+    p = sub.add_parser(name, help="(not installed: pip install 'upsycle[%s]')" % extra)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args):
+        print("upsycle %s needs the optional '%s' dependencies: pip install 'upsycle[%s]'"
+              % (name, extra, extra), file=sys.stderr)
+        return 2
+    p.set_defaults(func=run)
 
 
 def main(argv=None):
@@ -44,6 +68,10 @@ def main(argv=None):
         return 2
     try:
         return args.func(args) or 0
+    except HostError as e:
+        # Any host error a command did not report itself: one line, no traceback.
+        print("upsycle: %s (%s)" % (e.message or e, e.code), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

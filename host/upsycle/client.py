@@ -36,13 +36,15 @@ import logging
 import os
 import time
 
-from shared_protocol.wire import framing
+from shared_protocol import clock
 from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
-from shared_protocol.errors import LocalError, RemoteError
+from shared_protocol.errors import RemoteError
+from shared_protocol.noise.errors import UnexpectedStaticKey
 from shared_protocol.session.secure_client import SecureLink, node_id_for
 from shared_protocol.session.client import ClientSession, WINDOW_DEFAULT, KEEPALIVE_DEFAULT_MS
-from upsycle import topics
+from upsycle import identity as identity_mod, topics
+from upsycle.transports import now_ms, open_transport, send
 
 log = logging.getLogger("upsycle.client")
 PURE_BACKEND = "pure-python"   # crypto/pure.py PureBackend.name
@@ -53,10 +55,6 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 # How often the timer task looks at the session's deadlines at most.
 TIMER_MAX_S = 0.05
-
-
-def now_ms():
-    return int(time.monotonic() * 1000)
 
 
 class PlainCodec:
@@ -84,78 +82,6 @@ class SessionRefused(RemoteError):
     code = "session_refused"
 
 
-class IdentityError(LocalError):
-    code = "identity"
-
-
-def upsycle_home(home=None):
-    return home or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
-
-
-def make_home(home):
-    """Create the home directory 0700, or tighten an existing one: it holds
-    the node's private key and the group keys (docs/proxy.md)."""
-    os.makedirs(home, mode=0o700, exist_ok=True)
-    if os.stat(home).st_mode & 0o777 != 0o700:
-        os.chmod(home, 0o700)
-
-
-def _write_private(path, text):
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def node_key(home=None):
-    """This node's static X25519 key ($UPSYCLE_HOME/node_key, hex, 0600)."""
-    home = upsycle_home(home)
-    path = os.path.join(home, "node_key")
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except FileNotFoundError:
-        make_home(home)
-        key = os.urandom(32)
-        _write_private(path, key.hex() + "\n")
-        return key
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise IdentityError("node_key", "%s is not a 32-byte hex key; restore or delete it" % path)
-    return key
-
-
-def known_proxy_key(home, host, port):
-    """The key remembered for HOST:PORT (trust on first use), or None."""
-    try:
-        with open(os.path.join(upsycle_home(home), "known_proxies")) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and parts[0] == "%s:%d" % (host, port):
-                    return bytes.fromhex(parts[1])
-    except (OSError, ValueError):
-        pass
-    return None
-
-
-def remember_proxy_key(home, host, port, key):
-    home = upsycle_home(home)
-    make_home(home)
-    path = os.path.join(home, "known_proxies")
-    try:
-        with open(path) as f:
-            lines = [ln for ln in f if ln.split()[:1] != ["%s:%d" % (host, port)]]
-    except OSError:
-        lines = []
-    lines.append("%s:%d %s\n" % (host, port, bytes(key).hex()))
-    _write_private(path, "".join(lines))
-
-
 class Delivery:
     __slots__ = ("topic", "seq", "msg_id", "payload", "missed", "cause", "held")
 
@@ -172,78 +98,6 @@ class Delivery:
         if self.missed:
             return "<Missed %d up to %d (%s)>" % (self.missed, self.seq, self.cause)
         return "<Delivery seq=%d id=%s %r>" % (self.seq, self.msg_id.hex(), self.payload[:32])
-
-
-class _Tcp(asyncio.Protocol):
-    def __init__(self, client):
-        self.client = client
-        self.decoder = framing.StreamDecoder()
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        c = self.client
-        if c.link is not None:
-            self.secure_data(data)
-            return
-        try:
-            frames = self.decoder.feed(data)
-        except framing.FrameError as e:
-            log.warning("event=bad_frame_from_proxy code=%s", e.code)
-            self.transport.close()
-            return
-        t = now_ms()
-        for f in frames:
-            c.session.receive(f, t)
-        c._after_input()
-
-    def secure_data(self, data):
-        self.client.link.receive(data, now_ms())
-        self.client._after_input()
-
-    def connection_lost(self, exc):
-        self.client._link_lost(self, "disconnected")
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, client):
-        self.client = client
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data, addr):
-        c = self.client
-        if c.link is not None:
-            c.link.receive(data, now_ms())
-        else:
-            c.session.receive(data, now_ms())
-        c._after_input()
-
-    def error_received(self, exc):
-        pass  # ICMP unreachable while the proxy restarts: retransmission covers it
-
-    def connection_lost(self, exc):
-        self.client._link_lost(self, "closed")
-
-
-def default_node_id():
-    """This machine's plaintext node id, kept in $UPSYCLE_HOME (default
-    ~/.upsycle). Secure links use the id bound to node_key instead."""
-    home = upsycle_home()
-    path = os.path.join(home, "node_id")
-    try:
-        with open(path) as f:
-            return bytes.fromhex(f.read().strip())
-    except (OSError, ValueError):
-        pass
-    make_home(home)
-    nid = os.urandom(16)
-    _write_private(path, nid.hex() + "\n")
-    return nid
 
 
 # A host (laptop, Pi, script) holds 128 x 1 KB in flight without noticing,
@@ -274,13 +128,13 @@ class Client:
             if api.backend_name() == PURE_BACKEND:
                 from upsycle import crypto_nacl
                 crypto_nacl.install()   # handshake crypto at libsodium speed on the host
-            self.identity = identity or node_key(home)
+            self.identity = identity or identity_mod.node_key(home)
             self.public_key = api.x25519_public(self.identity)
             self.node_id = node_id or node_id_for(self.public_key)
             self.pinned = proxy_key is not None
-            self.proxy_key = proxy_key if proxy_key is not None else known_proxy_key(home, host, port)
+            self.proxy_key = proxy_key if proxy_key is not None else identity_mod.known_proxy_key(home, host, port)
         else:
-            self.node_id = node_id or default_node_id()
+            self.node_id = node_id or identity_mod.plaintext_node_id(home)
         self.codec = codec or PlainCodec()
         self.reconnect = reconnect
         self.session = ClientSession(self.node_id, window=window, keepalive_ms=keepalive_ms)
@@ -361,11 +215,7 @@ class Client:
         while not self._closing:
             self._lost.clear()
             try:
-                if self.kind == "tcp":
-                    _, proto = await loop.create_connection(lambda: _Tcp(self), self.host, self.port)
-                else:
-                    _, proto = await loop.create_datagram_endpoint(
-                        lambda: _Udp(self), remote_addr=(self.host, self.port))
+                proto = await open_transport(self)
             except OSError:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RECONNECT_MAX_S)
@@ -392,15 +242,16 @@ class Client:
     async def _tick(self):
         while True:
             d = (self.link or self.session).next_deadline()
-            wait = TIMER_MAX_S if d is None else min(TIMER_MAX_S, max(0.001, (d - now_ms()) / 1000))
+            wait = TIMER_MAX_S if d is None else min(TIMER_MAX_S, max(0.001, clock.diff(d, now_ms()) / 1000))
             await asyncio.sleep(wait)
             (self.link or self.session).poll(now_ms())
-            self._after_input()
+            self.on_input()
 
-    def _link_lost(self, proto, reason):
+    def on_link_lost(self, proto, reason):
+        """A transport (transports.py) closed: if it is the current one, the link is lost."""
         if proto is self._proto:
             (self.link or self.session).stop(reason)
-            self._after_input()
+            self.on_input()
 
     # -- session plumbing ---------------------------------------------------
 
@@ -417,13 +268,7 @@ class Client:
         msgs = (self.link or self.session).data_to_send()
         if p is None or p.transport is None or not msgs:
             return
-        if self.link is not None and self.kind == "tcp":
-            p.transport.write(b"".join(msgs))
-        elif self.kind == "tcp":
-            p.transport.write(b"".join(framing.frame(m) for m in msgs))
-        else:
-            for m in msgs:
-                p.transport.sendto(m)
+        send(p, msgs, framed=self.link is None)
 
     def _set_fatal(self, err):
         log.error("event=link_refused code=%s detail=%r", err.code, err.message)
@@ -431,7 +276,9 @@ class Client:
         self._fatal.set()
         self._lost.set()
 
-    def _after_input(self):
+    def on_input(self):
+        """Something arrived (transports.py) or a timer ran: act on the
+        session's events, then send what it has."""
         for ev in (self.link or self.session).events():
             kind = ev[0]
             if kind == "secured":
@@ -439,10 +286,10 @@ class Client:
                     # trust on first use: remember this proxy's key
                     self.proxy_key = ev[1]
                     self.link.proxy_key = ev[1]
-                    remember_proxy_key(self.home, self.host, self.port, ev[1])
+                    identity_mod.remember_proxy_key(self.home, self.host, self.port, ev[1])
                 continue
             if kind == "link_failed":
-                if ev[1] == "noise-unexpected-static-key":
+                if ev[1] == UnexpectedStaticKey.code:
                     self._set_fatal(ProxyKeyMismatch(
                         message="the proxy at %s:%d proved a key other than the %s one (%s); if it "
                                 "was reinstalled, check `upsycle proxy status` and pin the new key with "
@@ -535,14 +382,28 @@ class Client:
         self.session.unsubscribe(topics.resolve(topic), now_ms())
         self._flush()
 
-    async def next_delivery(self, timeout=None):
-        """The next delivery (or missed notice); acknowledges it as consumed."""
+    async def next_delivery(self, timeout=None, consume=True):
+        """The next delivery (or missed notice); acknowledges it as consumed,
+        unless ``consume`` is False: then the caller calls ``consumed`` once
+        it has done with it (a bridge, after its broker acknowledged)."""
         d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
         if d.held is not None:
             self.codec.taken(d.topic, d.held)
-        self.session.consumed(d.topic, d.seq)
-        self._flush_soon()
+        if consume:
+            self.consumed(d.topic, d.seq)
         return d
+
+    def consumed(self, topic, seq):
+        """Acknowledge deliveries of ``topic`` up to ``seq`` (cumulative): the
+        proxy resumes after it on any later link. A seq this link has not
+        received (a new link after a proxy restart) is left for the proxy to
+        deliver again."""
+        try:
+            self.session.consumed(topic, seq)
+        except LocalError as e:
+            log.info("event=consume_skipped topic=%s seq=%d code=%s", bytes(topic).hex(), seq, e.code)
+            return
+        self._flush_soon()
 
     # -- the codec's own messages (re-keys of topics this node administers) --
 

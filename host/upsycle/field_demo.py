@@ -5,7 +5,7 @@
 1. start a proxy (`upsycle proxy`, SQLite) on free loopback ports;
 2. create a private topic (an admin key made here) and one invite per board
    plus one for the host subscriber;
-3. start three virtual boards (tools/vboard) and flash each with
+3. start three virtual boards (upsycle/vboard) and flash each with
    `upsycle flash` (the real mpremote), its invite and the proxy in its
    config with the proxy's public key pinned (`--proxy host:port@KEY`: the
    boards refuse any other key), and app.readings = N;
@@ -24,7 +24,6 @@ Every process started here is stopped on the way out, whatever happens.
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,10 +39,8 @@ from shared_protocol.groups.readings import Batch
 from upsycle import topics as host_topics
 from upsycle.client import Client
 from upsycle.commands import board as board_cmd
-from upsycle.proxy.identity import load_or_create_key, public_key
+from upsycle import identity
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
 BOARDS = ("node1", "node2", "node3")
 OFFLINE_BOARD = "node3"
 TOPIC_NAME = "field"
@@ -54,7 +51,7 @@ START_TIMEOUT_S = 20
 FLASH_TIMEOUT_S = 60
 
 
-from upsycle.ports import free_port as _free_port  # noqa: E402
+from upsycle import processes  # noqa: E402
 
 
 # Every process group the demo started (the e2e test checks none is left).
@@ -73,7 +70,7 @@ class Proc:
         self.name = name
         self.out = out
         self.lines = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=processes.python_env(),
                                      start_new_session=True, text=True, errors="replace")
         all_pids.append(self.proc.pid)
         self.url = None
@@ -100,41 +97,16 @@ class Proc:
         return self.url
 
     def stop(self):
-        if self.proc.poll() is None:
-            try:
-                self.proc.terminate()
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        processes.stop(self.proc)
         self._t.join(timeout=2)
 
     def kill(self):
         """Power cut: no chance to mirror anything more to its flash."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        processes.kill(self.proc)
         self._t.join(timeout=2)
 
-
-def _wait_port(port, proc, timeout=15):
-    import socket
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.proc.poll() is not None:
-            raise RuntimeError("proxy exited: " + "\n".join(proc.lines[-20:]))
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("proxy does not listen on %d" % port)
+    def wait_port(self, port):
+        processes.wait_port(port, proc=self.proc, output=lambda: "\n".join(self.lines[-20:]))
 
 
 def load_board_replica(fs_dir, topic_id):
@@ -223,15 +195,15 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
     boards = {}
     summary = {"ok": False}
     try:
-        port = _free_port()
+        port = processes.free_port()
         proxy = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy"),
                       "--listen", "127.0.0.1:%d" % port], "proxy", None)
         procs.append(proxy)
-        _wait_port(port, proxy)
+        proxy.wait_port(port)
         # The proxy made its static key before listening: the boards get its
         # public key pinned in their config (host:port@KEY), so they refuse
         # any other proxy instead of trusting the first key they meet.
-        proxy_key = public_key(load_or_create_key(os.path.join(work, "proxy"))).hex()
+        proxy_key = identity.public_key(identity.proxy_key(os.path.join(work, "proxy"))).hex()
         proxy_addr = "127.0.0.1:%d@%s" % (port, proxy_key)
         summary["proxy_key"] = proxy_key
         out("proxy: 127.0.0.1:%d (TCP+UDP, Noise XX links, key %s... pinned on the boards), SQLite in %s"
@@ -266,14 +238,14 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
             r = subprocess.run([sys.executable, "-m", "upsycle", "flash", "--board", "virtual",
                                 "--port", p.url, "--config", toml, "--proxy", proxy_addr,
                                 "--invite", invites[name], "--wifi", "upsycle-lab:upsycle-lab", "--interval", str(interval), "--no-tail"],
-                               env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
+                               env=processes.python_env(), capture_output=True, text=True, timeout=FLASH_TIMEOUT_S)
             boards[name]["flash"] = r
 
         # LAN: each board has its UDP port and announces to the other two (no
         # broadcast on loopback); CYCLON and sealed anti-entropy run on top.
         lan_ports = {}
         for b in BOARDS:
-            lan_ports[b] = _free_port()
+            lan_ports[b] = processes.free_port()
         for b in BOARDS:
             start_board(b)
         out("flashing %d virtual boards with `upsycle flash` (mpremote) ..." % len(BOARDS))
@@ -313,7 +285,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
         # The outage: node3 is switched off after a few readings. (What
         # the board closed on its flash stays, as littlefs keeps a closed
         # file; the virtual board writes its flash through at those moments,
-        # tools/vboard/flash.mjs, so a SIGKILL would keep them too.)
+        # upsycle/vboard/flash.mjs, so a SIGKILL would keep them too.)
         time.sleep(max(3, readings * interval // 3))
         boards[OFFLINE_BOARD]["proc"].stop()
         procs.remove(boards[OFFLINE_BOARD]["proc"])

@@ -21,16 +21,17 @@ import subprocess
 import sys
 import time
 
-from upsycle import boards
+from upsycle import boards, paths
+from upsycle.errors import FLASH, HostError
 
-ROOT = boards.ROOT
 PINNED_MICROPYTHON = (1, 27)
-# Packages compiled to .mpy and copied under /lib.
-PACKAGES = ("shared_protocol", "firmware")
 ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
 # Build descriptions beside the code, never copied: firmware/manifest.py
 # freezes the firmware into a custom image (docs/node.md).
 NOT_BOARD_FILES = ("firmware/manifest.py",)
+# Modules only MicroPython's unix port runs (a development instrument:
+# tools/bench/bench_rig.py builds them beside the board files).
+UNIX_ONLY_FILES = ("firmware/unix.py",)
 CONFIG_REMOTE = "/config.json"
 # Bytes of file data sent per raw-REPL command. Each command costs a round
 # trip (mpremote polls every 10 ms), so small files are batched into one
@@ -45,18 +46,50 @@ TAIL_DONE = (b"node up", b"SAFE MODE")
 # None: the per-user cache, $XDG_CACHE_HOME/upsycle/build (~/.cache/...),
 # 0700 (see build_dir_for): never a shared path another user could fill.
 DEFAULT_BUILD_DIR = None
-# Heap the node needs, measured on the virtual board (tools/bench/bench_node.py
-# --only modules and --only heap): its modules loaded from .mpy files take
-# ~138 KB (bytecode, qstrs and constants in RAM) and its own state up to
-# ~34 KB after 1,000 readings; frozen into the firmware image
-# (firmware/manifest.py) only the state and the modules' globals stay, which
-# the 48 KB budget of shared/MICROPYTHON.md covers.
-NODE_HEAP_MPY = 180 * 1024
-NODE_HEAP_FROZEN = 48 * 1024
+# Heap the node needs: the smallest MicroPython heap in which it ran the
+# scenario (2 private topics, Noise link to a real proxy, LAN on, readings
+# published, acknowledged and synced) in every run, measured on MicroPython
+# 1.27's unix port built 32-bit with a hard heap (the boards' word size and
+# object layout):
+#   tools/bench/bench_rig.py --micropython PATH --build-script PATH
+# with its modules loaded from .mpy files (stock firmware: bytecode, qstrs
+# and constants in the heap) and frozen into the image (firmware/manifest.py:
+# only objects in the heap). Rounded up to 8 KB; a board's network stack
+# and WiFi driver buffers are outside these figures (docs/node.md, "Which
+# boards fit").
+NODE_HEAP_MPY = 256 * 1024
+NODE_HEAP_FROZEN = 208 * 1024
 
 
-class FlashError(Exception):
+def board_fit(profile):
+    """How the node fits a board profile's heap: "mpy" (stock firmware and
+    the .mpy files upsycle flash copies), "frozen" (needs an image with the
+    modules frozen in) or "no"."""
+    heap = profile["heap_bytes"]
+    if heap >= NODE_HEAP_MPY:
+        return "mpy"
+    if heap >= NODE_HEAP_FROZEN:
+        return "frozen"
+    return "no"
+
+
+def fit_line(profile):
+    fit = board_fit(profile)
+    kb = profile["heap_bytes"] // 1024
+    if fit == "mpy":
+        return "%s: about %d KB of heap, the node needs %d KB with .mpy modules: stock firmware fits" % (
+            profile["name"], kb, NODE_HEAP_MPY // 1024)
+    if fit == "frozen":
+        return ("%s: about %d KB of heap, the node needs %d KB with .mpy modules and %d KB frozen: "
+                "flash a firmware image with the modules frozen in (firmware/manifest.py, docs/node.md)"
+                % (profile["name"], kb, NODE_HEAP_MPY // 1024, NODE_HEAP_FROZEN // 1024))
+    return "%s: about %d KB of heap, less than the %d KB the node needs even frozen" % (
+        profile["name"], kb, NODE_HEAP_FROZEN // 1024)
+
+
+class FlashError(HostError):
     """Flashing cannot go on; the message says what to do."""
+    code = FLASH
 
 
 def mpy_cross_path():
@@ -70,23 +103,19 @@ def mpy_cross_path():
     return p
 
 
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-
 def source_files():
-    """(local path, remote path) of every board file, sorted."""
+    """(local path, remote path) of every board file, sorted. The packages
+    compiled to .mpy and copied under /lib are paths.BOARD_PACKAGES."""
     out = []
-    for pkg in PACKAGES:
-        base = os.path.join(ROOT, pkg)
+    for pkg, base in paths.BOARD_PACKAGES:
         for d, dirs, files in os.walk(base):
             dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
             for f in sorted(files):
-                rel = os.path.relpath(os.path.join(d, f), ROOT).replace(os.sep, "/")
-                if f.endswith(".py") and rel not in NOT_BOARD_FILES:
+                rel = pkg + "/" + os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+                if f.endswith(".py") and rel not in NOT_BOARD_FILES and rel not in UNIX_ONLY_FILES:
                     out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
     for f in ROOT_FILES:
-        out.append((os.path.join(ROOT, "firmware", "root", f), f))
+        out.append((os.path.join(paths.FIRMWARE_DIR, "root", f), f))
     return out
 
 
@@ -144,12 +173,13 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
                     continue
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         tmp = "%s.%d.tmp" % (target, os.getpid())
-        cmd = [tool, "-o", tmp, "-s", os.path.relpath(local, ROOT)]
+        source_name = remote[len("lib/"):-len(".mpy")] + ".py"   # e.g. shared_protocol/wire/cbor.py
+        cmd = [tool, "-o", tmp, "-s", source_name]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)
         if r.returncode != 0:
-            raise FlashError("mpy-cross failed on %s: %s" % (os.path.relpath(local, ROOT), r.stderr.strip()))
+            raise FlashError("mpy-cross failed on %s: %s" % (source_name, r.stderr.strip()))
         with open(record + ".%d.tmp" % os.getpid(), "w") as f:
             f.write(_sha256_file(tmp) + "\n")
         os.replace(tmp, target)
@@ -160,7 +190,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     return result
 
 
-MIP_PACKAGE = os.path.join(ROOT, "firmware", "package.json")
+MIP_PACKAGE = os.path.join(paths.FIRMWARE_DIR, "package.json")
 
 
 def mip_package():
@@ -168,13 +198,13 @@ def mip_package():
 
     mip installs under its target (/lib by default) from URLs relative to
     the package.json, as plain .py files (compiled on the board at import);
-    /boot.py, /main.py and /config.json are not part of it (see boards/README.md).
+    /boot.py, /main.py and /config.json are not part of it (see upsycle/profiles/README.md).
     """
     from firmware import VERSION
     urls = []
     for local, remote in source_files():
         if remote.endswith(".mpy"):
-            rel = os.path.relpath(local, os.path.join(ROOT, "firmware")).replace(os.sep, "/")
+            rel = os.path.relpath(local, paths.FIRMWARE_DIR).replace(os.sep, "/")
             urls.append([remote[len("lib/"):-4] + ".py", rel])
     return {"urls": urls, "deps": [], "version": VERSION}
 
@@ -464,17 +494,22 @@ def heap_advice(free, frozen):
     if free >= need:
         return None
     if frozen:
-        return ("warning: the board has %d KB of heap free, the node needs about %d KB: expect MemoryError"
-                % (free // 1024, need // 1024))
-    return ("warning: the board has %d KB of heap free, and the node's modules loaded from .mpy files "
-            "need about %d KB with its state: expect MemoryError. Build a firmware image with the "
-            "modules frozen in (firmware/manifest.py, docs/node.md), or use a board with more RAM "
-            "(PSRAM, or a Pico W)" % (free // 1024, need // 1024))
+        return ("warning: the board has %d KB of heap free, the node needs about %d KB with its modules "
+                "frozen in: expect MemoryError" % (free // 1024, need // 1024))
+    if free >= NODE_HEAP_FROZEN:
+        return ("warning: the board has %d KB of heap free, and the node's modules loaded from .mpy files "
+                "need about %d KB: expect MemoryError. It fits with the modules frozen into the firmware "
+                "image (about %d KB): firmware/manifest.py, docs/node.md"
+                % (free // 1024, need // 1024, NODE_HEAP_FROZEN // 1024))
+    return ("warning: the board has %d KB of heap free; the node needs about %d KB with .mpy modules and "
+            "%d KB even with them frozen into the image (firmware/manifest.py): expect MemoryError, "
+            "use a board with more RAM (PSRAM)" % (free // 1024, need // 1024, NODE_HEAP_FROZEN // 1024))
 
 
 def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True):
     """Flash firmware and config; return the board's first log lines."""
     files = build(profile, build_dir, log=None)
+    out(fit_line(profile))
     out("connecting to %s ..." % (port or "the first USB board"))
     board = Board(port)
     try:

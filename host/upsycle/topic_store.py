@@ -11,12 +11,12 @@ next id; ``removed_at``, the epoch whose re-key left this member out. They
 are saved in the same atomic write as the replay windows they go with.
 """
 import os
-import tempfile
 
 from shared_protocol.wire import cbor
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.member import Member
-from upsycle.client import make_home
+from upsycle.errors import TOPIC_STORE, HostError
+from upsycle.identity import home as home_dir, make_home, write_private  # noqa: F401 (home_dir: the commands' name)
 
 
 def _body(v):
@@ -28,12 +28,9 @@ def _body(v):
     return bytes(v)
 
 
-class StoreError(Exception):
+class StoreError(HostError):
     """A topic the user named is missing or ambiguous; the message says what to do."""
-
-
-def home_dir(explicit=None):
-    return explicit or os.environ.get("UPSYCLE_HOME") or os.path.join(os.path.expanduser("~"), ".upsycle")
+    code = TOPIC_STORE
 
 
 class TopicStore:
@@ -52,20 +49,9 @@ class TopicStore:
         rec["held"] = getattr(m, "held", [])
         rec["held_next"] = getattr(m, "held_next", 0)
         rec["removed_at"] = getattr(m, "removed_at", None)
-        data = cbor.encode(rec)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(m))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return self._path(m)
+        path = self._path(m)
+        write_private(path, cbor.encode(rec))
+        return path
 
     def all(self):
         out = []

@@ -11,11 +11,13 @@ hex digits (``id:`` in front forces that reading, ``name:`` forces a name).
 """
 import hashlib
 
+from upsycle.errors import TOPIC, HostError
+
 TOPIC_ID_LEN = 16
 
 
-class TopicError(ValueError):
-    code = "topic"
+class TopicError(HostError, ValueError):
+    code = TOPIC
 
 
 def topic_id(name):

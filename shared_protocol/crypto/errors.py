@@ -13,23 +13,23 @@ class CryptoError(RemoteError):
 
 class AuthenticationFailed(CryptoError):
     """An AEAD tag did not verify: wrong key, nonce, data or associated data."""
-    code = "aead-auth-failed"
+    code = "aead_auth_failed"
 
 
 class BadSignature(CryptoError):
-    code = "bad-signature"
+    code = "bad_signature"
 
 
 class BadPublicKey(CryptoError):
     """A public key does not decode, has small order, or gives an all-zero
     shared secret (RFC 7748 §6.1)."""
-    code = "bad-public-key"
+    code = "bad_public_key"
 
 
 class CryptoUsageError(LocalError):
     """Wrong argument size or type, or input over a named limit."""
-    code = "crypto-usage"
+    code = "crypto_usage"
 
 
 class NoRandomSource(LocalError):
-    code = "no-random-source"
+    code = "no_random_source"

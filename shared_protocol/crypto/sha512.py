@@ -46,15 +46,23 @@ _BLOCK = 128
 DIGEST_SIZE = 64
 
 
-def _compress(h, block):
-    w = list(struct.unpack(">16Q", block))
+# The message schedule, reused by every block instead of a new 80-entry
+# list (and a slice of the input) per block; emptied after each block.
+# Not reentrant, and nothing here yields, so one is enough.
+_W = [0] * 80
+
+
+def _compress(h, buf, off):
+    """Hash the block buf[off:off + 128] into h (a list of 8 words) in place."""
+    w = _W
+    w[0:16] = struct.unpack_from(">16Q", buf, off)
     M = _M
     for t in range(16, 80):
         x = w[t - 15]
         s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
         x = w[t - 2]
         s1 = ((x >> 19) | (x << 45)) ^ ((x >> 61) | (x << 3)) ^ (x >> 6)
-        w.append((w[t - 16] + (s0 & M) + w[t - 7] + (s1 & M)) & M)
+        w[t] = (w[t - 16] + (s0 & M) + w[t - 7] + (s1 & M)) & M
     a, b, c, d, e, f, g, hh = h
     K = _K
     for t in range(80):
@@ -71,7 +79,18 @@ def _compress(h, block):
         c = b
         b = a
         a = (t1 + S0 + maj) & M
-    return [(x + y) & M for x, y in zip(h, (a, b, c, d, e, f, g, hh))]
+    h[0] = (h[0] + a) & M
+    h[1] = (h[1] + b) & M
+    h[2] = (h[2] + c) & M
+    h[3] = (h[3] + d) & M
+    h[4] = (h[4] + e) & M
+    h[5] = (h[5] + f) & M
+    h[6] = (h[6] + g) & M
+    h[7] = (h[7] + hh) & M
+    # Drop the 80 words (heap big ints on a 32-bit board): kept in _W until
+    # the next block, they would pin small blocks all over the heap.
+    for t in range(80):
+        w[t] = 0
 
 
 class sha512:
@@ -83,29 +102,46 @@ class sha512:
 
     def __init__(self, data=b""):
         self._h = list(_H0)
-        self._buf = b""
+        self._buf = bytearray(_BLOCK)   # a partial block, _len % _BLOCK bytes of it
         self._len = 0
         if data:
             self.update(data)
 
     def update(self, data):
-        self._len += len(data)
-        buf = self._buf + bytes(data)
-        n = len(buf) - len(buf) % _BLOCK
+        n = len(data)
+        if not n:
+            return
+        used = self._len % _BLOCK
+        self._len += n
+        buf = self._buf
         h = self._h
-        for i in range(0, n, _BLOCK):
-            h = _compress(h, buf[i:i + _BLOCK])
-        self._h = h
-        self._buf = buf[n:]
+        i = 0
+        if used:
+            take = min(_BLOCK - used, n)
+            buf[used:used + take] = data[:take]
+            i = take
+            if used + take < _BLOCK:
+                return
+            _compress(h, buf, 0)
+        while n - i >= _BLOCK:
+            _compress(h, data, i)
+            i += _BLOCK
+        if i < n:
+            buf[0:n - i] = data[i:]
 
     def digest(self):
         # §5.1.2 padding: 0x80, zeros, then the bit length as a 128-bit integer.
+        used = self._len % _BLOCK
+        h = list(self._h)
+        blk = bytearray(_BLOCK)
+        blk[0:used] = self._buf[0:used]
+        blk[used] = 0x80
+        if used >= _BLOCK - 16:
+            _compress(h, blk, 0)
+            blk = bytearray(_BLOCK)
         bitlen = self._len * 8
-        pad = b"\x80" + b"\x00" * ((111 - self._len) % _BLOCK)
-        tail = self._buf + pad + struct.pack(">QQ", (bitlen >> 64) & _M, bitlen & _M)
-        h = self._h
-        for i in range(0, len(tail), _BLOCK):
-            h = _compress(h, tail[i:i + _BLOCK])
+        struct.pack_into(">QQ", blk, _BLOCK - 16, (bitlen >> 64) & _M, bitlen & _M)
+        _compress(h, blk, 0)
         return struct.pack(">8Q", *h)
 
     def hexdigest(self):

@@ -32,7 +32,7 @@ from shared_protocol.dmc.errors import (
 # Longest author id: an Ed25519 public key is 32 bytes (RFC 8032 §5.1.5).
 AUTHOR_MAX = 32
 # Sequence numbers and clocks stay below 2**30 so they remain small ints on a
-# 32-bit board (MicroPython small ints are 31-bit; MICROPYTHON.md); at one
+# 32-bit board (MicroPython small ints are 31-bit; docs/micropython.md); at one
 # write a second that is 34 years.
 SEQ_MAX = (1 << 30) - 1
 CLOCK_MAX = (1 << 30) - 1

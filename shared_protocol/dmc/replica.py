@@ -395,7 +395,7 @@ class Replica:
             if not isinstance(ob, list) or len(ob) != 3:
                 raise SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
             t = ob[0]
-            cls = crdts.CLASSES.get(t) if O.is_int(t) else None
+            cls = crdts.cls(t) if O.is_int(t) else None
             if cls is None:
                 raise SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
             key = (t, O.check_name(ob[1], SnapshotError))

@@ -6,7 +6,7 @@ File layout (all integers big-endian):
 
 The payload is the deterministic-CBOR ``Replica.dump_value()``. A save writes
 ``path + ".tmp"``, closes it (littlefs commits a file only on close;
-MICROPYTHON.md) and renames it over ``path``; rename is atomic on littlefs and
+docs/micropython.md) and renames it over ``path``; rename is atomic on littlefs and
 POSIX, so a power cut at any point leaves the old file or the new one. On file
 systems whose rename refuses an existing target (FAT), the old file is removed
 first; a cut between that remove and the rename leaves only the complete
@@ -66,6 +66,87 @@ def pack(payload):
     return MAGIC + struct.pack(">I", len(payload)) + payload + hashlib.sha256(payload).digest()[:_CHECK]
 
 
+def write_atomic(files, path, payload):
+    """The file pack(payload) makes, written in pieces to path + ".tmp" and
+    renamed over path (see the module doc): the payload is never copied.
+    Returns the file's size."""
+    def emit(write):
+        mv = memoryview(payload)
+        for i in range(0, len(payload), WRITE_CHUNK):
+            write(mv[i:i + WRITE_CHUNK])
+    return _write(files, path, len(payload), hashlib.sha256(payload).digest()[:_CHECK], emit)
+
+
+def write_value(files, path, value):
+    """write_atomic(files, path, cbor.encode(value)) without the encoding
+    ever in the heap in one piece: it is made twice, in chunks of
+    WRITE_CHUNK, first to count and hash it, then to write it (the
+    encoding is deterministic, so both are the same bytes). A replica's
+    file is several KB; one allocation of that size per reading is what
+    fails first on a board's fragmented heap, with far more free in
+    smaller pieces (tools/bench/bench_rig.py)."""
+    count = _Chunks(None)
+    cbor.encode_into(count, value)
+    count.flush()
+
+    def emit(write):
+        sink = _Chunks(write)
+        cbor.encode_into(sink, value)
+        sink.flush()
+    return _write(files, path, count.n, count.h.digest()[:_CHECK], emit)
+
+
+class _Chunks:
+    """What cbor.encode_into appends to (append/extend, like a bytearray):
+    counts and hashes the bytes and hands them to write() in chunks."""
+
+    def __init__(self, write):
+        self.write = write
+        self.buf = bytearray()
+        self.n = 0
+        self.h = hashlib.sha256()
+
+    def append(self, b):
+        self.buf.append(b)
+        if len(self.buf) >= WRITE_CHUNK:
+            self.flush()
+
+    def extend(self, data):
+        self.buf.extend(data)
+        if len(self.buf) >= WRITE_CHUNK:
+            self.flush()
+
+    def flush(self):
+        b = self.buf
+        if b:
+            self.n += len(b)
+            self.h.update(b)
+            if self.write is not None:
+                self.write(b)
+            self.buf = bytearray()
+
+
+def _write(files, path, n, check, emit):
+    size = _HEADER + n + _CHECK
+    if size > STORE_MAX:
+        raise StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (size, STORE_MAX))
+    tmp = path + ".tmp"
+    files.remove(tmp)  # a leftover of an interrupted save
+    f = files.open(tmp)
+    try:
+        f.write(MAGIC + struct.pack(">I", n))
+        emit(f.write)
+        f.write(check)
+    finally:
+        f.close()
+    try:
+        files.rename(tmp, path)
+    except OSError:
+        files.remove(path)
+        files.rename(tmp, path)
+    return size
+
+
 def unpack(data):
     """File bytes -> payload bytes; StoreError(CORRUPT) if any check fails."""
     if data is None:
@@ -90,24 +171,7 @@ class Store:
         self.files = files if files is not None else OsFiles()
 
     def save(self, replica):
-        data = pack(cbor.encode(replica.dump_value()))
-        if len(data) > STORE_MAX:
-            raise StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (len(data), STORE_MAX))
-        fs = self.files
-        fs.remove(self.tmp)  # a leftover of an interrupted save
-        f = fs.open(self.tmp)
-        try:
-            mv = memoryview(data)
-            for i in range(0, len(data), WRITE_CHUNK):
-                f.write(mv[i:i + WRITE_CHUNK])
-        finally:
-            f.close()
-        try:
-            fs.rename(self.tmp, self.path)
-        except OSError:
-            fs.remove(self.path)
-            fs.rename(self.tmp, self.path)
-        return len(data)
+        return write_value(self.files, self.path, replica.dump_value())
 
     def load(self):
         """The stored replica; StoreError(MISSING or CORRUPT) otherwise."""

@@ -32,6 +32,7 @@ Message types (block "dmc", 32..47 of envelope.TYPE_BLOCKS):
 
 import hashlib
 
+from shared_protocol import clock
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES, LIST
 from shared_protocol.wire.framing import DATAGRAM_MAX
@@ -125,7 +126,8 @@ class Sync:
 
     start(now) -> datagrams; receive(datagram, now) -> datagrams to send
     back; poll(now) -> datagrams (asks again while something is missing).
-    Times are milliseconds from any monotonic clock the caller has.
+    Times are milliseconds from any monotonic clock the caller has (tick
+    arithmetic through clock.py).
     """
 
     def __init__(self, replica, peer=None, session=0):
@@ -162,12 +164,12 @@ class Sync:
 
     def start(self, now):
         self.retries = 0
-        self._retry_at = now + RETRY_MS
+        self._retry_at = clock.add(now, RETRY_MS)
         return self.summary(WANT)
 
     def poll(self, now):
         """Ask again if this side still lacks what the peer has."""
-        if self._retry_at is None or now < self._retry_at:
+        if self._retry_at is None or not clock.due(now, self._retry_at):
             return []
         if not self.behind():
             self._retry_at = None
@@ -176,7 +178,7 @@ class Sync:
             self._retry_at = None
             return []
         self.retries += 1
-        self._retry_at = now + RETRY_MS
+        self._retry_at = clock.add(now, RETRY_MS)
         return self.summary(WANT)
 
     def behind(self):
@@ -295,7 +297,7 @@ class Sync:
         if msg["flags"] & WANT:
             out = out + self.summary(0)
         if self.replica.lacks(pv):
-            self._retry_at = now + RETRY_MS
+            self._retry_at = clock.add(now, RETRY_MS)
         return out
 
     def _apply_values(self, values):
@@ -321,7 +323,7 @@ class Sync:
         if flags & LAST and (flags & MORE or (self.peer_vv is not None and self.replica.lacks(self.peer_vv))):
             # the rest did not come (burst limit, or lost datagrams): ask now,
             # but not forever if what is missing keeps being refused
-            self._retry_at = now + RETRY_MS
+            self._retry_at = clock.add(now, RETRY_MS)
             if self.retries < RETRIES_MAX:
                 self.retries += 1
                 return self.summary(WANT)
@@ -342,7 +344,7 @@ class Sync:
         si[2][idx] = chunk
         si[3] |= 1 << idx
         if si[3] != (1 << count) - 1:
-            self._retry_at = now + RETRY_MS
+            self._retry_at = clock.add(now, RETRY_MS)
             return []
         self._snap_in = None
         data = b"".join(si[2])
@@ -355,5 +357,5 @@ class Sync:
             raise
         self.retries = 0
         if self.peer_vv is not None and self.replica.lacks(self.peer_vv):
-            self._retry_at = now + RETRY_MS
+            self._retry_at = clock.add(now, RETRY_MS)
         return []

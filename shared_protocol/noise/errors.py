@@ -8,24 +8,24 @@ class NoiseError(RemoteError):
 
 class HandshakeFailed(NoiseError):
     """A handshake message is truncated, oversized, or does not authenticate."""
-    code = "noise-handshake-failed"
+    code = "noise_handshake_failed"
 
 
 class UnexpectedStaticKey(NoiseError):
     """The peer proved a static key, but not the one we were told to expect."""
-    code = "noise-unexpected-static-key"
+    code = "noise_unexpected_static_key"
 
 
 class DecryptFailed(NoiseError):
     """A transport message does not authenticate under the session key."""
-    code = "noise-decrypt-failed"
+    code = "noise_decrypt_failed"
 
 
 class ReplayedMessage(NoiseError):
     """A datagram's nonce was already accepted or is older than the replay window."""
-    code = "noise-replay"
+    code = "noise_replay"
 
 
 class NoiseUsageError(LocalError):
     """The caller used the API out of turn or past a limit (a bug on our side)."""
-    code = "noise-usage"
+    code = "noise_usage"

@@ -1,6 +1,7 @@
 """A Noise_XX session over UDP: the handshake with retransmission, then the
 datagram transport (datagram.py). Sans-I/O: the caller passes packets and
-the current time (milliseconds, e.g. ``time.ticks_ms()`` on a board) in and
+the current time (milliseconds, e.g. ``time.ticks_ms()`` on a board; tick
+arithmetic through clock.py) in and
 sends what ``packets_to_send()`` returns.
 
 Packets start with one kind byte:
@@ -30,6 +31,7 @@ error and changes nothing (the handshake's reads are transactional), so a
 forger cannot stall or reset a session. Transport packets that arrive before
 the responder has finished are dropped, as UDP may drop them anyway.
 """
+from shared_protocol import clock
 from shared_protocol.noise.datagram import MAX_DATAGRAM, REPLAY_WINDOW, DatagramChannel
 from shared_protocol.noise.errors import NoiseError, NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete, Message
@@ -55,17 +57,17 @@ MAX_TRIES = 8
 
 
 class HandshakeTimedOut(NoiseError):
-    code = "noise-handshake-timeout"
+    code = "noise_handshake_timeout"
 
 
 class BadPacket(NoiseError):
-    code = "noise-bad-packet"
+    code = "noise_bad_packet"
 
 
 class SessionUnknown(NoiseError):
     """The responder has no session for our transport packets: start anew."""
 
-    code = "noise-session-unknown"
+    code = "noise_session_unknown"
 
 
 def no_session_answer(packet):
@@ -76,19 +78,12 @@ def no_session_answer(packet):
     return bytes((KIND_UNKNOWN,)) + bytes(packet[-TAG_SIZE:])
 
 
-def _ticks_diff(a, b):
-    return a - b
-
-
 class UdpSession:
-    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=MAX_TRIES,
-                 ticks_diff=_ticks_diff):
-        """ticks_diff: pass time.ticks_diff on a board (wrapping ms counter)."""
+    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=MAX_TRIES):
         self._hs = handshake
         self._window = window
         self._retry = retry_ms
         self._max_tries = max_tries
-        self._diff = ticks_diff
         self._out = []
         self._last = None        # the packet we repeat until the peer answers
         self._last_at = 0
@@ -128,7 +123,7 @@ class UdpSession:
     def tick(self, now):
         """Repeat the pending handshake message if due; raises
         HandshakeTimedOut after max_tries attempts."""
-        if self._last is None or self._diff(now, self._last_at) < self._retry:
+        if self._last is None or clock.diff(now, self._last_at) < self._retry:
             return
         if self._tries >= self._max_tries:
             self._last = None
@@ -136,6 +131,17 @@ class UdpSession:
         self._out.append(self._last)
         self._last_at = now
         self._tries += 1
+
+    def next_resend(self):
+        """The tick at which tick() repeats a handshake message, or None."""
+        if self._last is None:
+            return None
+        return clock.add(self._last_at, self._retry)
+
+    @property
+    def handshake_started(self):
+        """False until a handshake message has been read or written."""
+        return self._hs._step != 0
 
     def send(self, payload):
         if self.channel is None:
@@ -158,7 +164,7 @@ class UdpSession:
         if not packet or len(packet) > MAX_DATAGRAM + 1:
             raise BadPacket(message="empty or oversized packet")
         kind = packet[0]
-        body = packet[1:]
+        body = memoryview(packet)[1:]   # no copy of a datagram of up to 1.2 KB
         hs = self._hs
         if kind == KIND_DATA:
             if self.channel is None:
@@ -172,14 +178,14 @@ class UdpSession:
             raise BadPacket(message="unknown packet kind %d" % kind)
         if kind == KIND_HS1 and len(packet) < HS1_SIZE:
             raise BadPacket(message="message 1 of %d bytes, shorter than its answer" % len(packet))
-        if self._repeat_of is not None and packet == self._repeat_of:
+        if self.answers(packet):
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)
             return []
         expected = hs._step + 1
         if hs.complete or hs.is_my_turn() or kind != expected:
             return []  # stale or out-of-order handshake packet: ignore
-        payload = hs.read_message(body)
+        payload = hs.read_message(bytes(body))
         events = []
         if not hs.complete:
             reply = bytes((kind + 1,)) + hs.write_message(b"")

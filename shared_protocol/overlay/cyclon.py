@@ -29,7 +29,7 @@ one contacted, entries of dead peers are found and dropped as they age
 late reply is refused as belonging to no exchange.
 
 The object never reads a clock or a random source: ``now`` (monotonic
-milliseconds) and an ``Rng`` are passed in. It returns messages; the caller
+milliseconds, compared through clock.py) and an ``Rng`` are passed in. It returns messages; the caller
 sends them. Two levels of API:
 
 - bytes: ``tick(now)`` -> Outgoing or None; ``receive(data, now)`` -> Outgoing
@@ -42,6 +42,7 @@ Ages are kept as a per-node period counter and a stamp per entry (age = clock
 wire are exactly the paper's.
 """
 
+from shared_protocol import clock
 from shared_protocol.wire import envelope, framing
 from shared_protocol.errors import LocalError, RemoteError
 
@@ -207,8 +208,8 @@ class Cyclon:
             raise CyclonConfigError(E_CONFIG, "view size must be 1..%d" % MAX_VIEW)
         if not (1 <= shuffle_len <= MAX_SHUFFLE_LEN) or shuffle_len > view_size:
             raise CyclonConfigError(E_CONFIG, "shuffle length must be 1..min(view size, %d)" % MAX_SHUFFLE_LEN)
-        if reply_timeout <= 0:
-            raise CyclonConfigError(E_CONFIG, "reply timeout must be positive")
+        if not 0 < reply_timeout <= clock.SPAN_MAX:
+            raise CyclonConfigError(E_CONFIG, "reply timeout must be 1..%d ms" % clock.SPAN_MAX)
         self.id = node_id
         self.addr = addr
         self.rng = rng
@@ -297,12 +298,11 @@ class Cyclon:
 
     def tick(self, now):
         """Start this period's shuffle (steps 1-4). Returns Outgoing or None."""
-        if self._pending and now - self._pending[0][4] >= 0:
-            self._expire(now)
+        self.expire(now)
         self._clock += 1
         ids = self._ids
         stamps = self._stamps
-        clock = self._clock
+        period = self._clock
         pending = self._pending
         if len(pending) >= MAX_PENDING:
             self._forget(0)     # before choosing slots: it may drop one
@@ -310,7 +310,7 @@ class Cyclon:
         if n == 0:
             return None     # isolated: needs a seed or a peer heard on the LAN
         oldest = min(stamps)
-        if clock - oldest > AGE_MAX:
+        if period - oldest > AGE_MAX:
             # Keeps every age within AGE_MAX until the next tick (merges
             # only add ages already checked), so replies need no check.
             self._clamp_ages()
@@ -338,13 +338,13 @@ class Cyclon:
         # Step 3: Q's entry is replaced, in the subset sent, by our own fresh
         # entry. Q stays in the view until the reply (its slot is the first
         # the reply replaces) or the timeout (then it is removed).
-        entries = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
+        entries = [[ids[j], addrs[j], period - stamps[j]] for j in picks]
         entries.insert(0, [self.id, self.addr, 0])
         nonce = self.rng.next64() & 0xFFFFFFFF
         # The sent entries as slots and ids: the slot is checked first when
         # the reply comes (O(1)); the id is the truth if the slot changed.
         picks.insert(0, q)
-        pending.append([nonce, q_id, picks, [ids[j] for j in picks], now + self.reply_timeout])
+        pending.append([nonce, q_id, picks, [ids[j] for j in picks], clock.add(now, self.reply_timeout)])
         return Outgoing(q_id, addrs[q], envelope.Message(SHUFFLE, [nonce, entries]))
 
     def _oldest_idle(self):
@@ -382,12 +382,11 @@ class Cyclon:
         p_id = entries[0][0]
         if p_id == self.id:
             raise CyclonError(E_SELF, "a shuffle request carries this node's own id as sender")
-        if self._pending and now - self._pending[0][4] >= 0:
-            self._expire(now)
+        self.expire(now)
         ids = self._ids
         addrs = self._addrs
         stamps = self._stamps
-        clock = self._clock
+        period = self._clock
         n = len(ids)
         # Answer with up to l random entries, not counting the requester's
         # own (it would discard it at step 6 anyway).
@@ -402,7 +401,7 @@ class Cyclon:
         if k > len(pool):
             k = len(pool)
         picks = _pick(self.rng, pool, k) if k else []
-        reply = [[ids[j], addrs[j], clock - stamps[j]] for j in picks]
+        reply = [[ids[j], addrs[j], period - stamps[j]] for j in picks]
         sent = [ids[j] for j in picks]
         self._merge(entries, picks, sent)
         return Outgoing(p_id, entries[0][1], envelope.Message(REPLY, [nonce, self.id, reply]))
@@ -410,8 +409,7 @@ class Cyclon:
     def _on_reply(self, values, now):
         nonce, sender, entries = values
         check_entries(entries, 0)
-        if self._pending and now - self._pending[0][4] >= 0:
-            self._expire(now)
+        self.expire(now)
         pending = self._pending
         for i in range(len(pending)):
             ex = pending[i]
@@ -435,7 +433,7 @@ class Cyclon:
         stamps = self._stamps
         me = self.id
         c = self.view_size
-        clock = self._clock
+        period = self._clock
         s = 0
         ns = len(sent)
         n = len(ids)
@@ -446,7 +444,7 @@ class Cyclon:
             if n < c:
                 ids.append(pid)
                 addrs.append(e[1])
-                stamps.append(clock - e[2])
+                stamps.append(period - e[2])
                 n += 1
                 continue
             while s < ns:
@@ -462,7 +460,7 @@ class Cyclon:
                 return      # nothing left to replace: the rest is dropped
             ids[slot] = pid
             addrs[slot] = e[1]
-            stamps[slot] = clock - e[2]
+            stamps[slot] = period - e[2]
 
     def _clamp_ages(self):
         # Rare: an entry older than the wire can say. Saturate (see AGE_MAX).
@@ -489,12 +487,12 @@ class Cyclon:
 
         tick() and receive() do this themselves; call it from a timer to
         clean up between periods (and before reading the view)."""
-        if self._pending and now - self._pending[0][4] >= 0:
+        if self._pending and clock.due(now, self._pending[0][4]):
             self._expire(now)
 
     def _expire(self, now):
         pending = self._pending
-        while pending and now - pending[0][4] >= 0:
+        while pending and clock.due(now, pending[0][4]):
             self._forget(0)
 
     def _forget(self, i):

@@ -3,7 +3,8 @@
 The same object runs on a board and in the host client. It turns received
 messages (one envelope each: a datagram, or a frame from a stream) into events
 and keeps the messages to send; the runner owns sockets and clocks and passes
-``now`` (milliseconds, any monotonic origin) into every call.
+``now`` (milliseconds, any monotonic origin, wrapping on a board: every
+tick sum and difference goes through clock.py) into every call.
 
 Reliability (session/messages.py has the messages):
 - publish: kept in flight until the proxy's s_puback (sent only once the
@@ -34,6 +35,7 @@ Events (tuples, first item the kind) come out of ``events()``:
   ("lost", reason)                          the link is dead: start() a new one
 """
 
+from shared_protocol import clock
 from shared_protocol.wire import cbor
 from shared_protocol.wire import envelope as E
 from shared_protocol.session import messages as W
@@ -124,7 +126,7 @@ class ClientSession:
         self._last_rx = now
         self._last_ping = now
         self._hello_rto = RTO_INITIAL_MS
-        self._hello_due = now + RTO_INITIAL_MS
+        self._hello_due = clock.add(now, RTO_INITIAL_MS)
         for t in self._subs:
             self._subs[t].confirmed = False
         self._send_hello()
@@ -169,7 +171,7 @@ class ClientSession:
         else:
             data = E.REGISTRY.encode("s_pub_a", short[0], short[1], payload)
             self._short[short] = msg_id
-        self._inflight[msg_id] = [data, now + RTO_INITIAL_MS, RTO_INITIAL_MS, short]
+        self._inflight[msg_id] = [data, clock.add(now, RTO_INITIAL_MS), RTO_INITIAL_MS, short]
         self._order.append(msg_id)
         if self.state == OPEN:
             self._out.append(data)
@@ -189,7 +191,7 @@ class ClientSession:
             return
         self._take_slot(topic)
         s = _Sub()
-        s.due = now + RTO_INITIAL_MS
+        s.due = clock.add(now, RTO_INITIAL_MS)
         self._subs[topic] = s
         self._unsubs.pop(topic, None)
         self._resubs.pop(topic, None)
@@ -200,7 +202,7 @@ class ClientSession:
         self._resubs.pop(topic, None)
         if self._subs.pop(topic, None) is None:
             return
-        self._unsubs[topic] = [now + RTO_INITIAL_MS, RTO_INITIAL_MS]
+        self._unsubs[topic] = [clock.add(now, RTO_INITIAL_MS), RTO_INITIAL_MS]
         if self.state == OPEN:
             self._out.append(E.REGISTRY.encode("s_unsubscribe", topic))
 
@@ -216,7 +218,7 @@ class ClientSession:
         self._take_slot(topic)
         self._subs.pop(topic, None)
         self._resubs[topic] = True
-        self._unsubs[topic] = [now + RTO_INITIAL_MS, RTO_INITIAL_MS]
+        self._unsubs[topic] = [clock.add(now, RTO_INITIAL_MS), RTO_INITIAL_MS]
         if self.state == OPEN:
             self._out.append(E.REGISTRY.encode("s_unsubscribe", topic))
 
@@ -298,14 +300,14 @@ class ClientSession:
         topics = sorted(self._subs)
         for t in topics:
             s = self._subs[t]
-            s.due = now + RTO_INITIAL_MS
+            s.due = clock.add(now, RTO_INITIAL_MS)
             s.rto = RTO_INITIAL_MS
             out.append(E.REGISTRY.encode("s_subscribe", t))
         for t in sorted(self._unsubs):
             out.append(E.REGISTRY.encode("s_unsubscribe", t))
         for mid in self._order:
             rec = self._inflight[mid]
-            rec[1] = now + RTO_INITIAL_MS
+            rec[1] = clock.add(now, RTO_INITIAL_MS)
             rec[2] = RTO_INITIAL_MS
             out.append(rec[0])
         self._events.append(("welcome", proxy_id))
@@ -370,61 +372,57 @@ class ClientSession:
         """Run timers: retransmissions, keepalive, dead-link detection."""
         if self.state == IDLE:
             return
-        if now - self._last_rx >= DEAD_AFTER * self.keepalive_ms:
+        if clock.diff(now, self._last_rx) >= DEAD_AFTER * self.keepalive_ms:
             self.stop("timeout")
             return
         # Ping every keepalive whatever else flows: the proxy forgets a node
         # it has not heard from, even one that only receives.
-        if now - self._last_ping >= self.keepalive_ms:
+        if clock.diff(now, self._last_ping) >= self.keepalive_ms:
             self._last_ping = now
             self._out.append(E.REGISTRY.encode("ping", now & 0xFFFFFFFF))
         if self.reliable:
             return
         if self.state == HELLO:
-            if now >= self._hello_due:
+            if clock.due(now, self._hello_due):
                 self._hello_rto = min(2 * self._hello_rto, RTO_MAX_MS)
-                self._hello_due = now + self._hello_rto
+                self._hello_due = clock.add(now, self._hello_rto)
                 self._send_hello()
             return
         for mid in self._order:
             rec = self._inflight[mid]
-            if now >= rec[1]:
+            if clock.due(now, rec[1]):
                 rec[2] = min(2 * rec[2], RTO_MAX_MS)
-                rec[1] = now + rec[2]
+                rec[1] = clock.add(now, rec[2])
                 self._out.append(rec[0])
         for t in self._subs:
             s = self._subs[t]
-            if not s.confirmed and now >= s.due:
+            if not s.confirmed and clock.due(now, s.due):
                 s.rto = min(2 * s.rto, RTO_MAX_MS)
-                s.due = now + s.rto
+                s.due = clock.add(now, s.rto)
                 self._out.append(E.REGISTRY.encode("s_subscribe", t))
         for t in self._unsubs:
             rec = self._unsubs[t]
-            if now >= rec[0]:
+            if clock.due(now, rec[0]):
                 rec[1] = min(2 * rec[1], RTO_MAX_MS)
-                rec[0] = now + rec[1]
+                rec[0] = clock.add(now, rec[1])
                 self._out.append(E.REGISTRY.encode("s_unsubscribe", t))
 
     def next_deadline(self):
-        """The time of the next timer (for the runner's sleep), or None."""
+        """The tick of the next timer (for the runner's sleep), or None."""
         if self.state == IDLE:
             return None
-        d = self._last_ping + self.keepalive_ms
-        dead = self._last_rx + DEAD_AFTER * self.keepalive_ms
-        if dead < d:
-            d = dead
+        d = clock.earliest(clock.add(self._last_ping, self.keepalive_ms),
+                           clock.add(self._last_rx, DEAD_AFTER * self.keepalive_ms))
         if self.reliable:
             return d
         if self.state == HELLO:
-            return min(d, self._hello_due)
+            return clock.earliest(d, self._hello_due)
         for mid in self._order:
-            if self._inflight[mid][1] < d:
-                d = self._inflight[mid][1]
+            d = clock.earliest(d, self._inflight[mid][1])
         for t in self._subs:
             s = self._subs[t]
-            if not s.confirmed and s.due < d:
-                d = s.due
+            if not s.confirmed:
+                d = clock.earliest(d, s.due)
         for t in self._unsubs:
-            if self._unsubs[t][0] < d:
-                d = self._unsubs[t][0]
+            d = clock.earliest(d, self._unsubs[t][0])
         return d

@@ -23,6 +23,7 @@ Events (tuples) from ``events()``:
   ("expired",)                         nothing heard for DEAD_AFTER keepalives
 """
 
+from shared_protocol import clock
 from shared_protocol.wire import cbor
 from shared_protocol.wire import envelope as E
 from shared_protocol.session import messages as W
@@ -149,7 +150,7 @@ class ProxySession:
                 del items[:k]
                 self._n_inflight -= k
                 self._rto = RTO_INITIAL_MS
-                self._due = now + RTO_INITIAL_MS
+                self._due = clock.add(now, RTO_INITIAL_MS)
             if not items:
                 del self._inflight[topic]
         self._events.append(("dack", topic, seq))
@@ -203,6 +204,10 @@ class ProxySession:
     def error(self, code, detail):
         self._error(code, detail)
 
+    def bye(self, reason):
+        """Tell the node its session ends (e.g. the proxy shuts down)."""
+        self._out.append(E.REGISTRY.encode("s_bye", reason))
+
     def room(self):
         """How many more deliveries may go out now."""
         return self.window - self._n_inflight
@@ -218,7 +223,7 @@ class ProxySession:
         if items is None:
             items = self._inflight[topic] = []
         if self._n_inflight == 0:
-            self._due = now + self._rto
+            self._due = clock.add(now, self._rto)
         items.append([seq, data])
         self._n_inflight += 1
         self._out.append(data)
@@ -250,17 +255,17 @@ class ProxySession:
         return out
 
     def poll(self, now):
-        if now - self.last_rx >= DEAD_AFTER * self.keepalive_ms:
+        if clock.diff(now, self.last_rx) >= DEAD_AFTER * self.keepalive_ms:
             self._events.append(("expired",))
             return
-        if self.reliable or self._n_inflight == 0 or now < self._due:
+        if self.reliable or self._n_inflight == 0 or not clock.due(now, self._due):
             return
         self._rto = min(2 * self._rto, RTO_MAX_MS)
-        self._due = now + self._rto
+        self._due = clock.add(now, self._rto)
         self.resend_all()
 
     def next_deadline(self):
-        d = self.last_rx + DEAD_AFTER * self.keepalive_ms
-        if not self.reliable and self._n_inflight and self._due < d:
-            d = self._due
+        d = clock.add(self.last_rx, DEAD_AFTER * self.keepalive_ms)
+        if not self.reliable and self._n_inflight:
+            d = clock.earliest(d, self._due)
         return d

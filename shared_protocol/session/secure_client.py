@@ -28,14 +28,14 @@ API::
                                           # proxy key, broken stream: start() anew
     link.session.publish(...) / subscribe(...) / consumed(...)  as before
 
-On a board pass ``ticks_diff=time.ticks_diff`` (the ms counter wraps) and
-``now=time.ticks_ms()``; ephemeral keys from ``os.urandom(32)``. The
+On a board pass ``now=time.ticks_ms()`` (it wraps; clock.py does the tick
+arithmetic); ephemeral keys from ``os.urandom(32)``. The
 firmware's static key is its identity: keep it in flash; the node id is
 ``node_id_for(x25519_public(static))``.
 
 ``proxy_key``: the proxy's X25519 public key if known (pinned, or stored on
 first use); a proxy proving another key fails with
-``noise-unexpected-static-key``. Without it any proxy is accepted and its key
+``noise_unexpected_static_key``. Without it any proxy is accepted and its key
 comes out in the "secured" event for the caller to store.
 
 Bad datagrams (forged, replayed, garbled) are dropped and counted in
@@ -46,8 +46,9 @@ from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise import known
 from shared_protocol.noise.handshake import Handshake
+from shared_protocol.noise.errors import UnexpectedStaticKey
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
-from shared_protocol.noise.udp import HandshakeTimedOut, UdpSession
+from shared_protocol.noise.udp import HandshakeTimedOut, SessionUnknown, UdpSession
 from shared_protocol.session.client import SessionError
 
 # Mixed into every handshake (Noise §6): both ends must agree on it, so a
@@ -68,12 +69,8 @@ def node_id_for(static_public):
     return api.sha256(NODE_ID_TAG + bytes(static_public))[:NODE_ID_LEN]
 
 
-def _diff(a, b):
-    return a - b
-
-
 class SecureLink:
-    def __init__(self, session, static_private, datagram=True, proxy_key=None, ticks_diff=_diff):
+    def __init__(self, session, static_private, datagram=True, proxy_key=None):
         """session: a ClientSession (its node id should be node_id_for our
         public key, or the proxy refuses the hello). datagram: True for UDP
         (one packet per datagram), False for a byte stream (TCP)."""
@@ -87,7 +84,6 @@ class SecureLink:
         self.proxy_static = None
         self.dropped = 0
         self._static = bytes(static_private)
-        self._diff = ticks_diff
         self._noise = None
         self._secured = False
         self._events = []
@@ -110,7 +106,7 @@ class SecureLink:
         self._raw = []
         hint = self._hint(hs)
         if self.datagram:
-            self._noise = UdpSession(hs, ticks_diff=self._diff)
+            self._noise = UdpSession(hs)
             self._noise.start(now, hint)
         else:
             # Stream mode only (host clients over TCP): a board speaks UDP
@@ -159,7 +155,7 @@ class SecureLink:
                 # A wrong proxy key ends the link; so does the proxy's "no
                 # session here" for a packet we sent (noise/udp.py): it
                 # restarted, and a new handshake resumes at once.
-                if e.code == "noise-unexpected-static-key" or e.code == "noise-session-unknown":
+                if e.code == UnexpectedStaticKey.code or e.code == SessionUnknown.code:
                     self._fail(e.code, e.message)
                 else:
                     self.dropped += 1
@@ -209,9 +205,7 @@ class SecureLink:
         if self._noise is None:
             return None
         if not self._secured:
-            if self.datagram and self._noise._last is not None:
-                return self._noise._last_at + self._noise._retry
-            return None
+            return self._noise.next_resend() if self.datagram else None
         return self.session.next_deadline()
 
     def events(self):

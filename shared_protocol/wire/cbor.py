@@ -21,7 +21,11 @@ as list), dict (maps). No tags, no undefined, no other simple values.
 
 On boards with single-precision floats (ESP32, RP2040 builds) a double from
 the wire is rounded to single on decode; that is the board's float, not a
-codec choice.
+codec choice. Whether a double is canonical is decided on its bits, so a
+single-float build accepts exactly what a double-float build accepts (a
+host's 23.4 is ``fb4037666666666666``: a double, as it does not fit a single
+exactly). ``set_single_floats(True)`` rounds decoded doubles on a
+double-float interpreter too, so that path runs in every test.
 """
 
 import struct
@@ -67,6 +71,54 @@ class EncodeError(LocalError):
 
 
 _INF = float("inf")
+# True on a single-precision build (0.1 is then a single already); the
+# decoder rounds doubles to single when set (set_single_floats).
+_single = struct.unpack(">f", struct.pack(">f", 0.1))[0] == 0.1
+
+
+def set_single_floats(on):
+    """Round every decoded double to single, as a single-precision board
+    does by itself (tests run the board's path on double-float builds).
+    Returns the previous setting."""
+    global _single
+    prev = _single
+    _single = bool(on)
+    return prev
+
+
+def _to_single(x):
+    try:
+        return struct.unpack(">f", struct.pack(">f", x))[0]
+    except OverflowError:
+        # CPython refuses what rounds past single's range; MicroPython
+        # gives infinity itself. (No literal for the bound: a float past
+        # single's range cannot be frozen into a single-float image.)
+        return _INF if x > 0 else -_INF
+
+
+def _double_fits_single(b, p):
+    """Whether the 8-byte double at b[p:p + 8] (big-endian) holds a value a
+    single holds exactly: decided on the bits, since a single-precision
+    build has already rounded the value itself. Finite, nonzero values only
+    reach here; zero fits (a half, even)."""
+    e = ((b[p] & 0x7F) << 4) | (b[p + 1] >> 4)   # biased 11-bit exponent
+    if e == 0:
+        # zero, or a double subnormal: far below single's range
+        return not (b[p + 1] & 0x0F or b[p + 2] or b[p + 3] or b[p + 4] or b[p + 5] or b[p + 6] or b[p + 7])
+    e -= 1023
+    if e > 127 or e < -149:
+        return False
+    # 52 mantissa bits; a normal single keeps the top 23, a subnormal one
+    # (e < -126) keeps 23 - (-126 - e) of them: the rest must be zero.
+    # Byte by byte from the end: no 52-bit int (a heap object on a board).
+    drop = 29 if e >= -126 else 29 + (-126 - e)
+    i = p + 7
+    while drop >= 8:
+        if b[i]:
+            return False
+        i -= 1
+        drop -= 8
+    return b[i] & ((1 << drop) - 1) == 0
 
 
 # --- IEEE 754 half precision, by hand: struct's 'e' is not on every board ---
@@ -422,14 +474,13 @@ class _Decoder:
             return x
         if ai == 27:
             self._need(8)
+            if (mv[p + 1] & 0x7F) == 0x7F and (mv[p + 2] & 0xF0) == 0xF0:
+                raise DecodeError(NON_CANONICAL, "NaN/infinity must be half precision (offset %d)" % p)
+            if _double_fits_single(mv, p + 1):
+                raise DecodeError(NON_CANONICAL, "double-precision float that fits in single precision (offset %d)" % p)
             x = struct.unpack(">d", mv[p + 1:p + 9])[0]
             self.pos = p + 9
-            if x != x or x == _INF or x == -_INF:
-                raise DecodeError(NON_CANONICAL, "NaN/infinity must be half precision (offset %d)" % p)
-            if -3.4028234663852886e38 <= x <= 3.4028234663852886e38 and \
-                    struct.unpack(">f", struct.pack(">f", x))[0] == x:
-                raise DecodeError(NON_CANONICAL, "double-precision float that fits in single precision (offset %d)" % p)
-            return x
+            return _to_single(x) if _single else x
         if ai == 31:
             raise DecodeError(BREAK, "stray break code at offset %d" % p)
         if 28 <= ai <= 30:

@@ -15,7 +15,7 @@ PINNED = "v1.27"
 
 
 def _profile_arches():
-    """The mpy-cross targets of the board profiles in boards/ (None: bytecode)."""
+    """The mpy-cross targets of the board profiles (upsycle/profiles/; None: bytecode)."""
     sys.path.insert(0, os.path.join(ROOT, "host"))
     from upsycle import boards
     return sorted({p["mpy_cross_arch"] or "bytecode" for p in boards.all_profiles()})
@@ -75,7 +75,8 @@ def _guarded_by_import_error(node, parents):
 
 
 def test_board_code_imports_only_board_modules():
-    with open(os.path.join(ROOT, "tools", "mpvm", "board_modules.json")) as f:
+    from upsycle import paths
+    with open(os.path.join(paths.MPVM_DIR, "board_modules.json")) as f:
         spec = json.load(f)
     allowed = set(spec["modules"]) | set(spec["project"])
     bad = []
@@ -122,3 +123,28 @@ def test_host_only_code_does_not_leak_into_board_code():
             src = f.read()
         for host_mod in ("upsycle", "cbor2", "nacl", "sqlite3", "asyncio.subprocess"):
             assert "import " + host_mod not in src and "from " + host_mod + " " not in src, (path, host_mod)
+
+
+def test_float_constants_fit_a_single_so_the_code_freezes_into_single_float_images():
+    """mpy-tool packs every float constant of frozen code as a single for
+    single-float ports (ESP32, RP2): one past single's range stops the
+    firmware build (OverflowError), so board code has none."""
+    import ast
+    import struct
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    bad = []
+    for pkg in ("shared_protocol", "firmware"):
+        for d, _, files in os.walk(os.path.join(root, pkg)):
+            for f in files:
+                if not f.endswith(".py"):
+                    continue
+                path = os.path.join(d, f)
+                with open(path) as fh:
+                    tree = ast.parse(fh.read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Constant) and isinstance(node.value, float):
+                        try:
+                            struct.pack("<f", node.value)
+                        except OverflowError:
+                            bad.append("%s:%d %r" % (os.path.relpath(path, root), node.lineno, node.value))
+    assert not bad, bad

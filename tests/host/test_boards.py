@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from upsycle import boards, flashing
+from upsycle import boards, flashing, paths
 
 EXPECTED = {
     # name: (sys.platform, mpy-cross arch)
@@ -11,6 +11,8 @@ EXPECTED = {
     "esp32s3": ("esp32", "xtensawin"),
     "esp32c3": ("esp32", "rv32imc"),
     "pico_w": ("rp2", "armv6m"),
+    "pico2_w": ("rp2", "armv7emsp"),
+    "unix": ("linux", None),
     "virtual": ("webassembly", None),
 }
 
@@ -67,10 +69,10 @@ def test_mip_install_from_a_package_json(vboard, tmp_path):
     urls = [u for u in flashing.mip_package()["urls"] if u[0] in want]
     assert len(urls) == len(want)
     (tmp_path / "firmware").mkdir()
-    os.symlink(os.path.join(flashing.ROOT, "shared_protocol"), tmp_path / "shared_protocol")
+    os.symlink(paths.SHARED_PROTOCOL_DIR, tmp_path / "shared_protocol")
     for dest, url in urls:
         if not url.startswith("../"):
-            os.symlink(os.path.join(flashing.ROOT, "firmware", url), tmp_path / "firmware" / url)
+            os.symlink(os.path.join(paths.FIRMWARE_DIR, url), tmp_path / "firmware" / url)
     pkg = tmp_path / "firmware" / "package.json"
     pkg.write_text(json.dumps({"urls": urls, "deps": [], "version": "0"}))
     r = vboard.mpremote("mip", "install", str(pkg), timeout=120)

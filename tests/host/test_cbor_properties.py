@@ -108,3 +108,33 @@ def test_fuzz_only_decode_error_escapes():
     assert n == 10000
     assert len(codes) >= 8, codes  # the mutations reach many rejection rules
     assert 0 < accepted < n
+
+
+def test_the_host_reading_of_the_single_precision_test_is_what_cbor2_writes():
+    """tests/shared/test_dmc_replica.py feeds a board replica a reading as a
+    host writes it: these are cbor2's bytes for that op."""
+    import test_dmc_replica as shared
+    author = b"\x0a" * 16
+    op = [author, 1, 1, [], 5, "temp", 1763683201, 23.4]   # dmc/ops.py: append
+    assert cbor2.dumps(op, canonical=True).hex() == shared.HOST_OP_23_4
+    # and a double-float decoder keeps the host's value exactly
+    assert cbor.decode(bytes.fromhex(shared.HOST_OP_23_4))[7] == 23.4
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+@settings(max_examples=3000, deadline=None)
+def test_single_rounding_matches_ieee(x):
+    """set_single_floats: a decoded double is the nearest single (what a
+    single-precision board's struct gives), infinity past single's range."""
+    import struct
+    data = cbor2.dumps(x, canonical=True)
+    prev = cbor.set_single_floats(True)
+    try:
+        got = cbor.decode(data)
+    finally:
+        cbor.set_single_floats(prev)
+    try:
+        want = struct.unpack(">f", struct.pack(">f", x))[0]
+    except OverflowError:
+        want = math.copysign(math.inf, x)
+    assert got == want or (got == want == 0), (x, got, want)

@@ -5,7 +5,7 @@ import glob
 import os
 import re
 
-from proxy_rig import cli, free_port, start_proxy
+from proxy_rig import cli, free_port, start_proxy, stop
 
 READING = b"soil-moisture=31.7%-plot-7"
 
@@ -38,8 +38,7 @@ def test_private_topic_with_pub_and_sub_commands(tmp_path):
         assert raw.returncode == 0, raw.stderr
         assert READING not in raw.stdout and raw.stdout.count(b"\n") == 2
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=20)
+        stop(proxy)
     stored = b"".join(open(f, "rb").read() for f in glob.glob(os.path.join(data, "*")) if os.path.isfile(f))
     assert stored, "the proxy stored nothing"
     assert READING not in stored and b"plot7" not in stored

@@ -49,8 +49,8 @@ def test_field_demo_every_reading_everywhere(tmp_path):
         # Every board was flashed with the proxy's key pinned: the config on
         # its flash (the virtual board's mirror) names the key the proxy made,
         # and the boards' links say so.
-        from upsycle.proxy.identity import load_or_create_key, public_key
-        key = public_key(load_or_create_key(s["proxy_db"])).hex()
+        from upsycle import identity
+        key = identity.public_key(identity.proxy_key(s["proxy_db"])).hex()
         assert s["proxy_key"] == key
         for b in ("node1", "node2", "node3"):
             with open(os.path.join(s["work"], b, "config.json")) as f:

@@ -139,14 +139,46 @@ def test_version_mismatch_is_refused_with_the_pinned_version():
 
 
 def test_heap_advice_for_plain_esp32_pico_w_and_frozen_firmware():
-    # Free heap as boards report it at the REPL (shared/MICROPYTHON.md): a
-    # plain ESP32 ~100-110 KB, a Pico W ~190 KB.
+    # Free heap as boards report it at the REPL: a plain ESP32 ~100-110 KB,
+    # a Pico W ~190 KB. The node's figures (flashing.NODE_HEAP_*) are the
+    # smallest heaps it ran in on a hard-heap MicroPython (docs/node.md).
+    mpy, frozen = flashing.NODE_HEAP_MPY, flashing.NODE_HEAP_FROZEN
+    assert frozen < mpy
     esp32 = flashing.heap_advice(105 * 1024, frozen=False)
-    assert esp32 and "105 KB" in esp32 and "manifest.py" in esp32 and "MemoryError" in esp32
-    assert flashing.heap_advice(190 * 1024, frozen=False) is None
-    assert flashing.heap_advice(105 * 1024, frozen=True) is None
+    assert esp32 and "105 KB" in esp32 and "MemoryError" in esp32
+    assert flashing.heap_advice(mpy, frozen=False) is None
+    assert flashing.heap_advice(frozen, frozen=True) is None
+    between = flashing.heap_advice((mpy + frozen) // 2, frozen=False)
+    assert between and "frozen into the firmware" in between and "manifest.py" in between
+    below = flashing.heap_advice(frozen - 1024, frozen=False)
+    assert below and "even with them frozen" in below
     small = flashing.heap_advice(30 * 1024, frozen=True)
     assert small and "30 KB" in small and "manifest" not in small
+
+
+def test_flash_says_which_boards_fit_with_mpy_and_which_need_a_frozen_image():
+    want = {}
+    for name in boards.names():
+        heap = boards.load(name)["heap_bytes"]
+        want[name] = ("mpy" if heap >= flashing.NODE_HEAP_MPY else
+                      "frozen" if heap >= flashing.NODE_HEAP_FROZEN else "no")
+        assert flashing.board_fit(boards.load(name)) == want[name], name
+    # as measured: a Pico 2 W runs the node from stock firmware, a plain ESP32 does not run it at all
+    assert want["pico2_w"] == "mpy" and want["esp32"] == "no" and want["virtual"] == "mpy"
+    line = flashing.fit_line(boards.load("pico_w"))
+    assert "pico_w" in line and "%d KB" % (flashing.NODE_HEAP_FROZEN // 1024) in line
+    assert "stock firmware fits" in flashing.fit_line(boards.load("pico2_w"))
+
+
+def test_bad_lan_or_sleep_sections_are_refused_before_touching_the_board(tmp_path):
+    # socket://127.0.0.1:1 has no board: reaching it would be another error
+    for section, want in (('[lan]\nport = 0\n', "'lan' must be"),
+                          ('[lan]\nport = 47000\npeers = ["nohost"]\n', "LAN peer"),
+                          ('[sleep]\nawake_s = 20\n', "'sleep' must be")):
+        toml = tmp_path / "node.toml"
+        toml.write_text(section)
+        r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--config", str(toml))
+        assert r.returncode == 1 and want in r.stderr and "connecting" not in r.stdout, (section, r.stdout, r.stderr)
 
 
 def test_bad_flag_values_are_refused_before_touching_the_board(tmp_path):

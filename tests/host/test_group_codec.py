@@ -43,4 +43,4 @@ def test_codec_rejects_a_reading_whose_author_it_cannot_prove(tmp_path):
     carol.intro_left = 5                           # as if introduced on an earlier link we never saw
     data = carol.seal_reading(b"who?", os.urandom(32), 0)
     r = GroupCodec(stores["alice"]).decode(tid, data)
-    assert isinstance(r, Rejected) and r.code == "group-author-unknown"
+    assert isinstance(r, Rejected) and r.code == "group_author_unknown"

@@ -105,7 +105,7 @@ def test_forged_and_replayed_rekeys_change_nothing_and_are_not_held(tmp_path):
     forged = envelope.REGISTRY.encode("group_rekey", tid, 7, msg["ephemeral"], 0, 1, msg["entries"],
                                       os.urandom(64))
     r = mc.decode(tid, forged)
-    assert isinstance(r, Rejected) and r.code == "group-bad-signature"
+    assert isinstance(r, Rejected) and r.code == "group_bad_signature"
     # renumbered part, zero parts, part beyond the count
     for part, count in ((0, 2), (1, 1), (0, 0)):
         bad = envelope.REGISTRY.encode("group_rekey", tid, 1, msg["ephemeral"], part, count, msg["entries"],
@@ -115,7 +115,7 @@ def test_forged_and_replayed_rekeys_change_nothing_and_are_not_held(tmp_path):
     assert open(mc.store._path(mc.member(tid)), "rb").read() == before
     assert isinstance(mc.decode(tid, parts[0]), EpochChanged)
     r = mc.decode(tid, parts[0])            # the admin's re-send, or a replay
-    assert isinstance(r, Rejected) and r.quiet and r.code == "group-stale-epoch"
+    assert isinstance(r, Rejected) and r.quiet and r.code == "group_stale_epoch"
 
 
 def test_rekey_chain_out_of_order_with_parts_and_publications_interleaved(tmp_path):
@@ -176,7 +176,7 @@ def test_capability_expiring_mid_run_is_a_typed_refusal(tmp_path):
     try:
         mc.encode(tid, b"too late")
     except Exception as e:
-        assert e.code == "group-usage" and "expired" in e.message
+        assert e.code == "group_usage" and "expired" in e.message
     else:
         raise AssertionError("sealed with an expired capability")
 
@@ -187,15 +187,15 @@ def test_removed_member_stops_holding_and_refuses_to_seal(tmp_path):
     admin = ac.member(tid)
     parts = admin.remove(gone.member(tid).identity.public, os.urandom(32), os.urandom(32))
     r = gone.decode(tid, parts[0])
-    assert isinstance(r, Rejected) and r.code == "group-removed"
+    assert isinstance(r, Rejected) and r.code == "group_removed"
     after = admin.seal(b"after removal", os.urandom(32), NOW)
     r = gone.decode(tid, after)
-    assert isinstance(r, Rejected) and r.code == "group-unknown-epoch"     # not held: it will never open
+    assert isinstance(r, Rejected) and r.code == "group_unknown_epoch"     # not held: it will never open
     assert gone.member(tid).held == []
     try:
         gone.encode(tid, b"posting anyway")
     except Exception as e:
-        assert e.code == "group-usage" and "removed" in e.message
+        assert e.code == "group_usage" and "removed" in e.message
     else:
         raise AssertionError("a removed member sealed")
     assert wire.REKEY_PART_MAX >= len(parts[0])

@@ -91,13 +91,13 @@ def test_private_topic_through_a_running_proxy(tmp_path, capsys):
                 ev_alice = (await alice.next_delivery(timeout=10)).payload
                 ev_bob = (await bob.next_delivery(timeout=10)).payload
                 assert isinstance(ev_alice, EpochChanged) and ev_alice.epoch == 1
-                assert isinstance(ev_bob, Rejected) and ev_bob.code == "group-removed"
+                assert isinstance(ev_bob, Rejected) and ev_bob.code == "group_removed"
                 assert isinstance((await admin.next_delivery(timeout=10)).payload, Rejected)  # stale for the admin
 
                 await alice.publish(tid, SECRET2)
                 assert (await admin.next_delivery(timeout=10)).payload == SECRET2
                 late = (await bob.next_delivery(timeout=10)).payload
-                assert isinstance(late, Rejected) and late.code == "group-unknown-epoch"
+                assert isinstance(late, Rejected) and late.code == "group_unknown_epoch"
         finally:
             await p.stop()
 

@@ -6,9 +6,9 @@ in MicroPython: include, package, module), which record what would be
 frozen."""
 import os
 
-from upsycle import flashing
+from upsycle import flashing, paths
 
-MANIFEST = os.path.join(flashing.ROOT, "firmware", "manifest.py")
+MANIFEST = os.path.join(paths.FIRMWARE_DIR, "manifest.py")
 
 
 def _frozen(path):

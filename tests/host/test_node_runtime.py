@@ -4,16 +4,20 @@ firmware/topic.py and firmware/runtime.py are board code; their logic runs
 unchanged here (firmware/platform.py falls back to plain calls), with the
 file layer injected so a power cut can fall between any two steps.
 """
+import json
 import os
+
+from upsycle.processes import free_port
 
 from shared_protocol.wire import envelope as E
 from shared_protocol.dmc import store as dstore
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url
 
-from firmware import runtime
+from firmware import proxy_link, runtime
 from firmware.topic import Topic
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AUTHOR = bytes(range(32))
 
 
@@ -152,22 +156,22 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     logs = []
     n = _node(tmp_path, logs)
     for t in n.topics:
-        n.session.subscribe(t.topic, 0)
-    n.session.start(0, False)
-    n.sock = object()   # the link is "open": the test carries the datagrams itself
-    n.outgoing()
+        n.proxy.session.subscribe(t.topic, 0)
+    n.proxy.session.start(0, False)
+    n.proxy.sock = object()   # the link is "open": the test carries the datagrams itself
+    n.proxy.outgoing()
     garbage = [b"", b"\x00" * 50, b"\xff" * 1200, bytes(range(256)),
                E.REGISTRY.encode("ping", 1)[:-1]]
     for i, g in enumerate(garbage):
-        n.receive(g, 10 + i)
+        n.proxy.receive(g, 10 + i)
     n.turn(20)
     assert n.counts["errors"] == len(garbage)
     assert sum("bad message from the proxy" in m for m in logs) == len(garbage)
     # Still a working session: welcome, then a reading goes out sealed.
-    n.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 30)
+    n.proxy.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 30)
     n.publish("field", "temp", 22.5)
     n.turn(31)
-    out = n.outgoing()
+    out = n.proxy.outgoing()
     names = [E.REGISTRY.decode(m).name for m in out]
     # the short publish: the topic named by its index in the hello's table
     assert "s_pub_a" in names and "s_subscribe" in names
@@ -175,34 +179,34 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     assert b"temp" not in pub.values[-1]       # sealed
     assert E.REGISTRY.decode(pub.values[-1]).name == "group_rd"   # a compact reading
     # The ack (short form: alias and n) empties the outbox, on flash too.
-    n.receive(E.REGISTRY.encode("s_ack_a", pub.values[0], pub.values[1]), 40)
+    n.proxy.receive(E.REGISTRY.encode("s_ack_a", pub.values[0], pub.values[1]), 40)
     n.turn(41)
     assert n.topics[0].outbox == []
     assert Topic(_invite(), n.node_author, str(tmp_path), log=pytest_fail).outbox == []
     # Garbage flooding stops being logged past the limit.
     for i in range(100):
-        n.receive(b"\x01\x02", 50 + i)
+        n.proxy.receive(b"\x01\x02", 50 + i)
     n.turn(200)
-    assert sum("bad message" in m for m in logs) == runtime.ERRORS_LOGGED_MAX
+    assert sum("bad message" in m for m in logs) == proxy_link.ERRORS_LOGGED_MAX
 
 
 def test_secure_link_drops_garbage_and_says_so(tmp_path):
     logs = []
     n = _node(tmp_path, logs, link="noise")
-    n.link.start(0, b"\x05" * 32)
-    n.sock = object()
-    first = n.outgoing()
+    n.proxy.link.start(0, b"\x05" * 32)
+    n.proxy.sock = object()
+    first = n.proxy.outgoing()
     assert len(first) == 1 and b"temp" not in first[0]     # the handshake's first message
     for i, g in enumerate([b"\x00" * 80, b"\xff" * 1200, bytes(range(200))]):
-        n.receive(g, 10 + i)
+        n.proxy.receive(g, 10 + i)
     n.turn(20)
-    assert n.link.dropped == 3
+    assert n.proxy.link.dropped == 3
     assert sum("failed the secure link" in m for m in logs) == 3
     # The session id is bound to the node key (the proxy checks it).
     from shared_protocol.session.secure_client import node_id_for
     from shared_protocol.crypto import api
     from shared_protocol.groups.keys import Identity
-    assert n.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
+    assert n.proxy.session.node_id == node_id_for(api.x25519_public(Identity(bytes.fromhex("cd" * 32)).x25519_secret))
 
 
 def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
@@ -224,24 +228,24 @@ def test_pinned_proxy_key_refuses_another_proxy(tmp_path):
         cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()],
                "proxies": ["127.0.0.1:9@" + pinned], "publish_interval_s": 1, "link": "noise"}
         n = runtime.Node(cfg, data_dir=str(tmp_path / proxy_static.hex()[:4]), log=logs.append)
-        assert n.open_link()
+        assert n.proxy.open()
         try:
-            assert n.link.proxy_key == bytes.fromhex(pinned)
+            assert n.proxy.link.proxy_key == bytes.fromhex(pinned)
             proxy = UdpSession(Handshake(False, proxy_static, b"\x33" * 32, PROLOGUE, None))
-            for m in n.outgoing():
+            for m in n.proxy.outgoing():
                 proxy.receive(m, 1)
             for m in proxy.packets_to_send():
-                n.receive(m, 2)
+                n.proxy.receive(m, 2)
             n.turn(3)
             return n, logs
         finally:
-            n.sock.close()
+            n.proxy.sock.close()
 
     n, logs = attempt(wrong)
-    assert not n.link.secured
+    assert not n.proxy.link.secured
     assert any("proxy link lost" in m for m in logs), logs
     n, logs = attempt(right)
-    assert n.link.secured, logs
+    assert n.proxy.link.secured, logs
     assert any("pinned key" in m for m in logs)
 
 
@@ -329,12 +333,62 @@ def test_boot_only_modules_are_kept_on_cpython():
     assert sys.modules["firmware.config"] is config
 
 
+def test_a_node_loads_only_what_it_runs(tmp_path):
+    """Each module imported from .mpy keeps its bytecode in a board's heap:
+    a node without a lan section never loads the LAN link or its protocol
+    layers, and one that only appends readings loads no other data type.
+    With a lan section the LAN link comes in."""
+    import subprocess
+    import sys
+    code = (
+        "import json, sys\n"
+        "from firmware import runtime\n"
+        "cfg = json.loads(sys.argv[1])\n"
+        "n = runtime.Node(cfg, data_dir=sys.argv[2], log=lambda m: None)\n"
+        "n.publish('field', 'temp', 21.5)\n"
+        "print(n.open_lan('127.0.0.1'))\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith(('firmware', 'shared_protocol')))))\n")
+    base = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()], "publish_interval_s": 1}
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "host")]))
+
+    def loaded(cfg, d):
+        r = subprocess.run([sys.executable, "-c", code, json.dumps(cfg), str(tmp_path / d)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        lan_on, mods = r.stdout.splitlines()
+        return lan_on == "True", set(mods.split())
+
+    lan_on, mods = loaded(base, "a")
+    assert not lan_on
+    assert "shared_protocol.dmc.crdt_log" in mods
+    lan = ("firmware.lan_link", "shared_protocol.overlay.lan", "shared_protocol.overlay.cyclon",
+           "shared_protocol.dmc.sync", "shared_protocol.wire.framing", "shared_protocol.rand")
+    for m in lan + ("shared_protocol.dmc.crdt_map", "shared_protocol.dmc.crdt_set",
+                    "shared_protocol.dmc.crdt_counter", "shared_protocol.groups.admin",
+                    "shared_protocol.session.proxy"):
+        assert m not in mods, m
+    # node.PRELOAD imports what a node runs before it starts: all of it,
+    # each module after those it imports (tools/bench/bench_node.py's order)
+    from firmware import node as boot
+    sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
+    from bench_node import _import_deps
+    boot_only = set(runtime.BOOT_ONLY)
+    assert mods - boot_only == set(boot.PRELOAD)
+    for i, m in enumerate(boot.PRELOAD):
+        assert set(_import_deps(m)) <= set(boot.PRELOAD[:i]), m
+    lan_on, mods = loaded(dict(base, lan={"port": free_port()}), "b")
+    assert lan_on and set(lan) <= mods
+    assert mods - boot_only == set(boot.PRELOAD + boot.PRELOAD_LAN)
+    for i, m in enumerate(boot.PRELOAD_LAN):
+        assert set(_import_deps(m)) <= set(boot.PRELOAD + boot.PRELOAD_LAN[:i]), m
+
+
 def _open_session(n, t=0):
-    n.session.start(t, False)
-    n.sock = 1
-    n.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), t)
+    n.proxy.session.start(t, False)
+    n.proxy.sock = 1
+    n.proxy.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), t)
     n.turn(t)
-    n.outgoing()
+    n.proxy.outgoing()
 
 
 def test_batch_mode_waits_for_a_full_batch_then_sends_one_signed_message(tmp_path):
@@ -353,11 +407,11 @@ def test_batch_mode_waits_for_a_full_batch_then_sends_one_signed_message(tmp_pat
     for i in range(3):
         a.publish("field", "temp", 20.0 + i, t=1000 + i)
         a.turn(10 + i)
-        assert [E.REGISTRY.decode(m).name for m in a.outgoing()] == []   # the batch is still filling
+        assert [E.REGISTRY.decode(m).name for m in a.proxy.outgoing()] == []   # the batch is still filling
     assert runtime._ready_to_sleep(a, 0, 2000)          # a filling batch does not keep it awake
     a.publish("field", "temp", 23.0, t=1003)
     a.turn(20)
-    out = [E.REGISTRY.decode(m) for m in a.outgoing()]
+    out = [E.REGISTRY.decode(m) for m in a.proxy.outgoing()]
     assert [m.name for m in out] == ["s_pub_a"]
     sealed = out[0].values[-1]
     inner = E.REGISTRY.decode(sealed)
@@ -371,7 +425,7 @@ def test_batch_mode_waits_for_a_full_batch_then_sends_one_signed_message(tmp_pat
     assert [v for _, v in tb.replica.readings("temp")] == [20.0, 21.0, 22.0, 23.0]
     assert not runtime._ready_to_sleep(a, 0, 2000)    # the full batch waits for its ack
     # one ack (named by the batch's last op) clears all four ops
-    a.receive(E.REGISTRY.encode("s_ack_a", out[0].values[0], out[0].values[1]), 21)
+    a.proxy.receive(E.REGISTRY.encode("s_ack_a", out[0].values[0], out[0].values[1]), 21)
     a.turn(22)
     assert a.topics[0].outbox == [] and a.counts["acked"] == 1
     assert wire.BATCH_MAX >= 4

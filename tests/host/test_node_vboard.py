@@ -1,6 +1,6 @@
 """A virtual board running the node, killed (power cut: SIGKILL of the board
 process; its flash on the host is what littlefs would hold, see
-tools/vboard/flash.mjs) while it saves, then rebooted: the replica loads (the
+host/upsycle/vboard/flash.mjs) while it saves, then rebooted: the replica loads (the
 old state or the new one), holds every reading the node had reported, and
 the node rejoins."""
 import os
@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from proxy_rig import ENV, ROOT, free_port, start_proxy
+from proxy_rig import ENV, ROOT, free_port, start_proxy, stop
 from shared_protocol.dmc import store as dstore
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url
@@ -112,8 +112,7 @@ def test_killed_mid_save_loads_old_or_new_and_rejoins(tmp_path):
     finally:
         for q in procs:
             q.stop()
-        proxy.terminate()
-        proxy.wait(timeout=10)
+        stop(proxy)
 
 
 def test_deep_sleep_duty_cycle_keeps_state_across_sleeps(tmp_path):
@@ -141,8 +140,7 @@ def test_deep_sleep_duty_cycle_keeps_state_across_sleeps(tmp_path):
         assert not [l for l in lines if "SAFE MODE" in l or "Traceback" in l], lines
     finally:
         p.stop()
-        proxy.terminate()
-        proxy.wait(timeout=10)
+        stop(proxy)
 
 
 def _flash(p, port, inv, toml):
@@ -235,6 +233,7 @@ def test_set_aside_replica_refills_from_the_proxy(tmp_path):
     finally:
         for x in procs:
             x.stop()
+        stop(proxy)
 
 
 # Modules a UDP node without a LAN must not hold once it runs: the boot-only
@@ -256,8 +255,7 @@ def test_node_drops_boot_only_modules_and_still_reconnects(tmp_path):
         _wait_line(p, "first reading acknowledged", 0)
         # The proxy goes away and comes back: the node reconnects (a new
         # Noise handshake and session) with the boot-only modules gone.
-        proxy.terminate()
-        proxy.wait(timeout=10)
+        stop(proxy)
         _wait_line(p, "proxy link lost", 0, timeout=90)
         mark = len(p.lines)
         proxy = start_proxy(str(tmp_path / "proxy"), port)
@@ -281,5 +279,4 @@ def test_node_drops_boot_only_modules_and_still_reconnects(tmp_path):
         assert not [m for m in NOT_LOADED if m in loaded], sorted(loaded)
     finally:
         p.stop()
-        proxy.terminate()
-        proxy.wait(timeout=10)
+        stop(proxy)

@@ -8,12 +8,11 @@ message 1 (giving the same message 2), then reads message 3 and the host's
 transport message, and replies.
 """
 import os
-import subprocess
 
 from noise.connection import Keypair, NoiseConnection
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RUNNER = os.path.join(ROOT, "tools", "mpvm", "run.mjs")
+from upsycle import vm
+
 
 VM_RESPONDER = """
 import binascii
@@ -33,8 +32,7 @@ if m3:
 
 
 def _vm(**kw):
-    p = subprocess.run(["node", RUNNER, "--code", VM_RESPONDER % kw], capture_output=True, text=True,
-                       cwd=ROOT, timeout=300)
+    p = vm.run([VM_RESPONDER % kw], timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     out = {}
     for line in p.stdout.splitlines():

@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from proxy_rig import cli, free_port, start_proxy
-from upsycle.client import Client, PublishRejected, node_key
+from upsycle.client import Client, PublishRejected
+from upsycle.identity import node_key
 from upsycle.proxy import datadir
 from upsycle.proxy.config import Config
 from upsycle.proxy.server import Proxy

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from proxy_rig import ENV, cli, free_port, rss_kb, start_proxy
+from proxy_rig import stop as stop_process
 from shared_protocol.wire import envelope as E
 from shared_protocol.session import messages as W
 from upsycle.client import Client
@@ -100,8 +101,10 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path):
     kills = int(os.environ.get("UPSYCLE_CRASH_KILLS", "12"))
     publishers = 3
 
+    state = {}
+
     async def main():
-        state = {"proc": start_proxy(data, port, stderr=subprocess.DEVNULL)}
+        state["proc"] = start_proxy(data, port, stderr=subprocess.DEVNULL)
         acked = {i: [] for i in range(publishers)}
         received = []
         stop = asyncio.Event()
@@ -160,7 +163,11 @@ def test_sigkill_loses_no_acknowledged_message(tmp_path):
         await loop.run_in_executor(None, state["proc"].wait)
         return acked, received
 
-    acked, received = asyncio.run(main())
+    try:
+        acked, received = asyncio.run(main())
+    finally:
+        if "proc" in state:
+            stop_process(state["proc"])    # whatever failed, no proxy is left running
     seen = set()
     order = {i: [] for i in range(publishers)}
     for i, s in received:

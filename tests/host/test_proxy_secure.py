@@ -20,7 +20,8 @@ from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import HS1_PAD
 from shared_protocol.session.secure_client import PROLOGUE, node_id_for
 from proxy_rig import ENV
-from upsycle.client import Client, ProxyKeyMismatch, SessionRefused, known_proxy_key
+from upsycle.client import Client, ProxyKeyMismatch, SessionRefused
+from upsycle.identity import known_proxy_key
 from upsycle.proxy.config import Config
 from upsycle.proxy.server import Proxy
 from upsycle.proxy.status import fetch_status
@@ -173,7 +174,7 @@ def test_wrong_pinned_proxy_key_fails_the_handshake(tmp_path, kind):
             async with client(p, b"n", kind, proxy_key=p.public_key):
                 pass
             host, port = p.addresses[kind]
-            from upsycle.client import remember_proxy_key
+            from upsycle.identity import remember_proxy_key
             remember_proxy_key(None, host, port, b"\x08" * 32)
             with pytest.raises(ProxyKeyMismatch):
                 await client(p, b"m", kind).connect(timeout=10)
@@ -299,7 +300,7 @@ def test_garbage_and_truncated_handshakes_are_dropped_and_counted(tmp_path):
                 assert (await sub.next_delivery(timeout=5)).payload == b"still here"
                 await asyncio.sleep(0.1)
                 f = p.status()["faults"]
-                assert f["noise-handshake-failed"] >= 4, f
+                assert f["noise_handshake_failed"] >= 4, f
                 assert f["udp_short_handshake"] == 1, f
                 assert f["udp_no_session"] == 1, f
                 assert len(p.sessions) == 2

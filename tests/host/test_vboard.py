@@ -387,7 +387,7 @@ asyncio.run(app())
 def test_a_power_cut_leaves_the_flash_as_littlefs_would(tmp_path):
     """SIGKILL of the board right after close+rename keeps the new file
     (littlefs commits on close; rename is atomic), and writes to files not
-    closed or flushed are not there (tools/vboard/flash.mjs)."""
+    closed or flushed are not there (host/upsycle/vboard/flash.mjs)."""
     from upsycle.commands import board as board_cmd
     from upsycle.field_demo import Proc
     fs = tmp_path / "flash"

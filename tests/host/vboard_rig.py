@@ -1,15 +1,15 @@
 """Virtual boards and the real mpremote, for host tests.
 
-`VirtualBoard` starts tools/vboard/server.mjs (one Node process, which runs
+`VirtualBoard` starts host/upsycle/vboard/server.mjs (one Node process, which runs
 one child per boot) on a free loopback port with its flash in a directory,
 and always stops it (and its children) on close.
 """
 import os
-import signal
 import subprocess
 import sys
 import time
 
+from upsycle import processes
 from upsycle.commands import board as board_cmd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,18 +50,8 @@ class VirtualBoard:
         return serial.serial_for_url(self.url, timeout=timeout)
 
     def close(self):
-        if self.proc.poll() is None:
-            try:
-                # The server lets the running boot mirror its flash, then exits.
-                self.proc.terminate()
-                self.proc.wait(timeout=5)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        # The server lets the running boot mirror its flash, then exits.
+        processes.stop(self.proc)
         for f in (self.proc.stdout, self.proc.stderr):
             f.close()
 

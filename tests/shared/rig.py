@@ -8,6 +8,9 @@ import json
 import sys
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
+# A single-precision build (ESP32/RP2 firmware, the unix port built with
+# MICROPY_FLOAT_IMPL_FLOAT): 0.1 is a single already.
+SINGLE_FLOAT = str(1 / 3) == "0.33333334"
 
 
 def _dirname(path):

@@ -195,6 +195,11 @@ def test_config_limits_are_checked():
     ]
     for args in bad:
         raises(cyclon.CyclonConfigError, cyclon.Cyclon, args[0], args[1], Rng(1), args[2], args[3])
+    # A timer longer than half the board's tick period cannot be compared.
+    from shared_protocol import clock
+    for timeout in (0, clock.SPAN_MAX + 1):
+        raises(cyclon.CyclonConfigError, cyclon.Cyclon, b"me", ADDR, Rng(1), 8, 4, timeout)
+    assert cyclon.Cyclon(b"me", ADDR, Rng(1), 8, 4, clock.SPAN_MAX).reply_timeout == clock.SPAN_MAX
     assert cyclon.BOARD_SHUFFLE <= cyclon.BOARD_VIEW
     assert cyclon.PROXY_VIEW == 20 and cyclon.PROXY_SHUFFLE == 8
 
@@ -288,7 +293,7 @@ SCENARIO_DIGEST = "74281af8fd232250b68258ddbbdf1601409f076acbd87618303bf23ad1bc7
 def test_pending_exchanges_are_bounded():
     # Replies never come and the timeout is far: at MAX_PENDING the oldest
     # exchange is forgotten (its peer dropped) before a new one starts.
-    p = cyclon.Cyclon(nid(1), ADDR, Rng(3), 10, 3, 10 ** 9)
+    p = cyclon.Cyclon(nid(1), ADDR, Rng(3), 10, 3, 10 ** 8)
     addr_of = {}
     for i in range(2, 12):
         addr_of[nid(i)] = bytes([i]) * 6

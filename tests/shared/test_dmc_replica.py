@@ -1,5 +1,7 @@
 # Runs on CPython and in the MicroPython VM: the DMC replica and its types.
-from rig import raises, IS_MICROPYTHON
+import struct
+
+from rig import raises, IS_MICROPYTHON, SINGLE_FLOAT, unhex
 from shared_protocol.wire import cbor
 from shared_protocol.dmc import Replica, OpError, SnapshotError, ReplicaLimitError
 from shared_protocol.dmc import ops as O
@@ -308,3 +310,24 @@ def test_snapshot_join_drops_a_tag_the_sender_saw_removed():
     d.insert("s", "x")
     d.merge_snapshot(b.snapshot())
     assert d.members("s") == ["x"]
+
+
+# A reading a host wrote: author A's first op, append 23.4 at t=1763683201
+# to the log "temp", as cbor2.dumps(op, canonical=True) writes it
+# (tests/host/test_cbor_properties.py checks cbor2 still does). 23.4 is no
+# single, so it travels as the double fb4037666666666666.
+HOST_OP_23_4 = "88500a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a010180056474656d701a691fab81fb4037666666666666"
+
+
+def test_a_float_written_by_the_host_reaches_a_single_precision_replica():
+    """ESP32 and RP2 boards have single floats: the host's reading lands in
+    their replica as their 23.4 (the double rounded to single)."""
+    prev = None if SINGLE_FLOAT else cbor.set_single_floats(True)
+    try:
+        r = Replica(B)
+        assert r.receive(unhex(HOST_OP_23_4)) == 1
+        assert r.readings("temp") == [(1763683201, struct.unpack(">f", struct.pack(">f", 23.4))[0])]
+        assert r.vv == {A: 1}
+    finally:
+        if prev is not None:
+            cbor.set_single_floats(prev)

@@ -88,3 +88,37 @@ def test_proxy_may_carry_a_pinned_key():
     cfg = config.parse(_good(proxies=["192.168.1.10:7400@" + key]), "rp2")
     assert config.split_proxy_key(cfg["proxies"][0]) == ("192.168.1.10:7400", bytes.fromhex(key))
     assert config.split_proxy_key("192.168.1.10:7400") == ("192.168.1.10:7400", None)
+
+
+def test_every_optional_section_is_checked():
+    """lan, sleep, app and link: a bad value is a ConfigError here, so
+    `upsycle flash` refuses it before writing anything (the runtime trusts
+    the parsed config)."""
+    good = dict(lan={"port": 47000, "peers": ["192.168.1.20:47000"]}, sleep={"awake_s": 20, "sleep_s": 600},
+                app={"readings": 5}, link="plaintext")
+    cfg = config.parse(_good(**good), "rp2")
+    assert cfg["lan"]["port"] == 47000 and cfg["sleep"]["sleep_s"] == 600 and cfg["app"]["readings"] == 5
+    assert config.parse(_good(lan={"port": 47000}), "rp2")["lan"] == {"port": 47000}   # broadcast
+    bad = [
+        (dict(lan={"port": 0}), "config.lan"),
+        (dict(lan={"port": 70000}), "config.lan"),
+        (dict(lan={"port": True}), "config.lan"),
+        (dict(lan=[47000]), "config.lan"),
+        (dict(lan={"port": 47000, "peers": ["nohost"]}), "config.lan"),
+        (dict(lan={"port": 47000, "peers": ["h:0"]}), "config.lan"),
+        (dict(lan={"port": 47000, "peers": [5]}), "config.lan"),
+        (dict(lan={"port": 47000, "peers": "h:1"}), "config.type"),
+        (dict(lan={"port": 47000, "peers": ["h:%d" % (i + 1) for i in range(config.LAN_PEERS_MAX + 1)]}),
+         "config.limit"),
+        (dict(sleep={"awake_s": 0, "sleep_s": 600}), "config.sleep"),
+        (dict(sleep={"awake_s": 20}), "config.sleep"),
+        (dict(sleep={"awake_s": 20, "sleep_s": config.SLEEP_MAX_S + 1}), "config.sleep"),
+        (dict(sleep=600), "config.sleep"),
+        (dict(app={"readings": -1}), "config.app"),
+        (dict(app={"readings": "5"}), "config.app"),
+        (dict(app=3), "config.app"),
+        (dict(link="tls"), "config.link"),
+    ]
+    for changes, code in bad:
+        e = raises(config.ConfigError, config.parse, _good(**changes), "rp2")
+        assert e.code == code, (changes, e.code)

@@ -71,7 +71,7 @@ def test_handshake_times_out():
     a.tick(2000)
     assert len(a.packets_to_send()) == 2
     e = raises(HandshakeTimedOut, a.tick, 3000)
-    assert e.code == "noise-handshake-timeout"
+    assert e.code == "noise_handshake_timeout"
 
 
 def test_forged_and_replayed_packets_change_nothing():
@@ -105,7 +105,7 @@ def test_lost_message_3_is_answered_by_no_session():
     ans = no_session_answer(d)
     assert len(ans) < len(d)               # never larger than what it answers
     e = raises(SessionUnknown, a.receive, ans, 0)
-    assert e.code == "noise-session-unknown"
+    assert e.code == "noise_session_unknown"
 
 
 def test_no_session_answer_about_someone_elses_packet_is_ignored():

@@ -1,7 +1,7 @@
 # Runs one shared test module inside the MicroPython VM and reports each test
 # function on its own line, so pytest can show every VM test as its own item.
-# Invoked by tests/conftest.py through tools/mpvm/run.mjs; argv[0] is the
-# module name. Lines look like:  @@UPSYCLE-RESULT {"name": ..., "ok": ..., ...}
+# Invoked by tests/conftest.py through host/upsycle/mpvm/run.mjs (argv[0] is the
+# module name), or by a unix MicroPython given in UPSYCLE_MICROPYTHON. Lines look like:  @@UPSYCLE-RESULT {"name": ..., "ok": ..., ...}
 import sys
 import time
 import json
@@ -36,4 +36,7 @@ def run(modname, only=None):
             _report(name, False, time.ticks_diff(time.ticks_ms(), t0), buf.getvalue())
 
 
-run(sys.argv[0], sys.argv[1:])
+# The VM passes the module as argv[0]; a unix MicroPython
+# (`micropython tests/shared/vm_harness.py MODULE`) passes the script first.
+_args = sys.argv[1:] if sys.argv and sys.argv[0].endswith("vm_harness.py") else sys.argv
+run(_args[0], _args[1:])

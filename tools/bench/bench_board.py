@@ -6,8 +6,8 @@ arch, against the .py sources (the anchor; ratio in the same run). The arch
 changes only the .mpy header until some code uses @micropython.native/viper.
 Times (virtual board, this machine): start-up, soft reset, one raw-paste
 command, board code saving a file (what the flash's write-through to the
-host costs, tools/vboard/flash.mjs), a full flash, and the node's boot from reset to its "node up" line,
-against the anchor of starting a bare VM process (node tools/mpvm/run.mjs).
+host costs, host/upsycle/vboard/flash.mjs), a full flash, and the node's boot from reset to its "node up" line,
+against the anchor of starting a bare VM process (node host/upsycle/mpvm/run.mjs).
 """
 import os
 import statistics
@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from table import render
-from upsycle import boards, flashing, vm
+from upsycle import boards, flashing, processes, vm
 from upsycle.commands import board as board_cmd
 
 RUNS = 7
@@ -83,16 +83,14 @@ def _start(flash_dir):
 
 def _stop(p, ser):
     ser.close()
-    p.terminate()
-    p.wait()
+    processes.stop(p)
     p.stdout.close()
 
 
 def timings():
     import serial
-    node = vm.check()
-    anchor = _median_ms(lambda: subprocess.run([node, vm.RUNNER, "--code", "pass"], check=True,
-                                               capture_output=True), 5)
+    cmd = vm.command() + ["--code", "pass"]
+    anchor = _median_ms(lambda: subprocess.run(cmd, check=True, capture_output=True), 5)
     rows = [["bare VM process: node run.mjs --code pass (anchor)", anchor]]
     with tempfile.TemporaryDirectory() as tmp:
         flash_dir = os.path.join(tmp, "flash")

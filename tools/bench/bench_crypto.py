@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
 # a desktop core running the wasm JIT is roughly 10-20x an ESP32 at 240 MHz on
 # interpreter benchmarks; the RP2040 (125 MHz Cortex-M0+, code executing from
 # QSPI flash through a 16 KB cache) is about 2.2x slower again
-# (MICROPYTHON.md). Verify on hardware with the same workload file.
+# (docs/micropython.md). Verify on hardware with the same workload file.
 FACTOR_ESP32 = 15.0
 FACTOR_RP2040 = 35.0
 ROWS = [
@@ -62,9 +62,9 @@ def run_cpython(backend, n):
 
 
 def run_vm():
-    runner = os.path.join(ROOT, "tools", "mpvm", "run.mjs")
+    from upsycle import vm
     wl = os.path.join(ROOT, "tools", "bench", "crypto_workload.py")
-    p = subprocess.run(["node", runner, "--file", wl], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    p = subprocess.run(vm.command() + ["--file", wl], capture_output=True, text=True, cwd=ROOT, timeout=900)
     for line in p.stdout.splitlines():
         if line.startswith("@@BENCH "):
             return json.loads(line[8:])

@@ -33,10 +33,10 @@ import tempfile
 import time
 
 from table import render
-from upsycle import boards, flashing
+from upsycle import boards, flashing, vm
 from upsycle.commands import board as board_cmd
 
-ROOT = flashing.ROOT
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MPREMOTE = [sys.executable, "-m", "mpremote"]
 IP_UDP = 20 + 8
 IP_TCP = 20 + 20
@@ -64,7 +64,10 @@ def _flash(url, cfg_extra=None, proxies=(), invites=(), interval=60):
     base = dict(cfg_extra or {})
     cfg = flashing.make_config(prof, base, wifi=["upsycle-lab:upsycle-lab"], proxies=list(proxies),
                                invites=list(invites), interval=interval)
-    flashing.flash(url, prof, cfg, out=lambda s: None, tail=False)
+    # a build folder of its own: the default one is shared by every
+    # checkout on this machine, and another's build may land in it meanwhile
+    with tempfile.TemporaryDirectory() as build:
+        flashing.flash(url, prof, cfg, out=lambda s: None, build_dir=build, tail=False)
     return cfg
 
 
@@ -74,7 +77,7 @@ def _proxy_and_flash(d, name, topics):
     ``topics`` invites, publishing every second; yields the flash directory
     to start boards on. The proxy stops on exit."""
     sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
-    from proxy_rig import free_port, start_proxy
+    from proxy_rig import free_port, start_proxy, stop
     port = free_port()
     proxy = start_proxy(os.path.join(d, "proxy"), port)
     try:
@@ -85,8 +88,7 @@ def _proxy_and_flash(d, name, topics):
         p.stop()
         yield fs
     finally:
-        proxy.terminate()
-        proxy.wait(timeout=10)
+        stop(proxy)
 
 
 def heap(publishes):
@@ -100,17 +102,17 @@ def heap(publishes):
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 # Everything the node below holds, the modules it loads
                 # lazily included, so the next row is the node's own state.
-                "from firmware import runtime, topic, app\nfrom shared_protocol.overlay import lan, cyclon\n"
+                "from firmware import runtime, topic, app, lan_link\nfrom shared_protocol.overlay import lan, cyclon\n"
                 "from shared_protocol.session import client\nfrom shared_protocol import rand\n"
-                "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.store\n"
+                "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.crdt_log, shared_protocol.dmc.store\n"
                 "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp",
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 "import json\ncfg = json.load(open('/config.json'))\nnode = runtime.Node(cfg, data_dir='/bench', log=lambda m: None)\n"
                 "runtime.forget_boot_modules()\n"   # as runtime.main() does once the node is built
                 "node.open_lan('127.0.0.1')\n"
-                "for i in range(8): node.lan.cyclon.heard(bytes([i + 1]) * 32, b'127.0.0.1:%d' % (48000 + i))\n"
+                "for i in range(8): node.lan.lan.cyclon.heard(bytes([i + 1]) * 32, b'127.0.0.1:%d' % (48000 + i))\n"
                 "tp = node.topics[0]",
-                "gc.collect()", "print('M', gc.mem_alloc(), len(node.lan.cyclon))",
+                "gc.collect()", "print('M', gc.mem_alloc(), len(node.lan.lan.cyclon))",
             ]
             # Allocation per idle loop turn (no link, LAN timers not due):
             # gc off, mem_alloc grows by what the turns allocate. One turn
@@ -133,9 +135,9 @@ def heap(publishes):
             # The same with an open (plaintext) session and nothing to do.
             steps.append("from shared_protocol.wire import envelope as E\n"
                          "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
-                         "t0 = runtime.platform.ticks_ms()\nn2.session.start(t0, False)\n"
-                         "n2.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.sock = 1\n"
-                         "n2.turn(t0)\nn2.outgoing()")
+                         "t0 = runtime.platform.ticks_ms()\nn2.proxy.session.start(t0, False)\n"
+                         "n2.proxy.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.proxy.sock = 1\n"
+                         "n2.turn(t0)\nn2.proxy.outgoing()")
             steps.append("gc.collect()\ngc.disable()\na = gc.mem_alloc()\n"
                          "for i in range(1000): n2.turn(t0)\nb = gc.mem_alloc()\ngc.enable()\n"
                          "print('T', (b - a) / 1000)\ndel n2")
@@ -170,7 +172,8 @@ def heap(publishes):
 
 def sizes():
     from bench_board import flashed_builds
-    runtime = ("runtime.mpy", "topic.mpy", "app.mpy", "platform.mpy", "lan.mpy")
+    runtime = ("runtime.mpy", "core.mpy", "proxy_link.mpy", "lan_link.mpy", "topic.mpy", "app.mpy",
+               "platform.mpy", "lan.mpy")
     rows = []
     for arch, files, src, total in flashed_builds():
         mine = sum(n for r, n in files if r.split("/")[-1] in runtime)
@@ -367,8 +370,7 @@ def boot_to_ack():
             p.stop()
             rows.append(["power-on %d" % (run + 1), marks.get("up"), marks.get("open"), marks.get("ack")])
     t0 = time.monotonic()
-    subprocess.run(["node", os.path.join(ROOT, "tools", "mpvm", "run.mjs"), "--code", "pass"], check=True,
-                   capture_output=True)
+    subprocess.run(vm.command() + ["--code", "pass"], check=True, capture_output=True)
     bare = time.monotonic() - t0
     print(render("Virtual board: seconds from power-on (board process start) to ... ; anchor: a bare VM "
                  "process runs `pass` in %.2f s" % bare, ["run", "node up", "proxy session", "first ack"], rows))
@@ -379,7 +381,7 @@ def _ops(n, warm=999):
     replica has seen two other authors, each of whom wrote between two of
     its readings, so every op carries causal deps (sequence ~1000: a day at
     one reading a minute)."""
-    from firmware.runtime import AUTHOR_BYTES
+    from firmware.core import AUTHOR_BYTES
     from shared_protocol.dmc.replica import Replica
     r = Replica(os.urandom(AUTHOR_BYTES))
     others = [Replica(os.urandom(AUTHOR_BYTES)) for _ in range(2)]
@@ -512,8 +514,7 @@ def cpu(micropython=None, n=7):
     env = dict(os.environ, PYTHONPATH=ROOT)
     r = subprocess.run([sys.executable, wl, str(n)], capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     cols.append(("CPython pure", r.stdout))
-    r = subprocess.run(["node", os.path.join(ROOT, "tools", "mpvm", "run.mjs"), "--file", wl],
-                       capture_output=True, text=True, cwd=ROOT, timeout=1800)
+    r = subprocess.run(vm.command() + ["--file", wl], capture_output=True, text=True, cwd=ROOT, timeout=1800)
     cols.append(("MicroPython VM", r.stdout + r.stderr))
     if micropython:
         r = subprocess.run([micropython, "-X", "heapsize=4m", wl, str(n)], capture_output=True, text=True, cwd=ROOT,

@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -51,7 +50,7 @@ sys.path.insert(0, os.path.join(ROOT, "host"))
 sys.path.insert(0, ROOT)
 
 from upsycle.client import HOST_WINDOW_DEFAULT  # noqa: E402
-from upsycle.ports import free_port  # noqa: E402
+from upsycle.processes import free_port, stop, wait_port  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import brokers  # noqa: E402
@@ -68,17 +67,6 @@ def find_mosquitto():
              "apt-get install -y mosquitto (tools/setup.sh installs it)")
 
 
-
-
-def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on port %d" % port)
 
 
 def payload(i):
@@ -114,8 +102,7 @@ def run_upsycle(tmp, pairs, per_pub, window, secure=False, transport="tcp", name
         return asyncio.run(_upsycle_clients(port, pairs, per_pub, window, secure, transport, name,
                                             os.path.join(tmp, "home")))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 async def _upsycle_clients(port, pairs, per_pub, window, secure=False, transport="tcp",

@@ -61,7 +61,7 @@ def _timed(*args):
 
 
 def pub_times(rounds):
-    from upsycle.ports import free_port
+    from upsycle.processes import free_port
     d = tempfile.mkdtemp(prefix="bench-rekey-")
     admin, member = os.path.join(d, "admin"), os.path.join(d, "member")
     _cli("topic", "--home", admin, "create", "garden")

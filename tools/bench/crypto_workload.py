@@ -1,5 +1,5 @@
 # The crypto benchmark's workload, shared by CPython and the MicroPython VM
-# (run through tools/mpvm/run.mjs). Prints one JSON line:
+# (run through host/upsycle/mpvm/run.mjs). Prints one JSON line:
 #   @@BENCH {"x25519": ms, ...}
 # Each figure is the median of N runs, in milliseconds.
 import json

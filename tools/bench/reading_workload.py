@@ -1,5 +1,5 @@
-# CPU per reading, the same file on CPython, the MicroPython VM (tools/mpvm/
-# run.mjs) and a MicroPython binary (MICROPYPATH=<checkout>). Prints one line:
+# CPU per reading, the same file on CPython, the MicroPython VM (host/upsycle/
+# mpvm/run.mjs) and a MicroPython binary (MICROPYPATH=<checkout>). Prints one line:
 #   @@BENCH {"<form>_seal": ms per reading, "<form>_open": ms per reading, ...}
 # forms: "pub" (group_pub: key, capability and signature in every message,
 # the format before compact readings), "rd" (group_rd, one signature per

@@ -3,16 +3,16 @@
     upsycle board list
     upsycle board virtual --port PORT --fs DIR [--name NAME] [--wifi SSID:PASS]
 
-`board virtual` runs tools/vboard/server.mjs in the foreground: a MicroPython
+`board virtual` runs upsycle/vboard/server.mjs in the foreground: a MicroPython
 1.27 VM that mpremote drives at socket://127.0.0.1:PORT, with its flash kept
 in DIR. Ctrl-C stops it.
 """
 import os
 import sys
 
-from upsycle import boards, vm
+from upsycle import boards, paths, vm
 
-SERVER = os.path.join(vm.ROOT, "tools", "vboard", "server.mjs")
+SERVER = os.path.join(paths.VBOARD_DIR, "server.mjs")
 
 
 def register(sub):
@@ -40,7 +40,7 @@ def run_list(args):
 
 def server_command(port, fs, name="vboard", wifi=(), echo=False):
     node = vm.check()
-    cmd = [node, SERVER, "--port", str(port), "--fs", fs, "--name", name]
+    cmd = [node, SERVER, "--vm", vm.vm_module(), "--port", str(port), "--fs", fs, "--name", name]
     for w in wifi:
         cmd += ["--wifi", w]
     if echo:

@@ -60,7 +60,7 @@ def run(args):
 
 async def _serve(config):
     from upsycle.proxy.server import Proxy, StorageError
-    from upsycle.proxy.identity import IdentityError
+    from upsycle.identity import IdentityError
     proxy = Proxy(config)
     try:
         await proxy.start()

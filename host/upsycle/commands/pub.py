@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import sys
 
+from upsycle.errors import USAGE, HostError
+
 # The catch-up stops when the proxy has sent nothing for this long (it sends
 # a subscription's backlog at once; half a second covers a remote proxy's
 # round trips), or after CATCHUP_MAX_S; the next pub goes on from its cursor.
@@ -93,8 +95,8 @@ def client_for(args, codec, identity=None):
                   secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home), identity=identity)
 
 
-class UsageError(Exception):
-    pass
+class UsageError(HostError):
+    code = USAGE
 
 
 def refused_errors():
@@ -150,7 +152,7 @@ class RekeysOnly:
 async def catch_up(args, codec, topic, timeout):
     """Apply the re-keys of ``topic`` published since the last catch-up.
     Returns how many deliveries were looked at; raises what connect raises."""
-    from upsycle.client import node_key
+    from upsycle.identity import node_key
     from upsycle.topic_store import home_dir
     key = hashlib.sha256(_CATCHUP_KEY_LABEL + node_key(home_dir(args.home))).digest()
     c = client_for(args, RekeysOnly(codec), identity=key)

@@ -47,6 +47,7 @@ def register(sub):
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.add_argument("--out", required=True, metavar="DIR", help="output directory")
     c.set_defaults(func=run_cyclon)
+    _register_poldercast(ps)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -135,3 +136,100 @@ def _json_default(o):
     if isinstance(o, np.floating):
         return float(o)
     raise TypeError(type(o))
+
+
+def _register_poldercast(ps):
+    c = ps.add_parser("poldercast", help="PolderCast core overlay (CYCLON + VICINITY + Rings) and dissemination")
+    c.add_argument("--nodes", type=int, required=True, help="number of proxies N")
+    c.add_argument("--topics", type=int, required=True, help="number of topics T")
+    c.add_argument("--zipf", type=float, default=2.3, help="Zipf exponent of topic popularity (default %(default)s)")
+    c.add_argument("--subs-per-node", type=int, default=5, help="topics each proxy subscribes (default %(default)s)")
+    c.add_argument("--rounds", type=int, required=True, help="gossip periods to simulate")
+    c.add_argument("--fanout", type=int, default=2, help="dissemination fanout F (default %(default)s)")
+    c.add_argument("--churn", type=float, default=0.0, metavar="FRACTION",
+                   help="each round this fraction of live proxies crashes and as many new ones join")
+    c.add_argument("--loss", type=float, default=0.0, help="message loss probability (default 0)")
+    c.add_argument("--event", action="append", default=[], metavar="crash@ROUND:FRACTION",
+                   help="crash a fraction (or a count) of the live proxies at the start of a round; repeatable")
+    c.add_argument("--blip", type=float, default=0.0, metavar="EPSILON",
+                   help="randomise profiles with BLIP at this epsilon (default 0: off)")
+    c.add_argument("--pubs-per-round", type=int, default=20, help="publications per round (default %(default)s)")
+    c.add_argument("--publish-from", type=int, default=None, metavar="ROUND",
+                   help="first round with publications (default: 30, or the last round if fewer)")
+    c.add_argument("--metrics-every", type=int, default=None, metavar="K",
+                   help="rings/connectivity metrics every K rounds (default 1 up to 2,000 proxies, else 10)")
+    c.add_argument("--wire-sample", type=float, default=0.01, metavar="P",
+                   help="fraction of gossip messages that travel as encoded bytes (default 0.01)")
+    c.add_argument("--warmup", type=int, default=5, metavar="ROUNDS",
+                   help="a proxy counts as an intended subscriber this many rounds after it joined "
+                        "(default %(default)s; hit_ratio_all counts every live subscriber)")
+    c.add_argument("--no-urps", action="store_true", help="feed CYCLON without the URPS sampler")
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--no-plots", action="store_true", help="skip the PNG files")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    c.set_defaults(func=run_poldercast)
+
+
+def run_poldercast(args):
+    from shared_protocol.overlay.common import OverlayConfigError
+    from upsycle.sim import poldercast_metrics as pm
+    from upsycle.sim.poldercast_sim import PolderCastSim
+    publish_from = args.publish_from if args.publish_from is not None else min(30, args.rounds)
+    every = args.metrics_every or (1 if args.nodes <= 2000 else 10)
+    try:
+        events = [Event.parse(e) for e in args.event]
+        sim = PolderCastSim(args.nodes, args.topics, args.zipf, args.subs_per_node, fanout=args.fanout,
+                            seed=args.seed, loss=args.loss, churn=args.churn, events=events,
+                            blip_milli=int(round(args.blip * 1000)), wire_sample=args.wire_sample,
+                            pubs_per_round=args.pubs_per_round, publish_from=publish_from,
+                            use_urps=not args.no_urps, warmup=args.warmup)
+    except (ScenarioError, OverlayConfigError, ValueError) as e:
+        print("upsycle sim poldercast: %s" % e, file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    progress = None if args.quiet else Progress("poldercast N=%d" % args.nodes)
+    t0 = time.perf_counter()
+    rows = pm.run(sim, args.rounds, every, progress)
+    if progress:
+        progress.done()
+    t1 = time.perf_counter()
+    summary = pm.summarize(sim, rows)
+    summary["config"] = {
+        "nodes": args.nodes, "topics": args.topics, "zipf": args.zipf, "subs_per_node": args.subs_per_node,
+        "rounds": args.rounds, "fanout": args.fanout, "churn": args.churn, "loss": args.loss,
+        "events": [repr(e) for e in events], "blip": args.blip, "pubs_per_round": args.pubs_per_round,
+        "publish_from": publish_from, "metrics_every": every, "wire_sample": args.wire_sample,
+        "urps": not args.no_urps, "warmup": args.warmup, "seed": args.seed,
+    }
+    pm.write_csv(os.path.join(args.out, "metrics.csv"), rows)
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1, sort_keys=True)
+        f.write("\n")
+    files = [os.path.join(args.out, "metrics.csv"), os.path.join(args.out, "summary.json")]
+    files += pm.write_overlay(sim, args.out)
+    if not args.no_plots:
+        from upsycle.sim import poldercast_plots
+        files += poldercast_plots.write_all(args.out, rows, summary, "PolderCast N=%d T=%d Zipf %g F=%d" % (
+            args.nodes, args.topics, args.zipf, args.fanout))
+    with open(os.path.join(args.out, "timing.json"), "w") as f:
+        json.dump({"run_s": t1 - t0, "summary_s": time.perf_counter() - t1}, f, indent=1)
+        f.write("\n")
+    fin = summary["final"]
+    pub = summary["publications"]
+    print("round %d: %d live proxies, rings convergence %.2f%% (100%% from round %s), topic-connectivity %.2f%%, "
+          "distinct neighbours %.1f, gossip %.0f bytes/proxy/round"
+          % (fin["round"], fin["live"], 100 * (fin["ring_convergence"] or 0), summary["ring_converged_round"],
+             100 * (fin["topic_connectivity"] or 0), fin["distinct_neighbours"] or 0,
+             summary["gossip_bytes_per_node_per_round"]))
+    if pub["publications"]:
+        print("%d publications: hit ratio %.4f%% (worst %.2f%%; %.4f%% counting proxies in their first %d rounds), "
+              "%.3f messages per subscriber, %d to non-subscribers, hops mean %.2f max %d (worst mean/bound %.2f)"
+              % (pub["publications"], 100 * pub["hit_ratio"], 100 * pub["hit_ratio_min"],
+                 100 * pub["hit_ratio_all"], args.warmup, pub["msgs_per_subscriber"],
+                 pub["non_subscriber"], pub["hops_mean"], pub["hops_max"], pub["hops_bound_worst"]))
+    for c in summary["crash_recovery"]:
+        print("crash of %g at round %d: hit ratio 100%% again from round %s" % (
+            c["fraction"], c["crash_round"], c["hit_ratio_100_from_round"]))
+    print("wrote %s (%.1f s)" % (", ".join(files), t1 - t0))
+    return 0

@@ -167,7 +167,7 @@ def cmd_join(args):
             # what every reader checks, so no one joins to publish what all refuse
             check_write_capability(cap, m.topic, m.topic_public, m.identity.public, int(time.time()))
         except UpsycleError as e:
-            if e.code == "group-capability-expired":
+            if e.code == "group_capability_expired":
                 return _fail("this invite expired at %s (its write capability); ask the admin for a new one" %
                              time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cap[3])))
             return _fail("not a valid invite: %s" % e.message)

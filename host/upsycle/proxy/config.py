@@ -39,12 +39,13 @@ Example (every key optional; these are the defaults)::
 import tomllib
 
 from upsycle.proxy.store import Retention
+from upsycle.errors import PROXY_CONFIG, HostError
 
 DEFAULT_PORT = 7883
 
 
-class ConfigError(Exception):
-    code = "config"
+class ConfigError(HostError):
+    code = PROXY_CONFIG
 
 
 # Limits, each with why (the proxy is a Raspberry Pi service for months: every
@@ -135,6 +136,9 @@ class Config:
             raise ConfigError("cannot read config %s: %s" % (path, e))
         except tomllib.TOMLDecodeError as e:
             raise ConfigError("config %s is not valid TOML: %s" % (path, e))
+        # [bridge.*]: the bridges' own sections (upsycle.bridge.config), kept
+        # in the same file for one place to configure a site; not the proxy's.
+        raw.pop("bridge", None)
         for key in ("data", "listen"):
             if key in raw:
                 setattr(c, key, str(raw.pop(key)))

@@ -27,13 +27,12 @@ import logging
 import sys
 import time
 
-from shared_protocol.wire import envelope as E
 from shared_protocol.errors import RemoteError
 from upsycle.proxy import fastpath
 from upsycle.proxy import status as status_report
 from upsycle.proxy.admission import Admission
 from upsycle.proxy.delivery import Delivery
-from upsycle.proxy.identity import load_or_create_key, public_key
+from upsycle import identity
 from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, UDP_MAX, Faults, LinkTable,
                                  TcpProtocol, UdpProtocol, kv, now_ms)
 from upsycle.proxy.routing import Routing
@@ -90,8 +89,8 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             log.warning("event=no_libsodium handshakes run in pure Python (slow)")
         self.store.open()
         self.load_known_keys()
-        self.key = load_or_create_key(self.config.data)
-        self.public_key = public_key(self.key)
+        self.key = identity.proxy_key(self.config.data)
+        self.public_key = identity.public_key(self.key)
         self.store.start(loop, self.on_commit)
         c = self.config
         self.tcp_server = await loop.create_server(lambda: TcpProtocol(self), c.listen, c.tcp_port,
@@ -121,7 +120,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         if self.tcp_server is not None:
             self.tcp_server.close()
         for link in list(self.links):
-            link.ps._out.append(E.REGISTRY.encode("s_bye", "proxy_shutdown"))
+            link.ps.bye("proxy_shutdown")
             self.flush(link)
             self.close_link(link, "shutdown")
         if self.udp_transport is not None:

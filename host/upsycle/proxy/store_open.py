@@ -7,8 +7,9 @@ import os
 import sqlite3
 
 from shared_protocol.session import messages as W
+from upsycle.errors import HostError
 from upsycle.proxy import datadir
-from upsycle.proxy.identity import KEY_FILE
+from upsycle.identity import PROXY_KEY_FILE as KEY_FILE
 
 DB_NAME = "proxy.sqlite3"
 # Start-up refusals (exit 3; never sent on the wire).
@@ -42,12 +43,11 @@ CREATE TABLE IF NOT EXISTS known_keys(kid BLOB PRIMARY KEY, node BLOB NOT NULL, 
 """
 
 
-class StorageError(Exception):
+class StorageError(HostError):
     """The data directory cannot be used (with a code from session/messages.py R_*)."""
 
     def __init__(self, code, message):
-        super().__init__("%s: %s" % (code, message))
-        self.code = code
+        HostError.__init__(self, "%s: %s" % (code, message), code)
         self.message = message
 
 

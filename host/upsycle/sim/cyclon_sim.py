@@ -31,6 +31,7 @@ import numpy as np
 from shared_protocol.overlay import cyclon
 from shared_protocol.errors import RemoteError
 from shared_protocol.rand import Rng
+from upsycle.errors import SCENARIO, HostError
 
 from upsycle.sim.network import CRASHED, LEFT, UP, Network
 
@@ -45,8 +46,9 @@ _TICK = 0
 _MSG = 1
 
 
-class ScenarioError(ValueError):
+class ScenarioError(HostError, ValueError):
     """A simulation parameter or event is not understood."""
+    code = SCENARIO
 
 
 class Event:

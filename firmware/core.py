@@ -1,0 +1,182 @@
+"""The node: its topics, the app API and its status.
+
+    Node(cfg) -> topics (firmware/topic.py: membership, replica, outbox)
+              -> proxy: firmware/proxy_link.py (session window, acks, refill)
+              -> lan:   firmware/lan_link.py, imported only when the config
+                        has a ``lan`` section (open_lan)
+
+firmware/runtime.py's main loop calls ``turn`` once per loop turn and moves
+the datagrams. Durability: a reading is acknowledged to the app (publish
+returns) only after it is in the outbox file on flash; a delivery is
+acknowledged to the proxy only after the op it carried is in the replica
+file (``turn``: save, then ``ProxyLink.ack_consumed``).
+"""
+from shared_protocol.crypto import api as crypto
+from shared_protocol.dmc import ops as O
+from shared_protocol.errors import UpsycleError
+from shared_protocol.groups.member import EpochChanged
+from shared_protocol.groups.wire import BATCH_MAX
+
+from firmware import platform
+from firmware.proxy_link import ERRORS_LOGGED_MAX, ProxyLink
+from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic
+
+# Bytes of a DMC author id: the node id's first AUTHOR_NODE_BYTES and a
+# random generation per replica (topic.py, "Authors"). Every op carries its
+# author, and its causal dependencies name other authors, so the id is on
+# the air several times per reading: 8 bytes instead of a whole 32-byte key
+# save about 24 bytes per mention. Authors are not secrets or proofs (a
+# member's publication is proven by its group signature, groups/member.py);
+# they only have to differ between the replicas of one topic, and two
+# random 8-byte ids clash with probability 2**-64 per pair.
+AUTHOR_BYTES = AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES
+
+
+# Group rejections that are expected copies, not faults: a re-key part
+# already applied (the admin sends its re-keys again for members that missed
+# them), a part holding other members' entries (shared_protocol/groups).
+_QUIET_CODES = ("group-stale-epoch", "group-rekey-other-part")
+
+
+def _log(msg):
+    print(msg)
+
+
+def batch_size(cfg, log=_log):
+    """Readings per signed message (config "batch": {"readings": N}), 1 if unset."""
+    bc = cfg.get("batch")
+    if bc is None:
+        return 1
+    n = bc.get("readings") if isinstance(bc, dict) else None
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= BATCH_MAX:
+        log("upsycle: config 'batch' must be {\"readings\": 1..%d}: signing every reading" % BATCH_MAX)
+        return 1
+    return n
+
+
+class Node:
+    def __init__(self, cfg, data_dir=DATA_DIR, log=_log, files=None):
+        self.cfg = cfg
+        self.log = log
+        self.node_id = bytes.fromhex(cfg["node_id"])
+        # Each topic's DMC author: this prefix + a generation per replica (topic.py).
+        self.node_author = self.node_id[:AUTHOR_NODE_BYTES]
+        crypto.set_random_source(platform.random_bytes)
+        platform.makedirs(data_dir)
+        batch = batch_size(cfg, log)
+        self.topics = []
+        for inv in cfg.get("topics", []):
+            try:
+                self.topics.append(Topic(inv, self.node_author, data_dir, files, log, None, batch))
+            except UpsycleError as e:
+                log("upsycle: a topic invite is unusable (%s: %s): skipped; re-flash with a fresh invite"
+                    % (e.code, e.message))
+        self.by_id = {}
+        for t in self.topics:
+            self.by_id[t.topic] = t
+        self.counts = {"acked": 0, "delivered": 0, "rejected": 0, "errors": 0}
+        self.proxy = ProxyLink(self, cfg)
+        if not self.proxy.proxies:
+            for t in self.topics:
+                if t.refilling:
+                    log("upsycle: topic %s: no proxy in the config to refill the replica from: "
+                        "LAN peers only" % t.name)
+                    t.end_refill()
+        self.lan = None
+
+    def open_lan(self, my_ip):
+        """Start the LAN link if the config has one (firmware/config.py
+        checked it); False when there is none or its socket fails."""
+        lc = self.cfg.get("lan")
+        if lc is None:
+            return False
+        from firmware.lan_link import LanLink
+        port = lc["port"]
+        peers = lc.get("peers", [])
+        try:
+            self.lan = LanLink(self, my_ip, port, peers)
+        except (OSError, ValueError) as e:
+            self.log("upsycle: LAN socket on port %d failed (%s): LAN off" % (port, e))
+            return False
+        self.log("upsycle: LAN on port %d, %d peer address(es)%s" % (
+            port, len(peers), "" if peers or platform.IS_VIRTUAL else " + broadcast"))
+        return True
+
+    # -- the app API --
+
+    def topic(self, name):
+        for t in self.topics:
+            # a name (str) or an id (bytes); str == bytes warns on MicroPython
+            if (t.name if isinstance(name, str) else t.topic) == name:
+                return t
+        raise KeyError("no topic %r in this node's config" % (name,))
+
+    def publish(self, topic, key, value, t=None):
+        """Append a reading to ``key`` in the topic's replica and queue it for
+        the proxy; durable on flash when this returns."""
+        tp = self.topic(topic)
+        tp.append(key, platform.unix_time() if t is None else t, value)
+        tp.save()
+
+    def on_change(self, topic, callback):
+        """callback(key, value, author) for every op applied, local or remote."""
+        self.topic(topic).callbacks.append(callback)
+
+    # -- one turn of the loop (no I/O wait inside) --
+
+    def turn(self, now):
+        self.proxy.turn(now)
+        saved = 0
+        for t in self.topics:
+            saved += t.save()
+        self.proxy.ack_consumed()   # only now that their ops are on flash
+        return saved
+
+    def deliver(self, topic, seq, payload):
+        """A delivery from the proxy: opened (AEAD, signature, capability,
+        replay window) and applied to the topic's replica."""
+        tp = self.by_id.get(topic)
+        if tp is None:
+            return
+        try:
+            got = tp.open(payload, platform.unix_time())
+        except (UpsycleError, ValueError, TypeError) as e:
+            code = getattr(e, "code", e)
+            if code in _QUIET_CODES:
+                return   # a copy of a re-key we applied, or a part for other members
+            self.counts["rejected"] += 1
+            self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, code))
+            return
+        if isinstance(got, EpochChanged):
+            self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, got.epoch))
+            return
+        for body in got:
+            try:
+                tp.apply(body)
+                self.counts["delivered"] += 1
+            except UpsycleError as e:
+                self.log("upsycle: topic %s: op not applied (%s: %s)" % (tp.name, e.code, e.message))
+
+    def count_error(self):
+        """Count a bad datagram or message; True while it should be logged."""
+        self.counts["errors"] += 1
+        return self.counts["errors"] <= ERRORS_LOGGED_MAX
+
+    def readings_held(self, tp):
+        n = 0
+        objects = tp.replica.objects
+        for key in objects:
+            if key[0] == O.T_LOG:
+                n += len(objects[key])
+        return n
+
+    def status(self):
+        out = held = 0
+        for t in self.topics:
+            out += len(t.outbox)
+            held += self.readings_held(t)
+        s = "published %d acked %d delivered %d outbox %d readings %d" % (
+            sum(t.published for t in self.topics), self.counts["acked"], self.counts["delivered"], out, held)
+        if self.lan is not None:
+            s += self.lan.status()
+        return s

@@ -1,0 +1,364 @@
+"""One proxy's PolderCast node: CYCLON (with URPS in front of its input),
+VICINITY and Rings, the profile it publishes, and dissemination. Sans-I/O:
+``tick(now)`` and ``handle(msg, now)`` return lists of Outgoing (messages to
+send) and Delivery (messages for this proxy's own subscribers); the caller
+owns sockets, timers and the clock (plain monotonic ms ints) and passes an
+``Rng``. Same conventions as CYCLON: typed errors leave the state as it was.
+
+CYCLON's own messages carry no profiles, but VICINITY takes candidates from
+the CYCLON view and must rank them, so between proxies a shuffle travels as
+``overlay_shuffle`` / ``overlay_shuffle_reply``: CYCLON's fields plus one
+profile (or null) per entry. This node unwraps them, passes every entry
+through the URPS sampler (an id that URPS does not admit is removed before
+CYCLON merges, so flooders cannot take over the view) and hands CYCLON a
+plain CYCLON message.
+"""
+from shared_protocol.wire import envelope
+from shared_protocol.overlay.cyclon import (Cyclon, CyclonError, MAX_SHUFFLE_LEN, PROXY_SHUFFLE, PROXY_VIEW,
+                                            REPLY as C_REPLY, SHUFFLE as C_SHUFFLE, check_entries as c_check_entries)
+from shared_protocol.overlay import common, dissemination, ids, rings, urps, vicinity
+from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
+from shared_protocol.overlay.profile import Subscriptions, DEFAULT_BITS, DEFAULT_HASHES, popcount
+from shared_protocol.overlay.dissemination import Delivery
+
+# Profiles of peers remembered (the last ones learned, views or not): the
+# source of VICINITY's candidates for rare topics (_memory). 256 x ~90 bytes.
+PROFILE_CACHE_MAX = 256
+# Age given to remembered candidates: older than any view entry of a live
+# peer, so a view entry wins a tie.
+MEMORY_AGE = 1000
+
+DEFAULT_REPLY_TIMEOUT_MS = 2000
+
+SHUFFLE = envelope.REGISTRY.register(96, "overlay_shuffle", (
+    ("nonce", envelope.UINT, 0xFFFFFFFF),
+    ("entries", envelope.LIST, MAX_SHUFFLE_LEN),
+    ("profiles", envelope.LIST, MAX_SHUFFLE_LEN),   # bytes or null, one per entry
+))
+SHUFFLE_REPLY = envelope.REGISTRY.register(97, "overlay_shuffle_reply", (
+    ("nonce", envelope.UINT, 0xFFFFFFFF),
+    ("sender", envelope.BYTES, ids.ID_LEN),
+    ("entries", envelope.LIST, MAX_SHUFFLE_LEN),
+    ("profiles", envelope.LIST, MAX_SHUFFLE_LEN),
+))
+
+
+class PolderCast:
+    """The three gossip layers and dissemination of one proxy."""
+
+    def __init__(self, static_key, addr, rng, topics=(), fanout=dissemination.DEFAULT_FANOUT,
+                 cyclon_view=PROXY_VIEW, cyclon_shuffle=PROXY_SHUFFLE,
+                 vicinity_view=vicinity.DEFAULT_VIEW, vicinity_gossip=vicinity.DEFAULT_GOSSIP,
+                 bits=DEFAULT_BITS, hashes=DEFAULT_HASHES, blip_milli=0,
+                 urps_memory=urps.DEFAULT_MEMORY, use_urps=True, ring_max_age=rings.DEFAULT_MAX_AGE,
+                 reply_timeout=DEFAULT_REPLY_TIMEOUT_MS, seen=dissemination.DEFAULT_SEEN):
+        node_id = ids.proxy_id(static_key)
+        common.check_config_peer(node_id, addr)
+        self.id = node_id
+        self.addr = addr
+        self.rng = rng
+        self.subs = Subscriptions(rng, bits, hashes, blip_milli)
+        self.cyclon = Cyclon(node_id, addr, rng, cyclon_view, cyclon_shuffle, reply_timeout)
+        self.urps = urps.Sampler(rng, urps_memory) if use_urps else None
+        self.vicinity = vicinity.Vicinity(node_id, addr, rng, bits, vicinity_view, vicinity_gossip, reply_timeout)
+        self.rings = rings.Rings(node_id, addr, rng, bits, hashes, ring_max_age, reply_timeout)
+        self.diss = dissemination.Disseminator(node_id, rng, fanout, seen)
+        self.bits = bits
+        self._profiles = {}     # peer id -> [f, n, pbytes, addr]
+        self._prof_order = []   # ids, least recently learned first
+        self._prof_ver = 0
+        self._pool_key = None
+        self._pool_val = None
+        self._me = None
+        self.subs.set(topics)
+        self.rings.set_topics(self.subs.topics)
+
+    # --- subscriptions ---------------------------------------------------
+
+    @property
+    def topics(self):
+        return self.subs.topics
+
+    def subscribe(self, topic):
+        if not common.check_id(topic):
+            raise OverlayConfigError(common.E_CONFIG, "a topic id is %d bytes (ids.topic_id)" % ids.ID_LEN)
+        if self.subs.add(topic):
+            self.rings.set_topics(self.subs.topics)
+            return True
+        return False
+
+    def unsubscribe(self, topic):
+        if self.subs.remove(topic):
+            self.rings.set_topics(self.subs.topics)
+            return True
+        return False
+
+    def add_seed(self, peer_id, addr):
+        """A known proxy (configuration, invite): into CYCLON's view."""
+        return self.cyclon.add_seed(peer_id, addr)
+
+    # --- profile ---------------------------------------------------------
+
+    def profile(self):
+        """(filter, needy filter, wire bytes) as this proxy sends them now.
+        With BLIP on, the needy filter stays empty: it changes often and
+        each new draw would let peers average the flips away."""
+        f = self.subs.wire
+        n = 0 if self.subs.epsilon_milli else self.rings.needy_mask()
+        me = self._me
+        if me is None or me[0] != f or me[1] != n:
+            me = self._me = (f, n, common.join_profile(f, n, self.bits))
+        return me
+
+    def _pool(self):
+        """CYCLON view entries whose profile is known, for VICINITY/Rings.
+        Rebuilt only when the CYCLON view, its clock or a profile changed
+        (it is read several times per period)."""
+        c = self.cyclon
+        key = (c._clock, self._prof_ver, tuple(c.ids))
+        if key == self._pool_key:
+            return self._pool_val
+        out = []
+        prof = self._profiles
+        for e in c.entries():
+            p = prof.get(e[0])
+            if p is not None:
+                out.append([e[0], e[1], e[2], p[0], p[1], p[2]])
+        self._pool_key = key
+        self._pool_val = out
+        return out
+
+    def _memory(self, target_n, exclude, limit):
+        """Up to ``limit`` remembered peers (profile cache, beyond the
+        views) that have the target's needy topics, as VICINITY candidates:
+        the views alone show a proxy only ~40 peers per exchange, too few to
+        find the other 2 or 3 subscribers of a rare topic among thousands."""
+        if not target_n:
+            return []
+        hits = []
+        prof = self._profiles
+        k = self.subs.hashes
+        order = self._prof_order
+        for x in range(len(order)):
+            i = order[x]
+            s = popcount(prof[i][0] & target_n)
+            if s >= k and i not in exclude:
+                hits.append((-s, x))    # a total order: same on every interpreter
+        hits.sort()
+        out = []
+        for h in hits[:limit]:
+            i = order[h[1]]
+            p = prof[i]
+            out.append([i, p[3], MEMORY_AGE, p[0], p[1], p[2]])
+        return out
+
+    def _learn(self, peer_id, pbytes, addr):
+        prof = self._profiles
+        p = prof.get(peer_id)
+        if p is not None and p[2] == pbytes:
+            return
+        f, n = common.split_profile(pbytes, self.bits)
+        order = self._prof_order
+        if p is None:
+            order.append(peer_id)
+            if len(order) > PROFILE_CACHE_MAX:
+                del prof[order.pop(0)]
+        prof[peer_id] = [f, n, pbytes, addr]
+        self._prof_ver += 1
+
+    # --- the protocol ----------------------------------------------------
+
+    def tick(self, now):
+        """One period of all three layers: a list of Outgoing."""
+        out = []
+        me = self.profile()
+        o = self.cyclon.tick(now)
+        if o is not None:
+            out.append(self._wrap(o, me))
+        pool = self._pool()
+        c = self.cyclon
+        fallback = [] if pool or len(self.vicinity) else [(c.ids[i], c._addrs[i]) for i in range(len(c))]
+        o = self.vicinity.tick(now, me, pool, fallback, self._memory)
+        if o is not None:
+            out.append(o)
+        o = self.rings.tick(now, me[0], self.vicinity.entries() + pool)
+        if o is not None:
+            out.append(o)
+        return out
+
+    def unreachable(self, peer_id):
+        """The transport could not reach this peer (link refused or timed
+        out): drop it from every view and ring now rather than at its next
+        timeout."""
+        self.cyclon.remove(peer_id)
+        self.vicinity.remove(peer_id)
+        self.rings.remove(peer_id)
+
+    def send_failed(self, out):
+        """The transport could not deliver ``out`` (one of this node's
+        Outgoing): the peer is dropped (``unreachable``), and a DATA message
+        goes instead to the nearest remaining ring neighbour on the same
+        side, or to a random confirmed subscriber if it was a random
+        target. Returns the list of Outgoing to send."""
+        peer = out.peer_id
+        m = out.message
+        data = m.type is dissemination.DATA
+        if data:
+            topic = m.values[0]
+            side = 1 if peer in self.rings.successors(topic) else (2 if peer in self.rings.predecessors(topic) else 0)
+        self.unreachable(peer)
+        if not data:
+            return []
+        r = self.rings
+        if side == 1:
+            cands = r.successors(topic)[:1]
+        elif side == 2:
+            cands = r.predecessors(topic)[:1]
+        else:
+            cands = common.pick(self.rng, self.random_pool(topic), 1)
+        return [Outgoing(c, self._addr_of(c), envelope.Message(dissemination.DATA, [topic] + m.values[1:2] + [self.id] + m.values[3:]))
+                for c in cands]
+
+    def expire(self, now):
+        self.cyclon.expire(now)
+        self.vicinity.expire(now)
+        self.rings.expire(now)
+
+    def receive(self, data, now):
+        """Bytes of one frame from a peer -> list of Outgoing / Delivery."""
+        return self.handle(envelope.REGISTRY.decode(data), now)
+
+    def handle(self, msg, now):
+        """A decoded overlay message -> list of Outgoing / Delivery. Raises a
+        RemoteError subclass (state unchanged) on a bad message."""
+        t = msg.type
+        if t is SHUFFLE or t is SHUFFLE_REPLY:
+            return self._on_shuffle(msg, now)
+        if t is vicinity.REQUEST or t is vicinity.REPLY:
+            me = self.profile()
+            o = self.vicinity.handle(msg, now, me, self._pool(), self._memory)
+            for e in msg.values[1]:
+                if e[0] != self.id:
+                    self._learn(e[0], e[3], e[1])
+            return [o] if o is not None else []
+        if t is rings.REQUEST or t is rings.REPLY:
+            o = self.rings.handle(msg, now)
+            return [o] if o is not None else []
+        if t is dissemination.DATA:
+            return self._on_data(msg.values)
+        raise OverlayError(common.E_NOT_MINE, "message %s is not for the overlay" % t.name)
+
+    def publish(self, topic, msg_id, payload):
+        """A message of this proxy's own subscribers to the overlay."""
+        if topic not in self.subs.topics:
+            raise OverlayConfigError(common.E_NOT_SUBSCRIBED, "publish on a topic this proxy does not subscribe to")
+        if type(msg_id) is not bytes or not (0 < len(msg_id) <= dissemination.MSG_ID_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "message id must be 1..%d bytes" % dissemination.MSG_ID_MAX)
+        if type(payload) is not bytes or len(payload) > dissemination.PAYLOAD_MAX:
+            raise OverlayConfigError(common.E_CONFIG, "payload must be at most %d bytes" % dissemination.PAYLOAD_MAX)
+        if msg_id in self.diss.seen:
+            return []
+        self.diss.seen.add(msg_id)
+        return self._forward(topic, msg_id, None, 0, payload)
+
+    # --- internals -------------------------------------------------------
+
+    def _wrap(self, o, me):
+        """CYCLON's Outgoing -> the overlay shuffle with a profile per entry."""
+        v = o.message.values
+        prof = self._profiles
+        ps = []
+        for e in v[-1]:
+            if e[0] == self.id:
+                ps.append(me[2])
+            else:
+                p = prof.get(e[0])
+                ps.append(p[2] if p is not None else None)
+        if o.message.type is C_SHUFFLE:
+            m = envelope.Message(SHUFFLE, [v[0], v[1], ps])
+        else:
+            m = envelope.Message(SHUFFLE_REPLY, [v[0], v[1], v[2], ps])
+        return Outgoing(o.peer_id, o.addr, m)
+
+    def _on_shuffle(self, msg, now):
+        req = msg.type is SHUFFLE
+        v = msg.values
+        entries = v[-2]
+        ps = v[-1]
+        # Every check first: nothing changes (URPS counts included) unless
+        # CYCLON would accept the message.
+        c_check_entries(entries, 1 if req else 0)
+        plen = self.bits // 4
+        if len(ps) != len(entries):
+            raise OverlayError(common.E_PROFILE, "one profile (or null) per entry")
+        for i in range(len(entries)):
+            if len(entries[i][0]) != ids.ID_LEN:
+                raise OverlayError(common.E_ENTRY, "a proxy id is %d bytes" % ids.ID_LEN)
+            p = ps[i]
+            if p is not None and (type(p) is not bytes or len(p) != plen):
+                raise OverlayError(common.E_PROFILE, "a profile is %d bytes" % plen)
+        if req:
+            if entries[0][0] == self.id:
+                raise CyclonError("from_self", "a shuffle request carries this node's own id as sender")
+        else:
+            # CYCLON's own check, done before URPS sees the entries.
+            ok = False
+            for ex in self.cyclon._pending:
+                if ex[0] == v[0]:
+                    if ex[1] != v[1]:
+                        raise CyclonError("wrong_peer", "reply for an exchange with another peer")
+                    ok = True
+            if not ok:
+                raise CyclonError("unknown_exchange", "reply to no pending shuffle")
+        keep = []
+        for i in range(len(entries)):
+            e = entries[i]
+            if (req and i == 0) or e[0] == self.id or self.urps is None or self.urps.feed(e[0]):
+                keep.append(e)
+                if ps[i] is not None:
+                    self._learn(e[0], ps[i], e[1])
+        if req:
+            o = self.cyclon.handle(envelope.Message(C_SHUFFLE, [v[0], keep]), now)
+            return [self._wrap(o, self.profile())]
+        self.cyclon.handle(envelope.Message(C_REPLY, [v[0], v[1], keep]), now)
+        return []
+
+    def _on_data(self, values):
+        topic, mid, sender, hops, payload = values
+        d = self.diss
+        d.check(values, topic in self.subs.topics)
+        if mid in d.seen:
+            d.duplicates += 1
+            return []
+        d.seen.add(mid)
+        d.delivered += 1
+        out = [Delivery(topic, mid, payload, hops)]
+        out.extend(self._forward(topic, mid, sender, hops, payload))
+        return out
+
+    def random_pool(self, topic):
+        """Confirmed subscribers of the topic in the VICINITY and CYCLON views."""
+        r = self.rings
+        out = []
+        for i in self.vicinity.ids + self.cyclon.ids:
+            if i not in out and r.confirmed(i, topic):
+                out.append(i)
+        return out
+
+    def _forward(self, topic, mid, sender, hops, payload):
+        r = self.rings
+        targets = dissemination.choose(self.rng, sender, r.successors(topic), r.predecessors(topic),
+                                       self.random_pool(topic), self.diss.fanout)
+        return self.diss.forward(topic, mid, sender, hops, payload, targets, self._addr_of)
+
+    def _addr_of(self, peer_id):
+        a = self.rings.addr_of(peer_id)
+        if a is not None:
+            return a
+        for e in self.vicinity._view:
+            if e[0] == peer_id:
+                return e[1]
+        ids_ = self.cyclon.ids
+        if peer_id in ids_:
+            return self.cyclon._addrs[ids_.index(peer_id)]
+        return b""

@@ -1,0 +1,155 @@
+"""The proxy's store (upsycle/proxy/store.py) on its own: real SQLite in a
+temp directory, its writer thread, results handed back to an asyncio loop."""
+import asyncio
+
+from shared_protocol.session import messages as W
+from upsycle.proxy import store as store_mod
+from upsycle.proxy.store import Retention, Store
+
+T1 = b"\x01" * 16
+T2 = b"\x02" * 16
+NODE = b"node-0001"
+
+
+class Rig:
+    """A started Store whose commits are awaited by token."""
+
+    def __init__(self, path, **kw):
+        self.store = Store(str(path), **kw)
+        self.store.open()
+        self.results = {}
+        self.waiters = {}
+
+    def start(self):
+        self.store.start(asyncio.get_running_loop(), self._on_commit)
+        return self
+
+    def _on_commit(self, batch, results):
+        for i, item in enumerate(batch):
+            tok = item[4]
+            res = results["error"] if results["error"] is not None else results["items"][i]
+            self.results[tok] = res
+            w = self.waiters.pop(tok, None)
+            if w is not None and not w.done():
+                w.set_result(res)
+
+    async def wait(self, tok, timeout=10):
+        if tok in self.results:
+            return self.results[tok]
+        fut = self.waiters[tok] = asyncio.get_running_loop().create_future()
+        return await asyncio.wait_for(fut, timeout)
+
+    async def publish(self, topic, msg_id, payload):
+        tok = ("pub", topic, msg_id, len(self.results), object())
+        refused = self.store.submit_publish(topic, msg_id, payload, tok)
+        if refused is not None:
+            return ("refused", refused[0])   # (code, detail)
+        return await self.wait(tok)
+
+    async def subscribe(self, node, topic):
+        tok = ("sub", node, topic, object())
+        self.store.submit_subscribe(node, topic, tok)
+        return await self.wait(tok)
+
+    def close(self):
+        self.store.close()
+
+
+def test_committed_publishes_survive_a_reopen_in_order(tmp_path):
+    async def main():
+        r = Rig(tmp_path).start()
+        try:
+            got = [await r.publish(T1, b"m%d" % i, b"payload %d" % i) for i in range(3)]
+            return got, r.store.proxy_id
+        finally:
+            r.close()
+    got, proxy_id = asyncio.run(main())
+    assert got == [("ok", 1), ("ok", 2), ("ok", 3)]
+    again = Store(str(tmp_path))
+    again.open()
+    try:
+        assert again.proxy_id == proxy_id
+        v = again.topics[T1]
+        assert (v.first_seq, v.last_seq, v.count()) == (1, 3, 3)
+        assert [(s, bytes(m), bytes(p)) for s, m, p in again.fetch(T1, 0, 10)] == [
+            (1, b"m0", b"payload 0"), (2, b"m1", b"payload 1"), (3, b"m2", b"payload 2")]
+        assert again.fetch(T1, 2, 10)[0][0] == 3
+    finally:
+        again.close()
+
+
+def test_a_message_id_is_stored_once_per_topic(tmp_path):
+    async def main():
+        r = Rig(tmp_path).start()
+        try:
+            first = await r.publish(T1, b"same", b"x")
+            second = await r.publish(T1, b"same", b"x")     # a retransmission
+            other = await r.publish(T2, b"same", b"y")      # another topic: its own id space
+            return first, second, other, len(r.store.fetch(T1, 0, 10))
+        finally:
+            r.close()
+    assert asyncio.run(main()) == (("ok", 1), ("dup", None), ("ok", 1), 1)
+
+
+def test_retention_by_count_keeps_the_newest_and_counts_the_drops(tmp_path):
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=2, max_age_s=0, max_bytes=0)).start()
+        try:
+            for i in range(5):
+                await r.publish(T1, b"m%d" % i, b"p")
+            v = r.store.topics[T1]
+            return (v.first_seq, v.last_seq), dict(r.store.drops), [s for s, _, _ in r.store.fetch(T1, 0, 10)]
+        finally:
+            r.close()
+    span, drops, seqs = asyncio.run(main())
+    assert span == (4, 5) and seqs == [4, 5]
+    assert drops == {"retention_count": 3}
+
+
+def test_retention_by_bytes_deletes_oldest_first(tmp_path):
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=0, max_age_s=0, max_bytes=250)).start()
+        try:
+            for i in range(4):
+                await r.publish(T1, b"m%d" % i, b"x" * 100)
+            return r.store.topics[T1].bytes, [s for s, _, _ in r.store.fetch(T1, 0, 10)], dict(r.store.drops)
+        finally:
+            r.close()
+    nbytes, seqs, drops = asyncio.run(main())
+    assert nbytes == 200 and seqs == [3, 4] and drops == {"retention_bytes": 2}
+
+
+def test_a_new_subscriber_starts_at_the_oldest_kept_and_its_cursor_persists(tmp_path):
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=2, max_age_s=0, max_bytes=0)).start()
+        try:
+            for i in range(4):
+                await r.publish(T1, b"m%d" % i, b"p")
+            cursor = await r.subscribe(NODE, T1)
+            r.store.move_cursor(NODE, T1, 4)
+            await r.publish(T2, b"flush", b"p")   # a transaction the cursor rides in
+            return cursor
+        finally:
+            r.close()
+    assert asyncio.run(main()) == ("ok", 2)        # messages 3 and 4 are kept: it has "consumed" 2
+    again = Store(str(tmp_path))
+    again.open()
+    try:
+        assert again.subs[(NODE, T1)] == 4
+    finally:
+        again.close()
+
+
+def test_limits_refuse_publishes_with_typed_codes_before_queueing(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_mod, "PENDING_BYTES_MAX", 10)
+
+    async def main():
+        r = Rig(tmp_path, max_topics=1).start()
+        try:
+            big = await r.publish(T1, b"big", b"x" * 11)
+            ok = await r.publish(T1, b"small", b"x" * 10)
+            second_topic = await r.publish(T2, b"m", b"x")
+            return big, ok, second_topic, r.store.pending_bytes()
+        finally:
+            r.close()
+    assert asyncio.run(main()) == (("refused", W.R_OVERLOAD), ("ok", 1), ("refused", W.R_TOO_MANY_TOPICS), 0)

@@ -1,0 +1,432 @@
+# Runs on CPython and in the MicroPython VM: the core overlay's protocols,
+# each pinned against the defect of P2Pcollab's ocaml-p2p named in its test.
+import hashlib
+
+from rig import raises
+from shared_protocol.wire import cbor, envelope
+from shared_protocol.overlay import common, dissemination, ids, profile, rings, urps, vicinity
+from shared_protocol.overlay.poldercast import PolderCast
+from shared_protocol.rand import Rng
+
+ADDR = b"\x0a\x00\x00\x01\x1f\x90"
+BITS = 256
+K = 2
+
+
+def pid(x):
+    """An 8-byte proxy id at ring position x."""
+    return x.to_bytes(8, "big")
+
+
+def topic(name):
+    return ids.topic_id(name)
+
+
+def prof(topics, needy=()):
+    f = profile.make_filter(topics, BITS, K)
+    n = profile.make_filter(needy, BITS, K)
+    return (f, n, common.join_profile(f, n, BITS))
+
+
+def ventry(i, age, topics):
+    p = prof(topics)
+    return [pid(i), ADDR, age, p[2]]
+
+
+# --- ids --------------------------------------------------------------------
+
+def test_ids_are_uniform_over_the_whole_ring():
+    # ocaml-p2p draws ids in [0, max_int) of a 63-bit int: the top half of
+    # the ring (top bit set) is never used. Hashing the static key spreads
+    # ids over all 8 octants evenly, even for keys that differ in one byte.
+    buckets = [0] * 8
+    for i in range(800):
+        buckets[ids.proxy_id(b"key" + bytes([i & 255, i >> 8])) [0] >> 5] += 1
+    for b in buckets:
+        assert 60 <= b <= 140, buckets
+    assert sum(buckets[4:]) > 300
+    assert ids.proxy_id(b"k") == hashlib.sha256(b"k").digest()[:8]
+    assert ids.topic_id("garden") != ids.proxy_id(b"garden")
+    e = raises(ids.IdError, ids.proxy_id, b"")
+    assert e.code == ids.E_CONFIG
+
+
+def test_ring_distances_wrap():
+    top = ids.RING - 1
+    assert ids.cw(top, 0) == 1          # the successor of the largest id is the smallest
+    assert ids.ccw(0, top) == 1
+    assert ids.cw(5, 3) == ids.RING - 2
+
+
+# --- profiles and BLIP --------------------------------------------------------
+
+def test_profile_versions_are_immutable_and_blip_flips_once_per_version():
+    # ocaml-p2p shares one mutable Bloom filter between profiles: adding a
+    # topic to one changes what was already handed out. Here a filter is an
+    # int: a profile handed out never changes, and another proxy's is its own.
+    a = profile.Subscriptions(Rng(1), BITS, K, 3000)
+    b = profile.Subscriptions(Rng(2), BITS, K, 3000)
+    a.set([topic("t1"), topic("t2")])
+    b.set([topic("t1"), topic("t2")])
+    sent = a.wire
+    exact = a.exact
+    a.add(topic("t3"))
+    assert sent != a.wire and exact != a.exact
+    assert b.exact == exact             # b's filter is b's own
+    assert a.version == 2
+    # BLIP: the same version always travels with the same flips.
+    node = PolderCast(b"key-1", ADDR, Rng(5), topics=[topic("t1")], blip_milli=3000)
+    p1 = node.profile()[2]
+    for _ in range(5):
+        node.tick(0)
+        assert node.profile()[2] == p1
+    assert node.profile()[1] == 0       # no needy filter under BLIP
+    node.subscribe(topic("t2"))
+    assert node.profile()[2] != p1      # a new version, a new draw
+
+
+def test_blip_flip_rate_matches_epsilon():
+    # p = 1 / (1 + e^(eps/k)); eps = 2, k = 2: p = 0.2689
+    thr = profile.flip_probability(2000, 2)
+    assert abs(thr / 4294967296.0 - 0.2689) < 0.001
+    rng = Rng(9)
+    flips = 0
+    for _ in range(40):
+        flips += profile.popcount(profile.blip(0, BITS, thr, rng))
+    rate = flips / (40.0 * BITS)
+    assert 0.25 < rate < 0.29, rate
+    assert profile.blip(12345, BITS, 0, rng) == 12345
+
+
+def test_filters_count_shared_topics():
+    ts = [topic("a%d" % i) for i in range(6)]
+    f1 = profile.make_filter(ts[:4], BITS, K)
+    f2 = profile.make_filter(ts[2:], BITS, K)
+    m = profile.topic_mask(ts[3], BITS, K)
+    assert f1 & m == m and f2 & m == m
+    assert profile.popcount(f1 & f2) >= profile.popcount(profile.make_filter(ts[2:4], BITS, K))
+    raises(profile.ProfileConfigError, profile.check_config, 100, 2)
+    raises(profile.ProfileConfigError, profile.check_config, 256, 9)
+
+
+# --- VICINITY -------------------------------------------------------------------
+
+def _vic(view=3):
+    return vicinity.Vicinity(pid(1 << 60), ADDR, Rng(3), BITS, view, 4, 500)
+
+
+def test_vicinity_keeps_the_most_similar():
+    # ocaml-p2p sorted by similarity ascending and kept the head: the LEAST
+    # similar peers. The view must keep the most similar ones.
+    ts = [topic("v%d" % i) for i in range(5)]
+    me = prof(ts[:3])
+    v = _vic(3)
+    req = envelope.Message(vicinity.REQUEST, [7, [
+        ventry(10, 0, ts[3:]),           # the sender: shares nothing
+        ventry(11, 1, ts[:3]),           # shares 3
+        ventry(12, 1, ts[:2]),           # shares 2
+        ventry(13, 1, ts[4:]),           # shares 0
+    ]])
+    v.handle(req, 0, me, [])
+    pool = [[pid(14), ADDR, 0] + list(prof(ts[:1])), [pid(15), ADDR, 0] + list(prof(ts[3:]))]
+    req2 = envelope.Message(vicinity.REQUEST, [8, [ventry(16, 0, ts[2:4])]])
+    v.handle(req2, 1, me, pool)
+    kept = sorted(v.ids)
+    assert kept == sorted([pid(11), pid(12), pid(16)]) or kept == sorted([pid(11), pid(12), pid(14)]), kept
+    assert pid(11) in kept and pid(12) in kept
+    assert pid(13) not in kept and pid(10) not in kept and pid(15) not in kept
+
+
+def test_vicinity_sends_candidates_closest_to_the_target():
+    # ocaml-p2p chose the candidates to send by closeness to ITSELF. They
+    # must be the ones closest to the gossip target.
+    mine = [topic("m%d" % i) for i in range(3)]
+    theirs = [topic("q%d" % i) for i in range(3)]
+    me = prof(mine)
+    v = _vic(6)
+    # the target is the oldest entry; it subscribes `theirs`
+    v.handle(envelope.Message(vicinity.REQUEST, [1, [ventry(50, 5, theirs)]]), 0, me, [])
+    v._view[0][2] -= 9
+    pool = [[pid(20 + i), ADDR, 1] + list(prof(mine)) for i in range(3)]
+    pool += [[pid(30 + i), ADDR, 1] + list(prof(theirs[:2 - i % 2])) for i in range(3)]
+    out = v.tick(10, me, pool)
+    assert out.peer_id == pid(50)
+    sent = [e[0] for e in out.message.values[1]]
+    assert sent[0] == v.id
+    assert sorted(sent[1:]) == sorted([pid(30), pid(31), pid(32)]), sent
+
+
+def test_vicinity_bad_messages_leave_state_unchanged():
+    me = prof([topic("x")])
+    v = _vic(3)
+    v.handle(envelope.Message(vicinity.REQUEST, [1, [ventry(9, 0, [topic("x")])]]), 0, me, [])
+    out = v.tick(0, me, [])
+    before = (v.entries(), [list(p) for p in v._pending], v._clock)
+    bad = [
+        envelope.Message(vicinity.REQUEST, [1, []]),
+        envelope.Message(vicinity.REQUEST, [1, [[pid(3), ADDR, 0]]]),
+        envelope.Message(vicinity.REQUEST, [1, [[b"short", ADDR, 0, me[2]]]]),
+        envelope.Message(vicinity.REQUEST, [1, [[pid(3), ADDR, 0, b"\x00" * 5]]]),
+        envelope.Message(vicinity.REQUEST, [1, [[pid(3), ADDR, -1, me[2]]]]),
+        envelope.Message(vicinity.REQUEST, [1, [[v.id, ADDR, 0, me[2]]]]),
+        envelope.Message(vicinity.REPLY, [out.message.values[0] ^ 1, [ventry(9, 0, [])]]),
+        envelope.Message(vicinity.REPLY, [out.message.values[0], [ventry(8, 0, [])]]),
+    ]
+    for m in bad:
+        e = raises(common.OverlayError, v.handle, m, 1, me, [])
+        assert isinstance(e, common.RemoteError)
+        assert (v.entries(), [list(p) for p in v._pending], v._clock) == before, m
+    raises(common.OverlayConfigError, vicinity.Vicinity, pid(1), ADDR, Rng(1), BITS, 0, 4)
+
+
+# --- Rings ----------------------------------------------------------------------
+
+def _rings(x, topics):
+    r = rings.Rings(pid(x), ADDR, Rng(x & 0xFFFF), BITS, K, 8, 500)
+    r.set_topics(topics)
+    return r
+
+
+def _exchange(p, q, now=0, others=()):
+    """p ticks with q as its discovery candidate; the request goes to
+    whichever peer p chose (q, or its oldest ring neighbour among others)."""
+    out = p.tick(now, profile.make_filter(p.topics, BITS, K),
+                 [[q.id, ADDR, 0, profile.make_filter(q.topics, BITS, K), 0, b""]])
+    assert out is not None
+    to = q if out.peer_id == q.id else [x for x in others if x.id == out.peer_id][0]
+    rep = to.handle(out.message, now)
+    p.handle(rep.message, now)
+    return to
+
+
+def test_rings_are_wrap_aware():
+    # ocaml-p2p compared raw ids: the largest id had no successor. On a
+    # ring the successor of the largest id is the smallest.
+    t = topic("ring")
+    top = ids.RING - 1
+    nodes = [_rings(x, [t]) for x in (top - 10, top - 5, 3, 8, 1 << 62)]
+    for _ in range(6):
+        for p in nodes:
+            for q in nodes:
+                if p is not q:
+                    _exchange(p, q, 0, nodes)
+    hi = nodes[1]                # id top - 5
+    assert hi.successors(t) == [pid(3), pid(8)], hi.successors(t)
+    assert hi.predecessors(t) == [pid(top - 10), pid(1 << 62)]
+    lo = nodes[2]                # id 3
+    assert lo.predecessors(t) == [pid(top - 5), pid(top - 10)]
+    assert lo.successors(t) == [pid(8), pid(1 << 62)]
+    # an exchange named every shared topic and confirmed the peers
+    assert lo.confirmed(pid(top - 5), t)
+
+
+def test_rings_exchange_covers_all_shared_topics_and_ignores_others():
+    ts = [topic("r%d" % i) for i in range(4)]
+    p = _rings(100, ts[:3])
+    q = _rings(200, ts[1:])
+    assert _exchange(p, q) is q
+    for t in ts[1:3]:
+        assert p.successors(t) == [q.id] and q.predecessors(t) == [p.id]
+        assert p.confirmed(q.id, t)
+    assert p.successors(ts[0]) == [] and not p.confirmed(q.id, ts[3])
+    assert p.needy() == ts[:3]
+
+
+def test_rings_drop_a_silent_partner_and_bad_messages_change_nothing():
+    t = topic("z")
+    p = _rings(100, [t])
+    q = _rings(200, [t])
+    _exchange(p, q, 0)
+    out = p.tick(1000, 0, [])             # refresh: the oldest neighbour, q
+    assert out.peer_id == q.id
+    before = (p.neighbours(t), [list(x) for x in p._pending], p._clock)
+    nonce = out.message.values[0]
+    for m in [
+        envelope.Message(rings.REPLY, [nonce, pid(999), []]),
+        envelope.Message(rings.REPLY, [nonce ^ 1, q.id, []]),
+        envelope.Message(rings.REPLY, [nonce, q.id, [[t, [[pid(5), ADDR]]]]]),
+        envelope.Message(rings.REPLY, [nonce, q.id, [[b"xx", []]]]),
+        envelope.Message(rings.REPLY, [nonce, q.id, [[t, [[pid(5), ADDR, 1]] * (2 * rings.KEEP + 1)]]]),
+        envelope.Message(rings.REQUEST, [1, p.id, ADDR, b"\x00" * 32, []]),
+        envelope.Message(rings.REQUEST, [1, pid(7), ADDR, b"\x00" * 3, []]),
+        envelope.Message(vicinity.REQUEST, [1, []]),
+    ]:
+        raises(common.OverlayError, p.handle, m, 1001)
+        assert (p.neighbours(t), [list(x) for x in p._pending], p._clock) == before, m
+    p.expire(1000 + 500)                  # no answer: q leaves every ring
+    assert p.successors(t) == [] and p.pending() == 0
+
+
+# --- dissemination ---------------------------------------------------------------
+
+def test_dissemination_rule_opposite_side_and_never_back():
+    rng = Rng(4)
+    s1, s2, p1, p2 = pid(11), pid(12), pid(21), pid(22)
+    pool = [pid(30 + i) for i in range(6)] + [s1, p1]
+    for _ in range(50):
+        # from the nearest successor: on to the nearest predecessor + F-1 random
+        out = dissemination.choose(rng, s1, [s1, s2], [p1, p2], pool, 2)
+        assert out[0] == p1 and len(out) == 2 and s1 not in out
+        # from the nearest predecessor: on to the nearest successor
+        out = dissemination.choose(rng, p1, [s1, s2], [p1, p2], pool, 3)
+        assert out[0] == s1 and len(out) == 3 and p1 not in out
+        # local publication: both sides + F-2
+        out = dissemination.choose(rng, None, [s1, s2], [p1, p2], pool, 3)
+        assert out[:2] == [s1, p1] and len(out) == 3
+    # a two-proxy ring: the only neighbour is both; never sent back to it
+    assert dissemination.choose(rng, s1, [s1], [s1], [s1], 2) == []
+
+
+def test_dissemination_sender_off_the_ring_goes_both_ways():
+    # ocaml-p2p decided the direction by comparing the sender's id with its
+    # own: any sender with a larger id counted as "the successor", so a
+    # message from a random (non-ring) peer went one way only, and a message
+    # from the wrap-around neighbour went the wrong way.
+    me = 1 << 40
+    s1, p1 = pid(me + 5), pid(me - 5)
+    stranger = pid(me + 1000)            # larger id, not a ring neighbour
+    out = dissemination.choose(Rng(1), stranger, [s1], [p1], [], 2)
+    assert out == [s1, p1]
+    # wrap: my predecessor has the LARGEST id; from it, go to the successor
+    top = pid(ids.RING - 3)
+    out = dissemination.choose(Rng(1), top, [s1], [top], [], 2)
+    assert out == [s1]
+
+
+def test_dissemination_random_targets_come_from_vicinity_and_cyclon():
+    # ocaml-p2p drew the random targets from the ring view only (and could
+    # pick the sender). They come from the VICINITY/CYCLON views, confirmed
+    # subscribers only, never the sender.
+    t = topic("news")
+    node = PolderCast(b"key-9", ADDR, Rng(2), topics=[t])
+    ring_peer = pid(5)
+    friend = pid(77)                      # in VICINITY, confirmed, not on the ring
+    stranger = pid(78)                    # in CYCLON, never said it subscribes
+    node.rings._absorb(ring_peer, ADDR, [[t, []]])
+    node.rings._confirm(friend, t)
+    node.vicinity._view.append([friend, ADDR, 0, 0, 0, b""])
+    node.cyclon.add_seed(stranger, ADDR)
+    assert node.random_pool(t) == [friend]
+    targets = set()
+    for i in range(20):
+        outs = node.handle(envelope.Message(dissemination.DATA, [t, b"m%d" % i, ring_peer, 1, b"x"]), 0)
+        assert type(outs[0]) is dissemination.Delivery
+        for o in outs[1:]:
+            targets.add(o.peer_id)
+            assert o.message.values[2] == node.id and o.message.values[3] == 2
+    assert targets == set([friend])       # not back to the ring peer, never the stranger
+
+
+def test_data_is_relay_free_and_deduplicated():
+    t = topic("a")
+    node = PolderCast(b"key-3", ADDR, Rng(2), topics=[t])
+    other = topic("b")
+    m = envelope.Message(dissemination.DATA, [other, b"id1", pid(5), 0, b"x"])
+    e = raises(common.OverlayError, node.handle, m, 0)
+    assert e.code == common.E_NOT_SUBSCRIBED and node.diss.delivered == 0
+    m = envelope.Message(dissemination.DATA, [t, b"id1", pid(5), 0, b"x"])
+    assert type(node.handle(m, 0)[0]) is dissemination.Delivery
+    assert node.handle(m, 0) == [] and node.diss.duplicates == 1
+    raises(common.OverlayConfigError, node.publish, other, b"id2", b"x")
+    seen = dissemination.SeenSet(3)
+    for i in range(5):
+        seen.add(i)
+    assert 0 not in seen and 1 not in seen and 4 in seen and len(seen) == 3
+
+
+# --- URPS -----------------------------------------------------------------------
+
+def test_urps_memory_never_shrinks_on_repeats():
+    # ocaml-urps, on an id already in the sample memory, removed a member and
+    # re-added the id: the memory shrank. It must stay full.
+    s = urps.Sampler(Rng(1), 10)
+    for i in range(10):
+        assert s.feed(pid(i))
+    for r in range(200):
+        assert s.feed(pid(r % 10))
+        assert len(s) == 10
+    for r in range(500):
+        s.feed(pid(100 + r % 40))
+        assert len(s) == 10
+    assert len(set(s.ids)) == 10
+
+
+def test_urps_limits_flooders_in_its_output():
+    # 10 adversarial ids send 20% of the stream; the rest is 190 honest ids.
+    rng = Rng(7)
+    s = urps.Sampler(Rng(3), 20, 256, 4)
+    adv = 0
+    total = 0
+    for step in range(6000):
+        if rng.next64() % 5 == 0:
+            x = pid(1000 + rng.next64() % 10)
+        else:
+            x = pid(rng.next64() % 190)
+        s.feed(x)
+        if step > 1000:
+            o = s.sample()
+            total += 1
+            adv += o[0:6] == pid(1000)[0:6] and ids.pos(o) >= 1000
+    share = adv / total
+    fair = 10 / 200.0
+    assert share <= 1.5 * fair, share   # without URPS it would be 0.20
+
+
+# --- wire limits ----------------------------------------------------------------
+
+def test_worst_case_messages_fit_their_limits():
+    big = b"a" * common.ADDR_MAX
+    p = b"\xff" * (BITS // 4)
+    e = [pid(ids.RING - 1), big, common.AGE_MAX, p]
+    d = envelope.REGISTRY.encode("vicinity_req", 0xFFFFFFFF, [e] * vicinity.MAX_GOSSIP)
+    assert len(d) <= 1200, len(d)
+    re = [pid(1), big, common.AGE_MAX]
+    item = [pid(2), [re] * (2 * rings.KEEP)]
+    d = envelope.REGISTRY.encode("rings_req", 0xFFFFFFFF, pid(1), big, b"\xff" * (profile.MAX_BITS // 8),
+                                 [item] * rings.MAX_RING_TOPICS)
+    assert len(d) <= common.OVERLAY_FRAME_MAX, len(d)
+    d = envelope.REGISTRY.encode("overlay_data", pid(1), b"i" * dissemination.MSG_ID_MAX, pid(2), 255,
+                                 b"x" * dissemination.PAYLOAD_MAX)
+    assert len(d) <= common.OVERLAY_FRAME_MAX
+    bad = cbor.encode([1, 102, pid(1), b"i", pid(2), 1, b"x" * (dissemination.PAYLOAD_MAX + 1)])
+    raises(envelope.EnvelopeError, envelope.REGISTRY.decode, bad)
+
+
+def test_a_failed_link_reroutes_data_to_the_next_ring_neighbour():
+    t = topic("f")
+    node = PolderCast(b"key-4", ADDR, Rng(2), topics=[t])
+    me = ids.pos(node.id)
+    s1, s2 = pid((me + 10) % ids.RING), pid((me + 20) % ids.RING)
+    node.rings._absorb(s1, ADDR, [[t, [[s2, ADDR, 0]]]])
+    assert node.rings.successors(t) == [s1, s2]
+    outs = node.publish(t, b"m1", b"x")
+    dead = [o for o in outs if o.peer_id == s1][0]
+    again = node.send_failed(dead)
+    assert [o.peer_id for o in again] == [s2]
+    assert again[0].message.values[:4] == [t, b"m1", node.id, 1]
+    assert node.rings.successors(t) == [s2] and s1 not in node.rings._conf
+    # a gossip message to a dead peer: dropped, nothing to resend
+    node.cyclon.add_seed(s2, ADDR)
+    assert node.send_failed(node.tick(0)[0]) == []
+
+
+def test_vicinity_introduces_remembered_peers_of_a_rare_topic():
+    # The views show a proxy ~40 peers; the profile memory (the last 256
+    # profiles learned) lets it introduce the few subscribers of a rare
+    # topic that a needy requester is missing.
+    rare = topic("rare")
+    common_t = topic("common")
+    node = PolderCast(b"key-5", ADDR, Rng(6), topics=[common_t])
+    holder = pid(1234)
+    node._learn(holder, prof([common_t, rare])[2], b"addr-1234")
+    assert holder not in node.vicinity and holder not in node.cyclon
+    asker = [pid(99), ADDR, 0, prof([common_t, rare], needy=[rare])[2]]
+    out = node.handle(envelope.Message(vicinity.REQUEST, [3, [asker]]), 0)[0]
+    sent = [(e[0], e[1]) for e in out.message.values[1]]
+    assert (holder, b"addr-1234") in sent
+    # a requester without needy topics gets the views only
+    node2 = PolderCast(b"key-6", ADDR, Rng(6), topics=[common_t])
+    node2._learn(holder, prof([common_t, rare])[2], b"addr-1234")
+    calm = [pid(98), ADDR, 0, prof([common_t, rare])[2]]
+    out = node2.handle(envelope.Message(vicinity.REQUEST, [4, [calm]]), 0)[0]
+    assert holder not in [e[0] for e in out.message.values[1]]

@@ -1,0 +1,402 @@
+"""The node on a real MicroPython with a hard heap: the smallest heap it runs in.
+
+    PYTHONPATH=host:.:tools/bench .venv/bin/python tools/bench/bench_rig.py \\
+        --micropython PATH [--build-script PATH] [--runs 8] [--readings 3]
+
+PATH is a MicroPython 1.27 unix port, ideally built 32-bit with a hard heap
+(`-X heapsize=N` makes MemoryError strike like on a board). The node runs
+on it exactly as on a board (firmware/unix.py stands in for WiFi, watchdog
+and the sensor): its files as `upsycle flash` builds them (.mpy), a real
+proxy, 2 private topics, and the LAN on. A *run* of the scenario starts two
+such nodes (each the other's LAN peer) on fresh flash folders; it passes
+when each node has booted, published its readings to both topics and had
+them acknowledged by the proxy, received the other node's readings through
+the proxy, and heard the other on the LAN, with no MemoryError or safe mode.
+
+1. For `.mpy` modules (what stock firmware holds) and, with --build-script
+   (MicroPython's unix build script taking `OUT --freeze MANIFEST`), for an
+   image with the modules frozen in: the smallest heap (KB) at which every
+   one of --runs runs passes, by bisection; a step fails at its first
+   failed run.
+2. In a heap of --measure-heap KB: heap in use and the largest free block
+   after boot (first reading acknowledged), and after 1,000 readings
+   (sealed, sent and acknowledged), with the process CPU per reading; the
+   anchor is the same interpreter with nothing imported.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from table import render
+from upsycle import boards, flashing
+
+ROOT = flashing.ROOT
+# One run's limit: boot (two Noise handshakes), the readings one second
+# apart, their acks and deliveries take well under this on a PC.
+RUN_TIMEOUT_S = 90
+# Heap search bounds and resolution, KB.
+HEAP_STEP_KB = 2
+# Modules the unix build runs beyond the board files (firmware/unix.py).
+UNIX_FILES = ("unix.py",)
+# Readings of the heap measurement (the issue's "after 1,000 readings") and
+# the outbox level the measuring app keeps (the session's window is 8).
+MEASURE_READINGS = 1000
+MEASURE_OUTBOX = 12
+MEASURE_TIMEOUT_S = 1200
+
+
+def _invites(topics, nodes):
+    """[node][topic] invite URLs: each node is its own member of each topic."""
+    from shared_protocol.groups.admin import Admin
+    from shared_protocol.groups.invite import invite_url
+    admins = [Admin(os.urandom(32), os.urandom(32), 0, "rig%d" % i) for i in range(topics)]
+    return [[invite_url(a.invite(os.urandom(32), read=True, write=True)) for a in admins] for _ in range(nodes)]
+
+
+def build_mpy(d):
+    """The .mpy files `upsycle flash` copies, plus firmware/unix.py, laid out
+    as on a board's /lib; returns that folder (for MICROPYPATH)."""
+    lib = os.path.join(d, "lib")
+    for local, remote in flashing.build(boards.load("unix"), os.path.join(d, "build")):
+        if remote.startswith("lib/"):
+            target = os.path.join(lib, remote[len("lib/"):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(local, target)
+    for f in UNIX_FILES:
+        src = os.path.join(ROOT, "firmware", f)
+        subprocess.run([flashing.mpy_cross_path(), "-o", os.path.join(lib, "firmware", f[:-3] + ".mpy"),
+                        "-s", "firmware/" + f, src], check=True)
+    return lib
+
+
+def frozen_manifest(path):
+    """A manifest for the unix port: its asyncio (a board's port manifest
+    brings it) and the modules firmware/manifest.py names, plus unix.py."""
+    ns = {}
+    names = []
+
+    def package(name, files=None, base_path=None):
+        names.append((name, files))
+
+    ns.update(include=lambda *a: None, package=package)
+    with open(os.path.join(ROOT, "firmware", "manifest.py")) as f:
+        exec(f.read(), ns)
+    lines = ['include("$(MPY_DIR)/extmod/asyncio")']
+    for name, files in names:
+        if files is not None:
+            files = tuple(files) + tuple(x for x in UNIX_FILES if x not in files)
+            lines.append("package(%r, files=%r, base_path=%r)" % (name, files, ROOT))
+        else:
+            lines.append("package(%r, base_path=%r)" % (name, ROOT))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+class Node:
+    """One node process on the unix MicroPython, its output collected."""
+
+    def __init__(self, mp, heap_kb, path, cfg_path, data_dir, script=None):
+        code = script or "from firmware import unix\nunix.main(%r, %r)" % (cfg_path, data_dir)
+        # .frozen: asyncio is frozen into the unix build, as on the boards
+        env = dict(os.environ, MICROPYPATH=".frozen:" + path if path != ".frozen" else path)
+        self.proc = subprocess.Popen([mp, "-X", "heapsize=%dk" % heap_kb, "-c", code], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def status(self):
+        """The last status line's numbers, or {}."""
+        for line in reversed(list(self.lines)):
+            if line.startswith("upsycle: status "):
+                w = line[len("upsycle: status "):].split()
+                out = {}
+                for i in range(0, len(w) - 1, 2):
+                    if w[i + 1].isdigit():
+                        out[w[i]] = int(w[i + 1])
+                    elif w[i] == "lan" and w[i + 1] == "peers" and i + 2 < len(w):
+                        out["lan_peers"] = int(w[i + 2])
+                return out
+        return {}
+
+    def failure(self):
+        lines = list(self.lines)
+        for i, line in enumerate(lines):
+            if "MemoryError" in line or "SAFE MODE" in line:
+                # the error and the two innermost frames of its traceback
+                tail = [x.strip() for x in lines[i:i + 40] if not x.startswith("upsycle: status")]
+                err = [x for x in tail if "Error" in x and not x.startswith("File")]
+                frames = [x for x in tail if x.startswith("File")]
+                return " / ".join((err[-1:] or [line]) + frames[-2:])
+        if self.proc.poll() is not None:
+            return "exited %s: %s" % (self.proc.returncode, " / ".join(self.lines[-6:]))
+        return None
+
+    def cpu_s(self):
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.t.join(timeout=5)
+
+
+class Scenario:
+    """A proxy and the configs of two nodes; run(heap) is one run."""
+
+    def __init__(self, mp, path, work, readings, lan=True):
+        sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
+        from proxy_rig import free_port, start_proxy
+        self.mp, self.path, self.work, self.readings = mp, path, work, readings
+        port = free_port()
+        self.proxy = start_proxy(os.path.join(work, "proxy"), port)
+        invites = _invites(2, 2)
+        lan_ports = [free_port(), free_port()]
+        prof = boards.load("unix")
+        self.cfgs = []
+        for i in range(2):
+            base = {"app": {"readings": readings}}
+            if lan:
+                base["lan"] = {"port": lan_ports[i], "peers": ["127.0.0.1:%d" % lan_ports[1 - i]]}
+            cfg = flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % port], invites=invites[i],
+                                       interval=1)
+            p = os.path.join(work, "config%d.json" % i)
+            with open(p, "w") as f:
+                import json
+                json.dump(cfg, f)
+            self.cfgs.append(p)
+        self.lan = lan
+        self.n = 0
+
+    def close(self):
+        self.proxy.terminate()
+        self.proxy.wait(timeout=10)
+
+    def _done(self, st):
+        want = 2 * self.readings   # every reading goes to both topics
+        # outbox 0: the proxy acknowledged all ours (one ack may cover
+        # several); readings: the replicas hold ours and the other node's
+        # (from the proxy or the LAN peer)
+        ok = st.get("published", 0) >= want and st.get("outbox", 1) == 0 and st.get("readings", 0) >= 2 * want
+        return ok and (not self.lan or st.get("lan_peers", 0) >= 1)
+
+    def run(self, heap_kb):
+        """(passed, why) of one run of the scenario in heap_kb."""
+        self.n += 1
+        nodes = []
+        try:
+            for i, c in enumerate(self.cfgs):
+                data = os.path.join(self.work, "run%d-%d" % (self.n, i))
+                nodes.append(Node(self.mp, heap_kb, self.path, c, data))
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < RUN_TIMEOUT_S:
+                for nd in nodes:
+                    if nd.failure():
+                        time.sleep(0.5)   # the rest of the traceback
+                        return False, nd.failure()
+                if all(self._done(nd.status()) for nd in nodes):
+                    return True, "%.1f s" % (time.monotonic() - t0)
+                time.sleep(0.1)
+            return False, "timeout: %s" % [nd.status() for nd in nodes]
+        finally:
+            for nd in nodes:
+                nd.stop()
+            for i in range(2):
+                shutil.rmtree(os.path.join(self.work, "run%d-%d" % (self.n, i)), ignore_errors=True)
+
+
+def smallest_heap(sc, lo, hi, runs, log):
+    """The smallest heap (KB, a multiple of HEAP_STEP_KB) in [lo, hi] at
+    which all runs pass; (heap, failures seen below it)."""
+    def passes(kb):
+        for r in range(runs):
+            ok, why = sc.run(kb)
+            log("  %d KB run %d/%d: %s (%s)" % (kb, r + 1, runs, "pass" if ok else "FAIL", why))
+            if not ok:
+                return False, why
+        return True, None
+
+    ok, why = passes(hi)
+    if not ok:
+        return None, "fails at the upper bound %d KB: %s" % (hi, why)
+    below = None
+    while hi - lo > HEAP_STEP_KB:
+        mid = (lo + hi) // 2 // HEAP_STEP_KB * HEAP_STEP_KB
+        if mid <= lo:
+            break
+        ok, why = passes(mid)
+        if ok:
+            hi = mid
+        else:
+            lo = mid
+            below = "%d KB: %s" % (mid, why)
+    return hi, below
+
+
+MEASURE_SCRIPT = r'''
+import gc, asyncio
+from firmware import unix
+
+def largest_free():
+    # the largest bytearray the heap can give now: its largest free block
+    lo, hi = 0, gc.mem_free()
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            b = bytearray(mid)
+            b = None
+            lo = mid
+        except MemoryError:
+            hi = mid - 1
+    return lo
+
+def report(tag, node):
+    gc.collect()
+    print("HEAP", tag, gc.mem_alloc(), gc.mem_free(), largest_free(), node.counts["acked"])
+
+def bench_app(node):
+    async def go():
+        tp = node.topics[0]
+        node.publish(tp.topic, "temp", 20.0)
+        while node.counts["acked"] < 1:
+            await asyncio.sleep_ms(20)
+        report("boot", node)
+        n = 0
+        while n < %(readings)d:
+            if len(tp.outbox) >= %(outbox)d:
+                await asyncio.sleep_ms(2)
+                continue
+            node.publish(tp.topic, "temp", 20.0 + (n %% 100) / 10)
+            n += 1
+            if n %% %(every)d == 0:
+                report("r%%d" %% n, node)
+            await asyncio.sleep_ms(0)
+        while tp.outbox:
+            await asyncio.sleep_ms(20)
+        report("readings", node)
+    asyncio.create_task(go())
+
+unix.main(%(cfg)r, %(data)r, bench_app)
+'''
+
+
+def measure(mp, path, work, heap_kb, log):
+    """Heap figures of one node (no peer running: its LAN announces only)."""
+    sc = Scenario(mp, path, work, 0)
+    try:
+        data = os.path.join(work, "measure")
+        script = MEASURE_SCRIPT % {"readings": MEASURE_READINGS, "outbox": MEASURE_OUTBOX, "every": 100,
+                                   "cfg": sc.cfgs[0], "data": data}
+        nd = Node(mp, heap_kb, path, sc.cfgs[0], data, script=script)
+        heaps, cpu = {}, {}
+        t0 = time.monotonic()
+        try:
+            while len(heaps) < 2 and time.monotonic() - t0 < MEASURE_TIMEOUT_S:
+                for line in list(nd.lines):
+                    if line.startswith("HEAP ") and line.split()[1] in ("boot", "readings") \
+                            and line.split()[1] not in heaps:
+                        w = line.split()
+                        heaps[w[1]] = [int(x) for x in w[2:]]
+                        cpu[w[1]] = nd.cpu_s()
+                f = nd.failure()
+                if f:
+                    log("  %s" % " / ".join(l for l in nd.lines if l.startswith("HEAP")))
+                    raise RuntimeError("measuring node failed: %s\n%s" % (f, "\n".join(nd.lines[-20:])))
+                time.sleep(0.05)
+        finally:
+            nd.stop()
+        if len(heaps) < 2:
+            raise RuntimeError("measuring node did not finish:\n" + "\n".join(nd.lines[-20:]))
+        log("  %s" % " / ".join(l for l in nd.lines if l.startswith("HEAP")))
+        return heaps, (cpu["readings"] - cpu["boot"]) / MEASURE_READINGS
+    finally:
+        sc.close()
+
+
+def bare(mp, heap_kb):
+    r = subprocess.run([mp, "-X", "heapsize=%dk" % heap_kb, "-c",
+                        "import gc\ngc.collect()\nprint(gc.mem_alloc(), gc.mem_free())"],
+                       capture_output=True, text=True, check=True, env=dict(os.environ, MICROPYPATH=""))
+    return [int(x) for x in r.stdout.split()]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--micropython", required=True, help="a MicroPython 1.27 unix binary")
+    ap.add_argument("--build-script", help="MicroPython unix build script `SCRIPT OUT --freeze MANIFEST` "
+                    "(for the frozen column; without it that column is skipped)")
+    ap.add_argument("--build-out", help="the folder the build script builds in (default: a temporary one); "
+                    "kept, a second build there is incremental")
+    ap.add_argument("--runs", type=int, default=8, help="runs that must all pass at a heap size")
+    ap.add_argument("--readings", type=int, default=3, help="readings per node and topic in a run")
+    ap.add_argument("--lo", type=int, default=32, help="search from this heap, KB")
+    ap.add_argument("--hi", type=int, default=320, help="... to this one, KB")
+    ap.add_argument("--frozen-hi", type=int, default=160, help="upper bound of the frozen search, KB")
+    ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
+    ap.add_argument("--only", choices=["search", "measure"])
+    ap.add_argument("--no-lan", action="store_true", help="the scenario without the LAN")
+    ap.add_argument("--frozen-only", action="store_true", help="only the frozen column (needs --build-script)")
+    a = ap.parse_args()
+    mp = os.path.abspath(a.micropython)
+    log = lambda s: print(s, flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        lib = build_mpy(d)
+        images = [] if a.frozen_only else [(".mpy", mp, lib, a.hi)]
+        if a.build_script:
+            man = os.path.join(d, "manifest.py")
+            frozen_manifest(man)
+            out = os.path.abspath(a.build_out) if a.build_out else os.path.join(d, "mp")
+            log("building a frozen image with %s (about a minute) ..." % a.build_script)
+            r = subprocess.run(["bash", a.build_script, out, "--freeze", man], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit("build script failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
+            images.append(("frozen", os.path.join(out, "micropython-frozen"), ".frozen", a.frozen_hi))
+        else:
+            log("frozen column skipped: no --build-script given (a MicroPython unix build script "
+                "taking `OUT --freeze MANIFEST`)")
+        rows = []
+        found = []
+        if a.only in (None, "measure"):
+            b = bare(mp, a.measure_heap)
+            for name, binary, path, _ in images:
+                log("measuring %s in %d KB ..." % (name, a.measure_heap))
+                with tempfile.TemporaryDirectory() as w:
+                    heaps, cpu = measure(binary, path, w, a.measure_heap, log)
+                rows.append([name, b[0], heaps["boot"][0], heaps["boot"][2], heaps["readings"][0],
+                             heaps["readings"][2], cpu * 1000])
+            print(render("Heap of one node on %s (-X heapsize=%dk), bytes: in use (gc.mem_alloc after collect) "
+                         "and the largest free block, after boot (first reading acknowledged) and after "
+                         "%d more readings sealed, sent and acknowledged; anchor: the bare interpreter"
+                         % (os.path.basename(mp), a.measure_heap, MEASURE_READINGS),
+                         ["modules", "bare (anchor)", "boot: in use", "boot: largest free",
+                          "%d readings: in use" % MEASURE_READINGS, "largest free", "CPU ms / reading"], rows))
+        if a.only in (None, "search"):
+            for name, binary, path, hi in images:
+                log("searching the smallest heap for %s (%d runs per step) ..." % (name, a.runs))
+                with tempfile.TemporaryDirectory() as w:
+                    sc = Scenario(binary, path, w, a.readings, lan=not a.no_lan)
+                    try:
+                        kb, below = smallest_heap(sc, a.lo, hi, a.runs, log)
+                    finally:
+                        sc.close()
+                found.append([name, kb if kb is not None else "-", a.runs, below or "-"])
+            print(render("Smallest heap (KB) at which the scenario passes every run (2 nodes, 2 topics, "
+                         "real proxy, Noise link, LAN %s, %d readings each)" % ("off" if a.no_lan else "on",
+                                                                                a.readings),
+                         ["modules", "smallest heap KB", "runs per step", "failing below it"], found))
+
+
+if __name__ == "__main__":
+    main()
