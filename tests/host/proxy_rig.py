@@ -2,11 +2,33 @@
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from upsycle.processes import free_port, stop, wait_port  # noqa: F401 (re-exported for the tests)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
+PYTHONPATH = os.path.join(ROOT, "host") + os.pathsep + ROOT
+
+
+class _LiveEnv(Mapping):
+    """The environment as it is when a process starts, not when this module
+    was imported: each test's own $UPSYCLE_HOME (tests/conftest.py) reaches
+    the proxies, CLIs and attackers it starts."""
+
+    def _now(self):
+        return dict(os.environ, PYTHONPATH=PYTHONPATH)
+
+    def __getitem__(self, key):
+        return self._now()[key]
+
+    def __iter__(self):
+        return iter(self._now())
+
+    def __len__(self):
+        return len(self._now())
+
+
+ENV = _LiveEnv()
 
 
 

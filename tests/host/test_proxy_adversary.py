@@ -199,5 +199,9 @@ def test_honest_nodes_lose_nothing_beside_an_attacker_and_crashes(tmp_path):
     assert status.returncode == 0, status.stderr    # status got through the attack
     assert not lost, "acknowledged messages lost: %s" % lost[:5]
     assert len(acked[0]) > 50 and len(acked[1]) > 50
-    assert len(cases) >= 15 and int(cases.get("auth session", 0)) > 5
+    # The attacker's own fresh keys share its flooded address's handshake
+    # budget (a stranger's key gets no head start), so only a few of its
+    # authenticated sessions get in: enough that their abuse is exercised.
+    assert len(cases) >= 15 and int(cases.get("auth session", 0)) >= 1
+    assert int(cases.get("subscribes", 0)) > 0 and int(cases.get("publishes to new topics", 0)) > 0
     assert max(rss) < 128 * 1024
