@@ -387,11 +387,17 @@ class Client:
         unless ``consume`` is False: then the caller calls ``consumed`` once
         it has done with it (a bridge, after its broker acknowledged)."""
         d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
-        if d.held is not None:
-            self.codec.taken(d.topic, d.held)
         if consume:
+            if d.held is not None:
+                self.codec.taken(d.topic, d.held)
             self.consumed(d.topic, d.seq)
         return d
+
+    def taken(self, d):
+        """A message the codec kept until it could open it (``d.held``), now
+        done with by a caller that passed ``consume=False``: the codec
+        forgets it. Until then a restart hands it out again."""
+        self.codec.taken(d.topic, d.held)
 
     def consumed(self, topic, seq):
         """Acknowledge deliveries of ``topic`` up to ``seq`` (cumulative): the

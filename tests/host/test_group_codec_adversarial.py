@@ -199,3 +199,30 @@ def test_removed_member_stops_holding_and_refuses_to_seal(tmp_path):
     else:
         raise AssertionError("a removed member sealed")
     assert wire.REKEY_PART_MAX >= len(parts[0])
+
+
+def test_a_caller_that_consumes_later_keeps_a_released_message_until_it_takes_it(tmp_path):
+    """A bridge reads with consume=False and acknowledges only after its
+    broker did: a kept message released by a re-key must stay in the codec's
+    store until the bridge says it has it (Client.taken), so a crash in
+    between hands it out again."""
+    import asyncio
+    from upsycle.client import Client, Delivery
+    ac, (mc,), clock = _setup(tmp_path)
+    tid = list(ac._members)[0]
+    admin = ac.member(tid)
+    extra = member_from_url(invite_url(admin.invite(os.urandom(32))))
+    parts = admin.remove(extra.identity.public, os.urandom(32), os.urandom(32))
+    assert isinstance(mc.decode(tid, admin.seal(b"published after PUBACK", os.urandom(32), NOW)), Held)
+    (hid, body), = mc.decode(tid, parts[0]).released
+
+    async def main():
+        c = Client(secure=False, codec=mc)
+        c._inbox.put_nowait(Delivery(tid, 0, b"", body, held=hid))
+        d = await c.next_delivery(consume=False)
+        assert d.payload == b"published after PUBACK"
+        # not yet taken: a new process (after a crash) would get it again
+        assert [b for _, b in GroupCodec(mc.store, clock=clock).ready(tid)] == [b"published after PUBACK"]
+        c.taken(d)
+        assert GroupCodec(mc.store, clock=clock).ready(tid) == []
+    asyncio.run(main())

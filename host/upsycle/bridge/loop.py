@@ -220,8 +220,12 @@ class Bridge:
         if d.held is not None:
             # A publication the codec kept until its re-key came, handed out
             # now (upsycle.group_codec Held): not a proxy delivery of its own.
+            # The codec forgets it only once the broker has acknowledged
+            # every reading in it; a crash before that hands it out again.
+            futs = []
             for body in (d.payload if isinstance(d.payload, list) else [d.payload]):
-                self._apply(t, d.seq, body)
+                futs.extend(self._apply(t, d.seq, body))
+            self._take_when_published(d, futs)
             return
         if d.seq <= t.done_upto or d.seq in t.pending:
             return   # under way already
@@ -323,6 +327,17 @@ class Bridge:
         dev = D.device_id(t.id, node)
         return self.broker.publish(D.config_topic(self.cfg.discovery_prefix, dev), D.device_config(
             self.cfg.prefix, t.mqtt, t.member_name, dev, node, t.st.devices[node]))
+
+    def _take_when_published(self, d, futs):
+        if not futs:
+            self.client.taken(d)
+            return
+        fut = asyncio.ensure_future(asyncio.gather(*futs))
+
+        def done(f):
+            if not f.cancelled() and f.exception() is None:
+                self.client.taken(d)
+        fut.add_done_callback(done)
 
     def _published(self, t, seq, fut):
         if fut.cancelled():
