@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,29 +43,11 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from table import render  # noqa: E402
-from upsycle.processes import free_port  # noqa: E402
+import brokers  # noqa: E402
+from upsycle.processes import free_port, wait_port  # noqa: E402
 
 WINDOW = 128
 ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT)
-
-
-def find_mosquitto():
-    for p in ("/usr/sbin/mosquitto", shutil.which("mosquitto")):
-        if p and os.path.exists(p):
-            return p
-    sys.exit("mosquitto not found at /usr/sbin/mosquitto or on PATH: "
-             "apt-get install -y mosquitto (tools/setup.sh installs it)")
-
-
-def wait_port(port, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("nothing listens on port %d" % port)
 
 
 def cpu_s(pid):
@@ -239,7 +220,7 @@ def main():
     with open(conf, "w") as f:
         f.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages %d\n"
                 "max_queued_messages 100000\nlog_dest none\n" % (port, WINDOW))
-    broker = subprocess.Popen([find_mosquitto(), "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = subprocess.Popen([brokers.need("mosquitto", "mosquitto"), "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = {"burst": ([], [], a.readings, 0.0), "paced": ([], [], a.paced, 1.0 / a.rate)}
     try:
         wait_port(port)

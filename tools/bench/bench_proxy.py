@@ -37,7 +37,6 @@ likewise, read from /proc over the run.
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import struct
 import subprocess
@@ -57,14 +56,6 @@ import brokers  # noqa: E402
 import table  # noqa: E402
 
 PAYLOAD = 64
-
-
-def find_mosquitto():
-    for p in ("/usr/sbin/mosquitto", shutil.which("mosquitto")):
-        if p and os.path.exists(p):
-            return p
-    sys.exit("mosquitto not found at /usr/sbin/mosquitto or on PATH: "
-             "apt-get install -y mosquitto (tools/setup.sh installs it)")
 
 
 
