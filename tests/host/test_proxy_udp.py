@@ -61,7 +61,7 @@ def test_no_reply_to_an_unauthenticated_datagram_is_larger_than_it(tmp_path):
         # bytes, and a 10-byte one no refusal fits in.
         for hello in (E.REGISTRY.encode("s_hello", b"n" * 16, 15000, 32), E.REGISTRY.encode("s_hello", b"x", 1000, 4)):
             u.sendto(hello, addr)
-            got = answers(u, 0.5)
+            got = answers(u, 2.0)    # a proxy just started on a busy machine may be slow to answer
             cases.append(("plaintext hello", len(hello), [len(g) for g in got]))
             for g in got:
                 assert len(g) <= len(hello)

@@ -93,8 +93,11 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self.public_key = identity.public_key(self.key)
         self.store.start(loop, self.on_commit)
         c = self.config
+        # TCP listens only once UDP is bound: a node or test that sees the
+        # TCP port open may send datagrams at once (asyncio binds with
+        # start_serving=False and calls listen() in start_serving()).
         self.tcp_server = await loop.create_server(lambda: TcpProtocol(self), c.listen, c.tcp_port,
-                                                   reuse_address=True, backlog=256)
+                                                   reuse_address=True, backlog=256, start_serving=False)
         tcp_port = self.tcp_server.sockets[0].getsockname()[1]
         self.addresses["tcp"] = (c.listen, tcp_port)
         udp_port = c.udp_port
@@ -104,6 +107,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             self.udp_transport, self.udp_endpoint = await fastpath.open_udp(
                 UdpProtocol(self), (c.listen, udp_port), UDP_MAX + 1)
             self.addresses["udp"] = (c.listen, self.udp_transport.get_extra_info("sockname")[1])
+        await self.tcp_server.start_serving()
         self._ticker = asyncio.ensure_future(self._tick())
         n, b = self.store.stored_totals()
         log.info("event=proxy_started %s", kv(
