@@ -66,7 +66,22 @@ def reap(p):
     return ru.ru_utime + ru.ru_stime
 
 
-class Mosquitto:
+class Server:
+    """A server process under test: its CPU, its memory, its stop."""
+    stop_timeout_s = 20
+
+    def cpu(self):
+        return proc_cpu(self.proc.pid)
+
+    def rss_kb(self):
+        return proc_rss_kb(self.proc.pid)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(self.stop_timeout_s)
+
+
+class Mosquitto(Server):
     name = "mosquitto"
 
     def __init__(self, tmp, window, max_connections=-1):
@@ -80,19 +95,11 @@ class Mosquitto:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
 
-    def cpu(self):
-        return proc_cpu(self.proc.pid)
-
-    def rss_kb(self):
-        return proc_rss_kb(self.proc.pid)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(20)
 
 
-class Proxy:
+class Proxy(Server):
     name = "upsycle"
+    stop_timeout_s = 60     # a proxy commits its queues on SIGTERM
 
     def __init__(self, tmp, secure=False, config=None, data=None):
         self.port = free_port()
@@ -125,15 +132,6 @@ class Proxy:
         for _ in self.proc.stderr:
             pass
 
-    def cpu(self):
-        return proc_cpu(self.proc.pid)
-
-    def rss_kb(self):
-        return proc_rss_kb(self.proc.pid)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(60)
 
 
 def split(items, k):
