@@ -9,16 +9,16 @@ nonce and calls libsodium's ChaCha20-Poly1305 (IETF, Noise §12.3) through
 PyNaCl's cffi module directly, into a per-thread scratch buffer.
 
 Same bytes and same semantics as CipherState (nonce counting, §5.1: a failed
-decryption does not advance the nonce; MAX_NONCE; typed errors):
+decryption does not advance the nonce; NONCE_MAX; typed errors):
 tests/host/test_wire_fast.py checks them against each other. Host only:
 shared code never imports this module.
 """
 import threading
 
-from shared_protocol.crypto.api import AEAD_TAG_SIZE, MAX_MESSAGE_SIZE
+from shared_protocol.crypto.api import AEAD_TAG_SIZE, MESSAGE_SIZE_MAX
 from shared_protocol.crypto.errors import CryptoUsageError
 from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError
-from shared_protocol.noise.symmetric import MAX_NONCE, CipherState
+from shared_protocol.noise.symmetric import NONCE_MAX, CipherState
 
 try:
     from nacl._sodium import ffi as _ffi, lib as _lib   # PyNaCl's cffi binding of libsodium
@@ -27,7 +27,7 @@ except ImportError:   # pragma: no cover - PyNaCl is a pinned dependency of the 
 
 # Largest sealed message: a Noise message (65535) plus its tag; the scratch
 # buffer is allocated once per thread at this size.
-_SCRATCH = MAX_MESSAGE_SIZE + AEAD_TAG_SIZE
+_SCRATCH = MESSAGE_SIZE_MAX + AEAD_TAG_SIZE
 _local = threading.local()
 _ZERO4 = b"\x00\x00\x00\x00"
 _ZERO32 = b"\x00" * 32
@@ -61,8 +61,8 @@ class HostCipherState:
 
     def encrypt_at(self, n, ad, plaintext):
         m = len(plaintext)
-        if m > MAX_MESSAGE_SIZE:
-            raise CryptoUsageError(message="plaintext exceeds %d bytes" % MAX_MESSAGE_SIZE)
+        if m > MESSAGE_SIZE_MAX:
+            raise CryptoUsageError(message="plaintext exceeds %d bytes" % MESSAGE_SIZE_MAX)
         buf, olen = _scratch()
         _lib.crypto_aead_chacha20poly1305_ietf_encrypt(buf, olen, plaintext, m, ad, len(ad), _ffi.NULL,
                                                         _nonce(n), self.k)
@@ -82,7 +82,7 @@ class HostCipherState:
 
     def encrypt_with_ad(self, ad, plaintext):
         n = self.n
-        if n > MAX_NONCE:
+        if n > NONCE_MAX:
             raise NoiseUsageError(message="nonce space exhausted; start a new session")
         out = self.encrypt_at(n, ad, plaintext)
         self.n = n + 1
@@ -91,7 +91,7 @@ class HostCipherState:
     def decrypt_with_ad(self, ad, ciphertext):
         """§5.1: on an authentication failure the nonce is not incremented."""
         n = self.n
-        if n > MAX_NONCE:
+        if n > NONCE_MAX:
             raise NoiseUsageError(message="nonce space exhausted; start a new session")
         out = self.decrypt_at(n, ad, ciphertext)
         self.n = n + 1

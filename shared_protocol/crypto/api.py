@@ -29,9 +29,9 @@ AEAD_TAG_SIZE = 16
 # Largest plaintext we seal or sign in one call. Noise caps a transport
 # message at 65535 bytes (Noise spec §3); stored publications are smaller. A
 # bound also keeps a hostile length from making a board allocate without end.
-MAX_MESSAGE_SIZE = 65535
+MESSAGE_SIZE_MAX = 65535
 # Largest random request: keys and nonces are 32 bytes or less.
-MAX_RANDOM_REQUEST = 1024
+RANDOM_REQUEST_MAX = 1024
 
 _backend = PureBackend()
 _random = None
@@ -59,7 +59,7 @@ def set_random_source(fn):
 
 
 def random_bytes(n):
-    if not 0 < n <= MAX_RANDOM_REQUEST:
+    if not 0 < n <= RANDOM_REQUEST_MAX:
         raise CryptoUsageError(message="random request of %d bytes is out of range" % n)
     fn = _random
     if fn is None:
@@ -87,8 +87,8 @@ def _need(name, value, size):
 def _need_msg(name, value):
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise CryptoUsageError(message="%s must be bytes" % name)
-    if len(value) > MAX_MESSAGE_SIZE:
-        raise CryptoUsageError(message="%s of %d bytes exceeds %d" % (name, len(value), MAX_MESSAGE_SIZE))
+    if len(value) > MESSAGE_SIZE_MAX:
+        raise CryptoUsageError(message="%s of %d bytes exceeds %d" % (name, len(value), MESSAGE_SIZE_MAX))
 
 
 # -- X25519 (RFC 7748) --
@@ -163,8 +163,8 @@ def aead_decrypt(key, nonce, sealed, aad=b""):
     _need("AEAD key", key, AEAD_KEY_SIZE)
     _need("AEAD nonce", nonce, AEAD_NONCE_SIZE)
     _need_msg("associated data", aad)
-    if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) > MAX_MESSAGE_SIZE + AEAD_TAG_SIZE:
-        raise CryptoUsageError(message="sealed message is not bytes or exceeds %d" % (MAX_MESSAGE_SIZE + AEAD_TAG_SIZE))
+    if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) > MESSAGE_SIZE_MAX + AEAD_TAG_SIZE:
+        raise CryptoUsageError(message="sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
     if len(sealed) < AEAD_TAG_SIZE:
         raise AuthenticationFailed(message="sealed message shorter than its tag")
     out = _backend.aead_decrypt(bytes(key), bytes(nonce), bytes(sealed), bytes(aad))

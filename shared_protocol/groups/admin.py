@@ -16,7 +16,7 @@ A re-key larger than the proxy's payload limit (more than ~7 remaining
 members) is split into parts of at most ``wire.REKEY_PART_MAX`` bytes, each
 signed on its own; a member applies the part that holds its entry.
 
-The admin keeps its last ``MAX_KEPT_REKEYS`` re-keys with the time each was
+The admin keeps its last ``KEPT_REKEYS_MAX`` re-keys with the time each was
 last published (0: not yet): that is the outbox a host publishes from
 (``rekeys_due``), and the chain it publishes again so that a member that
 missed a re-key (offline longer than the proxy keeps history) catches up.
@@ -27,14 +27,14 @@ from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import GroupUsageError
-from shared_protocol.groups.keys import (MAX_EPOCH, NO_EXPIRY, RIGHT_READ, RIGHT_WRITE, SIG_SIZE, EpochKey,
+from shared_protocol.groups.keys import (EPOCH_MAX, NO_EXPIRY, RIGHT_READ, RIGHT_WRITE, SIG_SIZE, EpochKey,
                                          Identity, make_capability)
-from shared_protocol.groups.member import MAX_KEPT_EPOCHS, Member, rekey_entry_key
+from shared_protocol.groups.member import KEPT_EPOCHS_MAX, Member, rekey_entry_key
 
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
 # Re-keys kept to publish again: a member more removals behind than this
 # needs a new invite. A re-key is 1-16 KiB (1-16 parts), so at most ~128 KiB.
-MAX_KEPT_REKEYS = 8
+KEPT_REKEYS_MAX = 8
 
 
 def split_rekey(topic, epoch, eph, entries, sign):
@@ -44,16 +44,16 @@ def split_rekey(topic, epoch, eph, entries, sign):
     groups, cur = [], []
     for e in entries:
         trial = cur + [e]
-        size = len(envelope.REGISTRY.encode("group_rekey", topic, epoch, eph, wire.MAX_REKEY_PARTS - 1,
-                                            wire.MAX_REKEY_PARTS, trial, probe_sig))
+        size = len(envelope.REGISTRY.encode("group_rekey", topic, epoch, eph, wire.REKEY_PARTS_MAX - 1,
+                                            wire.REKEY_PARTS_MAX, trial, probe_sig))
         if size > wire.REKEY_PART_MAX and cur:
             groups.append(cur)
             cur = [e]
         else:
             cur = trial
     groups.append(cur)
-    if len(groups) > wire.MAX_REKEY_PARTS:
-        raise GroupUsageError(message="re-key needs %d parts, over %d" % (len(groups), wire.MAX_REKEY_PARTS))
+    if len(groups) > wire.REKEY_PARTS_MAX:
+        raise GroupUsageError(message="re-key needs %d parts, over %d" % (len(groups), wire.REKEY_PARTS_MAX))
     out = []
     n = len(groups)
     for i in range(n):
@@ -72,8 +72,8 @@ class Admin(Member):
         self.rekeys = []
 
     def add_member(self, member_public, rights):
-        if len(self.members) >= wire.MAX_MEMBERS:
-            raise GroupUsageError(message="topic already has %d members" % wire.MAX_MEMBERS)
+        if len(self.members) >= wire.MEMBERS_MAX:
+            raise GroupUsageError(message="topic already has %d members" % wire.MEMBERS_MAX)
         if not rights & (RIGHT_READ | RIGHT_WRITE):
             raise GroupUsageError(message="a member needs read, write or both")
         # converting costs one scalar multiplication: do it once, at invite time
@@ -99,7 +99,7 @@ class Admin(Member):
         member_public = bytes(member_public)
         if member_public not in self.members:
             raise GroupUsageError(message="not a member of this topic")
-        if self.epoch >= MAX_EPOCH:
+        if self.epoch >= EPOCH_MAX:
             raise GroupUsageError(message="epoch numbers exhausted")
         epoch = self.epoch + 1
         topic = self.topic
@@ -121,11 +121,11 @@ class Admin(Member):
         del self.members[member_public]
         self._epochs[epoch] = new
         self.epoch = epoch
-        for old in sorted(self._epochs)[:-MAX_KEPT_EPOCHS]:
+        for old in sorted(self._epochs)[:-KEPT_EPOCHS_MAX]:
             del self._epochs[old]
         self.revoked.add(member_public)
         self.rekeys.append([epoch, parts, 0])
-        del self.rekeys[:-MAX_KEPT_REKEYS]
+        del self.rekeys[:-KEPT_REKEYS_MAX]
         return parts
 
     # -- the re-key outbox --

@@ -14,14 +14,14 @@ import binascii
 
 from shared_protocol.wire import cbor
 from shared_protocol.groups.errors import Malformed, TooLarge
-from shared_protocol.groups.keys import KEY_SIZE, MAX_EPOCH
+from shared_protocol.groups.keys import KEY_SIZE, EPOCH_MAX
 from shared_protocol.groups.member import Member
 
 INVITE_VERSION = 1
 URL_PREFIX = "upsycle://join?v=1&i="
 # An invite is about 300 bytes; 1 KiB bounds what a QR scan can make us parse.
-MAX_INVITE = 1024
-MAX_NAME = 64
+INVITE_MAX = 1024
+NAME_MAX = 64
 
 
 def encode_invite(topic_public, member_seed, epoch, epoch_secret, epoch_public, capability, name):
@@ -50,8 +50,8 @@ def invite_url(invite):
 
 
 def decode_invite(data):
-    if len(data) > MAX_INVITE:
-        raise TooLarge(message="invite over %d bytes" % MAX_INVITE)
+    if len(data) > INVITE_MAX:
+        raise TooLarge(message="invite over %d bytes" % INVITE_MAX)
     v = cbor.decode(data)
     if not isinstance(v, list) or len(v) != 8 or v[0] != INVITE_VERSION:
         raise Malformed(message="not a version-%d invite" % INVITE_VERSION)
@@ -61,11 +61,11 @@ def decode_invite(data):
             raise Malformed(message="invite key of the wrong size")
     if secret is not None and (not isinstance(secret, (bytes, bytearray)) or len(secret) != KEY_SIZE):
         raise Malformed(message="invite epoch secret of the wrong size")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= MAX_EPOCH:
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= EPOCH_MAX:
         raise Malformed(message="invite epoch out of range")
     if cap is not None and not isinstance(cap, list):
         raise Malformed(message="invite capability malformed")
-    if not isinstance(name, str) or len(name) > MAX_NAME:
+    if not isinstance(name, str) or len(name) > NAME_MAX:
         raise Malformed(message="invite name malformed")
     return v
 
@@ -78,6 +78,6 @@ def member_from_invite(data):
 def member_from_url(url):
     if not url.startswith(URL_PREFIX):
         raise Malformed(message="not an upsycle invite URL (expected %s...)" % URL_PREFIX)
-    if len(url) > len(URL_PREFIX) + (MAX_INVITE * 4) // 3 + 4:
+    if len(url) > len(URL_PREFIX) + (INVITE_MAX * 4) // 3 + 4:
         raise TooLarge(message="invite URL too long")
     return member_from_invite(_unb64url(url[len(URL_PREFIX):]))

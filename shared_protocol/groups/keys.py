@@ -30,10 +30,10 @@ KEY_SIZE = 32
 SIG_SIZE = 64
 EPOCH_SECRET_SIZE = 32
 # Epoch numbers are 32-bit: one re-key per removal never gets near it.
-MAX_EPOCH = 0xFFFFFFFF
+EPOCH_MAX = 0xFFFFFFFF
 # Capability expiry: seconds since the Unix epoch, 0 = never expires.
 NO_EXPIRY = 0
-MAX_EXPIRY = 0xFFFFFFFFFF
+EXPIRY_MAX = 0xFFFFFFFFFF
 RIGHT_READ = 1
 RIGHT_WRITE = 2
 

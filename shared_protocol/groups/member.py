@@ -24,18 +24,18 @@ from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
 # a proxy's queue) stay readable. Removed authors are refused in every epoch.
-MAX_KEPT_EPOCHS = 3
+KEPT_EPOCHS_MAX = 3
 # Replay windows kept, one per (author, generation). Every author needs an
 # admin-signed capability, so the admin bounds the authors; twice the member
 # limit leaves room for members replaced over time and for second devices.
-MAX_AUTHORS = 2 * wire.MAX_MEMBERS
+AUTHORS_MAX = 2 * wire.MEMBERS_MAX
 # Generations of one author with a window: a member key joined on several
 # devices, or joined again. A fifth generation replaces the author's least
 # recently used window (the author's own doing: an evicted generation's old
 # publications could be replayed once more, no one else's).
-MAX_GENS_PER_AUTHOR = 4
+GENS_PER_AUTHOR_MAX = 4
 # Removed member keys remembered (one per removal).
-MAX_REVOKED = 256
+REVOKED_MAX = 256
 # Publications per author accepted out of order (and remembered as seen).
 SEQ_WINDOW = 64
 # A publication's sequence number (48 bits on the wire) is a generation and
@@ -50,7 +50,7 @@ COUNTER_BITS = 24
 COUNTER_MAX = (1 << COUNTER_BITS) - 1
 GEN_MAX = (1 << 24) - 1
 GEN_BYTES = 3
-MAX_SEQ = 0xFFFFFFFFFFFF
+SEQ_MAX = 0xFFFFFFFFFFFF
 _GEN_LABEL = b"upsycle-gen-v1"
 _PUB_DH_LABEL = b"upsycle-pub-dh-v1"
 _REKEY_LABEL = b"upsycle-rekey-entry-v1"
@@ -125,7 +125,7 @@ class Member:
         # short reference, and how many messages until we introduce ourselves.
         self.authors = {}
         self.intro_left = 0
-        self.max_authors = MAX_AUTHORS
+        self.max_authors = AUTHORS_MAX
 
     # -- roles --
 
@@ -194,8 +194,8 @@ class Member:
         why = self.write_refusal(now)
         if why is not None:
             raise GroupUsageError(message=why)
-        if len(body) > wire.MAX_BODY:
-            raise GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.MAX_BODY))
+        if len(body) > wire.BODY_MAX:
+            raise GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.BODY_MAX))
         if not _is_key(rand32):
             raise GroupUsageError(message="seal needs 32 random bytes")
         seq = self.seq_block(1, rand32)
@@ -222,22 +222,22 @@ class Member:
 
     def seal_reading(self, body, rand32, now=None):
         """``body`` as a compact signed reading (group_rd, readings.py)."""
-        return readings.seal(self, [body], False, rand32, now, MAX_SEQ)
+        return readings.seal(self, [body], False, rand32, now, SEQ_MAX)
 
     def seal_batch(self, bodies, rand32, now=None):
         """1..wire.BATCH_MAX bodies in one group_rd under one signature."""
-        return readings.seal(self, bodies, True, rand32, now, MAX_SEQ)
+        return readings.seal(self, bodies, True, rand32, now, SEQ_MAX)
 
     # -- receiving --
 
     def open(self, data, now):
         """A Publication or EpochChanged event; raises a GroupError (or a
         cbor/envelope decode error) and changes nothing if anything is off."""
-        if len(data) > wire.MAX_GROUP_MESSAGE:
-            raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.MAX_GROUP_MESSAGE))
+        if len(data) > wire.GROUP_MESSAGE_MAX:
+            raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.GROUP_MESSAGE_MAX))
         msg = envelope.REGISTRY.decode(data)
         if msg.type is wire.RD:
-            return readings.open_rd(self, msg, now, MAX_SEQ, Publication)
+            return readings.open_rd(self, msg, now, SEQ_MAX, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
             raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
@@ -271,8 +271,8 @@ class Member:
             raise DecryptFailed(message="publication does not authenticate under epoch %d" % epoch)
         v = cbor.decode(inner)
         if (not isinstance(v, list) or len(v) != 5 or not _is_key(v[0]) or not isinstance(v[1], int)
-                or isinstance(v[1], bool) or not 0 < v[1] <= MAX_SEQ
-                or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.MAX_BODY or not _is_key(v[4], SIG_SIZE)):
+                or isinstance(v[1], bool) or not 0 < v[1] <= SEQ_MAX
+                or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.BODY_MAX or not _is_key(v[4], SIG_SIZE)):
             raise Malformed(message="publication content has the wrong shape")
         author, seq, cap, body, sig = v
         if seq & COUNTER_MAX == 0:
@@ -298,8 +298,8 @@ class Member:
         one, not yet kept, for a generation not seen before)."""
         win = self._windows.get(window_key(author, seq >> COUNTER_BITS))
         if win is None:
-            if self._window_to_evict(author) is None and len(self._windows) >= MAX_AUTHORS:
-                raise TooLarge(message="more than %d authors in one topic" % MAX_AUTHORS)
+            if self._window_to_evict(author) is None and len(self._windows) >= AUTHORS_MAX:
+                raise TooLarge(message="more than %d authors in one topic" % AUTHORS_MAX)
             win = ReplayWindow(SEQ_WINDOW)
         return win
 
@@ -319,7 +319,7 @@ class Member:
         generations already, else None."""
         author = bytes(author)
         mine = [k for k in self._windows if k[:KEY_SIZE] == author]
-        if len(mine) < MAX_GENS_PER_AUTHOR:
+        if len(mine) < GENS_PER_AUTHOR_MAX:
             return None
         best = None
         for k in mine:
@@ -371,16 +371,16 @@ class Member:
             raise RemovedFromTopic(message="re-key to epoch %d has no entry for this member" % epoch)
         v = cbor.decode(content)
         if (not isinstance(v, list) or len(v) != 3 or not (v[0] is None or _is_key(v[0])) or not _is_key(v[1])
-                or not isinstance(v[2], list) or len(v[2]) > wire.MAX_REMOVED_PER_REKEY
+                or not isinstance(v[2], list) or len(v[2]) > wire.REMOVED_PER_REKEY_MAX
                 or not all(_is_key(k) for k in v[2])):
             raise Malformed(message="re-key entry content has the wrong shape")
         new = EpochKey(topic, epoch, v[0], v[1])
-        if len(self.revoked) + len(v[2]) > MAX_REVOKED:
+        if len(self.revoked) + len(v[2]) > REVOKED_MAX:
             raise TooLarge(message="revocation list full")
         # commit
         self._epochs[epoch] = new
         self.epoch = epoch
-        for old in sorted(self._epochs)[:-MAX_KEPT_EPOCHS]:
+        for old in sorted(self._epochs)[:-KEPT_EPOCHS_MAX]:
             del self._epochs[old]
         for k in v[2]:
             self.revoked.add(bytes(k))

@@ -87,8 +87,8 @@ def seal(member, bodies, batch, rand32, now, max_seq):
     if n < 1 or n > (wire.BATCH_MAX if batch else 1):
         raise GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
     for b in bodies:
-        if len(b) > wire.MAX_BODY:
-            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.MAX_BODY))
+        if len(b) > wire.BODY_MAX:
+            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
     if not _is_bytes(rand32, KEY_SIZE):
         raise GroupUsageError(message="seal needs 32 random bytes")
     seq = member.seq_block(n, rand32)   # generation and counter (member.py, COUNTER_BITS)
@@ -121,14 +121,14 @@ def _inner(v, max_seq):
         raise Malformed(message="compact reading content has the wrong shape")
     kind, aref, seq, payload, sig, intro = v
     if kind == wire.RD_SIGNED:
-        if not _is_bytes(payload) or len(payload) > wire.MAX_BODY:
+        if not _is_bytes(payload) or len(payload) > wire.BODY_MAX:
             raise Malformed(message="reading body malformed")
         count = 1
     elif kind == wire.RD_BATCH:
         if not isinstance(payload, list) or not 0 < len(payload) <= wire.BATCH_MAX:
             raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
         for b in payload:
-            if not _is_bytes(b) or len(b) > wire.MAX_BODY:
+            if not _is_bytes(b) or len(b) > wire.BODY_MAX:
                 raise Malformed(message="batch body malformed")
         count = len(payload)
     else:

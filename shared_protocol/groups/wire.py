@@ -12,29 +12,29 @@ does (see groups/__init__.py).
 from shared_protocol.crypto import api
 from shared_protocol.wire import cbor
 from shared_protocol.wire.envelope import BYTES, LIST, REGISTRY, UINT
-from shared_protocol.groups.keys import KEY_SIZE, MAX_EPOCH, SIG_SIZE, TOPIC_ID_SIZE
+from shared_protocol.groups.keys import KEY_SIZE, EPOCH_MAX, SIG_SIZE, TOPIC_ID_SIZE
 
 # Largest application body of one publication. A reading is tens of bytes;
 # 4 KiB leaves room for batches while bounding what a board must buffer.
-MAX_BODY = 4096
+BODY_MAX = 4096
 # Body plus author, seq, capability (~130 bytes), signature, CBOR heads, tag.
-MAX_SEALED = MAX_BODY + 512
+SEALED_MAX = BODY_MAX + 512
 # Largest group message accepted at all, checked before parsing anything.
-MAX_GROUP_MESSAGE = 16384
+GROUP_MESSAGE_MAX = 16384
 # Members one re-key can address (one entry each). A topic of a field site
 # has a handful of nodes; 64 bounds a re-key at about 8 KiB.
-MAX_MEMBERS = 64
+MEMBERS_MAX = 64
 # Authors removed by one re-key.
-MAX_REMOVED_PER_REKEY = 8
+REMOVED_PER_REKEY_MAX = 8
 # Largest part of a re-key: the proxy's payload limit (session.messages.PAYLOAD_MAX,
 # which keeps a delivery inside one UDP datagram a board can receive). One
 # entry is ~120 bytes, so a part holds ~7 entries and a re-key of a larger
 # topic is split into parts, each signed on its own (tests/shared/test_groups.py
 # checks that the two limits agree).
 REKEY_PART_MAX = 1024
-# Parts of one re-key: MAX_MEMBERS entries at the smallest entry size fit.
-MAX_REKEY_PARTS = 16
-REKEY_ENTRY_MAX = 1 + 2 * (2 + KEY_SIZE) + 2 + MAX_REMOVED_PER_REKEY * (2 + KEY_SIZE) + 16
+# Parts of one re-key: MEMBERS_MAX entries at the smallest entry size fit.
+REKEY_PARTS_MAX = 16
+REKEY_ENTRY_MAX = 1 + 2 * (2 + KEY_SIZE) + 2 + REMOVED_PER_REKEY_MAX * (2 + KEY_SIZE) + 16
 
 MODE_EPOCH_KEY = 0      # sealed with the epoch's symmetric key (readers)
 MODE_EPOCH_PUBLIC = 1   # sealed to the epoch's X25519 key (write-only members)
@@ -42,18 +42,18 @@ NONCE_SIZE = 12
 
 PUB = REGISTRY.register(80, "group_pub", (
     ("topic", BYTES, TOPIC_ID_SIZE),
-    ("epoch", UINT, MAX_EPOCH),
+    ("epoch", UINT, EPOCH_MAX),
     ("mode", UINT, 1),
     ("kfield", BYTES, KEY_SIZE),        # nonce (mode 0) or ephemeral key (mode 1)
-    ("sealed", BYTES, MAX_SEALED),
+    ("sealed", BYTES, SEALED_MAX),
 ))
 REKEY = REGISTRY.register(81, "group_rekey", (
     ("topic", BYTES, TOPIC_ID_SIZE),
-    ("epoch", UINT, MAX_EPOCH),
+    ("epoch", UINT, EPOCH_MAX),
     ("ephemeral", BYTES, KEY_SIZE),
-    ("part", UINT, MAX_REKEY_PARTS - 1),    # 0-based index of this part
-    ("parts", UINT, MAX_REKEY_PARTS),       # how many parts the re-key has
-    ("entries", LIST, MAX_MEMBERS),
+    ("part", UINT, REKEY_PARTS_MAX - 1),    # 0-based index of this part
+    ("parts", UINT, REKEY_PARTS_MAX),       # how many parts the re-key has
+    ("entries", LIST, MEMBERS_MAX),
     ("sig", BYTES, SIG_SIZE),
 ))
 
@@ -62,9 +62,9 @@ REKEY = REGISTRY.register(81, "group_rekey", (
 # proxy routes by the session's topic id and the reader knows its topic, so
 # it is bound through the AEAD's associated data and the signatures instead.
 RD = REGISTRY.register(82, "group_rd", (
-    ("epoch", UINT, MAX_EPOCH),
+    ("epoch", UINT, EPOCH_MAX),
     ("nonce", BYTES, NONCE_SIZE),
-    ("sealed", BYTES, MAX_SEALED),
+    ("sealed", BYTES, SEALED_MAX),
 ))
 # Readings one batch signature covers. 8 keeps a batch of sensor readings
 # (~55 bytes each) in one datagram with its signature, and bounds what a

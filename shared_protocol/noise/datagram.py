@@ -17,7 +17,7 @@ disturb it.
 import struct
 
 from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError, ReplayedMessage
-from shared_protocol.noise.symmetric import MAX_NONCE, TAGLEN
+from shared_protocol.noise.symmetric import NONCE_MAX, TAGLEN
 from shared_protocol.replay import ReplayWindow
 
 NONCE_PREFIX = 8
@@ -26,12 +26,12 @@ NONCE_PREFIX = 8
 REPLAY_WINDOW = 64
 # One UDP payload that survives every path without fragmentation on IPv6
 # (1280-byte minimum MTU minus IPv6 and UDP headers) carries at most this.
-MAX_DATAGRAM = 1232
-MAX_PAYLOAD = MAX_DATAGRAM - NONCE_PREFIX - TAGLEN
+DATAGRAM_MAX = 1232
+PAYLOAD_MAX = DATAGRAM_MAX - NONCE_PREFIX - TAGLEN
 
 
 class DatagramChannel:
-    def __init__(self, send_cs, recv_cs, window=REPLAY_WINDOW, max_datagram=MAX_DATAGRAM):
+    def __init__(self, send_cs, recv_cs, window=REPLAY_WINDOW, max_datagram=DATAGRAM_MAX):
         self._send = send_cs
         self._recv = recv_cs
         self._max = max_datagram
@@ -41,7 +41,7 @@ class DatagramChannel:
         if len(payload) > self._max - NONCE_PREFIX - TAGLEN:
             raise NoiseUsageError(message="payload of %d bytes over the datagram limit" % len(payload))
         n = self._send.n
-        if n > MAX_NONCE:
+        if n > NONCE_MAX:
             raise NoiseUsageError(message="nonce space exhausted; start a new session")
         self._send.n = n + 1
         return struct.pack(">Q", n) + self._send.encrypt_at(n, b"", payload)
@@ -52,7 +52,7 @@ class DatagramChannel:
         if len(packet) < NONCE_PREFIX + TAGLEN:
             raise DecryptFailed(message="datagram too short")
         (n,) = struct.unpack_from(">Q", packet, 0)
-        if n > MAX_NONCE:
+        if n > NONCE_MAX:
             raise DecryptFailed(message="reserved nonce")
         if not self.replay.is_fresh(n):
             raise ReplayedMessage(message="nonce %d already used or outside the window" % n)

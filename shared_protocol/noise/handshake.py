@@ -22,14 +22,14 @@ one message; even indexes are sent by the initiator.
 from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import BadPublicKey
 from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, NoiseUsageError, UnexpectedStaticKey
-from shared_protocol.noise.symmetric import DHLEN, MAX_MESSAGE, TAGLEN, SymmetricState
+from shared_protocol.noise.symmetric import DHLEN, MESSAGE_MAX, TAGLEN, SymmetricState
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
 PATTERN_XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
 # Largest handshake payload we accept or send. Handshake payloads carry a few
 # small fields (a protocol version, a node name); 1 KiB is far above that and
 # keeps a hostile peer from making a board buffer 64 KiB before authenticating.
-MAX_HANDSHAKE_PAYLOAD = 1024
+HANDSHAKE_PAYLOAD_MAX = 1024
 
 
 class Handshake:
@@ -91,8 +91,8 @@ class Handshake:
     def write_message(self, payload=b""):
         if not self.is_my_turn():
             raise NoiseUsageError(message="not our turn to write a handshake message")
-        if len(payload) > MAX_HANDSHAKE_PAYLOAD:
-            raise NoiseUsageError(message="handshake payload over %d bytes" % MAX_HANDSHAKE_PAYLOAD)
+        if len(payload) > HANDSHAKE_PAYLOAD_MAX:
+            raise NoiseUsageError(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
         ss = self._ss
         out = []
         for token in PATTERN_XX[self._step]:
@@ -111,8 +111,8 @@ class Handshake:
         """Returns the payload; on any error the handshake is unchanged."""
         if self.complete or self.is_my_turn():
             raise NoiseUsageError(message="not expecting a handshake message now")
-        if len(message) > MAX_MESSAGE:
-            raise HandshakeFailed(message="handshake message over %d bytes" % MAX_MESSAGE)
+        if len(message) > MESSAGE_MAX:
+            raise HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
         saved = (self._ss, self._re, self.remote_static)
         self._ss = self._ss.copy()
         try:
@@ -148,8 +148,8 @@ class Handshake:
             rest = msg[pos:]
             if ss.cs.has_key() and len(rest) < TAGLEN:
                 raise HandshakeFailed(message="truncated: payload tag missing")
-            if len(rest) - (TAGLEN if ss.cs.has_key() else 0) > MAX_HANDSHAKE_PAYLOAD:
-                raise HandshakeFailed(message="handshake payload over %d bytes" % MAX_HANDSHAKE_PAYLOAD)
+            if len(rest) - (TAGLEN if ss.cs.has_key() else 0) > HANDSHAKE_PAYLOAD_MAX:
+                raise HandshakeFailed(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
             return ss.decrypt_and_hash(rest)
         except DecryptFailed:
             raise HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")

@@ -15,23 +15,23 @@ from shared_protocol.wire import framing
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete, Message  # noqa: F401 (re-exported)
-from shared_protocol.noise.symmetric import MAX_MESSAGE, TAGLEN
+from shared_protocol.noise.symmetric import MESSAGE_MAX, TAGLEN
 
 # Default largest frame: the stream framing's default (4 KiB, one frame in a
 # board's RAM). Hosts talking to hosts may pass up to 65535.
-MAX_FRAME = framing.STREAM_FRAME_DEFAULT
+FRAME_MAX = framing.STREAM_FRAME_DEFAULT
 # Largest plaintext in one transport frame.
-MAX_PAYLOAD = MAX_MESSAGE - TAGLEN
+PAYLOAD_MAX = MESSAGE_MAX - TAGLEN
 
 
 def frame(body):
-    return framing.frame(body, MAX_MESSAGE)
+    return framing.frame(body, MESSAGE_MAX)
 
 
 class NoiseStream:
-    def __init__(self, handshake, max_frame=MAX_FRAME, handshake_payload=b""):
-        if not 0 < max_frame <= MAX_MESSAGE:
-            raise NoiseUsageError(message="max_frame must be 1..%d" % MAX_MESSAGE)
+    def __init__(self, handshake, max_frame=FRAME_MAX, handshake_payload=b""):
+        if not 0 < max_frame <= MESSAGE_MAX:
+            raise NoiseUsageError(message="max_frame must be 1..%d" % MESSAGE_MAX)
         self._hs = handshake
         self._max = max_frame
         self._payload = handshake_payload
@@ -99,6 +99,6 @@ class NoiseStream:
         self._check()
         if self._send is None:
             raise NoiseUsageError(message="handshake not complete")
-        if len(payload) > min(MAX_PAYLOAD, self._max - TAGLEN):
+        if len(payload) > min(PAYLOAD_MAX, self._max - TAGLEN):
             raise NoiseUsageError(message="payload of %d bytes does not fit one frame" % len(payload))
         return frame(self._send.encrypt_with_ad(b"", payload))

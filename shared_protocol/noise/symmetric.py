@@ -12,9 +12,9 @@ HASHLEN = 32
 DHLEN = 32
 TAGLEN = 16
 # Noise §3: every Noise message is at most 65535 bytes.
-MAX_MESSAGE = 65535
+MESSAGE_MAX = 65535
 # Noise §5.1: nonce 2^64 - 1 is reserved; a session must end (or rekey) before.
-MAX_NONCE = 2 ** 64 - 2
+NONCE_MAX = 2 ** 64 - 2
 _ZERO32 = b"\x00" * 32
 
 
@@ -46,7 +46,7 @@ class CipherState:
     def encrypt_with_ad(self, ad, plaintext):
         if self.k is None:
             return bytes(plaintext)
-        if self.n > MAX_NONCE:
+        if self.n > NONCE_MAX:
             raise NoiseUsageError(message="nonce space exhausted; start a new session")
         out = api.aead_encrypt(self.k, nonce_bytes(self.n), plaintext, ad)
         self.n += 1
@@ -56,7 +56,7 @@ class CipherState:
         """§5.1: on an authentication failure the nonce is not incremented."""
         if self.k is None:
             return bytes(ciphertext)
-        if self.n > MAX_NONCE:
+        if self.n > NONCE_MAX:
             raise NoiseUsageError(message="nonce space exhausted; start a new session")
         out = self.decrypt_at(self.n, ad, ciphertext)
         self.n += 1

@@ -32,7 +32,7 @@ forger cannot stall or reset a session. Transport packets that arrive before
 the responder has finished are dropped, as UDP may drop them anyway.
 """
 from shared_protocol import clock
-from shared_protocol.noise.datagram import MAX_DATAGRAM, REPLAY_WINDOW, DatagramChannel
+from shared_protocol.noise.datagram import DATAGRAM_MAX, REPLAY_WINDOW, DatagramChannel
 from shared_protocol.noise.errors import NoiseError, NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete, Message
 
@@ -53,7 +53,7 @@ SENT_TAGS_MAX = 8
 # ms; a sleeping peer's radio wakes within about a second.
 RETRY_MS = 1000
 # Attempts per handshake message before giving up (about 8 s with RETRY_MS).
-MAX_TRIES = 8
+TRIES_MAX = 8
 
 
 class HandshakeTimedOut(NoiseError):
@@ -79,7 +79,7 @@ def no_session_answer(packet):
 
 
 class UdpSession:
-    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=MAX_TRIES):
+    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=TRIES_MAX):
         self._hs = handshake
         self._window = window
         self._retry = retry_ms
@@ -161,7 +161,7 @@ class UdpSession:
     def receive(self, packet, now):
         """One UDP payload in; returns a list of events (HandshakeComplete,
         Message). Raises a typed error, changing nothing, on a bad packet."""
-        if not packet or len(packet) > MAX_DATAGRAM + 1:
+        if not packet or len(packet) > DATAGRAM_MAX + 1:
             raise BadPacket(message="empty or oversized packet")
         kind = packet[0]
         body = memoryview(packet)[1:]   # no copy of a datagram of up to 1.2 KB

@@ -13,7 +13,7 @@ AGE_MAX = 0xFFFF
 # datagram (framing.DATAGRAM_MAX) at their defaults.
 OVERLAY_FRAME_MAX = 16384
 # A profile on the wire: subscription filter then needy-topic filter.
-PROFILE_MAX = 2 * profile.MAX_BITS // 8
+PROFILE_MAX = 2 * profile.BITS_MAX // 8
 
 E_ENTRY = "bad_entry"
 E_SELF = "from_self"

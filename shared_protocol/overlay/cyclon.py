@@ -61,13 +61,13 @@ AGE_MAX = 0xFFFF
 # most 1 + (2 + 32) + (2 + 64) + 3 = 104 bytes, and 10 of them plus the header
 # (about 15 bytes) fit framing.DATAGRAM_MAX (1200) with room to spare, so a
 # shuffle is never fragmented on WiFi or the core overlay's UDP.
-MAX_SHUFFLE_LEN = 10
+SHUFFLE_LEN_MAX = 10
 # View size limit: the paper's experiments use c up to 50; a proxy needs no
 # more, and a board's view must stay a few KB.
-MAX_VIEW = 50
+VIEW_MAX = 50
 # Requests in flight. A node sends one per period; a reply later than a few
 # periods is useless, so older pending requests are dropped at this bound.
-MAX_PENDING = 4
+PENDING_MAX = 4
 
 # --- defaults --------------------------------------------------------------
 
@@ -93,12 +93,12 @@ DEFAULT_REPLY_TIMEOUT_MS = 2000
 # An entry on the wire is the array [peer_id, addr, age].
 SHUFFLE = envelope.REGISTRY.register(16, "cyclon_shuffle", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),           # matches the reply to the request
-    ("entries", envelope.LIST, MAX_SHUFFLE_LEN),    # entries[0] is the sender, age 0
+    ("entries", envelope.LIST, SHUFFLE_LEN_MAX),    # entries[0] is the sender, age 0
 ))
 REPLY = envelope.REGISTRY.register(17, "cyclon_reply", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),
     ("sender", envelope.BYTES, ID_MAX),             # who answers (must be the peer asked)
-    ("entries", envelope.LIST, MAX_SHUFFLE_LEN),
+    ("entries", envelope.LIST, SHUFFLE_LEN_MAX),
 ))
 
 # --- errors ----------------------------------------------------------------
@@ -134,8 +134,8 @@ def check_entries(entries, least):
     n = len(entries)
     if n < least:
         raise CyclonError(E_EMPTY, "a shuffle request must carry the sender's own entry")
-    if n > MAX_SHUFFLE_LEN:
-        raise CyclonError(E_ENTRY, "%d entries, limit %d" % (n, MAX_SHUFFLE_LEN))
+    if n > SHUFFLE_LEN_MAX:
+        raise CyclonError(E_ENTRY, "%d entries, limit %d" % (n, SHUFFLE_LEN_MAX))
     for e in entries:
         if type(e) is not list or len(e) != 3:
             raise CyclonError(E_ENTRY, "an entry must be [peer_id, addr, age]")
@@ -204,10 +204,10 @@ class Cyclon:
             raise CyclonConfigError(E_CONFIG, "node id must be 1..%d bytes" % ID_MAX)
         if type(addr) is not bytes or len(addr) > ADDR_MAX:
             raise CyclonConfigError(E_CONFIG, "address must be at most %d bytes" % ADDR_MAX)
-        if not (1 <= view_size <= MAX_VIEW):
-            raise CyclonConfigError(E_CONFIG, "view size must be 1..%d" % MAX_VIEW)
-        if not (1 <= shuffle_len <= MAX_SHUFFLE_LEN) or shuffle_len > view_size:
-            raise CyclonConfigError(E_CONFIG, "shuffle length must be 1..min(view size, %d)" % MAX_SHUFFLE_LEN)
+        if not (1 <= view_size <= VIEW_MAX):
+            raise CyclonConfigError(E_CONFIG, "view size must be 1..%d" % VIEW_MAX)
+        if not (1 <= shuffle_len <= SHUFFLE_LEN_MAX) or shuffle_len > view_size:
+            raise CyclonConfigError(E_CONFIG, "shuffle length must be 1..min(view size, %d)" % SHUFFLE_LEN_MAX)
         if not 0 < reply_timeout <= clock.SPAN_MAX:
             raise CyclonConfigError(E_CONFIG, "reply timeout must be 1..%d ms" % clock.SPAN_MAX)
         self.id = node_id
@@ -304,7 +304,7 @@ class Cyclon:
         stamps = self._stamps
         period = self._clock
         pending = self._pending
-        if len(pending) >= MAX_PENDING:
+        if len(pending) >= PENDING_MAX:
             self._forget(0)     # before choosing slots: it may drop one
         n = len(ids)
         if n == 0:

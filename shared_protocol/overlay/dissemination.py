@@ -34,12 +34,12 @@ from shared_protocol.overlay import common, ids
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 
 DEFAULT_FANOUT = 2
-MAX_FANOUT = 8
+FANOUT_MAX = 8
 # Message ids remembered: at one publication per second per topic on a
 # proxy of 100 topics, 4096 ids cover 40 s, far longer than a message takes
 # to cross the overlay (a few hops of a few ms).
 DEFAULT_SEEN = 4096
-MAX_SEEN = 65536
+SEEN_MAX = 65536
 MSG_ID_MAX = 32
 # A payload is one sealed session-layer message (the session's own limit
 # is below this).
@@ -133,10 +133,10 @@ class Disseminator:
     """Seen-set and counters of one proxy's dissemination."""
 
     def __init__(self, node_id, rng, fanout=DEFAULT_FANOUT, seen=DEFAULT_SEEN):
-        if not (2 <= fanout <= MAX_FANOUT):
-            raise OverlayConfigError(common.E_CONFIG, "fanout must be 2..%d" % MAX_FANOUT)
-        if not (1 <= seen <= MAX_SEEN):
-            raise OverlayConfigError(common.E_CONFIG, "seen-set size must be 1..%d" % MAX_SEEN)
+        if not (2 <= fanout <= FANOUT_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "fanout must be 2..%d" % FANOUT_MAX)
+        if not (1 <= seen <= SEEN_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "seen-set size must be 1..%d" % SEEN_MAX)
         self.id = node_id
         self.rng = rng
         self.fanout = fanout

@@ -14,7 +14,7 @@ CYCLON merges, so flooders cannot take over the view) and hands CYCLON a
 plain CYCLON message.
 """
 from shared_protocol.wire import envelope
-from shared_protocol.overlay.cyclon import (Cyclon, CyclonError, MAX_SHUFFLE_LEN, PROXY_SHUFFLE, PROXY_VIEW,
+from shared_protocol.overlay.cyclon import (Cyclon, CyclonError, SHUFFLE_LEN_MAX, PROXY_SHUFFLE, PROXY_VIEW,
                                             REPLY as C_REPLY, SHUFFLE as C_SHUFFLE, check_entries as c_check_entries)
 from shared_protocol.overlay import common, dissemination, ids, rings, urps, vicinity
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
@@ -32,14 +32,14 @@ DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 SHUFFLE = envelope.REGISTRY.register(96, "overlay_shuffle", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),
-    ("entries", envelope.LIST, MAX_SHUFFLE_LEN),
-    ("profiles", envelope.LIST, MAX_SHUFFLE_LEN),   # bytes or null, one per entry
+    ("entries", envelope.LIST, SHUFFLE_LEN_MAX),
+    ("profiles", envelope.LIST, SHUFFLE_LEN_MAX),   # bytes or null, one per entry
 ))
 SHUFFLE_REPLY = envelope.REGISTRY.register(97, "overlay_shuffle_reply", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),
     ("sender", envelope.BYTES, ids.ID_LEN),
-    ("entries", envelope.LIST, MAX_SHUFFLE_LEN),
-    ("profiles", envelope.LIST, MAX_SHUFFLE_LEN),
+    ("entries", envelope.LIST, SHUFFLE_LEN_MAX),
+    ("profiles", envelope.LIST, SHUFFLE_LEN_MAX),
 ))
 
 

@@ -33,15 +33,15 @@ from shared_protocol.errors import LocalError
 # networks configure 1024.
 DEFAULT_BITS = 256
 MIN_BITS = 64
-MAX_BITS = 1024
+BITS_MAX = 1024
 DEFAULT_HASHES = 2
 # Hash positions come from 16-bit chunks of the 8-byte topic id.
-MAX_HASHES = 4
+HASHES_MAX = 4
 # Topics in one proxy's subscription set (the session layer bounds a client
 # to 64 topics; a proxy serves many clients).
-MAX_TOPICS = 1024
+TOPICS_MAX = 1024
 # BLIP's epsilon in 1/1000 units, so configuration stays an int: 0 = off.
-MAX_EPSILON_MILLI = 1000000
+EPSILON_MILLI_MAX = 1000000
 
 E_CONFIG = "profile_config"
 
@@ -51,10 +51,10 @@ class ProfileConfigError(LocalError):
 
 
 def check_config(bits, hashes):
-    if bits < MIN_BITS or bits > MAX_BITS or bits & (bits - 1):
-        raise ProfileConfigError(E_CONFIG, "filter bits must be a power of two in %d..%d" % (MIN_BITS, MAX_BITS))
-    if not (1 <= hashes <= MAX_HASHES):
-        raise ProfileConfigError(E_CONFIG, "hashes must be 1..%d" % MAX_HASHES)
+    if bits < MIN_BITS or bits > BITS_MAX or bits & (bits - 1):
+        raise ProfileConfigError(E_CONFIG, "filter bits must be a power of two in %d..%d" % (MIN_BITS, BITS_MAX))
+    if not (1 <= hashes <= HASHES_MAX):
+        raise ProfileConfigError(E_CONFIG, "hashes must be 1..%d" % HASHES_MAX)
 
 
 def topic_mask(topic, bits, hashes):
@@ -126,8 +126,8 @@ class Subscriptions:
 
     def __init__(self, rng, bits=DEFAULT_BITS, hashes=DEFAULT_HASHES, epsilon_milli=0):
         check_config(bits, hashes)
-        if not (0 <= epsilon_milli <= MAX_EPSILON_MILLI):
-            raise ProfileConfigError(E_CONFIG, "BLIP epsilon must be 0 (off) .. %d milli" % MAX_EPSILON_MILLI)
+        if not (0 <= epsilon_milli <= EPSILON_MILLI_MAX):
+            raise ProfileConfigError(E_CONFIG, "BLIP epsilon must be 0 (off) .. %d milli" % EPSILON_MILLI_MAX)
         self.rng = rng
         self.bits = bits
         self.hashes = hashes
@@ -144,8 +144,8 @@ class Subscriptions:
     def set(self, topics):
         """Replace the subscription set (a new version). Returns True if it changed."""
         ts = sorted(set(topics))
-        if len(ts) > MAX_TOPICS:
-            raise ProfileConfigError(E_CONFIG, "%d topics, limit %d" % (len(ts), MAX_TOPICS))
+        if len(ts) > TOPICS_MAX:
+            raise ProfileConfigError(E_CONFIG, "%d topics, limit %d" % (len(ts), TOPICS_MAX))
         if ts == self.topics and self.version:
             return False
         self.topics = ts

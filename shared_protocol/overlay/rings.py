@@ -42,8 +42,8 @@ KEEP = 4
 # Topics in one exchange: needy ones first. 16 x (topic + 8 entries of at
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
-MAX_RING_TOPICS = 16
-MAX_PENDING = 4
+RING_TOPICS_MAX = 16
+PENDING_MAX = 4
 # Peers whose confirmed topics are remembered: a proxy's ring neighbours
 # (4 per topic) plus its VICINITY and CYCLON views with room to spare.
 CONFIRMED_MAX = 512
@@ -75,12 +75,12 @@ REQUEST = envelope.REGISTRY.register(100, "rings_req", (
     ("sender", envelope.BYTES, ids.ID_LEN),
     ("addr", envelope.BYTES, common.ADDR_MAX),
     ("filter", envelope.BYTES, common.PROFILE_MAX // 2),  # sender's subscription filter
-    ("topics", envelope.LIST, MAX_RING_TOPICS),
+    ("topics", envelope.LIST, RING_TOPICS_MAX),
 ))
 REPLY = envelope.REGISTRY.register(101, "rings_reply", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),
     ("sender", envelope.BYTES, ids.ID_LEN),
-    ("topics", envelope.LIST, MAX_RING_TOPICS),
+    ("topics", envelope.LIST, RING_TOPICS_MAX),
 ))
 
 
@@ -230,7 +230,7 @@ class Rings:
                 for e in old:
                     es.remove(e)
                 self._select(t)
-        if len(self._pending) >= MAX_PENDING:
+        if len(self._pending) >= PENDING_MAX:
             self._forget(0)
         if not self.topics:
             return None
@@ -366,7 +366,7 @@ class Rings:
     def _offer(self, q_id, q_filter, named, needy):
         """The [topic, entries] list for peer q: my topics it has (by its
         filter, by naming them, or by being my ring neighbour for them),
-        needy topics first, at most MAX_RING_TOPICS."""
+        needy topics first, at most RING_TOPICS_MAX."""
         bits = self.bits
         k = self.hashes
         conf = self._conf.get(q_id)
@@ -389,7 +389,7 @@ class Rings:
                 item = [t, [[e[0], e[1], min(clock - e[2], common.AGE_MAX)] for e in r[0] if e[0] != q_id]]
                 (first if t in needy else rest).append(item)
         out = first + rest
-        return out[:MAX_RING_TOPICS]
+        return out[:RING_TOPICS_MAX]
 
     def _absorb(self, sender, addr, topics):
         """Merge what the peer named: itself (age 0) and its neighbours."""

@@ -30,7 +30,7 @@ from shared_protocol.errors import LocalError
 # Sample memory: the paper's experiments use c in the tens; 50 is what the
 # acceptance test uses, enough to feed a CYCLON view of 20 with choice left.
 DEFAULT_MEMORY = 50
-MAX_MEMORY = 256
+MEMORY_MAX = 256
 # Sketch: width w and depth d give estimates within e*n/w of the truth with
 # probability 1 - e^-d. The width must approach the number of distinct ids
 # in the stream, or honest ids that share cells with flooders look frequent
@@ -40,8 +40,8 @@ MAX_MEMORY = 256
 # a proxy's budget, not a board's (boards run CYCLON without URPS).
 DEFAULT_WIDTH = 1024
 DEFAULT_DEPTH = 4
-MAX_WIDTH = 4096
-MAX_DEPTH = 8
+WIDTH_MAX = 4096
+DEPTH_MAX = 8
 # Counters halve when one reaches this, so they stay small ints on a 32-bit
 # board (31-bit small ints) and old history fades (the paper's streams are
 # unbounded; a proxy runs for months).
@@ -59,8 +59,8 @@ class Sketch:
     """Count-min sketch over byte-string ids."""
 
     def __init__(self, rng, width=DEFAULT_WIDTH, depth=DEFAULT_DEPTH):
-        if not (1 <= width <= MAX_WIDTH) or not (1 <= depth <= MAX_DEPTH):
-            raise UrpsConfigError(E_CONFIG, "sketch must be 1..%d wide and 1..%d deep" % (MAX_WIDTH, MAX_DEPTH))
+        if not (1 <= width <= WIDTH_MAX) or not (1 <= depth <= DEPTH_MAX):
+            raise UrpsConfigError(E_CONFIG, "sketch must be 1..%d wide and 1..%d deep" % (WIDTH_MAX, DEPTH_MAX))
         self.width = width
         self.depth = depth
         self._ab = [(1 + rng.next64() % (_P - 1), rng.next64() % _P) for _ in range(depth)]
@@ -107,8 +107,8 @@ class Sampler:
     """The URPS sample memory Gamma and its sketch."""
 
     def __init__(self, rng, memory=DEFAULT_MEMORY, width=DEFAULT_WIDTH, depth=DEFAULT_DEPTH):
-        if not (1 <= memory <= MAX_MEMORY):
-            raise UrpsConfigError(E_CONFIG, "sample memory must be 1..%d" % MAX_MEMORY)
+        if not (1 <= memory <= MEMORY_MAX):
+            raise UrpsConfigError(E_CONFIG, "sample memory must be 1..%d" % MEMORY_MAX)
         self.rng = rng
         self.memory = memory
         self.sketch = Sketch(rng, width, depth)

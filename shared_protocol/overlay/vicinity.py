@@ -31,12 +31,12 @@ from shared_protocol.overlay.profile import popcount
 
 # View: PolderCast uses 20; a proxy needs no more than CYCLON's limit.
 DEFAULT_VIEW = 20
-MAX_VIEW = 50
+VIEW_MAX = 50
 # Gossip length: PolderCast's 10 would not fit a datagram with 64-byte
 # addresses and two 256-bit filters per entry (8 x ~145 bytes does).
 DEFAULT_GOSSIP = 8
-MAX_GOSSIP = 8
-MAX_PENDING = 4
+GOSSIP_MAX = 8
+PENDING_MAX = 4
 # Remembered peers (beyond the views) offered per exchange for the target's
 # needy topics: a handful is enough to introduce the few subscribers of a
 # rare topic, and keeps the rest of the gossip the views' own.
@@ -47,11 +47,11 @@ DEFAULT_REPLY_TIMEOUT_MS = 2000
 # An entry is [peer_id, addr, age, profile]; entries[0] is the sender, age 0.
 REQUEST = envelope.REGISTRY.register(98, "vicinity_req", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),
-    ("entries", envelope.LIST, MAX_GOSSIP),
+    ("entries", envelope.LIST, GOSSIP_MAX),
 ))
 REPLY = envelope.REGISTRY.register(99, "vicinity_reply", (
     ("nonce", envelope.UINT, 0xFFFFFFFF),
-    ("entries", envelope.LIST, MAX_GOSSIP),
+    ("entries", envelope.LIST, GOSSIP_MAX),
 ))
 
 
@@ -109,10 +109,10 @@ class Vicinity:
     def __init__(self, node_id, addr, rng, bits, view_size=DEFAULT_VIEW, gossip_len=DEFAULT_GOSSIP,
                  reply_timeout=DEFAULT_REPLY_TIMEOUT_MS):
         common.check_config_peer(node_id, addr)
-        if not (1 <= view_size <= MAX_VIEW):
-            raise OverlayConfigError(common.E_CONFIG, "VICINITY view must be 1..%d" % MAX_VIEW)
-        if not (2 <= gossip_len <= MAX_GOSSIP):
-            raise OverlayConfigError(common.E_CONFIG, "VICINITY gossip length must be 2..%d" % MAX_GOSSIP)
+        if not (1 <= view_size <= VIEW_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "VICINITY view must be 1..%d" % VIEW_MAX)
+        if not (2 <= gossip_len <= GOSSIP_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "VICINITY gossip length must be 2..%d" % GOSSIP_MAX)
         if reply_timeout <= 0:
             raise OverlayConfigError(common.E_CONFIG, "reply timeout must be positive")
         self.id = node_id
@@ -168,7 +168,7 @@ class Vicinity:
         profile memory). Returns Outgoing or None."""
         self.expire(now)
         self._clock += 1
-        if len(self._pending) >= MAX_PENDING:
+        if len(self._pending) >= PENDING_MAX:
             self._forget(0)
         busy = [p[1] for p in self._pending]
         target = None

@@ -36,7 +36,7 @@ from shared_protocol.errors import LocalError, RemoteError
 # Deepest nesting of arrays/maps accepted. Protocol messages need 4-5 levels;
 # 16 leaves room for application values while keeping recursion on a board's
 # C stack (a few KB) safe against hostile input.
-MAX_DEPTH = 16
+DEPTH_MAX = 16
 
 # Error codes (DecodeError.code).
 TRUNCATED = "truncated"          # input ends inside an item
@@ -52,7 +52,7 @@ DUPLICATE_KEY = "duplicate_key"  # a map key appears twice
 KEY_ORDER = "key_order"          # map keys not in canonical order
 UNHASHABLE_KEY = "unhashable_key"  # array or map used as a map key
 TOO_LONG = "too_long"            # declared length exceeds the bytes that remain
-DEPTH = "depth"                  # nesting deeper than MAX_DEPTH
+DEPTH = "depth"                  # nesting deeper than DEPTH_MAX
 TYPE = "type"                    # wrong input type (not a bytes-like object)
 
 _MICROPYTHON = sys.implementation.name == "micropython"
@@ -250,14 +250,14 @@ def _encode(out, v, depth):
         _head(out, 3, len(b))
         out.extend(b)
     elif isinstance(v, (list, tuple)):
-        if depth >= MAX_DEPTH:
-            raise EncodeError(DEPTH, "nesting deeper than %d" % MAX_DEPTH)
+        if depth >= DEPTH_MAX:
+            raise EncodeError(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
         _head(out, 4, len(v))
         for item in v:
             _encode(out, item, depth + 1)
     elif isinstance(v, dict):
-        if depth >= MAX_DEPTH:
-            raise EncodeError(DEPTH, "nesting deeper than %d" % MAX_DEPTH)
+        if depth >= DEPTH_MAX:
+            raise EncodeError(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
         pairs = []
         for k in v:
             kb = bytearray()
@@ -414,8 +414,8 @@ class _Decoder:
                 return str(self.mv[s:s + n], "utf-8")
             except UnicodeError:
                 raise DecodeError(UTF8, "text at offset %d is not valid UTF-8" % p)
-        if depth >= MAX_DEPTH:
-            raise DecodeError(DEPTH, "nesting deeper than %d at offset %d" % (MAX_DEPTH, p))
+        if depth >= DEPTH_MAX:
+            raise DecodeError(DEPTH, "nesting deeper than %d at offset %d" % (DEPTH_MAX, p))
         if major == 4:
             # every item takes at least one byte: check before allocating
             if n > self.end - self.pos:

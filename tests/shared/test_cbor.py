@@ -116,18 +116,18 @@ def test_encode_rejects_what_the_wire_cannot_carry():
     assert raises(cbor.EncodeError, cbor.encode, {1, 2}).code == "type"
     assert raises(cbor.EncodeError, cbor.encode, object()).code == "type"
     deep = 0
-    for _ in range(cbor.MAX_DEPTH + 1):
+    for _ in range(cbor.DEPTH_MAX + 1):
         deep = [deep]
     assert raises(cbor.EncodeError, cbor.encode, deep).code == cbor.DEPTH
 
 
 def test_depth_limit_is_exact():
-    ok = unhex("81" * cbor.MAX_DEPTH + "00")
+    ok = unhex("81" * cbor.DEPTH_MAX + "00")
     v = cbor.decode(ok)
-    for _ in range(cbor.MAX_DEPTH):
+    for _ in range(cbor.DEPTH_MAX):
         v = v[0]
     assert v == 0
-    assert raises(cbor.DecodeError, cbor.decode, unhex("81" * (cbor.MAX_DEPTH + 1) + "00")).code == cbor.DEPTH
+    assert raises(cbor.DecodeError, cbor.decode, unhex("81" * (cbor.DEPTH_MAX + 1) + "00")).code == cbor.DEPTH
 
 
 def test_truncation_at_every_offset_is_a_typed_error():

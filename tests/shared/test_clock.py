@@ -122,7 +122,7 @@ def _secure_pair():
 
 @wrapped
 def test_secure_link_resends_its_handshake_across_the_wrap():
-    from shared_protocol.noise.udp import RETRY_MS, MAX_TRIES
+    from shared_protocol.noise.udp import RETRY_MS, TRIES_MAX
     link = _secure_pair()
     first = link.data_to_send()
     assert clock.diff(link.next_deadline(), T0) == RETRY_MS
@@ -131,7 +131,7 @@ def test_secure_link_resends_its_handshake_across_the_wrap():
     link.poll(at(RETRY_MS))
     assert list(link.data_to_send()) == first         # message 1 repeated
     t = RETRY_MS
-    for _ in range(MAX_TRIES):
+    for _ in range(TRIES_MAX):
         t += RETRY_MS
         link.poll(at(t))
     assert [e[0] for e in link.events()] == ["link_failed"]

@@ -121,8 +121,8 @@ def test_api_rejects_wrong_sizes_and_oversized_input():
     from shared_protocol.crypto.errors import CryptoUsageError
     raises(CryptoUsageError, api.x25519, b"short", bytes(32))
     raises(CryptoUsageError, api.aead_encrypt, bytes(32), bytes(11), b"", b"")
-    raises(CryptoUsageError, api.aead_encrypt, bytes(32), bytes(12), bytes(api.MAX_MESSAGE_SIZE + 1), b"")
-    raises(CryptoUsageError, api.ed25519_sign, bytes(32), bytes(api.MAX_MESSAGE_SIZE + 1))
+    raises(CryptoUsageError, api.aead_encrypt, bytes(32), bytes(12), bytes(api.MESSAGE_SIZE_MAX + 1), b"")
+    raises(CryptoUsageError, api.ed25519_sign, bytes(32), bytes(api.MESSAGE_SIZE_MAX + 1))
     raises(CryptoUsageError, api.hkdf, b"", b"k", b"", 255 * 32 + 1)
     raises(CryptoUsageError, api.random_bytes, 0)
 

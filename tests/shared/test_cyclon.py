@@ -127,7 +127,7 @@ def _corrupt_inputs(nonce, peer):
         ("wrong version", cbor.encode([2, 16, 1, [ok]]), envelope.EnvelopeError, None),
         ("unknown type", cbor.encode([1, 31, 1, [ok]]), envelope.EnvelopeError, None),
         ("other protocol", enc("ping", 5), cyclon.CyclonError, cyclon.E_NOT_CYCLON),
-        ("too many entries", req([ok] * (cyclon.MAX_SHUFFLE_LEN + 1)), envelope.EnvelopeError, None),
+        ("too many entries", req([ok] * (cyclon.SHUFFLE_LEN_MAX + 1)), envelope.EnvelopeError, None),
         ("entries not a list", cbor.encode([1, 16, 1, {1: 2}]), envelope.EnvelopeError, None),
         ("no entries", req([]), cyclon.CyclonError, cyclon.E_EMPTY),
         ("entry not a list", req([ok, 5]), cyclon.CyclonError, cyclon.E_ENTRY),
@@ -189,9 +189,9 @@ def test_config_limits_are_checked():
         (b"x" * 33, ADDR, 8, 4),
         (b"me", b"a" * 65, 8, 4),
         (b"me", ADDR, 0, 1),
-        (b"me", ADDR, cyclon.MAX_VIEW + 1, 4),
+        (b"me", ADDR, cyclon.VIEW_MAX + 1, 4),
         (b"me", ADDR, 8, 9),                              # l > c
-        (b"me", ADDR, 20, cyclon.MAX_SHUFFLE_LEN + 1),
+        (b"me", ADDR, 20, cyclon.SHUFFLE_LEN_MAX + 1),
     ]
     for args in bad:
         raises(cyclon.CyclonConfigError, cyclon.Cyclon, args[0], args[1], Rng(1), args[2], args[3])
@@ -206,8 +206,8 @@ def test_config_limits_are_checked():
 
 def test_largest_shuffle_fits_one_datagram():
     entry = [b"i" * cyclon.ID_MAX, b"a" * cyclon.ADDR_MAX, cyclon.AGE_MAX]
-    for name, values in (("cyclon_shuffle", [0xFFFFFFFF, [entry] * cyclon.MAX_SHUFFLE_LEN]),
-                         ("cyclon_reply", [0xFFFFFFFF, b"i" * cyclon.ID_MAX, [entry] * cyclon.MAX_SHUFFLE_LEN])):
+    for name, values in (("cyclon_shuffle", [0xFFFFFFFF, [entry] * cyclon.SHUFFLE_LEN_MAX]),
+                         ("cyclon_reply", [0xFFFFFFFF, b"i" * cyclon.ID_MAX, [entry] * cyclon.SHUFFLE_LEN_MAX])):
         data = envelope.REGISTRY.encode(name, *values)
         assert len(data) <= framing.DATAGRAM_MAX, (name, len(data))
 
@@ -291,7 +291,7 @@ SCENARIO_DIGEST = "74281af8fd232250b68258ddbbdf1601409f076acbd87618303bf23ad1bc7
 
 
 def test_pending_exchanges_are_bounded():
-    # Replies never come and the timeout is far: at MAX_PENDING the oldest
+    # Replies never come and the timeout is far: at PENDING_MAX the oldest
     # exchange is forgotten (its peer dropped) before a new one starts.
     p = cyclon.Cyclon(nid(1), ADDR, Rng(3), 10, 3, 10 ** 8)
     addr_of = {}
@@ -299,13 +299,13 @@ def test_pending_exchanges_are_bounded():
         addr_of[nid(i)] = bytes([i]) * 6
         p.add_seed(nid(i), addr_of[nid(i)])
     asked = []
-    for t in range(cyclon.MAX_PENDING + 2):
+    for t in range(cyclon.PENDING_MAX + 2):
         out = p.tick(t)
         assert out.addr == addr_of[out.peer_id], out    # slots stay consistent
         assert out.peer_id not in asked      # a peer we wait for is not asked again
         asked.append(out.peer_id)
-        assert p.pending() <= cyclon.MAX_PENDING
-    assert p.pending() == cyclon.MAX_PENDING
+        assert p.pending() <= cyclon.PENDING_MAX
+    assert p.pending() == cyclon.PENDING_MAX
     assert asked[0] not in p and asked[1] not in p
     for q in asked[2:]:
         assert q in p

@@ -131,7 +131,7 @@ def test_attacks_rejected_with_typed_error_and_no_state_change():
          _craft(rw, rw.identity.public, 53, expired_cap, b"expired")),
         ("wrong epoch", UnknownEpoch,
          envelope.REGISTRY.encode("group_pub", hdr["topic"], 7, 0, hdr["kfield"], hdr["sealed"])),
-        ("oversized input", TooLarge, b"\x00" * (wire.MAX_GROUP_MESSAGE + 1)),
+        ("oversized input", TooLarge, b"\x00" * (wire.GROUP_MESSAGE_MAX + 1)),
         ("truncated message", cbor.DecodeError, good[:-5]),
         ("not a group message", Malformed, envelope.REGISTRY.encode("ping", 1)),
     ]

@@ -6,11 +6,11 @@ from rig import raises
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.session import messages as session_wire
 from shared_protocol.groups import wire
-from shared_protocol.groups.admin import MAX_KEPT_REKEYS, Admin
+from shared_protocol.groups.admin import KEPT_REKEYS_MAX, Admin
 from shared_protocol.groups.errors import (FutureEpoch, MemberRevoked, OtherRekeyPart, RekeyGap, RemovedFromTopic,
                                            Replayed, StaleEpoch, UnknownEpoch)
 from shared_protocol.groups.invite import invite_url, member_from_url
-from shared_protocol.groups.member import COUNTER_BITS, COUNTER_MAX, MAX_GENS_PER_AUTHOR, KEY_SIZE, Member
+from shared_protocol.groups.member import COUNTER_BITS, COUNTER_MAX, GENS_PER_AUTHOR_MAX, KEY_SIZE, Member
 from shared_protocol.rand import Rng
 
 NOW = 1_700_000_000
@@ -107,14 +107,14 @@ def test_rekeys_apply_in_order_and_a_member_catches_up_from_the_chain():
 
 def test_rekey_outbox_marks_published_and_resends_the_chain():
     admin = Admin(r32(), r32())
-    ms = [admin.invite(r32()) for _ in range(MAX_KEPT_REKEYS + 3)]
+    ms = [admin.invite(r32()) for _ in range(KEPT_REKEYS_MAX + 3)]
     keys = sorted(admin.members)
-    for k in keys[:MAX_KEPT_REKEYS + 2]:
+    for k in keys[:KEPT_REKEYS_MAX + 2]:
         admin.remove(k, r32(), r32())
-    assert len(admin.rekeys) == MAX_KEPT_REKEYS
+    assert len(admin.rekeys) == KEPT_REKEYS_MAX
     due = admin.rekeys_due(NOW, 100)
     epochs = [e for e, _ in due]
-    assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(3, MAX_KEPT_REKEYS + 3))
+    assert epochs == sorted(epochs) and sorted(set(epochs)) == list(range(3, KEPT_REKEYS_MAX + 3))
     admin.rekeys_published(set(e for e, _ in due), NOW)
     assert admin.rekeys_due(NOW + 99, 100) == []
     assert admin.rekeys_due(NOW + 100, 100) == due   # the chain again
@@ -124,7 +124,7 @@ def test_rekey_outbox_marks_published_and_resends_the_chain():
     a2 = Admin.from_record(cbor.decode(cbor.encode(admin.to_record())))
     d1, d2 = a2.rekeys_due(NOW, 100), admin.rekeys_due(NOW, 100)
     assert [(e, bytes(p)) for e, p in d1] == [(e, bytes(p)) for e, p in d2], (d1[:1], d2[:1])
-    assert len(ms) == MAX_KEPT_REKEYS + 3
+    assert len(ms) == KEPT_REKEYS_MAX + 3
 
 
 def test_a_member_key_joined_twice_or_on_two_devices_never_reuses_a_sequence():
@@ -156,11 +156,11 @@ def test_generation_rolls_over_when_its_counter_is_used_up():
 def test_an_author_keeps_a_bounded_number_of_generation_windows():
     admin = Admin(r32(), r32())
     url = invite_url(admin.invite(r32(), read=True, write=True))
-    devices = [_join(url) for _ in range(MAX_GENS_PER_AUTHOR + 2)]
+    devices = [_join(url) for _ in range(GENS_PER_AUTHOR_MAX + 2)]
     for d in devices:
         assert admin.open(d.seal(b"x", r32()), NOW).body == b"x"
     author = devices[0].identity.public
-    assert len([k for k in admin._windows if k[:KEY_SIZE] == author]) == MAX_GENS_PER_AUTHOR
+    assert len([k for k in admin._windows if k[:KEY_SIZE] == author]) == GENS_PER_AUTHOR_MAX
     # the most recent generations keep their replay protection
     again = devices[-1].seal(b"y", r32())
     admin.open(again, NOW)

@@ -378,12 +378,12 @@ def test_worst_case_messages_fit_their_limits():
     big = b"a" * common.ADDR_MAX
     p = b"\xff" * (BITS // 4)
     e = [pid(ids.RING - 1), big, common.AGE_MAX, p]
-    d = envelope.REGISTRY.encode("vicinity_req", 0xFFFFFFFF, [e] * vicinity.MAX_GOSSIP)
+    d = envelope.REGISTRY.encode("vicinity_req", 0xFFFFFFFF, [e] * vicinity.GOSSIP_MAX)
     assert len(d) <= 1200, len(d)
     re = [pid(1), big, common.AGE_MAX]
     item = [pid(2), [re] * (2 * rings.KEEP)]
-    d = envelope.REGISTRY.encode("rings_req", 0xFFFFFFFF, pid(1), big, b"\xff" * (profile.MAX_BITS // 8),
-                                 [item] * rings.MAX_RING_TOPICS)
+    d = envelope.REGISTRY.encode("rings_req", 0xFFFFFFFF, pid(1), big, b"\xff" * (profile.BITS_MAX // 8),
+                                 [item] * rings.RING_TOPICS_MAX)
     assert len(d) <= common.OVERLAY_FRAME_MAX, len(d)
     d = envelope.REGISTRY.encode("overlay_data", pid(1), b"i" * dissemination.MSG_ID_MAX, pid(2), 255,
                                  b"x" * dissemination.PAYLOAD_MAX)

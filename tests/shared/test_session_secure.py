@@ -186,10 +186,10 @@ def test_stream_garbage_breaks_the_link_with_a_typed_event():
 
 def test_session_messages_fit_a_secure_datagram():
     # the largest publish plus the secure packet overhead stays within one
-    # unfragmented datagram (noise/datagram.py MAX_DATAGRAM + kind byte)
-    from shared_protocol.noise.datagram import MAX_DATAGRAM
+    # unfragmented datagram (noise/datagram.py DATAGRAM_MAX + kind byte)
+    from shared_protocol.noise.datagram import DATAGRAM_MAX
     biggest = W.encode_publish(b"t" * W.TOPIC_ID_MAX, b"i" * W.MSG_ID_MAX, b"p" * W.PAYLOAD_MAX)
-    assert 1 + 8 + len(biggest) + 16 <= MAX_DATAGRAM + 1
+    assert 1 + 8 + len(biggest) + 16 <= DATAGRAM_MAX + 1
     assert E.REGISTRY.decode(biggest).name == "s_publish"
 
 

@@ -37,11 +37,11 @@ def _cli(*args):
 
 def sizes():
     from shared_protocol.groups.admin import Admin
-    from shared_protocol.groups.wire import MAX_MEMBERS
+    from shared_protocol.groups.wire import MEMBERS_MAX
     from upsycle import crypto_nacl
     crypto_nacl.install()
     rows = []
-    for n in (1, 7, 8, 20, MAX_MEMBERS - 1):
+    for n in (1, 7, 8, 20, MEMBERS_MAX - 1):
         a = Admin(os.urandom(32), os.urandom(32))
         for _ in range(n + 1):
             a.invite(os.urandom(32))

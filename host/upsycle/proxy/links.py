@@ -13,7 +13,7 @@ import time
 
 from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
-from shared_protocol.noise.datagram import MAX_DATAGRAM as NOISE_DATAGRAM_MAX
+from shared_protocol.noise.datagram import DATAGRAM_MAX as NOISE_DATAGRAM_MAX
 from upsycle.proxy import fastpath
 
 log = logging.getLogger("upsycle.proxy")

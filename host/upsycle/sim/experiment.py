@@ -29,7 +29,7 @@ REMOVE_FRACTIONS = (0.5, 0.7, 0.8, 0.9, 0.95)
 REMOVE_TRIALS = 3
 # Per-round metrics in flight to the worker before the simulator waits: a
 # bound so a slow measurement cannot pile up snapshots in memory.
-MAX_IN_FLIGHT = 4
+IN_FLIGHT_MAX = 4
 
 
 def round_metrics(snap, view, seed, rnd):
@@ -89,7 +89,7 @@ def run(sim, rounds, progress=None, workers=1, metrics_every=1, measure_start=Tr
             rows.append(round_metrics(snap, sim.view, sim.seed, rnd))
             return
         futures.append(pool.submit(round_metrics, snap, sim.view, sim.seed, rnd))
-        while sum(1 for f in futures if not f.done()) > MAX_IN_FLIGHT:
+        while sum(1 for f in futures if not f.done()) > IN_FLIGHT_MAX:
             concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
 
     sim_seconds = 0.0
