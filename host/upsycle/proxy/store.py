@@ -109,6 +109,8 @@ class Store(Opening, Transactions):
         self.subs = {}         # (node, topic) -> durable cursor as last known
         self.drops = {}        # cause -> count (retention drops, persisted)
         self.proxy_id = None
+        self.origin_id = None  # this proxy's overlay id: the origin of its own sessions' publishes
+        self._w_oseq = {}      # writer: topic -> next origin sequence of our own publishes
         self._w_topics = {}    # writer side: topic -> [next_seq, first_seq, bytes]
         self._cv = threading.Condition()
         self._pending = []
@@ -150,6 +152,8 @@ class Store(Opening, Transactions):
             if v is not None:
                 v.creator = bytes(creator)
                 self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
+        for topic, nxt in db.execute("SELECT topic, next FROM origin_seq"):
+            self._w_oseq[bytes(topic)] = nxt
         row = db.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
         self._seq_floor = int(row[0]) if row is not None else 1
         for node, topic, cursor in db.execute("SELECT node, topic, cursor FROM subs"):
@@ -229,15 +233,18 @@ class Store(Opening, Transactions):
             return "topics", why
         return None
 
-    def submit_publish(self, topic, msg_id, payload, token, node=None):
-        """Queue a publish. Returns None, or (reject code, detail) if refused now."""
+    def submit_publish(self, topic, msg_id, payload, token, node=None, origin=None, oseq=None):
+        """Queue a publish. Returns None, or (reject code, detail) if refused now.
+        origin, oseq: where a message from another proxy was first accepted
+        and its number there (federation.md); None for a publish of our own
+        sessions, which the writer numbers under ``origin_id``."""
         if self._pending_bytes + len(payload) > PENDING_BYTES_MAX:
             return W.R_OVERLOAD, "publish refused: %s" % W.R_OVERLOAD
         why = self._may_create(node, topic)
         if why is not None:
             return W.R_TOO_MANY_TOPICS, why
         self._mark_creating(node, topic)
-        self._stage(("pub", topic, msg_id, payload, token, node))
+        self._stage(("pub", topic, msg_id, payload, token, node, origin, oseq))
         self._pending_bytes += len(payload)
         return None
 
@@ -301,6 +308,33 @@ class Store(Opening, Transactions):
         return self._rd.execute(
             "SELECT seq, msg_id, payload FROM messages WHERE topic=? AND seq>? ORDER BY seq LIMIT ?",
             (topic, after, limit)).fetchall()
+
+    def fetch_origin(self, topic, origin, after, limit):
+        """Up to limit messages of topic first accepted at origin, with
+        origin sequence > after, in that order: [(oseq, msg_id, payload)]."""
+        return self._rd.execute(
+            "SELECT oseq, msg_id, payload FROM messages WHERE topic=? AND origin=? AND oseq>? ORDER BY oseq LIMIT ?",
+            (topic, origin, after, limit)).fetchall()
+
+    def origin_ranges(self, topic):
+        """What this proxy holds of a topic, per origin: {origin: [[lo, hi], ...]}
+        (runs of consecutive origin sequences, ascending), and the floors
+        retention left: {origin: highest origin sequence deleted}."""
+        held = {}
+        for origin, lo, hi in self._rd.execute(
+                "SELECT origin, MIN(oseq), MAX(oseq) FROM (SELECT origin, oseq, oseq - ROW_NUMBER() OVER "
+                "(PARTITION BY origin ORDER BY oseq) AS g FROM messages WHERE topic=? AND origin IS NOT NULL) "
+                "GROUP BY origin, g ORDER BY origin, 2", (topic,)):
+            held.setdefault(bytes(origin), []).append([lo, hi])
+        floors = dict((bytes(o), f) for o, f in self._rd.execute(
+            "SELECT origin, floor FROM origin_floor WHERE topic=?", (topic,)))
+        return held, floors
+
+    def origin_high(self, topic, origin):
+        """(highest origin sequence held, retention floor) of (topic, origin)."""
+        row = self._rd.execute("SELECT MAX(oseq) FROM messages WHERE topic=? AND origin=?", (topic, origin)).fetchone()
+        fl = self._rd.execute("SELECT floor FROM origin_floor WHERE topic=? AND origin=?", (topic, origin)).fetchone()
+        return (row[0] or 0), (fl[0] if fl else 0)
 
     def stored_totals(self):
         n = b = 0
