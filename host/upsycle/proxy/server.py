@@ -32,6 +32,8 @@ from upsycle.proxy import fastpath
 from upsycle.proxy import status as status_report
 from upsycle.proxy.admission import Admission
 from upsycle.proxy.delivery import Delivery
+from upsycle.proxy.federation import Federation
+from shared_protocol.overlay import ids
 from upsycle import identity
 from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, UDP_MAX, Faults, LinkTable,
                                  TcpProtocol, UdpProtocol, kv, now_ms)
@@ -63,6 +65,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self._init_admission()
         self._init_routing()
         self._init_delivery()
+        self.fed = Federation(self)   # links to other proxies (federation.md)
         self.started = time.time()
         self.tcp_server = None
         self.udp_transport = None
@@ -107,7 +110,9 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             self.udp_transport, self.udp_endpoint = await fastpath.open_udp(
                 UdpProtocol(self), (c.listen, udp_port), UDP_MAX + 1)
             self.addresses["udp"] = (c.listen, self.udp_transport.get_extra_info("sockname")[1])
+        self.store.origin_id = ids.proxy_id(self.public_key)
         await self.tcp_server.start_serving()
+        self.fed.start(self.addresses["tcp"])
         self._ticker = asyncio.ensure_future(self._tick())
         n, b = self.store.stored_totals()
         log.info("event=proxy_started %s", kv(
@@ -121,6 +126,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
     async def stop(self):
         if self._ticker is not None:
             self._ticker.cancel()
+        self.fed.stop()
         if self.tcp_server is not None:
             self.tcp_server.close()
         for link in list(self.links):
