@@ -24,6 +24,7 @@ Every overlay message's sender must be the proxy its link's key proves
 once (the proxy's Faults).
 """
 import asyncio
+import ipaddress
 import logging
 import os
 import time
@@ -119,6 +120,13 @@ class Federation:
         c = p.config
         host, port = c.advertise if c.advertise else listen_addr
         self.addr = peers.addr_bytes(host, port)
+        self.source_host = None
+        try:
+            ip = ipaddress.ip_address(listen_addr[0])
+            if not ip.is_unspecified:
+                self.source_host = str(ip)
+        except ValueError:
+            pass   # a host name: let the system choose
         self.pc = poldercast.PolderCast(self.public_key, self.addr, Rng(int.from_bytes(os.urandom(8), "big")),
                                         fanout=c.fanout)
         for host, port, key in self.listed:

@@ -208,9 +208,13 @@ class Dialer(asyncio.Protocol):
 async def dial(fed, host, port, expect_key=None, expect_id=None):
     """Open a proxy link; returns (Dialer, None) or (None, cause)."""
     loop = asyncio.get_running_loop()
+    # From the address we listen on (when it is one address): the peer sees
+    # the same address whichever side dialled, and on a multi-homed host the
+    # link leaves by the interface the proxy serves.
+    local = (fed.source_host, 0) if fed.source_host else None
     try:
         tr, d = await asyncio.wait_for(loop.create_connection(
-            lambda: Dialer(fed, host, port, expect_key, expect_id), host, port), DIAL_TIMEOUT_S)
+            lambda: Dialer(fed, host, port, expect_key, expect_id), host, port, local_addr=local), DIAL_TIMEOUT_S)
     except (OSError, asyncio.TimeoutError) as e:
         return None, "peer_unreachable:%s" % (type(e).__name__,)
     try:
