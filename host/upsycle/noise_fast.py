@@ -112,11 +112,3 @@ def fast(cs):
     if _lib is None or not isinstance(cs, CipherState) or cs.k is None:
         return cs
     return HostCipherState(cs.k, cs.n)
-
-
-def fast_channel(channel):
-    """Switch a noise.datagram.DatagramChannel's cipher states to the fast
-    ones in place (its replay window and nonces carry on)."""
-    channel._send = fast(channel._send)
-    channel._recv = fast(channel._recv)
-    return channel
