@@ -233,7 +233,8 @@ class Federation:
             self._refuse(link, "peer_not_secure", "proxy links are Noise links over TCP")
             return
         key = bytes(msg["key"])
-        if len(key) != peer_wire.KEY_LEN or node_id_for(key) != link.bound:
+        if len(key) != peer_wire.KEY_LEN or node_id_for(key) != link.bound or \
+                bytes(link.sec.remote_static) != key:
             # The hello names a key the handshake did not prove.
             self._refuse(link, "peer_key_forged", "fed_hello names another key than this link's")
             return

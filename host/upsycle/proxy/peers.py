@@ -94,13 +94,13 @@ class Channel:
             if lk.closed:
                 return False
             tr = lk.transport
-            body = fastpath.seal_frames(lk.send_cs, [data], PEER_FRAME_MAX)
+            body = fastpath.seal_frames(lk.sec.seal, [data], PEER_FRAME_MAX)
         else:
             d = self.dialer
             tr = d.transport
             if tr is None or tr.is_closing():
                 return False
-            body = fastpath.seal_frames(d.send_cs, [data], PEER_FRAME_MAX)
+            body = fastpath.seal_frames(d.seal, [data], PEER_FRAME_MAX)
         tr.write(body)
         self.tx_bytes += len(body)
         self.last_tx = time.monotonic()
@@ -135,6 +135,9 @@ class Dialer(asyncio.Protocol):
         self.transport = transport
         self.hs = Handshake(True, self.fed.key, os.urandom(32), PROLOGUE)
         transport.write(framing.frame(self.hs.write_message(b""), PEER_FRAME_MAX))
+
+    def seal(self, m):
+        return self.send_cs.encrypt_with_ad(b"", m)
 
     def _fail(self, cause, **fields):
         self.fed.proxy.faults.note(cause, peer="%s:%d" % (self.host, self.port), **fields)
@@ -195,7 +198,7 @@ class Dialer(asyncio.Protocol):
         send_cs, recv_cs = self.hs.split()
         self.send_cs, self.recv_cs = fastpath.fast_cipher(send_cs), fastpath.fast_cipher(recv_cs)
         hello = E.REGISTRY.encode("fed_hello", self.fed.public_key, self.fed.addr)
-        self.transport.write(fastpath.seal_frames(self.send_cs, [hello], PEER_FRAME_MAX))
+        self.transport.write(fastpath.seal_frames(self.seal, [hello], PEER_FRAME_MAX))
         return True
 
     def connection_lost(self, exc):
