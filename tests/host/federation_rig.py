@@ -8,6 +8,7 @@ through relay i, which refuses and cuts links between proxies of
 different groups while a partition is on.
 """
 import asyncio
+import hashlib
 import os
 import sqlite3
 import subprocess
@@ -176,3 +177,70 @@ class Federation:
         for p in self.procs:
             if p is not None:
                 stop(p)
+
+
+class _Faults:
+    def __init__(self):
+        self.counts = {}
+
+    def note(self, cause, n=1, **fields):
+        self.counts[cause] = self.counts.get(cause, 0) + n
+
+
+class FakePeer:
+    """A proxy link made by the test (upsycle.proxy.peers.Dialer, the real
+    initiator) that sends whatever the test wants and records what comes."""
+
+    def __init__(self, seed, hello_key=None):
+        from shared_protocol.crypto import api
+        from shared_protocol.overlay import ids
+        self.key = hashlib.sha256(b"fake-peer:" + seed).digest()
+        self.public_key = api.x25519_public(self.key)
+        self.hello_key = hello_key
+        self.id = ids.proxy_id(self.public_key)
+        self.addr = b"127.0.0.1:9"
+        self.source_host = None
+        self.proxy = self
+        self.faults = _Faults()
+        self.got = []
+        self.channel = None
+        self.closed = asyncio.Event()
+
+    async def connect(self, host, port):
+        from upsycle.proxy import peers
+        if self.hello_key is not None:
+            # Say another proxy's key in the hello (the handshake proves ours).
+            pk = self.public_key
+            self.public_key = self.hello_key
+        d, cause = await peers.dial(self, host, port)
+        if self.hello_key is not None:
+            self.public_key = pk
+        return cause
+
+    # the Federation's side of a Dialer
+    def dialled(self, dialer, addr):
+        from upsycle.proxy import peers
+        self.channel = peers.Channel(ids_of(dialer.remote_key), dialer.remote_key, addr, False, dialer=dialer)
+        return self.channel
+
+    def on_peer_message(self, ch, msg):
+        self.got.append(msg)
+
+    def channel_closed(self, ch):
+        ch.closed = True
+        self.closed.set()
+
+    def send(self, name, *values):
+        from shared_protocol.wire import envelope as E
+        return self.channel.send(E.REGISTRY.encode(name, *values))
+
+    def send_raw(self, data):
+        return self.channel.send(data)
+
+    def of(self, name):
+        return [m for m in self.got if m.name == name]
+
+
+def ids_of(key):
+    from shared_protocol.overlay import ids
+    return ids.proxy_id(key)

@@ -39,6 +39,11 @@ CATCHUP_BATCH_MAX = 256
 SUMMARY_TOPICS_MAX = 64
 # At most one summary per topic sent on a gap within this time.
 GAP_ASK_S = 0.5
+# Messages newer than everything a summary holds of their origin are sent
+# in answer only once stored here this long: younger ones are most likely
+# still on their way to the peer by dissemination, and sending them again
+# would only make duplicates. Holes below what it holds go at once.
+TAIL_AGE_S = 2.0
 
 
 class Held:
@@ -199,12 +204,14 @@ class Summaries:
                 floor, runs, truncated = 0, [], False
             else:
                 continue
+            top = runs[-1][1] if runs else floor
+            young = self.store.clock() - TAIL_AGE_S
             for lo, hi in peer_wire.missing(mine[origin], floor, runs, truncated):
                 want = min(room - len(out), hi - lo + 1)
                 if want <= 0:
                     break
-                for oseq, msg_id, payload in self.store.fetch_origin(topic, origin, lo - 1, want):
-                    if oseq > hi:
+                for oseq, msg_id, payload, ts in self.store.fetch_origin(topic, origin, lo - 1, want):
+                    if oseq > hi or (oseq > top and ts > young):
                         break
                     out.append((origin, oseq, bytes(msg_id), bytes(payload)))
         return out

@@ -470,8 +470,8 @@ class Federation:
         elif t is peer_wire.ACK:
             ob = self.outbox.get(ch.peer_id)
             if ob is not None and ob.ack((bytes(msg.values[0]), bytes(msg.values[1]))):
-                if msg.values[2]:
-                    self.count("refused_by_peer_" + msg.values[2][:16])
+                code = msg.values[2]
+                self.count("acked_" + (code[:16] if code else "stored"))
                 self._pump(ch.peer_id)
         elif t is peer_wire.SUMMARY:
             self._on_summary(ch, msg.values)

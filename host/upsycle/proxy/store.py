@@ -311,9 +311,10 @@ class Store(Opening, Transactions):
 
     def fetch_origin(self, topic, origin, after, limit):
         """Up to limit messages of topic first accepted at origin, with
-        origin sequence > after, in that order: [(oseq, msg_id, payload)]."""
+        origin sequence > after, in that order: [(oseq, msg_id, payload, ts)]."""
         return self._rd.execute(
-            "SELECT oseq, msg_id, payload FROM messages WHERE topic=? AND origin=? AND oseq>? ORDER BY oseq LIMIT ?",
+            "SELECT oseq, msg_id, payload, ts FROM messages WHERE topic=? AND origin=? AND oseq>? ORDER BY oseq "
+            "LIMIT ?",
             (topic, origin, after, limit)).fetchall()
 
     def origin_ranges(self, topic):
