@@ -44,6 +44,9 @@ log = logging.getLogger("upsycle.proxy")
 
 # The federation's timer; gossip, catch-up and dials run on multiples of it.
 FED_TICK_S = 0.1
+# How often the topics carried follow the durable subscriptions (a walk
+# over all of them; a local publish to a new topic joins at once).
+TOPIC_SYNC_S = 1.0
 # A topic our nodes published to (without subscribing) stays carried this
 # long after the last publish, so the site's messages keep reaching the
 # subscribers elsewhere.
@@ -149,13 +152,15 @@ class Federation:
 
     async def _run(self):
         c = self.proxy.config
-        next_gossip = next_catchup = time.monotonic()
+        next_gossip = next_catchup = next_sync = time.monotonic()
         while True:
             await asyncio.sleep(FED_TICK_S)
             now = time.monotonic()
             try:
-                self._sync_topics(now)
-                self._dial_listed(now)
+                if now >= next_sync:
+                    next_sync = now + TOPIC_SYNC_S
+                    self._sync_topics(now)
+                    self._dial_listed(now)
                 if now >= next_gossip:
                     next_gossip = now + c.overlay_period_s
                     self._gossip()
