@@ -160,3 +160,44 @@ def test_five_proxies_carry_a_topic_through_a_crash_and_a_partition(tmp_path):
         assert c.get("stored", 0) >= len(acked) * (0.5 if i == 3 else 1)   # (3 restarted: counters anew)
     # Proxy 3 and the partitioned group got what they missed by catch-up.
     assert statuses[4]["federation"]["counters"].get("catchup_received", 0) > 0
+
+
+def test_status_and_peers_show_the_overlay(tmp_path):
+    from proxy_rig import cli
+    fed = Federation(tmp_path, 2, seeds=(0,))
+    tid = topics.resolve(TOPIC)
+
+    async def main():
+        await fed.start()
+        try:
+            for i in (0, 1):
+                c = Client(host_of(i), fed.ports[i], home=str(tmp_path / ("n%d" % i)))
+                await c.connect()
+                await c.subscribe(TOPIC)
+                await c.close()
+
+            async def ringed():
+                st = await fed.status(0)
+                return bool(st["federation"]["rings"].get(tid.hex(), [[]])[0])
+            await until(ringed, 20, "the ring")
+            ov = [(await fed.status(i))["federation"]["overlay_id"] for i in (0, 1)]
+            hp = "%s:%d" % (host_of(0), fed.ports[0])
+            loop = asyncio.get_running_loop()
+            st = await loop.run_in_executor(None, lambda: cli("proxy", "status", "--proxy", hp))
+            peers = await loop.run_in_executor(None, lambda: cli("proxy", "peers", "--proxy", hp))
+            return ov, st, peers
+        finally:
+            fed.close_relays()
+
+    try:
+        ov, st, peers = asyncio.run(main())
+    finally:
+        fed.close()
+    out = st.stdout.decode()
+    assert st.returncode == 0, st.stderr
+    assert "overlay_id         %s" % ov[0] in out
+    assert "topic %s  successors %s" % (tid.hex(), ov[1]) in out
+    assert "topics_carried     1" in out
+    lines = peers.stdout.decode().splitlines()
+    assert peers.returncode == 0 and lines[0].split()[:3] == ["peer", "address", "links"]
+    assert lines[1].split()[:2] == [ov[1], "127.0.0.1:%d" % fed.relays[1].port]
