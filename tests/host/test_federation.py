@@ -201,3 +201,49 @@ def test_status_and_peers_show_the_overlay(tmp_path):
     lines = peers.stdout.decode().splitlines()
     assert peers.returncode == 0 and lines[0].split()[:3] == ["peer", "address", "links"]
     assert lines[1].split()[:2] == [ov[1], "127.0.0.1:%d" % fed.relays[1].port]
+
+
+def test_the_publishers_proxy_killed_right_after_its_acks_still_delivers_them(tmp_path):
+    """Acknowledged means on disk at the origin: what was still in its
+    outboxes when it died leaves after the restart (catch-up), although no
+    node of that site subscribes and the publisher is gone."""
+    fed = Federation(tmp_path, 3, seeds=(0,))
+    tid = topics.resolve(TOPIC)
+
+    async def main():
+        await fed.start()
+        try:
+            got = {1: [], 2: []}
+            stop = asyncio.Event()
+            subs = [asyncio.ensure_future(subscriber(i, fed, tmp_path, got, stop)) for i in (1, 2)]
+
+            async def ringed():
+                st = await fed.status(1)
+                return bool(st["federation"]["rings"].get(tid.hex(), [[]])[0])
+            await until(ringed, 20, "the ring")
+            c = Client(host_of(0), fed.ports[0], home=str(tmp_path / "pub"))
+            await c.connect()
+            futs = [await c.publish_nowait(TOPIC, b"burst %d" % k) for k in range(300)]
+            acked = [await f for f in futs]
+            fed.sigkill(0)
+            await c.close()
+            await asyncio.sleep(1.0)
+            await fed.start_proxy(0)
+
+            async def complete():
+                return all(set(acked) <= set(got[i]) for i in (1, 2))
+            try:
+                await until(complete, 60, "both sites to get the burst")
+            finally:
+                stop.set()
+                await asyncio.gather(*subs)
+            return acked, got
+        finally:
+            fed.close_relays()
+
+    try:
+        acked, got = asyncio.run(main())
+    finally:
+        fed.close()
+    for i in (1, 2):
+        assert [m for _s, m in fed.rows(i, tid)] == acked

@@ -135,6 +135,12 @@ class Federation:
         for host, port, key in self.listed:
             if key is not None:
                 self.allowed.add(ids.proxy_id(key))
+        # What our nodes published lately is carried again after a restart:
+        # its messages may not have left before the crash, and the ring's
+        # summaries fetch them only from a proxy in the ring.
+        wall, mono = time.time(), time.monotonic()
+        for topic, ts in p.store.origin_topics(self.id, wall - PUBLISHER_HOLD_S).items():
+            self.published[topic] = mono - (wall - ts)
         self._task = asyncio.ensure_future(self._run())
         log.info("event=federation_started %s", kv(overlay_id=self.id.hex(), addr=self.addr.decode(),
                                                     peers=len(self.listed), policy=self.policy))

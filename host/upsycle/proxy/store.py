@@ -331,6 +331,13 @@ class Store(Opening, Transactions):
             "SELECT origin, floor FROM origin_floor WHERE topic=?", (topic,)))
         return held, floors
 
+    def origin_topics(self, origin, since):
+        """{topic: time of its newest message from origin} for messages
+        stored since then (a restarted proxy keeps carrying what its own
+        nodes published lately)."""
+        return dict((bytes(t), ts) for t, ts in self._rd.execute(
+            "SELECT topic, MAX(ts) FROM messages WHERE origin=? AND ts>=? GROUP BY topic", (origin, since)))
+
     def origin_high(self, topic, origin):
         """(highest origin sequence held, retention floor) of (topic, origin)."""
         row = self._rd.execute("SELECT MAX(oseq) FROM messages WHERE topic=? AND origin=?", (topic, origin)).fetchone()
