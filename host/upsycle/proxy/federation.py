@@ -353,6 +353,9 @@ class Federation:
                 if expect_id is not None:
                     self.pending.pop(expect_id, None)
                     self.pc.unreachable(expect_id)
+                    if expect_id not in self.channels:
+                        # (its outbox goes after OUTBOX_FORGET_S if it never answers)
+                        self.no_link_since.setdefault(expect_id, time.monotonic())
                 if cause and not cause.startswith("peer_unreachable"):
                     self.proxy.faults.note(cause.split(":")[0], peer="%s:%d" % hp)
             else:
@@ -578,6 +581,11 @@ class Federation:
         data = None
         for pid in targets:
             if pid in senders or pid == self.id:
+                continue
+            if self.policy == "listed" and pid not in self.allowed:
+                # A ring neighbour we may not link with (another proxy's
+                # peer): the proxies between us carry it there.
+                self.count("target_unlisted")
                 continue
             if data is None:
                 data = E.REGISTRY.encode("fed_data", topic, msg_id, origin, oseq, hops + 1, 0, payload)
