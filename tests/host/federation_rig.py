@@ -223,6 +223,9 @@ class FakePeer:
         self.channel = peers.Channel(ids_of(dialer.remote_key), dialer.remote_key, addr, False, dialer=dialer)
         return self.channel
 
+    def proved(self, dialer):
+        pass
+
     def on_peer_message(self, ch, msg):
         self.got.append(msg)
 

@@ -272,6 +272,17 @@ class Federation:
         ch.send(E.REGISTRY.encode("fed_welcome", self.public_key, self.addr))
         self._opened(ch)
 
+    def proved(self, dialer):
+        """A dial's handshake proved the key at that address: a listed
+        address without a key is that proxy from now on (trust on first
+        use), even if it refuses us this time (it may not know our key yet:
+        its own dial to us will find it listed)."""
+        if self.policy == "listed":
+            pid = ids.proxy_id(dialer.remote_key)
+            if pid not in self.allowed and any(h == dialer.host and pt == dialer.port and k is None
+                                               for h, pt, k in self.listed):
+                self.allowed.add(pid)
+
     def dialled(self, dialer, addr):
         """A link we dialled completed its handshake and was welcomed:
         its Channel, or None if we refuse it."""
@@ -281,11 +292,8 @@ class Federation:
             self.proxy.faults.note("peer_self", peer="%s:%d" % (dialer.host, dialer.port))
             return None
         if self.policy == "listed" and pid not in self.allowed:
-            if any(h == dialer.host and pt == dialer.port for h, pt, _k in self.listed):
-                self.allowed.add(pid)   # a listed address without a key: its key from now on
-            else:
-                self.proxy.faults.note("peer_not_listed", peer="%s:%d" % (dialer.host, dialer.port))
-                return None
+            self.proxy.faults.note("peer_not_listed", peer="%s:%d" % (dialer.host, dialer.port))
+            return None
         if self._link_count() >= PEER_LINKS_MAX:
             self.proxy.faults.note("peer_links_limit", peer="%s:%d" % (dialer.host, dialer.port))
             return None

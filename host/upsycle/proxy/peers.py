@@ -194,6 +194,7 @@ class Dialer(asyncio.Protocol):
             self._fail("peer_id_mismatch", expected=self.expect_id.hex(), got=ids.proxy_id(rs).hex())
             return False
         self.remote_key = rs
+        self.fed.proved(self)
         self.transport.write(framing.frame(self.hs.write_message(b""), PEER_FRAME_MAX))
         send_cs, recv_cs = self.hs.split()
         self.send_cs, self.recv_cs = fastpath.fast_cipher(send_cs), fastpath.fast_cipher(recv_cs)
