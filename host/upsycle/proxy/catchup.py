@@ -173,10 +173,25 @@ class Summaries:
     def __init__(self, store):
         self.store = store
         self._rot = 0
+        self._cache = {}   # topic -> ((first seq, last seq), origin_ranges result)
+
+    def _ranges(self, topic):
+        """store.origin_ranges, read again only when the topic's stored
+        range changed (every summary sent and answered needs it)."""
+        v = self.store.topics.get(topic)
+        key = (v.first_seq, v.last_seq) if v is not None else None
+        c = self._cache.get(topic)
+        if c is not None and c[0] == key and key is not None:
+            return c[1]
+        r = self.store.origin_ranges(topic)
+        if len(self._cache) >= SUMMARY_TOPICS_MAX * 4:
+            self._cache = {}
+        self._cache[topic] = (key, r)
+        return r
 
     def build(self, topic):
         """fed_summary values for topic, from the store."""
-        held, floors = self.store.origin_ranges(topic)
+        held, floors = self._ranges(topic)
         origins = sorted(set(held) | set(floors))
         complete = 1
         if len(origins) > peer_wire.SUMMARY_ORIGINS_MAX:
@@ -191,7 +206,7 @@ class Summaries:
         (origin, oseq, msg_id, payload), oldest first per origin. Raises
         peer_wire.SummaryError on a misshaped summary."""
         theirs = peer_wire.check_summary(origins)
-        mine, _floors = self.store.origin_ranges(topic)
+        mine, _floors = self._ranges(topic)
         out = []
         for origin in sorted(mine):
             if len(out) >= room:
