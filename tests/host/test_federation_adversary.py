@@ -227,3 +227,39 @@ def test_a_peer_advertising_every_topic_and_never_acknowledging_is_bounded(tmp_p
     assert row["retransmits"] > 0
     assert len(f.of("fed_data")) >= row["queued"]
     assert st["federation"]["topics_carried"] == 1   # the 15 advertised topics are not A's
+
+
+def test_a_peer_flooding_gossip_is_cut_to_its_rate_and_others_carry_on(tmp_path):
+    from upsycle.proxy import federation
+    fed = Federation(tmp_path, 2, seeds=(0,))
+    tid = topics.resolve(TOPIC)
+
+    async def main():
+        await fed.start()
+        try:
+            await subscribed(fed, tmp_path)
+            f = FakePeer(b"flooder")
+            assert await f.connect("127.0.0.1", fed.relays[A].port) is None
+            n = 2000
+            for k in range(n):
+                # its own id in every shuffle: what URPS and the rate limit are for
+                f.send("overlay_shuffle", k, [[f.id, f.addr, 0]], [None])
+                if k % 200 == 0:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(1.0)
+            st = await fed.status(A)
+            await publish_and_receive(fed, tmp_path, 20, b"after-flood")
+            return f, st, n
+        finally:
+            fed.close_relays()
+
+    try:
+        f, st, n = asyncio.run(main())
+    finally:
+        fed.close()
+    flood = st["faults"].get("peer_gossip_flood", 0)
+    # At most the burst plus a second's worth got through; the rest dropped.
+    assert flood >= n - federation.GOSSIP_BURST - 3 * federation.GOSSIP_RATE, flood
+    assert len(f.of("overlay_shuffle_reply")) <= federation.GOSSIP_BURST + 3 * federation.GOSSIP_RATE
+    assert st["federation"]["cyclon_view"] <= 20
+    assert fed.log(A).count("cause=peer_gossip_flood") == 1
