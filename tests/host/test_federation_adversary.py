@@ -230,7 +230,7 @@ def test_a_peer_advertising_every_topic_and_never_acknowledging_is_bounded(tmp_p
 
 
 def test_a_peer_flooding_gossip_is_cut_to_its_rate_and_others_carry_on(tmp_path):
-    from upsycle.proxy import federation
+    from upsycle.proxy import peer_table as federation
     fed = Federation(tmp_path, 2, seeds=(0,))
     tid = topics.resolve(TOPIC)
 
