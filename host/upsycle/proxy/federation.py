@@ -223,7 +223,7 @@ class Federation(PeerTable):
                 self._pump(ch.peer_id)
         elif t is peer_wire.SUMMARY:
             self._on_summary(ch, msg.values)
-        elif msg.name in ("ping", "pong", "fed_welcome", "fed_hello"):
+        elif msg.name in ("ping", "pong", "fed_welcome", "fed_hello", "s_bye"):
             pass
         elif msg.name == "error":
             faults.note("peer_error", peer=ch.peer_id.hex(), code=str(msg.values[0])[:32])

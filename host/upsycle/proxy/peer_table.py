@@ -28,6 +28,8 @@ GOSSIP_BURST = 100.0
 # A dial that failed is retried after this, doubling up to the maximum.
 DIAL_RETRY_S = 0.5
 DIAL_RETRY_MAX_S = 30.0
+# Addresses whose dials failed, remembered for their backoff.
+RETRY_TABLE_MAX = 4096
 # Keepalive on links we dialled: a ping when we sent nothing for this long;
 # a link silent for PEER_DEAD_S is closed (the peer's session layer closes
 # its side after three missed keepalives of its own).
@@ -201,6 +203,8 @@ class PeerTable:
             finally:
                 self.dialing.discard(hp)
             if d is None:
+                if len(self.retry) >= RETRY_TABLE_MAX:
+                    self.retry = {}   # (addresses gossip named once: start their backoff over)
                 r = self.retry.setdefault(hp, [0.0, DIAL_RETRY_S])
                 r[0] = time.monotonic() + r[1]
                 r[1] = min(DIAL_RETRY_MAX_S, r[1] * 2)
@@ -260,6 +264,8 @@ class PeerTable:
         if hp is None:
             self.pc.unreachable(pid)
             return
+        if pid not in self.pending and len(self.pending) >= PEER_LINKS_MAX:
+            self.pending = {}   # gossip is best effort: the next period sends afresh
         q = self.pending.setdefault(pid, [])
         if len(q) < GOSSIP_PENDING_MAX:
             q.append(data)
