@@ -125,7 +125,7 @@ class Federation:
         for s in self.seeds:
             if s != i:
                 a += ["--peer", "127.0.0.1:%d" % self.relays[s].port]
-        if i == self.seeds[0] and len(self.seeds) == 1 and self.n > 1:
+        if self.seeds and i == self.seeds[0] and len(self.seeds) == 1 and self.n > 1:
             a += ["--peer", "127.0.0.1:%d" % self.relays[(i + 1) % self.n].port]
         return a + self.extra
 

@@ -247,3 +247,46 @@ def test_the_publishers_proxy_killed_right_after_its_acks_still_delivers_them(tm
         fed.close()
     for i in (1, 2):
         assert [m for _s, m in fed.rows(i, tid)] == acked
+
+
+def test_proxies_that_know_no_peer_find_each_other_on_the_lan(tmp_path):
+    from proxy_rig import free_port
+    group = "239.255.77.83:%d" % free_port()
+    # (with BLIP-randomised filters: rings still confirm exact topics)
+    fed = Federation(tmp_path, 3, seeds=(), extra=["--lan-discovery", group, "--blip", "4"])
+    tid = topics.resolve(TOPIC)
+
+    async def main():
+        await fed.start()
+        try:
+            got = {2: []}
+            stop = asyncio.Event()
+            sub = asyncio.ensure_future(subscriber(2, fed, tmp_path, got, stop))
+
+            async def linked():
+                for i in range(3):
+                    if (await fed.status(i))["federation"]["peer_links"] < 1:
+                        return False
+                return True
+            await until(linked, 20, "links made from LAN announcements")
+            c = Client(host_of(0), fed.ports[0], home=str(tmp_path / "pub"))
+            await c.connect()
+            acked = [await c.publish(TOPIC, b"lan %d" % k) for k in range(10)]
+            await c.close()
+
+            async def done():
+                return set(acked) <= set(got[2])
+            try:
+                await until(done, 30, "the subscriber at proxy 2")
+            finally:
+                stop.set()
+                await sub
+            return [(await fed.status(i))["federation"]["counters"] for i in range(3)]
+        finally:
+            fed.close_relays()
+
+    try:
+        counters = asyncio.run(main())
+    finally:
+        fed.close()
+    assert all(c.get("lan_heard", 0) > 0 for c in counters), counters

@@ -30,6 +30,10 @@ def register(sub):
     p.add_argument("--advertise", help="HOST:PORT other proxies reach this one at")
     p.add_argument("--overlay-period", type=float, help="gossip period in seconds (default 5)")
     p.add_argument("--catchup-period", type=float, help="catch-up summaries period in seconds (default 10)")
+    p.add_argument("--lan-discovery", metavar="GROUP:PORT",
+                   help="announce this proxy and hear others on the LAN (multicast group, e.g. 239.255.77.83:7884)")
+    p.add_argument("--blip", type=float, metavar="EPSILON",
+                   help="randomise the subscription filters sent to peers with BLIP (epsilon; default: exact)")
     p.add_argument("--proxy", default="127.0.0.1:7883", help="for status/peers: the proxy's HOST:PORT")
     p.add_argument("--json", action="store_true", help="for status: print JSON")
     p.set_defaults(func=run)
@@ -60,6 +64,10 @@ def build_config(args):
         c.overlay_period_s = args.overlay_period
     if args.catchup_period is not None:
         c.catchup_period_s = args.catchup_period
+    if args.lan_discovery:
+        c.lan_discovery = args.lan_discovery
+    if args.blip is not None:
+        c.blip_epsilon = args.blip
     c.check()
     return c
 

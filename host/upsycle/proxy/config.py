@@ -16,6 +16,8 @@ Example (every key optional; these are the defaults)::
     overlay_period_s = 5.0         # PolderCast gossip period
     catchup_period_s = 10.0        # summaries to each ring neighbour, per topic
     fanout = 2                     # dissemination fanout F (2..8)
+    blip_epsilon = 0.0             # > 0: BLIP-randomised subscription filters (epsilon); 0: exact
+    lan_discovery = ""             # "GROUP:PORT": announce and hear proxies on the LAN (multicast)
 
     [retention]                    # per topic; 0 = no limit of that kind
     max_count = 10000
@@ -137,6 +139,8 @@ class Config:
         self.overlay_period_s = 5.0
         self.catchup_period_s = 10.0
         self.fanout = 2
+        self.blip_epsilon = 0.0
+        self.lan_discovery = ""
 
     def check(self):
         """Raise ConfigError for limits that would let one address lock out the
@@ -147,6 +151,16 @@ class Config:
         from upsycle.proxy.peers import parse_peer
         for p in self.peers:
             parse_peer(p)
+        if self.lan_discovery:
+            import ipaddress
+            group, port = parse_hostport(self.lan_discovery)
+            try:
+                multicast = ipaddress.ip_address(group).is_multicast and port > 0
+            except ValueError:
+                multicast = False
+            if not multicast:
+                raise ConfigError("lan_discovery must be an IPv4 multicast GROUP:PORT, e.g. 239.255.77.83:7884; "
+                                  "got %r" % (self.lan_discovery,))
 
     @classmethod
     def load(cls, path=None):
@@ -194,6 +208,13 @@ class Config:
                 setattr(c, key, float(v))
         if "fanout" in raw:
             c.fanout = _int(raw.pop("fanout"), "fanout", 2, 8)
+        if "blip_epsilon" in raw:
+            v = raw.pop("blip_epsilon")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v <= 64):
+                raise ConfigError("blip_epsilon must be a number in 0..64, got %r" % (v,))
+            c.blip_epsilon = float(v)
+        if "lan_discovery" in raw:
+            c.lan_discovery = str(raw.pop("lan_discovery"))
         ret = raw.pop("retention", {})
         for key in ("max_count", "max_age_s", "max_bytes"):
             if key in ret:

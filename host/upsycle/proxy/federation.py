@@ -34,7 +34,7 @@ from shared_protocol.overlay import dissemination, ids, poldercast, rings, vicin
 from shared_protocol.overlay.common import Outgoing
 from shared_protocol.rand import Rng
 from shared_protocol.wire import envelope as E
-from upsycle.proxy import peer_wire, peers
+from upsycle.proxy import lan_peers, peer_wire, peers
 from upsycle.proxy.catchup import (CATCHUP_BATCH_MAX, GAP_ASK_S, SUMMARY_TOPICS_MAX, Held, Reorder,
                                    Summaries)
 from upsycle.proxy.links import kv
@@ -81,6 +81,7 @@ class Federation(PeerTable):
         self.summaries = Summaries(proxy.store)
         self._task = None
         self._catchup_rot = 0
+        self.lan = None
 
     # -- life cycle ----------------------------------------------------------
 
@@ -100,7 +101,7 @@ class Federation(PeerTable):
         except ValueError:
             pass   # a host name: let the system choose
         self.pc = poldercast.PolderCast(self.public_key, self.addr, Rng(int.from_bytes(os.urandom(8), "big")),
-                                        fanout=c.fanout)
+                                        fanout=c.fanout, blip_milli=int(round(c.blip_epsilon * 1000)))
         for host, port, key in self.listed:
             if key is not None:
                 self.allowed.add(ids.proxy_id(key))
@@ -114,7 +115,28 @@ class Federation(PeerTable):
         log.info("event=federation_started %s", kv(overlay_id=self.id.hex(), addr=self.addr.decode(),
                                                     peers=len(self.listed), policy=self.policy))
 
+    async def start_lan(self, listen_host):
+        """Announce and listen on the LAN (lan_discovery), if configured."""
+        spec = self.proxy.config.lan_discovery
+        if spec:
+            self.lan = await lan_peers.open_lan(self, spec, listen_host)
+            log.info("event=lan_discovery %s", kv(group=spec, iface=self.lan.iface))
+
+    def heard_on_lan(self, pid, key, addr):
+        """A proxy announced itself on the LAN (lan_peers.py): a CYCLON
+        seed, its key pinned for the dial."""
+        if self.policy == "listed" and pid not in self.allowed:
+            self.count("lan_unlisted")
+            return
+        self.count("lan_heard")
+        self.keys[pid] = key
+        if pid not in self.channels:
+            self.addrs[pid] = addr
+        self.pc.cyclon.heard(pid, addr)
+
     def stop(self):
+        if self.lan is not None and self.lan.transport is not None:
+            self.lan.transport.close()
         if self._task is not None:
             self._task.cancel()
         for chs in list(self.channels.values()):
@@ -192,6 +214,8 @@ class Federation(PeerTable):
         outs = self.pc.tick(now)
         self.pc.expire(now)
         self._send_outs(outs)
+        if self.lan is not None:
+            self.lan.announce()
 
     # -- messages from peers -------------------------------------------------
 

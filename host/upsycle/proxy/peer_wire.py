@@ -70,6 +70,13 @@ SUMMARY = E.REGISTRY.register(116, "fed_summary", (
     ("complete", E.UINT, 1),                    # 1: origins not listed hold nothing here
 ))
 
+# A proxy's announcement on the LAN (lan_peers.py): a hint, checked by the
+# handshake of the link it leads to.
+ANNOUNCE = E.REGISTRY.register(117, "fed_announce", (
+    ("key", E.BYTES, KEY_LEN),
+    ("addr", E.BYTES, common.ADDR_MAX),
+))
+
 # The messages a proxy link carries (the session layer hands them on).
 PEER_TYPES = frozenset(range(96, 128))
 

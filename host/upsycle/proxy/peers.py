@@ -23,7 +23,7 @@ from shared_protocol.session.secure_client import PROLOGUE
 from shared_protocol.wire import envelope as E
 from shared_protocol.wire import framing
 from upsycle.proxy import fastpath, peer_wire
-from upsycle.proxy.config import ConfigError, parse_hostport
+from upsycle.proxy.config import ConfigError, parse_hostport  # noqa: F401 (lan_peers uses them from here)
 
 log = logging.getLogger("upsycle.proxy")
 

@@ -113,6 +113,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self.store.origin_id = ids.proxy_id(self.public_key)
         await self.tcp_server.start_serving()
         self.fed.start(self.addresses["tcp"])
+        await self.fed.start_lan(c.listen)
         self._ticker = asyncio.ensure_future(self._tick())
         n, b = self.store.stored_totals()
         log.info("event=proxy_started %s", kv(
