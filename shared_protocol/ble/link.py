@@ -124,10 +124,13 @@ class _Slot:
 
 
 class BleLink:
-    def __init__(self, window=WINDOW_MAX, mtu=ATT_MTU_MIN):
-        if not WINDOW_MIN <= window <= WINDOW_MAX:
-            raise BleLocalError("ble_window", "window must be %d..%d" % (WINDOW_MIN, WINDOW_MAX))
+    def __init__(self, window=WINDOW_MAX, mtu=ATT_MTU_MIN, queue=QUEUE_MAX):
+        """window: messages in flight and reassembly slots (a board: 2);
+        queue: messages send() holds beyond the window (a board: 2)."""
+        if not WINDOW_MIN <= window <= WINDOW_MAX or not 0 <= queue <= QUEUE_MAX:
+            raise BleLocalError("ble_window", "window must be %d..%d, queue 0..%d" % (WINDOW_MIN, WINDOW_MAX, QUEUE_MAX))
         self.window = window
+        self.queue_max = queue
         self.mtu = ATT_MTU_MIN
         self.set_mtu(mtu)
         self.failed = None        # a code once the link has failed
@@ -168,13 +171,19 @@ class BleLink:
             raise BleLocalError("ble_failed", "the link failed (%s): reconnect" % self.failed)
         if not data or len(data) > MESSAGE_MAX:
             raise BleLocalError("ble_message_length", "a message is 1..%d bytes, not %d" % (MESSAGE_MAX, len(data)))
-        if len(self._queue) >= QUEUE_MAX:
-            raise BleLocalError("ble_queue_full", "%d messages wait for the peer's acks" % QUEUE_MAX)
+        self._admit(now)
+        if len(self._queue) >= self.queue_max and not self._room():
+            raise BleLocalError("ble_queue_full", "%d messages wait for the peer's acks" % len(self._queue))
         self._queue.append(bytes(data))
         self._admit(now)
 
     def can_send(self):
-        return self.failed is None and len(self._queue) < QUEUE_MAX
+        return self.failed is None and (len(self._queue) < self.queue_max or self._room())
+
+    def _room(self):
+        room = min(self.window, self._credit)
+        base = self._flight[0].seq if self._flight else self._next
+        return not self._queue and (self._next - base) % _SEQ_MOD < room
 
     def in_flight(self):
         return len(self._flight) + len(self._queue)

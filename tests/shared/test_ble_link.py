@@ -266,3 +266,21 @@ def test_window_and_credit_limit_in_flight():
         a.receive(f, 0)
     seqs = set(f[1] for f in a.fragments_to_send(FRAGMENTS_MAX, 0))
     assert seqs == {2}   # credit 2 from b: seqs 1 (unacked) and 2
+
+
+def test_advert_round_trip_and_bad_input():
+    from shared_protocol.ble import adv
+    data = adv.advert(b"\x10\x20\x30\x40" + b"\x00" * 28)
+    assert len(data) <= adv.ADV_MAX
+    assert adv.short_id(data) == b"\x10\x20\x30\x40"
+    assert adv.short_id(data + b"\x00\x00") == b"\x10\x20\x30\x40"   # zero padding
+    # Another vendor's advertisement: not ours.
+    assert adv.short_id(bytes((2, 1, 6, 3, 3, 0x0F, 0x18))) is None
+    e = raises(BleRemoteError, adv.short_id, data[:-1])
+    assert e.code == "ble_adv_truncated"
+    assert raises(BleRemoteError, adv.short_id, data + b"\x01" * 8).code == "ble_adv_length"
+    for cut in range(len(data)):
+        try:
+            adv.short_id(data[:cut])
+        except BleRemoteError:
+            pass
