@@ -100,7 +100,7 @@ def _addr(mac):
 
 
 class _Peer:
-    __slots__ = ("conn", "mac", "central", "link", "rx", "tx", "svc", "ready")
+    __slots__ = ("conn", "mac", "central", "link", "rx", "tx", "svc", "ready", "lan")
 
     def __init__(self, conn, mac, central):
         self.conn = conn
@@ -111,6 +111,10 @@ class _Peer:
         self.tx = None            # central: the peer's TX value handle (it notifies)
         self.svc = None
         self.ready = not central  # a peripheral may notify at once
+        # True once LAN traffic is due on this connection: we are its
+        # central (boards only connect to boards), or it sent us a LAN
+        # message. The proxy's central never does, and gets none.
+        self.lan = central
 
 
 class BleRadio:
@@ -209,6 +213,14 @@ class BleRadio:
         """A Noise packet to the proxy; dropped while no proxy is
         connected or its link is full (the session retransmits)."""
         p = self.peers.get(self.proxy_conn)
+        if p is None:
+            # Not heard from the proxy yet (we start the handshake): a
+            # central connected to us that is no board (boards announce
+            # themselves at once). The pinned key or the handshake decides
+            # whether it is our proxy.
+            for q in self.peers.values():
+                if not q.central and not q.lan:
+                    p = q
         if p is None or not p.link.can_send():
             return
         try:
@@ -230,6 +242,9 @@ class BleRadio:
                     if len(self.proxy_in) < _PROXY_IN_MAX:
                         self.proxy_in.append(m)
                 else:
+                    if not p.lan:
+                        p.lan = True
+                        self._hello(p, now)   # answer a board's announcement with ours
                     out += self.lan.receive(m, _addr(p.mac), 0, now)
         out += self._timers(now)
         self._route(out, now)
@@ -246,7 +261,7 @@ class BleRadio:
             due[0] = clock.add(now, _ANNOUNCE_MS)
             a = self.lan.announce()
             for p in self.peers.values():
-                if p.ready and p.conn != self.proxy_conn:
+                if p.ready and p.lan:
                     out.append(((_addr(p.mac) + ":0").encode(), a))
         if clock.due(now, due[1]):
             due[1] = clock.add(now, _SHUFFLE_MS)
@@ -260,7 +275,7 @@ class BleRadio:
         for addr, data in out:
             host = parse_addr(addr)[0]
             for p in self.peers.values():
-                if p.ready and _addr(p.mac) == host:
+                if p.ready and p.lan and _addr(p.mac) == host:
                     if p.link.can_send():
                         try:
                             p.link.send(data, now)
@@ -355,8 +370,6 @@ class BleRadio:
             p = self.peers[conn] = _Peer(conn, e[2], central)
             if central:
                 ble.gattc_exchange_mtu(conn)
-            else:
-                self._hello(p, now)
         elif kind == _IRQ_CENTRAL_DISCONNECT or kind == _IRQ_PERIPHERAL_DISCONNECT:
             if kind == _IRQ_PERIPHERAL_DISCONNECT:
                 self._connecting = False
