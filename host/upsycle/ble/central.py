@@ -18,8 +18,8 @@ code that runs against BlueZ.
 Bounded: at most ``max_ble_links`` connections (BLE controllers hold a few:
 the Pi's CYW43455 is specified for 7 or so), CANDIDATES_MAX boards
 remembered from scans, a BleLink's window and queue per connection, and a
-connection that carries nothing for LINK_IDLE_S (a board pings its proxy
-every 10 s) is dropped, so a peer that connects and never writes frees its
+connection that carries nothing for ``ble_idle_s`` (a board pings its
+proxy every 10 s) is dropped, so a peer that connects and never writes frees its
 slot. A lost connection is retried with a backoff per board.
 """
 import asyncio
@@ -40,8 +40,6 @@ CONNECT_EVERY_S = 0.5
 # that just walked back into range), at most every 30 s.
 RETRY_MIN_S = 0.5
 RETRY_MAX_S = 30.0
-# A connection that delivered no message for this long is dropped.
-LINK_IDLE_S = 60.0
 # Fragments written per pump turn before yielding to the event loop.
 FRAGS_PER_TURN = 32
 # Longest a pump sleeps when nothing is due.
@@ -94,9 +92,10 @@ class _Conn:
 
 
 class BleCentral:
-    def __init__(self, proxy, links_max, scanner_backend=None, client_backend=None, radio=None):
+    def __init__(self, proxy, links_max, idle_s, scanner_backend=None, client_backend=None, radio=None):
         self.proxy = proxy
         self.links_max = links_max
+        self.idle_s = idle_s
         self.scanner_backend = scanner_backend
         self.client_backend = client_backend
         self.radio = radio            # the virtual medium's connection, if any
@@ -150,7 +149,7 @@ class BleCentral:
             await asyncio.sleep(CONNECT_EVERY_S)
             t = time.monotonic()
             for c in list(self.by_addr.values()):
-                if t - c.last > LINK_IDLE_S:
+                if t - c.last > self.idle_s:
                     self.proxy.faults.note("ble_link_idle", peer=c.addr[0])
                     await self._close(c, "idle")
             for address in list(self.candidates):

@@ -39,6 +39,7 @@ Example (every key optional; these are the defaults)::
     handshake_rate = 50            # new handshakes per second per address
     handshake_burst = 100
     max_ble_links = 7              # boards connected over BLE at once
+    ble_idle_s = 60                # a BLE link that carries no message this long is dropped
 """
 import tomllib
 
@@ -112,6 +113,10 @@ DEFAULT_LIMITS = {
     # CYW43455 is specified for about 7 LE links); each costs a BleLink
     # (shared_protocol/ble/link.py: ~10 KB at most) and a pump task.
     "max_ble_links": 7,
+    # A BLE connection that delivered no whole message for this long is
+    # dropped (a board pings its proxy every 10 s): a peer that connects
+    # and never writes does not hold a slot.
+    "ble_idle_s": 60,
 }
 
 

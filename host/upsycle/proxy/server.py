@@ -134,7 +134,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             host, port = parse_hostport(c.ble_medium)
             radio = VirtualRadio(host, port, group=c.ble_group)
             scanner, client = virtual_backends(radio)
-        self.ble = BleCentral(self, self.limits["max_ble_links"], scanner, client, radio)
+        self.ble = BleCentral(self, self.limits["max_ble_links"], self.limits["ble_idle_s"], scanner, client, radio)
         self.udp_transport = DatagramRouter(self.udp_transport, self.ble)
         await self.ble.start()
         self.addresses["ble"] = c.ble_medium or "bluez"
