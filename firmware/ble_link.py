@@ -162,6 +162,8 @@ class BleRadio:
     def _irq(self, event, data):
         ev = self._events
         if event == _IRQ_GATTS_WRITE:
+            if data[1] != self.rx:
+                return   # only RX carries fragments
             if len(ev) < _EVENTS_MAX:
                 ev.append((event, data[0], self.ble.gatts_read(data[1])))
             else:
