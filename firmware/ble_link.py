@@ -240,9 +240,14 @@ class BleRadio:
         for p in list(self.peers.values()):
             for m in p.link.messages():
                 if 1 <= m[0] <= _NOISE_KIND_MAX:
-                    self.proxy_conn = p.conn
-                    if len(self.proxy_in) < _PROXY_IN_MAX:
-                        self.proxy_in.append(m)
+                    # Only a central that is no board speaks Noise to us:
+                    # a board we connected to, or one that announced
+                    # itself, may have taken us for its proxy before our
+                    # announcement reached it; its packet is dropped.
+                    if not p.central and not p.lan:
+                        self.proxy_conn = p.conn
+                        if len(self.proxy_in) < _PROXY_IN_MAX:
+                            self.proxy_in.append(m)
                 else:
                     if not p.lan:
                         p.lan = True
