@@ -90,6 +90,11 @@ _FRAGS_PER_TURN = const(12)
 _ANNOUNCE_MS = const(5000)
 _SHUFFLE_MS = const(5000)
 _SYNC_MS = const(3000)
+# A connection that delivered no whole message for this long is dropped:
+# boards announce every 5 s and the proxy answers keepalives every 10 s, so
+# only a peer that connects and never writes goes quiet, and it must not
+# hold one of the few connections.
+_IDLE_MS = const(60000)
 # Messages from the proxy queued for the proxy link between loop turns.
 _PROXY_IN_MAX = const(8)
 _NOISE_KIND_MAX = const(5)
@@ -100,9 +105,9 @@ def _addr(mac):
 
 
 class _Peer:
-    __slots__ = ("conn", "mac", "central", "link", "rx", "tx", "svc", "ready", "lan")
+    __slots__ = ("conn", "mac", "central", "link", "rx", "tx", "svc", "ready", "lan", "last")
 
-    def __init__(self, conn, mac, central):
+    def __init__(self, conn, mac, central, now):
         self.conn = conn
         self.mac = mac
         self.central = central    # True: we are the central (we write, it notifies)
@@ -115,6 +120,7 @@ class _Peer:
         # central (boards only connect to boards), or it sent us a LAN
         # message. The proxy's central never does, and gets none.
         self.lan = central
+        self.last = now           # ticks of the last whole message (or the connection)
 
 
 class BleRadio:
@@ -238,7 +244,13 @@ class BleRadio:
         wdt.feed()
         out = []
         for p in list(self.peers.values()):
-            for m in p.link.messages():
+            msgs = p.link.messages()
+            if msgs:
+                p.last = now
+            elif clock.diff(now, p.last) > _IDLE_MS:
+                self._drop(p, "idle")
+                continue
+            for m in msgs:
                 if 1 <= m[0] <= _NOISE_KIND_MAX:
                     # Only a central that is no board speaks Noise to us:
                     # a board we connected to, or one that announced
@@ -374,7 +386,7 @@ class BleRadio:
                 self._connecting = False
             else:
                 self._advertising = False   # the stack stops advertising on a connection
-            p = self.peers[conn] = _Peer(conn, e[2], central)
+            p = self.peers[conn] = _Peer(conn, e[2], central, now)
             if central:
                 ble.gattc_exchange_mtu(conn)
         elif kind == _IRQ_CENTRAL_DISCONNECT or kind == _IRQ_PERIPHERAL_DISCONNECT:

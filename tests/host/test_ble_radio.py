@@ -156,3 +156,20 @@ def test_noise_goes_to_the_proxy_and_lan_to_boards(monkeypatch):
     _write_all(radio, fake, 1, proxy, 4)
     radio.io(4, Wdt())
     assert radio.take_proxy() == [b"\x02" + b"p" * 30] and radio.proxy_conn == 1
+
+
+def test_a_peer_that_connects_and_never_writes_is_dropped(monkeypatch):
+    ble_link, radio, fake = _radio(monkeypatch)
+    fake.handler(_IRQ_CENTRAL_CONNECT, (1, 0, memoryview(b"\x0a" * 6)))
+    fake.handler(_IRQ_CENTRAL_CONNECT, (2, 0, memoryview(b"\x0b" * 6)))
+    radio.io(0, Wdt())
+    talker = BleLink(2, 23)
+    for t in range(0, ble_link._IDLE_MS + 2000, 1000):
+        talker.send(radio.lan.announce(), t)
+        _write_all(radio, fake, 2, talker, t)
+        for f in [n[2] for n in fake.notified if n[0] == 2]:
+            talker.receive(f, t)
+        fake.notified.clear()
+        radio.io(t, Wdt())
+    assert ("disconnect", 1) in fake.calls and ("disconnect", 2) not in fake.calls
+    assert 1 not in radio.peers and 2 in radio.peers

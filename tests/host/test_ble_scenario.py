@@ -132,4 +132,7 @@ def test_three_ble_boards_and_a_ble_proxy(tmp_path):
         assert any("proxy session open" in line for line in lines), (b, lines[-5:])
     assert any("synced" in line and " synced 0" not in line for b in BOARDS for line in boards[b].lines)
     assert sum(r["lost"] for r in stats["radios"].values()) > 0   # the links did retransmit
-    assert any("event=ble_connected" in line for line in proxy.lines)
+    # The proxy reconnected to node3 once it was back in range.
+    away_addr = [a for a, r in stats["radios"].items() if r["name"] == AWAY][0]
+    connected = [line for line in proxy.lines if "event=ble_connected peer=%s" % away_addr in line]
+    assert len(connected) >= 2, [line for line in proxy.lines if "ble_" in line]
