@@ -34,7 +34,13 @@ def register(sub):
                    help="announce this proxy and hear others on the LAN (multicast group, e.g. 239.255.77.83:7884)")
     p.add_argument("--blip", type=float, metavar="EPSILON",
                    help="randomise the subscription filters sent to peers with BLIP (epsilon; default: exact)")
-    p.add_argument("--proxy", default="127.0.0.1:7883", help="for status/peers: the proxy's HOST:PORT")
+    p.add_argument("--ble", action="store_true",
+                   help="also serve boards over Bluetooth LE: scan, connect (bleak, BlueZ) and run each "
+                        "board's session as over UDP (needs the 'ble' extra)")
+    p.add_argument("--ble-medium", metavar="HOST:PORT",
+                   help="with --ble: use the virtual BLE medium (`upsycle ble medium`) instead of BlueZ")
+    p.add_argument("--ble-group", metavar="NAME", help="with --ble-medium: the proxy's range group")
+    p.add_argument("--proxy", default="127.0.0.1:7883", help="for status and peers: the proxy's HOST:PORT")
     p.add_argument("--json", action="store_true", help="for status: print JSON")
     p.set_defaults(func=run)
 
@@ -53,6 +59,12 @@ def build_config(args):
         c.udp_port = args.udp_port
     if args.insecure:
         c.allow_plaintext = True
+    if args.ble:
+        c.ble = True
+    if args.ble_medium:
+        c.ble_medium = args.ble_medium
+    if args.ble_group:
+        c.ble_group = args.ble_group
     if args.max_db_bytes is not None:
         c.limits["max_db_bytes"] = args.max_db_bytes
     c.peers = c.peers + list(args.peer)

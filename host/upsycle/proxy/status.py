@@ -66,6 +66,7 @@ def report(proxy):
         "secure_handshakes": proxy.secure_sessions,
         "hinted_handshakes": proxy.hinted_handshakes,
         "federation": proxy.fed.status(),
+        "ble": proxy.ble.status() if proxy.ble is not None else "off",
     }
     # The answer is one frame (framing's 4 KB): the peer and ring lists
     # are cut to fit (`upsycle proxy peers` shows the first of them).
