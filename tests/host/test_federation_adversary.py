@@ -263,3 +263,29 @@ def test_a_peer_flooding_gossip_is_cut_to_its_rate_and_others_carry_on(tmp_path)
     assert len(f.of("overlay_shuffle_reply")) <= federation.GOSSIP_BURST + 3 * federation.GOSSIP_RATE
     assert st["federation"]["cyclon_view"] <= 20
     assert fed.log(A).count("cause=peer_gossip_flood") == 1
+
+
+def test_a_peer_cannot_number_messages_as_another_proxys_own(tmp_path):
+    fed = Federation(tmp_path, 2, seeds=(0,))
+    tid = topics.resolve(TOPIC)
+
+    async def main():
+        await fed.start()
+        try:
+            await subscribed(fed, tmp_path)
+            a_id = ids.proxy_id(bytes.fromhex((await fed.status(A))["proxy_key"]))
+            f = FakePeer(b"numberer")
+            assert await f.connect("127.0.0.1", fed.relays[A].port) is None
+            f.send("fed_data", tid, f.id + b"\x00" * 8, a_id, 1000, 0, 0, b"forged as A's own")
+            await asyncio.sleep(1.0)
+            return f, await fed.status(A)
+        finally:
+            fed.close_relays()
+
+    try:
+        f, st = asyncio.run(main())
+    finally:
+        fed.close()
+    assert st["faults"].get("fed_forged_origin") == 1
+    assert [m["code"] for m in f.of("fed_ack")] == ["bad_origin"]
+    assert all(not m.startswith(f.id) for _s, m in fed.rows(A, tid))

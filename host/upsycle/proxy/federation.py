@@ -273,6 +273,12 @@ class Federation(PeerTable):
             self.proxy.faults.note("fed_bad_origin", peer=ch.peer_id.hex())
             self._ack(ch.peer_id, topic, msg_id, peer_wire.ACK_BAD_ORIGIN)
             return
+        if origin == self.id and oseq > self.proxy.store.origin_high(topic, origin)[0]:
+            # Numbered as ours beyond anything we numbered: forged (taking it
+            # would shadow our own next message in everyone's summaries).
+            self.proxy.faults.note("fed_forged_origin", peer=ch.peer_id.hex())
+            self._ack(ch.peer_id, topic, msg_id, peer_wire.ACK_BAD_ORIGIN)
+            return
         if catchup:
             self.count("catchup_received")
         self.reorder.offer(Held(topic, msg_id, origin, oseq, hops, catchup, payload), ch.peer_id,
