@@ -38,7 +38,7 @@ class HostProxySession(ProxySession):
                 self._error("decode:" + e.code, e.message)
                 return
             self.last_rx = now
-            self._events.append(("peer", msg))
+            self._events.append(("peer", msg, len(data)))
             return
         ProxySession.receive(self, data, now)
 

@@ -69,13 +69,13 @@ class PeerTable:
     def _link_count(self):
         return sum(len(v) for v in self.channels.values())
 
-    def on_link_message(self, link, msg):
-        """A proxy-link message on an inbound link (routing.py)."""
+    def on_link_message(self, link, msg, size):
+        """A proxy-link message (size bytes) on an inbound link (routing.py)."""
         ch = self.by_link.get(link)
         if ch is None:
             self._accept_hello(link, msg)
             return
-        ch.rx_bytes += len(E.REGISTRY.encode_message(msg)) + 18
+        ch.rx_bytes += size + 18   # (+ Noise tag and frame length)
         self.on_peer_message(ch, msg)
 
     def _refuse(self, link, cause, detail):

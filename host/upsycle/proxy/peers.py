@@ -12,6 +12,7 @@ dialled; ``Dialer`` is the initiator's asyncio protocol. Who may link
 (``peers = "listed"`` or ``"open"``) is decided by the Federation.
 """
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -248,18 +249,23 @@ RTO_MAX_S = 16.0
 
 
 class Outbox:
-    """Data messages for one peer until it acknowledges them."""
+    """Data messages for one peer until it acknowledges them. Each call
+    costs what it sends, not the queue's length: unsent keys wait in order
+    in one deque, sent ones in another in the order they were (re)sent, so
+    the oldest is first to time out; acknowledged keys are skipped lazily."""
 
-    __slots__ = ("items", "bytes", "inflight", "rto", "sent", "retransmits", "dropped")
+    __slots__ = ("items", "bytes", "inflight", "rto", "sent", "retransmits", "dropped", "_unsent", "_flying")
 
     def __init__(self):
-        self.items = {}        # (topic, msg_id) -> [data, sent at (0: not yet)], oldest first
+        self.items = {}        # (topic, msg_id) -> [data, sent at (0: not yet)]
         self.bytes = 0
         self.inflight = 0
         self.rto = RTO_INITIAL_S
         self.sent = 0
         self.retransmits = 0
         self.dropped = 0
+        self._unsent = collections.deque()
+        self._flying = collections.deque()
 
     def __len__(self):
         return len(self.items)
@@ -274,6 +280,7 @@ class Outbox:
             return False
         self.items[key] = [data, 0.0]
         self.bytes += len(data)
+        self._unsent.append(key)
         return True
 
     def ack(self, key):
@@ -287,30 +294,49 @@ class Outbox:
         return True
 
     def pump(self, channel, now):
-        """Send what the window allows and resend what timed out. A sent
+        """Resend what timed out, then send what the window allows. A sent
         message counts in flight until acknowledged."""
+        items = self.items
+        fly = self._flying
         due = now - self.rto
         resent = False
-        for key, it in self.items.items():
-            if it[1] == 0.0:
-                if self.inflight >= PEER_WINDOW_MAX:
-                    continue
-                if not channel.send(it[0]):
-                    break
-                it[1] = now
-                self.inflight += 1
-                self.sent += 1
-            elif it[1] <= due:
-                if not channel.send(it[0]):
-                    break
-                it[1] = now
-                self.retransmits += 1
-                resent = True
+        while fly:
+            it = items.get(fly[0])
+            if it is None or not it[1]:
+                fly.popleft()          # acknowledged (or sent again since)
+                continue
+            if it[1] > due:
+                break
+            if not channel.send(it[0]):
+                return
+            it[1] = now
+            fly.append(fly.popleft())
+            self.retransmits += 1
+            resent = True
         if resent:
             self.rto = min(RTO_MAX_S, self.rto * 2)
+        unsent = self._unsent
+        while unsent and self.inflight < PEER_WINDOW_MAX:
+            key = unsent[0]
+            it = items.get(key)
+            if it is None or it[1]:
+                unsent.popleft()
+                continue
+            if not channel.send(it[0]):
+                return
+            unsent.popleft()
+            it[1] = now
+            self.inflight += 1
+            self.sent += 1
+            fly.append(key)
+        if len(fly) > 2 * PEER_QUEUE_MAX:
+            self._flying = collections.deque(k for k in fly if k in items and items[k][1])
 
     def unsend(self):
         """The link went down: everything in flight goes again on the next one."""
-        for it in self.items.values():
-            it[1] = 0.0
+        keys = [k for k in self._flying if k in self.items and self.items[k][1]]
+        for k in keys:
+            self.items[k][1] = 0.0
+        self._unsent.extendleft(reversed(keys))
+        self._flying = collections.deque()
         self.inflight = 0

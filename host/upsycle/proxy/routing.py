@@ -42,7 +42,7 @@ class Routing:
                 link.ps.drop_topic(topic)
                 self.store.submit_unsubscribe(link.node, topic, ("unsub", link, topic))
             elif kind == "peer":
-                self.fed.on_link_message(link, ev[1])
+                self.fed.on_link_message(link, ev[1], ev[2])
             elif kind == "bad":
                 self.faults.note(ev[1], peer=link.name(), detail=ev[2])
             elif kind == "bye":
