@@ -103,6 +103,17 @@ class PeerTable:
             self._refuse(link, "peer_self", "a link from this proxy's own key")
             return
         if self.policy == "listed" and pid not in self.allowed:
+            hp = peers.split_addr(bytes(msg["addr"]))
+            if hp is not None and (hp[0], hp[1], None) in self.listed:
+                # It says it is a listed peer whose key we have not met yet:
+                # not a fault. Dial it: our handshake there proves its key,
+                # and its next dial to us is taken (proved()).
+                self.count("first_contact")
+                link.ps.error("peer_not_listed", "not yet: dialling you to learn your key")
+                self.proxy.flush(link)
+                self.proxy.close_link(link, "peer_first_contact")
+                self._dial(hp[0], hp[1])
+                return
             self._refuse(link, "peer_not_listed", "this proxy links only with its listed peers")
             return
         if self._link_count() >= PEER_LINKS_MAX:
@@ -215,7 +226,9 @@ class PeerTable:
                     if expect_id not in self.channels:
                         # (its outbox goes after OUTBOX_FORGET_S if it never answers)
                         self.no_link_since.setdefault(expect_id, time.monotonic())
-                if cause and not cause.startswith("peer_unreachable"):
+                if cause == "peer_refused" and (host, port, None) in self.listed:
+                    self.count("first_contact")   # it has not met our key yet (above)
+                elif cause and not cause.startswith("peer_unreachable"):
                     self.proxy.faults.note(cause.split(":")[0], peer="%s:%d" % hp)
             else:
                 self.retry.pop(hp, None)

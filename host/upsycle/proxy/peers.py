@@ -141,7 +141,8 @@ class Dialer(asyncio.Protocol):
         return self.send_cs.encrypt_with_ad(b"", m)
 
     def _fail(self, cause, **fields):
-        self.fed.proxy.faults.note(cause, peer="%s:%d" % (self.host, self.port), **fields)
+        if cause != "peer_refused":   # (the dialling side judges a refusal: peer_table.py)
+            self.fed.proxy.faults.note(cause, peer="%s:%d" % (self.host, self.port), **fields)
         if not self.welcomed.done():
             self.welcomed.set_result(cause)
         if self.transport is not None:
