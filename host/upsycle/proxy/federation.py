@@ -51,6 +51,12 @@ TOPIC_SYNC_S = 1.0
 # long after the last publish, so the site's messages keep reaching the
 # subscribers elsewhere.
 PUBLISHER_HOLD_S = 600.0
+# Overlay ids of topics remembered beyond the ones carried (a cache: the
+# hash is recomputed once it is dropped), and topics whose last gap ask is
+# remembered (GAP_ASK_S): both are cleared whole past these.
+TOPIC_ID_CACHE_MAX = 1024
+GAP_ASKED_MAX = 4096
+
 GOSSIP_TYPES = (poldercast.SHUFFLE, poldercast.SHUFFLE_REPLY, vicinity.REQUEST, vicinity.REPLY,
                 rings.REQUEST, rings.REPLY)
 
@@ -199,7 +205,7 @@ class Federation(PeerTable):
             self.pc.unsubscribe(o)
             self.reorder.forget_topic(topic)
             log.info("event=topic_left %s", kv(topic=topic))
-        if len(self.ov_of) > 4 * len(carried) + 1024:
+        if len(self.ov_of) > TOPIC_ID_CACHE_MAX + len(carried):
             self.ov_of = {}
 
     # -- sending -------------------------------------------------------------
@@ -297,7 +303,7 @@ class Federation(PeerTable):
         if t - self.gap_asked.get(topic, 0.0) < GAP_ASK_S:
             return
         self.gap_asked[topic] = t
-        if len(self.gap_asked) > 4096:
+        if len(self.gap_asked) > GAP_ASKED_MAX:
             self.gap_asked = {}
         self.count("gap_asks")
         self._send(pid, E.REGISTRY.encode("fed_summary", *self.summaries.build(topic)))
