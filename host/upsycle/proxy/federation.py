@@ -87,6 +87,7 @@ class Federation(PeerTable):
         self.summaries = Summaries(proxy.store)
         self._task = None
         self._catchup_rot = 0
+        self._nbr_rot = 0
         self.lan = None
 
     # -- life cycle ----------------------------------------------------------
@@ -382,10 +383,13 @@ class Federation(PeerTable):
                     nbrs.append(pid)
             if not nbrs:
                 continue
-            data = E.REGISTRY.encode("fed_summary", *self.summaries.build(topic))
-            for pid in nbrs:
-                self.count("summaries_sent")
-                self._send(pid, data)
+            # One neighbour per topic and period, in turn (PolderCast's one
+            # exchange per period): a summary sent to all four would be
+            # answered four times with the same missing messages.
+            pid = nbrs[self._nbr_rot % len(nbrs)]
+            self.count("summaries_sent")
+            self._send(pid, E.REGISTRY.encode("fed_summary", *self.summaries.build(topic)))
+        self._nbr_rot += 1
 
     def _on_summary(self, ch, v):
         topic, origins, complete = bytes(v[0]), v[1], v[2]
