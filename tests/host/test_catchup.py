@@ -140,3 +140,28 @@ def test_reorder_stores_each_origin_in_order_and_gives_up_a_gap_in_time(tmp_path
         finally:
             r.store.close()
     asyncio.run(main())
+
+
+def test_a_message_first_accepted_at_two_proxies_counts_under_both_origins(tmp_path):
+    """A node published it through two proxies: the copy numbered by the
+    second is a duplicate here, yet its number counts as held, so no summary
+    asks for it again; retention removes both and leaves both floors."""
+    async def main():
+        r = _Rig(tmp_path, Retention(max_count=3, max_age_s=0, max_bytes=0))
+        await r.start()
+        try:
+            for n in (1, 2, 3):
+                await r.put(T, b"m%d" % n, P, n)
+            dups = [await r.put(T, b"m%d" % n, Q, 10 + n) for n in (1, 2, 3)]
+            held, floors = r.store.origin_ranges(T)
+            high = r.store.origin_high(T, Q)
+            await r.put(T, b"m4", P, 4)                 # retention keeps the newest 3 rows
+            held2, floors2 = r.store.origin_ranges(T)
+            return dups, held, high, held2, floors2
+        finally:
+            r.store.close()
+    dups, held, high, held2, floors2 = asyncio.run(main())
+    assert [d[0] for d in dups] == ["dup"] * 3
+    assert held == {P: [[1, 3]], Q: [[11, 13]]}
+    assert high == (13, 0)
+    assert held2 == {P: [[2, 4]], Q: [[12, 13]]} and floors2 == {P: 1, Q: 11}

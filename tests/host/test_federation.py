@@ -124,6 +124,20 @@ def test_five_proxies_carry_a_topic_through_a_crash_and_a_partition(tmp_path):
             return all(want <= set(m for m in got[i] if isinstance(m, bytes)) for i in SUBSCRIBERS)
         try:
             await until(complete, SETTLE_S, "every site to hold every acknowledged message")
+        except AssertionError:
+            lacking = {}
+            for i in SUBSCRIBERS:
+                have = set(m for m in got[i] if isinstance(m, bytes))
+                miss = sorted(want - have, key=seq_of)
+                lacking[i] = (len(miss), [seq_of(m) - seq_of(min(want, key=seq_of)) for m in miss[:10]],
+                              len(got[i]), [m for m in got[i] if not isinstance(m, bytes)][:3])
+            states = {}
+            for i in range(fed.n):
+                f = (await fed.status(i))["federation"]
+                states[i] = (f["counters"], f["queued"], f["reorder_waiting"], f["rings"],
+                             [(p["id"][:6], p["links"], p["queued"], p["in_flight"], p["sent"], p["retransmits"])
+                              for p in f["peers"]])
+            raise AssertionError("sites lack acknowledged messages: %r; %r" % (lacking, states))
         finally:
             stop_subs.set()
             await asyncio.gather(*subs)

@@ -56,6 +56,10 @@ PUBLISHER_HOLD_S = 600.0
 # remembered (GAP_ASK_S): both are cleared whole past these.
 TOPIC_ID_CACHE_MAX = 1024
 GAP_ASKED_MAX = 4096
+# Peers remembered as carriers of topics we share (their summaries and data
+# say so), and topics per peer: beyond the rings, they get our summaries.
+CARRIERS_MAX = 256
+CARRIER_TOPICS_MAX = 1024
 
 GOSSIP_TYPES = (poldercast.SHUFFLE, poldercast.SHUFFLE_REPLY, vicinity.REQUEST, vicinity.REPLY,
                 rings.REQUEST, rings.REPLY)
@@ -88,6 +92,7 @@ class Federation(PeerTable):
         self._task = None
         self._catchup_rot = 0
         self._nbr_rot = 0
+        self.carriers = {}        # peer id -> topics it showed it carries (its summaries, its data)
         self.lan = None
 
     # -- life cycle ----------------------------------------------------------
@@ -286,6 +291,7 @@ class Federation(PeerTable):
             self.proxy.faults.note("fed_forged_origin", peer=ch.peer_id.hex())
             self._ack(ch.peer_id, topic, msg_id, peer_wire.ACK_BAD_ORIGIN)
             return
+        self._carries(ch.peer_id, topic)
         if catchup:
             self.count("catchup_received")
         self.reorder.offer(Held(topic, msg_id, origin, oseq, hops, catchup, payload), ch.peer_id,
@@ -381,6 +387,12 @@ class Federation(PeerTable):
             for pid in r.successors(o)[:rings.SIDE] + r.predecessors(o)[:rings.SIDE]:
                 if pid not in nbrs:
                     nbrs.append(pid)
+            # Linked peers that showed they carry the topic count too: after
+            # a partition each side has dropped the other from its rings, and
+            # the rings may take long to meet again; the data must not wait.
+            for pid in self.channels:
+                if topic in self.carriers.get(pid, ()) and pid not in nbrs:
+                    nbrs.append(pid)
             if not nbrs:
                 continue
             # One neighbour per topic and period, in turn (PolderCast's one
@@ -391,12 +403,30 @@ class Federation(PeerTable):
             self._send(pid, E.REGISTRY.encode("fed_summary", *self.summaries.build(topic)))
         self._nbr_rot += 1
 
+    def _carries(self, pid, topic):
+        ts = self.carriers.get(pid)
+        if ts is None:
+            if len(self.carriers) >= CARRIERS_MAX:
+                self.carriers = {}
+            ts = self.carriers[pid] = set()
+        if topic not in ts and len(ts) < CARRIER_TOPICS_MAX:
+            ts.add(topic)
+
+    def relinked(self, pid):
+        """A link to pid is up (again): the topics it carries with us get
+        our summary now, so what either side missed meanwhile flows at once."""
+        for topic in sorted(self.carriers.get(pid, ()))[:SUMMARY_TOPICS_MAX]:
+            if self._ov(topic) in self.carried:
+                self.count("summaries_sent")
+                self._send(pid, E.REGISTRY.encode("fed_summary", *self.summaries.build(topic)))
+
     def _on_summary(self, ch, v):
         topic, origins, complete = bytes(v[0]), v[1], v[2]
         self.count("summaries_received")
         if self._ov(topic) not in self.carried:
             self.count("summary_not_subscribed")
             return
+        self._carries(ch.peer_id, topic)
         ob = self.outbox.get(ch.peer_id)
         room = min(CATCHUP_BATCH_MAX, peers.PEER_QUEUE_MAX - (len(ob) if ob else 0))
         if room <= 0:

@@ -176,6 +176,8 @@ class PeerTable:
         for data in self.pending.pop(pid, ()):
             ch.send(data)
         self._pump(pid)
+        if first:
+            self.relinked(pid)
         return ch
 
     def link_closed(self, link):

@@ -325,20 +325,26 @@ class Store(Opening, Transactions):
         (runs of consecutive origin sequences, ascending), and the floors
         retention left: {origin: highest origin sequence deleted}."""
         held = {}
-        # Most origins hold one run (nothing missing): an index-only count
-        # tells (8x cheaper than finding runs); only an origin with holes
-        # gets the runs query (gaps and islands), its first RUNS_SCAN_MAX.
+        # Numbers held: the rows', and those of messages we hold under
+        # another origin's number (origin_alias; usually none, then the
+        # cheap path). Most origins hold one run (nothing missing): an
+        # index-only count tells (8x cheaper than finding runs); only an
+        # origin with holes gets the runs query (gaps and islands), its
+        # first RUNS_SCAN_MAX.
+        if self._rd.execute("SELECT 1 FROM origin_alias WHERE topic=? LIMIT 1", (topic,)).fetchone():
+            src = ("(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL UNION "
+                   "SELECT origin, oseq FROM origin_alias WHERE topic=?1)")
+        else:
+            src = "(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL)"
         for origin, lo, hi, n in self._rd.execute(
-                "SELECT origin, MIN(oseq), MAX(oseq), COUNT(*) FROM messages WHERE topic=? AND origin IS NOT NULL "
-                "GROUP BY origin", (topic,)):
+                "SELECT origin, MIN(oseq), MAX(oseq), COUNT(*) FROM %s GROUP BY origin" % src, (topic,)):
             origin = bytes(origin)
             if n == hi - lo + 1:
                 held[origin] = [[lo, hi]]
                 continue
             held[origin] = [[a, b] for a, b in self._rd.execute(
                 "SELECT MIN(oseq), MAX(oseq) FROM (SELECT oseq, oseq - ROW_NUMBER() OVER (ORDER BY oseq) AS g "
-                "FROM messages WHERE topic=? AND origin=?) GROUP BY g ORDER BY 1 LIMIT ?",
-                (topic, origin, RUNS_SCAN_MAX))]
+                "FROM %s WHERE origin=?2) GROUP BY g ORDER BY 1 LIMIT ?3" % src, (topic, origin, RUNS_SCAN_MAX))]
         floors = dict((bytes(o), f) for o, f in self._rd.execute(
             "SELECT origin, floor FROM origin_floor WHERE topic=?", (topic,)))
         return held, floors
@@ -352,7 +358,9 @@ class Store(Opening, Transactions):
 
     def origin_high(self, topic, origin):
         """(highest origin sequence held, retention floor) of (topic, origin)."""
-        row = self._rd.execute("SELECT MAX(oseq) FROM messages WHERE topic=? AND origin=?", (topic, origin)).fetchone()
+        row = self._rd.execute("SELECT MAX(m) FROM (SELECT MAX(oseq) AS m FROM messages WHERE topic=?1 AND origin=?2 "
+                               "UNION ALL SELECT MAX(oseq) FROM origin_alias WHERE topic=?1 AND origin=?2)",
+                               (topic, origin)).fetchone()
         fl = self._rd.execute("SELECT floor FROM origin_floor WHERE topic=? AND origin=?", (topic, origin)).fetchone()
         return (row[0] or 0), (fl[0] if fl else 0)
 

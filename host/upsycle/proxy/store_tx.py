@@ -302,8 +302,14 @@ class Transactions:
         topic, mid, payload, node = item[1], item[2], item[3], item[5]
         st = self._new_topic(wt, topic, node)
         seq = st[0]
-        if db.execute("SELECT 1 FROM messages WHERE topic=? AND msg_id=?", (topic, mid)).fetchone():
+        row = db.execute("SELECT seq, origin, oseq FROM messages WHERE topic=? AND msg_id=?", (topic, mid)).fetchone()
+        if row is not None:
             out.append(("dup", None))   # (before numbering: a duplicate takes no origin number)
+            if len(item) > 6 and item[6] is not None and (row[1] != item[6] or row[2] != item[7]):
+                # The same message first accepted at two proxies (a node that
+                # published it through both): we hold it under the other
+                # origin's number too, or summaries would ask for it for ever.
+                db.execute("INSERT OR IGNORE INTO origin_alias VALUES(?,?,?,?)", (topic, item[6], item[7], row[0]))
             return
         origin, oseq = self._origin_of(item)
         db.execute("INSERT INTO messages VALUES(?,?,?,?,?,?,?)", (topic, seq, mid, payload, now, origin, oseq))
@@ -357,9 +363,11 @@ class Transactions:
         # Per origin, the highest number retention deletes: other proxies
         # offer nothing at or below it again (federation.md, catch-up), so a
         # message retention removed is never stored and delivered twice.
-        db.execute("INSERT INTO origin_floor SELECT topic, origin, MAX(oseq) FROM messages WHERE topic=? AND seq<=? "
-                   "AND origin IS NOT NULL GROUP BY origin ON CONFLICT(topic, origin) DO UPDATE SET "
-                   "floor=MAX(floor, excluded.floor)", (topic, upto))
+        db.execute("INSERT INTO origin_floor SELECT ?, origin, MAX(oseq) FROM (SELECT origin, oseq FROM messages "
+                   "WHERE topic=? AND seq<=? AND origin IS NOT NULL UNION ALL SELECT origin, oseq FROM origin_alias "
+                   "WHERE topic=? AND seq<=?) WHERE 1 GROUP BY origin ON CONFLICT(topic, origin) DO UPDATE SET "
+                   "floor=MAX(floor, excluded.floor)", (topic, topic, upto, topic, upto))
+        db.execute("DELETE FROM origin_alias WHERE topic=? AND seq<=?", (topic, upto))
         db.execute("DELETE FROM messages WHERE topic=? AND seq<=?", (topic, upto))
         st[1] = upto + 1
         st[2] -= row[1]
