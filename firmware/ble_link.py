@@ -378,6 +378,23 @@ class BleRadio:
                 if self.node.count_error():
                     self.log("upsycle: bad BLE fragment from %s dropped (%s)" % (p.mac.hex(), err.code))
             return
+        try:
+            self._gatt_event(kind, e, now)
+        except OSError as err:
+            # The connection went while its events waited for this turn
+            # (a disconnect queued behind them): the stack refuses calls on
+            # its handle. Its disconnect event follows; drop it now.
+            p = self.peers.pop(e[1], None)
+            if p is not None:
+                self.log("upsycle: BLE connection to %s gone during set-up (%s)" % (p.mac.hex(), err))
+                if p.conn == self.proxy_conn:
+                    self.proxy_conn = None
+                try:
+                    self.ble.gap_disconnect(p.conn)
+                except OSError:
+                    pass
+
+    def _gatt_event(self, kind, e, now):
         ble = self.ble
         conn = e[1]
         if kind == _IRQ_CENTRAL_CONNECT or kind == _IRQ_PERIPHERAL_CONNECT:
