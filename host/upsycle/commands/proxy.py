@@ -99,7 +99,7 @@ def run(args):
 
 
 async def _serve(config):
-    from upsycle.proxy.server import Proxy, StorageError
+    from upsycle.proxy.server import BleUnavailable, Proxy, StorageError
     from upsycle.identity import IdentityError
     proxy = Proxy(config)
     try:
@@ -111,6 +111,17 @@ async def _serve(config):
     except IdentityError as e:
         log.error("event=start_failed code=identity %s", e)
         print("upsycle proxy: cannot load the proxy key: %s" % e, file=sys.stderr)
+        proxy.store.close()
+        return 3
+    except ImportError as e:
+        if (e.name or "").split(".")[0] != "bleak":
+            raise
+        print("upsycle proxy: --ble needs bleak: pip install 'upsycle[ble]'", file=sys.stderr)
+        proxy.store.close()
+        return 3
+    except BleUnavailable as e:
+        log.error("event=start_failed code=ble %s", e)
+        print("upsycle proxy: cannot start: %s" % e, file=sys.stderr)
         proxy.store.close()
         return 3
     except OSError as e:

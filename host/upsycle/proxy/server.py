@@ -49,6 +49,10 @@ log = logging.getLogger("upsycle.proxy")
 SWEEP_TICKS = 20
 
 
+class BleUnavailable(Exception):
+    """--ble was asked for and the radio (or the virtual medium) is not there."""
+
+
 class Proxy(LinkTable, Admission, Routing, Delivery):
     def __init__(self, config):
         config.check()
@@ -142,7 +146,14 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             scanner, client = virtual_backends(radio)
         self.ble = BleCentral(self, self.limits["max_ble_links"], self.limits["ble_idle_s"], scanner, client, radio)
         self.udp_transport = DatagramRouter(self.udp_transport, self.ble)
-        await self.ble.start()
+        try:
+            await self.ble.start()
+        except ImportError:
+            raise
+        except Exception as e:   # BlueZ or its D-Bus absent, no adapter, no medium: bleak's errors vary
+            raise BleUnavailable("Bluetooth LE did not start (%s: %s): is BlueZ running with an adapter? "
+                                 "Without a radio, --ble-medium HOST:PORT uses the virtual one"
+                                 % (type(e).__name__, e)) from None
         self.addresses["ble"] = c.ble_medium or "bluez"
 
     async def stop(self):
