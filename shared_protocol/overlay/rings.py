@@ -211,6 +211,12 @@ class Rings:
         if peer_id in self._conf:
             del self._conf[peer_id]
             self._conf_order.remove(peer_id)
+        # Nor is it "asked recently" any more: ``_recent`` only moves on when
+        # discovery picks someone new, so in a small overlay (a handful of
+        # proxies split by a partition) a peer left in it would never be
+        # asked again once it is back, and the rings would stay split.
+        if peer_id in self._recent:
+            self._recent.remove(peer_id)
         return changed
 
     # --- the protocol ----------------------------------------------------
