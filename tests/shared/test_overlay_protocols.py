@@ -434,7 +434,7 @@ def test_vicinity_introduces_remembered_peers_of_a_rare_topic():
 
 # --- rings after a partition ------------------------------------------------
 
-def _exchange(nodes, by, now, split):
+def _period(nodes, by, now, split):
     """One period: every node ticks, its messages (and the answers) go
     through unless they cross the split (then the sender is told)."""
     from shared_protocol.errors import RemoteError
@@ -486,11 +486,11 @@ def test_rings_of_a_small_overlay_meet_again_after_a_partition():
     now = 0
     for _ in range(10):
         now += 1000
-        _exchange(nodes, by, now, None)
+        _period(nodes, by, now, None)
     assert [seen(n) for n in nodes] == [3, 3, 3, 3]
     for _ in range(10):
         now += 1000
-        _exchange(nodes, by, now, side)
+        _period(nodes, by, now, side)
     assert [seen(n) for n in nodes] == [1, 1, 1, 1]
     for n in nodes:
         for m in nodes:
@@ -498,5 +498,5 @@ def test_rings_of_a_small_overlay_meet_again_after_a_partition():
                 n.cyclon.heard(m.id, m.addr)
     for _ in range(10):
         now += 1000
-        _exchange(nodes, by, now, None)
+        _period(nodes, by, now, None)
     assert [seen(n) for n in nodes] == [3, 3, 3, 3]
