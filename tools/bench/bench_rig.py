@@ -35,7 +35,8 @@ import time
 from table import render
 from upsycle import boards, flashing
 
-ROOT = flashing.ROOT
+# The checkout (tools/bench/ is two levels below it).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # One run's limit: boot (two Noise handshakes), the readings one second
 # apart, their acks and deliveries take well under this on a PC.
 RUN_TIMEOUT_S = 90
@@ -104,7 +105,13 @@ class Node:
         code = script or "from firmware import unix\nunix.main(%r, %r)" % (cfg_path, data_dir)
         # .frozen: asyncio is frozen into the unix build, as on the boards
         env = dict(os.environ, MICROPYPATH=".frozen:" + path if path != ".frozen" else path)
+        # The working directory is the data folder's parent, never the
+        # checkout: the unix port puts "" first on sys.path, and from the
+        # checkout the node would import the .py sources (compiled in the
+        # heap) instead of the .mpy files or the frozen modules.
+        os.makedirs(data_dir, exist_ok=True)
         self.proc = subprocess.Popen([mp, "-X", "heapsize=%dk" % heap_kb, "-c", code], env=env,
+                                     cwd=os.path.dirname(os.path.abspath(data_dir)),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self.t = threading.Thread(target=self._read, daemon=True)
