@@ -15,7 +15,6 @@ import time
 try:
     import vboard                      # the virtual board (host/upsycle/vboard)
     IS_VIRTUAL = True
-    wait_readable = vboard.wait_readable
 except ImportError:                    # hardware: poll the socket between sleeps
     import asyncio
     import select
@@ -24,12 +23,42 @@ except ImportError:                    # hardware: poll the socket between sleep
     # round trip on the LAN short without spinning the CPU.
     POLL_STEP_MS = 20
 
-    async def wait_readable(sock, timeout_ms=None):
-        p = select.poll()
-        p.register(sock, select.POLLIN)
+
+class Poller:
+    """Whether a datagram waits on one socket, without allocating: the loop
+    asks every turn, and a read of an empty socket raises OSError(EAGAIN),
+    which allocates the exception and, on the unix port, the whole receive
+    buffer (recvfrom allocates it before the call fails). On hardware one
+    select.poll object per socket, asked with ipoll (it hands back one reused
+    tuple; poll() builds a list each call); on the virtual board the
+    socket's own readable()."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.poll = None
+        if not IS_VIRTUAL:
+            p = select.poll()
+            p.register(sock, select.POLLIN)
+            self.poll = p
+            # CPython (the host tests) has no ipoll
+            self.ipoll = getattr(p, "ipoll", None)
+
+    def ready(self):
+        if self.poll is None:
+            return self.sock.readable()
+        if self.ipoll is None:
+            return bool(self.poll.poll(0))
+        for _ in self.ipoll(0):
+            return True
+        return False
+
+    async def wait(self, timeout_ms):
+        """True once a datagram waits, False after timeout_ms."""
+        if self.poll is None:
+            return await vboard.wait_readable(self.sock, timeout_ms)
         waited = 0
-        while timeout_ms is None or waited < timeout_ms:
-            if p.poll(0):
+        while waited < timeout_ms:
+            if self.ready():
                 return True
             await asyncio.sleep_ms(POLL_STEP_MS)
             waited += POLL_STEP_MS

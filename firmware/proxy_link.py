@@ -107,6 +107,7 @@ class ProxyLink:
         self.online = False
         self.refill_quiet = {}   # topic id -> ticks of the refill's last sign of life
         self.sock = None
+        self.poller = None
         self.addr = None
 
     def open(self):
@@ -126,6 +127,7 @@ class ProxyLink:
             node.log("upsycle: cannot open a socket to %s:%d: %s" % (host, port, e))
             return False
         self.sock = s
+        self.poller = platform.Poller(s)
         now = platform.ticks_ms()
         for t in node.topics:
             self.session.subscribe(t.topic, now)
@@ -149,6 +151,7 @@ class ProxyLink:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.poller = None
         self.proxy_index += 1
         self.sent_upto = {}
         self.inflight = {}

@@ -179,9 +179,15 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
         if sock is None:
             await asyncio.sleep_ms(wait)
             continue
-        if not await platform.wait_readable(sock, wait):
+        poller = proxy.poller
+        if not await poller.wait(wait):
             continue
-        for _ in range(_RX_PER_TURN):
+        n = 0
+        # Only a socket with a datagram queued is read: a read that finds
+        # none raises EAGAIN, allocating the exception (and on some ports
+        # the receive buffer) every turn (platform.Poller).
+        while n < _RX_PER_TURN and poller.ready():
+            n += 1
             # recv, not recvfrom: the socket is connected to the proxy, and
             # recvfrom allocates the sender's address besides the datagram.
             # (readinto() into one preallocated buffer would allocate
@@ -191,7 +197,7 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
             try:
                 data = sock.recv(RX_MAX)
             except OSError:
-                break   # EAGAIN: nothing more queued
+                break
             proxy.receive(data, platform.ticks_ms())
             wdt.feed()
 
