@@ -269,6 +269,9 @@ class ProxyLink:
                     break
                 if m is None:
                     break
+                # the seal's garbage out of the way of what the session
+                # keeps until the ack (the datagram, for resends)
+                platform.compact()
                 a, seq, payload = m
                 # The session's node id: on a Noise link the proxy binds it to
                 # the link's key and refuses ids that do not start with it.

@@ -350,6 +350,7 @@ def main():
     ap.add_argument("--readings", type=int, default=3, help="readings per node and topic in a run")
     ap.add_argument("--lo", type=int, default=32, help="search from this heap, KB")
     ap.add_argument("--hi", type=int, default=320, help="... to this one, KB")
+    ap.add_argument("--frozen-lo", type=int, default=32, help="lower bound of the frozen search, KB")
     ap.add_argument("--frozen-hi", type=int, default=160, help="upper bound of the frozen search, KB")
     ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
     ap.add_argument("--only", choices=["search", "measure"])
@@ -360,7 +361,7 @@ def main():
     log = lambda s: print(s, flush=True)
     with tempfile.TemporaryDirectory() as d:
         lib = build_mpy(d)
-        images = [] if a.frozen_only else [(".mpy", mp, lib, a.hi)]
+        images = [] if a.frozen_only else [(".mpy", mp, lib, a.lo, a.hi)]
         if a.build_script:
             man = os.path.join(d, "manifest.py")
             frozen_manifest(man)
@@ -369,7 +370,7 @@ def main():
             r = subprocess.run(["bash", a.build_script, out, "--freeze", man], capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit("build script failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
-            images.append(("frozen", os.path.join(out, "micropython-frozen"), ".frozen", a.frozen_hi))
+            images.append(("frozen", os.path.join(out, "micropython-frozen"), ".frozen", a.frozen_lo, a.frozen_hi))
         else:
             log("frozen column skipped: no --build-script given (a MicroPython unix build script "
                 "taking `OUT --freeze MANIFEST`)")
@@ -377,7 +378,7 @@ def main():
         found = []
         if a.only in (None, "measure"):
             b = bare(mp, a.measure_heap)
-            for name, binary, path, _ in images:
+            for name, binary, path, _, _ in images:
                 log("measuring %s in %d KB ..." % (name, a.measure_heap))
                 with tempfile.TemporaryDirectory() as w:
                     heaps, cpu = measure(binary, path, w, a.measure_heap, log)
@@ -390,12 +391,12 @@ def main():
                          ["modules", "bare (anchor)", "boot: in use", "boot: largest free",
                           "%d readings: in use" % MEASURE_READINGS, "largest free", "CPU ms / reading"], rows))
         if a.only in (None, "search"):
-            for name, binary, path, hi in images:
+            for name, binary, path, lo, hi in images:
                 log("searching the smallest heap for %s (%d runs per step) ..." % (name, a.runs))
                 with tempfile.TemporaryDirectory() as w:
                     sc = Scenario(binary, path, w, a.readings, lan=not a.no_lan)
                     try:
-                        kb, below = smallest_heap(sc, a.lo, hi, a.runs, log)
+                        kb, below = smallest_heap(sc, lo, hi, a.runs, log)
                     finally:
                         sc.close()
                 found.append([name, kb if kb is not None else "-", a.runs, below or "-"])
