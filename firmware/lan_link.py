@@ -104,6 +104,9 @@ class LanLink:
                 data, src = ls.recvfrom(_RX_MAX)
             except OSError:
                 break
+            # a sync may add readings and a shuffle peers to the view:
+            # they go to the lowest free blocks (platform.compact)
+            platform.compact()
             out.extend(self.receive(data, _host_port(src), platform.ticks_ms()))
             wdt.feed()
         for addr, data in out:

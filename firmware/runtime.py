@@ -160,9 +160,14 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
         if clock.diff(now, last_status) >= _STATUS_EVERY_MS:
             last_status = now
             st = node.status()
-            if st != last_line:   # only changes: the REPL stays readable
-                last_line = st
+            # only changes: the REPL stays readable. The line's hash is
+            # kept, not the line: a string kept for seconds among a turn's
+            # garbage is one more small block pinned in the heap.
+            h = hash(st)
+            if h != last_line:
+                last_line = h
                 log("upsycle: status " + st)
+            st = None
         sock = proxy.sock
         if sock is not None:
             for m in proxy.outgoing():
