@@ -83,9 +83,24 @@ if sys.implementation.name == "micropython":
         One collection per reading or delivery: about a millisecond of the
         hundreds a signature costs."""
         gc.collect()
+
+    def collect_often():
+        """Collect after every GC_EVERY bytes allocated instead of when the
+        heap is full: the garbage of one signature check then never spreads
+        over the whole heap, and what outlives it stays near the bottom,
+        leaving the top in large free blocks for the datagrams."""
+        gc.threshold(GC_EVERY)
 else:
     def compact():
         pass   # CPython: reference counting frees the garbage at once
+
+    def collect_often():
+        pass
+
+# See collect_often: small enough to keep the garbage together, large
+# enough that a signature check (hundreds of KB of big-int temporaries)
+# costs tens of collections, not thousands.
+GC_EVERY = 16384
 
 # MicroPython's unix port (sys.platform is "linux" on CPython too).
 IS_UNIX = sys.platform == "linux" and sys.implementation.name == "micropython"

@@ -131,6 +131,7 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
     wlan = await _wifi(cfg, wdt, log)
     node = Node(cfg, data_dir)
     forget_boot_modules()
+    platform.collect_often()
     if app is not None:
         app(node)
     proxy = node.proxy
