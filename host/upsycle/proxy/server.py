@@ -155,12 +155,12 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
                     self.close_link(link, "hello_timeout")
                     continue
                 if link.mode == "hs":
-                    if link.udp is not None:
+                    if link.kind == "udp" and link.sec is not None:
                         try:
-                            link.udp.tick(t)
+                            link.sec.tick(t)
                         except RemoteError:
                             pass   # the hello timeout above closes it
-                        for pkt in link.udp.packets_to_send():
+                        for pkt in link.sec.packets_to_send():
                             self.udp_transport.sendto(pkt, link.addr)
                     continue
                 link.ps.poll(t)
