@@ -101,7 +101,7 @@ class LanLink:
         while n < _RX_PER_TURN and poller.ready():
             n += 1
             try:
-                data, src = ls.recvfrom(_RX_MAX)
+                data, src = poller.recvfrom(_RX_MAX)
             except OSError:
                 break
             # a sync may add readings and a shuffle peers to the view:
@@ -116,6 +116,8 @@ class LanLink:
                 pass
         if out:
             del out[:]   # (the slice object is an allocation: not on an idle turn)
+        if n:
+            platform.keep_room()
 
 
 def _resolve(msgs):

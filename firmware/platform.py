@@ -52,6 +52,15 @@ class Poller:
             return True
         return False
 
+    def recv(self, size):
+        """One datagram of a connected socket (raises OSError if none)."""
+        _free_room()
+        return self.sock.recv(size)
+
+    def recvfrom(self, size):
+        _free_room()
+        return self.sock.recvfrom(size)
+
     async def wait(self, timeout_ms):
         """True once a datagram waits, False after timeout_ms."""
         if self.poll is None:
@@ -84,6 +93,27 @@ if sys.implementation.name == "micropython":
         hundreds a signature costs."""
         gc.collect()
 
+    def keep_room():
+        """Hold a free block for the next datagram read. Stock firmware's
+        sockets have no recv_into: recv and recvfrom allocate the whole
+        size they may read (RX_ROOM) in one piece, and as the heap fills
+        with small kept objects no such block may be left, although a
+        third of the heap is free. This block is taken while the heap is
+        tidy (at boot, after each turn's reads) and handed back right
+        before a read (_free_room), so the read always finds one."""
+        global _room
+        if _room is None:
+            try:
+                _room = bytearray(RX_ROOM)
+            except MemoryError:
+                pass   # no block now: the next turn tries again
+
+    def _free_room():
+        global _room
+        if _room is not None:
+            _room = None
+            gc.collect()
+
     def collect_often():
         """Collect after every GC_EVERY bytes allocated instead of when the
         heap is full: the garbage of one signature check then never spreads
@@ -96,6 +126,17 @@ else:
 
     def collect_often():
         pass
+
+    def keep_room():
+        pass
+
+    def _free_room():
+        pass
+
+_room = None
+# The largest read of the node: a LAN datagram (lan_link._RX_MAX; the proxy
+# link reads runtime.RX_MAX, less). tests/host/test_node_runtime.py checks.
+RX_ROOM = 1264
 
 # See collect_often: small enough to keep the garbage together, large
 # enough that a signature check (hundreds of KB of big-int temporaries)

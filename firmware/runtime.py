@@ -132,6 +132,7 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
     node = Node(cfg, data_dir)
     forget_boot_modules()
     platform.collect_often()
+    platform.keep_room()
     if app is not None:
         app(node)
     proxy = node.proxy
@@ -201,11 +202,13 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
             # it glues queued datagrams together. Stock firmware has no
             # recv_into.)
             try:
-                data = sock.recv(RX_MAX)
+                data = poller.recv(RX_MAX)
             except OSError:
                 break
             proxy.receive(data, platform.ticks_ms())
+            data = None
             wdt.feed()
+        platform.keep_room()
 
 
 def run(cfg, app=None, data_dir=DATA_DIR):

@@ -321,7 +321,10 @@ def test_socket_read_size_is_the_datagram_limit():
     # runtime.RX_MAX repeats framing.DATAGRAM_MAX so the node need not load
     # wire/framing.py; a change to one must change the other.
     from shared_protocol.wire import framing
+    from firmware import lan_link
     assert runtime.RX_MAX == framing.DATAGRAM_MAX
+    # the block held for reads (platform.keep_room) fits the largest read
+    assert runtime.platform.RX_ROOM == lan_link._RX_MAX >= runtime.RX_MAX
 
 
 def test_boot_only_modules_are_kept_on_cpython():
