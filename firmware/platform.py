@@ -115,11 +115,15 @@ if sys.implementation.name == "micropython":
             gc.collect()
 
     def collect_often():
-        """Collect after every GC_EVERY bytes allocated instead of when the
-        heap is full: the garbage of one signature check then never spreads
-        over the whole heap, and what outlives it stays near the bottom,
-        leaving the top in large free blocks for the datagrams."""
-        gc.threshold(GC_EVERY)
+        """Collect after every 1/GC_SHARE of the free heap allocated, not
+        only when the heap is full: the garbage of a signature check then
+        never spreads over the whole heap, and what outlives it stays near
+        the bottom, leaving the top in large free blocks for the datagrams.
+        Called once the node is built: a tight heap collects often (there
+        it matters), a roomy one seldom (each collection marks everything
+        kept, some 200 KB with .mpy modules)."""
+        gc.collect()
+        gc.threshold(max(GC_EVERY_MIN, gc.mem_free() // GC_SHARE))
 else:
     def compact():
         pass   # CPython: reference counting frees the garbage at once
@@ -138,10 +142,12 @@ _room = None
 # link reads runtime.RX_MAX, less). tests/host/test_node_runtime.py checks.
 RX_ROOM = 1264
 
-# See collect_often: small enough to keep the garbage together, large
-# enough that a signature check (hundreds of KB of big-int temporaries)
-# costs tens of collections, not thousands.
-GC_EVERY = 16384
+# See collect_often: a quarter of the free heap keeps the garbage together
+# (frozen in an 86 KB heap: 96 KB without it); never below 4 KB, where a
+# signature check (hundreds of KB of big-int temporaries) would cost
+# hundreds of collections.
+GC_SHARE = 4
+GC_EVERY_MIN = 4096
 
 # MicroPython's unix port (sys.platform is "linux" on CPython too).
 IS_UNIX = sys.platform == "linux" and sys.implementation.name == "micropython"
