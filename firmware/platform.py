@@ -35,19 +35,20 @@ class Poller:
 
     def __init__(self, sock):
         self.sock = sock
-        self.poll = None
-        if not IS_VIRTUAL:
-            p = select.poll()
-            p.register(sock, select.POLLIN)
-            self.poll = p
-            # CPython (the host tests) has no ipoll
-            self.ipoll = getattr(p, "ipoll", None)
+        self.poll = None     # made on the first question (a socket never read needs none)
+        self.ipoll = None
 
     def ready(self):
-        if self.poll is None:
+        if IS_VIRTUAL:
             return self.sock.readable()
+        p = self.poll
+        if p is None:
+            p = self.poll = select.poll()
+            p.register(self.sock, select.POLLIN)
+            # CPython (the host tests) has no ipoll
+            self.ipoll = getattr(p, "ipoll", None)
         if self.ipoll is None:
-            return bool(self.poll.poll(0))
+            return bool(p.poll(0))
         for _ in self.ipoll(0):
             return True
         return False
@@ -63,7 +64,7 @@ class Poller:
 
     async def wait(self, timeout_ms):
         """True once a datagram waits, False after timeout_ms."""
-        if self.poll is None:
+        if IS_VIRTUAL:
             return await vboard.wait_readable(self.sock, timeout_ms)
         waited = 0
         while waited < timeout_ms:
