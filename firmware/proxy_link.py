@@ -252,13 +252,21 @@ class ProxyLink:
     def _fill_window(self, now):
         s = self.session
         sealed = False
+        now_s = None
         for tp in self.node.topics:
+            if not tp.outbox:
+                # nothing to send: no allocation on an idle turn (the wall
+                # clock is a big int on a 32-bit board, next_message builds
+                # a list)
+                continue
             upto = self.sent_upto.get(tp.topic)
             if upto is None:
                 upto = self.sent_upto[tp.topic] = {}
+            if now_s is None:
+                now_s = platform.unix_time()
             while s.can_publish():
                 try:
-                    m = tp.next_message(upto, platform.unix_time())
+                    m = tp.next_message(upto, now_s)
                 except UpsycleError as e:
                     # e.g. the write capability expired: readers would refuse
                     # what we send, so nothing is sent and nothing is lost

@@ -502,3 +502,27 @@ def test_quiet_group_codes_are_codes_the_group_layer_raises():
             codes.add(c.code)
     assert core._QUIET_CODES == (errors.StaleEpoch.code, errors.OtherRekeyPart.code)
     assert set(core._QUIET_CODES) <= codes
+
+
+def test_idle_turn_with_an_open_session_seals_nothing_and_reads_no_clock(tmp_path, monkeypatch):
+    """On a 32-bit board the wall clock is a big int and next_message builds
+    a list: an idle turn allocated 224 bytes (tools/bench/bench_node.py
+    --only heap). With an empty outbox the window is not looked at."""
+    from firmware import platform
+    from firmware.topic import Topic as T
+    calls = []
+    clock_now = platform.unix_time
+    monkeypatch.setattr(platform, "unix_time", lambda: calls.append("clock") or clock_now())
+    real_next = T.next_message
+    monkeypatch.setattr(T, "next_message", lambda self, *a: calls.append("next") or real_next(self, *a))
+    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()], "publish_interval_s": 1,
+           "link": "plaintext"}
+    n = runtime.Node(cfg, data_dir=str(tmp_path / "d"), log=lambda m: None)
+    _open_session(n)
+    del calls[:]
+    for _ in range(100):
+        n.turn(0)
+    assert calls == []
+    n.publish("field", "temp", 21.5, t=1)
+    n.turn(0)
+    assert "next" in calls and "clock" in calls
