@@ -135,6 +135,13 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
     for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
+    if "transport" in base:   # "wifi", "ble", "wifi+ble": checked by firmware/config.py
+        cfg["transport"] = base["transport"]
+        missing = [r for r in str(base["transport"]).split("+") if r not in profile["radios"]
+                   and base["transport"] in ("wifi", "ble", "wifi+ble")]   # others: the parser's message
+        if missing:
+            raise FlashError("transport %r: board %s has no %s radio (it has %s)" % (
+                base["transport"], profile["name"], " or ".join(missing), ", ".join(profile["radios"])))
     # The board checks the file with firmware/config.py; run the same check
     # here so a bad value is reported before anything is written.
     from firmware import config as fwconfig
