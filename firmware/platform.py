@@ -90,9 +90,11 @@ if sys.implementation.name == "micropython":
         holds a 1.2 KB datagram although a third of the heap is free
         (tools/bench/bench_rig.py, micropython.mem_info(1)). Collected
         first, the kept objects fill the lowest holes, next to the old ones.
-        One collection per reading or delivery: about a millisecond of the
-        hundreds a signature costs."""
-        gc.collect()
+        Only while the heap is tight (less than COMPACT_BELOW free): in a
+        roomy heap nothing needs a large block yet, and each collection
+        marks everything kept (some 200 KB with .mpy modules)."""
+        if gc.mem_free() < COMPACT_BELOW:
+            gc.collect()
 
     def keep_room():
         """Hold a free block for the next datagram read. Stock firmware's
@@ -149,6 +151,10 @@ RX_ROOM = 1264
 # hundreds of collections.
 GC_SHARE = 4
 GC_EVERY_MIN = 4096
+# compact() collects only below this much free heap: a quarter of the
+# smallest board heap the node runs in frozen (docs/node.md), several
+# times the largest block a turn needs (a 1.2 KB datagram).
+COMPACT_BELOW = 24576
 
 # MicroPython's unix port (sys.platform is "linux" on CPython too).
 IS_UNIX = sys.platform == "linux" and sys.implementation.name == "micropython"
