@@ -122,11 +122,15 @@ if sys.implementation.name == "micropython":
         only when the heap is full: the garbage of a signature check then
         never spreads over the whole heap, and what outlives it stays near
         the bottom, leaving the top in large free blocks for the datagrams.
-        Called once the node is built: a tight heap collects often (there
-        it matters), a roomy one seldom (each collection marks everything
-        kept, some 200 KB with .mpy modules)."""
+        Called once the node is built, and only for a tight heap (less
+        than GC_TIGHT free): each collection marks everything kept (some
+        200 KB with .mpy modules), and in a roomy heap, where fragmentation
+        costs nothing yet, a threshold made a reading take 70% more CPU
+        (tools/bench/bench_rig.py, .mpy in 600 KB: 72 against 42 ms)."""
         gc.collect()
-        gc.threshold(max(GC_EVERY_MIN, gc.mem_free() // GC_SHARE))
+        free = gc.mem_free()
+        if free < GC_TIGHT:
+            gc.threshold(max(GC_EVERY_MIN, free // GC_SHARE))
 else:
     def compact():
         pass   # CPython: reference counting frees the garbage at once
@@ -146,11 +150,12 @@ _room = None
 RX_ROOM = 1264
 
 # See collect_often: a quarter of the free heap keeps the garbage together
-# (frozen in an 86 KB heap: 96 KB without it); never below 4 KB, where a
-# signature check (hundreds of KB of big-int temporaries) would cost
-# hundreds of collections.
+# (frozen: 86 KB with a 16 KB threshold, 96 KB without); never below 4 KB,
+# where a signature check (hundreds of KB of big-int temporaries) would
+# cost hundreds of collections; none when more than GC_TIGHT is free.
 GC_SHARE = 4
 GC_EVERY_MIN = 4096
+GC_TIGHT = 65536
 # compact() collects only below this much free heap: a quarter of the
 # smallest board heap the node runs in frozen (docs/node.md), several
 # times the largest block a turn needs (a 1.2 KB datagram).
