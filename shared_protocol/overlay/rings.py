@@ -119,8 +119,10 @@ class Rings:
         self.max_age = max_age
         self.reply_timeout = reply_timeout
         self.topics = []        # sorted
-        # topic -> [entries, succ, pred]: entries [id, addr, stamp, pos]
-        # (distinct peers), succ/pred the nearest ids, nearest first.
+        # topic -> [entries, succ, pred]: entries [id, addr, stamp, pos,
+        # direct] (distinct peers; direct: the peer itself exchanged with
+        # this proxy, not only named by a third), succ/pred the nearest
+        # ids, nearest first.
         self._ring = {}
         self._conf = {}         # peer id -> list of confirmed topics
         self._conf_order = []   # least recently confirmed first
@@ -235,17 +237,30 @@ class Rings:
         if not self.topics:
             return None
         busy = [p[1] for p in self._pending]
-        # Every REFRESH_EVERY-th period (or when no peer can improve a
-        # ring) the oldest neighbour; otherwise the peer that improves most.
-        target = None
-        if clock % REFRESH_EVERY:
-            target = self._discovery(cands, busy)
+        # Partner, first match: a discovery peer when a topic has no ring
+        # neighbour at all; a ring neighbour only named by others so far
+        # (introduce ourselves: it learns us, we learn its side of the
+        # ring, as T-Man contacts the nearest); every REFRESH_EVERY-th
+        # period the oldest neighbour (liveness), otherwise the peer that
+        # improves most.
+        # The discovery peer is computed once; a topic that no other proxy
+        # subscribes stays without neighbours for ever, so an orphan topic
+        # wins only when a candidate can fill it.
+        disc, gain = self._discovery(cands, busy)
+        target = disc if gain >= ORPHAN_GAIN or clock % REFRESH_EVERY else None
+        if target is None:
+            target = self._unverified(busy)
         if target is None:
             target = self._oldest(busy)
         if target is None:
-            target = self._discovery(cands, busy)
+            target = disc
         if target is None:
             return None
+        if target is disc:
+            recent = self._recent
+            recent.append(disc[0])
+            if len(recent) > RECENT_MAX:
+                recent.pop(0)
         q_id, q_addr, q_filter = target
         topics = self._offer(q_id, q_filter, None, self.needy())
         nonce = self.rng.next64() & 0xFFFFFFFF
@@ -298,7 +313,7 @@ class Rings:
         """The candidate that would improve the most rings: for how many of
         my topics it subscribes (exactly, if it told me; else by its filter)
         and would sit nearer than my current farthest successor or
-        predecessor (or fill an empty slot)."""
+        predecessor (or fill an empty slot). Returns ((id, addr, filter), gain) or (None, 0)."""
         me = self.pos
         bits = self.bits
         k = self.hashes
@@ -343,11 +358,19 @@ class Rings:
                 if self.rng.next64() % ties == 0:
                     best = c
         if best is None:
-            return None
-        recent.append(best[0])
-        if len(recent) > RECENT_MAX:
-            recent.pop(0)
-        return best[0], best[1], best[3]
+            return None, 0
+        return (best[0], best[1], best[3]), best_g
+
+    def _unverified(self, busy):
+        """A ring neighbour (SIDE nearest on a side) that only others have
+        named to us: contacting it tells it about us at once, where it
+        would otherwise wait for a relay, and confirms it is alive."""
+        for t in self.topics:
+            r = self._ring[t]
+            for e in r[0]:
+                if not e[4] and (e[0] in r[1] or e[0] in r[2]) and e[0] not in busy:
+                    return e[0], e[1], None
+        return None
 
     def _oldest(self, busy):
         """The ring neighbour (the SIDE nearest on each side; the spare
@@ -407,28 +430,31 @@ class Rings:
                 continue    # a filter false positive on its side: ignored
             self._confirm(sender, t)
             es = self._ring[t][0]
-            changed = self._put(es, sender, addr, clock)
+            changed = self._put(es, sender, addr, clock, True)
             for e in item[1]:
                 if e[0] == me or e[2] > self.max_age or e[0] in dead:
                     continue
                 self._confirm(e[0], t)
-                changed = self._put(es, e[0], e[1], clock - e[2]) or changed
+                changed = self._put(es, e[0], e[1], clock - e[2], False) or changed
             if changed:
                 self._select(t)
         # A peer that answered is alive: refresh it everywhere it is a neighbour.
         for t in self.topics:
             for e in self._ring[t][0]:
-                if e[0] == sender and e[2] < clock:
+                if e[0] == sender:
                     e[2] = clock
+                    e[4] = True
 
-    def _put(self, es, i, a, stamp):
+    def _put(self, es, i, a, stamp, direct):
         for e in es:
             if e[0] == i:
                 if stamp > e[2]:
                     e[2] = stamp
                     e[1] = a
+                if direct:
+                    e[4] = True
                 return False
-        es.append([i, a, stamp, ids.pos(i)])
+        es.append([i, a, stamp, ids.pos(i), direct])
         return True
 
     def _select(self, t):
