@@ -184,6 +184,7 @@ class PolderCast:
         o = self.rings.tick(now, me[0], self.vicinity.entries() + pool)
         if o is not None:
             out.append(o)
+        out.extend(self.rings.introduce(now, me[0]))
         return out
 
     def unreachable(self, peer_id):

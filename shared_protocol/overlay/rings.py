@@ -62,6 +62,15 @@ REFRESH_EVERY = 2
 # improvements: from one neighbour the rest of the ring follows through
 # Rings exchanges, while a topic without any waits on VICINITY.
 ORPHAN_GAIN = 4
+# Confirmed subscribers remembered per topic, anywhere on its ring (the
+# most recently heard): the pool an exchange draws the entries nearest to
+# the *peer* from. Among 64 spread over a ring of 1,000, the nearest to any
+# position is about 8 places away, one or two exchanges from the truth.
+KNOWN_MAX = 64
+# Introductions per period on top of the period's exchange (introduce):
+# a proxy that just joined has up to 2 per topic to make, and is not
+# counted on for messages until they are made.
+INTRODUCE_MAX = 3
 # Peers removed as dead, remembered so that a neighbour's stale entry for
 # them is not taken back (until they speak to us themselves).
 DEAD_MAX = 64
@@ -100,6 +109,20 @@ def check_topics(topics):
                 raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
 
 
+def _bisect(a, x):
+    """Index of the first item of sorted list a that is >= x (MicroPython
+    has no bisect module)."""
+    lo = 0
+    hi = len(a)
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if a[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 class Rings:
     """One proxy's ring neighbours for each of its topics."""
 
@@ -119,10 +142,12 @@ class Rings:
         self.max_age = max_age
         self.reply_timeout = reply_timeout
         self.topics = []        # sorted
-        # topic -> [entries, succ, pred]: entries [id, addr, stamp, pos,
-        # direct] (distinct peers; direct: the peer itself exchanged with
-        # this proxy, not only named by a third), succ/pred the nearest
-        # ids, nearest first.
+        # topic -> [entries, succ, pred, kpos, known]: entries [id, addr,
+        # stamp, pos, direct] (distinct peers; direct: the peer itself
+        # exchanged with this proxy, not only named by a third), succ/pred
+        # the nearest ids, nearest first; known: up to KNOWN_MAX confirmed
+        # subscribers anywhere on the ring, [id, addr, stamp, pos] sorted by
+        # pos (kpos: their positions), the most recently heard kept.
         self._ring = {}
         self._conf = {}         # peer id -> list of confirmed topics
         self._conf_order = []   # least recently confirmed first
@@ -189,7 +214,7 @@ class Rings:
                 del ring[t]
         for t in ts:
             if t not in ring:
-                ring[t] = [[], [], []]
+                ring[t] = [[], [], [], [], []]
         self.topics = ts
 
     def remove(self, peer_id):
@@ -201,6 +226,7 @@ class Rings:
             if len(dead) > DEAD_MAX:
                 dead.pop(0)
         changed = False
+        p = ids.pos(peer_id)
         for t in self.topics:
             r = self._ring[t]
             es = r[0]
@@ -210,6 +236,11 @@ class Rings:
                     self._select(t)
                     changed = True
                     break
+            kp = r[3]
+            k = _bisect(kp, p)
+            if k < len(kp) and kp[k] == p:
+                kp.pop(k)
+                r[4].pop(k)
         if peer_id in self._conf:
             del self._conf[peer_id]
             self._conf_order.remove(peer_id)
@@ -261,6 +292,25 @@ class Rings:
             recent.append(disc[0])
             if len(recent) > RECENT_MAX:
                 recent.pop(0)
+        return self._request(now, my_filter, target)
+
+    def introduce(self, now, my_filter):
+        """A second exchange in this period, only when a nearest
+        neighbour (rank 1 on a side) is known from others alone: it cannot
+        send us a topic's messages before it learns of us, and a proxy that
+        just joined has one such neighbour per side and topic to meet.
+        Call after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most)."""
+        out = []
+        for _ in range(INTRODUCE_MAX):
+            if len(self._pending) >= PENDING_MAX:
+                break
+            target = self._unverified([p[1] for p in self._pending], 1)
+            if target is None:
+                break
+            out.append(self._request(now, my_filter, target))
+        return out
+
+    def _request(self, now, my_filter, target):
         q_id, q_addr, q_filter = target
         topics = self._offer(q_id, q_filter, None, self.needy())
         nonce = self.rng.next64() & 0xFFFFFFFF
@@ -361,16 +411,41 @@ class Rings:
             return None, 0
         return (best[0], best[1], best[3]), best_g
 
-    def _unverified(self, busy):
-        """A ring neighbour (SIDE nearest on a side) that only others have
-        named to us: contacting it tells it about us at once, where it
-        would otherwise wait for a relay, and confirms it is alive."""
+    def _unverified(self, busy, depth=SIDE):
+        """A ring neighbour within ``depth`` of this proxy on a side that
+        only others have named to us: contacting it tells it about us at
+        once, where it would otherwise wait for a relay, and confirms it is
+        alive. The nearest rank first over all topics (the rank-1
+        neighbours carry the messages), then the one on most topics."""
+        best = None
+        best_k = 0
+        for d in range(depth):
+            for t in self.topics:
+                r = self._ring[t]
+                for side in (r[1], r[2]):
+                    if len(side) <= d:
+                        continue
+                    i = side[d]
+                    if i in busy:
+                        continue
+                    for e in r[0]:
+                        if e[0] == i:
+                            if not e[4]:
+                                k = self._rank_count(i, d)
+                                if k > best_k:
+                                    best, best_k = e, k
+                            break
+            if best is not None:
+                return best[0], best[1], None
+        return None
+
+    def _rank_count(self, i, d):
+        k = 0
         for t in self.topics:
             r = self._ring[t]
-            for e in r[0]:
-                if not e[4] and (e[0] in r[1] or e[0] in r[2]) and e[0] not in busy:
-                    return e[0], e[1], None
-        return None
+            if i in r[1][:d + 1] or i in r[2][:d + 1]:
+                k += 1
+        return k
 
     def _oldest(self, busy):
         """The ring neighbour (the SIDE nearest on each side; the spare
@@ -409,10 +484,71 @@ class Rings:
                         hit = True
                         break
             if hit:
-                item = [t, [[e[0], e[1], min(clock - e[2], common.AGE_MAX)] for e in r[0] if e[0] != q_id]]
+                item = [t, self._nearest_to(r, q_id, clock)]
                 (first if t in needy else rest).append(item)
         out = first + rest
         return out[:RING_TOPICS_MAX]
+
+    def _nearest_to(self, r, q_id, clock):
+        """The KEEP nearest successors and predecessors *of q* among what
+        this proxy knows of the topic (its ring entries and the known
+        subscribers around q's position), as wire entries: T-Man's rule,
+        which lets a proxy far from q on the ring still hand it entries
+        next to it, so a newcomer finds its place in one or two exchanges
+        instead of walking the ring KEEP positions at a time."""
+        q = ids.pos(q_id)
+        kp = r[3]
+        ke = r[4]
+        n = len(kp)
+        floor = clock - self.max_age
+        cands = {}
+        for e in r[0]:
+            cands[e[0]] = e
+        if n:
+            k = _bisect(kp, q)
+            for d in range(-KEEP, KEEP + 1):
+                e = ke[(k + d) % n]
+                if e[2] >= floor and e[0] not in cands:
+                    cands[e[0]] = e
+            if n <= 2 * KEEP:
+                for e in ke:
+                    if e[2] >= floor and e[0] not in cands:
+                        cands[e[0]] = e
+        if q_id in cands:
+            del cands[q_id]
+        es = list(cands.values())
+        if len(es) > 2 * KEEP:
+            by_cw = sorted([(ids.cw(q, e[3]), x) for x, e in enumerate(es)])
+            by_ccw = sorted([(ids.ccw(q, e[3]), x) for x, e in enumerate(es)])
+            pick = []
+            for lst in (by_cw, by_ccw):
+                for d, x in lst[:KEEP]:
+                    if x not in pick:
+                        pick.append(x)
+            es = [es[x] for x in sorted(pick)]
+        return [[e[0], e[1], min(clock - e[2], common.AGE_MAX)] for e in es]
+
+    def _know(self, r, i, a, stamp):
+        """Remember a confirmed subscriber of the topic of ring r."""
+        kp = r[3]
+        ke = r[4]
+        p = ids.pos(i)
+        k = _bisect(kp, p)
+        if k < len(kp) and kp[k] == p:
+            e = ke[k]
+            if stamp > e[2]:
+                e[1] = a
+                e[2] = stamp
+            return
+        kp.insert(k, p)
+        ke.insert(k, [i, a, stamp, p])
+        if len(kp) > KNOWN_MAX:
+            old = 0
+            for x in range(1, len(ke)):
+                if ke[x][2] < ke[old][2]:
+                    old = x
+            kp.pop(old)
+            ke.pop(old)
 
     def _absorb(self, sender, addr, topics):
         """Merge what the peer named: itself (age 0) and its neighbours."""
@@ -430,12 +566,15 @@ class Rings:
                 continue    # a filter false positive on its side: ignored
             self._confirm(sender, t)
             es = self._ring[t][0]
+            r = self._ring[t]
             changed = self._put(es, sender, addr, clock, True)
+            self._know(r, sender, addr, clock)
             for e in item[1]:
                 if e[0] == me or e[2] > self.max_age or e[0] in dead:
                     continue
                 self._confirm(e[0], t)
                 changed = self._put(es, e[0], e[1], clock - e[2], False) or changed
+                self._know(r, e[0], e[1], clock - e[2])
             if changed:
                 self._select(t)
         # A peer that answered is alive: refresh it everywhere it is a neighbour.
