@@ -10,7 +10,7 @@ from shared_protocol.rand import Rng
 
 ADDR = b"\x0a\x00\x00\x01\x1f\x90"
 BITS = 256
-K = 2
+K = profile.DEFAULT_HASHES
 
 
 def pid(x):

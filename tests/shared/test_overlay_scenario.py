@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "5f8cf4954ce7f08df1fb83a75b3c0c89543e04d7a10d411f7c61910323f851cc"
+SCENARIO_DIGEST = "cfff945da95de3f2e2ff1c76f9d7c542609a863508d6ed11c955943ca5ef39d0"
