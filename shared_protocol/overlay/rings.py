@@ -1,31 +1,43 @@
 """PolderCast's Rings module, sans-I/O (Setty, van Steen, Vitenberg,
 Voulgaris, "PolderCast: Fast, Robust, and Scalable Architecture for P2P
-Topic-based Pub/Sub", Middleware 2012, section 3.3).
+Topic-based Pub/Sub", Middleware 2012, section 3.3), with T-Man's rule for
+what an exchange carries (Jelasity, Montresor, Babaoglu, "T-Man:
+Gossip-based fast overlay topology construction", Computer Networks 2009).
 
 For every topic it subscribes, a proxy keeps its 2 nearest successors and 2
 nearest predecessors among the topic's subscribers, ordered by proxy id on a
 ring that wraps: the successor of the largest id is the smallest
-(ids.cw/ccw). Once per period it runs one exchange with one peer covering
-every topic the two share: each side names, for each shared topic, itself
-and its ring neighbours, and each keeps the nearest of what it knew and what
-it got. Topics with empty ring slots (*needy*) go first in a message. The
-partner: the VICINITY or CYCLON peer that would improve the most of this
-proxy's rings (it subscribes, by its filter or by what it said before, and
-its id falls nearer than a current neighbour or into an empty slot); one
-period in REFRESH_EVERY, or when no peer improves anything, the oldest ring
-neighbour (refresh; a silent one is dropped from every ring after
-``reply_timeout``, like CYCLON's oldest).
+(ids.cw/ccw). They are the nearest, on each side, of the topic's *known*
+subscribers: up to KNOWN_MAX confirmed subscribers anywhere on the ring,
+sorted by ring position, the nearest KEEP per side always kept and the rest
+the most recently heard of.
+
+Once per period a proxy runs one exchange with one peer covering every
+topic the two share: each side names, for each shared topic, itself and the
+KEEP known subscribers nearest to *the other side* on each side of it, and
+each remembers what it got. Topics with empty ring slots (*needy*) go first
+in a message. The partner, in this order: a VICINITY or CYCLON peer that
+gives a topic its first neighbour; one period in REFRESH_EVERY the peer
+that would improve the most of this proxy's rings (it subscribes, by its
+filter or by what it said before, and its id falls nearer than a current
+neighbour); a ring neighbour known only from others (it learns of us and
+we of its side of the ring); the oldest ring neighbour (liveness: a silent
+one is dropped from every ring after ``reply_timeout``, like CYCLON's
+oldest). On top of that, up to INTRODUCE_MAX nearest neighbours known only
+from others are contacted in the same period (``introduce``): a newcomer
+gets no message until its neighbours have heard of it.
 
 Exact topics are named only here, and only for topics the peer's Bloom
 filter (or its earlier messages) say it has. A peer that names a topic (or
-is named as a ring neighbour for it by a peer that did) is *confirmed* for
-it: dissemination sends a topic's messages only to confirmed subscribers,
+is named as a subscriber of it by a peer that did) is *confirmed* for it:
+dissemination sends a topic's messages only to confirmed subscribers,
 never on the strength of a filter, whose false positives would break
 relay-freedom.
 
-Entries age by one per period; one older than ``max_age`` is dropped (a live
-neighbour is refreshed much sooner: it and its own neighbours talk to this
-proxy every few periods).
+Entries age by one per period; a ring neighbour older than ``max_age`` is
+dropped (a live one is refreshed far sooner: it and its own neighbours talk
+to this proxy every few periods), and an older known subscriber is no
+longer passed on.
 """
 from shared_protocol.wire import envelope
 from shared_protocol.overlay import common, ids
@@ -33,20 +45,20 @@ from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Out
 from shared_protocol.overlay.profile import topic_mask
 
 SIDE = 2                 # successors and predecessors used per topic (paper)
-# Successors and predecessors *kept* per topic and sent in exchanges: the 2
-# used plus 2 more on each side. A peer then learns the ring up to 4 hops
-# away from each exchange (as T-Man sends the entries nearest to the
-# receiver), which is what closes the last gaps of a 1,000-proxy ring
-# within 30 periods, and a dead neighbour has a replacement at hand.
+# Known subscribers sent per side in exchanges, nearest to the receiver:
+# the receiver's 2 ring neighbours plus 2 spares on each side, so a dead
+# neighbour has a replacement at hand and an exchange teaches the ring up
+# to 4 places away.
 KEEP = 4
 # Topics in one exchange: needy ones first. 16 x (topic + 8 entries of at
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
 RING_TOPICS_MAX = 16
 PENDING_MAX = 4
-# Peers whose confirmed topics are remembered: a proxy's ring neighbours
-# (4 per topic) plus its VICINITY and CYCLON views with room to spare.
-CONFIRMED_MAX = 512
+# Peers remembered as having named, in one exchange with us, every topic we
+# share (so their filter's false positives are not asked again): the ring
+# neighbours of a proxy's topics and its VICINITY and CYCLON views.
+DIRECT_MAX = 256
 # Discovery partners asked recently, skipped for a while so one bad match
 # (a filter false positive) is not asked every other period.
 RECENT_MAX = 16
@@ -55,21 +67,23 @@ RECENT_MAX = 16
 # reports links that fail (``remove``). Live ones are refreshed by every
 # exchange with them or with a common neighbour, far more often than this.
 DEFAULT_MAX_AGE = 30
-# One period in this many the exchange refreshes the oldest ring neighbour
-# (liveness) even when a discovery partner would improve a ring.
+# One period in this many the exchange goes to the discovery peer, the
+# others to a neighbour known only from others or the oldest neighbour.
 REFRESH_EVERY = 2
 # A peer that gives a topic its first ring neighbour counts as this many
 # improvements: from one neighbour the rest of the ring follows through
 # Rings exchanges, while a topic without any waits on VICINITY.
 ORPHAN_GAIN = 4
-# Confirmed subscribers remembered per topic, anywhere on its ring (the
-# most recently heard): the pool an exchange draws the entries nearest to
-# the *peer* from. Among 64 spread over a ring of 1,000, the nearest to any
-# position is about 8 places away, one or two exchanges from the truth.
-KNOWN_MAX = 64
+# Confirmed subscribers remembered per topic, anywhere on its ring: the
+# pool an exchange draws the entries nearest to the *peer* from (T-Man).
+# Among 48 spread over a ring of 1,000 the nearest to any position is about
+# 10 places away, two exchanges from the truth; without them a newcomer
+# walked the ring KEEP places per exchange and a 1,000-proxy ring took
+# over 10 periods to hear of it (1% churn per round then lost 2-3% of
+# deliveries).
+KNOWN_MAX = 48
 # Introductions per period on top of the period's exchange (introduce):
-# a proxy that just joined has up to 2 per topic to make, and is not
-# counted on for messages until they are made.
+# a proxy that just joined has 2 per topic to make.
 INTRODUCE_MAX = 3
 # Peers removed as dead, remembered so that a neighbour's stale entry for
 # them is not taken back (until they speak to us themselves).
@@ -123,6 +137,48 @@ def _bisect(a, x):
     return lo
 
 
+class _Ring:
+    """One topic's ring as this proxy knows it. ``kpos``: positions of the
+    known subscribers, sorted; ``ke``: their entries [id, addr, stamp, pos,
+    direct] in the same order (direct: the peer itself exchanged with us,
+    not only named by a third); ``kd``: id -> entry; ``at``: index in kpos
+    where this proxy's own position would go; ``succ``/``pred``: the SIDE
+    nearest ids on each side, nearest first."""
+
+    __slots__ = ("kpos", "ke", "kd", "at", "succ", "pred")
+
+    def __init__(self):
+        self.kpos = []
+        self.ke = []
+        self.kd = {}
+        self.at = 0
+        self.succ = []
+        self.pred = []
+
+    def select(self, me):
+        kpos = self.kpos
+        ke = self.ke
+        n = len(kpos)
+        k = self.at = _bisect(kpos, me)
+        m = SIDE if n > SIDE else n
+        self.succ = [ke[(k + d) % n][0] for d in range(m)]
+        self.pred = [ke[(k - 1 - d) % n][0] for d in range(m)]
+
+    def near(self, depth):
+        """Entries of the ``depth`` nearest on each side (no repeats)."""
+        ke = self.ke
+        n = len(ke)
+        if n <= 2 * depth:
+            return list(ke)
+        k = self.at
+        return [ke[(k + d) % n] for d in range(depth)] + [ke[(k - 1 - d) % n] for d in range(depth)]
+
+    def drop(self, x):
+        e = self.ke.pop(x)
+        self.kpos.pop(x)
+        del self.kd[e[0]]
+
+
 class Rings:
     """One proxy's ring neighbours for each of its topics."""
 
@@ -142,15 +198,10 @@ class Rings:
         self.max_age = max_age
         self.reply_timeout = reply_timeout
         self.topics = []        # sorted
-        # topic -> [entries, succ, pred, kpos, known]: entries [id, addr,
-        # stamp, pos, direct] (distinct peers; direct: the peer itself
-        # exchanged with this proxy, not only named by a third), succ/pred
-        # the nearest ids, nearest first; known: up to KNOWN_MAX confirmed
-        # subscribers anywhere on the ring, [id, addr, stamp, pos] sorted by
-        # pos (kpos: their positions), the most recently heard kept.
-        self._ring = {}
-        self._conf = {}         # peer id -> list of confirmed topics
-        self._conf_order = []   # least recently confirmed first
+        self._ring = {}         # topic -> _Ring
+        self._masks = {}        # topic -> its filter bits
+        self._direct = {}       # peer id -> 1: named all we share in one exchange
+        self._direct_order = []
         self._recent = []
         self._dead = []
         self._pending = []      # [nonce, peer_id, deadline, addr]
@@ -160,45 +211,52 @@ class Rings:
 
     def successors(self, topic):
         r = self._ring.get(topic)
-        return r[1] if r else []
+        return r.succ if r else []
 
     def predecessors(self, topic):
         r = self._ring.get(topic)
-        return r[2] if r else []
+        return r.pred if r else []
 
     def neighbours(self, topic):
-        """Entries [id, addr, age] kept for the topic: its ring neighbours
-        and the spares beyond them (KEEP per side)."""
+        """Entries [id, addr, age] of the KEEP nearest known subscribers
+        on each side (the ring neighbours and their spares)."""
         r = self._ring.get(topic)
         if not r:
             return []
         c = self._clock
-        return [[e[0], e[1], c - e[2]] for e in r[0]]
+        return [[e[0], e[1], c - e[2]] for e in r.near(KEEP)]
+
+    def known(self, topic):
+        """Ids of the known (confirmed) subscribers of the topic."""
+        r = self._ring.get(topic)
+        return list(r.kd) if r else []
 
     def addr_of(self, peer_id):
         for t in self.topics:
-            for e in self._ring[t][0]:
-                if e[0] == peer_id:
-                    return e[1]
+            e = self._ring[t].kd.get(peer_id)
+            if e is not None:
+                return e[1]
         return None
 
     def confirmed(self, peer_id, topic):
-        ts = self._conf.get(peer_id)
-        return ts is not None and topic in ts[1]
+        r = self._ring.get(topic)
+        return r is not None and peer_id in r.kd
 
     def needy(self):
         """Topics with an empty successor or predecessor slot, sorted."""
-        return [t for t in self.topics if len(self._ring[t][1]) < SIDE or len(self._ring[t][2]) < SIDE]
+        ring = self._ring
+        return [t for t in self.topics if len(ring[t].succ) < SIDE]
 
     def needy_mask(self):
         """Filter bits of the topics VICINITY should find peers for: the
         topics with no ring neighbour at all if there are any (a topic with
         one neighbour completes through Rings exchanges with it), else the
         topics with an empty slot."""
-        ts = [t for t in self.topics if not self._ring[t][0]] or self.needy()
+        ring = self._ring
+        ts = [t for t in self.topics if not ring[t].succ] or self.needy()
         m = 0
         for t in ts:
-            m |= topic_mask(t, self.bits, self.hashes)
+            m |= self._masks[t]
         return m
 
     def pending(self):
@@ -212,9 +270,11 @@ class Rings:
         for t in list(ring.keys()):
             if t not in ts:
                 del ring[t]
+                del self._masks[t]
         for t in ts:
             if t not in ring:
-                ring[t] = [[], [], [], [], []]
+                ring[t] = _Ring()
+                self._masks[t] = topic_mask(t, self.bits, self.hashes)
         self.topics = ts
 
     def remove(self, peer_id):
@@ -229,21 +289,13 @@ class Rings:
         p = ids.pos(peer_id)
         for t in self.topics:
             r = self._ring[t]
-            es = r[0]
-            for i in range(len(es)):
-                if es[i][0] == peer_id:
-                    es.pop(i)
-                    self._select(t)
-                    changed = True
-                    break
-            kp = r[3]
-            k = _bisect(kp, p)
-            if k < len(kp) and kp[k] == p:
-                kp.pop(k)
-                r[4].pop(k)
-        if peer_id in self._conf:
-            del self._conf[peer_id]
-            self._conf_order.remove(peer_id)
+            if peer_id in r.kd:
+                r.drop(_bisect(r.kpos, p))
+                r.select(self.pos)
+                changed = True
+        if peer_id in self._direct:
+            del self._direct[peer_id]
+            self._direct_order.remove(peer_id)
         return changed
 
     # --- the protocol ----------------------------------------------------
@@ -256,34 +308,40 @@ class Rings:
         self._clock += 1
         clock = self._clock
         floor = clock - self.max_age
+        me = self.pos
         for t in self.topics:
-            es = self._ring[t][0]
-            old = [e for e in es if e[2] < floor]
+            r = self._ring[t]
+            old = [e for e in r.near(SIDE) if e[2] < floor]
             if old:
                 for e in old:
-                    es.remove(e)
-                self._select(t)
+                    r.drop(_bisect(r.kpos, e[3]))
+                r.select(me)
         if len(self._pending) >= PENDING_MAX:
             self._forget(0)
         if not self.topics:
             return None
         busy = [p[1] for p in self._pending]
-        # Partner, first match: a discovery peer when a topic has no ring
-        # neighbour at all; a ring neighbour only named by others so far
-        # (introduce ourselves: it learns us, we learn its side of the
-        # ring, as T-Man contacts the nearest); every REFRESH_EVERY-th
-        # period the oldest neighbour (liveness), otherwise the peer that
-        # improves most.
-        # The discovery peer is computed once; a topic that no other proxy
-        # subscribes stays without neighbours for ever, so an orphan topic
-        # wins only when a candidate can fill it.
-        disc, gain = self._discovery(cands, busy)
+        # The discovery peer is computed only when it may be used; a topic
+        # that no other proxy subscribes has no neighbour for ever, so an
+        # orphan topic wins only when a candidate can fill it.
+        ring = self._ring
+        orphan = False
+        for t in self.topics:
+            if not ring[t].succ:
+                orphan = True
+                break
+        disc = None
+        gain = 0
+        if orphan or clock % REFRESH_EVERY:
+            disc, gain = self._discovery(cands, busy)
         target = disc if gain >= ORPHAN_GAIN or clock % REFRESH_EVERY else None
         if target is None:
-            target = self._unverified(busy)
+            target = self._unverified(busy, SIDE)
         if target is None:
             target = self._oldest(busy)
         if target is None:
+            if disc is None:
+                disc, gain = self._discovery(cands, busy)
             target = disc
         if target is None:
             return None
@@ -295,11 +353,11 @@ class Rings:
         return self._request(now, my_filter, target)
 
     def introduce(self, now, my_filter):
-        """A second exchange in this period, only when a nearest
-        neighbour (rank 1 on a side) is known from others alone: it cannot
-        send us a topic's messages before it learns of us, and a proxy that
-        just joined has one such neighbour per side and topic to meet.
-        Call after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most)."""
+        """More exchanges in this period, only while a nearest neighbour
+        (rank 1 on a side) is known from others alone: it sends us none of
+        the topic's messages before it learns of us, and a proxy that just
+        joined has one such neighbour per side and topic to meet. Call
+        after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most)."""
         out = []
         for _ in range(INTRODUCE_MAX):
             if len(self._pending) >= PENDING_MAX:
@@ -363,42 +421,40 @@ class Rings:
         """The candidate that would improve the most rings: for how many of
         my topics it subscribes (exactly, if it told me; else by its filter)
         and would sit nearer than my current farthest successor or
-        predecessor (or fill an empty slot). Returns ((id, addr, filter), gain) or (None, 0)."""
+        predecessor (or fill an empty slot). Returns ((id, addr, filter),
+        gain) or (None, 0)."""
         me = self.pos
-        bits = self.bits
-        k = self.hashes
         info = []
+        ring = self._ring
         for t in self.topics:
-            r = self._ring[t]
-            succ, pred = r[1], r[2]
+            r = ring[t]
+            succ, pred = r.succ, r.pred
             sb = ids.cw(me, ids.pos(succ[-1])) if len(succ) >= SIDE else ids.RING
             pb = ids.ccw(me, ids.pos(pred[-1])) if len(pred) >= SIDE else ids.RING
-            info.append((t, topic_mask(t, bits, k), sb, pb, succ, pred))
-        conf = self._conf
+            info.append((self._masks[t], sb, pb, r.kd, succ))
+        direct = self._direct
         recent = self._recent
+        my_id = self.id
         best = None
         best_g = 0
         ties = 0
         for c in cands:
             i = c[0]
-            if i == self.id or i in busy or i in recent:
+            if i == my_id or i in busy or i in recent:
                 continue
-            known = conf.get(i)
-            direct = known is not None and known[0]
+            exact = i in direct
             f = c[3]
             p = ids.pos(i)
             g = 0
-            for t, m, sb, pb, succ, pred in info:
-                if direct:
-                    if t not in known[1]:
+            for m, sb, pb, kd, succ in info:
+                if exact:
+                    if i not in kd:
                         continue
                 elif f & m != m:
                     continue
-                if i in succ or i in pred:
-                    continue
                 if not succ:
                     g += ORPHAN_GAIN
-                elif ids.cw(me, p) < sb or ids.ccw(me, p) < pb:
+                elif ((p - me) & ids.MASK) < sb or ((me - p) & ids.MASK) < pb:
                     g += 1
             if g > best_g:
                 best, best_g, ties = c, g, 1
@@ -411,78 +467,64 @@ class Rings:
             return None, 0
         return (best[0], best[1], best[3]), best_g
 
-    def _unverified(self, busy, depth=SIDE):
-        """A ring neighbour within ``depth`` of this proxy on a side that
-        only others have named to us: contacting it tells it about us at
-        once, where it would otherwise wait for a relay, and confirms it is
-        alive. The nearest rank first over all topics (the rank-1
-        neighbours carry the messages), then the one on most topics."""
-        best = None
-        best_k = 0
+    def _unverified(self, busy, depth):
+        """A ring neighbour within ``depth`` places on a side that only
+        others have named to us: contacting it tells it about us at once,
+        where it would otherwise wait for a relay, and confirms it is
+        alive. Nearer ranks first over all topics (the rank-1 neighbours
+        carry the messages), then the one that is a neighbour on most
+        topics."""
+        ring = self._ring
         for d in range(depth):
+            best = None
+            best_k = 0
             for t in self.topics:
-                r = self._ring[t]
-                for side in (r[1], r[2]):
+                r = ring[t]
+                for side in (r.succ, r.pred):
                     if len(side) <= d:
                         continue
                     i = side[d]
-                    if i in busy:
+                    e = r.kd[i]
+                    if e[4] or i in busy:
                         continue
-                    for e in r[0]:
-                        if e[0] == i:
-                            if not e[4]:
-                                k = self._rank_count(i, d)
-                                if k > best_k:
-                                    best, best_k = e, k
-                            break
+                    k = 0
+                    for u in self.topics:
+                        ru = ring[u]
+                        if i in ru.succ[:d + 1] or i in ru.pred[:d + 1]:
+                            k += 1
+                    if k > best_k:
+                        best, best_k = e, k
             if best is not None:
                 return best[0], best[1], None
         return None
 
-    def _rank_count(self, i, d):
-        k = 0
-        for t in self.topics:
-            r = self._ring[t]
-            if i in r[1][:d + 1] or i in r[2][:d + 1]:
-                k += 1
-        return k
-
     def _oldest(self, busy):
-        """The ring neighbour (the SIDE nearest on each side; the spare
-        entries beyond them only age) heard from least recently."""
+        """The ring neighbour (SIDE nearest on each side) heard from least
+        recently."""
         best = None
+        ring = self._ring
         for t in self.topics:
-            r = self._ring[t]
-            for e in r[0]:
-                i = e[0]
-                if (i in r[1] or i in r[2]) and i not in busy and (best is None or e[2] < best[2]):
+            for e in ring[t].near(SIDE):
+                if e[0] not in busy and (best is None or e[2] < best[2]):
                     best = e
         if best is None:
             return None
         return best[0], best[1], None
 
     def _offer(self, q_id, q_filter, named, needy):
-        """The [topic, entries] list for peer q: my topics it has (by its
-        filter, by naming them, or by being my ring neighbour for them),
-        needy topics first, at most RING_TOPICS_MAX."""
-        bits = self.bits
-        k = self.hashes
-        conf = self._conf.get(q_id)
-        conf = conf[1] if conf is not None else None
+        """The [topic, entries] list for peer q: my topics it has (by
+        naming them, by being confirmed for them, or by its filter), needy
+        topics first, at most RING_TOPICS_MAX."""
         first = []
         rest = []
         clock = self._clock
+        ring = self._ring
         for t in self.topics:
-            r = self._ring[t]
-            hit = (named is not None and t in named) or (conf is not None and t in conf)
+            r = ring[t]
+            hit = (named is not None and t in named) or q_id in r.kd
             if not hit and q_filter is not None:
-                m = topic_mask(t, bits, k)
+                m = self._masks[t]
                 hit = q_filter & m == m
-            if not hit:
-                for e in r[0]:
-                    if e[0] == q_id:
-                        hit = True
-                        break
             if hit:
                 item = [t, self._nearest_to(r, q_id, clock)]
                 (first if t in needy else rest).append(item)
@@ -490,142 +532,111 @@ class Rings:
         return out[:RING_TOPICS_MAX]
 
     def _nearest_to(self, r, q_id, clock):
-        """The KEEP nearest successors and predecessors *of q* among what
-        this proxy knows of the topic (its ring entries and the known
-        subscribers around q's position), as wire entries: T-Man's rule,
-        which lets a proxy far from q on the ring still hand it entries
-        next to it, so a newcomer finds its place in one or two exchanges
-        instead of walking the ring KEEP positions at a time."""
-        q = ids.pos(q_id)
-        kp = r[3]
-        ke = r[4]
-        n = len(kp)
+        """The KEEP known subscribers nearest to q on each side of it, as
+        wire entries [id, addr, age]: T-Man's rule, so a proxy far from q
+        on the ring still hands it entries next to it."""
+        kpos = r.kpos
+        ke = r.ke
+        n = len(kpos)
         floor = clock - self.max_age
-        cands = {}
-        for e in r[0]:
-            cands[e[0]] = e
-        if n:
-            k = _bisect(kp, q)
-            for d in range(-KEEP, KEEP + 1):
-                e = ke[(k + d) % n]
-                if e[2] >= floor and e[0] not in cands:
-                    cands[e[0]] = e
-            if n <= 2 * KEEP:
-                for e in ke:
-                    if e[2] >= floor and e[0] not in cands:
-                        cands[e[0]] = e
-        if q_id in cands:
-            del cands[q_id]
-        es = list(cands.values())
-        if len(es) > 2 * KEEP:
-            by_cw = sorted([(ids.cw(q, e[3]), x) for x, e in enumerate(es)])
-            by_ccw = sorted([(ids.ccw(q, e[3]), x) for x, e in enumerate(es)])
-            pick = []
-            for lst in (by_cw, by_ccw):
-                for d, x in lst[:KEEP]:
-                    if x not in pick:
-                        pick.append(x)
-            es = [es[x] for x in sorted(pick)]
-        return [[e[0], e[1], min(clock - e[2], common.AGE_MAX)] for e in es]
-
-    def _know(self, r, i, a, stamp):
-        """Remember a confirmed subscriber of the topic of ring r."""
-        kp = r[3]
-        ke = r[4]
-        p = ids.pos(i)
-        k = _bisect(kp, p)
-        if k < len(kp) and kp[k] == p:
-            e = ke[k]
-            if stamp > e[2]:
-                e[1] = a
-                e[2] = stamp
-            return
-        kp.insert(k, p)
-        ke.insert(k, [i, a, stamp, p])
-        if len(kp) > KNOWN_MAX:
-            old = 0
-            for x in range(1, len(ke)):
-                if ke[x][2] < ke[old][2]:
-                    old = x
-            kp.pop(old)
-            ke.pop(old)
+        out = []
+        if not n:
+            return out
+        k = _bisect(kpos, ids.pos(q_id))
+        got = 0
+        x = 0
+        while got < KEEP and x < n:
+            e = ke[(k + x) % n]
+            x += 1
+            if e[0] != q_id and e[2] >= floor:
+                out.append(e)
+                got += 1
+        got = 0
+        y = 1
+        while got < KEEP and y <= n - x:
+            e = ke[(k - y) % n]
+            y += 1
+            if e[0] != q_id and e[2] >= floor:
+                out.append(e)
+                got += 1
+        age_max = common.AGE_MAX
+        return [[e[0], e[1], clock - e[2] if clock - e[2] < age_max else age_max] for e in out]
 
     def _absorb(self, sender, addr, topics):
-        """Merge what the peer named: itself (age 0) and its neighbours."""
+        """Remember what the peer named: itself (age 0) for every topic it
+        named, and the subscribers it named with them."""
         clock = self._clock
         me = self.id
-        # What the sender named is all we share: remember it as exact, so
-        # its filter's false positives are not asked again.
-        self._confirm(sender, None)
+        # What the sender named is all we share: remember that, so its
+        # filter's false positives are not asked again.
+        direct = self._direct
+        if sender not in direct:
+            direct[sender] = 1
+            order = self._direct_order
+            order.append(sender)
+            if len(order) > DIRECT_MAX:
+                del direct[order.pop(0)]
         dead = self._dead
         if sender in dead:
             dead.remove(sender)
+        ring = self._ring
+        max_age = self.max_age
         for item in topics:
-            t = item[0]
-            if t not in self._ring:
+            r = ring.get(item[0])
+            if r is None:
                 continue    # a filter false positive on its side: ignored
-            self._confirm(sender, t)
-            es = self._ring[t][0]
-            r = self._ring[t]
-            changed = self._put(es, sender, addr, clock, True)
-            self._know(r, sender, addr, clock)
+            changed = self._know(r, sender, addr, clock, True)
             for e in item[1]:
-                if e[0] == me or e[2] > self.max_age or e[0] in dead:
+                i = e[0]
+                if i == me or e[2] > max_age or i in dead:
                     continue
-                self._confirm(e[0], t)
-                changed = self._put(es, e[0], e[1], clock - e[2], False) or changed
-                self._know(r, e[0], e[1], clock - e[2])
+                if self._know(r, i, e[1], clock - e[2], False):
+                    changed = True
             if changed:
-                self._select(t)
-        # A peer that answered is alive: refresh it everywhere it is a neighbour.
+                r.select(self.pos)
+        # A peer that answered is alive: refresh it wherever we know it.
         for t in self.topics:
-            for e in self._ring[t][0]:
-                if e[0] == sender:
-                    e[2] = clock
-                    e[4] = True
+            e = ring[t].kd.get(sender)
+            if e is not None:
+                e[2] = clock
+                e[4] = True
 
-    def _put(self, es, i, a, stamp, direct):
-        for e in es:
-            if e[0] == i:
-                if stamp > e[2]:
-                    e[2] = stamp
-                    e[1] = a
-                if direct:
-                    e[4] = True
-                return False
-        es.append([i, a, stamp, ids.pos(i), direct])
+    def _know(self, r, i, a, stamp, direct):
+        """Remember a confirmed subscriber of ring r. True if it is new."""
+        e = r.kd.get(i)
+        if e is not None:
+            if stamp > e[2]:
+                e[1] = a
+                e[2] = stamp
+            if direct:
+                e[4] = True
+            return False
+        kpos = r.kpos
+        ke = r.ke
+        p = ids.pos(i)
+        k = _bisect(kpos, p)
+        e = [i, a, stamp, p, direct]
+        kpos.insert(k, p)
+        ke.insert(k, e)
+        r.kd[i] = e
+        n = len(kpos)
+        if p < self.pos:
+            r.at += 1
+        if n > KNOWN_MAX:
+            # Forget the least recently heard, never one of the KEEP
+            # nearest on a side (the ring neighbours and their spares).
+            at = r.at
+            old = -1
+            for x in range(n):
+                d = (x - at) % n
+                if d < KEEP or d >= n - KEEP:
+                    continue
+                if old < 0 or ke[x][2] < ke[old][2]:
+                    old = x
+            r.drop(old)
+            if old < at:
+                r.at -= 1
         return True
-
-    def _select(self, t):
-        """Keep the KEEP nearest successors and predecessors (wrap-aware);
-        the SIDE nearest of each are the ring neighbours."""
-        r = self._ring[t]
-        es = r[0]
-        me = self.pos
-        by_cw = sorted([(ids.cw(me, e[3]), e[0]) for e in es])
-        by_ccw = sorted([(ids.ccw(me, e[3]), e[0]) for e in es])
-        succ = [x[1] for x in by_cw[:KEEP]]
-        pred = [x[1] for x in by_ccw[:KEEP]]
-        r[1] = succ[:SIDE]
-        r[2] = pred[:SIDE]
-        if len(es) > len(succ) + len(pred):
-            r[0] = [e for e in es if e[0] in succ or e[0] in pred]
-
-    def _confirm(self, peer_id, topic):
-        """Record that peer_id subscribes topic; topic None: the peer itself
-        just told us every topic we share (its entry becomes exact)."""
-        conf = self._conf
-        ts = conf.get(peer_id)
-        order = self._conf_order
-        if ts is None:
-            ts = conf[peer_id] = [False, []]
-            order.append(peer_id)
-            if len(order) > CONFIRMED_MAX:
-                del conf[order.pop(0)]
-        if topic is None:
-            ts[0] = True
-        elif topic not in ts[1]:
-            ts[1].append(topic)
 
     def _forget(self, i):
         ex = self._pending.pop(i)

@@ -299,11 +299,14 @@ def test_dissemination_random_targets_come_from_vicinity_and_cyclon():
     # subscribers only, never the sender.
     t = topic("news")
     node = PolderCast(b"key-9", ADDR, Rng(2), topics=[t])
-    ring_peer = pid(5)
-    friend = pid(77)                      # in VICINITY, confirmed, not on the ring
+    me = ids.pos(node.id)
+    near = [pid((me + d) % ids.RING) for d in (1, 2, -1, -2)]
+    ring_peer = near[0]                   # the nearest successor
+    friend = pid((me + ids.RING // 2) % ids.RING)  # in VICINITY, confirmed, far from the ring slots
     stranger = pid(78)                    # in CYCLON, never said it subscribes
-    node.rings._absorb(ring_peer, ADDR, [[t, []]])
-    node.rings._confirm(friend, t)
+    node.rings._absorb(ring_peer, ADDR, [[t, [[p, ADDR, 0] for p in near[1:]]]])
+    node.rings._absorb(friend, ADDR, [[t, []]])
+    assert node.rings.successors(t) == near[:2] and node.rings.confirmed(friend, t)
     node.vicinity._view.append([friend, ADDR, 0, 0, 0, b""])
     node.cyclon.add_seed(stranger, ADDR)
     assert node.random_pool(t) == [friend]
@@ -314,7 +317,9 @@ def test_dissemination_random_targets_come_from_vicinity_and_cyclon():
         for o in outs[1:]:
             targets.add(o.peer_id)
             assert o.message.values[2] == node.id and o.message.values[3] == 2
-    assert targets == set([friend])       # not back to the ring peer, never the stranger
+    # the opposite ring neighbour, and the random one from the views: never
+    # back to the ring peer, never the stranger, never a ring spare
+    assert targets == set([near[2], friend]), targets
 
 
 def test_data_is_relay_free_and_deduplicated():
@@ -404,7 +409,7 @@ def test_a_failed_link_reroutes_data_to_the_next_ring_neighbour():
     again = node.send_failed(dead)
     assert [o.peer_id for o in again] == [s2]
     assert again[0].message.values[:4] == [t, b"m1", node.id, 1]
-    assert node.rings.successors(t) == [s2] and s1 not in node.rings._conf
+    assert node.rings.successors(t) == [s2] and not node.rings.confirmed(s1, t)
     # a gossip message to a dead peer: dropped, nothing to resend
     node.cyclon.add_seed(s2, ADDR)
     assert node.send_failed(node.tick(0)[0]) == []

@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "cfff945da95de3f2e2ff1c76f9d7c542609a863508d6ed11c955943ca5ef39d0"
+SCENARIO_DIGEST = "64645d5e9a14507967efd1d695f746a1380c33f694c8dac3c8cf2acab8a7bd93"
