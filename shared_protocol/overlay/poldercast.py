@@ -339,10 +339,16 @@ class PolderCast:
 
     def random_pool(self, topic):
         """Confirmed subscribers of the topic in the VICINITY and CYCLON views."""
-        r = self.rings
         out = []
-        for i in self.vicinity.ids + self.cyclon.ids:
-            if i not in out and r.confirmed(i, topic):
+        kd = self.rings.known_map(topic)
+        if not kd:
+            return out
+        for e in self.vicinity._view:
+            i = e[0]
+            if i in kd:
+                out.append(i)
+        for i in self.cyclon.ids:
+            if i in kd and i not in out:
                 out.append(i)
         return out
 

@@ -231,6 +231,12 @@ class Rings:
         r = self._ring.get(topic)
         return list(r.kd) if r else []
 
+    def known_map(self, topic):
+        """id -> entry of the known subscribers of the topic (read only),
+        or None."""
+        r = self._ring.get(topic)
+        return r.kd if r else None
+
     def addr_of(self, peer_id):
         for t in self.topics:
             e = self._ring[t].kd.get(peer_id)
@@ -588,7 +594,7 @@ class Rings:
             changed = self._know(r, sender, addr, clock, True)
             for e in item[1]:
                 i = e[0]
-                if i == me or e[2] > max_age or i in dead:
+                if i == me or e[2] > max_age:
                     continue
                 if self._know(r, i, e[1], clock - e[2], False):
                     changed = True
@@ -611,31 +617,34 @@ class Rings:
             if direct:
                 e[4] = True
             return False
+        if not direct and i in self._dead:
+            return False
         kpos = r.kpos
         ke = r.ke
-        p = ids.pos(i)
+        p = int.from_bytes(i, "big")
         k = _bisect(kpos, p)
         e = [i, a, stamp, p, direct]
         kpos.insert(k, p)
         ke.insert(k, e)
         r.kd[i] = e
-        n = len(kpos)
         if p < self.pos:
             r.at += 1
+        n = len(kpos)
         if n > KNOWN_MAX:
-            # Forget the least recently heard, never one of the KEEP
-            # nearest on a side (the ring neighbours and their spares).
+            # Forget the older of two random entries, never one of the KEEP
+            # nearest on a side (the ring neighbours and their spares): a
+            # random sample of the ring that leans to the recently heard,
+            # at the cost of two draws instead of a scan.
             at = r.at
-            old = -1
-            for x in range(n):
-                d = (x - at) % n
-                if d < KEEP or d >= n - KEEP:
-                    continue
-                if old < 0 or ke[x][2] < ke[old][2]:
-                    old = x
-            r.drop(old)
-            if old < at:
-                r.at -= 1
+            span = n - 2 * KEEP
+            rnd = self.rng.next64()
+            x = (at + KEEP + (rnd & 0xFFFFFFFF) % span) % n
+            y = (at + KEEP + (rnd >> 32) % span) % n
+            if ke[y][2] < ke[x][2]:
+                x = y
+            r.drop(x)
+            if x < at:
+                r.at = at - 1
         return True
 
     def _forget(self, i):
