@@ -44,12 +44,8 @@ from shared_protocol.overlay import common, ids
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import topic_mask
 
-SIDE = 2                 # successors and predecessors used per topic (paper)
-# Known subscribers sent per side in exchanges, nearest to the receiver:
-# the receiver's 2 ring neighbours plus 2 spares on each side, so a dead
-# neighbour has a replacement at hand and an exchange teaches the ring up
-# to 4 places away.
-KEEP = 4
+from shared_protocol.overlay.ringview import KEEP, SIDE, RingView, bisect
+
 # Topics in one exchange: needy ones first. 16 x (topic + 8 entries of at
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
@@ -74,14 +70,6 @@ REFRESH_EVERY = 2
 # improvements: from one neighbour the rest of the ring follows through
 # Rings exchanges, while a topic without any waits on VICINITY.
 ORPHAN_GAIN = 4
-# Confirmed subscribers remembered per topic, anywhere on its ring: the
-# pool an exchange draws the entries nearest to the *peer* from (T-Man).
-# Among 48 spread over a ring of 1,000 the nearest to any position is about
-# 10 places away, two exchanges from the truth; without them a newcomer
-# walked the ring KEEP places per exchange and a 1,000-proxy ring took
-# over 10 periods to hear of it (1% churn per round then lost 2-3% of
-# deliveries).
-KNOWN_MAX = 48
 # Introductions per period on top of the period's exchange (introduce):
 # a proxy that just joined has 2 per topic to make.
 INTRODUCE_MAX = 3
@@ -123,62 +111,6 @@ def check_topics(topics):
                 raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
 
 
-def _bisect(a, x):
-    """Index of the first item of sorted list a that is >= x (MicroPython
-    has no bisect module)."""
-    lo = 0
-    hi = len(a)
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if a[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-class _Ring:
-    """One topic's ring as this proxy knows it. ``kpos``: positions of the
-    known subscribers, sorted; ``ke``: their entries [id, addr, stamp, pos,
-    direct] in the same order (direct: the peer itself exchanged with us,
-    not only named by a third); ``kd``: id -> entry; ``at``: index in kpos
-    where this proxy's own position would go; ``succ``/``pred``: the SIDE
-    nearest ids on each side, nearest first."""
-
-    __slots__ = ("kpos", "ke", "kd", "at", "succ", "pred")
-
-    def __init__(self):
-        self.kpos = []
-        self.ke = []
-        self.kd = {}
-        self.at = 0
-        self.succ = []
-        self.pred = []
-
-    def select(self, me):
-        kpos = self.kpos
-        ke = self.ke
-        n = len(kpos)
-        k = self.at = _bisect(kpos, me)
-        m = SIDE if n > SIDE else n
-        self.succ = [ke[(k + d) % n][0] for d in range(m)]
-        self.pred = [ke[(k - 1 - d) % n][0] for d in range(m)]
-
-    def near(self, depth):
-        """Entries of the ``depth`` nearest on each side (no repeats)."""
-        ke = self.ke
-        n = len(ke)
-        if n <= 2 * depth:
-            return list(ke)
-        k = self.at
-        return [ke[(k + d) % n] for d in range(depth)] + [ke[(k - 1 - d) % n] for d in range(depth)]
-
-    def drop(self, x):
-        e = self.ke.pop(x)
-        self.kpos.pop(x)
-        del self.kd[e[0]]
-
-
 class Rings:
     """One proxy's ring neighbours for each of its topics."""
 
@@ -198,7 +130,7 @@ class Rings:
         self.max_age = max_age
         self.reply_timeout = reply_timeout
         self.topics = []        # sorted
-        self._ring = {}         # topic -> _Ring
+        self._ring = {}         # topic -> RingView
         self._masks = {}        # topic -> its filter bits
         self._direct = {}       # peer id -> 1: named all we share in one exchange
         self._direct_order = []
@@ -279,7 +211,7 @@ class Rings:
                 del self._masks[t]
         for t in ts:
             if t not in ring:
-                ring[t] = _Ring()
+                ring[t] = RingView()
                 self._masks[t] = topic_mask(t, self.bits, self.hashes)
         self.topics = ts
 
@@ -296,7 +228,7 @@ class Rings:
         for t in self.topics:
             r = self._ring[t]
             if peer_id in r.kd:
-                r.drop(_bisect(r.kpos, p))
+                r.drop(bisect(r.kpos, p))
                 r.select(self.pos)
                 changed = True
         if peer_id in self._direct:
@@ -320,7 +252,7 @@ class Rings:
             old = [e for e in r.near(SIDE) if e[2] < floor]
             if old:
                 for e in old:
-                    r.drop(_bisect(r.kpos, e[3]))
+                    r.drop(bisect(r.kpos, e[3]))
                 r.select(me)
         if len(self._pending) >= PENDING_MAX:
             self._forget(0)
@@ -532,41 +464,10 @@ class Rings:
                 m = self._masks[t]
                 hit = q_filter & m == m
             if hit:
-                item = [t, self._nearest_to(r, q_id, clock)]
+                item = [t, r.nearest_to(q_id, clock, clock - self.max_age)]
                 (first if t in needy else rest).append(item)
         out = first + rest
         return out[:RING_TOPICS_MAX]
-
-    def _nearest_to(self, r, q_id, clock):
-        """The KEEP known subscribers nearest to q on each side of it, as
-        wire entries [id, addr, age]: T-Man's rule, so a proxy far from q
-        on the ring still hands it entries next to it."""
-        kpos = r.kpos
-        ke = r.ke
-        n = len(kpos)
-        floor = clock - self.max_age
-        out = []
-        if not n:
-            return out
-        k = _bisect(kpos, ids.pos(q_id))
-        got = 0
-        x = 0
-        while got < KEEP and x < n:
-            e = ke[(k + x) % n]
-            x += 1
-            if e[0] != q_id and e[2] >= floor:
-                out.append(e)
-                got += 1
-        got = 0
-        y = 1
-        while got < KEEP and y <= n - x:
-            e = ke[(k - y) % n]
-            y += 1
-            if e[0] != q_id and e[2] >= floor:
-                out.append(e)
-                got += 1
-        age_max = common.AGE_MAX
-        return [[e[0], e[1], clock - e[2] if clock - e[2] < age_max else age_max] for e in out]
 
     def _absorb(self, sender, addr, topics):
         """Remember what the peer named: itself (age 0) for every topic it
@@ -591,12 +492,12 @@ class Rings:
             r = ring.get(item[0])
             if r is None:
                 continue    # a filter false positive on its side: ignored
-            changed = self._know(r, sender, addr, clock, True)
+            changed = r.know(sender, addr, clock, True, self.pos, self.rng)
             for e in item[1]:
                 i = e[0]
                 if i == me or e[2] > max_age:
                     continue
-                if self._know(r, i, e[1], clock - e[2], False):
+                if i not in dead and r.know(i, e[1], clock - e[2], False, self.pos, self.rng):
                     changed = True
             if changed:
                 r.select(self.pos)
@@ -606,46 +507,6 @@ class Rings:
             if e is not None:
                 e[2] = clock
                 e[4] = True
-
-    def _know(self, r, i, a, stamp, direct):
-        """Remember a confirmed subscriber of ring r. True if it is new."""
-        e = r.kd.get(i)
-        if e is not None:
-            if stamp > e[2]:
-                e[1] = a
-                e[2] = stamp
-            if direct:
-                e[4] = True
-            return False
-        if not direct and i in self._dead:
-            return False
-        kpos = r.kpos
-        ke = r.ke
-        p = int.from_bytes(i, "big")
-        k = _bisect(kpos, p)
-        e = [i, a, stamp, p, direct]
-        kpos.insert(k, p)
-        ke.insert(k, e)
-        r.kd[i] = e
-        if p < self.pos:
-            r.at += 1
-        n = len(kpos)
-        if n > KNOWN_MAX:
-            # Forget the older of two random entries, never one of the KEEP
-            # nearest on a side (the ring neighbours and their spares): a
-            # random sample of the ring that leans to the recently heard,
-            # at the cost of two draws instead of a scan.
-            at = r.at
-            span = n - 2 * KEEP
-            rnd = self.rng.next64()
-            x = (at + KEEP + (rnd & 0xFFFFFFFF) % span) % n
-            y = (at + KEEP + (rnd >> 32) % span) % n
-            if ke[y][2] < ke[x][2]:
-                x = y
-            r.drop(x)
-            if x < at:
-                r.at = at - 1
-        return True
 
     def _forget(self, i):
         ex = self._pending.pop(i)
