@@ -106,8 +106,12 @@ def check_topics(topics):
         for e in es:
             if type(e) is not list or len(e) != 3:
                 raise OverlayError(common.E_ENTRY, "a ring entry is [peer_id, addr, age]")
-            common.check_peer(e[0], e[1])
-            if type(e[2]) is not int or not (0 <= e[2] <= common.AGE_MAX):
+            i, a, g = e
+            # check_peer and the age inline: this runs for every entry of
+            # every exchange.
+            if type(i) is not bytes or len(i) != ids.ID_LEN or type(a) is not bytes or len(a) > common.ADDR_MAX:
+                common.check_peer(i, a)
+            if type(g) is not int or not (0 <= g <= common.AGE_MAX):
                 raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
 
 
@@ -135,6 +139,7 @@ class Rings:
         self._direct = {}       # peer id -> 1: named all we share in one exchange
         self._direct_order = []
         self._recent = []
+        self._orphan_hope = True
         self._dead = []
         self._pending = []      # [nonce, peer_id, deadline, addr]
         self._clock = 0
@@ -270,8 +275,12 @@ class Rings:
                 break
         disc = None
         gain = 0
-        if orphan or clock % REFRESH_EVERY:
+        # A topic nobody else subscribes is an orphan for ever: in the
+        # periods between discoveries, look only while the last look found
+        # a peer for an orphan (half the discovery scans of such a proxy).
+        if clock % REFRESH_EVERY or (orphan and self._orphan_hope):
             disc, gain = self._discovery(cands, busy)
+            self._orphan_hope = gain >= ORPHAN_GAIN
         target = disc if gain >= ORPHAN_GAIN or clock % REFRESH_EVERY else None
         if target is None:
             target = self._unverified(busy, SIDE)

@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "64645d5e9a14507967efd1d695f746a1380c33f694c8dac3c8cf2acab8a7bd93"
+SCENARIO_DIGEST = "43ef4da125e005847a366b1ddc219bbfba03d269e24ded57b240fe19e767d10c"
