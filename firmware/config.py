@@ -11,7 +11,12 @@ Format 1, a JSON object:
   node_key            64 hex digits: the Ed25519 private seed of this node
   node_id             64 hex digits: its public key (computed on the host)
   wifi                list of {"ssid": str, "password": str}
-  proxies             list of "host:port" or "host:port@PROXYKEYHEX" (pinned key)
+  proxies             list of "host:port" or "host:port@PROXYKEYHEX" (pinned key);
+                      with transport "ble" also "ble" or "ble@PROXYKEYHEX": the proxy
+                      that connects over Bluetooth LE (its key pinned or not)
+  transport           optional: "wifi" (default), "ble" (no WiFi: peers and the
+                      proxy over Bluetooth LE) or "wifi+ble" (proxy over WiFi,
+                      peers over both); "ble" needs the Noise link
   topics              list of opaque invite strings
   publish_interval_s  seconds between sensor readings
   led, sensor         copied from the board profile (host/upsycle/profiles/<board>.json)
@@ -59,6 +64,12 @@ LAN_PEERS_MAX = 8
 SLEEP_MAX_S = 86400
 # Upper bound of the example app's reading count (bounded like every value).
 READINGS_MAX = 100000
+
+# Radios a node may use (firmware/ble_link.py for the BLE part).
+TRANSPORTS = ("wifi", "ble", "wifi+ble")
+# The proxy entry of a BLE proxy link: the proxy is whichever central
+# speaks Noise to the node over its GATT service.
+BLE_PROXY = "ble"
 
 # Boards this firmware knows, with the sys.platform each one reports.
 KNOWN_BOARDS = {
@@ -152,7 +163,20 @@ def parse(data, platform):
         if k and (k < WIFI_KEY_MIN or k > WIFI_KEY_MAX):
             _fail("wifi", "WiFi password for %r must be %d..%d characters or empty"
                   % (w["ssid"], WIFI_KEY_MIN, WIFI_KEY_MAX))
+    transport = cfg.get("transport", "wifi")
+    if transport not in TRANSPORTS:
+        _fail("transport", "'transport' must be one of %s, not %r" % (", ".join(TRANSPORTS), transport))
+    if transport == "ble" and cfg.get("link", "noise") != "noise":
+        _fail("transport", "a proxy link over BLE is always secure: drop 'link' or set it to \"noise\"")
     for p in _list_of(cfg, "proxies", PROXIES_MAX):
+        if isinstance(p, str) and p.partition("@")[0] == BLE_PROXY:
+            if transport != "ble":
+                _fail("proxy", "proxy %r is reached over BLE: set \"transport\": \"ble\"" % (p,))
+            if "@" in p and split_proxy_key(p)[1] is None:
+                _fail("proxy", "proxy %r: the part after @ must be the proxy's public key, 64 hex digits" % (p,))
+            continue
+        if transport == "ble":
+            _fail("proxy", "proxy %r: with \"transport\": \"ble\" the proxy is \"ble\" or \"ble@KEY\"" % (p,))
         if not isinstance(p, str) or ":" not in p:
             _fail("proxy", "proxy %r must be \"host:port\"" % (p,))
         addr, key = split_proxy_key(p)

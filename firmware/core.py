@@ -4,6 +4,8 @@
               -> proxy: firmware/proxy_link.py (session window, acks, refill)
               -> lan:   firmware/lan_link.py, imported only when the config
                         has a ``lan`` section (open_lan)
+              -> ble:   firmware/ble_link.py, imported only when the config's
+                        transport has BLE (open_ble)
 
 firmware/runtime.py's main loop calls ``turn`` once per loop turn and moves
 the datagrams. Durability: a reading is acknowledged to the app (publish
@@ -83,6 +85,21 @@ class Node:
                         "LAN peers only" % t.name)
                     t.end_refill()
         self.lan = None
+        self.ble = None
+
+    def open_ble(self):
+        """Start the BLE radio if the config's transport has it
+        (firmware/config.py checked it); False when not or it fails."""
+        if "ble" not in self.cfg.get("transport", "wifi"):
+            return False
+        from firmware.ble_link import BleRadio
+        try:
+            self.ble = BleRadio(self)
+        except (OSError, ValueError) as e:
+            self.log("upsycle: BLE radio failed (%s): BLE off" % (e,))
+            return False
+        self.log("upsycle: BLE on, address %s" % self.ble.mac.hex())
+        return True
 
     def open_lan(self, my_ip):
         """Start the LAN link if the config has one (firmware/config.py
@@ -179,4 +196,6 @@ class Node:
             sum(t.published for t in self.topics), self.counts["acked"], self.counts["delivered"], out, held)
         if self.lan is not None:
             s += self.lan.status()
+        if self.ble is not None:
+            s += self.ble.status()
         return s

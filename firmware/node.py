@@ -43,10 +43,22 @@ PRELOAD_LAN = (
 )
 
 
+# ... and a node whose transport has BLE these (firmware/ble_link.py).
+PRELOAD_BLE = (
+    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
+    "shared_protocol.overlay.cyclon", "shared_protocol.overlay.lan", "shared_protocol.rand",
+    "shared_protocol.ble", "shared_protocol.ble.errors", "shared_protocol.ble.link", "shared_protocol.ble.adv",
+    "firmware.ble_link",
+)
+
+
 def preload(cfg):
     """Import what the node will run, one module at a time (see PRELOAD)."""
     import gc
-    for m in PRELOAD + (PRELOAD_LAN if cfg.get("lan") is not None else ()):
+    mods = PRELOAD + (PRELOAD_LAN if cfg.get("lan") is not None else ())
+    if "ble" in cfg.get("transport", "wifi"):
+        mods += PRELOAD_BLE
+    for m in mods:
         __import__(m)
         gc.collect()
 

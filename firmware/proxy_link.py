@@ -95,10 +95,12 @@ class ProxyLink:
         self._dropped_seen = 0
         self.proxies = []
         for p in cfg.get("proxies", []):
-            # firmware/config.py has checked the form: host:port[@KEY]
+            # firmware/config.py has checked the form: host:port[@KEY], or
+            # ble[@KEY] (the proxy that connects over Bluetooth LE)
             addr, _, key = p.partition("@")
-            host, _, port = addr.rpartition(":")
+            host, _, port = addr.rpartition(":") if addr != "ble" else ("ble", "", "0")
             self.proxies.append((host, int(port), bytes.fromhex(key) if key else None))
+        self.over_ble = False
         self.proxy_index = 0
         self.inflight = {}       # msg_id -> (topic, dmc author, dmc seq)
         self.sent_upto = {}      # topic id -> {dmc author: highest seq handed to the session this link}
@@ -114,6 +116,15 @@ class ProxyLink:
             return False
         node = self.node
         host, port, key = self.proxies[self.proxy_index % len(self.proxies)]
+        if host == "ble":
+            # Over BLE (firmware/ble_link.py): the Noise packets travel as
+            # whole messages of the connection's BleLink, one per datagram.
+            if node.ble is None:
+                node.log("upsycle: the proxy is reached over BLE, but the radio is off")
+                return False
+            self.sock = node.ble.proxy_pipe()
+            self.over_ble = True
+            return self._start(key, "a BLE central (ble")
         try:
             self.addr = platform.sockaddr(host, port)
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -126,6 +137,10 @@ class ProxyLink:
             node.log("upsycle: cannot open a socket to %s:%d: %s" % (host, port, e))
             return False
         self.sock = s
+        return self._start(key, "%s:%d (udp" % (host, port))
+
+    def _start(self, key, where):
+        node = self.node
         now = platform.ticks_ms()
         for t in node.topics:
             self.session.subscribe(t.topic, now)
@@ -141,8 +156,8 @@ class ProxyLink:
             # pinned: the handshake fails against any other key; else first use
             self.link.proxy_key = key
         self.link.start(now, platform.random_bytes(32))
-        node.log("upsycle: proxy link to %s:%d (udp, %s)" % (
-            host, port, "plaintext" if plain else ("Noise XX, pinned key" if key else "Noise XX")))
+        node.log("upsycle: proxy link to %s, %s)" % (
+            where, "plaintext" if plain else ("Noise XX, pinned key" if key else "Noise XX")))
         return True
 
     def next_proxy(self):

@@ -1,8 +1,9 @@
 """The node's main loop: WiFi, watchdog, duty cycle, the datagrams.
 
     boot -> config (firmware.config) -> Node(cfg) (firmware/core.py) -> loop:
-      WiFi (with backoff) -> proxy link (firmware/proxy_link.py) and LAN
-      link (firmware/lan_link.py, only with a ``lan`` section); each turn:
+      WiFi (with backoff) -> proxy link (firmware/proxy_link.py), LAN
+      link (firmware/lan_link.py, only with a ``lan`` section) and BLE
+      radio (firmware/ble_link.py, only with transport ble); each turn:
       feed the watchdog, Node.turn (events, window, saves, acks), send,
       wait for a datagram or the next timer, read what arrived.
 
@@ -49,6 +50,10 @@ _RX_PER_TURN = const(8)
 # With a LAN socket the loop looks at it at least this often (the VM can
 # wait on one socket at a time).
 _LAN_POLL_MS = const(100)
+# With the BLE radio on, the loop turns at least this often: the irq
+# handler only queues what arrived (firmware/ble_link.py), and a fragment
+# waits for the next turn; 20 ms is about one connection interval.
+_BLE_POLL_MS = const(20)
 # Deep-sleep duty cycle (config "sleep": {"awake_s", "sleep_s"}, checked by
 # firmware/config.py): a wake lasts at least awake_s and at most this much
 # longer while readings still wait for the proxy's ack (a proxy out of
@@ -63,6 +68,9 @@ def _log(msg):
 
 
 async def _wifi(cfg, wdt, log):
+    if cfg.get("transport", "wifi") == "ble":
+        log("upsycle: transport ble: WiFi stays off")
+        return None
     if not cfg.get("wifi"):
         log("upsycle: no WiFi network in the config: using the network as it is")
         return None
@@ -133,6 +141,8 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
     forget_boot_modules()
     if app is not None:
         app(node)
+    node.open_ble()
+    ble = node.ble
     proxy = node.proxy
     if not proxy.open():
         log("upsycle: no proxy configured: running offline")
@@ -172,11 +182,17 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
                     pass  # no route yet: the session retransmits
         if lan is not None:
             lan.io(now, wdt)
+        if ble is not None:
+            ble.io(now, wdt)
+            for m in ble.take_proxy():
+                proxy.receive(m, now)
         d = proxy.next_deadline()
         wait = _LOOP_MAX_MS if d is None else max(1, min(_LOOP_MAX_MS, clock.diff(d, now)))
         if lan is not None and wait > _LAN_POLL_MS:
             wait = _LAN_POLL_MS
-        if sock is None:
+        if ble is not None and wait > _BLE_POLL_MS:
+            wait = _BLE_POLL_MS
+        if sock is None or proxy.over_ble:
             await asyncio.sleep_ms(wait)
             continue
         if not await platform.wait_readable(sock, wait):

@@ -32,6 +32,7 @@ every welcome, before what the app publishes, and hands released ones out
 as deliveries of their own.
 """
 import asyncio
+import collections
 import logging
 import os
 import time
@@ -83,9 +84,9 @@ class SessionRefused(RemoteError):
 
 
 class Delivery:
-    __slots__ = ("topic", "seq", "msg_id", "payload", "missed", "cause", "held")
+    __slots__ = ("topic", "seq", "msg_id", "payload", "missed", "cause", "held", "sealed")
 
-    def __init__(self, topic, seq, msg_id, payload, missed=0, cause=None, held=None):
+    def __init__(self, topic, seq, msg_id, payload, missed=0, cause=None, held=None, sealed=False):
         self.topic = topic
         self.seq = seq
         self.msg_id = msg_id
@@ -93,6 +94,7 @@ class Delivery:
         self.missed = missed      # >0: a notice that this many messages were dropped
         self.cause = cause
         self.held = held          # a message the codec kept and opened later: its id there
+        self.sealed = sealed      # payload is as the proxy delivered it, not decoded yet
 
     def __repr__(self):
         if self.missed:
@@ -146,6 +148,9 @@ class Client:
         self._seq = time.time_ns() // 1000   # message ids never repeat across runs
         self._acks = {}
         self._inbox = asyncio.Queue()
+        # Deliveries a decode produced besides its own (kept messages a
+        # re-key released), handed out before the rest of the inbox.
+        self._released = collections.deque()
         self._welcome = asyncio.Event()
         self._room = asyncio.Event()
         self._lost = asyncio.Event()
@@ -300,12 +305,12 @@ class Client:
                     self._lost.set()
                 continue
             if kind == "delivery":
-                topic, seq, mid, payload = ev[1], ev[2], ev[3], ev[4]
-                value = self.codec.decode(topic, payload)
-                self._inbox.put_nowait(Delivery(topic, seq, mid, value))
-                for hid, body in getattr(value, "released", ()):
-                    self._inbox.put_nowait(Delivery(topic, seq, b"", body, held=hid))
-                self._kick_control()
+                # Decoded when the app takes it (next_delivery), not here: a
+                # codec's state (a private topic's replay window) then moves
+                # only for messages the app has, so a client stopped with
+                # deliveries still queued gets them again from the proxy
+                # instead of refusing them as replays.
+                self._inbox.put_nowait(Delivery(ev[1], ev[2], ev[3], ev[4], sealed=True))
             elif kind == "acked":
                 fut = self._acks.pop(ev[1], None)
                 if fut is not None and not fut.done():
@@ -386,12 +391,24 @@ class Client:
         """The next delivery (or missed notice); acknowledges it as consumed,
         unless ``consume`` is False: then the caller calls ``consumed`` once
         it has done with it (a bridge, after its broker acknowledged)."""
-        d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
+        if self._released:
+            d = self._released.popleft()
+        else:
+            d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
+        if d.sealed:
+            d = self._decode(d)
         if consume:
             if d.held is not None:
                 self.codec.taken(d.topic, d.held)
             self.consumed(d.topic, d.seq)
         return d
+
+    def _decode(self, d):
+        value = self.codec.decode(d.topic, d.payload)
+        for hid, body in getattr(value, "released", ()):
+            self._released.append(Delivery(d.topic, d.seq, b"", body, held=hid))
+        self._kick_control()
+        return Delivery(d.topic, d.seq, d.msg_id, value)
 
     def taken(self, d):
         """A message the codec kept until it could open it (``d.held``), now

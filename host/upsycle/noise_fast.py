@@ -80,19 +80,21 @@ class HostCipherState:
             raise DecryptFailed(message="message does not authenticate")
         return _ffi.buffer(buf, olen[0])[:]
 
-    def encrypt_with_ad(self, ad, plaintext):
+    def _nonce_next(self):
         n = self.n
         if n > NONCE_MAX:
             raise NoiseUsageError(message="nonce space exhausted; start a new session")
+        return n
+
+    def encrypt_with_ad(self, ad, plaintext):
+        n = self._nonce_next()
         out = self.encrypt_at(n, ad, plaintext)
         self.n = n + 1
         return out
 
     def decrypt_with_ad(self, ad, ciphertext):
         """§5.1: on an authentication failure the nonce is not incremented."""
-        n = self.n
-        if n > NONCE_MAX:
-            raise NoiseUsageError(message="nonce space exhausted; start a new session")
+        n = self._nonce_next()
         out = self.decrypt_at(n, ad, ciphertext)
         self.n = n + 1
         return out
@@ -112,11 +114,3 @@ def fast(cs):
     if _lib is None or not isinstance(cs, CipherState) or cs.k is None:
         return cs
     return HostCipherState(cs.k, cs.n)
-
-
-def fast_channel(channel):
-    """Switch a noise.datagram.DatagramChannel's cipher states to the fast
-    ones in place (its replay window and nonces carry on)."""
-    channel._send = fast(channel._send)
-    channel._recv = fast(channel._recv)
-    return channel

@@ -55,7 +55,8 @@ def _uint(v, name):
     return _pack_bq(0x1B, v)
 
 
-def encode_publish(topic, msg_id, payload):
+def _lengths(topic, msg_id, payload):
+    """The three lengths, each checked against its limit (session/messages.py)."""
     nt, nm, np_ = len(topic), len(msg_id), len(payload)
     if nt > W.TOPIC_ID_MAX:
         raise _bound_error("topic", nt, W.TOPIC_ID_MAX)
@@ -63,6 +64,11 @@ def encode_publish(topic, msg_id, payload):
         raise _bound_error("msg_id", nm, W.MSG_ID_MAX)
     if np_ > W.PAYLOAD_MAX:
         raise _bound_error("payload", np_, W.PAYLOAD_MAX)
+    return nt, nm, np_
+
+
+def encode_publish(topic, msg_id, payload):
+    nt, nm, np_ = _lengths(topic, msg_id, payload)
     return b"".join((b"\x85\x01\x18\x36", _BHEAD[nt], topic, _BHEAD[nm], msg_id, _BHEAD[np_], payload))
 
 
@@ -74,13 +80,7 @@ def encode_puback(msg_id):
 
 
 def encode_deliver(topic, seq, msg_id, payload):
-    nt, nm, np_ = len(topic), len(msg_id), len(payload)
-    if nt > W.TOPIC_ID_MAX:
-        raise _bound_error("topic", nt, W.TOPIC_ID_MAX)
-    if nm > W.MSG_ID_MAX:
-        raise _bound_error("msg_id", nm, W.MSG_ID_MAX)
-    if np_ > W.PAYLOAD_MAX:
-        raise _bound_error("payload", np_, W.PAYLOAD_MAX)
+    nt, nm, np_ = _lengths(topic, msg_id, payload)
     return b"".join((b"\x86\x01\x18\x39", _BHEAD[nt], topic, _uint(seq, "seq"), _BHEAD[nm], msg_id,
                      _BHEAD[np_], payload))
 

@@ -67,6 +67,11 @@ class Handshake:
         return self._e_pub
 
     @property
+    def messages(self):
+        """Handshake messages written or read so far (0..3)."""
+        return self._step
+
+    @property
     def complete(self):
         return self._step >= len(PATTERN_XX)
 

@@ -79,8 +79,11 @@ def no_session_answer(packet):
 
 
 class UdpSession:
-    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=TRIES_MAX):
+    def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=TRIES_MAX, cipher=None):
+        # cipher: applied to each transport CipherState once the handshake
+        # splits (the host proxy passes libsodium-backed ones; same bytes).
         self._hs = handshake
+        self._cipher = cipher
         self._window = window
         self._retry = retry_ms
         self._max_tries = max_tries
@@ -114,7 +117,7 @@ class UdpSession:
     def start(self, now, payload=b""):
         """Send message 1: payload (at most HS1_PAD bytes, e.g. a
         noise/known.py hint) padded with zeros to HS1_PAD."""
-        if not self._hs.initiator or self._last is not None or self._hs._step:
+        if not self._hs.initiator or self._last is not None or self._hs.messages:
             raise NoiseUsageError(message="start() is for a fresh initiator")
         if len(payload) > HS1_PAD:
             raise NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
@@ -141,7 +144,7 @@ class UdpSession:
     @property
     def handshake_started(self):
         """False until a handshake message has been read or written."""
-        return self._hs._step != 0
+        return self._hs.messages != 0
 
     def send(self, payload):
         if self.channel is None:
@@ -182,7 +185,7 @@ class UdpSession:
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)
             return []
-        expected = hs._step + 1
+        expected = hs.messages + 1
         if hs.complete or hs.is_my_turn() or kind != expected:
             return []  # stale or out-of-order handshake packet: ignore
         payload = hs.read_message(bytes(body))
@@ -196,6 +199,9 @@ class UdpSession:
         else:
             self._last = None
         if hs.complete:
-            self.channel = DatagramChannel(*hs.split(), window=self._window)
+            send, recv = hs.split()
+            if self._cipher is not None:
+                send, recv = self._cipher(send), self._cipher(recv)
+            self.channel = DatagramChannel(send, recv, window=self._window)
             events.append(HandshakeComplete(hs.remote_static, hs.handshake_hash, payload))
         return events

@@ -34,14 +34,17 @@ from shared_protocol.session.secure_client import PROLOGUE, node_id_for
 
 
 class SecureResponder:
-    def __init__(self, static_private, ephemeral_private, datagram):
+    def __init__(self, static_private, ephemeral_private, datagram, cipher=None):
         """static_private: the proxy's X25519 key. ephemeral_private: 32
-        fresh random bytes (one per handshake)."""
+        fresh random bytes (one per handshake). cipher: applied to each
+        transport CipherState when the handshake splits (the host proxy's
+        libsodium-backed states, which make the same bytes)."""
         self.datagram = datagram
+        self._cipher = cipher
         self.remote_static = None   # the node's static key, once proved
         self.node_id = None         # node_id_for(remote_static)
         self._hs = Handshake(False, static_private, ephemeral_private, PROLOGUE)
-        self._udp = UdpSession(self._hs) if datagram else None
+        self._udp = UdpSession(self._hs, cipher=cipher) if datagram else None
         self._send = None           # stream mode: transport CipherStates
         self._recv = None
 
@@ -92,6 +95,8 @@ class SecureResponder:
         hs.read_message(body)
         if hs.complete:
             self._send, self._recv = hs.split()
+            if self._cipher is not None:
+                self._send, self._recv = self._cipher(self._send), self._cipher(self._recv)
             self._bind(hs.remote_static)
             return None
         return hs.write_message(b"")

@@ -130,11 +130,17 @@ class Watcher:
         raise AssertionError("timed out waiting for %s; got %d messages: %r" % (
             what, len(self.msgs), [(t, p[:80]) for t, p, _ in self.msgs[-10:]]))
 
-    def readings(self, topic_prefix):
-        """Reading payloads (dicts) on topics under the prefix, in order."""
+    def readings(self, topic_prefix, stream=False):
+        """Reading payloads (dicts) on topics under the prefix, in order.
+        stream=True leaves out the retained copies the broker hands out on
+        each (re)subscribe (retain flag set; MQTT 3.1.1 §3.3.1.3: messages
+        sent for an established subscription have it clear): what remains
+        is the stream in the order the broker received it."""
         out = []
         for t, p, r in self.topics(topic_prefix):
             if t.endswith(("/availability", "/bridge/status")) or "/set/" in t or not p:
+                continue
+            if stream and r:
                 continue
             out.append((t, json.loads(p)))
         return out

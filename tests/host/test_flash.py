@@ -186,3 +186,15 @@ def test_bad_flag_values_are_refused_before_touching_the_board(tmp_path):
     assert r.returncode == 1 and "8..63" in r.stderr, r.stderr
     r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--proxy", "nohost")
     assert r.returncode == 1 and "host:port" in r.stderr, r.stderr
+
+
+def test_transport_must_be_a_radio_the_board_has(tmp_path):
+    toml = tmp_path / "node.toml"
+    toml.write_text('transport = "ble"\nproxies = ["ble"]\n')
+    r = upsycle("flash", "--board", "unix", "--port", "socket://127.0.0.1:1", "--config", str(toml))
+    assert r.returncode == 1 and "has no ble radio" in r.stderr, r.stderr
+    cfg = flashing.make_config(boards.load("pico_w"), {"transport": "ble", "proxies": ["ble"]})
+    assert cfg["transport"] == "ble" and cfg["proxies"] == ["ble"]
+    toml.write_text('transport = "radio"\n')
+    r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--config", str(toml))
+    assert r.returncode == 1 and "'transport' must be one of" in r.stderr, r.stderr

@@ -110,3 +110,55 @@ def test_private_topic_through_a_running_proxy(tmp_path, capsys):
     assert seen["tid"] in blob      # the proxy did store the topic's messages
     for needle in (SECRET, SECRET2, b"SECRET", alice_key, bytes.fromhex(bob_key), b"garden"):
         assert needle not in blob, needle
+
+
+def test_deliveries_still_queued_when_a_reader_stops_come_again(tmp_path, capsys):
+    """A reader that stops with deliveries received but not yet taken by
+    the app (`upsycle sub` killed while the proxy's window was in flight)
+    gets them again on its next run: its replay window on disk moved only
+    for the messages the app took, so the proxy's redelivery is not refused
+    as a replay."""
+    admin_h, reader_h = str(tmp_path / "admin"), str(tmp_path / "reader")
+    cli(capsys, "topic", "--home", admin_h, "create", "garden")
+    url = cli(capsys, "topic", "--home", admin_h, "invite", "garden", "--read", "--no-qr").strip()
+    cli(capsys, "topic", "--home", reader_h, "join", url)
+
+    cfg = Config()
+    cfg.data = str(tmp_path / "proxy-data")
+    cfg.tcp_port = 0
+    cfg.udp_port = 0
+    bodies = [b"reading-%d" % i for i in range(10)]
+
+    async def main():
+        p = Proxy(cfg)
+        await p.start()
+        host, port = p.addresses["tcp"]
+        try:
+            admin_c = GroupCodec(TopicStore(admin_h))
+            tid = admin_c.topic_id("garden")
+            async with Client(host, port, identity=node_key_of(b"admin"), codec=admin_c) as admin:
+                for b in bodies:
+                    await admin.publish(tid, b)
+            got = []
+            async with Client(host, port, identity=node_key_of(b"reader"),
+                              codec=GroupCodec(TopicStore(reader_h))) as reader:
+                await reader.subscribe(tid)
+                got.append((await reader.next_delivery(timeout=10)).payload)
+                got.append((await reader.next_delivery(timeout=10)).payload)
+                # the rest arrives while the app is busy, then it stops
+                deadline = asyncio.get_running_loop().time() + 10
+                while reader._inbox.qsize() < len(bodies) - 2:
+                    assert asyncio.get_running_loop().time() < deadline, reader._inbox.qsize()
+                    await asyncio.sleep(0.02)
+            async with Client(host, port, identity=node_key_of(b"reader"),
+                              codec=GroupCodec(TopicStore(reader_h))) as reader:
+                await reader.subscribe(tid)
+                while len(got) < len(bodies):
+                    d = await reader.next_delivery(timeout=10)
+                    assert isinstance(d.payload, bytes), d.payload
+                    got.append(d.payload)
+            assert got == bodies
+        finally:
+            await p.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 90))

@@ -437,3 +437,18 @@ def test_bad_batch_config_signs_every_reading(tmp_path):
            "batch": {"readings": 99}}
     n = runtime.Node(cfg, data_dir=str(tmp_path), log=logs.append)
     assert n.topics[0].batch == 1 and any("config 'batch'" in m for m in logs)
+
+
+def test_ble_preload_covers_the_ble_link_in_import_order():
+    """A node with transport ble imports firmware/ble_link.py and what it
+    needs one module at a time (node.PRELOAD_BLE), each after its imports."""
+    import sys
+    from firmware import node as boot
+    sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
+    from bench_node import _import_deps
+    have = list(boot.PRELOAD)
+    for m in boot.PRELOAD_BLE:
+        deps = set(d for d in _import_deps(m) if d.startswith(("firmware", "shared_protocol")))
+        assert deps <= set(have), (m, deps - set(have))
+        have.append(m)
+    assert "firmware.ble_link" in boot.PRELOAD_BLE

@@ -21,9 +21,9 @@ MPREMOTE_TIMEOUT_S = 60
 
 
 class VirtualBoard:
-    def __init__(self, fs_dir, name="testboard", wifi=()):
+    def __init__(self, fs_dir, name="testboard", wifi=(), ble=None, ble_group=None):
         self.fs = str(fs_dir)
-        cmd = board_cmd.server_command(0, self.fs, name=name, wifi=wifi)
+        cmd = board_cmd.server_command(0, self.fs, name=name, wifi=wifi, ble=ble, ble_group=ble_group)
         # Own process group: close() ends the server and every boot it started.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)

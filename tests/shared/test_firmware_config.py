@@ -122,3 +122,23 @@ def test_every_optional_section_is_checked():
     for changes, code in bad:
         e = raises(config.ConfigError, config.parse, _good(**changes), "rp2")
         assert e.code == code, (changes, e.code)
+
+
+def test_transport_ble_and_its_proxy_entries():
+    key = "ab" * 32
+    cfg = config.parse(_good(transport="ble", wifi=[], proxies=["ble@" + key]), "rp2")
+    assert cfg["transport"] == "ble"
+    assert config.parse(_good(transport="ble", proxies=["ble"]), "rp2")["proxies"] == ["ble"]
+    assert config.parse(_good(transport="wifi+ble"), "rp2")["transport"] == "wifi+ble"
+    cases = [
+        (_good(transport="bluetooth"), "config.transport"),
+        (_good(transport=7), "config.transport"),
+        (_good(transport="ble", link="plaintext", proxies=["ble"]), "config.transport"),
+        (_good(transport="ble"), "config.proxy"),                       # a UDP proxy without WiFi
+        (_good(proxies=["ble"]), "config.proxy"),                       # a BLE proxy without BLE
+        (_good(transport="wifi+ble", proxies=["ble"]), "config.proxy"),
+        (_good(transport="ble", proxies=["ble@xyz"]), "config.proxy"),
+    ]
+    for data, code in cases:
+        e = raises(config.ConfigError, config.parse, data, "rp2")
+        assert e.code == code, (data, e.code)

@@ -153,7 +153,7 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
         if self.g.secure:
             self.hs = Handshake(True, self.static, os.urandom(32), PROLOGUE)
             if self.g.udp:
-                self.udp = UdpSession(self.hs)
+                self.udp = UdpSession(self.hs, cipher=noise_fast.fast)
                 self.udp.start(int(time.monotonic() * 1000))
                 for p in self.udp.packets_to_send():
                     tr.sendto(p)
@@ -211,7 +211,7 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
                 for p in self.udp.packets_to_send():
                     self.tr.sendto(p)
                 if self.udp.established and self.chan is None:
-                    self.chan = noise_fast.fast_channel(self.udp.channel)
+                    self.chan = self.udp.channel
                     self.hello()
                 for ev in evs:
                     if hasattr(ev, "data"):

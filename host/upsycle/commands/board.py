@@ -1,7 +1,7 @@
 """`upsycle board`: boards and the virtual board.
 
     upsycle board list
-    upsycle board virtual --port PORT --fs DIR [--name NAME] [--wifi SSID:PASS]
+    upsycle board virtual --port PORT --fs DIR [--name NAME] [--wifi SSID:PASS] [--ble HOST:PORT]
 
 `board virtual` runs upsycle/vboard/server.mjs in the foreground: a MicroPython
 1.27 VM that mpremote drives at socket://127.0.0.1:PORT, with its flash kept
@@ -27,6 +27,9 @@ def register(sub):
     vp.add_argument("--wifi", action="append", default=[], metavar="SSID:PASS",
                     help="a network the virtual WLAN can join (default upsycle-lab:upsycle-lab)")
     vp.add_argument("--echo", action="store_true", help="also print the board's output here")
+    vp.add_argument("--ble", metavar="HOST:PORT", help="the virtual BLE medium the board's radio joins "
+                    "(`upsycle ble medium`; without it the radio hears nothing)")
+    vp.add_argument("--ble-group", metavar="NAME", help="the board's range group on the medium (default: default)")
     vp.set_defaults(func=run_virtual)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -38,11 +41,15 @@ def run_list(args):
     return 0
 
 
-def server_command(port, fs, name="vboard", wifi=(), echo=False):
+def server_command(port, fs, name="vboard", wifi=(), echo=False, ble=None, ble_group=None):
     node = vm.check()
     cmd = [node, SERVER, "--vm", vm.vm_module(), "--port", str(port), "--fs", fs, "--name", name]
     for w in wifi:
         cmd += ["--wifi", w]
+    if ble:
+        cmd += ["--ble", ble]
+    if ble_group:
+        cmd += ["--ble-group", ble_group]
     if echo:
         cmd.append("--echo")
     return cmd
@@ -50,7 +57,7 @@ def server_command(port, fs, name="vboard", wifi=(), echo=False):
 
 def run_virtual(args):
     try:
-        cmd = server_command(args.port, args.fs, args.name, args.wifi, args.echo)
+        cmd = server_command(args.port, args.fs, args.name, args.wifi, args.echo, args.ble, args.ble_group)
     except vm.VMUnavailable as e:
         print("upsycle board virtual: %s" % e, file=sys.stderr)
         return 1

@@ -22,6 +22,12 @@ def register(sub):
     p.add_argument("--insecure", action="store_true",
                    help="also accept plaintext sessions (allow_plaintext = true); secure Noise links "
                         "stay available. For loopback tests and benchmarks only")
+    p.add_argument("--ble", action="store_true",
+                   help="also serve boards over Bluetooth LE: scan, connect (bleak, BlueZ) and run each "
+                        "board's session as over UDP (needs the 'ble' extra)")
+    p.add_argument("--ble-medium", metavar="HOST:PORT",
+                   help="with --ble: use the virtual BLE medium (`upsycle ble medium`) instead of BlueZ")
+    p.add_argument("--ble-group", metavar="NAME", help="with --ble-medium: the proxy's range group")
     p.add_argument("--proxy", default="127.0.0.1:7883", help="for status: the proxy's HOST:PORT")
     p.add_argument("--json", action="store_true", help="for status: print JSON")
     p.set_defaults(func=run)
@@ -41,6 +47,12 @@ def build_config(args):
         c.udp_port = args.udp_port
     if args.insecure:
         c.allow_plaintext = True
+    if args.ble:
+        c.ble = True
+    if args.ble_medium:
+        c.ble_medium = args.ble_medium
+    if args.ble_group:
+        c.ble_group = args.ble_group
     if args.max_db_bytes is not None:
         c.limits["max_db_bytes"] = args.max_db_bytes
     return c

@@ -69,10 +69,7 @@ async def _sub(args):
         if args.count is not None:
             print("upsycle sub: timed out after %d of %d message(s)" % (got, args.count), file=sys.stderr)
             return 1
-    except ConnectionError as e:
-        print("upsycle sub: %s" % e, file=sys.stderr)
-        return 1
-    except refused_errors() as e:
+    except (ConnectionError, *refused_errors()) as e:
         print("upsycle sub: %s" % e, file=sys.stderr)
         return 1
     finally:

@@ -20,11 +20,8 @@ from shared_protocol.session import messages as W
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError, UpsycleError
 from shared_protocol.noise import known
-from shared_protocol.noise.handshake import Handshake
-from shared_protocol.noise.stream import HandshakeComplete
-from shared_protocol.noise.udp import (HS1_SIZE, KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, UdpSession,
-                                       no_session_answer)
-from shared_protocol.session.secure_client import PROLOGUE, node_id_for
+from shared_protocol.noise.udp import HS1_SIZE, KIND_DATA, KIND_HS1, KIND_HS2, KIND_HS3, no_session_answer
+from shared_protocol.session.secure_proxy import SecureResponder
 from upsycle.proxy import fastpath
 from upsycle.proxy.links import (FRAME_LIMIT, PLAINTEXT_REFUSED_DETAIL, RATE_TABLE_MAX, UDP_MAX, Link,
                                  log, kv, now_ms)
@@ -170,13 +167,13 @@ class Admission:
             # would amplify a flood towards a forged source.
             self.faults.note("udp_short_handshake", peer="%s:%s" % addr, size=len(data))
             return
-        elif link is not None and kind == KIND_HS1 and not link.udp.answers(data):
+        elif link is not None and kind == KIND_HS1 and not link.sec.answers(data):
             # A new message 1 from an address with a handshake in progress:
             # the node gave up on the old one (its message 3 was lost).
             self.close_link(link, "replaced")
             link = None
         if link is None and kind != KIND_DATA:
-            if est is not None and est.udp is not None and est.udp.answers(data):
+            if est is not None and est.sec is not None and est.sec.answers(data):
                 link = est      # its message 2 was lost: the session resends it
             elif kind != KIND_HS1:
                 self.faults.note("udp_stale_handshake", peer="%s:%s" % addr)
@@ -185,38 +182,44 @@ class Admission:
                 link = Link("udp", addr, self._new_session(False), self.udp_transport)
                 if not self._handshake_begin(link, self._known_node(data[1:])):
                     return
-                link.udp = UdpSession(Handshake(False, self.key, os.urandom(32), PROLOGUE))
+                link.sec = self._responder(True)
                 self.udp_hs[addr] = link
                 fresh = True
+        sec = link.sec
+        was_secured = sec.secured
         try:
-            evs = link.udp.receive(data, t)
+            msgs = sec.receive(data, t)
         except RemoteError as e:
             self.faults.note(e.code, peer=link.name())
             if fresh:
                 self.close_link(link, "bad_handshake")   # never started: forget it
             return
-        for pkt in link.udp.packets_to_send():
+        for pkt in sec.packets_to_send():
             self.udp_transport.sendto(pkt, addr)
-        for ev in evs:
-            if isinstance(ev, HandshakeComplete):
-                fastpath.fast_channel(link.udp.channel)
-                self._handshake_done(link, ev.remote_static)
-                if self.udp_hs.get(addr) is link:
-                    del self.udp_hs[addr]
-                old = self.udp_links.get(addr)
-                if old is not None and old is not link:
-                    self.close_link(old, "replaced")
-                self.udp_links[addr] = link
-            else:
-                link.ps.receive(ev.data, t)
-                self.handle_events(link)
-                if link.closed:
-                    return
+        if sec.secured and not was_secured:
+            self._handshake_done(link)
+            if self.udp_hs.get(addr) is link:
+                del self.udp_hs[addr]
+            old = self.udp_links.get(addr)
+            if old is not None and old is not link:
+                self.close_link(old, "replaced")
+            self.udp_links[addr] = link
+        for m in msgs:
+            link.ps.receive(m, t)
+            self.handle_events(link)
+            if link.closed:
+                return
         if link.mode == "secure" and not link.closed:
             self.pump(link)
             self.flush(link)
 
     # -- secure links (Noise XX responder) ---------------------------------
+
+    def _responder(self, datagram):
+        """The shared responder (session/secure_proxy.py, the same object the
+        VM tests run against the node's initiator), with libsodium-backed
+        transport ciphers on the host."""
+        return SecureResponder(self.key, os.urandom(32), datagram, cipher=fastpath.fast_cipher)
 
     def _known_node(self, msg1):
         """The node id a valid "seen before" hint in message 1 names (its
@@ -289,11 +292,11 @@ class Admission:
         if not q:
             del self.handshakes[link.host]
 
-    def _handshake_done(self, link, remote_static):
+    def _handshake_done(self, link):
         self._handshake_end(link)
         link.mode = "secure"
-        link.bound = node_id_for(remote_static)
-        link.hs = None
+        link.bound = link.sec.node_id
+        remote_static = link.sec.remote_static
         self.secure_sessions += 1
         if link.known != link.bound:
             # Seen now: remember the key (one DH) so its next message 1 may
@@ -321,17 +324,15 @@ class Admission:
         message to process, or None."""
         if link.mode == "secure":
             try:
-                return link.recv_cs.decrypt_with_ad(b"", f)
+                return link.sec.open(f)
             except RemoteError as e:
                 return self._bad_frame(link, e)
         if link.mode == "hs":
             try:
-                link.hs.read_message(f)
+                link.sec.handshake_frame(f)   # message 3: an XX responder is done
             except RemoteError as e:
                 return self._bad_frame(link, e)
-            send_cs, recv_cs = link.hs.split()
-            link.send_cs, link.recv_cs = fastpath.fast_cipher(send_cs), fastpath.fast_cipher(recv_cs)
-            self._handshake_done(link, link.hs.remote_static)
+            self._handshake_done(link)
             return None
         # First frame: a plaintext envelope, or Noise message 1 (32 random
         # bytes of ephemeral key, which never decode as an envelope).
@@ -355,12 +356,12 @@ class Admission:
         if not self._handshake_begin(link, self._known_node(f)):
             self.close_link(link, "handshake_limit")
             return None
-        link.hs = Handshake(False, self.key, os.urandom(32), PROLOGUE)
+        link.sec = self._responder(False)
         try:
-            link.hs.read_message(f)
+            reply = link.sec.handshake_frame(f)
         except RemoteError as e:
             return self._bad_frame(link, e)
-        link.transport.write(framing.frame(link.hs.write_message(b""), FRAME_LIMIT))
+        link.transport.write(framing.frame(reply, FRAME_LIMIT))
         return None
 
     def status_frame(self, link, f):

@@ -8,6 +8,9 @@ Example (every key optional; these are the defaults)::
     udp_port = 7883                # 0 with tcp_port: same number as TCP; -1: no UDP
     status_from = ["127.0.0.1", "::1"]   # who may ask for status
     allow_plaintext = false        # true: also take unencrypted sessions (tests, benchmarks)
+    ble = false                    # true: also serve boards over Bluetooth LE (bleak, BlueZ)
+    ble_medium = ""                # "HOST:PORT": the virtual BLE medium instead of BlueZ (tests)
+    ble_group = "default"          # the proxy's range group on the virtual medium
 
     [retention]                    # per topic; 0 = no limit of that kind
     max_count = 10000
@@ -35,6 +38,8 @@ Example (every key optional; these are the defaults)::
     max_handshakes_per_host = 16   # ... from one address (the oldest is evicted)
     handshake_rate = 50            # new handshakes per second per address
     handshake_burst = 100
+    max_ble_links = 7              # boards connected over BLE at once
+    ble_idle_s = 60                # a BLE link that carries no message this long is dropped
 """
 import tomllib
 
@@ -104,6 +109,14 @@ DEFAULT_LIMITS = {
     # 100 lets a whole site behind one NAT reconnect after a power cut.
     "handshake_rate": 50,
     "handshake_burst": 100,
+    # BLE connections at once: a controller holds a handful (the Pi's
+    # CYW43455 is specified for about 7 LE links); each costs a BleLink
+    # (shared_protocol/ble/link.py: ~10 KB at most) and a pump task.
+    "max_ble_links": 7,
+    # A BLE connection that delivered no whole message for this long is
+    # dropped (a board pings its proxy every 10 s): a peer that connects
+    # and never writes does not hold a slot.
+    "ble_idle_s": 60,
 }
 
 
@@ -119,6 +132,10 @@ class Config:
         # Secure (Noise XX) links are the default; plaintext sessions only
         # when asked for (loopback tests, benchmarks): docs/proxy.md.
         self.allow_plaintext = False
+        # Bluetooth LE (upsycle/ble/central.py): off unless asked for.
+        self.ble = False
+        self.ble_medium = ""
+        self.ble_group = "default"
 
     def check(self):
         """Raise ConfigError for limits that would let one address lock out the others."""
@@ -150,6 +167,14 @@ class Config:
             if not isinstance(v, bool):
                 raise ConfigError("allow_plaintext must be true or false, got %r" % (v,))
             c.allow_plaintext = v
+        if "ble" in raw:
+            v = raw.pop("ble")
+            if not isinstance(v, bool):
+                raise ConfigError("ble must be true or false, got %r" % (v,))
+            c.ble = v
+        for key in ("ble_medium", "ble_group"):
+            if key in raw:
+                setattr(c, key, str(raw.pop(key)))
         if "status_from" in raw:
             c.status_from = [str(x) for x in raw.pop("status_from")]
         ret = raw.pop("retention", {})

@@ -17,7 +17,6 @@ StreamDecoder = wire_fast.StreamDecoder
 frames = wire_fast.frames
 frame = wire_fast.frame
 fast_cipher = noise_fast.fast
-fast_channel = noise_fast.fast_channel
 
 
 class HostProxySession(ProxySession):
@@ -26,10 +25,10 @@ class HostProxySession(ProxySession):
     encode_puback = staticmethod(wire_fast.encode_puback)
 
 
-def seal_frames(cs, msgs, limit):
-    """Encrypt each session message with ``cs`` and frame them for one write."""
-    enc = cs.encrypt_with_ad
-    return wire_fast.frames([enc(b"", m) for m in msgs], limit)
+def seal_frames(seal, msgs, limit):
+    """Seal each session message (``seal``: a secure link's) and frame them
+    for one write."""
+    return wire_fast.frames([seal(m) for m in msgs], limit)
 
 
 # Datagrams taken per wake-up of the UDP socket. asyncio's datagram transport

@@ -79,8 +79,8 @@ class SubState:
 
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
-                 "transport", "paused", "opened", "proto", "mode", "hs", "udp", "send_cs",
-                 "recv_cs", "bound", "active", "known")
+                 "transport", "paused", "opened", "proto", "mode", "sec", "bound", "active",
+                 "known")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -100,10 +100,9 @@ class Link:
         # "new" (TCP, first frame not seen), "plain", "status" (plaintext,
         # status requests only), "hs" (Noise handshake), "secure"
         self.mode = "new"
-        self.hs = None        # TCP: the Handshake in progress
-        self.udp = None       # UDP: the UdpSession (handshake, then transport)
-        self.send_cs = None   # TCP transport CipherStates
-        self.recv_cs = None
+        # The Noise XX responder (session/secure_proxy.py): the handshake,
+        # then the transport keys; None on plaintext links.
+        self.sec = None
         self.bound = None     # secure: the node id the peer's static key proves
         self.known = None     # handshake admitted on a "seen before" hint: that node id
 
@@ -250,17 +249,18 @@ class LinkTable:
             return   # (mid-handshake there is no key to send session messages under)
         if link.kind == "tcp":
             tr = link.transport
-            cs = link.send_cs
-            if cs is not None:
-                tr.write(fastpath.seal_frames(cs, msgs, FRAME_LIMIT))
+            sec = link.sec
+            if sec is not None:
+                tr.write(fastpath.seal_frames(sec.seal, msgs, FRAME_LIMIT))
             else:
                 tr.write(fastpath.frames(msgs, FRAME_LIMIT))
             if tr.get_write_buffer_size() > WRITE_BUFFER_MAX:
                 self.faults.note("slow_reader", peer=link.name())
                 self.close_link(link, "slow_reader")
-        elif link.udp is not None:
+        elif link.sec is not None:
+            seal = link.sec.seal
             for m in msgs:
-                self.udp_transport.sendto(link.udp.send(m), link.addr)
+                self.udp_transport.sendto(seal(m), link.addr)
         else:
             for m in msgs:
                 self.udp_transport.sendto(m, link.addr)

@@ -70,6 +70,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self._ticker = None
         self._stopped = asyncio.Event()
         self.addresses = {}
+        self.ble = None               # upsycle/ble/central.py, with --ble
         # The proxy's static X25519 key (Noise XX), kept in the data directory.
         self.key = None               # loaded in start(), after the store checks the directory
         self.public_key = b""
@@ -107,6 +108,8 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             self.udp_transport, self.udp_endpoint = await fastpath.open_udp(
                 UdpProtocol(self), (c.listen, udp_port), UDP_MAX + 1)
             self.addresses["udp"] = (c.listen, self.udp_transport.get_extra_info("sockname")[1])
+        if c.ble:
+            await self._start_ble()
         await self.tcp_server.start_serving()
         self._ticker = asyncio.ensure_future(self._tick())
         n, b = self.store.stored_totals()
@@ -118,7 +121,27 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             plaintext="allowed" if c.allow_plaintext else "refused"))
         print("upsycle proxy: public key %s" % self.public_key.hex(), file=sys.stderr, flush=True)
 
+    async def _start_ble(self):
+        """BLE links run their sessions as UDP ones: their datagrams enter
+        through on_datagram and leave through udp_transport, which becomes a
+        router sending BLE addresses to the BLE central."""
+        from upsycle.ble.central import BleCentral, DatagramRouter
+        c = self.config
+        scanner = client = radio = None
+        if c.ble_medium:
+            from upsycle.ble.backend import VirtualRadio, virtual_backends
+            from upsycle.proxy.config import parse_hostport
+            host, port = parse_hostport(c.ble_medium)
+            radio = VirtualRadio(host, port, group=c.ble_group)
+            scanner, client = virtual_backends(radio)
+        self.ble = BleCentral(self, self.limits["max_ble_links"], self.limits["ble_idle_s"], scanner, client, radio)
+        self.udp_transport = DatagramRouter(self.udp_transport, self.ble)
+        await self.ble.start()
+        self.addresses["ble"] = c.ble_medium or "bluez"
+
     async def stop(self):
+        if self.ble is not None:
+            await self.ble.stop()
         if self._ticker is not None:
             self._ticker.cancel()
         if self.tcp_server is not None:
@@ -155,12 +178,12 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
                     self.close_link(link, "hello_timeout")
                     continue
                 if link.mode == "hs":
-                    if link.udp is not None:
+                    if link.kind == "udp" and link.sec is not None:
                         try:
-                            link.udp.tick(t)
+                            link.sec.tick(t)
                         except RemoteError:
                             pass   # the hello timeout above closes it
-                        for pkt in link.udp.packets_to_send():
+                        for pkt in link.sec.packets_to_send():
                             self.udp_transport.sendto(pkt, link.addr)
                     continue
                 link.ps.poll(t)

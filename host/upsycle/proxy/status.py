@@ -62,4 +62,5 @@ def report(proxy):
         "handshakes_in_progress": proxy.handshake_count,
         "secure_handshakes": proxy.secure_sessions,
         "hinted_handshakes": proxy.hinted_handshakes,
+        "ble": proxy.ble.status() if proxy.ble is not None else "off",
     }

