@@ -232,6 +232,46 @@ def test_rings_exchange_covers_all_shared_topics_and_ignores_others():
     assert p.needy() == ts[:3]
 
 
+def test_rings_answer_with_the_subscribers_nearest_to_the_asker():
+    # T-Man's rule: a proxy far from the asker on the ring hands it the
+    # known subscribers next to the asker, not its own ring neighbours
+    # (with those, a newcomer walked the ring KEEP places per exchange).
+    t = topic("tman")
+    p = _rings(1000, [t])
+    step = ids.RING // 40
+    known = [pid(1000 + step * k) for k in range(1, 40)]
+    p._absorb(known[0], ADDR, [[t, [[x, ADDR, 0] for x in known[1:8]]]])
+    for k in range(8, 39, 8):
+        p._absorb(known[k], ADDR, [[t, [[x, ADDR, 0] for x in known[k + 1:k + 8]]]])
+    q = _rings(1000 + step * 20 + 5, [t])     # just after known[19]
+    req = envelope.Message(rings.REQUEST, [9, q.id, ADDR, b"\x00" * (BITS // 8), [[t, []]]])
+    reply = p.handle(req, 0).message.values[2]
+    sent = sorted(e[0] for e in reply[0][1])
+    want = sorted(known[16:24])               # 4 on each side of the asker
+    assert sent == want, (sent, want)
+    # its own ring neighbours are the nearest to itself, not what it sent
+    assert p.successors(t) == known[:2]
+
+
+def test_rings_introduce_to_nearest_neighbours_heard_of_through_others():
+    # A neighbour that only a third proxy named does not know this proxy:
+    # it would send none of the topic's messages here until a relay told
+    # it. introduce() contacts it in the same period.
+    t = topic("intro")
+    p = _rings(5000, [t])
+    s1, s2, p1 = pid(5010), pid(5020), pid(4990)
+    p._absorb(s2, ADDR, [[t, [[s1, ADDR, 0], [p1, ADDR, 0]]]])
+    assert p.successors(t) == [s1, s2] and p.predecessors(t)[0] == p1
+    outs = p.introduce(0, 0)
+    assert sorted(o.peer_id for o in outs) == sorted([s1, p1]), outs
+    assert all(o.message.type is rings.REQUEST for o in outs)
+    # once they answered, nothing more to introduce
+    for o in outs:
+        nonce = o.message.values[0]
+        p.handle(envelope.Message(rings.REPLY, [nonce, o.peer_id, [[t, []]]]), 1)
+    assert p.introduce(2, 0) == []
+
+
 def test_rings_drop_a_silent_partner_and_bad_messages_change_nothing():
     t = topic("z")
     p = _rings(100, [t])
