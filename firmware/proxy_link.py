@@ -115,6 +115,7 @@ class ProxyLink:
         self.online = False
         self.refill_quiet = {}   # topic id -> ticks of the refill's last sign of life
         self.sock = None
+        self.poller = None
         self.addr = None
 
     def open(self):
@@ -143,6 +144,7 @@ class ProxyLink:
             node.log("upsycle: cannot open a socket to %s:%d: %s" % (host, port, e))
             return False
         self.sock = s
+        self.poller = platform.Poller(s)
         return self._start(key, "%s:%d (udp" % (host, port))
 
     def _start(self, key, where):
@@ -174,6 +176,7 @@ class ProxyLink:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.poller = None
         self.proxy_index += 1
         del self.pending_consumed[:]   # the old proxy's numbers: nothing to tell the new one
         self.open()
@@ -281,13 +284,21 @@ class ProxyLink:
     def _fill_window(self, now):
         s = self.session
         sealed = False
+        now_s = None
         for tp in self.node.topics:
+            if not tp.outbox:
+                # nothing to send: no allocation on an idle turn (the wall
+                # clock is a big int on a 32-bit board, next_message builds
+                # a list)
+                continue
             upto = self.sent_upto.get(tp.topic)
             if upto is None:
                 upto = self.sent_upto[tp.topic] = {}
+            if now_s is None:
+                now_s = platform.unix_time()
             while s.can_publish():
                 try:
-                    m = tp.next_message(upto, platform.unix_time())
+                    m = tp.next_message(upto, now_s)
                 except UpsycleError as e:
                     # e.g. the write capability expired: readers would refuse
                     # what we send, so nothing is sent and nothing is lost
@@ -298,6 +309,9 @@ class ProxyLink:
                     break
                 if m is None:
                     break
+                # the seal's garbage out of the way of what the session
+                # keeps until the ack (the datagram, for resends)
+                platform.compact()
                 a, seq, payload = m
                 # The session's node id: on a Noise link the proxy binds it to
                 # the link's key and refuses ids that do not start with it.
