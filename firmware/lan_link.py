@@ -58,15 +58,18 @@ class LanLink:
             lts.append(LanTopic(t.member, t.replica, t.mark_synced))
         self.lan = Lan(node.node_id, my_ip, port, Rng(seed), platform.random_bytes, lts)
         self.sock = s
+        self.poller = platform.Poller(s)
+        self._out = []
         self._due = None   # ticks: announce, shuffle, sync (all due on the first turn)
 
     def status(self):
         return " lan peers %d synced %d" % (len(self.lan.cyclon), self.lan.synced_ops)
 
-    def timers(self, now):
-        """[(sockaddr, datagram)] due now on the LAN."""
+    def timers(self, now, out=None):
+        """[(sockaddr, datagram)] due now on the LAN, appended to out."""
         lan = self.lan
-        out = []
+        if out is None:
+            out = []
         due = self._due
         if due is None:   # the first turn: all three are due (a tick has no zero)
             due = self._due = [now, now, now]
@@ -77,10 +80,10 @@ class LanLink:
                 out.append((p, a))
         if clock.diff(now, due[1]) >= 0:
             due[1] = clock.add(now, _SHUFFLE_MS)
-            out += _resolve(lan.shuffle(now))
+            out.extend(_resolve(lan.shuffle(now)))
         if clock.diff(now, due[2]) >= 0:
             due[2] = clock.add(now, _SYNC_MS)
-            out += _resolve(lan.sync_round(now))
+            out.extend(_resolve(lan.sync_round(now)))
         return out
 
     def receive(self, data, src, now):
@@ -89,19 +92,32 @@ class LanLink:
     def io(self, now, wdt):
         """One loop turn's LAN traffic: due timers, then what arrived."""
         ls = self.sock
-        out = self.timers(now)
-        for _ in range(_RX_PER_TURN):
+        # one list for every turn's datagrams: an idle turn allocates nothing
+        out = self._out
+        self.timers(now, out)
+        poller = self.poller
+        n = 0
+        # only a socket with a datagram queued is read (platform.Poller)
+        while n < _RX_PER_TURN and poller.ready():
+            n += 1
             try:
-                data, src = ls.recvfrom(_RX_MAX)
+                data, src = poller.recvfrom(_RX_MAX)
             except OSError:
                 break
-            out += self.receive(data, _host_port(src), platform.ticks_ms())
+            # a sync may add readings and a shuffle peers to the view:
+            # they go to the lowest free blocks (platform.compact)
+            platform.compact()
+            out.extend(self.receive(data, _host_port(src), platform.ticks_ms()))
             wdt.feed()
         for addr, data in out:
             try:
                 ls.sendto(data, addr)
             except OSError:
                 pass
+        if out:
+            del out[:]   # (the slice object is an allocation: not on an idle turn)
+        if n:
+            platform.keep_room()
 
 
 def _resolve(msgs):

@@ -15,7 +15,6 @@ import time
 try:
     import vboard                      # the virtual board (host/upsycle/vboard)
     IS_VIRTUAL = True
-    wait_readable = vboard.wait_readable
 except ImportError:                    # hardware: poll the socket between sleeps
     import asyncio
     import select
@@ -24,12 +23,52 @@ except ImportError:                    # hardware: poll the socket between sleep
     # round trip on the LAN short without spinning the CPU.
     POLL_STEP_MS = 20
 
-    async def wait_readable(sock, timeout_ms=None):
-        p = select.poll()
-        p.register(sock, select.POLLIN)
+
+class Poller:
+    """Whether a datagram waits on one socket, without allocating: the loop
+    asks every turn, and a read of an empty socket raises OSError(EAGAIN),
+    which allocates the exception and, on the unix port, the whole receive
+    buffer (recvfrom allocates it before the call fails). On hardware one
+    select.poll object per socket, asked with ipoll (it hands back one reused
+    tuple; poll() builds a list each call); on the virtual board the
+    socket's own readable()."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.poll = None     # made on the first question (a socket never read needs none)
+        self.ipoll = None
+
+    def ready(self):
+        if IS_VIRTUAL:
+            return self.sock.readable()
+        p = self.poll
+        if p is None:
+            p = self.poll = select.poll()
+            p.register(self.sock, select.POLLIN)
+            # CPython (the host tests) has no ipoll
+            self.ipoll = getattr(p, "ipoll", None)
+        if self.ipoll is None:
+            return bool(p.poll(0))
+        for _ in self.ipoll(0):
+            return True
+        return False
+
+    def recv(self, size):
+        """One datagram of a connected socket (raises OSError if none)."""
+        _free_room()
+        return self.sock.recv(size)
+
+    def recvfrom(self, size):
+        _free_room()
+        return self.sock.recvfrom(size)
+
+    async def wait(self, timeout_ms):
+        """True once a datagram waits, False after timeout_ms."""
+        if IS_VIRTUAL:
+            return await vboard.wait_readable(self.sock, timeout_ms)
         waited = 0
-        while timeout_ms is None or waited < timeout_ms:
-            if p.poll(0):
+        while waited < timeout_ms:
+            if self.ready():
                 return True
             await asyncio.sleep_ms(POLL_STEP_MS)
             waited += POLL_STEP_MS
@@ -37,6 +76,90 @@ except ImportError:                    # hardware: poll the socket between sleep
 
 
 # Tick arithmetic (differences, sums) is shared_protocol/clock.py's.
+
+if sys.implementation.name == "micropython":
+    import gc
+
+    def compact():
+        """Collect before the node keeps something: a reading applied, a
+        publish queued. MicroPython allocates first fit and collects only
+        when the heap is full, so what a delivery keeps (a replica entry, a
+        replay window) lands above the kilobytes of garbage its Ed25519
+        check and AEAD left, and the next collection leaves it standing
+        alone among free blocks: after some dozen readings no free block
+        holds a 1.2 KB datagram although a third of the heap is free
+        (tools/bench/bench_rig.py, micropython.mem_info(1)). Collected
+        first, the kept objects fill the lowest holes, next to the old ones.
+        Only while the heap is tight (less than COMPACT_BELOW free): in a
+        roomy heap nothing needs a large block yet, and each collection
+        marks everything kept (some 200 KB with .mpy modules)."""
+        if gc.mem_free() < COMPACT_BELOW:
+            gc.collect()
+
+    def keep_room():
+        """Hold a free block for the next datagram read. Stock firmware's
+        sockets have no recv_into: recv and recvfrom allocate the whole
+        size they may read (RX_ROOM) in one piece, and as the heap fills
+        with small kept objects no such block may be left, although a
+        third of the heap is free. This block is taken while the heap is
+        tidy (at boot, after each turn's reads) and handed back right
+        before a read (_free_room), so the read always finds one."""
+        global _room
+        if _room is None:
+            try:
+                _room = bytearray(RX_ROOM)
+            except MemoryError:
+                pass   # no block now: the next turn tries again
+
+    def _free_room():
+        global _room
+        if _room is not None:
+            _room = None
+            gc.collect()
+
+    def collect_often():
+        """Collect after every 1/GC_SHARE of the free heap allocated, not
+        only when the heap is full: the garbage of a signature check then
+        never spreads over the whole heap, and what outlives it stays near
+        the bottom, leaving the top in large free blocks for the datagrams.
+        Called once the node is built, and only for a tight heap (less
+        than GC_TIGHT free): each collection marks everything kept (some
+        200 KB with .mpy modules), and in a roomy heap, where fragmentation
+        costs nothing yet, a threshold made a reading take 70% more CPU
+        (tools/bench/bench_rig.py, .mpy in 600 KB: 72 against 42 ms)."""
+        gc.collect()
+        free = gc.mem_free()
+        if free < GC_TIGHT:
+            gc.threshold(max(GC_EVERY_MIN, free // GC_SHARE))
+else:
+    def compact():
+        pass   # CPython: reference counting frees the garbage at once
+
+    def collect_often():
+        pass
+
+    def keep_room():
+        pass
+
+    def _free_room():
+        pass
+
+_room = None
+# The largest read of the node: a LAN datagram (lan_link._RX_MAX; the proxy
+# link reads runtime.RX_MAX, less). tests/host/test_node_runtime.py checks.
+RX_ROOM = 1264
+
+# See collect_often: a quarter of the free heap keeps the garbage together
+# (frozen: 86 KB with a 16 KB threshold, 96 KB without); never below 4 KB,
+# where a signature check (hundreds of KB of big-int temporaries) would
+# cost hundreds of collections; none when more than GC_TIGHT is free.
+GC_SHARE = 4
+GC_EVERY_MIN = 4096
+GC_TIGHT = 65536
+# compact() collects only below this much free heap: a quarter of the
+# smallest board heap the node runs in frozen (docs/node.md), several
+# times the largest block a turn needs (a 1.2 KB datagram).
+COMPACT_BELOW = 24576
 
 # MicroPython's unix port (sys.platform is "linux" on CPython too).
 IS_UNIX = sys.platform == "linux" and sys.implementation.name == "micropython"

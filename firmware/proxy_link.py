@@ -35,6 +35,11 @@ _WINDOW = const(8)
 # A board pings every 10 s: NAT mappings live 30 s or more, and a proxy
 # notices a node gone within 30 s.
 _KEEPALIVE_MS = const(10000)
+# Link failures in a row (a link lost, a handshake unanswered) after which a
+# node with several proxies moves to the next one in its list: a proxy that
+# restarts answers the first new handshake, a dead one costs two failures
+# (about 30 s of silence, then 8 s of handshake, on a board's keepalive).
+_FAILOVER_AFTER = const(2)
 # Errors from a misbehaving proxy logged before going quiet (it may send
 # garbage at line rate; the REPL must stay readable).
 ERRORS_LOGGED_MAX = const(20)
@@ -102,6 +107,7 @@ class ProxyLink:
             self.proxies.append((host, int(port), bytes.fromhex(key) if key else None))
         self.over_ble = False
         self.proxy_index = 0
+        self.failures = 0        # link failures in a row (_FAILOVER_AFTER)
         self.inflight = {}       # msg_id -> (topic, dmc author, dmc seq)
         self.sent_upto = {}      # topic id -> {dmc author: highest seq handed to the session this link}
         self.pending_consumed = []
@@ -109,6 +115,7 @@ class ProxyLink:
         self.online = False
         self.refill_quiet = {}   # topic id -> ticks of the refill's last sign of life
         self.sock = None
+        self.poller = None
         self.addr = None
 
     def open(self):
@@ -137,6 +144,7 @@ class ProxyLink:
             node.log("upsycle: cannot open a socket to %s:%d: %s" % (host, port, e))
             return False
         self.sock = s
+        self.poller = platform.Poller(s)
         return self._start(key, "%s:%d (udp" % (host, port))
 
     def _start(self, key, where):
@@ -160,13 +168,18 @@ class ProxyLink:
             where, "plaintext" if plain else ("Noise XX, pinned key" if key else "Noise XX")))
         return True
 
-    def next_proxy(self):
+    def next_proxy(self, now):
+        """Move to the next proxy of the list (docs/federation.md): a new
+        socket and link; the session resends what is in flight there (the
+        same message ids: the federation stores them once) and the new
+        proxy numbers the topics its own way (session/client.py)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            self.poller = None
         self.proxy_index += 1
-        self.sent_upto = {}
-        self.inflight = {}
+        del self.pending_consumed[:]   # the old proxy's numbers: nothing to tell the new one
+        self.open()
 
     def receive(self, data, now):
         self.link.receive(data, now)
@@ -249,8 +262,15 @@ class ProxyLink:
                 if not self.online:
                     node.log("upsycle: proxy session open")
                 self.online = True
+                self.failures = 0
             elif kind == "lost" or kind == "link_failed":
                 self.online = False
+                self.failures += 1
+                if len(self.proxies) > 1 and self.failures >= _FAILOVER_AFTER:
+                    self.failures = 0
+                    node.log("upsycle: proxy link lost (%s): moving to the next proxy" % (ev[1],))
+                    self.next_proxy(now)
+                    continue
                 node.log("upsycle: proxy link lost (%s): retrying" % (ev[1],))
                 # The session keeps what is in flight and resends it on
                 # the new link (session/client.py).
@@ -264,13 +284,21 @@ class ProxyLink:
     def _fill_window(self, now):
         s = self.session
         sealed = False
+        now_s = None
         for tp in self.node.topics:
+            if not tp.outbox:
+                # nothing to send: no allocation on an idle turn (the wall
+                # clock is a big int on a 32-bit board, next_message builds
+                # a list)
+                continue
             upto = self.sent_upto.get(tp.topic)
             if upto is None:
                 upto = self.sent_upto[tp.topic] = {}
+            if now_s is None:
+                now_s = platform.unix_time()
             while s.can_publish():
                 try:
-                    m = tp.next_message(upto, platform.unix_time())
+                    m = tp.next_message(upto, now_s)
                 except UpsycleError as e:
                     # e.g. the write capability expired: readers would refuse
                     # what we send, so nothing is sent and nothing is lost
@@ -281,6 +309,9 @@ class ProxyLink:
                     break
                 if m is None:
                     break
+                # the seal's garbage out of the way of what the session
+                # keeps until the ack (the datagram, for resends)
+                platform.compact()
                 a, seq, payload = m
                 # The session's node id: on a Noise link the proxy binds it to
                 # the link's key and refuses ids that do not start with it.

@@ -139,6 +139,8 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
     wlan = await _wifi(cfg, wdt, log)
     node = Node(cfg, data_dir)
     forget_boot_modules()
+    platform.collect_often()
+    platform.keep_room()
     if app is not None:
         app(node)
     node.open_ble()
@@ -170,9 +172,14 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
         if clock.diff(now, last_status) >= _STATUS_EVERY_MS:
             last_status = now
             st = node.status()
-            if st != last_line:   # only changes: the REPL stays readable
-                last_line = st
+            # only changes: the REPL stays readable. The line's hash is
+            # kept, not the line: a string kept for seconds among a turn's
+            # garbage is one more small block pinned in the heap.
+            h = hash(st)
+            if h != last_line:
+                last_line = h
                 log("upsycle: status " + st)
+            st = None
         sock = proxy.sock
         if sock is not None:
             for m in proxy.outgoing():
@@ -195,9 +202,15 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
         if sock is None or proxy.over_ble:
             await asyncio.sleep_ms(wait)
             continue
-        if not await platform.wait_readable(sock, wait):
+        poller = proxy.poller
+        if not await poller.wait(wait):
             continue
-        for _ in range(_RX_PER_TURN):
+        n = 0
+        # Only a socket with a datagram queued is read: a read that finds
+        # none raises EAGAIN, allocating the exception (and on some ports
+        # the receive buffer) every turn (platform.Poller).
+        while n < _RX_PER_TURN and poller.ready():
+            n += 1
             # recv, not recvfrom: the socket is connected to the proxy, and
             # recvfrom allocates the sender's address besides the datagram.
             # (readinto() into one preallocated buffer would allocate
@@ -205,11 +218,13 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
             # it glues queued datagrams together. Stock firmware has no
             # recv_into.)
             try:
-                data = sock.recv(RX_MAX)
+                data = poller.recv(RX_MAX)
             except OSError:
-                break   # EAGAIN: nothing more queued
+                break
             proxy.receive(data, platform.ticks_ms())
+            data = None
             wdt.feed()
+        platform.keep_room()
 
 
 def run(cfg, app=None, data_dir=DATA_DIR):

@@ -192,6 +192,11 @@ class Client:
             await asyncio.wait_for(asyncio.shield(self._control_queued), timeout)
         return self
 
+    @property
+    def connected(self):
+        """The proxy welcomed the current link (and it has not been lost)."""
+        return self._welcome.is_set()
+
     async def __aenter__(self):
         return await self.connect()
 

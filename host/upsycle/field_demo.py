@@ -180,8 +180,10 @@ class Subscriber:
                  % (len(lg), len(last), " ".join(parts)))
 
 
-def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
-    """Run the scenario; returns the summary dict (ok: bool)."""
+def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
+    """Run the scenario; returns the summary dict (ok: bool). sites=2: the
+    subscriber is at a second site, behind its own proxy, linked to the
+    boards' proxy; the link between the sites is cut while node3 is off."""
     t0 = time.monotonic()
     lock = threading.Lock()
     raw_out = out
@@ -196,10 +198,28 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
     summary = {"ok": False}
     try:
         port = processes.free_port()
+        extra = []
+        relays = []
+        if sites == 2:
+            from upsycle import field_sites
+            port_b = processes.free_port()
+            relays = [field_sites.TcpRelay(port), field_sites.TcpRelay(port_b)]
+            summary["relays"] = relays
+            extra = field_sites.proxy_args(port, relays[0].port, relays[1].port)
         proxy = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy"),
-                      "--listen", "127.0.0.1:%d" % port], "proxy", None)
+                      "--listen", "127.0.0.1:%d" % port] + extra, "proxy", None)
         procs.append(proxy)
         proxy.wait_port(port)
+        sub_port = port
+        if sites == 2:
+            site_b = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy-b"),
+                           "--listen", "127.0.0.1:%d" % port_b]
+                          + field_sites.proxy_args(port_b, relays[1].port, relays[0].port), "proxy-b", None)
+            procs.append(site_b)
+            site_b.wait_port(port_b)
+            sub_port = port_b
+            out("site B: a second proxy on 127.0.0.1:%d, linked to site A's over Noise (through a relay "
+                "the demo can cut); the subscriber is at site B" % port_b)
         # The proxy made its static key before listening: the boards get its
         # public key pinned in their config (host:port@KEY), so they refuse
         # any other proxy instead of trusting the first key they meet.
@@ -262,7 +282,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
 
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
-        sub = Subscriber(sub_invite, port, out, os.path.join(work, "subscriber"))
+        sub = Subscriber(sub_invite, sub_port, out, os.path.join(work, "subscriber"))
         sub_thread_err = []
 
         def sub_main():
@@ -291,7 +311,15 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
         procs.remove(boards[OFFLINE_BOARD]["proc"])
         out("*** %s switched off (%.1f s after power-on); off for %d s ***"
             % (OFFLINE_BOARD, time.monotonic() - t_on, offline_s))
+        for r in relays:
+            r.cut()
+        if relays:
+            out("*** the link between site A and site B is cut ***")
         time.sleep(offline_s)
+        for r in relays:
+            r.restore()
+        if relays:
+            out("*** the link between the sites is back ***")
         start_board(OFFLINE_BOARD)
         t_back = time.monotonic()
         out("*** %s powered on again ***" % OFFLINE_BOARD)
@@ -329,6 +357,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
             "topic": topic_id,
             "work": work,
             "proxy_db": os.path.join(work, "proxy"),
+            "sites": sites,
             "state": expected,
             "board_states": dict((b, None if board_logs[b] is None else board_logs[b].snapshot()) for b in BOARDS),
             "subscriber_errors": [repr(e) for e in sub_thread_err],
@@ -340,6 +369,8 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print):
     finally:
         for p in procs:
             p.stop()
+        for r in summary.pop("relays", []):
+            r.close()
         summary["pids"] = all_pids
         if keep is None and not summary.get("keep_work"):
             summary["cleanup"] = lambda: shutil.rmtree(work, ignore_errors=True)

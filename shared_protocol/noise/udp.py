@@ -32,7 +32,7 @@ forger cannot stall or reset a session. Transport packets that arrive before
 the responder has finished are dropped, as UDP may drop them anyway.
 """
 from shared_protocol import clock
-from shared_protocol.noise.datagram import DATAGRAM_MAX, REPLAY_WINDOW, DatagramChannel
+from shared_protocol.noise.datagram import DATAGRAM_MAX, NONCE_PREFIX, REPLAY_WINDOW, DatagramChannel
 from shared_protocol.noise.errors import NoiseError, NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete, Message
 
@@ -73,7 +73,7 @@ class SessionUnknown(NoiseError):
 def no_session_answer(packet):
     """The responder's answer to a transport packet it has no session for,
     or None if the packet is too short to answer without amplifying."""
-    if len(packet) < 1 + 8 + TAG_SIZE:
+    if len(packet) < 1 + NONCE_PREFIX + TAG_SIZE:
         return None
     return bytes((KIND_UNKNOWN,)) + bytes(packet[-TAG_SIZE:])
 

@@ -294,6 +294,18 @@ class ClientSession:
 
     def _on_welcome(self, proxy_id, window, now):
         self.state = OPEN
+        if self.proxy_id is not None and proxy_id != self.proxy_id:
+            # Another proxy (a node with several, or one whose store was
+            # replaced): topic sequences are numbered by each proxy, so what
+            # we counted at the last one says nothing here; its own cursor
+            # for us (s_subscribed) starts the counts again. The replica or
+            # the app drops what it already had, by message id.
+            for t in self._subs:
+                s = self._subs[t]
+                s.received = -1
+                s.consumed = -1
+                s.acked = -1
+                s.ack_due = False
         self.proxy_id = proxy_id
         self.peer_window = min(self.window, window) if window > 0 else 1
         out = self._out

@@ -222,7 +222,7 @@ class SecureLink:
         strings to write in order."""
         n = self._noise
         if n is None:
-            return []
+            return ()   # no link yet: no allocation on an idle turn
         if self.datagram:
             out = n.packets_to_send()
             if self._secured:

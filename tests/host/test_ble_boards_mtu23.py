@@ -31,6 +31,9 @@ def test_two_boards_converge_at_mtu_23_with_loss(tmp_path):
                 procs[b] = Proc(board_cmd.server_command(0, fs, name=b, echo=True, ble=med.addr), b, None)
                 procs[b].wait_url()
             res = {}
+            # Invites before the threads: the pure-Python signer keeps
+            # module-level buffers (crypto/sha512.py) and is not thread-safe.
+            invites = dict((b, invite_url(admin.invite(os.urandom(32), True, True))) for b in procs)
 
             def flash(b):
                 toml = os.path.join(work, b + ".toml")
@@ -38,8 +41,7 @@ def test_two_boards_converge_at_mtu_23_with_loss(tmp_path):
                     f.write('transport = "ble"\n\n[app]\nreadings = %d\n' % READINGS)
                 res[b] = subprocess.run(
                     [sys.executable, "-m", "upsycle", "flash", "--board", "virtual", "--port", procs[b].url,
-                     "--config", toml, "--invite", invite_url(admin.invite(os.urandom(32), True, True)),
-                     "--interval", "1"], env=processes.python_env(), capture_output=True, text=True, timeout=120)
+                     "--config", toml, "--invite", invites[b], "--interval", "1"], env=processes.python_env(), capture_output=True, text=True, timeout=120)
             ts = [threading.Thread(target=flash, args=(b,)) for b in procs]
             for t in ts:
                 t.start()

@@ -136,3 +136,13 @@ def test_flood_and_silent_peers_are_cut_and_a_real_board_is_served(tmp_path):
     assert faults.get("ble_link_idle", 0) >= 1, faults             # the silent ones were dropped
     assert bad[0].disconnects >= 1 and bad[1].connects >= 1 and bad[1].disconnects >= 1
     assert status["ble"]["connects"] >= 3 and status["ble"]["links"] <= LINKS_MAX
+
+
+def test_proxy_without_a_radio_says_so_and_exits(tmp_path):
+    # a closed port: no medium there (and no BlueZ on these machines)
+    port = processes.free_port()
+    r = subprocess.run([sys.executable, "-m", "upsycle", "proxy", "--data", str(tmp_path / "p"), "--listen",
+                        "127.0.0.1:%d" % processes.free_port(), "--ble", "--ble-medium", "127.0.0.1:%d" % port],
+                       env=processes.python_env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, (r.returncode, r.stderr)
+    assert "Bluetooth LE did not start" in r.stderr and "--ble-medium" in r.stderr, r.stderr

@@ -173,3 +173,19 @@ def test_a_peer_that_connects_and_never_writes_is_dropped(monkeypatch):
         radio.io(t, Wdt())
     assert ("disconnect", 1) in fake.calls and ("disconnect", 2) not in fake.calls
     assert 1 not in radio.peers and 2 in radio.peers
+
+
+def test_a_connection_gone_before_its_setup_does_not_stop_the_node(monkeypatch):
+    """A connect event handled after the stack dropped the connection: the
+    stack refuses calls on the handle (OSError), the radio forgets it."""
+    ble_link, radio, fake = _radio(monkeypatch)
+
+    def refused(conn):
+        raise OSError(107)   # ENOTCONN
+    fake.gattc_exchange_mtu = refused
+    fake.handler(7, (5, 0, memoryview(b"\x0c" * 6)))   # _IRQ_PERIPHERAL_CONNECT: we are central
+    radio.io(0, Wdt())
+    assert 5 not in radio.peers and ("disconnect", 5) in fake.calls
+    fake.handler(8, (5, 0, memoryview(b"\x0c" * 6)))   # its disconnect, queued behind
+    radio.io(1, Wdt())
+    assert radio.peers == {}

@@ -58,6 +58,9 @@ def test_three_ble_boards_and_a_ble_proxy(tmp_path):
                 return p
 
             results = {}
+            # Invites before the threads: the pure-Python signer keeps
+            # module-level buffers (crypto/sha512.py) and is not thread-safe.
+            invites = dict((b, invite_url(admin.invite(os.urandom(32), read=True, write=True))) for b in BOARDS)
 
             def flash(name):
                 toml = os.path.join(work, name + ".toml")
@@ -65,8 +68,7 @@ def test_three_ble_boards_and_a_ble_proxy(tmp_path):
                     f.write('transport = "ble"\nproxies = ["ble@%s"]\n\n[app]\nreadings = %d\n' % (key, READINGS))
                 results[name] = subprocess.run(
                     [sys.executable, "-m", "upsycle", "flash", "--board", "virtual", "--port", boards[name].url,
-                     "--config", toml, "--invite", invite_url(admin.invite(os.urandom(32), read=True, write=True)),
-                     "--interval", "1", "--no-tail"],
+                     "--config", toml, "--invite", invites[name], "--interval", "1", "--no-tail"],
                     env=processes.python_env(), capture_output=True, text=True, timeout=120)
 
             for b in BOARDS:

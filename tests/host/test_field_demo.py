@@ -66,3 +66,23 @@ def test_field_demo_every_reading_everywhere(tmp_path):
     finally:
         for pid in s["pids"]:
             assert not _alive(pid), "process group %d left running" % pid
+
+
+def test_field_demo_at_two_sites_loses_nothing_across_a_cut_link(tmp_path):
+    import sqlite3
+    readings = 4
+    s = field_demo.run(readings=readings, interval=1, offline_s=4, keep=str(tmp_path), out=print, sites=2)
+    try:
+        assert s["ok"] and s["lost"] == 0 and s["converged"], s["board_lines"]
+        assert s["published"] == s["delivered"] == 3 * readings
+        for b, state in s["board_states"].items():
+            assert state == s["state"], b
+        # Site B's proxy holds every board's reading (sealed), carried over
+        # the federation link: the subscriber talked to site B only.
+        db = sqlite3.connect(os.path.join(s["work"], "proxy-b", "proxy.sqlite3"))
+        n = db.execute("SELECT COUNT(*) FROM messages WHERE topic=?", (s["topic"],)).fetchone()[0]
+        db.close()
+        assert n >= 3 * readings
+    finally:
+        for pid in s["pids"]:
+            assert not _alive(pid), "process group %d left running" % pid

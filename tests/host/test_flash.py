@@ -163,8 +163,11 @@ def test_flash_says_which_boards_fit_with_mpy_and_which_need_a_frozen_image():
         want[name] = ("mpy" if heap >= flashing.NODE_HEAP_MPY else
                       "frozen" if heap >= flashing.NODE_HEAP_FROZEN else "no")
         assert flashing.board_fit(boards.load(name)) == want[name], name
-    # as measured: a Pico 2 W runs the node from stock firmware, a plain ESP32 does not run it at all
-    assert want["pico2_w"] == "mpy" and want["esp32"] == "no" and want["virtual"] == "mpy"
+    # as measured: a Pico 2 W runs the node from stock firmware; a plain
+    # ESP32, a Pico W and the ESP32-S3/C3 without PSRAM need a frozen image
+    assert want["pico2_w"] == "mpy" and want["virtual"] == "mpy"
+    for name in ("esp32", "esp32s3", "esp32c3", "pico_w"):
+        assert want[name] == "frozen", name
     line = flashing.fit_line(boards.load("pico_w"))
     assert "pico_w" in line and "%d KB" % (flashing.NODE_HEAP_FROZEN // 1024) in line
     assert "stock firmware fits" in flashing.fit_line(boards.load("pico2_w"))

@@ -321,7 +321,10 @@ def test_socket_read_size_is_the_datagram_limit():
     # runtime.RX_MAX repeats framing.DATAGRAM_MAX so the node need not load
     # wire/framing.py; a change to one must change the other.
     from shared_protocol.wire import framing
+    from firmware import lan_link
     assert runtime.RX_MAX == framing.DATAGRAM_MAX
+    # the block held for reads (platform.keep_room) fits the largest read
+    assert runtime.platform.RX_ROOM == lan_link._RX_MAX >= runtime.RX_MAX
 
 
 def test_boot_only_modules_are_kept_on_cpython():
@@ -437,6 +440,92 @@ def test_bad_batch_config_signs_every_reading(tmp_path):
            "batch": {"readings": 99}}
     n = runtime.Node(cfg, data_dir=str(tmp_path), log=logs.append)
     assert n.topics[0].batch == 1 and any("config 'batch'" in m for m in logs)
+
+
+def test_idle_loop_turns_read_no_empty_socket(tmp_path):
+    """A read of an empty socket raises EAGAIN: on a board that allocates
+    the exception and, on the unix port, the whole receive buffer, every
+    turn. The LAN link reads only when the poller says a datagram waits,
+    and then reads it."""
+    import socket
+    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()], "publish_interval_s": 1,
+           "lan": {"port": free_port(), "peers": []}}
+    n = runtime.Node(cfg, data_dir=str(tmp_path / "d"), log=lambda m: None)
+    assert n.open_lan("127.0.0.1")
+    link = n.lan
+    real = link.sock
+    reads = []
+
+    class Counting:
+        def fileno(self):
+            return real.fileno()
+
+        def recvfrom(self, size):
+            reads.append(size)
+            return real.recvfrom(size)
+
+        def sendto(self, data, addr):
+            return real.sendto(data, addr)
+
+    link.sock = Counting()
+    link.poller = runtime.platform.Poller(link.sock)
+    now = runtime.platform.ticks_ms()
+    for _ in range(50):
+        link.io(now, runtime.platform.NoWatchdog())
+    assert reads == []
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"not a lan message", ("127.0.0.1", cfg["lan"]["port"]))
+        for _ in range(100):
+            if link.poller.ready():
+                break
+            import time
+            time.sleep(0.01)
+        link.io(now, runtime.platform.NoWatchdog())
+    finally:
+        s.close()
+        real.close()
+    assert len(reads) == 1
+
+
+def test_quiet_group_codes_are_codes_the_group_layer_raises():
+    # A re-key part already applied or meant for other members is a copy,
+    # not a fault: the node neither counts nor logs it. The codes must be
+    # the ones groups/errors.py gives (they were once spelled with dashes
+    # and matched nothing).
+    from firmware import core
+    from shared_protocol.groups import errors
+    codes = set()
+    for name in dir(errors):
+        c = getattr(errors, name)
+        if isinstance(c, type) and issubclass(c, errors.GroupError):
+            codes.add(c.code)
+    assert core._QUIET_CODES == (errors.StaleEpoch.code, errors.OtherRekeyPart.code)
+    assert set(core._QUIET_CODES) <= codes
+
+
+def test_idle_turn_with_an_open_session_seals_nothing_and_reads_no_clock(tmp_path, monkeypatch):
+    """On a 32-bit board the wall clock is a big int and next_message builds
+    a list: an idle turn allocated 224 bytes (tools/bench/bench_node.py
+    --only heap). With an empty outbox the window is not looked at."""
+    from firmware import platform
+    from firmware.topic import Topic as T
+    calls = []
+    clock_now = platform.unix_time
+    monkeypatch.setattr(platform, "unix_time", lambda: calls.append("clock") or clock_now())
+    real_next = T.next_message
+    monkeypatch.setattr(T, "next_message", lambda self, *a: calls.append("next") or real_next(self, *a))
+    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [_invite()], "publish_interval_s": 1,
+           "link": "plaintext"}
+    n = runtime.Node(cfg, data_dir=str(tmp_path / "d"), log=lambda m: None)
+    _open_session(n)
+    del calls[:]
+    for _ in range(100):
+        n.turn(0)
+    assert calls == []
+    n.publish("field", "temp", 21.5, t=1)
+    n.turn(0)
+    assert "next" in calls and "clock" in calls
 
 
 def test_ble_preload_covers_the_ble_link_in_import_order():

@@ -148,3 +148,16 @@ def test_random_source_hook():
         raises(NoRandomSource, api.random_bytes, 16)   # a short read is refused
     finally:
         api.set_random_source(None)
+
+
+def test_ed25519_base_table_constants_are_the_multiples_of_the_base_point():
+    # The table is written out as constants (ed25519._BASE_TABLE); each
+    # entry must be [i]B, the same point _table(BASE) computes, with T = XY/Z.
+    from shared_protocol.crypto.field import P
+    computed = ed25519._table(ed25519.BASE)
+    assert len(ed25519._BASE_TABLE) == 16
+    for i in range(16):
+        X, Y, Z, T = ed25519._BASE_TABLE[i]
+        cX, cY, cZ, _ = computed[i]
+        assert Z == 1 and T == X * Y % P, i
+        assert X * cZ % P == cX % P and Y * cZ % P == cY % P, i

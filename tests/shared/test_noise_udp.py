@@ -118,7 +118,7 @@ def test_no_session_answer_about_someone_elses_packet_is_ignored():
         a.send(b"y")                       # 'old' is out of the remembered tags
     assert a.receive(no_session_answer(old), 0) == []
     assert a.receive(b"\x05" + bytes(16), 0) == []
-    assert no_session_answer(b"\x04" + bytes(20)) is None   # too short to answer
+    assert no_session_answer(b"\x04" + bytes(17)) is None   # too short to answer (kind, 2-byte nonce, tag: 19)
     assert a.established
 
 

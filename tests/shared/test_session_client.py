@@ -91,6 +91,53 @@ def test_stream_link_resends_in_flight_after_reconnect_in_order():
     assert [e[2] for e in p2.events()] == [b"m0", b"m1", b"m2"]
 
 
+def test_another_proxy_numbers_the_topic_its_own_way():
+    # A node with several proxies moves to the next one: that proxy's
+    # sequences are its own, lower than what the first one had sent.
+    c, p = opened(reliable=True)
+    subscribe(c, p, T1, 0)
+    for seq in (1, 2, 3):
+        p.deliver(T1, seq, b"id%d" % seq, b"p", 0)
+    p2c(p, c, 0)
+    assert [e[2] for e in c.events()] == [1, 2, 3]
+    c.consumed(T1, 3)
+    c.stop("disconnected")
+    c.events()
+    c.start(10, True)
+    p2 = ProxySession(b"proxy-02", True, 10)
+    c2p(c, p2, 10)
+    p2.events()
+    p2.accept()
+    p2c(p2, c, 10)
+    assert list(c.events()) == [("welcome", b"proxy-02")]
+    c2p(c, p2, 10)
+    assert list(p2.events()) == [("subscribe", T1)]
+    p2.subscribed(T1, 0)
+    p2.deliver(T1, 1, b"id1", b"p", 10)      # the same message under its own numbers
+    p2.deliver(T1, 2, b"id9", b"p", 10)
+    p2c(p2, c, 10)
+    assert [e[0] for e in c.events()] == ["subscribed", "delivery", "delivery"]
+    c.consumed(T1, 2)
+    acks = [E.REGISTRY.decode(m) for m in c.data_to_send()]
+    assert [(m.name, m["seq"]) for m in acks] == [("s_dack", 2)]
+    # The same proxy again (a reconnect): the counts stay.
+    c.stop("disconnected")
+    c.events()
+    c.start(20, True)
+    p3 = ProxySession(b"proxy-02", True, 20)
+    c2p(c, p3, 20)
+    p3.events()
+    p3.accept()
+    p2c(p3, c, 20)
+    c.events()
+    c2p(c, p3, 20)
+    p3.events()
+    p3.subscribed(T1, 1)                       # it lost a cursor move in a crash
+    p3.deliver(T1, 2, b"id9", b"p", 20)
+    p2c(p3, c, 20)
+    assert [e[0] for e in c.events()] == ["subscribed"]   # 2 was had: dropped
+
+
 def test_delivery_in_order_and_acks_cover_consumed_only():
     c, p = opened()
     subscribe(c, p, T1, 4)

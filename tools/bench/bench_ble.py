@@ -22,7 +22,10 @@ link, in the same run.
    the medium's process.
 3. Heap (--only heap): what importing the BLE layer from .mpy adds on the
    virtual board (gc.mem_alloc after a collection, like bench_node.py),
-   after the node's own modules, and what 4 idle links hold.
+   after the node's own modules, and what 4 idle links hold. With
+   ``--aioble DIR`` (a checkout's micropython-lib
+   micropython/bluetooth/aioble, not shipped here) also what importing
+   aioble from .mpy costs, for the choice docs/ble.md explains.
 """
 import argparse
 import asyncio
@@ -294,7 +297,22 @@ def timed(n):
 
 # -- heap on the virtual board -----------------------------------------------------
 
-def heap():
+def _aioble_files(src):
+    """[(board path, .mpy bytes)] of aioble's modules compiled here."""
+    from upsycle.firmware_build import mpy_cross_path
+    out = []
+    pkg = os.path.join(src, "aioble")
+    with tempfile.TemporaryDirectory() as d:
+        for f in sorted(os.listdir(pkg)):
+            if f.endswith(".py"):
+                dst = os.path.join(d, f[:-3] + ".mpy")
+                subprocess.run([mpy_cross_path(), "-o", dst, os.path.join(pkg, f)], check=True)
+                with open(dst, "rb") as fh:
+                    out.append(("lib/aioble/" + f[:-3] + ".mpy", fh.read()))
+    return out
+
+
+def heap(aioble=None):
     from bench_node import _flash, _invites, _start_board
     from firmware import node as boot
     mp = [sys.executable, "-m", "mpremote"]
@@ -304,6 +322,14 @@ def heap():
         p = _start_board(fs, "bleheap")
         try:
             _flash(p.url, proxies=["127.0.0.1:9"], invites=_invites(1))
+            if aioble:
+                from upsycle import flashing
+                b = flashing.Board(p.url)
+                try:
+                    b.mkdirs(["lib/aioble"])
+                    b.write_files(_aioble_files(aioble))
+                finally:
+                    b.close()
             base = [m for m in boot.PRELOAD if m != "firmware.node"]
             lan = [m for m in boot.PRELOAD_BLE if "ble" not in m]
             ble = [m for m in boot.PRELOAD_BLE if "ble" in m]
@@ -312,6 +338,9 @@ def heap():
                 steps += ["\n".join("import " + m for m in group), "gc.collect()", "print('M', gc.mem_alloc())"]
             steps += ["from shared_protocol.ble.link import BleLink\n_l = [BleLink(2, 247, 2) for i in range(4)]",
                       "gc.collect()", "print('M', gc.mem_alloc())"]
+            if aioble:
+                steps += ["import aioble\nimport aioble.server, aioble.client, aioble.central, aioble.peripheral",
+                          "gc.collect()", "print('M', gc.mem_alloc())"]
             r = subprocess.run(mp + ["connect", p.url] + [x for s in steps for x in ("exec", s)],
                                capture_output=True, text=True, timeout=600, cwd=ROOT)
             if r.returncode != 0:
@@ -324,6 +353,9 @@ def heap():
             ["+ LAN layers BLE gossip uses (lan, cyclon, dmc.sync, framing, rand)", v[2] - v[1], (v[2] - v[1]) / node],
             ["+ the BLE layer (shared_protocol.ble.*, firmware.ble_link)", v[3] - v[2], (v[3] - v[2]) / node],
             ["+ 4 idle BleLinks (window 2, queue 2)", v[4] - v[3], (v[4] - v[3]) / node]]
+    if aioble:
+        rows.append(["aioble instead (server, client, central, peripheral), for comparison", v[5] - v[4],
+                     (v[5] - v[4]) / node])
     print(render("Heap on the virtual board, modules imported from .mpy, bytes (gc.mem_alloc after collect)",
                  ["what", "bytes", "vs node"], rows))
     from shared_protocol.ble.link import MESSAGE_MAX
@@ -335,13 +367,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--readings", type=int, default=200)
     ap.add_argument("--only", choices=["air", "time", "heap"])
+    ap.add_argument("--aioble", metavar="DIR", help="micropython-lib's micropython/bluetooth/aioble directory: "
+                    "also measure importing aioble (--only heap)")
     a = ap.parse_args()
     if a.only in (None, "air"):
         air()
     if a.only in (None, "time"):
         timed(a.readings)
     if a.only in (None, "heap"):
-        heap()
+        heap(a.aioble)
 
 
 if __name__ == "__main__":

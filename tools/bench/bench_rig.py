@@ -35,7 +35,8 @@ import time
 from table import render
 from upsycle import boards, flashing
 
-ROOT = flashing.ROOT
+# The checkout (tools/bench/ is two levels below it).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # One run's limit: boot (two Noise handshakes), the readings one second
 # apart, their acks and deliveries take well under this on a PC.
 RUN_TIMEOUT_S = 90
@@ -104,7 +105,13 @@ class Node:
         code = script or "from firmware import unix\nunix.main(%r, %r)" % (cfg_path, data_dir)
         # .frozen: asyncio is frozen into the unix build, as on the boards
         env = dict(os.environ, MICROPYPATH=".frozen:" + path if path != ".frozen" else path)
+        # The working directory is the data folder's parent, never the
+        # checkout: the unix port puts "" first on sys.path, and from the
+        # checkout the node would import the .py sources (compiled in the
+        # heap) instead of the .mpy files or the frozen modules.
+        os.makedirs(data_dir, exist_ok=True)
         self.proc = subprocess.Popen([mp, "-X", "heapsize=%dk" % heap_kb, "-c", code], env=env,
+                                     cwd=os.path.dirname(os.path.abspath(data_dir)),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self.t = threading.Thread(target=self._read, daemon=True)
@@ -343,6 +350,7 @@ def main():
     ap.add_argument("--readings", type=int, default=3, help="readings per node and topic in a run")
     ap.add_argument("--lo", type=int, default=32, help="search from this heap, KB")
     ap.add_argument("--hi", type=int, default=320, help="... to this one, KB")
+    ap.add_argument("--frozen-lo", type=int, default=32, help="lower bound of the frozen search, KB")
     ap.add_argument("--frozen-hi", type=int, default=160, help="upper bound of the frozen search, KB")
     ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
     ap.add_argument("--only", choices=["search", "measure"])
@@ -353,7 +361,7 @@ def main():
     log = lambda s: print(s, flush=True)
     with tempfile.TemporaryDirectory() as d:
         lib = build_mpy(d)
-        images = [] if a.frozen_only else [(".mpy", mp, lib, a.hi)]
+        images = [] if a.frozen_only else [(".mpy", mp, lib, a.lo, a.hi)]
         if a.build_script:
             man = os.path.join(d, "manifest.py")
             frozen_manifest(man)
@@ -362,7 +370,7 @@ def main():
             r = subprocess.run(["bash", a.build_script, out, "--freeze", man], capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit("build script failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])
-            images.append(("frozen", os.path.join(out, "micropython-frozen"), ".frozen", a.frozen_hi))
+            images.append(("frozen", os.path.join(out, "micropython-frozen"), ".frozen", a.frozen_lo, a.frozen_hi))
         else:
             log("frozen column skipped: no --build-script given (a MicroPython unix build script "
                 "taking `OUT --freeze MANIFEST`)")
@@ -370,7 +378,7 @@ def main():
         found = []
         if a.only in (None, "measure"):
             b = bare(mp, a.measure_heap)
-            for name, binary, path, _ in images:
+            for name, binary, path, _, _ in images:
                 log("measuring %s in %d KB ..." % (name, a.measure_heap))
                 with tempfile.TemporaryDirectory() as w:
                     heaps, cpu = measure(binary, path, w, a.measure_heap, log)
@@ -383,12 +391,12 @@ def main():
                          ["modules", "bare (anchor)", "boot: in use", "boot: largest free",
                           "%d readings: in use" % MEASURE_READINGS, "largest free", "CPU ms / reading"], rows))
         if a.only in (None, "search"):
-            for name, binary, path, hi in images:
+            for name, binary, path, lo, hi in images:
                 log("searching the smallest heap for %s (%d runs per step) ..." % (name, a.runs))
                 with tempfile.TemporaryDirectory() as w:
                     sc = Scenario(binary, path, w, a.readings, lan=not a.no_lan)
                     try:
-                        kb, below = smallest_heap(sc, a.lo, hi, a.runs, log)
+                        kb, below = smallest_heap(sc, lo, hi, a.runs, log)
                     finally:
                         sc.close()
                 found.append([name, kb if kb is not None else "-", a.runs, below or "-"])

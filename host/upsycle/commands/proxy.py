@@ -12,7 +12,7 @@ def register(sub):
     p = sub.add_parser("proxy", help="run the store-and-forward proxy (or: proxy status)",
                        description="Keep messages for edge nodes while they sleep or roam; "
                                    "`upsycle proxy status` asks a running proxy for its counters.")
-    p.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    p.add_argument("action", nargs="?", choices=["run", "status", "peers"], default="run")
     p.add_argument("--config", help="TOML configuration file (flags override it)")
     p.add_argument("--data", help="data directory (default ./upsycle-data)")
     p.add_argument("--listen", help="HOST:PORT for TCP and UDP (default 127.0.0.1:7883)")
@@ -22,13 +22,25 @@ def register(sub):
     p.add_argument("--insecure", action="store_true",
                    help="also accept plaintext sessions (allow_plaintext = true); secure Noise links "
                         "stay available. For loopback tests and benchmarks only")
+    p.add_argument("--peer", action="append", default=[], metavar="HOST:PORT[@KEY]",
+                   help="another proxy to link with (repeatable; KEY: its public key, 64 hex digits); "
+                        "added to the config's peers")
+    p.add_argument("--peer-policy", choices=["listed", "open"],
+                   help="listed (default): link only with the listed peers; open: with any proxy")
+    p.add_argument("--advertise", help="HOST:PORT other proxies reach this one at")
+    p.add_argument("--overlay-period", type=float, help="gossip period in seconds (default 5)")
+    p.add_argument("--catchup-period", type=float, help="catch-up summaries period in seconds (default 10)")
+    p.add_argument("--lan-discovery", metavar="GROUP:PORT",
+                   help="announce this proxy and hear others on the LAN (multicast group, e.g. 239.255.77.83:7884)")
+    p.add_argument("--blip", type=float, metavar="EPSILON",
+                   help="randomise the subscription filters sent to peers with BLIP (epsilon; default: exact)")
     p.add_argument("--ble", action="store_true",
                    help="also serve boards over Bluetooth LE: scan, connect (bleak, BlueZ) and run each "
                         "board's session as over UDP (needs the 'ble' extra)")
     p.add_argument("--ble-medium", metavar="HOST:PORT",
                    help="with --ble: use the virtual BLE medium (`upsycle ble medium`) instead of BlueZ")
     p.add_argument("--ble-group", metavar="NAME", help="with --ble-medium: the proxy's range group")
-    p.add_argument("--proxy", default="127.0.0.1:7883", help="for status: the proxy's HOST:PORT")
+    p.add_argument("--proxy", default="127.0.0.1:7883", help="for status and peers: the proxy's HOST:PORT")
     p.add_argument("--json", action="store_true", help="for status: print JSON")
     p.set_defaults(func=run)
 
@@ -55,6 +67,20 @@ def build_config(args):
         c.ble_group = args.ble_group
     if args.max_db_bytes is not None:
         c.limits["max_db_bytes"] = args.max_db_bytes
+    c.peers = c.peers + list(args.peer)
+    if args.peer_policy:
+        c.peer_policy = args.peer_policy
+    if args.advertise:
+        c.advertise = parse_hostport(args.advertise)
+    if args.overlay_period is not None:
+        c.overlay_period_s = args.overlay_period
+    if args.catchup_period is not None:
+        c.catchup_period_s = args.catchup_period
+    if args.lan_discovery:
+        c.lan_discovery = args.lan_discovery
+    if args.blip is not None:
+        c.blip_epsilon = args.blip
+    c.check()
     return c
 
 
@@ -62,6 +88,8 @@ def run(args):
     from upsycle.proxy.config import ConfigError
     if args.action == "status":
         return status(args)
+    if args.action == "peers":
+        return peers(args)
     try:
         config = build_config(args)
     except ConfigError as e:
@@ -71,7 +99,7 @@ def run(args):
 
 
 async def _serve(config):
-    from upsycle.proxy.server import Proxy, StorageError
+    from upsycle.proxy.server import BleUnavailable, Proxy, StorageError
     from upsycle.identity import IdentityError
     proxy = Proxy(config)
     try:
@@ -83,6 +111,17 @@ async def _serve(config):
     except IdentityError as e:
         log.error("event=start_failed code=identity %s", e)
         print("upsycle proxy: cannot load the proxy key: %s" % e, file=sys.stderr)
+        proxy.store.close()
+        return 3
+    except ImportError as e:
+        if (e.name or "").split(".")[0] != "bleak":
+            raise
+        print("upsycle proxy: --ble needs bleak: pip install 'upsycle[ble]'", file=sys.stderr)
+        proxy.store.close()
+        return 3
+    except BleUnavailable as e:
+        log.error("event=start_failed code=ble %s", e)
+        print("upsycle proxy: cannot start: %s" % e, file=sys.stderr)
         proxy.store.close()
         return 3
     except OSError as e:
@@ -100,22 +139,61 @@ async def _serve(config):
     return 0
 
 
-def status(args):
+def _fetch(args):
     from upsycle.proxy.config import parse_hostport
     from upsycle.proxy.status import fetch_status
     host, port = parse_hostport(args.proxy)
     try:
-        st = asyncio.run(fetch_status(host, port))
+        return asyncio.run(fetch_status(host, port))
     except (OSError, asyncio.TimeoutError, RuntimeError) as e:
-        print("upsycle proxy status: no answer from %s:%d: %s" % (host, port, e or "timeout"), file=sys.stderr)
+        print("upsycle proxy %s: no answer from %s:%d: %s" % (args.action, host, port, e or "timeout"),
+              file=sys.stderr)
+        return None
+
+
+def status(args):
+    st = _fetch(args)
+    if st is None:
         return 1
     if args.json:
         print(json.dumps(st, sort_keys=True, indent=2))
+        return 0
+    fed = st.pop("federation", None)
+    for k in sorted(st):
+        v = st[k]
+        if isinstance(v, dict):
+            print("%-20s %s" % (k, ", ".join("%s=%s" % kv for kv in sorted(v.items())) or "none"))
+        else:
+            print("%-20s %s" % (k, v))
+    if fed:
+        print("federation")
+        for k in ("overlay_id", "peer_policy", "peer_links", "topics_carried", "queued", "reorder_waiting",
+                  "cyclon_view", "vicinity_view"):
+            print("  %-18s %s" % (k, fed.get(k)))
+        print("  %-18s %s" % ("counters", ", ".join("%s=%s" % kv for kv in sorted(fed.get("counters", {}).items()))
+                                 or "none"))
+        for topic, (succ, pred) in sorted(fed.get("rings", {}).items()):
+            print("  topic %s  successors %s  predecessors %s" % (topic, ",".join(succ) or "-", ",".join(pred) or "-"))
+        _print_peers(fed.get("peers", []), "  ")
+    return 0
+
+
+def _print_peers(rows, indent=""):
+    print("%s%-16s %-22s %-5s %7s %8s %8s %10s %10s %10s" % (indent, "peer", "address", "links", "queued",
+                                                          "inflight", "sent", "retransmit", "tx_bytes", "rx_bytes"))
+    for r in rows:
+        print("%s%-16s %-22s %-5s %7d %8d %8d %10d %10d %10d" % (
+            indent, r["id"], r["addr"], r["links"] or "-", r["queued"], r["in_flight"], r["sent"],
+            r["retransmits"], r["tx_bytes"], r["rx_bytes"]))
+
+
+def peers(args):
+    st = _fetch(args)
+    if st is None:
+        return 1
+    rows = (st.get("federation") or {}).get("peers", [])
+    if args.json:
+        print(json.dumps(rows, sort_keys=True, indent=2))
     else:
-        for k in sorted(st):
-            v = st[k]
-            if isinstance(v, dict):
-                print("%-20s %s" % (k, ", ".join("%s=%s" % kv for kv in sorted(v.items())) or "none"))
-            else:
-                print("%-20s %s" % (k, v))
+        _print_peers(rows)
     return 0

@@ -12,6 +12,16 @@ Example (every key optional; these are the defaults)::
     ble_medium = ""                # "HOST:PORT": the virtual BLE medium instead of BlueZ (tests)
     ble_group = "default"          # the proxy's range group on the virtual medium
 
+    # Federation with other proxies (docs/federation.md)
+    peers = []                     # ["HOST:PORT", "HOST:PORT@HEXKEY", ...]: proxies to link with
+    peer_policy = "listed"         # "listed": link only with those; "open": with any proxy
+    advertise = ""                 # HOST:PORT other proxies reach us at (default: the listen address)
+    overlay_period_s = 5.0         # PolderCast gossip period
+    catchup_period_s = 10.0        # summaries to each ring neighbour, per topic
+    fanout = 2                     # dissemination fanout F (2..8)
+    blip_epsilon = 0.0             # > 0: BLIP-randomised subscription filters (epsilon); 0: exact
+    lan_discovery = ""             # "GROUP:PORT": announce and hear proxies on the LAN (multicast)
+
     [retention]                    # per topic; 0 = no limit of that kind
     max_count = 10000
     max_age_s = 604800             # a week: a node asleep over a weekend still gets its data
@@ -132,14 +142,42 @@ class Config:
         # Secure (Noise XX) links are the default; plaintext sessions only
         # when asked for (loopback tests, benchmarks): docs/proxy.md.
         self.allow_plaintext = False
+        # Federation (docs/federation.md). "listed" by default: a peer
+        # stores and forwards what its link brings, on our disk and links,
+        # so a proxy reachable from the internet must not take every proxy
+        # that dials it; a community server that wants any site opts in.
+        self.peers = []
+        self.peer_policy = "listed"
+        self.advertise = None          # (host, port) or None: the listen address
+        self.overlay_period_s = 5.0
+        self.catchup_period_s = 10.0
+        self.fanout = 2
+        self.blip_epsilon = 0.0
+        self.lan_discovery = ""
         # Bluetooth LE (upsycle/ble/central.py): off unless asked for.
         self.ble = False
         self.ble_medium = ""
         self.ble_group = "default"
 
     def check(self):
-        """Raise ConfigError for limits that would let one address lock out the others."""
+        """Raise ConfigError for limits that would let one address lock out the
+        others, and for federation settings that cannot work."""
         _check_limits(self.limits)
+        if self.peer_policy not in ("listed", "open"):
+            raise ConfigError("peer_policy must be \"listed\" or \"open\", got %r" % (self.peer_policy,))
+        from upsycle.proxy.peers import parse_peer
+        for p in self.peers:
+            parse_peer(p)
+        if self.lan_discovery:
+            import ipaddress
+            group, port = parse_hostport(self.lan_discovery)
+            try:
+                multicast = ipaddress.ip_address(group).is_multicast and port > 0
+            except ValueError:
+                multicast = False
+            if not multicast:
+                raise ConfigError("lan_discovery must be an IPv4 multicast GROUP:PORT, e.g. 239.255.77.83:7884; "
+                                  "got %r" % (self.lan_discovery,))
 
     @classmethod
     def load(cls, path=None):
@@ -177,6 +215,31 @@ class Config:
                 setattr(c, key, str(raw.pop(key)))
         if "status_from" in raw:
             c.status_from = [str(x) for x in raw.pop("status_from")]
+        if "peers" in raw:
+            v = raw.pop("peers")
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ConfigError("peers must be a list of \"HOST:PORT[@KEY]\" strings")
+            c.peers = list(v)
+        if "peer_policy" in raw:
+            c.peer_policy = str(raw.pop("peer_policy"))
+        if "advertise" in raw:
+            v = str(raw.pop("advertise"))
+            c.advertise = parse_hostport(v) if v else None
+        for key in ("overlay_period_s", "catchup_period_s"):
+            if key in raw:
+                v = raw.pop(key)
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0.05 <= v <= 3600):
+                    raise ConfigError("%s must be a number of seconds in 0.05..3600, got %r" % (key, v))
+                setattr(c, key, float(v))
+        if "fanout" in raw:
+            c.fanout = _int(raw.pop("fanout"), "fanout", 2, 8)
+        if "blip_epsilon" in raw:
+            v = raw.pop("blip_epsilon")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v <= 64):
+                raise ConfigError("blip_epsilon must be a number in 0..64, got %r" % (v,))
+            c.blip_epsilon = float(v)
+        if "lan_discovery" in raw:
+            c.lan_discovery = str(raw.pop("lan_discovery"))
         ret = raw.pop("retention", {})
         for key in ("max_count", "max_age_s", "max_bytes"):
             if key in ret:

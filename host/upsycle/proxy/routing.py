@@ -41,6 +41,8 @@ class Routing:
                 self._unlink_topic(link, topic)
                 link.ps.drop_topic(topic)
                 self.store.submit_unsubscribe(link.node, topic, ("unsub", link, topic))
+            elif kind == "peer":
+                self.fed.on_link_message(link, ev[1], ev[2])
             elif kind == "bad":
                 self.faults.note(ev[1], peer=link.name(), detail=ev[2])
             elif kind == "bye":
@@ -112,6 +114,7 @@ class Routing:
 
     def _routing_release(self, link):
         """A link closes: it is subscribed to nothing on this run any more."""
+        self.fed.link_closed(link)
         for topic in link.subs:
             s = self.topic_links.get(topic)
             if s is not None:
@@ -136,11 +139,20 @@ class Routing:
         if err is not None:
             self.faults.note("storage_" + err[0], error=err[1])
         items = results["items"]
+        origins = results.get("origins") or {}
         for i, it in enumerate(batch):
             tok = it[4]
             kind, link = tok[0], tok[1]
+            if kind == "fed":
+                # A message from another proxy (federation.py).
+                self.fed.stored(tok[1], items[i][0] if err is None else None, err)
+                continue
             if kind == "pub":
                 link.unacked -= 1
+                if err is None and items[i][0] == "ok":
+                    o = origins.get(i)
+                    if o is not None:
+                        self.fed.local_published(it[1], it[2], it[3], o[0], o[1])
             elif kind == "sub":
                 link.pending_subs.discard(tok[2])
             if link.closed:

@@ -32,6 +32,8 @@ from upsycle.proxy import fastpath
 from upsycle.proxy import status as status_report
 from upsycle.proxy.admission import Admission
 from upsycle.proxy.delivery import Delivery
+from upsycle.proxy.federation import Federation
+from shared_protocol.overlay import ids
 from upsycle import identity
 from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, UDP_MAX, Faults, LinkTable,
                                  TcpProtocol, UdpProtocol, kv, now_ms)
@@ -45,6 +47,10 @@ log = logging.getLogger("upsycle.proxy")
 # UDP handshakes, so idle sessions cost no timer work (10,000 of them would
 # otherwise take 200,000 checks a second: tools/bench/bench_scale.py).
 SWEEP_TICKS = 20
+
+
+class BleUnavailable(Exception):
+    """--ble was asked for and the radio (or the virtual medium) is not there."""
 
 
 class Proxy(LinkTable, Admission, Routing, Delivery):
@@ -63,6 +69,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self._init_admission()
         self._init_routing()
         self._init_delivery()
+        self.fed = Federation(self)   # links to other proxies (federation.md)
         self.started = time.time()
         self.tcp_server = None
         self.udp_transport = None
@@ -108,9 +115,12 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             self.udp_transport, self.udp_endpoint = await fastpath.open_udp(
                 UdpProtocol(self), (c.listen, udp_port), UDP_MAX + 1)
             self.addresses["udp"] = (c.listen, self.udp_transport.get_extra_info("sockname")[1])
+        self.store.origin_id = ids.proxy_id(self.public_key)
         if c.ble:
             await self._start_ble()
         await self.tcp_server.start_serving()
+        self.fed.start(self.addresses["tcp"])
+        await self.fed.start_lan(c.listen)
         self._ticker = asyncio.ensure_future(self._tick())
         n, b = self.store.stored_totals()
         log.info("event=proxy_started %s", kv(
@@ -136,7 +146,14 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             scanner, client = virtual_backends(radio)
         self.ble = BleCentral(self, self.limits["max_ble_links"], self.limits["ble_idle_s"], scanner, client, radio)
         self.udp_transport = DatagramRouter(self.udp_transport, self.ble)
-        await self.ble.start()
+        try:
+            await self.ble.start()
+        except ImportError:
+            raise
+        except Exception as e:   # BlueZ or its D-Bus absent, no adapter, no medium: bleak's errors vary
+            raise BleUnavailable("Bluetooth LE did not start (%s: %s): is BlueZ running with an adapter? "
+                                 "Without a radio, --ble-medium HOST:PORT uses the virtual one"
+                                 % (type(e).__name__, e)) from None
         self.addresses["ble"] = c.ble_medium or "bluez"
 
     async def stop(self):
@@ -144,6 +161,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             await self.ble.stop()
         if self._ticker is not None:
             self._ticker.cancel()
+        self.fed.stop()
         if self.tcp_server is not None:
             self.tcp_server.close()
         for link in list(self.links):

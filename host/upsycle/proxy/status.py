@@ -9,6 +9,9 @@ from shared_protocol.wire import framing
 from shared_protocol.session import messages  # noqa: F401 (registers the message types)
 
 STATUS_TIMEOUT_S = 5.0
+# Largest status answer: a frame of framing's default size less the
+# Noise tag and some room.
+STATUS_FRAME_MAX = framing.STREAM_FRAME_DEFAULT - 64
 
 
 async def fetch_status(host, port, timeout=STATUS_TIMEOUT_S):
@@ -43,7 +46,7 @@ def report(proxy):
     drops = dict(store.drops)
     for k, v in proxy.queue_drops.items():
         drops[k] = drops.get(k, 0) + v
-    return {
+    out = {
         "uptime_s": int(time.time() - proxy.started),
         "sessions": len(proxy.sessions),
         "links": len(proxy.links),
@@ -62,5 +65,16 @@ def report(proxy):
         "handshakes_in_progress": proxy.handshake_count,
         "secure_handshakes": proxy.secure_sessions,
         "hinted_handshakes": proxy.hinted_handshakes,
+        "federation": proxy.fed.status(),
         "ble": proxy.ble.status() if proxy.ble is not None else "off",
     }
+    # The answer is one frame (framing's 4 KB): the peer and ring lists
+    # are cut to fit (`upsycle proxy peers` shows the first of them).
+    fed = out["federation"]
+    while len(E.REGISTRY.encode("s_status", out)) > STATUS_FRAME_MAX and (fed["peers"] or fed["rings"]):
+        if len(fed["peers"]) >= len(fed["rings"]):
+            fed["peers"].pop()
+        else:
+            fed["rings"].pop(sorted(fed["rings"])[-1])
+        fed["cut"] = True
+    return out

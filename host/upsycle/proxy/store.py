@@ -53,6 +53,9 @@ log = logging.getLogger("upsycle.proxy.store")
 PENDING_BYTES_MAX = 16 * 1024 * 1024
 # How often the writer looks for messages past their age limit.
 AGE_SWEEP_S = 5.0
+# Runs of origin numbers read per origin for a catch-up summary or answer
+# (summaries send 8; the rest follow as holes fill).
+RUNS_SCAN_MAX = 256
 # How long dirty cursors may wait for a transaction to ride in (they are not
 # urgent: a lost cursor move means a redelivery, which clients deduplicate).
 CURSOR_FLUSH_S = 0.2
@@ -109,6 +112,8 @@ class Store(Opening, Transactions):
         self.subs = {}         # (node, topic) -> durable cursor as last known
         self.drops = {}        # cause -> count (retention drops, persisted)
         self.proxy_id = None
+        self.origin_id = None  # this proxy's overlay id: the origin of its own sessions' publishes
+        self._w_oseq = {}      # writer: topic -> next origin sequence of our own publishes
         self._w_topics = {}    # writer side: topic -> [next_seq, first_seq, bytes]
         self._cv = threading.Condition()
         self._pending = []
@@ -150,6 +155,8 @@ class Store(Opening, Transactions):
             if v is not None:
                 v.creator = bytes(creator)
                 self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
+        for topic, nxt in db.execute("SELECT topic, next FROM origin_seq"):
+            self._w_oseq[bytes(topic)] = nxt
         row = db.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
         self._seq_floor = int(row[0]) if row is not None else 1
         for node, topic, cursor in db.execute("SELECT node, topic, cursor FROM subs"):
@@ -229,15 +236,18 @@ class Store(Opening, Transactions):
             return "topics", why
         return None
 
-    def submit_publish(self, topic, msg_id, payload, token, node=None):
-        """Queue a publish. Returns None, or (reject code, detail) if refused now."""
+    def submit_publish(self, topic, msg_id, payload, token, node=None, origin=None, oseq=None):
+        """Queue a publish. Returns None, or (reject code, detail) if refused now.
+        origin, oseq: where a message from another proxy was first accepted
+        and its number there (federation.md); None for a publish of our own
+        sessions, which the writer numbers under ``origin_id``."""
         if self._pending_bytes + len(payload) > PENDING_BYTES_MAX:
             return W.R_OVERLOAD, "publish refused: %s" % W.R_OVERLOAD
         why = self._may_create(node, topic)
         if why is not None:
             return W.R_TOO_MANY_TOPICS, why
         self._mark_creating(node, topic)
-        self._stage(("pub", topic, msg_id, payload, token, node))
+        self._stage(("pub", topic, msg_id, payload, token, node, origin, oseq))
         self._pending_bytes += len(payload)
         return None
 
@@ -301,6 +311,58 @@ class Store(Opening, Transactions):
         return self._rd.execute(
             "SELECT seq, msg_id, payload FROM messages WHERE topic=? AND seq>? ORDER BY seq LIMIT ?",
             (topic, after, limit)).fetchall()
+
+    def fetch_origin(self, topic, origin, after, limit):
+        """Up to limit messages of topic first accepted at origin, with
+        origin sequence > after, in that order: [(oseq, msg_id, payload, ts)]."""
+        return self._rd.execute(
+            "SELECT oseq, msg_id, payload, ts FROM messages WHERE topic=? AND origin=? AND oseq>? ORDER BY oseq "
+            "LIMIT ?",
+            (topic, origin, after, limit)).fetchall()
+
+    def origin_ranges(self, topic):
+        """What this proxy holds of a topic, per origin: {origin: [[lo, hi], ...]}
+        (runs of consecutive origin sequences, ascending), and the floors
+        retention left: {origin: highest origin sequence deleted}."""
+        held = {}
+        # Numbers held: the rows', and those of messages we hold under
+        # another origin's number (origin_alias; usually none, then the
+        # cheap path). Most origins hold one run (nothing missing): an
+        # index-only count tells (8x cheaper than finding runs); only an
+        # origin with holes gets the runs query (gaps and islands), its
+        # first RUNS_SCAN_MAX.
+        if self._rd.execute("SELECT 1 FROM origin_alias WHERE topic=? LIMIT 1", (topic,)).fetchone():
+            src = ("(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL UNION "
+                   "SELECT origin, oseq FROM origin_alias WHERE topic=?1)")
+        else:
+            src = "(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL)"
+        for origin, lo, hi, n in self._rd.execute(
+                "SELECT origin, MIN(oseq), MAX(oseq), COUNT(*) FROM %s GROUP BY origin" % src, (topic,)):
+            origin = bytes(origin)
+            if n == hi - lo + 1:
+                held[origin] = [[lo, hi]]
+                continue
+            held[origin] = [[a, b] for a, b in self._rd.execute(
+                "SELECT MIN(oseq), MAX(oseq) FROM (SELECT oseq, oseq - ROW_NUMBER() OVER (ORDER BY oseq) AS g "
+                "FROM %s WHERE origin=?2) GROUP BY g ORDER BY 1 LIMIT ?3" % src, (topic, origin, RUNS_SCAN_MAX))]
+        floors = dict((bytes(o), f) for o, f in self._rd.execute(
+            "SELECT origin, floor FROM origin_floor WHERE topic=?", (topic,)))
+        return held, floors
+
+    def origin_topics(self, origin, since):
+        """{topic: time of its newest message from origin} for messages
+        stored since then (a restarted proxy keeps carrying what its own
+        nodes published lately)."""
+        return dict((bytes(t), ts) for t, ts in self._rd.execute(
+            "SELECT topic, MAX(ts) FROM messages WHERE origin=? AND ts>=? GROUP BY topic", (origin, since)))
+
+    def origin_high(self, topic, origin):
+        """(highest origin sequence held, retention floor) of (topic, origin)."""
+        row = self._rd.execute("SELECT MAX(m) FROM (SELECT MAX(oseq) AS m FROM messages WHERE topic=?1 AND origin=?2 "
+                               "UNION ALL SELECT MAX(oseq) FROM origin_alias WHERE topic=?1 AND origin=?2)",
+                               (topic, origin)).fetchone()
+        fl = self._rd.execute("SELECT floor FROM origin_floor WHERE topic=? AND origin=?", (topic, origin)).fetchone()
+        return (row[0] or 0), (fl[0] if fl else 0)
 
     def stored_totals(self):
         n = b = 0

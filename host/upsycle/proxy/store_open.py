@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
 CREATE TABLE IF NOT EXISTS topics(topic BLOB PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages(
     topic BLOB NOT NULL, seq INTEGER NOT NULL, msg_id BLOB NOT NULL,
-    payload BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY(topic, seq)) WITHOUT ROWID;
+    payload BLOB NOT NULL, ts REAL NOT NULL, origin BLOB, oseq INTEGER, PRIMARY KEY(topic, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS messages_id ON messages(topic, msg_id);
 CREATE TABLE IF NOT EXISTS subs(node BLOB NOT NULL, topic BLOB NOT NULL, cursor INTEGER NOT NULL,
     PRIMARY KEY(node, topic)) WITHOUT ROWID;
@@ -40,6 +40,11 @@ CREATE INDEX IF NOT EXISTS subs_topic ON subs(topic);
 CREATE TABLE IF NOT EXISTS nodes(node BLOB PRIMARY KEY, last_seen REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS known_keys(kid BLOB PRIMARY KEY, node BLOB NOT NULL, secret BLOB NOT NULL,
     last_seen REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS origin_seq(topic BLOB PRIMARY KEY, next INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS origin_alias(topic BLOB NOT NULL, origin BLOB NOT NULL, oseq INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY(topic, origin, oseq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS origin_floor(topic BLOB NOT NULL, origin BLOB NOT NULL, floor INTEGER NOT NULL,
+    PRIMARY KEY(topic, origin)) WITHOUT ROWID;
 """
 
 
@@ -140,6 +145,12 @@ class Opening:
             db.executescript(SCHEMA)
             if "creator" not in [r[1] for r in db.execute("PRAGMA table_info(topics)")]:
                 db.execute("ALTER TABLE topics ADD COLUMN creator BLOB")   # databases from before it
+            if "origin" not in [r[1] for r in db.execute("PRAGMA table_info(messages)")]:
+                # Databases from before proxies federated: their rows have no
+                # origin and stay out of summaries (federation.md).
+                db.execute("ALTER TABLE messages ADD COLUMN origin BLOB")
+                db.execute("ALTER TABLE messages ADD COLUMN oseq INTEGER")
+            db.execute("CREATE INDEX IF NOT EXISTS messages_origin ON messages(topic, origin, oseq)")
             row = db.execute("SELECT value FROM meta WHERE key='proxy_id'").fetchone()
             if row is None:
                 if held:

@@ -22,7 +22,7 @@ EXPIRE_BATCH_MAX = 1000
 # every statement and must win it back from a busy event loop after each one
 # (up to the switch interval, 0.5 ms): a commit of N one-row statements could
 # wait N x 0.5 ms, which is what made commits of thousands of cursor moves
-# take seconds with 1,000 sessions (tools/bench/bench_scale.py). 200 rows x 5
+# take seconds with 1,000 sessions (tools/bench/bench_scale.py). 200 rows x 7
 # values stay far under SQLite's host parameter limit (32766 since 3.32).
 ROWS_PER_STATEMENT = 200
 _INSERT_SQL = {}
@@ -31,7 +31,7 @@ _INSERT_SQL = {}
 def _insert_sql(n):
     sql = _INSERT_SQL.get(n)
     if sql is None:
-        sql = _INSERT_SQL[n] = "INSERT INTO messages VALUES " + ",".join(["(?,?,?,?,?)"] * n)
+        sql = _INSERT_SQL[n] = "INSERT INTO messages VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * n)
     return sql
 
 
@@ -143,6 +143,8 @@ class Transactions:
         db = self._db
         now = self.clock()
         self._new_creators = {}
+        self._oseq = {}  # topic -> next origin sequence of our own publishes, this transaction
+        self._origins = {}  # batch index -> (origin, origin sequence) of each message stored
         forgotten = []
         wt = {}          # writer topic states changed in this transaction
         out = []         # per batch item: (status, value)
@@ -178,7 +180,7 @@ class Transactions:
                         j += 1
                     if not self._insert_rows(db, batch, i, j, wt, now, out, stored):
                         for k in range(i, j):
-                            self._insert_one(db, batch[k], wt, now, out, stored)
+                            self._insert_one(db, k, batch[k], wt, now, out, stored)
                     i = j
                     continue
                 i += 1
@@ -220,6 +222,9 @@ class Transactions:
             for cause, n in drops.items():
                 db.execute("INSERT INTO drops VALUES(?,?) ON CONFLICT(cause) DO UPDATE SET count=count+?",
                            (cause, n, n))
+            for topic, n in sorted(self._oseq.items()):
+                db.execute("INSERT INTO origin_seq VALUES(?,?) ON CONFLICT(topic) DO UPDATE SET next=excluded.next",
+                           (topic, n))
             db.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -231,6 +236,7 @@ class Transactions:
                 self._keep_quota()   # a full quota: the WAL the failed transaction grew goes back
             return {"error": (code, str(e)), "items": None}
         self.commits += 1
+        self._w_oseq.update(self._oseq)
         for topic, st in wt.items():
             self._w_topics[topic] = st
         for topic in forgotten:
@@ -240,7 +246,7 @@ class Transactions:
             self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
-                "creators": self._new_creators, "forgotten": forgotten}
+                "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins}
 
     def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
         """Publishes batch[i:j] in one statement, assuming none is a
@@ -254,34 +260,64 @@ class Transactions:
             topic, mid, payload, node = batch[k][1], batch[k][2], batch[k][3], batch[k][5]
             st = self._new_topic(wt, topic, node)
             if topic not in saved:
-                saved[topic] = (st[0], st[2])
-            params += (topic, st[0], mid, payload, now)
-            rows.append((topic, st[0]))
+                saved[topic] = (st[0], st[2], self._oseq.get(topic))
+            origin, oseq = self._origin_of(batch[k])
+            params += (topic, st[0], mid, payload, now, origin, oseq)
+            rows.append((topic, st[0], origin, oseq, k))
             st[0] += 1
             st[2] += len(payload)
         try:
             db.execute(_insert_sql(j - i), params)
         except sqlite3.IntegrityError:
-            for topic, (nxt, nbytes) in saved.items():
+            for topic, (nxt, nbytes, onext) in saved.items():
                 wt[topic][0] = nxt
                 wt[topic][2] = nbytes
+                if onext is None:
+                    self._oseq.pop(topic, None)
+                else:
+                    self._oseq[topic] = onext
             return False
-        stored.extend(rows)
-        out.extend(("ok", seq) for _topic, seq in rows)
+        for topic, seq, origin, oseq, k in rows:
+            stored.append((topic, seq))
+            out.append(("ok", seq))
+            self._origins[k] = (origin, oseq)
         return True
 
-    def _insert_one(self, db, item, wt, now, out, stored):
+    def _origin_of(self, item):
+        """(origin, origin sequence) of a publish: as it came from another
+        proxy, or ours, numbered per topic 1, 2, 3... without gaps (other
+        proxies' summaries of what they hold are runs of these numbers)."""
+        if len(item) > 6 and item[6] is not None:
+            return item[6], item[7]
+        if self.origin_id is None:
+            return None, None
+        topic = item[1]
+        n = self._oseq.get(topic)
+        if n is None:
+            n = self._w_oseq.get(topic, 1)
+        self._oseq[topic] = n + 1
+        return self.origin_id, n
+
+    def _insert_one(self, db, k, item, wt, now, out, stored):
         topic, mid, payload, node = item[1], item[2], item[3], item[5]
         st = self._new_topic(wt, topic, node)
         seq = st[0]
-        cur = db.execute("INSERT OR IGNORE INTO messages VALUES(?,?,?,?,?)", (topic, seq, mid, payload, now))
-        if cur.rowcount == 1:
-            st[0] = seq + 1
-            st[2] += len(payload)
-            stored.append((topic, seq))
-            out.append(("ok", seq))
-        else:
-            out.append(("dup", None))
+        row = db.execute("SELECT seq, origin, oseq FROM messages WHERE topic=? AND msg_id=?", (topic, mid)).fetchone()
+        if row is not None:
+            out.append(("dup", None))   # (before numbering: a duplicate takes no origin number)
+            if len(item) > 6 and item[6] is not None and (row[1] != item[6] or row[2] != item[7]):
+                # The same message first accepted at two proxies (a node that
+                # published it through both): we hold it under the other
+                # origin's number too, or summaries would ask for it for ever.
+                db.execute("INSERT OR IGNORE INTO origin_alias VALUES(?,?,?,?)", (topic, item[6], item[7], row[0]))
+            return
+        origin, oseq = self._origin_of(item)
+        db.execute("INSERT INTO messages VALUES(?,?,?,?,?,?,?)", (topic, seq, mid, payload, now, origin, oseq))
+        st[0] = seq + 1
+        st[2] += len(payload)
+        stored.append((topic, seq))
+        out.append(("ok", seq))
+        self._origins[k] = (origin, oseq)
 
     def _retain(self, db, topic, st, drops):
         r = self.retention
@@ -324,6 +360,14 @@ class Transactions:
             return
         row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND seq<=?",
                          (topic, upto)).fetchone()
+        # Per origin, the highest number retention deletes: other proxies
+        # offer nothing at or below it again (federation.md, catch-up), so a
+        # message retention removed is never stored and delivered twice.
+        db.execute("INSERT INTO origin_floor SELECT ?, origin, MAX(oseq) FROM (SELECT origin, oseq FROM messages "
+                   "WHERE topic=? AND seq<=? AND origin IS NOT NULL UNION ALL SELECT origin, oseq FROM origin_alias "
+                   "WHERE topic=? AND seq<=?) WHERE 1 GROUP BY origin ON CONFLICT(topic, origin) DO UPDATE SET "
+                   "floor=MAX(floor, excluded.floor)", (topic, topic, upto, topic, upto))
+        db.execute("DELETE FROM origin_alias WHERE topic=? AND seq<=?", (topic, upto))
         db.execute("DELETE FROM messages WHERE topic=? AND seq<=?", (topic, upto))
         st[1] = upto + 1
         st[2] -= row[1]

@@ -1,0 +1,167 @@
+"""Catch-up summaries and per-origin order (upsycle/proxy/catchup.py,
+peer_wire.py), against a real store."""
+import asyncio
+
+import pytest
+
+from upsycle.proxy import peer_wire
+from upsycle.proxy.catchup import Held, Reorder, Summaries
+from upsycle.proxy.store import Retention, Store
+
+T = b"t" * 16
+P = b"P" * 8
+Q = b"Q" * 8
+
+
+def test_missing_is_what_a_summary_lacks_above_its_floor():
+    mine = [[1, 10], [12, 20]]
+    assert peer_wire.missing(mine, 0, [], False) == [[1, 10], [12, 20]]
+    assert peer_wire.missing(mine, 4, [[6, 8]], False) == [[5, 5], [9, 10], [12, 20]]
+    assert peer_wire.missing(mine, 0, [[1, 20]], False) == []
+    # A cut list of runs: only holes below its last run.
+    assert peer_wire.missing(mine, 0, [[1, 3], [5, 15]], True) == [[4, 4]]
+
+
+@pytest.mark.parametrize("bad", [
+    [[b"short", 0, []]],
+    [[P, -1, []]],
+    [[P, 0, [[5, 3]]]],
+    [[P, 0, [[1, 5], [4, 8]]]],          # overlapping runs
+    [[P, 0, []], [P, 0, []]],            # an origin twice
+    [[P, 0, [[1, 2]] * (peer_wire.RUNS_MAX + 1)]],
+    [[P, 0]],
+])
+def test_misshaped_summaries_are_refused(bad):
+    with pytest.raises(peer_wire.SummaryError):
+        peer_wire.check_summary(bad)
+
+
+class _Rig:
+    def __init__(self, path, retention=None):
+        self.now = 1000.0
+        self.store = Store(str(path), retention, clock=lambda: self.now)
+        self.store.origin_id = b"O" * 8
+        self.store.open()
+
+    async def start(self):
+        self.waiting = {}
+        self.store.start(asyncio.get_running_loop(), self._done)
+
+    def _done(self, batch, results):
+        for i, it in enumerate(batch):
+            fut = self.waiting.pop(id(it[4]), None)
+            if fut is not None:
+                fut.set_result(results["items"][i])
+
+    async def put(self, topic, mid, origin=None, oseq=None, payload=b"x"):
+        tok = ("t", mid)
+        fut = self.waiting[id(tok)] = asyncio.get_running_loop().create_future()
+        assert self.store.submit_publish(topic, mid, payload, tok, None, origin, oseq) is None
+        return await fut
+
+
+def test_store_numbers_its_own_messages_per_topic_and_summarises_runs(tmp_path):
+    async def main():
+        r = _Rig(tmp_path)
+        await r.start()
+        try:
+            for k in range(3):
+                await r.put(T, b"own%d" % k)
+            await r.put(T, b"own0")                      # a retransmission takes no number
+            await r.put(T, b"own3")
+            for n in (1, 2, 3, 7, 8):
+                await r.put(T, b"p%d" % n, P, n)
+            held, floors = r.store.origin_ranges(T)
+            summary = Summaries(r.store).build(T)
+            return held, floors, summary
+        finally:
+            r.store.close()
+    held, floors, summary = asyncio.run(main())
+    assert held == {b"O" * 8: [[1, 4]], P: [[1, 3], [7, 8]]}
+    assert floors == {}
+    assert summary == [T, [[b"O" * 8, 0, [[1, 4]]], [P, 0, [[1, 3], [7, 8]]]], 1]
+
+
+def test_retention_leaves_a_floor_so_nothing_deleted_comes_back(tmp_path):
+    async def main():
+        r = _Rig(tmp_path, Retention(max_count=3, max_age_s=0, max_bytes=0))
+        await r.start()
+        try:
+            for n in range(1, 7):
+                await r.put(T, b"p%d" % n, P, n)
+            held, floors = r.store.origin_ranges(T)
+            # A peer's summary that holds nothing of P: we offer what we
+            # keep, once it is old enough not to be on its way still.
+            young = Summaries(r.store).answer(T, [], 1, 100)
+            r.now += 60
+            ans = Summaries(r.store).answer(T, [], 1, 100)
+            # Our own summary tells a peer not to send 1..3 again.
+            mine = Summaries(r.store).build(T)
+            return held, floors, ans, mine, young
+        finally:
+            r.store.close()
+    held, floors, ans, mine, young = asyncio.run(main())
+    assert young == []
+    assert held == {P: [[4, 6]]} and floors == {P: 3}
+    assert [a[1] for a in ans] == [4, 5, 6]
+    assert mine[1] == [[P, 3, [[4, 6]]]]
+
+
+def test_reorder_stores_each_origin_in_order_and_gives_up_a_gap_in_time(tmp_path):
+    async def main():
+        r = _Rig(tmp_path)
+        await r.start()
+        stored = []
+        asked = []
+        counters = {}
+
+        def submit(h):
+            stored.append(h.oseq)
+            return r.store.submit_publish(h.topic, h.msg_id, h.payload, ("t", h), None, h.origin, h.oseq) is None
+        ro = Reorder(r.store, submit, lambda pid, topic: asked.append(pid), counters)
+        try:
+            def h(n, origin=P):
+                return Held(T, origin + b"%d" % n, origin, n, 0, 0, b"x")
+            ro.offer(h(1), b"a", False)
+            ro.offer(h(3), b"a", False)          # 2 missing: 3 waits, we ask a
+            ro.offer(h(4), b"b", False)
+            ro.offer(h(3), b"b", False)          # the same again from b: one more waiter
+            assert stored == [1] and asked == [b"a", b"b"]   # (federation.py rate-limits the asks)
+            assert ro.held[(T, P)][3].waiters == {b"a", b"b"}
+            ro.offer(h(2), b"b", False)          # the gap fills: 2, 3, 4 in order
+            assert stored == [1, 2, 3, 4]
+            ro.offer(h(1, Q), b"a", False)
+            ro.offer(h(5, Q), b"a", False)       # Q's 2..4 never come
+            ro.tick(1e12)                        # ... past GAP_WAIT_S
+            assert stored == [1, 2, 3, 4, 1, 5] and counters["gap_skipped"] == 3
+            ro.offer(h(3, Q), b"a", False)       # a straggler below is still stored
+            assert stored[-1] == 3
+            assert ro.total == 0
+        finally:
+            r.store.close()
+    asyncio.run(main())
+
+
+def test_a_message_first_accepted_at_two_proxies_counts_under_both_origins(tmp_path):
+    """A node published it through two proxies: the copy numbered by the
+    second is a duplicate here, yet its number counts as held, so no summary
+    asks for it again; retention removes both and leaves both floors."""
+    async def main():
+        r = _Rig(tmp_path, Retention(max_count=3, max_age_s=0, max_bytes=0))
+        await r.start()
+        try:
+            for n in (1, 2, 3):
+                await r.put(T, b"m%d" % n, P, n)
+            dups = [await r.put(T, b"m%d" % n, Q, 10 + n) for n in (1, 2, 3)]
+            held, floors = r.store.origin_ranges(T)
+            high = r.store.origin_high(T, Q)
+            await r.put(T, b"m4", P, 4)                 # retention keeps the newest 3 rows
+            held2, floors2 = r.store.origin_ranges(T)
+            return dups, held, high, held2, floors2
+        finally:
+            r.store.close()
+    dups, held, high, held2, floors2 = asyncio.run(main())
+    assert [d[0] for d in dups] == ["dup"] * 3
+    assert held == {P: [[1, 3]], Q: [[11, 13]]}
+    assert high == (13, 0)
+    assert held2 == {P: [[2, 4]], Q: [[12, 13]]} and floors2 == {P: 1, Q: 11}
