@@ -72,12 +72,13 @@ class Delivery:
 
 class SeenSet:
     """The last ``size`` message ids, FIFO (a set for lookups, a ring
-    buffer for eviction)."""
+    buffer for eviction that grows to ``size`` as ids arrive: a proxy that
+    sees few messages does not hold ``size`` empty slots)."""
 
     def __init__(self, size):
         self.size = size
         self._set = set()
-        self._ring = [None] * size
+        self._ring = []
         self._next = 0
 
     def __contains__(self, mid):
@@ -87,11 +88,13 @@ class SeenSet:
         return len(self._set)
 
     def add(self, mid):
-        old = self._ring[self._next]
-        if old is not None:
-            self._set.discard(old)
-        self._ring[self._next] = mid
-        self._next = (self._next + 1) % self.size
+        ring = self._ring
+        if len(ring) < self.size:
+            ring.append(mid)
+        else:
+            self._set.discard(ring[self._next])
+            ring[self._next] = mid
+            self._next = (self._next + 1) % self.size
         self._set.add(mid)
 
 

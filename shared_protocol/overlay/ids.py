@@ -19,7 +19,8 @@ from shared_protocol.errors import LocalError
 # wire (ids are most of a ring entry) and start colliding at 10**5.
 ID_LEN = 8
 RING = 1 << (8 * ID_LEN)
-_MASK = RING - 1
+MASK = RING - 1
+_MASK = MASK
 # A static key is a Curve25519 public key (32 bytes); accept up to 64 for
 # other key types.
 KEY_MAX = 64

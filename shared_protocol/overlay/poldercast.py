@@ -66,6 +66,7 @@ class PolderCast:
         self.bits = bits
         self._profiles = {}     # peer id -> [f, n, pbytes, addr]
         self._prof_order = []   # ids, least recently learned first
+        self._prof_f = []       # their filters, same order (for _memory's scan)
         self._prof_ver = 0
         self._pool_key = None
         self._pool_val = None
@@ -135,15 +136,17 @@ class PolderCast:
         find the other 2 or 3 subscribers of a rare topic among thousands."""
         if not target_n:
             return []
-        hits = []
         prof = self._profiles
         k = self.subs.hashes
         order = self._prof_order
-        for x in range(len(order)):
-            i = order[x]
-            s = popcount(prof[i][0] & target_n)
-            if s >= k and i not in exclude:
-                hits.append((-s, x))    # a total order: same on every interpreter
+        fl = self._prof_f
+        pc = popcount
+        # One pass over the filters alone (a comprehension), then the few hits.
+        hits = [x for x in range(len(fl)) if pc(fl[x] & target_n) >= k]
+        if not hits:
+            return []
+        # (-shared bits, slot): a total order, the same on every interpreter
+        hits = [(-pc(fl[x] & target_n), x) for x in hits if order[x] not in exclude]
         hits.sort()
         out = []
         for h in hits[:limit]:
@@ -161,8 +164,12 @@ class PolderCast:
         order = self._prof_order
         if p is None:
             order.append(peer_id)
+            self._prof_f.append(f)
             if len(order) > PROFILE_CACHE_MAX:
                 del prof[order.pop(0)]
+                self._prof_f.pop(0)
+        else:
+            self._prof_f[order.index(peer_id)] = f
         prof[peer_id] = [f, n, pbytes, addr]
         self._prof_ver += 1
 
@@ -184,6 +191,7 @@ class PolderCast:
         o = self.rings.tick(now, me[0], self.vicinity.entries() + pool)
         if o is not None:
             out.append(o)
+        out.extend(self.rings.introduce(now, me[0]))
         return out
 
     def unreachable(self, peer_id):
@@ -338,10 +346,16 @@ class PolderCast:
 
     def random_pool(self, topic):
         """Confirmed subscribers of the topic in the VICINITY and CYCLON views."""
-        r = self.rings
         out = []
-        for i in self.vicinity.ids + self.cyclon.ids:
-            if i not in out and r.confirmed(i, topic):
+        kd = self.rings.known_map(topic)
+        if not kd:
+            return out
+        for e in self.vicinity._view:
+            i = e[0]
+            if i in kd:
+                out.append(i)
+        for i in self.cyclon.ids:
+            if i in kd and i not in out:
                 out.append(i)
         return out
 

@@ -34,7 +34,7 @@ from shared_protocol.errors import LocalError
 DEFAULT_BITS = 256
 MIN_BITS = 64
 BITS_MAX = 1024
-DEFAULT_HASHES = 2
+DEFAULT_HASHES = 4
 # Hash positions come from 16-bit chunks of the 8-byte topic id.
 HASHES_MAX = 4
 # Topics in one proxy's subscription set (the session layer bounds a client

@@ -1,52 +1,60 @@
 """PolderCast's Rings module, sans-I/O (Setty, van Steen, Vitenberg,
 Voulgaris, "PolderCast: Fast, Robust, and Scalable Architecture for P2P
-Topic-based Pub/Sub", Middleware 2012, section 3.3).
+Topic-based Pub/Sub", Middleware 2012, section 3.3), with T-Man's rule for
+what an exchange carries (Jelasity, Montresor, Babaoglu, "T-Man:
+Gossip-based fast overlay topology construction", Computer Networks 2009).
 
 For every topic it subscribes, a proxy keeps its 2 nearest successors and 2
 nearest predecessors among the topic's subscribers, ordered by proxy id on a
 ring that wraps: the successor of the largest id is the smallest
-(ids.cw/ccw). Once per period it runs one exchange with one peer covering
-every topic the two share: each side names, for each shared topic, itself
-and its ring neighbours, and each keeps the nearest of what it knew and what
-it got. Topics with empty ring slots (*needy*) go first in a message. The
-partner: the VICINITY or CYCLON peer that would improve the most of this
-proxy's rings (it subscribes, by its filter or by what it said before, and
-its id falls nearer than a current neighbour or into an empty slot); one
-period in REFRESH_EVERY, or when no peer improves anything, the oldest ring
-neighbour (refresh; a silent one is dropped from every ring after
-``reply_timeout``, like CYCLON's oldest).
+(ids.cw/ccw). They are the nearest, on each side, of the topic's *known*
+subscribers: up to KNOWN_MAX confirmed subscribers anywhere on the ring,
+sorted by ring position, the nearest KEEP per side always kept and the rest
+the most recently heard of.
+
+Once per period a proxy runs one exchange with one peer covering every
+topic the two share: each side names, for each shared topic, itself and the
+KEEP known subscribers nearest to *the other side* on each side of it, and
+each remembers what it got. Topics with empty ring slots (*needy*) go first
+in a message. The partner, in this order: a VICINITY or CYCLON peer that
+gives a topic its first neighbour; one period in REFRESH_EVERY the peer
+that would improve the most of this proxy's rings (it subscribes, by its
+filter or by what it said before, and its id falls nearer than a current
+neighbour); a ring neighbour known only from others (it learns of us and
+we of its side of the ring); the oldest ring neighbour (liveness: a silent
+one is dropped from every ring after ``reply_timeout``, like CYCLON's
+oldest). On top of that, up to INTRODUCE_MAX nearest neighbours known only
+from others are contacted in the same period (``introduce``): a newcomer
+gets no message until its neighbours have heard of it.
 
 Exact topics are named only here, and only for topics the peer's Bloom
 filter (or its earlier messages) say it has. A peer that names a topic (or
-is named as a ring neighbour for it by a peer that did) is *confirmed* for
-it: dissemination sends a topic's messages only to confirmed subscribers,
+is named as a subscriber of it by a peer that did) is *confirmed* for it:
+dissemination sends a topic's messages only to confirmed subscribers,
 never on the strength of a filter, whose false positives would break
 relay-freedom.
 
-Entries age by one per period; one older than ``max_age`` is dropped (a live
-neighbour is refreshed much sooner: it and its own neighbours talk to this
-proxy every few periods).
+Entries age by one per period; a ring neighbour older than ``max_age`` is
+dropped (a live one is refreshed far sooner: it and its own neighbours talk
+to this proxy every few periods), and an older known subscriber is no
+longer passed on.
 """
 from shared_protocol.wire import envelope
 from shared_protocol.overlay import common, ids
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import topic_mask
 
-SIDE = 2                 # successors and predecessors used per topic (paper)
-# Successors and predecessors *kept* per topic and sent in exchanges: the 2
-# used plus 2 more on each side. A peer then learns the ring up to 4 hops
-# away from each exchange (as T-Man sends the entries nearest to the
-# receiver), which is what closes the last gaps of a 1,000-proxy ring
-# within 30 periods, and a dead neighbour has a replacement at hand.
-KEEP = 4
+from shared_protocol.overlay.ringview import KEEP, SIDE, RingView, bisect
+
 # Topics in one exchange: needy ones first. 16 x (topic + 8 entries of at
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
 RING_TOPICS_MAX = 16
 PENDING_MAX = 4
-# Peers whose confirmed topics are remembered: a proxy's ring neighbours
-# (4 per topic) plus its VICINITY and CYCLON views with room to spare.
-CONFIRMED_MAX = 512
+# Peers remembered as having named, in one exchange with us, every topic we
+# share (so their filter's false positives are not asked again): the ring
+# neighbours of a proxy's topics and its VICINITY and CYCLON views.
+DIRECT_MAX = 256
 # Discovery partners asked recently, skipped for a while so one bad match
 # (a filter false positive) is not asked every other period.
 RECENT_MAX = 16
@@ -55,13 +63,16 @@ RECENT_MAX = 16
 # reports links that fail (``remove``). Live ones are refreshed by every
 # exchange with them or with a common neighbour, far more often than this.
 DEFAULT_MAX_AGE = 30
-# One period in this many the exchange refreshes the oldest ring neighbour
-# (liveness) even when a discovery partner would improve a ring.
+# One period in this many the exchange goes to the discovery peer, the
+# others to a neighbour known only from others or the oldest neighbour.
 REFRESH_EVERY = 2
 # A peer that gives a topic its first ring neighbour counts as this many
 # improvements: from one neighbour the rest of the ring follows through
 # Rings exchanges, while a topic without any waits on VICINITY.
 ORPHAN_GAIN = 4
+# Introductions per period on top of the period's exchange (introduce):
+# a proxy that just joined has 2 per topic to make.
+INTRODUCE_MAX = 3
 # Peers removed as dead, remembered so that a neighbour's stale entry for
 # them is not taken back (until they speak to us themselves).
 DEAD_MAX = 64
@@ -95,8 +106,12 @@ def check_topics(topics):
         for e in es:
             if type(e) is not list or len(e) != 3:
                 raise OverlayError(common.E_ENTRY, "a ring entry is [peer_id, addr, age]")
-            common.check_peer(e[0], e[1])
-            if type(e[2]) is not int or not (0 <= e[2] <= common.AGE_MAX):
+            i, a, g = e
+            # check_peer and the age inline: this runs for every entry of
+            # every exchange.
+            if type(i) is not bytes or len(i) != ids.ID_LEN or type(a) is not bytes or len(a) > common.ADDR_MAX:
+                common.check_peer(i, a)
+            if type(g) is not int or not (0 <= g <= common.AGE_MAX):
                 raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
 
 
@@ -119,12 +134,12 @@ class Rings:
         self.max_age = max_age
         self.reply_timeout = reply_timeout
         self.topics = []        # sorted
-        # topic -> [entries, succ, pred]: entries [id, addr, stamp, pos]
-        # (distinct peers), succ/pred the nearest ids, nearest first.
-        self._ring = {}
-        self._conf = {}         # peer id -> list of confirmed topics
-        self._conf_order = []   # least recently confirmed first
+        self._ring = {}         # topic -> RingView
+        self._masks = {}        # topic -> its filter bits
+        self._direct = {}       # peer id -> 1: named all we share in one exchange
+        self._direct_order = []
         self._recent = []
+        self._orphan_hope = True
         self._dead = []
         self._pending = []      # [nonce, peer_id, deadline, addr]
         self._clock = 0
@@ -133,45 +148,58 @@ class Rings:
 
     def successors(self, topic):
         r = self._ring.get(topic)
-        return r[1] if r else []
+        return r.succ if r else []
 
     def predecessors(self, topic):
         r = self._ring.get(topic)
-        return r[2] if r else []
+        return r.pred if r else []
 
     def neighbours(self, topic):
-        """Entries [id, addr, age] kept for the topic: its ring neighbours
-        and the spares beyond them (KEEP per side)."""
+        """Entries [id, addr, age] of the KEEP nearest known subscribers
+        on each side (the ring neighbours and their spares)."""
         r = self._ring.get(topic)
         if not r:
             return []
         c = self._clock
-        return [[e[0], e[1], c - e[2]] for e in r[0]]
+        return [[e[0], e[1], c - e[2]] for e in r.near(KEEP)]
+
+    def known(self, topic):
+        """Ids of the known (confirmed) subscribers of the topic."""
+        r = self._ring.get(topic)
+        return list(r.kd) if r else []
+
+    def known_map(self, topic):
+        """id -> entry of the known subscribers of the topic (read only),
+        or None."""
+        r = self._ring.get(topic)
+        return r.kd if r else None
 
     def addr_of(self, peer_id):
         for t in self.topics:
-            for e in self._ring[t][0]:
-                if e[0] == peer_id:
-                    return e[1]
+            e = self._ring[t].kd.get(peer_id)
+            if e is not None:
+                return e[1]
         return None
 
     def confirmed(self, peer_id, topic):
-        ts = self._conf.get(peer_id)
-        return ts is not None and topic in ts[1]
+        r = self._ring.get(topic)
+        return r is not None and peer_id in r.kd
 
     def needy(self):
         """Topics with an empty successor or predecessor slot, sorted."""
-        return [t for t in self.topics if len(self._ring[t][1]) < SIDE or len(self._ring[t][2]) < SIDE]
+        ring = self._ring
+        return [t for t in self.topics if len(ring[t].succ) < SIDE]
 
     def needy_mask(self):
         """Filter bits of the topics VICINITY should find peers for: the
         topics with no ring neighbour at all if there are any (a topic with
         one neighbour completes through Rings exchanges with it), else the
         topics with an empty slot."""
-        ts = [t for t in self.topics if not self._ring[t][0]] or self.needy()
+        ring = self._ring
+        ts = [t for t in self.topics if not ring[t].succ] or self.needy()
         m = 0
         for t in ts:
-            m |= topic_mask(t, self.bits, self.hashes)
+            m |= self._masks[t]
         return m
 
     def pending(self):
@@ -185,9 +213,11 @@ class Rings:
         for t in list(ring.keys()):
             if t not in ts:
                 del ring[t]
+                del self._masks[t]
         for t in ts:
             if t not in ring:
-                ring[t] = [[], [], []]
+                ring[t] = RingView()
+                self._masks[t] = topic_mask(t, self.bits, self.hashes)
         self.topics = ts
 
     def remove(self, peer_id):
@@ -199,18 +229,16 @@ class Rings:
             if len(dead) > DEAD_MAX:
                 dead.pop(0)
         changed = False
+        p = ids.pos(peer_id)
         for t in self.topics:
             r = self._ring[t]
-            es = r[0]
-            for i in range(len(es)):
-                if es[i][0] == peer_id:
-                    es.pop(i)
-                    self._select(t)
-                    changed = True
-                    break
-        if peer_id in self._conf:
-            del self._conf[peer_id]
-            self._conf_order.remove(peer_id)
+            if peer_id in r.kd:
+                r.drop(bisect(r.kpos, p))
+                r.select(self.pos)
+                changed = True
+        if peer_id in self._direct:
+            del self._direct[peer_id]
+            self._direct_order.remove(peer_id)
         return changed
 
     # --- the protocol ----------------------------------------------------
@@ -223,29 +251,71 @@ class Rings:
         self._clock += 1
         clock = self._clock
         floor = clock - self.max_age
+        me = self.pos
         for t in self.topics:
-            es = self._ring[t][0]
-            old = [e for e in es if e[2] < floor]
+            r = self._ring[t]
+            old = [e for e in r.near(SIDE) if e[2] < floor]
             if old:
                 for e in old:
-                    es.remove(e)
-                self._select(t)
+                    r.drop(bisect(r.kpos, e[3]))
+                r.select(me)
         if len(self._pending) >= PENDING_MAX:
             self._forget(0)
         if not self.topics:
             return None
         busy = [p[1] for p in self._pending]
-        # Every REFRESH_EVERY-th period (or when no peer can improve a
-        # ring) the oldest neighbour; otherwise the peer that improves most.
-        target = None
-        if clock % REFRESH_EVERY:
-            target = self._discovery(cands, busy)
+        # The discovery peer is computed only when it may be used; a topic
+        # that no other proxy subscribes has no neighbour for ever, so an
+        # orphan topic wins only when a candidate can fill it.
+        ring = self._ring
+        orphan = False
+        for t in self.topics:
+            if not ring[t].succ:
+                orphan = True
+                break
+        disc = None
+        gain = 0
+        # A topic nobody else subscribes is an orphan for ever: in the
+        # periods between discoveries, look only while the last look found
+        # a peer for an orphan (half the discovery scans of such a proxy).
+        if clock % REFRESH_EVERY or (orphan and self._orphan_hope):
+            disc, gain = self._discovery(cands, busy)
+            self._orphan_hope = gain >= ORPHAN_GAIN
+        target = disc if gain >= ORPHAN_GAIN or clock % REFRESH_EVERY else None
+        if target is None:
+            target = self._unverified(busy, SIDE)
         if target is None:
             target = self._oldest(busy)
         if target is None:
-            target = self._discovery(cands, busy)
+            if disc is None:
+                disc, gain = self._discovery(cands, busy)
+            target = disc
         if target is None:
             return None
+        if target is disc:
+            recent = self._recent
+            recent.append(disc[0])
+            if len(recent) > RECENT_MAX:
+                recent.pop(0)
+        return self._request(now, my_filter, target)
+
+    def introduce(self, now, my_filter):
+        """More exchanges in this period, only while a nearest neighbour
+        (rank 1 on a side) is known from others alone: it sends us none of
+        the topic's messages before it learns of us, and a proxy that just
+        joined has one such neighbour per side and topic to meet. Call
+        after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most)."""
+        out = []
+        for _ in range(INTRODUCE_MAX):
+            if len(self._pending) >= PENDING_MAX:
+                break
+            target = self._unverified([p[1] for p in self._pending], 1)
+            if target is None:
+                break
+            out.append(self._request(now, my_filter, target))
+        return out
+
+    def _request(self, now, my_filter, target):
         q_id, q_addr, q_filter = target
         topics = self._offer(q_id, q_filter, None, self.needy())
         nonce = self.rng.next64() & 0xFFFFFFFF
@@ -298,42 +368,40 @@ class Rings:
         """The candidate that would improve the most rings: for how many of
         my topics it subscribes (exactly, if it told me; else by its filter)
         and would sit nearer than my current farthest successor or
-        predecessor (or fill an empty slot)."""
+        predecessor (or fill an empty slot). Returns ((id, addr, filter),
+        gain) or (None, 0)."""
         me = self.pos
-        bits = self.bits
-        k = self.hashes
         info = []
+        ring = self._ring
         for t in self.topics:
-            r = self._ring[t]
-            succ, pred = r[1], r[2]
+            r = ring[t]
+            succ, pred = r.succ, r.pred
             sb = ids.cw(me, ids.pos(succ[-1])) if len(succ) >= SIDE else ids.RING
             pb = ids.ccw(me, ids.pos(pred[-1])) if len(pred) >= SIDE else ids.RING
-            info.append((t, topic_mask(t, bits, k), sb, pb, succ, pred))
-        conf = self._conf
+            info.append((self._masks[t], sb, pb, r.kd, succ))
+        direct = self._direct
         recent = self._recent
+        my_id = self.id
         best = None
         best_g = 0
         ties = 0
         for c in cands:
             i = c[0]
-            if i == self.id or i in busy or i in recent:
+            if i == my_id or i in busy or i in recent:
                 continue
-            known = conf.get(i)
-            direct = known is not None and known[0]
+            exact = i in direct
             f = c[3]
             p = ids.pos(i)
             g = 0
-            for t, m, sb, pb, succ, pred in info:
-                if direct:
-                    if t not in known[1]:
+            for m, sb, pb, kd, succ in info:
+                if exact:
+                    if i not in kd:
                         continue
                 elif f & m != m:
                     continue
-                if i in succ or i in pred:
-                    continue
                 if not succ:
                     g += ORPHAN_GAIN
-                elif ids.cw(me, p) < sb or ids.ccw(me, p) < pb:
+                elif ((p - me) & ids.MASK) < sb or ((me - p) & ids.MASK) < pb:
                     g += 1
             if g > best_g:
                 best, best_g, ties = c, g, 1
@@ -343,124 +411,111 @@ class Rings:
                 if self.rng.next64() % ties == 0:
                     best = c
         if best is None:
-            return None
-        recent.append(best[0])
-        if len(recent) > RECENT_MAX:
-            recent.pop(0)
-        return best[0], best[1], best[3]
+            return None, 0
+        return (best[0], best[1], best[3]), best_g
+
+    def _unverified(self, busy, depth):
+        """A ring neighbour within ``depth`` places on a side that only
+        others have named to us: contacting it tells it about us at once,
+        where it would otherwise wait for a relay, and confirms it is
+        alive. Nearer ranks first over all topics (the rank-1 neighbours
+        carry the messages), then the one that is a neighbour on most
+        topics."""
+        ring = self._ring
+        for d in range(depth):
+            best = None
+            best_k = 0
+            for t in self.topics:
+                r = ring[t]
+                for side in (r.succ, r.pred):
+                    if len(side) <= d:
+                        continue
+                    i = side[d]
+                    e = r.kd[i]
+                    if e[4] or i in busy:
+                        continue
+                    k = 0
+                    for u in self.topics:
+                        ru = ring[u]
+                        if i in ru.succ[:d + 1] or i in ru.pred[:d + 1]:
+                            k += 1
+                    if k > best_k:
+                        best, best_k = e, k
+            if best is not None:
+                return best[0], best[1], None
+        return None
 
     def _oldest(self, busy):
-        """The ring neighbour (the SIDE nearest on each side; the spare
-        entries beyond them only age) heard from least recently."""
+        """The ring neighbour (SIDE nearest on each side) heard from least
+        recently."""
         best = None
+        ring = self._ring
         for t in self.topics:
-            r = self._ring[t]
-            for e in r[0]:
-                i = e[0]
-                if (i in r[1] or i in r[2]) and i not in busy and (best is None or e[2] < best[2]):
+            for e in ring[t].near(SIDE):
+                if e[0] not in busy and (best is None or e[2] < best[2]):
                     best = e
         if best is None:
             return None
         return best[0], best[1], None
 
     def _offer(self, q_id, q_filter, named, needy):
-        """The [topic, entries] list for peer q: my topics it has (by its
-        filter, by naming them, or by being my ring neighbour for them),
-        needy topics first, at most RING_TOPICS_MAX."""
-        bits = self.bits
-        k = self.hashes
-        conf = self._conf.get(q_id)
-        conf = conf[1] if conf is not None else None
+        """The [topic, entries] list for peer q: my topics it has (by
+        naming them, by being confirmed for them, or by its filter), needy
+        topics first, at most RING_TOPICS_MAX."""
         first = []
         rest = []
         clock = self._clock
+        ring = self._ring
         for t in self.topics:
-            r = self._ring[t]
-            hit = (named is not None and t in named) or (conf is not None and t in conf)
+            r = ring[t]
+            hit = (named is not None and t in named) or q_id in r.kd
             if not hit and q_filter is not None:
-                m = topic_mask(t, bits, k)
+                m = self._masks[t]
                 hit = q_filter & m == m
-            if not hit:
-                for e in r[0]:
-                    if e[0] == q_id:
-                        hit = True
-                        break
             if hit:
-                item = [t, [[e[0], e[1], min(clock - e[2], common.AGE_MAX)] for e in r[0] if e[0] != q_id]]
+                item = [t, r.nearest_to(q_id, clock, clock - self.max_age)]
                 (first if t in needy else rest).append(item)
         out = first + rest
         return out[:RING_TOPICS_MAX]
 
     def _absorb(self, sender, addr, topics):
-        """Merge what the peer named: itself (age 0) and its neighbours."""
+        """Remember what the peer named: itself (age 0) for every topic it
+        named, and the subscribers it named with them."""
         clock = self._clock
         me = self.id
-        # What the sender named is all we share: remember it as exact, so
-        # its filter's false positives are not asked again.
-        self._confirm(sender, None)
+        # What the sender named is all we share: remember that, so its
+        # filter's false positives are not asked again.
+        direct = self._direct
+        if sender not in direct:
+            direct[sender] = 1
+            order = self._direct_order
+            order.append(sender)
+            if len(order) > DIRECT_MAX:
+                del direct[order.pop(0)]
         dead = self._dead
         if sender in dead:
             dead.remove(sender)
+        ring = self._ring
+        max_age = self.max_age
         for item in topics:
-            t = item[0]
-            if t not in self._ring:
+            r = ring.get(item[0])
+            if r is None:
                 continue    # a filter false positive on its side: ignored
-            self._confirm(sender, t)
-            es = self._ring[t][0]
-            changed = self._put(es, sender, addr, clock)
+            changed = r.know(sender, addr, clock, True, self.pos, self.rng)
             for e in item[1]:
-                if e[0] == me or e[2] > self.max_age or e[0] in dead:
+                i = e[0]
+                if i == me or e[2] > max_age:
                     continue
-                self._confirm(e[0], t)
-                changed = self._put(es, e[0], e[1], clock - e[2]) or changed
+                if i not in dead and r.know(i, e[1], clock - e[2], False, self.pos, self.rng):
+                    changed = True
             if changed:
-                self._select(t)
-        # A peer that answered is alive: refresh it everywhere it is a neighbour.
+                r.select(self.pos)
+        # A peer that answered is alive: refresh it wherever we know it.
         for t in self.topics:
-            for e in self._ring[t][0]:
-                if e[0] == sender and e[2] < clock:
-                    e[2] = clock
-
-    def _put(self, es, i, a, stamp):
-        for e in es:
-            if e[0] == i:
-                if stamp > e[2]:
-                    e[2] = stamp
-                    e[1] = a
-                return False
-        es.append([i, a, stamp, ids.pos(i)])
-        return True
-
-    def _select(self, t):
-        """Keep the KEEP nearest successors and predecessors (wrap-aware);
-        the SIDE nearest of each are the ring neighbours."""
-        r = self._ring[t]
-        es = r[0]
-        me = self.pos
-        by_cw = sorted([(ids.cw(me, e[3]), e[0]) for e in es])
-        by_ccw = sorted([(ids.ccw(me, e[3]), e[0]) for e in es])
-        succ = [x[1] for x in by_cw[:KEEP]]
-        pred = [x[1] for x in by_ccw[:KEEP]]
-        r[1] = succ[:SIDE]
-        r[2] = pred[:SIDE]
-        if len(es) > len(succ) + len(pred):
-            r[0] = [e for e in es if e[0] in succ or e[0] in pred]
-
-    def _confirm(self, peer_id, topic):
-        """Record that peer_id subscribes topic; topic None: the peer itself
-        just told us every topic we share (its entry becomes exact)."""
-        conf = self._conf
-        ts = conf.get(peer_id)
-        order = self._conf_order
-        if ts is None:
-            ts = conf[peer_id] = [False, []]
-            order.append(peer_id)
-            if len(order) > CONFIRMED_MAX:
-                del conf[order.pop(0)]
-        if topic is None:
-            ts[0] = True
-        elif topic not in ts[1]:
-            ts[1].append(topic)
+            e = ring[t].kd.get(sender)
+            if e is not None:
+                e[2] = clock
+                e[4] = True
 
     def _forget(self, i):
         ex = self._pending.pop(i)

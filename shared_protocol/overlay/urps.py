@@ -75,19 +75,19 @@ class Sketch:
     def add(self, node_id):
         """Count one arrival; returns the new estimate."""
         est = -1
-        rows = self._rows
         halve = False
-        cells = self._cells(node_id)
-        for r in range(self.depth):
-            row = rows[r]
-            v = row[cells[r]] + 1
-            row[cells[r]] = v
+        x = int.from_bytes(node_id[:8], "big")
+        w = self.width
+        for row, (a, b) in zip(self._rows, self._ab):
+            c = ((a * x + b) % _P) % w
+            v = row[c] + 1
+            row[c] = v
             if est < 0 or v < est:
                 est = v
             if v >= COUNT_MAX:
                 halve = True
         if halve:
-            for row in rows:
+            for row in self._rows:
                 for i in range(len(row)):
                     row[i] >>= 1
         return est

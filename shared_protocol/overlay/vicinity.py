@@ -41,6 +41,9 @@ PENDING_MAX = 4
 # needy topics: a handful is enough to introduce the few subscribers of a
 # rare topic, and keeps the rest of the gossip the views' own.
 MEMORY_CANDIDATES = 3
+# Candidates ranked at once (rank packs the index in 8 bits): view, CYCLON
+# pool, received entries and remembered peers together stay far below.
+RANK_MAX = 256
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # --- wire messages (block "overlay", 96..127) ------------------------------
@@ -63,26 +66,25 @@ def score(f, target_f, target_n):
 def rank(cands, target_f, target_n, k, rng):
     """The k candidates closest to the target, closest first.
 
-    cands: list of [id, addr, age, f, n, pbytes]. Equal score and age are
-    broken by a fresh 16-bit draw: a fixed order (say, by id) would make
-    every view prefer the same peers among the many that look alike (every
-    proxy that follows only popular topics), and VICINITY would stop
-    exploring the network for the proxies of rare topics."""
-    keyed = []
+    cands: list of [id, addr, age, f, n, pbytes] (at most RANK_MAX). Equal
+    score and age are broken by a fresh 16-bit draw: a fixed order (say, by
+    id) would make every view prefer the same peers among the many that look
+    alike (every proxy that follows only popular topics), and VICINITY would
+    stop exploring the network for the proxies of rare topics. Each key is
+    one int (score, youth, draw, index) so the sort compares ints."""
     pc = popcount
-    i = 0
-    r = 0
-    for c in cands:
-        age = c[2] if c[2] < 0xFFFF else 0xFFFF
+    n = len(cands)
+    rs = [rng.next64() for _ in range((n + 3) >> 2)]
+    keyed = []
+    for i in range(n):
+        c = cands[i]
         f = c[3]
-        if i & 3 == 0:
-            r = rng.next64()
-        keyed.append(((((pc(f & target_n) << 16) | pc(f & target_f)) << 16 | (0xFFFF - age)) << 16 | (r & 0xFFFF), i))
-        r >>= 16
-        i += 1
+        age = c[2] if c[2] < 0xFFFF else 0xFFFF
+        score = (pc(f & target_n) << 16 | pc(f & target_f)) << 16 | (0xFFFF - age)
+        keyed.append((score << 16 | ((rs[i >> 2] >> ((i & 3) << 4)) & 0xFFFF)) << 8 | i)
     keyed.sort()
     keyed.reverse()
-    return [cands[x[1]] for x in keyed[:k]]
+    return [cands[x & 0xFF] for x in keyed[:k]]
 
 
 def check_entries(entries, bits, least):

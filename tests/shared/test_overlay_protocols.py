@@ -10,7 +10,7 @@ from shared_protocol.rand import Rng
 
 ADDR = b"\x0a\x00\x00\x01\x1f\x90"
 BITS = 256
-K = 2
+K = profile.DEFAULT_HASHES
 
 
 def pid(x):
@@ -232,6 +232,46 @@ def test_rings_exchange_covers_all_shared_topics_and_ignores_others():
     assert p.needy() == ts[:3]
 
 
+def test_rings_answer_with_the_subscribers_nearest_to_the_asker():
+    # T-Man's rule: a proxy far from the asker on the ring hands it the
+    # known subscribers next to the asker, not its own ring neighbours
+    # (with those, a newcomer walked the ring KEEP places per exchange).
+    t = topic("tman")
+    p = _rings(1000, [t])
+    step = ids.RING // 40
+    known = [pid(1000 + step * k) for k in range(1, 40)]
+    p._absorb(known[0], ADDR, [[t, [[x, ADDR, 0] for x in known[1:8]]]])
+    for k in range(8, 39, 8):
+        p._absorb(known[k], ADDR, [[t, [[x, ADDR, 0] for x in known[k + 1:k + 8]]]])
+    q = _rings(1000 + step * 20 + 5, [t])     # just after known[19]
+    req = envelope.Message(rings.REQUEST, [9, q.id, ADDR, b"\x00" * (BITS // 8), [[t, []]]])
+    reply = p.handle(req, 0).message.values[2]
+    sent = sorted(e[0] for e in reply[0][1])
+    want = sorted(known[16:24])               # 4 on each side of the asker
+    assert sent == want, (sent, want)
+    # its own ring neighbours are the nearest to itself, not what it sent
+    assert p.successors(t) == known[:2]
+
+
+def test_rings_introduce_to_nearest_neighbours_heard_of_through_others():
+    # A neighbour that only a third proxy named does not know this proxy:
+    # it would send none of the topic's messages here until a relay told
+    # it. introduce() contacts it in the same period.
+    t = topic("intro")
+    p = _rings(5000, [t])
+    s1, s2, p1 = pid(5010), pid(5020), pid(4990)
+    p._absorb(s2, ADDR, [[t, [[s1, ADDR, 0], [p1, ADDR, 0]]]])
+    assert p.successors(t) == [s1, s2] and p.predecessors(t)[0] == p1
+    outs = p.introduce(0, 0)
+    assert sorted(o.peer_id for o in outs) == sorted([s1, p1]), outs
+    assert all(o.message.type is rings.REQUEST for o in outs)
+    # once they answered, nothing more to introduce
+    for o in outs:
+        nonce = o.message.values[0]
+        p.handle(envelope.Message(rings.REPLY, [nonce, o.peer_id, [[t, []]]]), 1)
+    assert p.introduce(2, 0) == []
+
+
 def test_rings_drop_a_silent_partner_and_bad_messages_change_nothing():
     t = topic("z")
     p = _rings(100, [t])
@@ -299,11 +339,14 @@ def test_dissemination_random_targets_come_from_vicinity_and_cyclon():
     # subscribers only, never the sender.
     t = topic("news")
     node = PolderCast(b"key-9", ADDR, Rng(2), topics=[t])
-    ring_peer = pid(5)
-    friend = pid(77)                      # in VICINITY, confirmed, not on the ring
+    me = ids.pos(node.id)
+    near = [pid((me + d) % ids.RING) for d in (1, 2, -1, -2)]
+    ring_peer = near[0]                   # the nearest successor
+    friend = pid((me + ids.RING // 2) % ids.RING)  # in VICINITY, confirmed, far from the ring slots
     stranger = pid(78)                    # in CYCLON, never said it subscribes
-    node.rings._absorb(ring_peer, ADDR, [[t, []]])
-    node.rings._confirm(friend, t)
+    node.rings._absorb(ring_peer, ADDR, [[t, [[p, ADDR, 0] for p in near[1:]]]])
+    node.rings._absorb(friend, ADDR, [[t, []]])
+    assert node.rings.successors(t) == near[:2] and node.rings.confirmed(friend, t)
     node.vicinity._view.append([friend, ADDR, 0, 0, 0, b""])
     node.cyclon.add_seed(stranger, ADDR)
     assert node.random_pool(t) == [friend]
@@ -314,7 +357,9 @@ def test_dissemination_random_targets_come_from_vicinity_and_cyclon():
         for o in outs[1:]:
             targets.add(o.peer_id)
             assert o.message.values[2] == node.id and o.message.values[3] == 2
-    assert targets == set([friend])       # not back to the ring peer, never the stranger
+    # the opposite ring neighbour, and the random one from the views: never
+    # back to the ring peer, never the stranger, never a ring spare
+    assert targets == set([near[2], friend]), targets
 
 
 def test_data_is_relay_free_and_deduplicated():
@@ -404,7 +449,7 @@ def test_a_failed_link_reroutes_data_to_the_next_ring_neighbour():
     again = node.send_failed(dead)
     assert [o.peer_id for o in again] == [s2]
     assert again[0].message.values[:4] == [t, b"m1", node.id, 1]
-    assert node.rings.successors(t) == [s2] and s1 not in node.rings._conf
+    assert node.rings.successors(t) == [s2] and not node.rings.confirmed(s1, t)
     # a gossip message to a dead peer: dropped, nothing to resend
     node.cyclon.add_seed(s2, ADDR)
     assert node.send_failed(node.tick(0)[0]) == []

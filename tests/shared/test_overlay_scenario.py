@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "5f8cf4954ce7f08df1fb83a75b3c0c89543e04d7a10d411f7c61910323f851cc"
+SCENARIO_DIGEST = "43ef4da125e005847a366b1ddc219bbfba03d269e24ded57b240fe19e767d10c"

@@ -54,6 +54,21 @@ def run_sim(args, out):
     return summary, wall, cpu, after.ru_maxrss, proc.stdout
 
 
+def earlier_run(out, args):
+    """(summary, wall, cpu, max RSS in KB) of a finished run in ``out``;
+    its configuration replaces the command line's."""
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(out, "timing.json")) as f:
+        timing = json.load(f)
+    cfg = summary["config"]
+    args.nodes, args.topics, args.zipf = cfg["nodes"], cfg["topics"], cfg["zipf"]
+    args.subs, args.rounds, args.fanout, args.seed = cfg["subs_per_node"], cfg["rounds"], cfg["fanout"], cfg["seed"]
+    wall = timing["run_s"] + timing.get("summary_s", 0.0)
+    rss = timing.get("max_rss_mb")
+    return summary, wall, timing.get("cpu_s", float("nan")), (rss * 1024.0 if rss is not None else float("nan"))
+
+
 def subscription_table(out):
     """topic -> list of proxy ids (hex), from the run's subscriptions.csv."""
     import csv
@@ -132,9 +147,16 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--anchor-rounds", type=int, default=5, help="CYCLON-only rounds for the byte anchor")
     ap.add_argument("--out", default=None, help="keep the simulator's output here")
+    ap.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                    help="take the simulator's figures from an earlier `upsycle sim poldercast` run in DIR "
+                         "(its summary.json, timing.json, subscriptions.csv) instead of running it again")
     args = ap.parse_args([] if argv is None else argv)
-    out = args.out or tempfile.mkdtemp(prefix="bench-poldercast-")
-    summary, wall, cpu, rss_kb, text = run_sim(args, out)
+    if args.from_dir:
+        out = args.from_dir
+        summary, wall, cpu, rss_kb = earlier_run(out, args)
+    else:
+        out = args.out or tempfile.mkdtemp(prefix="bench-poldercast-")
+        summary, wall, cpu, rss_kb, text = run_sim(args, out)
     pub = summary["publications"]
     fin = summary["final"]
     print(render("upsycle sim poldercast N=%d T=%d Zipf %g, %d topics per proxy, %d rounds" % (

@@ -212,8 +212,13 @@ def run_poldercast(args):
         from upsycle.sim import poldercast_plots
         files += poldercast_plots.write_all(args.out, rows, summary, "PolderCast N=%d T=%d Zipf %g F=%d" % (
             args.nodes, args.topics, args.zipf, args.fanout))
+    import resource
+    use = resource.getrusage(resource.RUSAGE_SELF)
     with open(os.path.join(args.out, "timing.json"), "w") as f:
-        json.dump({"run_s": t1 - t0, "summary_s": time.perf_counter() - t1}, f, indent=1)
+        # cpu_s and max_rss_mb cover the whole process (set-up, rounds,
+        # files); max RSS is in KB on Linux.
+        json.dump({"run_s": t1 - t0, "summary_s": time.perf_counter() - t1, "cpu_s": use.ru_utime + use.ru_stime,
+                   "max_rss_mb": use.ru_maxrss / 1024.0}, f, indent=1)
         f.write("\n")
     fin = summary["final"]
     pub = summary["publications"]
