@@ -64,7 +64,26 @@ def pct(xs, q):
 
 # -- Mosquitto chain ---------------------------------------------------------
 
-class MosquittoChain:
+class Chain:
+    """Three servers in a row (self.procs, started by the subclass's
+    start(i)): what both systems' chains do alike."""
+
+    def kill_middle(self):
+        kill(self.procs[1])
+
+    def restart_middle(self):
+        self.start(1)
+
+    def cpu(self):
+        return sum(proc_cpu(p.pid) for p in self.procs if p is not None and p.poll() is None)
+
+    def close(self):
+        for p in self.procs:
+            if p is not None:
+                stop(p)
+
+
+class MosquittoChain(Chain):
     name = "mosquitto bridge"
 
     def __init__(self, tmp):
@@ -92,19 +111,6 @@ class MosquittoChain:
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.ports[i])
 
-    def kill_middle(self):
-        kill(self.procs[1])
-
-    def restart_middle(self):
-        self.start(1)
-
-    def cpu(self):
-        return sum(proc_cpu(p.pid) for p in self.procs if p is not None and p.poll() is None)
-
-    def close(self):
-        for p in self.procs:
-            if p is not None:
-                stop(p)
 
     def run(self, n, rate, on_tick=None):
         """Publish n messages at A (rate per second, 0: flat out); returns
@@ -163,7 +169,7 @@ class MosquittoChain:
 
 # -- upsycle chain -----------------------------------------------------------
 
-class UpsycleChain:
+class UpsycleChain(Chain):
     name = "upsycle federation"
 
     def __init__(self, tmp, period=1.0, catchup=2.0):
@@ -187,19 +193,6 @@ class UpsycleChain:
         self.procs[i] = subprocess.Popen(args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.ports[i])
 
-    def kill_middle(self):
-        kill(self.procs[1])
-
-    def restart_middle(self):
-        self.start(1)
-
-    def cpu(self):
-        return sum(proc_cpu(p.pid) for p in self.procs if p is not None and p.poll() is None)
-
-    def close(self):
-        for p in self.procs:
-            if p is not None:
-                stop(p)
 
     async def status(self, i):
         from upsycle.proxy.status import fetch_status
