@@ -102,6 +102,13 @@ async def _serve(config):
     from upsycle.proxy.server import BleUnavailable, Proxy, StorageError
     from upsycle.identity import IdentityError
     proxy = Proxy(config)
+    # Handlers go in before start() opens the port: a SIGTERM that arrives
+    # as soon as the port answers must still end in a clean shutdown (exit 0,
+    # store closed), not in the default action.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await proxy.start()
     except StorageError as e:
@@ -129,10 +136,6 @@ async def _serve(config):
         print("upsycle proxy: cannot listen on %s: %s" % (config.listen, e), file=sys.stderr)
         proxy.store.close()
         return 3
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("event=shutdown_requested")
     await proxy.stop()
