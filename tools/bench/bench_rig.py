@@ -22,6 +22,11 @@ the proxy, and heard the other on the LAN, with no MemoryError or safe mode.
    after boot (first reading acknowledged), and after 1,000 readings
    (sealed, sent and acknowledged), with the process CPU per reading; the
    anchor is the same interpreter with nothing imported.
+3. (--only modules) The heap each module of the running node costs when
+   imported from .mpy: the set is sys.modules of one node (LAN on) after
+   its first reading was acknowledged, imported in dependency order in a
+   fresh interpreter, one row per import with the project modules it
+   brought in; the anchor is the bare interpreter.
 """
 import argparse
 import os
@@ -332,6 +337,98 @@ def measure(mp, path, work, heap_kb, log):
         sc.close()
 
 
+MODULES_SCRIPT = r'''
+import gc, sys, asyncio
+from firmware import unix
+
+def app(node):
+    async def go():
+        node.publish(node.topics[0].topic, "temp", 20.0)
+        while node.counts["acked"] < 1:
+            await asyncio.sleep_ms(20)
+        await asyncio.sleep_ms(1500)   # a few turns of the steady state
+        gc.collect()
+        print("MODS", " ".join(sorted(sys.modules)))
+        print("ALLOC", gc.mem_alloc())
+        raise SystemExit
+    asyncio.create_task(go())
+
+unix.main(%(cfg)r, %(data)r, app)
+'''
+
+
+def mpy_sizes(lib):
+    """module name -> .mpy bytes, of the folder build_mpy made."""
+    out = {}
+    for root, _, files in os.walk(lib):
+        for f in files:
+            if f.endswith(".mpy"):
+                name = os.path.relpath(os.path.join(root, f), lib)[:-len(".mpy")].replace(os.sep, ".")
+                if name.endswith(".__init__"):
+                    name = name[:-len(".__init__")]
+                out[name] = os.path.getsize(os.path.join(root, f))
+    return out
+
+
+def module_costs(mp, lib, work, heap_kb, log):
+    """[(module, project modules it brought in, heap bytes)], the bare
+    interpreter's heap and that of the running node (see 3. above)."""
+    from bench_node import _is_project, dependency_order
+    sc = Scenario(mp, lib, work, 0)
+    try:
+        data = os.path.join(work, "modules")
+        nd = Node(mp, heap_kb, lib, sc.cfgs[0], data, script=MODULES_SCRIPT % {"cfg": sc.cfgs[0], "data": data})
+        t0 = time.monotonic()
+        try:
+            while not any(l.startswith("ALLOC ") for l in list(nd.lines)):
+                if nd.failure() or time.monotonic() - t0 > RUN_TIMEOUT_S:
+                    raise RuntimeError("node failed: %s\n%s" % (nd.failure(), "\n".join(nd.lines[-20:])))
+                time.sleep(0.1)
+        finally:
+            nd.stop()
+    finally:
+        sc.close()
+    mods = [l for l in nd.lines if l.startswith("MODS ")][0].split()[1:]
+    running = int([l for l in nd.lines if l.startswith("ALLOC ")][0].split()[1])
+    order = dependency_order([m for m in mods if _is_project(m)])
+    code = ["import gc, sys", "_seen = set(sys.modules)", "gc.collect()", "print('M', gc.mem_alloc())"]
+    for m in order:
+        code += ["import " + m, "_new = [k for k in sys.modules if k not in _seen]", "_seen.update(_new)",
+                 "print('N', ' '.join(sorted(_new)))", "del _new", "gc.collect()", "print('M', gc.mem_alloc())"]
+    r = subprocess.run([mp, "-X", "heapsize=%dk" % heap_kb, "-c", "\n".join(code)], capture_output=True, text=True,
+                       cwd=work, env=dict(os.environ, MICROPYPATH=".frozen:" + lib), timeout=120)
+    if r.returncode != 0:
+        raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+    vals = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("M ")]
+    news = [[x for x in l.split()[1:] if _is_project(x)] for l in r.stdout.splitlines() if l.startswith("N")]
+    return [(m, news[i], vals[i + 1] - vals[i]) for i, m in enumerate(order)], vals[0], running
+
+
+def modules_table(mp, lib, heap_kb, log):
+    sizes = mpy_sizes(lib)
+    with tempfile.TemporaryDirectory() as w:
+        rows_in, bare_heap, running = module_costs(mp, lib, w, heap_kb, log)
+    rows = [["bare interpreter (anchor)", "", bare_heap, ""]]
+    total_mpy = total = 0
+    for m, new, ram in sorted(rows_in, key=lambda r: -r[2]):
+        mpy = sum(sizes.get(x, 0) for x in new)
+        total_mpy += mpy
+        total += ram
+        label = m if new == [m] else "%s (+ %s)" % (m, " ".join(x for x in new if x != m) or "nothing new")
+        rows.append([label, mpy, ram, ram / mpy if mpy else ""])
+    rows.append(["total: %d modules" % len(rows_in), total_mpy, total, total / total_mpy])
+    print(render("Heap of the node's modules imported from .mpy on %s (32-bit, hard heap), bytes (gc.mem_alloc "
+                 "after collect; imported in dependency order, so a row is that module alone; the set is "
+                 "sys.modules of a node with 2 topics, the Noise link and the LAN on, after its first reading "
+                 "was acknowledged); largest first" % os.path.basename(mp),
+                 ["module", ".mpy bytes", "heap", "heap / .mpy"], rows))
+    print("the running node's whole heap at that point (modules + state): %d bytes" % running)
+    print("rows are gc.mem_alloc deltas: a row that grows a shared table (the qstr pool, sys.modules) carries "
+          "that growth, so single rows vary by a KB or two between orders; the total does not")
+    not_loaded = sorted(m for m in sizes if m not in {x for r in rows_in for x in r[1]})
+    print("flashed but not loaded (%d): %s" % (len(not_loaded), " ".join(not_loaded)))
+
+
 def bare(mp, heap_kb):
     r = subprocess.run([mp, "-X", "heapsize=%dk" % heap_kb, "-c",
                         "import gc\ngc.collect()\nprint(gc.mem_alloc(), gc.mem_free())"],
@@ -353,7 +450,7 @@ def main():
     ap.add_argument("--frozen-lo", type=int, default=32, help="lower bound of the frozen search, KB")
     ap.add_argument("--frozen-hi", type=int, default=160, help="upper bound of the frozen search, KB")
     ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
-    ap.add_argument("--only", choices=["search", "measure"])
+    ap.add_argument("--only", choices=["search", "measure", "modules"])
     ap.add_argument("--no-lan", action="store_true", help="the scenario without the LAN")
     ap.add_argument("--frozen-only", action="store_true", help="only the frozen column (needs --build-script)")
     a = ap.parse_args()
@@ -361,6 +458,9 @@ def main():
     log = lambda s: print(s, flush=True)
     with tempfile.TemporaryDirectory() as d:
         lib = build_mpy(d)
+        if a.only == "modules":
+            modules_table(mp, lib, a.measure_heap, log)
+            return
         images = [] if a.frozen_only else [(".mpy", mp, lib, a.lo, a.hi)]
         if a.build_script:
             man = os.path.join(d, "manifest.py")
