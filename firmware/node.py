@@ -18,7 +18,9 @@ SAFE_MODE = "upsycle: SAFE MODE"
 # nested imports needed a heap some 60 KB larger than the 160 KB the
 # modules keep. One at a time with a collection after each, the node boots
 # in that smaller heap (tools/bench/bench_rig.py). Frozen modules import
-# the same way at no cost.
+# the same way at no cost. Not here: the Noise handshake's modules
+# (platform.HANDSHAKE_ONLY), imported when the link starts and dropped once
+# it is secured.
 PRELOAD = (
     "firmware", "firmware.platform", "shared_protocol", "shared_protocol.dmc", "shared_protocol.errors",
     "shared_protocol.dmc.errors", "shared_protocol.wire", "shared_protocol.wire.cbor",
@@ -32,8 +34,7 @@ PRELOAD = (
     "shared_protocol.groups.readings", "shared_protocol.replay", "shared_protocol.groups.member",
     "firmware.topic", "shared_protocol.clock", "shared_protocol.session", "shared_protocol.session.messages",
     "shared_protocol.session.client", "shared_protocol.noise", "shared_protocol.noise.events",
-    "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.handshake",
-    "shared_protocol.noise.known", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",
+    "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",
     "shared_protocol.session.secure_client", "firmware.proxy_link", "firmware.core", "firmware.runtime",
 )
 # ... and a node with a lan section also these (firmware/lan_link.py).

@@ -165,6 +165,32 @@ COMPACT_BELOW = 24576
 IS_UNIX = sys.platform == "linux" and sys.implementation.name == "micropython"
 
 
+# Modules a node needs only while its proxy link's Noise handshake runs:
+# proxy_link.py drops them once the link is secured, and a new handshake
+# (a link lost, a proxy restarted) imports them again. Imported from .mpy
+# they are some 5 KB of heap (tools/bench/bench_rig.py --only modules).
+HANDSHAKE_ONLY = ("shared_protocol.noise.handshake", "shared_protocol.noise.known",
+                  "shared_protocol.crypto.x25519")
+
+
+def forget(names):
+    """Drop modules from sys.modules and from their package, so nothing
+    refers to them and the GC frees their bytecode (a module imported from
+    .mpy keeps it in the heap while it is loaded). A later import loads them
+    again. Boards only: a CPython host has the RAM, and its tests hold these
+    modules' classes."""
+    if sys.implementation.name != "micropython":
+        return
+    for name in names:
+        if sys.modules.pop(name, None) is None:
+            continue
+        pkg, _, leaf = name.rpartition(".")
+        try:
+            delattr(sys.modules[pkg], leaf)
+        except (KeyError, AttributeError):
+            pass
+
+
 def sockaddr(host, port):
     """The address socket calls take: (host, port) on the boards and the
     VM, getaddrinfo's raw bytes on the unix port; getaddrinfo gives each

@@ -277,6 +277,7 @@ class ProxyLink:
                 self.link.start(now, platform.random_bytes(32))
             elif kind == "secured":
                 node.log("upsycle: secure link up, proxy key %s" % bytes(ev[1][:8]).hex())
+                platform.forget(platform.HANDSHAKE_ONLY)
             elif kind == "error":
                 if node.count_error():
                     node.log("upsycle: bad message from the proxy ignored (%s: %s)" % (ev[1], ev[2]))

@@ -91,21 +91,9 @@ async def _wifi(cfg, wdt, log):
 
 
 def forget_boot_modules(names=BOOT_ONLY):
-    """Drop modules used only at boot from sys.modules and from their
-    package, so nothing refers to them and the GC frees their bytecode. A
-    later import loads them again. Boards only: a CPython host has the RAM,
-    and its tests hold these modules' classes."""
-    import sys
-    if sys.implementation.name != "micropython":
-        return
-    for name in names:
-        if sys.modules.pop(name, None) is None:
-            continue
-        pkg, _, leaf = name.rpartition(".")
-        try:
-            delattr(sys.modules[pkg], leaf)
-        except (KeyError, AttributeError):
-            pass
+    """Drop modules used only at boot (platform.forget): the GC frees their
+    bytecode; a later import loads them again."""
+    platform.forget(names)
 
 
 def duty_cycle(cfg):

@@ -2,17 +2,22 @@
 backend is compared against. Methods take validated arguments (crypto/api.py
 checks sizes) and report failure by return value, not by exception, so both
 backends have one narrow contract."""
-from shared_protocol.crypto import chacha20poly1305, ed25519, x25519
+from shared_protocol.crypto import chacha20poly1305, ed25519
 from shared_protocol.crypto.sha512 import sha512_digest
 
 
 class PureBackend:
     name = "pure-python"
 
+    # X25519 is imported when used: a node needs it for its link's
+    # handshake (and re-keys), and a board can drop it in between
+    # (firmware/platform.py, HANDSHAKE_ONLY).
     def x25519(self, secret, public):
+        from shared_protocol.crypto import x25519
         return x25519.scalarmult(secret, public)
 
     def x25519_base(self, secret):
+        from shared_protocol.crypto import x25519
         return x25519.scalarmult_base(secret)
 
     def ed25519_public(self, seed):

@@ -82,7 +82,10 @@ class UdpSession:
     def __init__(self, handshake, window=REPLAY_WINDOW, retry_ms=RETRY_MS, max_tries=TRIES_MAX, cipher=None):
         # cipher: applied to each transport CipherState once the handshake
         # splits (the host proxy passes libsodium-backed ones; same bytes).
+        # The handshake, until it completes: then only its role is kept, so
+        # nothing refers to the handshake's objects (or code) any more.
         self._hs = handshake
+        self.initiator = handshake.initiator
         self._cipher = cipher
         self._window = window
         self._retry = retry_ms
@@ -117,7 +120,7 @@ class UdpSession:
     def start(self, now, payload=b""):
         """Send message 1: payload (at most HS1_PAD bytes, e.g. a
         noise/known.py hint) padded with zeros to HS1_PAD."""
-        if not self._hs.initiator or self._last is not None or self._hs.messages:
+        if not self.initiator or self._hs is None or self._last is not None or self._hs.messages:
             raise NoiseUsageError(message="start() is for a fresh initiator")
         if len(payload) > HS1_PAD:
             raise NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
@@ -144,7 +147,7 @@ class UdpSession:
     @property
     def handshake_started(self):
         """False until a handshake message has been read or written."""
-        return self._hs.messages != 0
+        return self._hs is None or self._hs.messages != 0
 
     def send(self, payload):
         if self.channel is None:
@@ -174,7 +177,7 @@ class UdpSession:
                 return []  # early transport packet: drop, like a lost datagram
             return [Message(self.channel.open(body))]
         if kind == KIND_UNKNOWN:
-            if self.channel is not None and hs.initiator and bytes(body) in self._tags:
+            if self.channel is not None and self.initiator and bytes(body) in self._tags:
                 raise SessionUnknown(message="the proxy has no session for our packets (it restarted?)")
             return []  # not about a packet of ours: forged or stale
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
@@ -185,8 +188,7 @@ class UdpSession:
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)
             return []
-        expected = hs.messages + 1
-        if hs.complete or hs.is_my_turn() or kind != expected:
+        if hs is None or hs.complete or hs.is_my_turn() or kind != hs.messages + 1:
             return []  # stale or out-of-order handshake packet: ignore
         payload = hs.read_message(bytes(body))
         events = []
@@ -204,4 +206,5 @@ class UdpSession:
                 send, recv = self._cipher(send), self._cipher(recv)
             self.channel = DatagramChannel(send, recv, window=self._window)
             events.append(HandshakeComplete(hs.remote_static, hs.handshake_hash, payload))
+            self._hs = None
         return events

@@ -44,8 +44,6 @@ link (the byte stream is out of step): "link_failed", then start() again.
 """
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
-from shared_protocol.noise import known
-from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.errors import UnexpectedStaticKey
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import HandshakeTimedOut, SessionUnknown, UdpSession
@@ -101,6 +99,10 @@ class SecureLink:
     def start(self, now, ephemeral_private):
         """Open a new link (after a loss, too): a new handshake, then the
         session's hello. ephemeral_private: 32 fresh random bytes."""
+        # Imported here, not at the top: the handshake's code (and X25519's)
+        # is needed only until the link is secured, and a board can drop it
+        # from its heap in between (firmware/platform.py, HANDSHAKE_ONLY).
+        from shared_protocol.noise.handshake import Handshake
         hs = Handshake(True, self._static, ephemeral_private, PROLOGUE, self.proxy_key)
         self._secured = False
         self._raw = []
@@ -121,6 +123,7 @@ class SecureLink:
         pk = self.proxy_key
         if pk is None:
             return b""
+        from shared_protocol.noise import known
         if self._known is None or self._known[0] != pk:
             self._known = (pk, known.shared_secret(self._static, pk))
         return known.hint(self._known[1], hs.ephemeral_public)
