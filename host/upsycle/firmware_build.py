@@ -79,6 +79,13 @@ def _sha256_file(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+# -O3: no line numbers in the bytecode (and no asserts: board code has
+# none). A board keeps a .mpy module's bytecode in its heap, and the line
+# tables are some 5 KB of the node's (docs/micropython.md, "Heap"); a
+# traceback on the board still names the file and the function.
+MPY_CROSS_FLAGS = ("-O3",)
+
+
 def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     """Compile the board files for profile's arch; return [(local, remote)].
 
@@ -93,6 +100,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    version += " " + " ".join(MPY_CROSS_FLAGS)   # part of the cache key: other flags, other files
     out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     result = []
     for local, remote in source_files():
@@ -111,7 +119,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         tmp = "%s.%d.tmp" % (target, os.getpid())
         source_name = remote[len("lib/"):-len(".mpy")] + ".py"   # e.g. shared_protocol/wire/cbor.py
-        cmd = [tool, "-o", tmp, "-s", source_name]
+        cmd = [tool] + list(MPY_CROSS_FLAGS) + ["-o", tmp, "-s", source_name]
         if arch:
             cmd.append("-march=" + arch)
         r = subprocess.run(cmd + [local], capture_output=True, text=True)

