@@ -47,7 +47,7 @@ from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.member import Member, Publication
 from shared_protocol.groups.readings import Batch
-from shared_protocol.groups.wire import BATCH_MAX
+from shared_protocol.groups.wire import BATCH_MAX, DICT_MAX
 from firmware import platform
 
 DATA_DIR = "/data"
@@ -263,10 +263,12 @@ class Topic:
         if not m.epoch_key().readable:
             payload = m.seal(ops[0], rand, now)        # write-only: group_pub to the epoch key
             ops = ops[:1]
-        elif self.batch > 1:
-            payload = m.seal_batch(ops, rand, now)
         else:
-            payload = m.seal_reading(ops[0], rand, now)
+            m.set_dictionary(reading_dictionary(self.replica))
+            if self.batch > 1:
+                payload = m.seal_batch(ops, rand, now)
+            else:
+                payload = m.seal_reading(ops[0], rand, now)
         self.dirty_state = True   # the group sequence number moved: on flash before the datagram leaves
         return author, O.author_seq(ops[-1])[1], payload
 
@@ -322,6 +324,22 @@ class Topic:
                 cb(key, value, author)
             except Exception as e:
                 self.log("upsycle: on_change callback failed: %r" % (e,))
+
+
+def reading_dictionary(replica):
+    """What this node's readings repeat, for the group layer to send once
+    (groups/readings.py, pack): the CBOR of its DMC author id, which heads
+    every op it writes, and of the other authors of the topic, which its
+    ops' causal deps name; own first, the others in id order. An op of an
+    older generation of ours (other author id) is simply sent unpacked."""
+    own = replica.author
+    d = [cbor.encode(own)]
+    for a in sorted(replica.vv):
+        if len(d) >= DICT_MAX:
+            break
+        if a != own:
+            d.append(cbor.encode(a))
+    return d
 
 
 def message_seq(author, seq):

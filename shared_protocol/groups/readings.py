@@ -40,6 +40,7 @@ prove. Write-only members (no epoch secret) keep publishing ``group_pub``.
 """
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
+from shared_protocol.crypto.chacha20poly1305 import chacha20_xor
 from shared_protocol.crypto.errors import AuthenticationFailed
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups import wire
@@ -254,4 +255,318 @@ def authors_from_record(rows):
         if isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], KEY_SIZE) and isinstance(row[1], list):
             key = bytes(row[0])
             out[key[:wire.AREF_SIZE]] = [key, row[1], False]
+    return out
+
+
+# -- signed readings (group_rs): no nonce, no AEAD tag on the wire -----------
+#
+#     group_rs = [1, 83, epoch, data]
+#     data     = R | ChaCha20(epoch key, N, S | inner)     (RFC 8439 §2.4, counter 1)
+#     N        = SHA-256("upsycle-rs-nonce-v1" | R)[:12]
+#     R | S    = Ed25519 by the author over
+#                "upsycle-rs-v1" | topic | CBOR [epoch, bodies unpacked] | inner
+#     inner    = flags | aref (4) | seq (6, big-endian) | [intro] | body or batch
+#     intro    = CBOR [author key, capability on the wire or null, dictionary]
+#
+# Why this is enough (docs/private-groups.md "Signed readings"): R is derived
+# from the signed message and the author's secret (RFC 8032 §5.1.6), so it
+# is a PRF of the plaintext: a synthetic IV (Rogaway and Shrimpton, "A
+# Provable-Security Treatment of the Key-Wrap Problem", 2006). Different
+# plaintexts get unrelated nonces, the same plaintext the same bytes, and R
+# alone says nothing about the author or the body. Integrity: any change of
+# R or of the ciphertext changes the recovered (S, inner), and the reader
+# accepts only what verifies under the author's key; Ed25519 with S < L
+# checked is strongly unforgeable (Brendel et al., "The Provable Security of
+# Ed25519: Theory and Practice", IEEE S&P 2021), which with a CPA-secure
+# cipher gives what the AEAD tag gave (Bellare and Namprempre, "Authenticated
+# Encryption", 2000: encrypt-then-MAC with a strongly unforgeable MAC; here
+# the "MAC" is the signature over everything the ciphertext decrypts to).
+# The 16-byte tag authenticated the epoch-key holders only, i.e. every
+# member; the signature authenticates the author.
+
+
+def _stream(key, nonce, data):
+    """data XOR the ChaCha20 keystream from block 1 (RFC 8439 §2.4): the
+    ciphertext part of the AEAD (§2.8), without computing its tag where the
+    backend lets us."""
+    if api.backend_name() == "pure-python":
+        return chacha20_xor(key, 1, nonce, data)
+    return api.aead_encrypt(key, nonce, data)[:-api.AEAD_TAG_SIZE]
+
+
+def _rs_nonce(r):
+    return api.sha256(wire.RS_NONCE_LABEL + bytes(r))[:wire.NONCE_SIZE]
+
+
+def pack(body, dictionary):
+    """``body`` with every occurrence of a dictionary entry replaced by its
+    index: [literal, index, literal, ..., literal], or ``body`` itself when
+    that is not shorter. Deterministic: occurrences are taken leftmost first
+    (the lower index on a tie), overlapping ones skipped."""
+    if not dictionary:
+        return body
+    hits = []
+    for i in range(len(dictionary)):
+        e = dictionary[i]
+        p = body.find(e)
+        while p >= 0:
+            hits.append((p, i))
+            p = body.find(e, p + len(e))
+    if not hits:
+        return body
+    hits.sort()
+    out = []
+    start = 0
+    for p, i in hits:
+        if p < start:
+            continue
+        out.append(body[start:p])
+        out.append(i)
+        start = p + len(dictionary[i])
+    out.append(body[start:])
+    return out if len(cbor.encode(out)) < len(body) else body
+
+
+def unpack(v, dictionary):
+    """The body a packed reading stands for; Malformed or AuthorUnknown (an
+    index the reader holds no entry for: the author's dictionary changed
+    and its introduction has not reached us)."""
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    if not isinstance(v, list) or len(v) % 2 == 0:
+        raise Malformed(message="packed reading malformed")
+    out = []
+    n = 0
+    for j in range(len(v)):
+        x = v[j]
+        if j % 2 == 0:
+            if not _is_bytes(x):
+                raise Malformed(message="packed reading malformed")
+        else:
+            if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+                raise Malformed(message="packed reading malformed")
+            if dictionary is None or x >= len(dictionary):
+                raise AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % x)
+            x = dictionary[x]
+        n += len(x)
+        if n > wire.BODY_MAX:
+            raise Malformed(message="reading body over %d bytes" % wire.BODY_MAX)
+        out.append(bytes(x))
+    return b"".join(out)
+
+
+def _check_dictionary(d):
+    if not isinstance(d, list) or len(d) > wire.DICT_MAX:
+        return False
+    for e in d:
+        if not _is_bytes(e) or not wire.DICT_ENTRY_MIN <= len(e) <= wire.DICT_ENTRY_MAX:
+            return False
+    return True
+
+
+def _seq_bytes(seq):
+    out = bytearray(wire.RS_SEQ_BYTES)
+    for i in range(wire.RS_SEQ_BYTES - 1, -1, -1):
+        out[i] = seq & 0xFF
+        seq >>= 8
+    return bytes(out)
+
+
+def seal_rs(member, bodies, batch, rand32, now, max_seq):
+    """The group_rs message for ``bodies`` (one, or a batch); advances the
+    member's sequence number by len(bodies). Deterministic: the same
+    readings under the same state give the same bytes (``rand32`` is used
+    only when a new sequence generation must be drawn)."""
+    if not member.can_write:
+        raise GroupUsageError(message="this member holds no write capability")
+    ek = member.epoch_key()
+    if not ek.readable:
+        raise GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
+    cap = member.capability
+    if now is not None and cap is not None and cap[3] and now >= cap[3]:
+        raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
+    n = len(bodies)
+    if n < 1 or n > (wire.BATCH_MAX if batch else 1):
+        raise GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
+    for b in bodies:
+        if len(b) > wire.BODY_MAX:
+            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
+    if not _is_bytes(rand32, KEY_SIZE):
+        raise GroupUsageError(message="seal needs 32 random bytes")
+    seq = member.seq_block(n, rand32)
+    if seq + n - 1 > max_seq:
+        raise GroupUsageError(message="sequence numbers exhausted for this member key")
+    author = member.identity.public
+    d = member.dictionary
+    flags = wire.RD_BATCH if batch else wire.RD_SIGNED
+    intro = b""
+    if member.intro_left <= 0:
+        intro = cbor.encode([author, None if member.is_admin else capability_on_wire(cap), d])
+        flags |= wire.RS_INTRO
+    packed = []
+    for b in bodies:
+        packed.append(pack(bytes(b), d))
+    if batch:
+        rest = cbor.encode(packed)
+    elif isinstance(packed[0], list):
+        flags |= wire.RS_PACKED
+        rest = cbor.encode(packed[0])
+    else:
+        rest = packed[0]
+    inner = bytes((flags,)) + author[:wire.AREF_SIZE] + _seq_bytes(seq) + intro + rest
+    plain = []
+    for b in bodies:
+        plain.append(bytes(b))
+    sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, inner, plain))
+    data = sig[:32] + _stream(ek.sym, _rs_nonce(sig[:32]), sig[32:] + inner)
+    member.seq_used(seq, n)
+    member.intro_left = INTRO_EVERY - 1 if intro else member.intro_left - 1
+    return envelope.REGISTRY.encode("group_rs", member.epoch, data)
+
+
+def _rs_inner(inner, max_seq):
+    """Parse the plaintext of a group_rs: (kind, aref, seq, intro or None,
+    packed bodies list, count)."""
+    if len(inner) < wire.RS_HEAD:
+        raise Malformed(message="signed reading shorter than its head")
+    flags = inner[0]
+    kind = flags & wire.RS_KIND
+    if flags & ~(wire.RS_KIND | wire.RS_INTRO | wire.RS_PACKED) or kind not in (wire.RD_SIGNED, wire.RD_BATCH) \
+            or (kind == wire.RD_BATCH and flags & wire.RS_PACKED):
+        raise Malformed(message="unknown reading kind or flags")
+    aref = bytes(inner[1:1 + wire.AREF_SIZE])
+    seq = 0
+    for b in inner[1 + wire.AREF_SIZE:wire.RS_HEAD]:
+        seq = (seq << 8) | b
+    p = wire.RS_HEAD
+    intro = None
+    try:
+        if flags & wire.RS_INTRO:
+            intro, used = cbor.decode_prefix(inner[p:])
+            p += used
+            if (not isinstance(intro, list) or len(intro) != 3 or not _is_bytes(intro[0], KEY_SIZE)
+                    or not _check_dictionary(intro[2])):
+                raise Malformed(message="author introduction malformed")
+            if bytes(intro[0][:wire.AREF_SIZE]) != aref:
+                raise Malformed(message="introduction is for another author reference")
+        rest = inner[p:]
+        if kind == wire.RD_BATCH:
+            items = cbor.decode(rest)
+            if not isinstance(items, list) or not 0 < len(items) <= wire.BATCH_MAX:
+                raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
+        elif flags & wire.RS_PACKED:
+            items = [cbor.decode(rest)]
+            if not isinstance(items[0], list):
+                raise Malformed(message="packed reading malformed")
+        else:
+            items = [bytes(rest)]
+    except cbor.DecodeError:
+        raise Malformed(message="signed reading content is not deterministic CBOR")
+    count = len(items)
+    if not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
+        raise Malformed(message="sequence number malformed")
+    return kind, aref, seq, intro, items, count
+
+
+def open_rs(member, msg, now, max_seq, publication):
+    """Open a group_rs (already decoded as an envelope); returns a
+    Publication or a Batch; changes nothing unless every check passes."""
+    epoch, data = msg.values
+    ek = member.epoch_key(epoch) if epoch in member.epochs() else None
+    if ek is None:
+        if epoch > member.epoch:
+            raise FutureEpoch(message="epoch %d not held yet (current %d): its re-key has not arrived"
+                                      % (epoch, member.epoch))
+        raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, member.epoch))
+    if not ek.readable:
+        raise NoReadCapability(message="write-only member: cannot open publications")
+    if len(data) < SIG_SIZE + wire.RS_HEAD:
+        raise Malformed(message="signed reading of %d bytes is too short" % len(data))
+    r = bytes(data[:32])
+    plain = _stream(ek.sym, _rs_nonce(r), data[32:])
+    sig = r + plain[:32]
+    inner = plain[32:]
+    kind, aref, seq, intro, items, count = _rs_inner(inner, max_seq)
+    topic = member.topic
+    me = member.identity.public
+    # The author's key and dictionary. Nothing here is trusted until the
+    # signature verifies: a changed byte anywhere fails it.
+    if intro is not None:
+        author = bytes(intro[0])
+        d = intro[2]
+    else:
+        author, cap, new_entry = _author(member, aref, None, now)
+        if author == me and seq >> 24 == member.gen:
+            d = member.dictionary
+        else:
+            held = member.dicts.get(_dict_key(aref, seq))
+            d = held[1] if held is not None else None
+    bodies = []
+    for it in items:
+        bodies.append(unpack(it, d))
+    if author in member.revoked:
+        raise MemberRevoked(message="author was removed from the topic")
+    win = member.window_for(author, seq)
+    for s in range(seq, seq + count):
+        if not win.is_fresh(s):
+            raise Replayed(message="sequence %d of this author already seen or too old" % s)
+    try:
+        api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, inner, bodies), sig)
+    except CryptoBadSignature:
+        raise BadSignature(message="author signature does not verify")
+    if intro is not None:
+        # the introduction is the author's own (it signed it): now check what
+        # the admin signed (the capability), once per capability
+        author, cap, new_entry = _author(member, aref, intro, now)
+        dict_new = None
+        held = member.dicts.get(_dict_key(aref, seq))
+        if intro[2] or held is not None:
+            if held is None and len(member.dicts) >= 2 * member.max_authors:
+                raise TooLarge(message="more than %d author dictionaries in one topic" % (2 * member.max_authors))
+            if held is None or held[0] < seq:     # an older introduction never replaces a later one
+                dict_new = [seq, intro[2]]
+    else:
+        dict_new = None
+    if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
+        raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+    # every check passed: commit
+    for s in range(seq, seq + count):
+        win.accept(s)
+    member.keep_window(author, win, seq)
+    if new_entry is not None:
+        member.authors[aref] = new_entry
+    if dict_new is not None:
+        if dict_new[1]:
+            member.dicts[_dict_key(aref, seq)] = [dict_new[0], [bytes(e) for e in dict_new[1]]]
+        else:
+            member.dicts.pop(_dict_key(aref, seq), None)
+    if kind == wire.RD_SIGNED:
+        return publication(topic, epoch, author, seq, bodies[0])
+    out = []
+    for i in range(count):
+        out.append(publication(topic, epoch, author, seq + i, bodies[i]))
+    return Batch(out)
+
+
+def _dict_key(aref, seq):
+    """Dictionaries are kept per author reference and sequence generation:
+    two devices joined with one member key each have their own."""
+    g = seq >> 24
+    return aref + bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+
+
+def dicts_to_record(dicts):
+    out = []
+    for aref in sorted(dicts):
+        e = dicts[aref]
+        out.append([aref, e[0], e[1]])
+    return out
+
+
+def dicts_from_record(rows):
+    out = {}
+    for row in rows:
+        if (isinstance(row, list) and len(row) == 3 and _is_bytes(row[0], wire.AREF_SIZE + 3) and isinstance(row[1], int)
+                and _check_dictionary(row[2])):
+            out[bytes(row[0])] = [row[1], [bytes(e) for e in row[2]]]
     return out

@@ -3,6 +3,7 @@
     group_pub   [1, 80, topic, epoch, mode, kfield, sealed]
     group_rekey [1, 81, topic, epoch, ephemeral, part, parts, entries, admin signature]
     group_rd    [1, 82, epoch, nonce, sealed]       (compact readings: readings.py)
+    group_rs    [1, 83, epoch, data]                (signed readings: readings.py)
 
 Only the topic id, the epoch number and ciphertext are visible to a proxy.
 The author, sequence number, capability and signature travel inside the
@@ -76,6 +77,38 @@ BATCH_MAX = 8
 AREF_SIZE = 4
 RD_SIGNED = 0     # one reading, its own signature
 RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chain
+
+# Signed readings (group_rs, readings.py): the signature's R travels in clear
+# and names the stream nonce; S and the rest are ChaCha20 ciphertext, with no
+# AEAD tag (the signature authenticates every byte).
+RS = REGISTRY.register(83, "group_rs", (
+    ("epoch", UINT, EPOCH_MAX),
+    ("data", BYTES, SEALED_MAX),        # R (32) | ChaCha20(S | inner)
+))
+# inner = flags (1) | aref (AREF_SIZE) | seq (RS_SEQ_BYTES, big-endian) |
+#         [intro, CBOR] | body (raw, or packed: CBOR) / batch (CBOR array)
+RS_SEQ_BYTES = 6
+RS_HEAD = 1 + AREF_SIZE + RS_SEQ_BYTES
+RS_KIND = 0x0F        # the low bits of flags: RD_SIGNED or RD_BATCH
+RS_INTRO = 0x80       # an introduction follows the head
+RS_PACKED = 0x40      # the (single) body is packed with the author's dictionary
+# The author's dictionary (readings.py, pack): byte strings every reading of
+# it repeats (a board's DMC author ids: its own and the ones its causal deps
+# name), sent in its introduction; a reading refers to one by its index.
+# 8 entries of up to 33 bytes keep an introduction under 400 bytes.
+DICT_MAX = 8
+DICT_ENTRY_MAX = 33
+DICT_ENTRY_MIN = 3    # shorter ones save nothing (an index costs 1, a literal head 1)
+RS_SIG_LABEL = b"upsycle-rs-v1"
+RS_NONCE_LABEL = b"upsycle-rs-nonce-v1"
+
+
+def rs_signed_bytes(topic, epoch, inner, bodies):
+    """What a signed reading's author signs: the topic (not sent), the
+    epoch, the whole inner plaintext as sent (so R, hence the nonce, differs
+    whenever any plaintext byte does) and the bodies as they are unpacked
+    (so a reader that unpacks with another dictionary fails the signature)."""
+    return RS_SIG_LABEL + topic + cbor.encode([epoch, bodies]) + inner
 
 
 def rd_header(topic, epoch, nonce):
