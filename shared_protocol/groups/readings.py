@@ -298,61 +298,110 @@ def _rs_nonce(r):
     return api.sha256(wire.RS_NONCE_LABEL + bytes(r))[:wire.NONCE_SIZE]
 
 
+_REF = 0xE0    # CBOR simple value 0 (RFC 8949 §3.3: 0..19 unassigned); _REF + i names entry i
+
+
+def _token_end(data, p):
+    """End of the CBOR token at p: a whole byte or text string, or the head
+    of any other item (its argument or float bytes included); -1 if the
+    token is truncated, indefinite or reserved."""
+    ib = data[p]
+    ai = ib & 0x1F
+    if ai < 24:
+        n, q = ai, p + 1
+    elif ai < 28:
+        k = 1 << (ai - 24)
+        q = p + 1 + k
+        if q > len(data):
+            return -1
+        n = 0
+        for i in range(p + 1, q):
+            n = (n << 8) | data[i]
+    else:
+        return -1
+    major = ib >> 5
+    if major == 2 or major == 3:
+        q += n
+    return q if q <= len(data) else -1
+
+
 def pack(body, dictionary):
-    """``body`` with every occurrence of a dictionary entry replaced by its
-    index: [literal, index, literal, ..., literal], or ``body`` itself when
-    that is not shorter. Deterministic: occurrences are taken leftmost first
-    (the lower index on a tie), overlapping ones skipped."""
+    """``body`` with every CBOR string item whose encoding is a dictionary
+    entry replaced by one byte, the unassigned simple value of its index
+    (_REF + i); ``body`` itself when it is not CBOR tokens we can walk, holds
+    such simple values already, or would not get shorter. Deterministic: a
+    single pass, left to right."""
     if not dictionary:
         return body
-    hits = []
-    for i in range(len(dictionary)):
-        e = dictionary[i]
-        p = body.find(e)
-        while p >= 0:
-            hits.append((p, i))
-            p = body.find(e, p + len(e))
-    if not hits:
+    hit = False
+    for e in dictionary:
+        if body.find(e) >= 0:
+            hit = True
+            break
+    if not hit:
         return body
-    hits.sort()
-    out = []
-    start = 0
-    for p, i in hits:
-        if p < start:
-            continue
-        out.append(body[start:p])
-        out.append(i)
-        start = p + len(dictionary[i])
-    out.append(body[start:])
-    return out if len(cbor.encode(out)) < len(body) else body
-
-
-def unpack(v, dictionary):
-    """The body a packed reading stands for; Malformed or AuthorUnknown (an
-    index the reader holds no entry for: the author's dictionary changed
-    and its introduction has not reached us)."""
-    if isinstance(v, (bytes, bytearray)):
-        return bytes(v)
-    if not isinstance(v, list) or len(v) % 2 == 0:
-        raise Malformed(message="packed reading malformed")
-    out = []
-    n = 0
-    for j in range(len(v)):
-        x = v[j]
-        if j % 2 == 0:
-            if not _is_bytes(x):
-                raise Malformed(message="packed reading malformed")
+    out = bytearray()
+    p = 0
+    n = len(body)
+    while p < n:
+        ib = body[p]
+        if _REF <= ib < _REF + 20:
+            return body            # an unassigned simple value of its own: ambiguous
+        q = _token_end(body, p)
+        if q < 0:
+            return body
+        if ib >> 5 == 2 or ib >> 5 == 3:
+            item = body[p:q]
+            for i in range(len(dictionary)):
+                if dictionary[i] == item:
+                    item = None
+                    out.append(_REF + i)
+                    break
+            if item is not None:
+                out += item
         else:
-            if not isinstance(x, int) or isinstance(x, bool) or x < 0:
+            out += body[p:q]
+        p = q
+    return bytes(out) if len(out) < n else body
+
+
+def unpack(packed, dictionary):
+    """The body a packed reading stands for; Malformed, or AuthorUnknown for
+    an index the reader holds no entry for (the author's dictionary grew and
+    its introduction has not reached us)."""
+    out = bytearray()
+    p = 0
+    n = len(packed)
+    while p < n:
+        ib = packed[p]
+        if _REF <= ib < _REF + wire.DICT_MAX:
+            i = ib - _REF
+            if dictionary is None or i >= len(dictionary):
+                raise AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % i)
+            out += dictionary[i]
+            p += 1
+        else:
+            q = _token_end(packed, p)
+            if q < 0:
                 raise Malformed(message="packed reading malformed")
-            if dictionary is None or x >= len(dictionary):
-                raise AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % x)
-            x = dictionary[x]
-        n += len(x)
-        if n > wire.BODY_MAX:
+            out += packed[p:q]
+            p = q
+        if len(out) > wire.BODY_MAX:
             raise Malformed(message="reading body over %d bytes" % wire.BODY_MAX)
-        out.append(bytes(x))
-    return b"".join(out)
+    return bytes(out)
+
+
+def _token_walk_ok(body):
+    """Whether ``body`` walks as CBOR tokens without reference bytes, so
+    unpack gives it back unchanged."""
+    p = 0
+    while p < len(body):
+        if _REF <= body[p] < _REF + 20:
+            return False
+        p = _token_end(body, p)
+        if p < 0:
+            return False
+    return True
 
 
 def _check_dictionary(d):
@@ -403,20 +452,23 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
     if member.intro_left <= 0:
         intro = cbor.encode([author, None if member.is_admin else capability_on_wire(cap), d])
         flags |= wire.RS_INTRO
+    plain = []
     packed = []
     for b in bodies:
-        packed.append(pack(bytes(b), d))
-    if batch:
-        rest = cbor.encode(packed)
-    elif isinstance(packed[0], list):
-        flags |= wire.RS_PACKED
-        rest = cbor.encode(packed[0])
-    else:
-        rest = packed[0]
-    inner = bytes((flags,)) + author[:wire.AREF_SIZE] + _seq_bytes(seq) + intro + rest
-    plain = []
-    for b in bodies:
         plain.append(bytes(b))
+        packed.append(pack(plain[-1], d))
+    if packed != plain:
+        # packed applies to every body of the message: one that did not
+        # shrink goes as it is, which unpacks to itself only if it walks as
+        # CBOR tokens without reference bytes; if one does not, none is packed
+        flags |= wire.RS_PACKED
+        for i in range(n):
+            if packed[i] == plain[i] and not _token_walk_ok(plain[i]):
+                flags &= ~wire.RS_PACKED
+                packed = plain
+                break
+    rest = cbor.encode(packed) if batch else packed[0]
+    inner = bytes((flags,)) + author[:wire.AREF_SIZE] + _seq_bytes(seq) + intro + rest
     sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, inner, plain))
     data = sig[:32] + _stream(ek.sym, _rs_nonce(sig[:32]), sig[32:] + inner)
     member.seq_used(seq, n)
@@ -431,8 +483,7 @@ def _rs_inner(inner, max_seq):
         raise Malformed(message="signed reading shorter than its head")
     flags = inner[0]
     kind = flags & wire.RS_KIND
-    if flags & ~(wire.RS_KIND | wire.RS_INTRO | wire.RS_PACKED) or kind not in (wire.RD_SIGNED, wire.RD_BATCH) \
-            or (kind == wire.RD_BATCH and flags & wire.RS_PACKED):
+    if flags & ~(wire.RS_KIND | wire.RS_INTRO | wire.RS_PACKED) or kind not in (wire.RD_SIGNED, wire.RD_BATCH):
         raise Malformed(message="unknown reading kind or flags")
     aref = bytes(inner[1:1 + wire.AREF_SIZE])
     seq = 0
@@ -454,10 +505,9 @@ def _rs_inner(inner, max_seq):
             items = cbor.decode(rest)
             if not isinstance(items, list) or not 0 < len(items) <= wire.BATCH_MAX:
                 raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
-        elif flags & wire.RS_PACKED:
-            items = [cbor.decode(rest)]
-            if not isinstance(items[0], list):
-                raise Malformed(message="packed reading malformed")
+            for it in items:
+                if not _is_bytes(it) or len(it) > wire.BODY_MAX:
+                    raise Malformed(message="batch body malformed")
         else:
             items = [bytes(rest)]
     except cbor.DecodeError:
@@ -465,7 +515,7 @@ def _rs_inner(inner, max_seq):
     count = len(items)
     if not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
         raise Malformed(message="sequence number malformed")
-    return kind, aref, seq, intro, items, count
+    return flags, kind, aref, seq, intro, items, count
 
 
 def open_rs(member, msg, now, max_seq, publication):
@@ -486,7 +536,7 @@ def open_rs(member, msg, now, max_seq, publication):
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])
     sig = r + plain[:32]
     inner = plain[32:]
-    kind, aref, seq, intro, items, count = _rs_inner(inner, max_seq)
+    flags, kind, aref, seq, intro, items, count = _rs_inner(inner, max_seq)
     topic = member.topic
     me = member.identity.public
     # The author's key and dictionary. Nothing here is trusted until the
@@ -503,7 +553,7 @@ def open_rs(member, msg, now, max_seq, publication):
             d = held[1] if held is not None else None
     bodies = []
     for it in items:
-        bodies.append(unpack(it, d))
+        bodies.append(unpack(it, d) if flags & wire.RS_PACKED else bytes(it))
     if author in member.revoked:
         raise MemberRevoked(message="author was removed from the topic")
     win = member.window_for(author, seq)

@@ -91,10 +91,11 @@ RS_SEQ_BYTES = 6
 RS_HEAD = 1 + AREF_SIZE + RS_SEQ_BYTES
 RS_KIND = 0x0F        # the low bits of flags: RD_SIGNED or RD_BATCH
 RS_INTRO = 0x80       # an introduction follows the head
-RS_PACKED = 0x40      # the (single) body is packed with the author's dictionary
-# The author's dictionary (readings.py, pack): byte strings every reading of
-# it repeats (a board's DMC author ids: its own and the ones its causal deps
-# name), sent in its introduction; a reading refers to one by its index.
+RS_PACKED = 0x40      # the bodies are packed with the author's dictionary (readings.pack)
+# The author's dictionary (readings.py, pack): CBOR strings its readings
+# repeat (a board's DMC author ids, its own and the ones its causal deps
+# name; the names it writes), sent in its introduction; a packed reading
+# carries one byte, a CBOR simple value, in place of such a string.
 # 8 entries of up to 33 bytes keep an introduction under 400 bytes.
 DICT_MAX = 8
 DICT_ENTRY_MAX = 33

@@ -161,9 +161,22 @@ def test_dictionary_packs_author_ids_and_travels_in_the_introduction():
     # the same dictionary again: no new introduction
     rw.set_dictionary([A_ME, A_1, A_2])
     assert rw.intro_left > 0
-    # a body the dictionary does not shorten goes as it is
+    # a body the dictionary does not shorten, or that is not CBOR, goes as it is
     assert readings.pack(b"plain text", [A_ME]) == b"plain text"
-    assert readings.unpack(readings.pack(OP, [A_ME, A_1, A_2]), [A_ME, A_1, A_2]) == OP
+    assert readings.pack(b"\xe0" + A_ME, [A_ME]) == b"\xe0" + A_ME     # holds a reference byte itself
+    d = [A_ME, A_1, A_2, b"\x64temp"]
+    p = readings.pack(OP, d)
+    assert len(p) == len(OP) - 3 * 8 - 4 and readings.unpack(p, d) == OP
+    # an entry is replaced only as a whole string item, never inside another
+    inside = b"\x4a\x00" + A_ME
+    assert readings.pack(inside, [A_ME]) == inside
+    # a batch mixing a packable op and a body that is not CBOR goes unpacked
+    rw.set_dictionary([A_ME, A_1, A_2])
+    mixed = rw.seal_batch([OP, b"\xff not cbor"], r32(), NOW)
+    assert [x.body for x in ro.open(mixed, NOW).publications] == [OP, b"\xff not cbor"]
+    both = rw.seal_batch([OP, b"\x43abc"], r32(), NOW)
+    assert len(both) < len(mixed) - 20
+    assert [x.body for x in ro.open(both, NOW).publications] == [OP, b"\x43abc"]
 
 
 def test_reader_that_missed_a_changed_dictionary_refuses_until_the_next_introduction():
@@ -249,9 +262,11 @@ def test_signed_reading_attacks():
         ("unknown reading kind", Malformed, _signed(rw, rw.identity, rw_pub, 61, b"x", flags=9)),
         ("unknown flag", Malformed, _signed(rw, rw.identity, rw_pub, 62, b"x", flags=0x20)),
         ("packed body refers to an entry of no dictionary", AuthorUnknown,
-         _signed(rw, rw.identity, rw_pub, 63, cbor.encode([b"", 0, b""]), flags=wire.RS_PACKED)),
-        ("packed body malformed", Malformed,
-         _signed(rw, rw.identity, rw_pub, 64, cbor.encode([b"", b""]), flags=wire.RS_PACKED)),
+         _signed(rw, rw.identity, rw_pub, 63, b"\x82\xe0\x01", flags=wire.RS_PACKED)),
+        ("packed body malformed (truncated string)", Malformed,
+         _signed(rw, rw.identity, rw_pub, 64, b"\x82\x45ab", flags=wire.RS_PACKED)),
+        ("packed body malformed (indefinite length)", Malformed,
+         _signed(rw, rw.identity, rw_pub, 65, b"\x5f", flags=wire.RS_PACKED)),
         ("sequence number 0", Malformed, _signed(rw, rw.identity, rw_pub, 0, b"x")),
     ]
     _rejects(ro, cases)

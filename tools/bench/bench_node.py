@@ -436,7 +436,7 @@ def on_air():
     # introduced itself and its dictionary earlier on this link), and the
     # message that carries the introduction; the dictionary as the node
     # makes it (firmware/topic.py reading_dictionary)
-    m.set_dictionary(reading_dictionary(replica))
+    m.set_dictionary(reading_dictionary(replica, ["temp"]))
     first = m.seal_reading(op, os.urandom(32), 1763683201)
     sealed_rd = m.seal_reading(op, os.urandom(32), 1763683201)
     pub_rd = E.REGISTRY.encode("s_pub_a", short[0], short[1], sealed_rd)
