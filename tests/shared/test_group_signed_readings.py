@@ -4,14 +4,14 @@
 # authenticates every byte), no nonce (the signature's R names it), author
 # ids packed with a dictionary sent in the introduction, one signature per
 # batch.
-from rig import raises
+from rig import load_vectors, raises, unhex
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.groups import readings, wire
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.errors import (AuthorClash, AuthorUnknown, BadSignature, CapabilityExpired, GroupError,
                                            GroupUsageError, Malformed, MemberRevoked, NoWriteCapability, Replayed,
                                            UnknownEpoch)
-from shared_protocol.groups.invite import invite_url, member_from_url
+from shared_protocol.groups.invite import invite_url, member_from_invite, member_from_url
 from shared_protocol.groups.keys import Identity, capability_on_wire, make_capability
 from shared_protocol.groups.member import Member
 from shared_protocol.groups.readings import Batch
@@ -356,3 +356,22 @@ def test_write_only_member_cannot_use_signed_readings():
     wo = member_from_url(invite_url(admin.invite(r32(), read=False, write=True)))
     raises(GroupUsageError, wo.seal_reading, b"x", r32(), NOW)
     assert admin.open(wo.seal(b"x", r32(), NOW), NOW).body == b"x"
+
+
+def test_vectors_seal_exactly_and_open():
+    v = load_vectors("group_rs.json")
+    admin = Admin(unhex(v["topic_seed"]), unhex(v["epoch_secret"]), 0, "vec")
+    w = member_from_invite(admin.invite(unhex(v["member_seed"]), True, True))
+    w.new_generation(unhex(v["generation"]))
+    w.set_dictionary([unhex(x) for x in v["dictionary"]])
+    reader = member_from_invite(admin.invite(bytes(32), True, False))
+    gen = w.gen << 24
+    seq = 1
+    for m in v["messages"]:
+        bodies = [unhex(x) for x in m["bodies"]]
+        data = w.seal_batch(bodies, bytes(32), 1) if m["batch"] else w.seal_reading(bodies[0], bytes(32), 1)
+        assert data == unhex(m["hex"]), m["what"]
+        ev = reader.open(unhex(m["hex"]), 1)
+        got = [(p.seq, p.body) for p in ev.publications] if m["batch"] else [(ev.seq, ev.body)]
+        assert got == [(gen + seq + i, bodies[i]) for i in range(len(bodies))], m["what"]
+        seq += len(bodies)
