@@ -248,7 +248,8 @@ class Member:
     def seal_compact(self, bodies, batch, rand32, now=None):
         """The earlier compact form (group_rd: random nonce, AEAD tag), which
         members still open."""
-        return readings.seal(self, bodies, batch, rand32, now, SEQ_MAX)
+        from shared_protocol.groups import rd_seal
+        return rd_seal.seal(self, bodies, batch, rand32, now, SEQ_MAX)
 
     # -- receiving --
 

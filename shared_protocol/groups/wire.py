@@ -105,11 +105,13 @@ RS_NONCE_LABEL = b"upsycle-rs-nonce-v1"
 
 
 def rs_signed_bytes(topic, epoch, inner, bodies):
-    """What a signed reading's author signs: the topic (not sent), the
-    epoch, the whole inner plaintext as sent (so R, hence the nonce, differs
-    whenever any plaintext byte does) and the bodies as they are unpacked
-    (so a reader that unpacks with another dictionary fails the signature)."""
-    return RS_SIG_LABEL + topic + cbor.encode([epoch, bodies]) + inner
+    """What a signed reading's author signs: the topic (not sent), and the
+    SHA-256 of the epoch, the whole inner plaintext as sent (so R, hence the
+    nonce, differs whenever any plaintext byte does) and the bodies as they
+    are unpacked (so a reader that unpacks with another dictionary fails the
+    signature). The digest keeps what Ed25519 hashes with the boards'
+    pure-Python SHA-512 at two blocks, whatever the batch (SHA-256 is native)."""
+    return RS_SIG_LABEL + topic + api.sha256(cbor.encode([epoch, inner, bodies]))
 
 
 def rd_header(topic, epoch, nonce):

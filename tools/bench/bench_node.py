@@ -543,15 +543,18 @@ def cpu(micropython=None, n=7):
             raise RuntimeError("%s: no result\n%s" % (name, out[-2000:]))
         figs.append((name, json.loads(line[0][8:])))
     rows = []
-    for form, label in (("pub", "before: group_pub (2 Ed25519 verifies per open)"),
-                        ("rd", "signed: group_rd (author's capability checked once)"),
-                        ("batch", "batch of 8: group_rd, one signature")):
+    for form, base, label in (("pub", "pub", "first: group_pub (2 Ed25519 verifies per open)"),
+                              ("rd", "pub", "before: group_rd (author's capability checked once)"),
+                              ("rs", "rd", "after: group_rs (no AEAD tag, ids packed)"),
+                              ("rdbatch", "rdbatch", "before: batch of 8, group_rd, one signature"),
+                              ("batch", "rdbatch", "after: batch of 8, group_rs, one signature")):
         for side in ("seal", "open"):
             k = form + "_" + side
             rows.append(["%s, %s" % (label, "author seals" if side == "seal" else "reader opens")]
-                        + ["%.2f (%.2fx)" % (f[k], f[k] / f["pub_" + side]) for _, f in figs])
-    print(render("CPU per reading, ms (median of %d messages; ratio vs before in the same run; reader in "
-                 "steady state, author already introduced)" % n, ["form"] + [c for c, _ in figs], rows))
+                        + ["%.2f (%.2fx)" % (f[k], f[k] / f[base + "_" + side]) for _, f in figs])
+    print(render("CPU per reading, ms (median of %d messages; ratio in the same run: group_rd vs group_pub, "
+                 "group_rs vs group_rd; reader in steady state, author already introduced)" % n,
+                 ["form"] + [c for c, _ in figs], rows))
 
 
 def main():
