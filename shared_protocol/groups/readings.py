@@ -146,10 +146,8 @@ def _later(held, offered):
     return offered != NO_EXPIRY and offered < held
 
 
-def open_rd(member, msg, now, max_seq, publication):
-    """Open a group_rd (already decoded as an envelope); returns a
-    Publication or a Batch; changes nothing unless every check passes."""
-    epoch, nonce, sealed = msg.values
+def _read_key(member, epoch):
+    """The epoch's keys for opening a reading, or the typed refusal."""
     ek = member.epoch_key(epoch) if epoch in member.epochs() else None
     if ek is None:
         if epoch > member.epoch:
@@ -159,6 +157,30 @@ def open_rd(member, msg, now, max_seq, publication):
         raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, member.epoch))
     if not ek.readable:
         raise NoReadCapability(message="write-only member: cannot open publications")
+    return ek
+
+
+def _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies):
+    """Every check passed: advance the replay window, keep the introduction,
+    hand out the readings."""
+    for s in range(seq, seq + count):
+        win.accept(s)
+    member.keep_window(author, win, seq)
+    if new_entry is not None:
+        member.authors[aref] = new_entry
+    if kind == wire.RD_SIGNED:
+        return publication(topic, epoch, author, seq, bodies[0])
+    out = []
+    for i in range(count):
+        out.append(publication(topic, epoch, author, seq + i, bodies[i]))
+    return Batch(out)
+
+
+def open_rd(member, msg, now, max_seq, publication):
+    """Open a group_rd (already decoded as an envelope); returns a
+    Publication or a Batch; changes nothing unless every check passes."""
+    epoch, nonce, sealed = msg.values
+    ek = _read_key(member, epoch)
     topic = member.topic
     try:
         inner = api.aead_decrypt(ek.sym, nonce, sealed, wire.rd_header(topic, epoch, nonce))
@@ -182,18 +204,8 @@ def open_rd(member, msg, now, max_seq, publication):
     for s in range(seq, seq + count):
         if not win.is_fresh(s):
             raise Replayed(message="sequence %d of this author already seen or too old" % s)
-    # every check passed: commit
-    for s in range(seq, seq + count):
-        win.accept(s)
-    member.keep_window(author, win, seq)
-    if new_entry is not None:
-        member.authors[aref] = new_entry
-    if kind == wire.RD_SIGNED:
-        return publication(topic, epoch, author, seq, payload)
-    out = []
-    for i in range(count):
-        out.append(publication(topic, epoch, author, seq + i, payload[i]))
-    return Batch(out)
+    return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind,
+                   [payload] if kind == wire.RD_SIGNED else payload)
 
 
 def authors_to_record(authors):
@@ -479,14 +491,7 @@ def open_rs(member, msg, now, max_seq, publication):
     """Open a group_rs (already decoded as an envelope); returns a
     Publication or a Batch; changes nothing unless every check passes."""
     epoch, data = msg.values
-    ek = member.epoch_key(epoch) if epoch in member.epochs() else None
-    if ek is None:
-        if epoch > member.epoch:
-            raise FutureEpoch(message="epoch %d not held yet (current %d): its re-key has not arrived"
-                                      % (epoch, member.epoch))
-        raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, member.epoch))
-    if not ek.readable:
-        raise NoReadCapability(message="write-only member: cannot open publications")
+    ek = _read_key(member, epoch)
     if len(data) < SIG_SIZE + wire.RS_HEAD:
         raise Malformed(message="signed reading of %d bytes is too short" % len(data))
     r = bytes(data[:32])
@@ -536,23 +541,12 @@ def open_rs(member, msg, now, max_seq, publication):
         dict_new = None
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
         raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
-    # every check passed: commit
-    for s in range(seq, seq + count):
-        win.accept(s)
-    member.keep_window(author, win, seq)
-    if new_entry is not None:
-        member.authors[aref] = new_entry
     if dict_new is not None:
         if dict_new[1]:
             member.dicts[_dict_key(aref, seq)] = [dict_new[0], [bytes(e) for e in dict_new[1]]]
         else:
             member.dicts.pop(_dict_key(aref, seq), None)
-    if kind == wire.RD_SIGNED:
-        return publication(topic, epoch, author, seq, bodies[0])
-    out = []
-    for i in range(count):
-        out.append(publication(topic, epoch, author, seq + i, bodies[i]))
-    return Batch(out)
+    return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies)
 
 
 def _dict_key(aref, seq):
