@@ -234,7 +234,7 @@ def authors_from_record(rows):
 #     N        = SHA-256("upsycle-rs-nonce-v1" | R)[:12]
 #     R | S    = Ed25519 by the author over
 #                "upsycle-rs-v1" | topic | CBOR [epoch, bodies unpacked] | inner
-#     inner    = flags | aref (4) | seq (6, big-endian) | [intro] | body or batch
+#     inner    = flags | aref (4) | generation (3) | counter (1..3) | [intro] | body or batch
 #     intro    = CBOR [author key, capability on the wire or null, dictionary]
 #
 # Why this is enough (docs/private-groups.md "Signed readings"): R is derived
@@ -382,11 +382,17 @@ def _check_dictionary(d):
     return True
 
 
-def _seq_bytes(seq):
-    out = bytearray(wire.RS_SEQ_BYTES)
-    for i in range(wire.RS_SEQ_BYTES - 1, -1, -1):
-        out[i] = seq & 0xFF
-        seq >>= 8
+def _rs_head(flags, aref, seq):
+    """flags (with the counter's length) | aref | generation (3) | counter
+    in its shortest big-endian form (1..3 bytes)."""
+    c = seq & 0xFFFFFF
+    k = 1 if c < 0x100 else (2 if c < 0x10000 else 3)
+    g = seq >> 24
+    out = bytearray((flags | (k - 1) << 4,))
+    out += aref[:wire.AREF_SIZE]
+    out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+    for i in range(k - 1, -1, -1):
+        out.append((c >> (8 * i)) & 0xFF)
     return bytes(out)
 
 
@@ -437,7 +443,7 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
                 packed = plain
                 break
     rest = cbor.encode(packed) if batch else packed[0]
-    inner = bytes((flags,)) + author[:wire.AREF_SIZE] + _seq_bytes(seq) + intro + rest
+    inner = _rs_head(flags, author, seq) + intro + rest
     sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, inner, plain))
     data = sig[:32] + _stream(ek.sym, _rs_nonce(sig[:32]), sig[32:] + inner)
     member.seq_used(seq, n)
@@ -448,17 +454,25 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
 def _rs_inner(inner, max_seq):
     """Parse the plaintext of a group_rs: (kind, aref, seq, intro or None,
     packed bodies list, count)."""
-    if len(inner) < wire.RS_HEAD:
+    if len(inner) < wire.RS_HEAD_MIN:
         raise Malformed(message="signed reading shorter than its head")
     flags = inner[0]
     kind = flags & wire.RS_KIND
-    if flags & ~(wire.RS_KIND | wire.RS_INTRO | wire.RS_PACKED) or kind not in (wire.RD_SIGNED, wire.RD_BATCH):
+    k = ((flags & wire.RS_CLEN) >> 4) + 1
+    p = 1 + wire.AREF_SIZE + wire.RS_GEN_BYTES + k
+    if flags & ~(wire.RS_KIND | wire.RS_CLEN | wire.RS_INTRO | wire.RS_PACKED) \
+            or kind not in (wire.RD_SIGNED, wire.RD_BATCH) or k > 3 or len(inner) < p:
         raise Malformed(message="unknown reading kind or flags")
     aref = bytes(inner[1:1 + wire.AREF_SIZE])
     seq = 0
-    for b in inner[1 + wire.AREF_SIZE:wire.RS_HEAD]:
+    for b in inner[1 + wire.AREF_SIZE:p - k]:
         seq = (seq << 8) | b
-    p = wire.RS_HEAD
+    c = 0
+    for b in inner[p - k:p]:
+        c = (c << 8) | b
+    seq = (seq << 24) | c
+    if k > 1 and inner[p - k] == 0:
+        raise Malformed(message="sequence counter not in its shortest form")
     intro = None
     try:
         if flags & wire.RS_INTRO:
@@ -492,7 +506,7 @@ def open_rs(member, msg, now, max_seq, publication):
     Publication or a Batch; changes nothing unless every check passes."""
     epoch, data = msg.values
     ek = _read_key(member, epoch)
-    if len(data) < SIG_SIZE + wire.RS_HEAD:
+    if len(data) < SIG_SIZE + wire.RS_HEAD_MIN:
         raise Malformed(message="signed reading of %d bytes is too short" % len(data))
     r = bytes(data[:32])
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])

@@ -85,11 +85,12 @@ RS = REGISTRY.register(83, "group_rs", (
     ("epoch", UINT, EPOCH_MAX),
     ("data", BYTES, SEALED_MAX),        # R (32) | ChaCha20(S | inner)
 ))
-# inner = flags (1) | aref (AREF_SIZE) | seq (RS_SEQ_BYTES, big-endian) |
-#         [intro, CBOR] | body (raw, or packed: CBOR) / batch (CBOR array)
-RS_SEQ_BYTES = 6
-RS_HEAD = 1 + AREF_SIZE + RS_SEQ_BYTES
+# inner = flags (1) | aref (AREF_SIZE) | generation (3) | counter (1..3, big-endian,
+#         shortest) | [intro, CBOR] | body (packed or not) / batch (CBOR array)
+RS_GEN_BYTES = 3
+RS_HEAD_MIN = 1 + AREF_SIZE + RS_GEN_BYTES + 1
 RS_KIND = 0x0F        # the low bits of flags: RD_SIGNED or RD_BATCH
+RS_CLEN = 0x30        # bytes of the counter, minus one (0..2)
 RS_INTRO = 0x80       # an introduction follows the head
 RS_PACKED = 0x40      # the bodies are packed with the author's dictionary (readings.pack)
 # The author's dictionary (readings.py, pack): CBOR strings its readings

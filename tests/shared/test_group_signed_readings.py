@@ -64,7 +64,7 @@ def _rs(sealer, sig, inner, epoch=None):
 
 
 def _head(flags, aref, seq):
-    return bytes((flags,)) + bytes(aref[:wire.AREF_SIZE]) + readings._seq_bytes(seq)
+    return readings._rs_head(flags, bytes(aref), seq)
 
 
 def _signed(sealer, signer, aref, seq, body, intro=None, topic=None, flags=wire.RD_SIGNED):
@@ -106,7 +106,7 @@ def test_round_trip_introduction_once_and_deterministic_bytes():
     # no randomness in the bytes: the same state seals the same message
     assert saved.seal_reading(b"21.5C", r32(), NOW) == first
     # a signed reading: epoch, R, S, head and body; nothing else
-    assert len(second) == 7 + 64 + wire.RS_HEAD + len(b"21.6C")
+    assert len(second) == 7 + 64 + wire.RS_HEAD_MIN + len(b"21.6C")
     # the admin and a member itself need no introduction
     admin.intro_left = 5
     rw.intro_left = 5
@@ -260,7 +260,6 @@ def test_signed_reading_attacks():
         ("reading without a signature (too short)", Malformed,
          envelope.REGISTRY.encode("group_rs", epoch, bytes(data[:32 + 16]))),
         ("unknown reading kind", Malformed, _signed(rw, rw.identity, rw_pub, 61, b"x", flags=9)),
-        ("unknown flag", Malformed, _signed(rw, rw.identity, rw_pub, 62, b"x", flags=0x20)),
         ("packed body refers to an entry of no dictionary", AuthorUnknown,
          _signed(rw, rw.identity, rw_pub, 63, b"\x82\xe0\x01", flags=wire.RS_PACKED)),
         ("packed body malformed (truncated string)", Malformed,
@@ -268,6 +267,9 @@ def test_signed_reading_attacks():
         ("packed body malformed (indefinite length)", Malformed,
          _signed(rw, rw.identity, rw_pub, 65, b"\x5f", flags=wire.RS_PACKED)),
         ("sequence number 0", Malformed, _signed(rw, rw.identity, rw_pub, 0, b"x")),
+        ("counter longer than its shortest form", Malformed,
+         _rs(rw, bytes(64), bytes((0x10,)) + rw_pub[:4] + b"\x00\x00\x00\x00\x05" + b"x")),
+        ("counter length 4", Malformed, _rs(rw, bytes(64), bytes((0x30,)) + rw_pub[:4] + bytes(7) + b"x")),
     ]
     _rejects(ro, cases)
     # the reader's state is intact: rw's next reading opens
@@ -324,7 +326,7 @@ def test_batch_attacks():
     nxt = [b"t=%d" % i for i in range(4, 8)]
     genuine = rw.seal_batch(nxt, r32(), NOW)                    # seqs 5..8, not yet delivered
     sig, inner = _open_raw(rw2, genuine)
-    head = inner[:wire.RS_HEAD]
+    head = inner[:wire.RS_HEAD_MIN]
 
     def resealed(new_bodies, new_head=head, new_sig=sig):
         # a member re-seals rw's genuine signature around other readings
