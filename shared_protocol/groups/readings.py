@@ -1,5 +1,10 @@
 """Compact readings: what is the same in every publication travels once.
 
+Members seal signed readings (group_rs, the second half of this module: no
+nonce, no AEAD tag, bodies packed with the author's dictionary) and open
+both forms; the earlier group_rd, described first, is sealed by
+groups/rd_seal.py for tests and benchmarks only.
+
 A ``group_pub`` carries, in every message, the author's key (32 bytes), its
 write capability (rights, expiry and the admin's 64-byte signature) and the
 topic id. For a sensor that publishes every minute that is most of the
