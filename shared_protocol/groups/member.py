@@ -248,8 +248,8 @@ class Member:
     def seal_compact(self, bodies, batch, rand32, now=None):
         """The earlier compact form (group_rd: random nonce, AEAD tag), which
         members still open."""
-        from shared_protocol.groups import rd_seal
-        return rd_seal.seal(self, bodies, batch, rand32, now, SEQ_MAX)
+        from shared_protocol.groups import compact
+        return compact.seal(self, bodies, batch, rand32, now, SEQ_MAX)
 
     # -- receiving --
 
@@ -262,7 +262,8 @@ class Member:
         if msg.type is wire.RS:
             return readings.open_rs(self, msg, now, SEQ_MAX, Publication)
         if msg.type is wire.RD:
-            return readings.open_rd(self, msg, now, SEQ_MAX, Publication)
+            from shared_protocol.groups import compact
+            return compact.open_rd(self, msg, now, SEQ_MAX, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
             raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:

@@ -3,7 +3,7 @@
 Members seal signed readings (group_rs, the second half of this module: no
 nonce, no AEAD tag, bodies packed with the author's dictionary) and open
 both forms; the earlier group_rd, described first, is sealed by
-groups/rd_seal.py for tests and benchmarks only.
+groups/compact.py, which also opens it, off the node path.
 
 A ``group_pub`` carries, in every message, the author's key (32 bytes), its
 write capability (rights, expiry and the admin's 64-byte signature) and the
@@ -46,11 +46,10 @@ prove. Write-only members (no epoch secret) keep publishing ``group_pub``.
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.crypto.chacha20poly1305 import chacha20_xor
-from shared_protocol.crypto.errors import AuthenticationFailed
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import (AuthorClash, AuthorUnknown, BadSignature, CapabilityExpired,
-                                           DecryptFailed, FutureEpoch, GroupUsageError, Malformed, MemberRevoked,
+                                           FutureEpoch, GroupUsageError, Malformed, MemberRevoked,
                                            NoReadCapability, Replayed, TooLarge, UnknownEpoch)
 from shared_protocol.groups.keys import (KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_from_wire, capability_on_wire,
                                          check_write_capability)
@@ -76,36 +75,6 @@ def _is_bytes(v, size=None):
 
 def _is_seq(v, max_seq):
     return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= max_seq
-
-
-def _inner(v, max_seq):
-    """Check the shape of a decoded inner array; returns it unpacked."""
-    if not isinstance(v, list) or len(v) != 6:
-        raise Malformed(message="compact reading content has the wrong shape")
-    kind, aref, seq, payload, sig, intro = v
-    if kind == wire.RD_SIGNED:
-        if not _is_bytes(payload) or len(payload) > wire.BODY_MAX:
-            raise Malformed(message="reading body malformed")
-        count = 1
-    elif kind == wire.RD_BATCH:
-        if not isinstance(payload, list) or not 0 < len(payload) <= wire.BATCH_MAX:
-            raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
-        for b in payload:
-            if not _is_bytes(b) or len(b) > wire.BODY_MAX:
-                raise Malformed(message="batch body malformed")
-        count = len(payload)
-    else:
-        raise Malformed(message="unknown reading kind")
-    if not _is_bytes(aref, wire.AREF_SIZE) or not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
-        raise Malformed(message="author reference or sequence number malformed")
-    if not _is_bytes(sig, SIG_SIZE):
-        raise Malformed(message="a reading message needs its 64-byte signature")
-    if intro is not None:
-        if not isinstance(intro, list) or len(intro) != 2 or not _is_bytes(intro[0], KEY_SIZE):
-            raise Malformed(message="author introduction malformed")
-        if bytes(intro[0][:wire.AREF_SIZE]) != bytes(aref):
-            raise Malformed(message="introduction is for another author reference")
-    return kind, bytes(aref), seq, payload, count, sig, intro
 
 
 def _author(member, aref, intro, now):
@@ -179,38 +148,6 @@ def _commit(member, author, win, seq, count, aref, new_entry, publication, topic
     for i in range(count):
         out.append(publication(topic, epoch, author, seq + i, bodies[i]))
     return Batch(out)
-
-
-def open_rd(member, msg, now, max_seq, publication):
-    """Open a group_rd (already decoded as an envelope); returns a
-    Publication or a Batch; changes nothing unless every check passes."""
-    epoch, nonce, sealed = msg.values
-    ek = _read_key(member, epoch)
-    topic = member.topic
-    try:
-        inner = api.aead_decrypt(ek.sym, nonce, sealed, wire.rd_header(topic, epoch, nonce))
-    except AuthenticationFailed:
-        raise DecryptFailed(message="reading does not authenticate under epoch %d" % epoch)
-    kind, aref, seq, payload, count, sig, intro = _inner(cbor.decode(inner), max_seq)
-    author, cap, new_entry = _author(member, aref, intro, now)
-    if author in member.revoked:
-        raise MemberRevoked(message="author was removed from the topic")
-    if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
-        raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
-    if kind == wire.RD_SIGNED:
-        signed = wire.rd_signed_bytes(topic, epoch, author, seq, payload)
-    else:
-        signed = wire.batch_signed_bytes(topic, epoch, author, seq, count, wire.batch_chain(payload))
-    try:
-        api.ed25519_verify(author, signed, sig)
-    except CryptoBadSignature:
-        raise BadSignature(message="author signature does not verify")
-    win = member.window_for(author, seq)     # per (author, generation); a batch is in one generation
-    for s in range(seq, seq + count):
-        if not win.is_fresh(s):
-            raise Replayed(message="sequence %d of this author already seen or too old" % s)
-    return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind,
-                   [payload] if kind == wire.RD_SIGNED else payload)
 
 
 def authors_to_record(authors):
