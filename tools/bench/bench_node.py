@@ -522,7 +522,7 @@ def capability_wire(m):
     return capability_on_wire(m.capability)
 
 
-def cpu(micropython=None, n=7):
+def cpu(micropython=None, n=15):
     """CPU per reading, seal (author) and open (reader), for the three forms,
     on CPython (pure crypto), the MicroPython VM and optionally a MicroPython
     binary (e.g. a 32-bit unix build)."""

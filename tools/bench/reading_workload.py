@@ -77,4 +77,4 @@ def run(n):
 
 
 if __name__ == "__main__" or _MICRO:
-    run(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+    run(int(sys.argv[1]) if len(sys.argv) > 1 else 15)
