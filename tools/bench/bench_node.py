@@ -15,12 +15,14 @@
    holds in sys.modules.
 3. Boot to first acknowledged publish on a virtual board with a proxy.
 4. Bytes on air per reading (--only air): our sealed publish + ack as Noise
-   datagrams over UDP, before (group_pub on the long session ids) and after
-   (compact readings on short ids; signed per reading, and batches of 8
-   under one signature), against a bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK
+   datagrams over UDP: group_pub on the long session ids, the earlier
+   compact reading (group_rd) and the signed reading (group_rs: no nonce,
+   no AEAD tag, ids packed) on short ids, signed per reading and in batches
+   of 8 under one signature, against a bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK
    over TCP (the anchor) and the same over TLS 1.3.
 5. CPU per reading (--only cpu [--micropython PATH]): sealing and opening
-   one reading in each form on CPython, the VM and a MicroPython binary.
+   one reading in each form on CPython, the VM and a MicroPython binary
+   (the forms take turns, so a loaded machine slows them alike).
 """
 import argparse
 import ast
