@@ -464,11 +464,13 @@ def open_rs(member, msg, now, max_seq, publication):
         d = intro[2]
     else:
         author, cap, new_entry = _author(member, aref, None, now)
-        if author == me and seq >> 24 == member.gen:
-            d = member.dictionary
+        held = member.dicts.get(_dict_key(aref, seq))
+        if held is not None:
+            d = held[1]
+        elif author == me and seq >> 24 == member.gen:
+            d = member.dictionary     # our own, before our introduction came back
         else:
-            held = member.dicts.get(_dict_key(aref, seq))
-            d = held[1] if held is not None else None
+            d = None
     bodies = []
     for it in items:
         bodies.append(unpack(it, d) if flags & wire.RS_PACKED else bytes(it))

@@ -201,6 +201,17 @@ def test_reader_that_missed_a_changed_dictionary_refuses_until_the_next_introduc
     assert late.open(rw.seal_reading(OP, r32(), NOW), NOW).body == OP
 
 
+def test_own_readings_come_back_after_a_dictionary_change():
+    # a node opens its own readings when the proxy delivers them, in order,
+    # while its dictionary may have moved on (a new author in the topic)
+    _, rw, _, _ = _topic()
+    rw.set_dictionary([A_ME, A_1])
+    sent = [rw.seal_reading(OP, r32(), NOW), rw.seal_reading(OP, r32(), NOW)]
+    rw.set_dictionary([A_2, A_ME, A_1])
+    sent += [rw.seal_reading(OP, r32(), NOW), rw.seal_reading(OP, r32(), NOW)]
+    assert [rw.open(m, NOW).body for m in sent] == [OP] * 4
+
+
 def test_older_introduction_does_not_replace_a_later_dictionary():
     _, rw, ro, _ = _topic()
     rw.set_dictionary([A_ME])
