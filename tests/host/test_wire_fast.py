@@ -77,6 +77,13 @@ def _samples(rnd):
     # non-canonical forms of valid values: a long head for a short length or number
     out.append(b"\x85\x01\x18\x36\x58\x02ab\x41m\x41p")
     out.append(b"\x84\x01\x18\x3a\x41t\x18\x05")
+    out.append(b"\x84\x01\x18\x3a\x41t\x19\x00\x05")
+    out.append(b"\x84\x01\x18\x3a\x41t\x1a\x00\x00\xff\xff")
+    out.append(b"\x84\x01\x18\x3a\x41t\x1b\x00\x00\x00\x00\xff\xff\xff\xff")
+    out.append(b"\x84\x01\x18\x3a\x41t\x1b\xff\xff\xff\xff\xff\xff\xff\xff")    # seq over SEQ_MAX
+    out.append(b"\x85\x01\x18\x36\x41t\x41m\x59\x00\x05ppppp")                 # a long head for a payload
+    out.append(b"\x85\x01\x18\x36\x41t\x41m\x59\x04\x01" + b"p" * 1025)          # payload over PAYLOAD_MAX
+    out.append(b"\x85\x01\x18\x36\x58\x21" + b"t" * 33 + b"\x41m\x41p")         # topic over its bound
     out.append(b"\x84\x01\x18\x3a\x41t\xc2\x45\x01\x00\x00\x00\x00")   # a bignum tag where a uint goes
     out.append(b"\x84\x01\x18\x3a\x41t\xf5")                             # true where a uint goes
     out.append(b"\x84\x01\x18\x3a\x61t\x01")                             # text where bytes go

@@ -2,18 +2,22 @@
 
     .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--secure] [--root DIR]
 
-Starts ``upsycle proxy`` under cProfile (its event-loop thread; the store's
-writer thread runs SQLite, mostly without the GIL), drives it with loadgen.py
-processes (``--pairs`` publisher/subscriber pairs, 64-byte payloads, window
-128), stops it with SIGTERM and prints the event loop's own time per
-delivered message, by area (codec, framing, Noise, session, server, store,
-asyncio and sockets) and the top functions. ``--root`` runs the proxy from
-another checkout (e.g. an older commit unpacked with ``git archive``) with
-this checkout's load generators, for a before/after comparison in one sitting.
+Starts ``upsycle proxy`` with a profiler that is switched on (SIGUSR1) once
+the load generators are connected and off again (SIGUSR2) after the last
+delivery, so start-up and shutdown are not in the figures; drives it with
+loadgen.py processes (``--pairs`` publisher/subscriber pairs, 64-byte
+payloads, window 128), and prints the event loop's own time per delivered
+message, by area (codec, framing, Noise, session, server, store, asyncio and
+sockets), the top functions, and the CPU of each of the proxy's threads over
+the run (the event loop, the store's writer, the checkpointer: cProfile sees
+only the event loop's). ``--root`` runs the proxy from another checkout (e.g.
+an older commit unpacked with ``git archive``) with this checkout's load
+generators, for a before/after comparison in one sitting.
 """
 import argparse
 import os
 import pstats
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,7 @@ AREAS = (
     ("framing", ("framing",)),
     ("session state machine", ("session_proxy", "session/proxy.py")),
     ("store (event-loop side)", ("store.py", "store_tail.py")),
+    ("federation hooks", ("federation.py", "peers.py", "catchup.py")),
     ("server (routing, pump, flush)", ("server.py", "links.py", "admission.py", "routing.py", "delivery.py",
                                        "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",
@@ -39,12 +44,48 @@ AREAS = (
 )
 
 
+# Runs the proxy's command line with a profiler that SIGUSR1 switches on and
+# SIGUSR2 switches off and writes out (argv[1]: the output file).
+RUNNER = """
+import cProfile, signal, sys
+out = sys.argv[1]
+prof = cProfile.Profile()
+def on(*a):
+    prof.enable()
+def off(*a):
+    prof.disable()
+    prof.dump_stats(out)
+signal.signal(signal.SIGUSR1, on)
+signal.signal(signal.SIGUSR2, off)
+sys.argv = ["upsycle"] + sys.argv[2:]
+from upsycle.cli import main
+sys.exit(main())
+"""
+
+
+def thread_cpu(pid):
+    """{thread id: CPU seconds} of a live process's threads (/proc)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / brokers.CLK_TCK
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def area(key):
     text = "%s:%s" % (key[0], key[2])
     for name, needles in AREAS:
         if any(n in text for n in needles):
             return name
-    return "other (start-up imports, logging, builtins)"
+    return "other (builtins, logging)"
 
 
 def main():
@@ -63,8 +104,8 @@ def main():
         port = brokers.free_port()
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
-        prof = [] if args.no_profile else ["-m", "cProfile", "-o", out]
-        cmd = [sys.executable] + prof + ["-m", "upsycle", "proxy", "--data",
+        prof = ["-m", "upsycle"] if args.no_profile else ["-c", RUNNER, out]
+        cmd = [sys.executable] + prof + ["proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")
@@ -74,21 +115,41 @@ def main():
             per = args.messages // args.pairs
             specs = pair_specs("upsycle", port, args.pairs, per, 128, 4 if args.pairs > 1 else 2, 0,
                                args.secure, salt=os.urandom(3).hex())
-            c0 = brokers.proc_cpu(proc.pid)
-            t0 = time.time()
-            results, t_go = brokers.run_loadgens(specs)
-            cpu = brokers.proc_cpu(proc.pid) - c0
+            t0 = {}
+            c0 = [0.0]
+
+            def go():
+                if not args.no_profile:
+                    proc.send_signal(signal.SIGUSR1)
+                    time.sleep(0.05)
+                t0.update(thread_cpu(proc.pid))
+                c0[0] = brokers.proc_cpu(proc.pid)
+
+            results, t_go = brokers.run_loadgens(specs, on_ready=go)
+            cpu = brokers.proc_cpu(proc.pid) - c0[0]
+            t1 = thread_cpu(proc.pid)
+            if not args.no_profile:
+                proc.send_signal(signal.SIGUSR2)
+                time.sleep(0.5)
             rate = sum(r["got"] for r in results) / (max(r["t_last"] for r in results) - t_go)
+            threads = sorted(((tid, t1[tid] - t0.get(tid, 0.0)) for tid in t1), key=lambda x: -x[1])
+            gen_cpu = sum(r["cpu_s"] for r in results)
         finally:
             proc.terminate()
             proc.wait(60)
+        n = args.messages
+        print(table.render("Proxy CPU per message by thread over the run (%s, %s %d -> %d, %d messages, %.0f msg/s; "
+                           "load generators %.1f us/msg)" % (
+                               os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs,
+                               args.pairs, n, rate, 1e6 * gen_cpu / n),
+                           ("thread", "CPU s", "us/msg"),
+                           [("event loop" if tid == proc.pid else "thread %d (store writer, checkpoints)" % tid,
+                             c, 1e6 * c / n) for tid, c in threads if c > 0 or tid == proc.pid] +
+                           [("whole process", cpu, 1e6 * cpu / n)]))
+        print()
         if args.no_profile:
-            print("%s: %s %d -> %d, %d messages: %.0f msg/s, proxy CPU %.1f us/msg (event loop and store thread)" % (
-                os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs, args.pairs,
-                args.messages, rate, 1e6 * cpu / args.messages))
             return
         st = pstats.Stats(out)
-    n = args.messages
     by_area = {}
     total = 0.0
     for key, (cc, nc, tt, ct, callers) in st.stats.items():
@@ -98,10 +159,10 @@ def main():
             total += tt
     rows = [(a, 1e6 * t / n, "-" if a.startswith("idle") else "%.1f" % (100.0 * t / total))
             for a, t in sorted(by_area.items(), key=lambda x: -x[1])]
-    print(table.render("Proxy event loop, own time per delivered message (%s, %d -> %d, %d messages, %s; "
-                       "%.0f msg/s, proxy CPU %.1f us/msg incl. the store thread; profiler overhead included)" % (
+    print(table.render("Proxy event loop under cProfile, own time per delivered message (%s, %d -> %d, %d "
+                       "messages, %s; profiler overhead included)" % (
                            os.path.relpath(root), args.pairs, args.pairs, n,
-                           "Noise" if args.secure else "plaintext", rate, 1e6 * cpu / n),
+                           "Noise" if args.secure else "plaintext"),
                        ("area", "us/msg", "% of busy loop"), rows))
     top = sorted((kv for kv in st.stats.items() if not area(kv[0]).startswith("idle")),
                  key=lambda kv: -kv[1][2])[:args.top]

@@ -148,19 +148,31 @@ class TcpProtocol(asyncio.Protocol):
             return
         p = self.proxy
         t = now_ms()
-        for f in frames:
-            if link.mode != "plain" and link.mode != "status":
-                f = p.tcp_frame(link, f)
-                if f is None:
+        ps = link.ps
+        if link.mode == "plain":
+            # The data path: every frame of this read into the session, then
+            # its events in order, once (not a pass per frame).
+            for f in frames:
+                ps.receive(f, t)
+        else:
+            for f in frames:
+                mode = link.mode
+                if mode != "plain" and mode != "status":
+                    f = p.tcp_frame(link, f)
+                    if f is None:
+                        if link.closed:
+                            return
+                        continue
+                elif mode == "status" and not p.status_frame(link, f):
+                    return
+                ps.receive(f, t)
+                if mode != "secure":   # before a session runs, each frame is acted on at once
+                    p.handle_events(link)
                     if link.closed:
                         return
-                    continue
-            elif link.mode == "status" and not p.status_frame(link, f):
-                return
-            link.ps.receive(f, t)
-            p.handle_events(link)
-            if link.closed:
-                return
+        p.handle_events(link)
+        if link.closed:
+            return
         p.pump(link)
         p.flush(link)
 
