@@ -59,6 +59,37 @@ def test_udp_endpoint_drains_a_burst_in_one_wake_up_and_sends():
     asyncio.run(main())
 
 
+class BatchRecorder(Recorder):
+    def __init__(self):
+        Recorder.__init__(self)
+        self.batches = []
+
+    def datagrams_done(self):
+        self.batches.append(len(self.got))
+
+
+def test_udp_endpoint_says_when_a_batch_ends():
+    """The proxy pumps and flushes the links a batch touched once, after it."""
+    async def main():
+        proto = BatchRecorder()
+        ep, _ = await fastpath.open_udp(proto, ("127.0.0.1", 0), 1300)
+        port = ep.get_extra_info("sockname")[1]
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for i in range(70):
+                c.sendto(b"%d" % i, ("127.0.0.1", port))
+            time.sleep(0.1)
+            ep._read_many()
+            ep._read_many()
+            ep._read_many()    # nothing queued: an empty batch ends too
+            assert proto.batches == [fastpath.UDP_BATCH_MAX, 70, 70]
+        finally:
+            c.close()
+            ep.close()
+
+    asyncio.run(main())
+
+
 def _db_size(path):
     return os.path.getsize(os.path.join(path, S.DB_NAME))
 

@@ -73,8 +73,8 @@ UDP_BATCH_MAX = 64
 
 class UdpEndpoint:
     """The proxy's UDP socket: up to UDP_BATCH_MAX datagrams read per
-    wake-up, each handed to ``protocol.datagram_received(data, addr)``;
-    ``sendto`` sends at once. When the kernel's send buffer is full a
+    wake-up, each handed to ``protocol.datagram_received(data, addr)``,
+    then ``protocol.datagrams_done()`` if it has one; ``sendto`` sends at once. When the kernel's send buffer is full a
     datagram is dropped and counted (``dropped``), as the network may drop
     it: the session protocol retransmits, and nothing queues without bound
     in the proxy. The subset of asyncio's DatagramTransport the server uses."""
@@ -92,15 +92,20 @@ class UdpEndpoint:
     def _read_many(self):
         recvfrom = self._sock.recvfrom
         deliver = self._protocol.datagram_received
-        for _ in range(UDP_BATCH_MAX):
-            try:
-                data, addr = recvfrom(self._max)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                return
-            deliver(data, addr)
+        try:
+            for _ in range(UDP_BATCH_MAX):
+                try:
+                    data, addr = recvfrom(self._max)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._protocol.error_received(exc)
+                    return
+                deliver(data, addr)
+        finally:
+            done = getattr(self._protocol, "datagrams_done", None)
+            if done is not None:
+                done()   # the batch's output: one pump and flush per link
 
     def sendto(self, data, addr):
         if self._closed:

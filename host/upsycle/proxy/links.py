@@ -195,11 +195,29 @@ class TcpProtocol(asyncio.Protocol):
 
 
 class UdpProtocol(asyncio.DatagramProtocol):
+    """The proxy's UDP socket (fastpath.UdpEndpoint reads datagrams in
+    batches): each datagram goes into its link's session at once; the
+    links that got input are pumped and flushed once per batch, so a burst
+    of publishes or acks from one node costs one pass over its
+    subscriptions, not one per datagram."""
+
     def __init__(self, proxy):
         self.proxy = proxy
+        self.touched = set()
 
     def datagram_received(self, data, addr):
-        self.proxy.on_datagram(data, addr)
+        self.proxy.on_datagram(data, addr, self.touched)
+
+    def datagrams_done(self):
+        touched = self.touched
+        if not touched:
+            return
+        self.touched = set()
+        p = self.proxy
+        for link in touched:
+            if not link.closed:
+                p.pump(link)
+                p.flush(link)
 
     def error_received(self, exc):
         self.proxy.faults.note("udp_socket_error", error=str(exc))
