@@ -250,3 +250,27 @@ def test_a_quota_puts_the_checkpoint_thresholds_inside_the_wal_share(tmp_path):
         assert st._db.execute("PRAGMA journal_size_limit").fetchone()[0] == st.wal_cap
     finally:
         st.close()
+
+
+def test_host_session_makes_the_shared_sessions_bytes():
+    """HostProxySession's own acked and deliver: the same output and state
+    as the shared ProxySession's."""
+    from shared_protocol.session.proxy import ProxySession
+    from shared_protocol.session import messages as W
+    from shared_protocol.wire import envelope as E
+    topic, proxy_id, node = os.urandom(16), os.urandom(16), os.urandom(16)
+    outs = []
+    for cls in (ProxySession, fastpath.HostProxySession):
+        ps = cls(proxy_id, False, 1000)
+        ps.receive(E.REGISTRY.encode("s_hello_t", node, 30000, 8, [[topic, 5 << 32]]), 1000)
+        ps.accept()
+        for mid in (b"", b"m" * 8, b"m" * 23, b"m" * 24, b"m" * 32):
+            ps.acked(mid)
+        ps.receive(E.REGISTRY.encode("s_pub_a", 0, 7, b"x"), 1001)   # a short publish: s_ack_a
+        ev = [e for e in ps.events() if e[0] == "publish"]
+        ps.acked(ev[0][2])
+        for seq in (1, 2, 300):
+            ps.deliver(topic, seq, b"id%d" % seq, b"p" * seq, 1002)
+        outs.append((ps.data_to_send(), ps.in_flight(), ps.next_deadline(), ps.room()))
+    assert outs[0] == outs[1]
+    assert W.decode(outs[1][0][2]) == ("s_puback", [b"m" * 8])

@@ -21,6 +21,9 @@ frames = wire_fast.frames
 frame = wire_fast.frame
 fast_cipher = noise_fast.fast
 _encode_deliver = wire_fast.encode_deliver
+# s_puback of a message id of n < 24 bytes: these bytes, then the id
+# (wire_fast.encode_puback; tests/host/test_proxy_fastpath.py holds them to it).
+_PUBACK_HEAD = tuple(b"\x83\x01\x18\x37" + bytes((0x40 | n,)) for n in range(24))
 
 
 class HostProxySession(ProxySession):
@@ -43,6 +46,14 @@ class HostProxySession(ProxySession):
             self._events.append(("peer", msg, len(data)))
             return
         ProxySession.receive(self, data, now)
+
+    def acked(self, msg_id):
+        # ProxySession.acked for an s_publish (no short publish waiting):
+        # the s_puback bytes made here, one call per acknowledged message.
+        if self._short or len(msg_id) >= 24:
+            ProxySession.acked(self, msg_id)
+        else:
+            self._out.append(_PUBACK_HEAD[len(msg_id)] + msg_id)
 
     def deliver(self, topic, seq, msg_id, payload, now):
         # ProxySession.deliver and _push in one call (a call per delivered
