@@ -80,9 +80,17 @@ def encode_puback(msg_id):
 
 
 def encode_deliver(topic, seq, msg_id, payload):
-    nt, nm, np_ = _lengths(topic, msg_id, payload)
-    return b"".join((b"\x86\x01\x18\x39", _BHEAD[nt], topic, _uint(seq, "seq"), _BHEAD[nm], msg_id,
-                     _BHEAD[np_], payload))
+    # One per delivered message: the usual case (every field within its
+    # bound, seq below 2^32) without a call; anything else as before.
+    nt, nm, np_ = len(topic), len(msg_id), len(payload)
+    if nt > W.TOPIC_ID_MAX or nm > W.MSG_ID_MAX or np_ > W.PAYLOAD_MAX:
+        _lengths(topic, msg_id, payload)
+    if type(seq) is int and 0 <= seq < 0x100000000:
+        sh = _UHEAD[seq] if seq < 24 else bytes((0x18, seq)) if seq < 0x100 else \
+            _pack_bh(0x19, seq) if seq < 0x10000 else _pack_bi(0x1A, seq)
+    else:
+        sh = _uint(seq, "seq")
+    return b"".join((b"\x86\x01\x18\x39", _BHEAD[nt], topic, sh, _BHEAD[nm], msg_id, _BHEAD[np_], payload))
 
 
 def encode_dack(topic, seq):
