@@ -1,6 +1,7 @@
 """Where the proxy's time goes per message: cProfile of its event loop under load.
 
-    .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--secure] [--root DIR]
+    .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--rate R] [--secure]
+        [--no-profile] [--root DIR]
 
 Starts ``upsycle proxy`` with a profiler that is switched on (SIGUSR1) once
 the load generators are connected and off again (SIGUSR2) after the last
@@ -10,7 +11,10 @@ payloads, window 128), and prints the event loop's own time per delivered
 message, by area (codec, framing, Noise, session, server, store, asyncio and
 sockets), the top functions, and the CPU of each of the proxy's threads over
 the run (the event loop, the store's writer, the checkpointer: cProfile sees
-only the event loop's). ``--root`` runs the proxy from another checkout (e.g.
+only the event loop's), publish -> delivery latency, and the store's commits
+over the run (items, wall and CPU time, statements, time in the WAL sync and
+outside it). ``--rate``: publishers send at that aggregate rate (latency at a
+load short of saturation). ``--root`` runs the proxy from another checkout (e.g.
 an older commit unpacked with ``git archive``) with this checkout's load
 generators, for a before/after comparison in one sitting.
 """
@@ -27,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import brokers  # noqa: E402
 import table  # noqa: E402
-from bench_proxy import pair_specs  # noqa: E402
+from bench_proxy import _pct, pair_specs  # noqa: E402
 
 AREAS = (
     ("idle (waiting in epoll)", ("<method 'poll' of 'select.epoll'",)),
@@ -46,21 +50,78 @@ AREAS = (
 
 # Runs the proxy's command line with a profiler that SIGUSR1 switches on and
 # SIGUSR2 switches off and writes out (argv[1]: the output file).
+# The store's commits are timed the same way (from SIGUSR1 to SIGUSR2):
+# items, wall and CPU time of each, and its statements (the COMMIT, which
+# syncs the WAL, and the others), written to argv[1] + ".commits" as JSON.
 RUNNER = """
-import cProfile, signal, sys
+import cProfile, json, signal, sys, time
 out = sys.argv[1]
-prof = cProfile.Profile()
+prof = cProfile.Profile() if sys.argv[2] == "1" else None
+from upsycle.proxy import store, store_tx
+rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0}
+commit = store_tx.Transactions._commit
+def timed_commit(self, batch, *a, **k):
+    t0, c0 = time.perf_counter(), time.thread_time()
+    r = commit(self, batch, *a, **k)
+    if rec["on"]:
+        rec["commits"].append((len(batch), time.perf_counter() - t0, time.thread_time() - c0))
+    return r
+store_tx.Transactions._commit = timed_commit
+class TimedDb:
+    def __init__(self, db):
+        self._db = db
+    def execute(self, sql, *a):
+        t0 = time.perf_counter()
+        r = self._db.execute(sql, *a)
+        if rec["on"]:
+            rec["statements"] += 1
+            rec["commit_s" if sql == "COMMIT" else "other_s"] += time.perf_counter() - t0
+        return r
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+start = store.Store.start
+def timed_start(self, loop, on_commit):
+    self._db = TimedDb(self._db)
+    return start(self, loop, on_commit)
+store.Store.start = timed_start
 def on(*a):
-    prof.enable()
+    rec["on"] = True
+    if prof is not None:
+        prof.enable()
 def off(*a):
-    prof.disable()
-    prof.dump_stats(out)
+    rec["on"] = False
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(out)
+    with open(out + ".commits", "w") as f:
+        json.dump(rec, f)
 signal.signal(signal.SIGUSR1, on)
 signal.signal(signal.SIGUSR2, off)
-sys.argv = ["upsycle"] + sys.argv[2:]
+sys.argv = ["upsycle"] + sys.argv[3:]
 from upsycle.cli import main
 sys.exit(main())
 """
+
+
+def commit_summary(path):
+    """One line on the store's commits over the run (see RUNNER)."""
+    import json
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return "store commits: not recorded"
+    cs = [c for c in rec["commits"] if c[0]]
+    if not cs:
+        return "store commits: none with items"
+    items = sum(c[0] for c in cs)
+    wall = sorted(c[1] for c in cs)
+    cpu = sorted(c[2] for c in cs)
+    return ("store commits: %d holding %d items (mean %.0f); wall per commit p50 %.1f ms, p90 %.1f ms; writer CPU "
+            "per commit p50 %.1f ms; %.1f statements per commit; of the writer's %.2f s in commits, %.2f s in COMMIT "
+            "(the WAL sync) and %.2f s in the other statements" % (
+                len(cs), items, items / len(cs), 1e3 * wall[len(wall) // 2], 1e3 * wall[int(len(wall) * 0.9)],
+                1e3 * cpu[len(cpu) // 2], rec["statements"] / len(cs), sum(wall), rec["commit_s"], rec["other_s"]))
 
 
 def thread_cpu(pid):
@@ -95,6 +156,8 @@ def main():
     ap.add_argument("--secure", action="store_true")
     ap.add_argument("--root", default=brokers.ROOT, help="checkout whose proxy to profile")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--rate", type=float, default=0,
+                    help="aggregate msg/s the publishers send at (default 0: as fast as the window allows)")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -104,8 +167,7 @@ def main():
         port = brokers.free_port()
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
-        prof = ["-m", "upsycle"] if args.no_profile else ["-c", RUNNER, out]
-        cmd = [sys.executable] + prof + ["proxy", "--data",
+        cmd = [sys.executable, "-c", RUNNER, out, "0" if args.no_profile else "1", "proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")
@@ -113,27 +175,26 @@ def main():
         try:
             brokers.wait_port(port)
             per = args.messages // args.pairs
-            specs = pair_specs("upsycle", port, args.pairs, per, 128, 4 if args.pairs > 1 else 2, 0,
-                               args.secure, salt=os.urandom(3).hex())
+            specs = pair_specs("upsycle", port, args.pairs, per, 128, 4 if args.pairs > 1 else 2,
+                               args.rate / args.pairs, args.secure, salt=os.urandom(3).hex())
             t0 = {}
             c0 = [0.0]
 
             def go():
-                if not args.no_profile:
-                    proc.send_signal(signal.SIGUSR1)
-                    time.sleep(0.05)
+                proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.05)
                 t0.update(thread_cpu(proc.pid))
                 c0[0] = brokers.proc_cpu(proc.pid)
 
             results, t_go = brokers.run_loadgens(specs, on_ready=go)
             cpu = brokers.proc_cpu(proc.pid) - c0[0]
             t1 = thread_cpu(proc.pid)
-            if not args.no_profile:
-                proc.send_signal(signal.SIGUSR2)
-                time.sleep(0.5)
+            proc.send_signal(signal.SIGUSR2)
+            time.sleep(0.5)
             rate = sum(r["got"] for r in results) / (max(r["t_last"] for r in results) - t_go)
             threads = sorted(((tid, t1[tid] - t0.get(tid, 0.0)) for tid in t1), key=lambda x: -x[1])
             gen_cpu = sum(r["cpu_s"] for r in results)
+            lat = [x for r in results for x in r["lat_us"]]
         finally:
             proc.terminate()
             proc.wait(60)
@@ -146,6 +207,10 @@ def main():
                            [("event loop" if tid == proc.pid else "thread %d (store writer, checkpoints)" % tid,
                              c, 1e6 * c / n) for tid, c in threads if c > 0 or tid == proc.pid] +
                            [("whole process", cpu, 1e6 * cpu / n)]))
+        print("publish -> delivery p50 %.1f ms, p99 %.1f ms (%s)" % (
+            _pct(lat, 0.5), _pct(lat, 0.99), "at %.0f msg/s offered" % args.rate if args.rate else
+            "flat out: only window / throughput"))
+        print(commit_summary(out + ".commits"))
         print()
         if args.no_profile:
             return
