@@ -169,6 +169,15 @@ def test_cipher_state_matches_the_shared_one():
             assert rx.n == before    # Noise §5.1: a failure does not use up the nonce
         assert rx_f.decrypt_with_ad(b"", c) == rx_s.decrypt_with_ad(b"", c)
     assert outcome(rx_f.decrypt_with_ad, b"", b"short")[:3] == ("err", "DecryptFailed", DecryptFailed.code)
+    # Used-up nonces and oversized input: the same typed errors, nothing advanced.
+    from shared_protocol.noise.symmetric import NONCE_MAX
+    from shared_protocol.crypto.api import MESSAGE_SIZE_MAX
+    for n, op, arg in ((NONCE_MAX + 1, "encrypt_with_ad", b"m"), (NONCE_MAX + 1, "decrypt_with_ad", b"c" * 20),
+                       (0, "encrypt_with_ad", b"m" * (MESSAGE_SIZE_MAX + 1)),
+                       (0, "decrypt_with_ad", b"c" * (MESSAGE_SIZE_MAX + 17))):
+        a, b = CipherState(k, n), noise_fast.fast(CipherState(k, n))
+        assert outcome(getattr(a, op), b"", arg)[:2] == outcome(getattr(b, op), b"", arg)[:2], (n, op)
+        assert outcome(getattr(b, op), b"", arg)[0] == "err" and a.n == b.n == n
     s2, f2 = CipherState(k), noise_fast.fast(CipherState(k))
     s2.rekey()
     f2.rekey()
