@@ -174,7 +174,7 @@ def fill_store(data, n_msgs, n_topics, backlog, node, old_fraction=0.1):
     t0 = time.perf_counter()
     import hashlib
     bl_topic = hashlib.sha256(b"backlog").digest()[:16]
-    st._commit([("sub", node, bl_topic, None, None)], {}, False)
+    st._commit([("sub", node, bl_topic, None, None, node)], {}, False)
     seq = 0
     for phase in range(2):
         k = int(per * old_fraction) if phase == 0 else per - int(per * old_fraction)
@@ -183,14 +183,14 @@ def fill_store(data, n_msgs, n_topics, backlog, node, old_fraction=0.1):
         for t in topics:
             for _ in range(k):
                 seq += 1
-                batch.append(("pub", t, seq.to_bytes(16, "big"), pad, None))
+                batch.append(("pub", t, seq.to_bytes(16, "big"), pad, None, None))
                 if len(batch) >= 4096:
                     st._commit(batch, {}, False)
                     batch = []
         if phase == 1:
             for _ in range(backlog):
                 seq += 1
-                batch.append(("pub", bl_topic, seq.to_bytes(16, "big"), pad, None))
+                batch.append(("pub", bl_topic, seq.to_bytes(16, "big"), pad, None, None))
                 if len(batch) >= 4096:
                     st._commit(batch, {}, False)
                     batch = []

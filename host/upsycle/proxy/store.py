@@ -9,7 +9,8 @@ commit (SQLite docs, "PRAGMA synchronous"): when a publish's callback says
 proxy send the acknowledgement.
 
 Layout (all ids are opaque blobs; payloads are never opened):
-  topics(topic, next_seq, creator)          sequence numbers are never reused
+  topics(topic, next_seq, creator, lo, nbytes)  sequence numbers are never reused;
+                                            lo, nbytes: first stored seq, payload bytes
   messages(topic, seq, msg_id, payload, ts) unique (topic, msg_id): idempotency
   subs(node, topic, cursor)                 a subscriber's consumed position
   nodes(node, last_seen)                    subscribers, for expiry
@@ -139,20 +140,14 @@ class Store(Opening, Transactions):
 
     def _load(self):
         db = self._db
-        for topic, next_seq in db.execute("SELECT topic, next_seq FROM topics"):
+        # The counters kept with each topic (store_open.py): no scan of the
+        # messages.
+        for topic, next_seq, lo, nbytes, creator in db.execute(
+                "SELECT topic, next_seq, lo, nbytes, creator FROM topics"):
             topic = bytes(topic)
-            self._w_topics[topic] = [next_seq, next_seq, 0]
-        for topic, lo, nbytes in db.execute(
-                "SELECT topic, MIN(seq), SUM(length(payload)) FROM messages GROUP BY topic"):
-            w = self._w_topics[bytes(topic)]
-            w[1] = lo
-            w[2] = nbytes or 0
-        for topic in self._w_topics:
-            w = self._w_topics[topic]
-            self.topics[topic] = TopicView(w[1], w[0] - 1, w[2])
-        for topic, creator in db.execute("SELECT topic, creator FROM topics WHERE creator IS NOT NULL"):
-            v = self.topics.get(bytes(topic))
-            if v is not None:
+            self._w_topics[topic] = [next_seq, lo, nbytes]
+            v = self.topics[topic] = TopicView(lo, next_seq - 1, nbytes)
+            if creator is not None:
                 v.creator = bytes(creator)
                 self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
         for topic, nxt in db.execute("SELECT topic, next FROM origin_seq"):

@@ -202,18 +202,16 @@ class Transactions:
                     db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
                     subs.append((a, b, None))
                     out.append(("ok", None))
-            tl = list(wt.items())
-            for c in range(0, len(tl), ROWS_PER_STATEMENT):
-                chunk = tl[c:c + ROWS_PER_STATEMENT]
-                db.execute("INSERT INTO topics(topic, next_seq, creator) VALUES %s ON CONFLICT(topic) "
-                           "DO UPDATE SET next_seq=excluded.next_seq" % ",".join(["(?,?,?)"] * len(chunk)),
-                           [x for topic, st in chunk for x in (topic, st[0], self._new_creators.get(topic))])
-            for topic, st in tl:
+            for topic, st in list(wt.items()):
                 self._retain(db, topic, st, drops)
             if sweep and self.retention.max_age_s:
                 self._sweep_age(db, now, wt, drops)
             if sweep and self.sub_expiry_s:
                 self._expire_nodes(db, now, live, subs)
+            # Every topic this transaction changed, with its counters (first
+            # stored sequence, payload bytes) as inserts and retention left
+            # them: start-up reads them instead of scanning every message.
+            self._write_topics(db, wt)
             if sweep:
                 self._forget_empty(db, wt, forgotten)
                 if self.max_known_keys:
@@ -247,6 +245,15 @@ class Transactions:
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
                 "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins}
+
+    def _write_topics(self, db, wt):
+        tl = list(wt.items())
+        for c in range(0, len(tl), ROWS_PER_STATEMENT):
+            chunk = tl[c:c + ROWS_PER_STATEMENT]
+            db.execute("INSERT INTO topics(topic, next_seq, creator, lo, nbytes) VALUES %s ON CONFLICT(topic) "
+                       "DO UPDATE SET next_seq=excluded.next_seq, lo=excluded.lo, nbytes=excluded.nbytes"
+                       % ",".join(["(?,?,?,?,?)"] * len(chunk)),
+                       [x for topic, st in chunk for x in (topic, st[0], self._new_creators.get(topic), st[1], st[2])])
 
     def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
         """Publishes batch[i:j] in one statement, assuming none is a
