@@ -135,6 +135,7 @@ class Store(Opening, Transactions):
         self._tail = Tail()      # event-loop side: the newest messages per topic
         self._ckpt = None        # the checkpoint thread's connection
         self._ckpt_thread = None
+        self.checked = False     # start-up scanned every page for damage (store_open.py)
 
     # -- start-up --------------------------------------------------------
 
@@ -182,12 +183,22 @@ class Store(Opening, Transactions):
             self._thread.join(timeout=10)
         if self._ckpt_thread is not None:
             self._ckpt_thread.join(timeout=10)
+        clean = self._db is not None
         for c in (self._rd, self._ckpt, self._db):
             if c is not None:
                 try:
                     c.close()
                 except sqlite3.Error:
-                    pass
+                    clean = False
+        self._rd = self._ckpt = self._db = None
+        # Closing the last connection checkpointed every page into the file
+        # and removed the WAL: the next start may skip the scan for damage
+        # if the file is still as it is now (datadir.py).
+        if clean and not (self._thread is not None and self._thread.is_alive()) and not os.path.exists(self.path + "-wal"):
+            try:
+                datadir.write_clean(self.data_dir, datadir.file_stamp(self.path))
+            except OSError as e:
+                log.warning("event=clean_close_unrecorded error=%r", str(e))
         datadir.unlock(self._lock)
         self._lock = None
 

@@ -139,6 +139,15 @@ class Opening:
             if head != SQLITE_HEADER:
                 raise StorageError(R_STORAGE_DAMAGED, "%s is not an SQLite database (its header is damaged); "
                                    "restore it from a backup" % self.path)
+        # Unchanged since this proxy closed it cleanly (datadir.py): no
+        # need to read every page for damage.
+        try:
+            clean = datadir.take_clean(d)
+            unchanged = size > 0 and clean is not None and clean == datadir.file_stamp(self.path) and \
+                not os.path.exists(self.path + "-wal")
+        except OSError as e:
+            raise StorageError(classify(e), "cannot use the data directory %s: %s" % (d, e))
+        self.checked = size > 0 and not unchanged   # the scan ran (for tests and the benchmark)
         try:
             for name in (self.path, self.path + "-wal", self.path + "-shm"):
                 if name == self.path:
@@ -160,7 +169,7 @@ class Opening:
             # A WAL reused after a checkpoint is cut back to the cap, so its
             # file size says how far it grew since (store_tx.py _commit).
             db.execute("PRAGMA journal_size_limit=%d" % self.wal_cap)
-            if size > 0:
+            if self.checked:
                 bad = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
                 if bad != ["ok"]:
                     db.close()
