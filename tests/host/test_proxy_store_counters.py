@@ -196,3 +196,54 @@ def test_counters_stay_right_across_sigkill_mid_transaction(tmp_path):
             st.close()
         start = last + 1000   # the next process numbers its messages apart
     assert deleted, "retention never deleted: the test did not test it"
+
+
+def test_the_age_sweep_spreads_over_bounded_transactions_and_skips_young_topics(tmp_path, monkeypatch):
+    from upsycle.proxy import store_tx
+    monkeypatch.setattr(store_tx, "SWEEP_WORK_MAX", 50)
+    clock = [1000.0]
+    st = Store(str(tmp_path), Retention(max_count=6, max_age_s=100, max_bytes=0), clock=lambda: clock[0])
+    st.open()
+    scans = []
+    st._db.set_trace_callback(lambda sql: scans.append(sql) if sql.startswith("SELECT seq, ts") else None)
+    try:
+        topics = [b"%016d" % k for k in range(40)]
+        for t in range(10):   # 40 topics x 10 messages at t = 1000..1009; count retention keeps 6
+            clock[0] = 1000.0 + t
+            st._commit([("pub", tp, b"m%d" % t, b"x" * (t + 1), None, None) for tp in topics], {}, False)
+        # Nothing expired yet: each topic looked at once (count retention
+        # moved their starts, so their oldest times were not known)...
+        clock[0] = 1050.0
+        res = st._commit([], {}, True)
+        assert not res["sweep_more"] and len(scans) == 40 and not res["drops"]
+        # ... and not again while they are young.
+        del scans[:]
+        assert not st._commit([], {}, True)["drops"] and scans == []
+        # Past the age of 4 of the 6 kept: 40 x (1 + 4) of work in parts of 50.
+        clock[0] = 1108.0
+        parts = []
+        while True:
+            res = st._commit([], {}, True)
+            parts.append(sum(res["drops"].values()))
+            if not res["sweep_more"]:
+                break
+        assert len(parts) == 4 and sum(parts) == 40 * 4 and max(parts) <= 50
+        assert counters(tmp_path) == recount(tmp_path)
+        assert all(st._w_topics[tp][1:] == [9, 19] for tp in topics)   # seqs 9, 10 left: 9 + 10 bytes
+        # A topic that empties (and is forgotten: no subscriber) and fills
+        # again starts its age from then.
+        clock[0] = 1300.0
+        while st._commit([], {}, True)["sweep_more"]:
+            pass
+        assert all(tp not in st._w_topics for tp in topics) and st._w_oldest == {}
+        st._commit([("pub", topics[0], b"late", b"y", None, None)], {}, False)
+        del scans[:]
+        clock[0] = 1399.0
+        st._commit([], {}, True)
+        assert scans == [] and st._w_topics[topics[0]][1] == 11
+        clock[0] = 1401.0
+        res = st._commit([], {}, True)
+        assert len(scans) == 1 and res["drops"] == {"retention_age": 1} and topics[0] not in st._w_topics
+        assert counters(tmp_path) == recount(tmp_path)
+    finally:
+        st.close()

@@ -116,6 +116,9 @@ class Store(Opening, Transactions):
         self.origin_id = None  # this proxy's overlay id: the origin of its own sessions' publishes
         self._w_oseq = {}      # writer: topic -> next origin sequence of our own publishes
         self._w_topics = {}    # writer side: topic -> [next_seq, first_seq, bytes]
+        self._w_oldest = {}    # writer side: topic -> time of its oldest stored message, where known
+        self._sweep_more = False
+        self._oldest_seen = {}
         self._cv = threading.Condition()
         self._pending = []
         self._staged = []
@@ -407,6 +410,8 @@ class Store(Opening, Transactions):
                 except Exception as e:  # a bug must refuse publishes, not hang them
                     log.exception("event=store_failure")
                     results = {"error": (W.R_STORAGE, repr(e)), "items": None}
+                if results.get("sweep_more"):
+                    next_sweep = time.monotonic()   # the rest of the age sweep, next
                 self._loop.call_soon_threadsafe(self._finish, batch, results)
             if closing:
                 return

@@ -17,6 +17,13 @@ log = logging.getLogger("upsycle.proxy.store")
 BATCH_MAX = 4096
 # Nodes expired or topics forgotten per sweep: bounds one sweep's transaction.
 EXPIRE_BATCH_MAX = 1000
+# Work of one age sweep's transaction: a topic looked at in SQLite counts 1,
+# a row deleted 1. A sweep with more to do stops after the topic that used
+# this up and the writer runs the next part at once, in its own transaction
+# (publishes queued meanwhile ride in it): one pass over 10^4 topics with
+# 90,000 rows expired is several transactions of ~0.2-0.5 s, not one of
+# seconds (tools/bench/bench_scale.py).
+SWEEP_WORK_MAX = 20000
 
 # Rows per multi-row statement. The writer thread lets go of the GIL inside
 # every statement and must win it back from a busy event loop after each one
@@ -204,6 +211,8 @@ class Transactions:
                     out.append(("ok", None))
             for topic, st in list(wt.items()):
                 self._retain(db, topic, st, drops)
+            self._sweep_more = False
+            self._oldest_seen = {}
             if sweep and self.retention.max_age_s:
                 self._sweep_age(db, now, wt, drops)
             if sweep and self.sub_expiry_s:
@@ -235,16 +244,27 @@ class Transactions:
             return {"error": (code, str(e)), "items": None}
         self.commits += 1
         self._w_oseq.update(self._oseq)
+        oldest = self._w_oldest
         for topic, st in wt.items():
+            was = self._w_topics.get(topic)
+            if st[1] >= st[0]:
+                oldest.pop(topic, None)            # empty
+            elif was is None or was[1] >= was[0]:
+                oldest[topic] = now                # its first rows are this transaction's
+            elif was[1] != st[1]:
+                oldest.pop(topic, None)            # retention moved its start: not known
             self._w_topics[topic] = st
+        oldest.update(self._oldest_seen)           # what the sweep read (after retention)
         for topic in forgotten:
             self._w_topics.pop(topic, None)
+            oldest.pop(topic, None)
             wt.pop(topic, None)
         if self.max_db_bytes:
             self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
-                "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins}
+                "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins,
+                "sweep_more": self._sweep_more}
 
     def _write_topics(self, db, wt):
         tl = list(wt.items())
@@ -346,27 +366,50 @@ class Transactions:
     def _sweep_age(self, db, now, wt, drops):
         # Walk each topic from its oldest row (primary-key order) and stop at
         # the first young one: the cost is the expired rows plus one per
-        # topic, never a scan of the whole table (a Pi's SD card is slow).
+        # topic, never a scan of the whole table (a Pi's SD card is slow). A
+        # topic whose oldest row is known to be young (_w_oldest, kept by
+        # _commit) costs no query at all. At most SWEEP_WORK_MAX per
+        # transaction; _sweep_more asks the writer for the rest at once.
         cutoff = now - self.retention.max_age_s
+        oldest = self._w_oldest
+        work = 0
         for topic in list(self._w_topics):
             st = wt.get(topic) or self._w_topics[topic]
             if st[1] >= st[0]:
                 continue   # empty
+            o = oldest.get(topic)
+            if o is not None and o >= cutoff:
+                continue
+            if work >= SWEEP_WORK_MAX:
+                self._sweep_more = True
+                return
             upto = None
-            for seq, ts in db.execute("SELECT seq, ts FROM messages WHERE topic=? ORDER BY seq", (topic,)):
+            n = nbytes = 0
+            first = None
+            for seq, ts, size in db.execute("SELECT seq, ts, length(payload) FROM messages WHERE topic=? ORDER BY seq",
+                                            (topic,)):
                 if ts >= cutoff:
+                    first = ts
                     break
                 upto = seq
+                n += 1
+                nbytes += size
+            work += 1 + n
+            if first is not None:
+                self._oldest_seen[topic] = first
             if upto is not None:
                 if topic not in wt:
                     st = wt[topic] = list(st)
-                self._delete_upto(db, topic, st, upto, "retention_age", drops)
+                self._delete_upto(db, topic, st, upto, "retention_age", drops, (n, nbytes))
 
-    def _delete_upto(self, db, topic, st, upto, cause, drops):
+    def _delete_upto(self, db, topic, st, upto, cause, drops, row=None):
+        """Delete the rows of topic up to seq upto; row: (count, payload
+        bytes) of those rows if the caller counted them as it read them."""
         if upto < st[1]:
             return
-        row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND seq<=?",
-                         (topic, upto)).fetchone()
+        if row is None:
+            row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND "
+                             "seq<=?", (topic, upto)).fetchone()
         # Per origin, the highest number retention deletes: other proxies
         # offer nothing at or below it again (federation.md, catch-up), so a
         # message retention removed is never stored and delivered twice.
