@@ -1,6 +1,6 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
-    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store]
+    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store] [--sessions N ...]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
 each owning one topic it publishes to at a low rate (together
@@ -123,7 +123,7 @@ def run_sessions(system, kind, n, args, transport, procs):
 
 
 def sessions_bench(args):
-    ns = (10, 100, 1000) if args.quick else (10, 1000, 10000)
+    ns = args.sessions or ((10, 100, 1000) if args.quick else (10, 1000, 10000))
     rows = []
     for n in ns:
         procs = 1 if n <= 100 else 4
@@ -340,6 +340,7 @@ def main():
     ap.add_argument("--only", choices=("sessions", "store"))
     ap.add_argument("--aggregate", type=float, default=1000.0, help="msg/s published by all sessions together")
     ap.add_argument("--fanout", type=int, default=3, help="topics each session subscribes to")
+    ap.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 10 1000 10000)")
     ap.add_argument("--duration", type=float, default=0, help="measured seconds per run (default 20, quick 5)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
