@@ -51,12 +51,14 @@ PAYLOAD = 64
 BACKLOG_TIMEOUT_S = 120
 # Limits of a proxy configured for this many sessions on one host: every
 # loadgen connects from loopback, so the per-address limits are raised with
-# the totals (a deployment of this size sets them likewise).
+# the totals (a deployment of this size sets them likewise; per address one
+# less than the total, as the proxy requires).
 SCALE_CONFIG = """
 [limits]
 max_connections = %(n)d
+max_connections_per_host = %(per)d
 max_sessions = %(n)d
-max_sessions_per_host = %(n)d
+max_sessions_per_host = %(per)d
 max_pending_per_host = 1024
 max_handshakes = 1024
 max_handshakes_per_host = 1024
@@ -127,7 +129,8 @@ def sessions_bench(args):
     rows = []
     for n in ns:
         procs = 1 if n <= 100 else 4
-        cfg = SCALE_CONFIG % {"n": max(4096, n + 100), "subs": max(100000, n * (args.fanout + 1))}
+        total = max(4096, n + 100)
+        cfg = SCALE_CONFIG % {"n": total, "per": total - 1, "subs": max(100000, n * (args.fanout + 1))}
         for transport in ("udp", "tcp"):
             with tempfile.TemporaryDirectory() as tmp:
                 p = brokers.Proxy(tmp, secure=True, config=cfg)

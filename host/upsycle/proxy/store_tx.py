@@ -173,42 +173,36 @@ class Transactions:
                 db.execute("UPDATE subs SET cursor = v.column3 FROM (VALUES %s) AS v WHERE subs.node = v.column1 "
                            "AND subs.topic = v.column2 AND subs.cursor < v.column3" % ",".join(["(?,?,?)"] * len(chunk)),
                            [x for (node, topic), seq in chunk for x in (node, topic, seq)])
-            for node, t in sorted((seen or {}).items()):
-                db.execute("INSERT INTO nodes VALUES(?,?) ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen",
-                           (node, t))
-            for kid, (node, secret, t) in sorted((keys or {}).items()):
-                db.execute("INSERT OR REPLACE INTO known_keys VALUES(?,?,?,?)", (kid, node, secret, t))
+            # Nodes seen and hint keys, in multi-row statements as well (a
+            # thousand sessions opening at once would be a thousand of each).
+            rows = sorted((seen or {}).items())
+            for c in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[c:c + ROWS_PER_STATEMENT]
+                db.execute("INSERT INTO nodes VALUES %s ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen"
+                           % ",".join(["(?,?)"] * len(chunk)), [x for node, t in chunk for x in (node, t)])
+            rows = sorted((keys or {}).items())
+            for c in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[c:c + ROWS_PER_STATEMENT]
+                db.execute("INSERT OR REPLACE INTO known_keys VALUES %s" % ",".join(["(?,?,?,?)"] * len(chunk)),
+                           [x for kid, (node, secret, t) in chunk for x in (kid, node, secret, t)])
             i, n = 0, len(batch)
             while i < n:
                 kind, a, b = batch[i][:3]
-                if kind == "pub":
+                if kind == "pub" or kind == "sub":
                     j = i + 1
-                    while j < n and j - i < ROWS_PER_STATEMENT and batch[j][0] == "pub":
+                    while j < n and j - i < ROWS_PER_STATEMENT and batch[j][0] == kind:
                         j += 1
-                    if not self._insert_rows(db, batch, i, j, wt, now, out, stored):
+                    if kind == "sub":
+                        self._subscribe_rows(db, batch, i, j, wt, out, subs)
+                    elif not self._insert_rows(db, batch, i, j, wt, now, out, stored):
                         for k in range(i, j):
                             self._insert_one(db, k, batch[k], wt, now, out, stored)
                     i = j
                     continue
-                i += 1
-                if kind == "sub":
-                    row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
-                    if row is None:
-                        # A new subscriber starts at the oldest message kept:
-                        # retention decides how much history a node gets. An
-                        # unknown topic is created, so its first number is
-                        # fixed now (the floor may rise before it is used).
-                        st = self._new_topic(wt, b, a)
-                        cursor = st[1] - 1
-                        db.execute("INSERT INTO subs VALUES(?,?,?)", (a, b, cursor))
-                    else:
-                        cursor = row[0]
-                    subs.append((a, b, cursor))
-                    out.append(("ok", cursor))
-                else:  # unsub
-                    db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
-                    subs.append((a, b, None))
-                    out.append(("ok", None))
+                i += 1   # unsub
+                db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
+                subs.append((a, b, None))
+                out.append(("ok", None))
             for topic, st in list(wt.items()):
                 self._retain(db, topic, st, drops)
             self._sweep_more = False
@@ -274,6 +268,31 @@ class Transactions:
                        "DO UPDATE SET next_seq=excluded.next_seq, lo=excluded.lo, nbytes=excluded.nbytes"
                        % ",".join(["(?,?,?,?,?)"] * len(chunk)),
                        [x for topic, st in chunk for x in (topic, st[0], self._new_creators.get(topic), st[1], st[2])])
+
+    def _subscribe_rows(self, db, batch, i, j, wt, out, subs):
+        """Subscribes batch[i:j]: their cursors read in one statement, the
+        new ones inserted in one (as one by one: a key twice in the run
+        gets the cursor its first subscribe made)."""
+        keys = list(dict.fromkeys((batch[k][1], batch[k][2]) for k in range(i, j)))
+        known = dict(((bytes(node), bytes(topic)), cursor) for node, topic, cursor in db.execute(
+            "SELECT v.column1, v.column2, subs.cursor FROM (VALUES %s) AS v JOIN subs ON subs.node = v.column1 "
+            "AND subs.topic = v.column2" % ",".join(["(?,?)"] * len(keys)), [x for key in keys for x in key]))
+        new = []
+        for k in range(i, j):
+            key = (batch[k][1], batch[k][2])
+            cursor = known.get(key)
+            if cursor is None:
+                # A new subscriber starts at the oldest message kept:
+                # retention decides how much history a node gets. An
+                # unknown topic is created, so its first number is fixed
+                # now (the floor may rise before it is used).
+                st = self._new_topic(wt, key[1], key[0])
+                cursor = known[key] = st[1] - 1
+                new.append((key[0], key[1], cursor))
+            subs.append((key[0], key[1], cursor))
+            out.append(("ok", cursor))
+        if new:
+            db.execute("INSERT INTO subs VALUES %s" % ",".join(["(?,?,?)"] * len(new)), [x for r in new for x in r])
 
     def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
         """Publishes batch[i:j] in one statement, assuming none is a
