@@ -99,9 +99,11 @@ def run_sessions(system, kind, n, args, transport, procs):
         src = "127.0.0.%d" % (10 + k)   # one source address per process
         for r in g:
             r[1] = src
-        specs.append({"proto": kind, "transport": transport, "secure": kind == "upsycle" and not os.environ.get("BENCH_PLAIN"), "host": "127.0.0.1",
+        secure = kind == "upsycle" and not os.environ.get("BENCH_PLAIN")
+        specs.append({"proto": kind, "transport": transport, "secure": secure, "host": "127.0.0.1",
                       "port": system.port, "window": 32, "payload": PAYLOAD, "sessions": g, "salt": salt,
-                      "duration_s": args.duration, "drain_s": 3.0, "connect_parallel": 32, "timeout_s": 900})
+                      "duration_s": args.duration, "drain_s": 3.0, "connect_parallel": 32, "timeout_s": 900,
+                      "ready_s": 120})
     rss0 = system.rss_kb()
     holder = {}
     c0 = [None]

@@ -197,7 +197,8 @@ class Store(Opening, Transactions):
         # Closing the last connection checkpointed every page into the file
         # and removed the WAL: the next start may skip the scan for damage
         # if the file is still as it is now (datadir.py).
-        if clean and not (self._thread is not None and self._thread.is_alive()) and not os.path.exists(self.path + "-wal"):
+        writing = self._thread is not None and self._thread.is_alive()
+        if clean and not writing and not os.path.exists(self.path + "-wal"):
             try:
                 datadir.write_clean(self.data_dir, datadir.file_stamp(self.path))
             except OSError as e:
