@@ -362,9 +362,25 @@ class Store(Opening, Transactions):
     def origin_topics(self, origin, since):
         """{topic: time of its newest message from origin} for messages
         stored since then (a restarted proxy keeps carrying what its own
-        nodes published lately)."""
-        return dict((bytes(t), ts) for t, ts in self._rd.execute(
-            "SELECT topic, MAX(ts) FROM messages WHERE origin=? AND ts>=? GROUP BY topic", (origin, since)))
+        nodes published lately). A topic's rows are stamped in the order
+        of their sequence numbers: one statement finds the topics whose
+        newest row is that recent, and each of those is read from its newest
+        row back to the first older than since, so the cost is one row per
+        topic plus the rows stored since then, not a scan of every message
+        (0.8-2 s at start-up with 10^6 stored; tools/bench/bench_scale.py)."""
+        out = {}
+        rd = self._rd
+        recent = [bytes(t) for (t,) in rd.execute(
+            "SELECT topic FROM topics WHERE (SELECT ts FROM messages WHERE messages.topic = topics.topic "
+            "ORDER BY seq DESC LIMIT 1) >= ?", (since,))]
+        for topic in recent:
+            for ts, o in rd.execute("SELECT ts, origin FROM messages WHERE topic=? ORDER BY seq DESC", (topic,)):
+                if ts < since:
+                    break
+                if o is not None and bytes(o) == origin:
+                    out[topic] = ts
+                    break
+        return out
 
     def origin_high(self, topic, origin):
         """(highest origin sequence held, retention floor) of (topic, origin)."""
