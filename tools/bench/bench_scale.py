@@ -1,6 +1,7 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
     .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store] [--sessions N ...]
+        [--transports udp tcp]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
 each owning one topic it publishes to at a low rate (together
@@ -133,7 +134,7 @@ def sessions_bench(args):
         procs = 1 if n <= 100 else 4
         total = max(4096, n + 100)
         cfg = SCALE_CONFIG % {"n": total, "per": total - 1, "subs": max(100000, n * (args.fanout + 1))}
-        for transport in ("udp", "tcp"):
+        for transport in args.transports:
             with tempfile.TemporaryDirectory() as tmp:
                 p = brokers.Proxy(tmp, secure=True, config=cfg)
                 try:
@@ -346,6 +347,8 @@ def main():
     ap.add_argument("--aggregate", type=float, default=1000.0, help="msg/s published by all sessions together")
     ap.add_argument("--fanout", type=int, default=3, help="topics each session subscribes to")
     ap.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 10 1000 10000)")
+    ap.add_argument("--transports", nargs="+", choices=("udp", "tcp"), default=("udp", "tcp"),
+                    help="our proxy's transports to run (Mosquitto runs TCP either way)")
     ap.add_argument("--duration", type=float, default=0, help="measured seconds per run (default 20, quick 5)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
