@@ -150,16 +150,21 @@ def sessions_bench(args):
                 m.stop()
         rows.append(("%d" % n, "mosquitto MQTT/TCP", r))
     out = []
+    anchor = dict((n, r) for n, name, r in rows if name.startswith("mosquitto"))
     for n, name, r in rows:
+        m = anchor.get(n)
+        ratio = "%.2fx / %.2fx" % (r["p99"] / m["p99"], r["cpu_us_per_msg"] / m["cpu_us_per_msg"]) \
+            if m and m["p99"] and m["cpu_us_per_msg"] else "-"
         out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
-                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], r["connect_s"],
+                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], ratio, r["connect_s"],
                     ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
     print()
     print(table.render(
         "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
             args.aggregate, args.fanout, args.duration),
         ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
-         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "connect s", "errors"), out))
+         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "errors"),
+        out))
     return rows
 
 
@@ -256,12 +261,17 @@ def mosquitto_backlog(tmp, n):
         subprocess.run([pub_bin, "-p", str(m.port), "-q", "1", "-t", "backlog", "-l", "-M", "128"],
                        input=line * n, check=True)
         t0 = time.perf_counter()
+        b0 = m.cpu()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             out = subprocess.run([sub_bin, "-p", str(m.port), "-c", "-i", "away", "-q", "1", "-t", "backlog",
                                   "-C", str(n)], stdout=subprocess.PIPE, check=True, timeout=BACKLOG_TIMEOUT_S).stdout
         except subprocess.TimeoutExpired as e:
-            return time.perf_counter() - t0, (e.output or b"").count(b"\n")
-        return time.perf_counter() - t0, out.count(b"\n")
+            out = e.output or b""
+        dt = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)   # the client, reaped (killed at a timeout)
+        ccpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        return dt, out.count(b"\n"), m.cpu() - b0, ccpu
     finally:
         m.stop()
 
@@ -325,16 +335,19 @@ max_topics = %d
             bcpu = p.cpu() - c0
             r = results[0]
             dt = r["t_last"] - t_go
-            rows.append(("backlog to a returning subscriber (Noise TCP)", "%.0f msg/s" % (r["got"] / dt),
+            ours = r["got"] / dt
+            rows.append(("backlog to a returning subscriber (Noise TCP)", "%.0f msg/s" % ours,
                          "%d messages in %.2f s; proxy CPU %.1f us/msg, client %.1f us/msg" % (
                              r["got"], dt, 1e6 * bcpu / max(1, r["got"]), 1e6 * r["cpu_s"] / max(1, r["got"]))))
         finally:
             p.stop()
     with tempfile.TemporaryDirectory() as tmp:
-        dt, got = mosquitto_backlog(tmp, backlog)
+        dt, got, bcpu, ccpu = mosquitto_backlog(tmp, backlog)
         rows.append(("mosquitto: same backlog to a persistent session (C client)", "%.0f msg/s" % (got / dt),
-                     "%d of %d messages in %.2f s%s (held in memory; persistence on)" % (
-                         got, backlog, dt, "" if got == backlog else ", then stopped waiting")))
+                     "%d of %d messages in %.2f s%s (held in memory; persistence on); broker CPU %.1f us/msg, "
+                     "client %.1f us/msg; upsycle / mosquitto %.2fx" % (
+                         got, backlog, dt, "" if got == backlog else ", then stopped waiting",
+                         1e6 * bcpu / max(1, got), 1e6 * ccpu / max(1, got), ours * dt / max(1, got))))
     print()
     print(table.render("Store: %d messages over %d topics" % (n_msgs, n_topics), ("measure", "value", "detail"), rows))
     return rows
