@@ -139,16 +139,29 @@ def sessions_bench(args):
                 p = brokers.Proxy(tmp, secure=True, config=cfg)
                 try:
                     r = run_sessions(p, "upsycle", n, args, transport, procs)
+                    t0 = time.perf_counter()
+                    try:
+                        p.stop()
+                    except subprocess.TimeoutExpired:
+                        p.proc.kill()   # a measured row is kept: the stop time is part of what it says
+                        p.proc.wait(60)
+                    r["stop_s"] = time.perf_counter() - t0
                 finally:
-                    p.stop()
+                    if p.proc.poll() is None:
+                        p.proc.kill()
+                        p.proc.wait(60)
             rows.append(("%d" % n, "upsycle Noise/%s" % transport.upper(), r))
+            print("%s sessions, upsycle %s: %s" % (n, transport, r), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             m = brokers.Mosquitto(tmp, 32)
             try:
                 r = run_sessions(m, "mqtt", n, args, "tcp", procs)
             finally:
+                t0 = time.perf_counter()
                 m.stop()
+            r["stop_s"] = time.perf_counter() - t0
         rows.append(("%d" % n, "mosquitto MQTT/TCP", r))
+        print("%s sessions, mosquitto: %s" % (n, r), flush=True)
     out = []
     anchor = dict((n, r) for n, name, r in rows if name.startswith("mosquitto"))
     for n, name, r in rows:
@@ -156,14 +169,15 @@ def sessions_bench(args):
         ratio = "%.2fx / %.2fx" % (r["p99"] / m["p99"], r["cpu_us_per_msg"] / m["cpu_us_per_msg"]) \
             if m and m["p99"] and m["cpu_us_per_msg"] else "-"
         out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
-                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], ratio, r["connect_s"],
+                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
                     ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
     print()
     print(table.render(
         "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
             args.aggregate, args.fanout, args.duration),
         ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
-         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "errors"),
+         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
+         "errors"),
         out))
     return rows
 
