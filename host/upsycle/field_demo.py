@@ -217,6 +217,11 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
             summary["relays"] = tri.relays
             relays = tri.cut_relays
             port_b = tri.ports["b"]
+            home = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", tri.data["home"],
+                         "--listen", "127.0.0.1:%d" % tri.ports["home"]] + tri.args("home"), "proxy-home", None)
+            procs.append(home)
+            home.wait_port(tri.ports["home"])
+            tri.pin_home()
             extra = tri.args("a")
         proxy = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy"),
                       "--listen", "127.0.0.1:%d" % port] + extra, "proxy", None)
@@ -225,15 +230,14 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
         sub_port = port
         home_sub = None
         if tri is not None:
-            for site in ("home", "b"):
-                pr = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", tri.data[site],
-                           "--listen", "127.0.0.1:%d" % tri.ports[site]] + tri.args(site), "proxy-" + site, None)
-                procs.append(pr)
-                pr.wait_port(tri.ports[site])
+            site_b = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", tri.data["b"],
+                           "--listen", "127.0.0.1:%d" % port_b] + tri.args("b"), "proxy-b", None)
+            procs.append(site_b)
+            site_b.wait_port(port_b)
             sub_port = port_b
-            out("home: a proxy on 127.0.0.1:%d; site B: a proxy on 127.0.0.1:%d; each site linked to home "
-                "only (Noise, keys pinned, through relays the demo can cut); a subscriber at home and one at "
-                "site B" % (tri.ports["home"], port_b))
+            out("home: a proxy on 127.0.0.1:%d (key %s...); site B: a proxy on 127.0.0.1:%d; each site linked "
+                "to home only (Noise, home's key pinned, through relays the demo can cut); a subscriber at home "
+                "and one at site B" % (tri.ports["home"], tri.home_key[:16], port_b))
         if sites == 2:
             site_b = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy-b"),
                            "--listen", "127.0.0.1:%d" % port_b]

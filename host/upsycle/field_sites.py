@@ -92,35 +92,39 @@ def proxy_args(port, relay_port, peer_relay_port):
 class Line:
     """Three sites in a line (`upsycle demo --sites 3`): site A (the
     boards), "home" (a box with a fixed address) and site B. Each site knows
-    only home, and home both sites, each peer's key pinned (the keys are
-    made here before any proxy starts), so under the default
+    only home, with home's key pinned, and home knows both sites (their keys
+    learnt at the listed addresses on its first dial), so under the default
     ``peer_policy = "listed"`` every message between A and B passes home.
-    Each direction of each link has its TCP relay; ``cut_relays`` are those
-    of the link between A and home."""
+    Start home first (``pin_home`` once its key exists). Each direction of
+    each link has its TCP relay; ``cut_relays`` are those of the link
+    between A and home."""
 
     SITES = ("a", "home", "b")
     LINKS = (("a", "home"), ("home", "b"))
 
     def __init__(self, work, port_a):
         import os
-
-        from upsycle import identity
         self.data = {"a": os.path.join(work, "proxy"), "home": os.path.join(work, "proxy-home"),
                      "b": os.path.join(work, "proxy-b")}
         self.ports = {"a": port_a, "home": processes.free_port(), "b": processes.free_port()}
-        self.keys = dict((s, identity.public_key(identity.proxy_key(self.data[s])).hex()) for s in self.SITES)
         self.relays = []
         self.peers = dict((s, []) for s in self.SITES)
         for x, y in self.LINKS:
             to_y, to_x = TcpRelay(self.ports[y]), TcpRelay(self.ports[x])
             self.relays += [to_y, to_x]
-            self.peers[x].append("127.0.0.1:%d@%s" % (to_y.port, self.keys[y]))
-            self.peers[y].append("127.0.0.1:%d@%s" % (to_x.port, self.keys[x]))
+            self.peers[x].append(["127.0.0.1:%d" % to_y.port, y])
+            self.peers[y].append(["127.0.0.1:%d" % to_x.port, x])
         self.cut_relays = self.relays[:2]
+        self.home_key = None
+
+    def pin_home(self):
+        """Read home's key (made when it started) for the sites' configs."""
+        from upsycle import identity
+        self.home_key = identity.public_key(identity.proxy_key(self.data["home"])).hex()
 
     def args(self, site):
         """Extra `upsycle proxy` arguments for ``site``."""
         out = []
-        for p in self.peers[site]:
-            out += ["--peer", p]
+        for addr, peer in self.peers[site]:
+            out += ["--peer", addr + ("@" + self.home_key if peer == "home" else "")]
         return out + ["--overlay-period", "1", "--catchup-period", "2"]
