@@ -111,3 +111,37 @@ def test_bad_proxy_lists_are_usage_errors(tmp_path):
     assert r.returncode == 2 and b"at most 4" in r.stderr
     r = cli("pub", TOPIC, "x", "--proxy", "127.0.0.1:notaport", "--home", str(tmp_path))
     assert r.returncode == 2 and b"bad port" in r.stderr
+
+
+def test_a_private_topic_through_all_of_two_proxies(tmp_path):
+    """Sealed once, the same bytes at both proxies under one id; the member
+    at both proxies opens each message once (dedup before the replay
+    window), and a member that joins later and subscribes at both too."""
+    admin, member = str(tmp_path / "admin"), str(tmp_path / "member")
+    assert cli("topic", "--home", admin, "create", "plot7").returncode == 0
+    url = cli("topic", "--home", admin, "invite", "plot7", "--read", "--write", "--no-qr").stdout.decode().strip()
+    assert cli("topic", "--home", member, "join", url).returncode == 0
+    pa, pb = free_port(), free_port()
+    da, db = str(tmp_path / "a"), str(tmp_path / "b")
+    fed = ["--overlay-period", "0.5", "--catchup-period", "1"]
+    a = start_proxy(da, pa, "--peer", "127.0.0.1:%d" % pb, *fed)
+    b = start_proxy(db, pb, "--peer", "127.0.0.1:%d" % pa, *fed)
+    both = ["--all", "--proxy", "127.0.0.1:%d" % pa, "--proxy", "127.0.0.1:%d" % pb]
+    try:
+        p = cli("pub", "plot7", "one", "two", "three", *both, "--home", admin)
+        assert p.returncode == 0, p.stderr
+        s = cli("sub", "plot7", *both, "--home", member, "--count", "3", "--timeout", "30")
+        assert s.returncode == 0, s.stderr
+        assert s.stdout.splitlines() == [b"one", b"two", b"three"]
+        assert b"failed the group check" not in s.stderr, s.stderr
+        # the same sealed bytes at both proxies, one row each
+        rows = []
+        for d in (da, db):
+            con = sqlite3.connect("file:%s?mode=ro" % os.path.join(d, "proxy.sqlite3"), uri=True)
+            rows.append(sorted((bytes(m), bytes(pl)) for m, pl in con.execute(
+                "SELECT msg_id, payload FROM messages")))
+            con.close()
+        assert len(rows[0]) == 3 and rows[0] == rows[1]
+    finally:
+        stop(a)
+        stop(b)
