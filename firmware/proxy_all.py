@@ -29,6 +29,9 @@ except ImportError:   # CPython, where the host tests run this module
 # Mirror datagrams are read when the loop turns: it turns at least this
 # often while mirrors run (the link's socket is the one the loop waits on).
 _POLL_MS = const(50)
+# Publishes in flight per mirror: each keeps its sealed datagram (~350
+# bytes) for resends; the link's window is 8, and a mirror is the spare.
+_WINDOW = const(4)
 # Datagrams read per mirror per turn.
 _RX_PER_TURN = const(8)
 # The proxy link's largest read (runtime.RX_MAX).
@@ -40,7 +43,7 @@ class Mirror:
         self.pl = pl
         self.index = index
         s = pl.session
-        self.session = ClientSession(s.node_id, s.window, s.keepalive_ms, s.aliases)
+        self.session = ClientSession(s.node_id, _WINDOW, s.keepalive_ms, s.aliases)
         if plain:
             from firmware.proxy_link import PlainLink
             self.link = PlainLink(self.session)
