@@ -78,6 +78,10 @@ def test_a_board_in_all_mode_loses_nothing_and_waits_for_no_failover(tmp_path, m
                         break
                     await asyncio.sleep(0.5)
                 moved = any("moving to the next proxy" in line for line in q.lines)
+                if list(sub.per_author().values()) != [READINGS]:
+                    from upsycle.proxy.status import fetch_status
+                    print("subscriber: delivered %d rejected %d" % (sub.delivered, sub.rejected))
+                    print("proxy B:", await fetch_status("127.0.0.1", pb))
                 return sub.per_author(), q, moved, time.monotonic() - killed
             finally:
                 stop_sub.set()
@@ -85,6 +89,8 @@ def test_a_board_in_all_mode_loses_nothing_and_waits_for_no_failover(tmp_path, m
 
         per, q, moved, took = asyncio.run(main())
         p = q
+        if list(per.values()) != [READINGS] or moved:
+            print("\n".join(q.lines))   # the board's whole log, for the report
         assert list(per.values()) == [READINGS], (per, q.lines[-40:])
         lines = q.lines
         assert any("also publishing through 127.0.0.1:%d" % pb in l for l in lines), lines[-40:]
