@@ -47,7 +47,7 @@ from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.member import Member, Publication
 from shared_protocol.groups.readings import Batch
-from shared_protocol.groups.wire import BATCH_MAX
+from shared_protocol.groups.wire import BATCH_MAX, DICT_MAX
 from firmware import platform
 
 DATA_DIR = "/data"
@@ -69,6 +69,9 @@ BOARD_TAIL = 64
 # per replica generation (runtime.AUTHOR_BYTES is the sum).
 AUTHOR_NODE_BYTES = 4
 AUTHOR_GEN_BYTES = 4
+# Names (logs, map keys) a node's readings repeat that go in its group
+# dictionary (reading_dictionary): a sensor writes one or two.
+NAMES_PACKED = 2
 
 
 class OutboxFull(Exception):
@@ -104,6 +107,7 @@ class Topic:
         self.published = 0
         self.replica = None
         self.callbacks = []
+        self.names = []        # names this node wrote since boot (reading_dictionary)
         self.dirty_state = False
         self.dirty_replica = False
         self._load(fresh)
@@ -211,6 +215,8 @@ class Topic:
         if len(self.outbox) >= OUTBOX_MAX:
             raise OutboxFull("%d readings wait for the proxy already: the reading is dropped" % OUTBOX_MAX)
         op = self.replica.append(key, t, value)
+        if key not in self.names and len(self.names) < NAMES_PACKED:
+            self.names.append(key)
         self.outbox.append(op)
         self.published += 1
         self.dirty_state = True
@@ -263,10 +269,12 @@ class Topic:
         if not m.epoch_key().readable:
             payload = m.seal(ops[0], rand, now)        # write-only: group_pub to the epoch key
             ops = ops[:1]
-        elif self.batch > 1:
-            payload = m.seal_batch(ops, rand, now)
         else:
-            payload = m.seal_reading(ops[0], rand, now)
+            m.set_dictionary(reading_dictionary(self.replica, self.names))
+            if self.batch > 1:
+                payload = m.seal_batch(ops, rand, now)
+            else:
+                payload = m.seal_reading(ops[0], rand, now)
         self.dirty_state = True   # the group sequence number moved: on flash before the datagram leaves
         return author, O.author_seq(ops[-1])[1], payload
 
@@ -322,6 +330,25 @@ class Topic:
                 cb(key, value, author)
             except Exception as e:
                 self.log("upsycle: on_change callback failed: %r" % (e,))
+
+
+def reading_dictionary(replica, names=()):
+    """What this node's readings repeat, for the group layer to send once
+    (groups/readings.py, pack): the CBOR of its DMC author id, which heads
+    every op it writes, of the names it writes to (``names``, first use
+    first) and of the other authors of the topic, which its ops' causal
+    deps name (in id order). An op of an older generation of ours (another
+    author id) just goes with that id in full."""
+    own = replica.author
+    d = [cbor.encode(own)]
+    for n in names:
+        d.append(cbor.encode(n))
+    for a in sorted(replica.vv):
+        if len(d) >= DICT_MAX:
+            break
+        if a != own:
+            d.append(cbor.encode(a))
+    return d
 
 
 def message_seq(author, seq):

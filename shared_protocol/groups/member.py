@@ -19,7 +19,7 @@ from shared_protocol.groups.errors import (BadSignature, DecryptFailed, FutureEp
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
 from shared_protocol.groups import readings
-from shared_protocol.groups.readings import authors_from_record, authors_to_record
+from shared_protocol.groups.readings import authors_from_record, authors_to_record, dicts_from_record, dicts_to_record
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
@@ -126,6 +126,11 @@ class Member:
         self.authors = {}
         self.intro_left = 0
         self.max_authors = AUTHORS_MAX
+        # Signed readings (group_rs): our dictionary (byte strings our
+        # readings repeat, sent in our introduction; set_dictionary) and the
+        # ones other authors introduced, by author reference and generation.
+        self.dictionary = []
+        self.dicts = {}
 
     # -- roles --
 
@@ -183,6 +188,18 @@ class Member:
         message: called for every new link to a proxy (readings.py)."""
         self.intro_left = 0
 
+    def set_dictionary(self, entries):
+        """Byte strings our readings repeat (wire.DICT_MAX of wire.DICT_ENTRY_MIN..
+        DICT_ENTRY_MAX bytes; the rest are dropped): a changed dictionary goes
+        out in the next message's introduction, before any reading uses it."""
+        d = []
+        for e in entries:
+            if wire.DICT_ENTRY_MIN <= len(e) <= wire.DICT_ENTRY_MAX and len(d) < wire.DICT_MAX:
+                d.append(bytes(e))
+        if d != self.dictionary:
+            self.dictionary = d
+            self.intro_left = 0
+
     # -- publishing --
 
     def seal(self, body, rand32, now=None):
@@ -221,12 +238,18 @@ class Member:
         return envelope.REGISTRY.encode("group_pub", self.topic, self.epoch, mode, kfield, sealed)
 
     def seal_reading(self, body, rand32, now=None):
-        """``body`` as a compact signed reading (group_rd, readings.py)."""
-        return readings.seal(self, [body], False, rand32, now, SEQ_MAX)
+        """``body`` as a signed reading (group_rs, readings.py)."""
+        return readings.seal_rs(self, [body], False, rand32, now, SEQ_MAX)
 
     def seal_batch(self, bodies, rand32, now=None):
-        """1..wire.BATCH_MAX bodies in one group_rd under one signature."""
-        return readings.seal(self, bodies, True, rand32, now, SEQ_MAX)
+        """1..wire.BATCH_MAX bodies in one group_rs under one signature."""
+        return readings.seal_rs(self, bodies, True, rand32, now, SEQ_MAX)
+
+    def seal_compact(self, bodies, batch, rand32, now=None):
+        """The earlier compact form (group_rd: random nonce, AEAD tag), which
+        members still open."""
+        from shared_protocol.groups import compact
+        return compact.seal(self, bodies, batch, rand32, now, SEQ_MAX)
 
     # -- receiving --
 
@@ -236,8 +259,11 @@ class Member:
         if len(data) > wire.GROUP_MESSAGE_MAX:
             raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.GROUP_MESSAGE_MAX))
         msg = envelope.REGISTRY.decode(data)
+        if msg.type is wire.RS:
+            return readings.open_rs(self, msg, now, SEQ_MAX, Publication)
         if msg.type is wire.RD:
-            return readings.open_rd(self, msg, now, SEQ_MAX, Publication)
+            from shared_protocol.groups import compact
+            return compact.open_rd(self, msg, now, SEQ_MAX, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
             raise Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
@@ -416,7 +442,7 @@ class Member:
             "capability": self.capability, "epoch": self.epoch, "epochs": epochs,
             "revoked": sorted(self.revoked), "windows": windows, "next_seq": self.next_seq,
             "gen": self.gen, "wclock": self._wclock,
-            "authors": authors_to_record(self.authors),
+            "authors": authors_to_record(self.authors), "dicts": dicts_to_record(self.dicts),
         }
 
     @classmethod
@@ -437,5 +463,6 @@ class Member:
         m._wclock = r.get("wclock", 0)
         # records written before compact readings have no "authors"
         m.authors = authors_from_record(r.get("authors", []))
+        m.dicts = dicts_from_record(r.get("dicts", []))
         return m
 

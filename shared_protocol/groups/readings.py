@@ -1,5 +1,10 @@
 """Compact readings: what is the same in every publication travels once.
 
+Members seal signed readings (group_rs, the second half of this module: no
+nonce, no AEAD tag, bodies packed with the author's dictionary) and open
+both forms; the earlier group_rd, described first, is sealed by
+groups/compact.py, which also opens it, off the node path.
+
 A ``group_pub`` carries, in every message, the author's key (32 bytes), its
 write capability (rights, expiry and the admin's 64-byte signature) and the
 topic id. For a sensor that publishes every minute that is most of the
@@ -40,11 +45,11 @@ prove. Write-only members (no epoch secret) keep publishing ``group_pub``.
 """
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import AuthenticationFailed
+from shared_protocol.crypto.chacha20poly1305 import chacha20_xor
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups import wire
 from shared_protocol.groups.errors import (AuthorClash, AuthorUnknown, BadSignature, CapabilityExpired,
-                                           DecryptFailed, FutureEpoch, GroupUsageError, Malformed, MemberRevoked,
+                                           FutureEpoch, GroupUsageError, Malformed, MemberRevoked,
                                            NoReadCapability, Replayed, TooLarge, UnknownEpoch)
 from shared_protocol.groups.keys import (KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_from_wire, capability_on_wire,
                                          check_write_capability)
@@ -70,79 +75,6 @@ def _is_bytes(v, size=None):
 
 def _is_seq(v, max_seq):
     return isinstance(v, int) and not isinstance(v, bool) and 0 < v <= max_seq
-
-
-def seal(member, bodies, batch, rand32, now, max_seq):
-    """The group_rd message for ``bodies`` (one, or a batch); advances the
-    member's sequence number by len(bodies)."""
-    if not member.can_write:
-        raise GroupUsageError(message="this member holds no write capability")
-    ek = member.epoch_key()
-    if not ek.readable:
-        raise GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
-    cap = member.capability
-    if now is not None and cap is not None and cap[3] and now >= cap[3]:
-        raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
-    n = len(bodies)
-    if n < 1 or n > (wire.BATCH_MAX if batch else 1):
-        raise GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
-    for b in bodies:
-        if len(b) > wire.BODY_MAX:
-            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
-    if not _is_bytes(rand32, KEY_SIZE):
-        raise GroupUsageError(message="seal needs 32 random bytes")
-    seq = member.seq_block(n, rand32)   # generation and counter (member.py, COUNTER_BITS)
-    if seq + n - 1 > max_seq:
-        raise GroupUsageError(message="sequence numbers exhausted for this member key")
-    author = member.identity.public
-    topic = member.topic
-    if batch:
-        kind, payload = wire.RD_BATCH, list(bodies)
-        sig = member.identity.sign(wire.batch_signed_bytes(topic, member.epoch, author, seq, n,
-                                                           wire.batch_chain(bodies)))
-    else:
-        kind, payload = wire.RD_SIGNED, bodies[0]
-        sig = member.identity.sign(wire.rd_signed_bytes(topic, member.epoch, author, seq, payload))
-    intro = None
-    if member.intro_left <= 0:
-        intro = [author, None if member.is_admin else capability_on_wire(cap)]
-        member.intro_left = INTRO_EVERY
-    inner = cbor.encode([kind, author[:wire.AREF_SIZE], seq, payload, sig, intro])
-    nonce = rand32[:wire.NONCE_SIZE]   # random: many authors share the epoch key (RFC 8439 §4)
-    sealed = api.aead_encrypt(ek.sym, nonce, inner, wire.rd_header(topic, member.epoch, nonce))
-    member.seq_used(seq, n)
-    member.intro_left -= 1
-    return envelope.REGISTRY.encode("group_rd", member.epoch, nonce, sealed)
-
-
-def _inner(v, max_seq):
-    """Check the shape of a decoded inner array; returns it unpacked."""
-    if not isinstance(v, list) or len(v) != 6:
-        raise Malformed(message="compact reading content has the wrong shape")
-    kind, aref, seq, payload, sig, intro = v
-    if kind == wire.RD_SIGNED:
-        if not _is_bytes(payload) or len(payload) > wire.BODY_MAX:
-            raise Malformed(message="reading body malformed")
-        count = 1
-    elif kind == wire.RD_BATCH:
-        if not isinstance(payload, list) or not 0 < len(payload) <= wire.BATCH_MAX:
-            raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
-        for b in payload:
-            if not _is_bytes(b) or len(b) > wire.BODY_MAX:
-                raise Malformed(message="batch body malformed")
-        count = len(payload)
-    else:
-        raise Malformed(message="unknown reading kind")
-    if not _is_bytes(aref, wire.AREF_SIZE) or not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
-        raise Malformed(message="author reference or sequence number malformed")
-    if not _is_bytes(sig, SIG_SIZE):
-        raise Malformed(message="a reading message needs its 64-byte signature")
-    if intro is not None:
-        if not isinstance(intro, list) or len(intro) != 2 or not _is_bytes(intro[0], KEY_SIZE):
-            raise Malformed(message="author introduction malformed")
-        if bytes(intro[0][:wire.AREF_SIZE]) != bytes(aref):
-            raise Malformed(message="introduction is for another author reference")
-    return kind, bytes(aref), seq, payload, count, sig, intro
 
 
 def _author(member, aref, intro, now):
@@ -188,10 +120,8 @@ def _later(held, offered):
     return offered != NO_EXPIRY and offered < held
 
 
-def open_rd(member, msg, now, max_seq, publication):
-    """Open a group_rd (already decoded as an envelope); returns a
-    Publication or a Batch; changes nothing unless every check passes."""
-    epoch, nonce, sealed = msg.values
+def _read_key(member, epoch):
+    """The epoch's keys for opening a reading, or the typed refusal."""
     ek = member.epoch_key(epoch) if epoch in member.epochs() else None
     if ek is None:
         if epoch > member.epoch:
@@ -201,40 +131,22 @@ def open_rd(member, msg, now, max_seq, publication):
         raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, member.epoch))
     if not ek.readable:
         raise NoReadCapability(message="write-only member: cannot open publications")
-    topic = member.topic
-    try:
-        inner = api.aead_decrypt(ek.sym, nonce, sealed, wire.rd_header(topic, epoch, nonce))
-    except AuthenticationFailed:
-        raise DecryptFailed(message="reading does not authenticate under epoch %d" % epoch)
-    kind, aref, seq, payload, count, sig, intro = _inner(cbor.decode(inner), max_seq)
-    author, cap, new_entry = _author(member, aref, intro, now)
-    if author in member.revoked:
-        raise MemberRevoked(message="author was removed from the topic")
-    if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
-        raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
-    if kind == wire.RD_SIGNED:
-        signed = wire.rd_signed_bytes(topic, epoch, author, seq, payload)
-    else:
-        signed = wire.batch_signed_bytes(topic, epoch, author, seq, count, wire.batch_chain(payload))
-    try:
-        api.ed25519_verify(author, signed, sig)
-    except CryptoBadSignature:
-        raise BadSignature(message="author signature does not verify")
-    win = member.window_for(author, seq)     # per (author, generation); a batch is in one generation
-    for s in range(seq, seq + count):
-        if not win.is_fresh(s):
-            raise Replayed(message="sequence %d of this author already seen or too old" % s)
-    # every check passed: commit
+    return ek
+
+
+def _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies):
+    """Every check passed: advance the replay window, keep the introduction,
+    hand out the readings."""
     for s in range(seq, seq + count):
         win.accept(s)
     member.keep_window(author, win, seq)
     if new_entry is not None:
         member.authors[aref] = new_entry
     if kind == wire.RD_SIGNED:
-        return publication(topic, epoch, author, seq, payload)
+        return publication(topic, epoch, author, seq, bodies[0])
     out = []
     for i in range(count):
-        out.append(publication(topic, epoch, author, seq + i, payload[i]))
+        out.append(publication(topic, epoch, author, seq + i, bodies[i]))
     return Batch(out)
 
 
@@ -254,4 +166,366 @@ def authors_from_record(rows):
         if isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], KEY_SIZE) and isinstance(row[1], list):
             key = bytes(row[0])
             out[key[:wire.AREF_SIZE]] = [key, row[1], False]
+    return out
+
+
+# -- signed readings (group_rs): no nonce, no AEAD tag on the wire -----------
+#
+#     group_rs = [1, 83, epoch, data]
+#     data     = R | ChaCha20(epoch key, N, S | inner)     (RFC 8439 §2.4, counter 1)
+#     N        = SHA-256("upsycle-rs-nonce-v1" | R)[:12]
+#     R | S    = Ed25519 by the author over
+#                "upsycle-rs-v1" | topic | CBOR [epoch, bodies unpacked] | inner
+#     inner    = flags | aref (4) | generation (3) | counter (1..3) | [intro] | body or batch
+#     intro    = CBOR [author key, capability on the wire or null, dictionary]
+#
+# Why this is enough (docs/private-groups.md "Signed readings"): R is derived
+# from the signed message and the author's secret (RFC 8032 §5.1.6), so it
+# is a PRF of the plaintext: a synthetic IV (Rogaway and Shrimpton, "A
+# Provable-Security Treatment of the Key-Wrap Problem", 2006). Different
+# plaintexts get unrelated nonces, the same plaintext the same bytes, and R
+# alone says nothing about the author or the body. Integrity: any change of
+# R or of the ciphertext changes the recovered (S, inner), and the reader
+# accepts only what verifies under the author's key; Ed25519 with S < L
+# checked is strongly unforgeable (Brendel et al., "The Provable Security of
+# Ed25519: Theory and Practice", IEEE S&P 2021), which with a CPA-secure
+# cipher gives what the AEAD tag gave (Bellare and Namprempre, "Authenticated
+# Encryption", 2000: encrypt-then-MAC with a strongly unforgeable MAC; here
+# the "MAC" is the signature over everything the ciphertext decrypts to).
+# The 16-byte tag authenticated the epoch-key holders only, i.e. every
+# member; the signature authenticates the author.
+
+
+def _stream(key, nonce, data):
+    """data XOR the ChaCha20 keystream from block 1 (RFC 8439 §2.4): the
+    ciphertext part of the AEAD (§2.8), without computing its tag where the
+    backend lets us."""
+    if api.backend_name() == "pure-python":
+        return chacha20_xor(key, 1, nonce, data)
+    return api.aead_encrypt(key, nonce, data)[:-api.AEAD_TAG_SIZE]
+
+
+def _rs_nonce(r):
+    return api.sha256(wire.RS_NONCE_LABEL + bytes(r))[:wire.NONCE_SIZE]
+
+
+_REF = 0xE0    # CBOR simple value 0 (RFC 8949 §3.3: 0..19 unassigned); _REF + i names entry i
+
+
+def _token_end(data, p):
+    """End of the CBOR token at p: a whole byte or text string, or the head
+    of any other item (its argument or float bytes included); -1 if the
+    token is truncated, indefinite or reserved."""
+    ib = data[p]
+    ai = ib & 0x1F
+    if ai < 24:
+        n, q = ai, p + 1
+    elif ai < 28:
+        k = 1 << (ai - 24)
+        q = p + 1 + k
+        if q > len(data):
+            return -1
+        n = 0
+        for i in range(p + 1, q):
+            n = (n << 8) | data[i]
+    else:
+        return -1
+    major = ib >> 5
+    if major == 2 or major == 3:
+        q += n
+    return q if q <= len(data) else -1
+
+
+def pack(body, dictionary):
+    """``body`` with every CBOR string item whose encoding is a dictionary
+    entry replaced by one byte, the unassigned simple value of its index
+    (_REF + i); ``body`` itself when it is not CBOR tokens we can walk, holds
+    such simple values already, or would not get shorter. Deterministic: a
+    single pass, left to right."""
+    if not dictionary:
+        return body
+    hit = False
+    for e in dictionary:
+        if body.find(e) >= 0:
+            hit = True
+            break
+    if not hit:
+        return body
+    out = bytearray()
+    p = 0
+    n = len(body)
+    while p < n:
+        ib = body[p]
+        if _REF <= ib < _REF + 20:
+            return body            # an unassigned simple value of its own: ambiguous
+        q = _token_end(body, p)
+        if q < 0:
+            return body
+        if ib >> 5 == 2 or ib >> 5 == 3:
+            item = body[p:q]
+            for i in range(len(dictionary)):
+                if dictionary[i] == item:
+                    item = None
+                    out.append(_REF + i)
+                    break
+            if item is not None:
+                out += item
+        else:
+            out += body[p:q]
+        p = q
+    return bytes(out) if len(out) < n else body
+
+
+def unpack(packed, dictionary):
+    """The body a packed reading stands for; Malformed, or AuthorUnknown for
+    an index the reader holds no entry for (the author's dictionary grew and
+    its introduction has not reached us)."""
+    out = bytearray()
+    p = 0
+    n = len(packed)
+    while p < n:
+        ib = packed[p]
+        if _REF <= ib < _REF + wire.DICT_MAX:
+            i = ib - _REF
+            if dictionary is None or i >= len(dictionary):
+                raise AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % i)
+            out += dictionary[i]
+            p += 1
+        else:
+            q = _token_end(packed, p)
+            if q < 0:
+                raise Malformed(message="packed reading malformed")
+            out += packed[p:q]
+            p = q
+        if len(out) > wire.BODY_MAX:
+            raise Malformed(message="reading body over %d bytes" % wire.BODY_MAX)
+    return bytes(out)
+
+
+def _token_walk_ok(body):
+    """Whether ``body`` walks as CBOR tokens without reference bytes, so
+    unpack gives it back unchanged."""
+    p = 0
+    while p < len(body):
+        if _REF <= body[p] < _REF + 20:
+            return False
+        p = _token_end(body, p)
+        if p < 0:
+            return False
+    return True
+
+
+def _check_dictionary(d):
+    if not isinstance(d, list) or len(d) > wire.DICT_MAX:
+        return False
+    for e in d:
+        if not _is_bytes(e) or not wire.DICT_ENTRY_MIN <= len(e) <= wire.DICT_ENTRY_MAX:
+            return False
+    return True
+
+
+def _rs_head(flags, aref, seq):
+    """flags (with the counter's length) | aref | generation (3) | counter
+    in its shortest big-endian form (1..3 bytes)."""
+    c = seq & 0xFFFFFF
+    k = 1 if c < 0x100 else (2 if c < 0x10000 else 3)
+    g = seq >> 24
+    out = bytearray((flags | (k - 1) << 4,))
+    out += aref[:wire.AREF_SIZE]
+    out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+    for i in range(k - 1, -1, -1):
+        out.append((c >> (8 * i)) & 0xFF)
+    return bytes(out)
+
+
+def seal_rs(member, bodies, batch, rand32, now, max_seq):
+    """The group_rs message for ``bodies`` (one, or a batch); advances the
+    member's sequence number by len(bodies). Deterministic: the same
+    readings under the same state give the same bytes (``rand32`` is used
+    only when a new sequence generation must be drawn)."""
+    if not member.can_write:
+        raise GroupUsageError(message="this member holds no write capability")
+    ek = member.epoch_key()
+    if not ek.readable:
+        raise GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
+    cap = member.capability
+    if now is not None and cap is not None and cap[3] and now >= cap[3]:
+        raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
+    n = len(bodies)
+    if n < 1 or n > (wire.BATCH_MAX if batch else 1):
+        raise GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
+    for b in bodies:
+        if len(b) > wire.BODY_MAX:
+            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
+    if not _is_bytes(rand32, KEY_SIZE):
+        raise GroupUsageError(message="seal needs 32 random bytes")
+    seq = member.seq_block(n, rand32)
+    if seq + n - 1 > max_seq:
+        raise GroupUsageError(message="sequence numbers exhausted for this member key")
+    author = member.identity.public
+    d = member.dictionary
+    flags = wire.RD_BATCH if batch else wire.RD_SIGNED
+    intro = b""
+    if member.intro_left <= 0:
+        intro = cbor.encode([author, None if member.is_admin else capability_on_wire(cap), d])
+        flags |= wire.RS_INTRO
+    plain = []
+    packed = []
+    for b in bodies:
+        plain.append(bytes(b))
+        packed.append(pack(plain[-1], d))
+    if packed != plain:
+        # packed applies to every body of the message: one that did not
+        # shrink goes as it is, which unpacks to itself only if it walks as
+        # CBOR tokens without reference bytes; if one does not, none is packed
+        flags |= wire.RS_PACKED
+        for i in range(n):
+            if packed[i] == plain[i] and not _token_walk_ok(plain[i]):
+                flags &= ~wire.RS_PACKED
+                packed = plain
+                break
+    rest = cbor.encode(packed) if batch else packed[0]
+    inner = _rs_head(flags, author, seq) + intro + rest
+    sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, inner, plain))
+    data = sig[:32] + _stream(ek.sym, _rs_nonce(sig[:32]), sig[32:] + inner)
+    member.seq_used(seq, n)
+    member.intro_left = INTRO_EVERY - 1 if intro else member.intro_left - 1
+    return envelope.REGISTRY.encode("group_rs", member.epoch, data)
+
+
+def _rs_inner(inner, max_seq):
+    """Parse the plaintext of a group_rs: (kind, aref, seq, intro or None,
+    packed bodies list, count)."""
+    if len(inner) < wire.RS_HEAD_MIN:
+        raise Malformed(message="signed reading shorter than its head")
+    flags = inner[0]
+    kind = flags & wire.RS_KIND
+    k = ((flags & wire.RS_CLEN) >> 4) + 1
+    p = 1 + wire.AREF_SIZE + wire.RS_GEN_BYTES + k
+    if flags & ~(wire.RS_KIND | wire.RS_CLEN | wire.RS_INTRO | wire.RS_PACKED) \
+            or kind not in (wire.RD_SIGNED, wire.RD_BATCH) or k > 3 or len(inner) < p:
+        raise Malformed(message="unknown reading kind or flags")
+    aref = bytes(inner[1:1 + wire.AREF_SIZE])
+    seq = 0
+    for b in inner[1 + wire.AREF_SIZE:p - k]:
+        seq = (seq << 8) | b
+    c = 0
+    for b in inner[p - k:p]:
+        c = (c << 8) | b
+    seq = (seq << 24) | c
+    if k > 1 and inner[p - k] == 0:
+        raise Malformed(message="sequence counter not in its shortest form")
+    intro = None
+    try:
+        if flags & wire.RS_INTRO:
+            intro, used = cbor.decode_prefix(inner[p:])
+            p += used
+            if (not isinstance(intro, list) or len(intro) != 3 or not _is_bytes(intro[0], KEY_SIZE)
+                    or not _check_dictionary(intro[2])):
+                raise Malformed(message="author introduction malformed")
+            if bytes(intro[0][:wire.AREF_SIZE]) != aref:
+                raise Malformed(message="introduction is for another author reference")
+        rest = inner[p:]
+        if kind == wire.RD_BATCH:
+            items = cbor.decode(rest)
+            if not isinstance(items, list) or not 0 < len(items) <= wire.BATCH_MAX:
+                raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
+            for it in items:
+                if not _is_bytes(it) or len(it) > wire.BODY_MAX:
+                    raise Malformed(message="batch body malformed")
+        else:
+            items = [bytes(rest)]
+    except cbor.DecodeError:
+        raise Malformed(message="signed reading content is not deterministic CBOR")
+    count = len(items)
+    if not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
+        raise Malformed(message="sequence number malformed")
+    return flags, kind, aref, seq, intro, items, count
+
+
+def open_rs(member, msg, now, max_seq, publication):
+    """Open a group_rs (already decoded as an envelope); returns a
+    Publication or a Batch; changes nothing unless every check passes."""
+    epoch, data = msg.values
+    ek = _read_key(member, epoch)
+    if len(data) < SIG_SIZE + wire.RS_HEAD_MIN:
+        raise Malformed(message="signed reading of %d bytes is too short" % len(data))
+    r = bytes(data[:32])
+    plain = _stream(ek.sym, _rs_nonce(r), data[32:])
+    sig = r + plain[:32]
+    inner = plain[32:]
+    flags, kind, aref, seq, intro, items, count = _rs_inner(inner, max_seq)
+    topic = member.topic
+    me = member.identity.public
+    # The author's key and dictionary. Nothing here is trusted until the
+    # signature verifies: a changed byte anywhere fails it.
+    if intro is not None:
+        author = bytes(intro[0])
+        d = intro[2]
+    else:
+        author, cap, new_entry = _author(member, aref, None, now)
+        held = member.dicts.get(_dict_key(aref, seq))
+        if held is not None:
+            d = held[1]
+        elif author == me and seq >> 24 == member.gen:
+            d = member.dictionary     # our own, before our introduction came back
+        else:
+            d = None
+    bodies = []
+    for it in items:
+        bodies.append(unpack(it, d) if flags & wire.RS_PACKED else bytes(it))
+    if author in member.revoked:
+        raise MemberRevoked(message="author was removed from the topic")
+    win = member.window_for(author, seq)
+    for s in range(seq, seq + count):
+        if not win.is_fresh(s):
+            raise Replayed(message="sequence %d of this author already seen or too old" % s)
+    try:
+        api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, inner, bodies), sig)
+    except CryptoBadSignature:
+        raise BadSignature(message="author signature does not verify")
+    if intro is not None:
+        # the introduction is the author's own (it signed it): now check what
+        # the admin signed (the capability), once per capability
+        author, cap, new_entry = _author(member, aref, intro, now)
+        dict_new = None
+        held = member.dicts.get(_dict_key(aref, seq))
+        if intro[2] or held is not None:
+            if held is None and len(member.dicts) >= 2 * member.max_authors:
+                raise TooLarge(message="more than %d author dictionaries in one topic" % (2 * member.max_authors))
+            if held is None or held[0] < seq:     # an older introduction never replaces a later one
+                dict_new = [seq, intro[2]]
+    else:
+        dict_new = None
+    if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
+        raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+    if dict_new is not None:
+        if dict_new[1]:
+            member.dicts[_dict_key(aref, seq)] = [dict_new[0], [bytes(e) for e in dict_new[1]]]
+        else:
+            member.dicts.pop(_dict_key(aref, seq), None)
+    return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies)
+
+
+def _dict_key(aref, seq):
+    """Dictionaries are kept per author reference and sequence generation:
+    two devices joined with one member key each have their own."""
+    g = seq >> 24
+    return aref + bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+
+
+def dicts_to_record(dicts):
+    out = []
+    for aref in sorted(dicts):
+        e = dicts[aref]
+        out.append([aref, e[0], e[1]])
+    return out
+
+
+def dicts_from_record(rows):
+    out = {}
+    for row in rows:
+        if (isinstance(row, list) and len(row) == 3 and _is_bytes(row[0], wire.AREF_SIZE + 3) and isinstance(row[1], int)
+                and _check_dictionary(row[2])):
+            out[bytes(row[0])] = [row[1], [bytes(e) for e in row[2]]]
     return out

@@ -3,6 +3,7 @@
     group_pub   [1, 80, topic, epoch, mode, kfield, sealed]
     group_rekey [1, 81, topic, epoch, ephemeral, part, parts, entries, admin signature]
     group_rd    [1, 82, epoch, nonce, sealed]       (compact readings: readings.py)
+    group_rs    [1, 83, epoch, data]                (signed readings: readings.py)
 
 Only the topic id, the epoch number and ciphertext are visible to a proxy.
 The author, sequence number, capability and signature travel inside the
@@ -76,6 +77,42 @@ BATCH_MAX = 8
 AREF_SIZE = 4
 RD_SIGNED = 0     # one reading, its own signature
 RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chain
+
+# Signed readings (group_rs, readings.py): the signature's R travels in clear
+# and names the stream nonce; S and the rest are ChaCha20 ciphertext, with no
+# AEAD tag (the signature authenticates every byte).
+RS = REGISTRY.register(83, "group_rs", (
+    ("epoch", UINT, EPOCH_MAX),
+    ("data", BYTES, SEALED_MAX),        # R (32) | ChaCha20(S | inner)
+))
+# inner = flags (1) | aref (AREF_SIZE) | generation (3) | counter (1..3, big-endian,
+#         shortest) | [intro, CBOR] | body (packed or not) / batch (CBOR array)
+RS_GEN_BYTES = 3
+RS_HEAD_MIN = 1 + AREF_SIZE + RS_GEN_BYTES + 1
+RS_KIND = 0x0F        # the low bits of flags: RD_SIGNED or RD_BATCH
+RS_CLEN = 0x30        # bytes of the counter, minus one (0..2)
+RS_INTRO = 0x80       # an introduction follows the head
+RS_PACKED = 0x40      # the bodies are packed with the author's dictionary (readings.pack)
+# The author's dictionary (readings.py, pack): CBOR strings its readings
+# repeat (a board's DMC author ids, its own and the ones its causal deps
+# name; the names it writes), sent in its introduction; a packed reading
+# carries one byte, a CBOR simple value, in place of such a string.
+# 8 entries of up to 33 bytes keep an introduction under 400 bytes.
+DICT_MAX = 8
+DICT_ENTRY_MAX = 33
+DICT_ENTRY_MIN = 3    # shorter ones save nothing (an index costs 1, a literal head 1)
+RS_SIG_LABEL = b"upsycle-rs-v1"
+RS_NONCE_LABEL = b"upsycle-rs-nonce-v1"
+
+
+def rs_signed_bytes(topic, epoch, inner, bodies):
+    """What a signed reading's author signs: the topic (not sent), and the
+    SHA-256 of the epoch, the whole inner plaintext as sent (so R, hence the
+    nonce, differs whenever any plaintext byte does) and the bodies as they
+    are unpacked (so a reader that unpacks with another dictionary fails the
+    signature). The digest keeps what Ed25519 hashes with the boards'
+    pure-Python SHA-512 at two blocks, whatever the batch (SHA-256 is native)."""
+    return RS_SIG_LABEL + topic + api.sha256(cbor.encode([epoch, inner, bodies]))
 
 
 def rd_header(topic, epoch, nonce):

@@ -209,9 +209,10 @@ class Rings:
 
     def set_topics(self, topics):
         ts = sorted(topics)
+        keep = set(ts)   # (a list here made a proxy's n joins cost n^3)
         ring = self._ring
         for t in list(ring.keys()):
-            if t not in ts:
+            if t not in keep:
                 del ring[t]
                 del self._masks[t]
         for t in ts:

@@ -1,4 +1,4 @@
-"""The host's payload codec speaks compact readings (group_rd): what
+"""The host's payload codec speaks signed readings (group_rs; it opens the earlier group_rd too): what
 `upsycle pub`/`sub` and the async client send and take."""
 import os
 
@@ -24,7 +24,7 @@ def test_codec_seals_compact_readings_and_opens_batches(tmp_path):
     tid, stores = _homes(tmp_path)
     alice, bob = GroupCodec(stores["alice"]), GroupCodec(stores["bob"])
     first = bob.encode(tid, b"soil=31%")
-    assert E.REGISTRY.decode(first).name == "group_rd"
+    assert E.REGISTRY.decode(first).name == "group_rs"
     second = bob.encode(tid, b"soil=30%")
     assert len(second) < len(first) - 90          # key and capability only in the first
     assert alice.decode(tid, first) == b"soil=31%"

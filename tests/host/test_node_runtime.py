@@ -177,7 +177,7 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     assert "s_pub_a" in names and "s_subscribe" in names
     pub = [E.REGISTRY.decode(m) for m in out if E.REGISTRY.decode(m).name == "s_pub_a"][0]
     assert b"temp" not in pub.values[-1]       # sealed
-    assert E.REGISTRY.decode(pub.values[-1]).name == "group_rd"   # a compact reading
+    assert E.REGISTRY.decode(pub.values[-1]).name == "group_rs"   # a signed reading
     # The ack (short form: alias and n) empties the outbox, on flash too.
     n.proxy.receive(E.REGISTRY.encode("s_ack_a", pub.values[0], pub.values[1]), 40)
     n.turn(41)
@@ -418,7 +418,7 @@ def test_batch_mode_waits_for_a_full_batch_then_sends_one_signed_message(tmp_pat
     assert [m.name for m in out] == ["s_pub_a"]
     sealed = out[0].values[-1]
     inner = E.REGISTRY.decode(sealed)
-    assert inner.name == "group_rd"
+    assert inner.name == "group_rs"
     # another member's node opens the four readings from the one message
     tb = b.topics[0]
     got = tb.open(sealed, 1763683201)

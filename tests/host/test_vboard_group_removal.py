@@ -79,11 +79,11 @@ def test_virtual_board_applies_a_removal_and_seals_in_the_new_epoch(tmp_path):
     stored = [bytes(r[0]) for r in db.execute("SELECT payload FROM messages WHERE topic=? ORDER BY seq", (topic,))]
     db.close()
     def kind(x):
-        # (type, epoch): a compact reading (group_rd) has no topic field before its epoch
+        # (type, epoch): a compact or signed reading (group_rd, group_rs) has no topic field before its epoch
         m = envelope.REGISTRY.decode(x)
-        return m.type, m.values[0] if m.type is wire.RD else m.values[1]
+        return m.type, m.values[0] if m.type in (wire.RD, wire.RS) else m.values[1]
     kinds = [kind(x) for x in stored]
-    readings = (wire.PUB, wire.RD)
+    readings = (wire.PUB, wire.RD, wire.RS)
     rekey_at = [i for i, (t, _) in enumerate(kinds) if t is wire.REKEY]
     assert len(rekey_at) == 1, kinds
     new = [x for x, (t, e) in zip(stored, kinds) if t in readings and e == 1]

@@ -1,4 +1,4 @@
-# Runs on CPython and in the MicroPython VM: compact readings (group_rd,
+# Runs on CPython and in the MicroPython VM: the earlier compact readings (group_rd,
 # shared_protocol/groups/readings.py). Every shortcut of the compact form (the
 # author's key and capability sent once, the topic id not sent, one signature
 # per batch) has its attack here: a typed error and no state change.
@@ -30,6 +30,15 @@ def _topic(name="garden"):
     ro = member_from_url(invite_url(admin.invite(r32(), read=True, write=False)))
     rw2 = member_from_url(invite_url(admin.invite(r32(), read=True, write=True)))
     return admin, rw, ro, rw2
+
+
+def _seal_rd(m, body, rand, now):
+    """The earlier compact form (group_rd), which members still open."""
+    return m.seal_compact([body], False, rand, now)
+
+
+def _seal_rd_batch(m, bodies, rand, now):
+    return m.seal_compact(bodies, True, rand, now)
 
 
 def _snapshot(m):
@@ -71,8 +80,8 @@ def _inner(reader_like, data):
 
 def test_signed_reading_round_trip_and_introduction_sent_once():
     admin, rw, ro, _ = _topic()
-    first = rw.seal_reading(b"21.5C", r32(), NOW)
-    second = rw.seal_reading(b"21.6C", r32(), NOW)
+    first = _seal_rd(rw, b"21.5C", r32(), NOW)
+    second = _seal_rd(rw, b"21.6C", r32(), NOW)
     p = ro.open(first, NOW)
     assert (p.body, p.seq, p.author) == (b"21.5C", 1, rw.identity.public)
     assert ro.open(second, NOW).body == b"21.6C"
@@ -80,30 +89,30 @@ def test_signed_reading_round_trip_and_introduction_sent_once():
     assert len(first) - len(second) > 32 + 64
     assert _inner(ro, second)[5] is None and _inner(ro, first)[5][0] == rw.identity.public
     # the admin and a member itself need no introduction
-    assert ro.open(admin.seal_reading(b"from admin", r32(), NOW), NOW).body == b"from admin"
+    assert ro.open(_seal_rd(admin, b"from admin", r32(), NOW), NOW).body == b"from admin"
     rw.intro_left = 5
-    assert rw.open(rw.seal_reading(b"own", r32(), NOW), NOW).body == b"own"
+    assert rw.open(_seal_rd(rw, b"own", r32(), NOW), NOW).body == b"own"
 
 
 def test_introduction_again_every_n_messages_new_link_and_new_epoch():
     admin, rw, ro, rw2 = _topic()
     intros = []
     for i in range(readings.INTRO_EVERY + 2):
-        intros.append(_inner(ro, rw.seal_reading(b"r", r32(), NOW))[5] is not None)
+        intros.append(_inner(ro, _seal_rd(rw, b"r", r32(), NOW))[5] is not None)
     assert intros[0] and intros[readings.INTRO_EVERY] and sum(intros) == 2
     rw.reintroduce()                                   # a new link to a proxy
-    assert _inner(ro, rw.seal_reading(b"r", r32(), NOW))[5] is not None
-    rw.seal_reading(b"r", r32(), NOW)
+    assert _inner(ro, _seal_rd(rw, b"r", r32(), NOW))[5] is not None
+    _seal_rd(rw, b"r", r32(), NOW)
     rekey, = admin.remove(rw2.identity.public, r32(), r32())
     rw.open(rekey, NOW)
-    assert _inner(rw, rw.seal_reading(b"r", r32(), NOW))[5] is not None
+    assert _inner(rw, _seal_rd(rw, b"r", r32(), NOW))[5] is not None
 
 
 def test_proxy_sees_neither_topic_id_author_nor_body():
     admin, rw, _, _ = _topic()
     body = b"soil moisture 31% at bed 4"
-    for m in (rw.seal_reading(body, r32(), NOW), rw.seal_reading(body, r32(), NOW),
-              rw.seal_batch([body, body], r32(), NOW)):
+    for m in (_seal_rd(rw, body, r32(), NOW), _seal_rd(rw, body, r32(), NOW),
+              _seal_rd_batch(rw, [body, body], r32(), NOW)):
         for secret in (body, rw.identity.public, rw.identity.public[:wire.AREF_SIZE], rw.capability[4],
                        rw.topic):
             assert bytes(secret) not in m
@@ -113,15 +122,15 @@ def test_proxy_sees_neither_topic_id_author_nor_body():
 def test_batch_round_trip_one_signature_for_many_readings():
     _, rw, ro, _ = _topic()
     bodies = [b"r%d" % i for i in range(wire.BATCH_MAX)]
-    data = rw.seal_batch(bodies, r32(), NOW)
+    data = _seal_rd_batch(rw, bodies, r32(), NOW)
     ev = ro.open(data, NOW)
     assert isinstance(ev, Batch)
     assert [(p.seq, p.body) for p in ev.publications] == [(i + 1, bodies[i]) for i in range(wire.BATCH_MAX)]
     assert rw.next_seq == wire.BATCH_MAX + 1
-    one = rw.seal_reading(b"after", r32(), NOW)
+    one = _seal_rd(rw, b"after", r32(), NOW)
     assert ro.open(one, NOW).seq == wire.BATCH_MAX + 1
-    raises(GroupUsageError, rw.seal_batch, [b"x"] * (wire.BATCH_MAX + 1), r32(), NOW)
-    raises(GroupUsageError, rw.seal_batch, [], r32(), NOW)
+    raises(GroupUsageError, _seal_rd_batch, rw, [b"x"] * (wire.BATCH_MAX + 1), r32(), NOW)
+    raises(GroupUsageError, _seal_rd_batch, rw, [], r32(), NOW)
 
 
 def _rejects(reader, cases):
@@ -135,13 +144,13 @@ def _rejects(reader, cases):
 def test_signed_reading_attacks():
     admin, rw, ro, rw2 = _topic()
     other_admin, other_rw, _, _ = _topic("other")
-    good = rw.seal_reading(b"ok", r32(), NOW)
+    good = _seal_rd(rw, b"ok", r32(), NOW)
     assert ro.open(good, NOW).seq == 1            # ro now knows rw
     rw_pub, rw2_pub = rw.identity.public, rw2.identity.public
     outsider = Identity(r32())
-    bad = bytearray(rw.seal_reading(b"tamper me", r32(), NOW))
+    bad = bytearray(_seal_rd(rw, b"tamper me", r32(), NOW))
     bad[-3] ^= 1
-    hdr = envelope.REGISTRY.decode(rw.seal_reading(b"aad", r32(), NOW))
+    hdr = envelope.REGISTRY.decode(_seal_rd(rw, b"aad", r32(), NOW))
     alt_nonce = bytearray(hdr["nonce"])
     alt_nonce[0] ^= 1
     expired_cap = make_capability(admin.identity, rw2_pub, 3, NOW - 1)
@@ -156,7 +165,7 @@ def test_signed_reading_attacks():
         ("tampered nonce (AAD)", DecryptFailed,
          envelope.REGISTRY.encode("group_rd", hdr["epoch"], bytes(alt_nonce), hdr["sealed"])),
         ("reading of another topic (topic id not on the wire, bound by the AAD)", DecryptFailed,
-         _rd(rw, _inner(rw, rw.seal_reading(b"x", r32(), NOW)), topic=other_admin.topic)),
+         _rd(rw, _inner(rw, _seal_rd(rw, b"x", r32(), NOW)), topic=other_admin.topic)),
         ("wrong epoch", UnknownEpoch, envelope.REGISTRY.encode("group_rd", 7, hdr["nonce"], hdr["sealed"])),
         ("author never introduced (no key, no capability)", AuthorUnknown,
          _signed(rw2, rw2.identity, rw2_pub, 1, b"who am I")),
@@ -181,7 +190,7 @@ def test_signed_reading_attacks():
 
 def test_author_reference_clash_keeps_the_first_key():
     admin, rw, ro, _ = _topic()
-    ro.open(rw.seal_reading(b"first", r32(), NOW), NOW)
+    ro.open(_seal_rd(rw, b"first", r32(), NOW), NOW)
     # another admin-approved key whose reference is rw's (as a clash would be)
     twin = Identity(r32())
     ref = rw.identity.public[:wire.AREF_SIZE]
@@ -194,17 +203,17 @@ def test_author_reference_clash_keeps_the_first_key():
 
 def test_removed_member_refused_even_when_introduced():
     admin, rw, ro, rw2 = _topic()
-    ro.open(rw2.seal_reading(b"before", r32(), NOW), NOW)     # ro knows rw2
+    ro.open(_seal_rd(rw2, b"before", r32(), NOW), NOW)     # ro knows rw2
     ro.open(admin.remove(rw2.identity.public, r32(), r32())[0], NOW)
-    late = rw2.seal_reading(b"I am still here", r32(), NOW)   # old epoch, cached author
+    late = _seal_rd(rw2, b"I am still here", r32(), NOW)   # old epoch, cached author
     _rejects(ro, [("removed author, cached introduction", MemberRevoked, late)])
 
 
 def test_cached_author_swapped_or_missing_in_the_record():
     admin, rw, ro, rw2 = _topic()
-    ro.open(rw.seal_reading(b"one", r32(), NOW), NOW)
-    ro.open(rw2.seal_reading(b"one", r32(), NOW), NOW)
-    nxt = rw.seal_reading(b"two", r32(), NOW)          # no introduction: relies on the cache
+    ro.open(_seal_rd(rw, b"one", r32(), NOW), NOW)
+    ro.open(_seal_rd(rw2, b"one", r32(), NOW), NOW)
+    nxt = _seal_rd(rw, b"two", r32(), NOW)          # no introduction: relies on the cache
     assert _inner(ro, nxt)[5] is None
     rec = ro.to_record()
     ref = rw.identity.public[:wire.AREF_SIZE]
@@ -230,7 +239,7 @@ def test_cached_author_swapped_or_missing_in_the_record():
     _rejects(m, [("cached author missing", AuthorUnknown, nxt)])
     # the author's next introduction (new link) fills the cache again
     rw.reintroduce()
-    assert m.open(rw.seal_reading(b"three", r32(), NOW), NOW).body == b"three"
+    assert m.open(_seal_rd(rw, b"three", r32(), NOW), NOW).body == b"three"
     # 4. an intact record: the cache is checked once on first use, then trusted
     m = Member.from_record(cbor.decode(cbor.encode(rec)))
     assert m.open(nxt, NOW).body == b"two"
@@ -239,19 +248,19 @@ def test_cached_author_swapped_or_missing_in_the_record():
 
 def test_older_capability_replayed_does_not_replace_a_later_one():
     admin, rw, ro, _ = _topic()
-    ro.open(rw.seal_reading(b"one", r32(), NOW), NOW)          # never-expiring capability
+    ro.open(_seal_rd(rw, b"one", r32(), NOW), NOW)          # never-expiring capability
     old = make_capability(admin.identity, rw.identity.public, 3, NOW + 10)
     sig = rw.identity.sign(wire.rd_signed_bytes(ro.topic, ro.epoch, rw.identity.public, 7, b"x"))
     ro.open(_rd(rw, [0, rw.identity.public[:4], 7, b"x", sig, [rw.identity.public, capability_on_wire(old)]]), NOW)
     assert ro.authors[rw.identity.public[:4]][1][3] == 0
     # the member's later readings still open after the old capability's expiry
-    assert ro.open(rw.seal_reading(b"later", r32(), NOW + 20), NOW + 20).body == b"later"
+    assert ro.open(_seal_rd(rw, b"later", r32(), NOW + 20), NOW + 20).body == b"later"
 
 
 def test_batch_attacks():
     admin, rw, ro, rw2 = _topic()
     bodies = [b"t=%d" % i for i in range(4)]
-    batch1 = rw.seal_batch(bodies, r32(), NOW)                  # seqs 1..4
+    batch1 = _seal_rd_batch(rw, bodies, r32(), NOW)                  # seqs 1..4
     assert len(ro.open(batch1, NOW).publications) == 4
     pub = rw.identity.public
     ref = pub[:wire.AREF_SIZE]
@@ -286,5 +295,5 @@ def test_batch_attacks():
 def test_write_only_member_cannot_use_compact_readings():
     admin = Admin(r32(), r32(), name="w")
     wo = member_from_url(invite_url(admin.invite(r32(), read=False, write=True)))
-    raises(GroupUsageError, wo.seal_reading, b"x", r32(), NOW)
+    raises(GroupUsageError, _seal_rd, wo, b"x", r32(), NOW)
     assert admin.open(wo.seal(b"x", r32(), NOW), NOW).body == b"x"   # group_pub still works

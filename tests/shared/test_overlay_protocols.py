@@ -85,6 +85,31 @@ def test_profile_versions_are_immutable_and_blip_flips_once_per_version():
     assert node.profile()[2] != p1      # a new version, a new draw
 
 
+def test_adding_topics_one_by_one_gives_what_setting_them_gives():
+    n = len(topic("x"))
+    ts = [hashlib.sha256(("t%d" % i).encode()).digest()[:n] for i in range(profile.TOPICS_MAX + 1)]
+    one = profile.Subscriptions(Rng(1), BITS, K)
+    for i, t in enumerate(ts[:40]):
+        assert one.add(t) and one.version == i + 1
+        assert not one.add(t) and one.version == i + 1
+    whole = profile.Subscriptions(Rng(1), BITS, K)
+    whole.set(ts[:40])
+    assert (one.topics, one.exact, one.wire) == (whole.topics, whole.exact, whole.wire)
+    assert one.remove(ts[7]) and one.exact == profile.make_filter(ts[:7] + ts[8:40], BITS, K)
+    # BLIP: a new draw per added topic, as per set
+    b = profile.Subscriptions(Rng(3), BITS, K, 3000)
+    b.add(ts[0])
+    w = b.wire
+    b.add(ts[1])
+    assert b.exact == profile.make_filter(ts[:2], BITS, K) and b.version == 2 and b.wire != w
+    # the limit holds for one at a time as for a whole set
+    full = profile.Subscriptions(Rng(1), BITS, K)
+    full.set(ts[:-2])
+    assert full.add(ts[-2]) and len(full.topics) == profile.TOPICS_MAX
+    raises(profile.ProfileConfigError, full.add, ts[-1])
+    assert len(full.topics) == profile.TOPICS_MAX and full.exact == profile.make_filter(ts[:-1], BITS, K)
+
+
 def test_blip_flip_rate_matches_epsilon():
     # p = 1 / (1 + e^(eps/k)); eps = 2, k = 2: p = 0.2689
     thr = profile.flip_probability(2000, 2)

@@ -15,12 +15,14 @@
    holds in sys.modules.
 3. Boot to first acknowledged publish on a virtual board with a proxy.
 4. Bytes on air per reading (--only air): our sealed publish + ack as Noise
-   datagrams over UDP, before (group_pub on the long session ids) and after
-   (compact readings on short ids; signed per reading, and batches of 8
-   under one signature), against a bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK
+   datagrams over UDP: group_pub on the long session ids, the earlier
+   compact reading (group_rd) and the signed reading (group_rs: no nonce,
+   no AEAD tag, ids packed) on short ids, signed per reading and in batches
+   of 8 under one signature, against a bare MQTT 3.1.1 QoS-1 PUBLISH + PUBACK
    over TCP (the anchor) and the same over TLS 1.3.
 5. CPU per reading (--only cpu [--micropython PATH]): sealing and opening
-   one reading in each form on CPython, the VM and a MicroPython binary.
+   one reading in each form on CPython, the VM and a MicroPython binary
+   (the forms take turns, so a loaded machine slows them alike).
 """
 import argparse
 import ast
@@ -404,7 +406,7 @@ def on_air():
     (the node's UDP link). Before: group_pub on s_publish/s_puback (what every
     message carried until compact readings). After: group_rd on the short
     session ids (s_pub_a/s_ack_a), signed per reading or in batches."""
-    from firmware.topic import message_seq
+    from firmware.topic import message_seq, reading_dictionary
     from shared_protocol.wire import cbor
     from shared_protocol.wire import envelope as E
     from shared_protocol.session import messages as W
@@ -426,12 +428,19 @@ def on_air():
     sealed_old = m.seal(op, os.urandom(32), 1763683201)
     mid = W.message_id(node_id, mseq)
     pub_old, ack_old = W.encode_publish(m.topic, mid, sealed_old), W.encode_puback(mid)
-    # after: a signed reading in steady state (the author introduced itself
-    # earlier on this link), and the message that carries the introduction
-    first = m.seal_reading(op, os.urandom(32), 1763683201)
-    sealed_rd = m.seal_reading(op, os.urandom(32), 1763683201)
     base = message_seq(author, 0)
     short = W.alias_for([(m.topic, base)], m.topic, mid, node_id)
+    # the earlier compact form (group_rd: random nonce, AEAD tag, op as is)
+    m.seal_compact([op], False, os.urandom(32), 1763683201)
+    sealed_v1 = m.seal_compact([op], False, os.urandom(32), 1763683201)
+    pub_v1 = E.REGISTRY.encode("s_pub_a", short[0], short[1], sealed_v1)
+    # after: a signed reading (group_rs) in steady state (the author
+    # introduced itself and its dictionary earlier on this link), and the
+    # message that carries the introduction; the dictionary as the node
+    # makes it (firmware/topic.py reading_dictionary)
+    m.set_dictionary(reading_dictionary(replica, ["temp"]))
+    first = m.seal_reading(op, os.urandom(32), 1763683201)
+    sealed_rd = m.seal_reading(op, os.urandom(32), 1763683201)
     pub_rd = E.REGISTRY.encode("s_pub_a", short[0], short[1], sealed_rd)
     ack_rd = E.REGISTRY.encode("s_ack_a", short[0], short[1])
     intro_extra = len(first) - len(sealed_rd)
@@ -463,7 +472,8 @@ def on_air():
         row("MQTT QoS-1 PUBLISH+PUBACK (anchor)", mqtt_pub, mqtt_ack, 1, 2 * IP_TCP),
         row("MQTT QoS-1 over TLS 1.3", mqtt_pub + tls, mqtt_ack + tls, 1, 2 * IP_TCP),
         row("before: group_pub, s_publish/s_puback, Noise", len(pub_old) + noise, len(ack_old) + noise, 1, 2 * IP_UDP),
-        row("signed: group_rd, s_pub_a/s_ack_a, Noise", len(pub_rd) + noise, len(ack_rd) + noise, 1, 2 * IP_UDP),
+        row("earlier: group_rd, s_pub_a/s_ack_a, Noise", len(pub_v1) + noise, len(ack_rd) + noise, 1, 2 * IP_UDP),
+        row("signed: group_rs, s_pub_a/s_ack_a, Noise", len(pub_rd) + noise, len(ack_rd) + noise, 1, 2 * IP_UDP),
         row("  + introduction every %d messages, amortized" % readings.INTRO_EVERY,
             len(pub_rd) + noise + intro_extra / readings.INTRO_EVERY, len(ack_rd) + noise, 1, 2 * IP_UDP),
         row("batch of %d, one signature (per reading)" % nb, len(pub_b) + noise, len(ack_b) + noise, nb, 2 * IP_UDP),
@@ -472,32 +482,41 @@ def on_air():
                  "DMC op %d B, its seq %d, deps of %d authors)" % (len(op), dseq, len(deps)),
                  ["protocol", "publish", "ack", "app bytes", "+ IP headers", "ratio"], rows))
     ours_old = len(pub_old) + len(ack_old) + 2 * noise
+    ours_v1 = len(pub_v1) + len(ack_rd) + 2 * noise
     ours = len(pub_rd) + len(ack_rd) + 2 * noise
-    inner_rd = len(sealed_rd) - len(op) - (len(cbor.encode(op)) - len(op))
+    inner_v1 = len(sealed_v1) - len(op) - (len(cbor.encode(op)) - len(op))
+    # the op as group_rs carries it: the plaintext after the head
+    data = E.REGISTRY.decode(sealed_rd)["data"]
+    plain = readings._stream(m.epoch_key().sym, readings._rs_nonce(data[:32]), data[32:])
+    head = 1 + wire.AREF_SIZE + wire.RS_GEN_BYTES + ((plain[32] & wire.RS_CLEN) >> 4) + 1
+    packed = len(plain) - 32 - head
+    dep_bytes = len(cbor.encode([x for d in deps for x in d]))
+    cap_b = len(cbor.encode(capability_wire(m)))
     parts = [
-        ["DMC op: author, seq, clock, deps, kind, name, time, value", len(op), len(op)],
-        ["  of which causal deps (%d authors)" % len(deps), len(cbor.encode([x for d in deps for x in d])),
-         len(cbor.encode([x for d in deps for x in d]))],
-        ["author's Ed25519 signature", 64 + 2, 64 + 2],
-        ["group: author key + capability (before) / 4-byte author reference (after)",
-         33 + len(cbor.encode(capability_wire(m))), 1 + wire.AREF_SIZE],
+        ["DMC op: author, seq, clock, deps, kind, name, time, value (after: author ids packed)",
+         len(op), len(op), packed],
+        ["  of which causal deps (%d authors; after: packed)" % len(deps), dep_bytes, dep_bytes,
+         dep_bytes - 2 * (1 + 8 - 1)],
+        ["author's Ed25519 signature (after: R in clear, S encrypted, no heads)", 64 + 2, 64 + 2, 64],
+        ["group: author key + capability (before) / 4-byte author reference", 33 + cap_b, 1 + wire.AREF_SIZE,
+         wire.AREF_SIZE],
         ["group: the rest (seq, nonce, AEAD tag, epoch, topic id before, CBOR heads)",
-         len(sealed_old) - len(op) - 66 - 33 - len(cbor.encode(capability_wire(m))),
-         inner_rd - 66 - 1 - wire.AREF_SIZE],
+         len(sealed_old) - len(op) - 66 - 33 - cap_b, inner_v1 - 66 - 1 - wire.AREF_SIZE,
+         len(sealed_rd) - packed - 64 - wire.AREF_SIZE],
         ["session publish header (topic id, message id / alias, n)", len(pub_old) - len(sealed_old),
-         len(pub_rd) - len(sealed_rd)],
-        ["session ack", len(ack_old), len(ack_rd)],
-        ["Noise transport, per datagram x 2", 2 * noise, 2 * noise],
-        ["total", ours_old, ours],
+         len(pub_v1) - len(sealed_v1), len(pub_rd) - len(sealed_rd)],
+        ["session ack", len(ack_old), len(ack_rd), len(ack_rd)],
+        ["Noise transport, per datagram x 2", 2 * noise, 2 * noise, 2 * noise],
+        ["total", ours_old, ours_v1, ours],
     ]
-    print(render("Where the bytes of one signed reading go", ["part", "before", "after"], parts))
+    print(render("Where the bytes of one signed reading go", ["part", "before: group_pub", "earlier: group_rd",
+                                                              "after: group_rs"], parts))
     print("the introduction (author key + capability) adds %d B to one message in %d; a batch of %d readings "
           "is one %d-byte publish + %d-byte ack, Noise included: %.1f B per reading"
           % (intro_extra, readings.INTRO_EVERY, nb, len(pub_b) + noise, len(ack_b) + noise,
              (len(pub_b) + len(ack_b) + 2 * noise) / nb))
-    floor = len(op) + 66 + 2 * noise
-    print("floor of a signed reading whatever the framing: DMC op %d + signature 66 + Noise 2 x %d = %d B"
-          % (len(op), noise, floor))
+    print("signed reading, group_rs: %d B (target 160); earlier group_rd %d B, group_pub %d B"
+          % (ours, ours_v1, ours_old))
 
 
 def capability_wire(m):
@@ -505,7 +524,7 @@ def capability_wire(m):
     return capability_on_wire(m.capability)
 
 
-def cpu(micropython=None, n=7):
+def cpu(micropython=None, n=15):
     """CPU per reading, seal (author) and open (reader), for the three forms,
     on CPython (pure crypto), the MicroPython VM and optionally a MicroPython
     binary (e.g. a 32-bit unix build)."""
@@ -527,15 +546,18 @@ def cpu(micropython=None, n=7):
             raise RuntimeError("%s: no result\n%s" % (name, out[-2000:]))
         figs.append((name, json.loads(line[0][8:])))
     rows = []
-    for form, label in (("pub", "before: group_pub (2 Ed25519 verifies per open)"),
-                        ("rd", "signed: group_rd (author's capability checked once)"),
-                        ("batch", "batch of 8: group_rd, one signature")):
+    for form, base, label in (("pub", "pub", "first: group_pub (2 Ed25519 verifies per open)"),
+                              ("rd", "pub", "before: group_rd (author's capability checked once)"),
+                              ("rs", "rd", "after: group_rs (no AEAD tag, ids packed)"),
+                              ("rdbatch", "rdbatch", "before: batch of 8, group_rd, one signature"),
+                              ("batch", "rdbatch", "after: batch of 8, group_rs, one signature")):
         for side in ("seal", "open"):
             k = form + "_" + side
             rows.append(["%s, %s" % (label, "author seals" if side == "seal" else "reader opens")]
-                        + ["%.2f (%.2fx)" % (f[k], f[k] / f["pub_" + side]) for _, f in figs])
-    print(render("CPU per reading, ms (median of %d messages; ratio vs before in the same run; reader in "
-                 "steady state, author already introduced)" % n, ["form"] + [c for c, _ in figs], rows))
+                        + ["%.2f (%.2fx)" % (f[k], f[k] / f[base + "_" + side]) for _, f in figs])
+    print(render("CPU per reading, ms (median of %d messages; ratio in the same run: group_rd vs group_pub, "
+                 "group_rs vs group_rd; reader in steady state, author already introduced)" % n,
+                 ["form"] + [c for c, _ in figs], rows))
 
 
 def main():
