@@ -47,7 +47,7 @@ TAIL_DONE = (b"node up", b"SAFE MODE")
 # only objects in the heap). Rounded up to 8 KB; a board's network stack
 # and WiFi driver buffers are outside these figures (docs/node.md, "Which
 # boards fit").
-NODE_HEAP_MPY = 208 * 1024
+NODE_HEAP_MPY = 216 * 1024
 NODE_HEAP_FROZEN = 88 * 1024
 
 
