@@ -50,7 +50,8 @@ from shared_protocol.overlay.ringview import KEEP, SIDE, RingView, bisect
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
 RING_TOPICS_MAX = 16
-PENDING_MAX = 4
+# One exchange from tick(), INTRODUCE_MAX introductions, one slot free (introduce).
+PENDING_MAX = 5
 # Peers remembered as having named, in one exchange with us, every topic we
 # share (so their filter's false positives are not asked again): the ring
 # neighbours of a proxy's topics and its VICINITY and CYCLON views.
@@ -310,10 +311,15 @@ class Rings:
         (rank 1 on a side) is known from others alone: it sends us none of
         the topic's messages before it learns of us, and a proxy that just
         joined has one such neighbour per side and topic to meet. Call
-        after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most)."""
+        after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most,
+        and never the last free pending slot)."""
         out = []
         for _ in range(INTRODUCE_MAX):
-            if len(self._pending) >= PENDING_MAX:
+            # One pending slot stays free for the next period's exchange:
+            # with every slot taken, tick() would forget the oldest
+            # exchange (and drop its peer from every ring as dead) before
+            # its reply had time to come.
+            if len(self._pending) >= PENDING_MAX - 1:
                 break
             target = self._unverified([p[1] for p in self._pending], 1)
             if target is None:

@@ -272,6 +272,29 @@ def test_rings_introduce_to_nearest_neighbours_heard_of_through_others():
     assert p.introduce(2, 0) == []
 
 
+def test_rings_introductions_leave_a_slot_so_no_live_partner_is_dropped():
+    # introduce() used to fill every pending slot: the next tick() then
+    # forgot the oldest exchange before its reply was due and dropped that
+    # (live) peer from every ring. Many neighbours known only from others,
+    # no reply yet: tick + introduce leave one slot free, and the next
+    # period, before any deadline, every neighbour is still there.
+    ts = [topic("slot-%d" % k) for k in range(4)]
+    p = _rings(5000, ts)
+    for k in range(4):
+        s1, s2, p1, p2 = pid(5010 + k), pid(5100 + k), pid(4990 - k), pid(4900 - k)
+        p._absorb(pid(7000 + k), ADDR, [[ts[k], [[s1, ADDR, 0], [s2, ADDR, 0], [p1, ADDR, 0], [p2, ADDR, 0]]]])
+    before = [(p.successors(t), p.predecessors(t)) for t in ts]
+    outs = [p.tick(0, 0, [])] + p.introduce(0, 0)
+    assert len(outs) == 1 + rings.INTRODUCE_MAX
+    assert p.pending() <= rings.PENDING_MAX - 1
+    assert p.introduce(0, 0) == []
+    # next period, well before the reply timeout: nothing forgotten
+    p.tick(10, 0, [])
+    assert p.pending() == rings.PENDING_MAX
+    assert [(p.successors(t), p.predecessors(t)) for t in ts] == before
+    assert p.introduce(10, 0) == []
+
+
 def test_rings_drop_a_silent_partner_and_bad_messages_change_nothing():
     t = topic("z")
     p = _rings(100, [t])
