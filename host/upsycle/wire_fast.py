@@ -80,9 +80,17 @@ def encode_puback(msg_id):
 
 
 def encode_deliver(topic, seq, msg_id, payload):
-    nt, nm, np_ = _lengths(topic, msg_id, payload)
-    return b"".join((b"\x86\x01\x18\x39", _BHEAD[nt], topic, _uint(seq, "seq"), _BHEAD[nm], msg_id,
-                     _BHEAD[np_], payload))
+    # One per delivered message: the usual case (every field within its
+    # bound, seq below 2^32) without a call; anything else as before.
+    nt, nm, np_ = len(topic), len(msg_id), len(payload)
+    if nt > W.TOPIC_ID_MAX or nm > W.MSG_ID_MAX or np_ > W.PAYLOAD_MAX:
+        _lengths(topic, msg_id, payload)
+    if type(seq) is int and 0 <= seq < 0x100000000:
+        sh = _UHEAD[seq] if seq < 24 else bytes((0x18, seq)) if seq < 0x100 else \
+            _pack_bh(0x19, seq) if seq < 0x10000 else _pack_bi(0x1A, seq)
+    else:
+        sh = _uint(seq, "seq")
+    return b"".join((b"\x86\x01\x18\x39", _BHEAD[nt], topic, sh, _BHEAD[nm], msg_id, _BHEAD[np_], payload))
 
 
 def encode_dack(topic, seq):
@@ -101,12 +109,106 @@ _FAST = {
 }
 
 
+def _bstr(data, p, end, bound):
+    """(length, start) of the canonical byte string head at p, if it fits in
+    data and within bound, else None."""
+    h = data[p]
+    if 0x40 <= h < 0x58:
+        n = h - 0x40
+        p += 1
+    elif h == 0x58:
+        if p + 1 >= end:
+            return None
+        n = data[p + 1]
+        if n < 24:
+            return None
+        p += 2
+    elif h == 0x59:
+        if p + 2 >= end:
+            return None
+        n = (data[p + 1] << 8) | data[p + 2]
+        if n < 0x100:
+            return None
+        p += 3
+    else:
+        return None
+    if n > bound or p + n > end:
+        return None
+    return n, p
+
+
+def _publish(data, end):
+    """The values of a canonical s_publish, or None (any other form)."""
+    r = _bstr(data, 4, end, W.TOPIC_ID_MAX)
+    if r is None:
+        return None
+    q = r[1] + r[0]
+    topic = data[r[1]:q]
+    if q >= end:
+        return None
+    r = _bstr(data, q, end, W.MSG_ID_MAX)
+    if r is None:
+        return None
+    q = r[1] + r[0]
+    msg_id = data[r[1]:q]
+    if q >= end:
+        return None
+    r = _bstr(data, q, end, W.PAYLOAD_MAX)
+    if r is None or r[1] + r[0] != end:
+        return None
+    return [topic, msg_id, data[r[1]:]]
+
+
+def _dack(data, end):
+    """The values of a canonical s_dack, or None."""
+    r = _bstr(data, 4, end, W.TOPIC_ID_MAX)
+    if r is None:
+        return None
+    q = r[1] + r[0]
+    if q >= end:
+        return None
+    h = data[q]
+    if h < 24:
+        if q + 1 != end:
+            return None
+        seq = h
+    elif h == 0x18 and q + 2 == end and data[q + 1] >= 24:
+        seq = data[q + 1]
+    elif 0x19 <= h <= 0x1B:
+        k = 1 << (h - 0x18)   # 2, 4 or 8 bytes
+        if q + 1 + k != end:
+            return None
+        seq = int.from_bytes(data[q + 1:end], "big")
+        if seq < (1 << (4 * k)) or seq > W.SEQ_MAX:   # shortest form only; within SEQ_MAX
+            return None
+    else:
+        return None
+    return [data[r[1]:q], seq]
+
+
 def decode(data):
     """Bytes -> (message name, field values), as session/messages.py decode.
 
-    The four data-path messages are decoded by cbor2 and accepted only when
-    their canonical re-encoding is the input itself; any other input goes to
-    the strict shared decoder (same results, same typed errors)."""
+    s_publish and s_dack (what a proxy receives per message) are taken
+    apart by slicing, in their canonical form only; s_puback and s_deliver
+    are decoded by cbor2 and accepted only when their canonical re-encoding
+    is the input itself; any other input goes to the strict shared decoder
+    (same results, same typed errors)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    end = len(data)
+    if end > 5 and data[2] == 0x18 and data[1] == 1:
+        t = data[3]
+        if t == 0x36 and data[0] == 0x85:
+            v = _publish(data, end)
+            if v is not None:
+                return "s_publish", v
+            return W.decode(data)
+        if t == 0x3A and data[0] == 0x84:
+            v = _dack(data, end)
+            if v is not None:
+                return "s_dack", v
+            return W.decode(data)
     try:
         v = _loads(data)
     except Exception:

@@ -165,3 +165,33 @@ def test_a_message_first_accepted_at_two_proxies_counts_under_both_origins(tmp_p
     assert held == {P: [[1, 3]], Q: [[11, 13]]}
     assert high == (13, 0)
     assert held2 == {P: [[2, 4]], Q: [[12, 13]]} and floors2 == {P: 1, Q: 11}
+
+
+def test_own_numbers_of_many_topics_in_one_transaction_continue_after_a_restart(tmp_path):
+    """The next origin number of every topic a commit touched is written
+    (one multi-row statement), so a restarted store goes on from it."""
+    topics = [bytes([i]) * 16 for i in range(7)]
+
+    async def burst(r, tag):
+        loop = asyncio.get_running_loop()
+        futs = []
+        for t in topics:
+            for k in range(3):
+                tok = ("t", t, k, tag)
+                fut = r.waiting[id(tok)] = loop.create_future()
+                assert r.store.submit_publish(t, tag + b"%d" % k, b"x", tok, None) is None
+                futs.append(fut)
+        await asyncio.gather(*futs)   # submitted in one loop turn: one transaction
+
+    async def main(tag):
+        r = _Rig(tmp_path)
+        await r.start()
+        try:
+            await burst(r, tag)
+            return dict((t, r.store.origin_ranges(t)[0]) for t in topics)
+        finally:
+            r.store.close()
+    first = asyncio.run(main(b"a"))
+    again = asyncio.run(main(b"b"))
+    assert all(first[t] == {b"O" * 8: [[1, 3]]} for t in topics)
+    assert all(again[t] == {b"O" * 8: [[1, 6]]} for t in topics)

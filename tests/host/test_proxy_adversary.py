@@ -13,6 +13,7 @@ import sys
 from proxy_rig import ENV, cli, free_port, rss_kb, start_proxy
 from shared_protocol.session import messages as W
 from upsycle.client import Client
+from upsycle.processes import kill
 
 # The attacker, in its own process (as on its own machine). Unauthenticated:
 # garbage, short and unfinished handshakes, forged hints, transport packets
@@ -159,35 +160,43 @@ def test_honest_nodes_lose_nothing_beside_an_attacker_and_crashes(tmp_path):
                 assert not d.missed
                 received.append(struct.unpack(">IQ", d.payload))
 
-        sub = asyncio.ensure_future(subscriber())
-        await asyncio.sleep(0.5)
-        attacker = subprocess.Popen([sys.executable, "-c", ATTACK, str(port)], env=ENV, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        pubs = [asyncio.ensure_future(publisher(k, i)) for k, i in publishers]
-        loop = asyncio.get_running_loop()
-        for k in range(kills):
-            await asyncio.sleep(3 + rng.random() * 2)
-            rss.append(rss_kb(state["proc"].pid))
-            state["proc"].kill()                       # SIGKILL under attack and load
+        attacker = None
+        try:
+            sub = asyncio.ensure_future(subscriber())
+            await asyncio.sleep(0.5)
+            attacker = subprocess.Popen([sys.executable, "-c", ATTACK, str(port)], env=ENV, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            pubs = [asyncio.ensure_future(publisher(k, i)) for k, i in publishers]
+            loop = asyncio.get_running_loop()
+            for k in range(kills):
+                await asyncio.sleep(3 + rng.random() * 2)
+                rss.append(rss_kb(state["proc"].pid))
+                state["proc"].kill()                       # SIGKILL under attack and load
+                await loop.run_in_executor(None, state["proc"].wait)
+                state["proc"] = await loop.run_in_executor(
+                    None, lambda: start_proxy(data, port, stderr=subprocess.DEVNULL))
+            await asyncio.sleep(3)
+            status = await loop.run_in_executor(None, lambda: cli("proxy", "status", "--proxy", "127.0.0.1:%d" % port,
+                                                                 "--json"))
+            out, _ = await loop.run_in_executor(None, attacker.communicate, b"stop\n")
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*pubs), 90)
+            total = sum(len(v) for v in acked.values())
+            deadline = loop.time() + 60
+            while loop.time() < deadline and len(set(received)) < total:
+                await asyncio.sleep(0.1)
+            if sub.done():
+                sub.result()
+            sub.cancel()
+            state["proc"].send_signal(signal.SIGTERM)
             await loop.run_in_executor(None, state["proc"].wait)
-            state["proc"] = await loop.run_in_executor(
-                None, lambda: start_proxy(data, port, stderr=subprocess.DEVNULL))
-        await asyncio.sleep(3)
-        status = await loop.run_in_executor(None, lambda: cli("proxy", "status", "--proxy", "127.0.0.1:%d" % port,
-                                                             "--json"))
-        out, _ = await loop.run_in_executor(None, attacker.communicate, b"stop\n")
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*pubs), 90)
-        total = sum(len(v) for v in acked.values())
-        deadline = loop.time() + 60
-        while loop.time() < deadline and len(set(received)) < total:
-            await asyncio.sleep(0.1)
-        if sub.done():
-            sub.result()
-        sub.cancel()
-        state["proc"].send_signal(signal.SIGTERM)
-        await loop.run_in_executor(None, state["proc"].wait)
-        return acked, received, out.decode(), status, rss
+            return acked, received, out.decode(), status, rss
+        finally:
+            # A failure or timeout above must not leave the proxy or the
+            # attacker running after the test.
+            for proc in (state["proc"], attacker):
+                if proc is not None and proc.poll() is None:
+                    kill(proc)
 
     acked, received, attack, status, rss = asyncio.run(main())
     seen = set(received)

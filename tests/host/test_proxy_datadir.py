@@ -226,3 +226,32 @@ def test_data_directory_and_home_are_private(tmp_path):
     os.chmod(str(other), 0o755)
     node_key(str(other))
     assert mode(str(other)) == 0o700 and mode(str(other / "node_key")) == 0o600
+
+
+def test_a_port_in_use_or_a_bad_key_file_exits_3_with_one_clear_line(tmp_path):
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        r = cli("proxy", "--data", str(tmp_path / "a"), "--listen", "127.0.0.1:%d" % port, timeout=30)
+    finally:
+        busy.close()
+    assert r.returncode == 3, r.stderr
+    assert b"upsycle proxy: cannot listen on" in r.stderr
+    assert b"Traceback" not in r.stderr
+    assert r.stderr.count(b"event=start_failed code=listen") == 1
+    # A damaged proxy key in the data directory: the same exit, its own line.
+    first = start_proxy(str(tmp_path / "b"), free_port(), stderr=subprocess.DEVNULL)
+    first.terminate()
+    assert first.wait(10) == 0
+    keys = [f for f in os.listdir(tmp_path / "b") if "key" in f]
+    assert keys, os.listdir(tmp_path / "b")
+    for f in keys:
+        with open(tmp_path / "b" / f, "wb") as fh:
+            fh.write(b"not a key")
+    r = cli("proxy", "--data", str(tmp_path / "b"), "--listen", "127.0.0.1:%d" % free_port(), timeout=30)
+    assert r.returncode == 3, r.stderr
+    assert b"upsycle proxy: cannot load the proxy key" in r.stderr
+    assert b"Traceback" not in r.stderr

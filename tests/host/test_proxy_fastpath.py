@@ -59,6 +59,37 @@ def test_udp_endpoint_drains_a_burst_in_one_wake_up_and_sends():
     asyncio.run(main())
 
 
+class BatchRecorder(Recorder):
+    def __init__(self):
+        Recorder.__init__(self)
+        self.batches = []
+
+    def datagrams_done(self):
+        self.batches.append(len(self.got))
+
+
+def test_udp_endpoint_says_when_a_batch_ends():
+    """The proxy pumps and flushes the links a batch touched once, after it."""
+    async def main():
+        proto = BatchRecorder()
+        ep, _ = await fastpath.open_udp(proto, ("127.0.0.1", 0), 1300)
+        port = ep.get_extra_info("sockname")[1]
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for i in range(70):
+                c.sendto(b"%d" % i, ("127.0.0.1", port))
+            time.sleep(0.1)
+            ep._read_many()
+            ep._read_many()
+            ep._read_many()    # nothing queued: an empty batch ends too
+            assert proto.batches == [fastpath.UDP_BATCH_MAX, 70, 70]
+        finally:
+            c.close()
+            ep.close()
+
+    asyncio.run(main())
+
+
 def _db_size(path):
     return os.path.getsize(os.path.join(path, S.DB_NAME))
 
@@ -219,3 +250,27 @@ def test_a_quota_puts_the_checkpoint_thresholds_inside_the_wal_share(tmp_path):
         assert st._db.execute("PRAGMA journal_size_limit").fetchone()[0] == st.wal_cap
     finally:
         st.close()
+
+
+def test_host_session_makes_the_shared_sessions_bytes():
+    """HostProxySession's own acked and deliver: the same output and state
+    as the shared ProxySession's."""
+    from shared_protocol.session.proxy import ProxySession
+    from shared_protocol.session import messages as W
+    from shared_protocol.wire import envelope as E
+    topic, proxy_id, node = os.urandom(16), os.urandom(16), os.urandom(16)
+    outs = []
+    for cls in (ProxySession, fastpath.HostProxySession):
+        ps = cls(proxy_id, False, 1000)
+        ps.receive(E.REGISTRY.encode("s_hello_t", node, 30000, 8, [[topic, 5 << 32]]), 1000)
+        ps.accept()
+        for mid in (b"", b"m" * 8, b"m" * 23, b"m" * 24, b"m" * 32):
+            ps.acked(mid)
+        ps.receive(E.REGISTRY.encode("s_pub_a", 0, 7, b"x"), 1001)   # a short publish: s_ack_a
+        ev = [e for e in ps.events() if e[0] == "publish"]
+        ps.acked(ev[0][2])
+        for seq in (1, 2, 300):
+            ps.deliver(topic, seq, b"id%d" % seq, b"p" * seq, 1002)
+        outs.append((ps.data_to_send(), ps.in_flight(), ps.next_deadline(), ps.room()))
+    assert outs[0] == outs[1]
+    assert W.decode(outs[1][0][2]) == ("s_puback", [b"m" * 8])

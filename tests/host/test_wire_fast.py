@@ -77,6 +77,13 @@ def _samples(rnd):
     # non-canonical forms of valid values: a long head for a short length or number
     out.append(b"\x85\x01\x18\x36\x58\x02ab\x41m\x41p")
     out.append(b"\x84\x01\x18\x3a\x41t\x18\x05")
+    out.append(b"\x84\x01\x18\x3a\x41t\x19\x00\x05")
+    out.append(b"\x84\x01\x18\x3a\x41t\x1a\x00\x00\xff\xff")
+    out.append(b"\x84\x01\x18\x3a\x41t\x1b\x00\x00\x00\x00\xff\xff\xff\xff")
+    out.append(b"\x84\x01\x18\x3a\x41t\x1b\xff\xff\xff\xff\xff\xff\xff\xff")    # seq over SEQ_MAX
+    out.append(b"\x85\x01\x18\x36\x41t\x41m\x59\x00\x05ppppp")                 # a long head for a payload
+    out.append(b"\x85\x01\x18\x36\x41t\x41m\x59\x04\x01" + b"p" * 1025)          # payload over PAYLOAD_MAX
+    out.append(b"\x85\x01\x18\x36\x58\x21" + b"t" * 33 + b"\x41m\x41p")         # topic over its bound
     out.append(b"\x84\x01\x18\x3a\x41t\xc2\x45\x01\x00\x00\x00\x00")   # a bignum tag where a uint goes
     out.append(b"\x84\x01\x18\x3a\x41t\xf5")                             # true where a uint goes
     out.append(b"\x84\x01\x18\x3a\x61t\x01")                             # text where bytes go
@@ -162,6 +169,15 @@ def test_cipher_state_matches_the_shared_one():
             assert rx.n == before    # Noise §5.1: a failure does not use up the nonce
         assert rx_f.decrypt_with_ad(b"", c) == rx_s.decrypt_with_ad(b"", c)
     assert outcome(rx_f.decrypt_with_ad, b"", b"short")[:3] == ("err", "DecryptFailed", DecryptFailed.code)
+    # Used-up nonces and oversized input: the same typed errors, nothing advanced.
+    from shared_protocol.noise.symmetric import NONCE_MAX
+    from shared_protocol.crypto.api import MESSAGE_SIZE_MAX
+    for n, op, arg in ((NONCE_MAX + 1, "encrypt_with_ad", b"m"), (NONCE_MAX + 1, "decrypt_with_ad", b"c" * 20),
+                       (0, "encrypt_with_ad", b"m" * (MESSAGE_SIZE_MAX + 1)),
+                       (0, "decrypt_with_ad", b"c" * (MESSAGE_SIZE_MAX + 17))):
+        a, b = CipherState(k, n), noise_fast.fast(CipherState(k, n))
+        assert outcome(getattr(a, op), b"", arg)[:2] == outcome(getattr(b, op), b"", arg)[:2], (n, op)
+        assert outcome(getattr(b, op), b"", arg)[0] == "err" and a.n == b.n == n
     s2, f2 = CipherState(k), noise_fast.fast(CipherState(k))
     s2.rekey()
     f2.rekey()

@@ -1,19 +1,27 @@
 """Where the proxy's time goes per message: cProfile of its event loop under load.
 
-    .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--secure] [--root DIR]
+    .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--rate R] [--secure]
+        [--no-profile] [--root DIR]
 
-Starts ``upsycle proxy`` under cProfile (its event-loop thread; the store's
-writer thread runs SQLite, mostly without the GIL), drives it with loadgen.py
-processes (``--pairs`` publisher/subscriber pairs, 64-byte payloads, window
-128), stops it with SIGTERM and prints the event loop's own time per
-delivered message, by area (codec, framing, Noise, session, server, store,
-asyncio and sockets) and the top functions. ``--root`` runs the proxy from
-another checkout (e.g. an older commit unpacked with ``git archive``) with
-this checkout's load generators, for a before/after comparison in one sitting.
+Starts ``upsycle proxy`` with a profiler that is switched on (SIGUSR1) once
+the load generators are connected and off again (SIGUSR2) after the last
+delivery, so start-up and shutdown are not in the figures; drives it with
+loadgen.py processes (``--pairs`` publisher/subscriber pairs, 64-byte
+payloads, window 128), and prints the event loop's own time per delivered
+message, by area (codec, framing, Noise, session, server, store, asyncio and
+sockets), the top functions, and the CPU of each of the proxy's threads over
+the run (the event loop, the store's writer, the checkpointer: cProfile sees
+only the event loop's), publish -> delivery latency, and the store's commits
+over the run (items, wall and CPU time, statements, time in the WAL sync and
+outside it). ``--rate``: publishers send at that aggregate rate (latency at a
+load short of saturation). ``--root`` runs the proxy from another checkout (e.g.
+an older commit unpacked with ``git archive``) with this checkout's load
+generators, for a before/after comparison in one sitting.
 """
 import argparse
 import os
 import pstats
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import brokers  # noqa: E402
 import table  # noqa: E402
-from bench_proxy import pair_specs  # noqa: E402
+from bench_proxy import _pct, pair_specs  # noqa: E402
 
 AREAS = (
     ("idle (waiting in epoll)", ("<method 'poll' of 'select.epoll'",)),
@@ -32,6 +40,7 @@ AREAS = (
     ("framing", ("framing",)),
     ("session state machine", ("session_proxy", "session/proxy.py")),
     ("store (event-loop side)", ("store.py", "store_tail.py")),
+    ("federation hooks", ("federation.py", "peers.py", "catchup.py")),
     ("server (routing, pump, flush)", ("server.py", "links.py", "admission.py", "routing.py", "delivery.py",
                                        "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",
@@ -39,12 +48,105 @@ AREAS = (
 )
 
 
+# Runs the proxy's command line with a profiler that SIGUSR1 switches on and
+# SIGUSR2 switches off and writes out (argv[1]: the output file).
+# The store's commits are timed the same way (from SIGUSR1 to SIGUSR2):
+# items, wall and CPU time of each, and its statements (the COMMIT, which
+# syncs the WAL, and the others), written to argv[1] + ".commits" as JSON.
+RUNNER = """
+import cProfile, json, signal, sys, time
+out = sys.argv[1]
+prof = cProfile.Profile() if sys.argv[2] == "1" else None
+from upsycle.proxy import store, store_tx
+rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0}
+commit = store_tx.Transactions._commit
+def timed_commit(self, batch, *a, **k):
+    t0, c0 = time.perf_counter(), time.thread_time()
+    r = commit(self, batch, *a, **k)
+    if rec["on"]:
+        rec["commits"].append((len(batch), time.perf_counter() - t0, time.thread_time() - c0))
+    return r
+store_tx.Transactions._commit = timed_commit
+class TimedDb:
+    def __init__(self, db):
+        self._db = db
+    def execute(self, sql, *a):
+        t0 = time.perf_counter()
+        r = self._db.execute(sql, *a)
+        if rec["on"]:
+            rec["statements"] += 1
+            rec["commit_s" if sql == "COMMIT" else "other_s"] += time.perf_counter() - t0
+        return r
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+start = store.Store.start
+def timed_start(self, loop, on_commit):
+    self._db = TimedDb(self._db)
+    return start(self, loop, on_commit)
+store.Store.start = timed_start
+def on(*a):
+    rec["on"] = True
+    if prof is not None:
+        prof.enable()
+def off(*a):
+    rec["on"] = False
+    if prof is not None:
+        prof.disable()
+        prof.dump_stats(out)
+    with open(out + ".commits", "w") as f:
+        json.dump(rec, f)
+signal.signal(signal.SIGUSR1, on)
+signal.signal(signal.SIGUSR2, off)
+sys.argv = ["upsycle"] + sys.argv[3:]
+from upsycle.cli import main
+sys.exit(main())
+"""
+
+
+def commit_summary(path):
+    """One line on the store's commits over the run (see RUNNER)."""
+    import json
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return "store commits: not recorded"
+    cs = [c for c in rec["commits"] if c[0]]
+    if not cs:
+        return "store commits: none with items"
+    items = sum(c[0] for c in cs)
+    wall = sorted(c[1] for c in cs)
+    cpu = sorted(c[2] for c in cs)
+    return ("store commits: %d holding %d items (mean %.0f); wall per commit p50 %.1f ms, p90 %.1f ms; writer CPU "
+            "per commit p50 %.1f ms; %.1f statements per commit; of the writer's %.2f s in commits, %.2f s in COMMIT "
+            "(the WAL sync) and %.2f s in the other statements" % (
+                len(cs), items, items / len(cs), 1e3 * wall[len(wall) // 2], 1e3 * wall[int(len(wall) * 0.9)],
+                1e3 * cpu[len(cpu) // 2], rec["statements"] / len(cs), sum(wall), rec["commit_s"], rec["other_s"]))
+
+
+def thread_cpu(pid):
+    """{thread id: CPU seconds} of a live process's threads (/proc)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / brokers.CLK_TCK
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def area(key):
     text = "%s:%s" % (key[0], key[2])
     for name, needles in AREAS:
         if any(n in text for n in needles):
             return name
-    return "other (start-up imports, logging, builtins)"
+    return "other (builtins, logging)"
 
 
 def main():
@@ -54,6 +156,8 @@ def main():
     ap.add_argument("--secure", action="store_true")
     ap.add_argument("--root", default=brokers.ROOT, help="checkout whose proxy to profile")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--rate", type=float, default=0,
+                    help="aggregate msg/s the publishers send at (default 0: as fast as the window allows)")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -63,8 +167,7 @@ def main():
         port = brokers.free_port()
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
-        prof = [] if args.no_profile else ["-m", "cProfile", "-o", out]
-        cmd = [sys.executable] + prof + ["-m", "upsycle", "proxy", "--data",
+        cmd = [sys.executable, "-c", RUNNER, out, "0" if args.no_profile else "1", "proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")
@@ -72,23 +175,46 @@ def main():
         try:
             brokers.wait_port(port)
             per = args.messages // args.pairs
-            specs = pair_specs("upsycle", port, args.pairs, per, 128, 4 if args.pairs > 1 else 2, 0,
-                               args.secure, salt=os.urandom(3).hex())
-            c0 = brokers.proc_cpu(proc.pid)
-            t0 = time.time()
-            results, t_go = brokers.run_loadgens(specs)
-            cpu = brokers.proc_cpu(proc.pid) - c0
+            specs = pair_specs("upsycle", port, args.pairs, per, 128, 4 if args.pairs > 1 else 2,
+                               args.rate / args.pairs, args.secure, salt=os.urandom(3).hex())
+            t0 = {}
+            c0 = [0.0]
+
+            def go():
+                proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.05)
+                t0.update(thread_cpu(proc.pid))
+                c0[0] = brokers.proc_cpu(proc.pid)
+
+            results, t_go = brokers.run_loadgens(specs, on_ready=go)
+            cpu = brokers.proc_cpu(proc.pid) - c0[0]
+            t1 = thread_cpu(proc.pid)
+            proc.send_signal(signal.SIGUSR2)
+            time.sleep(0.5)
             rate = sum(r["got"] for r in results) / (max(r["t_last"] for r in results) - t_go)
+            threads = sorted(((tid, t1[tid] - t0.get(tid, 0.0)) for tid in t1), key=lambda x: -x[1])
+            gen_cpu = sum(r["cpu_s"] for r in results)
+            lat = [x for r in results for x in r["lat_us"]]
         finally:
             proc.terminate()
             proc.wait(60)
+        n = args.messages
+        print(table.render("Proxy CPU per message by thread over the run (%s, %s %d -> %d, %d messages, %.0f msg/s; "
+                           "load generators %.1f us/msg)" % (
+                               os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs,
+                               args.pairs, n, rate, 1e6 * gen_cpu / n),
+                           ("thread", "CPU s", "us/msg"),
+                           [("event loop" if tid == proc.pid else "thread %d (store writer, checkpoints)" % tid,
+                             c, 1e6 * c / n) for tid, c in threads if c > 0 or tid == proc.pid] +
+                           [("whole process", cpu, 1e6 * cpu / n)]))
+        print("publish -> delivery p50 %.1f ms, p99 %.1f ms (%s)" % (
+            _pct(lat, 0.5), _pct(lat, 0.99), "at %.0f msg/s offered" % args.rate if args.rate else
+            "flat out: only window / throughput"))
+        print(commit_summary(out + ".commits"))
+        print()
         if args.no_profile:
-            print("%s: %s %d -> %d, %d messages: %.0f msg/s, proxy CPU %.1f us/msg (event loop and store thread)" % (
-                os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs, args.pairs,
-                args.messages, rate, 1e6 * cpu / args.messages))
             return
         st = pstats.Stats(out)
-    n = args.messages
     by_area = {}
     total = 0.0
     for key, (cc, nc, tt, ct, callers) in st.stats.items():
@@ -98,10 +224,10 @@ def main():
             total += tt
     rows = [(a, 1e6 * t / n, "-" if a.startswith("idle") else "%.1f" % (100.0 * t / total))
             for a, t in sorted(by_area.items(), key=lambda x: -x[1])]
-    print(table.render("Proxy event loop, own time per delivered message (%s, %d -> %d, %d messages, %s; "
-                       "%.0f msg/s, proxy CPU %.1f us/msg incl. the store thread; profiler overhead included)" % (
+    print(table.render("Proxy event loop under cProfile, own time per delivered message (%s, %d -> %d, %d "
+                       "messages, %s; profiler overhead included)" % (
                            os.path.relpath(root), args.pairs, args.pairs, n,
-                           "Noise" if args.secure else "plaintext", rate, 1e6 * cpu / n),
+                           "Noise" if args.secure else "plaintext"),
                        ("area", "us/msg", "% of busy loop"), rows))
     top = sorted((kv for kv in st.stats.items() if not area(kv[0]).startswith("idle")),
                  key=lambda kv: -kv[1][2])[:args.top]

@@ -98,6 +98,22 @@ def run(args):
     return asyncio.run(_serve(config))
 
 
+def _start_failure(e, config):
+    """(log code, what the operator reads) for a failed start, or None when
+    the error is not one a start can meet (a bug: let it raise)."""
+    from upsycle.identity import IdentityError
+    from upsycle.proxy.server import BleUnavailable
+    if isinstance(e, IdentityError):
+        return "identity", "cannot load the proxy key: %s" % e
+    if isinstance(e, ImportError):
+        if (e.name or "").split(".")[0] != "bleak":
+            return None
+        return "", "--ble needs bleak: pip install 'upsycle[ble]'"
+    if isinstance(e, BleUnavailable):
+        return "ble", "cannot start: %s" % e
+    return "listen", "cannot listen on %s: %s" % (config.listen, e)
+
+
 async def _serve(config):
     from upsycle.proxy.server import BleUnavailable, Proxy, StorageError
     from upsycle.identity import IdentityError
@@ -115,25 +131,14 @@ async def _serve(config):
         log.error("event=start_failed code=%s %s", e.code, e.message)
         print("upsycle proxy: cannot start: %s" % e.message, file=sys.stderr)
         return 3
-    except IdentityError as e:
-        log.error("event=start_failed code=identity %s", e)
-        print("upsycle proxy: cannot load the proxy key: %s" % e, file=sys.stderr)
-        proxy.store.close()
-        return 3
-    except ImportError as e:
-        if (e.name or "").split(".")[0] != "bleak":
+    except (IdentityError, ImportError, BleUnavailable, OSError) as e:
+        said = _start_failure(e, config)
+        if said is None:
             raise
-        print("upsycle proxy: --ble needs bleak: pip install 'upsycle[ble]'", file=sys.stderr)
-        proxy.store.close()
-        return 3
-    except BleUnavailable as e:
-        log.error("event=start_failed code=ble %s", e)
-        print("upsycle proxy: cannot start: %s" % e, file=sys.stderr)
-        proxy.store.close()
-        return 3
-    except OSError as e:
-        log.error("event=start_failed code=listen error=%r", str(e))
-        print("upsycle proxy: cannot listen on %s: %s" % (config.listen, e), file=sys.stderr)
+        code, text = said
+        if code:
+            log.error("event=start_failed code=%s %s", code, e)
+        print("upsycle proxy: %s" % text, file=sys.stderr)
         proxy.store.close()
         return 3
     await stop.wait()

@@ -94,7 +94,10 @@ class Admission:
         self.add_link(link)
         return link
 
-    def on_datagram(self, data, addr):
+    def on_datagram(self, data, addr, touched=None):
+        """One datagram from addr. ``touched``: a set to put the link in
+        when its session has output, for the caller to pump and flush once
+        per batch of datagrams (fastpath.UdpEndpoint); None: at once."""
         addr = addr[:2]
         if not self._rate_ok(addr):
             self.faults.note("udp_flood", peer="%s:%s" % addr)
@@ -104,7 +107,7 @@ class Admission:
             return
         kind = data[0]
         if kind in (KIND_HS1, KIND_HS2, KIND_HS3, KIND_DATA):
-            self._secure_datagram(data, addr, kind)
+            self._secure_datagram(data, addr, kind, touched)
             return
         link = self.udp_links.get(addr)
         if link is not None and link.mode != "plain":
@@ -140,10 +143,13 @@ class Admission:
         link.ps.receive(data, now_ms())
         self.handle_events(link)
         if not link.closed:
-            self.pump(link)
-            self.flush(link)
+            if touched is not None:
+                touched.add(link)
+            else:
+                self.pump(link)
+                self.flush(link)
 
-    def _secure_datagram(self, data, addr, kind):
+    def _secure_datagram(self, data, addr, kind, touched=None):
         """A Noise packet (noise/udp.py kinds). Handshakes run in their own
         link until complete, so an unauthenticated message 1 from a forged
         source never touches an established session."""
@@ -210,8 +216,11 @@ class Admission:
             if link.closed:
                 return
         if link.mode == "secure" and not link.closed:
-            self.pump(link)
-            self.flush(link)
+            if touched is not None:
+                touched.add(link)
+            else:
+                self.pump(link)
+                self.flush(link)
 
     # -- secure links (Noise XX responder) ---------------------------------
 

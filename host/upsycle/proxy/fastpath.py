@@ -10,6 +10,7 @@ slicing, and Noise transport messages go straight to libsodium
 import asyncio
 import socket
 
+from shared_protocol import clock
 from shared_protocol.session.proxy import ProxySession
 from shared_protocol.wire import cbor
 from shared_protocol.wire import envelope as E
@@ -19,6 +20,10 @@ StreamDecoder = wire_fast.StreamDecoder
 frames = wire_fast.frames
 frame = wire_fast.frame
 fast_cipher = noise_fast.fast
+_encode_deliver = wire_fast.encode_deliver
+# s_puback of a message id of n < 24 bytes: these bytes, then the id
+# (wire_fast.encode_puback; tests/host/test_proxy_fastpath.py holds them to it).
+_PUBACK_HEAD = tuple(b"\x83\x01\x18\x37" + bytes((0x40 | n,)) for n in range(24))
 
 
 class HostProxySession(ProxySession):
@@ -42,6 +47,27 @@ class HostProxySession(ProxySession):
             return
         ProxySession.receive(self, data, now)
 
+    def acked(self, msg_id):
+        # ProxySession.acked for an s_publish (no short publish waiting):
+        # the s_puback bytes made here, one call per acknowledged message.
+        if self._short or len(msg_id) >= 24:
+            ProxySession.acked(self, msg_id)
+        else:
+            self._out.append(_PUBACK_HEAD[len(msg_id)] + msg_id)
+
+    def deliver(self, topic, seq, msg_id, payload, now):
+        # ProxySession.deliver and _push in one call (a call per delivered
+        # message less); the same state and the same bytes.
+        data = _encode_deliver(topic, seq, msg_id, payload)
+        items = self._inflight.get(topic)
+        if items is None:
+            items = self._inflight[topic] = []
+        if self._n_inflight == 0:
+            self._due = clock.add(now, self._rto)
+        items.append([seq, data])
+        self._n_inflight += 1
+        self._out.append(data)
+
 
 def seal_frames(seal, msgs, limit):
     """Seal each session message (``seal``: a secure link's) and frame them
@@ -58,8 +84,8 @@ UDP_BATCH_MAX = 64
 
 class UdpEndpoint:
     """The proxy's UDP socket: up to UDP_BATCH_MAX datagrams read per
-    wake-up, each handed to ``protocol.datagram_received(data, addr)``;
-    ``sendto`` sends at once. When the kernel's send buffer is full a
+    wake-up, each handed to ``protocol.datagram_received(data, addr)``,
+    then ``protocol.datagrams_done()`` if it has one; ``sendto`` sends at once. When the kernel's send buffer is full a
     datagram is dropped and counted (``dropped``), as the network may drop
     it: the session protocol retransmits, and nothing queues without bound
     in the proxy. The subset of asyncio's DatagramTransport the server uses."""
@@ -77,15 +103,20 @@ class UdpEndpoint:
     def _read_many(self):
         recvfrom = self._sock.recvfrom
         deliver = self._protocol.datagram_received
-        for _ in range(UDP_BATCH_MAX):
-            try:
-                data, addr = recvfrom(self._max)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                return
-            deliver(data, addr)
+        try:
+            for _ in range(UDP_BATCH_MAX):
+                try:
+                    data, addr = recvfrom(self._max)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._protocol.error_received(exc)
+                    return
+                deliver(data, addr)
+        finally:
+            done = getattr(self._protocol, "datagrams_done", None)
+            if done is not None:
+                done()   # the batch's output: one pump and flush per link
 
     def sendto(self, data, addr):
         if self._closed:

@@ -352,8 +352,11 @@ class Federation(PeerTable):
             return
         o = self._ov(topic)
         r = self.pc.rings
+        succ, pred = r.successors(o), r.predecessors(o)
+        if not succ and not pred and not r.known_map(o):
+            return   # no proxy known to carry the topic (a proxy on its own): no target, per message
         sender = next(iter(senders)) if senders else None
-        targets = dissemination.choose(self.pc.rng, sender, r.successors(o), r.predecessors(o),
+        targets = dissemination.choose(self.pc.rng, sender, succ, pred,
                                        self.pc.random_pool(o), self.pc.diss.fanout)
         data = None
         for pid in targets:

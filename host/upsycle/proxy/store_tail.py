@@ -14,9 +14,14 @@ newest stored message, and never holds a message the store no longer has:
 retention trims it (``trim``) and a forgotten topic loses it (``forget``).
 """
 import collections
+import itertools
 
-# Messages kept per topic: a live subscriber is rarely further behind.
-TAIL_PER_TOPIC = 32
+# Messages kept per topic: a live subscriber is rarely further behind than
+# one group commit adds to a topic (a publisher's window, up to WINDOW_MAX,
+# or a few publishers'); with 32, commits of 60+ messages per topic sent
+# every subscriber to SQLite (a query per fetch, and the GIL lost and won
+# back around it) for most of what it was sent.
+TAIL_PER_TOPIC = 512
 # Payload bytes kept over all topics; the topics written least recently lose
 # theirs first (anything older comes from SQLite as before).
 TAIL_BYTES_MAX = 8 * 1024 * 1024
@@ -38,15 +43,12 @@ class Tail:
         """Up to limit messages of topic with seq > after, or None if the
         tail does not cover them (the caller asks SQLite)."""
         tail = self._tails.get(topic)
-        if not tail or tail[0][0] > after + 1:
+        if not tail:
             return None
-        out = []
-        for row in tail:
-            if row[0] > after:
-                out.append(row)
-                if len(out) >= limit:
-                    break
-        return out
+        start = after + 1 - tail[0][0]   # the run is contiguous: index by sequence
+        if start < 0:
+            return None
+        return list(itertools.islice(tail, start, start + limit))
 
     def add(self, topic, seq, msg_id, payload):
         """A committed message, the newest of its topic."""

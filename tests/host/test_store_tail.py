@@ -1,0 +1,50 @@
+"""The store's in-memory tail answers exactly what SQLite would, or None."""
+import random
+
+from upsycle.proxy.store_tail import Tail
+
+
+def _reference(rows, after, limit):
+    return [r for r in rows if r[0] > after][:limit]
+
+
+def test_tail_answers_like_the_rows_or_defers():
+    rnd = random.Random(7)
+    t = Tail()
+    t.per_topic = 40
+    rows = []
+    seq = 100
+    for step in range(2000):
+        r = rnd.random()
+        if r < 0.7:
+            seq += 1
+            row = (seq, b"m%d" % seq, b"p" * rnd.randrange(1, 9))
+            rows.append(row)
+            t.add(b"t", *row)
+        elif r < 0.75 and rows:
+            first = rows[0][0] + rnd.randrange(0, 5)
+            rows = [x for x in rows if x[0] >= first]
+            t.trim(b"t", first)
+        else:
+            after = seq - rnd.randrange(0, 60)
+            limit = rnd.randrange(1, 50)
+            got = t.get(b"t", after, limit)
+            if got is None:
+                # Deferred to SQLite only when the tail does not reach back that far.
+                kept = t._tails.get(b"t")
+                assert not kept or kept[0][0] > after + 1
+            else:
+                assert got == _reference(rows, after, limit), (after, limit)
+    assert t.get(b"other", 0, 5) is None
+
+
+def test_a_gap_starts_the_tail_over_and_bytes_are_bounded():
+    t = Tail()
+    t.bytes_max = 100
+    t.add(b"a", 1, b"m1", b"x" * 30)
+    t.add(b"a", 2, b"m2", b"x" * 30)
+    t.add(b"a", 5, b"m5", b"x" * 30)   # not contiguous: only 5 is kept
+    assert t.get(b"a", 4, 10) == [(5, b"m5", b"x" * 30)]
+    assert t.get(b"a", 1, 10) is None
+    t.add(b"b", 1, b"n1", b"y" * 80)   # over 100 bytes: the least recently written topic goes
+    assert t.get(b"a", 4, 10) is None and t.bytes <= 100
