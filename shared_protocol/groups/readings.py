@@ -171,12 +171,12 @@ def authors_from_record(rows):
 
 # -- signed readings (group_rs): no nonce, no AEAD tag on the wire -----------
 #
-#     group_rs = [1, 83, epoch, data]
+#     group_rs = [1, 10, epoch, data]
 #     data     = R | ChaCha20(epoch key, N, S | inner)     (RFC 8439 §2.4, counter 1)
 #     N        = SHA-256("upsycle-rs-nonce-v1" | R)[:12]
 #     R | S    = Ed25519 by the author over
-#                "upsycle-rs-v1" | topic | CBOR [epoch, bodies unpacked] | inner
-#     inner    = flags | aref (4) | generation (3) | counter (1..3) | [intro] | body or batch
+#                "upsycle-rs-v1" | topic | SHA-256(CBOR [epoch, generation, inner, bodies unpacked])
+#     inner    = flags | aref (4) | [generation (3), with intro] | counter (1..3) | [intro] | body or batch
 #     intro    = CBOR [author key, capability on the wire or null, dictionary]
 #
 # Why this is enough (docs/private-groups.md "Signed readings"): R is derived
@@ -325,14 +325,15 @@ def _check_dictionary(d):
 
 
 def _rs_head(flags, aref, seq):
-    """flags (with the counter's length) | aref | generation (3) | counter
-    in its shortest big-endian form (1..3 bytes)."""
+    """flags (with the counter's length) | aref | generation (3, only with
+    an introduction) | counter in its shortest big-endian form (1..3 bytes)."""
     c = seq & 0xFFFFFF
     k = 1 if c < 0x100 else (2 if c < 0x10000 else 3)
     g = seq >> 24
     out = bytearray((flags | (k - 1) << 4,))
     out += aref[:wire.AREF_SIZE]
-    out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+    if flags & wire.RS_INTRO:
+        out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
     for i in range(k - 1, -1, -1):
         out.append((c >> (8 * i)) & 0xFF)
     return bytes(out)
@@ -386,29 +387,34 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
                 break
     rest = cbor.encode(packed) if batch else packed[0]
     inner = _rs_head(flags, author, seq) + intro + rest
-    sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, inner, plain))
+    sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, seq >> 24, inner, plain))
     data = sig[:32] + _stream(ek.sym, _rs_nonce(sig[:32]), sig[32:] + inner)
     member.seq_used(seq, n)
     member.intro_left = INTRO_EVERY - 1 if intro else member.intro_left - 1
     return envelope.REGISTRY.encode("group_rs", member.epoch, data)
 
 
-def _rs_inner(inner, max_seq):
+def _rs_inner(member, inner, max_seq):
     """Parse the plaintext of a group_rs: (kind, aref, seq, intro or None,
-    packed bodies list, count)."""
+    packed bodies list, count). A reading without an introduction is of
+    the generation its author last introduced (``_gen_of``)."""
     if len(inner) < wire.RS_HEAD_MIN:
         raise Malformed(message="signed reading shorter than its head")
     flags = inner[0]
     kind = flags & wire.RS_KIND
     k = ((flags & wire.RS_CLEN) >> 4) + 1
-    p = 1 + wire.AREF_SIZE + wire.RS_GEN_BYTES + k
+    g = wire.RS_GEN_BYTES if flags & wire.RS_INTRO else 0
+    p = 1 + wire.AREF_SIZE + g + k
     if flags & ~(wire.RS_KIND | wire.RS_CLEN | wire.RS_INTRO | wire.RS_PACKED) \
             or kind not in (wire.RD_SIGNED, wire.RD_BATCH) or k > 3 or len(inner) < p:
         raise Malformed(message="unknown reading kind or flags")
     aref = bytes(inner[1:1 + wire.AREF_SIZE])
     seq = 0
-    for b in inner[1 + wire.AREF_SIZE:p - k]:
-        seq = (seq << 8) | b
+    if g:
+        for b in inner[1 + wire.AREF_SIZE:p - k]:
+            seq = (seq << 8) | b
+    else:
+        seq = _gen_of(member, aref)
     c = 0
     for b in inner[p - k:p]:
         c = (c << 8) | b
@@ -443,6 +449,18 @@ def _rs_inner(inner, max_seq):
     return flags, kind, aref, seq, intro, items, count
 
 
+def _gen_of(member, aref):
+    """The sequence generation of a reading by ``aref`` that carries no
+    introduction: the one its author last introduced to us (our own for
+    our own readings); refused when no introduction of it reached us."""
+    g = member.gens.get(aref)
+    if g is not None:
+        return g
+    if aref == member.identity.public[:wire.AREF_SIZE]:
+        return member.gen
+    raise AuthorUnknown(message="no introduction of author %s's sequence generation yet" % aref.hex())
+
+
 def open_rs(member, msg, now, max_seq, publication):
     """Open a group_rs (already decoded as an envelope); returns a
     Publication or a Batch; changes nothing unless every check passes."""
@@ -454,7 +472,7 @@ def open_rs(member, msg, now, max_seq, publication):
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])
     sig = r + plain[:32]
     inner = plain[32:]
-    flags, kind, aref, seq, intro, items, count = _rs_inner(inner, max_seq)
+    flags, kind, aref, seq, intro, items, count = _rs_inner(member, inner, max_seq)
     topic = member.topic
     me = member.identity.public
     # The author's key and dictionary. Nothing here is trusted until the
@@ -481,7 +499,7 @@ def open_rs(member, msg, now, max_seq, publication):
         if not win.is_fresh(s):
             raise Replayed(message="sequence %d of this author already seen or too old" % s)
     try:
-        api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, inner, bodies), sig)
+        api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, seq >> 24, inner, bodies), sig)
     except CryptoBadSignature:
         raise BadSignature(message="author signature does not verify")
     if intro is not None:
@@ -499,11 +517,15 @@ def open_rs(member, msg, now, max_seq, publication):
         dict_new = None
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
         raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+    if intro is not None and aref not in member.gens and len(member.gens) >= 2 * member.max_authors:
+        raise TooLarge(message="more than %d author generations in one topic" % (2 * member.max_authors))
     if dict_new is not None:
         if dict_new[1]:
             member.dicts[_dict_key(aref, seq)] = [dict_new[0], [bytes(e) for e in dict_new[1]]]
         else:
             member.dicts.pop(_dict_key(aref, seq), None)
+    if intro is not None:
+        member.gens[aref] = seq >> 24    # its later readings carry no generation
     return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies)
 
 
@@ -528,4 +550,20 @@ def dicts_from_record(rows):
         if (isinstance(row, list) and len(row) == 3 and _is_bytes(row[0], wire.AREF_SIZE + 3) and isinstance(row[1], int)
                 and _check_dictionary(row[2])):
             out[bytes(row[0])] = [row[1], [bytes(e) for e in row[2]]]
+    return out
+
+
+def gens_to_record(gens):
+    out = []
+    for aref in sorted(gens):
+        out.append([aref, gens[aref]])
+    return out
+
+
+def gens_from_record(rows):
+    out = {}
+    for row in rows:
+        if (isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], wire.AREF_SIZE)
+                and isinstance(row[1], int) and 0 <= row[1] < 1 << 24):
+            out[bytes(row[0])] = row[1]
     return out
