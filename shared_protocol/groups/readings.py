@@ -236,24 +236,56 @@ def _token_end(data, p):
     return q if q <= len(data) else -1
 
 
+# Numbers near the body's first large one (readings.pack): a DMC op's Lamport
+# clock and the sequence numbers its deps name are close to its own sequence
+# number (the anchor, the body's first unsigned integer of 256 or more), so
+# each becomes one byte, the simple value _NEAR + (value - anchor - NEAR_LO).
+_NEAR = _REF + 8        # simple values 8..19
+NEAR_LO = -4
+NEAR_HI = 7
+
+
+def _uint_at(data, p, q):
+    """The value of the unsigned integer token data[p:q] if it is in its
+    shortest form (what unpack gives back), else -1."""
+    ai = data[p] & 0x1F
+    if ai < 24:
+        return ai
+    v = 0
+    for i in range(p + 1, q):
+        v = (v << 8) | data[i]
+    if v < (24, 256, 0x10000, 0x100000000)[ai - 24]:
+        return -1
+    return v
+
+
+def _uint_bytes(v):
+    if v < 24:
+        return bytes((v,))
+    if v < 0x100:
+        return bytes((0x18, v))
+    if v < 0x10000:
+        return bytes((0x19, v >> 8, v & 0xFF))
+    if v < 0x100000000:
+        return bytes((0x1A, v >> 24, (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF))
+    out = bytearray((0x1B,))
+    for i in range(7, -1, -1):
+        out.append((v >> (8 * i)) & 0xFF)
+    return bytes(out)
+
+
 def pack(body, dictionary):
     """``body`` with every CBOR string item whose encoding is a dictionary
     entry replaced by one byte, the unassigned simple value of its index
-    (_REF + i); ``body`` itself when it is not CBOR tokens we can walk, holds
-    such simple values already, or would not get shorter. Deterministic: a
-    single pass, left to right."""
-    if not dictionary:
-        return body
-    hit = False
-    for e in dictionary:
-        if body.find(e) >= 0:
-            hit = True
-            break
-    if not hit:
-        return body
+    (_REF + i), and every unsigned integer after the first one of 256 or
+    more (the anchor) that lies within NEAR_LO..NEAR_HI of it by one byte
+    (_NEAR + offset); ``body`` itself when it is not CBOR tokens we can
+    walk, holds such simple values already, or would not get shorter.
+    Deterministic: a single pass, left to right."""
     out = bytearray()
     p = 0
     n = len(body)
+    anchor = -1
     while p < n:
         ib = body[p]
         if _REF <= ib < _REF + 20:
@@ -261,7 +293,8 @@ def pack(body, dictionary):
         q = _token_end(body, p)
         if q < 0:
             return body
-        if ib >> 5 == 2 or ib >> 5 == 3:
+        major = ib >> 5
+        if major == 2 or major == 3:
             item = body[p:q]
             for i in range(len(dictionary)):
                 if dictionary[i] == item:
@@ -270,6 +303,16 @@ def pack(body, dictionary):
                     break
             if item is not None:
                 out += item
+        elif major == 0 and ib >= 0x18:
+            v = _uint_at(body, p, q)
+            if anchor < 0:
+                if v >= 256:
+                    anchor = v
+                out += body[p:q]
+            elif v >= 0 and NEAR_LO <= v - anchor <= NEAR_HI:
+                out.append(_NEAR + v - anchor - NEAR_LO)
+            else:
+                out += body[p:q]
         else:
             out += body[p:q]
         p = q
@@ -283,6 +326,7 @@ def unpack(packed, dictionary):
     out = bytearray()
     p = 0
     n = len(packed)
+    anchor = -1
     while p < n:
         ib = packed[p]
         if _REF <= ib < _REF + wire.DICT_MAX:
@@ -291,10 +335,19 @@ def unpack(packed, dictionary):
                 raise AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % i)
             out += dictionary[i]
             p += 1
+        elif _NEAR <= ib < _NEAR + NEAR_HI - NEAR_LO + 1:
+            if anchor < 0:
+                raise Malformed(message="packed reading names a number before its anchor")
+            out += _uint_bytes(anchor + ib - _NEAR + NEAR_LO)
+            p += 1
         else:
             q = _token_end(packed, p)
             if q < 0:
                 raise Malformed(message="packed reading malformed")
+            if anchor < 0 and ib >> 5 == 0 and ib >= 0x18:
+                v = _uint_at(packed, p, q)
+                if v >= 256:
+                    anchor = v
             out += packed[p:q]
             p = q
         if len(out) > wire.BODY_MAX:

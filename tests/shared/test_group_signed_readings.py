@@ -216,7 +216,8 @@ def test_dictionary_packs_author_ids_and_travels_in_the_introduction():
     assert readings.pack(b"\xe0" + A_ME, [A_ME]) == b"\xe0" + A_ME     # holds a reference byte itself
     d = [A_ME, A_1, A_2, b"\x64temp"]
     p = readings.pack(OP, d)
-    assert len(p) == len(OP) - 3 * 8 - 4 and readings.unpack(p, d) == OP
+    # the ids and the name one byte each; clock and dep sequence numbers near the op's own too
+    assert len(p) == len(OP) - 3 * 8 - 4 - 3 * 2 and readings.unpack(p, d) == OP
     # an entry is replaced only as a whole string item, never inside another
     inside = b"\x4a\x00" + A_ME
     assert readings.pack(inside, [A_ME]) == inside
@@ -227,6 +228,48 @@ def test_dictionary_packs_author_ids_and_travels_in_the_introduction():
     both = rw.seal_batch([OP, b"\x43abc"], r32(), NOW)
     assert len(both) < len(mixed) - 20
     assert [x.body for x in ro.open(both, NOW).publications] == [OP, b"\x43abc"]
+
+
+def test_numbers_near_the_first_large_one_pack_to_one_byte():
+    _, rw, ro, _ = _topic()
+    # seq 1000, clock 1001, deps at 1000: one byte each after the anchor
+    p = readings.pack(OP, [])
+    assert len(p) == len(OP) - 3 * 2 and readings.unpack(p, []) == OP
+    assert p.count(bytes((readings._NEAR - readings.NEAR_LO,))) == 2 and b"\x19\x03\xe8" in p
+    # every offset in range and none outside; small numbers before the anchor stay
+    for d in range(readings.NEAR_LO - 2, readings.NEAR_HI + 3):
+        body = cbor.encode([5, 70000, 70000 + d, "x"])
+        q = readings.pack(body, [])
+        assert readings.unpack(q, []) == body
+        assert (len(q) < len(body)) == (readings.NEAR_LO <= d <= readings.NEAR_HI), d
+    # a number before any anchor, or a number not in its shortest form, goes as it is
+    assert readings.pack(cbor.encode([300, 20]), []) == cbor.encode([300, 20])
+    long_form = b"\x83\x19\x03\xe8\x1a\x00\x00\x03\xe9\x19\x03\xe9"
+    q = readings.pack(long_form, [])
+    assert readings.unpack(q, []) == long_form and q[4:9] == b"\x1a\x00\x00\x03\xe9"
+    # a body holding such a byte itself is not packed
+    own = b"\x82\x19\x03\xe8" + bytes((readings._NEAR,))
+    assert readings.pack(own, []) == own
+    # sealed and opened; the reader gets exactly the op the author signed
+    ro.open(rw.seal_reading(b"\x01", r32(), NOW), NOW)      # introduced
+    sealed = rw.seal_reading(OP, r32(), NOW)
+    # attacks: a number reference before any anchor is malformed; a
+    # reference changed to another offset, or an anchor changed, fails the
+    # author's signature; nothing changes either way
+    sig, inner = _open_raw(rw, sealed)
+    near = inner.index(bytes((readings._NEAR - readings.NEAR_LO + 1,)))    # the clock, anchor + 1
+    anchor = inner.index(b"\x19\x03\xe8")
+    seq = ro.gens[rw.identity.public[:4]] << 24 | 99
+    first_ref = _head(wire.RD_SIGNED | wire.RS_PACKED, rw.identity.public[:4], seq) + b"\x82" + bytes((readings._NEAR,)) \
+        + b"\x19\x03\xe8"
+    _rejects(ro, [
+        ("number reference before the anchor", Malformed, _rs(rw, sig, first_ref)),
+        ("reference to another offset", BadSignature, _rs(rw, sig, inner[:near] + bytes((inner[near] + 1,))
+                                                          + inner[near + 1:])),
+        ("anchor changed", BadSignature, _rs(rw, sig, inner[:anchor] + b"\x19\x03\xe9" + inner[anchor + 3:])),
+    ])
+    assert ro.open(sealed, NOW).body == OP
+    _rejects(ro, [("replayed", Replayed, sealed)])
 
 
 def test_reader_that_missed_a_changed_dictionary_refuses_until_the_next_introduction():
