@@ -132,8 +132,8 @@ class Member:
         # ones other authors introduced, by author reference and generation.
         self.dictionary = []
         self.dicts = {}
-        # the sequence generation each author last introduced, by reference:
-        # its readings without an introduction are of that generation
+        # the sequence generations authors introduced, by reference and the
+        # generation's low byte (what their readings without one carry)
         self.gens = {}
 
     # -- roles --

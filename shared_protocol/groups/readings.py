@@ -176,7 +176,7 @@ def authors_from_record(rows):
 #     N        = SHA-256("upsycle-rs-nonce-v1" | R)[:12]
 #     R | S    = Ed25519 by the author over
 #                "upsycle-rs-v1" | topic | SHA-256(CBOR [epoch, generation, inner, bodies unpacked])
-#     inner    = flags | aref (4) | [generation (3), with intro] | counter (1..3) | [intro] | body or batch
+#     inner    = flags | aref (4) | generation (3 with intro, else 1) | counter (1..3) | [intro] | body or batch
 #     intro    = CBOR [author key, capability on the wire or null, dictionary]
 #
 # Why this is enough (docs/private-groups.md "Signed readings"): R is derived
@@ -378,15 +378,17 @@ def _check_dictionary(d):
 
 
 def _rs_head(flags, aref, seq):
-    """flags (with the counter's length) | aref | generation (3, only with
-    an introduction) | counter in its shortest big-endian form (1..3 bytes)."""
+    """flags (with the counter's length) | aref | generation (3 with an
+    introduction, else its low byte) | counter in its shortest big-endian
+    form (1..3 bytes)."""
     c = seq & 0xFFFFFF
     k = 1 if c < 0x100 else (2 if c < 0x10000 else 3)
     g = seq >> 24
     out = bytearray((flags | (k - 1) << 4,))
     out += aref[:wire.AREF_SIZE]
     if flags & wire.RS_INTRO:
-        out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+        out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF))
+    out.append(g & 0xFF)
     for i in range(k - 1, -1, -1):
         out.append((c >> (8 * i)) & 0xFF)
     return bytes(out)
@@ -456,18 +458,17 @@ def _rs_inner(member, inner, max_seq):
     flags = inner[0]
     kind = flags & wire.RS_KIND
     k = ((flags & wire.RS_CLEN) >> 4) + 1
-    g = wire.RS_GEN_BYTES if flags & wire.RS_INTRO else 0
+    g = wire.RS_GEN_BYTES if flags & wire.RS_INTRO else 1
     p = 1 + wire.AREF_SIZE + g + k
     if flags & ~(wire.RS_KIND | wire.RS_CLEN | wire.RS_INTRO | wire.RS_PACKED) \
             or kind not in (wire.RD_SIGNED, wire.RD_BATCH) or k > 3 or len(inner) < p:
         raise Malformed(message="unknown reading kind or flags")
     aref = bytes(inner[1:1 + wire.AREF_SIZE])
     seq = 0
-    if g:
-        for b in inner[1 + wire.AREF_SIZE:p - k]:
-            seq = (seq << 8) | b
-    else:
-        seq = _gen_of(member, aref)
+    for b in inner[1 + wire.AREF_SIZE:p - k]:
+        seq = (seq << 8) | b
+    if g == 1:
+        seq = _gen_of(member, aref, seq)
     c = 0
     for b in inner[p - k:p]:
         c = (c << 8) | b
@@ -502,14 +503,15 @@ def _rs_inner(member, inner, max_seq):
     return flags, kind, aref, seq, intro, items, count
 
 
-def _gen_of(member, aref):
+def _gen_of(member, aref, low):
     """The sequence generation of a reading by ``aref`` that carries no
-    introduction: the one its author last introduced to us (our own for
-    our own readings); refused when no introduction of it reached us."""
-    g = member.gens.get(aref)
+    introduction, named by its low byte: the one its author last introduced
+    to us with that low byte (our own for our own readings); refused when
+    no introduction of it reached us."""
+    g = member.gens.get(aref + bytes((low,)))
     if g is not None:
         return g
-    if aref == member.identity.public[:wire.AREF_SIZE]:
+    if aref == member.identity.public[:wire.AREF_SIZE] and low == member.gen & 0xFF:
         return member.gen
     raise AuthorUnknown(message="no introduction of author %s's sequence generation yet" % aref.hex())
 
@@ -570,7 +572,8 @@ def open_rs(member, msg, now, max_seq, publication):
         dict_new = None
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
         raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
-    if intro is not None and aref not in member.gens and len(member.gens) >= 2 * member.max_authors:
+    gkey = aref + bytes(((seq >> 24) & 0xFF,))
+    if intro is not None and gkey not in member.gens and len(member.gens) >= 2 * member.max_authors:
         raise TooLarge(message="more than %d author generations in one topic" % (2 * member.max_authors))
     if dict_new is not None:
         if dict_new[1]:
@@ -578,7 +581,7 @@ def open_rs(member, msg, now, max_seq, publication):
         else:
             member.dicts.pop(_dict_key(aref, seq), None)
     if intro is not None:
-        member.gens[aref] = seq >> 24    # its later readings carry no generation
+        member.gens[gkey] = seq >> 24    # its later readings carry only the low byte
     return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies)
 
 
@@ -616,7 +619,7 @@ def gens_to_record(gens):
 def gens_from_record(rows):
     out = {}
     for row in rows:
-        if (isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], wire.AREF_SIZE)
-                and isinstance(row[1], int) and 0 <= row[1] < 1 << 24):
+        if (isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], wire.AREF_SIZE + 1)
+                and isinstance(row[1], int) and 0 <= row[1] < 1 << 24 and row[1] & 0xFF == row[0][-1]):
             out[bytes(row[0])] = row[1]
     return out

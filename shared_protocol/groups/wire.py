@@ -86,12 +86,14 @@ RS = REGISTRY.register(10, "group_rs", (
     ("epoch", UINT, EPOCH_MAX),
     ("data", BYTES, SEALED_MAX),        # R (32) | ChaCha20(S | inner)
 ))
-# inner = flags (1) | aref (AREF_SIZE) | [generation (3), with RS_INTRO] | counter
-#         (1..3, big-endian, shortest) | [intro, CBOR] | body (packed or not) / batch (CBOR array)
-# The sequence generation travels only with the introduction (RS_INTRO):
-# a reading without one is of the generation its author last introduced.
+# inner = flags (1) | aref (AREF_SIZE) | generation (3 with RS_INTRO, else its
+#         low byte) | counter (1..3, big-endian, shortest) | [intro, CBOR] |
+#         body (packed or not) / batch (CBOR array)
+# The whole sequence generation travels only with the introduction: a
+# reading without one names it by its low byte, among the generations its
+# author introduced (two devices joined with one key stay apart).
 RS_GEN_BYTES = 3
-RS_HEAD_MIN = 1 + AREF_SIZE + 1
+RS_HEAD_MIN = 1 + AREF_SIZE + 1 + 1
 RS_KIND = 0x0F        # the low bits of flags: RD_SIGNED or RD_BATCH
 RS_CLEN = 0x30        # bytes of the counter, minus one (0..2)
 RS_INTRO = 0x80       # an introduction follows the head
