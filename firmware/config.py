@@ -14,6 +14,9 @@ Format 1, a JSON object:
   proxies             list of "host:port" or "host:port@PROXYKEYHEX" (pinned key);
                       with transport "ble" also "ble" or "ble@PROXYKEYHEX": the proxy
                       that connects over Bluetooth LE (its key pinned or not)
+  proxy_mode          optional: "failover" (default: one proxy at a time, the next
+                      when it stops answering) or "all" (publish through every
+                      proxy of the list; firmware/proxy_all.py); "all" not over BLE
   transport           optional: "wifi" (default), "ble" (no WiFi: peers and the
                       proxy over Bluetooth LE) or "wifi+ble" (proxy over WiFi,
                       peers over both); "ble" needs the Noise link
@@ -64,6 +67,9 @@ LAN_PEERS_MAX = 8
 SLEEP_MAX_S = 86400
 # Upper bound of the example app's reading count (bounded like every value).
 READINGS_MAX = 100000
+
+# How a node with several proxies uses them (docs/federation.md).
+PROXY_MODES = ("failover", "all")
 
 # Radios a node may use (firmware/ble_link.py for the BLE part).
 TRANSPORTS = ("wifi", "ble", "wifi+ble")
@@ -185,6 +191,11 @@ def parse(data, platform):
         host, _, port = addr.rpartition(":")
         if not host or len(host) > HOST_MAX_CHARS or not port.isdigit() or not 0 < int(port) < 65536:
             _fail("proxy", "proxy %r must be \"host:port\" with a port 1..65535" % (p,))
+    mode = cfg.get("proxy_mode", "failover")
+    if mode not in PROXY_MODES:
+        _fail("proxy_mode", "'proxy_mode' must be one of %s, not %r" % (", ".join(PROXY_MODES), mode))
+    if mode == "all" and transport == "ble":
+        _fail("proxy_mode", "'proxy_mode' \"all\" needs proxies over WiFi (a BLE node has one proxy)")
     for t in _list_of(cfg, "topics", TOPICS_MAX):
         if not isinstance(t, str) or not 0 < len(t) <= TOPIC_MAX_CHARS:
             _fail("topic", "each topic invite must be a string of 1..%d characters" % TOPIC_MAX_CHARS)

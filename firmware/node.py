@@ -58,6 +58,8 @@ def preload(cfg):
     mods = PRELOAD + (PRELOAD_LAN if cfg.get("lan") is not None else ())
     if "ble" in cfg.get("transport", "wifi"):
         mods += PRELOAD_BLE
+    if cfg.get("proxy_mode") == "all":
+        mods += ("firmware.proxy_all",)   # after proxy_link (PRELOAD), which it imports
     for m in mods:
         __import__(m)
         gc.collect()

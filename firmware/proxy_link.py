@@ -97,6 +97,7 @@ class ProxyLink:
             sid = node_id_for(crypto.x25519_public(static))
             self.session = ClientSession(sid, _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = SecureLink(self.session, static, True, None)
+            self.static = static   # the mirrors' links too (proxy_all.py)
         self._dropped_seen = 0
         self.proxies = []
         for p in cfg.get("proxies", []):
@@ -106,6 +107,12 @@ class ProxyLink:
             host, _, port = addr.rpartition(":") if addr != "ble" else ("ble", "", "0")
             self.proxies.append((host, int(port), bytes.fromhex(key) if key else None))
         self.over_ble = False
+        # "all": every other proxy of the list gets a Mirror (firmware/proxy_all.py,
+        # imported only then) that publishes what this link publishes
+        self.mirrors = None
+        if cfg.get("proxy_mode") == "all" and len(self.proxies) > 1:
+            from firmware.proxy_all import Mirrors
+            self.mirrors = Mirrors(self, cfg.get("link") == "plaintext")
         self.proxy_index = 0
         self.failures = 0        # link failures in a row (_FAILOVER_AFTER)
         self.inflight = {}       # msg_id -> (topic, dmc author, dmc seq)
@@ -132,6 +139,8 @@ class ProxyLink:
             self.sock = node.ble.proxy_pipe()
             self.over_ble = True
             return self._start(key, "a BLE central (ble")
+        if self.mirrors is not None:
+            self.mirrors.around(self.proxy_index % len(self.proxies))
         try:
             self.addr = platform.sockaddr(host, port)
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -193,7 +202,10 @@ class ProxyLink:
         return self.link.data_to_send()
 
     def next_deadline(self):
-        return self.link.next_deadline()
+        d = self.link.next_deadline()
+        if self.mirrors is not None:
+            return self.mirrors.deadline(d)
+        return d
 
     def turn(self, now):
         """Events in, the window filled, refills watched (before the save)."""
@@ -201,6 +213,8 @@ class ProxyLink:
             self.link.poll(now)
             self._events(now)
             self._fill_window(now)
+        if self.mirrors is not None:
+            self.mirrors.io(now)
         if self.refill_quiet:
             self._refill_done(now)
 
@@ -247,17 +261,14 @@ class ProxyLink:
                     self.refill_quiet[tp.topic] = now
             elif kind == "missed":
                 self.pending_consumed.append((ev[1], ev[2]))
-            elif kind == "acked" or kind == "rejected":
+            elif kind == "acked":
+                self.acked(ev[1])
+            elif kind == "rejected":
                 x = self.inflight.pop(ev[1], None)
                 if x is not None:
                     node.by_id[x[0]].acked(x[1], x[2])
-                    if kind == "acked":
-                        counts["acked"] += 1
-                        if counts["acked"] == 1:
-                            node.log("upsycle: first reading acknowledged by the proxy")
-                    else:
-                        counts["rejected"] += 1
-                        node.log("upsycle: proxy refused a reading (%s: %s): dropped" % (ev[2], ev[3]))
+                    counts["rejected"] += 1
+                    node.log("upsycle: proxy refused a reading (%s: %s): dropped" % (ev[2], ev[3]))
             elif kind == "welcome":
                 if not self.online:
                     node.log("upsycle: proxy session open")
@@ -280,6 +291,22 @@ class ProxyLink:
             elif kind == "error":
                 if node.count_error():
                     node.log("upsycle: bad message from the proxy ignored (%s: %s)" % (ev[1], ev[2]))
+
+    def acked(self, mid):
+        """A proxy holds publish ``mid`` (this link's, or a mirror's: then
+        no session sends it any more)."""
+        x = self.inflight.pop(mid, None)
+        if x is None:
+            return
+        if self.mirrors is not None:
+            self.session.drop(mid)
+            self.mirrors.drop(mid)
+        node = self.node
+        node.by_id[x[0]].acked(x[1], x[2])
+        counts = node.counts
+        counts["acked"] += 1
+        if counts["acked"] == 1:
+            node.log("upsycle: first reading acknowledged by the proxy")
 
     def _fill_window(self, now):
         s = self.session
@@ -318,6 +345,8 @@ class ProxyLink:
                 # A batch is named by its last op.
                 mid = W.message_id(s.node_id, message_seq(a, seq))
                 s.publish(tp.topic, mid, payload, now)
+                if self.mirrors is not None:
+                    self.mirrors.publish(tp.topic, mid, payload, now)
                 self.inflight[mid] = (tp.topic, a, seq)
                 upto[a] = seq
                 sealed = True

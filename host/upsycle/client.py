@@ -205,6 +205,7 @@ class Client:
 
     async def close(self):
         self._closing = True
+        self._room.set()   # a publish waiting for room gives up (publish_nowait)
         if self._proto is not None and self._proto.transport is not None:
             self.session.bye()
             self._flush()
@@ -359,15 +360,30 @@ class Client:
         raw: publish ``data`` as it is, not through the codec."""
         tid = topics.resolve(topic)
         payload = bytes(data) if raw else self.codec.encode(tid, data)
-        while not self.session.can_publish():
-            self._room.clear()
-            await self._room.wait()
+        if not await self.wait_room():
+            raise ConnectionError("client closed")
         mid = msg_id or self.next_msg_id()
         fut = asyncio.get_running_loop().create_future()
         self._acks[mid] = fut
         self.session.publish(tid, mid, payload, now_ms())
         self._flush_soon()
         return fut
+
+    async def wait_room(self, timeout=None):
+        """True once the window has room for a publish; False after timeout
+        or once the client is closed."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while not self._closing and not self.session.can_publish():
+            self._room.clear()
+            if end is None:
+                await self._room.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._room.wait(), max(0.0, end - loop.time()))
+            except asyncio.TimeoutError:
+                return False
+        return not self._closing
 
     async def publish(self, topic, data, msg_id=None):
         """Publish and wait until the proxy says it is durable; return the id."""
@@ -392,21 +408,28 @@ class Client:
         self.session.unsubscribe(topics.resolve(topic), now_ms())
         self._flush()
 
-    async def next_delivery(self, timeout=None, consume=True):
+    async def next_delivery(self, timeout=None, consume=True, decode=True):
         """The next delivery (or missed notice); acknowledges it as consumed,
         unless ``consume`` is False: then the caller calls ``consumed`` once
-        it has done with it (a bridge, after its broker acknowledged)."""
+        it has done with it (a bridge, after its broker acknowledged).
+        ``decode=False`` (with consume=False): the payload as the proxy sent
+        it (``d.sealed``), for the caller to open with ``decode`` if it keeps
+        it (upsycle.multi_client drops duplicates first)."""
         if self._released:
             d = self._released.popleft()
         else:
             d = await asyncio.wait_for(self._inbox.get(), timeout) if timeout is not None else await self._inbox.get()
-        if d.sealed:
+        if d.sealed and decode:
             d = self._decode(d)
         if consume:
             if d.held is not None:
                 self.codec.taken(d.topic, d.held)
             self.consumed(d.topic, d.seq)
         return d
+
+    def decode(self, d):
+        """Open a delivery taken with ``decode=False``."""
+        return self._decode(d) if d.sealed else d
 
     def _decode(self, d):
         value = self.codec.decode(d.topic, d.payload)

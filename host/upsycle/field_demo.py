@@ -121,8 +121,9 @@ def load_board_replica(fs_dir, topic_id):
 class Subscriber:
     """The host member: a CPython node with the same replica and group code."""
 
-    def __init__(self, invite, port, out, home):
+    def __init__(self, invite, port, out, home, label="subscriber"):
         self.home = home
+        self.label = label
         self.member = member_from_url(invite)
         self.replica = Replica(b"host-subscriber", 200)
         self.port = port
@@ -176,14 +177,17 @@ class Subscriber:
         for e in lg.entries():
             last[e[1]] = e[3]
         parts = ["%s..=%sC" % (a[:3].hex(), last[a]) for a in sorted(last)]
-        self.out("  [subscriber] merged replica: %d readings from %d boards; latest %s"
-                 % (len(lg), len(last), " ".join(parts)))
+        self.out("  [%s] merged replica: %d readings from %d boards; latest %s"
+                 % (self.label, len(lg), len(last), " ".join(parts)))
 
 
 def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
     """Run the scenario; returns the summary dict (ok: bool). sites=2: the
     subscriber is at a second site, behind its own proxy, linked to the
-    boards' proxy; the link between the sites is cut while node3 is off."""
+    boards' proxy; the link between the sites is cut while node3 is off.
+    sites=3: a "home" proxy between them (each site linked to home only,
+    keys pinned; a home subscriber keeps the topic there), the link between
+    site A and home cut while node3 is off (upsycle.field_sites.Line)."""
     t0 = time.monotonic()
     lock = threading.Lock()
     raw_out = out
@@ -200,17 +204,40 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
         port = processes.free_port()
         extra = []
         relays = []
+        tri = None
         if sites == 2:
             from upsycle import field_sites
             port_b = processes.free_port()
             relays = [field_sites.TcpRelay(port), field_sites.TcpRelay(port_b)]
             summary["relays"] = relays
             extra = field_sites.proxy_args(port, relays[0].port, relays[1].port)
+        elif sites == 3:
+            from upsycle import field_sites
+            tri = field_sites.Line(work, port)
+            summary["relays"] = tri.relays
+            relays = tri.cut_relays
+            port_b = tri.ports["b"]
+            home = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", tri.data["home"],
+                         "--listen", "127.0.0.1:%d" % tri.ports["home"]] + tri.args("home"), "proxy-home", None)
+            procs.append(home)
+            home.wait_port(tri.ports["home"])
+            tri.pin_home()
+            extra = tri.args("a")
         proxy = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy"),
                       "--listen", "127.0.0.1:%d" % port] + extra, "proxy", None)
         procs.append(proxy)
         proxy.wait_port(port)
         sub_port = port
+        home_sub = None
+        if tri is not None:
+            site_b = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", tri.data["b"],
+                           "--listen", "127.0.0.1:%d" % port_b] + tri.args("b"), "proxy-b", None)
+            procs.append(site_b)
+            site_b.wait_port(port_b)
+            sub_port = port_b
+            out("home: a proxy on 127.0.0.1:%d (key %s...); site B: a proxy on 127.0.0.1:%d; each site linked "
+                "to home only (Noise, home's key pinned, through relays the demo can cut); a subscriber at home "
+                "and one at site B" % (tri.ports["home"], tri.home_key[:16], port_b))
         if sites == 2:
             site_b = Proc([sys.executable, "-m", "upsycle", "proxy", "--data", os.path.join(work, "proxy-b"),
                            "--listen", "127.0.0.1:%d" % port_b]
@@ -234,6 +261,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
         for b in BOARDS:
             invites[b] = invite_url(admin.invite(os.urandom(32), read=True, write=True))
         sub_invite = invite_url(admin.invite(os.urandom(32), read=True, write=False))
+        home_invite = invite_url(admin.invite(os.urandom(32), read=True, write=False))
         topic_id = admin.topic
         out("private topic %r: id %s; one invite per board, one for the host subscriber"
             % (TOPIC_NAME, topic_id.hex()))
@@ -283,12 +311,16 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()
         sub = Subscriber(sub_invite, sub_port, out, os.path.join(work, "subscriber"))
+        subs = [sub]
+        if tri is not None:
+            home_sub = Subscriber(home_invite, tri.ports["home"], out, os.path.join(work, "home-subscriber"), "home")
+            subs.append(home_sub)
         sub_thread_err = []
 
         def sub_main():
             asyncio.set_event_loop(loop)
             try:
-                loop.run_until_complete(sub.run(stop))
+                loop.run_until_complete(asyncio.gather(*(x.run(stop) for x in subs)))
             except Exception as e:
                 sub_thread_err.append(e)
         st = threading.Thread(target=sub_main, daemon=True)
@@ -314,7 +346,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
         for r in relays:
             r.cut()
         if relays:
-            out("*** the link between site A and site B is cut ***")
+            out("*** the link between site A and %s is cut ***" % ("home" if tri else "site B"))
         time.sleep(offline_s)
         for r in relays:
             r.restore()
@@ -328,8 +360,8 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
         converged_at = None
         while time.monotonic() - t0 < DEADLINE_S:
             time.sleep(0.5)
-            per = sub.per_author()
-            if len(per) == len(BOARDS) and all(n == readings for n in per.values()):
+            if all(len(x.per_author()) == len(BOARDS) and all(n == readings for n in x.per_author().values())
+                   for x in subs):
                 ref = sub.replica.snapshot()
                 states = [load_board_replica(boards[b]["fs"], topic_id) for b in BOARDS]
                 if all(s is not None and s.snapshot() == ref for s in states):
@@ -351,6 +383,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
             "published": len(BOARDS) * readings,
             "delivered": published,
             "lost": len(BOARDS) * readings - published,
+            "lost_home": None if home_sub is None else len(BOARDS) * readings - sum(home_sub.per_author().values()),
             "converged": converged_at is not None,
             "convergence_s": None if converged_at is None else round(converged_at - t_back, 1),
             "elapsed_s": round(time.monotonic() - t0, 1),
@@ -364,7 +397,7 @@ def run(readings=8, interval=1, offline_s=8, keep=None, out=print, sites=1):
             "ops": list(sub.replica.tail),
             "board_lines": dict((b, [l for p in boards[b]["past"] for l in p.lines]) for b in BOARDS),
         })
-        summary["ok"] = summary["converged"] and summary["lost"] == 0
+        summary["ok"] = summary["converged"] and summary["lost"] == 0 and summary["lost_home"] in (None, 0)
         return summary
     finally:
         for p in procs:

@@ -106,11 +106,11 @@ def read_toml(path):
         raise FlashError("config file %s is not valid TOML: %s" % (path, e)) from None
 
 
-def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=None):
+def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=None, proxy_mode=None):
     """The /config.json object for a board, validated by the firmware's own parser.
 
-    base: a dict from node.toml (node_key, wifi, proxies, topics,
-    publish_interval_s); the flag values are added to it.
+    base: a dict from node.toml (node_key, wifi, proxies, proxy_mode,
+    topics, publish_interval_s); the flag values are added to it.
     """
     base = dict(base or {})
     seed, public = node_keys(base.get("node_key"))
@@ -135,6 +135,10 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
     for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
+    if proxy_mode is not None:
+        base["proxy_mode"] = proxy_mode
+    if "proxy_mode" in base:   # "failover" or "all": checked by firmware/config.py
+        cfg["proxy_mode"] = base["proxy_mode"]
     if "transport" in base:   # "wifi", "ble", "wifi+ble": checked by firmware/config.py
         cfg["transport"] = base["transport"]
         missing = [r for r in str(base["transport"]).split("+") if r not in profile["radios"]

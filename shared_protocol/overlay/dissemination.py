@@ -103,7 +103,9 @@ def choose(rng, sender, succ, pred, pool, fanout):
 
     sender: the id it came from (None when published here); succ, pred: the
     topic's ring neighbours, nearest first; pool: ids of confirmed
-    subscribers of the topic in the VICINITY and CYCLON views."""
+    subscribers of the topic (PolderCast.random_pool), or a function that
+    returns them, called only when random targets are needed (at F = 2,
+    not for a message from off the ring)."""
     out = []
     s_side = succ.index(sender) if sender in succ else -1
     p_side = pred.index(sender) if sender in pred else -1
@@ -127,6 +129,8 @@ def choose(rng, sender, succ, pred, pool, fanout):
             out.append(pred[0])
         extra = fanout - 2
     if extra > 0:
+        if callable(pool):
+            pool = pool()
         cands = [p for p in pool if p != sender and p not in out]
         out.extend(common.pick(rng, cands, extra))
     return out

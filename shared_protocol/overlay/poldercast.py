@@ -192,6 +192,7 @@ class PolderCast:
         if o is not None:
             out.append(o)
         out.extend(self.rings.introduce(now, me[0]))
+        out.extend(self.rings.verify(now, me[0], self.vicinity._view))
         return out
 
     def unreachable(self, peer_id):
@@ -345,24 +346,42 @@ class PolderCast:
         return out
 
     def random_pool(self, topic):
-        """Confirmed subscribers of the topic in the VICINITY and CYCLON views."""
+        """Confirmed subscribers of the topic in the VICINITY and CYCLON
+        views (Rings.confirmed: a known subscriber of the topic's ring, or
+        it named the topic in its last Rings exchange with us). If none is,
+        the known subscribers beyond the ring neighbours and their spares
+        (confirmed, and on a small topic's ring spread all over it)."""
         out = []
-        kd = self.rings.known_map(topic)
-        if not kd:
+        r = self.rings
+        v = r._ring.get(topic)
+        if v is None:
             return out
+        kd = v.kd
+        direct = r._direct
         for e in self.vicinity._view:
             i = e[0]
             if i in kd:
                 out.append(i)
+            else:
+                d = direct.get(i)
+                if d is not None and topic in d:
+                    out.append(i)
         for i in self.cyclon.ids:
-            if i in kd and i not in out:
-                out.append(i)
+            if i not in out:
+                if i in kd:
+                    out.append(i)
+                else:
+                    d = direct.get(i)
+                    if d is not None and topic in d:
+                        out.append(i)
+        if not out:
+            out = v.far(rings.KEEP, r._clock - r.max_age)
         return out
 
     def _forward(self, topic, mid, sender, hops, payload):
         r = self.rings
         targets = dissemination.choose(self.rng, sender, r.successors(topic), r.predecessors(topic),
-                                       self.random_pool(topic), self.diss.fanout)
+                                       lambda: self.random_pool(topic), self.diss.fanout)
         return self.diss.forward(topic, mid, sender, hops, payload, targets, self._addr_of)
 
     def _addr_of(self, peer_id):

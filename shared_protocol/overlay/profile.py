@@ -158,7 +158,19 @@ class Subscriptions:
     def add(self, topic):
         if topic in self.topics:
             return False
-        return self.set(self.topics + [topic])
+        if not self.version:
+            return self.set([topic])
+        if len(self.topics) >= TOPICS_MAX:
+            raise ProfileConfigError(E_CONFIG, "%d topics, limit %d" % (len(self.topics) + 1, TOPICS_MAX))
+        # One topic more: its bits join the filter (set() rebuilds it from
+        # every topic, which made a proxy's n joins cost n^2).
+        ts = self.topics + [topic]
+        ts.sort()
+        self.topics = ts
+        self.version += 1
+        self.exact |= topic_mask(topic, self.bits, self.hashes)
+        self.wire = blip(self.exact, self.bits, self._threshold, self.rng) if self._threshold else self.exact
+        return True
 
     def remove(self, topic):
         if topic not in self.topics:

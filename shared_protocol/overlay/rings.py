@@ -50,7 +50,9 @@ from shared_protocol.overlay.ringview import KEEP, SIDE, RingView, bisect
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
 RING_TOPICS_MAX = 16
-PENDING_MAX = 4
+# One exchange from tick(), INTRODUCE_MAX introductions, one verification,
+# one slot free (introduce, verify).
+PENDING_MAX = 6
 # Peers remembered as having named, in one exchange with us, every topic we
 # share (so their filter's false positives are not asked again): the ring
 # neighbours of a proxy's topics and its VICINITY and CYCLON views.
@@ -136,7 +138,7 @@ class Rings:
         self.topics = []        # sorted
         self._ring = {}         # topic -> RingView
         self._masks = {}        # topic -> its filter bits
-        self._direct = {}       # peer id -> 1: named all we share in one exchange
+        self._direct = {}       # peer id -> the topics of ours it named in its last exchange
         self._direct_order = []
         self._recent = []
         self._orphan_hope = True
@@ -182,8 +184,20 @@ class Rings:
         return None
 
     def confirmed(self, peer_id, topic):
+        """The peer is known to subscribe the topic: a known subscriber of
+        its ring, or it named the topic in its last exchange with us."""
         r = self._ring.get(topic)
-        return r is not None and peer_id in r.kd
+        if r is None:
+            return False
+        if peer_id in r.kd:
+            return True
+        d = self._direct.get(peer_id)
+        return d is not None and topic in d
+
+    def named(self, peer_id):
+        """The topics of ours the peer named in its last exchange with us
+        (read only), or None."""
+        return self._direct.get(peer_id)
 
     def needy(self):
         """Topics with an empty successor or predecessor slot, sorted."""
@@ -209,9 +223,10 @@ class Rings:
 
     def set_topics(self, topics):
         ts = sorted(topics)
+        keep = set(ts)   # (a list here made a proxy's n joins cost n^3)
         ring = self._ring
         for t in list(ring.keys()):
-            if t not in ts:
+            if t not in keep:
                 del ring[t]
                 del self._masks[t]
         for t in ts:
@@ -310,16 +325,44 @@ class Rings:
         (rank 1 on a side) is known from others alone: it sends us none of
         the topic's messages before it learns of us, and a proxy that just
         joined has one such neighbour per side and topic to meet. Call
-        after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most)."""
+        after tick(). Returns a list of Outgoing (INTRODUCE_MAX at most,
+        and never the last free pending slot)."""
         out = []
         for _ in range(INTRODUCE_MAX):
-            if len(self._pending) >= PENDING_MAX:
+            # One pending slot stays free for the next period's exchange:
+            # with every slot taken, tick() would forget the oldest
+            # exchange (and drop its peer from every ring as dead) before
+            # its reply had time to come.
+            if len(self._pending) >= PENDING_MAX - 1:
                 break
             target = self._unverified([p[1] for p in self._pending], 1)
             if target is None:
                 break
             out.append(self._request(now, my_filter, target))
         return out
+
+    def verify(self, now, my_filter, cands):
+        """One more exchange in this period, with the first VICINITY peer
+        (``cands``: entries [id, addr, age, f, ...], most similar first)
+        that has not yet named its topics to us and whose filter has one of
+        ours: its reply names exactly the topics we share, so it becomes a
+        confirmed random target for each (dissemination never trusts a
+        filter). Call after introduce(); never takes the last free pending
+        slot. Returns a list of at most one Outgoing."""
+        if not self.topics or len(self._pending) >= PENDING_MAX - 1:
+            return []
+        direct = self._direct
+        busy = [p[1] for p in self._pending]
+        masks = [self._masks[t] for t in self.topics]
+        for c in cands:
+            i = c[0]
+            if i in direct or i in busy or i == self.id or i in self._dead:
+                continue
+            f = c[3]
+            for m in masks:
+                if f & m == m:
+                    return [self._request(now, my_filter, (i, c[1], f))]
+        return []
 
     def _request(self, now, my_filter, target):
         q_id, q_addr, q_filter = target
@@ -492,16 +535,17 @@ class Rings:
         # What the sender named is all we share: remember that, so its
         # filter's false positives are not asked again.
         direct = self._direct
+        ring = self._ring
+        named = [item[0] for item in topics if item[0] in ring]
         if sender not in direct:
-            direct[sender] = 1
             order = self._direct_order
             order.append(sender)
             if len(order) > DIRECT_MAX:
                 del direct[order.pop(0)]
+        direct[sender] = named
         dead = self._dead
         if sender in dead:
             dead.remove(sender)
-        ring = self._ring
         max_age = self.max_age
         for item in topics:
             r = ring.get(item[0])

@@ -72,6 +72,22 @@ class RingView:
         k = self.at
         return [ke[(k + d) % n] for d in range(depth)] + [ke[(k - 1 - d) % n] for d in range(depth)]
 
+    def far(self, depth, floor):
+        """Ids of the known subscribers beyond the ``depth`` nearest on each
+        side, heard of at ``floor`` or later: confirmed subscribers spread
+        over the ring, the random targets of dissemination."""
+        ke = self.ke
+        n = len(ke)
+        if n <= 2 * depth:
+            return []
+        k = self.at
+        out = []
+        for d in range(depth, n - depth):
+            e = ke[(k + d) % n]
+            if e[2] >= floor:
+                out.append(e[0])
+        return out
+
     def drop(self, x):
         e = self.ke.pop(x)
         self.kpos.pop(x)

@@ -343,6 +343,12 @@ class ClientSession:
             s.ack_due = True   # a duplicate: our ack was lost, say it again
         # else: a gap (a datagram was lost); go-back-N resends from it
 
+    def drop(self, msg_id):
+        """Stop sending a publish that another proxy acknowledged (a node
+        publishing through all its proxies): its window slot is free, no
+        event."""
+        self._forget(msg_id)
+
     def _forget(self, msg_id):
         rec = self._inflight.pop(msg_id, None)
         if rec is None:

@@ -86,3 +86,27 @@ def test_field_demo_at_two_sites_loses_nothing_across_a_cut_link(tmp_path):
     finally:
         for pid in s["pids"]:
             assert not _alive(pid), "process group %d left running" % pid
+
+
+def test_field_demo_at_two_sites_and_home_loses_nothing_across_a_cut_link(tmp_path):
+    """Site A -> home -> site B (each site lists only home): the link between
+    A and home is cut while node3 is off; both subscribers get every reading."""
+    import sqlite3
+    readings = 4
+    s = field_demo.run(readings=readings, interval=1, offline_s=4, keep=str(tmp_path), out=print, sites=3)
+    try:
+        assert s["ok"] and s["converged"], s["board_lines"]
+        assert s["lost"] == 0 and s["lost_home"] == 0
+        assert s["published"] == s["delivered"] == 3 * readings
+        for b, state in s["board_states"].items():
+            assert state == s["state"], b
+        # Home and site B hold every reading (sealed); site B's only peer is home.
+        for d in ("proxy-home", "proxy-b"):
+            db = sqlite3.connect(os.path.join(s["work"], d, "proxy.sqlite3"))
+            n = db.execute("SELECT COUNT(*) FROM messages WHERE topic=?", (s["topic"],)).fetchone()[0]
+            db.close()
+            assert n >= 3 * readings, d
+        assert s["convergence_s"] is not None and s["elapsed_s"] < 120
+    finally:
+        for pid in s["pids"]:
+            assert not _alive(pid), "process group %d left running" % pid

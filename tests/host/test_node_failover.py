@@ -84,6 +84,9 @@ def test_a_board_moves_to_its_next_proxy_and_nothing_is_lost(tmp_path, monkeypat
         lines = q.lines
         assert any("proxy link to 127.0.0.1:%d" % pb in l for l in lines), lines[-40:]
         assert not [l for l in lines if "Traceback" in l or "SAFE MODE" in l], lines
+        # The new proxy's backlog repeats what the replica holds: dropped as
+        # duplicates by (author, seq), never reported as rejected readings.
+        assert not [l for l in lines if "rejected (" in l], lines
     finally:
         if p is not None:
             p.stop()

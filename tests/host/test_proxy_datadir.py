@@ -15,7 +15,7 @@ from upsycle.identity import node_key
 from upsycle.proxy import datadir
 from upsycle.proxy.config import Config
 from upsycle.proxy.server import Proxy
-from upsycle.proxy.store import DB_NAME, StorageError
+from upsycle.proxy.store import DB_NAME, StorageError, Store
 
 
 @pytest.fixture(autouse=True)
@@ -226,6 +226,50 @@ def test_data_directory_and_home_are_private(tmp_path):
     os.chmod(str(other), 0o755)
     node_key(str(other))
     assert mode(str(other)) == 0o700 and mode(str(other / "node_key")) == 0o600
+
+
+def test_a_clean_close_lets_the_next_start_skip_the_page_scan_and_nothing_else(tmp_path):
+    """After a clean stop the database file is exactly as the proxy left it
+    (store_clean records it): the next start need not read every page for
+    damage. A write by anything else, or a crash, makes it scan again."""
+    data = tmp_path / "d"
+    run(publish_some(data, 200))
+    assert (data / datadir.CLEAN_FILE).exists()
+    st = Store(str(data))
+    st.open()
+    try:
+        assert not st.checked
+        assert not (data / datadir.CLEAN_FILE).exists()   # gone while it runs: a crash leaves none
+        assert st.stored_totals()[0] == 200
+    finally:
+        st.close()
+    # Damaged in place, same size: the stamp no longer matches, the scan runs and refuses.
+    db = data / DB_NAME
+    size = db.stat().st_size
+    with open(db, "r+b") as f:
+        for k in range(3, size // 4096, 3):
+            f.seek(k * 4096)
+            f.write(b"\xa5" * 12)
+    assert db.stat().st_size == size and (data / datadir.CLEAN_FILE).exists()
+    with pytest.raises(StorageError) as ei:
+        Store(str(data)).open()
+    assert ei.value.code == "storage_damaged"
+    assert not (data / datadir.CLEAN_FILE).exists()
+
+    # A proxy killed with SIGKILL leaves no stamp: the next start scans.
+    other = tmp_path / "e"
+    run(publish_some(other, 5))
+    port = free_port()
+    proc = start_proxy(str(other), port, stderr=subprocess.DEVNULL)
+    proc.kill()
+    proc.wait(10)
+    assert not (other / datadir.CLEAN_FILE).exists()
+    st = Store(str(other))
+    st.open()
+    try:
+        assert st.checked and st.stored_totals()[0] == 5
+    finally:
+        st.close()
 
 
 def test_a_port_in_use_or_a_bad_key_file_exits_3_with_one_clear_line(tmp_path):

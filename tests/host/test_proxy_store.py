@@ -153,3 +153,53 @@ def test_limits_refuse_publishes_with_typed_codes_before_queueing(tmp_path, monk
         finally:
             r.close()
     assert asyncio.run(main()) == (("refused", W.R_OVERLOAD), ("ok", 1), ("refused", W.R_TOO_MANY_TOPICS), 0)
+
+
+def test_a_run_of_subscribes_in_one_transaction_answers_as_one_by_one(tmp_path):
+    st = Store(str(tmp_path), Retention(max_count=2, max_age_s=0, max_bytes=0))
+    st.open()
+    try:
+        for i in range(5):
+            st._commit([("pub", T1, b"m%d" % i, b"p", None, None)], {}, False)   # T1 keeps 4, 5
+        st._commit([("sub", NODE, T1, None, None, NODE)], {}, False)
+        st._commit([], {(NODE, T1): 5}, False)                                    # NODE consumed all
+        other = b"node-0002"
+        batch = [("sub", NODE, T1, None, None, NODE),      # existing: its cursor
+                 ("sub", other, T1, None, None, other),    # new: the oldest kept - 1
+                 ("sub", other, T2, None, None, other),    # new topic: created, cursor 0 (floor 1)
+                 ("sub", other, T1, None, None, other),    # again in the run: the cursor just made
+                 ("unsub", other, T2, None, None, other),
+                 ("sub", other, T2, None, None, other)]    # after the unsub: new again
+        res = st._commit(batch, {}, False)
+        assert res["items"] == [("ok", 5), ("ok", 3), ("ok", 0), ("ok", 3), ("ok", None), ("ok", 0)]
+        rows = sorted((bytes(n), bytes(t), c) for n, t, c in st._db.execute("SELECT node, topic, cursor FROM subs"))
+        assert rows == [(NODE, T1, 5), (other, T1, 3), (other, T2, 0)]
+        assert T2 in st._w_topics and res["creators"] == {T2: other}
+    finally:
+        st.close()
+
+
+def test_origin_topics_finds_the_topics_an_origin_wrote_to_lately(tmp_path):
+    clock = [1000.0]
+    st = Store(str(tmp_path), Retention(max_count=0, max_age_s=0, max_bytes=0), clock=lambda: clock[0])
+    st.open()
+    a, b = b"origin-a", b"origin-b"
+    T3 = b"\x03" * 16
+    try:
+        def pub(topic, mid, origin, oseq, t):
+            clock[0] = t
+            st._commit([("pub", topic, mid, b"p", None, None, origin, oseq)], {}, False)
+        pub(T1, b"1", a, 1, 1000.0)
+        pub(T1, b"2", b, 1, 1100.0)
+        pub(T1, b"3", a, 2, 1200.0)     # a's newest in T1
+        pub(T1, b"4", b, 2, 1300.0)     # b's after it: T1 is read back past it
+        pub(T2, b"5", a, 1, 900.0)      # a's, but before since
+        pub(T2, b"6", b, 3, 1250.0)
+        pub(T3, b"7", b, 4, 1250.0)     # b only
+        st._commit([("sub", NODE, b"\x04" * 16, None, None, NODE)], {}, False)   # an empty topic
+        assert st.origin_topics(a, 1150.0) == {T1: 1200.0}
+        assert st.origin_topics(a, 850.0) == {T1: 1200.0, T2: 900.0}
+        assert st.origin_topics(b, 1150.0) == {T1: 1300.0, T2: 1250.0, T3: 1250.0}
+        assert st.origin_topics(a, 1250.0) == {}
+    finally:
+        st.close()

@@ -142,3 +142,19 @@ def test_transport_ble_and_its_proxy_entries():
     for data, code in cases:
         e = raises(config.ConfigError, config.parse, data, "rp2")
         assert e.code == code, (data, e.code)
+
+
+def test_proxy_mode_is_failover_or_all():
+    two = ["192.168.1.10:7400", "192.168.1.11:7400"]
+    assert config.parse(_good(proxies=two, proxy_mode="all"), "rp2")["proxy_mode"] == "all"
+    assert config.parse(_good(proxies=two, proxy_mode="failover"), "rp2")["proxy_mode"] == "failover"
+    assert "proxy_mode" not in config.parse(_good(proxies=two), "rp2")   # failover when unset
+    cases = [
+        _good(proxy_mode="both"),
+        _good(proxy_mode=1),
+        _good(proxy_mode=["all"]),
+        _good(transport="ble", proxies=["ble"], proxy_mode="all"),
+    ]
+    for data in cases:
+        e = raises(config.ConfigError, config.parse, data, "rp2")
+        assert e.code == "config.proxy_mode", (data, e.code)

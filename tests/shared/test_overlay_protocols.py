@@ -85,6 +85,31 @@ def test_profile_versions_are_immutable_and_blip_flips_once_per_version():
     assert node.profile()[2] != p1      # a new version, a new draw
 
 
+def test_adding_topics_one_by_one_gives_what_setting_them_gives():
+    n = len(topic("x"))
+    ts = [hashlib.sha256(("t%d" % i).encode()).digest()[:n] for i in range(profile.TOPICS_MAX + 1)]
+    one = profile.Subscriptions(Rng(1), BITS, K)
+    for i, t in enumerate(ts[:40]):
+        assert one.add(t) and one.version == i + 1
+        assert not one.add(t) and one.version == i + 1
+    whole = profile.Subscriptions(Rng(1), BITS, K)
+    whole.set(ts[:40])
+    assert (one.topics, one.exact, one.wire) == (whole.topics, whole.exact, whole.wire)
+    assert one.remove(ts[7]) and one.exact == profile.make_filter(ts[:7] + ts[8:40], BITS, K)
+    # BLIP: a new draw per added topic, as per set
+    b = profile.Subscriptions(Rng(3), BITS, K, 3000)
+    b.add(ts[0])
+    w = b.wire
+    b.add(ts[1])
+    assert b.exact == profile.make_filter(ts[:2], BITS, K) and b.version == 2 and b.wire != w
+    # the limit holds for one at a time as for a whole set
+    full = profile.Subscriptions(Rng(1), BITS, K)
+    full.set(ts[:-2])
+    assert full.add(ts[-2]) and len(full.topics) == profile.TOPICS_MAX
+    raises(profile.ProfileConfigError, full.add, ts[-1])
+    assert len(full.topics) == profile.TOPICS_MAX and full.exact == profile.make_filter(ts[:-1], BITS, K)
+
+
 def test_blip_flip_rate_matches_epsilon():
     # p = 1 / (1 + e^(eps/k)); eps = 2, k = 2: p = 0.2689
     thr = profile.flip_probability(2000, 2)
@@ -272,6 +297,32 @@ def test_rings_introduce_to_nearest_neighbours_heard_of_through_others():
     assert p.introduce(2, 0) == []
 
 
+def test_rings_introductions_leave_a_slot_so_no_live_partner_is_dropped():
+    # introduce() used to fill every pending slot: the next tick() then
+    # forgot the oldest exchange before its reply was due and dropped that
+    # (live) peer from every ring. Many neighbours known only from others,
+    # no reply yet: tick + introduce leave one slot free, and the next
+    # period, before any deadline, every neighbour is still there.
+    ts = [topic("slot-%d" % k) for k in range(4)]
+    p = _rings(5000, ts)
+    for k in range(4):
+        s1, s2, p1, p2 = pid(5010 + k), pid(5100 + k), pid(4990 - k), pid(4900 - k)
+        p._absorb(pid(7000 + k), ADDR, [[ts[k], [[s1, ADDR, 0], [s2, ADDR, 0], [p1, ADDR, 0], [p2, ADDR, 0]]]])
+    before = [(p.successors(t), p.predecessors(t)) for t in ts]
+    outs = [p.tick(0, 0, [])] + p.introduce(0, 0)
+    assert len(outs) == 1 + rings.INTRODUCE_MAX
+    assert p.pending() <= rings.PENDING_MAX - 1
+    # a verification still fits, then nothing more
+    assert len(p.verify(0, 0, [[pid(9000), ADDR, 0, (1 << BITS) - 1]])) == 1
+    assert p.introduce(0, 0) == [] and p.verify(0, 0, [[pid(9001), ADDR, 0, (1 << BITS) - 1]]) == []
+    assert p.pending() == rings.PENDING_MAX - 1
+    # next period, well before the reply timeout: nothing forgotten
+    p.tick(10, 0, [])
+    assert p.pending() == rings.PENDING_MAX
+    assert [(p.successors(t), p.predecessors(t)) for t in ts] == before
+    assert p.introduce(10, 0) == []
+
+
 def test_rings_drop_a_silent_partner_and_bad_messages_change_nothing():
     t = topic("z")
     p = _rings(100, [t])
@@ -360,6 +411,59 @@ def test_dissemination_random_targets_come_from_vicinity_and_cyclon():
     # the opposite ring neighbour, and the random one from the views: never
     # back to the ring peer, never the stranger, never a ring spare
     assert targets == set([near[2], friend]), targets
+
+
+def test_dissemination_random_targets_include_known_subscribers_across_the_ring():
+    # On a large ring few VICINITY/CYCLON peers are confirmed for a topic:
+    # with random targets from the views alone most messages only walked
+    # the ring (hops far above log2 of the topic size). The known
+    # subscribers beyond the ring neighbours and their spares (confirmed
+    # by Rings, spread over the ring) are random targets too; never the
+    # spares, never a stale entry, never a peer the views only guess at.
+    t = topic("wide")
+    node = PolderCast(b"key-10", ADDR, Rng(3), topics=[t])
+    me = ids.pos(node.id)
+    near = [pid((me + d) % ids.RING) for d in (1, 2, 3, 4, -1, -2, -3, -4)]
+    far = [pid((me + (k + 1) * (ids.RING // 8)) % ids.RING) for k in range(6)]
+    node.rings._absorb(near[0], ADDR, [[t, [[p, ADDR, 0] for p in near[1:]]]])
+    node.rings._absorb(far[0], ADDR, [[t, [[p, ADDR, 0] for p in far[1:]]]])
+    assert node.rings.successors(t) == near[:2] and node.rings.predecessors(t) == near[4:6]
+    stranger = pid(78)                    # in CYCLON, never said it subscribes
+    node.cyclon.add_seed(stranger, ADDR)
+    assert sorted(node.random_pool(t)) == sorted(far)
+    targets = set()
+    for i in range(60):
+        outs = node.handle(envelope.Message(dissemination.DATA, [t, b"w%d" % i, near[0], 1, b"x"]), 0)
+        for o in outs[1:]:
+            targets.add(o.peer_id)
+    assert targets == set([near[4]] + far), targets
+    # entries not heard of within max_age periods are not targets
+    for _ in range(node.rings.max_age + 1):
+        node.rings._clock += 1
+    assert node.random_pool(t) == []
+
+
+def test_rings_verify_confirms_a_vicinity_peer_for_the_topics_it_names():
+    # A VICINITY peer whose filter has our topic is not a random target
+    # until it names the topic itself: verify() asks it, its reply names
+    # exactly what we share, and from then on it is confirmed for those
+    # topics (even if it is no known subscriber of the ring), not for a
+    # topic its filter only seems to have.
+    a, b = topic("va"), topic("vb")
+    node = PolderCast(b"key-11", ADDR, Rng(5), topics=[a, b])
+    peer = pid(424242)
+    fake = profile.make_filter([a, b], BITS, K)     # its filter claims both
+    node.vicinity._view.append([peer, ADDR, 0, fake, 0, b""])
+    assert node.random_pool(a) == [] and not node.rings.confirmed(peer, a)
+    outs = node.rings.verify(0, node.subs.wire, node.vicinity._view)
+    assert [o.peer_id for o in outs] == [peer] and outs[0].message.type is rings.REQUEST
+    nonce = outs[0].message.values[0]
+    node.handle(envelope.Message(rings.REPLY, [nonce, peer, [[a, []]]]), 1)
+    assert node.rings.confirmed(peer, a) and not node.rings.confirmed(peer, b)
+    assert node.rings.named(peer) == [a]
+    assert node.random_pool(a) == [peer] and node.random_pool(b) == []
+    # asked once: not again
+    assert node.rings.verify(2, node.subs.wire, node.vicinity._view) == []
 
 
 def test_data_is_relay_free_and_deduplicated():

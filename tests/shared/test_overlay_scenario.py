@@ -92,4 +92,4 @@ def test_same_digest_on_both_interpreters():
     assert digest == SCENARIO_DIGEST, digest
 
 
-SCENARIO_DIGEST = "43ef4da125e005847a366b1ddc219bbfba03d269e24ded57b240fe19e767d10c"
+SCENARIO_DIGEST = "cdc565320e01fb9f2f3b831133e43c0149a2ad2f9d4acff7b79496e293b6c5d7"

@@ -163,21 +163,23 @@ class Node:
 class Scenario:
     """A proxy and the configs of two nodes; run(heap) is one run."""
 
-    def __init__(self, mp, path, work, readings, lan=True):
+    def __init__(self, mp, path, work, readings, lan=True, proxies=1, proxy_mode=None):
         sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
         from proxy_rig import free_port, start_proxy
         self.mp, self.path, self.work, self.readings = mp, path, work, readings
-        port = free_port()
-        self.proxy = start_proxy(os.path.join(work, "proxy"), port)
+        ports = [free_port() for _ in range(proxies)]
+        self.proxies = [start_proxy(os.path.join(work, "proxy%d" % i), port) for i, port in enumerate(ports)]
         invites = _invites(2, 2)
         lan_ports = [free_port(), free_port()]
         prof = boards.load("unix")
         self.cfgs = []
         for i in range(2):
             base = {"app": {"readings": readings}}
+            if proxy_mode:
+                base["proxy_mode"] = proxy_mode
             if lan:
                 base["lan"] = {"port": lan_ports[i], "peers": ["127.0.0.1:%d" % lan_ports[1 - i]]}
-            cfg = flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % port], invites=invites[i],
+            cfg = flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % p for p in ports], invites=invites[i],
                                        interval=1)
             p = os.path.join(work, "config%d.json" % i)
             with open(p, "w") as f:
@@ -188,8 +190,9 @@ class Scenario:
         self.n = 0
 
     def close(self):
-        self.proxy.terminate()
-        self.proxy.wait(timeout=10)
+        for p in self.proxies:
+            p.terminate()
+            p.wait(timeout=10)
 
     def _done(self, st):
         want = 2 * self.readings   # every reading goes to both topics
@@ -299,12 +302,12 @@ unix.main(%(cfg)r, %(data)r, bench_app)
 '''
 
 
-def measure(mp, path, work, heap_kb, log):
+def measure(mp, path, work, heap_kb, log, readings=MEASURE_READINGS, proxies=1, proxy_mode=None):
     """Heap figures of one node (no peer running: its LAN announces only)."""
-    sc = Scenario(mp, path, work, 0)
+    sc = Scenario(mp, path, work, 0, proxies=proxies, proxy_mode=proxy_mode)
     try:
         data = os.path.join(work, "measure")
-        script = MEASURE_SCRIPT % {"readings": MEASURE_READINGS, "outbox": MEASURE_OUTBOX, "every": 100,
+        script = MEASURE_SCRIPT % {"readings": readings, "outbox": MEASURE_OUTBOX, "every": 100,
                                    "cfg": sc.cfgs[0], "data": data}
         nd = Node(mp, heap_kb, path, sc.cfgs[0], data, script=script)
         heaps, cpu = {}, {}
@@ -327,7 +330,7 @@ def measure(mp, path, work, heap_kb, log):
         if len(heaps) < 2:
             raise RuntimeError("measuring node did not finish:\n" + "\n".join(nd.lines[-20:]))
         log("  %s" % " / ".join(l for l in nd.lines if l.startswith("HEAP")))
-        return heaps, (cpu["readings"] - cpu["boot"]) / MEASURE_READINGS
+        return heaps, (cpu["readings"] - cpu["boot"]) / readings
     finally:
         sc.close()
 
@@ -353,7 +356,9 @@ def main():
     ap.add_argument("--frozen-lo", type=int, default=32, help="lower bound of the frozen search, KB")
     ap.add_argument("--frozen-hi", type=int, default=160, help="upper bound of the frozen search, KB")
     ap.add_argument("--measure-heap", type=int, default=320, help="heap of the measuring run, KB")
-    ap.add_argument("--only", choices=["search", "measure"])
+    ap.add_argument("--only", choices=["search", "measure", "proxy-mode"],
+                    help="proxy-mode: .mpy modules, two proxies, failover (the anchor) against proxy_mode \"all\"")
+    ap.add_argument("--mode-readings", type=int, default=300, help="readings of each --only proxy-mode run")
     ap.add_argument("--no-lan", action="store_true", help="the scenario without the LAN")
     ap.add_argument("--frozen-only", action="store_true", help="only the frozen column (needs --build-script)")
     a = ap.parse_args()
@@ -376,6 +381,22 @@ def main():
                 "taking `OUT --freeze MANIFEST`)")
         rows = []
         found = []
+        if a.only == "proxy-mode":
+            b = bare(mp, a.measure_heap)
+            for mode in ("failover", "all"):
+                log("measuring .mpy with 2 proxies, proxy_mode %s, in %d KB ..." % (mode, a.measure_heap))
+                with tempfile.TemporaryDirectory() as w:
+                    heaps, cpu = measure(mp, lib, w, a.measure_heap, log, a.mode_readings, 2, mode)
+                rows.append([mode, b[0], heaps["boot"][0], heaps["boot"][2], heaps["readings"][0],
+                             heaps["readings"][2], cpu * 1000])
+            rows.append(["all - failover"] + [""] + [rows[1][k] - rows[0][k] for k in (2, 3, 4, 5)]
+                        + ["%.2fx" % (rows[1][6] / rows[0][6])])
+            print(render("Heap of one node with two proxies on %s (-X heapsize=%dk, .mpy), bytes: in use and "
+                         "the largest free block after boot and after %d readings; anchor: proxy_mode failover"
+                         % (os.path.basename(mp), a.measure_heap, a.mode_readings),
+                         ["proxy_mode", "bare", "boot: in use", "boot: largest free",
+                          "%d readings: in use" % a.mode_readings, "largest free", "CPU ms / reading"], rows[:3]))
+            return
         if a.only in (None, "measure"):
             b = bare(mp, a.measure_heap)
             for name, binary, path, _, _ in images:

@@ -1,6 +1,7 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
-    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store]
+    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store] [--sessions N ...]
+        [--transports udp tcp]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
 each owning one topic it publishes to at a low rate (together
@@ -16,9 +17,11 @@ UDP), as the anchor.
 Store: a store holding 10^6 messages over 10^4 topics (written through the
 proxy's Store, as the proxy writes them), one of them a topic with a
 100,000-message backlog for a subscriber that is away. Printed: proxy
-start-up time on that store (process start to listening), the cost of one
-retention pass (the age sweep over every topic: nothing expired, then 10%
-of every topic expired), and the rate at which the returning subscriber
+start-up time on that store (process start to listening) after a clean stop
+and after SIGKILL (then the store scans every page for damage), beside a
+start on an empty directory; the cost of a retention pass (the age sweep
+over every topic, in as many bounded transactions as it takes: nothing
+expired, then 10% of every topic expired), and the rate at which the returning subscriber
 (a Noise TCP session, window 128) receives its 100,000 messages. Mosquitto
 in the same run: a persistent session (clean session off) with 100,000
 queued QoS 1 messages reconnecting (mosquitto_sub -c), the same payloads.
@@ -49,12 +52,14 @@ PAYLOAD = 64
 BACKLOG_TIMEOUT_S = 120
 # Limits of a proxy configured for this many sessions on one host: every
 # loadgen connects from loopback, so the per-address limits are raised with
-# the totals (a deployment of this size sets them likewise).
+# the totals (a deployment of this size sets them likewise; per address one
+# less than the total, as the proxy requires).
 SCALE_CONFIG = """
 [limits]
 max_connections = %(n)d
+max_connections_per_host = %(per)d
 max_sessions = %(n)d
-max_sessions_per_host = %(n)d
+max_sessions_per_host = %(per)d
 max_pending_per_host = 1024
 max_handshakes = 1024
 max_handshakes_per_host = 1024
@@ -95,9 +100,11 @@ def run_sessions(system, kind, n, args, transport, procs):
         src = "127.0.0.%d" % (10 + k)   # one source address per process
         for r in g:
             r[1] = src
-        specs.append({"proto": kind, "transport": transport, "secure": kind == "upsycle" and not os.environ.get("BENCH_PLAIN"), "host": "127.0.0.1",
+        secure = kind == "upsycle" and not os.environ.get("BENCH_PLAIN")
+        specs.append({"proto": kind, "transport": transport, "secure": secure, "host": "127.0.0.1",
                       "port": system.port, "window": 32, "payload": PAYLOAD, "sessions": g, "salt": salt,
-                      "duration_s": args.duration, "drain_s": 3.0, "connect_parallel": 32, "timeout_s": 900})
+                      "duration_s": args.duration, "drain_s": 3.0, "connect_parallel": 32, "timeout_s": 900,
+                      "ready_s": 120})
     rss0 = system.rss_kb()
     holder = {}
     c0 = [None]
@@ -121,37 +128,57 @@ def run_sessions(system, kind, n, args, transport, procs):
 
 
 def sessions_bench(args):
-    ns = (10, 100, 1000) if args.quick else (10, 1000, 10000)
+    ns = args.sessions or ((10, 100, 1000) if args.quick else (10, 1000, 10000))
     rows = []
     for n in ns:
         procs = 1 if n <= 100 else 4
-        cfg = SCALE_CONFIG % {"n": max(4096, n + 100), "subs": max(100000, n * (args.fanout + 1))}
-        for transport in ("udp", "tcp"):
+        total = max(4096, n + 100)
+        cfg = SCALE_CONFIG % {"n": total, "per": total - 1, "subs": max(100000, n * (args.fanout + 1))}
+        for transport in args.transports:
             with tempfile.TemporaryDirectory() as tmp:
                 p = brokers.Proxy(tmp, secure=True, config=cfg)
                 try:
                     r = run_sessions(p, "upsycle", n, args, transport, procs)
+                    t0 = time.perf_counter()
+                    try:
+                        p.stop()
+                    except subprocess.TimeoutExpired:
+                        p.proc.kill()   # a measured row is kept: the stop time is part of what it says
+                        p.proc.wait(60)
+                    r["stop_s"] = time.perf_counter() - t0
                 finally:
-                    p.stop()
+                    if p.proc.poll() is None:
+                        p.proc.kill()
+                        p.proc.wait(60)
             rows.append(("%d" % n, "upsycle Noise/%s" % transport.upper(), r))
+            print("%s sessions, upsycle %s: %s" % (n, transport, r), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             m = brokers.Mosquitto(tmp, 32)
             try:
                 r = run_sessions(m, "mqtt", n, args, "tcp", procs)
             finally:
+                t0 = time.perf_counter()
                 m.stop()
+            r["stop_s"] = time.perf_counter() - t0
         rows.append(("%d" % n, "mosquitto MQTT/TCP", r))
+        print("%s sessions, mosquitto: %s" % (n, r), flush=True)
     out = []
+    anchor = dict((n, r) for n, name, r in rows if name.startswith("mosquitto"))
     for n, name, r in rows:
+        m = anchor.get(n)
+        ratio = "%.2fx / %.2fx" % (r["p99"] / m["p99"], r["cpu_us_per_msg"] / m["cpu_us_per_msg"]) \
+            if m and m["p99"] and m["cpu_us_per_msg"] else "-"
         out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
-                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], r["connect_s"],
+                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
                     ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
     print()
     print(table.render(
         "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
             args.aggregate, args.fanout, args.duration),
         ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
-         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "connect s", "errors"), out))
+         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
+         "errors"),
+        out))
     return rows
 
 
@@ -174,7 +201,7 @@ def fill_store(data, n_msgs, n_topics, backlog, node, old_fraction=0.1):
     t0 = time.perf_counter()
     import hashlib
     bl_topic = hashlib.sha256(b"backlog").digest()[:16]
-    st._commit([("sub", node, bl_topic, None, None)], {}, False)
+    st._commit([("sub", node, bl_topic, None, None, node)], {}, False)
     seq = 0
     for phase in range(2):
         k = int(per * old_fraction) if phase == 0 else per - int(per * old_fraction)
@@ -183,14 +210,14 @@ def fill_store(data, n_msgs, n_topics, backlog, node, old_fraction=0.1):
         for t in topics:
             for _ in range(k):
                 seq += 1
-                batch.append(("pub", t, seq.to_bytes(16, "big"), pad, None))
+                batch.append(("pub", t, seq.to_bytes(16, "big"), pad, None, None))
                 if len(batch) >= 4096:
                     st._commit(batch, {}, False)
                     batch = []
         if phase == 1:
             for _ in range(backlog):
                 seq += 1
-                batch.append(("pub", bl_topic, seq.to_bytes(16, "big"), pad, None))
+                batch.append(("pub", bl_topic, seq.to_bytes(16, "big"), pad, None, None))
                 if len(batch) >= 4096:
                     st._commit(batch, {}, False)
                     batch = []
@@ -201,19 +228,37 @@ def fill_store(data, n_msgs, n_topics, backlog, node, old_fraction=0.1):
     return fill_s, per * len(topics) + backlog
 
 
+def sweep(st):
+    """One whole age sweep as the writer runs it: transactions until it says
+    it is done. (seconds, transactions, longest transaction s, rows deleted)"""
+    t0 = time.perf_counter()
+    parts = []
+    dropped = 0
+    while True:
+        t1 = time.perf_counter()
+        res = st._commit([], {}, True)
+        parts.append(time.perf_counter() - t1)
+        dropped += sum(res["drops"].values())
+        if not res.get("sweep_more"):
+            break
+    return time.perf_counter() - t0, len(parts), max(parts), dropped
+
+
 def retention_pass(data, n_topics):
-    """One age sweep over every topic, as the store's writer runs it, with
-    nothing expired (max_age 30 days) and with 10% of each topic expired."""
+    """Age sweeps over every topic, as the store's writer runs them: nothing
+    expired (max_age 30 days; the first sweep after start, then the next
+    one), and 10% of each topic expired."""
     from upsycle.proxy.store import Retention, Store
     out = []
-    for label, age in (("nothing expired", 30 * 86400), ("10% of every topic expired", 86400)):
-        st = Store(data, Retention(max_count=0, max_age_s=age, max_bytes=0), max_topics=n_topics + 10)
-        st.open()
-        t0 = time.perf_counter()
-        res = st._commit([], {}, True)
-        dt = time.perf_counter() - t0
-        out.append((label, dt, sum(res["drops"].values())))
-        st.close()
+    st = Store(data, Retention(max_count=0, max_age_s=30 * 86400, max_bytes=0), max_topics=n_topics + 10)
+    st.open()
+    out.append(("nothing expired, first after start",) + sweep(st))
+    out.append(("nothing expired, the next",) + sweep(st))
+    st.close()
+    st = Store(data, Retention(max_count=0, max_age_s=86400, max_bytes=0), max_topics=n_topics + 10)
+    st.open()
+    out.append(("10% of every topic expired",) + sweep(st))
+    st.close()
     return out
 
 
@@ -230,12 +275,17 @@ def mosquitto_backlog(tmp, n):
         subprocess.run([pub_bin, "-p", str(m.port), "-q", "1", "-t", "backlog", "-l", "-M", "128"],
                        input=line * n, check=True)
         t0 = time.perf_counter()
+        b0 = m.cpu()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         try:
             out = subprocess.run([sub_bin, "-p", str(m.port), "-c", "-i", "away", "-q", "1", "-t", "backlog",
                                   "-C", str(n)], stdout=subprocess.PIPE, check=True, timeout=BACKLOG_TIMEOUT_S).stdout
         except subprocess.TimeoutExpired as e:
-            return time.perf_counter() - t0, (e.output or b"").count(b"\n")
-        return time.perf_counter() - t0, out.count(b"\n")
+            out = e.output or b""
+        dt = time.perf_counter() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)   # the client, reaped (killed at a timeout)
+        ccpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+        return dt, out.count(b"\n"), m.cpu() - b0, ccpu
     finally:
         m.stop()
 
@@ -262,16 +312,33 @@ max_bytes = 0
 subscriber_queue = 0
 max_topics = %d
 """ % (n_topics + 10)
-        starts = []
+        # After a clean stop the store skips its scan of every page for
+        # damage (the file is as it left it); after SIGKILL it runs it.
+        starts, crashed = [], []
         for _ in range(3):
             p = brokers.Proxy(tmp, secure=True, config=cfg, data=data)
             starts.append(p.start_s)
             rss = p.rss_kb()
+            p.proc.kill()
+            p.proc.wait(60)
+            p = brokers.Proxy(tmp, secure=True, config=cfg, data=data)
+            crashed.append(p.start_s)
             p.stop()
-        rows.append(("proxy start-up (process start -> listening)", "%.2f s" % statistics.median(starts),
-                     "median of 3; RSS after start %.0f MB" % (rss / 1024.0)))
-        for label, dt, dropped in retention_pass(data, n_topics):
-            rows.append(("retention pass: " + label, "%.3f s" % dt, "%d topics, %d rows deleted" % (n_topics, dropped)))
+        bare = []
+        for _ in range(3):
+            with tempfile.TemporaryDirectory() as empty:
+                p = brokers.Proxy(empty, secure=True, config=cfg)
+                bare.append(p.start_s)
+                p.stop()
+        rows.append(("proxy start-up after a clean stop (process start -> listening)",
+                     "%.2f s" % statistics.median(starts), "median of 3; RSS after start %.0f MB" % (rss / 1024.0)))
+        rows.append(("proxy start-up after SIGKILL (integrity scan of every page)",
+                     "%.2f s" % statistics.median(crashed), "median of 3"))
+        rows.append(("proxy start-up on an empty data directory (anchor)", "%.2f s" % statistics.median(bare),
+                     "median of 3: Python, imports, key, listening"))
+        for label, dt, parts, longest, dropped in retention_pass(data, n_topics):
+            rows.append(("retention pass: " + label, "%.3f s" % dt, "%d topics, %d rows deleted; %d transaction%s, "
+                         "longest %.3f s" % (n_topics, dropped, parts, "" if parts == 1 else "s", longest)))
         p = brokers.Proxy(tmp, secure=True, config=cfg, data=data)
         try:
             spec = {"proto": "upsycle", "transport": "tcp", "secure": True, "host": "127.0.0.1", "port": p.port,
@@ -282,16 +349,19 @@ max_topics = %d
             bcpu = p.cpu() - c0
             r = results[0]
             dt = r["t_last"] - t_go
-            rows.append(("backlog to a returning subscriber (Noise TCP)", "%.0f msg/s" % (r["got"] / dt),
+            ours = r["got"] / dt
+            rows.append(("backlog to a returning subscriber (Noise TCP)", "%.0f msg/s" % ours,
                          "%d messages in %.2f s; proxy CPU %.1f us/msg, client %.1f us/msg" % (
                              r["got"], dt, 1e6 * bcpu / max(1, r["got"]), 1e6 * r["cpu_s"] / max(1, r["got"]))))
         finally:
             p.stop()
     with tempfile.TemporaryDirectory() as tmp:
-        dt, got = mosquitto_backlog(tmp, backlog)
+        dt, got, bcpu, ccpu = mosquitto_backlog(tmp, backlog)
         rows.append(("mosquitto: same backlog to a persistent session (C client)", "%.0f msg/s" % (got / dt),
-                     "%d of %d messages in %.2f s%s (held in memory; persistence on)" % (
-                         got, backlog, dt, "" if got == backlog else ", then stopped waiting")))
+                     "%d of %d messages in %.2f s%s (held in memory; persistence on); broker CPU %.1f us/msg, "
+                     "client %.1f us/msg; upsycle / mosquitto %.2fx" % (
+                         got, backlog, dt, "" if got == backlog else ", then stopped waiting",
+                         1e6 * bcpu / max(1, got), 1e6 * ccpu / max(1, got), ours * dt / max(1, got))))
     print()
     print(table.render("Store: %d messages over %d topics" % (n_msgs, n_topics), ("measure", "value", "detail"), rows))
     return rows
@@ -303,6 +373,9 @@ def main():
     ap.add_argument("--only", choices=("sessions", "store"))
     ap.add_argument("--aggregate", type=float, default=1000.0, help="msg/s published by all sessions together")
     ap.add_argument("--fanout", type=int, default=3, help="topics each session subscribes to")
+    ap.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 10 1000 10000)")
+    ap.add_argument("--transports", nargs="+", choices=("udp", "tcp"), default=("udp", "tcp"),
+                    help="our proxy's transports to run (Mosquitto runs TCP either way)")
     ap.add_argument("--duration", type=float, default=0, help="measured seconds per run (default 20, quick 5)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)

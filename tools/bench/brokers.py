@@ -117,7 +117,8 @@ class Proxy(Server):
             args.append("--insecure")
         self.t_start = time.perf_counter()
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.port, 600)
+        wait_port(self.port, 600, proc=self.proc,
+                  output=lambda: self.proc.stderr.read()[-2000:].decode(errors="replace"))
         self.start_s = time.perf_counter() - self.t_start
         # the first stderr line says the public key (and that start-up is done)
         self.key = None

@@ -433,14 +433,15 @@ class Gen:
                 await loop.create_datagram_endpoint(lambda: s, remote_addr=(host, port), local_addr=local)
             else:
                 await loop.create_connection(lambda: s, host, port, local_addr=local)
-            for _ in range(40):
+            ready_s = self.spec.get("ready_s", 20)
+            for _ in range(int(ready_s * 2)):
                 try:
                     await asyncio.wait_for(asyncio.shield(s.ready), 0.5)
                     break
                 except asyncio.TimeoutError:
                     s.retransmit(time.monotonic())
             else:
-                raise ConnectionError("%s: not ready in 20 s" % label)
+                raise ConnectionError("%s: not ready in %d s" % (label, ready_s))
         self.sessions.append(s)
         self.stats.expect += expect
 

@@ -17,9 +17,10 @@ def register(sub):
     p.add_argument("--interval", type=int, default=1, help="seconds between readings (default 1)")
     p.add_argument("--offline", type=int, default=8, help="seconds node3 stays without power (default 8)")
     p.add_argument("--keep", metavar="DIR", help="keep the boards' flash and the proxy data in DIR")
-    p.add_argument("--sites", type=int, choices=[1, 2], default=1,
+    p.add_argument("--sites", type=int, choices=[1, 2, 3], default=1,
                    help="2: the subscriber at a second site behind its own proxy, the link between the "
-                        "sites cut while node3 is off (docs/federation.md)")
+                        "sites cut while node3 is off; 3: a \"home\" proxy between the two sites, the link "
+                        "between site A and home cut (docs/federation.md)")
     p.add_argument("--wire", action="store_true", help="only the wire-format round trip through the VM")
     p.set_defaults(func=run)
 
@@ -32,6 +33,9 @@ def run(args):
     if args.sites == 2:
         print("  ... at two sites: the subscriber behind a second proxy, the link between the sites cut and "
               "restored")
+    if args.sites == 3:
+        print("  ... at two sites and home: site A -> home -> site B, the link between site A and home cut "
+              "and restored")
     s = field_demo.run(readings=args.readings, interval=args.interval, offline_s=args.offline,
                        keep=args.keep, sites=args.sites)
     try:
@@ -45,9 +49,12 @@ def run(args):
         print("  lost                   %s" % s.get("lost"))
         print("  replicas identical     %s" % ("yes" if s.get("converged") else "NO"))
         print("  convergence time       %s s after node3 came back%s" % (
-            s.get("convergence_s"), " and the sites were linked again" if s.get("sites") == 2 else ""))
+            s.get("convergence_s"), " and the sites were linked again" if s.get("sites", 1) > 1 else ""))
         if s.get("sites") == 2:
             print("  sites                  2 (lost across sites: %s)" % s.get("lost"))
+        if s.get("sites") == 3:
+            print("  sites                  A -> home -> B (lost at site B: %s, at home: %s)" % (
+                s.get("lost"), s.get("lost_home")))
         print("  total time             %s s" % s.get("elapsed_s"))
         print("demo %s" % ("OK" if s["ok"] else "FAILED"))
     finally:

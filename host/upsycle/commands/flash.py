@@ -18,6 +18,8 @@ def register(sub):
     p.add_argument("--config", help="node.toml: node_key, wifi, proxies, topics, publish_interval_s")
     p.add_argument("--wifi", action="append", default=[], metavar="SSID:PASS", help="a WiFi network (repeatable)")
     p.add_argument("--proxy", action="append", default=[], metavar="HOST:PORT", help="a proxy HOST:PORT, or HOST:PORT@KEY to pin its public key as `upsycle proxy` prints it (repeatable)")
+    p.add_argument("--proxy-mode", metavar="MODE", help="with several --proxy: failover (default: one at a time) "
+                                                        "or all (publish through every one)")
     p.add_argument("--invite", action="append", default=[], metavar="INVITE", help="a topic invite (repeatable)")
     p.add_argument("--interval", type=int, help="seconds between sensor readings")
     p.add_argument("--build-dir", default=flashing.DEFAULT_BUILD_DIR, help="where compiled .mpy files are cached (default: "
@@ -33,7 +35,8 @@ def run(args):
         profile = boards.load(args.board)
         base = flashing.read_toml(args.config) if args.config else {}
         cfg = flashing.make_config(profile, base, wifi=args.wifi, proxies=args.proxy,
-                                   invites=args.invite, interval=args.interval)
+                                   invites=args.invite, interval=args.interval,
+                                   proxy_mode=args.proxy_mode)
         flashing.flash(args.port, profile, cfg, out=out, build_dir=args.build_dir, tail=not args.no_tail)
     except (boards.BoardError, flashing.FlashError) as e:
         print("upsycle flash: " + str(e), file=sys.stderr)

@@ -9,6 +9,7 @@ re-keys published since the last pub and opens nothing else.
 """
 import asyncio
 import hashlib
+import os
 import sys
 
 from upsycle.errors import USAGE, HostError
@@ -19,6 +20,8 @@ from upsycle.errors import USAGE, HostError
 CATCHUP_IDLE_S = 0.5
 CATCHUP_MAX_S = 10.0
 _CATCHUP_KEY_LABEL = b"upsycle-pub-catch-up-v1"
+# Proxies one command line uses (a board keeps as many: firmware/config.py).
+PROXIES_MAX = 4
 
 
 def register(sub):
@@ -32,7 +35,12 @@ def register(sub):
 
 
 def _common(p):
-    p.add_argument("--proxy", default="127.0.0.1:7883", help="the proxy's HOST:PORT")
+    p.add_argument("--proxy", action="append", metavar="HOST:PORT[@KEY]",
+                   help="a proxy, its public key pinned after @ (default 127.0.0.1:7883). Repeat it for a "
+                        "node with several proxies of a federation: one at a time, the next when it stops "
+                        "answering (docs/federation.md)")
+    p.add_argument("--all", action="store_true",
+                   help="with several --proxy: publish through (and subscribe at) all of them")
     p.add_argument("--udp", action="store_true", help="talk to the proxy over UDP instead of TCP")
     p.add_argument("--node-id", help="plaintext links only (--insecure): this node's id in hex "
                                      "(default: kept in $UPSYCLE_HOME/node_id). A secure link's node id "
@@ -46,8 +54,11 @@ def _common(p):
                    help="plaintext session (the proxy must run with --insecure / allow_plaintext)")
 
 
-def client_from_args(args):
-    """The client for args, and the topic to use with it.
+def client_from_args(args, keep_seen=False):
+    """The client for args, and the topic to use with it. keep_seen: with
+    several proxies, remember the message ids handed out between runs
+    (HOME/seen/TOPICID), so a run that starts at another proxy than the
+    last prints nothing twice.
 
     A TOPIC that names a private topic in the local key store (created or
     joined with `upsycle topic`) is sealed and opened with its keys: the
@@ -64,35 +75,75 @@ def client_from_args(args):
     if member is not None:
         codec = GroupCodec(store)
         topic = member.topic
-    return client_for(args, codec), topic
+    seen = None
+    if keep_seen:
+        from upsycle import topics
+        try:
+            seen = topics.resolve(topic).hex() + "-" + (getattr(args, "node_id", None) or "node")
+        except topics.TopicError:
+            pass   # refused where the topic is used, as with one proxy
+    return client_for(args, codec, seen_file=seen), topic
 
 
-def client_for(args, codec, identity=None):
+def _key(hexkey, what):
+    try:
+        key = bytes.fromhex(hexkey)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise UsageError("%s takes the proxy's public key: 64 hex digits" % what)
+    return key
+
+
+def proxies_of(args):
+    """[(host, port, pinned key or None), ...] from --proxy (repeatable,
+    HOST:PORT[@KEY]) and --proxy-key (the key of a single proxy)."""
+    from upsycle.proxy.config import ConfigError, parse_hostport
+    given = args.proxy if isinstance(args.proxy, list) else [args.proxy] if args.proxy else []
+    if len(given) > PROXIES_MAX:
+        raise UsageError("at most %d proxies (--proxy), not %d" % (PROXIES_MAX, len(given)))
+    out = []
+    for entry in given or ["127.0.0.1:7883"]:
+        addr, at, hexkey = entry.partition("@")
+        try:
+            host, port = parse_hostport(addr)
+        except (ConfigError, ValueError) as e:
+            raise UsageError("--proxy %s: %s" % (entry, e))
+        out.append((host, port, _key(hexkey, "--proxy HOST:PORT@KEY") if at else None))
+    if getattr(args, "proxy_key", None):
+        if len(out) > 1:
+            raise UsageError("--proxy-key pins a single proxy's key; with several, give each as "
+                             "--proxy HOST:PORT@KEY")
+        out[0] = out[0][:2] + (_key(args.proxy_key, "--proxy-key"),)
+    return out
+
+
+def client_for(args, codec, identity=None, seen_file=None):
     """A Client for the link options of args (--proxy, --udp, --proxy-key,
     --insecure, --node-id, --home) with ``codec`` (and another static key
-    than the home's node key, if given)."""
+    than the home's node key, if given); a MultiClient (failover, or all
+    with --all) when --proxy names several proxies."""
     from upsycle.client import Client
-    from upsycle.proxy.config import parse_hostport
     from upsycle.topic_store import home_dir
-    host, port = parse_hostport(args.proxy)
+    proxies = proxies_of(args)
     if getattr(args, "node_id", None) and not args.insecure:
         raise UsageError("--node-id is for plaintext links (--insecure); a secure link's node id is "
                          "bound to the node key in HOME/node_key (use --home to be another node)")
     node_id = bytes.fromhex(args.node_id) if getattr(args, "node_id", None) else None
-    proxy_key = None
-    if args.proxy_key:
-        try:
-            proxy_key = bytes.fromhex(args.proxy_key)
-        except ValueError:
-            proxy_key = b""
-        if len(proxy_key) != 32:
-            raise UsageError("--proxy-key takes the proxy's public key: 64 hex digits")
     if identity is not None and args.insecure:
         # a plaintext catch-up: a node id of its own, the same on every run
         # (its cursor at the proxy is what makes the next catch-up short)
         node_id = hashlib.sha256(identity + (node_id or b"")).digest()[:16]
-    return Client(host, port, node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
-                  secure=not args.insecure, proxy_key=proxy_key, home=home_dir(args.home), identity=identity)
+    kw = dict(node_id=node_id, transport="udp" if args.udp else "tcp", codec=codec,
+              secure=not args.insecure, home=home_dir(args.home), identity=identity)
+    if len(proxies) == 1:
+        host, port, key = proxies[0]
+        return Client(host, port, proxy_key=key, **kw)
+    from upsycle.multi_client import MultiClient
+    seen = None
+    if seen_file is not None:
+        seen = os.path.join(home_dir(args.home), "seen", seen_file)
+    return MultiClient(proxies, mode="all" if getattr(args, "all", False) else "failover", seen_file=seen, **kw)
 
 
 class UsageError(HostError):

@@ -29,7 +29,7 @@ def run(args):
 async def _sub(args):
     from upsycle.group_codec import EpochChanged, Held, Rejected
     try:
-        c, topic = client_from_args(args)
+        c, topic = client_from_args(args, keep_seen=True)
     except UsageError as e:
         print("upsycle sub: %s" % e, file=sys.stderr)
         return 2

@@ -11,6 +11,13 @@ record of what it held.
   are plaintext for public topics, and the proxy key is its identity. SQLite
   creates the ``-wal`` and ``-shm`` files with the mode of the database file,
   so creating that one 0600 first covers them.
+- **Clean close.** ``write_clean`` records, after the store closed its
+  database cleanly (every page checkpointed into the file, no WAL left), the
+  file's identity, size and modification time in ``<data>/store_clean``;
+  ``take_clean`` reads and removes it at the next start. If the file is
+  still exactly as this proxy left it, start-up skips the integrity scan of
+  every page (the larger part of starting on a big store); after a crash, a
+  copy, a restore or any write by anything else, the scan runs.
 - **Marker.** ``store_marker`` records the proxy id of the database the
   directory holds (written once the database exists). At start a missing,
   empty or foreign database beside a marker (or beside a proxy key: a proxy
@@ -22,6 +29,7 @@ import os
 
 LOCK_FILE = "lock"
 MARKER_FILE = "store_marker"
+CLEAN_FILE = "store_clean"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 # What a marker file may hold (one line: "upsycle-store <hex proxy id>").
@@ -123,6 +131,48 @@ def write_marker(data_dir, proxy_id):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    dfd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def file_stamp(path):
+    """What changes whenever anything writes or replaces the file."""
+    st = os.stat(path)
+    return "%d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def write_clean(data_dir, stamp):
+    """Record a clean close (written, synced, renamed)."""
+    path = os.path.join(data_dir, CLEAN_FILE)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(stamp + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_dir(data_dir)
+
+
+def take_clean(data_dir):
+    """The stamp of the last clean close, or None; removed (and the removal
+    synced) before the database is written, so a crash from here on leaves
+    none behind."""
+    path = os.path.join(data_dir, CLEAN_FILE)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MARKER_MAX)
+    except FileNotFoundError:
+        return None
+    os.remove(path)
+    _sync_dir(data_dir)
+    return raw.decode("ascii", "replace").strip()
+
+
+def _sync_dir(data_dir):
     dfd = os.open(data_dir, os.O_RDONLY)
     try:
         os.fsync(dfd)

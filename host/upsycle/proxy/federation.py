@@ -30,7 +30,7 @@ import os
 import time
 
 from shared_protocol.errors import RemoteError
-from shared_protocol.overlay import dissemination, ids, poldercast, rings, vicinity
+from shared_protocol.overlay import dissemination, ids, poldercast, profile, rings, vicinity
 from shared_protocol.overlay.common import Outgoing
 from shared_protocol.rand import Rng
 from shared_protocol.wire import envelope as E
@@ -203,8 +203,14 @@ class Federation(PeerTable):
         for topic in want:
             o = self._ov(topic)
             if o not in carried:
-                carried[o] = topic
+                if len(carried) >= profile.TOPICS_MAX:
+                    # The overlay's profile holds TOPICS_MAX topics: the
+                    # rest stay local (each try would fail, and the topic
+                    # ids of thousands would be derived again every second).
+                    self.count("overlay_topics_full")
+                    break
                 self.pc.subscribe(o)
+                carried[o] = topic
                 log.info("event=topic_joined %s", kv(topic=topic))
         for o in [o for o, topic in carried.items() if topic not in want]:
             topic = carried.pop(o)

@@ -48,6 +48,30 @@ CREATE TABLE IF NOT EXISTS origin_floor(topic BLOB NOT NULL, origin BLOB NOT NUL
 """
 
 
+def count_topics(db):
+    """Make sure every topic row carries its counters: lo (the first stored
+    sequence, next_seq if none is stored) and nbytes (payload bytes stored).
+    The writer keeps them in the transactions that insert and delete
+    messages (store_tx.py), so start-up needs no scan of the messages.
+    Recounted here, inside the caller's transaction, for a database from
+    before the counters (the columns are added), and for one an older proxy
+    opened since (it moves messages without them: its start-up rewrote
+    'opened' but not 'counted'). One pass over the messages, once."""
+    cols = [r[1] for r in db.execute("PRAGMA table_info(topics)")]
+    if "lo" not in cols:
+        db.execute("ALTER TABLE topics ADD COLUMN lo INTEGER")
+        db.execute("ALTER TABLE topics ADD COLUMN nbytes INTEGER")
+    else:
+        row = db.execute("SELECT (SELECT value FROM meta WHERE key='opened') IS (SELECT value FROM meta WHERE "
+                         "key='counted')").fetchone()
+        if row[0]:
+            return False
+    db.execute("UPDATE topics SET lo = COALESCE((SELECT MIN(seq) FROM messages WHERE messages.topic = topics.topic), "
+               "next_seq), nbytes = (SELECT COALESCE(SUM(length(payload)), 0) FROM messages WHERE "
+               "messages.topic = topics.topic)")
+    return True
+
+
 class StorageError(HostError):
     """The data directory cannot be used (with a code from session/messages.py R_*)."""
 
@@ -115,6 +139,15 @@ class Opening:
             if head != SQLITE_HEADER:
                 raise StorageError(R_STORAGE_DAMAGED, "%s is not an SQLite database (its header is damaged); "
                                    "restore it from a backup" % self.path)
+        # Unchanged since this proxy closed it cleanly (datadir.py): no
+        # need to read every page for damage.
+        try:
+            clean = datadir.take_clean(d)
+            unchanged = size > 0 and clean is not None and clean == datadir.file_stamp(self.path) and \
+                not os.path.exists(self.path + "-wal")
+        except OSError as e:
+            raise StorageError(classify(e), "cannot use the data directory %s: %s" % (d, e))
+        self.checked = size > 0 and not unchanged   # the scan ran (for tests and the benchmark)
         try:
             for name in (self.path, self.path + "-wal", self.path + "-shm"):
                 if name == self.path:
@@ -136,7 +169,7 @@ class Opening:
             # A WAL reused after a checkpoint is cut back to the cap, so its
             # file size says how far it grew since (store_tx.py _commit).
             db.execute("PRAGMA journal_size_limit=%d" % self.wal_cap)
-            if size > 0:
+            if self.checked:
                 bad = [r[0] for r in db.execute("PRAGMA quick_check(5)")]
                 if bad != ["ok"]:
                     db.close()
@@ -169,7 +202,9 @@ class Opening:
                                        self.path, self.proxy_id.hex(), marker.hex()))
             # A write that is synced proves the directory works now, not later.
             db.execute("BEGIN IMMEDIATE")
+            count_topics(db)
             db.execute("INSERT OR REPLACE INTO meta VALUES('opened', ?)", (self.clock(),))
+            db.execute("INSERT OR REPLACE INTO meta SELECT 'counted', value FROM meta WHERE key='opened'")
             db.execute("COMMIT")
             # Start with an empty WAL: what opening wrote (a new schema is
             # ~25 pages) goes into the database before any quota counts it.

@@ -17,6 +17,13 @@ log = logging.getLogger("upsycle.proxy.store")
 BATCH_MAX = 4096
 # Nodes expired or topics forgotten per sweep: bounds one sweep's transaction.
 EXPIRE_BATCH_MAX = 1000
+# Work of one age sweep's transaction: a topic looked at in SQLite counts 1,
+# a row deleted 1. A sweep with more to do stops after the topic that used
+# this up and the writer runs the next part at once, in its own transaction
+# (publishes queued meanwhile ride in it): one pass over 10^4 topics with
+# 90,000 rows expired is several transactions of ~0.2-0.5 s, not one of
+# seconds (tools/bench/bench_scale.py).
+SWEEP_WORK_MAX = 20000
 
 # Rows per multi-row statement. The writer thread lets go of the GIL inside
 # every statement and must win it back from a busy event loop after each one
@@ -166,54 +173,48 @@ class Transactions:
                 db.execute("UPDATE subs SET cursor = v.column3 FROM (VALUES %s) AS v WHERE subs.node = v.column1 "
                            "AND subs.topic = v.column2 AND subs.cursor < v.column3" % ",".join(["(?,?,?)"] * len(chunk)),
                            [x for (node, topic), seq in chunk for x in (node, topic, seq)])
-            for node, t in sorted((seen or {}).items()):
-                db.execute("INSERT INTO nodes VALUES(?,?) ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen",
-                           (node, t))
-            for kid, (node, secret, t) in sorted((keys or {}).items()):
-                db.execute("INSERT OR REPLACE INTO known_keys VALUES(?,?,?,?)", (kid, node, secret, t))
+            # Nodes seen and hint keys, in multi-row statements as well (a
+            # thousand sessions opening at once would be a thousand of each).
+            rows = sorted((seen or {}).items())
+            for c in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[c:c + ROWS_PER_STATEMENT]
+                db.execute("INSERT INTO nodes VALUES %s ON CONFLICT(node) DO UPDATE SET last_seen=excluded.last_seen"
+                           % ",".join(["(?,?)"] * len(chunk)), [x for node, t in chunk for x in (node, t)])
+            rows = sorted((keys or {}).items())
+            for c in range(0, len(rows), ROWS_PER_STATEMENT):
+                chunk = rows[c:c + ROWS_PER_STATEMENT]
+                db.execute("INSERT OR REPLACE INTO known_keys VALUES %s" % ",".join(["(?,?,?,?)"] * len(chunk)),
+                           [x for kid, (node, secret, t) in chunk for x in (kid, node, secret, t)])
             i, n = 0, len(batch)
             while i < n:
                 kind, a, b = batch[i][:3]
-                if kind == "pub":
+                if kind == "pub" or kind == "sub":
                     j = i + 1
-                    while j < n and j - i < ROWS_PER_STATEMENT and batch[j][0] == "pub":
+                    while j < n and j - i < ROWS_PER_STATEMENT and batch[j][0] == kind:
                         j += 1
-                    if not self._insert_rows(db, batch, i, j, wt, now, out, stored):
+                    if kind == "sub":
+                        self._subscribe_rows(db, batch, i, j, wt, out, subs)
+                    elif not self._insert_rows(db, batch, i, j, wt, now, out, stored):
                         for k in range(i, j):
                             self._insert_one(db, k, batch[k], wt, now, out, stored)
                     i = j
                     continue
-                i += 1
-                if kind == "sub":
-                    row = db.execute("SELECT cursor FROM subs WHERE node=? AND topic=?", (a, b)).fetchone()
-                    if row is None:
-                        # A new subscriber starts at the oldest message kept:
-                        # retention decides how much history a node gets. An
-                        # unknown topic is created, so its first number is
-                        # fixed now (the floor may rise before it is used).
-                        st = self._new_topic(wt, b, a)
-                        cursor = st[1] - 1
-                        db.execute("INSERT INTO subs VALUES(?,?,?)", (a, b, cursor))
-                    else:
-                        cursor = row[0]
-                    subs.append((a, b, cursor))
-                    out.append(("ok", cursor))
-                else:  # unsub
-                    db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
-                    subs.append((a, b, None))
-                    out.append(("ok", None))
-            tl = list(wt.items())
-            for c in range(0, len(tl), ROWS_PER_STATEMENT):
-                chunk = tl[c:c + ROWS_PER_STATEMENT]
-                db.execute("INSERT INTO topics(topic, next_seq, creator) VALUES %s ON CONFLICT(topic) "
-                           "DO UPDATE SET next_seq=excluded.next_seq" % ",".join(["(?,?,?)"] * len(chunk)),
-                           [x for topic, st in chunk for x in (topic, st[0], self._new_creators.get(topic))])
-            for topic, st in tl:
+                i += 1   # unsub
+                db.execute("DELETE FROM subs WHERE node=? AND topic=?", (a, b))
+                subs.append((a, b, None))
+                out.append(("ok", None))
+            for topic, st in list(wt.items()):
                 self._retain(db, topic, st, drops)
+            self._sweep_more = False
+            self._oldest_seen = {}
             if sweep and self.retention.max_age_s:
                 self._sweep_age(db, now, wt, drops)
             if sweep and self.sub_expiry_s:
                 self._expire_nodes(db, now, live, subs)
+            # Every topic this transaction changed, with its counters (first
+            # stored sequence, payload bytes) as inserts and retention left
+            # them: start-up reads them instead of scanning every message.
+            self._write_topics(db, wt)
             if sweep:
                 self._forget_empty(db, wt, forgotten)
                 if self.max_known_keys:
@@ -242,16 +243,61 @@ class Transactions:
             return {"error": (code, str(e)), "items": None}
         self.commits += 1
         self._w_oseq.update(self._oseq)
+        oldest = self._w_oldest
         for topic, st in wt.items():
+            was = self._w_topics.get(topic)
+            if st[1] >= st[0]:
+                oldest.pop(topic, None)            # empty
+            elif was is None or was[1] >= was[0]:
+                oldest[topic] = now                # its first rows are this transaction's
+            elif was[1] != st[1]:
+                oldest.pop(topic, None)            # retention moved its start: not known
             self._w_topics[topic] = st
+        oldest.update(self._oldest_seen)           # what the sweep read (after retention)
         for topic in forgotten:
             self._w_topics.pop(topic, None)
+            oldest.pop(topic, None)
             wt.pop(topic, None)
         if self.max_db_bytes:
             self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
-                "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins}
+                "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins,
+                "sweep_more": self._sweep_more}
+
+    def _write_topics(self, db, wt):
+        tl = list(wt.items())
+        for c in range(0, len(tl), ROWS_PER_STATEMENT):
+            chunk = tl[c:c + ROWS_PER_STATEMENT]
+            db.execute("INSERT INTO topics(topic, next_seq, creator, lo, nbytes) VALUES %s ON CONFLICT(topic) "
+                       "DO UPDATE SET next_seq=excluded.next_seq, lo=excluded.lo, nbytes=excluded.nbytes"
+                       % ",".join(["(?,?,?,?,?)"] * len(chunk)),
+                       [x for topic, st in chunk for x in (topic, st[0], self._new_creators.get(topic), st[1], st[2])])
+
+    def _subscribe_rows(self, db, batch, i, j, wt, out, subs):
+        """Subscribes batch[i:j]: their cursors read in one statement, the
+        new ones inserted in one (as one by one: a key twice in the run
+        gets the cursor its first subscribe made)."""
+        keys = list(dict.fromkeys((batch[k][1], batch[k][2]) for k in range(i, j)))
+        known = dict(((bytes(node), bytes(topic)), cursor) for node, topic, cursor in db.execute(
+            "SELECT v.column1, v.column2, subs.cursor FROM (VALUES %s) AS v JOIN subs ON subs.node = v.column1 "
+            "AND subs.topic = v.column2" % ",".join(["(?,?)"] * len(keys)), [x for key in keys for x in key]))
+        new = []
+        for k in range(i, j):
+            key = (batch[k][1], batch[k][2])
+            cursor = known.get(key)
+            if cursor is None:
+                # A new subscriber starts at the oldest message kept:
+                # retention decides how much history a node gets. An
+                # unknown topic is created, so its first number is fixed
+                # now (the floor may rise before it is used).
+                st = self._new_topic(wt, key[1], key[0])
+                cursor = known[key] = st[1] - 1
+                new.append((key[0], key[1], cursor))
+            subs.append((key[0], key[1], cursor))
+            out.append(("ok", cursor))
+        if new:
+            db.execute("INSERT INTO subs VALUES %s" % ",".join(["(?,?,?)"] * len(new)), [x for r in new for x in r])
 
     def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
         """Publishes batch[i:j] in one statement, assuming none is a
@@ -344,27 +390,50 @@ class Transactions:
     def _sweep_age(self, db, now, wt, drops):
         # Walk each topic from its oldest row (primary-key order) and stop at
         # the first young one: the cost is the expired rows plus one per
-        # topic, never a scan of the whole table (a Pi's SD card is slow).
+        # topic, never a scan of the whole table (a Pi's SD card is slow). A
+        # topic whose oldest row is known to be young (_w_oldest, kept by
+        # _commit) costs no query at all. At most SWEEP_WORK_MAX per
+        # transaction; _sweep_more asks the writer for the rest at once.
         cutoff = now - self.retention.max_age_s
+        oldest = self._w_oldest
+        work = 0
         for topic in list(self._w_topics):
             st = wt.get(topic) or self._w_topics[topic]
             if st[1] >= st[0]:
                 continue   # empty
+            o = oldest.get(topic)
+            if o is not None and o >= cutoff:
+                continue
+            if work >= SWEEP_WORK_MAX:
+                self._sweep_more = True
+                return
             upto = None
-            for seq, ts in db.execute("SELECT seq, ts FROM messages WHERE topic=? ORDER BY seq", (topic,)):
+            n = nbytes = 0
+            first = None
+            for seq, ts, size in db.execute("SELECT seq, ts, length(payload) FROM messages WHERE topic=? ORDER BY seq",
+                                            (topic,)):
                 if ts >= cutoff:
+                    first = ts
                     break
                 upto = seq
+                n += 1
+                nbytes += size
+            work += 1 + n
+            if first is not None:
+                self._oldest_seen[topic] = first
             if upto is not None:
                 if topic not in wt:
                     st = wt[topic] = list(st)
-                self._delete_upto(db, topic, st, upto, "retention_age", drops)
+                self._delete_upto(db, topic, st, upto, "retention_age", drops, (n, nbytes))
 
-    def _delete_upto(self, db, topic, st, upto, cause, drops):
+    def _delete_upto(self, db, topic, st, upto, cause, drops, row=None):
+        """Delete the rows of topic up to seq upto; row: (count, payload
+        bytes) of those rows if the caller counted them as it read them."""
         if upto < st[1]:
             return
-        row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND seq<=?",
-                         (topic, upto)).fetchone()
+        if row is None:
+            row = db.execute("SELECT COUNT(*), COALESCE(SUM(length(payload)),0) FROM messages WHERE topic=? AND "
+                             "seq<=?", (topic, upto)).fetchone()
         # Per origin, the highest number retention deletes: other proxies
         # offer nothing at or below it again (federation.md, catch-up), so a
         # message retention removed is never stored and delivered twice.
