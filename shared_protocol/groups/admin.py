@@ -166,6 +166,8 @@ class Admin(Member):
         a.revoked = m.revoked
         a._windows = m._windows
         a.authors = m.authors
+        a.dicts = m.dicts
+        a.gens = m.gens
         a.next_seq = m.next_seq
         a.gen = m.gen
         a._wused = m._wused

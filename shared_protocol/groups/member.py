@@ -19,7 +19,8 @@ from shared_protocol.groups.errors import (BadSignature, DecryptFailed, FutureEp
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
 from shared_protocol.groups import readings
-from shared_protocol.groups.readings import authors_from_record, authors_to_record, dicts_from_record, dicts_to_record
+from shared_protocol.groups.readings import authors_from_record, authors_to_record, dicts_from_record, dicts_to_record, \
+    gens_from_record, gens_to_record
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
@@ -131,6 +132,9 @@ class Member:
         # ones other authors introduced, by author reference and generation.
         self.dictionary = []
         self.dicts = {}
+        # the sequence generations authors introduced, by reference and the
+        # generation's low byte (what their readings without one carry)
+        self.gens = {}
 
     # -- roles --
 
@@ -158,6 +162,7 @@ class Member:
             g = g % GEN_MAX + 1
         self.gen = g
         self.next_seq = 1
+        self.intro_left = 0    # signed readings carry the generation only with the introduction
 
     def write_refusal(self, now=None):
         """Why this member cannot publish now (a sentence), or None."""
@@ -443,6 +448,7 @@ class Member:
             "revoked": sorted(self.revoked), "windows": windows, "next_seq": self.next_seq,
             "gen": self.gen, "wclock": self._wclock,
             "authors": authors_to_record(self.authors), "dicts": dicts_to_record(self.dicts),
+            "gens": gens_to_record(self.gens),
         }
 
     @classmethod
@@ -464,5 +470,6 @@ class Member:
         # records written before compact readings have no "authors"
         m.authors = authors_from_record(r.get("authors", []))
         m.dicts = dicts_from_record(r.get("dicts", []))
+        m.gens = gens_from_record(r.get("gens", []))
         return m
 

@@ -171,12 +171,12 @@ def authors_from_record(rows):
 
 # -- signed readings (group_rs): no nonce, no AEAD tag on the wire -----------
 #
-#     group_rs = [1, 83, epoch, data]
+#     group_rs = [1, 10, epoch, data]
 #     data     = R | ChaCha20(epoch key, N, S | inner)     (RFC 8439 §2.4, counter 1)
 #     N        = SHA-256("upsycle-rs-nonce-v1" | R)[:12]
 #     R | S    = Ed25519 by the author over
-#                "upsycle-rs-v1" | topic | CBOR [epoch, bodies unpacked] | inner
-#     inner    = flags | aref (4) | generation (3) | counter (1..3) | [intro] | body or batch
+#                "upsycle-rs-v1" | topic | SHA-256(CBOR [epoch, generation, inner, bodies unpacked])
+#     inner    = flags | aref (4) | generation (3 with intro, else 1) | counter (1..3) | [intro] | body or batch
 #     intro    = CBOR [author key, capability on the wire or null, dictionary]
 #
 # Why this is enough (docs/private-groups.md "Signed readings"): R is derived
@@ -236,24 +236,56 @@ def _token_end(data, p):
     return q if q <= len(data) else -1
 
 
+# Numbers near the body's first large one (readings.pack): a DMC op's Lamport
+# clock and the sequence numbers its deps name are close to its own sequence
+# number (the anchor, the body's first unsigned integer of 256 or more), so
+# each becomes one byte, the simple value _NEAR + (value - anchor - NEAR_LO).
+_NEAR = _REF + 8        # simple values 8..19
+NEAR_LO = -4
+NEAR_HI = 7
+
+
+def _uint_at(data, p, q):
+    """The value of the unsigned integer token data[p:q] if it is in its
+    shortest form (what unpack gives back), else -1."""
+    ai = data[p] & 0x1F
+    if ai < 24:
+        return ai
+    v = 0
+    for i in range(p + 1, q):
+        v = (v << 8) | data[i]
+    if v < (24, 256, 0x10000, 0x100000000)[ai - 24]:
+        return -1
+    return v
+
+
+def _uint_bytes(v):
+    if v < 24:
+        return bytes((v,))
+    if v < 0x100:
+        return bytes((0x18, v))
+    if v < 0x10000:
+        return bytes((0x19, v >> 8, v & 0xFF))
+    if v < 0x100000000:
+        return bytes((0x1A, v >> 24, (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF))
+    out = bytearray((0x1B,))
+    for i in range(7, -1, -1):
+        out.append((v >> (8 * i)) & 0xFF)
+    return bytes(out)
+
+
 def pack(body, dictionary):
     """``body`` with every CBOR string item whose encoding is a dictionary
     entry replaced by one byte, the unassigned simple value of its index
-    (_REF + i); ``body`` itself when it is not CBOR tokens we can walk, holds
-    such simple values already, or would not get shorter. Deterministic: a
-    single pass, left to right."""
-    if not dictionary:
-        return body
-    hit = False
-    for e in dictionary:
-        if body.find(e) >= 0:
-            hit = True
-            break
-    if not hit:
-        return body
+    (_REF + i), and every unsigned integer after the first one of 256 or
+    more (the anchor) that lies within NEAR_LO..NEAR_HI of it by one byte
+    (_NEAR + offset); ``body`` itself when it is not CBOR tokens we can
+    walk, holds such simple values already, or would not get shorter.
+    Deterministic: a single pass, left to right."""
     out = bytearray()
     p = 0
     n = len(body)
+    anchor = -1
     while p < n:
         ib = body[p]
         if _REF <= ib < _REF + 20:
@@ -261,7 +293,8 @@ def pack(body, dictionary):
         q = _token_end(body, p)
         if q < 0:
             return body
-        if ib >> 5 == 2 or ib >> 5 == 3:
+        major = ib >> 5
+        if major == 2 or major == 3:
             item = body[p:q]
             for i in range(len(dictionary)):
                 if dictionary[i] == item:
@@ -270,6 +303,16 @@ def pack(body, dictionary):
                     break
             if item is not None:
                 out += item
+        elif major == 0 and ib >= 0x18:
+            v = _uint_at(body, p, q)
+            if anchor < 0:
+                if v >= 256:
+                    anchor = v
+                out += body[p:q]
+            elif v >= 0 and NEAR_LO <= v - anchor <= NEAR_HI:
+                out.append(_NEAR + v - anchor - NEAR_LO)
+            else:
+                out += body[p:q]
         else:
             out += body[p:q]
         p = q
@@ -283,6 +326,7 @@ def unpack(packed, dictionary):
     out = bytearray()
     p = 0
     n = len(packed)
+    anchor = -1
     while p < n:
         ib = packed[p]
         if _REF <= ib < _REF + wire.DICT_MAX:
@@ -291,10 +335,19 @@ def unpack(packed, dictionary):
                 raise AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % i)
             out += dictionary[i]
             p += 1
+        elif _NEAR <= ib < _NEAR + NEAR_HI - NEAR_LO + 1:
+            if anchor < 0:
+                raise Malformed(message="packed reading names a number before its anchor")
+            out += _uint_bytes(anchor + ib - _NEAR + NEAR_LO)
+            p += 1
         else:
             q = _token_end(packed, p)
             if q < 0:
                 raise Malformed(message="packed reading malformed")
+            if anchor < 0 and ib >> 5 == 0 and ib >= 0x18:
+                v = _uint_at(packed, p, q)
+                if v >= 256:
+                    anchor = v
             out += packed[p:q]
             p = q
         if len(out) > wire.BODY_MAX:
@@ -325,14 +378,17 @@ def _check_dictionary(d):
 
 
 def _rs_head(flags, aref, seq):
-    """flags (with the counter's length) | aref | generation (3) | counter
-    in its shortest big-endian form (1..3 bytes)."""
+    """flags (with the counter's length) | aref | generation (3 with an
+    introduction, else its low byte) | counter in its shortest big-endian
+    form (1..3 bytes)."""
     c = seq & 0xFFFFFF
     k = 1 if c < 0x100 else (2 if c < 0x10000 else 3)
     g = seq >> 24
     out = bytearray((flags | (k - 1) << 4,))
     out += aref[:wire.AREF_SIZE]
-    out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF, g & 0xFF))
+    if flags & wire.RS_INTRO:
+        out += bytes(((g >> 16) & 0xFF, (g >> 8) & 0xFF))
+    out.append(g & 0xFF)
     for i in range(k - 1, -1, -1):
         out.append((c >> (8 * i)) & 0xFF)
     return bytes(out)
@@ -386,22 +442,24 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
                 break
     rest = cbor.encode(packed) if batch else packed[0]
     inner = _rs_head(flags, author, seq) + intro + rest
-    sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, inner, plain))
+    sig = member.identity.sign(wire.rs_signed_bytes(member.topic, member.epoch, seq >> 24, inner, plain))
     data = sig[:32] + _stream(ek.sym, _rs_nonce(sig[:32]), sig[32:] + inner)
     member.seq_used(seq, n)
     member.intro_left = INTRO_EVERY - 1 if intro else member.intro_left - 1
     return envelope.REGISTRY.encode("group_rs", member.epoch, data)
 
 
-def _rs_inner(inner, max_seq):
+def _rs_inner(member, inner, max_seq):
     """Parse the plaintext of a group_rs: (kind, aref, seq, intro or None,
-    packed bodies list, count)."""
+    packed bodies list, count). A reading without an introduction is of
+    the generation its author last introduced (``_gen_of``)."""
     if len(inner) < wire.RS_HEAD_MIN:
         raise Malformed(message="signed reading shorter than its head")
     flags = inner[0]
     kind = flags & wire.RS_KIND
     k = ((flags & wire.RS_CLEN) >> 4) + 1
-    p = 1 + wire.AREF_SIZE + wire.RS_GEN_BYTES + k
+    g = wire.RS_GEN_BYTES if flags & wire.RS_INTRO else 1
+    p = 1 + wire.AREF_SIZE + g + k
     if flags & ~(wire.RS_KIND | wire.RS_CLEN | wire.RS_INTRO | wire.RS_PACKED) \
             or kind not in (wire.RD_SIGNED, wire.RD_BATCH) or k > 3 or len(inner) < p:
         raise Malformed(message="unknown reading kind or flags")
@@ -409,6 +467,8 @@ def _rs_inner(inner, max_seq):
     seq = 0
     for b in inner[1 + wire.AREF_SIZE:p - k]:
         seq = (seq << 8) | b
+    if g == 1:
+        seq = _gen_of(member, aref, seq)
     c = 0
     for b in inner[p - k:p]:
         c = (c << 8) | b
@@ -443,6 +503,19 @@ def _rs_inner(inner, max_seq):
     return flags, kind, aref, seq, intro, items, count
 
 
+def _gen_of(member, aref, low):
+    """The sequence generation of a reading by ``aref`` that carries no
+    introduction, named by its low byte: the one its author last introduced
+    to us with that low byte (our own for our own readings); refused when
+    no introduction of it reached us."""
+    g = member.gens.get(aref + bytes((low,)))
+    if g is not None:
+        return g
+    if aref == member.identity.public[:wire.AREF_SIZE] and low == member.gen & 0xFF:
+        return member.gen
+    raise AuthorUnknown(message="no introduction of author %s's sequence generation yet" % aref.hex())
+
+
 def open_rs(member, msg, now, max_seq, publication):
     """Open a group_rs (already decoded as an envelope); returns a
     Publication or a Batch; changes nothing unless every check passes."""
@@ -454,7 +527,7 @@ def open_rs(member, msg, now, max_seq, publication):
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])
     sig = r + plain[:32]
     inner = plain[32:]
-    flags, kind, aref, seq, intro, items, count = _rs_inner(inner, max_seq)
+    flags, kind, aref, seq, intro, items, count = _rs_inner(member, inner, max_seq)
     topic = member.topic
     me = member.identity.public
     # The author's key and dictionary. Nothing here is trusted until the
@@ -481,7 +554,7 @@ def open_rs(member, msg, now, max_seq, publication):
         if not win.is_fresh(s):
             raise Replayed(message="sequence %d of this author already seen or too old" % s)
     try:
-        api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, inner, bodies), sig)
+        api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, seq >> 24, inner, bodies), sig)
     except CryptoBadSignature:
         raise BadSignature(message="author signature does not verify")
     if intro is not None:
@@ -499,11 +572,16 @@ def open_rs(member, msg, now, max_seq, publication):
         dict_new = None
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
         raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+    gkey = aref + bytes(((seq >> 24) & 0xFF,))
+    if intro is not None and gkey not in member.gens and len(member.gens) >= 2 * member.max_authors:
+        raise TooLarge(message="more than %d author generations in one topic" % (2 * member.max_authors))
     if dict_new is not None:
         if dict_new[1]:
             member.dicts[_dict_key(aref, seq)] = [dict_new[0], [bytes(e) for e in dict_new[1]]]
         else:
             member.dicts.pop(_dict_key(aref, seq), None)
+    if intro is not None:
+        member.gens[gkey] = seq >> 24    # its later readings carry only the low byte
     return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind, bodies)
 
 
@@ -528,4 +606,20 @@ def dicts_from_record(rows):
         if (isinstance(row, list) and len(row) == 3 and _is_bytes(row[0], wire.AREF_SIZE + 3) and isinstance(row[1], int)
                 and _check_dictionary(row[2])):
             out[bytes(row[0])] = [row[1], [bytes(e) for e in row[2]]]
+    return out
+
+
+def gens_to_record(gens):
+    out = []
+    for aref in sorted(gens):
+        out.append([aref, gens[aref]])
+    return out
+
+
+def gens_from_record(rows):
+    out = {}
+    for row in rows:
+        if (isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], wire.AREF_SIZE + 1)
+                and isinstance(row[1], int) and 0 <= row[1] < 1 << 24 and row[1] & 0xFF == row[0][-1]):
+            out[bytes(row[0])] = row[1]
     return out

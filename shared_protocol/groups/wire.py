@@ -3,7 +3,7 @@
     group_pub   [1, 80, topic, epoch, mode, kfield, sealed]
     group_rekey [1, 81, topic, epoch, ephemeral, part, parts, entries, admin signature]
     group_rd    [1, 82, epoch, nonce, sealed]       (compact readings: readings.py)
-    group_rs    [1, 83, epoch, data]                (signed readings: readings.py)
+    group_rs    [1, 10, epoch, data]                (signed readings: readings.py)
 
 Only the topic id, the epoch number and ciphertext are visible to a proxy.
 The author, sequence number, capability and signature travel inside the
@@ -80,15 +80,20 @@ RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chai
 
 # Signed readings (group_rs, readings.py): the signature's R travels in clear
 # and names the stream nonce; S and the rest are ChaCha20 ciphertext, with no
-# AEAD tag (the signature authenticates every byte).
-RS = REGISTRY.register(83, "group_rs", (
+# AEAD tag (the signature authenticates every byte). Sent for every reading:
+# its type is in the "hot" block (one CBOR byte).
+RS = REGISTRY.register(10, "group_rs", (
     ("epoch", UINT, EPOCH_MAX),
     ("data", BYTES, SEALED_MAX),        # R (32) | ChaCha20(S | inner)
 ))
-# inner = flags (1) | aref (AREF_SIZE) | generation (3) | counter (1..3, big-endian,
-#         shortest) | [intro, CBOR] | body (packed or not) / batch (CBOR array)
+# inner = flags (1) | aref (AREF_SIZE) | generation (3 with RS_INTRO, else its
+#         low byte) | counter (1..3, big-endian, shortest) | [intro, CBOR] |
+#         body (packed or not) / batch (CBOR array)
+# The whole sequence generation travels only with the introduction: a
+# reading without one names it by its low byte, among the generations its
+# author introduced (two devices joined with one key stay apart).
 RS_GEN_BYTES = 3
-RS_HEAD_MIN = 1 + AREF_SIZE + RS_GEN_BYTES + 1
+RS_HEAD_MIN = 1 + AREF_SIZE + 1 + 1
 RS_KIND = 0x0F        # the low bits of flags: RD_SIGNED or RD_BATCH
 RS_CLEN = 0x30        # bytes of the counter, minus one (0..2)
 RS_INTRO = 0x80       # an introduction follows the head
@@ -105,14 +110,16 @@ RS_SIG_LABEL = b"upsycle-rs-v1"
 RS_NONCE_LABEL = b"upsycle-rs-nonce-v1"
 
 
-def rs_signed_bytes(topic, epoch, inner, bodies):
+def rs_signed_bytes(topic, epoch, gen, inner, bodies):
     """What a signed reading's author signs: the topic (not sent), and the
-    SHA-256 of the epoch, the whole inner plaintext as sent (so R, hence the
+    SHA-256 of the epoch, the sequence generation (sent only with the
+    introduction: a reader that takes another generation fails the
+    signature), the whole inner plaintext as sent (so R, hence the
     nonce, differs whenever any plaintext byte does) and the bodies as they
     are unpacked (so a reader that unpacks with another dictionary fails the
     signature). The digest keeps what Ed25519 hashes with the boards'
     pure-Python SHA-512 at two blocks, whatever the batch (SHA-256 is native)."""
-    return RS_SIG_LABEL + topic + api.sha256(cbor.encode([epoch, inner, bodies]))
+    return RS_SIG_LABEL + topic + api.sha256(cbor.encode([epoch, gen, inner, bodies]))
 
 
 def rd_header(topic, epoch, nonce):

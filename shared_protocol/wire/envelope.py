@@ -22,7 +22,8 @@ VERSION = 1
 
 # Blocks of type numbers per protocol, so each module owns its range.
 TYPE_BLOCKS = {
-    "core": (0, 15),        # envelope-level: error replies, pings
+    "core": (0, 7),         # envelope-level: error replies, pings
+    "hot": (8, 15),         # what every reading costs (s_pub_a, s_ack_a, group_rs): one CBOR byte of type
     "cyclon": (16, 31),     # peer sampling (CYCLON, VICINITY)
     "dmc": (32, 47),        # replica operations and anti-entropy sync
     "session": (48, 79),    # edge session with a proxy (hello, pub, sub, ack...)

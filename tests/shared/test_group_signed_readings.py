@@ -72,7 +72,7 @@ def _signed(sealer, signer, aref, seq, body, intro=None, topic=None, flags=wire.
     if intro is not None:
         flags |= wire.RS_INTRO
     inner = _head(flags, aref, seq) + (cbor.encode(intro) if intro is not None else b"") + body
-    sig = signer.sign(wire.rs_signed_bytes(topic or sealer.topic, sealer.epoch, inner, [body]))
+    sig = signer.sign(wire.rs_signed_bytes(topic or sealer.topic, sealer.epoch, seq >> 24, inner, [body]))
     return _rs(sealer, sig, inner)
 
 
@@ -80,7 +80,7 @@ def _batch(sealer, signer, aref, seq, bodies, signed_bodies=None):
     """A batch whose signature covers ``signed_bodies`` (default: bodies)."""
     inner = _head(wire.RD_BATCH, aref, seq) + cbor.encode(bodies)
     signed_inner = _head(wire.RD_BATCH, aref, seq) + cbor.encode(signed_bodies or bodies)
-    sig = signer.sign(wire.rs_signed_bytes(sealer.topic, sealer.epoch, signed_inner, signed_bodies or bodies))
+    sig = signer.sign(wire.rs_signed_bytes(sealer.topic, sealer.epoch, seq >> 24, signed_inner, signed_bodies or bodies))
     return _rs(sealer, sig, inner)
 
 
@@ -106,12 +106,68 @@ def test_round_trip_introduction_once_and_deterministic_bytes():
     # no randomness in the bytes: the same state seals the same message
     assert saved.seal_reading(b"21.5C", r32(), NOW) == first
     # a signed reading: epoch, R, S, head and body; nothing else
-    assert len(second) == 7 + 64 + wire.RS_HEAD_MIN + len(b"21.6C")
-    # the admin and a member itself need no introduction
+    assert len(second) == 6 + 64 + wire.RS_HEAD_MIN + len(b"21.6C")
+    # the admin needs no capability, but its generation comes with its
+    # introduction: a reading without one is refused until it arrives
     admin.intro_left = 5
+    bare = admin.seal_reading(b"from admin", r32(), NOW)
+    _rejects(ro, [("admin's generation never introduced", AuthorUnknown, bare)])
+    admin.intro_left = 0
+    assert ro.open(admin.seal_reading(b"intro", r32(), NOW), NOW).body == b"intro"
+    assert ro.open(bare, NOW).body == b"from admin"
+    # a member opens its own readings without its introduction
     rw.intro_left = 5
-    assert ro.open(admin.seal_reading(b"from admin", r32(), NOW), NOW).body == b"from admin"
     assert rw.open(rw.seal_reading(b"own", r32(), NOW), NOW).body == b"own"
+
+
+def test_generation_travels_with_the_introduction_only():
+    _, rw, ro, _ = _topic()
+    rw.new_generation(b"\x0a\x0b\x0c")
+    first = rw.seal_reading(b"1", r32(), NOW)
+    second = rw.seal_reading(b"2", r32(), NOW)
+    # the introduction carries the 3-byte generation; the next reading its low byte
+    _, inner1 = _open_raw(rw, first)
+    _, inner2 = _open_raw(rw, second)
+    assert inner1[0] & wire.RS_INTRO and inner1[5:8] == b"\x0a\x0b\x0c"
+    assert not inner2[0] & wire.RS_INTRO and inner2[5] == 0x0c and len(inner2) == wire.RS_HEAD_MIN + 1
+    # a reader that missed the introduction cannot name the generation: refused
+    _rejects(ro, [("no introduction of the generation", AuthorUnknown, second)])
+    gen = 0x0a0b0c << 24
+    assert ro.open(first, NOW).seq == gen + 1 and ro.open(second, NOW).seq == gen + 2
+    ref = rw.identity.public[:4]
+    # a forged head naming another counter under the generation held: the
+    # author did not sign that sequence number
+    _rejects(ro, [("counter changed under the generation held", BadSignature,
+                   _rs(rw, _open_raw(rw, second)[0], _head(wire.RD_SIGNED, ref, gen + 9) + b"2"))])
+    # the author starts a new generation: its next message introduces it
+    rw.new_generation(b"\x01\x02\x03")
+    new_first = rw.seal_reading(b"3", r32(), NOW)
+    new_second = rw.seal_reading(b"4", r32(), NOW)
+    _, inner3 = _open_raw(rw, new_first)
+    assert inner3[0] & wire.RS_INTRO and inner3[5:8] == b"\x01\x02\x03"
+    _rejects(ro, [("reading of a generation whose introduction was missed", AuthorUnknown, new_second)])
+    assert ro.open(new_first, NOW).seq == (0x010203 << 24) + 1
+    assert ro.open(new_second, NOW).seq == (0x010203 << 24) + 2
+    # both generations stay known (two devices joined with one key): the
+    # old one's readings still open, each under its own sequence numbers
+    old = _signed(rw, rw.identity, ref, gen + 3, b"old device")
+    assert ro.open(old, NOW).seq == gen + 3
+    # a new generation with the low byte of one held, its introduction
+    # missed: the reader takes the held one, which the author did not sign
+    rw.new_generation(b"\x09\x09\x0c")
+    twin_first = rw.seal_reading(b"5", r32(), NOW)
+    twin_second = rw.seal_reading(b"6", r32(), NOW)
+    twin_third = rw.seal_reading(b"7", r32(), NOW)
+    twin_fourth = rw.seal_reading(b"8", r32(), NOW)
+    _rejects(ro, [("same low byte, counter seen in the held generation", Replayed, twin_second),
+                  ("same low byte, introduction missed", BadSignature, twin_fourth)])
+    assert ro.open(twin_first, NOW).seq == (0x09090c << 24) + 1
+    assert ro.open(twin_third, NOW).seq == (0x09090c << 24) + 3
+    # the generations a reader learnt survive a restart
+    again = _reload(ro)
+    assert again.gens == ro.gens
+    assert again.open(twin_fourth, NOW).seq == (0x09090c << 24) + 4
+    assert again.open(rw.seal_reading(b"9", r32(), NOW), NOW).seq == (0x09090c << 24) + 5
 
 
 def test_batch_round_trip_one_signature():
@@ -166,7 +222,8 @@ def test_dictionary_packs_author_ids_and_travels_in_the_introduction():
     assert readings.pack(b"\xe0" + A_ME, [A_ME]) == b"\xe0" + A_ME     # holds a reference byte itself
     d = [A_ME, A_1, A_2, b"\x64temp"]
     p = readings.pack(OP, d)
-    assert len(p) == len(OP) - 3 * 8 - 4 and readings.unpack(p, d) == OP
+    # the ids and the name one byte each; clock and dep sequence numbers near the op's own too
+    assert len(p) == len(OP) - 3 * 8 - 4 - 3 * 2 and readings.unpack(p, d) == OP
     # an entry is replaced only as a whole string item, never inside another
     inside = b"\x4a\x00" + A_ME
     assert readings.pack(inside, [A_ME]) == inside
@@ -177,6 +234,48 @@ def test_dictionary_packs_author_ids_and_travels_in_the_introduction():
     both = rw.seal_batch([OP, b"\x43abc"], r32(), NOW)
     assert len(both) < len(mixed) - 20
     assert [x.body for x in ro.open(both, NOW).publications] == [OP, b"\x43abc"]
+
+
+def test_numbers_near_the_first_large_one_pack_to_one_byte():
+    _, rw, ro, _ = _topic()
+    # seq 1000, clock 1001, deps at 1000: one byte each after the anchor
+    p = readings.pack(OP, [])
+    assert len(p) == len(OP) - 3 * 2 and readings.unpack(p, []) == OP
+    assert p.count(bytes((readings._NEAR - readings.NEAR_LO,))) == 2 and b"\x19\x03\xe8" in p
+    # every offset in range and none outside; small numbers before the anchor stay
+    for d in range(readings.NEAR_LO - 2, readings.NEAR_HI + 3):
+        body = cbor.encode([5, 70000, 70000 + d, "x"])
+        q = readings.pack(body, [])
+        assert readings.unpack(q, []) == body
+        assert (len(q) < len(body)) == (readings.NEAR_LO <= d <= readings.NEAR_HI), d
+    # a number before any anchor, or a number not in its shortest form, goes as it is
+    assert readings.pack(cbor.encode([300, 20]), []) == cbor.encode([300, 20])
+    long_form = b"\x83\x19\x03\xe8\x1a\x00\x00\x03\xe9\x19\x03\xe9"
+    q = readings.pack(long_form, [])
+    assert readings.unpack(q, []) == long_form and q[4:9] == b"\x1a\x00\x00\x03\xe9"
+    # a body holding such a byte itself is not packed
+    own = b"\x82\x19\x03\xe8" + bytes((readings._NEAR,))
+    assert readings.pack(own, []) == own
+    # sealed and opened; the reader gets exactly the op the author signed
+    ro.open(rw.seal_reading(b"\x01", r32(), NOW), NOW)      # introduced
+    sealed = rw.seal_reading(OP, r32(), NOW)
+    # attacks: a number reference before any anchor is malformed; a
+    # reference changed to another offset, or an anchor changed, fails the
+    # author's signature; nothing changes either way
+    sig, inner = _open_raw(rw, sealed)
+    near = inner.index(bytes((readings._NEAR - readings.NEAR_LO + 1,)))    # the clock, anchor + 1
+    anchor = inner.index(b"\x19\x03\xe8")
+    seq = rw.gen << 24 | 99
+    first_ref = _head(wire.RD_SIGNED | wire.RS_PACKED, rw.identity.public[:4], seq) + b"\x82" + bytes((readings._NEAR,)) \
+        + b"\x19\x03\xe8"
+    _rejects(ro, [
+        ("number reference before the anchor", Malformed, _rs(rw, sig, first_ref)),
+        ("reference to another offset", BadSignature, _rs(rw, sig, inner[:near] + bytes((inner[near] + 1,))
+                                                          + inner[near + 1:])),
+        ("anchor changed", BadSignature, _rs(rw, sig, inner[:anchor] + b"\x19\x03\xe9" + inner[anchor + 3:])),
+    ])
+    assert ro.open(sealed, NOW).body == OP
+    _rejects(ro, [("replayed", Replayed, sealed)])
 
 
 def test_reader_that_missed_a_changed_dictionary_refuses_until_the_next_introduction():

@@ -316,7 +316,7 @@ def test_short_ids_named_once_per_link():
     c.publish(T2, W.message_id(NODE, base + 1), b"y", 1)   # not in the table: the long form
     out = c.data_to_send()
     assert [E.REGISTRY.decode(m).name for m in out] == ["s_pub_a", "s_publish", "s_publish"]
-    assert len(out[0]) == len(W.encode_publish(T1, mid, b"sealed")) - 30   # 15 bytes for 45
+    assert len(out[0]) == len(W.encode_publish(T1, mid, b"sealed")) - 31   # 14 bytes for 45 (one-byte type)
     for m in out:
         p.receive(m, 2)
     ev = list(p.events())

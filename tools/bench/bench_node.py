@@ -488,7 +488,7 @@ def on_air():
     # the op as group_rs carries it: the plaintext after the head
     data = E.REGISTRY.decode(sealed_rd)["data"]
     plain = readings._stream(m.epoch_key().sym, readings._rs_nonce(data[:32]), data[32:])
-    head = 1 + wire.AREF_SIZE + wire.RS_GEN_BYTES + ((plain[32] & wire.RS_CLEN) >> 4) + 1
+    head = 1 + wire.AREF_SIZE + 1 + ((plain[32] & wire.RS_CLEN) >> 4) + 1   # generation's low byte only
     packed = len(plain) - 32 - head
     dep_bytes = len(cbor.encode([x for d in deps for x in d]))
     cap_b = len(cbor.encode(capability_wire(m)))
