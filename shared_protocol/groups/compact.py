@@ -11,28 +11,14 @@ from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups.errors import (BadSignature, CapabilityExpired, DecryptFailed, GroupUsageError,
                                            Malformed, MemberRevoked, Replayed)
 from shared_protocol.groups.keys import KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_on_wire
-from shared_protocol.groups.readings import INTRO_EVERY, _author, _commit, _is_bytes, _is_seq, _read_key
+from shared_protocol.groups.readings import INTRO_EVERY, _author, _commit, _is_bytes, _is_seq, _read_key, _seal_checks
 
 
 def seal(member, bodies, batch, rand32, now, max_seq):
     """The group_rd message for ``bodies`` (one, or a batch); advances the
     member's sequence number by len(bodies)."""
-    if not member.can_write:
-        raise GroupUsageError(message="this member holds no write capability")
-    ek = member.epoch_key()
-    if not ek.readable:
-        raise GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
-    cap = member.capability
-    if now is not None and cap is not None and cap[3] and now >= cap[3]:
-        raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
+    ek = _seal_checks(member, bodies, batch, rand32, now)
     n = len(bodies)
-    if n < 1 or n > (wire.BATCH_MAX if batch else 1):
-        raise GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
-    for b in bodies:
-        if len(b) > wire.BODY_MAX:
-            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
-    if not _is_bytes(rand32, KEY_SIZE):
-        raise GroupUsageError(message="seal needs 32 random bytes")
     seq = member.seq_block(n, rand32)   # generation and counter (member.py, COUNTER_BITS)
     if seq + n - 1 > max_seq:
         raise GroupUsageError(message="sequence numbers exhausted for this member key")
@@ -47,7 +33,7 @@ def seal(member, bodies, batch, rand32, now, max_seq):
         sig = member.identity.sign(wire.rd_signed_bytes(topic, member.epoch, author, seq, payload))
     intro = None
     if member.intro_left <= 0:
-        intro = [author, None if member.is_admin else capability_on_wire(cap)]
+        intro = [author, None if member.is_admin else capability_on_wire(member.capability)]
         member.intro_left = INTRO_EVERY
     inner = cbor.encode([kind, author[:wire.AREF_SIZE], seq, payload, sig, intro])
     nonce = rand32[:wire.NONCE_SIZE]   # random: many authors share the epoch key (RFC 8439 §4)

@@ -394,11 +394,9 @@ def _rs_head(flags, aref, seq):
     return bytes(out)
 
 
-def seal_rs(member, bodies, batch, rand32, now, max_seq):
-    """The group_rs message for ``bodies`` (one, or a batch); advances the
-    member's sequence number by len(bodies). Deterministic: the same
-    readings under the same state give the same bytes (``rand32`` is used
-    only when a new sequence generation must be drawn)."""
+def _seal_checks(member, bodies, batch, rand32, now):
+    """What both compact forms refuse before sealing (usage errors: the
+    member's state is unchanged); the epoch key to seal under."""
     if not member.can_write:
         raise GroupUsageError(message="this member holds no write capability")
     ek = member.epoch_key()
@@ -415,6 +413,16 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
             raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
     if not _is_bytes(rand32, KEY_SIZE):
         raise GroupUsageError(message="seal needs 32 random bytes")
+    return ek
+
+
+def seal_rs(member, bodies, batch, rand32, now, max_seq):
+    """The group_rs message for ``bodies`` (one, or a batch); advances the
+    member's sequence number by len(bodies). Deterministic: the same
+    readings under the same state give the same bytes (``rand32`` is used
+    only when a new sequence generation must be drawn)."""
+    ek = _seal_checks(member, bodies, batch, rand32, now)
+    n = len(bodies)
     seq = member.seq_block(n, rand32)
     if seq + n - 1 > max_seq:
         raise GroupUsageError(message="sequence numbers exhausted for this member key")
@@ -423,7 +431,7 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
     flags = wire.RD_BATCH if batch else wire.RD_SIGNED
     intro = b""
     if member.intro_left <= 0:
-        intro = cbor.encode([author, None if member.is_admin else capability_on_wire(cap), d])
+        intro = cbor.encode([author, None if member.is_admin else capability_on_wire(member.capability), d])
         flags |= wire.RS_INTRO
     plain = []
     packed = []
