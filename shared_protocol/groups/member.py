@@ -12,9 +12,9 @@ from shared_protocol.crypto import api
 from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey
 from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
 from shared_protocol.groups import wire
-from shared_protocol.groups.errors import (BadSignature, DecryptFailed, FutureEpoch, GroupUsageError, Malformed,
-                                           MemberRevoked, NoReadCapability, OtherRekeyPart, RekeyGap,
-                                           RemovedFromTopic, Replayed, StaleEpoch, TooLarge, UnknownEpoch,
+from shared_protocol.groups.errors import (BadSignature, DecryptFailed, GroupUsageError, Malformed,
+                                           MemberRevoked, OtherRekeyPart, RekeyGap,
+                                           RemovedFromTopic, Replayed, StaleEpoch, TooLarge,
                                            WrongTopic)
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
@@ -279,14 +279,7 @@ class Member:
 
     def _open_pub(self, msg, now):
         topic, epoch, mode, kfield, sealed = msg.values
-        ek = self._epochs.get(epoch)
-        if ek is None:
-            if epoch > self.epoch:
-                raise FutureEpoch(message="epoch %d not held yet (current %d): its re-key has not arrived"
-                                          % (epoch, self.epoch))
-            raise UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, self.epoch))
-        if not ek.readable:
-            raise NoReadCapability(message="write-only member: cannot open publications")
+        ek = readings._read_key(self, epoch)
         aad = wire.pub_header(topic, epoch, mode, kfield)
         try:
             if mode == wire.MODE_EPOCH_KEY:
