@@ -2,7 +2,7 @@
 obeys, the Outgoing wrapper and uniform picks from the node's Rng."""
 from shared_protocol.wire import envelope, framing
 from shared_protocol.errors import LocalError, RemoteError
-from shared_protocol.overlay import ids, profile
+from shared_protocol.overlay import cyclon, ids, profile
 
 # A peer address is opaque here (the transport's encoding), as in CYCLON.
 ADDR_MAX = 64
@@ -37,25 +37,18 @@ class OverlayConfigError(LocalError):
     code = "overlay_config"
 
 
-class Outgoing:
-    """A message to send to one peer: ``peer_id``, ``addr``, ``message``."""
+class Outgoing(cyclon.Outgoing):
+    """A message to send to one peer (``peer_id``, ``addr``, ``message``),
+    as CYCLON's; here ``data()`` is the frame payload (proxy links carry
+    frames) and ``datagram()`` its UDP form."""
 
-    __slots__ = ("peer_id", "addr", "message")
-
-    def __init__(self, peer_id, addr, message):
-        self.peer_id = peer_id
-        self.addr = addr
-        self.message = message
+    __slots__ = ()
 
     def data(self):
-        """The frame payload bytes (the wire envelope)."""
         return envelope.REGISTRY.encode_message(self.message)
 
     def datagram(self):
         return framing.datagram(self.data())
-
-    def __repr__(self):
-        return "<Outgoing %s to %r>" % (self.message.type.name, self.peer_id)
 
 
 def check_id(i):
