@@ -358,22 +358,14 @@ class PolderCast:
             return out
         kd = v.kd
         direct = r._direct
-        for e in self.vicinity._view:
-            i = e[0]
-            if i in kd:
-                out.append(i)
-            else:
+        # VICINITY's peers first, then CYCLON's not already taken.
+        for view in ([e[0] for e in self.vicinity._view], self.cyclon.ids):
+            for i in view:
+                if i in out:
+                    continue
                 d = direct.get(i)
-                if d is not None and topic in d:
+                if i in kd or (d is not None and topic in d):
                     out.append(i)
-        for i in self.cyclon.ids:
-            if i not in out:
-                if i in kd:
-                    out.append(i)
-                else:
-                    d = direct.get(i)
-                    if d is not None and topic in d:
-                        out.append(i)
         if not out:
             out = v.far(rings.KEEP, r._clock - r.max_age)
         return out
