@@ -32,8 +32,7 @@ from shared_protocol import clock
 from shared_protocol.ble import adv as A
 from shared_protocol.ble.errors import BleLocalError, BleRemoteError
 from shared_protocol.ble.link import BleLink, ATT_MTU_MIN
-from shared_protocol.overlay.lan import Lan, LanTopic, parse_addr
-from shared_protocol.rand import Rng
+from shared_protocol.overlay.lan import node_lan, parse_addr
 
 from firmware import platform
 
@@ -154,13 +153,7 @@ class BleRadio:
         self.proxy_in = []
         self.errors = 0
         self.dropped = 0
-        seed = 0
-        for b in platform.random_bytes(8):
-            seed = (seed << 8) | b
-        lts = []
-        for t in node.topics:
-            lts.append(LanTopic(t.member, t.replica, t.mark_synced))
-        self.lan = Lan(node.node_id, _addr(self.mac), 0, Rng(seed), platform.random_bytes, lts)
+        self.lan = node_lan(node.node_id, _addr(self.mac), 0, platform.random_bytes, node.topics)
         ble.irq(self._irq)
         self._advertise()
 

@@ -10,8 +10,7 @@ board's heap for nothing). firmware/config.py has checked the section.
 import socket
 
 from shared_protocol import clock
-from shared_protocol.overlay.lan import Lan, LanTopic, parse_addr
-from shared_protocol.rand import Rng
+from shared_protocol.overlay.lan import node_lan, parse_addr
 
 from firmware import platform
 
@@ -50,13 +49,7 @@ class LanLink:
         s.bind(platform.sockaddr("0.0.0.0", port))
         if not peers and not platform.IS_VIRTUAL:
             self.peers.append(platform.sockaddr(BROADCAST, port))
-        seed = 0
-        for b in platform.random_bytes(8):
-            seed = (seed << 8) | b
-        lts = []
-        for t in node.topics:
-            lts.append(LanTopic(t.member, t.replica, t.mark_synced))
-        self.lan = Lan(node.node_id, my_ip, port, Rng(seed), platform.random_bytes, lts)
+        self.lan = node_lan(node.node_id, my_ip, port, platform.random_bytes, node.topics)
         self.sock = s
         self.poller = platform.Poller(s)
         self._out = []

@@ -40,14 +40,14 @@ PRELOAD = (
 # ... and a node with a lan section also these (firmware/lan_link.py).
 PRELOAD_LAN = (
     "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.overlay.lan", "shared_protocol.rand", "firmware.lan_link",
+    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan", "firmware.lan_link",
 )
 
 
 # ... and a node whose transport has BLE these (firmware/ble_link.py).
 PRELOAD_BLE = (
     "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.overlay.lan", "shared_protocol.rand",
+    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan",
     "shared_protocol.ble", "shared_protocol.ble.errors", "shared_protocol.ble.link", "shared_protocol.ble.adv",
     "firmware.ble_link",
 )

@@ -29,6 +29,7 @@ from shared_protocol.dmc.sync import Sync
 from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES
 from shared_protocol.wire.framing import DATAGRAM_MAX
 from shared_protocol.errors import UpsycleError
+from shared_protocol.rand import Rng
 
 NONCE = 12
 TAG = 16
@@ -202,3 +203,16 @@ def parse_addr(addr):
     s = addr.decode() if isinstance(addr, (bytes, bytearray)) else addr
     host, _, port = s.rpartition(":")
     return host, int(port)
+
+
+def node_lan(node_id, addr, port, random_bytes, topics):
+    """A node's Lan on one medium (UDP or BLE): its gossip randomness seeded
+    from 8 bytes of ``random_bytes``, one LanTopic per topic object (with
+    ``member``, ``replica`` and ``mark_synced``, firmware/topic.py)."""
+    seed = 0
+    for b in random_bytes(8):
+        seed = (seed << 8) | b
+    lts = []
+    for t in topics:
+        lts.append(LanTopic(t.member, t.replica, t.mark_synced))
+    return Lan(node_id, addr, port, Rng(seed), random_bytes, lts)
