@@ -103,13 +103,20 @@ def unlock(fd):
             pass
 
 
+def _read_small(path):
+    """The first MARKER_MAX bytes of a small file we write, or None without it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MARKER_MAX)
+    except FileNotFoundError:
+        return None
+
+
 def read_marker(data_dir):
     """The proxy id (bytes) the marker records, or None without a marker."""
     path = os.path.join(data_dir, MARKER_FILE)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MARKER_MAX)
-    except FileNotFoundError:
+    raw = _read_small(path)
+    if raw is None:
         return None
     parts = raw.decode("ascii", "replace").split()
     if len(parts) == 2 and parts[0] == MARKER_TAG:
@@ -162,10 +169,8 @@ def take_clean(data_dir):
     synced) before the database is written, so a crash from here on leaves
     none behind."""
     path = os.path.join(data_dir, CLEAN_FILE)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MARKER_MAX)
-    except FileNotFoundError:
+    raw = _read_small(path)
+    if raw is None:
         return None
     os.remove(path)
     _sync_dir(data_dir)
