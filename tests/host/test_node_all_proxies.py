@@ -8,37 +8,17 @@ import subprocess
 import sys
 import time
 
-from proxy_rig import ENV, ROOT, free_port, start_proxy, stop
-from shared_protocol.groups.admin import Admin
-from shared_protocol.groups.invite import invite_url
+from proxy_rig import ENV, ROOT, stop
+from failover_rig import FAILOVER_TIMEOUT_S, READINGS, invites, start_pair, wait_line
 from upsycle import processes
 from upsycle.commands import board as board_cmd
 from upsycle.field_demo import Proc, Subscriber
 
-READINGS = 12
-# Silence until the board declares its link lost (3 keepalives of 10 s),
-# a handshake that times out (8 s), then the next proxy: under a minute.
-FAILOVER_TIMEOUT_S = 90
-
-
-def _wait(p, text, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if any(text in line for line in p.lines):
-            return
-        time.sleep(0.1)
-    raise AssertionError("no %r from the board:\n%s" % (text, "\n".join(p.lines[-40:])))
-
 
 def test_a_board_in_all_mode_loses_nothing_and_waits_for_no_failover(tmp_path, monkeypatch):
     monkeypatch.setenv("UPSYCLE_HOME", str(tmp_path / "home"))
-    pa, pb = free_port(), free_port()
-    fedargs = ["--overlay-period", "0.5", "--catchup-period", "1"]
-    a = start_proxy(str(tmp_path / "a"), pa, "--peer", "127.0.0.1:%d" % pb, *fedargs)
-    b = start_proxy(str(tmp_path / "b"), pb, "--peer", "127.0.0.1:%d" % pa, *fedargs)
-    admin = Admin(os.urandom(32), os.urandom(32), 0, "field")
-    board_inv = invite_url(admin.invite(os.urandom(32), read=True, write=True))
-    sub_inv = invite_url(admin.invite(os.urandom(32), read=True, write=False))
+    pa, pb, a, b = start_pair(tmp_path)
+    board_inv, sub_inv = invites()
     fs = str(tmp_path / "flash")
     os.makedirs(fs)
     p = None
@@ -67,7 +47,7 @@ def test_a_board_in_all_mode_loses_nothing_and_waits_for_no_failover(tmp_path, m
                 q = await loop.run_in_executor(None, lambda: Proc(
                     board_cmd.server_command(0, fs, name="twofold", echo=True), "twofold", None))
                 await loop.run_in_executor(None, q.wait_url)
-                await loop.run_in_executor(None, lambda: _wait(q, "first reading acknowledged", 60))
+                await loop.run_in_executor(None, lambda: wait_line(q, "first reading acknowledged", 60))
                 await asyncio.sleep(3)
                 processes.kill(a)      # the link's own proxy is gone for good
                 killed = time.monotonic()
