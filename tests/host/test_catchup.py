@@ -167,6 +167,34 @@ def test_a_message_first_accepted_at_two_proxies_counts_under_both_origins(tmp_p
     assert held2 == {P: [[2, 4]], Q: [[12, 13]]} and floors2 == {P: 1, Q: 11}
 
 
+def test_one_summaries_object_sees_numbers_held_under_a_second_origin(tmp_path):
+    """The summary a proxy sends each period comes from one Summaries object
+    that caches per topic. Duplicates that only add origin_alias rows leave
+    the topic's sequence range where it was; the summary must still show
+    them, or the neighbour answers with the same messages for ever (a
+    restarted proxy of two that both took a node's publishes never caught
+    up: tests/host/test_cli_multi_proxy.py)."""
+    async def main():
+        r = _Rig(tmp_path)
+        await r.start()
+        try:
+            for n in (1, 2, 3):
+                await r.put(T, b"m%d" % n, P, n)
+            s = Summaries(r.store)
+            before = s.build(T)
+            for n in (1, 2, 3):
+                assert (await r.put(T, b"m%d" % n, Q, n))[0] == "dup"
+            after = s.build(T)
+            answer = s.answer(T, after[1], 1, 100)
+            return before, after, answer
+        finally:
+            r.store.close()
+    before, after, answer = asyncio.run(main())
+    assert before[1] == [[P, 0, [[1, 3]]]]
+    assert after[1] == [[P, 0, [[1, 3]]], [Q, 0, [[1, 3]]]]
+    assert answer == []
+
+
 def test_own_numbers_of_many_topics_in_one_transaction_continue_after_a_restart(tmp_path):
     """The next origin number of every topic a commit touched is written
     (one multi-row statement), so a restarted store goes on from it."""

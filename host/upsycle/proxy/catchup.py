@@ -173,13 +173,15 @@ class Summaries:
     def __init__(self, store):
         self.store = store
         self._rot = 0
-        self._cache = {}   # topic -> ((first seq, last seq), origin_ranges result)
+        self._cache = {}   # topic -> ((first seq, last seq, aliases), origin_ranges result)
 
     def _ranges(self, topic):
         """store.origin_ranges, read again only when the topic's stored
-        range changed (every summary sent and answered needs it)."""
+        range changed or a duplicate was recorded under another origin's
+        number (every summary sent and answered needs it; a stale one
+        would ask the neighbours for the same messages for ever)."""
         v = self.store.topics.get(topic)
-        key = (v.first_seq, v.last_seq) if v is not None else None
+        key = (v.first_seq, v.last_seq, v.aliases) if v is not None else None
         c = self._cache.get(topic)
         if c is not None and c[0] == key and key is not None:
             return c[1]

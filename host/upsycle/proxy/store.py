@@ -73,7 +73,7 @@ class Retention:
 class TopicView:
     """What the event loop knows of a topic (updated after each commit)."""
 
-    __slots__ = ("first_seq", "last_seq", "bytes", "cause", "creator")
+    __slots__ = ("first_seq", "last_seq", "bytes", "cause", "creator", "aliases")
 
     def __init__(self, first_seq, last_seq, nbytes, creator=None):
         self.first_seq = first_seq   # oldest stored sequence (last_seq + 1 if empty)
@@ -81,6 +81,10 @@ class TopicView:
         self.bytes = nbytes
         self.cause = W.MISSED_RETENTION  # the last retention cause, told to subscribers
         self.creator = creator           # node id that created it (None: before it was kept)
+        # Changes whenever a commit records one of its messages under a
+        # second origin number (origin_alias): what we hold of it grew
+        # without its sequence range moving (catchup.Summaries caches on both).
+        self.aliases = 0
 
     def count(self):
         return self.last_seq - self.first_seq + 1
@@ -463,6 +467,10 @@ class Store(Opening, Transactions):
                         self.created_by[c] = self.created_by.get(c, 0) + 1
                 else:
                     v.first_seq, v.last_seq, v.bytes = st[1], st[0] - 1, st[2]
+            for topic in results["aliased"]:
+                v = self.topics.get(topic)
+                if v is not None:
+                    v.aliases += 1
             self._remember(batch, results)
             for topic in results["forgotten"]:
                 self._tail.forget(topic)

@@ -152,6 +152,7 @@ class Transactions:
         self._new_creators = {}
         self._oseq = {}  # topic -> next origin sequence of our own publishes, this transaction
         self._origins = {}  # batch index -> (origin, origin sequence) of each message stored
+        self._aliased = set()  # topics given an origin_alias row
         forgotten = []
         wt = {}          # writer topic states changed in this transaction
         out = []         # per batch item: (status, value)
@@ -263,6 +264,7 @@ class Transactions:
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
                 "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
                 "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins,
+                "aliased": self._aliased,
                 "sweep_more": self._sweep_more}
 
     def _write_topics(self, db, wt):
@@ -361,6 +363,7 @@ class Transactions:
                 # published it through both): we hold it under the other
                 # origin's number too, or summaries would ask for it for ever.
                 db.execute("INSERT OR IGNORE INTO origin_alias VALUES(?,?,?,?)", (topic, item[6], item[7], row[0]))
+                self._aliased.add(topic)
             return
         origin, oseq = self._origin_of(item)
         db.execute("INSERT INTO messages VALUES(?,?,?,?,?,?,?)", (topic, seq, mid, payload, now, origin, oseq))
