@@ -99,6 +99,9 @@ REPLY = envelope.REGISTRY.register(101, "rings_reply", (
 
 def check_topics(topics):
     """Raise OverlayError unless topics is [[topic, [[id, addr, age]...]]...]. Pure."""
+    id_len = ids.ID_LEN
+    addr_max = common.ADDR_MAX
+    age_max = common.AGE_MAX
     for item in topics:
         if type(item) is not list or len(item) != 2 or not common.check_id(item[0]):
             raise OverlayError(common.E_ENTRY, "a ring topic is [topic_id, entries]")
@@ -111,10 +114,10 @@ def check_topics(topics):
             i, a, g = e
             # check_peer and the age inline: this runs for every entry of
             # every exchange.
-            if type(i) is not bytes or len(i) != ids.ID_LEN or type(a) is not bytes or len(a) > common.ADDR_MAX:
+            if type(i) is not bytes or len(i) != id_len or type(a) is not bytes or len(a) > addr_max:
                 common.check_peer(i, a)
-            if type(g) is not int or not (0 <= g <= common.AGE_MAX):
-                raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
+            if type(g) is not int or g < 0 or g > age_max:
+                raise OverlayError(common.E_ENTRY, "age must be 0..%d" % age_max)
 
 
 class Rings:
@@ -547,19 +550,32 @@ class Rings:
         if sender in dead:
             dead.remove(sender)
         max_age = self.max_age
+        pos = self.pos
+        rng = self.rng
         for item in topics:
             r = ring.get(item[0])
             if r is None:
                 continue    # a filter false positive on its side: ignored
-            changed = r.know(sender, addr, clock, True, self.pos, self.rng)
+            changed = r.know(sender, addr, clock, True, pos, rng)
+            kd = r.kd
             for e in item[1]:
                 i = e[0]
-                if i == me or e[2] > max_age:
+                g = e[2]
+                if g > max_age or i == me:
                     continue
-                if i not in dead and r.know(i, e[1], clock - e[2], False, self.pos, self.rng):
+                # RingView.know's path for a subscriber already known,
+                # inline (most entries of an exchange are): a known one is
+                # never in ``dead`` (remove() drops it from every ring).
+                k = kd.get(i)
+                if k is not None:
+                    g = clock - g
+                    if g > k[2]:
+                        k[1] = e[1]
+                        k[2] = g
+                elif i not in dead and r.know(i, e[1], clock - g, False, pos, rng):
                     changed = True
             if changed:
-                r.select(self.pos)
+                r.select(pos)
         # A peer that answered is alive: refresh it wherever we know it.
         for t in self.topics:
             e = ring[t].kd.get(sender)

@@ -22,9 +22,8 @@ KEEP = 4
 KNOWN_MAX = 48
 
 
-def bisect(a, x):
-    """Index of the first item of sorted list a that is >= x (MicroPython
-    has no bisect module)."""
+def _bisect(a, x):
+    """Index of the first item of sorted list a that is >= x."""
     lo = 0
     hi = len(a)
     while lo < hi:
@@ -34,6 +33,14 @@ def bisect(a, x):
         else:
             hi = mid
     return lo
+
+
+# MicroPython has no bisect module; CPython's is one C call (the simulator
+# bisects a ring for every entry of every Rings exchange).
+try:
+    from bisect import bisect_left as bisect
+except ImportError:
+    bisect = _bisect
 
 
 class RingView:
@@ -99,36 +106,45 @@ class RingView:
         on the ring still hands it entries next to it. Entries heard of
         before ``floor`` are left out."""
         kpos = self.kpos
-        ke = self.ke
         n = len(kpos)
         out = []
         if not n:
             return out
-        k = bisect(kpos, ids.pos(q_id))
+        ke = self.ke
+        k = bisect(kpos, int.from_bytes(q_id, "big"))
+        age_max = common.AGE_MAX
         got = 0
         x = 0
+        j = k
         while got < KEEP and x < n:
-            e = ke[(k + x) % n]
+            if j >= n:
+                j -= n
+            e = ke[j]
+            j += 1
             x += 1
-            if e[0] != q_id and e[2] >= floor:
-                out.append(e)
+            g = e[2]
+            if g >= floor and e[0] != q_id:
+                g = clock - g
+                out.append([e[0], e[1], g if g < age_max else age_max])
                 got += 1
         got = 0
-        y = 1
-        while got < KEEP and y <= n - x:
-            e = ke[(k - y) % n]
-            y += 1
-            if e[0] != q_id and e[2] >= floor:
-                out.append(e)
+        j = k - 1
+        last = k - 1 - (n - x)
+        while got < KEEP and j > last:
+            e = ke[j]   # j < 0 reads from the end: the ring wraps
+            j -= 1
+            g = e[2]
+            if g >= floor and e[0] != q_id:
+                g = clock - g
+                out.append([e[0], e[1], g if g < age_max else age_max])
                 got += 1
-        age_max = common.AGE_MAX
-        return [[e[0], e[1], clock - e[2] if clock - e[2] < age_max else age_max] for e in out]
+        return out
 
     def know(self, i, a, stamp, direct, me, rng):
         """Remember a confirmed subscriber (me: this proxy's position; rng
         for eviction). True if it is new."""
-        r = self
-        e = r.kd.get(i)
+        kd = self.kd
+        e = kd.get(i)
         if e is not None:
             if stamp > e[2]:
                 e[1] = a
@@ -136,30 +152,32 @@ class RingView:
             if direct:
                 e[4] = True
             return False
-        kpos = r.kpos
-        ke = r.ke
+        kpos = self.kpos
+        ke = self.ke
         p = int.from_bytes(i, "big")
         k = bisect(kpos, p)
         e = [i, a, stamp, p, direct]
         kpos.insert(k, p)
         ke.insert(k, e)
-        r.kd[i] = e
+        kd[i] = e
+        at = self.at
         if p < me:
-            r.at += 1
+            at += 1
         n = len(kpos)
         if n > KNOWN_MAX:
             # Forget the older of two random entries, never one of the KEEP
             # nearest on a side (the ring neighbours and their spares): a
             # random sample of the ring that leans to the recently heard,
             # at the cost of two draws instead of a scan.
-            at = r.at
             span = n - 2 * KEEP
             rnd = rng.next64()
             x = (at + KEEP + (rnd & 0xFFFFFFFF) % span) % n
             y = (at + KEEP + (rnd >> 32) % span) % n
             if ke[y][2] < ke[x][2]:
                 x = y
-            r.drop(x)
+            kpos.pop(x)
+            del kd[ke.pop(x)[0]]
             if x < at:
-                r.at = at - 1
+                at -= 1
+        self.at = at
         return True
