@@ -25,18 +25,14 @@ import math
 import os
 
 from shared_protocol.overlay import ids
+from upsycle.sim.poldercast_sim import gc_paused
 
 
 def subscriber_lists(sim):
     """topic number -> live subscribers (node indexes, ascending), in one
-    pass over the proxies rather than one per topic."""
-    out = [[] for _ in range(sim.n_topics)]
-    st = sim.state
-    for i in range(len(sim.nodes)):
-        if st[i] == 0:
-            for t in sim.node_topics[i]:
-                out[t].append(i)
-    return out
+    pass over the proxies rather than one per topic (the simulator keeps
+    it while no proxy crashes or joins). Read only."""
+    return sim._pub_sets()[2]
 
 
 def ring_convergence(sim, by_topic=None):
@@ -78,6 +74,8 @@ def neighbour_sets(sim):
 
 
 def topic_connectivity(sim, nbrs, by_topic=None):
+    """Union-find over each topic's links between its subscribers (the
+    links are undirected: either end's view makes one)."""
     good = tot = 0
     by_topic = by_topic or subscriber_lists(sim)
     for t in range(sim.n_topics):
@@ -85,22 +83,24 @@ def topic_connectivity(sim, nbrs, by_topic=None):
         if len(subs) < 2:
             continue
         tot += 1
-        members = set(subs)
-        adj = {i: set() for i in subs}
+        up = {i: i for i in subs}
+        parts = len(subs)
         for i in subs:
             for j in nbrs[i]:
-                if j in members:
-                    adj[i].add(j)
-                    adj[j].add(i)
-        seen = {subs[0]}
-        stack = [subs[0]]
-        while stack:
-            u = stack.pop()
-            for v in adj[u]:
-                if v not in seen:
-                    seen.add(v)
-                    stack.append(v)
-        good += len(seen) == len(subs)
+                if j not in up:
+                    continue
+                a = i
+                while up[a] != a:
+                    up[a] = up[up[a]]
+                    a = up[a]
+                b = j
+                while up[b] != b:
+                    up[b] = up[up[b]]
+                    b = up[b]
+                if a != b:
+                    up[a] = b
+                    parts -= 1
+        good += parts == 1
     return good / tot if tot else 1.0
 
 
@@ -143,6 +143,10 @@ class Recorder:
         return sum(v for v in self.sim.gossip_bytes().values() if v is not None)
 
     def measure(self, full=True):
+        with gc_paused():
+            return self._measure(full)
+
+    def _measure(self, full):
         sim = self.sim
         live = sim.live()
         pubs = sim.pub_results[self._pubs_seen:]

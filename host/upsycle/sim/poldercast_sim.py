@@ -46,6 +46,25 @@ _Delivery = dissemination.Delivery
 WARMUP = 5
 
 
+class gc_paused:
+    """Cyclic garbage collection off for a block (restored after): the
+    protocol objects make no reference cycles, but a round (or a full
+    measurement) allocates millions of short-lived lists, and each
+    allocation burst made CPython's collector scan every proxy's state
+    again (half the CPU of a round at 2,000 proxies). Reference counting
+    frees them."""
+
+    def __enter__(self):
+        self.was = gc.isenabled()
+        gc.disable()
+        return self
+
+    def __exit__(self, *exc):
+        if self.was:
+            gc.enable()
+        return False
+
+
 def static_key(seed, i):
     """A simulated proxy's static public key (32 bytes)."""
     return hashlib.sha256(b"upsycle-sim-proxy/%d/%d" % (seed, i)).digest()
@@ -112,6 +131,10 @@ class PolderCastSim:
         self.to_down = 0
         self.pub_results = []       # one dict per publication
         self._pub_seq = 0
+        # (live, settled publishers, topic -> live subscribers) while no
+        # proxy crashes or joins: a round's publications share them
+        # instead of a pass over every proxy each (_pub_sets).
+        self._pub_cache = None
         for _ in range(n):
             self._new_node()
         for i in range(n):
@@ -126,6 +149,7 @@ class PolderCastSim:
                                      topics=[self.topic_ids[t] for t in ts], **self.opts)
         self.nodes.append(node)
         self.node_topics.append(ts)
+        self._pub_cache = None
         self.joined.append(self._join_round)
         self.state.append(UP)
         self.index[node.id] = i
@@ -147,23 +171,15 @@ class PolderCastSim:
         victims = self.rng.sample(live, min(k, len(live)))
         for i in victims:
             self.state[i] = CRASHED
+        self._pub_cache = None
         return victims
 
     # --- running -------------------------------------------------------
 
     def run_round(self):
-        # The protocol objects make no reference cycles, but a round
-        # allocates millions of short-lived lists, and each allocation burst
-        # made CPython's cyclic collector scan every proxy's state again
-        # (half the CPU of a round at 2,000 proxies). Reference counting
-        # frees them; the collector runs between rounds as usual.
-        was = gc.isenabled()
-        gc.disable()
-        try:
+        # The collector runs between rounds as usual (gc_paused).
+        with gc_paused():
             self._run_round()
-        finally:
-            if was:
-                gc.enable()
 
     def _run_round(self):
         r = self.round + 1
@@ -238,19 +254,33 @@ class PolderCastSim:
     # --- publications --------------------------------------------------
 
     def subscribers(self, t):
-        st = self.state
-        return [i for i in range(len(self.nodes)) if st[i] == UP and t in self.node_topics[i]]
+        """Live subscribers of topic number t, ascending."""
+        return list(self._pub_sets()[2][t])
+
+    def _pub_sets(self):
+        c = self._pub_cache
+        if c is None or c[0] != self.round:
+            live = self.live()
+            # The publisher, like the intended subscribers, is a proxy past
+            # its first `warmup` rounds: one that just joined has no
+            # neighbours yet.
+            settled = self.round - self.warmup
+            joined = self.joined
+            ready = [i for i in live if joined[i] <= settled] or live
+            by_topic = [[] for _ in range(self.n_topics)]
+            nt = self.node_topics
+            for i in live:
+                for t in nt[i]:
+                    by_topic[t].append(i)
+            c = self._pub_cache = (self.round, live, ready, by_topic)
+        return c[1:]
 
     def publish_random(self, now):
         """One publication on a random topic (with live subscribers) from a
         random live subscriber; disseminated to completion."""
-        live = self.live()
+        live, ready, _ = self._pub_sets()
         if not live:
             return None
-        # The publisher, like the intended subscribers, is a proxy past its
-        # first `warmup` rounds: one that just joined has no neighbours yet.
-        settled = self.round - self.warmup
-        ready = [i for i in live if self.joined[i] <= settled] or live
         i = ready[self.rng.randrange(len(ready))]
         t = self.node_topics[i][self.rng.randrange(len(self.node_topics[i]))]
         return self.publish(i, t, now)
@@ -259,7 +289,7 @@ class PolderCastSim:
         self._pub_seq += 1
         topic = self.topic_ids[t]
         mid = b"m" + self._pub_seq.to_bytes(8, "big")
-        everyone = self.subscribers(t)
+        everyone = self._pub_sets()[2][t]
         settled = self.round - self.warmup
         joined = self.joined
         intended = [i for i in everyone if joined[i] <= settled or i == origin]
