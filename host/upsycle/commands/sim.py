@@ -190,7 +190,23 @@ def run_poldercast(args):
     os.makedirs(args.out, exist_ok=True)
     progress = None if args.quiet else Progress("poldercast N=%d" % args.nodes)
     t0 = time.perf_counter()
-    rows = pm.run(sim, args.rounds, every, progress)
+    # One JSON line per round as the run goes (rounds.jsonl), with the
+    # process's CPU and peak memory so far: a run stopped before its end
+    # still has its figures.
+    import resource
+    live_log = open(os.path.join(args.out, "rounds.jsonl"), "w")
+
+    def on_row(row):
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        live_log.write(json.dumps(dict(row, wall_s=round(time.perf_counter() - t0, 2),
+                                       cpu_s=round(use.ru_utime + use.ru_stime, 2),
+                                       max_rss_mb=round(use.ru_maxrss / 1024.0, 1))) + "\n")
+        live_log.flush()
+
+    try:
+        rows = pm.run(sim, args.rounds, every, progress, on_row)
+    finally:
+        live_log.close()
     if progress:
         progress.done()
     t1 = time.perf_counter()
@@ -206,13 +222,13 @@ def run_poldercast(args):
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1, sort_keys=True)
         f.write("\n")
-    files = [os.path.join(args.out, "metrics.csv"), os.path.join(args.out, "summary.json")]
+    files = [os.path.join(args.out, "metrics.csv"), os.path.join(args.out, "summary.json"),
+             os.path.join(args.out, "rounds.jsonl")]
     files += pm.write_overlay(sim, args.out)
     if not args.no_plots:
         from upsycle.sim import poldercast_plots
         files += poldercast_plots.write_all(args.out, rows, summary, "PolderCast N=%d T=%d Zipf %g F=%d" % (
             args.nodes, args.topics, args.zipf, args.fanout))
-    import resource
     use = resource.getrusage(resource.RUSAGE_SELF)
     with open(os.path.join(args.out, "timing.json"), "w") as f:
         # cpu_s and max_rss_mb cover the whole process (set-up, rounds,

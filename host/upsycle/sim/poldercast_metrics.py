@@ -173,12 +173,18 @@ class Recorder:
         return row
 
 
-def run(sim, rounds, every=1, progress=None):
+def run(sim, rounds, every=1, progress=None, on_row=None):
+    """Run and measure; ``on_row(row)`` sees each round's row as it comes
+    (a long run that is stopped still leaves its figures so far)."""
     rec = Recorder(sim, every)
-    rec.measure()
+    row = rec.measure()
+    if on_row:
+        on_row(row)
     for k in range(1, rounds + 1):
         sim.run_round()
-        rec.measure(full=(k % every == 0 or k == rounds))
+        row = rec.measure(full=(k % every == 0 or k == rounds))
+        if on_row:
+            on_row(row)
         if progress:
             progress(k, rounds)
     return rec.rows
