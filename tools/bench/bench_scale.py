@@ -77,6 +77,20 @@ def raise_fd_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def runq_wait(pid):
+    """Seconds a process's threads were runnable but waiting for a CPU
+    (Linux schedstat): how much the shared machine, not the process's own
+    work, held it back."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return total / 1e9
+
+
 def pct(lat, q):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * q))] / 1000.0 if lat else float("nan")
@@ -113,15 +127,19 @@ def run_sessions(system, kind, n, args, transport, procs):
         # every session connected and subscribed, nothing published yet
         holder["rss1"] = system.rss_kb()
         c0[0] = system.cpu()
+        holder["w0"] = runq_wait(system.proc.pid)
 
     results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready)
     bcpu = system.cpu() - c0[0]
+    bwait = runq_wait(system.proc.pid) - holder["w0"]
     sent = sum(r["sent"] for r in results)
     got = sum(r["got"] for r in results)
     lat = [x for r in results for x in r["lat_us"]]
     return {"n": n, "rss_per_session": (holder["rss1"] - rss0) * 1024.0 / n, "rss_mb": holder["rss1"] / 1024.0,
             "cpu_us_per_msg": 1e6 * bcpu / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
             "gen_cpu_pct": 100.0 * sum(r["cpu_s"] for r in results) / args.duration,
+            "bwait_pct": 100.0 * bwait / args.duration,
+            "gen_wait_pct": 100.0 * sum(r.get("wait_s", 0) for r in results) / args.duration,
             "sent": sent, "got": got, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "connect_s": max(r["connect_s"] for r in results),
             "errors": dict((k, v) for r in results for k, v in r["errors"].items())}
@@ -169,14 +187,14 @@ def sessions_bench(args):
         ratio = "%.2fx / %.2fx" % (r["p99"] / m["p99"], r["cpu_us_per_msg"] / m["cpu_us_per_msg"]) \
             if m and m["p99"] and m["cpu_us_per_msg"] else "-"
         out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
-                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
+                    r["bcpu_pct"], r["bwait_pct"], r["gen_cpu_pct"], r["gen_wait_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
                     ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
     print()
     print(table.render(
         "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
             args.aggregate, args.fanout, args.duration),
         ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
-         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
+         "broker CPU %", "broker waiting for a CPU %", "loadgen CPU %", "loadgen waiting %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
          "errors"),
         out))
     return rows

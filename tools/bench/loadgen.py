@@ -74,6 +74,20 @@ def cpu():
     return r.ru_utime + r.ru_stime
 
 
+def runq_wait():
+    """Seconds this process was runnable but waiting for a CPU (Linux
+    schedstat, summed over its threads): high means the machine, not this
+    generator's own work, held it back."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open("/proc/self/task/%s/schedstat" % tid) as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return total / 1e9
+
+
 class Stats:
     def __init__(self):
         self.lat = []
@@ -485,6 +499,7 @@ class Gen:
         print(json.dumps({"ready": len(self.sessions), "connect_s": time.monotonic() - t0}), flush=True)
         await rd.readline()   # "go"
         c0 = cpu()
+        q0 = runq_wait()
         w0 = time.time()
         self.running = True
         tick = asyncio.ensure_future(self.ticker(time.monotonic()))
@@ -504,9 +519,10 @@ class Gen:
             await asyncio.sleep(0.005)
         tick.cancel()
         c1 = cpu()
+        q1 = runq_wait()
         st = self.stats
         res = {"sent": st.sent, "acked": st.acked, "got": st.got, "expect": st.expect, "t0": w0,
-               "t_last": st.t_last or time.time(), "cpu_s": c1 - c0, "lat_us": st.lat, "errors": self.errors,
+               "t_last": st.t_last or time.time(), "cpu_s": c1 - c0, "wait_s": q1 - q0, "lat_us": st.lat, "errors": self.errors,
                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
         print(json.dumps(res), flush=True)
 

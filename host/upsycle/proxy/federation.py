@@ -202,16 +202,8 @@ class Federation(PeerTable):
         carried = self.carried
         for topic in want:
             o = self._ov(topic)
-            if o not in carried:
-                if len(carried) >= profile.TOPICS_MAX:
-                    # The overlay's profile holds TOPICS_MAX topics: the
-                    # rest stay local (each try would fail, and the topic
-                    # ids of thousands would be derived again every second).
-                    self.count("overlay_topics_full")
-                    break
-                self.pc.subscribe(o)
-                carried[o] = topic
-                log.info("event=topic_joined %s", kv(topic=topic))
+            if o not in carried and not self._join(o, topic):
+                break
         for o in [o for o, topic in carried.items() if topic not in want]:
             topic = carried.pop(o)
             self.pc.unsubscribe(o)
@@ -219,6 +211,19 @@ class Federation(PeerTable):
             log.info("event=topic_left %s", kv(topic=topic))
         if len(self.ov_of) > TOPIC_ID_CACHE_MAX + len(carried):
             self.ov_of = {}
+
+    def _join(self, o, topic):
+        """Carry one topic in the overlay; False when the profile is full."""
+        if len(self.carried) >= profile.TOPICS_MAX:
+            # The overlay's profile holds TOPICS_MAX topics: the rest stay
+            # local (each try would fail, and the topic ids of thousands
+            # would be derived again every second).
+            self.count("overlay_topics_full")
+            return False
+        self.pc.subscribe(o)
+        self.carried[o] = topic
+        log.info("event=topic_joined %s", kv(topic=topic))
+        return True
 
     # -- sending -------------------------------------------------------------
 
@@ -347,8 +352,14 @@ class Federation(PeerTable):
             return
         self.published[topic] = time.monotonic()
         o = self._ov(topic)
-        if o not in self.carried:
-            self._sync_topics(time.monotonic())   # joins now; catch-up brings this one to the others
+        if o not in self.carried and len(self.carried) < profile.TOPICS_MAX:
+            # Join this one topic now (catch-up brings it to the others),
+            # not a whole _sync_topics: that walks every subscription and
+            # publisher, and with more topics than the profile holds it ran
+            # for every publish to one left out (10,000 sessions each on its
+            # own topic: ~20 ms per publish, seconds of backlog at 1,000
+            # msg/s; tools/bench/bench_scale.py).
+            self._join(o, topic)
         self._forward(topic, msg_id, origin, oseq, -1, payload, ())
 
     def _forward(self, topic, msg_id, origin, oseq, hops, payload, senders):
