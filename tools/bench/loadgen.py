@@ -46,7 +46,7 @@ from shared_protocol.wire import envelope as E  # noqa: E402
 from shared_protocol.session import messages as W  # noqa: E402
 from shared_protocol.crypto import api  # noqa: E402
 from shared_protocol.noise.handshake import Handshake  # noqa: E402
-from shared_protocol.noise.udp import UdpSession, KIND_DATA  # noqa: E402
+from shared_protocol.noise.udp import HandshakeTimedOut, SessionUnknown, UdpSession, KIND_DATA  # noqa: E402
 from shared_protocol.session.secure_client import PROLOGUE, node_id_for  # noqa: E402
 from upsycle import crypto_nacl, noise_fast, wire_fast  # noqa: E402
 
@@ -164,17 +164,28 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
     # -- link ---------------------------------------------------------------
     def connection_made(self, tr):
         self.tr = tr
-        if self.g.secure:
+        if self.g.secure and self.g.udp:
+            self.udp_handshake()
+        elif self.g.secure:
             self.hs = Handshake(True, self.static, os.urandom(32), PROLOGUE)
-            if self.g.udp:
-                self.udp = UdpSession(self.hs, cipher=noise_fast.fast)
-                self.udp.start(int(time.monotonic() * 1000))
-                for p in self.udp.packets_to_send():
-                    tr.sendto(p)
-            else:
-                tr.write(wire_fast.frame(self.hs.write_message(b""), 65535))
+            tr.write(wire_fast.frame(self.hs.write_message(b""), 65535))
         else:
             self.hello()
+
+    def udp_handshake(self):
+        """A new Noise handshake over UDP: at the start, and as a node does
+        when the proxy answers that it has no session for our packets (its
+        message 3 was lost: a burst overflowed its socket buffer) or the
+        handshake timed out."""
+        if self.udp is not None and not self.g.spec.get("subscribe_on_go"):
+            self.pending_subs = set(self.sub_ids)   # a new session: subscribe again after its welcome
+        self.hs = Handshake(True, self.static, os.urandom(32), PROLOGUE)
+        self.udp = UdpSession(self.hs, cipher=noise_fast.fast)
+        self.chan = None
+        self.state = "hs"
+        self.udp.start(int(time.monotonic() * 1000))
+        for p in self.udp.packets_to_send():
+            self.tr.sendto(p)
 
     def hello(self):
         self.state = "hello"
@@ -183,8 +194,9 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
     def send_many(self, msgs):
         if self.g.udp:
             if self.chan is not None:
+                send = self.udp.send   # keeps the tags a "no session" answer names
                 for m in msgs:
-                    self.tr.sendto(b"\x04" + self.chan.seal(m))
+                    self.tr.sendto(send(m))
             else:
                 for m in msgs:
                     self.tr.sendto(m)
@@ -221,7 +233,12 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
             if data[0] == KIND_DATA and self.chan is not None:
                 self.on_message(self.chan.open(data[1:]))
             else:
-                evs = self.udp.receive(data, int(time.monotonic() * 1000))
+                try:
+                    evs = self.udp.receive(data, int(time.monotonic() * 1000))
+                except SessionUnknown:
+                    self.g.errors["udp_rehandshake"] = self.g.errors.get("udp_rehandshake", 0) + 1
+                    self.udp_handshake()
+                    return
                 for p in self.udp.packets_to_send():
                     self.tr.sendto(p)
                 if self.udp.established and self.chan is None:
@@ -307,7 +324,12 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
         if not self.g.udp:
             return
         if self.udp is not None and self.chan is None:
-            self.udp.tick(int(now * 1000))
+            try:
+                self.udp.tick(int(now * 1000))
+            except HandshakeTimedOut:
+                self.g.errors["udp_rehandshake"] = self.g.errors.get("udp_rehandshake", 0) + 1
+                self.udp_handshake()
+                return
             for p in self.udp.packets_to_send():
                 self.tr.sendto(p)
             return
@@ -455,7 +477,9 @@ class Gen:
                 except asyncio.TimeoutError:
                     s.retransmit(time.monotonic())
             else:
-                raise ConnectionError("%s: not ready in %d s" % (label, ready_s))
+                raise ConnectionError("%s: not ready in %d s (state %s, handshake %s, subscribes pending %d)" % (
+                    label, ready_s, s.state, "done" if getattr(s, "chan", None) is not None or
+                    getattr(s, "send_cs", None) is not None else "open", len(s.pending_subs)))
         self.sessions.append(s)
         self.stats.expect += expect
 
