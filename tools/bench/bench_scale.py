@@ -1,6 +1,6 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
-    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store] [--sessions N ...]
+    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store|handshake] [--sessions N ...]
         [--transports udp tcp]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
@@ -10,7 +10,9 @@ other sessions' topics. Several loadgen.py processes hold the sessions, from
 several loopback source addresses. Printed: proxy RSS per session (RSS with
 the sessions connected and subscribed, less RSS before), proxy CPU per
 published message over the measured interval, the load generators' CPU, and
-p50/p99 publish -> delivery. Mosquitto holds the same number of MQTT
+p50/p99 publish -> delivery, and how long the broker's and the generators'
+threads waited for a CPU (Linux schedstat: on a shared machine a high figure
+means the machine, not the process's own work, held it back). Mosquitto holds the same number of MQTT
 connections with the same topics and rates in the same run (TCP; MQTT has no
 UDP), as the anchor.
 
@@ -25,6 +27,9 @@ expired, then 10% of every topic expired), and the rate at which the returning s
 (a Noise TCP session, window 128) receives its 100,000 messages. Mosquitto
 in the same run: a persistent session (clean session off) with 100,000
 queued QoS 1 messages reconnecting (mosquitto_sub -c), the same payloads.
+
+Handshake: both sides of a Noise XX handshake with the host's HMAC in C
+against the boards' pure-Python one (the anchor), in one process.
 
 --quick: 10, 100, 1,000 sessions for 5 s; 10^5 messages over 10^3 topics
 with a 20,000-message backlog. Everything runs on one shared machine: the
@@ -197,6 +202,56 @@ def sessions_bench(args):
          "broker CPU %", "broker waiting for a CPU %", "loadgen CPU %", "loadgen waiting %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
          "errors"),
         out))
+    return rows
+
+
+# -- handshakes -----------------------------------------------------------------
+
+def handshake_bench(args):
+    """Both sides of a Noise XX handshake on the host's backend (libsodium's
+    X25519 and ChaCha20-Poly1305), its HMAC-SHA256 in C (hmac.digest, what the
+    proxy and the host's clients run) against the anchor in the same run: the
+    boards' pure-Python HMAC (crypto/hkdf.py) under the same backend. Rounds
+    alternate; medians. What a proxy pays per connecting session, twice
+    (it runs one side)."""
+    sys.path[:0] = [os.path.join(ROOT, "host"), ROOT]
+    from shared_protocol.crypto import api
+    from shared_protocol.noise.handshake import Handshake
+    from shared_protocol.session.secure_client import PROLOGUE
+    from upsycle.crypto_nacl import NaclBackend
+
+    class PureHmac(NaclBackend):
+        hmac_sha256 = None   # api falls back to crypto/hkdf.py's
+
+    si, sr = os.urandom(32), os.urandom(32)
+
+    def pair():
+        i = Handshake(True, si, os.urandom(32), PROLOGUE)
+        r = Handshake(False, sr, os.urandom(32), PROLOGUE)
+        r.read_message(i.write_message(b""))
+        i.read_message(r.write_message(b""))
+        r.read_message(i.write_message(b""))
+        i.split()
+        r.split()
+
+    res = {"HMAC in C (host)": [], "HMAC in Python (boards' hkdf.py; anchor)": []}
+    old = api.current_backend()
+    c0 = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        for _ in range(5 if args.quick else 9):
+            for name, backend in zip(res, (NaclBackend(), PureHmac())):
+                api.use_backend(backend)
+                t0 = time.perf_counter()
+                for _ in range(100):
+                    pair()
+                res[name].append((time.perf_counter() - t0) / 100 * 1e3)
+    finally:
+        api.use_backend(old)
+    anchor = statistics.median(res["HMAC in Python (boards' hkdf.py; anchor)"])
+    rows = [(name, "%.2f" % statistics.median(v), "%.2fx" % (statistics.median(v) / anchor)) for name, v in res.items()]
+    print()
+    print(table.render("Noise XX handshake, both sides, one process (load average %.1f)" % os.getloadavg()[0],
+                       ("HMAC-SHA256", "ms per handshake (median)", "vs anchor"), rows))
     return rows
 
 
@@ -388,7 +443,7 @@ max_topics = %d
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=("sessions", "store"))
+    ap.add_argument("--only", choices=("sessions", "store", "handshake"))
     ap.add_argument("--aggregate", type=float, default=1000.0, help="msg/s published by all sessions together")
     ap.add_argument("--fanout", type=int, default=3, help="topics each session subscribes to")
     ap.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 10 1000 10000)")
@@ -398,9 +453,11 @@ def main():
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     print("open files allowed: %d" % raise_fd_limit())
-    if args.only != "store":
+    if args.only in (None, "handshake"):
+        handshake_bench(args)
+    if args.only in (None, "sessions"):
         sessions_bench(args)
-    if args.only != "sessions":
+    if args.only in (None, "store"):
         store_bench(args)
 
 
