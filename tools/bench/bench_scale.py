@@ -134,9 +134,13 @@ def run_sessions(system, kind, n, args, transport, procs):
         c0[0] = system.cpu()
         holder["w0"] = runq_wait(system.proc.pid)
 
-    results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready)
-    bcpu = system.cpu() - c0[0]
-    bwait = runq_wait(system.proc.pid) - holder["w0"]
+    def on_results():
+        # read before the generators exit: 10,000 disconnects are not the run's work
+        holder["cpu"] = system.cpu() - c0[0]
+        holder["wait"] = runq_wait(system.proc.pid) - holder["w0"]
+
+    results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready, on_results=on_results)
+    bcpu, bwait = holder["cpu"], holder["wait"]
     sent = sum(r["sent"] for r in results)
     got = sum(r["got"] for r in results)
     lat = [x for r in results for x in r["lat_us"]]

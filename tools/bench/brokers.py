@@ -139,9 +139,11 @@ def split(items, k):
     return [items[i::k] for i in range(k)] if items else []
 
 
-def run_loadgens(specs, timeout=600, on_ready=None):
+def run_loadgens(specs, timeout=600, on_ready=None, on_results=None):
     """Start one loadgen.py per spec, wait until all are ready, say go to all
-    at once, return (results, wall seconds from go to the last delivery)."""
+    at once, return (results, wall seconds from go to the last delivery).
+    on_results: called once every generator has reported, before they exit
+    (their disconnects are not part of the run)."""
     procs = []
     for spec in specs:
         p = subprocess.Popen([sys.executable, os.path.join(HERE, "loadgen.py")], stdin=subprocess.PIPE,
@@ -168,6 +170,8 @@ def run_loadgens(specs, timeout=600, on_ready=None):
             if not line:
                 raise RuntimeError("a load generator failed during the run (see its stderr)")
             results.append(json.loads(line))
+        if on_results is not None:
+            on_results()
         for p in procs:
             p.wait(timeout)
         for r, rd in zip(results, readies):
