@@ -351,6 +351,29 @@ class Federation(PeerTable):
             self._sync_topics(time.monotonic())   # joins now; catch-up brings this one to the others
         self._forward(topic, msg_id, origin, oseq, -1, payload, ())
 
+    def local_published_many(self, msgs):
+        """local_published of each (topic, msg_id, payload, origin, oseq) of
+        one commit, in order: what does not depend on the message (the
+        topic's time, its joins, whether any proxy carries it) once per
+        topic, so a proxy on its own pays nothing per message."""
+        if self.pc is None:
+            return
+        now = time.monotonic()
+        targets = {}   # topic -> whether a proxy is known to carry it
+        r = self.pc.rings
+        for topic, msg_id, payload, origin, oseq in msgs:
+            if origin is None:
+                continue
+            t = targets.get(topic)
+            if t is None:
+                self.published[topic] = now
+                o = self._ov(topic)
+                if o not in self.carried:
+                    self._sync_topics(now)   # joins now; catch-up brings this one to the others
+                t = targets[topic] = bool(r.successors(o) or r.predecessors(o) or r.known_map(o))
+            if t:
+                self._forward(topic, msg_id, origin, oseq, -1, payload, ())
+
     def _forward(self, topic, msg_id, origin, oseq, hops, payload, senders):
         """Dissemination rule (PolderCast 3.4): the targets of a message
         received from ``senders`` (empty: published here)."""
