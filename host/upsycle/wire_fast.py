@@ -207,6 +207,76 @@ def publish_fields(data):
     return data[5:q], data[q + 1:r], data[p:]
 
 
+def deliver_fields(data):
+    """(topic, seq, msg_id, payload) of a canonical s_deliver whose topic and
+    message id are under 24 bytes, in one call (a node takes one per
+    message); None for anything else (then decode). ``data``: bytes."""
+    end = len(data)
+    if end < 9 or data[0] != 0x86 or data[3] != 0x39 or data[1] != 1 or data[2] != 0x18:
+        return None
+    nt = data[4] - 0x40
+    if nt < 0 or nt > _SHORT_TOPIC:
+        return None
+    q = 5 + nt
+    if q >= end:
+        return None
+    h = data[q]
+    if h < 24:
+        seq = h
+        q += 1
+    elif h == 0x18:
+        if q + 1 >= end or data[q + 1] < 24:
+            return None
+        seq = data[q + 1]
+        q += 2
+    elif 0x19 <= h <= 0x1B:
+        k = 1 << (h - 0x18)   # 2, 4 or 8 bytes
+        if q + 1 + k >= end:
+            return None
+        seq = int.from_bytes(data[q + 1:q + 1 + k], "big")
+        if seq < (1 << (4 * k)) or seq > W.SEQ_MAX:   # shortest form only; within SEQ_MAX
+            return None
+        q += 1 + k
+    else:
+        return None
+    if q >= end:
+        return None
+    nm = data[q] - 0x40
+    if nm < 0 or nm > _SHORT_MSG_ID:
+        return None
+    r = q + 1 + nm
+    if r >= end:
+        return None
+    h = data[r]
+    if 0x40 <= h < 0x58:
+        p = r + 1
+        n = h - 0x40
+    elif h == 0x58 and r + 1 < end:
+        p = r + 2
+        n = data[r + 1]
+        if n < 24:
+            return None
+    elif h == 0x59 and r + 2 < end:
+        p = r + 3
+        n = (data[r + 1] << 8) | data[r + 2]
+        if n < 0x100 or n > W.PAYLOAD_MAX:
+            return None
+    else:
+        return None
+    if p + n != end:
+        return None
+    return data[5:5 + nt], seq, data[q + 1:r], data[p:]
+
+
+def puback_id(data):
+    """The message id of a canonical s_puback of an id under 24 bytes, or
+    None (then decode). ``data``: bytes."""
+    n = len(data) - 5
+    if 0 <= n <= _SHORT_MSG_ID and data[4] == 0x40 + n and data[:4] == b"\x83\x01\x18\x37":
+        return data[5:]
+    return None
+
+
 def deliver_run(topic, rows):
     """encode_deliver of each (seq, msg_id, payload) of rows, all of one
     topic: the topic's part of the message made once (a proxy sends a run

@@ -214,6 +214,11 @@ class Routing:
                 link.ps.unsubscribed(tok[2])
         if run:
             run_link.ps.acked_many(run)
+        # Acknowledgements leave first: a publisher whose window was full
+        # sends its next messages while deliveries are still being made.
+        for link in touched:
+            if not link.closed:
+                self.flush(link)
         if local:
             self.fed.local_published_many(local)
         if err is None:
