@@ -185,6 +185,30 @@ def test_cipher_state_matches_the_shared_one():
     assert s2.k == f2.k
 
 
+def test_encrypt_many_is_encrypt_with_ad_of_each():
+    crypto_nacl.install()
+    from shared_protocol.noise.symmetric import NONCE_MAX
+    from shared_protocol.crypto.api import MESSAGE_SIZE_MAX
+    k = os.urandom(32)
+    msgs = [os.urandom(n) for n in (0, 1, 100, 1200, 4000)]
+    shared, fast = CipherState(k, 7), noise_fast.fast(CipherState(k, 7))
+    assert fast.encrypt_many(b"ad", msgs) == [shared.encrypt_with_ad(b"ad", m) for m in msgs]
+    assert fast.n == shared.n == 12
+    # an error part-way: the messages before it used their nonces, as one by one
+    for start, bad in ((NONCE_MAX - 1, b"m"), (0, b"m" * (MESSAGE_SIZE_MAX + 1))):
+        a, b = CipherState(k, start), noise_fast.fast(CipherState(k, start))
+        batch = [b"x", b"y", bad] if bad != b"m" else [b"x", b"y", b"z"]
+        one = []
+        for m in batch:
+            r = outcome(a.encrypt_with_ad, b"", m)
+            one.append(r)
+            if r[0] == "err":
+                break
+        many = outcome(b.encrypt_many, b"", batch)
+        assert many[:2] == one[-1][:2] and many[0] == "err"
+        assert a.n == b.n
+
+
 def test_datagram_channel_with_fast_ciphers_interoperates():
     crypto_nacl.install()
     k1, k2 = os.urandom(32), os.urandom(32)

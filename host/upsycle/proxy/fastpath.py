@@ -109,6 +109,13 @@ class HostProxySession(ProxySession):
 def seal_frames(seal, msgs, limit):
     """Seal each session message (``seal``: a secure link's) and frame them
     for one write."""
+    # A TCP link's seal is its sending CipherState's encrypt_with_ad with an
+    # empty ad (session/secure_proxy.py); with the host's libsodium cipher
+    # the whole write is sealed in one call (noise_fast.encrypt_many).
+    sec = getattr(seal, "__self__", None)
+    send = getattr(sec, "_send", None)
+    if type(send) is noise_fast.HostCipherState and not sec.datagram:
+        return wire_fast.frames(send.encrypt_many(b"", msgs), limit)
     return wire_fast.frames([seal(m) for m in msgs], limit)
 
 

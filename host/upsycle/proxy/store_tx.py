@@ -158,7 +158,6 @@ class Transactions:
         forgotten = []
         wt = {}          # writer topic states changed in this transaction
         out = []         # per batch item: (status, value)
-        stored = []      # (topic, seq) of new rows
         subs = []        # (node, topic, cursor or None)
         drops = {}
         self._causes = {}
@@ -197,9 +196,9 @@ class Transactions:
                         j += 1
                     if kind == "sub":
                         self._subscribe_rows(db, batch, i, j, wt, out, subs)
-                    elif not self._insert_rows(db, batch, i, j, wt, now, out, stored):
+                    elif not self._insert_rows(db, batch, i, j, wt, now, out):
                         for k in range(i, j):
-                            self._insert_one(db, k, batch[k], wt, now, out, stored)
+                            self._insert_one(db, k, batch[k], wt, now, out)
                     i = j
                     continue
                 i += 1   # unsub
@@ -264,7 +263,7 @@ class Transactions:
         if self.max_db_bytes:
             self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
-                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
+                "subs": subs, "drops": drops, "causes": self._causes, "cursors": cursors,
                 "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins,
                 "aliased": self._aliased, "new": self._new_rows, "pub_bytes": self._pub_bytes,
                 "sweep_more": self._sweep_more}
@@ -303,7 +302,7 @@ class Transactions:
         if new:
             db.execute("INSERT INTO subs VALUES %s" % ",".join(["(?,?,?)"] * len(new)), [x for r in new for x in r])
 
-    def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
+    def _insert_rows(self, db, batch, i, j, wt, now, out):
         """Publishes batch[i:j] in one statement, assuming none is a
         retransmission. A duplicate fails the statement whole (SQLite's
         statement-level ABORT) and leaves rows and topic states as they
@@ -357,7 +356,6 @@ class Transactions:
         new = self._new_rows
         origins = self._origins
         for topic, seq, mid, payload, origin, oseq, k in rows:
-            stored.append((topic, seq))
             out.append(("ok", seq))
             origins[k] = (origin, oseq)
             run = new.get(topic)
@@ -381,7 +379,7 @@ class Transactions:
         self._oseq[topic] = n + 1
         return self.origin_id, n
 
-    def _insert_one(self, db, k, item, wt, now, out, stored):
+    def _insert_one(self, db, k, item, wt, now, out):
         topic, mid, payload, node = item[1], item[2], item[3], item[5]
         st = self._new_topic(wt, topic, node)
         seq = st[0]
@@ -400,7 +398,6 @@ class Transactions:
         db.execute("INSERT INTO messages VALUES(?,?,?,?,?,?,?)", (topic, seq, mid, payload, now, origin, oseq))
         st[0] = seq + 1
         st[2] += len(payload)
-        stored.append((topic, seq))
         out.append(("ok", seq))
         self._origins[k] = (origin, oseq)
         self._new_rows.setdefault(topic, []).append((seq, mid, payload))
