@@ -341,26 +341,16 @@ class Federation(PeerTable):
         for pid in h.waiters:
             self._ack(pid, h.topic, h.msg_id, code)
 
-    def local_published(self, topic, msg_id, payload, origin, oseq):
-        """Our own session's publish was stored (new): into the overlay."""
-        if self.pc is None or origin is None:
-            return
-        self.published[topic] = time.monotonic()
-        o = self._ov(topic)
-        if o not in self.carried:
-            self._sync_topics(time.monotonic())   # joins now; catch-up brings this one to the others
-        self._forward(topic, msg_id, origin, oseq, -1, payload, ())
-
     def local_published_many(self, msgs):
-        """local_published of each (topic, msg_id, payload, origin, oseq) of
-        one commit, in order: what does not depend on the message (the
-        topic's time, its joins, whether any proxy carries it) once per
-        topic, so a proxy on its own pays nothing per message."""
+        """Our own sessions' publishes of one commit were stored (new), each
+        (topic, msg_id, payload, origin, oseq), in order: into the overlay.
+        What does not depend on the message (the topic's time, its joins,
+        whether any proxy is known to carry it) is done once per topic, so a
+        proxy on its own pays nothing per message."""
         if self.pc is None:
             return
         now = time.monotonic()
         targets = {}   # topic -> whether a proxy is known to carry it
-        r = self.pc.rings
         for topic, msg_id, payload, origin, oseq in msgs:
             if origin is None:
                 continue
@@ -370,6 +360,7 @@ class Federation(PeerTable):
                 o = self._ov(topic)
                 if o not in self.carried:
                     self._sync_topics(now)   # joins now; catch-up brings this one to the others
+                r = self.pc.rings
                 t = targets[topic] = bool(r.successors(o) or r.predecessors(o) or r.known_map(o))
             if t:
                 self._forward(topic, msg_id, origin, oseq, -1, payload, ())
