@@ -101,10 +101,12 @@ class Proxy(Server):
     name = "upsycle"
     stop_timeout_s = 60     # a proxy commits its queues on SIGTERM
 
-    def __init__(self, tmp, secure=False, config=None, data=None):
+    def __init__(self, tmp, secure=False, config=None, data=None, root=ROOT):
+        """root: the checkout whose proxy runs (another one's for a
+        before/after comparison in one sitting)."""
         self.port = free_port()
         self.data = data or os.path.join(tmp, "data")
-        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT,
+        env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
         args = [sys.executable, "-m", "upsycle", "proxy", "--data", self.data,
                 "--listen", "127.0.0.1:%d" % self.port]
@@ -116,7 +118,7 @@ class Proxy(Server):
         if not secure:
             args.append("--insecure")
         self.t_start = time.perf_counter()
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port, 600, proc=self.proc,
                   output=lambda: self.proc.stderr.read()[-2000:].decode(errors="replace"))
         self.start_s = time.perf_counter() - self.t_start

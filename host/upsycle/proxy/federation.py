@@ -350,21 +350,36 @@ class Federation(PeerTable):
         for pid in h.waiters:
             self._ack(pid, h.topic, h.msg_id, code)
 
-    def local_published(self, topic, msg_id, payload, origin, oseq):
-        """Our own session's publish was stored (new): into the overlay."""
-        if self.pc is None or origin is None:
+    def local_published_many(self, msgs):
+        """Our own sessions' publishes of one commit were stored (new), each
+        (topic, msg_id, payload, origin, oseq), in order: into the overlay.
+        What does not depend on the message (the topic's time, its joins,
+        whether any proxy is known to carry it) is done once per topic, so a
+        proxy on its own pays nothing per message."""
+        if self.pc is None:
             return
-        self.published[topic] = time.monotonic()
-        o = self._ov(topic)
-        if o not in self.carried and len(self.carried) < profile.TOPICS_MAX:
-            # Join this one topic now (catch-up brings it to the others),
-            # not a whole _sync_topics: that walks every subscription and
-            # publisher, and with more topics than the profile holds it ran
-            # for every publish to one left out (10,000 sessions each on its
-            # own topic: ~20 ms per publish, seconds of backlog at 1,000
-            # msg/s; tools/bench/bench_scale.py).
-            self._join(o, topic)
-        self._forward(topic, msg_id, origin, oseq, -1, payload, ())
+        now = time.monotonic()
+        targets = {}   # topic -> whether a proxy is known to carry it
+        for topic, msg_id, payload, origin, oseq in msgs:
+            if origin is None:
+                continue
+            t = targets.get(topic)
+            if t is None:
+                self.published[topic] = now
+                o = self._ov(topic)
+                if o not in self.carried and len(self.carried) < profile.TOPICS_MAX:
+                    # Join this one topic now (catch-up brings it to the
+                    # others), not a whole _sync_topics: that walks every
+                    # subscription and publisher, and with more topics than
+                    # the profile holds it ran for every publish to one left
+                    # out (10,000 sessions each on its own topic: ~20 ms per
+                    # publish, seconds of backlog at 1,000 msg/s;
+                    # tools/bench/bench_scale.py).
+                    self._join(o, topic)
+                r = self.pc.rings
+                t = targets[topic] = bool(r.successors(o) or r.predecessors(o) or r.known_map(o))
+            if t:
+                self._forward(topic, msg_id, origin, oseq, -1, payload, ())
 
     def _forward(self, topic, msg_id, origin, oseq, hops, payload, senders):
         """Dissemination rule (PolderCast 3.4): the targets of a message

@@ -88,6 +88,32 @@ class Tail:
             _topic, old = tails.popitem(last=False)
             self.bytes -= _tail_cost(old)
 
+    def extend(self, topic, rows):
+        """Committed messages of topic, (seq, msg_id, payload) in order, the
+        newest of it: as add of each, with one lookup for the topic."""
+        first = rows[0][0]
+        if len(rows) == 1 or rows[-1][0] - first != len(rows) - 1:
+            for r in rows:   # (one, or not a contiguous run: never from one transaction)
+                self.add(topic, r[0], r[1], r[2])
+            return
+        tails = self._tails
+        tail = tails.get(topic)
+        if tail is None:
+            tail = tails[topic] = collections.deque()
+            self.bytes += TAIL_TOPIC_OVERHEAD
+        else:
+            tails.move_to_end(topic)
+        if tail and tail[-1][0] != first - 1:
+            self.bytes -= sum(_cost(r) for r in tail)   # not contiguous: start over
+            tail.clear()
+        tail.extend(rows)
+        self.bytes += sum(_cost(r) for r in rows)
+        for _ in range(len(tail) - self.per_topic):
+            self.bytes -= _cost(tail.popleft())
+        while self.bytes > self.bytes_max and tails:
+            _topic, old = tails.popitem(last=False)
+            self.bytes -= _tail_cost(old)
+
     def trim(self, topic, first_seq):
         """Retention deleted the messages of topic below first_seq."""
         tail = self._tails.get(topic)
