@@ -274,3 +274,39 @@ def test_host_session_makes_the_shared_sessions_bytes():
         outs.append((ps.data_to_send(), ps.in_flight(), ps.next_deadline(), ps.room()))
     assert outs[0] == outs[1]
     assert W.decode(outs[1][0][2]) == ("s_puback", [b"m" * 8])
+
+
+def test_host_session_runs_make_what_one_by_one_makes():
+    """deliver_run and acked_many (a commit's deliveries of one topic, its
+    acknowledgements of one link): the output and state of deliver and
+    acked called for each."""
+    topic, proxy_id, node = os.urandom(16), os.urandom(16), os.urandom(16)
+    rows = [(seq, os.urandom(16), os.urandom(seq % 200)) for seq in (5, 6, 7, 300, 70000)]
+    ids = [os.urandom(n) for n in (0, 8, 16, 23, 24, 32)]
+    outs = []
+    for runs in (False, True):
+        ps = fastpath.HostProxySession(proxy_id, False, 1000)
+        ps.receive(W_hello(node), 1000)
+        ps.accept()
+        if runs:
+            ps.acked_many(ids)
+            ps.deliver_run(topic, rows, 1002)
+        else:
+            for m in ids:
+                ps.acked(m)
+            for r in rows:
+                ps.deliver(topic, r[0], r[1], r[2], 1002)
+        ps.receive(W_dack(topic, 6), 1003)
+        outs.append((ps.data_to_send(), ps.in_flight(), ps.next_deadline(), ps.room(), ps.events()))
+    assert outs[0] == outs[1]
+    assert outs[0][1] == 3
+
+
+def W_hello(node):
+    from shared_protocol.wire import envelope as E
+    return E.REGISTRY.encode("s_hello", node, 30000, 8)
+
+
+def W_dack(topic, seq):
+    from shared_protocol.session import messages as W
+    return W.encode_dack(topic, seq)
