@@ -20,8 +20,9 @@ The message pattern is data (``PATTERN_XX``): each entry lists the tokens of
 one message; even indexes are sent by the initiator.
 """
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import BadPublicKey
-from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, NoiseUsageError, UnexpectedStaticKey
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.noise import errors as nerr
+from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.symmetric import DHLEN, MESSAGE_MAX, TAGLEN, SymmetricState
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
@@ -37,7 +38,7 @@ class Handshake:
                  expected_remote_static=None):
         """static_private, ephemeral_private: 32-byte X25519 secrets.
         expected_remote_static: the peer's X25519 public key if we know it;
-        any other key proved by the peer raises UnexpectedStaticKey."""
+        any other key proved by the peer raises nerr.UnexpectedStaticKey."""
         for name, v in (("static_private", static_private), ("ephemeral_private", ephemeral_private)):
             if not isinstance(v, (bytes, bytearray)) or len(v) != DHLEN:
                 raise NoiseUsageError(message="%s must be 32 bytes" % name)
@@ -117,7 +118,7 @@ class Handshake:
         if self.complete or self.is_my_turn():
             raise NoiseUsageError(message="not expecting a handshake message now")
         if len(message) > MESSAGE_MAX:
-            raise HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
+            raise nerr.HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
         saved = (self._ss, self._re, self.remote_static)
         self._ss = self._ss.copy()
         try:
@@ -135,31 +136,31 @@ class Handshake:
             for token in PATTERN_XX[self._step]:
                 if token == "e":
                     if len(msg) - pos < DHLEN:
-                        raise HandshakeFailed(message="truncated: ephemeral key missing")
+                        raise nerr.HandshakeFailed(message="truncated: ephemeral key missing")
                     self._re = msg[pos:pos + DHLEN]
                     pos += DHLEN
                     ss.mix_hash(self._re)
                 elif token == "s":
                     n = DHLEN + (TAGLEN if ss.cs.has_key() else 0)
                     if len(msg) - pos < n:
-                        raise HandshakeFailed(message="truncated: static key missing")
+                        raise nerr.HandshakeFailed(message="truncated: static key missing")
                     rs = ss.decrypt_and_hash(msg[pos:pos + n])
                     pos += n
                     if self._expected is not None and not api.constant_time_eq(rs, self._expected):
-                        raise UnexpectedStaticKey(message="peer proved a static key we were not told to expect")
+                        raise nerr.UnexpectedStaticKey(message="peer proved a static key we were not told to expect")
                     self.remote_static = rs
                 else:
                     ss.mix_key(self._dh(token))
             rest = msg[pos:]
             if ss.cs.has_key() and len(rest) < TAGLEN:
-                raise HandshakeFailed(message="truncated: payload tag missing")
+                raise nerr.HandshakeFailed(message="truncated: payload tag missing")
             if len(rest) - (TAGLEN if ss.cs.has_key() else 0) > HANDSHAKE_PAYLOAD_MAX:
-                raise HandshakeFailed(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
+                raise nerr.HandshakeFailed(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
             return ss.decrypt_and_hash(rest)
-        except DecryptFailed:
-            raise HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")
-        except BadPublicKey:
-            raise HandshakeFailed(message="peer sent a small-order public key")
+        except nerr.DecryptFailed:
+            raise nerr.HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")
+        except cerr.BadPublicKey:
+            raise nerr.HandshakeFailed(message="peer sent a small-order public key")
 
     def split(self):
         """(send, receive) CipherStates for the transport phase (§5.2 Split)."""

@@ -5,8 +5,9 @@ Both classes are small value holders; HandshakeState copies them to make a
 read transactional (a rejected message leaves the handshake untouched).
 """
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import AuthenticationFailed
-from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.noise import errors as nerr
+from shared_protocol.noise.errors import NoiseUsageError
 
 HASHLEN = 32
 DHLEN = 32
@@ -66,8 +67,8 @@ class CipherState:
         """Decrypt with an explicit nonce (datagram mode); no state change."""
         try:
             return api.aead_decrypt(self.k, nonce_bytes(n), ciphertext, ad)
-        except AuthenticationFailed:
-            raise DecryptFailed(message="message does not authenticate")
+        except cerr.AuthenticationFailed:
+            raise nerr.DecryptFailed(message="message does not authenticate")
 
     def encrypt_at(self, n, ad, plaintext):
         return api.aead_encrypt(self.k, nonce_bytes(n), plaintext, ad)
