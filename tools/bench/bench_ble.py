@@ -26,6 +26,13 @@ link, in the same run.
    ``--aioble DIR`` (a checkout's micropython-lib
    micropython/bluetooth/aioble, not shipped here) also what importing
    aioble from .mpy costs, for the choice docs/ble.md explains.
+   With ``--micropython PATH`` (a 32-bit MicroPython with a hard heap, the
+   unix port: the instrument heap figures come from) the same imports run
+   there instead, from the .mpy files `upsycle flash` builds (bench_rig.py's
+   build_mpy). The unix port has no ``bluetooth`` module: an empty one is
+   imported before the first figure, so it costs nothing in the rows
+   (firmware/ble_link.py touches the module only when the radio starts;
+   aioble makes its BLE object at import, which the empty one allows).
 """
 import argparse
 import asyncio
@@ -299,22 +306,89 @@ def timed(n):
 
 def _aioble_files(src):
     """[(board path, .mpy bytes)] of aioble's modules compiled here."""
-    from upsycle.firmware_build import mpy_cross_path
+    from upsycle.firmware_build import MPY_CROSS_FLAGS, mpy_cross_path
     out = []
     pkg = os.path.join(src, "aioble")
     with tempfile.TemporaryDirectory() as d:
         for f in sorted(os.listdir(pkg)):
             if f.endswith(".py"):
                 dst = os.path.join(d, f[:-3] + ".mpy")
-                subprocess.run([mpy_cross_path(), "-o", dst, os.path.join(pkg, f)], check=True)
+                # the flags `upsycle flash` compiles ours with: a fair comparison
+                subprocess.run([mpy_cross_path()] + list(MPY_CROSS_FLAGS) + ["-o", dst, os.path.join(pkg, f)],
+                               check=True)
                 with open(dst, "rb") as fh:
                     out.append(("lib/aioble/" + f[:-3] + ".mpy", fh.read()))
     return out
 
 
-def heap(aioble=None):
-    from bench_node import _flash, _invites, _start_board
+def _heap_steps(aioble):
+    """The import steps, each followed by a figure line 'M bytes'."""
     from firmware import node as boot
+    base = [m for m in boot.PRELOAD if m != "firmware.node"]
+    lan = [m for m in boot.PRELOAD_BLE if "ble" not in m]
+    ble = [m for m in boot.PRELOAD_BLE if "ble" in m]
+    steps = ["import gc", "gc.collect()", "print('M', gc.mem_alloc())"]
+    for group in (base, lan, ble):
+        steps += ["\n".join("import " + m for m in group), "gc.collect()", "print('M', gc.mem_alloc())"]
+    steps += ["from shared_protocol.ble.link import BleLink\n_l = [BleLink(2, 247, 2) for i in range(4)]",
+              "gc.collect()", "print('M', gc.mem_alloc())"]
+    if aioble:
+        steps += ["import aioble\nimport aioble.server, aioble.client, aioble.central, aioble.peripheral",
+                  "gc.collect()", "print('M', gc.mem_alloc())"]
+    return steps
+
+
+def _heap_rig(mp, aioble):
+    """stdout of the import steps on a unix MicroPython (see 3. above)."""
+    from bench_rig import build_mpy
+    with tempfile.TemporaryDirectory() as d:
+        lib = build_mpy(d)
+        if aioble:
+            for remote, data in _aioble_files(aioble):
+                target = os.path.join(lib, remote[len("lib/"):])
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with open(target, "wb") as f:
+                    f.write(data)
+        radio = os.path.join(d, "radio")
+        os.makedirs(radio)
+        with open(os.path.join(radio, "bluetooth.py"), "w") as f:
+            # What importing aioble touches (it makes its BLE object at import).
+            f.write("# stands in for the boards' C module\nclass UUID:\n    def __init__(self, v):\n        self.v = v\n"
+                    "class BLE:\n    def irq(self, handler):\n        pass\n")
+        code = "import bluetooth\n" + "\n".join(_heap_steps(aioble))
+        r = subprocess.run([mp, "-X", "heapsize=1024k", "-c", code], capture_output=True, text=True, cwd=d,
+                           env=dict(os.environ, MICROPYPATH=".frozen:" + radio + ":" + lib), timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+    return r.stdout
+
+
+def heap(aioble=None, micropython=None):
+    if micropython:
+        out = _heap_rig(micropython, aioble)
+        where = "on %s (32-bit, hard heap)" % os.path.basename(micropython)
+    else:
+        out = _heap_vboard(aioble)
+        where = "on the virtual board (its heap grows: figures for comparison only)"
+    v = [int(line.split()[1]) for line in out.splitlines() if line.startswith("M ")]
+    node = v[1] - v[0]
+    rows = [["the node's modules (anchor: a node without BLE)", node, 1.0],
+            ["+ LAN layers BLE gossip uses (lan, cyclon, dmc.sync, framing, rand)", v[2] - v[1], (v[2] - v[1]) / node],
+            ["+ the BLE layer (shared_protocol.ble.*, firmware.ble_link)", v[3] - v[2], (v[3] - v[2]) / node],
+            ["+ 4 idle BleLinks (window 2, queue 2)", v[4] - v[3], (v[4] - v[3]) / node]]
+    if aioble:
+        rows.append(["aioble instead (server, client, central, peripheral), for comparison", v[5] - v[4],
+                     (v[5] - v[4]) / node])
+    print(render("Heap %s, modules imported from .mpy, bytes (gc.mem_alloc after collect)" % where,
+                 ["what", "bytes", "vs node"], rows))
+    from shared_protocol.ble.link import MESSAGE_MAX
+    print("in use a link holds at most 2 x %d B reassembling + 2 in flight + 2 queued each way: "
+          "<= %d B per link, %d B for 4" % (MESSAGE_MAX, 6 * MESSAGE_MAX, 24 * MESSAGE_MAX))
+
+
+def _heap_vboard(aioble):
+    """stdout of the import steps on the virtual board (WebAssembly VM)."""
+    from bench_node import _flash, _invites, _start_board
     mp = [sys.executable, "-m", "mpremote"]
     with tempfile.TemporaryDirectory() as d:
         fs = os.path.join(d, "flash")
@@ -330,37 +404,14 @@ def heap(aioble=None):
                     b.write_files(_aioble_files(aioble))
                 finally:
                     b.close()
-            base = [m for m in boot.PRELOAD if m != "firmware.node"]
-            lan = [m for m in boot.PRELOAD_BLE if "ble" not in m]
-            ble = [m for m in boot.PRELOAD_BLE if "ble" in m]
-            steps = ["import gc", "gc.collect()", "print('M', gc.mem_alloc())"]
-            for group in (base, lan, ble):
-                steps += ["\n".join("import " + m for m in group), "gc.collect()", "print('M', gc.mem_alloc())"]
-            steps += ["from shared_protocol.ble.link import BleLink\n_l = [BleLink(2, 247, 2) for i in range(4)]",
-                      "gc.collect()", "print('M', gc.mem_alloc())"]
-            if aioble:
-                steps += ["import aioble\nimport aioble.server, aioble.client, aioble.central, aioble.peripheral",
-                          "gc.collect()", "print('M', gc.mem_alloc())"]
+            steps = _heap_steps(aioble)
             r = subprocess.run(mp + ["connect", p.url] + [x for s in steps for x in ("exec", s)],
                                capture_output=True, text=True, timeout=600, cwd=ROOT)
             if r.returncode != 0:
                 raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
         finally:
             p.stop()
-    v = [int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("M ")]
-    node = v[1] - v[0]
-    rows = [["the node's modules (anchor: a node without BLE)", node, 1.0],
-            ["+ LAN layers BLE gossip uses (lan, cyclon, dmc.sync, framing, rand)", v[2] - v[1], (v[2] - v[1]) / node],
-            ["+ the BLE layer (shared_protocol.ble.*, firmware.ble_link)", v[3] - v[2], (v[3] - v[2]) / node],
-            ["+ 4 idle BleLinks (window 2, queue 2)", v[4] - v[3], (v[4] - v[3]) / node]]
-    if aioble:
-        rows.append(["aioble instead (server, client, central, peripheral), for comparison", v[5] - v[4],
-                     (v[5] - v[4]) / node])
-    print(render("Heap on the virtual board, modules imported from .mpy, bytes (gc.mem_alloc after collect)",
-                 ["what", "bytes", "vs node"], rows))
-    from shared_protocol.ble.link import MESSAGE_MAX
-    print("in use a link holds at most 2 x %d B reassembling + 2 in flight + 2 queued each way: "
-          "<= %d B per link, %d B for 4" % (MESSAGE_MAX, 6 * MESSAGE_MAX, 24 * MESSAGE_MAX))
+    return r.stdout
 
 
 def main():
@@ -369,13 +420,15 @@ def main():
     ap.add_argument("--only", choices=["air", "time", "heap"])
     ap.add_argument("--aioble", metavar="DIR", help="micropython-lib's micropython/bluetooth/aioble directory: "
                     "also measure importing aioble (--only heap)")
+    ap.add_argument("--micropython", metavar="PATH", help="--only heap on this unix MicroPython (32-bit, hard "
+                    "heap) instead of the virtual board")
     a = ap.parse_args()
     if a.only in (None, "air"):
         air()
     if a.only in (None, "time"):
         timed(a.readings)
     if a.only in (None, "heap"):
-        heap(a.aioble)
+        heap(a.aioble, a.micropython)
 
 
 if __name__ == "__main__":
