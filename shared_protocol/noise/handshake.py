@@ -23,7 +23,7 @@ from shared_protocol.crypto import api
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.noise import errors as nerr
 from shared_protocol.noise.errors import NoiseUsageError
-from shared_protocol.noise.symmetric import DHLEN, MESSAGE_MAX, TAGLEN, SymmetricState
+from shared_protocol.noise.symmetric import DHLEN, HASHLEN, MESSAGE_MAX, TAGLEN, CipherState
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
 PATTERN_XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
@@ -31,6 +31,57 @@ PATTERN_XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
 # small fields (a protocol version, a node name); 1 KiB is far above that and
 # keeps a hostile peer from making a board buffer 64 KiB before authenticating.
 HANDSHAKE_PAYLOAD_MAX = 1024
+
+
+def hkdf2(ck, ikm):
+    """Noise's HKDF (§4.3) with two outputs. Not RFC 5869's API: the chaining
+    key is the salt, there is no info, and outputs are chained HMACs."""
+    temp = api.hmac_sha256(ck, ikm)
+    o1 = api.hmac_sha256(temp, b"\x01")
+    o2 = api.hmac_sha256(temp, o1 + b"\x02")
+    return o1, o2
+
+
+
+class SymmetricState:
+    def __init__(self, protocol_name):
+        # §5.2 InitializeSymmetric: names of HASHLEN bytes or less are padded.
+        if len(protocol_name) <= HASHLEN:
+            h = protocol_name + b"\x00" * (HASHLEN - len(protocol_name))
+        else:
+            h = api.sha256(protocol_name)
+        self.h = h
+        self.ck = h
+        self.cs = CipherState()
+
+    def copy(self):
+        # (MicroPython classes have no __new__ to call, hence a fresh init)
+        s = SymmetricState(b"")
+        s.h = self.h
+        s.ck = self.ck
+        s.cs = self.cs.copy()
+        return s
+
+    def mix_key(self, ikm):
+        self.ck, temp_k = hkdf2(self.ck, ikm)
+        self.cs = CipherState(temp_k)  # HASHLEN == 32: no truncation needed
+
+    def mix_hash(self, data):
+        self.h = api.sha256(self.h + data)
+
+    def encrypt_and_hash(self, plaintext):
+        ct = self.cs.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ct)
+        return ct
+
+    def decrypt_and_hash(self, ciphertext):
+        pt = self.cs.decrypt_with_ad(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return pt
+
+    def split(self):
+        k1, k2 = hkdf2(self.ck, b"")
+        return CipherState(k1), CipherState(k2)
 
 
 class Handshake:
