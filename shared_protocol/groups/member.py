@@ -51,7 +51,6 @@ GEN_BYTES = 3
 SEQ_MAX = 0xFFFFFFFFFFFF
 _GEN_LABEL = b"upsycle-gen-v1"
 _PUB_DH_LABEL = b"upsycle-pub-dh-v1"
-_REKEY_LABEL = b"upsycle-rekey-entry-v1"
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
 
 
@@ -74,12 +73,6 @@ class EpochChanged:
 
 def _pub_dh_key(shared, topic, epoch, eph, epoch_public):
     return api.hkdf(topic, shared, _PUB_DH_LABEL + epoch.to_bytes(4, "big") + eph + epoch_public, 32)
-
-
-def rekey_entry_key(shared, topic, epoch, eph, member_x25519_public):
-    # Each entry key is unique to (ephemeral, member), so entries use the
-    # all-zero nonce safely: a key is never used twice.
-    return api.hkdf(topic, shared, _REKEY_LABEL + epoch.to_bytes(4, "big") + eph + member_x25519_public, 32)
 
 
 def _is_key(v, size=KEY_SIZE):
@@ -349,64 +342,10 @@ class Member:
         return best
 
     def _apply_rekey(self, msg):
-        topic, epoch, eph, part, parts, entries, sig = msg.values
-        if epoch <= self.epoch:
-            raise gerr.StaleEpoch(message="re-key to epoch %d, already at %d" % (epoch, self.epoch))
-        if not _is_key(eph) or len(sig) != SIG_SIZE or not 0 <= part < parts:
-            raise gerr.Malformed(message="re-key fields have wrong sizes")
-        for e in entries:
-            if not isinstance(e, (bytes, bytearray)) or len(e) > wire.REKEY_ENTRY_MAX:
-                raise gerr.Malformed(message="re-key entry malformed")
-        try:
-            api.ed25519_verify(self.topic_public, wire.rekey_signed_bytes(topic, epoch, eph, part, parts, entries), sig)
-        except cerr.BadSignature:
-            raise gerr.BadSignature(message="re-key not signed by the topic admin")
-        if epoch > self.epoch + 1:
-            # Only after the signature: an unsigned message must not make a
-            # receiver keep it for later. Applying it would skip the removals
-            # of the epochs in between (their authors stay trusted there).
-            raise gerr.RekeyGap(message="re-key to epoch %d, but this member is at %d: the re-key to %d comes first"
-                                   % (epoch, self.epoch, self.epoch + 1))
-        me = self.identity
-        try:
-            my_x = api.x25519_public(me.x25519_secret)
-            key = rekey_entry_key(api.x25519(me.x25519_secret, eph), topic, epoch, eph, my_x)
-        except cerr.BadPublicKey:
-            raise gerr.Malformed(message="re-key ephemeral key has small order")
-        aad = cbor.encode([topic, epoch, eph])
-        content = None
-        for e in entries:
-            try:
-                content = api.aead_decrypt(key, _ZERO_NONCE, e, aad)
-                break
-            except cerr.AuthenticationFailed:
-                continue
-        if content is None:
-            if parts > 1:
-                if self._rk_epoch != epoch:
-                    self._rk_epoch, self._rk_mask = epoch, 0
-                self._rk_mask |= 1 << part
-                if self._rk_mask != (1 << parts) - 1:
-                    raise gerr.OtherRekeyPart(message="part %d of %d of the re-key to epoch %d holds no entry for us"
-                                                 % (part + 1, parts, epoch))
-            raise gerr.RemovedFromTopic(message="re-key to epoch %d has no entry for this member" % epoch)
-        v = cbor.decode(content)
-        if (not isinstance(v, list) or len(v) != 3 or not (v[0] is None or _is_key(v[0])) or not _is_key(v[1])
-                or not isinstance(v[2], list) or len(v[2]) > wire.REMOVED_PER_REKEY_MAX
-                or not all(_is_key(k) for k in v[2])):
-            raise gerr.Malformed(message="re-key entry content has the wrong shape")
-        new = EpochKey(topic, epoch, v[0], v[1])
-        if len(self.revoked) + len(v[2]) > REVOKED_MAX:
-            raise gerr.TooLarge(message="revocation list full")
-        # commit
-        self._epochs[epoch] = new
-        self.epoch = epoch
-        for old in sorted(self._epochs)[:-KEPT_EPOCHS_MAX]:
-            del self._epochs[old]
-        for k in v[2]:
-            self.revoked.add(bytes(k))
-        self.intro_left = 0   # introduce ourselves in the new epoch
-        return EpochChanged(epoch, list(v[2]))
+        # Re-keys are rare (a member removed): their code is imported when
+        # one arrives (groups/rekey.py), not kept in every node's heap.
+        from shared_protocol.groups import rekey
+        return rekey.apply(self, msg)
 
     def forget_received(self):
         """Forget which publications were opened (the replay windows).
