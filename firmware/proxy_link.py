@@ -142,7 +142,7 @@ class ProxyLink:
                 node.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
         for t in node.topics:
             t.member.reintroduce()   # readers behind this proxy may not know our key yet
-        plain = isinstance(self.link, PlainLink)
+        plain = not isinstance(self.link, SecureLink)
         if not plain:
             # pinned: the handshake fails against any other key; else first use
             self.link.proxy_key = key
