@@ -47,7 +47,8 @@ TAIL_DONE = (b"node up", b"SAFE MODE")
 # only objects in the heap). Rounded up to 8 KB; a board's network stack
 # and WiFi driver buffers are outside these figures (docs/node.md, "Which
 # boards fit").
-# .mpy: 210 KB passed 8 runs of 8 (218 and 212 KB too; bench_rig.py --only
+# .mpy: 210 KB passed 8 runs of 8 (218 and 212 KB too, 208 KB failed its third;
+# bench_rig.py --only search --runs 8 --lo 206 --hi 208 and, before, --only
 # search --runs 8 --lo 208 --hi 218). Frozen: 76 KB passed 8 runs of 8, 74 KB
 # failed its first (MemoryError for a 1,200-byte datagram read; --frozen-only
 # --runs 8 --frozen-lo 72 --frozen-hi 88). Both on 2026-12-02, with the error
