@@ -159,6 +159,146 @@ def _publish(data, end):
     return [topic, msg_id, data[r[1]:]]
 
 
+# publish_fields takes topics and message ids of up to this many bytes (a
+# one-byte CBOR head: every node's, 16 and 16 bytes); longer ones take the
+# general path.
+_SHORT_TOPIC = min(23, W.TOPIC_ID_MAX)
+_SHORT_MSG_ID = min(23, W.MSG_ID_MAX)
+
+
+def publish_fields(data):
+    """(topic, msg_id, payload) of a canonical s_publish whose topic and
+    message id are under 24 bytes, in one call without the general decoder
+    (a proxy takes one per message); None for anything else, which then
+    goes through decode as before. ``data`` must be bytes."""
+    end = len(data)
+    if end < 8 or data[0] != 0x85 or data[3] != 0x36 or data[1] != 1 or data[2] != 0x18:
+        return None
+    nt = data[4] - 0x40
+    if nt < 0 or nt > _SHORT_TOPIC:
+        return None
+    q = 5 + nt
+    if q >= end:
+        return None
+    nm = data[q] - 0x40
+    if nm < 0 or nm > _SHORT_MSG_ID:
+        return None
+    r = q + 1 + nm
+    if r >= end:
+        return None
+    h = data[r]
+    if 0x40 <= h < 0x58:
+        p = r + 1
+        n = h - 0x40
+    elif h == 0x58 and r + 1 < end:
+        p = r + 2
+        n = data[r + 1]
+        if n < 24:
+            return None
+    elif h == 0x59 and r + 2 < end:
+        p = r + 3
+        n = (data[r + 1] << 8) | data[r + 2]
+        if n < 0x100 or n > W.PAYLOAD_MAX:
+            return None
+    else:
+        return None
+    if p + n != end:
+        return None
+    return data[5:q], data[q + 1:r], data[p:]
+
+
+def deliver_fields(data):
+    """(topic, seq, msg_id, payload) of a canonical s_deliver whose topic and
+    message id are under 24 bytes, in one call (a node takes one per
+    message); None for anything else (then decode). ``data``: bytes."""
+    end = len(data)
+    if end < 9 or data[0] != 0x86 or data[3] != 0x39 or data[1] != 1 or data[2] != 0x18:
+        return None
+    nt = data[4] - 0x40
+    if nt < 0 or nt > _SHORT_TOPIC:
+        return None
+    q = 5 + nt
+    if q >= end:
+        return None
+    h = data[q]
+    if h < 24:
+        seq = h
+        q += 1
+    elif h == 0x18:
+        if q + 1 >= end or data[q + 1] < 24:
+            return None
+        seq = data[q + 1]
+        q += 2
+    elif 0x19 <= h <= 0x1B:
+        k = 1 << (h - 0x18)   # 2, 4 or 8 bytes
+        if q + 1 + k >= end:
+            return None
+        seq = int.from_bytes(data[q + 1:q + 1 + k], "big")
+        if seq < (1 << (4 * k)) or seq > W.SEQ_MAX:   # shortest form only; within SEQ_MAX
+            return None
+        q += 1 + k
+    else:
+        return None
+    if q >= end:
+        return None
+    nm = data[q] - 0x40
+    if nm < 0 or nm > _SHORT_MSG_ID:
+        return None
+    r = q + 1 + nm
+    if r >= end:
+        return None
+    h = data[r]
+    if 0x40 <= h < 0x58:
+        p = r + 1
+        n = h - 0x40
+    elif h == 0x58 and r + 1 < end:
+        p = r + 2
+        n = data[r + 1]
+        if n < 24:
+            return None
+    elif h == 0x59 and r + 2 < end:
+        p = r + 3
+        n = (data[r + 1] << 8) | data[r + 2]
+        if n < 0x100 or n > W.PAYLOAD_MAX:
+            return None
+    else:
+        return None
+    if p + n != end:
+        return None
+    return data[5:5 + nt], seq, data[q + 1:r], data[p:]
+
+
+def puback_id(data):
+    """The message id of a canonical s_puback of an id under 24 bytes, or
+    None (then decode). ``data``: bytes."""
+    n = len(data) - 5
+    if 0 <= n <= _SHORT_MSG_ID and data[4] == 0x40 + n and data[:4] == b"\x83\x01\x18\x37":
+        return data[5:]
+    return None
+
+
+def deliver_run(topic, rows):
+    """encode_deliver of each (seq, msg_id, payload) of rows, all of one
+    topic: the topic's part of the message made once (a proxy sends a run
+    of one topic to each subscriber per commit)."""
+    nt = len(topic)
+    if nt > W.TOPIC_ID_MAX:
+        raise _bound_error("topic", nt, W.TOPIC_ID_MAX)
+    head = b"\x86\x01\x18\x39" + _BHEAD[nt] + topic
+    out = []
+    for seq, msg_id, payload in rows:
+        nm, np_ = len(msg_id), len(payload)
+        if nm > W.MSG_ID_MAX or np_ > W.PAYLOAD_MAX:
+            _lengths(topic, msg_id, payload)
+        if type(seq) is int and 0 <= seq < 0x100000000:
+            sh = _UHEAD[seq] if seq < 24 else bytes((0x18, seq)) if seq < 0x100 else \
+                _pack_bh(0x19, seq) if seq < 0x10000 else _pack_bi(0x1A, seq)
+        else:
+            sh = _uint(seq, "seq")
+        out.append(b"".join((head, sh, _BHEAD[nm], msg_id, _BHEAD[np_], payload)))
+    return out
+
+
 def _dack(data, end):
     """The values of a canonical s_dack, or None."""
     r = _bstr(data, 4, end, W.TOPIC_ID_MAX)
@@ -186,28 +326,86 @@ def _dack(data, end):
     return [data[r[1]:q], seq]
 
 
+def _uint_at(data, q, end):
+    """(value, next position) of the canonical uint head at q (at most
+    SEQ_MAX), or None."""
+    h = data[q]
+    if h < 24:
+        return h, q + 1
+    if h == 0x18:
+        if q + 1 >= end or data[q + 1] < 24:
+            return None
+        return data[q + 1], q + 2
+    if 0x19 <= h <= 0x1B:
+        k = 1 << (h - 0x18)   # 2, 4 or 8 bytes
+        if q + 1 + k > end:
+            return None
+        v = int.from_bytes(data[q + 1:q + 1 + k], "big")
+        if v < (1 << (4 * k)) or v > W.SEQ_MAX:   # shortest form only; within SEQ_MAX
+            return None
+        return v, q + 1 + k
+    return None
+
+
+def _puback(data, end):
+    """The values of a canonical s_puback, or None."""
+    r = _bstr(data, 4, end, W.MSG_ID_MAX)
+    if r is None or r[1] + r[0] != end:
+        return None
+    return [data[r[1]:]]
+
+
+def _deliver(data, end):
+    """The values of a canonical s_deliver, or None."""
+    r = _bstr(data, 4, end, W.TOPIC_ID_MAX)
+    if r is None:
+        return None
+    q = r[1] + r[0]
+    if q >= end:
+        return None
+    topic = data[r[1]:q]
+    u = _uint_at(data, q, end)
+    if u is None or u[1] >= end:
+        return None
+    r = _bstr(data, u[1], end, W.MSG_ID_MAX)
+    if r is None:
+        return None
+    q = r[1] + r[0]
+    if q >= end:
+        return None
+    msg_id = data[r[1]:q]
+    r = _bstr(data, q, end, W.PAYLOAD_MAX)
+    if r is None or r[1] + r[0] != end:
+        return None
+    return [topic, u[0], msg_id, data[r[1]:]]
+
+
+_SLICED = {
+    (0x85, 0x36): ("s_publish", _publish),
+    (0x84, 0x3A): ("s_dack", _dack),
+    (0x83, 0x37): ("s_puback", _puback),
+    (0x86, 0x39): ("s_deliver", _deliver),
+}
+
+
 def decode(data):
     """Bytes -> (message name, field values), as session/messages.py decode.
 
-    s_publish and s_dack (what a proxy receives per message) are taken
-    apart by slicing, in their canonical form only; s_puback and s_deliver
-    are decoded by cbor2 and accepted only when their canonical re-encoding
-    is the input itself; any other input goes to the strict shared decoder
-    (same results, same typed errors)."""
+    The data-path messages (s_publish and s_dack, which a proxy receives per
+    message; s_puback and s_deliver, which a node or a load generator does)
+    are taken apart by slicing, in their canonical form only; any other
+    input goes to cbor2, accepted only when its canonical re-encoding is the
+    input itself, and failing that to the strict shared decoder (same
+    results, same typed errors)."""
     if type(data) is not bytes:
         data = bytes(data)
     end = len(data)
     if end > 5 and data[2] == 0x18 and data[1] == 1:
-        t = data[3]
-        if t == 0x36 and data[0] == 0x85:
-            v = _publish(data, end)
+        f = _SLICED.get((data[0], data[3]))
+        if f is not None:
+            v = f[1](data, end)
             if v is not None:
-                return "s_publish", v
-            return W.decode(data)
-        if t == 0x3A and data[0] == 0x84:
-            v = _dack(data, end)
-            if v is not None:
-                return "s_dack", v
+                return f[0], v
             return W.decode(data)
     try:
         v = _loads(data)
@@ -234,15 +432,23 @@ def frame(payload, limit=framing.STREAM_FRAME_DEFAULT):
     return _pack_h(n) + payload
 
 
+# Frame heads (2-byte big-endian lengths) of every length up to the default
+# frame limit, made once: one lookup per frame instead of a pack call.
+_FHEAD = tuple(_pack_h(n) for n in range(framing.STREAM_FRAME_DEFAULT + 1))
+
+
 def frames(payloads, limit=framing.STREAM_FRAME_DEFAULT):
     """Several messages framed into one buffer for one write."""
     parts = []
+    append = parts.append
+    heads = _FHEAD
+    top = len(heads)
     for p in payloads:
         n = len(p)
         if n == 0 or n > limit or n > framing.STREAM_FRAME_CEILING:
             framing.frame(p, limit)
-        parts.append(_pack_h(n))
-        parts.append(p)
+        append(heads[n] if n < top else _pack_h(n))
+        append(p)
     return b"".join(parts)
 
 

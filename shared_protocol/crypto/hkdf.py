@@ -33,24 +33,27 @@ def hmac_sha256(key, msg):
     return outer.digest()
 
 
-def hkdf_extract(salt, ikm):
+# ``mac``: the HMAC-SHA256 to use (crypto/api.py passes the backend's, C on
+# the host); the same bytes either way.
+
+def hkdf_extract(salt, ikm, mac=hmac_sha256):
     # RFC 5869 §2.2: an absent salt is HashLen zero bytes.
     if not salt:
         salt = b"\x00" * HASH_SIZE
-    return hmac_sha256(salt, ikm)
+    return mac(salt, ikm)
 
 
-def hkdf_expand(prk, info, length):
+def hkdf_expand(prk, info, length, mac=hmac_sha256):
     # RFC 5869 §2.3: T(i) = HMAC(PRK, T(i-1) | info | i)
     out = b""
     t = b""
     i = 1
     while len(out) < length:
-        t = hmac_sha256(prk, t + info + bytes((i,)))
+        t = mac(prk, t + info + bytes((i,)))
         out += t
         i += 1
     return out[:length]
 
 
-def hkdf(salt, ikm, info, length):
-    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
+def hkdf(salt, ikm, info, length, mac=hmac_sha256):
+    return hkdf_expand(hkdf_extract(salt, ikm, mac), info, length, mac)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from nacl import bindings as nb
 
-from shared_protocol.crypto import api, chacha20poly1305, ed25519, x25519
+from shared_protocol.crypto import api, chacha20poly1305, ed25519, hkdf, x25519
 from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey, BadSignature
 from shared_protocol.crypto.pure import PureBackend
 from shared_protocol.crypto.sha512 import sha512
@@ -80,6 +80,43 @@ def test_aead_matches_libsodium(k, n, m, aad):
     ct = nb.crypto_aead_chacha20poly1305_ietf_encrypt(m, aad, n, k)
     assert chacha20poly1305.encrypt(k, n, m, aad) == ct
     assert chacha20poly1305.decrypt(k, n, ct, aad) == m
+
+
+@FEW
+@given(st.binary(max_size=200), msgs)
+def test_hmac_sha256_in_c_matches_the_boards(key, m):
+    # keys past the 64-byte block are hashed first (RFC 2104 §2): sizes both sides of it
+    assert NaclBackend().hmac_sha256(key, m) == hkdf.hmac_sha256(key, m)
+
+
+@FEW
+@given(st.binary(max_size=80), key32, st.binary(max_size=60), st.integers(1, 200))
+def test_hkdf_and_the_noise_handshake_agree_across_backends(salt, ikm, info, n):
+    """The proxy's handshake (C HMAC once crypto_nacl is installed) derives
+    the bytes a board's (hkdf.py's HMAC) does, so either end may run either."""
+    from shared_protocol.noise.handshake import Handshake
+    from shared_protocol.session.secure_client import PROLOGUE
+
+    def run():
+        i = Handshake(True, ikm, salt[:32].ljust(32, b"e"), PROLOGUE)
+        r = Handshake(False, bytes(31) + b"\x07", bytes(32 - len(info[:32])) + info[:32], PROLOGUE)
+        m1 = i.write_message(b"")
+        r.read_message(m1)
+        m2 = r.write_message(b"")
+        i.read_message(m2)
+        m3 = i.write_message(b"hello")
+        r.read_message(m3)
+        return api.hkdf(salt, ikm, info, n), m1 + m2 + m3, [cs.k for cs in i.split() + r.split()]
+
+    old = api.use_backend(PureBackend())
+    try:
+        assert api.hmac_sha256 is hkdf.hmac_sha256   # the boards' path: no dispatch
+        pure = run()
+        api.use_backend(NaclBackend())
+        assert api.hmac_sha256 != hkdf.hmac_sha256
+        assert run() == pure
+    finally:
+        api.use_backend(old)
 
 
 @pytest.mark.parametrize("backend", [PureBackend(), NaclBackend()], ids=["pure", "nacl"])

@@ -183,7 +183,8 @@ def test_live_tail_answers_fetch_like_the_database_and_stays_bounded(tmp_path, m
                 while len(commits) == n:
                     await asyncio.sleep(0.01)
             assert st._tail.bytes <= 3000
-            assert sum(len(r[2]) for tl in st._tail._tails.values() for r in tl) == st._tail.bytes
+            # counted as held: each topic's and entry's overhead besides payloads and ids
+            assert sum(store_tail._tail_cost(tl) for tl in st._tail._tails.values()) == st._tail.bytes
             assert any(st._tail._tails.values()), "nothing served from memory"
             for t in topics:
                 last = st.topics[t].last_seq
@@ -220,7 +221,7 @@ def test_the_tail_lets_go_of_what_retention_deletes_and_of_forgotten_topics(tmp_
             assert await until(lambda: t in st.topics and st.topics[t].last_seq == 5)
             # retention kept 3..5: memory holds no message the database lost
             assert [r[0] for r in st._tail._tails[t]] == [3, 4, 5]
-            assert st._tail.bytes == 6
+            assert st._tail.bytes == store_tail._tail_cost(st._tail._tails[t])
             assert [r[0] for r in st.fetch(t, 0, 10)] == [3, 4, 5]
             now[0] += 120   # all past their age: emptied and forgotten in one sweep
             assert await until(lambda: t not in st.topics)
@@ -274,3 +275,39 @@ def test_host_session_makes_the_shared_sessions_bytes():
         outs.append((ps.data_to_send(), ps.in_flight(), ps.next_deadline(), ps.room()))
     assert outs[0] == outs[1]
     assert W.decode(outs[1][0][2]) == ("s_puback", [b"m" * 8])
+
+
+def test_host_session_runs_make_what_one_by_one_makes():
+    """deliver_run and acked_many (a commit's deliveries of one topic, its
+    acknowledgements of one link): the output and state of deliver and
+    acked called for each."""
+    topic, proxy_id, node = os.urandom(16), os.urandom(16), os.urandom(16)
+    rows = [(seq, os.urandom(16), os.urandom(seq % 200)) for seq in (5, 6, 7, 300, 70000)]
+    ids = [os.urandom(n) for n in (0, 8, 16, 23, 24, 32)]
+    outs = []
+    for runs in (False, True):
+        ps = fastpath.HostProxySession(proxy_id, False, 1000)
+        ps.receive(W_hello(node), 1000)
+        ps.accept()
+        if runs:
+            ps.acked_many(ids)
+            ps.deliver_run(topic, rows, 1002)
+        else:
+            for m in ids:
+                ps.acked(m)
+            for r in rows:
+                ps.deliver(topic, r[0], r[1], r[2], 1002)
+        ps.receive(W_dack(topic, 6), 1003)
+        outs.append((ps.data_to_send(), ps.in_flight(), ps.next_deadline(), ps.room(), ps.events()))
+    assert outs[0] == outs[1]
+    assert outs[0][1] == 3
+
+
+def W_hello(node):
+    from shared_protocol.wire import envelope as E
+    return E.REGISTRY.encode("s_hello", node, 30000, 8)
+
+
+def W_dack(topic, seq):
+    from shared_protocol.session import messages as W
+    return W.encode_dack(topic, seq)

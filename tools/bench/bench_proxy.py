@@ -1,6 +1,7 @@
 """Benchmark: upsycle proxy (durable acks) against Mosquitto 2.x at QoS 1.
 
     .venv/bin/python tools/bench/bench_proxy.py [--messages N] [--rounds R] [--quick] [--secure]
+        [--pairs 1,10] [--root DIR]
 
 Both run on loopback in this run, with persistence on, alternating round by
 round so a noisy neighbour hits both; the tables show medians of the rounds.
@@ -29,6 +30,10 @@ session window).
   time; for mosquitto_pub, when the line is written to its pipe) to its
   arrival at the subscriber (mosquitto_sub's %U, loadgen's clock).
   Saturated latency is not shown: it is only window / throughput.
+
+``--root DIR`` runs the proxy of another checkout (e.g. the commit before a
+change, unpacked with ``git archive``) with this checkout's load generators
+and Mosquitto as before; ``--pairs`` picks the scenarios.
 
 Client CPU: user + system seconds of the client processes (per message in
 microseconds), so a reader sees whether a client was the limit; broker CPU
@@ -204,7 +209,7 @@ def run_scenario(args, pairs, tmp_root):
                 res["g"].append(gen_round(m, "mqtt", pairs, per_pub, args.window, procs, 0))
             finally:
                 m.stop()
-            p = brokers.Proxy(t2, secure=args.secure)
+            p = brokers.Proxy(t2, secure=args.secure, root=args.root)
             try:
                 res["u"].append(gen_round(p, "upsycle", pairs, per_pub, args.window, procs, 0, args.secure))
             finally:
@@ -225,7 +230,7 @@ def run_scenario(args, pairs, tmp_root):
                     lat["a"].append(gen_round(m, "mqtt", pairs, n_lat, args.window, procs, per_rate))
             finally:
                 m.stop()
-            p = brokers.Proxy(t2, secure=args.secure)
+            p = brokers.Proxy(t2, secure=args.secure, root=args.root)
             try:
                 lat["u"].append(gen_round(p, "upsycle", pairs, n_lat, args.window, procs, per_rate, args.secure))
             finally:
@@ -245,7 +250,10 @@ def main():
     ap.add_argument("--secure", action="store_true",
                     help="our side over Noise-encrypted links (the default product setting); Mosquitto stays plaintext MQTT")
     ap.add_argument("--quick", action="store_true", help="5000 messages, 1 round, 1 s latency rounds")
+    ap.add_argument("--pairs", default="1,10", help="scenarios: publisher/subscriber pairs, comma-separated")
+    ap.add_argument("--root", default=brokers.ROOT, help="checkout whose proxy runs (default: this one)")
     args = ap.parse_args()
+    args.root = os.path.abspath(args.root)
     if args.quick:
         args.messages, args.rounds, args.latency_s = 5000, 1, 1.0
     brokers.need("mosquitto", "mosquitto")
@@ -255,7 +263,7 @@ def main():
     rows = []
     lat_rows = []
     with tempfile.TemporaryDirectory() as tmp_root:
-        for pairs in (1, 10):
+        for pairs in [int(x) for x in args.pairs.split(",")]:
             tp, anchor, rate, lat = run_scenario(args, pairs, tmp_root)
             sc = "%d -> %d" % (pairs, pairs)
             a = tp[anchor]
@@ -271,8 +279,8 @@ def main():
                              "%.2fx" % (lat["u"]["p99"] / lat["a"]["p99"]),
                              1e6 * lat["a"]["ccpu"] / lat["a"]["n"], 1e6 * lat["u"]["ccpu"] / lat["u"]["n"]))
     print()
-    print(table.render("Throughput (flat out, window %d, %d messages per round, median of %d rounds; * = anchor)" % (
-        args.window, args.messages, args.rounds),
+    print(table.render("Throughput (flat out, window %d, %d messages per round, median of %d rounds; * = anchor; "
+                       "proxy from %s)" % (args.window, args.messages, args.rounds, args.root),
         ("scenario", "system", "driver", "msg/s", "client CPU s", "client CPU us/msg", "broker CPU us/msg"), rows))
     print()
     print(table.render("Latency at the same offered rate (both systems; median of %d rounds of %.0f s)" % (

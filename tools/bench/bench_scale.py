@@ -1,6 +1,6 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
-    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store] [--sessions N ...]
+    .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store|handshake] [--sessions N ...]
         [--transports udp tcp]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
@@ -10,7 +10,9 @@ other sessions' topics. Several loadgen.py processes hold the sessions, from
 several loopback source addresses. Printed: proxy RSS per session (RSS with
 the sessions connected and subscribed, less RSS before), proxy CPU per
 published message over the measured interval, the load generators' CPU, and
-p50/p99 publish -> delivery. Mosquitto holds the same number of MQTT
+p50/p99 publish -> delivery, and how long the broker's and the generators'
+threads waited for a CPU (Linux schedstat: on a shared machine a high figure
+means the machine, not the process's own work, held it back). Mosquitto holds the same number of MQTT
 connections with the same topics and rates in the same run (TCP; MQTT has no
 UDP), as the anchor.
 
@@ -25,6 +27,9 @@ expired, then 10% of every topic expired), and the rate at which the returning s
 (a Noise TCP session, window 128) receives its 100,000 messages. Mosquitto
 in the same run: a persistent session (clean session off) with 100,000
 queued QoS 1 messages reconnecting (mosquitto_sub -c), the same payloads.
+
+Handshake: both sides of a Noise XX handshake with the host's HMAC in C
+against the boards' pure-Python one (the anchor), in one process.
 
 --quick: 10, 100, 1,000 sessions for 5 s; 10^5 messages over 10^3 topics
 with a 20,000-message backlog. Everything runs on one shared machine: the
@@ -77,6 +82,20 @@ def raise_fd_limit():
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def runq_wait(pid):
+    """Seconds a process's threads were runnable but waiting for a CPU
+    (Linux schedstat): how much the shared machine, not the process's own
+    work, held it back."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return total / 1e9
+
+
 def pct(lat, q):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * q))] / 1000.0 if lat else float("nan")
@@ -113,15 +132,23 @@ def run_sessions(system, kind, n, args, transport, procs):
         # every session connected and subscribed, nothing published yet
         holder["rss1"] = system.rss_kb()
         c0[0] = system.cpu()
+        holder["w0"] = runq_wait(system.proc.pid)
 
-    results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready)
-    bcpu = system.cpu() - c0[0]
+    def on_results():
+        # read before the generators exit: 10,000 disconnects are not the run's work
+        holder["cpu"] = system.cpu() - c0[0]
+        holder["wait"] = runq_wait(system.proc.pid) - holder["w0"]
+
+    results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready, on_results=on_results)
+    bcpu, bwait = holder["cpu"], holder["wait"]
     sent = sum(r["sent"] for r in results)
     got = sum(r["got"] for r in results)
     lat = [x for r in results for x in r["lat_us"]]
     return {"n": n, "rss_per_session": (holder["rss1"] - rss0) * 1024.0 / n, "rss_mb": holder["rss1"] / 1024.0,
             "cpu_us_per_msg": 1e6 * bcpu / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
             "gen_cpu_pct": 100.0 * sum(r["cpu_s"] for r in results) / args.duration,
+            "bwait_pct": 100.0 * bwait / args.duration,
+            "gen_wait_pct": 100.0 * sum(r.get("wait_s", 0) for r in results) / args.duration,
             "sent": sent, "got": got, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "connect_s": max(r["connect_s"] for r in results),
             "errors": dict((k, v) for r in results for k, v in r["errors"].items())}
@@ -169,16 +196,66 @@ def sessions_bench(args):
         ratio = "%.2fx / %.2fx" % (r["p99"] / m["p99"], r["cpu_us_per_msg"] / m["cpu_us_per_msg"]) \
             if m and m["p99"] and m["cpu_us_per_msg"] else "-"
         out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
-                    r["bcpu_pct"], r["gen_cpu_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
+                    r["bcpu_pct"], r["bwait_pct"], r["gen_cpu_pct"], r["gen_wait_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
                     ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
     print()
     print(table.render(
         "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
             args.aggregate, args.fanout, args.duration),
         ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
-         "broker CPU %", "loadgen CPU %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
+         "broker CPU %", "broker waiting for a CPU %", "loadgen CPU %", "loadgen waiting %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
          "errors"),
         out))
+    return rows
+
+
+# -- handshakes -----------------------------------------------------------------
+
+def handshake_bench(args):
+    """Both sides of a Noise XX handshake on the host's backend (libsodium's
+    X25519 and ChaCha20-Poly1305), its HMAC-SHA256 in C (hmac.digest, what the
+    proxy and the host's clients run) against the anchor in the same run: the
+    boards' pure-Python HMAC (crypto/hkdf.py) under the same backend. Rounds
+    alternate; medians. What a proxy pays per connecting session, twice
+    (it runs one side)."""
+    sys.path[:0] = [os.path.join(ROOT, "host"), ROOT]
+    from shared_protocol.crypto import api
+    from shared_protocol.noise.handshake import Handshake
+    from shared_protocol.session.secure_client import PROLOGUE
+    from upsycle.crypto_nacl import NaclBackend
+
+    class PureHmac(NaclBackend):
+        hmac_sha256 = None   # api falls back to crypto/hkdf.py's
+
+    si, sr = os.urandom(32), os.urandom(32)
+
+    def pair():
+        i = Handshake(True, si, os.urandom(32), PROLOGUE)
+        r = Handshake(False, sr, os.urandom(32), PROLOGUE)
+        r.read_message(i.write_message(b""))
+        i.read_message(r.write_message(b""))
+        r.read_message(i.write_message(b""))
+        i.split()
+        r.split()
+
+    res = {"HMAC in C (host)": [], "HMAC in Python (boards' hkdf.py; anchor)": []}
+    old = api.current_backend()
+    c0 = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        for _ in range(5 if args.quick else 9):
+            for name, backend in zip(res, (NaclBackend(), PureHmac())):
+                api.use_backend(backend)
+                t0 = time.perf_counter()
+                for _ in range(100):
+                    pair()
+                res[name].append((time.perf_counter() - t0) / 100 * 1e3)
+    finally:
+        api.use_backend(old)
+    anchor = statistics.median(res["HMAC in Python (boards' hkdf.py; anchor)"])
+    rows = [(name, "%.2f" % statistics.median(v), "%.2fx" % (statistics.median(v) / anchor)) for name, v in res.items()]
+    print()
+    print(table.render("Noise XX handshake, both sides, one process (load average %.1f)" % os.getloadavg()[0],
+                       ("HMAC-SHA256", "ms per handshake (median)", "vs anchor"), rows))
     return rows
 
 
@@ -370,7 +447,7 @@ max_topics = %d
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", choices=("sessions", "store"))
+    ap.add_argument("--only", choices=("sessions", "store", "handshake"))
     ap.add_argument("--aggregate", type=float, default=1000.0, help="msg/s published by all sessions together")
     ap.add_argument("--fanout", type=int, default=3, help="topics each session subscribes to")
     ap.add_argument("--sessions", type=int, nargs="+", help="session counts to run (default 10 1000 10000)")
@@ -380,9 +457,11 @@ def main():
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     print("open files allowed: %d" % raise_fd_limit())
-    if args.only != "store":
+    if args.only in (None, "handshake"):
+        handshake_bench(args)
+    if args.only in (None, "sessions"):
         sessions_bench(args)
-    if args.only != "sessions":
+    if args.only in (None, "store"):
         store_bench(args)
 
 

@@ -101,10 +101,12 @@ class Proxy(Server):
     name = "upsycle"
     stop_timeout_s = 60     # a proxy commits its queues on SIGTERM
 
-    def __init__(self, tmp, secure=False, config=None, data=None):
+    def __init__(self, tmp, secure=False, config=None, data=None, root=ROOT):
+        """root: the checkout whose proxy runs (another one's for a
+        before/after comparison in one sitting)."""
         self.port = free_port()
         self.data = data or os.path.join(tmp, "data")
-        env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "host") + os.pathsep + ROOT,
+        env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
         args = [sys.executable, "-m", "upsycle", "proxy", "--data", self.data,
                 "--listen", "127.0.0.1:%d" % self.port]
@@ -116,7 +118,7 @@ class Proxy(Server):
         if not secure:
             args.append("--insecure")
         self.t_start = time.perf_counter()
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port, 600, proc=self.proc,
                   output=lambda: self.proc.stderr.read()[-2000:].decode(errors="replace"))
         self.start_s = time.perf_counter() - self.t_start
@@ -139,9 +141,11 @@ def split(items, k):
     return [items[i::k] for i in range(k)] if items else []
 
 
-def run_loadgens(specs, timeout=600, on_ready=None):
+def run_loadgens(specs, timeout=600, on_ready=None, on_results=None):
     """Start one loadgen.py per spec, wait until all are ready, say go to all
-    at once, return (results, wall seconds from go to the last delivery)."""
+    at once, return (results, wall seconds from go to the last delivery).
+    on_results: called once every generator has reported, before they exit
+    (their disconnects are not part of the run)."""
     procs = []
     for spec in specs:
         p = subprocess.Popen([sys.executable, os.path.join(HERE, "loadgen.py")], stdin=subprocess.PIPE,
@@ -168,6 +172,8 @@ def run_loadgens(specs, timeout=600, on_ready=None):
             if not line:
                 raise RuntimeError("a load generator failed during the run (see its stderr)")
             results.append(json.loads(line))
+        if on_results is not None:
+            on_results()
         for p in procs:
             p.wait(timeout)
         for r, rd in zip(results, readies):

@@ -46,11 +46,13 @@ from shared_protocol.wire import envelope as E  # noqa: E402
 from shared_protocol.session import messages as W  # noqa: E402
 from shared_protocol.crypto import api  # noqa: E402
 from shared_protocol.noise.handshake import Handshake  # noqa: E402
-from shared_protocol.noise.udp import UdpSession, KIND_DATA  # noqa: E402
+from shared_protocol.noise.udp import HandshakeTimedOut, SessionUnknown, UdpSession, KIND_DATA  # noqa: E402
 from shared_protocol.session.secure_client import PROLOGUE, node_id_for  # noqa: E402
 from upsycle import crypto_nacl, noise_fast, wire_fast  # noqa: E402
 
 crypto_nacl.install()
+_deliver_fields = wire_fast.deliver_fields
+_puback_id = wire_fast.puback_id
 # Resend an unacknowledged publish or subscribe over UDP after this long.
 UDP_RTO_S = 0.3
 _ts = struct.Struct(">QQ")
@@ -72,6 +74,20 @@ def node_for(label, salt, secure):
 def cpu():
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def runq_wait():
+    """Seconds this process was runnable but waiting for a CPU (Linux
+    schedstat, summed over its threads): high means the machine, not this
+    generator's own work, held it back."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open("/proc/self/task/%s/schedstat" % tid) as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return total / 1e9
 
 
 class Stats:
@@ -150,17 +166,28 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
     # -- link ---------------------------------------------------------------
     def connection_made(self, tr):
         self.tr = tr
-        if self.g.secure:
+        if self.g.secure and self.g.udp:
+            self.udp_handshake()
+        elif self.g.secure:
             self.hs = Handshake(True, self.static, os.urandom(32), PROLOGUE)
-            if self.g.udp:
-                self.udp = UdpSession(self.hs, cipher=noise_fast.fast)
-                self.udp.start(int(time.monotonic() * 1000))
-                for p in self.udp.packets_to_send():
-                    tr.sendto(p)
-            else:
-                tr.write(wire_fast.frame(self.hs.write_message(b""), 65535))
+            tr.write(wire_fast.frame(self.hs.write_message(b""), 65535))
         else:
             self.hello()
+
+    def udp_handshake(self):
+        """A new Noise handshake over UDP: at the start, and as a node does
+        when the proxy answers that it has no session for our packets (its
+        message 3 was lost: a burst overflowed its socket buffer) or the
+        handshake timed out."""
+        if self.udp is not None and not self.g.spec.get("subscribe_on_go"):
+            self.pending_subs = set(self.sub_ids)   # a new session: subscribe again after its welcome
+        self.hs = Handshake(True, self.static, os.urandom(32), PROLOGUE)
+        self.udp = UdpSession(self.hs, cipher=noise_fast.fast)
+        self.chan = None
+        self.state = "hs"
+        self.udp.start(int(time.monotonic() * 1000))
+        for p in self.udp.packets_to_send():
+            self.tr.sendto(p)
 
     def hello(self):
         self.state = "hello"
@@ -169,8 +196,9 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
     def send_many(self, msgs):
         if self.g.udp:
             if self.chan is not None:
+                send = self.udp.send   # keeps the tags a "no session" answer names
                 for m in msgs:
-                    self.tr.sendto(b"\x04" + self.chan.seal(m))
+                    self.tr.sendto(send(m))
             else:
                 for m in msgs:
                     self.tr.sendto(m)
@@ -207,7 +235,12 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
             if data[0] == KIND_DATA and self.chan is not None:
                 self.on_message(self.chan.open(data[1:]))
             else:
-                evs = self.udp.receive(data, int(time.monotonic() * 1000))
+                try:
+                    evs = self.udp.receive(data, int(time.monotonic() * 1000))
+                except SessionUnknown:
+                    self.g.errors["udp_rehandshake"] = self.g.errors.get("udp_rehandshake", 0) + 1
+                    self.udp_handshake()
+                    return
                 for p in self.udp.packets_to_send():
                     self.tr.sendto(p)
                 if self.udp.established and self.chan is None:
@@ -229,8 +262,33 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
 
     # -- session --------------------------------------------------------------
     def on_message(self, m):
-        name, v = wire_fast.decode(m)
         g = self.g
+        # A delivery or an acknowledgement (one each per message) in its
+        # usual form: read in one call; anything else through decode.
+        v = _deliver_fields(m)
+        if v is not None:
+            t, seq = v[0], v[1]
+            last = self.sub_ids.get(t)
+            if last is None:
+                return
+            if seq == last + 1 or last < 0:
+                self.sub_ids[t] = seq
+                st = g.stats
+                st.lat.append((time.time_ns() - _ts.unpack_from(v[3])[0]) // 1000)
+                st.got += 1
+                if st.got >= st.expect > 0:
+                    st.t_last = time.time()
+                    st.done.set()
+                self.acks[t] = seq
+                return
+            name = "s_deliver"
+        else:
+            mid = _puback_id(m)
+            if mid is not None:
+                if self.inflight.pop(mid, None) is not None:
+                    g.stats.acked += 1
+                return
+            name, v = wire_fast.decode(m)
         if name == "s_deliver":
             t, seq = v[0], v[1]
             last = self.sub_ids.get(t)
@@ -293,7 +351,12 @@ class UpsycleSession(Session, asyncio.Protocol, asyncio.DatagramProtocol):
         if not self.g.udp:
             return
         if self.udp is not None and self.chan is None:
-            self.udp.tick(int(now * 1000))
+            try:
+                self.udp.tick(int(now * 1000))
+            except HandshakeTimedOut:
+                self.g.errors["udp_rehandshake"] = self.g.errors.get("udp_rehandshake", 0) + 1
+                self.udp_handshake()
+                return
             for p in self.udp.packets_to_send():
                 self.tr.sendto(p)
             return
@@ -441,7 +504,9 @@ class Gen:
                 except asyncio.TimeoutError:
                     s.retransmit(time.monotonic())
             else:
-                raise ConnectionError("%s: not ready in %d s" % (label, ready_s))
+                raise ConnectionError("%s: not ready in %d s (state %s, handshake %s, subscribes pending %d)" % (
+                    label, ready_s, s.state, "done" if getattr(s, "chan", None) is not None or
+                    getattr(s, "send_cs", None) is not None else "open", len(s.pending_subs)))
         self.sessions.append(s)
         self.stats.expect += expect
 
@@ -485,6 +550,7 @@ class Gen:
         print(json.dumps({"ready": len(self.sessions), "connect_s": time.monotonic() - t0}), flush=True)
         await rd.readline()   # "go"
         c0 = cpu()
+        q0 = runq_wait()
         w0 = time.time()
         self.running = True
         tick = asyncio.ensure_future(self.ticker(time.monotonic()))
@@ -504,9 +570,10 @@ class Gen:
             await asyncio.sleep(0.005)
         tick.cancel()
         c1 = cpu()
+        q1 = runq_wait()
         st = self.stats
         res = {"sent": st.sent, "acked": st.acked, "got": st.got, "expect": st.expect, "t0": w0,
-               "t_last": st.t_last or time.time(), "cpu_s": c1 - c0, "lat_us": st.lat, "errors": self.errors,
+               "t_last": st.t_last or time.time(), "cpu_s": c1 - c0, "wait_s": q1 - q0, "lat_us": st.lat, "errors": self.errors,
                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
         print(json.dumps(res), flush=True)
 

@@ -21,6 +21,8 @@ frames = wire_fast.frames
 frame = wire_fast.frame
 fast_cipher = noise_fast.fast
 _encode_deliver = wire_fast.encode_deliver
+_deliver_run = wire_fast.deliver_run
+_publish_fields = wire_fast.publish_fields
 # s_puback of a message id of n < 24 bytes: these bytes, then the id
 # (wire_fast.encode_puback; tests/host/test_proxy_fastpath.py holds them to it).
 _PUBACK_HEAD = tuple(b"\x83\x01\x18\x37" + bytes((0x40 | n,)) for n in range(24))
@@ -32,6 +34,14 @@ class HostProxySession(ProxySession):
     encode_puback = staticmethod(wire_fast.encode_puback)
 
     def receive(self, data, now):
+        # A publish (one per message) in its usual form: taken apart in one
+        # call and made the same event ProxySession.receive makes of it.
+        if self.node is not None and type(data) is bytes:
+            v = _publish_fields(data)
+            if v is not None:
+                self.last_rx = now
+                self._events.append(("publish", v[0], v[1], v[2]))
+                return
         # Messages of the overlay block (96..127: another proxy's link,
         # federation.py) become ("peer", message) events; the session layer
         # never sees them. An envelope [1, type, ...] with a type of 24..255
@@ -55,6 +65,33 @@ class HostProxySession(ProxySession):
         else:
             self._out.append(_PUBACK_HEAD[len(msg_id)] + msg_id)
 
+    def acked_many(self, msg_ids):
+        """acked of each message id, in order."""
+        if self._short:
+            for m in msg_ids:
+                self.acked(m)
+            return
+        out = self._out
+        for m in msg_ids:
+            n = len(m)
+            out.append(_PUBACK_HEAD[n] + m if n < 24 else self.encode_puback(m))
+
+    def deliver_run(self, topic, rows, now):
+        """deliver of each (seq, msg_id, payload) of rows, all of one topic,
+        in order (the caller keeps within room())."""
+        if not rows:
+            return
+        msgs = _deliver_run(topic, rows)
+        items = self._inflight.get(topic)
+        if items is None:
+            items = self._inflight[topic] = []
+        if self._n_inflight == 0:
+            self._due = clock.add(now, self._rto)
+        for r, data in zip(rows, msgs):
+            items.append([r[0], data])
+        self._n_inflight += len(msgs)
+        self._out.extend(msgs)
+
     def deliver(self, topic, seq, msg_id, payload, now):
         # ProxySession.deliver and _push in one call (a call per delivered
         # message less); the same state and the same bytes.
@@ -72,6 +109,13 @@ class HostProxySession(ProxySession):
 def seal_frames(seal, msgs, limit):
     """Seal each session message (``seal``: a secure link's) and frame them
     for one write."""
+    # A TCP link's seal is its sending CipherState's encrypt_with_ad with an
+    # empty ad (session/secure_proxy.py); with the host's libsodium cipher
+    # the whole write is sealed in one call (noise_fast.encrypt_many).
+    sec = getattr(seal, "__self__", None)
+    send = getattr(sec, "_send", None)
+    if type(send) is noise_fast.HostCipherState and not sec.datagram:
+        return wire_fast.frames(send.encrypt_many(b"", msgs), limit)
     return wire_fast.frames([seal(m) for m in msgs], limit)
 
 

@@ -200,18 +200,14 @@ class Federation(PeerTable):
             else:
                 want[topic] = True
         carried = self.carried
+        # Topics carried already are passed over by name: deriving the
+        # overlay id of each wanted topic every second (its cache holds
+        # TOPIC_ID_CACHE_MAX more than those carried) took tens of ms per
+        # sync with 10,000 topics, a stall for every message behind it.
+        have = set(carried.values())
         for topic in want:
-            o = self._ov(topic)
-            if o not in carried:
-                if len(carried) >= profile.TOPICS_MAX:
-                    # The overlay's profile holds TOPICS_MAX topics: the
-                    # rest stay local (each try would fail, and the topic
-                    # ids of thousands would be derived again every second).
-                    self.count("overlay_topics_full")
-                    break
-                self.pc.subscribe(o)
-                carried[o] = topic
-                log.info("event=topic_joined %s", kv(topic=topic))
+            if topic not in have and not self._join(self._ov(topic), topic):
+                break
         for o in [o for o, topic in carried.items() if topic not in want]:
             topic = carried.pop(o)
             self.pc.unsubscribe(o)
@@ -219,6 +215,19 @@ class Federation(PeerTable):
             log.info("event=topic_left %s", kv(topic=topic))
         if len(self.ov_of) > TOPIC_ID_CACHE_MAX + len(carried):
             self.ov_of = {}
+
+    def _join(self, o, topic):
+        """Carry one topic in the overlay; False when the profile is full."""
+        if len(self.carried) >= profile.TOPICS_MAX:
+            # The overlay's profile holds TOPICS_MAX topics: the rest stay
+            # local (each try would fail, and the topic ids of thousands
+            # would be derived again every second).
+            self.count("overlay_topics_full")
+            return False
+        self.pc.subscribe(o)
+        self.carried[o] = topic
+        log.info("event=topic_joined %s", kv(topic=topic))
+        return True
 
     # -- sending -------------------------------------------------------------
 
@@ -341,15 +350,36 @@ class Federation(PeerTable):
         for pid in h.waiters:
             self._ack(pid, h.topic, h.msg_id, code)
 
-    def local_published(self, topic, msg_id, payload, origin, oseq):
-        """Our own session's publish was stored (new): into the overlay."""
-        if self.pc is None or origin is None:
+    def local_published_many(self, msgs):
+        """Our own sessions' publishes of one commit were stored (new), each
+        (topic, msg_id, payload, origin, oseq), in order: into the overlay.
+        What does not depend on the message (the topic's time, its joins,
+        whether any proxy is known to carry it) is done once per topic, so a
+        proxy on its own pays nothing per message."""
+        if self.pc is None:
             return
-        self.published[topic] = time.monotonic()
-        o = self._ov(topic)
-        if o not in self.carried:
-            self._sync_topics(time.monotonic())   # joins now; catch-up brings this one to the others
-        self._forward(topic, msg_id, origin, oseq, -1, payload, ())
+        now = time.monotonic()
+        targets = {}   # topic -> whether a proxy is known to carry it
+        for topic, msg_id, payload, origin, oseq in msgs:
+            if origin is None:
+                continue
+            t = targets.get(topic)
+            if t is None:
+                self.published[topic] = now
+                o = self._ov(topic)
+                if o not in self.carried and len(self.carried) < profile.TOPICS_MAX:
+                    # Join this one topic now (catch-up brings it to the
+                    # others), not a whole _sync_topics: that walks every
+                    # subscription and publisher, and with more topics than
+                    # the profile holds it ran for every publish to one left
+                    # out (10,000 sessions each on its own topic: ~20 ms per
+                    # publish, seconds of backlog at 1,000 msg/s;
+                    # tools/bench/bench_scale.py).
+                    self._join(o, topic)
+                r = self.pc.rings
+                t = targets[topic] = bool(r.successors(o) or r.predecessors(o) or r.known_map(o))
+            if t:
+                self._forward(topic, msg_id, origin, oseq, -1, payload, ())
 
     def _forward(self, topic, msg_id, origin, oseq, hops, payload, senders):
         """Dissemination rule (PolderCast 3.4): the targets of a message

@@ -263,7 +263,8 @@ class LinkTable:
             del self.sessions[link.node]
             self._session_released(link)
             self.store.node_seen(link.node, False)
-            log.info("event=session_closed %s", kv(node=link.node, peer=link.name(), reason=reason))
+            if reason != "shutdown":   # a shutdown says how many in one line (server.py stop)
+                log.info("event=session_closed %s", kv(node=link.node, peer=link.name(), reason=reason))
         if link.kind == "udp":
             if self.udp_links.get(link.addr) is link:
                 del self.udp_links[link.addr]

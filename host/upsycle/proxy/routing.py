@@ -23,12 +23,23 @@ class Routing:
         if not evs:
             return
         now = time.monotonic()
+        submit = self.store.submit_publish
         for ev in evs:
             kind = ev[0]
             if kind != "bad":
                 link.active = now   # what idle-session eviction goes by
             if kind == "publish":
-                self._on_publish(link, ev[1], ev[2], ev[3])
+                # _on_publish inline for a publish it takes (once per message)
+                msg_id = ev[2]
+                prefix = link.node[:W.MSG_ID_NODE_BYTES]
+                if msg_id[:len(prefix)] == prefix and link.unacked < PUBLISH_WINDOW:
+                    refused = submit(ev[1], msg_id, ev[3], ("pub", link, msg_id), link.node)
+                    if refused is None:
+                        link.unacked += 1
+                    else:
+                        self._refused(link, msg_id, refused)
+                else:
+                    self._on_publish(link, ev[1], msg_id, ev[3])
             elif kind == "dack":
                 st = link.subs.get(ev[1])
                 if st is not None:
@@ -82,10 +93,14 @@ class Routing:
             return
         refused = self.store.submit_publish(topic, msg_id, payload, ("pub", link, msg_id), link.node)
         if refused is not None:
-            self.faults.note("reject_" + refused[0], peer=link.name())
-            self._reject(link, msg_id, refused[0], refused[1])
+            self._refused(link, msg_id, refused)
             return
         link.unacked += 1
+
+    def _refused(self, link, msg_id, refused):
+        """The store refused a publish now: (code, detail)."""
+        self.faults.note("reject_" + refused[0], peer=link.name())
+        self._reject(link, msg_id, refused[0], refused[1])
 
     def _reject(self, link, msg_id, code, detail):
         self.rejects[code] = self.rejects.get(code, 0) + 1
@@ -140,24 +155,42 @@ class Routing:
 
     def on_commit(self, batch, results):
         err = results["error"]
-        touched = set()
         if err is not None:
             self.faults.note("storage_" + err[0], error=err[1])
         items = results["items"]
         origins = results.get("origins") or {}
+        touched = set()
+        local = []       # our sessions' new messages: (topic, msg_id, payload, origin, oseq)
+        # Acknowledgements go out per run of one link's publishes (acked_many):
+        # a batch holds each read's publishes side by side.
+        run_link = None
+        run = []
         for i, it in enumerate(batch):
             tok = it[4]
             kind, link = tok[0], tok[1]
+            if kind == "pub" and err is None:
+                link.unacked -= 1
+                o = origins.get(i)
+                if o is not None and items[i][0] == "ok":
+                    local.append((it[1], it[2], it[3], o[0], o[1]))
+                if link.closed:
+                    continue
+                if link is not run_link:
+                    if run:
+                        run_link.ps.acked_many(run)
+                    run_link, run = link, []
+                    touched.add(link)
+                run.append(tok[2])
+                continue
+            if run:
+                run_link.ps.acked_many(run)
+                run_link, run = None, []
             if kind == "fed":
                 # A message from another proxy (federation.py).
                 self.fed.stored(tok[1], items[i][0] if err is None else None, err)
                 continue
             if kind == "pub":
                 link.unacked -= 1
-                if err is None and items[i][0] == "ok":
-                    o = origins.get(i)
-                    if o is not None:
-                        self.fed.local_published(it[1], it[2], it[3], o[0], o[1])
             elif kind == "sub":
                 link.pending_subs.discard(tok[2])
             if link.closed:
@@ -169,9 +202,7 @@ class Routing:
                 else:
                     link.ps.error(err[0], "storage failed: %s" % err[1][:150])
                 continue
-            if kind == "pub":
-                link.ps.acked(tok[2])
-            elif kind == "sub":
+            if kind == "sub":
                 topic = tok[2]
                 if link.node != it[1] or topic in link.subs:
                     continue
@@ -181,6 +212,15 @@ class Routing:
                 link.ps.subscribed(topic, cursor)
             else:
                 link.ps.unsubscribed(tok[2])
+        if run:
+            run_link.ps.acked_many(run)
+        # Acknowledgements leave first: a publisher whose window was full
+        # sends its next messages while deliveries are still being made.
+        for link in touched:
+            if not link.closed:
+                self.flush(link)
+        if local:
+            self.fed.local_published_many(local)
         if err is None:
             for topic in results["topics"]:
                 s = self.topic_links.get(topic)
@@ -190,4 +230,3 @@ class Routing:
             if not link.closed:
                 self.pump(link)
                 self.flush(link)
-

@@ -24,6 +24,7 @@ address, and bounded session windows. Payloads are never decoded.
 """
 import asyncio
 import logging
+import socket
 import sys
 import time
 
@@ -42,11 +43,27 @@ from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 
 log = logging.getLogger("upsycle.proxy")
 
-# Every this many ticks (1 s) the timer visits every link (hello timeouts,
-# silent sessions); in between only links with UDP deliveries in flight and
-# UDP handshakes, so idle sessions cost no timer work (10,000 of them would
-# otherwise take 200,000 checks a second: tools/bench/bench_scale.py).
+# Every this many ticks (1 s) the timer has visited every link (hello
+# timeouts, silent sessions), a slice of them each tick, so 10,000 links
+# hold up the event loop ~1 ms per tick, not ~20 ms once a second (each
+# stall is a delay for every message waiting behind it). Every tick it
+# visits links with UDP deliveries in flight and UDP handshakes; a session
+# heard from within its keepalive is passed over at the cost of one
+# comparison (tools/bench/bench_scale.py).
 SWEEP_TICKS = 20
+
+
+# Receive buffer asked for the UDP socket. Datagrams from every node wait
+# there while the event loop is busy; the kernel's default (~208 KB) holds
+# ~200 of them (each takes ~1 KB of buffer however small), so a burst from
+# 1,000 nodes (handshakes as they come up, a round of publishes) overflowed
+# it, and a lost message 3 costs its node a new handshake. ~1,000 datagrams,
+# not more: what waits here is work queued ahead of every session, and a
+# flood of message 1s (each a DH when no rate limit refuses it first) in a
+# 4 MB buffer held up the sessions of tests/host/test_proxy_secure.py's
+# handshake storm. The kernel caps the request at net.core.rmem_max (a
+# start-up warning says so).
+UDP_RCVBUF = 1024 * 1024
 
 
 class BleUnavailable(Exception):
@@ -74,6 +91,7 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self.tcp_server = None
         self.udp_transport = None
         self.udp_endpoint = None
+        self.udp_rcvbuf = 0           # the UDP socket's receive buffer, as the kernel granted it
         self._ticker = None
         self._stopped = asyncio.Event()
         self.addresses = {}
@@ -115,6 +133,13 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
             self.udp_transport, self.udp_endpoint = await fastpath.open_udp(
                 UdpProtocol(self), (c.listen, udp_port), UDP_MAX + 1)
             self.addresses["udp"] = (c.listen, self.udp_transport.get_extra_info("sockname")[1])
+            sock = self.udp_transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            self.udp_rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            if self.udp_rcvbuf < UDP_RCVBUF:   # Linux reports twice what it granted
+                log.warning("event=udp_rcvbuf_capped %s", kv(
+                    asked=UDP_RCVBUF, granted=self.udp_rcvbuf,
+                    detail="bursts from many UDP nodes may be dropped; raise the sysctl net.core.rmem_max"))
         self.store.origin_id = ids.proxy_id(self.public_key)
         if c.ble:
             await self._start_ble()
@@ -164,10 +189,16 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self.fed.stop()
         if self.tcp_server is not None:
             self.tcp_server.close()
-        for link in list(self.links):
+        # Each link is told and closed without waiting on it; one log line
+        # for all: a line per session was a third of the stop's cost with
+        # thousands of them (tools/bench/bench_scale.py, "stop s").
+        sessions = len(self.sessions)
+        links = list(self.links)
+        for link in links:
             link.ps.bye("proxy_shutdown")
             self.flush(link)
             self.close_link(link, "shutdown")
+        log.info("event=links_closed %s", kv(links=len(links), sessions=sessions, reason="shutdown"))
         if self.udp_transport is not None:
             self.udp_transport.close()
         await asyncio.get_running_loop().run_in_executor(None, self.store.close)
@@ -175,18 +206,20 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self._stopped.set()
 
     async def _tick(self):
-        n = 0
+        sweep = []     # links this round of the sweep has yet to visit
+        per = 1
         while True:
             await asyncio.sleep(TICK_S)
             t = now_ms()
             mono = time.monotonic()
-            n += 1
-            if n % SWEEP_TICKS:
-                busy = [lk for lk in self._retx if not lk.closed and lk.ps.in_flight()]
-                self._retx = set(busy)
-                links = busy + list(self.udp_hs.values())
-            else:
-                links = list(self.links)
+            if not sweep:
+                sweep = list(self.links)
+                per = -(-len(sweep) // SWEEP_TICKS)
+            part = sweep[-per:]
+            del sweep[-per:]
+            busy = [lk for lk in self._retx if not lk.closed and lk.ps.in_flight()]
+            self._retx = set(busy)
+            links = busy + list(self.udp_hs.values()) + part
             for link in links:
                 if link.closed:
                     continue
@@ -204,7 +237,12 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
                         for pkt in link.sec.packets_to_send():
                             self.udp_transport.sendto(pkt, link.addr)
                     continue
-                link.ps.poll(t)
+                ps = link.ps
+                if t - ps.last_rx < ps.keepalive_ms and (ps.reliable or not ps.in_flight()):
+                    # Heard from within its keepalive and nothing to resend:
+                    # nothing can be due (it expires after DEAD_AFTER of them).
+                    continue
+                ps.poll(t)
                 self.handle_events(link)
                 if not link.closed:
                     self.flush(link)

@@ -255,14 +255,20 @@ class Store(Opening, Transactions):
         origin, oseq: where a message from another proxy was first accepted
         and its number there (federation.md); None for a publish of our own
         sessions, which the writer numbers under ``origin_id``."""
-        if self._pending_bytes + len(payload) > PENDING_BYTES_MAX:
+        n = len(payload)
+        if self._pending_bytes + n > PENDING_BYTES_MAX:
             return W.R_OVERLOAD, "publish refused: %s" % W.R_OVERLOAD
-        why = self._may_create(node, topic)
-        if why is not None:
-            return W.R_TOO_MANY_TOPICS, why
-        self._mark_creating(node, topic)
-        self._stage(("pub", topic, msg_id, payload, token, node, origin, oseq))
-        self._pending_bytes += len(payload)
+        if topic not in self.topics:   # (an existing topic: nothing to create or count)
+            why = self._may_create(node, topic)
+            if why is not None:
+                return W.R_TOO_MANY_TOPICS, why
+            self._mark_creating(node, topic)
+        # _stage inline (once per message)
+        staged = self._staged
+        staged.append(("pub", topic, msg_id, payload, token, node, origin, oseq))
+        if len(staged) == 1:
+            self._loop.call_soon(self._hand_over)
+        self._pending_bytes += n
         return None
 
     def submit_subscribe(self, node, topic, token):
@@ -439,8 +445,13 @@ class Store(Opening, Transactions):
 
     def _finish(self, batch, results):
         """In the event loop: publish the committed state, then notify."""
-        self._pending_bytes -= sum(len(it[3]) for it in batch if it[0] == "pub")
-        for it in batch:
+        nbytes = results.get("pub_bytes")
+        if nbytes is None:   # (a failed transaction)
+            nbytes = sum(len(it[3]) for it in batch if it[0] == "pub")
+        self._pending_bytes -= nbytes
+        # Nothing queued creates a topic or a subscription (the usual
+        # commit, publishes to existing topics): no pass over the batch.
+        for it in (batch if self._creating or self._subscribing else ()):
             topic = it[1] if it[0] == "pub" else it[2]
             node = self._creating.pop(topic, None)
             if node is not None:
@@ -508,8 +519,7 @@ class Store(Opening, Transactions):
         """Put this commit's new messages at the tails of their topics, and
         let go of what retention deleted."""
         tail = self._tail
-        for it, res in zip(batch, results["items"]):
-            if it[0] == "pub" and res[0] == "ok":
-                tail.add(it[1], res[1], it[2], it[3])
+        for topic, rows in results["new"].items():
+            tail.extend(topic, rows)
         for topic, st in results["topics"].items():
             tail.trim(topic, st[1])

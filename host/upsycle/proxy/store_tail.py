@@ -22,9 +22,26 @@ import itertools
 # every subscriber to SQLite (a query per fetch, and the GIL lost and won
 # back around it) for most of what it was sent.
 TAIL_PER_TOPIC = 512
-# Payload bytes kept over all topics; the topics written least recently lose
-# theirs first (anything older comes from SQLite as before).
+# Memory kept over all topics, counted as CPython holds it (payloads, ids
+# and the overhead below); the topics written least recently lose theirs
+# first (anything older comes from SQLite as before).
 TAIL_BYTES_MAX = 8 * 1024 * 1024
+# What an entry costs besides its payload and id bytes (64-bit CPython
+# 3.11, sys.getsizeof): the 3-tuple 64, the sequence int 28, two bytes
+# objects' headers 33 each, the deque slot 8. Counting payload bytes only
+# let 10,000 topics of small messages hold several times TAIL_BYTES_MAX.
+TAIL_ENTRY_OVERHEAD = 166
+# What a topic's tail costs while it has one: the deque with its first block
+# (760), the topic id bytes and the OrderedDict entry (~880 measured).
+TAIL_TOPIC_OVERHEAD = 900
+
+
+def _cost(row):
+    return TAIL_ENTRY_OVERHEAD + len(row[1]) + len(row[2])
+
+
+def _tail_cost(tail):
+    return TAIL_TOPIC_OVERHEAD + sum(_cost(r) for r in tail)
 
 
 class Tail:
@@ -56,18 +73,46 @@ class Tail:
         tail = tails.get(topic)
         if tail is None:
             tail = tails[topic] = collections.deque()
+            self.bytes += TAIL_TOPIC_OVERHEAD
         else:
             tails.move_to_end(topic)
         if tail and tail[-1][0] != seq - 1:
-            self.bytes -= sum(len(r[2]) for r in tail)   # not contiguous: start over
+            self.bytes -= sum(_cost(r) for r in tail)   # not contiguous: start over
             tail.clear()
-        tail.append((seq, msg_id, payload))
-        self.bytes += len(payload)
+        row = (seq, msg_id, payload)
+        tail.append(row)
+        self.bytes += _cost(row)
         if len(tail) > self.per_topic:
-            self.bytes -= len(tail.popleft()[2])
+            self.bytes -= _cost(tail.popleft())
         while self.bytes > self.bytes_max and tails:
             _topic, old = tails.popitem(last=False)
-            self.bytes -= sum(len(r[2]) for r in old)
+            self.bytes -= _tail_cost(old)
+
+    def extend(self, topic, rows):
+        """Committed messages of topic, (seq, msg_id, payload) in order, the
+        newest of it: as add of each, with one lookup for the topic."""
+        first = rows[0][0]
+        if len(rows) == 1 or rows[-1][0] - first != len(rows) - 1:
+            for r in rows:   # (one, or not a contiguous run: never from one transaction)
+                self.add(topic, r[0], r[1], r[2])
+            return
+        tails = self._tails
+        tail = tails.get(topic)
+        if tail is None:
+            tail = tails[topic] = collections.deque()
+            self.bytes += TAIL_TOPIC_OVERHEAD
+        else:
+            tails.move_to_end(topic)
+        if tail and tail[-1][0] != first - 1:
+            self.bytes -= sum(_cost(r) for r in tail)   # not contiguous: start over
+            tail.clear()
+        tail.extend(rows)
+        self.bytes += sum(_cost(r) for r in rows)
+        for _ in range(len(tail) - self.per_topic):
+            self.bytes -= _cost(tail.popleft())
+        while self.bytes > self.bytes_max and tails:
+            _topic, old = tails.popitem(last=False)
+            self.bytes -= _tail_cost(old)
 
     def trim(self, topic, first_seq):
         """Retention deleted the messages of topic below first_seq."""
@@ -75,12 +120,13 @@ class Tail:
         if tail is None:
             return
         while tail and tail[0][0] < first_seq:
-            self.bytes -= len(tail.popleft()[2])
+            self.bytes -= _cost(tail.popleft())
         if not tail:
             del self._tails[topic]
+            self.bytes -= TAIL_TOPIC_OVERHEAD
 
     def forget(self, topic):
         """The topic was forgotten (no message, no subscriber)."""
         tail = self._tails.pop(topic, None)
         if tail is not None:
-            self.bytes -= sum(len(r[2]) for r in tail)
+            self.bytes -= _tail_cost(tail)

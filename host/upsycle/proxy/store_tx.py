@@ -153,10 +153,11 @@ class Transactions:
         self._oseq = {}  # topic -> next origin sequence of our own publishes, this transaction
         self._origins = {}  # batch index -> (origin, origin sequence) of each message stored
         self._aliased = set()  # topics given an origin_alias row
+        self._new_rows = {}    # topic -> [(seq, msg_id, payload)] stored by this transaction, in order
+        self._pub_bytes = 0    # payload bytes of the batch's publishes (what the event loop had queued)
         forgotten = []
         wt = {}          # writer topic states changed in this transaction
         out = []         # per batch item: (status, value)
-        stored = []      # (topic, seq) of new rows
         subs = []        # (node, topic, cursor or None)
         drops = {}
         self._causes = {}
@@ -195,9 +196,9 @@ class Transactions:
                         j += 1
                     if kind == "sub":
                         self._subscribe_rows(db, batch, i, j, wt, out, subs)
-                    elif not self._insert_rows(db, batch, i, j, wt, now, out, stored):
+                    elif not self._insert_rows(db, batch, i, j, wt, now, out):
                         for k in range(i, j):
-                            self._insert_one(db, k, batch[k], wt, now, out, stored)
+                            self._insert_one(db, k, batch[k], wt, now, out)
                     i = j
                     continue
                 i += 1   # unsub
@@ -262,9 +263,9 @@ class Transactions:
         if self.max_db_bytes:
             self._keep_quota()
         return {"error": None, "items": out, "topics": dict((t, tuple(s)) for t, s in wt.items()),
-                "subs": subs, "drops": drops, "causes": self._causes, "stored": stored, "cursors": cursors,
+                "subs": subs, "drops": drops, "causes": self._causes, "cursors": cursors,
                 "creators": self._new_creators, "forgotten": forgotten, "origins": self._origins,
-                "aliased": self._aliased,
+                "aliased": self._aliased, "new": self._new_rows, "pub_bytes": self._pub_bytes,
                 "sweep_more": self._sweep_more}
 
     def _write_topics(self, db, wt):
@@ -301,39 +302,66 @@ class Transactions:
         if new:
             db.execute("INSERT INTO subs VALUES %s" % ",".join(["(?,?,?)"] * len(new)), [x for r in new for x in r])
 
-    def _insert_rows(self, db, batch, i, j, wt, now, out, stored):
+    def _insert_rows(self, db, batch, i, j, wt, now, out):
         """Publishes batch[i:j] in one statement, assuming none is a
         retransmission. A duplicate fails the statement whole (SQLite's
         statement-level ABORT) and leaves rows and topic states as they
         were: returns False, and the caller takes them one by one."""
+        # Runs once per stored message with the GIL held (which the event
+        # loop needs too): _new_topic and _origin_of inline for the usual
+        # item, a topic already in this transaction and our own publish.
         saved = {}
         params = []
         rows = []
+        own = self.origin_id
+        oseq_now = self._oseq
+        nbytes = 0
         for k in range(i, j):
-            topic, mid, payload, node = batch[k][1], batch[k][2], batch[k][3], batch[k][5]
-            st = self._new_topic(wt, topic, node)
+            it = batch[k]
+            topic, mid, payload = it[1], it[2], it[3]
+            st = wt.get(topic)
+            if st is None:
+                st = self._new_topic(wt, topic, it[5])
             if topic not in saved:
-                saved[topic] = (st[0], st[2], self._oseq.get(topic))
-            origin, oseq = self._origin_of(batch[k])
-            params += (topic, st[0], mid, payload, now, origin, oseq)
-            rows.append((topic, st[0], origin, oseq, k))
-            st[0] += 1
-            st[2] += len(payload)
+                saved[topic] = (st[0], st[2], oseq_now.get(topic))
+            if len(it) > 6 and it[6] is not None:
+                origin, oseq = it[6], it[7]
+            elif own is None:
+                origin = oseq = None
+            else:
+                oseq = oseq_now.get(topic)
+                if oseq is None:
+                    oseq = self._w_oseq.get(topic, 1)
+                oseq_now[topic] = oseq + 1
+                origin = own
+            seq = st[0]
+            n = len(payload)
+            params += (topic, seq, mid, payload, now, origin, oseq)
+            rows.append((topic, seq, mid, payload, origin, oseq, k))
+            st[0] = seq + 1
+            st[2] += n
+            nbytes += n
         try:
             db.execute(_insert_sql(j - i), params)
         except sqlite3.IntegrityError:
-            for topic, (nxt, nbytes, onext) in saved.items():
+            for topic, (nxt, nb, onext) in saved.items():
                 wt[topic][0] = nxt
-                wt[topic][2] = nbytes
+                wt[topic][2] = nb
                 if onext is None:
-                    self._oseq.pop(topic, None)
+                    oseq_now.pop(topic, None)
                 else:
-                    self._oseq[topic] = onext
+                    oseq_now[topic] = onext
             return False
-        for topic, seq, origin, oseq, k in rows:
-            stored.append((topic, seq))
+        self._pub_bytes += nbytes
+        new = self._new_rows
+        origins = self._origins
+        for topic, seq, mid, payload, origin, oseq, k in rows:
             out.append(("ok", seq))
-            self._origins[k] = (origin, oseq)
+            origins[k] = (origin, oseq)
+            run = new.get(topic)
+            if run is None:
+                run = new[topic] = []
+            run.append((seq, mid, payload))
         return True
 
     def _origin_of(self, item):
@@ -351,10 +379,11 @@ class Transactions:
         self._oseq[topic] = n + 1
         return self.origin_id, n
 
-    def _insert_one(self, db, k, item, wt, now, out, stored):
+    def _insert_one(self, db, k, item, wt, now, out):
         topic, mid, payload, node = item[1], item[2], item[3], item[5]
         st = self._new_topic(wt, topic, node)
         seq = st[0]
+        self._pub_bytes += len(payload)
         row = db.execute("SELECT seq, origin, oseq FROM messages WHERE topic=? AND msg_id=?", (topic, mid)).fetchone()
         if row is not None:
             out.append(("dup", None))   # (before numbering: a duplicate takes no origin number)
@@ -369,9 +398,9 @@ class Transactions:
         db.execute("INSERT INTO messages VALUES(?,?,?,?,?,?,?)", (topic, seq, mid, payload, now, origin, oseq))
         st[0] = seq + 1
         st[2] += len(payload)
-        stored.append((topic, seq))
         out.append(("ok", seq))
         self._origins[k] = (origin, oseq)
+        self._new_rows.setdefault(topic, []).append((seq, mid, payload))
 
     def _retain(self, db, topic, st, drops):
         r = self.retention
