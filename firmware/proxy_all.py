@@ -45,7 +45,7 @@ class Mirror:
         s = pl.session
         self.session = ClientSession(s.node_id, _WINDOW, s.keepalive_ms, s.aliases)
         if plain:
-            from firmware.proxy_link import PlainLink
+            from firmware.plain_link import PlainLink
             self.link = PlainLink(self.session)
         else:
             self.link = SecureLink(self.session, pl.static, True, None)

@@ -51,33 +51,6 @@ ERRORS_LOGGED_MAX = const(20)
 REFILL_IDLE_MS = const(20000)
 
 
-class PlainLink:
-    """The unencrypted session, with SecureLink's interface (proxies run
-    with --insecure; tests)."""
-
-    def __init__(self, session):
-        self.session = session
-        self.dropped = 0
-
-    def start(self, now, ephemeral_private):
-        self.session.start(now, False)
-
-    def receive(self, data, now):
-        self.session.receive(data, now)
-
-    def poll(self, now):
-        self.session.poll(now)
-
-    def next_deadline(self):
-        return self.session.next_deadline()
-
-    def events(self):
-        return self.session.events()
-
-    def data_to_send(self):
-        return self.session.data_to_send()
-
-
 class ProxyLink:
     def __init__(self, node, cfg):
         self.node = node
@@ -88,6 +61,7 @@ class ProxyLink:
         for t in node.topics:
             aliases.append((t.topic, message_seq(t.author, 0)))
         if cfg.get("link") == "plaintext":
+            from firmware.plain_link import PlainLink
             self.session = ClientSession(node.node_id[:16], _WINDOW, _KEEPALIVE_MS, aliases)
             self.link = PlainLink(self.session)
         else:
@@ -168,7 +142,7 @@ class ProxyLink:
                 node.log("upsycle: topic %s: asking the proxy for the topic's history again" % t.name)
         for t in node.topics:
             t.member.reintroduce()   # readers behind this proxy may not know our key yet
-        plain = isinstance(self.link, PlainLink)
+        plain = not isinstance(self.link, SecureLink)
         if not plain:
             # pinned: the handshake fails against any other key; else first use
             self.link.proxy_key = key

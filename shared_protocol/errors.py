@@ -29,3 +29,29 @@ class LocalError(UpsycleError):
 
 class RemoteError(UpsycleError):
     """Input from outside (network, flash, disk) is malformed or not allowed."""
+
+
+def kind(name, kinds, scope):
+    """The error class ``name`` of a family module, made the first time it is
+    asked for and kept in the module's globals (``scope``).
+
+    A family module lists its kinds in one string, a line each:
+    ``Name Base code`` and ``clear`` when the error may clear later (see
+    groups/errors.py), and answers ``module.Name`` through a module
+    ``__getattr__`` (PEP 562; MicroPython has it too) calling this. A class
+    costs a board about 170 bytes of heap with .mpy modules, 40-odd of them
+    were 7 KB; made on first use, a node holds only the kinds it has raised
+    or caught. Board modules therefore name a kind through its module
+    (``errors.Malformed``) at the raise or ``except``, never by importing
+    it at the top, which would make the class at import time.
+    """
+    i = kinds.find("\n" + name + " ")
+    if i < 0:
+        raise AttributeError(name)
+    line = kinds[i + 1:kinds.find("\n", i + 1)].split()
+    base = scope[line[1]] if line[1] in scope else kind(line[1], kinds, scope)
+    attrs = {"code": line[2], "__module__": scope["__name__"]}
+    if len(line) > 3:
+        attrs["may_clear"] = True
+    cls = scope[name] = type(name, (base,), attrs)
+    return cls

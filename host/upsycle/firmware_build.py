@@ -84,6 +84,18 @@ def _sha256_file(path):
 # tables are some 5 KB of the node's (docs/micropython.md, "Heap"); a
 # traceback on the board still names the file and the function.
 MPY_CROSS_FLAGS = ("-O3",)
+# The source name each .mpy carries (`mpy-cross -s`, what a traceback
+# prints) is the module's dotted name: a board interns that name anyway
+# when it imports the module, so the file path, a second qstr per module
+# (56 of them, 2 KB of a running node's heap), is never loaded.
+SOURCE_NAMES = "dotted"
+
+
+def module_name(remote):
+    """The dotted module name of a /lib file: lib/shared_protocol/wire/cbor.mpy
+    -> shared_protocol.wire.cbor, lib/firmware/__init__.mpy -> firmware."""
+    name = remote[len("lib/"):-len(".mpy")].replace("/", ".")
+    return name[:-len(".__init__")] if name.endswith(".__init__") else name
 
 
 def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
@@ -100,7 +112,8 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    version += " " + " ".join(MPY_CROSS_FLAGS)   # part of the cache key: other flags, other files
+    # part of the cache key: other flags or source names, other files
+    version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES
     out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     result = []
     for local, remote in source_files():
@@ -118,7 +131,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
                     continue
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         tmp = "%s.%d.tmp" % (target, os.getpid())
-        source_name = remote[len("lib/"):-len(".mpy")] + ".py"   # e.g. shared_protocol/wire/cbor.py
+        source_name = module_name(remote)
         cmd = [tool] + list(MPY_CROSS_FLAGS) + ["-o", tmp, "-s", source_name]
         if arch:
             cmd.append("-march=" + arch)

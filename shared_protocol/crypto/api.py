@@ -16,7 +16,8 @@ a ``CryptoUsageError`` on both backends alike.
 """
 from shared_protocol.crypto import hkdf as _hkdf
 from shared_protocol.crypto.ct import bytes_eq
-from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey, BadSignature, CryptoUsageError, NoRandomSource
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.crypto.errors import CryptoUsageError
 from shared_protocol.crypto.pure import PureBackend
 
 X25519_KEY_SIZE = 32
@@ -75,13 +76,13 @@ def random_bytes(n):
         except (ImportError, AttributeError):
             fn = None
     if fn is None:
-        raise NoRandomSource(message="this platform has no os.urandom; call set_random_source() first")
+        raise cerr.NoRandomSource(message="this platform has no os.urandom; call set_random_source() first")
     try:
         out = fn(n)
     except (AttributeError, NotImplementedError, OSError) as e:
-        raise NoRandomSource(message="random source failed: %s" % e)
+        raise cerr.NoRandomSource(message="random source failed: %s" % e)
     if len(out) != n:
-        raise NoRandomSource(message="random source returned %d bytes, wanted %d" % (len(out), n))
+        raise cerr.NoRandomSource(message="random source returned %d bytes, wanted %d" % (len(out), n))
     return bytes(out)
 
 
@@ -105,13 +106,13 @@ def x25519_public(secret):
 
 
 def x25519(secret, public):
-    """Shared secret; BadPublicKey when it is all zeros, i.e. the peer sent a
+    """Shared secret; cerr.BadPublicKey when it is all zeros, i.e. the peer sent a
     small-order point (RFC 7748 §6.1 lets us check; libsodium always does)."""
     _need("X25519 secret", secret, X25519_KEY_SIZE)
     _need("X25519 public key", public, X25519_KEY_SIZE)
     out = _backend.x25519(bytes(secret), bytes(public))
     if out is None or bytes_eq(out, b"\x00" * 32):
-        raise BadPublicKey(message="X25519 public key has small order")
+        raise cerr.BadPublicKey(message="X25519 public key has small order")
     return out
 
 
@@ -133,20 +134,20 @@ def ed25519_sign(seed, msg, pub=None):
 
 
 def ed25519_verify(pub, msg, sig):
-    """Returns None; raises BadSignature unless sig is valid for (pub, msg)."""
+    """Returns None; raises cerr.BadSignature unless sig is valid for (pub, msg)."""
     _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
     _need_msg("signed message", msg)
     if not isinstance(sig, (bytes, bytearray)) or len(sig) != ED25519_SIGNATURE_SIZE:
-        raise BadSignature(message="signature must be 64 bytes")
+        raise cerr.BadSignature(message="signature must be 64 bytes")
     if not _backend.ed25519_verify(bytes(pub), bytes(msg), bytes(sig)):
-        raise BadSignature(message="Ed25519 signature does not verify")
+        raise cerr.BadSignature(message="Ed25519 signature does not verify")
 
 
 def ed25519_pk_to_x25519(pub):
     _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
     out = _backend.ed25519_pk_to_x25519(bytes(pub))
     if out is None:
-        raise BadPublicKey(message="Ed25519 public key is invalid or has small order")
+        raise cerr.BadPublicKey(message="Ed25519 public key is invalid or has small order")
     return out
 
 
@@ -172,10 +173,10 @@ def aead_decrypt(key, nonce, sealed, aad=b""):
     if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) > MESSAGE_SIZE_MAX + AEAD_TAG_SIZE:
         raise CryptoUsageError(message="sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
     if len(sealed) < AEAD_TAG_SIZE:
-        raise AuthenticationFailed(message="sealed message shorter than its tag")
+        raise cerr.AuthenticationFailed(message="sealed message shorter than its tag")
     out = _backend.aead_decrypt(bytes(key), bytes(nonce), bytes(sealed), bytes(aad))
     if out is None:
-        raise AuthenticationFailed(message="AEAD tag does not verify")
+        raise cerr.AuthenticationFailed(message="AEAD tag does not verify")
     return out
 
 

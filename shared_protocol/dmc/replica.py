@@ -29,7 +29,7 @@ from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import crdts
 from shared_protocol.dmc.errors import (
     OpError, SnapshotError, ReplicaLimitError, MALFORMED, OVERSIZE,
-    UNKNOWN_TYPE, GAP, DEP_BEYOND, BUFFER_FULL, AUTHORS_FULL, OBJECTS_FULL,
+    GAP, DEP_BEYOND, BUFFER_FULL, AUTHORS_FULL, OBJECTS_FULL,
     ITEMS_FULL)
 
 # Early operations held until their dependencies arrive. A sync datagram
@@ -373,67 +373,11 @@ class Replica:
         self.merge_snapshot_value(v)
 
     def merge_snapshot_value(self, v):
-        if not isinstance(v, list) or len(v) != 3:
-            raise SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
-        ovv = _vv_from(v[0], SnapshotError)
-        clock = v[1]
-        if not O.is_int(clock) or clock < 0 or clock > O.CLOCK_MAX:
-            raise SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
-        objs = v[2]
-        if not isinstance(objs, list) or len(objs) > OBJECTS_MAX:
-            raise SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
-        n = len(self.vv)
-        for a in ovv:
-            if a not in self.vv:
-                n += 1
-        if n > O.AUTHORS_MAX:
-            raise SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
-        theirs = {}
-        prev = None
-        intern = self._ids.get
-        for ob in objs:
-            if not isinstance(ob, list) or len(ob) != 3:
-                raise SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
-            t = ob[0]
-            cls = crdts.cls(t) if O.is_int(t) else None
-            if cls is None:
-                raise SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
-            key = (t, O.check_name(ob[1], SnapshotError))
-            if prev is not None and not (key > prev):
-                raise SnapshotError(MALFORMED, "snapshot objects out of order")
-            prev = key
-            theirs[key] = cls.from_value(ob[2], self.cfg, lambda a: intern(a, a), ovv)
-        keys = list(self.objects)
-        for k in theirs:
-            if k not in self.objects:
-                keys.append(k)
-        if len(keys) > OBJECTS_MAX:
-            raise SnapshotError(OBJECTS_FULL, "snapshot brings the topic past %d objects" % OBJECTS_MAX)
-        # Checked: from here on nothing can fail.
-        for k in keys:
-            mine = self.objects.get(k)
-            if mine is None:
-                mine = self.objects[k] = crdts.new(k[0], self.cfg)
-            other = theirs.get(k)
-            if other is None:
-                other = crdts.new(k[0], self.cfg)
-            mine.join(other, self.vv, ovv)
-        jumped = {}
-        for a in ovv:
-            if a not in self._ids:
-                self._ids[a] = a
-            if ovv[a] > self.vv.get(a, 0):
-                a = self._ids[a]
-                self.vv[a] = ovv[a]
-                # ops up to ovv[a] were not all seen as ops: the tail of this
-                # author restarts after the snapshot
-                self.snap_vv[a] = ovv[a]
-                jumped[a] = 1
-        if clock > self.clock:
-            self.clock = clock
-        if jumped:
-            self.tail = [d for d in self.tail if O.author_seq(d)[0] not in jumped]
-        self._drain()
+        # A peer's snapshot (sync) or the stored one (boot): rare, so the
+        # code is in dmc/snapshot.py, imported when needed and dropped
+        # after boot (firmware/runtime.py, BOOT_ONLY).
+        from shared_protocol.dmc import snapshot
+        snapshot.merge(self, v)
 
     # --- persistence form (see store.py) ---
 
@@ -445,43 +389,5 @@ class Replica:
     @classmethod
     def restore_value(cls, v):
         """Rebuild a replica from dump_value(); SnapshotError if bad."""
-        if not isinstance(v, list) or len(v) != 6 or v[0] != 1:
-            raise SnapshotError(MALFORMED, "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]")
-        cfg = v[2]
-        if not isinstance(cfg, list) or len(cfg) != 3:
-            raise SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
-        try:
-            r = cls(v[1], cfg[0], cfg[1], cfg[2])
-        except ReplicaLimitError as e:
-            raise SnapshotError(MALFORMED, "stored config: " + e.message)
-        r.merge_snapshot_value(v[3])
-        snap = _vv_from(v[4], SnapshotError)
-        tail = v[5]
-        if not isinstance(tail, list) or len(tail) > r.tail_max:
-            raise SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
-        nxt = {}
-        for a in snap:
-            if snap[a] > r.vv.get(a, 0):
-                raise SnapshotError(MALFORMED, "stored snap_vv beyond the state's version vector")
-            nxt[a] = snap[a] + 1
-        entries = []
-        for data in tail:
-            if not isinstance(data, bytes):
-                raise SnapshotError(MALFORMED, "stored tail op must be bytes")
-            try:
-                op = O.decode(data)
-            except OpError as e:
-                raise SnapshotError(MALFORMED, "stored tail op: " + e.message)
-            a = op[0]
-            if op[1] != nxt.get(a, 1) or op[1] > r.vv.get(a, 0):
-                raise SnapshotError(MALFORMED, "stored tail ops are not contiguous per author")
-            nxt[a] = op[1] + 1
-            entries.append(data)
-        for a in r.vv:
-            if nxt.get(a, 1) != r.vv[a] + 1:
-                raise SnapshotError(MALFORMED, "stored tail does not reach the version vector")
-        r.snap_vv = {}
-        for a in snap:
-            r.snap_vv[r._ids.get(a, a)] = snap[a]
-        r.tail = entries
-        return r
+        from shared_protocol.dmc import snapshot
+        return snapshot.restore(cls, v)

@@ -29,7 +29,8 @@ from shared_protocol.groups import wire
 from shared_protocol.groups.errors import GroupUsageError
 from shared_protocol.groups.keys import (EPOCH_MAX, NO_EXPIRY, RIGHT_READ, RIGHT_WRITE, SIG_SIZE, EpochKey,
                                          Identity, make_capability)
-from shared_protocol.groups.member import KEPT_EPOCHS_MAX, Member, rekey_entry_key
+from shared_protocol.groups.member import KEPT_EPOCHS_MAX, Member
+from shared_protocol.groups.rekey import rekey_entry_key
 
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
 # Re-keys kept to publish again: a member more removals behind than this

@@ -6,10 +6,9 @@ benchmarks seal the form through Member.seal_compact."""
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
 from shared_protocol.groups import wire
-from shared_protocol.crypto.errors import AuthenticationFailed
-from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
-from shared_protocol.groups.errors import (BadSignature, CapabilityExpired, DecryptFailed, GroupUsageError,
-                                           Malformed, MemberRevoked, Replayed)
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.groups import errors as gerr
+from shared_protocol.groups.errors import GroupUsageError
 from shared_protocol.groups.keys import KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_on_wire
 from shared_protocol.groups.readings import INTRO_EVERY, _author, _commit, _is_bytes, _is_seq, _read_key, _seal_checks
 
@@ -46,30 +45,30 @@ def seal(member, bodies, batch, rand32, now, max_seq):
 def _inner(v, max_seq):
     """Check the shape of a decoded inner array; returns it unpacked."""
     if not isinstance(v, list) or len(v) != 6:
-        raise Malformed(message="compact reading content has the wrong shape")
+        raise gerr.Malformed(message="compact reading content has the wrong shape")
     kind, aref, seq, payload, sig, intro = v
     if kind == wire.RD_SIGNED:
         if not _is_bytes(payload) or len(payload) > wire.BODY_MAX:
-            raise Malformed(message="reading body malformed")
+            raise gerr.Malformed(message="reading body malformed")
         count = 1
     elif kind == wire.RD_BATCH:
         if not isinstance(payload, list) or not 0 < len(payload) <= wire.BATCH_MAX:
-            raise Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
+            raise gerr.Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
         for b in payload:
             if not _is_bytes(b) or len(b) > wire.BODY_MAX:
-                raise Malformed(message="batch body malformed")
+                raise gerr.Malformed(message="batch body malformed")
         count = len(payload)
     else:
-        raise Malformed(message="unknown reading kind")
+        raise gerr.Malformed(message="unknown reading kind")
     if not _is_bytes(aref, wire.AREF_SIZE) or not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
-        raise Malformed(message="author reference or sequence number malformed")
+        raise gerr.Malformed(message="author reference or sequence number malformed")
     if not _is_bytes(sig, SIG_SIZE):
-        raise Malformed(message="a reading message needs its 64-byte signature")
+        raise gerr.Malformed(message="a reading message needs its 64-byte signature")
     if intro is not None:
         if not isinstance(intro, list) or len(intro) != 2 or not _is_bytes(intro[0], KEY_SIZE):
-            raise Malformed(message="author introduction malformed")
+            raise gerr.Malformed(message="author introduction malformed")
         if bytes(intro[0][:wire.AREF_SIZE]) != bytes(aref):
-            raise Malformed(message="introduction is for another author reference")
+            raise gerr.Malformed(message="introduction is for another author reference")
     return kind, bytes(aref), seq, payload, count, sig, intro
 
 
@@ -81,25 +80,25 @@ def open_rd(member, msg, now, max_seq, publication):
     topic = member.topic
     try:
         inner = api.aead_decrypt(ek.sym, nonce, sealed, wire.rd_header(topic, epoch, nonce))
-    except AuthenticationFailed:
-        raise DecryptFailed(message="reading does not authenticate under epoch %d" % epoch)
+    except cerr.AuthenticationFailed:
+        raise gerr.DecryptFailed(message="reading does not authenticate under epoch %d" % epoch)
     kind, aref, seq, payload, count, sig, intro = _inner(cbor.decode(inner), max_seq)
     author, cap, new_entry = _author(member, aref, intro, now)
     if author in member.revoked:
-        raise MemberRevoked(message="author was removed from the topic")
+        raise gerr.MemberRevoked(message="author was removed from the topic")
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
-        raise CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+        raise gerr.CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
     if kind == wire.RD_SIGNED:
         signed = wire.rd_signed_bytes(topic, epoch, author, seq, payload)
     else:
         signed = wire.batch_signed_bytes(topic, epoch, author, seq, count, wire.batch_chain(payload))
     try:
         api.ed25519_verify(author, signed, sig)
-    except CryptoBadSignature:
-        raise BadSignature(message="author signature does not verify")
+    except cerr.BadSignature:
+        raise gerr.BadSignature(message="author signature does not verify")
     win = member.window_for(author, seq)     # per (author, generation); a batch is in one generation
     for s in range(seq, seq + count):
         if not win.is_fresh(s):
-            raise Replayed(message="sequence %d of this author already seen or too old" % s)
+            raise gerr.Replayed(message="sequence %d of this author already seen or too old" % s)
     return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind,
                    [payload] if kind == wire.RD_SIGNED else payload)

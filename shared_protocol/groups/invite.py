@@ -13,7 +13,7 @@ A board gets the same URL in its config at flashing time and calls
 import binascii
 
 from shared_protocol.wire import cbor
-from shared_protocol.groups.errors import Malformed, TooLarge
+from shared_protocol.groups import errors as gerr
 from shared_protocol.groups.keys import KEY_SIZE, EPOCH_MAX
 from shared_protocol.groups.member import Member
 
@@ -42,7 +42,7 @@ def _unb64url(s):
         # that only takes bytes (board firmware takes both).
         return binascii.a2b_base64(s.encode())
     except (ValueError, TypeError):
-        raise Malformed(message="invite is not base64url")
+        raise gerr.Malformed(message="invite is not base64url")
 
 
 def invite_url(invite):
@@ -51,22 +51,22 @@ def invite_url(invite):
 
 def decode_invite(data):
     if len(data) > INVITE_MAX:
-        raise TooLarge(message="invite over %d bytes" % INVITE_MAX)
+        raise gerr.TooLarge(message="invite over %d bytes" % INVITE_MAX)
     v = cbor.decode(data)
     if not isinstance(v, list) or len(v) != 8 or v[0] != INVITE_VERSION:
-        raise Malformed(message="not a version-%d invite" % INVITE_VERSION)
+        raise gerr.Malformed(message="not a version-%d invite" % INVITE_VERSION)
     _, tpub, seed, epoch, secret, epub, cap, name = v
     for k in (tpub, seed, epub):
         if not isinstance(k, (bytes, bytearray)) or len(k) != KEY_SIZE:
-            raise Malformed(message="invite key of the wrong size")
+            raise gerr.Malformed(message="invite key of the wrong size")
     if secret is not None and (not isinstance(secret, (bytes, bytearray)) or len(secret) != KEY_SIZE):
-        raise Malformed(message="invite epoch secret of the wrong size")
+        raise gerr.Malformed(message="invite epoch secret of the wrong size")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= EPOCH_MAX:
-        raise Malformed(message="invite epoch out of range")
+        raise gerr.Malformed(message="invite epoch out of range")
     if cap is not None and not isinstance(cap, list):
-        raise Malformed(message="invite capability malformed")
+        raise gerr.Malformed(message="invite capability malformed")
     if not isinstance(name, str) or len(name) > NAME_MAX:
-        raise Malformed(message="invite name malformed")
+        raise gerr.Malformed(message="invite name malformed")
     return v
 
 
@@ -77,7 +77,7 @@ def member_from_invite(data):
 
 def member_from_url(url):
     if not url.startswith(URL_PREFIX):
-        raise Malformed(message="not an upsycle invite URL (expected %s...)" % URL_PREFIX)
+        raise gerr.Malformed(message="not an upsycle invite URL (expected %s...)" % URL_PREFIX)
     if len(url) > len(URL_PREFIX) + (INVITE_MAX * 4) // 3 + 4:
-        raise TooLarge(message="invite URL too long")
+        raise gerr.TooLarge(message="invite URL too long")
     return member_from_invite(_unb64url(url[len(URL_PREFIX):]))

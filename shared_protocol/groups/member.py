@@ -9,13 +9,10 @@ replay. Only then does the (author, seq) window advance.
 """
 from shared_protocol.wire import cbor, envelope
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import AuthenticationFailed, BadPublicKey
-from shared_protocol.crypto.errors import BadSignature as CryptoBadSignature
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.groups import errors as gerr
 from shared_protocol.groups import wire
-from shared_protocol.groups.errors import (BadSignature, DecryptFailed, GroupUsageError, Malformed,
-                                           MemberRevoked, OtherRekeyPart, RekeyGap,
-                                           RemovedFromTopic, Replayed, StaleEpoch, TooLarge,
-                                           WrongTopic)
+from shared_protocol.groups.errors import GroupUsageError
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
 from shared_protocol.groups import readings
@@ -54,7 +51,6 @@ GEN_BYTES = 3
 SEQ_MAX = 0xFFFFFFFFFFFF
 _GEN_LABEL = b"upsycle-gen-v1"
 _PUB_DH_LABEL = b"upsycle-pub-dh-v1"
-_REKEY_LABEL = b"upsycle-rekey-entry-v1"
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
 
 
@@ -79,12 +75,6 @@ def _pub_dh_key(shared, topic, epoch, eph, epoch_public):
     return api.hkdf(topic, shared, _PUB_DH_LABEL + epoch.to_bytes(4, "big") + eph + epoch_public, 32)
 
 
-def rekey_entry_key(shared, topic, epoch, eph, member_x25519_public):
-    # Each entry key is unique to (ephemeral, member), so entries use the
-    # all-zero nonce safely: a key is never used twice.
-    return api.hkdf(topic, shared, _REKEY_LABEL + epoch.to_bytes(4, "big") + eph + member_x25519_public, 32)
-
-
 def _is_key(v, size=KEY_SIZE):
     return isinstance(v, (bytes, bytearray)) and len(v) == size
 
@@ -104,7 +94,7 @@ class Member:
     def __init__(self, topic_public, member_seed, epoch, epoch_secret=None, epoch_public=None,
                  capability=None, name=""):
         if not _is_key(topic_public):
-            raise Malformed(message="topic public key must be 32 bytes")
+            raise gerr.Malformed(message="topic public key must be 32 bytes")
         self.topic_public = bytes(topic_public)
         self.topic = topic_id(self.topic_public)
         self.identity = Identity(member_seed)
@@ -262,7 +252,7 @@ class Member:
         """A Publication or EpochChanged event; raises a GroupError (or a
         cbor/envelope decode error) and changes nothing if anything is off."""
         if len(data) > wire.GROUP_MESSAGE_MAX:
-            raise TooLarge(message="group message of %d bytes over %d" % (len(data), wire.GROUP_MESSAGE_MAX))
+            raise gerr.TooLarge(message="group message of %d bytes over %d" % (len(data), wire.GROUP_MESSAGE_MAX))
         msg = envelope.REGISTRY.decode(data)
         if msg.type is wire.RS:
             return readings.open_rs(self, msg, now, SEQ_MAX, Publication)
@@ -270,9 +260,9 @@ class Member:
             from shared_protocol.groups import compact
             return compact.open_rd(self, msg, now, SEQ_MAX, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
-            raise Malformed(message="%s is not a group message" % msg.name)
+            raise gerr.Malformed(message="%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
-            raise WrongTopic(message="message is for another topic")
+            raise gerr.WrongTopic(message="message is for another topic")
         if msg.type is wire.PUB:
             return self._open_pub(msg, now)
         return self._apply_rekey(msg)
@@ -284,34 +274,34 @@ class Member:
         try:
             if mode == wire.MODE_EPOCH_KEY:
                 if len(kfield) != wire.NONCE_SIZE:
-                    raise Malformed(message="nonce must be 12 bytes")
+                    raise gerr.Malformed(message="nonce must be 12 bytes")
                 inner = api.aead_decrypt(ek.sym, kfield, sealed, aad)
             else:
                 if not _is_key(kfield):
-                    raise Malformed(message="ephemeral key must be 32 bytes")
+                    raise gerr.Malformed(message="ephemeral key must be 32 bytes")
                 key = _pub_dh_key(api.x25519(ek.dh_secret, kfield), topic, epoch, kfield, ek.public)
                 inner = api.aead_decrypt(key, _ZERO_NONCE, sealed, aad)
-        except (AuthenticationFailed, BadPublicKey):
-            raise DecryptFailed(message="publication does not authenticate under epoch %d" % epoch)
+        except (cerr.AuthenticationFailed, cerr.BadPublicKey):
+            raise gerr.DecryptFailed(message="publication does not authenticate under epoch %d" % epoch)
         v = cbor.decode(inner)
         if (not isinstance(v, list) or len(v) != 5 or not _is_key(v[0]) or not isinstance(v[1], int)
                 or isinstance(v[1], bool) or not 0 < v[1] <= SEQ_MAX
                 or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.BODY_MAX or not _is_key(v[4], SIG_SIZE)):
-            raise Malformed(message="publication content has the wrong shape")
+            raise gerr.Malformed(message="publication content has the wrong shape")
         author, seq, cap, body, sig = v
         if seq & COUNTER_MAX == 0:
-            raise Malformed(message="publication counter is 0")
+            raise gerr.Malformed(message="publication counter is 0")
         if author in self.revoked:
-            raise MemberRevoked(message="author was removed from the topic")
+            raise gerr.MemberRevoked(message="author was removed from the topic")
         try:
             api.ed25519_verify(author, wire.pub_signed_bytes(topic, epoch, author, seq, body), sig)
-        except CryptoBadSignature:
-            raise BadSignature(message="author signature does not verify")
+        except cerr.BadSignature:
+            raise gerr.BadSignature(message="author signature does not verify")
         if author != self.topic_public:
             check_write_capability(capability_from_wire(cap, topic, author), topic, self.topic_public, author, now)
         win = self.window_for(author, seq)
         if not win.is_fresh(seq):
-            raise Replayed(message="sequence %d of this author already seen or too old" % seq)
+            raise gerr.Replayed(message="sequence %d of this author already seen or too old" % seq)
         # every check passed: commit
         win.accept(seq)
         self.keep_window(author, win, seq)
@@ -323,7 +313,7 @@ class Member:
         win = self._windows.get(window_key(author, seq >> COUNTER_BITS))
         if win is None:
             if self._window_to_evict(author) is None and len(self._windows) >= AUTHORS_MAX:
-                raise TooLarge(message="more than %d authors in one topic" % AUTHORS_MAX)
+                raise gerr.TooLarge(message="more than %d authors in one topic" % AUTHORS_MAX)
             win = ReplayWindow(SEQ_WINDOW)
         return win
 
@@ -352,64 +342,10 @@ class Member:
         return best
 
     def _apply_rekey(self, msg):
-        topic, epoch, eph, part, parts, entries, sig = msg.values
-        if epoch <= self.epoch:
-            raise StaleEpoch(message="re-key to epoch %d, already at %d" % (epoch, self.epoch))
-        if not _is_key(eph) or len(sig) != SIG_SIZE or not 0 <= part < parts:
-            raise Malformed(message="re-key fields have wrong sizes")
-        for e in entries:
-            if not isinstance(e, (bytes, bytearray)) or len(e) > wire.REKEY_ENTRY_MAX:
-                raise Malformed(message="re-key entry malformed")
-        try:
-            api.ed25519_verify(self.topic_public, wire.rekey_signed_bytes(topic, epoch, eph, part, parts, entries), sig)
-        except CryptoBadSignature:
-            raise BadSignature(message="re-key not signed by the topic admin")
-        if epoch > self.epoch + 1:
-            # Only after the signature: an unsigned message must not make a
-            # receiver keep it for later. Applying it would skip the removals
-            # of the epochs in between (their authors stay trusted there).
-            raise RekeyGap(message="re-key to epoch %d, but this member is at %d: the re-key to %d comes first"
-                                   % (epoch, self.epoch, self.epoch + 1))
-        me = self.identity
-        try:
-            my_x = api.x25519_public(me.x25519_secret)
-            key = rekey_entry_key(api.x25519(me.x25519_secret, eph), topic, epoch, eph, my_x)
-        except BadPublicKey:
-            raise Malformed(message="re-key ephemeral key has small order")
-        aad = cbor.encode([topic, epoch, eph])
-        content = None
-        for e in entries:
-            try:
-                content = api.aead_decrypt(key, _ZERO_NONCE, e, aad)
-                break
-            except AuthenticationFailed:
-                continue
-        if content is None:
-            if parts > 1:
-                if self._rk_epoch != epoch:
-                    self._rk_epoch, self._rk_mask = epoch, 0
-                self._rk_mask |= 1 << part
-                if self._rk_mask != (1 << parts) - 1:
-                    raise OtherRekeyPart(message="part %d of %d of the re-key to epoch %d holds no entry for us"
-                                                 % (part + 1, parts, epoch))
-            raise RemovedFromTopic(message="re-key to epoch %d has no entry for this member" % epoch)
-        v = cbor.decode(content)
-        if (not isinstance(v, list) or len(v) != 3 or not (v[0] is None or _is_key(v[0])) or not _is_key(v[1])
-                or not isinstance(v[2], list) or len(v[2]) > wire.REMOVED_PER_REKEY_MAX
-                or not all(_is_key(k) for k in v[2])):
-            raise Malformed(message="re-key entry content has the wrong shape")
-        new = EpochKey(topic, epoch, v[0], v[1])
-        if len(self.revoked) + len(v[2]) > REVOKED_MAX:
-            raise TooLarge(message="revocation list full")
-        # commit
-        self._epochs[epoch] = new
-        self.epoch = epoch
-        for old in sorted(self._epochs)[:-KEPT_EPOCHS_MAX]:
-            del self._epochs[old]
-        for k in v[2]:
-            self.revoked.add(bytes(k))
-        self.intro_left = 0   # introduce ourselves in the new epoch
-        return EpochChanged(epoch, list(v[2]))
+        # Re-keys are rare (a member removed): their code is imported when
+        # one arrives (groups/rekey.py), not kept in every node's heap.
+        from shared_protocol.groups import rekey
+        return rekey.apply(self, msg)
 
     def forget_received(self):
         """Forget which publications were opened (the replay windows).

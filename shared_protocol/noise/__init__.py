@@ -1,7 +1,7 @@
 """Noise_XX_25519_ChaChaPoly_SHA256 for node<->proxy and node<->node links.
 
-- handshake.py  the sans-I/O XX handshake (transactional reads)
-- symmetric.py  CipherState / SymmetricState (Noise §5.1-5.2)
+- handshake.py  the sans-I/O XX handshake (transactional reads), SymmetricState (Noise §5.2)
+- symmetric.py  CipherState (Noise §5.1)
 - stream.py     length-prefixed frames over TCP/serial/BLE (NoiseSocket style)
 - datagram.py   explicit nonces and a replay window for UDP
 - events.py     the events both transports hand out

@@ -27,7 +27,8 @@ disturb it.
 """
 import struct
 
-from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError, ReplayedMessage
+from shared_protocol.noise import errors as nerr
+from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.symmetric import NONCE_MAX, TAGLEN
 from shared_protocol.replay import ReplayWindow
 
@@ -73,15 +74,15 @@ class DatagramChannel:
 
     def open(self, packet):
         if len(packet) > self._max:
-            raise DecryptFailed(message="datagram of %d bytes over the %d limit" % (len(packet), self._max))
+            raise nerr.DecryptFailed(message="datagram of %d bytes over the %d limit" % (len(packet), self._max))
         if len(packet) < NONCE_PREFIX + TAGLEN:
-            raise DecryptFailed(message="datagram too short")
+            raise nerr.DecryptFailed(message="datagram too short")
         (low,) = struct.unpack_from(">H", packet, 0)
         n = self._full_nonce(low)
         if n > NONCE_MAX:
-            raise DecryptFailed(message="reserved nonce")
+            raise nerr.DecryptFailed(message="reserved nonce")
         if not self.replay.is_fresh(n):
-            raise ReplayedMessage(message="nonce %d already used or outside the window" % n)
+            raise nerr.ReplayedMessage(message="nonce %d already used or outside the window" % n)
         payload = self._recv.decrypt_at(n, b"", bytes(packet[NONCE_PREFIX:]))
         self.replay.accept(n)  # commit only after authentication
         return payload

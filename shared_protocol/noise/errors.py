@@ -1,31 +1,43 @@
-"""Errors of the Noise layer (shared_protocol.errors family)."""
-from shared_protocol.errors import LocalError, RemoteError
+"""Errors of the Noise layer (shared_protocol.errors family).
+
+The kinds below the two families are made on first use
+(shared_protocol.errors.kind)."""
+from shared_protocol.errors import LocalError, RemoteError, kind
 
 
 class NoiseError(RemoteError):
     code = "noise"
 
 
-class HandshakeFailed(NoiseError):
-    """A handshake message is truncated, oversized, or does not authenticate."""
-    code = "noise_handshake_failed"
-
-
-class UnexpectedStaticKey(NoiseError):
-    """The peer proved a static key, but not the one we were told to expect."""
-    code = "noise_unexpected_static_key"
-
-
-class DecryptFailed(NoiseError):
-    """A transport message does not authenticate under the session key."""
-    code = "noise_decrypt_failed"
-
-
-class ReplayedMessage(NoiseError):
-    """A datagram's nonce was already accepted or is older than the replay window."""
-    code = "noise_replay"
-
-
 class NoiseUsageError(LocalError):
     """The caller used the API out of turn or past a limit (a bug on our side)."""
     code = "noise_usage"
+
+
+# Name, base, code (a line each; see kind()):
+# - HandshakeFailed: a handshake message is truncated, oversized, or does
+#   not authenticate.
+# - UnexpectedStaticKey: the peer proved a static key, but not the one we
+#   were told to expect.
+# - DecryptFailed: a transport message does not authenticate under the
+#   session key.
+# - ReplayedMessage: a datagram's nonce was already accepted or is older
+#   than the replay window.
+# - HandshakeTimedOut: a handshake message went unanswered TRIES_MAX times
+#   (noise/udp.py).
+# - BadPacket: a datagram that is no packet of the UDP transport (noise/udp.py).
+# - SessionUnknown: the responder has no session for our transport packets:
+#   start anew (noise/udp.py).
+KINDS = """
+HandshakeFailed NoiseError noise_handshake_failed
+UnexpectedStaticKey NoiseError noise_unexpected_static_key
+DecryptFailed NoiseError noise_decrypt_failed
+ReplayedMessage NoiseError noise_replay
+HandshakeTimedOut NoiseError noise_handshake_timeout
+BadPacket NoiseError noise_bad_packet
+SessionUnknown NoiseError noise_session_unknown
+"""
+
+
+def __getattr__(name):
+    return kind(name, KINDS, globals())

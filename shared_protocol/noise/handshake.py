@@ -20,9 +20,10 @@ The message pattern is data (``PATTERN_XX``): each entry lists the tokens of
 one message; even indexes are sent by the initiator.
 """
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import BadPublicKey
-from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, NoiseUsageError, UnexpectedStaticKey
-from shared_protocol.noise.symmetric import DHLEN, MESSAGE_MAX, TAGLEN, SymmetricState
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.noise import errors as nerr
+from shared_protocol.noise.errors import NoiseUsageError
+from shared_protocol.noise.symmetric import DHLEN, HASHLEN, MESSAGE_MAX, TAGLEN, CipherState
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
 PATTERN_XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
@@ -32,12 +33,63 @@ PATTERN_XX = (("e",), ("e", "ee", "s", "es"), ("s", "se"))
 HANDSHAKE_PAYLOAD_MAX = 1024
 
 
+def hkdf2(ck, ikm):
+    """Noise's HKDF (§4.3) with two outputs. Not RFC 5869's API: the chaining
+    key is the salt, there is no info, and outputs are chained HMACs."""
+    temp = api.hmac_sha256(ck, ikm)
+    o1 = api.hmac_sha256(temp, b"\x01")
+    o2 = api.hmac_sha256(temp, o1 + b"\x02")
+    return o1, o2
+
+
+
+class SymmetricState:
+    def __init__(self, protocol_name):
+        # §5.2 InitializeSymmetric: names of HASHLEN bytes or less are padded.
+        if len(protocol_name) <= HASHLEN:
+            h = protocol_name + b"\x00" * (HASHLEN - len(protocol_name))
+        else:
+            h = api.sha256(protocol_name)
+        self.h = h
+        self.ck = h
+        self.cs = CipherState()
+
+    def copy(self):
+        # (MicroPython classes have no __new__ to call, hence a fresh init)
+        s = SymmetricState(b"")
+        s.h = self.h
+        s.ck = self.ck
+        s.cs = self.cs.copy()
+        return s
+
+    def mix_key(self, ikm):
+        self.ck, temp_k = hkdf2(self.ck, ikm)
+        self.cs = CipherState(temp_k)  # HASHLEN == 32: no truncation needed
+
+    def mix_hash(self, data):
+        self.h = api.sha256(self.h + data)
+
+    def encrypt_and_hash(self, plaintext):
+        ct = self.cs.encrypt_with_ad(self.h, plaintext)
+        self.mix_hash(ct)
+        return ct
+
+    def decrypt_and_hash(self, ciphertext):
+        pt = self.cs.decrypt_with_ad(self.h, ciphertext)
+        self.mix_hash(ciphertext)
+        return pt
+
+    def split(self):
+        k1, k2 = hkdf2(self.ck, b"")
+        return CipherState(k1), CipherState(k2)
+
+
 class Handshake:
     def __init__(self, initiator, static_private, ephemeral_private, prologue=b"",
                  expected_remote_static=None):
         """static_private, ephemeral_private: 32-byte X25519 secrets.
         expected_remote_static: the peer's X25519 public key if we know it;
-        any other key proved by the peer raises UnexpectedStaticKey."""
+        any other key proved by the peer raises nerr.UnexpectedStaticKey."""
         for name, v in (("static_private", static_private), ("ephemeral_private", ephemeral_private)):
             if not isinstance(v, (bytes, bytearray)) or len(v) != DHLEN:
                 raise NoiseUsageError(message="%s must be 32 bytes" % name)
@@ -117,7 +169,7 @@ class Handshake:
         if self.complete or self.is_my_turn():
             raise NoiseUsageError(message="not expecting a handshake message now")
         if len(message) > MESSAGE_MAX:
-            raise HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
+            raise nerr.HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
         saved = (self._ss, self._re, self.remote_static)
         self._ss = self._ss.copy()
         try:
@@ -135,31 +187,31 @@ class Handshake:
             for token in PATTERN_XX[self._step]:
                 if token == "e":
                     if len(msg) - pos < DHLEN:
-                        raise HandshakeFailed(message="truncated: ephemeral key missing")
+                        raise nerr.HandshakeFailed(message="truncated: ephemeral key missing")
                     self._re = msg[pos:pos + DHLEN]
                     pos += DHLEN
                     ss.mix_hash(self._re)
                 elif token == "s":
                     n = DHLEN + (TAGLEN if ss.cs.has_key() else 0)
                     if len(msg) - pos < n:
-                        raise HandshakeFailed(message="truncated: static key missing")
+                        raise nerr.HandshakeFailed(message="truncated: static key missing")
                     rs = ss.decrypt_and_hash(msg[pos:pos + n])
                     pos += n
                     if self._expected is not None and not api.constant_time_eq(rs, self._expected):
-                        raise UnexpectedStaticKey(message="peer proved a static key we were not told to expect")
+                        raise nerr.UnexpectedStaticKey(message="peer proved a static key we were not told to expect")
                     self.remote_static = rs
                 else:
                     ss.mix_key(self._dh(token))
             rest = msg[pos:]
             if ss.cs.has_key() and len(rest) < TAGLEN:
-                raise HandshakeFailed(message="truncated: payload tag missing")
+                raise nerr.HandshakeFailed(message="truncated: payload tag missing")
             if len(rest) - (TAGLEN if ss.cs.has_key() else 0) > HANDSHAKE_PAYLOAD_MAX:
-                raise HandshakeFailed(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
+                raise nerr.HandshakeFailed(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
             return ss.decrypt_and_hash(rest)
-        except DecryptFailed:
-            raise HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")
-        except BadPublicKey:
-            raise HandshakeFailed(message="peer sent a small-order public key")
+        except nerr.DecryptFailed:
+            raise nerr.HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")
+        except cerr.BadPublicKey:
+            raise nerr.HandshakeFailed(message="peer sent a small-order public key")
 
     def split(self):
         """(send, receive) CipherStates for the transport phase (§5.2 Split)."""

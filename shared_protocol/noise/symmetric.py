@@ -1,12 +1,16 @@
-"""CipherState and SymmetricState of the Noise Protocol Framework (revision 34,
-§5.1 and §5.2) for the suite 25519 / ChaChaPoly / SHA256.
+"""CipherState of the Noise Protocol Framework (revision 34, §5.1) for the
+suite 25519 / ChaChaPoly / SHA256: what a session's transport keeps once
+its handshake is over. SymmetricState (§5.2), the handshake's, lives in
+handshake.py, so a board drops it with the handshake (firmware/platform.py,
+HANDSHAKE_ONLY).
 
-Both classes are small value holders; HandshakeState copies them to make a
-read transactional (a rejected message leaves the handshake untouched).
+A small value holder; the handshake copies it to make a read transactional
+(a rejected message leaves the handshake untouched).
 """
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import AuthenticationFailed
-from shared_protocol.noise.errors import DecryptFailed, NoiseUsageError
+from shared_protocol.crypto import errors as cerr
+from shared_protocol.noise import errors as nerr
+from shared_protocol.noise.errors import NoiseUsageError
 
 HASHLEN = 32
 DHLEN = 32
@@ -21,15 +25,6 @@ _ZERO32 = b"\x00" * 32
 def nonce_bytes(n):
     # §12.3 (ChaChaPoly): 32 bits of zeros, then the 64-bit nonce little-endian.
     return b"\x00\x00\x00\x00" + n.to_bytes(8, "little")
-
-
-def hkdf2(ck, ikm):
-    """Noise's HKDF (§4.3) with two outputs. Not RFC 5869's API: the chaining
-    key is the salt, there is no info, and outputs are chained HMACs."""
-    temp = api.hmac_sha256(ck, ikm)
-    o1 = api.hmac_sha256(temp, b"\x01")
-    o2 = api.hmac_sha256(temp, o1 + b"\x02")
-    return o1, o2
 
 
 class CipherState:
@@ -66,8 +61,8 @@ class CipherState:
         """Decrypt with an explicit nonce (datagram mode); no state change."""
         try:
             return api.aead_decrypt(self.k, nonce_bytes(n), ciphertext, ad)
-        except AuthenticationFailed:
-            raise DecryptFailed(message="message does not authenticate")
+        except cerr.AuthenticationFailed:
+            raise nerr.DecryptFailed(message="message does not authenticate")
 
     def encrypt_at(self, n, ad, plaintext):
         return api.aead_encrypt(self.k, nonce_bytes(n), plaintext, ad)
@@ -80,44 +75,3 @@ class CipherState:
         if self.k is None:
             raise NoiseUsageError(message="no key to rekey")
         self.k = api.aead_encrypt(self.k, nonce_bytes(2 ** 64 - 1), _ZERO32, b"")[:32]
-
-
-class SymmetricState:
-    def __init__(self, protocol_name):
-        # §5.2 InitializeSymmetric: names of HASHLEN bytes or less are padded.
-        if len(protocol_name) <= HASHLEN:
-            h = protocol_name + b"\x00" * (HASHLEN - len(protocol_name))
-        else:
-            h = api.sha256(protocol_name)
-        self.h = h
-        self.ck = h
-        self.cs = CipherState()
-
-    def copy(self):
-        # (MicroPython classes have no __new__ to call, hence a fresh init)
-        s = SymmetricState(b"")
-        s.h = self.h
-        s.ck = self.ck
-        s.cs = self.cs.copy()
-        return s
-
-    def mix_key(self, ikm):
-        self.ck, temp_k = hkdf2(self.ck, ikm)
-        self.cs = CipherState(temp_k)  # HASHLEN == 32: no truncation needed
-
-    def mix_hash(self, data):
-        self.h = api.sha256(self.h + data)
-
-    def encrypt_and_hash(self, plaintext):
-        ct = self.cs.encrypt_with_ad(self.h, plaintext)
-        self.mix_hash(ct)
-        return ct
-
-    def decrypt_and_hash(self, ciphertext):
-        pt = self.cs.decrypt_with_ad(self.h, ciphertext)
-        self.mix_hash(ciphertext)
-        return pt
-
-    def split(self):
-        k1, k2 = hkdf2(self.ck, b"")
-        return CipherState(k1), CipherState(k2)

@@ -33,7 +33,8 @@ the responder has finished are dropped, as UDP may drop them anyway.
 """
 from shared_protocol import clock
 from shared_protocol.noise.datagram import DATAGRAM_MAX, NONCE_PREFIX, REPLAY_WINDOW, DatagramChannel
-from shared_protocol.noise.errors import NoiseError, NoiseUsageError
+from shared_protocol.noise import errors as nerr
+from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete, Message
 
 KIND_HS1 = 1
@@ -54,20 +55,6 @@ SENT_TAGS_MAX = 8
 RETRY_MS = 1000
 # Attempts per handshake message before giving up (about 8 s with RETRY_MS).
 TRIES_MAX = 8
-
-
-class HandshakeTimedOut(NoiseError):
-    code = "noise_handshake_timeout"
-
-
-class BadPacket(NoiseError):
-    code = "noise_bad_packet"
-
-
-class SessionUnknown(NoiseError):
-    """The responder has no session for our transport packets: start anew."""
-
-    code = "noise_session_unknown"
 
 
 def no_session_answer(packet):
@@ -133,7 +120,7 @@ class UdpSession:
             return
         if self._tries >= self._max_tries:
             self._last = None
-            raise HandshakeTimedOut(message="no answer after %d attempts" % self._max_tries)
+            raise nerr.HandshakeTimedOut(message="no answer after %d attempts" % self._max_tries)
         self._out.append(self._last)
         self._last_at = now
         self._tries += 1
@@ -168,7 +155,7 @@ class UdpSession:
         """One UDP payload in; returns a list of events (HandshakeComplete,
         Message). Raises a typed error, changing nothing, on a bad packet."""
         if not packet or len(packet) > DATAGRAM_MAX + 1:
-            raise BadPacket(message="empty or oversized packet")
+            raise nerr.BadPacket(message="empty or oversized packet")
         kind = packet[0]
         body = memoryview(packet)[1:]   # no copy of a datagram of up to 1.2 KB
         hs = self._hs
@@ -178,12 +165,12 @@ class UdpSession:
             return [Message(self.channel.open(body))]
         if kind == KIND_UNKNOWN:
             if self.channel is not None and self.initiator and bytes(body) in self._tags:
-                raise SessionUnknown(message="the proxy has no session for our packets (it restarted?)")
+                raise nerr.SessionUnknown(message="the proxy has no session for our packets (it restarted?)")
             return []  # not about a packet of ours: forged or stale
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
-            raise BadPacket(message="unknown packet kind %d" % kind)
+            raise nerr.BadPacket(message="unknown packet kind %d" % kind)
         if kind == KIND_HS1 and len(packet) < HS1_SIZE:
-            raise BadPacket(message="message 1 of %d bytes, shorter than its answer" % len(packet))
+            raise nerr.BadPacket(message="message 1 of %d bytes, shorter than its answer" % len(packet))
         if self.answers(packet):
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)

@@ -23,7 +23,7 @@ Nothing here reads a clock or a random source: ``now`` (ms) and
 """
 from shared_protocol.wire import envelope
 from shared_protocol.crypto import api
-from shared_protocol.crypto.errors import AuthenticationFailed
+from shared_protocol.crypto import errors as cerr
 from shared_protocol.overlay.cyclon import Cyclon, ID_MAX, BOARD_VIEW, BOARD_SHUFFLE
 from shared_protocol.dmc.sync import Sync
 from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES
@@ -70,7 +70,7 @@ def open_sync(member, values):
     topic, epoch, nonce, sealed = values
     ek = member.epoch_key(epoch) if epoch == member.epoch else None
     if ek is None or not ek.readable or len(nonce) != NONCE:
-        raise AuthenticationFailed(message="no key for this sealed sync")
+        raise cerr.AuthenticationFailed(message="no key for this sealed sync")
     return api.aead_decrypt(ek.sym, nonce, sealed, _aad(topic, epoch))
 
 
@@ -159,7 +159,7 @@ class Lan:
                 return []   # a topic we do not hold
             try:
                 inner = open_sync(tp.member, msg.values)
-            except AuthenticationFailed:
+            except cerr.AuthenticationFailed:
                 self._err("auth")
                 return []
             addr = ("%s:%d" % (src_ip, src_port)).encode()

