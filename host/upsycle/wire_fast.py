@@ -166,20 +166,10 @@ _SHORT_TOPIC = min(23, W.TOPIC_ID_MAX)
 _SHORT_MSG_ID = min(23, W.MSG_ID_MAX)
 
 
-def publish_fields(data):
-    """(topic, msg_id, payload) of a canonical s_publish whose topic and
-    message id are under 24 bytes, in one call without the general decoder
-    (a proxy takes one per message); None for anything else, which then
-    goes through decode as before. ``data`` must be bytes."""
-    end = len(data)
-    if end < 8 or data[0] != 0x85 or data[3] != 0x36 or data[1] != 1 or data[2] != 0x18:
-        return None
-    nt = data[4] - 0x40
-    if nt < 0 or nt > _SHORT_TOPIC:
-        return None
-    q = 5 + nt
-    if q >= end:
-        return None
+def _id_payload(data, q, end):
+    """Where a message id (short byte string at q) ends and the payload
+    after it (shortest-form byte string running to end) starts: (r, p), or
+    None if either is not so (the caller then takes the general decoder)."""
     nm = data[q] - 0x40
     if nm < 0 or nm > _SHORT_MSG_ID:
         return None
@@ -204,6 +194,27 @@ def publish_fields(data):
         return None
     if p + n != end:
         return None
+    return r, p
+
+
+def publish_fields(data):
+    """(topic, msg_id, payload) of a canonical s_publish whose topic and
+    message id are under 24 bytes, in one call without the general decoder
+    (a proxy takes one per message); None for anything else, which then
+    goes through decode as before. ``data`` must be bytes."""
+    end = len(data)
+    if end < 8 or data[0] != 0x85 or data[3] != 0x36 or data[1] != 1 or data[2] != 0x18:
+        return None
+    nt = data[4] - 0x40
+    if nt < 0 or nt > _SHORT_TOPIC:
+        return None
+    q = 5 + nt
+    if q >= end:
+        return None
+    rp = _id_payload(data, q, end)
+    if rp is None:
+        return None
+    r, p = rp
     return data[5:q], data[q + 1:r], data[p:]
 
 
@@ -241,30 +252,10 @@ def deliver_fields(data):
         return None
     if q >= end:
         return None
-    nm = data[q] - 0x40
-    if nm < 0 or nm > _SHORT_MSG_ID:
+    rp = _id_payload(data, q, end)
+    if rp is None:
         return None
-    r = q + 1 + nm
-    if r >= end:
-        return None
-    h = data[r]
-    if 0x40 <= h < 0x58:
-        p = r + 1
-        n = h - 0x40
-    elif h == 0x58 and r + 1 < end:
-        p = r + 2
-        n = data[r + 1]
-        if n < 24:
-            return None
-    elif h == 0x59 and r + 2 < end:
-        p = r + 3
-        n = (data[r + 1] << 8) | data[r + 2]
-        if n < 0x100 or n > W.PAYLOAD_MAX:
-            return None
-    else:
-        return None
-    if p + n != end:
-        return None
+    r, p = rp
     return data[5:5 + nt], seq, data[q + 1:r], data[p:]
 
 

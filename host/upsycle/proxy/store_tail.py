@@ -69,24 +69,13 @@ class Tail:
 
     def add(self, topic, seq, msg_id, payload):
         """A committed message, the newest of its topic."""
-        tails = self._tails
-        tail = tails.get(topic)
-        if tail is None:
-            tail = tails[topic] = collections.deque()
-            self.bytes += TAIL_TOPIC_OVERHEAD
-        else:
-            tails.move_to_end(topic)
-        if tail and tail[-1][0] != seq - 1:
-            self.bytes -= sum(_cost(r) for r in tail)   # not contiguous: start over
-            tail.clear()
+        tail = self._open(topic, seq)
         row = (seq, msg_id, payload)
         tail.append(row)
         self.bytes += _cost(row)
         if len(tail) > self.per_topic:
             self.bytes -= _cost(tail.popleft())
-        while self.bytes > self.bytes_max and tails:
-            _topic, old = tails.popitem(last=False)
-            self.bytes -= _tail_cost(old)
+        self._evict()
 
     def extend(self, topic, rows):
         """Committed messages of topic, (seq, msg_id, payload) in order, the
@@ -96,6 +85,16 @@ class Tail:
             for r in rows:   # (one, or not a contiguous run: never from one transaction)
                 self.add(topic, r[0], r[1], r[2])
             return
+        tail = self._open(topic, first)
+        tail.extend(rows)
+        self.bytes += sum(_cost(r) for r in rows)
+        for _ in range(len(tail) - self.per_topic):
+            self.bytes -= _cost(tail.popleft())
+        self._evict()
+
+    def _open(self, topic, first):
+        """topic's tail, made most recently written, ready to take seq first
+        next (emptied if it would not be contiguous)."""
         tails = self._tails
         tail = tails.get(topic)
         if tail is None:
@@ -106,10 +105,11 @@ class Tail:
         if tail and tail[-1][0] != first - 1:
             self.bytes -= sum(_cost(r) for r in tail)   # not contiguous: start over
             tail.clear()
-        tail.extend(rows)
-        self.bytes += sum(_cost(r) for r in rows)
-        for _ in range(len(tail) - self.per_topic):
-            self.bytes -= _cost(tail.popleft())
+        return tail
+
+    def _evict(self):
+        """Over the bound: the topics written least recently lose their tails."""
+        tails = self._tails
         while self.bytes > self.bytes_max and tails:
             _topic, old = tails.popitem(last=False)
             self.bytes -= _tail_cost(old)
