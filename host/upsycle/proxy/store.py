@@ -121,6 +121,8 @@ class Store(Opening, Transactions):
         self._w_oseq = {}      # writer: topic -> next origin sequence of our own publishes
         self._w_topics = {}    # writer side: topic -> [next_seq, first_seq, bytes]
         self._w_oldest = {}    # writer side: topic -> time of its oldest stored message, where known
+        self._w_alias_topics = set()  # writer side: topics that have (or had) origin_alias rows
+        self._floors = {}      # writer: (topic, origin) -> highest origin number retention deleted, this transaction
         self._sweep_more = False
         self._oldest_seen = {}
         self._cv = threading.Condition()
@@ -160,6 +162,7 @@ class Store(Opening, Transactions):
                 self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
         for topic, nxt in db.execute("SELECT topic, next FROM origin_seq"):
             self._w_oseq[bytes(topic)] = nxt
+        self._w_alias_topics = set(bytes(t) for (t,) in db.execute("SELECT DISTINCT topic FROM origin_alias"))
         row = db.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
         self._seq_floor = int(row[0]) if row is not None else 1
         for node, topic, cursor in db.execute("SELECT node, topic, cursor FROM subs"):
