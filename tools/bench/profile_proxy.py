@@ -58,15 +58,71 @@ import cProfile, json, signal, sys, time
 out = sys.argv[1]
 prof = cProfile.Profile() if sys.argv[2] == "1" else None
 from upsycle.proxy import store, store_tx
-rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0}
+import gc
+rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0, "gc": [], "handback": []}
 commit = store_tx.Transactions._commit
 def timed_commit(self, batch, *a, **k):
     t0, c0 = time.perf_counter(), time.thread_time()
+    s0 = rec["commit_s"]
     r = commit(self, batch, *a, **k)
     if rec["on"]:
-        rec["commits"].append((len(batch), time.perf_counter() - t0, time.thread_time() - c0))
+        t1 = time.perf_counter()
+        r["_t_done"] = t1
+        rec["commits"].append((len(batch), t1 - t0, time.thread_time() - c0, rec["commit_s"] - s0, t0, t1))
     return r
 store_tx.Transactions._commit = timed_commit
+# WAL checkpoints (the checkpoint thread's and the writer's): when they ran.
+checkpoint = store_tx.Transactions._checkpoint
+def timed_checkpoint(self, conn):
+    t0 = time.perf_counter()
+    try:
+        return checkpoint(self, conn)
+    finally:
+        if rec["on"]:
+            rec.setdefault("ckpt", []).append((t0, time.perf_counter()))
+store_tx.Transactions._checkpoint = timed_checkpoint
+# From the end of a commit in the writer to its results being handled in
+# the event loop (a thread hand-over: call_soon_threadsafe, the loop's
+# wake-up and the GIL).
+finish = store.Store._finish
+def timed_finish(self, batch, results):
+    t = results.pop("_t_done", None)
+    if t is not None and rec["on"]:
+        rec["handback"].append(time.perf_counter() - t)
+    return finish(self, batch, results)
+store.Store._finish = timed_finish
+# Where a message's latency goes: the load generators stamp each payload
+# with the wall clock in ns (loadgen.py, ">Q" first), so the proxy can tell
+# publisher -> proxy (when the publish is queued for the store) and
+# publisher -> handed to the subscriber's session (deliver_run) apart from
+# the subscriber's own share (every 16th message).
+import struct
+from upsycle.proxy import fastpath
+stamp = struct.Struct(">Q").unpack_from
+submit = store.Store.submit_publish
+def timed_submit(self, topic, msg_id, payload, *a, **k):
+    if rec["on"] and len(payload) >= 8 and msg_id[-1] & 15 == 0:
+        rec.setdefault("arrive", []).append(time.time_ns() - stamp(payload)[0])
+    return submit(self, topic, msg_id, payload, *a, **k)
+store.Store.submit_publish = timed_submit
+deliver_run = fastpath.HostProxySession.deliver_run
+def timed_deliver_run(self, topic, rows, now):
+    if rec["on"]:
+        t = time.time_ns()
+        out = rec.setdefault("handed", [])
+        for r in rows:
+            if r[1][-1] & 15 == 0 and len(r[2]) >= 8:
+                out.append(t - stamp(r[2])[0])
+    return deliver_run(self, topic, rows, now)
+fastpath.HostProxySession.deliver_run = timed_deliver_run
+# Garbage collector pauses (any thread; all others wait for the GIL).
+gc_t0 = [0.0]
+def gc_cb(phase, info):
+    if phase == "start":
+        gc_t0[0] = time.perf_counter()
+    elif rec["on"]:
+        rec["gc"].append((info["generation"], time.perf_counter() - gc_t0[0]))
+gc.callbacks.append(gc_cb)
 class TimedDb:
     def __init__(self, db):
         self._db = db
@@ -117,11 +173,46 @@ def commit_summary(path):
     items = sum(c[0] for c in cs)
     wall = sorted(c[1] for c in cs)
     cpu = sorted(c[2] for c in cs)
-    return ("store commits: %d holding %d items (mean %.0f); wall per commit p50 %.1f ms, p90 %.1f ms; writer CPU "
-            "per commit p50 %.1f ms; %.1f statements per commit; of the writer's %.2f s in commits, %.2f s in COMMIT "
-            "(the WAL sync) and %.2f s in the other statements" % (
+    sync = sorted(c[3] for c in cs if len(c) > 3)
+    hb = sorted(rec.get("handback", ()))
+    gcs = rec.get("gc", [])
+    gc_line = "garbage collector: %d passes, %.1f ms in all, longest %.2f ms (generation 2: %d)" % (
+        len(gcs), 1e3 * sum(g[1] for g in gcs), 1e3 * max([g[1] for g in gcs] or [0]),
+        sum(1 for g in gcs if g[0] == 2))
+    return ("store commits: %d holding %d items (mean %.0f); wall per commit p50 %.1f ms, p90 %.1f ms, max %.1f ms; "
+            "writer CPU per commit p50 %.1f ms; WAL sync per commit p50 %.1f ms, p90 %.1f ms; %.1f statements per "
+            "commit; of the writer's %.2f s in commits, %.2f s in COMMIT (the WAL sync) and %.2f s in the other "
+            "statements\nresults handed back to the event loop p50 %.2f ms, p90 %.2f ms, max %.1f ms\n%s" % (
                 len(cs), items, items / len(cs), 1e3 * wall[len(wall) // 2], 1e3 * wall[int(len(wall) * 0.9)],
-                1e3 * cpu[len(cpu) // 2], rec["statements"] / len(cs), sum(wall), rec["commit_s"], rec["other_s"]))
+                1e3 * wall[-1], 1e3 * cpu[len(cpu) // 2], 1e3 * _q(sync, 0.5), 1e3 * _q(sync, 0.9),
+                rec["statements"] / len(cs), sum(wall), rec["commit_s"], rec["other_s"],
+                1e3 * _q(hb, 0.5), 1e3 * _q(hb, 0.9), 1e3 * _q(hb, 1.0), gc_line)) + _stages(rec)
+
+
+def _stages(rec):
+    """Publisher -> proxy and publisher -> handed to the subscriber's
+    session, p50/p99 (every 16th message; see RUNNER)."""
+    out = ""
+    ck = rec.get("ckpt", [])
+    cs = [c for c in rec["commits"] if c[0] and len(c) > 5]
+    if ck and cs:
+        over = sorted(c[1] for c in cs if any(a < c[5] and c[4] < b for a, b in ck))
+        rest = sorted(c[1] for c in cs if not any(a < c[5] and c[4] < b for a, b in ck))
+        out += ("\nWAL checkpoints: %d, %.0f ms in all, longest %.0f ms; commits during one: %d, wall p50 %.1f ms "
+                "(the others: p50 %.1f ms, p90 %.1f ms)" % (
+                    len(ck), 1e3 * sum(b - a for a, b in ck), 1e3 * max(b - a for a, b in ck), len(over),
+                    1e3 * _q(over, 0.5), 1e3 * _q(rest, 0.5), 1e3 * _q(rest, 0.9)))
+    for key, what in (("arrive", "publisher -> queued for the store"),
+                      ("handed", "publisher -> handed to the subscriber's session")):
+        xs = sorted(rec.get(key, ()))
+        if xs:
+            out += "\n%s: p50 %.1f ms, p99 %.1f ms" % (what, _q(xs, 0.5) / 1e6, _q(xs, 0.99) / 1e6)
+    return out
+
+
+def _q(xs, q):
+    """The q quantile of sorted xs (0 if empty)."""
+    return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else 0.0
 
 
 def thread_cpu(pid):
@@ -136,6 +227,23 @@ def thread_cpu(pid):
             with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             out[int(tid)] = (int(fields[11]) + int(fields[12])) / brokers.CLK_TCK
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def thread_waits(pid):
+    """{thread id: seconds it was runnable but waiting for a CPU} (Linux
+    schedstat): what the machine, not the GIL or the disk, held it back."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                out[int(tid)] = int(f.read().split()[1]) / 1e9
         except (OSError, IndexError, ValueError):
             pass
     return out
@@ -178,21 +286,25 @@ def main():
             specs = pair_specs("upsycle", port, args.pairs, per, 128, 4 if args.pairs > 1 else 2,
                                args.rate / args.pairs, args.secure, salt=os.urandom(3).hex())
             t0 = {}
+            w0 = {}
             c0 = [0.0]
 
             def go():
                 proc.send_signal(signal.SIGUSR1)
                 time.sleep(0.05)
                 t0.update(thread_cpu(proc.pid))
+                w0.update(thread_waits(proc.pid))
                 c0[0] = brokers.proc_cpu(proc.pid)
 
             results, t_go = brokers.run_loadgens(specs, on_ready=go)
             cpu = brokers.proc_cpu(proc.pid) - c0[0]
             t1 = thread_cpu(proc.pid)
+            w1 = thread_waits(proc.pid)
             proc.send_signal(signal.SIGUSR2)
             time.sleep(0.5)
             rate = sum(r["got"] for r in results) / (max(r["t_last"] for r in results) - t_go)
-            threads = sorted(((tid, t1[tid] - t0.get(tid, 0.0)) for tid in t1), key=lambda x: -x[1])
+            threads = sorted(((tid, t1[tid] - t0.get(tid, 0.0), w1.get(tid, 0.0) - w0.get(tid, 0.0)) for tid in t1),
+                             key=lambda x: -x[1])
             gen_cpu = sum(r["cpu_s"] for r in results)
             lat = [x for r in results for x in r["lat_us"]]
         finally:
@@ -203,10 +315,10 @@ def main():
                            "load generators %.1f us/msg)" % (
                                os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs,
                                args.pairs, n, rate, 1e6 * gen_cpu / n),
-                           ("thread", "CPU s", "us/msg"),
+                           ("thread", "CPU s", "us/msg", "waiting for a CPU s"),
                            [("event loop" if tid == proc.pid else "thread %d (store writer, checkpoints)" % tid,
-                             c, 1e6 * c / n) for tid, c in threads if c > 0 or tid == proc.pid] +
-                           [("whole process", cpu, 1e6 * cpu / n)]))
+                             c, 1e6 * c / n, w) for tid, c, w in threads if c > 0 or tid == proc.pid] +
+                           [("whole process", cpu, 1e6 * cpu / n, sum(t[2] for t in threads))]))
         print("publish -> delivery p50 %.1f ms, p99 %.1f ms (%s)" % (
             _pct(lat, 0.5), _pct(lat, 0.99), "at %.0f msg/s offered" % args.rate if args.rate else
             "flat out: only window / throughput"))
