@@ -197,44 +197,62 @@ def med(rs):
     return out
 
 
+def in_turn(k, first, second):
+    """Round k runs the two systems in turn, the first one first in even
+    rounds and last in odd ones (A B, B A, A B...): a neighbour whose load
+    rises or falls over a run, or what one system leaves behind (dirty pages
+    written back, processes still exiting), then weighs on both alike."""
+    for run in ((first, second) if k % 2 == 0 else (second, first)):
+        run()
+
+
 def run_scenario(args, pairs, tmp_root):
     per_pub = args.messages // pairs
     procs = args.procs or (2 if pairs == 1 else 4)
     res = {"c": [], "g": [], "u": []}
-    for _ in range(args.rounds):
+    for k in range(args.rounds):
         with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
-            m = brokers.Mosquitto(t1, args.window)
-            try:
-                res["c"].append(c_round(m, pairs, per_pub, args.window, 0))
-                res["g"].append(gen_round(m, "mqtt", pairs, per_pub, args.window, procs, 0))
-            finally:
-                m.stop()
-            p = brokers.Proxy(t2, secure=args.secure, root=args.root)
-            try:
-                res["u"].append(gen_round(p, "upsycle", pairs, per_pub, args.window, procs, 0, args.secure))
-            finally:
-                p.stop()
+            def mosquitto():
+                m = brokers.Mosquitto(t1, args.window)
+                try:
+                    res["c"].append(c_round(m, pairs, per_pub, args.window, 0))
+                    res["g"].append(gen_round(m, "mqtt", pairs, per_pub, args.window, procs, 0))
+                finally:
+                    m.stop()
+
+            def upsycle():
+                p = brokers.Proxy(t2, secure=args.secure, root=args.root)
+                try:
+                    res["u"].append(gen_round(p, "upsycle", pairs, per_pub, args.window, procs, 0, args.secure))
+                finally:
+                    p.stop()
+            in_turn(k, mosquitto, upsycle)
     tp = dict((k, med(v)) for k, v in res.items())
     anchor = "c" if tp["c"]["rate"] >= tp["g"]["rate"] else "g"
     rate = args.latency_rate or 0.5 * min(tp[anchor]["rate"], tp["u"]["rate"])
     per_rate = rate / pairs
     n_lat = max(200, int(per_rate * args.latency_s))
     lat = {"a": [], "u": []}
-    for _ in range(args.rounds):
+    for k in range(args.rounds):
         with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
-            m = brokers.Mosquitto(t1, args.window)
-            try:
-                if anchor == "c":
-                    lat["a"].append(c_round(m, pairs, n_lat, args.window, per_rate))
-                else:
-                    lat["a"].append(gen_round(m, "mqtt", pairs, n_lat, args.window, procs, per_rate))
-            finally:
-                m.stop()
-            p = brokers.Proxy(t2, secure=args.secure, root=args.root)
-            try:
-                lat["u"].append(gen_round(p, "upsycle", pairs, n_lat, args.window, procs, per_rate, args.secure))
-            finally:
-                p.stop()
+            def mosquitto():
+                m = brokers.Mosquitto(t1, args.window)
+                try:
+                    if anchor == "c":
+                        lat["a"].append(c_round(m, pairs, n_lat, args.window, per_rate))
+                    else:
+                        lat["a"].append(gen_round(m, "mqtt", pairs, n_lat, args.window, procs, per_rate))
+                finally:
+                    m.stop()
+
+            def upsycle():
+                p = brokers.Proxy(t2, secure=args.secure, root=args.root)
+                try:
+                    lat["u"].append(gen_round(p, "upsycle", pairs, n_lat, args.window, procs, per_rate,
+                                              args.secure))
+                finally:
+                    p.stop()
+            in_turn(k, mosquitto, upsycle)
     return tp, anchor, rate, dict((k, med(v)) for k, v in lat.items())
 
 
