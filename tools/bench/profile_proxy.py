@@ -1,7 +1,7 @@
 """Where the proxy's time goes per message: cProfile of its event loop under load.
 
     .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--rate R] [--secure]
-        [--no-profile] [--root DIR]
+        [--no-profile] [--root DIR] [--batch-max N]
 
 Starts ``upsycle proxy`` with a profiler that is switched on (SIGUSR1) once
 the load generators are connected and off again (SIGUSR2) after the last
@@ -13,7 +13,8 @@ sockets), the top functions, and the CPU of each of the proxy's threads over
 the run (the event loop, the store's writer, the checkpointer: cProfile sees
 only the event loop's), publish -> delivery latency, and the store's commits
 over the run (items, wall and CPU time, statements, time in the WAL sync and
-outside it). ``--rate``: publishers send at that aggregate rate (latency at a
+outside it). ``--batch-max N``: commits of at most N items (to compare
+commit sizes under one window). ``--rate``: publishers send at that aggregate rate (latency at a
 load short of saturation). ``--root`` runs the proxy from another checkout (e.g.
 an older commit unpacked with ``git archive``) with this checkout's load
 generators, for a before/after comparison in one sitting.
@@ -58,6 +59,8 @@ import cProfile, json, signal, sys, time
 out = sys.argv[1]
 prof = cProfile.Profile() if sys.argv[2] == "1" else None
 from upsycle.proxy import store, store_tx
+if sys.argv[3] != "0":   # --batch-max: a commit takes at most this many items
+    store_tx.BATCH_MAX = int(sys.argv[3])
 import gc
 rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0, "gc": [], "handback": []}
 commit = store_tx.Transactions._commit
@@ -153,7 +156,7 @@ def off(*a):
         json.dump(rec, f)
 signal.signal(signal.SIGUSR1, on)
 signal.signal(signal.SIGUSR2, off)
-sys.argv = ["upsycle"] + sys.argv[3:]
+sys.argv = ["upsycle"] + sys.argv[4:]
 from upsycle.cli import main
 sys.exit(main())
 """
@@ -274,6 +277,9 @@ def main():
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--rate", type=float, default=0,
                     help="aggregate msg/s the publishers send at (default 0: as fast as the window allows)")
+    ap.add_argument("--batch-max", type=int, default=0,
+                    help="items per commit at most (the store's BATCH_MAX; default 0: as it is), to compare commit "
+                         "sizes under one window")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -283,7 +289,7 @@ def main():
         port = brokers.free_port()
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
-        cmd = [sys.executable, "-c", RUNNER, out, "0" if args.no_profile else "1", "proxy", "--data",
+        cmd = [sys.executable, "-c", RUNNER, out, "0" if args.no_profile else "1", str(args.batch_max), "proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")
