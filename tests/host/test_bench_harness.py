@@ -26,3 +26,13 @@ def test_rounds_alternate_which_system_runs_first():
     for k in range(4):
         bp.in_turn(k, lambda: order.append("mosquitto"), lambda: order.append("upsycle"))
     assert order == ["mosquitto", "upsycle", "upsycle", "mosquitto"] * 2
+
+
+def test_the_latency_anchor_is_mosquittos_better_driver():
+    """A driver slow to stamp or read makes Mosquitto look slower than it
+    is: the latency ratio is taken against the lower of its two p99s."""
+    bp = _bench("bench_proxy")
+    c = {"p50": 25.0, "p99": 385.0, "ccpu": 1.0, "n": 10}
+    g = {"p50": 0.3, "p99": 4.0, "ccpu": 1.0, "n": 10}
+    assert bp.lat_anchor({"c": c, "g": g}) == dict(g, driver="loadgen MQTT")
+    assert bp.lat_anchor({"c": g, "g": c}) == dict(g, driver="C clients")

@@ -29,7 +29,9 @@ session window).
   a message is handed to the client (its payload carries that wall-clock
   time; for mosquitto_pub, when the line is written to its pipe) to its
   arrival at the subscriber (mosquitto_sub's %U, loadgen's clock).
-  Saturated latency is not shown: it is only window / throughput.
+  Mosquitto runs these rounds with both drivers, and the one with the
+  lower p99 is the anchor (named in the table). Saturated latency is not
+  shown: it is only window / throughput.
 
 ``--root DIR`` runs the proxy of another checkout (e.g. the commit before a
 change, unpacked with ``git archive``) with this checkout's load generators
@@ -232,16 +234,18 @@ def run_scenario(args, pairs, tmp_root):
     rate = args.latency_rate or 0.5 * min(tp[anchor]["rate"], tp["u"]["rate"])
     per_rate = rate / pairs
     n_lat = max(200, int(per_rate * args.latency_s))
-    lat = {"a": [], "u": []}
+    # Mosquitto's latency with both drivers, and the lower p99 is the
+    # anchor: a driver that is slow to stamp or read (mosquitto_sub formats
+    # and prints every message; the feeder of mosquitto_pub is Python) must
+    # not make the ratio look better than Mosquitto is.
+    lat = {"c": [], "g": [], "u": []}
     for k in range(args.rounds):
         with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
             def mosquitto():
                 m = brokers.Mosquitto(t1, args.window)
                 try:
-                    if anchor == "c":
-                        lat["a"].append(c_round(m, pairs, n_lat, args.window, per_rate))
-                    else:
-                        lat["a"].append(gen_round(m, "mqtt", pairs, n_lat, args.window, procs, per_rate))
+                    lat["c"].append(c_round(m, pairs, n_lat, args.window, per_rate))
+                    lat["g"].append(gen_round(m, "mqtt", pairs, n_lat, args.window, procs, per_rate))
                 finally:
                     m.stop()
 
@@ -253,7 +257,16 @@ def run_scenario(args, pairs, tmp_root):
                 finally:
                     p.stop()
             in_turn(k, mosquitto, upsycle)
-    return tp, anchor, rate, dict((k, med(v)) for k, v in lat.items())
+    lat = dict((k, med(v)) for k, v in lat.items())
+    lat["a"] = lat_anchor(lat)
+    return tp, anchor, rate, lat
+
+
+def lat_anchor(lat):
+    """Of Mosquitto's latency rounds by its C clients ("c") and by loadgen
+    MQTT ("g"), the one with the lower p99, with its driver named."""
+    key = "c" if lat["c"]["p99"] <= lat["g"]["p99"] else "g"
+    return dict(lat[key], driver="C clients" if key == "c" else "loadgen MQTT")
 
 
 def main():
@@ -293,7 +306,8 @@ def main():
             u = tp["u"]
             rows.append((sc, "ratio", "upsycle / *", "%.2fx" % (u["rate"] / a["rate"]), "", "", "%.2fx" % (
                 u["bcpu"] / max(a["bcpu"], 1e-9))))
-            lat_rows.append((sc, rate, lat["a"]["p50"], lat["a"]["p99"], lat["u"]["p50"], lat["u"]["p99"],
+            lat_rows.append((sc, rate, lat["a"]["driver"], lat["a"]["p50"], lat["a"]["p99"], lat["u"]["p50"],
+                             lat["u"]["p99"],
                              "%.2fx" % (lat["u"]["p99"] / lat["a"]["p99"]),
                              1e6 * lat["a"]["ccpu"] / lat["a"]["n"], 1e6 * lat["u"]["ccpu"] / lat["u"]["n"]))
     print()
@@ -301,9 +315,10 @@ def main():
                        "proxy from %s)" % (args.window, args.messages, args.rounds, args.root),
         ("scenario", "system", "driver", "msg/s", "client CPU s", "client CPU us/msg", "broker CPU us/msg"), rows))
     print()
-    print(table.render("Latency at the same offered rate (both systems; median of %d rounds of %.0f s)" % (
-        args.rounds, args.latency_s),
-        ("scenario", "msg/s offered", "mosquitto p50 ms", "mosquitto p99 ms", "upsycle p50 ms", "upsycle p99 ms",
+    print(table.render("Latency at the same offered rate (both systems; median of %d rounds of %.0f s; Mosquitto "
+                       "by the driver with the lower p99)" % (args.rounds, args.latency_s),
+        ("scenario", "msg/s offered", "mosquitto driver", "mosquitto p50 ms", "mosquitto p99 ms", "upsycle p50 ms",
+         "upsycle p99 ms",
          "p99 ratio", "mosq client us/msg", "upsycle client us/msg"), lat_rows))
     print("\n%d-byte payloads; upsycle acks after fsync (SQLite WAL, synchronous=FULL), %s; mosquitto QoS 1 "
           "(plaintext, persistence on) acks before any disk write. %d CPUs shared by broker and clients: "
