@@ -243,3 +243,34 @@ def test_retention_by_count_takes_two_statements_per_topic_and_one_for_the_floor
     assert floors == [{b"O" * 8: 2}] * len(topics)
     # + the floors' statement + the drops' counter (which was there before too)
     assert retaining - plain == 2 * len(topics) + 2
+
+
+def test_retention_reads_its_range_by_the_primary_key_whatever_the_statistics(tmp_path):
+    """With ANALYZE's statistics SQLite would order the retention read's
+    GROUP BY origin through the origin index, reading every row of the
+    topic instead of the range it deletes."""
+    from upsycle.proxy import store_tx
+
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=0, max_age_s=0, max_bytes=0)).start()
+        r.store.origin_id = b"O" * 8
+        try:
+            loop = asyncio.get_running_loop()
+            futs = []
+            for k in range(300):
+                tok = ("pub", k)
+                fut = r.waiters[tok] = loop.create_future()
+                assert r.store.submit_publish(T1, b"m%d" % k, b"p", tok) is None
+                futs.append(fut)
+            await asyncio.gather(*futs)
+        finally:
+            r.close()
+    asyncio.run(main())
+    import sqlite3
+    db = sqlite3.connect(str(tmp_path / store_mod.DB_NAME))
+    try:
+        db.execute("ANALYZE")
+        plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + store_tx.RETAIN_READ_SQL, (T1, 10)))
+    finally:
+        db.close()
+    assert "PRIMARY KEY" in plan and "messages_origin" not in plan

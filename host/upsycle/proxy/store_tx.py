@@ -35,6 +35,14 @@ ROWS_PER_STATEMENT = 200
 _INSERT_SQL = {}
 
 
+# What count retention reads of the rows it deletes (_delete_upto), by
+# origin. "+origin": the range of the primary key, never the origin index
+# for the GROUP BY's order (with ANALYZE's statistics SQLite picked it and
+# read every row of the topic: 15 ms for 127 rows of 10,000 against 0.08).
+RETAIN_READ_SQL = ("SELECT origin, MAX(oseq), COUNT(*), SUM(length(payload)) FROM messages WHERE topic=? AND seq<=? "
+                   "GROUP BY +origin")
+
+
 def _insert_sql(n):
     sql = _INSERT_SQL.get(n)
     if sql is None:
@@ -479,9 +487,7 @@ class Transactions:
             # step, and a hand-over, of its own.
             n = nbytes = 0
             floors = self._floors
-            for origin, oseq, count, size in db.execute(
-                    "SELECT origin, MAX(oseq), COUNT(*), SUM(length(payload)) FROM messages WHERE topic=? AND seq<=? "
-                    "GROUP BY origin", (topic, upto)).fetchall():
+            for origin, oseq, count, size in db.execute(RETAIN_READ_SQL, (topic, upto)).fetchall():
                 n += count
                 nbytes += size
                 if origin is not None and oseq is not None:
