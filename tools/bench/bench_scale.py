@@ -43,12 +43,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import signal
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import brokers  # noqa: E402
+import profile_proxy  # noqa: E402
 import table  # noqa: E402
 
 ROOT = brokers.ROOT
@@ -130,6 +132,9 @@ def run_sessions(system, kind, n, args, transport, procs):
 
     def on_ready():
         # every session connected and subscribed, nothing published yet
+        if args.profile and kind == "upsycle":
+            system.proc.send_signal(signal.SIGUSR1)   # profile_proxy.RUNNER: profiler on
+            holder["threads0"] = profile_proxy.thread_cpu(system.proc.pid)
         holder["rss1"] = system.rss_kb()
         c0[0] = system.cpu()
         holder["w0"] = runq_wait(system.proc.pid)
@@ -138,12 +143,21 @@ def run_sessions(system, kind, n, args, transport, procs):
         # read before the generators exit: 10,000 disconnects are not the run's work
         holder["cpu"] = system.cpu() - c0[0]
         holder["wait"] = runq_wait(system.proc.pid) - holder["w0"]
+        if args.profile and kind == "upsycle":
+            t1 = profile_proxy.thread_cpu(system.proc.pid)
+            holder["threads"] = sorted(((tid, c - holder["threads0"].get(tid, 0.0)) for tid, c in t1.items()),
+                                       key=lambda x: -x[1])
+            system.proc.send_signal(signal.SIGUSR2)   # profiler off, written out
 
     results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready, on_results=on_results)
     bcpu, bwait = holder["cpu"], holder["wait"]
     sent = sum(r["sent"] for r in results)
     got = sum(r["got"] for r in results)
     lat = [x for r in results for x in r["lat_us"]]
+    if "threads" in holder:
+        print("proxy CPU by thread over the run (us per publish): %s" % ", ".join(
+            "%s %.0f" % ("event loop" if tid == system.proc.pid else "thread %d" % tid, 1e6 * c / max(1, sent))
+            for tid, c in holder["threads"] if c > 0))
     return {"n": n, "rss_per_session": (holder["rss1"] - rss0) * 1024.0 / n, "rss_mb": holder["rss1"] / 1024.0,
             "cpu_us_per_msg": 1e6 * bcpu / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
             "gen_cpu_pct": 100.0 * sum(r["cpu_s"] for r in results) / args.duration,
@@ -157,15 +171,29 @@ def run_sessions(system, kind, n, args, transport, procs):
 def sessions_bench(args):
     ns = args.sessions or ((10, 100, 1000) if args.quick else (10, 1000, 10000))
     rows = []
+    label = "" if os.path.abspath(args.root) == os.path.abspath(ROOT) else " (%s)" % os.path.relpath(args.root)
+    if args.profile:
+        label += " under cProfile"
     for n in ns:
         procs = 1 if n <= 100 else 4
         total = max(4096, n + 100)
         cfg = SCALE_CONFIG % {"n": total, "per": total - 1, "subs": max(100000, n * (args.fanout + 1))}
         for transport in args.transports:
             with tempfile.TemporaryDirectory() as tmp:
-                p = brokers.Proxy(tmp, secure=True, config=cfg)
+                prof = os.path.join(tmp, "proxy.prof")
+                p = brokers.Proxy(tmp, secure=True, config=cfg, root=args.root,
+                                  runner=(profile_proxy.RUNNER, (prof, "1")) if args.profile else None)
                 try:
                     r = run_sessions(p, "upsycle", n, args, transport, procs)
+                    if args.profile:
+                        for _ in range(300):   # written out after the dump (RUNNER)
+                            if os.path.exists(prof + ".commits"):
+                                break
+                            time.sleep(0.1)
+                        print(profile_proxy.commit_summary(prof + ".commits"))
+                        print(profile_proxy.gc_summary(prof + ".commits"))
+                        profile_proxy.print_profile(prof, r["sent"], "%s, %d sessions, %s, %d published" % (
+                            os.path.relpath(args.root), n, transport.upper(), r["sent"]), 25)
                     t0 = time.perf_counter()
                     try:
                         p.stop()
@@ -177,8 +205,10 @@ def sessions_bench(args):
                     if p.proc.poll() is None:
                         p.proc.kill()
                         p.proc.wait(60)
-            rows.append(("%d" % n, "upsycle Noise/%s" % transport.upper(), r))
-            print("%s sessions, upsycle %s: %s" % (n, transport, r), flush=True)
+            rows.append(("%d" % n, "upsycle Noise/%s%s" % (transport.upper(), label), r))
+            print("%s sessions, upsycle %s%s: %s" % (n, transport, label, r), flush=True)
+        if args.no_anchor:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             m = brokers.Mosquitto(tmp, 32)
             try:
@@ -454,6 +484,11 @@ def main():
     ap.add_argument("--transports", nargs="+", choices=("udp", "tcp"), default=("udp", "tcp"),
                     help="our proxy's transports to run (Mosquitto runs TCP either way)")
     ap.add_argument("--duration", type=float, default=0, help="measured seconds per run (default 20, quick 5)")
+    ap.add_argument("--root", default=ROOT, help="checkout whose proxy to run (another commit, unpacked with "
+                    "git archive, for a before/after comparison in one sitting)")
+    ap.add_argument("--profile", action="store_true", help="run the proxy under cProfile (profile_proxy.py) "
+                    "from all sessions ready to the last report, and print where its event loop's time went")
+    ap.add_argument("--no-anchor", action="store_true", help="leave Mosquitto out (profiling runs)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     print("open files allowed: %d" % raise_fd_limit())
