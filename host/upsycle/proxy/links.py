@@ -8,6 +8,7 @@ under the link's cipher. The shared helpers (clock, log fields, fault
 counter) live here too, since every part of the proxy uses them.
 """
 import asyncio
+import heapq
 import logging
 import time
 
@@ -30,8 +31,11 @@ PUBLISH_WINDOW = W.WINDOW_MAX
 # A link must say hello within this time: a real node does it at once.
 HELLO_TIMEOUT_S = 10.0
 # Timer resolution for retransmissions (RTO starts at 250 ms; the timer
-# visits every link only each SWEEP_TICKS, see server.py).
+# visits a link only when its deadline passed, see server.py).
 TICK_S = 0.05
+# Entries in the timer heap beyond two per open link before closed links'
+# entries are dropped from it (a pass over it, once per as many closes).
+TIMER_SLACK = 1024
 # Source addresses tracked for UDP rate limiting; least recently seen are
 # forgotten first (a forgotten address starts with a full bucket again).
 RATE_TABLE_MAX = 4096
@@ -232,6 +236,8 @@ class LinkTable:
         self.sessions = {}             # node id -> Link
         self.udp_links = {}            # addr -> Link
         self.host_links = {}           # host -> set of its open links
+        self._timers = []              # heap of (deadline, n, link): one entry per open link (server.py)
+        self._timer_n = 0              # tie-break: links do not compare
 
     def _new_session(self, reliable):
         return fastpath.HostProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
@@ -246,6 +252,18 @@ class LinkTable:
     def add_link(self, link):
         self.links.add(link)
         self.host_links.setdefault(link.host, set()).add(link)
+        self.arm_timer(link, link.opened + HELLO_TIMEOUT_S + TICK_S)
+
+    def arm_timer(self, link, due):
+        """The timer visits link at monotonic time ``due`` (or soon after)."""
+        timers = self._timers
+        self._timer_n += 1
+        heapq.heappush(timers, (due, self._timer_n, link))
+        if len(timers) > 2 * len(self.links) + TIMER_SLACK:
+            # Closed links' entries wait for their deadlines (a session's is
+            # DEAD_AFTER keepalives away): dropped here, not one by one.
+            timers[:] = [e for e in timers if not e[2].closed]
+            heapq.heapify(timers)
 
     def close_link(self, link, reason):
         if link.closed:
