@@ -335,10 +335,42 @@ def test_the_timer_passes_no_session_that_is_not_due(tmp_path, monkeypatch):
             reads[0] = 0
             await asyncio.sleep(1.5)   # 30 ticks
             assert reads[0] == 0
-            assert len(p.sessions) == n and len(p._timers) == n
+            live = [lk for slot, v in p._wheel.items() for lk in v if lk.due == slot]
+            assert len(p.sessions) == n and len(live) == n   # one live timer entry each
         finally:
             for s in socks:
                 s.close()
+            await p.stop()
+
+    run(main())
+
+
+def test_closed_links_do_not_pile_up_in_the_timer(tmp_path, monkeypatch):
+    """A closed link's timer entry waits for its deadline (3 keepalives
+    away) holding the link; past TIMER_SLACK more entries than two per open
+    link, the closed ones are dropped, so reconnecting nodes do not grow the
+    proxy's memory."""
+    import socket
+    import upsycle.proxy.links as links_mod
+    from shared_protocol.wire import envelope as E
+    from shared_protocol.wire import framing
+    monkeypatch.setattr(links_mod, "TIMER_SLACK", 5)
+
+    async def main():
+        p = Proxy(config(tmp_path))
+        await p.start()
+        try:
+            most = 0
+            for i in range(40):   # a node reconnecting, keepalive 60 s
+                s = socket.create_connection(p.addresses["tcp"], 5)
+                s.sendall(framing.frame(E.REGISTRY.encode("s_hello", ident(b"re"), 60000, 8), 4096))
+                await _until(lambda: ident(b"re") in p.sessions and not p.sessions[ident(b"re")].closed)
+                s.close()
+                await _until(lambda: ident(b"re") not in p.sessions)
+                most = max(most, p._armed)
+            assert most <= 2 * 1 + 5 + 1
+            assert sum(len(v) for v in p._wheel.values()) == p._armed and len(p._slots) == len(p._wheel)
+        finally:
             await p.stop()
 
     run(main())

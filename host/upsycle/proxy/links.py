@@ -14,6 +14,7 @@ import time
 
 from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
+from shared_protocol.session.client import DEAD_AFTER
 from shared_protocol.noise.datagram import DATAGRAM_MAX as NOISE_DATAGRAM_MAX
 from upsycle.proxy import fastpath
 
@@ -33,8 +34,14 @@ HELLO_TIMEOUT_S = 10.0
 # Timer resolution for retransmissions (RTO starts at 250 ms; the timer
 # visits a link only when its deadline passed, see server.py).
 TICK_S = 0.05
-# Entries in the timer heap beyond two per open link before closed links'
-# entries are dropped from it (a pass over it, once per as many closes).
+# The timer keeps deadlines to this grain: a link is visited up to this
+# late, never early (hello timeouts of 10 s, silences of 3 keepalives).
+# Links due in one grain share a list: a link costs the timer one list
+# slot (8 bytes), not a heap entry (~140 bytes).
+TIMER_GRAIN_S = 0.25
+# Timer entries beyond two per open link before closed links' entries are
+# dropped (a pass over them, once per as many closes): a closed link is
+# otherwise held until its deadline, up to 3 keepalives away.
 TIMER_SLACK = 1024
 # Source addresses tracked for UDP rate limiting; least recently seen are
 # forgotten first (a forgotten address starts with a full bucket again).
@@ -84,7 +91,7 @@ class SubState:
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
                  "transport", "paused", "opened", "proto", "mode", "sec", "bound", "active",
-                 "known")
+                 "known", "due")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -93,7 +100,10 @@ class Link:
         self.ps = ps
         self.node = None
         self.subs = {}
-        self.pending_subs = set()   # subscribes queued for the store, not yet committed
+        # Subscribes queued for the store, not yet committed: a set while
+        # there are any (routing.py), else the empty tuple (an empty set
+        # per session is 216 bytes).
+        self.pending_subs = ()
         self.unacked = 0
         self.closed = False
         self.transport = transport
@@ -109,6 +119,7 @@ class Link:
         self.sec = None
         self.bound = None     # secure: the node id the peer's static key proves
         self.known = None     # handshake admitted on a "seen before" hint: that node id
+        self.due = 0          # the timer slot it is armed in (LinkTable.arm_timer); others are stale
 
     def name(self):
         return "%s:%s/%s" % (self.addr[0], self.addr[1], self.kind) if self.addr else self.kind
@@ -129,6 +140,8 @@ class Faults:
 
 
 class TcpProtocol(asyncio.Protocol):
+    __slots__ = ("proxy", "link", "decoder")   # one per connection: no __dict__
+
     def __init__(self, proxy):
         self.proxy = proxy
         self.link = None
@@ -236,8 +249,9 @@ class LinkTable:
         self.sessions = {}             # node id -> Link
         self.udp_links = {}            # addr -> Link
         self.host_links = {}           # host -> set of its open links
-        self._timers = []              # heap of (deadline, n, link): one entry per open link (server.py)
-        self._timer_n = 0              # tie-break: links do not compare
+        self._wheel = {}               # slot (deadline / TIMER_GRAIN_S) -> links due in it (server.py)
+        self._slots = []               # heap of the slots in _wheel
+        self._armed = 0                # entries in _wheel: one per open link, and closed ones' until dropped
 
     def _new_session(self, reliable):
         return fastpath.HostProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
@@ -255,15 +269,38 @@ class LinkTable:
         self.arm_timer(link, link.opened + HELLO_TIMEOUT_S + TICK_S)
 
     def arm_timer(self, link, due):
-        """The timer visits link at monotonic time ``due`` (or soon after)."""
-        timers = self._timers
-        self._timer_n += 1
-        heapq.heappush(timers, (due, self._timer_n, link))
-        if len(timers) > 2 * len(self.links) + TIMER_SLACK:
-            # Closed links' entries wait for their deadlines (a session's is
-            # DEAD_AFTER keepalives away): dropped here, not one by one.
-            timers[:] = [e for e in timers if not e[2].closed]
-            heapq.heapify(timers)
+        """The timer visits link at monotonic time ``due`` (or up to
+        TIMER_GRAIN_S after)."""
+        slot = int(due / TIMER_GRAIN_S) + 1
+        if slot == link.due:
+            return
+        link.due = slot   # an entry in another slot is stale from now on
+        links = self._wheel.get(slot)
+        if links is None:
+            links = self._wheel[slot] = []
+            heapq.heappush(self._slots, slot)
+        links.append(link)
+        self._armed += 1
+        if self._armed > 2 * len(self.links) + TIMER_SLACK:
+            self._drop_closed_timers()
+
+    def arm_session(self, link):
+        """Arm link's timer at its session's expiry (silent for DEAD_AFTER
+        keepalives): nothing else is due on a TCP session, and a UDP one's
+        resends go by the tick (server.py)."""
+        ps = link.ps
+        self.arm_timer(link, (ps.last_rx + DEAD_AFTER * ps.keepalive_ms) / 1000.0)
+
+    def _drop_closed_timers(self):
+        armed = 0
+        for slot, links in list(self._wheel.items()):
+            links[:] = [lk for lk in links if not lk.closed and lk.due == slot]
+            if not links:
+                del self._wheel[slot]
+            armed += len(links)
+        self._slots = list(self._wheel)
+        heapq.heapify(self._slots)
+        self._armed = armed
 
     def close_link(self, link, reason):
         if link.closed:

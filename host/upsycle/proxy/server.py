@@ -38,8 +38,8 @@ from upsycle.proxy.delivery import Delivery
 from upsycle.proxy.federation import Federation
 from shared_protocol.overlay import ids
 from upsycle import identity
-from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, UDP_MAX, Faults, LinkTable,
-                                 TcpProtocol, UdpProtocol, kv, now_ms)
+from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, TIMER_GRAIN_S, UDP_MAX, Faults,
+                                 LinkTable, TcpProtocol, UdpProtocol, kv, now_ms)
 from upsycle.proxy.routing import Routing
 from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 
@@ -49,7 +49,7 @@ log = logging.getLogger("upsycle.proxy")
 # keepalives) passed, visited per tick at most: the rest wait for the next
 # tick, so 10,000 sessions falling silent together (a site's uplink lost)
 # hold up the event loop a few ms per tick, not ~20 ms at once (every
-# message waits behind such a stall). Links are kept in a heap by deadline
+# message waits behind such a stall). Links are kept by deadline
 # (links.py arm_timer): a tick costs what is due, not what is open; a
 # session heard from since is armed again at its new deadline
 # (tools/bench/bench_scale.py, tests/host/test_proxy_scale.py).
@@ -223,27 +223,38 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
 
     def _due_links(self, t, mono):
         """Visit the links whose deadline passed (TIMER_VISITS_MAX a tick)."""
-        timers = self._timers
+        wheel, slots = self._wheel, self._slots
+        now_slot = mono / TIMER_GRAIN_S
         n = 0
-        while timers and timers[0][0] <= mono and n < TIMER_VISITS_MAX:
-            link = heapq.heappop(timers)[2]
-            if link.closed:
-                continue
-            n += 1
-            if link.node is None:
-                if mono - link.opened > HELLO_TIMEOUT_S:
-                    self._visit(link, t, mono)   # closes it
-                else:
-                    self.arm_timer(link, link.opened + HELLO_TIMEOUT_S + TICK_S)
-                continue
-            ps = link.ps
-            dead = (ps.last_rx + DEAD_AFTER * ps.keepalive_ms) / 1000.0
-            if dead > mono:
-                self.arm_timer(link, dead)   # heard from since it was armed
-                continue
-            self._visit(link, t, mono)
-            if not link.closed:
-                self.arm_timer(link, mono + TICK_S)
+        while slots and slots[0] <= now_slot and n < TIMER_VISITS_MAX:
+            slot = slots[0]
+            links = wheel[slot]
+            while links and n < TIMER_VISITS_MAX:
+                link = links.pop()
+                self._armed -= 1
+                if link.closed or link.due != slot:
+                    continue   # closed, or armed again in another slot
+                link.due = 0
+                n += 1
+                # (arm_timer puts a link in a later slot than this one)
+                if link.node is None:
+                    if mono - link.opened > HELLO_TIMEOUT_S:
+                        self._visit(link, t, mono)   # closes it
+                    else:
+                        self.arm_timer(link, link.opened + HELLO_TIMEOUT_S + TICK_S)
+                    continue
+                ps = link.ps
+                if (ps.last_rx + DEAD_AFTER * ps.keepalive_ms) / 1000.0 > mono:
+                    self.arm_session(link)   # heard from since it was armed
+                    continue
+                self._visit(link, t, mono)
+                if not link.closed:
+                    self.arm_timer(link, mono + TICK_S)
+            if not links:
+                if wheel.get(slot) is links:
+                    del wheel[slot]
+                if slots and slots[0] == slot:
+                    heapq.heappop(slots)
 
     def _visit(self, link, t, mono):
         """Hello timeouts, UDP handshake retransmission, and the session's
