@@ -306,6 +306,7 @@ class LinkTable:
         if link.closed:
             return
         link.closed = True
+        link.proto = None   # (its protocol points back at it: no cycle for the collector to find)
         self.links.discard(link)
         mine = self.host_links.get(link.host)
         if mine is not None:
