@@ -1,7 +1,7 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
     .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store|handshake] [--sessions N ...]
-        [--transports udp tcp]
+        [--transports udp tcp] [--profile] [--no-anchor] [--root DIR]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
 each owning one topic it publishes to at a low rate (together
@@ -30,6 +30,13 @@ queued QoS 1 messages reconnecting (mosquitto_sub -c), the same payloads.
 
 Handshake: both sides of a Noise XX handshake with the host's HMAC in C
 against the boards' pure-Python one (the anchor), in one process.
+
+--profile: the proxy runs under cProfile (profile_proxy.py's runner) from
+all sessions ready to the last report; printed: its event loop's time by
+area and function, each thread's CPU, the store's commits and the cyclic
+collector's pauses. --root DIR: another checkout's proxy (e.g. the commit
+before, unpacked with git archive) with this checkout's load generators.
+--no-anchor: no Mosquitto rows.
 
 --quick: 10, 100, 1,000 sessions for 5 s; 10^5 messages over 10^3 topics
 with a 20,000-message backlog. Everything runs on one shared machine: the
