@@ -41,6 +41,7 @@ AREAS = (
     ("session state machine", ("session_proxy", "session/proxy.py")),
     ("store (event-loop side)", ("store.py", "store_tail.py")),
     ("federation hooks", ("federation.py", "peers.py", "catchup.py")),
+    ("overlay (PolderCast gossip, rings)", ("overlay/",)),
     ("server (routing, pump, flush)", ("server.py", "links.py", "admission.py", "routing.py", "delivery.py",
                                        "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",
