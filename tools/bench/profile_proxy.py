@@ -44,6 +44,7 @@ AREAS = (
     ("session state machine", ("session_proxy", "session/proxy.py")),
     ("store (event-loop side)", ("store.py", "store_tail.py")),
     ("federation hooks", ("federation.py", "peers.py", "catchup.py")),
+    ("overlay (PolderCast gossip, rings)", ("overlay/",)),
     ("server (routing, pump, flush)", ("server.py", "links.py", "admission.py", "routing.py", "delivery.py",
                                        "fastpath")),
     ("asyncio, sockets, selectors", ("asyncio", "selectors", "socket", "<method 'send'", "<method 'recv'",
@@ -179,6 +180,20 @@ def timed_start(self, loop, on_commit):
     self._db = TimedDb(self._db)
     return start(self, loop, on_commit)
 store.Store.start = timed_start
+import gc
+rec["gc"] = {}
+gc_t0 = [0.0]
+def gc_timed(phase, info):
+    # the cyclic collector's pauses, per generation (cProfile does not see them)
+    if phase == "start":
+        gc_t0[0] = time.perf_counter()
+    elif rec["on"]:
+        g = rec["gc"].setdefault(str(info["generation"]), [0, 0.0, 0.0])
+        dt = time.perf_counter() - gc_t0[0]
+        g[0] += 1
+        g[1] += dt
+        g[2] = max(g[2], dt)
+gc.callbacks.append(gc_timed)
 def on(*a):
     rec["on"] = True
     if prof is not None:
@@ -260,6 +275,19 @@ def _stages(rec):
 def _q(xs, q):
     """The q quantile of sorted xs (0 if empty)."""
     return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else 0.0
+
+
+def gc_summary(path):
+    """One line on the cyclic collector's pauses over the run (see RUNNER)."""
+    import json
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return "collector pauses: not recorded"
+    parts = ["generation %s: %d, %.3f s in all, longest %.1f ms" % (g, v[0], v[1], 1e3 * v[2])
+             for g, v in sorted(rec.get("gc", {}).items())]
+    return "collector pauses: " + ("; ".join(parts) or "none")
 
 
 def thread_cpu(pid):
@@ -376,10 +404,18 @@ def main():
             _pct(lat, 0.5), _pct(lat, 0.99), "at %.0f msg/s offered" % args.rate if args.rate else
             "flat out: only window / throughput"))
         print(commit_summary(out + ".commits"))
+        print(gc_summary(out + ".commits"))
         print()
         if args.no_profile:
             return
-        st = pstats.Stats(out)
+        print_profile(out, n, "%s, %d -> %d, %d messages, %s" % (
+            os.path.relpath(root), args.pairs, args.pairs, n, "Noise" if args.secure else "plaintext"), args.top)
+
+
+def print_profile(path, n, label, top_n=15):
+    """The event loop's own time per message by area, and the top
+    functions, from a cProfile dump (RUNNER's)."""
+    st = pstats.Stats(path)
     by_area = {}
     total = 0.0
     for key, (cc, nc, tt, ct, callers) in st.stats.items():
@@ -389,17 +425,20 @@ def main():
             total += tt
     rows = [(a, 1e6 * t / n, "-" if a.startswith("idle") else "%.1f" % (100.0 * t / total))
             for a, t in sorted(by_area.items(), key=lambda x: -x[1])]
-    print(table.render("Proxy event loop under cProfile, own time per delivered message (%s, %d -> %d, %d "
-                       "messages, %s; profiler overhead included)" % (
-                           os.path.relpath(root), args.pairs, args.pairs, n,
-                           "Noise" if args.secure else "plaintext"),
-                       ("area", "us/msg", "% of busy loop"), rows))
+    print(table.render("Proxy event loop under cProfile, own time per message (%s; profiler overhead included)"
+                       % label, ("area", "us/msg", "% of busy loop"), rows))
     top = sorted((kv for kv in st.stats.items() if not area(kv[0]).startswith("idle")),
-                 key=lambda kv: -kv[1][2])[:args.top]
+                 key=lambda kv: -kv[1][2])[:top_n]
     print()
     print(table.render("Top functions by own time", ("function", "calls", "us/msg", "area"),
                        [("%s:%d %s" % (os.path.basename(k[0]), k[1], k[2]), v[1], 1e6 * v[2] / n, area(k))
                         for k, v in top]))
+    cum = sorted((kv for kv in st.stats.items() if not area(kv[0]).startswith("idle")),
+                 key=lambda kv: -kv[1][3])[:top_n]
+    print()
+    print(table.render("Top functions by cumulative time", ("function", "calls", "us/msg", "area"),
+                       [("%s:%d %s" % (os.path.basename(k[0]), k[1], k[2]), v[1], 1e6 * v[3] / n, area(k))
+                        for k, v in cum]))
 
 
 if __name__ == "__main__":
