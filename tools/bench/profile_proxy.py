@@ -64,8 +64,7 @@ prof = cProfile.Profile() if sys.argv[2] == "1" else None
 from upsycle.proxy import store, store_tx
 if sys.argv[3] != "0":   # --batch-max: a commit takes at most this many items
     store_tx.BATCH_MAX = int(sys.argv[3])
-import gc
-rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0, "gc": [], "handback": []}
+rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0, "handback": []}
 commit = store_tx.Transactions._commit
 def timed_commit(self, batch, *a, **k):
     t0, c0 = time.perf_counter(), time.thread_time()
@@ -155,14 +154,6 @@ def timed_deliver_run(self, topic, rows, now):
                 out.append(t - stamp(r[2])[0])
     return deliver_run(self, topic, rows, now)
 fastpath.HostProxySession.deliver_run = timed_deliver_run
-# Garbage collector pauses (any thread; all others wait for the GIL).
-gc_t0 = [0.0]
-def gc_cb(phase, info):
-    if phase == "start":
-        gc_t0[0] = time.perf_counter()
-    elif rec["on"]:
-        rec["gc"].append((info["generation"], time.perf_counter() - gc_t0[0]))
-gc.callbacks.append(gc_cb)
 class TimedDb:
     def __init__(self, db):
         self._db = db
@@ -229,18 +220,14 @@ def commit_summary(path):
     cpu = sorted(c[2] for c in cs)
     sync = sorted(c[3] for c in cs if len(c) > 3)
     hb = sorted(rec.get("handback", ()))
-    gcs = rec.get("gc", [])
-    gc_line = "garbage collector: %d passes, %.1f ms in all, longest %.2f ms (generation 2: %d)" % (
-        len(gcs), 1e3 * sum(g[1] for g in gcs), 1e3 * max([g[1] for g in gcs] or [0]),
-        sum(1 for g in gcs if g[0] == 2))
     return ("store commits: %d holding %d items (mean %.0f); wall per commit p50 %.1f ms, p90 %.1f ms, max %.1f ms; "
             "writer CPU per commit p50 %.1f ms; WAL sync per commit p50 %.1f ms, p90 %.1f ms; %.1f statements per "
             "commit; of the writer's %.2f s in commits, %.2f s in COMMIT (the WAL sync) and %.2f s in the other "
-            "statements\nresults handed back to the event loop p50 %.2f ms, p90 %.2f ms, max %.1f ms\n%s" % (
+            "statements\nresults handed back to the event loop p50 %.2f ms, p90 %.2f ms, max %.1f ms" % (
                 len(cs), items, items / len(cs), 1e3 * wall[len(wall) // 2], 1e3 * wall[int(len(wall) * 0.9)],
                 1e3 * wall[-1], 1e3 * cpu[len(cpu) // 2], 1e3 * _q(sync, 0.5), 1e3 * _q(sync, 0.9),
                 rec["statements"] / len(cs), sum(wall), rec["commit_s"], rec["other_s"],
-                1e3 * _q(hb, 0.5), 1e3 * _q(hb, 0.9), 1e3 * _q(hb, 1.0), gc_line)) + _stages(rec)
+                1e3 * _q(hb, 0.5), 1e3 * _q(hb, 0.9), 1e3 * _q(hb, 1.0))) + _stages(rec)
 
 
 def _stages(rec):
