@@ -262,9 +262,9 @@ REGISTRY = Registry()
 
 # Core messages (block "core").
 ERROR = REGISTRY.register(0, "error", (
-    ("code", TEXT, 32),        # machine-readable error code
-    ("detail", TEXT, 200),     # human-readable detail
-    ("ref", ANY, None),        # what it refers to (message id, type...), or null
+    ("code", "text", 32),        # machine-readable error code
+    ("detail", "text", 200),     # human-readable detail
+    ("ref", "any", None),        # what it refers to (message id, type...), or null
 ), min_fields=2)
-PING = REGISTRY.register(1, "ping", (("nonce", UINT, 0xFFFFFFFF),))
-PONG = REGISTRY.register(2, "pong", (("nonce", UINT, 0xFFFFFFFF),))
+PING = REGISTRY.register(1, "ping", (("nonce", "uint", 0xFFFFFFFF),))
+PONG = REGISTRY.register(2, "pong", (("nonce", "uint", 0xFFFFFFFF),))
