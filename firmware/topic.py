@@ -43,7 +43,8 @@ another author's. The generation is also in the message id (message_seq).
 from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import store as dstore
-from shared_protocol.dmc.errors import StoreError, CORRUPT, MISSING
+from shared_protocol.dmc import errors
+from shared_protocol.dmc.errors import CORRUPT, MISSING
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.member import Member, Publication
 from shared_protocol.groups.readings import Batch
@@ -124,23 +125,23 @@ class Topic:
             try:
                 v = cbor.decode(dstore.unpack(raw))
                 if not isinstance(v, list) or len(v) != 4 or v[0] != STATE_VERSION:
-                    raise StoreError(CORRUPT, "unknown state layout")
+                    raise errors.StoreError(CORRUPT, "unknown state layout")
                 m = Member.from_record(v[1])
                 if m.topic != fresh.topic:
-                    raise StoreError(CORRUPT, "state is for another topic")
+                    raise errors.StoreError(CORRUPT, "state is for another topic")
                 # The invite may be newer (re-flashed): keep the higher epoch
                 # (a fresh member gets a generation of its own below).
                 self.member = m if m.epoch >= fresh.epoch else fresh
                 self.outbox = [bytes(x) for x in v[2]][-OUTBOX_MAX:]
                 self.published = v[3]
                 had_state = True
-            except (StoreError, cbor.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
+            except (errors.StoreError, cbor.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
                 self._quarantine(self.state_path, e)
         try:
             self.replica = self.store.load()
             if bytes(self.replica.author[:AUTHOR_NODE_BYTES]) != self.node_author:
-                raise StoreError(CORRUPT, "replica belongs to another node")
-        except StoreError as e:
+                raise errors.StoreError(CORRUPT, "replica belongs to another node")
+        except errors.StoreError as e:
             if e.code != MISSING or had_state:
                 self._start_refill()   # the marker first: a cut after it redoes the refill
             if e.code != MISSING:

@@ -2,7 +2,7 @@
 type, loaded on first use (crdts.new): a sensor node that only appends
 readings never loads the others (their bytecode would sit in the heap)."""
 from shared_protocol.dmc import ops as O
-from shared_protocol.dmc.errors import SnapshotError
+from shared_protocol.dmc import errors
 from shared_protocol.dmc.crdts import _bad
 
 
@@ -52,7 +52,7 @@ class PNCounter:
         for r in v:
             if not isinstance(r, list) or len(r) != 3:
                 raise _bad("counter entry must be [author, increments, decrements]")
-            a = intern(O.check_author(r[0], SnapshotError))
+            a = intern(O.check_author(r[0], "SnapshotError"))
             if prev is not None and not (a > prev):
                 raise _bad("counter authors out of order")
             prev = a

@@ -4,7 +4,7 @@ readings never loads the others (their bytecode would sit in the heap)."""
 from array import array
 
 from shared_protocol.dmc import ops as O
-from shared_protocol.dmc.errors import SnapshotError
+from shared_protocol.dmc import errors
 from shared_protocol.dmc.crdts import _bad, LOG_MAX
 
 
@@ -121,8 +121,8 @@ class TimeLog:
         for r in v:
             if not isinstance(r, list) or len(r) != 4:
                 raise _bad("log reading must be [time, author, seq, value]")
-            k = (O.check_time(r[0], SnapshotError), O.check_author(r[1], SnapshotError),
-                 O.check_seq(r[2], "seq", SnapshotError))
+            k = (O.check_time(r[0], "SnapshotError"), O.check_author(r[1], "SnapshotError"),
+                 O.check_seq(r[2], "seq", "SnapshotError"))
             if prev is not None and not (k > prev):
                 raise _bad("log readings out of order")
             prev = k

@@ -2,7 +2,7 @@
 type, loaded on first use (crdts.new): a sensor node that only appends
 readings never loads the others (their bytecode would sit in the heap)."""
 from shared_protocol.dmc import ops as O
-from shared_protocol.dmc.errors import SnapshotError
+from shared_protocol.dmc import errors
 from shared_protocol.dmc.crdts import _bad, ITEMS_HARD
 
 
@@ -51,14 +51,14 @@ class LwwMap:
         for r in v:
             if not isinstance(r, list) or len(r) != 4:
                 raise _bad("map register must be [key, clock, author, value]")
-            k = O.check_key(r[0], SnapshotError)
+            k = O.check_key(r[0], "SnapshotError")
             if prev is not None and not (k > prev):
                 raise _bad("map keys out of order")
             prev = k
-            a = O.check_author(r[2], SnapshotError)
+            a = O.check_author(r[2], "SnapshotError")
             if a not in vv:
                 raise _bad("map register by an author missing from the version vector")
-            m.regs[k] = (O.check_seq(r[1], "clock", SnapshotError), intern(a), r[3])
+            m.regs[k] = (O.check_seq(r[1], "clock", "SnapshotError"), intern(a), r[3])
         return m
 
     def join(self, other, my_vv, other_vv):

@@ -2,7 +2,7 @@
 type, loaded on first use (crdts.new): a sensor node that only appends
 readings never loads the others (their bytecode would sit in the heap)."""
 from shared_protocol.dmc import ops as O
-from shared_protocol.dmc.errors import SnapshotError
+from shared_protocol.dmc import errors
 from shared_protocol.dmc.crdts import _bad, _ekey, ITEMS_HARD
 
 
@@ -63,12 +63,12 @@ class ORSet:
         for r in v:
             if not isinstance(r, list) or len(r) != 2:
                 raise _bad("set entry must be [element, tags]")
-            e = O.check_elem(r[0], SnapshotError)
+            e = O.check_elem(r[0], "SnapshotError")
             k = _ekey(e)
             if prev is not None and not (k > prev):
                 raise _bad("set elements out of order")
             prev = k
-            tags = O.pairs(r[1], O.TAGS_MAX, "tags", SnapshotError)
+            tags = O.pairs(r[1], O.TAGS_MAX, "tags", "SnapshotError")
             if not tags:
                 raise _bad("a set element needs at least one tag")
             for a, q in tags:

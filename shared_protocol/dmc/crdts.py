@@ -19,7 +19,8 @@ each add the last allowed item), never further.
 
 from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
-from shared_protocol.dmc.errors import SnapshotError, MALFORMED
+from shared_protocol.dmc import errors
+from shared_protocol.dmc.errors import MALFORMED
 
 # Keys of one map / elements of one set that a local write may create: a
 # board's topic holds a handful of settings and tags, not a database.
@@ -32,7 +33,7 @@ LOG_MAX = 512
 
 
 def _bad(msg):
-    return SnapshotError(MALFORMED, msg)
+    return errors.SnapshotError(MALFORMED, msg)
 
 
 def _ekey(e):

@@ -6,7 +6,7 @@ left exactly as it was. ``ReplicaLimitError`` is local: the caller asked for a
 write the replica's named limits do not allow.
 """
 
-from shared_protocol.errors import LocalError, RemoteError
+from shared_protocol.errors import LocalError, RemoteError, kind
 
 # Codes shared by the errors below.
 MALFORMED = "malformed"        # not the shape an operation/snapshot must have
@@ -23,31 +23,22 @@ CORRUPT = "corrupt"            # stored file fails its checks
 MISSING = "missing"            # no stored state at that path
 
 
-class OpError(RemoteError):
-    """An incoming operation is malformed or not acceptable."""
-
-    code = "dmc_op"
-
-
-class SnapshotError(RemoteError):
-    """An incoming or stored snapshot is malformed."""
-
-    code = "dmc_snapshot"
-
-
-class SyncError(RemoteError):
-    """An anti-entropy message is malformed."""
-
-    code = "dmc_sync"
-
-
-class StoreError(RemoteError):
-    """Stored replica state is missing or corrupt."""
-
-    code = "dmc_store"
+# Name, base, code (a line each; made on first use, see
+# shared_protocol.errors.kind; board modules name them as errors.OpError):
+# - OpError: an incoming operation is malformed or not acceptable.
+# - SnapshotError: an incoming or stored snapshot is malformed.
+# - SyncError: an anti-entropy message is malformed.
+# - StoreError: stored replica state is missing or corrupt.
+# - ReplicaLimitError: a local write would break one of the replica's named
+#   limits.
+KINDS = """
+OpError RemoteError dmc_op
+SnapshotError RemoteError dmc_snapshot
+SyncError RemoteError dmc_sync
+StoreError RemoteError dmc_store
+ReplicaLimitError LocalError dmc_limit
+"""
 
 
-class ReplicaLimitError(LocalError):
-    """A local write would break one of the replica's named limits."""
-
-    code = "dmc_limit"
+def __getattr__(name):
+    return kind(name, KINDS, globals())

@@ -11,41 +11,41 @@ SnapshotError and the replica is left exactly as it was.
 """
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import crdts
-from shared_protocol.dmc.errors import (
-    OpError, SnapshotError, ReplicaLimitError, MALFORMED, UNKNOWN_TYPE, AUTHORS_FULL, OBJECTS_FULL)
+from shared_protocol.dmc import errors
+from shared_protocol.dmc.errors import MALFORMED, UNKNOWN_TYPE, AUTHORS_FULL, OBJECTS_FULL
 from shared_protocol.dmc.replica import OBJECTS_MAX, _vv_from
 
 
 def merge(replica, v):
     """Join snapshot value ``v`` ([vv, clock, objects]) into ``replica``."""
     if not isinstance(v, list) or len(v) != 3:
-        raise SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
-    ovv = _vv_from(v[0], SnapshotError)
+        raise errors.SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
+    ovv = _vv_from(v[0], "SnapshotError")
     clock = v[1]
     if not O.is_int(clock) or clock < 0 or clock > O.CLOCK_MAX:
-        raise SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
+        raise errors.SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
     objs = v[2]
     if not isinstance(objs, list) or len(objs) > OBJECTS_MAX:
-        raise SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
+        raise errors.SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
     n = len(replica.vv)
     for a in ovv:
         if a not in replica.vv:
             n += 1
     if n > O.AUTHORS_MAX:
-        raise SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
+        raise errors.SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
     theirs = {}
     prev = None
     intern = replica._ids.get
     for ob in objs:
         if not isinstance(ob, list) or len(ob) != 3:
-            raise SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
+            raise errors.SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
         t = ob[0]
         cls = crdts.cls(t) if O.is_int(t) else None
         if cls is None:
-            raise SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
-        key = (t, O.check_name(ob[1], SnapshotError))
+            raise errors.SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
+        key = (t, O.check_name(ob[1], "SnapshotError"))
         if prev is not None and not (key > prev):
-            raise SnapshotError(MALFORMED, "snapshot objects out of order")
+            raise errors.SnapshotError(MALFORMED, "snapshot objects out of order")
         prev = key
         theirs[key] = cls.from_value(ob[2], replica.cfg, lambda a: intern(a, a), ovv)
     keys = list(replica.objects)
@@ -53,7 +53,7 @@ def merge(replica, v):
         if k not in replica.objects:
             keys.append(k)
     if len(keys) > OBJECTS_MAX:
-        raise SnapshotError(OBJECTS_FULL, "snapshot brings the topic past %d objects" % OBJECTS_MAX)
+        raise errors.SnapshotError(OBJECTS_FULL, "snapshot brings the topic past %d objects" % OBJECTS_MAX)
     # Checked: from here on nothing can fail.
     for k in keys:
         mine = replica.objects.get(k)
@@ -84,40 +84,40 @@ def merge(replica, v):
 def restore(cls, v):
     """A replica of class ``cls`` rebuilt from Replica.dump_value()."""
     if not isinstance(v, list) or len(v) != 6 or v[0] != 1:
-        raise SnapshotError(MALFORMED, "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]")
+        raise errors.SnapshotError(MALFORMED, "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]")
     cfg = v[2]
     if not isinstance(cfg, list) or len(cfg) != 3:
-        raise SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
+        raise errors.SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
     try:
         r = cls(v[1], cfg[0], cfg[1], cfg[2])
-    except ReplicaLimitError as e:
-        raise SnapshotError(MALFORMED, "stored config: " + e.message)
+    except errors.ReplicaLimitError as e:
+        raise errors.SnapshotError(MALFORMED, "stored config: " + e.message)
     r.merge_snapshot_value(v[3])
-    snap = _vv_from(v[4], SnapshotError)
+    snap = _vv_from(v[4], "SnapshotError")
     tail = v[5]
     if not isinstance(tail, list) or len(tail) > r.tail_max:
-        raise SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
+        raise errors.SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
     nxt = {}
     for a in snap:
         if snap[a] > r.vv.get(a, 0):
-            raise SnapshotError(MALFORMED, "stored snap_vv beyond the state's version vector")
+            raise errors.SnapshotError(MALFORMED, "stored snap_vv beyond the state's version vector")
         nxt[a] = snap[a] + 1
     entries = []
     for data in tail:
         if not isinstance(data, bytes):
-            raise SnapshotError(MALFORMED, "stored tail op must be bytes")
+            raise errors.SnapshotError(MALFORMED, "stored tail op must be bytes")
         try:
             op = O.decode(data)
-        except OpError as e:
-            raise SnapshotError(MALFORMED, "stored tail op: " + e.message)
+        except errors.OpError as e:
+            raise errors.SnapshotError(MALFORMED, "stored tail op: " + e.message)
         a = op[0]
         if op[1] != nxt.get(a, 1) or op[1] > r.vv.get(a, 0):
-            raise SnapshotError(MALFORMED, "stored tail ops are not contiguous per author")
+            raise errors.SnapshotError(MALFORMED, "stored tail ops are not contiguous per author")
         nxt[a] = op[1] + 1
         entries.append(data)
     for a in r.vv:
         if nxt.get(a, 1) != r.vv[a] + 1:
-            raise SnapshotError(MALFORMED, "stored tail does not reach the version vector")
+            raise errors.SnapshotError(MALFORMED, "stored tail does not reach the version vector")
     r.snap_vv = {}
     for a in snap:
         r.snap_vv[r._ids.get(a, a)] = snap[a]

@@ -23,7 +23,8 @@ import struct
 
 from shared_protocol.wire import cbor
 from shared_protocol.dmc.replica import Replica
-from shared_protocol.dmc.errors import StoreError, SnapshotError, CORRUPT, MISSING
+from shared_protocol.dmc import errors
+from shared_protocol.dmc.errors import CORRUPT, MISSING
 
 MAGIC = b"DMC1"
 _HEADER = 8
@@ -129,7 +130,7 @@ class _Chunks:
 def _write(files, path, n, check, emit):
     size = _HEADER + n + _CHECK
     if size > STORE_MAX:
-        raise StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (size, STORE_MAX))
+        raise errors.StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (size, STORE_MAX))
     tmp = path + ".tmp"
     files.remove(tmp)  # a leftover of an interrupted save
     f = files.open(tmp)
@@ -150,17 +151,17 @@ def _write(files, path, n, check, emit):
 def unpack(data):
     """File bytes -> payload bytes; StoreError(CORRUPT) if any check fails."""
     if data is None:
-        raise StoreError(MISSING, "no stored state")
+        raise errors.StoreError(MISSING, "no stored state")
     if len(data) > STORE_MAX:
-        raise StoreError(CORRUPT, "stored file is over %d bytes" % STORE_MAX)
+        raise errors.StoreError(CORRUPT, "stored file is over %d bytes" % STORE_MAX)
     if len(data) < _HEADER + _CHECK or data[:4] != MAGIC:
-        raise StoreError(CORRUPT, "stored file lacks the DMC1 header: not a replica file, or cut short")
+        raise errors.StoreError(CORRUPT, "stored file lacks the DMC1 header: not a replica file, or cut short")
     n = struct.unpack(">I", data[4:8])[0]
     if len(data) != _HEADER + n + _CHECK:
-        raise StoreError(CORRUPT, "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
+        raise errors.StoreError(CORRUPT, "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
     payload = data[_HEADER:_HEADER + n]
     if hashlib.sha256(payload).digest()[:_CHECK] != data[_HEADER + n:]:
-        raise StoreError(CORRUPT, "stored file fails its checksum")
+        raise errors.StoreError(CORRUPT, "stored file fails its checksum")
     return payload
 
 
@@ -181,8 +182,8 @@ class Store:
             # between remove and rename); a torn one means nothing was saved.
             try:
                 return self._decode(self.files.read(self.tmp))
-            except StoreError:
-                raise StoreError(MISSING, "no stored state at %s" % self.path)
+            except errors.StoreError:
+                raise errors.StoreError(MISSING, "no stored state at %s" % self.path)
         return self._decode(data)
 
     def _decode(self, data):
@@ -190,8 +191,8 @@ class Store:
         try:
             v = cbor.decode(payload)
         except cbor.DecodeError as e:
-            raise StoreError(CORRUPT, "stored payload is not deterministic CBOR (%s)" % e.code)
+            raise errors.StoreError(CORRUPT, "stored payload is not deterministic CBOR (%s)" % e.code)
         try:
             return Replica.restore_value(v)
-        except SnapshotError as e:
-            raise StoreError(CORRUPT, "stored replica is invalid: %s" % e.message)
+        except errors.SnapshotError as e:
+            raise errors.StoreError(CORRUPT, "stored replica is invalid: %s" % e.message)

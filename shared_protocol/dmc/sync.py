@@ -37,8 +37,8 @@ from shared_protocol.wire import cbor, envelope
 from shared_protocol.wire.envelope import REGISTRY
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc.replica import _vv_from, _vv_value
-from shared_protocol.dmc.errors import (
-    SyncError, OpError, SnapshotError, MALFORMED, OVERSIZE)
+from shared_protocol.dmc import errors
+from shared_protocol.dmc.errors import MALFORMED, OVERSIZE
 
 try:
     from micropython import const
@@ -274,23 +274,23 @@ class Sync:
         if t is OP:
             self._apply_values([msg["op"]])
             return []
-        raise SyncError(MALFORMED, "%s is not a DMC sync message" % msg.name)
+        raise errors.SyncError(MALFORMED, "%s is not a DMC sync message" % msg.name)
 
     def _on_summary(self, msg, now):
         parts = msg["parts"]
         part = msg["part"]
         if parts < 1 or part >= parts:
-            raise SyncError(MALFORMED, "summary part %d of %d" % (part, parts))
+            raise errors.SyncError(MALFORMED, "summary part %d of %d" % (part, parts))
         flat = msg["vv"]
-        prs = O.pairs(flat, SUMMARY_AUTHORS, "vv", SyncError)
+        prs = O.pairs(flat, SUMMARY_AUTHORS, "vv", "SyncError")
         snap = msg["snap"]
         if snap:
             if (len(snap) != 2 or not isinstance(snap[0], bytes) or len(snap[0]) != SNAP_ID_LEN
                     or not O.is_int(snap[1]) or snap[1] < 0 or snap[1] >= (1 << CHUNKS_MAX)):
-                raise SyncError(MALFORMED, "summary snapshot progress must be [id, bitmap]")
+                raise errors.SyncError(MALFORMED, "summary snapshot progress must be [id, bitmap]")
         sess = msg["session"]
         if parts == 1:
-            pv = _vv_from(flat, SyncError)
+            pv = _vv_from(flat, "SyncError")
         else:
             if self._parts is None or self._parts[0] != sess or self._parts[1] != parts:
                 self._parts = [sess, parts, {}]
@@ -303,7 +303,7 @@ class Sync:
                     pv[a] = s
             self._parts = None
             if len(pv) > O.AUTHORS_MAX:
-                raise SyncError(OVERSIZE, "summary lists more than %d authors" % O.AUTHORS_MAX)
+                raise errors.SyncError(OVERSIZE, "summary lists more than %d authors" % O.AUTHORS_MAX)
         self.peer_vv = pv
         if self.peer is not None:
             self.replica.note_peer(self.peer, pv)
@@ -324,7 +324,7 @@ class Sync:
                 if r.receive_op(op, data) != 0:
                     progressed = True
                     self.ops_in += 1
-            except OpError as e:
+            except errors.OpError as e:
                 self.rejected += 1
                 self.last_error = e
         if progressed:
@@ -348,10 +348,10 @@ class Sync:
         count = msg["count"]
         idx = msg["index"]
         if len(sid) != SNAP_ID_LEN or count < 1 or idx >= count:
-            raise SyncError(MALFORMED, "snapshot chunk %d of %d" % (idx, count))
+            raise errors.SyncError(MALFORMED, "snapshot chunk %d of %d" % (idx, count))
         chunk = msg["chunk"]
         if idx < count - 1 and len(chunk) != CHUNK:
-            raise SyncError(MALFORMED, "snapshot chunk %d is %d bytes, not %d" % (idx, len(chunk), CHUNK))
+            raise errors.SyncError(MALFORMED, "snapshot chunk %d is %d bytes, not %d" % (idx, len(chunk), CHUNK))
         si = self._snap_in
         if si is None or si[0] != sid or si[1] != count:
             si = self._snap_in = [sid, count, [None] * count, 0]
@@ -363,10 +363,10 @@ class Sync:
         self._snap_in = None
         data = b"".join(si[2])
         if snap_id(data) != sid:
-            raise SyncError(MALFORMED, "snapshot does not match its id")
+            raise errors.SyncError(MALFORMED, "snapshot does not match its id")
         try:
             self.replica.merge_snapshot(data)
-        except SnapshotError as e:
+        except errors.SnapshotError as e:
             self.last_error = e
             raise
         self.retries = 0
