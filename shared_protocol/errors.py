@@ -43,8 +43,12 @@ def kind(name, kinds, scope):
     were 7 KB; made on first use, a node holds only the kinds it has raised
     or caught. Board modules therefore name a kind through its module
     (``errors.Malformed``) at the raise or ``except``, never by importing
-    it at the top, which would make the class at import time.
+    it at the top, which would make the class at import time. A module
+    that raises its own kinds asks for them by name through this (its
+    ``_error``), so a kind already made is returned, not made again.
     """
+    if name in scope:
+        return scope[name]
     i = kinds.find("\n" + name + " ")
     if i < 0:
         raise AttributeError(name)

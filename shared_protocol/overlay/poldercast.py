@@ -14,7 +14,8 @@ CYCLON merges, so flooders cannot take over the view) and hands CYCLON a
 plain CYCLON message.
 """
 from shared_protocol.wire import envelope
-from shared_protocol.overlay.cyclon import (Cyclon, CyclonError, SHUFFLE_LEN_MAX, PROXY_SHUFFLE, PROXY_VIEW,
+from shared_protocol.overlay import cyclon
+from shared_protocol.overlay.cyclon import (Cyclon, SHUFFLE_LEN_MAX, PROXY_SHUFFLE, PROXY_VIEW,
                                             REPLY as C_REPLY, SHUFFLE as C_SHUFFLE, check_entries as c_check_entries)
 from shared_protocol.overlay import common, dissemination, ids, rings, urps, vicinity
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
@@ -308,17 +309,17 @@ class PolderCast:
                 raise OverlayError(common.E_PROFILE, "a profile is %d bytes" % plen)
         if req:
             if entries[0][0] == self.id:
-                raise CyclonError("from_self", "a shuffle request carries this node's own id as sender")
+                raise cyclon.CyclonError("from_self", "a shuffle request carries this node's own id as sender")
         else:
             # CYCLON's own check, done before URPS sees the entries.
             ok = False
             for ex in self.cyclon._pending:
                 if ex[0] == v[0]:
                     if ex[1] != v[1]:
-                        raise CyclonError("wrong_peer", "reply for an exchange with another peer")
+                        raise cyclon.CyclonError("wrong_peer", "reply for an exchange with another peer")
                     ok = True
             if not ok:
-                raise CyclonError("unknown_exchange", "reply to no pending shuffle")
+                raise cyclon.CyclonError("unknown_exchange", "reply to no pending shuffle")
         keep = []
         for i in range(len(entries)):
             e = entries[i]

@@ -16,7 +16,7 @@ never changes its fields; a new layout gets a new type number.
 """
 
 from shared_protocol.wire import cbor
-from shared_protocol.errors import LocalError, RemoteError
+from shared_protocol.errors import LocalError, RemoteError, kind
 
 VERSION = 1
 
@@ -53,16 +53,23 @@ E_FIELD = "field"          # a field of the wrong kind
 E_BOUND = "bound"          # a field over its bound
 
 
-class EnvelopeError(RemoteError):
-    """A decoded CBOR value is not a valid message."""
+# Name, base, code (a line each; made on first use, see
+# shared_protocol.errors.kind; this module raises them through _error, others
+# name them through the module, e.g. envelope.EnvelopeError):
+# - EnvelopeError: a decoded CBOR value is not a valid message.
+# - RegistryError: a message type was misdeclared or a message misbuilt by
+#   the caller.
+KINDS = """
+EnvelopeError RemoteError envelope
+RegistryError LocalError registry
+"""
 
-    code = "envelope"
+
+def _error(name):
+    return kind(name, KINDS, globals())
 
 
-class RegistryError(LocalError):
-    """A message type was misdeclared or a message misbuilt by the caller."""
-
-    code = "registry"
+__getattr__ = _error
 
 
 class MessageType:
@@ -138,42 +145,42 @@ def _check_field(spec, v, strict_cls):
         kind = kind[:-1]
     if kind == UINT:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise strict_cls(E_FIELD, "field %s must be an unsigned int" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be an unsigned int" % name)
         if bound is not None and v > bound:
-            raise strict_cls(E_BOUND, "field %s = %d is over its limit %d" % (name, v, bound))
+            raise _error(strict_cls)(E_BOUND, "field %s = %d is over its limit %d" % (name, v, bound))
     elif kind == INT:
         if not isinstance(v, int) or isinstance(v, bool):
-            raise strict_cls(E_FIELD, "field %s must be an int" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be an int" % name)
         if bound is not None and (v > bound or v < -bound):
-            raise strict_cls(E_BOUND, "field %s is over its limit %d" % (name, bound))
+            raise _error(strict_cls)(E_BOUND, "field %s is over its limit %d" % (name, bound))
     elif kind == BYTES:
         if not isinstance(v, (bytes, bytearray, memoryview)):
-            raise strict_cls(E_FIELD, "field %s must be bytes" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be bytes" % name)
         if bound is not None and len(v) > bound:
-            raise strict_cls(E_BOUND, "field %s is %d bytes, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, "field %s is %d bytes, limit %d" % (name, len(v), bound))
     elif kind == TEXT:
         if not isinstance(v, str):
-            raise strict_cls(E_FIELD, "field %s must be text" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be text" % name)
         if bound is not None and len(v) > bound:
-            raise strict_cls(E_BOUND, "field %s is %d characters, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, "field %s is %d characters, limit %d" % (name, len(v), bound))
     elif kind == FLOAT:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise strict_cls(E_FIELD, "field %s must be a number" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be a number" % name)
     elif kind == BOOL:
         if v is not True and v is not False:
-            raise strict_cls(E_FIELD, "field %s must be true or false" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be true or false" % name)
     elif kind == LIST:
         if not isinstance(v, (list, tuple)):
-            raise strict_cls(E_FIELD, "field %s must be an array" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be an array" % name)
         if bound is not None and len(v) > bound:
-            raise strict_cls(E_BOUND, "field %s has %d items, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, "field %s has %d items, limit %d" % (name, len(v), bound))
     elif kind == MAP:
         if not isinstance(v, dict):
-            raise strict_cls(E_FIELD, "field %s must be a map" % name)
+            raise _error(strict_cls)(E_FIELD, "field %s must be a map" % name)
         if bound is not None and len(v) > bound:
-            raise strict_cls(E_BOUND, "field %s has %d pairs, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, "field %s has %d pairs, limit %d" % (name, len(v), bound))
     elif kind != ANY:
-        raise RegistryError("kind", "field %s has unknown kind %s" % (name, kind))
+        raise _error("RegistryError")("kind", "field %s has unknown kind %s" % (name, kind))
 
 
 class Registry:
@@ -186,17 +193,17 @@ class Registry:
     def register(self, code, name, fields, min_fields=None):
         """Declare a message type. fields: sequence of (name, kind, bound)."""
         if not (0 <= code <= 255):
-            raise RegistryError("code", "type number %d outside 0..255" % code)
+            raise _error("RegistryError")("code", "type number %d outside 0..255" % code)
         old = self._by_code.get(code)
         if old is not None:
             if old.name == name and old.fields == tuple(fields):
                 return old  # the same declaration imported twice
-            raise RegistryError("code", "type %d already used by %s" % (code, old.name))
+            raise _error("RegistryError")("code", "type %d already used by %s" % (code, old.name))
         if name in self._by_name:
-            raise RegistryError("name", "message name %s already registered" % name)
+            raise _error("RegistryError")("name", "message name %s already registered" % name)
         for f in fields:
             if len(f) != 3:
-                raise RegistryError("field", "field spec %r must be (name, kind, bound)" % (f,))
+                raise _error("RegistryError")("field", "field spec %r must be (name, kind, bound)" % (f,))
         t = MessageType(code, name, fields, min_fields)
         self._by_code[code] = t
         self._by_name[name] = t
@@ -205,19 +212,19 @@ class Registry:
     def type(self, name_or_code):
         t = self._by_name.get(name_or_code) if isinstance(name_or_code, str) else self._by_code.get(name_or_code)
         if t is None:
-            raise RegistryError(E_TYPE, "no message type %r" % (name_or_code,))
+            raise _error("RegistryError")(E_TYPE, "no message type %r" % (name_or_code,))
         return t
 
     def message(self, name_or_code, *values):
         """Build and check a Message to send."""
         t = self.type(name_or_code)
-        self._check(t, values, RegistryError)
+        self._check(t, values, "RegistryError")
         return Message(t, list(values))
 
     def encode(self, name_or_code, *values):
         """Encode a message straight to bytes: encode("hello", node_id, 1)."""
         t = self.type(name_or_code)
-        self._check(t, values, RegistryError)
+        self._check(t, values, "RegistryError")
         out = bytearray()
         cbor.encode_head(out, 4, 2 + len(values))
         out.append(VERSION)
@@ -226,7 +233,7 @@ class Registry:
             try:
                 cbor.encode_into(out, v)
             except cbor.EncodeError as e:
-                raise RegistryError(e.code, "%s: %s" % (t.name, e.message))
+                raise _error("RegistryError")(e.code, "%s: %s" % (t.name, e.message))
         return bytes(out)
 
     def encode_message(self, msg):
@@ -239,24 +246,24 @@ class Registry:
     def from_value(self, v):
         """A decoded CBOR value -> Message (for envelopes nested in others)."""
         if not isinstance(v, list) or len(v) < 2:
-            raise EnvelopeError(E_SHAPE, "a message is an array [version, type, fields...]")
+            raise _error("EnvelopeError")(E_SHAPE, "a message is an array [version, type, fields...]")
         ver = v[0]
         if ver != VERSION or isinstance(ver, bool):
-            raise EnvelopeError(E_VERSION, "envelope version %r is not supported (this node speaks %d)" % (ver, VERSION))
+            raise _error("EnvelopeError")(E_VERSION, "envelope version %r is not supported (this node speaks %d)" % (ver, VERSION))
         code = v[1]
         if not isinstance(code, int) or isinstance(code, bool):
-            raise EnvelopeError(E_TYPE, "message type must be an int")
+            raise _error("EnvelopeError")(E_TYPE, "message type must be an int")
         t = self._by_code.get(code)
         if t is None:
-            raise EnvelopeError(E_TYPE, "unknown message type %r" % (code,))
+            raise _error("EnvelopeError")(E_TYPE, "unknown message type %r" % (code,))
         values = v[2:]
-        self._check(t, values, EnvelopeError)
+        self._check(t, values, "EnvelopeError")
         return Message(t, values)
 
     def _check(self, t, values, err):
         n = len(values)
         if n < t.min_fields or n > len(t.fields):
-            raise err(E_ARITY, "%s takes %d..%d fields, got %d" % (t.name, t.min_fields, len(t.fields), n))
+            raise _error(err)(E_ARITY, "%s takes %d..%d fields, got %d" % (t.name, t.min_fields, len(t.fields), n))
         fields = t.fields
         for i in range(n):
             _check_field(fields[i], values[i], err)

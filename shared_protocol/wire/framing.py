@@ -13,7 +13,7 @@ importable from here (``framing.StreamDecoder``), which imports it on first
 use.
 """
 
-from shared_protocol.errors import LocalError, RemoteError
+from shared_protocol.errors import LocalError, RemoteError, kind
 
 DATAGRAM_MAX = 1200
 
@@ -23,35 +23,39 @@ TRUNCATED = "truncated"
 BUFFER_FULL = "buffer_full"
 
 
-class FrameError(RemoteError):
-    """Framing of incoming bytes is broken (the stream cannot continue)."""
+# Name, base, code (a line each; made on first use, see
+# shared_protocol.errors.kind; this module raises them through _error, others
+# name them through the module, e.g. framing.FrameError):
+# - FrameError: framing of incoming bytes is broken (the stream cannot
+#   continue).
+# - FrameLimitError: the caller tried to send something over a framing limit.
+KINDS = """
+FrameError RemoteError frame
+FrameLimitError LocalError frame_limit
+"""
 
-    code = "frame"
 
-
-class FrameLimitError(LocalError):
-    """The caller tried to send something over a framing limit."""
-
-    code = "frame_limit"
+def _error(name):
+    return kind(name, KINDS, globals())
 
 
 def _check_size(data, limit, err, what):
     n = len(data)
     if n == 0:
-        raise err(EMPTY, "empty " + what)
+        raise _error(err)(EMPTY, "empty " + what)
     if n > limit:
-        raise err(OVERSIZE, "%s of %d bytes exceeds %d" % (what, n, limit))
+        raise _error(err)(OVERSIZE, "%s of %d bytes exceeds %d" % (what, n, limit))
     return data
 
 
 def datagram(payload, limit=DATAGRAM_MAX):
     """Check an outgoing datagram payload against the limit; return it."""
-    return _check_size(payload, limit, FrameLimitError, "datagram")
+    return _check_size(payload, limit, "FrameLimitError", "datagram")
 
 
 def check_datagram(packet, limit=DATAGRAM_MAX):
     """Check an incoming packet; return it or raise FrameError."""
-    return _check_size(packet, limit, FrameError, "datagram")
+    return _check_size(packet, limit, "FrameError", "datagram")
 
 
 # wire/stream.py's names, for callers that take them from here (module
@@ -63,4 +67,4 @@ def __getattr__(name):
     if name in _STREAM_NAMES:
         from shared_protocol.wire import stream
         return getattr(stream, name)
-    raise AttributeError(name)
+    return _error(name)

@@ -12,8 +12,8 @@ Datagram framing and the errors both modes raise are in wire/framing.py.
 """
 
 from shared_protocol.errors import LocalError
-from shared_protocol.wire.framing import (EMPTY, OVERSIZE, TRUNCATED, FrameError, FrameLimitError,
-                                          _check_size)
+from shared_protocol.wire.framing import (EMPTY, OVERSIZE, TRUNCATED, _check_size)
+from shared_protocol.wire import framing
 
 LENGTH_BYTES = 2
 # The 2-byte prefix can say at most 65535.
@@ -26,7 +26,7 @@ STREAM_FRAME_DEFAULT = 4096
 
 def frame(payload, limit=STREAM_FRAME_DEFAULT):
     """Length-prefix one message for a stream."""
-    _check_size(payload, min(limit, STREAM_FRAME_CEILING), FrameLimitError, "frame")
+    _check_size(payload, min(limit, STREAM_FRAME_CEILING), "FrameLimitError", "frame")
     n = len(payload)
     out = bytearray(LENGTH_BYTES + n)
     out[0] = n >> 8
@@ -46,7 +46,7 @@ class StreamDecoder:
 
     def __init__(self, limit=STREAM_FRAME_DEFAULT):
         if not (0 < limit <= STREAM_FRAME_CEILING):
-            raise FrameLimitError(OVERSIZE, "frame limit must be 1..%d" % STREAM_FRAME_CEILING)
+            raise framing.FrameLimitError(OVERSIZE, "frame limit must be 1..%d" % STREAM_FRAME_CEILING)
         self.limit = limit
         # Room for one whole frame plus its prefix, and as much again so a
         # reader can hand over a typical socket read without many calls.
@@ -111,7 +111,7 @@ class StreamDecoder:
         return out
 
     def _fail(self, code, msg):
-        self._error = FrameError(code, msg)
+        self._error = framing.FrameError(code, msg)
         raise self._error
 
     def feed(self, data):
