@@ -435,6 +435,11 @@ class Client:
         value = self.codec.decode(d.topic, d.payload)
         for hid, body in getattr(value, "released", ()):
             self._released.append(Delivery(d.topic, d.seq, b"", body, held=hid))
+        take = getattr(self.codec, "take_introduced", None)
+        if take is not None:
+            # readings that waited for the introduction this one carried
+            for hid, body in take():
+                self._released.append(Delivery(d.topic, d.seq, b"", body, held=hid))
         self._kick_control()
         return Delivery(d.topic, d.seq, d.msg_id, value)
 

@@ -34,10 +34,10 @@ from shared_protocol.dmc import store as dstore
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url, member_from_url
-from shared_protocol.groups.member import Publication
-from shared_protocol.groups.readings import Batch
 from upsycle import topics as host_topics
 from upsycle.client import Client
+from upsycle.group_codec import GroupCodec, Rejected
+from upsycle.topic_store import TopicStore
 from upsycle.commands import board as board_cmd
 from upsycle import identity
 
@@ -118,6 +118,11 @@ def load_board_replica(fs_dir, topic_id):
         return None
 
 
+# Distinct reasons a subscriber keeps for refused deliveries (one line each
+# in its output); a flood of different garbage must not grow it without end.
+REJECT_REASONS_MAX = 16
+
+
 class Subscriber:
     """The host member: a CPython node with the same replica and group code."""
 
@@ -130,12 +135,21 @@ class Subscriber:
         self.out = out
         self.delivered = 0
         self.rejected = 0
+        # why deliveries were refused, by error kind and text: logged the first
+        # time each is seen, counted after (bounded: REJECT_REASONS_MAX kinds)
+        self.reasons = {}
         self.last_print = 0
 
     async def run(self, stop):
-        # A Noise XX link like the boards'; its own static key.
+        # A Noise XX link like the boards'; its own static key. Deliveries
+        # open through the host's group codec, as `upsycle sub` opens them:
+        # a reading that overtook its author's introduction is kept and
+        # handed out once the introduction comes (group_codec, "held").
         os.makedirs(self.home, exist_ok=True)
-        c = Client("127.0.0.1", self.port, transport="udp", identity=os.urandom(32), home=self.home)
+        store = TopicStore(self.home)
+        store.save(self.member)
+        codec = GroupCodec(store)
+        c = Client("127.0.0.1", self.port, transport="udp", identity=os.urandom(32), home=self.home, codec=codec)
         await c.connect(timeout=15)
         try:
             await c.subscribe(self.member.topic)
@@ -146,18 +160,30 @@ class Subscriber:
                     continue
                 if d.missed:
                     continue
-                try:
-                    ev = self.member.open(d.payload, int(time.time()))
-                except Exception:
-                    self.rejected += 1
-                    continue
-                pubs = ev.publications if isinstance(ev, Batch) else [ev] if isinstance(ev, Publication) else []
-                for p in pubs:
-                    if self.replica.receive(p.body) == 1:
+                v = d.payload
+                if isinstance(v, (bytes, bytearray)):
+                    bodies = [v]
+                elif isinstance(v, list):
+                    bodies = v
+                else:
+                    if isinstance(v, Rejected):
+                        self.rejected += 1
+                        self.note_rejected(v.code, v.message)
+                    continue    # kept for later (Held) or a re-key applied
+                for body in bodies:
+                    if self.replica.receive(body) == 1:
                         self.delivered += 1
                         self.show()
         finally:
             await c.close()
+
+    def note_rejected(self, code, message):
+        why = "%s: %s" % (code, message)
+        if why in self.reasons:
+            self.reasons[why] += 1
+        elif len(self.reasons) < REJECT_REASONS_MAX:
+            self.reasons[why] = 1
+            self.out("  [%s] refused a delivery: %s" % (self.label, why))
 
     def per_author(self):
         counts = {}

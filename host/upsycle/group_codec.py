@@ -47,6 +47,7 @@ import time
 from shared_protocol.crypto import api
 from shared_protocol.errors import UpsycleError
 from shared_protocol.groups.admin import Admin
+from shared_protocol.groups import errors as gerr
 from shared_protocol.groups.errors import OtherRekeyPart, RemovedFromTopic, StaleEpoch
 from shared_protocol.groups.member import EpochChanged, Publication
 from shared_protocol.groups.readings import Batch
@@ -65,6 +66,14 @@ REKEY_RESEND_S = 86400
 # epoch (a member that cannot catch up must not make the admin flood the
 # topic at its own publication rate).
 REKEY_RESEND_MIN_S = 60
+# Readings kept because their author's introduction had not reached us yet
+# (groups/readings.py: a reading that overtook the one carrying it, e.g. a
+# board publishing through two proxies whose copies arrive by different
+# paths, docs/federation.md "all"): at most this many per topic, the oldest
+# dropped (logged) past it. An author introduces itself again every
+# readings.INTRO_EVERY messages, so a reading that waited that many others
+# out will not open any more.
+INTRO_WAIT_MAX = 32
 # Rejections that are expected copies, not faults: a re-key part we have
 # applied (or that holds another member's entry), the admin's own re-key.
 QUIET_CODES = (StaleEpoch.code, OtherRekeyPart.code)
@@ -102,6 +111,7 @@ class GroupCodec:
         self._random = random_bytes
         self._members = {}
         self._asked_resend = {}
+        self._introduced = []   # [(held id, body)] released by the last decode
         for m in store.all():
             # an admin and a membership of the same topic: the admin reads all
             if m.topic not in self._members or isinstance(m, Admin):
@@ -141,6 +151,7 @@ class GroupCodec:
         if m is None:
             return payload  # not a private topic of ours: pass through
         now = int(self._clock())
+        self._introduced = []
         try:
             ev = m.open(payload, now)
         except UpsycleError as e:
@@ -148,9 +159,11 @@ class GroupCodec:
         if isinstance(ev, Publication):
             if isinstance(m, Admin) and ev.epoch < m.epoch and m.rekeys and ev.author != m.identity.public:
                 self._member_behind(m, now)
+            self._retry_introduced(m, now)
             self.store.save(m)
             return ev.body
         if isinstance(ev, Batch):
+            self._retry_introduced(m, now)
             self.store.save(m)
             return [p.body for p in ev.publications]
         ev.released = self._retry_held(m, now)
@@ -165,6 +178,17 @@ class GroupCodec:
             m.removed_at = m.epoch + 1
             m.held = [h for h in m.held if h[2] is not None]
             self.store.save(m)
+        elif isinstance(e, gerr.AuthorUnknown) and m.removed_at is None:
+            waiting = [h for h in m.held if h[2] is None and len(h) > 3]
+            if len(waiting) >= INTRO_WAIT_MAX:
+                m.held.remove(waiting[0])
+                log.warning("event=group_intro_wait_full topic=%s limit=%d dropped=%d",
+                            m.topic.hex(), INTRO_WAIT_MAX, waiting[0][0])
+            m.held.append([m.held_next, bytes(payload), None, e.code])
+            m.held_next += 1
+            self.store.save(m)
+            log.info("event=group_held topic=%s code=%s held=%d", m.topic.hex(), e.code, len(m.held))
+            return Held(e, len(m.held))
         elif getattr(e, "may_clear", False) and m.removed_at is None:
             if len(m.held) < HELD_MAX:
                 m.held.append([m.held_next, bytes(payload), None])
@@ -177,8 +201,28 @@ class GroupCodec:
             log.info("event=group_reject topic=%s code=%s", m.topic.hex(), e.code)
         return Rejected(e)
 
-    def _retry_held(self, m, now):
-        """Open held messages again (a re-key was applied): returns
+    def _retry_introduced(self, m, now):
+        """A reading opened: the introduction it may have carried can open
+        readings kept for want of it (they are handed out by
+        ``take_introduced``, after the one that opened)."""
+        for h in m.held:
+            if h[2] is None and len(h) > 3:
+                break
+        else:
+            return
+        self._introduced = self._retry_held(m, now, intro_only=True)
+
+    def take_introduced(self):
+        """[(held id, body)] of the readings the last ``decode`` released
+        (their author's introduction came with it), in arrival order: the
+        client hands them out right after that delivery, and the app's
+        ``taken`` forgets them (until then ``ready`` lists them again)."""
+        out, self._introduced = self._introduced, []
+        return out
+
+    def _retry_held(self, m, now, intro_only=False):
+        """Open held messages again (a re-key was applied, or with
+        ``intro_only`` an author's introduction came): returns
         [(held id, body)] of those that open now, in arrival order."""
         released = []
         progress = True
@@ -186,13 +230,13 @@ class GroupCodec:
             progress = False
             keep = []
             for h in m.held:
-                if h[2] is not None:
+                if h[2] is not None or (intro_only and len(h) < 4):
                     keep.append(h)
                     continue
                 try:
                     ev = m.open(h[1], now)
                 except UpsycleError as e:
-                    if getattr(e, "may_clear", False):
+                    if getattr(e, "may_clear", False) or isinstance(e, gerr.AuthorUnknown):
                         keep.append(h)
                     else:
                         log.info("event=group_held_drop topic=%s code=%s", m.topic.hex(), e.code)
@@ -201,6 +245,8 @@ class GroupCodec:
                     h[2] = ev.body if isinstance(ev, Publication) else [p.body for p in ev.publications]
                     keep.append(h)
                     released.append((h[0], h[2]))
+                    # a kept reading may carry the introduction another waits for
+                    progress = progress or intro_only
                 else:
                     progress = True
             m.held = keep

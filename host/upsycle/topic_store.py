@@ -63,7 +63,9 @@ class TopicStore:
             with open(os.path.join(self.dir, name), "rb") as f:
                 rec = cbor.decode(f.read())
             m = Admin.from_record(rec) if rec.get("role") == "admin" else Member.from_record(rec)
-            m.held = [[h[0], bytes(h[1]), _body(h[2])] for h in rec.get("held", [])]
+            # a fourth field names what a message waits for other than a
+            # re-key (group_codec: an author's introduction)
+            m.held = [[h[0], bytes(h[1]), _body(h[2])] + list(h[3:4]) for h in rec.get("held", [])]
             m.held_next = rec.get("held_next", 0)
             m.removed_at = rec.get("removed_at")
             out.append(m)

@@ -162,3 +162,44 @@ def test_deliveries_still_queued_when_a_reader_stops_come_again(tmp_path, capsys
             await p.stop()
 
     asyncio.run(asyncio.wait_for(main(), 90))
+
+
+def test_readings_that_overtook_their_introduction_reach_the_reader(tmp_path, capsys):
+    """A board that publishes through two proxies can have its second
+    reading reach a reader's proxy before the first, which carries its
+    introduction (key and capability). The reader's client keeps it and
+    hands it out right after the introduction opens, in arrival order."""
+    admin_h, writer_h, reader_h = (str(tmp_path / n) for n in ("admin", "writer", "reader"))
+    cli(capsys, "topic", "--home", admin_h, "create", "garden")
+    url_rw = cli(capsys, "topic", "--home", admin_h, "invite", "garden", "--read", "--write", "--no-qr").strip()
+    url_r = cli(capsys, "topic", "--home", admin_h, "invite", "garden", "--read", "--no-qr").strip()
+    cli(capsys, "topic", "--home", writer_h, "join", url_rw)
+    cli(capsys, "topic", "--home", reader_h, "join", url_r)
+    cfg = Config()
+    cfg.data = str(tmp_path / "proxy-data")
+    cfg.tcp_port = 0
+    cfg.udp_port = 0
+
+    async def main():
+        p = Proxy(cfg)
+        await p.start()
+        host, port = p.addresses["tcp"]
+        try:
+            writer_c = GroupCodec(TopicStore(writer_h))
+            tid = writer_c.topic_id("garden")
+            sealed = [writer_c.encode(tid, b"r%d" % i) for i in range(3)]   # the first carries the introduction
+            async with Client(host, port, identity=node_key_of(b"raw")) as raw, \
+                    Client(host, port, identity=node_key_of(b"reader"),
+                           codec=GroupCodec(TopicStore(reader_h))) as reader:
+                await reader.subscribe(tid)
+                for i in (1, 2, 0):
+                    await raw.publish(tid, sealed[i])
+                got = [(await reader.next_delivery(timeout=10)).payload for _ in range(5)]
+                assert [type(x).__name__ for x in got[:2]] == ["Held", "Held"], got
+                assert got[2:] == [b"r0", b"r1", b"r2"], got
+                # taken by the app: nothing is handed out again
+                assert GroupCodec(TopicStore(reader_h)).ready(tid) == []
+        finally:
+            await p.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 60))

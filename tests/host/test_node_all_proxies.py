@@ -60,7 +60,7 @@ def test_a_board_in_all_mode_loses_nothing_and_waits_for_no_failover(tmp_path, m
                 moved = any("moving to the next proxy" in line for line in q.lines)
                 if list(sub.per_author().values()) != [READINGS]:
                     from upsycle.proxy.status import fetch_status
-                    print("subscriber: delivered %d rejected %d" % (sub.delivered, sub.rejected))
+                    print("subscriber: delivered %d rejected %d %r" % (sub.delivered, sub.rejected, sub.reasons))
                     print("proxy B:", await fetch_status("127.0.0.1", pb))
                 return sub.per_author(), q, moved, time.monotonic() - killed
             finally:
