@@ -38,6 +38,16 @@ AUTHOR_BYTES = AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES
 # already applied (the admin sends its re-keys again for members that missed
 # them), a part holding other members' entries (shared_protocol/groups).
 _QUIET_CODES = ("group_stale_epoch", "group_rekey_other_part")
+# Readings kept in RAM because their author's introduction had not come yet
+# (groups/readings.py): a reading can overtake the one carrying it when its
+# author publishes through two proxies (`--proxy-mode all`: one copy by the
+# mirror, one by federation). Dropped for good, it would leave a gap in that
+# author's log that the replica waits on. At most INTRO_WAIT_MAX readings
+# and INTRO_WAIT_BYTES_MAX bytes per topic (the oldest goes first): a board
+# has no room for more, and an introduction comes at least every
+# readings.INTRO_EVERY messages of its author.
+INTRO_WAIT_MAX = 4
+INTRO_WAIT_BYTES_MAX = 1200
 
 
 def _log(msg):
@@ -155,12 +165,36 @@ class Node:
         tp = self.by_id.get(topic)
         if tp is None:
             return
+        got = self._open(tp, seq, payload)
+        if got is None:
+            return
+        self._apply(tp, got)
+        if tp.intro_wait:
+            # the introduction may have come with this one: what waited for it, in order
+            waiting, tp.intro_wait = tp.intro_wait, None
+            for p in waiting:
+                got = self._open(tp, seq, p)
+                if got is not None:
+                    self._apply(tp, got)
+
+    def _open(self, tp, seq, payload):
+        """The op bodies a delivery proves (or an EpochChanged); None when
+        it is refused (counted, logged) or kept for its author's
+        introduction."""
         try:
-            got = tp.open(payload, platform.unix_time())
+            return tp.open(payload, platform.unix_time())
         except (UpsycleError, ValueError, TypeError) as e:
             code = getattr(e, "code", e)
             if code in _QUIET_CODES:
                 return   # a copy of a re-key we applied, or a part for other members
+            if code == "group_author_unknown":
+                w = tp.intro_wait or []
+                w.append(bytes(payload))
+                while len(w) > INTRO_WAIT_MAX or sum(len(x) for x in w) > INTRO_WAIT_BYTES_MAX:
+                    w.pop(0)
+                    self.counts["rejected"] += 1
+                tp.intro_wait = w or None
+                return
             if code == "group_replay":
                 # A reading the replica already holds, by its (author, seq),
                 # the node's message-id dedup: the backlog of a proxy taken
@@ -171,6 +205,8 @@ class Node:
             self.counts["rejected"] += 1
             self.log("upsycle: topic %s: delivery %d rejected (%s)" % (tp.name, seq, code))
             return
+
+    def _apply(self, tp, got):
         if isinstance(got, EpochChanged):
             self.log("upsycle: topic %s: re-keyed to epoch %d" % (tp.name, got.epoch))
             return

@@ -131,11 +131,32 @@ if sys.implementation.name == "micropython":
         free = gc.mem_free()
         if free < GC_TIGHT:
             gc.threshold(max(GC_EVERY_MIN, free // GC_SHARE))
+        else:
+            gc.threshold(-1)   # the boot's threshold (collect_while_booting) ends
+
+    def collect_while_booting():
+        """Collect after every GC_EVERY_MIN allocated while the Node is
+        built and its topics loaded, in a heap with less than GC_BOOT_TIGHT
+        free. Without it the GC runs only when the heap is full, so what
+        the Node keeps (members, replicas, windows: hundreds of small
+        objects) lands spread over the whole heap among the boot's garbage
+        (invite decoding, replica files): collected, that garbage leaves
+        holes between them, and the first datagram reads found no 1.2 KB
+        block with 14 KB free (frozen, 70 KB heap:
+        micropython.mem_info(1) at the MemoryError). Collected often, the
+        kept objects fill the bottom of the heap. collect_often sets the
+        threshold of the running node once the Node is built."""
+        gc.collect()
+        if gc.mem_free() < GC_BOOT_TIGHT:
+            gc.threshold(GC_EVERY_MIN)
 else:
     def compact():
         pass   # CPython: reference counting frees the garbage at once
 
     def collect_often():
+        pass
+
+    def collect_while_booting():
         pass
 
     def keep_room():
@@ -156,6 +177,11 @@ RX_ROOM = 1264
 GC_SHARE = 4
 GC_EVERY_MIN = 4096
 GC_TIGHT = 65536
+# collect_while_booting: a heap with less free than this when the Node is
+# built gets the boot's threshold: more than the node needs with .mpy
+# modules (docs/node.md), so every heap that could run short has it; a
+# roomier one boots with the collections only a full heap makes.
+GC_BOOT_TIGHT = 262144
 # compact() collects only below this much free heap: a quarter of the
 # smallest board heap the node runs in frozen (docs/node.md), several
 # times the largest block a turn needs (a 1.2 KB datagram).

@@ -127,6 +127,7 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
         log("upsycle: woke from deep sleep")
     wdt = platform.watchdog(_WDT_TIMEOUT_MS)
     wlan = await _wifi(cfg, wdt, log)
+    platform.collect_while_booting()
     node = Node(cfg, data_dir)
     forget_boot_modules()
     platform.collect_often()

@@ -107,6 +107,7 @@ class Topic:
         self.published = 0
         self.replica = None
         self.callbacks = []
+        self.intro_wait = None  # deliveries waiting for their author's introduction (core.deliver)
         self.names = []        # names this node wrote since boot (reading_dictionary)
         self.dirty_state = False
         self.dirty_replica = False

@@ -46,10 +46,13 @@ _BLOCK = 128
 DIGEST_SIZE = 64
 
 
-# The message schedule, reused by every block instead of a new 80-entry
-# list (and a slice of the input) per block; emptied after each block.
+# The message schedule as a ring of its last 16 words (FIPS 180-4 §6.4.2
+# step 1 needs W[t-16..t-1] only), reused by every block: 80 words would be
+# live at once, 64-bit heap big ints on a 32-bit board (some 2.5 KB at the
+# tightest moment of a signature check, where a board's heap ran out,
+# tools/bench/bench_rig.py); 16 are about 0.5 KB. Emptied after each block.
 # Not reentrant, and nothing here yields, so one is enough.
-_W = [0] * 80
+_W = [0] * 16
 
 
 def _compress(h, buf, off):
@@ -57,18 +60,20 @@ def _compress(h, buf, off):
     w = _W
     w[0:16] = struct.unpack_from(">16Q", buf, off)
     M = _M
-    for t in range(16, 80):
-        x = w[t - 15]
-        s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
-        x = w[t - 2]
-        s1 = ((x >> 19) | (x << 45)) ^ ((x >> 61) | (x << 3)) ^ (x >> 6)
-        w[t] = (w[t - 16] + (s0 & M) + w[t - 7] + (s1 & M)) & M
     a, b, c, d, e, f, g, hh = h
     K = _K
     for t in range(80):
+        i = t & 15
+        if t >= 16:
+            # W[t] into the slot of W[t-16], which it replaces
+            x = w[(t - 15) & 15]
+            s0 = ((x >> 1) | (x << 63)) ^ ((x >> 8) | (x << 56)) ^ (x >> 7)
+            x = w[(t - 2) & 15]
+            s1 = ((x >> 19) | (x << 45)) ^ ((x >> 61) | (x << 3)) ^ (x >> 6)
+            w[i] = (w[i] + (s0 & M) + w[(t - 7) & 15] + (s1 & M)) & M
         S1 = (((e >> 14) | (e << 50)) ^ ((e >> 18) | (e << 46)) ^ ((e >> 41) | (e << 23))) & M
         ch = (e & f) ^ (~e & g)
-        t1 = hh + S1 + ch + K[t] + w[t]
+        t1 = hh + S1 + ch + K[t] + w[i]
         S0 = (((a >> 28) | (a << 36)) ^ ((a >> 34) | (a << 30)) ^ ((a >> 39) | (a << 25))) & M
         maj = (a & b) ^ (a & c) ^ (b & c)
         hh = g
@@ -87,9 +92,9 @@ def _compress(h, buf, off):
     h[5] = (h[5] + f) & M
     h[6] = (h[6] + g) & M
     h[7] = (h[7] + hh) & M
-    # Drop the 80 words (heap big ints on a 32-bit board): kept in _W until
+    # Drop the 16 words (heap big ints on a 32-bit board): kept in _W until
     # the next block, they would pin small blocks all over the heap.
-    for t in range(80):
+    for t in range(16):
         w[t] = 0
 
 

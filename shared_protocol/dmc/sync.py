@@ -34,30 +34,44 @@ import hashlib
 
 from shared_protocol import clock
 from shared_protocol.wire import cbor, envelope
-from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES, LIST
-from shared_protocol.wire.framing import DATAGRAM_MAX
+from shared_protocol.wire.envelope import REGISTRY
 from shared_protocol.dmc import ops as O
-from shared_protocol.dmc.replica import SNAPSHOT_MAX, _vv_from, _vv_value
+from shared_protocol.dmc.replica import _vv_from, _vv_value
 from shared_protocol.dmc.errors import (
     SyncError, OpError, SnapshotError, MALFORMED, OVERSIZE)
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+# The message types' field specs are literals (kinds as wire/envelope.py's
+# strings, bounds as const()), so each is one constant tuple: in flash when
+# frozen, no bytecode to build it in a .mpy (session/messages.py). Limits of
+# other modules, written out for that (tests/shared/test_dmc_sync.py checks
+# them); the datagram limit also spares a board wire/framing.py:
+_AUTHORS = const(32)          # ops.AUTHORS_MAX
+_SNAPSHOT = const(32768)      # replica.SNAPSHOT_MAX
+_DATAGRAM = const(1200)       # framing.DATAGRAM_MAX
+
 # Authors per summary part: 16 x (32-byte id + 5-byte seq + heads) is about
 # 650 bytes, inside one datagram with room to spare.
-SUMMARY_AUTHORS = 16
-SUMMARY_PARTS_MAX = (O.AUTHORS_MAX + SUMMARY_AUTHORS - 1) // SUMMARY_AUTHORS
+SUMMARY_AUTHORS = const(16)
+SUMMARY_PARTS_MAX = const((_AUTHORS + SUMMARY_AUTHORS - 1) // SUMMARY_AUTHORS)
 # Snapshot chunk: leaves room for the message header inside a datagram.
-CHUNK = 1024
-CHUNKS_MAX = (SNAPSHOT_MAX + CHUNK - 1) // CHUNK
+CHUNK = const(1024)
+CHUNKS_MAX = const((_SNAPSHOT + CHUNK - 1) // CHUNK)
 # Datagrams sent in answer to one summary: 32 x 1200 bytes is ~38 KB, a
 # burst a board's UDP stack and the radio absorb; the rest follows on request.
 BURST_MAX = 32
 # Operations listed in one dmc_ops message (each takes at least ~25 bytes).
-OPS_PER_MSG_MAX = 64
+OPS_PER_MSG_MAX = const(64)
 # Wait before asking again when this side knows it still lacks operations.
 RETRY_MS = 2000
 # Asking again gives up after this many tries in a row without progress.
 RETRIES_MAX = 8
-SNAP_ID_LEN = 8
+SNAP_ID_LEN = const(8)
 
 # summary flags
 WANT = 1      # "send me your summary too"
@@ -65,26 +79,26 @@ WANT = 1      # "send me your summary too"
 LAST = 1      # last datagram of this burst
 MORE = 2      # the burst stopped at BURST_MAX: ask again for the rest
 
-OP = REGISTRY.register(32, "dmc_op", (("op", LIST, 16),))
+OP = REGISTRY.register(32, "dmc_op", (("op", "list", 16),))
 SUMMARY = REGISTRY.register(33, "dmc_summary", (
-    ("session", UINT, 0xFFFFFFFF),
-    ("flags", UINT, 0xFF),
-    ("part", UINT, SUMMARY_PARTS_MAX - 1),
-    ("parts", UINT, SUMMARY_PARTS_MAX),
-    ("vv", LIST, 2 * SUMMARY_AUTHORS),
-    ("snap", LIST, 2),            # [] or [snapshot id, chunks-held bitmap]
+    ("session", "uint", 0xFFFFFFFF),
+    ("flags", "uint", 0xFF),
+    ("part", "uint", SUMMARY_PARTS_MAX - 1),
+    ("parts", "uint", SUMMARY_PARTS_MAX),
+    ("vv", "list", 2 * SUMMARY_AUTHORS),
+    ("snap", "list", 2),            # [] or [snapshot id, chunks-held bitmap]
 ))
 OPS = REGISTRY.register(34, "dmc_ops", (
-    ("session", UINT, 0xFFFFFFFF),
-    ("flags", UINT, 0xFF),
-    ("ops", LIST, OPS_PER_MSG_MAX),
+    ("session", "uint", 0xFFFFFFFF),
+    ("flags", "uint", 0xFF),
+    ("ops", "list", OPS_PER_MSG_MAX),
 ))
 SNAP = REGISTRY.register(35, "dmc_snap", (
-    ("session", UINT, 0xFFFFFFFF),
-    ("id", BYTES, SNAP_ID_LEN),
-    ("index", UINT, CHUNKS_MAX - 1),
-    ("count", UINT, CHUNKS_MAX),
-    ("chunk", BYTES, CHUNK),
+    ("session", "uint", 0xFFFFFFFF),
+    ("id", "bytes", SNAP_ID_LEN),
+    ("index", "uint", CHUNKS_MAX - 1),
+    ("count", "uint", CHUNKS_MAX),
+    ("chunk", "bytes", CHUNK),
 ))
 
 # Bytes of a dmc_ops message around its operations: array head, version,
@@ -203,7 +217,7 @@ class Sync:
         chunk = []
         size = _OPS_HEADER_MAX
         for data in r.ops_since(peer_vv):
-            if chunk and (size + len(data) > DATAGRAM_MAX or len(chunk) >= OPS_PER_MSG_MAX):
+            if chunk and (size + len(data) > _DATAGRAM or len(chunk) >= OPS_PER_MSG_MAX):
                 out.append(chunk)
                 chunk = []
                 size = _OPS_HEADER_MAX

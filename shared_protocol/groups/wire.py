@@ -12,19 +12,34 @@ does (see groups/__init__.py).
 """
 from shared_protocol.crypto import api
 from shared_protocol.wire import cbor
-from shared_protocol.wire.envelope import BYTES, LIST, REGISTRY, UINT
+from shared_protocol.wire.envelope import REGISTRY
 from shared_protocol.groups.keys import KEY_SIZE, EPOCH_MAX, SIG_SIZE, TOPIC_ID_SIZE
+
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+# The message types' field specs are literals (kinds as wire/envelope.py's
+# strings, bounds as const()), so each is one constant tuple: in flash when
+# frozen, no bytecode to build it in a .mpy (session/messages.py). keys.py's
+# sizes, written out for that (tests/shared/test_groups.py checks them):
+_TOPIC_ID = const(16)     # TOPIC_ID_SIZE
+_KEY = const(32)          # KEY_SIZE
+_SIG = const(64)          # SIG_SIZE
+_EPOCH = const(0xFFFFFFFF)  # EPOCH_MAX
 
 # Largest application body of one publication. A reading is tens of bytes;
 # 4 KiB leaves room for batches while bounding what a board must buffer.
-BODY_MAX = 4096
+BODY_MAX = const(4096)
 # Body plus author, seq, capability (~130 bytes), signature, CBOR heads, tag.
-SEALED_MAX = BODY_MAX + 512
+SEALED_MAX = const(BODY_MAX + 512)
 # Largest group message accepted at all, checked before parsing anything.
 GROUP_MESSAGE_MAX = 16384
 # Members one re-key can address (one entry each). A topic of a field site
 # has a handful of nodes; 64 bounds a re-key at about 8 KiB.
-MEMBERS_MAX = 64
+MEMBERS_MAX = const(64)
 # Authors removed by one re-key.
 REMOVED_PER_REKEY_MAX = 8
 # Largest part of a re-key: the proxy's payload limit (session.messages.PAYLOAD_MAX,
@@ -34,28 +49,28 @@ REMOVED_PER_REKEY_MAX = 8
 # checks that the two limits agree).
 REKEY_PART_MAX = 1024
 # Parts of one re-key: MEMBERS_MAX entries at the smallest entry size fit.
-REKEY_PARTS_MAX = 16
+REKEY_PARTS_MAX = const(16)
 REKEY_ENTRY_MAX = 1 + 2 * (2 + KEY_SIZE) + 2 + REMOVED_PER_REKEY_MAX * (2 + KEY_SIZE) + 16
 
 MODE_EPOCH_KEY = 0      # sealed with the epoch's symmetric key (readers)
 MODE_EPOCH_PUBLIC = 1   # sealed to the epoch's X25519 key (write-only members)
-NONCE_SIZE = 12
+NONCE_SIZE = const(12)
 
 PUB = REGISTRY.register(80, "group_pub", (
-    ("topic", BYTES, TOPIC_ID_SIZE),
-    ("epoch", UINT, EPOCH_MAX),
-    ("mode", UINT, 1),
-    ("kfield", BYTES, KEY_SIZE),        # nonce (mode 0) or ephemeral key (mode 1)
-    ("sealed", BYTES, SEALED_MAX),
+    ("topic", "bytes", _TOPIC_ID),
+    ("epoch", "uint", _EPOCH),
+    ("mode", "uint", 1),
+    ("kfield", "bytes", _KEY),        # nonce (mode 0) or ephemeral key (mode 1)
+    ("sealed", "bytes", SEALED_MAX),
 ))
 REKEY = REGISTRY.register(81, "group_rekey", (
-    ("topic", BYTES, TOPIC_ID_SIZE),
-    ("epoch", UINT, EPOCH_MAX),
-    ("ephemeral", BYTES, KEY_SIZE),
-    ("part", UINT, REKEY_PARTS_MAX - 1),    # 0-based index of this part
-    ("parts", UINT, REKEY_PARTS_MAX),       # how many parts the re-key has
-    ("entries", LIST, MEMBERS_MAX),
-    ("sig", BYTES, SIG_SIZE),
+    ("topic", "bytes", _TOPIC_ID),
+    ("epoch", "uint", _EPOCH),
+    ("ephemeral", "bytes", _KEY),
+    ("part", "uint", REKEY_PARTS_MAX - 1),    # 0-based index of this part
+    ("parts", "uint", REKEY_PARTS_MAX),       # how many parts the re-key has
+    ("entries", "list", MEMBERS_MAX),
+    ("sig", "bytes", _SIG),
 ))
 
 
@@ -63,9 +78,9 @@ REKEY = REGISTRY.register(81, "group_rekey", (
 # proxy routes by the session's topic id and the reader knows its topic, so
 # it is bound through the AEAD's associated data and the signatures instead.
 RD = REGISTRY.register(82, "group_rd", (
-    ("epoch", UINT, EPOCH_MAX),
-    ("nonce", BYTES, NONCE_SIZE),
-    ("sealed", BYTES, SEALED_MAX),
+    ("epoch", "uint", _EPOCH),
+    ("nonce", "bytes", NONCE_SIZE),
+    ("sealed", "bytes", SEALED_MAX),
 ))
 # Readings one batch signature covers. 8 keeps a batch of sensor readings
 # (~55 bytes each) in one datagram with its signature, and bounds what a
@@ -83,8 +98,8 @@ RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chai
 # AEAD tag (the signature authenticates every byte). Sent for every reading:
 # its type is in the "hot" block (one CBOR byte).
 RS = REGISTRY.register(10, "group_rs", (
-    ("epoch", UINT, EPOCH_MAX),
-    ("data", BYTES, SEALED_MAX),        # R (32) | ChaCha20(S | inner)
+    ("epoch", "uint", _EPOCH),
+    ("data", "bytes", SEALED_MAX),        # R (32) | ChaCha20(S | inner)
 ))
 # inner = flags (1) | aref (AREF_SIZE) | generation (3 with RS_INTRO, else its
 #         low byte) | counter (1..3, big-endian, shortest) | [intro, CBOR] |

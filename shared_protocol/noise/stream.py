@@ -1,6 +1,6 @@
 """Noise over a byte stream (TCP, serial, BLE), NoiseSocket style: every
 handshake and transport message is one frame of the project's stream framing
-(shared_protocol/wire/framing.py: a 2-byte big-endian length, then the bytes;
+(shared_protocol/wire/stream.py: a 2-byte big-endian length, then the bytes;
 NoiseSocket rev. 2 §3 frames the same way, and Noise §3 caps a message at
 65535 bytes, which is why two bytes suffice).
 
@@ -11,7 +11,7 @@ handshake replies queue in ``data_to_send()``. A partial frame consumes
 nothing. The first remote error is sticky: the byte stream is out of step
 after it, so every later call raises; the caller closes the link.
 """
-from shared_protocol.wire import framing
+from shared_protocol.wire import stream as wire_stream
 from shared_protocol.errors import RemoteError
 from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete, Message  # noqa: F401 (re-exported)
@@ -19,13 +19,13 @@ from shared_protocol.noise.symmetric import MESSAGE_MAX, TAGLEN
 
 # Default largest frame: the stream framing's default (4 KiB, one frame in a
 # board's RAM). Hosts talking to hosts may pass up to 65535.
-FRAME_MAX = framing.STREAM_FRAME_DEFAULT
+FRAME_MAX = wire_stream.STREAM_FRAME_DEFAULT
 # Largest plaintext in one transport frame.
 PAYLOAD_MAX = MESSAGE_MAX - TAGLEN
 
 
 def frame(body):
-    return framing.frame(body, MESSAGE_MAX)
+    return wire_stream.frame(body, MESSAGE_MAX)
 
 
 class NoiseStream:
@@ -35,7 +35,7 @@ class NoiseStream:
         self._hs = handshake
         self._max = max_frame
         self._payload = handshake_payload
-        self._frames = framing.StreamDecoder(max_frame)
+        self._frames = wire_stream.StreamDecoder(max_frame)
         self._out = []
         self._send = None
         self._recv = None

@@ -46,10 +46,16 @@ from shared_protocol import clock
 from shared_protocol.wire import envelope, framing
 from shared_protocol.errors import LocalError, RemoteError
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # --- limits ---------------------------------------------------------------
 
 # A peer id is a public key (32 bytes) or a shorter board id.
-ID_MAX = 32
+ID_MAX = const(32)
 # An address is opaque to CYCLON (the transport's own encoding): IPv4 or IPv6
 # plus port, a BLE MAC, or "host:port" text of a proxy; 64 bytes holds a
 # 52-character DNS name with a port.
@@ -61,7 +67,7 @@ AGE_MAX = 0xFFFF
 # most 1 + (2 + 32) + (2 + 64) + 3 = 104 bytes, and 10 of them plus the header
 # (about 15 bytes) fit framing.DATAGRAM_MAX (1200) with room to spare, so a
 # shuffle is never fragmented on WiFi or the core overlay's UDP.
-SHUFFLE_LEN_MAX = 10
+SHUFFLE_LEN_MAX = const(10)
 # View size limit: the paper's experiments use c up to 50; a proxy needs no
 # more, and a board's view must stay a few KB.
 VIEW_MAX = 50
@@ -92,13 +98,13 @@ DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # An entry on the wire is the array [peer_id, addr, age].
 SHUFFLE = envelope.REGISTRY.register(16, "cyclon_shuffle", (
-    ("nonce", envelope.UINT, 0xFFFFFFFF),           # matches the reply to the request
-    ("entries", envelope.LIST, SHUFFLE_LEN_MAX),    # entries[0] is the sender, age 0
+    ("nonce", "uint", 0xFFFFFFFF),           # matches the reply to the request
+    ("entries", "list", SHUFFLE_LEN_MAX),    # entries[0] is the sender, age 0
 ))
 REPLY = envelope.REGISTRY.register(17, "cyclon_reply", (
-    ("nonce", envelope.UINT, 0xFFFFFFFF),
-    ("sender", envelope.BYTES, ID_MAX),             # who answers (must be the peer asked)
-    ("entries", envelope.LIST, SHUFFLE_LEN_MAX),
+    ("nonce", "uint", 0xFFFFFFFF),
+    ("sender", "bytes", ID_MAX),             # who answers (must be the peer asked)
+    ("entries", "list", SHUFFLE_LEN_MAX),
 ))
 
 # --- errors ----------------------------------------------------------------

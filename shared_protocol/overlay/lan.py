@@ -26,28 +26,38 @@ from shared_protocol.crypto import api
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.overlay.cyclon import Cyclon, ID_MAX, BOARD_VIEW, BOARD_SHUFFLE
 from shared_protocol.dmc.sync import Sync
-from shared_protocol.wire.envelope import REGISTRY, UINT, BYTES
-from shared_protocol.wire.framing import DATAGRAM_MAX
+from shared_protocol.wire.envelope import REGISTRY
 from shared_protocol.errors import UpsycleError
 from shared_protocol.rand import Rng
 
-NONCE = 12
-TAG = 16
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+# Field specs as constant tuples (session/messages.py); other modules'
+# limits written out for that (tests/shared/test_lan.py checks them):
+_ID = const(32)               # cyclon.ID_MAX
+_DATAGRAM = const(1200)       # framing.DATAGRAM_MAX
+
+NONCE = const(12)
+TAG = const(16)
 # A sealed sync datagram: one sync datagram (at most DATAGRAM_MAX) plus the
 # AEAD tag; the wrapper's header adds ~40 bytes. Loopback and Ethernet
 # carry that in one packet (1500-byte MTU).
-SEALED_MAX = DATAGRAM_MAX + TAG
+SEALED_MAX = const(_DATAGRAM + TAG)
 # cyclon block: the LAN announcement that feeds Cyclon.heard.
 ANNOUNCE = REGISTRY.register(18, "lan_announce", (
-    ("node", BYTES, ID_MAX),
-    ("port", UINT, 65535),
+    ("node", "bytes", _ID),
+    ("port", "uint", 65535),
 ))
 # dmc block: a dmc_summary/dmc_ops/dmc_snap datagram sealed for a topic.
 SEALED = REGISTRY.register(36, "dmc_sealed", (
-    ("topic", BYTES, 32),
-    ("epoch", UINT, 0xFFFFFFFF),
-    ("nonce", BYTES, NONCE),
-    ("sealed", BYTES, SEALED_MAX),
+    ("topic", "bytes", 32),
+    ("epoch", "uint", 0xFFFFFFFF),
+    ("nonce", "bytes", NONCE),
+    ("sealed", "bytes", SEALED_MAX),
 ))
 # Sync partners remembered (one Sync per peer and topic): the CYCLON view
 # bounds the peers; past this the oldest is forgotten (it restarts fresh).

@@ -27,6 +27,7 @@ Stream mode (TCP; the runner cuts frames, framing.py)::
 Every method raises a typed error (noise/errors.py) on bad input and then
 changes nothing.
 """
+from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import UdpSession
@@ -43,8 +44,11 @@ class SecureResponder:
         self._cipher = cipher
         self.remote_static = None   # the node's static key, once proved
         self.node_id = None         # node_id_for(remote_static)
-        self._hs = Handshake(False, static_private, ephemeral_private, PROLOGUE)
-        self._udp = UdpSession(self._hs, cipher=cipher) if datagram else None
+        hs = Handshake(False, static_private, ephemeral_private, PROLOGUE)
+        # Datagram mode: the UdpSession holds the handshake, and lets it go
+        # once complete; stream mode: handshake_frame, likewise.
+        self._hs = None if datagram else hs
+        self._udp = UdpSession(hs, cipher=cipher) if datagram else None
         self._send = None           # stream mode: transport CipherStates
         self._recv = None
 
@@ -92,12 +96,19 @@ class SecureResponder:
         """A handshake frame's body in; the body of the frame to answer
         with, or None once the handshake is complete."""
         hs = self._hs
+        if hs is None:
+            raise NoiseUsageError(message="not expecting a handshake message now")
         hs.read_message(body)
         if hs.complete:
             self._send, self._recv = hs.split()
             if self._cipher is not None:
                 self._send, self._recv = self._cipher(self._send), self._cipher(self._recv)
             self._bind(hs.remote_static)
+            # Only the transport keys are used from here on: the handshake's
+            # state (keys, hashes, DH results; ~1 KB on the host) is let go,
+            # as noise/udp.py does in datagram mode. A proxy holds one of
+            # these per node (docs/proxy.md, memory per session).
+            self._hs = None
             return None
         return hs.write_message(b"")
 

@@ -66,24 +66,33 @@ class RegistryError(LocalError):
 
 
 class MessageType:
-    __slots__ = ("code", "name", "fields", "min_fields", "_names")
+    __slots__ = ("code", "name", "fields", "min_fields")
 
     def __init__(self, code, name, fields, min_fields=None):
         self.code = code
         self.name = name
         self.fields = tuple(fields)
         self.min_fields = len(self.fields) if min_fields is None else min_fields
-        # Field positions by name: a tuple searched by tuple.index (in C)
-        # rather than a dict per type, which every registered type would
-        # keep in a board's heap; messages have at most a handful of fields.
-        self._names = tuple(f[0] for f in self.fields)
+
+    def find(self, name):
+        """The position of field ``name``, or -1. A scan of the field specs
+        (messages have at most a handful of fields): a dict, or a tuple of
+        the names, per type would be one more object for every registered
+        type in a board's heap (the specs themselves are constants, in flash
+        when frozen)."""
+        i = 0
+        for f in self.fields:
+            if f[0] == name:
+                return i
+            i += 1
+        return -1
 
     def index(self, name):
         """The position of field ``name``; KeyError if the type has none."""
-        try:
-            return self._names.index(name)
-        except ValueError:
+        i = self.find(name)
+        if i < 0:
             raise KeyError(name)
+        return i
 
     def __repr__(self):
         return "<MessageType %d %s>" % (self.code, self.name)
@@ -112,11 +121,8 @@ class Message:
         return v[i] if i < len(v) else None
 
     def get(self, name, default=None):
-        names = self.type._names
-        if name not in names:
-            return default
-        i = names.index(name)
-        if i >= len(self.values):
+        i = self.type.find(name)
+        if i < 0 or i >= len(self.values):
             return default
         return self.values[i]
 
@@ -262,9 +268,9 @@ REGISTRY = Registry()
 
 # Core messages (block "core").
 ERROR = REGISTRY.register(0, "error", (
-    ("code", TEXT, 32),        # machine-readable error code
-    ("detail", TEXT, 200),     # human-readable detail
-    ("ref", ANY, None),        # what it refers to (message id, type...), or null
+    ("code", "text", 32),        # machine-readable error code
+    ("detail", "text", 200),     # human-readable detail
+    ("ref", "any", None),        # what it refers to (message id, type...), or null
 ), min_fields=2)
-PING = REGISTRY.register(1, "ping", (("nonce", UINT, 0xFFFFFFFF),))
-PONG = REGISTRY.register(2, "pong", (("nonce", UINT, 0xFFFFFFFF),))
+PING = REGISTRY.register(1, "ping", (("nonce", "uint", 0xFFFFFFFF),))
+PONG = REGISTRY.register(2, "pong", (("nonce", "uint", 0xFFFFFFFF),))

@@ -223,3 +223,65 @@ def test_own_numbers_of_many_topics_in_one_transaction_continue_after_a_restart(
     again = asyncio.run(main(b"b"))
     assert all(first[t] == {b"O" * 8: [[1, 3]]} for t in topics)
     assert all(again[t] == {b"O" * 8: [[1, 6]]} for t in topics)
+
+
+def test_a_restarted_store_still_floors_the_numbers_held_under_a_second_origin(tmp_path):
+    """Which topics hold origin_alias rows is read back at start-up: retention
+    after a restart still leaves the second origin's floor and deletes its
+    alias rows."""
+    async def first():
+        r = _Rig(tmp_path, Retention(max_count=3, max_age_s=0, max_bytes=0))
+        await r.start()
+        try:
+            for n in (1, 2, 3):
+                await r.put(T, b"m%d" % n, P, n)
+            assert (await r.put(T, b"m1", Q, 11))[0] == "dup"
+        finally:
+            r.store.close()
+
+    async def again():
+        r = _Rig(tmp_path, Retention(max_count=3, max_age_s=0, max_bytes=0))
+        await r.start()
+        try:
+            await r.put(T, b"m4", P, 4)                 # deletes m1, held under P 1 and Q 11
+            held, floors = r.store.origin_ranges(T)
+            aliases = r.store._rd.execute("SELECT COUNT(*) FROM origin_alias").fetchone()[0]
+            return held, floors, aliases
+        finally:
+            r.store.close()
+    asyncio.run(first())
+    held, floors, aliases = asyncio.run(again())
+    assert held == {P: [[2, 4]]} and floors == {P: 1, Q: 11} and aliases == 0
+
+
+def test_retention_in_many_topics_of_one_transaction_leaves_each_floor(tmp_path):
+    """The floors of every topic and origin a transaction's retention
+    deleted from are written together (one statement): each keeps its own
+    highest number, and a later, lower one never lowers it."""
+    topics = [bytes([i]) * 16 for i in range(1, 6)]
+
+    async def main():
+        r = _Rig(tmp_path, Retention(max_count=2, max_age_s=0, max_bytes=0))
+        await r.start()
+        loop = asyncio.get_running_loop()
+        try:
+            futs = []
+            for i, t in enumerate(topics):
+                for n in range(1, 5):
+                    for origin in (P, Q):
+                        tok = ("t", t, n, origin)
+                        fut = r.waiting[id(tok)] = loop.create_future()
+                        assert r.store.submit_publish(t, origin + b"%d" % n, b"x", tok, None, origin,
+                                                      10 * i + n) is None
+                        futs.append(fut)
+            await asyncio.gather(*futs)   # one loop turn: one transaction
+            commits = r.store.commits
+            return commits, dict((t, r.store.origin_ranges(t)) for t in topics), dict(r.store.drops)
+        finally:
+            r.store.close()
+    commits, ranges, drops = asyncio.run(main())
+    for i, t in enumerate(topics):
+        # 8 rows, the newest 2 kept: P 10i+4 and Q 10i+4 (stored in that order)
+        assert ranges[t] == ({P: [[10 * i + 4, 10 * i + 4]], Q: [[10 * i + 4, 10 * i + 4]]},
+                             {P: 10 * i + 3, Q: 10 * i + 3})
+    assert drops == {"retention_count": 6 * len(topics)}

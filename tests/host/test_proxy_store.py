@@ -203,3 +203,74 @@ def test_origin_topics_finds_the_topics_an_origin_wrote_to_lately(tmp_path):
         assert st.origin_topics(a, 1250.0) == {}
     finally:
         st.close()
+
+
+def test_retention_by_count_takes_two_statements_per_topic_and_one_for_the_floors(tmp_path):
+    """Every statement of the writer is a GIL hand-over it may wait for
+    while the event loop is busy (store_tx.py ROWS_PER_STATEMENT): a
+    topic's count retention reads the range once (count, bytes, highest
+    origin numbers) and deletes it, and the floors of the whole transaction
+    go in one statement (it was four statements per topic)."""
+    topics = [bytes([i]) * 16 for i in range(1, 4)]
+
+    async def burst(r, tag):
+        loop = asyncio.get_running_loop()
+        futs = []
+        for t in topics:
+            for k in range(2):
+                tok = ("pub", t, tag, k)
+                fut = r.waiters[tok] = loop.create_future()
+                assert r.store.submit_publish(t, tag + b"%d" % k, b"p", tok) is None
+                futs.append(fut)
+        await asyncio.gather(*futs)   # one loop turn: one transaction
+
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=2, max_age_s=0, max_bytes=0))
+        r.store.origin_id = b"O" * 8
+        statements = []
+        r.store._db.set_trace_callback(statements.append)
+        r.start()
+        try:
+            await burst(r, b"a")          # fills each topic to the limit: no retention
+            before = len(statements)
+            await burst(r, b"b")          # the same shape, deleting 2 rows of each topic
+            retaining = len(statements) - before
+            return before, retaining, dict(r.store.drops), [r.store.origin_ranges(t)[1] for t in topics]
+        finally:
+            r.close()
+    plain, retaining, drops, floors = asyncio.run(main())
+    assert drops == {"retention_count": 2 * len(topics)}
+    assert floors == [{b"O" * 8: 2}] * len(topics)
+    # + the floors' statement + the drops' counter (which was there before too)
+    assert retaining - plain == 2 * len(topics) + 2
+
+
+def test_retention_reads_its_range_by_the_primary_key_whatever_the_statistics(tmp_path):
+    """With ANALYZE's statistics SQLite would order the retention read's
+    GROUP BY origin through the origin index, reading every row of the
+    topic instead of the range it deletes."""
+    from upsycle.proxy import store_tx
+
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=0, max_age_s=0, max_bytes=0)).start()
+        r.store.origin_id = b"O" * 8
+        try:
+            loop = asyncio.get_running_loop()
+            futs = []
+            for k in range(300):
+                tok = ("pub", k)
+                fut = r.waiters[tok] = loop.create_future()
+                assert r.store.submit_publish(T1, b"m%d" % k, b"p", tok) is None
+                futs.append(fut)
+            await asyncio.gather(*futs)
+        finally:
+            r.close()
+    asyncio.run(main())
+    import sqlite3
+    db = sqlite3.connect(str(tmp_path / store_mod.DB_NAME))
+    try:
+        db.execute("ANALYZE")
+        plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + store_tx.RETAIN_READ_SQL, (T1, 10)))
+    finally:
+        db.close()
+    assert "PRIMARY KEY" in plan and "messages_origin" not in plan

@@ -207,3 +207,13 @@ def test_bad_sync_messages_are_typed_and_change_nothing():
     # malformed ops inside dmc_ops are counted, not applied
     s.receive(envelope.REGISTRY.encode("dmc_ops", 1, 0, [[1, 2, 3]]), 0)
     assert s.rejected == 1 and a.state_bytes() == before
+
+
+def test_limits_written_out_agree_with_their_modules():
+    # sync.py writes other modules' limits out as const() (constant field
+    # specs, no framing.py on a board): they must agree
+    from shared_protocol.dmc import ops as O
+    assert S.SUMMARY_PARTS_MAX == (O.AUTHORS_MAX + S.SUMMARY_AUTHORS - 1) // S.SUMMARY_AUTHORS
+    assert S.CHUNKS_MAX == (R.SNAPSHOT_MAX + S.CHUNK - 1) // S.CHUNK
+    if not IS_MICROPYTHON:   # private consts are folded away on MicroPython
+        assert S._DATAGRAM == DATAGRAM_MAX and S._AUTHORS == O.AUTHORS_MAX and S._SNAPSHOT == R.SNAPSHOT_MAX

@@ -99,3 +99,12 @@ def test_outsider_and_garbage_change_nothing():
         assert lan.receive(g, "127.0.0.1", 7102, 1000) == []
     assert lan.errors["decode"] == 3
     assert r.snapshot() == before
+
+
+def test_limits_written_out_agree_with_their_modules():
+    # lan.py writes cyclon's id limit and the datagram limit out as const()
+    # (constant field specs, no framing.py on a board): they must agree
+    from shared_protocol.overlay import cyclon, lan
+    from shared_protocol.wire.framing import DATAGRAM_MAX
+    assert lan.ANNOUNCE.fields[0] == ("node", envelope.BYTES, cyclon.ID_MAX)
+    assert lan.SEALED_MAX == DATAGRAM_MAX + lan.TAG

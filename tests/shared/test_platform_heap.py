@@ -62,3 +62,27 @@ def test_collect_often_sets_a_threshold_only_in_a_tight_heap():
             assert t == -1, (free, t)   # a roomy heap: no early collections
     finally:
         gc.threshold(-1)   # the rest of the tests run as before
+
+
+def test_collect_while_booting_sets_the_boot_threshold_only_in_a_tight_heap():
+    if not IS_MICROPYTHON:
+        platform.collect_while_booting()   # a no-op on CPython
+        return
+    import gc
+    gc.threshold(-1)
+    try:
+        gc.collect()
+        free = gc.mem_free()
+        platform.collect_while_booting()
+        t = gc.threshold()
+        if free < platform.GC_BOOT_TIGHT:
+            assert t == platform.GC_EVERY_MIN, (free, t)
+        else:
+            assert t == -1, (free, t)
+        # the running node's threshold replaces it (none in a roomy heap)
+        platform.collect_often()
+        gc.collect()
+        if gc.mem_free() >= platform.GC_TIGHT:
+            assert gc.threshold() == -1
+    finally:
+        gc.threshold(-1)

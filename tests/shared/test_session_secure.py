@@ -2,6 +2,8 @@
 # link, the node's (session/secure_client.py: SecureLink = Noise XX
 # initiator + ClientSession) against the proxy's (session/secure_proxy.py:
 # SecureResponder + ProxySession), the proxy's store played by the test.
+from rig import raises
+from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.wire import envelope as E
 from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
@@ -108,6 +110,24 @@ def test_round_trip_over_datagrams_and_stream():
         link.session.publish(b"t" * 16, b"n" * 16, b"secret-reading", 2)
         wire = b"".join(link.data_to_send())
         assert b"secret-reading" not in wire and len(wire) > 0
+
+
+def test_the_responder_lets_the_handshake_go_once_secured():
+    """A proxy keeps one responder per node: once the transport keys are
+    split, the handshake's state (keys, hashes, DH results) is not held;
+    a handshake frame after that is a typed usage error."""
+    for datagram in (True, False):
+        link, proxy, _ = _setup(datagram)
+        _pump(link, proxy, 0)
+        r = proxy.noise
+        assert r.secured and r._hs is None, datagram
+        if datagram:
+            assert r._udp._hs is None
+        else:
+            raises(NoiseUsageError, r.handshake_frame, b"\x00" * 48)
+        link.session.publish(b"t" * 16, b"m" * 16, b"after", 1)
+        evs = _pump(link, proxy, 1)
+        assert ("acked", b"m" * 16) in evs and proxy.published == [b"after"], datagram
 
 
 def test_node_id_is_bound_to_the_static_key():

@@ -26,7 +26,10 @@ the proxy, and heard the other on the LAN, with no MemoryError or safe mode.
    imported from .mpy: the set is sys.modules of one node (LAN on) after
    its first reading was acknowledged, imported in dependency order in a
    fresh interpreter, one row per import with the project modules it
-   brought in; the anchor is the bare interpreter.
+   brought in; the anchor is the bare interpreter. With --build-script and
+   --frozen-only, the same for the modules frozen into the image (what
+   stays in the heap: globals, classes, functions and what the modules
+   build at import).
 """
 import argparse
 import os
@@ -374,14 +377,15 @@ def mpy_sizes(lib):
     return out
 
 
-def module_costs(mp, lib, work, heap_kb, log):
+def module_costs(mp, lib, work, heap_kb, log, path=None):
     """[(module, project modules it brought in, heap bytes)], the bare
     interpreter's heap and that of the running node (see 3. above)."""
     from bench_node import _is_project, dependency_order
-    sc = Scenario(mp, lib, work, 0)
+    path = path or lib   # where the modules import from: the .mpy folder or ".frozen"
+    sc = Scenario(mp, path, work, 0)
     try:
         data = os.path.join(work, "modules")
-        nd = Node(mp, heap_kb, lib, sc.cfgs[0], data, script=MODULES_SCRIPT % {"cfg": sc.cfgs[0], "data": data})
+        nd = Node(mp, heap_kb, path, sc.cfgs[0], data, script=MODULES_SCRIPT % {"cfg": sc.cfgs[0], "data": data})
         t0 = time.monotonic()
         try:
             while not any(l.startswith("ALLOC ") for l in list(nd.lines)):
@@ -400,7 +404,7 @@ def module_costs(mp, lib, work, heap_kb, log):
         code += ["import " + m, "_new = [k for k in sys.modules if k not in _seen]", "_seen.update(_new)",
                  "print('N', ' '.join(sorted(_new)))", "del _new", "gc.collect()", "print('M', gc.mem_alloc())"]
     r = subprocess.run([mp, "-X", "heapsize=%dk" % heap_kb, "-c", "\n".join(code)], capture_output=True, text=True,
-                       cwd=work, env=dict(os.environ, MICROPYPATH=".frozen:" + lib), timeout=120)
+                       cwd=work, env=dict(os.environ, MICROPYPATH=".frozen:" + path), timeout=120)
     if r.returncode != 0:
         raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
     vals = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("M ")]
@@ -408,10 +412,10 @@ def module_costs(mp, lib, work, heap_kb, log):
     return [(m, news[i], vals[i + 1] - vals[i]) for i, m in enumerate(order)], vals[0], running
 
 
-def modules_table(mp, lib, heap_kb, log):
+def modules_table(mp, lib, heap_kb, log, frozen=False):
     sizes = mpy_sizes(lib)
     with tempfile.TemporaryDirectory() as w:
-        rows_in, bare_heap, running = module_costs(mp, lib, w, heap_kb, log)
+        rows_in, bare_heap, running = module_costs(mp, lib, w, heap_kb, log, ".frozen" if frozen else None)
     rows = [["bare interpreter (anchor)", "", bare_heap, ""]]
     total_mpy = total = 0
     for m, new, ram in sorted(rows_in, key=lambda r: -r[2]):
@@ -421,10 +425,10 @@ def modules_table(mp, lib, heap_kb, log):
         label = m if new == [m] else "%s (+ %s)" % (m, " ".join(x for x in new if x != m) or "nothing new")
         rows.append([label, mpy, ram, ram / mpy if mpy else ""])
     rows.append(["total: %d modules" % len(rows_in), total_mpy, total, total / total_mpy])
-    print(render("Heap of the node's modules imported from .mpy on %s (32-bit, hard heap), bytes (gc.mem_alloc "
+    print(render("Heap of the node's modules imported from %s on %s (32-bit, hard heap), bytes (gc.mem_alloc "
                  "after collect; imported in dependency order, so a row is that module alone; the set is "
                  "sys.modules of a node with 2 topics, the Noise link and the LAN on, after its first reading "
-                 "was acknowledged); largest first" % os.path.basename(mp),
+                 "was acknowledged); largest first" % ("the frozen image" if frozen else ".mpy", os.path.basename(mp)),
                  ["module", ".mpy bytes", "heap", "heap / .mpy"], rows))
     print("the running node's whole heap at that point (modules + state): %d bytes" % running)
     print("rows are gc.mem_alloc deltas: a row that grows a shared table (the qstr pool, sys.modules) carries "
@@ -466,7 +470,7 @@ def main():
     log = lambda s: print(s, flush=True)
     with tempfile.TemporaryDirectory() as d:
         lib = build_mpy(d)
-        if a.only == "modules":
+        if a.only == "modules" and not a.frozen_only:
             modules_table(mp, lib, a.measure_heap, log)
             return
         images = [] if a.frozen_only else [(".mpy", mp, lib, a.lo, a.hi)]
@@ -482,6 +486,11 @@ def main():
         else:
             log("frozen column skipped: no --build-script given (a MicroPython unix build script "
                 "taking `OUT --freeze MANIFEST`)")
+        if a.only == "modules":
+            if not a.build_script:
+                raise SystemExit("--only modules --frozen-only needs --build-script")
+            modules_table(images[-1][1], lib, a.measure_heap, log, frozen=True)
+            return
         rows = []
         found = []
         if a.only == "proxy-mode":

@@ -1,7 +1,7 @@
 """Benchmark: how the proxy's cost grows with sessions and with stored history.
 
     .venv/bin/python tools/bench/bench_scale.py [--quick] [--only sessions|store|handshake] [--sessions N ...]
-        [--transports udp tcp]
+        [--transports udp tcp] [--profile | --tracemalloc] [--no-anchor] [--root DIR]
 
 Sessions: N = 10, 1,000, 10,000 concurrent Noise sessions (UDP, then TCP),
 each owning one topic it publishes to at a low rate (together
@@ -31,6 +31,16 @@ queued QoS 1 messages reconnecting (mosquitto_sub -c), the same payloads.
 Handshake: both sides of a Noise XX handshake with the host's HMAC in C
 against the boards' pure-Python one (the anchor), in one process.
 
+--profile: the proxy runs under cProfile (profile_proxy.py's runner) from
+all sessions ready to the last report; printed: its event loop's time by
+area and function, each thread's CPU, the store's commits and the cyclic
+collector's pauses. --root DIR: another checkout's proxy (e.g. the commit
+before, unpacked with git archive) with this checkout's load generators.
+--tracemalloc: the proxy runs under tracemalloc; printed: its bytes and
+blocks per session by allocation site, and the objects the cyclic
+collector tracks per session (all sessions connected and subscribed, less
+the proxy after start-up). --no-anchor: no Mosquitto rows.
+
 --quick: 10, 100, 1,000 sessions for 5 s; 10^5 messages over 10^3 topics
 with a 20,000-message backlog. Everything runs on one shared machine: the
 proxy, Mosquitto and the load generators compete for the same CPUs, so read
@@ -43,12 +53,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import signal
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import brokers  # noqa: E402
+import profile_proxy  # noqa: E402
 import table  # noqa: E402
 
 ROOT = brokers.ROOT
@@ -73,6 +85,55 @@ handshake_burst = 100000
 max_topics = %(n)d
 max_total_subscriptions = %(subs)d
 """
+
+
+# Runs the proxy's command line with tracemalloc on; each SIGUSR1 writes a
+# snapshot (argv[1] + ".N") and the count of objects the cyclic collector
+# tracks (argv[1] + ".N.json"), then argv[1] + ".N.done".
+TRACE_RUNNER = """
+import gc, json, signal, sys, tracemalloc
+tracemalloc.start(1)
+out = sys.argv[1]
+k = [0]
+def snap(*a):
+    tracemalloc.take_snapshot().dump(out + ".%d" % k[0])
+    with open(out + ".%d.json" % k[0], "w") as f:
+        json.dump({"tracked": len(gc.get_objects())}, f)
+    open(out + ".%d.done" % k[0], "w").close()
+    k[0] += 1
+signal.signal(signal.SIGUSR1, snap)
+sys.argv = ["upsycle"] + sys.argv[2:]
+from upsycle.cli import main
+sys.exit(main())
+"""
+
+
+def trace_snapshot(proc, path, k):
+    """Ask a TRACE_RUNNER proxy for snapshot k and wait for it."""
+    proc.send_signal(signal.SIGUSR1)
+    for _ in range(1200):
+        if os.path.exists("%s.%d.done" % (path, k)):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the proxy wrote no memory snapshot")
+
+
+def print_memory(path, n, label, top_n=20):
+    """Bytes and objects per session by allocation site: snapshot 1 (all
+    sessions connected and subscribed) less snapshot 0 (before any)."""
+    import json
+    import tracemalloc
+    s0, s1 = tracemalloc.Snapshot.load(path + ".0"), tracemalloc.Snapshot.load(path + ".1")
+    diff = s1.compare_to(s0, "lineno")
+    total = sum(d.size_diff for d in diff)
+    with open(path + ".0.json") as f0, open(path + ".1.json") as f1:
+        tracked = (json.load(f1)["tracked"] - json.load(f0)["tracked"]) / float(n)
+    rows = [("%s:%d" % (os.path.relpath(d.traceback[0].filename, ROOT) if d.traceback[0].filename.startswith(ROOT)
+                        else os.path.basename(d.traceback[0].filename), d.traceback[0].lineno),
+             "%.0f" % (d.size_diff / float(n)), "%.2f" % (d.count_diff / float(n))) for d in diff[:top_n]]
+    print(table.render("Proxy memory per session by allocation site (%s): %.0f bytes traced and %.1f objects "
+                       "tracked by the collector per session" % (label, total / float(n), tracked),
+                       ("where", "bytes/session", "blocks/session"), rows))
 
 
 def raise_fd_limit():
@@ -130,6 +191,11 @@ def run_sessions(system, kind, n, args, transport, procs):
 
     def on_ready():
         # every session connected and subscribed, nothing published yet
+        if args.profile and kind == "upsycle":
+            system.proc.send_signal(signal.SIGUSR1)   # profile_proxy.RUNNER: profiler on
+            holder["threads0"] = profile_proxy.thread_cpu(system.proc.pid)
+        if args.tracemalloc and kind == "upsycle":
+            trace_snapshot(system.proc, system.trace_path, 1)
         holder["rss1"] = system.rss_kb()
         c0[0] = system.cpu()
         holder["w0"] = runq_wait(system.proc.pid)
@@ -138,12 +204,21 @@ def run_sessions(system, kind, n, args, transport, procs):
         # read before the generators exit: 10,000 disconnects are not the run's work
         holder["cpu"] = system.cpu() - c0[0]
         holder["wait"] = runq_wait(system.proc.pid) - holder["w0"]
+        if args.profile and kind == "upsycle":
+            t1 = profile_proxy.thread_cpu(system.proc.pid)
+            holder["threads"] = sorted(((tid, c - holder["threads0"].get(tid, 0.0)) for tid, c in t1.items()),
+                                       key=lambda x: -x[1])
+            system.proc.send_signal(signal.SIGUSR2)   # profiler off, written out
 
     results, t_go = brokers.run_loadgens(specs, timeout=1800, on_ready=on_ready, on_results=on_results)
     bcpu, bwait = holder["cpu"], holder["wait"]
     sent = sum(r["sent"] for r in results)
     got = sum(r["got"] for r in results)
     lat = [x for r in results for x in r["lat_us"]]
+    if "threads" in holder:
+        print("proxy CPU by thread over the run (us per publish): %s" % ", ".join(
+            "%s %.0f" % ("event loop" if tid == system.proc.pid else "thread %d" % tid, 1e6 * c / max(1, sent))
+            for tid, c in holder["threads"] if c > 0))
     return {"n": n, "rss_per_session": (holder["rss1"] - rss0) * 1024.0 / n, "rss_mb": holder["rss1"] / 1024.0,
             "cpu_us_per_msg": 1e6 * bcpu / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
             "gen_cpu_pct": 100.0 * sum(r["cpu_s"] for r in results) / args.duration,
@@ -157,15 +232,39 @@ def run_sessions(system, kind, n, args, transport, procs):
 def sessions_bench(args):
     ns = args.sessions or ((10, 100, 1000) if args.quick else (10, 1000, 10000))
     rows = []
+    label = "" if os.path.abspath(args.root) == os.path.abspath(ROOT) else " (%s)" % os.path.relpath(args.root)
+    if args.profile:
+        label += " under cProfile"
+    elif args.tracemalloc:
+        label += " under tracemalloc"
     for n in ns:
         procs = 1 if n <= 100 else 4
         total = max(4096, n + 100)
         cfg = SCALE_CONFIG % {"n": total, "per": total - 1, "subs": max(100000, n * (args.fanout + 1))}
         for transport in args.transports:
             with tempfile.TemporaryDirectory() as tmp:
-                p = brokers.Proxy(tmp, secure=True, config=cfg)
+                prof = os.path.join(tmp, "proxy.prof")
+                runner = (profile_proxy.RUNNER, (prof, "1")) if args.profile else \
+                    (TRACE_RUNNER, (prof,)) if args.tracemalloc else None
+                p = brokers.Proxy(tmp, secure=True, config=cfg, root=args.root, runner=runner)
                 try:
+                    if args.tracemalloc:
+                        p.trace_path = prof
+                        time.sleep(1.0)   # start-up done: the baseline
+                        trace_snapshot(p.proc, prof, 0)
                     r = run_sessions(p, "upsycle", n, args, transport, procs)
+                    if args.profile:
+                        for _ in range(300):   # written out after the dump (RUNNER)
+                            if os.path.exists(prof + ".commits"):
+                                break
+                            time.sleep(0.1)
+                        print(profile_proxy.commit_summary(prof + ".commits"))
+                        print(profile_proxy.gc_summary(prof + ".commits"))
+                        profile_proxy.print_profile(prof, r["sent"], "%s, %d sessions, %s, %d published" % (
+                            os.path.relpath(args.root), n, transport.upper(), r["sent"]), 25)
+                    if args.tracemalloc:
+                        print_memory(prof, n, "%s, %d sessions, %s" % (os.path.relpath(args.root), n,
+                                                                        transport.upper()))
                     t0 = time.perf_counter()
                     try:
                         p.stop()
@@ -177,8 +276,10 @@ def sessions_bench(args):
                     if p.proc.poll() is None:
                         p.proc.kill()
                         p.proc.wait(60)
-            rows.append(("%d" % n, "upsycle Noise/%s" % transport.upper(), r))
-            print("%s sessions, upsycle %s: %s" % (n, transport, r), flush=True)
+            rows.append(("%d" % n, "upsycle Noise/%s%s" % (transport.upper(), label), r))
+            print("%s sessions, upsycle %s%s: %s" % (n, transport, label, r), flush=True)
+        if args.no_anchor:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             m = brokers.Mosquitto(tmp, 32)
             try:
@@ -454,6 +555,13 @@ def main():
     ap.add_argument("--transports", nargs="+", choices=("udp", "tcp"), default=("udp", "tcp"),
                     help="our proxy's transports to run (Mosquitto runs TCP either way)")
     ap.add_argument("--duration", type=float, default=0, help="measured seconds per run (default 20, quick 5)")
+    ap.add_argument("--root", default=ROOT, help="checkout whose proxy to run (another commit, unpacked with "
+                    "git archive, for a before/after comparison in one sitting)")
+    ap.add_argument("--profile", action="store_true", help="run the proxy under cProfile (profile_proxy.py) "
+                    "from all sessions ready to the last report, and print where its event loop's time went")
+    ap.add_argument("--tracemalloc", action="store_true", help="run the proxy under tracemalloc and print its "
+                    "bytes per session by allocation site (sessions connected and subscribed, less start-up)")
+    ap.add_argument("--no-anchor", action="store_true", help="leave Mosquitto out (profiling runs)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     print("open files allowed: %d" % raise_fd_limit())

@@ -101,15 +101,19 @@ class Proxy(Server):
     name = "upsycle"
     stop_timeout_s = 60     # a proxy commits its queues on SIGTERM
 
-    def __init__(self, tmp, secure=False, config=None, data=None, root=ROOT):
+    def __init__(self, tmp, secure=False, config=None, data=None, root=ROOT, runner=None):
         """root: the checkout whose proxy runs (another one's for a
-        before/after comparison in one sitting)."""
+        before/after comparison in one sitting). runner: (python source,
+        its arguments) run with ``-c`` in place of ``-m upsycle``, given the
+        proxy's command line after them (profile_proxy.RUNNER: a profiler
+        switched on and off by signals)."""
         self.port = free_port()
         self.data = data or os.path.join(tmp, "data")
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
-        args = [sys.executable, "-m", "upsycle", "proxy", "--data", self.data,
-                "--listen", "127.0.0.1:%d" % self.port]
+        head = [sys.executable, "-c", runner[0]] + list(runner[1]) if runner else [sys.executable, "-m", "upsycle"]
+        args = head + ["proxy", "--data", self.data,
+                       "--listen", "127.0.0.1:%d" % self.port]
         if config:
             path = os.path.join(tmp, "proxy.toml")
             with open(path, "w") as f:

@@ -46,7 +46,8 @@ from shared_protocol.wire import envelope as E  # noqa: E402
 from shared_protocol.session import messages as W  # noqa: E402
 from shared_protocol.crypto import api  # noqa: E402
 from shared_protocol.noise.handshake import Handshake  # noqa: E402
-from shared_protocol.noise.udp import HandshakeTimedOut, SessionUnknown, UdpSession, KIND_DATA  # noqa: E402
+from shared_protocol.noise.errors import HandshakeTimedOut, SessionUnknown  # noqa: E402
+from shared_protocol.noise.udp import UdpSession, KIND_DATA  # noqa: E402
 from shared_protocol.session.secure_client import PROLOGUE, node_id_for  # noqa: E402
 from upsycle import crypto_nacl, noise_fast, wire_fast  # noqa: E402
 

@@ -501,5 +501,6 @@ class Admission:
         self.store.node_seen(node, True)
         self.host_sessions[link.host] = self.host_sessions.get(link.host, 0) + 1
         link.ps.accept()
+        self.arm_session(link)   # from its hello timeout to its session's expiry
         log.info("event=session_open %s", kv(node=node, peer=link.name()))
 

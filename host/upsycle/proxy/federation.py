@@ -84,7 +84,11 @@ class Federation(PeerTable):
         self._init_peers()
         self.carried = {}         # overlay topic id -> topic
         self.ov_of = {}           # topic -> overlay topic id (a cache)
-        self.published = {}       # topic -> last publish of our own nodes (monotonic s)
+        self.published = {}       # topic -> last publish of our own nodes (monotonic s), oldest first
+        # Wanted topics the full overlay profile left out (TOPICS_MAX), joined
+        # as room frees; one entry per topic at most (the store's max_topics).
+        self.waiting = set()
+        self._recheck = set()     # topics the next sync looks at besides the store's changes
         self.gap_asked = {}
         self.pc = None
         self.reorder = Reorder(proxy.store, self._submit, self._ask, self.counters)
@@ -121,8 +125,11 @@ class Federation(PeerTable):
         # its messages may not have left before the crash, and the ring's
         # summaries fetch them only from a proxy in the ring.
         wall, mono = time.time(), time.monotonic()
-        for topic, ts in p.store.origin_topics(self.id, wall - PUBLISHER_HOLD_S).items():
+        for topic, ts in sorted(p.store.origin_topics(self.id, wall - PUBLISHER_HOLD_S).items(),
+                                key=lambda kv: kv[1]):
             self.published[topic] = mono - (wall - ts)
+        self._recheck = set(self.published)   # joined by the first sync
+        p.store.follow_sub_topics()
         self._task = asyncio.ensure_future(self._run())
         log.info("event=federation_started %s", kv(overlay_id=self.id.hex(), addr=self.addr.decode(),
                                                     peers=len(self.listed), policy=self.policy))
@@ -190,29 +197,42 @@ class Federation(PeerTable):
         return o
 
     def _sync_topics(self, now):
-        want = {}
-        for (_node, topic) in self.proxy.store.subs:
-            if topic not in want:
-                want[topic] = True
-        for topic, t in list(self.published.items()):
-            if now - t > PUBLISHER_HOLD_S:
-                del self.published[topic]
-            else:
-                want[topic] = True
-        carried = self.carried
-        # Topics carried already are passed over by name: deriving the
-        # overlay id of each wanted topic every second (its cache holds
-        # TOPIC_ID_CACHE_MAX more than those carried) took tens of ms per
-        # sync with 10,000 topics, a stall for every message behind it.
-        have = set(carried.values())
-        for topic in want:
-            if topic not in have and not self._join(self._ov(topic), topic):
+        """Carry the topics that became wanted since the last sync, leave the
+        ones that stopped being wanted. Work in proportion to what changed:
+        a walk over every subscription and publisher each second took tens of
+        ms with 10,000 sessions, a stall for every message behind it
+        (tools/bench/bench_scale.py)."""
+        store = self.proxy.store
+        changed = store.take_sub_topics_changed()
+        if self._recheck:
+            changed |= self._recheck
+            self._recheck = set()
+        published = self.published
+        # Oldest publish first (local_published_many keeps the order).
+        while published:
+            topic = next(iter(published))
+            if now - published[topic] <= PUBLISHER_HOLD_S:
                 break
-        for o in [o for o, topic in carried.items() if topic not in want]:
-            topic = carried.pop(o)
-            self.pc.unsubscribe(o)
-            self.reorder.forget_topic(topic)
-            log.info("event=topic_left %s", kv(topic=topic))
+            del published[topic]
+            changed.add(topic)
+        carried = self.carried
+        for topic in changed:
+            o = self._ov(topic)
+            if topic in published or topic in store.topic_subs:
+                if o not in carried and not self._join(o, topic):
+                    self.waiting.add(topic)
+            else:
+                self.waiting.discard(topic)
+                if carried.pop(o, None) is not None:
+                    self.pc.unsubscribe(o)
+                    self.reorder.forget_topic(topic)
+                    log.info("event=topic_left %s", kv(topic=topic))
+        # Topics left out while the overlay profile was full, as it has room.
+        while self.waiting and len(carried) < profile.TOPICS_MAX:
+            topic = self.waiting.pop()
+            o = self._ov(topic)
+            if o not in carried and (topic in published or topic in store.topic_subs):
+                self._join(o, topic)
         if len(self.ov_of) > TOPIC_ID_CACHE_MAX + len(carried):
             self.ov_of = {}
 
@@ -365,9 +385,13 @@ class Federation(PeerTable):
                 continue
             t = targets.get(topic)
             if t is None:
-                self.published[topic] = now
+                published = self.published
+                published.pop(topic, None)   # to the end: the dict stays oldest first
+                published[topic] = now
                 o = self._ov(topic)
-                if o not in self.carried and len(self.carried) < profile.TOPICS_MAX:
+                if o not in self.carried and len(self.carried) >= profile.TOPICS_MAX:
+                    self.waiting.add(topic)   # joined by _sync_topics as the profile has room
+                elif o not in self.carried:
                     # Join this one topic now (catch-up brings it to the
                     # others), not a whole _sync_topics: that walks every
                     # subscription and publisher, and with more topics than

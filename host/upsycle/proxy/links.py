@@ -8,11 +8,13 @@ under the link's cipher. The shared helpers (clock, log fields, fault
 counter) live here too, since every part of the proxy uses them.
 """
 import asyncio
+import heapq
 import logging
 import time
 
 from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
+from shared_protocol.session.client import DEAD_AFTER
 from shared_protocol.noise.datagram import DATAGRAM_MAX as NOISE_DATAGRAM_MAX
 from upsycle.proxy import fastpath
 
@@ -30,8 +32,17 @@ PUBLISH_WINDOW = W.WINDOW_MAX
 # A link must say hello within this time: a real node does it at once.
 HELLO_TIMEOUT_S = 10.0
 # Timer resolution for retransmissions (RTO starts at 250 ms; the timer
-# visits every link only each SWEEP_TICKS, see server.py).
+# visits a link only when its deadline passed, see server.py).
 TICK_S = 0.05
+# The timer keeps deadlines to this grain: a link is visited up to this
+# late, never early (hello timeouts of 10 s, silences of 3 keepalives).
+# Links due in one grain share a list: a link costs the timer one list
+# slot (8 bytes), not a heap entry (~140 bytes).
+TIMER_GRAIN_S = 0.25
+# Timer entries beyond two per open link before closed links' entries are
+# dropped (a pass over them, once per as many closes): a closed link is
+# otherwise held until its deadline, up to 3 keepalives away.
+TIMER_SLACK = 1024
 # Source addresses tracked for UDP rate limiting; least recently seen are
 # forgotten first (a forgotten address starts with a full bucket again).
 RATE_TABLE_MAX = 4096
@@ -80,7 +91,7 @@ class SubState:
 class Link:
     __slots__ = ("kind", "addr", "host", "ps", "node", "subs", "pending_subs", "unacked", "closed",
                  "transport", "paused", "opened", "proto", "mode", "sec", "bound", "active",
-                 "known")
+                 "known", "due")
 
     def __init__(self, kind, addr, ps, transport, proto=None):
         self.kind = kind
@@ -89,7 +100,10 @@ class Link:
         self.ps = ps
         self.node = None
         self.subs = {}
-        self.pending_subs = set()   # subscribes queued for the store, not yet committed
+        # Subscribes queued for the store, not yet committed: a set while
+        # there are any (routing.py), else the empty tuple (an empty set
+        # per session is 216 bytes).
+        self.pending_subs = ()
         self.unacked = 0
         self.closed = False
         self.transport = transport
@@ -105,6 +119,7 @@ class Link:
         self.sec = None
         self.bound = None     # secure: the node id the peer's static key proves
         self.known = None     # handshake admitted on a "seen before" hint: that node id
+        self.due = 0          # the timer slot it is armed in (LinkTable.arm_timer); others are stale
 
     def name(self):
         return "%s:%s/%s" % (self.addr[0], self.addr[1], self.kind) if self.addr else self.kind
@@ -125,6 +140,8 @@ class Faults:
 
 
 class TcpProtocol(asyncio.Protocol):
+    __slots__ = ("proxy", "link", "decoder")   # one per connection: no __dict__
+
     def __init__(self, proxy):
         self.proxy = proxy
         self.link = None
@@ -232,6 +249,9 @@ class LinkTable:
         self.sessions = {}             # node id -> Link
         self.udp_links = {}            # addr -> Link
         self.host_links = {}           # host -> set of its open links
+        self._wheel = {}               # slot (deadline / TIMER_GRAIN_S) -> links due in it (server.py)
+        self._slots = []               # heap of the slots in _wheel
+        self._armed = 0                # entries in _wheel: one per open link, and closed ones' until dropped
 
     def _new_session(self, reliable):
         return fastpath.HostProxySession(self.store.proxy_id, reliable, now_ms(), publish_window=WELCOME_WINDOW)
@@ -246,11 +266,47 @@ class LinkTable:
     def add_link(self, link):
         self.links.add(link)
         self.host_links.setdefault(link.host, set()).add(link)
+        self.arm_timer(link, link.opened + HELLO_TIMEOUT_S + TICK_S)
+
+    def arm_timer(self, link, due):
+        """The timer visits link at monotonic time ``due`` (or up to
+        TIMER_GRAIN_S after)."""
+        slot = int(due / TIMER_GRAIN_S) + 1
+        if slot == link.due:
+            return
+        link.due = slot   # an entry in another slot is stale from now on
+        links = self._wheel.get(slot)
+        if links is None:
+            links = self._wheel[slot] = []
+            heapq.heappush(self._slots, slot)
+        links.append(link)
+        self._armed += 1
+        if self._armed > 2 * len(self.links) + TIMER_SLACK:
+            self._drop_closed_timers()
+
+    def arm_session(self, link):
+        """Arm link's timer at its session's expiry (silent for DEAD_AFTER
+        keepalives): nothing else is due on a TCP session, and a UDP one's
+        resends go by the tick (server.py)."""
+        ps = link.ps
+        self.arm_timer(link, (ps.last_rx + DEAD_AFTER * ps.keepalive_ms) / 1000.0)
+
+    def _drop_closed_timers(self):
+        armed = 0
+        for slot, links in list(self._wheel.items()):
+            links[:] = [lk for lk in links if not lk.closed and lk.due == slot]
+            if not links:
+                del self._wheel[slot]
+            armed += len(links)
+        self._slots = list(self._wheel)
+        heapq.heapify(self._slots)
+        self._armed = armed
 
     def close_link(self, link, reason):
         if link.closed:
             return
         link.closed = True
+        link.proto = None   # (its protocol points back at it: no cycle for the collector to find)
         self.links.discard(link)
         mine = self.host_links.get(link.host)
         if mine is not None:

@@ -129,6 +129,8 @@ class Routing:
             self.faults.note(cause, peer=link.name())
             link.ps.error(W.R_LIMIT if refused[0] != "topics" else W.R_TOO_MANY_TOPICS, refused[1])
             return
+        if not link.pending_subs:
+            link.pending_subs = set()
         link.pending_subs.add(topic)
         self.store.submit_subscribe(link.node, topic, ("sub", link, topic))
 
@@ -192,7 +194,11 @@ class Routing:
             if kind == "pub":
                 link.unacked -= 1
             elif kind == "sub":
-                link.pending_subs.discard(tok[2])
+                pending = link.pending_subs
+                if tok[2] in pending:
+                    pending.discard(tok[2])
+                    if not pending:
+                        link.pending_subs = ()
             if link.closed:
                 continue
             touched.add(link)

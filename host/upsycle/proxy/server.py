@@ -23,12 +23,14 @@ PUBLISH_WINDOW unacknowledged publishes per link, a rate limit per UDP source
 address, and bounded session windows. Payloads are never decoded.
 """
 import asyncio
+import heapq
 import logging
 import socket
 import sys
 import time
 
 from shared_protocol.errors import RemoteError
+from shared_protocol.session.client import DEAD_AFTER
 from upsycle.proxy import fastpath
 from upsycle.proxy import status as status_report
 from upsycle.proxy.admission import Admission
@@ -36,22 +38,22 @@ from upsycle.proxy.delivery import Delivery
 from upsycle.proxy.federation import Federation
 from shared_protocol.overlay import ids
 from upsycle import identity
-from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, UDP_MAX, Faults, LinkTable,
-                                 TcpProtocol, UdpProtocol, kv, now_ms)
+from upsycle.proxy.links import (GIL_SWITCH_S, HELLO_TIMEOUT_S, TICK_S, TIMER_GRAIN_S, UDP_MAX, Faults,
+                                 LinkTable, TcpProtocol, UdpProtocol, kv, now_ms)
 from upsycle.proxy.routing import Routing
 from upsycle.proxy.store import Store, StorageError  # noqa: F401 (re-exported)
 
 log = logging.getLogger("upsycle.proxy")
 
-# Every this many ticks (1 s) the timer has visited every link (hello
-# timeouts, silent sessions), a slice of them each tick, so 10,000 links
-# hold up the event loop ~1 ms per tick, not ~20 ms once a second (each
-# stall is a delay for every message waiting behind it). Every tick it
-# visits links with UDP deliveries in flight and UDP handshakes; a session
-# heard from within its keepalive is passed over at the cost of one
-# comparison (tools/bench/bench_scale.py).
-SWEEP_TICKS = 20
-
+# Links whose deadline (hello timeout, a session silent for DEAD_AFTER
+# keepalives) passed, visited per tick at most: the rest wait for the next
+# tick, so 10,000 sessions falling silent together (a site's uplink lost)
+# hold up the event loop a few ms per tick, not ~20 ms at once (every
+# message waits behind such a stall). Links are kept by deadline
+# (links.py arm_timer): a tick costs what is due, not what is open; a
+# session heard from since is armed again at its new deadline
+# (tools/bench/bench_scale.py, tests/host/test_proxy_scale.py).
+TIMER_VISITS_MAX = 256
 
 # Receive buffer asked for the UDP socket. Datagrams from every node wait
 # there while the event loop is busy; the kernel's default (~208 KB) holds
@@ -206,46 +208,77 @@ class Proxy(LinkTable, Admission, Routing, Delivery):
         self._stopped.set()
 
     async def _tick(self):
-        sweep = []     # links this round of the sweep has yet to visit
-        per = 1
         while True:
             await asyncio.sleep(TICK_S)
             t = now_ms()
             mono = time.monotonic()
-            if not sweep:
-                sweep = list(self.links)
-                per = -(-len(sweep) // SWEEP_TICKS)
-            part = sweep[-per:]
-            del sweep[-per:]
+            # Every tick: UDP links with deliveries in flight (retransmission)
+            # and UDP handshakes (message 2 again); both bounded by what is
+            # in progress, not by the links open.
             busy = [lk for lk in self._retx if not lk.closed and lk.ps.in_flight()]
             self._retx = set(busy)
-            links = busy + list(self.udp_hs.values()) + part
-            for link in links:
-                if link.closed:
-                    continue
-                if link.node is None and mono - link.opened > HELLO_TIMEOUT_S:
-                    self.faults.note("handshake_timeout" if link.mode == "hs" else "hello_timeout",
-                                     peer=link.name())
-                    self.close_link(link, "hello_timeout")
-                    continue
-                if link.mode == "hs":
-                    if link.kind == "udp" and link.sec is not None:
-                        try:
-                            link.sec.tick(t)
-                        except RemoteError:
-                            pass   # the hello timeout above closes it
-                        for pkt in link.sec.packets_to_send():
-                            self.udp_transport.sendto(pkt, link.addr)
+            for link in busy + list(self.udp_hs.values()):
+                self._visit(link, t, mono)
+            self._due_links(t, mono)
+
+    def _due_links(self, t, mono):
+        """Visit the links whose deadline passed (TIMER_VISITS_MAX a tick)."""
+        wheel, slots = self._wheel, self._slots
+        now_slot = mono / TIMER_GRAIN_S
+        n = 0
+        while slots and slots[0] <= now_slot and n < TIMER_VISITS_MAX:
+            slot = slots[0]
+            links = wheel[slot]
+            while links and n < TIMER_VISITS_MAX:
+                link = links.pop()
+                self._armed -= 1
+                if link.closed or link.due != slot:
+                    continue   # closed, or armed again in another slot
+                link.due = 0
+                n += 1
+                # (arm_timer puts a link in a later slot than this one)
+                if link.node is None:
+                    if mono - link.opened > HELLO_TIMEOUT_S:
+                        self._visit(link, t, mono)   # closes it
+                    else:
+                        self.arm_timer(link, link.opened + HELLO_TIMEOUT_S + TICK_S)
                     continue
                 ps = link.ps
-                if t - ps.last_rx < ps.keepalive_ms and (ps.reliable or not ps.in_flight()):
-                    # Heard from within its keepalive and nothing to resend:
-                    # nothing can be due (it expires after DEAD_AFTER of them).
+                if (ps.last_rx + DEAD_AFTER * ps.keepalive_ms) / 1000.0 > mono:
+                    self.arm_session(link)   # heard from since it was armed
                     continue
-                ps.poll(t)
-                self.handle_events(link)
+                self._visit(link, t, mono)
                 if not link.closed:
-                    self.flush(link)
+                    self.arm_timer(link, mono + TICK_S)
+            if not links:
+                if wheel.get(slot) is links:
+                    del wheel[slot]
+                if slots and slots[0] == slot:
+                    heapq.heappop(slots)
+
+    def _visit(self, link, t, mono):
+        """Hello timeouts, UDP handshake retransmission, and the session's
+        own timers (expiry, go-back-N resends)."""
+        if link.closed:
+            return
+        if link.node is None and mono - link.opened > HELLO_TIMEOUT_S:
+            self.faults.note("handshake_timeout" if link.mode == "hs" else "hello_timeout", peer=link.name())
+            self.close_link(link, "hello_timeout")
+            return
+        if link.mode == "hs":
+            if link.kind == "udp" and link.sec is not None:
+                try:
+                    link.sec.tick(t)
+                except RemoteError:
+                    pass   # the hello timeout above closes it
+                for pkt in link.sec.packets_to_send():
+                    self.udp_transport.sendto(pkt, link.addr)
+            return
+        ps = link.ps
+        ps.poll(t)
+        self.handle_events(link)
+        if not link.closed:
+            self.flush(link)
 
     def status(self):
         return status_report.report(self)

@@ -108,6 +108,7 @@ class Store(Opening, Transactions):
         self._creating = {}    # topic -> node: a publish/subscribe queued would create it
         self._creating_by = {}  # node -> topics it is creating
         self._subscribing = {}  # (node, topic) -> requests queued for a new subscription
+        self._subscribing_by = {}  # node -> its (node, topic) keys in _subscribing
         self._seen = {}        # node -> when last seen (written with the next transaction)
         self._live = set()     # nodes with a session now (never expired)
         self._keys = {}        # key id -> (node, secret, time): known keys to write
@@ -115,12 +116,19 @@ class Store(Opening, Transactions):
         self._seq_floor = 1    # writer: first number of a new topic
         self.topics = {}       # topic -> TopicView (event-loop side)
         self.subs = {}         # (node, topic) -> durable cursor as last known
+        self.topic_subs = {}   # topic -> its durable subscriptions (how many nodes)
+        # Topics whose durable subscriptions went from none to some or back
+        # since the follower (federation.py) last took them; None while
+        # nobody follows. At most one entry per topic (max_topics).
+        self.sub_topics_changed = None
         self.drops = {}        # cause -> count (retention drops, persisted)
         self.proxy_id = None
         self.origin_id = None  # this proxy's overlay id: the origin of its own sessions' publishes
         self._w_oseq = {}      # writer: topic -> next origin sequence of our own publishes
         self._w_topics = {}    # writer side: topic -> [next_seq, first_seq, bytes]
         self._w_oldest = {}    # writer side: topic -> time of its oldest stored message, where known
+        self._w_alias_topics = set()  # writer side: topics that have (or had) origin_alias rows
+        self._floors = {}      # writer: (topic, origin) -> highest origin number retention deleted, this transaction
         self._sweep_more = False
         self._oldest_seen = {}
         self._cv = threading.Condition()
@@ -160,12 +168,15 @@ class Store(Opening, Transactions):
                 self.created_by[v.creator] = self.created_by.get(v.creator, 0) + 1
         for topic, nxt in db.execute("SELECT topic, next FROM origin_seq"):
             self._w_oseq[bytes(topic)] = nxt
+        self._w_alias_topics = set(bytes(t) for (t,) in db.execute("SELECT DISTINCT topic FROM origin_alias"))
         row = db.execute("SELECT value FROM meta WHERE key='seq_floor'").fetchone()
         self._seq_floor = int(row[0]) if row is not None else 1
         for node, topic, cursor in db.execute("SELECT node, topic, cursor FROM subs"):
             node = bytes(node)
-            self.subs[(node, bytes(topic))] = cursor
+            topic = bytes(topic)
+            self.subs[(node, topic)] = cursor
             self.node_subs[node] = self.node_subs.get(node, 0) + 1
+            self.topic_subs[topic] = self.topic_subs.get(topic, 0) + 1
         # Subscribers from before nodes were kept count as seen now.
         db.execute("INSERT OR IGNORE INTO nodes SELECT DISTINCT node, ? FROM subs", (self.clock(),))
         for cause, count in db.execute("SELECT cause, count FROM drops"):
@@ -241,8 +252,8 @@ class Store(Opening, Transactions):
         if self.max_total_subscriptions and \
                 len(self.subs) + len(self._subscribing) >= self.max_total_subscriptions:
             return "total", "the proxy keeps %d subscriptions at most" % self.max_total_subscriptions
-        if self.max_node_subscriptions and self.node_subs.get(node, 0) + sum(
-                1 for k in self._subscribing if k[0] == node) >= self.max_node_subscriptions:
+        if self.max_node_subscriptions and self.node_subs.get(node, 0) + self._subscribing_by.get(node, 0) >= \
+                self.max_node_subscriptions:
             return "node", "a node keeps %d subscriptions at most; unsubscribe from some" % \
                 self.max_node_subscriptions
         why = self._may_create(node, topic)
@@ -274,7 +285,10 @@ class Store(Opening, Transactions):
     def submit_subscribe(self, node, topic, token):
         key = (node, topic)
         if key not in self.subs:
-            self._subscribing[key] = self._subscribing.get(key, 0) + 1
+            n = self._subscribing.get(key, 0)
+            if not n:
+                self._subscribing_by[node] = self._subscribing_by.get(node, 0) + 1
+            self._subscribing[key] = n + 1
             self._mark_creating(node, topic)
         self._stage(("sub", node, topic, None, token, node))
 
@@ -465,8 +479,12 @@ class Store(Opening, Transactions):
                 n = self._subscribing.get(key, 1) - 1
                 if n > 0:
                     self._subscribing[key] = n
-                else:
-                    self._subscribing.pop(key, None)
+                elif self._subscribing.pop(key, None) is not None:
+                    m = self._subscribing_by.get(it[1], 1) - 1
+                    if m > 0:
+                        self._subscribing_by[it[1]] = m
+                    else:
+                        self._subscribing_by.pop(it[1], None)
         if results["error"] is None:
             creators = results["creators"]
             for topic, st in results["topics"].items():
@@ -506,14 +524,37 @@ class Store(Opening, Transactions):
                             self.node_subs[node] = n
                         else:
                             self.node_subs.pop(node, None)
+                        self._topic_subs_add(topic, -1)
                 else:
                     if (node, topic) not in self.subs:
                         self.node_subs[node] = self.node_subs.get(node, 0) + 1
+                        self._topic_subs_add(topic, 1)
                     self.subs[(node, topic)] = cursor
             for key, seq in results["cursors"].items():
                 if key in self.subs and self.subs[key] < seq:
                     self.subs[key] = seq
         self._on_commit(batch, results)
+
+    def _topic_subs_add(self, topic, d):
+        n = self.topic_subs.get(topic, 0) + d
+        if n > 0:
+            self.topic_subs[topic] = n
+        else:
+            self.topic_subs.pop(topic, None)
+        if (n == 0 or n == d) and self.sub_topics_changed is not None:
+            self.sub_topics_changed.add(topic)
+
+    def follow_sub_topics(self):
+        """From now on, note the topics whose durable subscriptions go from
+        none to some or back (take_sub_topics_changed); the ones subscribed
+        now count as changed."""
+        self.sub_topics_changed = set(self.topic_subs)
+
+    def take_sub_topics_changed(self):
+        """The topics noted since the last call (see follow_sub_topics)."""
+        changed = self.sub_topics_changed or set()
+        self.sub_topics_changed = set()
+        return changed
 
     def _remember(self, batch, results):
         """Put this commit's new messages at the tails of their topics, and
