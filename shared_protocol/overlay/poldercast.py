@@ -52,7 +52,7 @@ class PolderCast:
                  vicinity_view=vicinity.DEFAULT_VIEW, vicinity_gossip=vicinity.DEFAULT_GOSSIP,
                  bits=DEFAULT_BITS, hashes=DEFAULT_HASHES, blip_milli=0,
                  urps_memory=urps.DEFAULT_MEMORY, use_urps=True, ring_max_age=rings.DEFAULT_MAX_AGE,
-                 reply_timeout=DEFAULT_REPLY_TIMEOUT_MS, seen=dissemination.DEFAULT_SEEN):
+                 reply_timeout=DEFAULT_REPLY_TIMEOUT_MS, seen=dissemination.DEFAULT_SEEN, probe_stale=True):
         node_id = ids.proxy_id(static_key)
         common.check_config_peer(node_id, addr)
         self.id = node_id
@@ -65,12 +65,15 @@ class PolderCast:
         self.rings = rings.Rings(node_id, addr, rng, bits, hashes, ring_max_age, reply_timeout)
         self.diss = dissemination.Disseminator(node_id, rng, fanout, seen)
         self.bits = bits
+        # Rings.probe each period (False: the decisions of runs before it)
+        self.probe_stale = probe_stale
         self._profiles = {}     # peer id -> [f, n, pbytes, addr]
         self._prof_order = []   # ids, least recently learned first
         self._prof_f = []       # their filters, same order (for _memory's scan)
         self._prof_ver = 0
         self._pool_key = None
         self._pool_val = None
+        self._rp = {}           # topic -> random_pool's cache (see there)
         self._me = None
         self.subs.set(topics)
         self.rings.set_topics(self.subs.topics)
@@ -92,6 +95,7 @@ class PolderCast:
     def unsubscribe(self, topic):
         if self.subs.remove(topic):
             self.rings.set_topics(self.subs.topics)
+            self._rp.pop(topic, None)
             return True
         return False
 
@@ -194,6 +198,8 @@ class PolderCast:
             out.append(o)
         out.extend(self.rings.introduce(now, me[0]))
         out.extend(self.rings.verify(now, me[0], self.vicinity._view))
+        if self.probe_stale:
+            out.extend(self.rings.probe(now, me[0]))
         return out
 
     def unreachable(self, peer_id):
@@ -242,6 +248,10 @@ class PolderCast:
         """A decoded overlay message -> list of Outgoing / Delivery. Raises a
         RemoteError subclass (state unchanged) on a bad message."""
         t = msg.type
+        # DATA first: a publication is thousands of them, a period a few
+        # gossip messages per proxy.
+        if t is dissemination.DATA:
+            return self._on_data(msg.values)
         if t is SHUFFLE or t is SHUFFLE_REPLY:
             return self._on_shuffle(msg, now)
         if t is vicinity.REQUEST or t is vicinity.REPLY:
@@ -254,8 +264,6 @@ class PolderCast:
         if t is rings.REQUEST or t is rings.REPLY:
             o = self.rings.handle(msg, now)
             return [o] if o is not None else []
-        if t is dissemination.DATA:
-            return self._on_data(msg.values)
         raise OverlayError(common.E_NOT_MINE, "message %s is not for the overlay" % t.name)
 
     def publish(self, topic, msg_id, payload):
@@ -352,33 +360,34 @@ class PolderCast:
         it named the topic in its last Rings exchange with us). If none is,
         the known subscribers beyond the ring neighbours and their spares
         (confirmed, and on a small topic's ring spread all over it)."""
-        out = []
         r = self.rings
         v = r._ring.get(topic)
         if v is None:
-            return out
-        kd = v.kd
-        direct = r._direct
-        # VICINITY's peers first, then CYCLON's not already taken. (Each
-        # view holds an id once; the cheap tests go first: this runs for
-        # most messages a proxy forwards.)
-        for e in self.vicinity._view:
-            i = e[0]
-            if i in kd:
-                if i not in out:
-                    out.append(i)
-            else:
-                d = direct.get(i)
-                if d is not None and topic in d and i not in out:
-                    out.append(i)
-        for i in self.cyclon.ids:
-            if i in kd:
-                if i not in out:
-                    out.append(i)
-            else:
-                d = direct.get(i)
-                if d is not None and topic in d and i not in out:
-                    out.append(i)
+            return []
+        # VICINITY's peers first, then CYCLON's not already taken (each view
+        # holds an id once, so only an id in both can repeat).
+        cand = [e[0] for e in self.vicinity._view]
+        cand += self.cyclon._ids
+        # The answer depends on the two views (cand), the topic's known
+        # subscribers (v.ver) and what peers named (_direct_ver): a
+        # publication reaches a proxy many times per period with none of
+        # them changed, and each time most of its messages need a pool.
+        c = self._rp.get(topic)
+        if c is not None and c[0] is v and c[1] == v.ver and c[2] == r._direct_ver and c[3] == cand:
+            out = list(c[4])
+        else:
+            kd = v.kd
+            direct = r._direct
+            out = [i for i in cand if i in kd or topic in direct.get(i, ())]
+            if len(out) > 1 and len(set(out)) < len(out):
+                seen = set()
+                once = []
+                for i in out:
+                    if i not in seen:
+                        seen.add(i)
+                        once.append(i)
+                out = once
+            self._rp[topic] = (v, v.ver, r._direct_ver, cand, tuple(out))
         if not out:
             out = v.far(rings.KEEP, r._clock - r.max_age)
         return out

@@ -49,9 +49,11 @@ class RingView:
     direct] in the same order (direct: the peer itself exchanged with us,
     not only named by a third); ``kd``: id -> entry; ``at``: index in kpos
     where this proxy's own position would go; ``succ``/``pred``: the SIDE
-    nearest ids on each side, nearest first."""
+    nearest ids on each side, nearest first; ``ver``: grows whenever the
+    set of known subscribers changes (a cache of something derived from it
+    checks it)."""
 
-    __slots__ = ("kpos", "ke", "kd", "at", "succ", "pred")
+    __slots__ = ("kpos", "ke", "kd", "at", "succ", "pred", "ver")
 
     def __init__(self):
         self.kpos = []
@@ -60,6 +62,7 @@ class RingView:
         self.at = 0
         self.succ = []
         self.pred = []
+        self.ver = 0
 
     def select(self, me):
         kpos = self.kpos
@@ -99,6 +102,7 @@ class RingView:
         e = self.ke.pop(x)
         self.kpos.pop(x)
         del self.kd[e[0]]
+        self.ver += 1
 
     def nearest_to(self, q_id, clock, floor):
         """The KEEP known subscribers nearest to q on each side of it, as
@@ -160,6 +164,7 @@ class RingView:
         kpos.insert(k, p)
         ke.insert(k, e)
         kd[i] = e
+        self.ver += 1
         at = self.at
         if p < me:
             at += 1

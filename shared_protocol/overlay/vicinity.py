@@ -74,16 +74,22 @@ def rank(cands, target_f, target_n, k, rng):
     one int (score, youth, draw, index) so the sort compares ints."""
     pc = popcount
     n = len(cands)
-    rs = [rng.next64() for _ in range((n + 3) >> 2)]
-    keyed = []
-    for i in range(n):
-        c = cands[i]
-        f = c[3]
-        age = c[2] if c[2] < 0xFFFF else 0xFFFF
-        score = (pc(f & target_n) << 16 | pc(f & target_f)) << 16 | (0xFFFF - age)
-        keyed.append((score << 16 | ((rs[i >> 2] >> ((i & 3) << 4)) & 0xFFFF)) << 8 | i)
-    keyed.sort()
-    keyed.reverse()
+    # Four 16-bit draws per 64-bit output, the i-th candidate's being
+    # bits 16*(i % 4) of output i // 4.
+    draws = []
+    for r in [rng.next64() for _ in range((n + 3) >> 2)]:
+        draws += (r & 0xFFFF, (r >> 16) & 0xFFFF, (r >> 32) & 0xFFFF, r >> 48)
+    # One comprehension (no needy filter: no topic-priority term), keys
+    # all distinct (the index is in them).
+    if target_n:
+        keyed = [((((pc(c[3] & target_n) << 16 | pc(c[3] & target_f)) << 16
+                    | (0xFFFF - (c[2] if c[2] < 0xFFFF else 0xFFFF))) << 16 | draws[i]) << 8 | i)
+                 for i, c in enumerate(cands)]
+    else:
+        keyed = [(((pc(c[3] & target_f) << 16 | (0xFFFF - (c[2] if c[2] < 0xFFFF else 0xFFFF))) << 16
+                   | draws[i]) << 8 | i)
+                 for i, c in enumerate(cands)]
+    keyed.sort(reverse=True)
     return [cands[x & 0xFF] for x in keyed[:k]]
 
 

@@ -9,26 +9,13 @@ from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url, member_from_url
 from shared_protocol.groups.member import Publication
 
-from firmware import runtime
+from node_rig import open_node
 
 NOW = 1_700_000_000
 
 
 def _node(tmp_path, invite, logs):
-    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [invite],
-           "proxies": ["127.0.0.1:9"], "publish_interval_s": 1, "link": "plaintext"}
-    n = runtime.Node(cfg, data_dir=str(tmp_path), log=logs.append)
-    for t in n.topics:
-        n.proxy.session.subscribe(t.topic, 0)
-    n.proxy.session.start(0, False)
-    n.proxy.sock = object()    # the link is "open": the test carries the datagrams
-    n.proxy.outgoing()
-    n.proxy.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 1)
-    for t in n.topics:
-        n.proxy.receive(E.REGISTRY.encode("s_subscribed", t.topic, 0), 2)
-    n.turn(3)
-    n.proxy.outgoing()
-    return n
+    return open_node(str(tmp_path), invite, logs)
 
 
 def _published(n, now):

@@ -112,6 +112,73 @@ def test_one_percent_churn_per_round_keeps_the_hit_ratio_above_99_5_percent(chur
     assert len(sim.nodes) == N + 40 * 10      # 10 crash and 10 join each round
 
 
+def test_under_churn_the_settled_figures_separate_newcomers_and_unnoticed_crashes(churn_run):
+    # Rings convergence and topic-connectivity count every live proxy: each
+    # round's 10 newcomers and the slots of crashes not yet noticed lower
+    # them. The settled forms count the proxies the hit ratio counts.
+    sim, rows = churn_run
+    r40 = [r for r in rows if r["round"] == 40][0]
+    print("churn 1%%, round 40: rings %.4f (settled %.4f, lists holding a crashed proxy %.4f), "
+          "topic-connectivity %.4f (settled %.4f)" % (
+              r40["ring_convergence"], r40["ring_convergence_settled"], r40["ring_dead"],
+              r40["topic_connectivity"], r40["topic_connectivity_settled"]))
+    assert r40["ring_convergence_settled"] > r40["ring_convergence"]
+    assert r40["topic_connectivity_settled"] >= r40["topic_connectivity"]
+    assert r40["topic_connectivity_settled"] >= 0.9, r40
+    assert 0 < r40["ring_dead"] < 0.2, r40
+    # without churn the settled figures are the figures
+    clean = PolderCastSim(60, 10, ZIPF, 3, seed=4, publish_from=20)
+    rec = pm.Recorder(clean)
+    _run(clean, rec, 12, 1)
+    last = rec.rows[-1]
+    assert last["ring_convergence_settled"] == last["ring_convergence"] == 1.0, last
+    assert last["topic_connectivity_settled"] == last["topic_connectivity"] == 1.0, last
+    assert last["ring_dead"] == 0.0
+
+
+def _dead_slot_rounds(probe):
+    """Ring-neighbour slots (live proxy, topic, side rank <= 2) held by a
+    proxy that crashed STALE_AGE or more rounds before, summed over rounds
+    10-25 of a run with 3% churn per round."""
+    from shared_protocol.overlay.rings import STALE_AGE
+    sim = PolderCastSim(200, 20, ZIPF, SUBS, seed=3, churn=0.03, publish_from=26,
+                        node_options={"probe_stale": probe})
+    crashed_at = {}
+    crash = sim._crash
+
+    def noted(value):
+        victims = crash(value)
+        for i in victims:
+            crashed_at[i] = sim._join_round
+        return victims
+    sim._crash = noted
+    held = 0
+    for _ in range(25):
+        sim.run_round()
+        if sim.round < 10:
+            continue
+        for i in sim.live():
+            r = sim.nodes[i].rings
+            for t in r.topics:
+                for p in r.successors(t) + r.predecessors(t):
+                    j = sim.index[p]
+                    if sim.state[j] and sim.round - crashed_at[j] >= STALE_AGE:
+                        held += 1
+    return held
+
+
+def test_a_crashed_ring_neighbour_is_probed_once_stale():
+    # Under churn a proxy's period exchange nearly always goes to discovery
+    # or to a neighbour known only from others, so a crashed neighbour
+    # waited up to 20 periods to become the contacted oldest; Rings.probe
+    # contacts a neighbour unheard of for STALE_AGE periods at once.
+    before = _dead_slot_rounds(False)
+    after = _dead_slot_rounds(True)
+    print("slot-rounds held by a proxy crashed >= STALE_AGE rounds before: %d without probe, %d with" % (before, after))
+    assert before > 0
+    assert after <= 0.6 * before, (before, after)
+
+
 def test_urps_keeps_flooders_near_their_fair_share():
     # 1,000 ids; 10 of them send 20% of the input; sample memory 50.
     rng = Rng(11)

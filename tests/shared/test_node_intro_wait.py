@@ -3,50 +3,13 @@
 # two proxies: one copy by the mirror, one by federation) and applies it
 # once the introduction comes, instead of refusing it for good and leaving
 # a gap its replica would wait on (firmware/core.py INTRO_WAIT_MAX).
-import sys
-
 from shared_protocol.wire import envelope as E
 from shared_protocol.dmc.replica import Replica
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url, member_from_url
+from node_rig import no_sockets, open_node
 
 NOW = 1_700_000_000
-
-
-class _NoSockets:
-    pass
-
-
-def _no_sockets():
-    # the VM has no socket module; the node only needs the name at import
-    if "socket" not in sys.modules:
-        try:
-            import socket  # noqa: F401
-        except ImportError:
-            sys.modules["socket"] = _NoSockets
-
-
-def _node(d, invite, logs):
-    _no_sockets()
-    import os
-    from firmware import platform, runtime
-    if not hasattr(os, "urandom"):   # the VM's os lacks it (boards have it)
-        from shared_protocol.rand import Rng
-        platform.random_bytes = Rng(7).randbytes
-    cfg = {"node_id": "ab" * 32, "node_key": "cd" * 32, "topics": [invite],
-           "proxies": ["127.0.0.1:9"], "publish_interval_s": 1, "link": "plaintext"}
-    n = runtime.Node(cfg, data_dir=d, log=logs.append)
-    for t in n.topics:
-        n.proxy.session.subscribe(t.topic, 0)
-    n.proxy.session.start(0, False)
-    n.proxy.sock = object()    # the link is "open": the test carries the datagrams
-    n.proxy.outgoing()
-    n.proxy.receive(E.REGISTRY.encode("s_welcome", b"proxy", 10000, 8), 1)
-    for t in n.topics:
-        n.proxy.receive(E.REGISTRY.encode("s_subscribed", t.topic, 0), 2)
-    n.turn(3)
-    n.proxy.outgoing()
-    return n
 
 
 def _remove_tree(path):
@@ -77,7 +40,7 @@ def _run(name, order, expect_held, expect_rejected):
     d = "/tmp/upsycle-intro-wait-%s-%d" % (name, id(sealed) & 0xFFFFFF)
     logs = []
     try:
-        n = _node(d, board_inv, logs)
+        n = open_node(d, board_inv, logs)
         tp = n.topics[0]
         for k, i in enumerate(order):
             n.proxy.receive(E.REGISTRY.encode("s_deliver", tp.topic, 1 + k, b"m%d" % i, sealed[i]), 10 + k)
@@ -101,7 +64,7 @@ def test_readings_waiting_for_an_introduction_are_bounded():
     # one more than fits waits: the oldest waiting is dropped (counted), the
     # rest open, and the replica holds the first; the others wait in it for
     # the one that was dropped
-    _no_sockets()
+    no_sockets()
     from firmware import core
     admin = Admin(b"\x01" * 32, b"\x02" * 32, 0, "field")
     board_inv = invite_url(admin.invite(b"\x07" * 32, read=True, write=False))
@@ -113,7 +76,7 @@ def test_readings_waiting_for_an_introduction_are_bounded():
     d = "/tmp/upsycle-intro-bound-%d" % (id(sealed) & 0xFFFFFF)
     logs = []
     try:
-        n = _node(d, board_inv, logs)
+        n = open_node(d, board_inv, logs)
         tp = n.topics[0]
         order = list(range(1, core.INTRO_WAIT_MAX + 2)) + [0]
         for k, i in enumerate(order):

@@ -443,6 +443,33 @@ def test_dissemination_random_targets_include_known_subscribers_across_the_ring(
     assert node.random_pool(t) == []
 
 
+def test_random_pool_follows_every_change_of_what_it_is_computed_from():
+    # random_pool keeps its answer per topic (a publication reaches a proxy
+    # many times with nothing changed): a change of either view, of the
+    # topic's known subscribers or of what peers named must show at once,
+    # and a caller shuffling the answer must not change the next one.
+    t = topic("cache")
+    node = PolderCast(b"key-12", ADDR, Rng(7), topics=[t])
+    a, b, c = pid(1111), pid(2222), pid(3333)
+    node.vicinity._view.append([a, ADDR, 0, 0, 0, b""])
+    node.cyclon.add_seed(b, ADDR)
+    node.cyclon.add_seed(c, ADDR)
+    assert node.random_pool(t) == []
+    node.rings._ring[t].know(a, ADDR, 0, False, node.rings.pos, node.rng)   # a known subscriber
+    assert node.random_pool(t) == [a]
+    node.rings._absorb(b, ADDR, [[t, []]])                                 # b names the topic
+    pool = node.random_pool(t)
+    assert pool == [a, b]
+    pool.reverse()
+    assert node.random_pool(t) == [a, b]
+    node.vicinity.remove(a)                                                # a leaves VICINITY
+    assert node.random_pool(t) == [b]
+    node.cyclon.add_seed(a, ADDR)                                          # and comes through CYCLON
+    assert node.random_pool(t) == [b, a]
+    node.unreachable(b)                                                    # b's link fails
+    assert node.random_pool(t) == [a]
+
+
 def test_rings_verify_confirms_a_vicinity_peer_for_the_topics_it_names():
     # A VICINITY peer whose filter has our topic is not a random target
     # until it names the topic itself: verify() asks it, its reply names

@@ -243,6 +243,11 @@ def run_poldercast(args):
           % (fin["round"], fin["live"], 100 * (fin["ring_convergence"] or 0), summary["ring_converged_round"],
              100 * (fin["topic_connectivity"] or 0), fin["distinct_neighbours"] or 0,
              summary["gossip_bytes_per_node_per_round"]))
+    if fin["ring_convergence_settled"] is not None:
+        print("proxies past their first %d rounds: rings convergence %.2f%%, topic-connectivity %.2f%%; "
+              "ring neighbour lists holding a crashed proxy %.2f%%"
+              % (args.warmup, 100 * fin["ring_convergence_settled"], 100 * fin["topic_connectivity_settled"],
+                 100 * fin["ring_dead"]))
     if pub["publications"]:
         print("%d publications: hit ratio %.4f%% (worst %.2f%%; %.4f%% counting proxies in their first %d rounds), "
               "%.3f messages per subscriber, %d to non-subscribers, hops mean %.2f max %d (worst mean/bound %.2f)"
