@@ -83,10 +83,22 @@ def build_mpy(d):
     return lib
 
 
-def frozen_manifest(path):
+def frozen_manifest(path, src=None):
     """A manifest for the unix port: its asyncio (a board's port manifest
-    brings it) and the modules firmware/manifest.py names, plus unix.py."""
+    brings it) and the modules firmware/manifest.py names, plus unix.py.
+
+    ``src``: a folder to copy the packages into first, with new
+    modification times: an incremental build in a kept ``--build-out``
+    compares times, and sources unpacked with `git archive` carry their
+    commit's time, older than the last build's output, so the build would
+    keep the modules frozen before."""
     ns = {}
+    root = ROOT
+    if src is not None:
+        for pkg in ("shared_protocol", "firmware"):
+            shutil.copytree(os.path.join(ROOT, pkg), os.path.join(src, pkg), copy_function=shutil.copy,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        root = src
     names = []
 
     def package(name, files=None, base_path=None):
@@ -99,9 +111,9 @@ def frozen_manifest(path):
     for name, files in names:
         if files is not None:
             files = tuple(files) + tuple(x for x in UNIX_FILES if x not in files)
-            lines.append("package(%r, files=%r, base_path=%r)" % (name, files, ROOT))
+            lines.append("package(%r, files=%r, base_path=%r)" % (name, files, root))
         else:
-            lines.append("package(%r, base_path=%r)" % (name, ROOT))
+            lines.append("package(%r, base_path=%r)" % (name, root))
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -476,7 +488,7 @@ def main():
         images = [] if a.frozen_only else [(".mpy", mp, lib, a.lo, a.hi)]
         if a.build_script:
             man = os.path.join(d, "manifest.py")
-            frozen_manifest(man)
+            frozen_manifest(man, os.path.join(d, "src"))
             out = os.path.abspath(a.build_out) if a.build_out else os.path.join(d, "mp")
             log("building a frozen image with %s (about a minute) ..." % a.build_script)
             r = subprocess.run(["bash", a.build_script, out, "--freeze", man], capture_output=True, text=True)
