@@ -56,6 +56,14 @@ RECONNECT_MIN_S = 0.05
 RECONNECT_MAX_S = 2.0
 # How often the timer task looks at the session's deadlines at most.
 TIMER_MAX_S = 0.05
+# A new link that is neither welcomed nor lost by then is given up and
+# dialled again: a stream-mode Noise handshake has no timer of its own
+# (datagram mode resends and times out, noise/udp.py), so a link whose
+# proxy went away unseen (killed between accepting the connection and
+# answering, a half-open connection) would wait for ever. A proxy
+# answers in milliseconds; a loaded one with thousands of handshakes
+# queued in seconds.
+WELCOME_TIMEOUT_S = 20.0
 
 
 class PlainCodec:
@@ -231,6 +239,12 @@ class Client:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RECONNECT_MAX_S)
                 continue
+            if proto.lost:
+                # closed before this task ran again (the proxy was killed
+                # as it accepted): on_link_lost did not know it as ours yet
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RECONNECT_MAX_S)
+                continue
             self._proto = proto
             self._had_welcome = False
             self.connects += 1
@@ -239,6 +253,11 @@ class Client:
             else:
                 self.session.start(now_ms(), self.kind == "tcp")
             self._flush()
+            if not await self._welcomed_or_lost(WELCOME_TIMEOUT_S):
+                log.warning("event=link_stalled reason=no_welcome timeout_s=%s", WELCOME_TIMEOUT_S)
+                (self.link or self.session).stop("no_welcome")
+                self.on_input()
+                self._lost.set()     # a handshake never started its session: no "lost" event comes
             await self._lost.wait()
             self._welcome.clear()
             if proto.transport is not None:
@@ -249,6 +268,16 @@ class Client:
             # A link that got as far as a welcome was healthy: retry fast.
             delay = RECONNECT_MIN_S if self._had_welcome else min(2 * delay, RECONNECT_MAX_S)
             await asyncio.sleep(delay)
+
+    async def _welcomed_or_lost(self, timeout):
+        """False when the link is neither welcomed nor lost within timeout s."""
+        waits = [asyncio.ensure_future(self._welcome.wait()), asyncio.ensure_future(self._lost.wait())]
+        try:
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return bool(done)
 
     async def _tick(self):
         while True:

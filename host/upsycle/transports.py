@@ -43,6 +43,7 @@ class TcpTransport(asyncio.Protocol):
         self.client = client
         self.decoder = framing.StreamDecoder()
         self.transport = None
+        self.lost = False    # closed: the client checks it when the connect returns
 
     def connection_made(self, transport):
         self.transport = transport
@@ -68,6 +69,7 @@ class TcpTransport(asyncio.Protocol):
         self.client.on_input()
 
     def connection_lost(self, exc):
+        self.lost = True
         self.client.on_link_lost(self, "disconnected")
 
 
@@ -75,6 +77,7 @@ class UdpTransport(asyncio.DatagramProtocol):
     def __init__(self, client):
         self.client = client
         self.transport = None
+        self.lost = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -91,4 +94,5 @@ class UdpTransport(asyncio.DatagramProtocol):
         pass  # ICMP unreachable while the proxy restarts: retransmission covers it
 
     def connection_lost(self, exc):
+        self.lost = True
         self.client.on_link_lost(self, "closed")

@@ -218,3 +218,49 @@ def test_cli_refuses_unusable_data_dir(tmp_path):
     r = cli("proxy", "--data", str(blocker / "data"), "--listen", "127.0.0.1:%d" % free_port(), timeout=20)
     assert r.returncode == 3
     assert b"cannot start" in r.stderr and str(blocker).encode() in r.stderr
+
+
+def test_a_client_whose_link_is_never_answered_dials_again(tmp_path, monkeypatch):
+    """A TCP link whose proxy accepted and then went silent (killed between
+    accepting and answering, a half-open connection) is given up after
+    WELCOME_TIMEOUT_S and dialled again; once a real proxy listens there
+    the client publishes. Before, a stream-mode handshake had no timer and
+    the client waited for ever."""
+    from upsycle import client as client_mod
+    monkeypatch.setattr(client_mod, "WELCOME_TIMEOUT_S", 0.5)
+    port = free_port()
+    state = {}
+
+    async def main():
+        accepted = []
+
+        async def silent(reader, writer):      # accepts, reads, never answers
+            accepted.append(writer)
+            await reader.read()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", port)
+        c = Client("127.0.0.1", port, identity=node_key_of(b"silent-test"))
+        task = asyncio.ensure_future(c.connect(timeout=60))
+        try:
+            deadline = asyncio.get_running_loop().time() + 10
+            while c.connects < 3 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert c.connects >= 3, c.connects          # given up and dialled again, twice
+            assert len(accepted) >= 3
+            server.close()
+            for w in accepted:
+                w.close()
+            await server.wait_closed()
+            state["proc"] = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: start_proxy(str(tmp_path / "d"), port, stderr=subprocess.DEVNULL))
+            await asyncio.wait_for(task, 30)
+            await c.publish("silent", b"through at last")
+        finally:
+            task.cancel()
+            await c.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        if "proc" in state:
+            stop_process(state["proc"])
