@@ -292,6 +292,10 @@ class Client:
         if proto is self._proto:
             (self.link or self.session).stop(reason)
             self.on_input()
+            # A link lost during its Noise handshake never started its
+            # session, whose stop() says "lost": say it here, or the dialling
+            # task waits on a dead link.
+            self._lost.set()
 
     # -- session plumbing ---------------------------------------------------
 

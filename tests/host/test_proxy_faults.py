@@ -264,3 +264,44 @@ def test_a_client_whose_link_is_never_answered_dials_again(tmp_path, monkeypatch
     finally:
         if "proc" in state:
             stop_process(state["proc"])
+
+
+def test_a_client_whose_link_closes_during_the_handshake_dials_again(tmp_path):
+    """A proxy killed while a client's Noise handshake is under way closes
+    the connection before any session began: the client dials again at
+    once (before, it waited on the dead link for ever: the lost session
+    had never started, so nothing said it was lost)."""
+    port = free_port()
+    state = {}
+
+    async def main():
+        accepted = []
+
+        async def closing(reader, writer):      # takes message 1, then goes away
+            accepted.append(1)
+            await reader.read(1)
+            writer.close()
+
+        server = await asyncio.start_server(closing, "127.0.0.1", port)
+        c = Client("127.0.0.1", port, identity=node_key_of(b"closing-test"))
+        task = asyncio.ensure_future(c.connect(timeout=60))
+        try:
+            deadline = asyncio.get_running_loop().time() + 5     # far below WELCOME_TIMEOUT_S
+            while c.connects < 3 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert c.connects >= 3, c.connects
+            server.close()
+            await server.wait_closed()
+            state["proc"] = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: start_proxy(str(tmp_path / "d"), port, stderr=subprocess.DEVNULL))
+            await asyncio.wait_for(task, 30)
+            await c.publish("closing", b"through at last")
+        finally:
+            task.cancel()
+            await c.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        if "proc" in state:
+            stop_process(state["proc"])
