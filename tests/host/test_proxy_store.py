@@ -185,10 +185,14 @@ def test_origin_topics_finds_the_topics_an_origin_wrote_to_lately(tmp_path):
     st.open()
     a, b = b"origin-a", b"origin-b"
     T3 = b"\x03" * 16
+    st._on_commit = lambda batch, results: None
     try:
         def pub(topic, mid, origin, oseq, t):
             clock[0] = t
-            st._commit([("pub", topic, mid, b"p", None, None, origin, oseq)], {}, False)
+            batch = [("pub", topic, mid, b"p", None, None, origin, oseq)]
+            # Committed and published to the event loop's side, as after a
+            # sync: reads stop at what was published (Store._durable_seq).
+            st._finish(batch, st._commit(batch, {}, False))
         pub(T1, b"1", a, 1, 1000.0)
         pub(T1, b"2", b, 1, 1100.0)
         pub(T1, b"3", a, 2, 1200.0)     # a's newest in T1
@@ -228,8 +232,8 @@ def test_retention_by_count_takes_two_statements_per_topic_and_one_for_the_floor
         r = Rig(tmp_path, retention=Retention(max_count=2, max_age_s=0, max_bytes=0))
         r.store.origin_id = b"O" * 8
         statements = []
-        r.store._db.set_trace_callback(statements.append)
         r.start()
+        r.store._db.set_trace_callback(statements.append)
         try:
             await burst(r, b"a")          # fills each topic to the limit: no retention
             before = len(statements)
@@ -274,3 +278,80 @@ def test_retention_reads_its_range_by_the_primary_key_whatever_the_statistics(tm
     finally:
         db.close()
     assert "PRIMARY KEY" in plan and "messages_origin" not in plan
+
+
+def test_no_acknowledgement_or_read_before_the_wal_sync_that_covers_it(tmp_path):
+    """Commits are written with synchronous=NORMAL and made durable by the
+    sync thread's fdatasync of the WAL (store_sync.py). The real sync is
+    held at a gate: while it is held the loop keeps committing, but no
+    publish is answered and no read (deliveries, federation) sees the rows;
+    every answer follows a sync that started after its commit was written."""
+    import os
+    import threading
+
+    order = threading.Lock()
+    clock = [0]
+    committed_at = {}   # token -> event number when its commit was written
+    synced = []         # (event number at the sync's start, at its end)
+    gate = threading.Event()
+    acked = []
+
+    def tick():
+        with order:
+            clock[0] += 1
+            return clock[0]
+
+    async def main():
+        r = Rig(tmp_path, retention=Retention(max_count=0, max_age_s=0, max_bytes=0)).start()
+        st = r.store
+        assert st._sync is not None, "commits must sync off the loop (store.SYNC_OFF_LOOP)"
+        assert st._db.execute("PRAGMA synchronous").fetchone()[0] == 1   # NORMAL: the COMMIT does not sync
+        real_commit = st._commit
+
+        def commit(batch, *a, **k):
+            res = real_commit(batch, *a, **k)
+            n = tick()
+            for it in batch:
+                committed_at[it[4]] = n
+            return res
+        st._commit = commit
+
+        def fsync(fd):
+            start = tick()
+            gate.wait(10)
+            os.fdatasync(fd)
+            synced.append((start, tick()))
+        st._sync.fsync = fsync
+
+        def on_commit(batch, results):
+            now = tick()
+            for it in batch:
+                acked.append(it[4])
+                # A sync that started after this commit was written, and ended before now.
+                assert any(s > committed_at[it[4]] and e < now for s, e in synced), (it[4], synced)
+            r._on_commit(batch, results)
+        st._on_commit = on_commit
+        try:
+            loop = asyncio.get_running_loop()
+            futs = []
+            wal = st.path + "-wal"
+            for k in range(5):   # five loop turns: five commits, the first sync held
+                tok = ("pub", T1, k)
+                futs.append(r.waiters.setdefault(tok, loop.create_future()))
+                assert st.submit_publish(T1, b"m%d" % k, b"p%d" % k, tok) is None
+                await asyncio.sleep(0.05)
+            held_wal = os.path.getsize(wal)
+            assert len(committed_at) == 5 and held_wal > 0   # written while the sync was held
+            assert acked == [] and not any(f.done() for f in futs)
+            assert st.fetch(T1, 0, 10) == [] and st.origin_high(T1, st.origin_id or b"")[0] == 0
+            assert st.topics.get(T1) is None   # nothing published to the loop's side
+            gate.set()
+            got = await asyncio.wait_for(asyncio.gather(*futs), 10)
+            return got, [(s, bytes(m)) for s, m, p in st.fetch(T1, 0, 10)], st._sync.syncs
+        finally:
+            gate.set()
+            r.close()
+    got, rows, syncs = asyncio.run(main())
+    assert got == [("ok", k + 1) for k in range(5)]
+    assert rows == [(k + 1, b"m%d" % k) for k in range(5)]
+    assert 2 <= syncs < 5   # the commits made during the held sync shared the next one

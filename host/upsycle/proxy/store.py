@@ -35,6 +35,7 @@ of each topic are also kept in memory (store_tail.py), so live deliveries
 need no query. WAL checkpoints run in a thread of their own, not inside a
 commit (store_tx.py).
 """
+import collections
 import logging
 import os
 import sqlite3
@@ -44,6 +45,7 @@ import time
 from shared_protocol.session import messages as W
 from upsycle.proxy import datadir
 from upsycle.proxy.store_open import DB_NAME, Opening, StorageError, classify  # noqa: F401 (re-exported)
+from upsycle.proxy.store_sync import WalSync
 from upsycle.proxy.store_tail import Tail
 from upsycle.proxy.store_tx import Transactions
 
@@ -60,6 +62,11 @@ RUNS_SCAN_MAX = 256
 # How long dirty cursors may wait for a transaction to ride in (they are not
 # urgent: a lost cursor move means a redelivery, which clients deduplicate).
 CURSOR_FLUSH_S = 0.2
+# Commit in the event loop's thread with synchronous=NORMAL and sync the WAL
+# in a thread of its own (store_sync.py), instead of committing with FULL in
+# the writer thread. False: the writer thread commits with FULL (as before
+# docs/proxy.md's fourth round), for comparison.
+SYNC_OFF_LOOP = True
 
 class Retention:
     """Per-topic limits; 0 means no limit of that kind."""
@@ -150,6 +157,19 @@ class Store(Opening, Transactions):
         self._tail = Tail()      # event-loop side: the newest messages per topic
         self._ckpt = None        # the checkpoint thread's connection
         self._ckpt_thread = None
+        # The write connection is used by one thread at a time: the event
+        # loop (ordinary commits) or the writer thread (sweeps, timed flushes,
+        # commits the loop must not block on); whoever holds this lock also
+        # takes the queued items, so commits keep the order of arrival.
+        self._wlock = threading.Lock()
+        self._sync = None        # WalSync (SYNC_OFF_LOOP): commits wait in _unsynced for it
+        self._unsynced = collections.deque()   # (commit number, batch, results), in commit order
+        self._commit_no = 0
+        # A checkpoint copied the whole WAL: the next commit restarts the log
+        # and syncs its header inside the COMMIT (even with NORMAL), so it
+        # runs in the writer thread, not the loop. Set by the checkpoint
+        # thread, cleared by the writer once the log has restarted.
+        self._restart_due = False
         self.checked = False     # start-up scanned every page for damage (store_open.py)
 
     # -- start-up --------------------------------------------------------
@@ -186,6 +206,14 @@ class Store(Opening, Transactions):
         """Start the writer; on_commit(results) runs in the loop after each commit."""
         self._loop = loop
         self._on_commit = on_commit
+        if SYNC_OFF_LOOP:
+            try:
+                self._sync = WalSync(self.path + "-wal", loop, self._synced)
+            except OSError as e:   # (the WAL exists from open(): its start-up commit)
+                log.warning("event=wal_sync_unavailable error=%r (commits sync inside SQLite)", str(e))
+            else:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._sync.start()
         self._thread = threading.Thread(target=self._run, name="upsycle-store", daemon=True)
         self._thread.start()
         self._ckpt_thread = threading.Thread(target=self._checkpoints, name="upsycle-checkpoint", daemon=True)
@@ -201,6 +229,8 @@ class Store(Opening, Transactions):
             self._thread.join(timeout=10)
         if self._ckpt_thread is not None:
             self._ckpt_thread.join(timeout=10)
+        if self._sync is not None:
+            self._sync.stop()   # (the last commits synced)
         clean = self._db is not None
         for c in (self._rd, self._ckpt, self._db):
             if c is not None:
@@ -209,6 +239,8 @@ class Store(Opening, Transactions):
                 except sqlite3.Error:
                     clean = False
         self._rd = self._ckpt = self._db = None
+        if self._sync is not None:
+            self._sync.close_fd()
         # Closing the last connection checkpointed every page into the file
         # and removed the WAL: the next start may skip the scan for damage
         # if the file is still as it is now (datadir.py).
@@ -328,7 +360,70 @@ class Store(Opening, Transactions):
         self._staged = []
         with self._cv:
             self._pending.extend(staged)
-            self._cv.notify()
+            if not self._may_commit_here() or not self._wlock.acquire(blocking=False):
+                self._cv.notify()   # the writer thread commits them
+                return
+        more = False
+        try:
+            with self._cv:
+                batch, cursors, seen, keys, live = self._take()
+                more = bool(self._pending)
+            if batch or cursors or seen or keys:
+                self._committed(batch, self._commit_safely(batch, cursors, False, seen, live, keys))
+        finally:
+            self._wlock.release()
+        if more:
+            self._loop.call_soon(self._hand_over)
+
+    def _may_commit_here(self):
+        """May the event loop run the next commit itself? Only where the
+        COMMIT cannot sync or wait: WAL syncs go to the sync thread, but a
+        commit that must checkpoint first (the WAL past its cap), keep a
+        quota (checkpoints inside the commit) or restart the log (a header
+        sync) runs in the writer thread, as do the age sweeps."""
+        return self._sync is not None and not self.max_db_bytes and not self._restart_due and \
+            self._wal_size() <= self.wal_cap
+
+    def _take(self):
+        """(Holding _wlock and _cv.) What the next transaction takes."""
+        n = self._batch_len()
+        batch = self._pending[:n]
+        del self._pending[:n]
+        cursors = self._cursors
+        self._cursors = {}
+        seen = self._seen
+        self._seen = {}
+        keys = self._keys
+        self._keys = {}
+        return batch, cursors, seen, keys, frozenset(self._live)
+
+    def _commit_safely(self, batch, cursors, sweep, seen, live, keys):
+        try:
+            return self._commit(batch, cursors, sweep, seen, live, keys)
+        except Exception as e:  # a bug must refuse publishes, not hang them
+            log.exception("event=store_failure")
+            return {"error": (W.R_STORAGE, repr(e)), "items": None}
+
+    def _committed(self, batch, results):
+        """(Holding _wlock.) A transaction ended: its results go to the event
+        loop once it is durable: at once with FULL (the COMMIT synced), after
+        the sync thread's next sync with NORMAL."""
+        if self._sync is None:
+            self._loop.call_soon_threadsafe(self._finish, batch, results)
+            return
+        self._commit_no += 1
+        self._unsynced.append((self._commit_no, batch, results))
+        self._sync.note(self._commit_no)
+
+    def _synced(self, upto, error):
+        """In the event loop: commits up to number upto are on disk (or the
+        sync failed: then they are reported as failed)."""
+        q = self._unsynced
+        while q and q[0][0] <= upto:
+            _, batch, results = q.popleft()
+            if error is not None and results["error"] is None:
+                results = {"error": (W.R_STORAGE, error), "items": None}
+            self._finish(batch, results)
 
     def move_cursor(self, node, topic, seq):
         """Record a consumed position; written with the next transaction."""
@@ -337,22 +432,30 @@ class Store(Opening, Transactions):
             if seq > old:
                 self._cursors[(node, topic)] = seq
 
+    def _durable_seq(self, topic):
+        """The newest sequence of topic known durable (what _finish
+        published). The read connection also sees commits the sync thread
+        has not synced yet: every read for a subscriber or a peer stops here,
+        so nobody is told of a message a power cut could take back."""
+        v = self.topics.get(topic)
+        return v.last_seq if v is not None else 0
+
     def fetch(self, topic, after, limit):
         """Up to limit stored messages of topic with seq > after, in order."""
         rows = self._tail.get(topic, after, limit)
         if rows is not None:
             return rows
         return self._rd.execute(
-            "SELECT seq, msg_id, payload FROM messages WHERE topic=? AND seq>? ORDER BY seq LIMIT ?",
-            (topic, after, limit)).fetchall()
+            "SELECT seq, msg_id, payload FROM messages WHERE topic=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            (topic, after, self._durable_seq(topic), limit)).fetchall()
 
     def fetch_origin(self, topic, origin, after, limit):
         """Up to limit messages of topic first accepted at origin, with
         origin sequence > after, in that order: [(oseq, msg_id, payload, ts)]."""
         return self._rd.execute(
-            "SELECT oseq, msg_id, payload, ts FROM messages WHERE topic=? AND origin=? AND oseq>? ORDER BY oseq "
-            "LIMIT ?",
-            (topic, origin, after, limit)).fetchall()
+            "SELECT oseq, msg_id, payload, ts FROM messages WHERE topic=? AND origin=? AND oseq>? AND seq<=? "
+            "ORDER BY oseq LIMIT ?",
+            (topic, origin, after, self._durable_seq(topic), limit)).fetchall()
 
     def origin_ranges(self, topic):
         """What this proxy holds of a topic, per origin: {origin: [[lo, hi], ...]}
@@ -365,20 +468,22 @@ class Store(Opening, Transactions):
         # index-only count tells (8x cheaper than finding runs); only an
         # origin with holes gets the runs query (gaps and islands), its
         # first RUNS_SCAN_MAX.
+        upto = self._durable_seq(topic)
         if self._rd.execute("SELECT 1 FROM origin_alias WHERE topic=? LIMIT 1", (topic,)).fetchone():
-            src = ("(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL UNION "
-                   "SELECT origin, oseq FROM origin_alias WHERE topic=?1)")
+            src = ("(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL AND seq<=?4 UNION "
+                   "SELECT origin, oseq FROM origin_alias WHERE topic=?1 AND seq<=?4)")
         else:
-            src = "(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL)"
+            src = "(SELECT origin, oseq FROM messages WHERE topic=?1 AND origin IS NOT NULL AND seq<=?4)"
         for origin, lo, hi, n in self._rd.execute(
-                "SELECT origin, MIN(oseq), MAX(oseq), COUNT(*) FROM %s GROUP BY origin" % src, (topic,)):
+                "SELECT origin, MIN(oseq), MAX(oseq), COUNT(*) FROM %s GROUP BY origin" % src,
+                (topic, None, None, upto)):
             origin = bytes(origin)
             if n == hi - lo + 1:
                 held[origin] = [[lo, hi]]
                 continue
             held[origin] = [[a, b] for a, b in self._rd.execute(
                 "SELECT MIN(oseq), MAX(oseq) FROM (SELECT oseq, oseq - ROW_NUMBER() OVER (ORDER BY oseq) AS g "
-                "FROM %s WHERE origin=?2) GROUP BY g ORDER BY 1 LIMIT ?3" % src, (topic, origin, RUNS_SCAN_MAX))]
+                "FROM %s WHERE origin=?2) GROUP BY g ORDER BY 1 LIMIT ?3" % src, (topic, origin, RUNS_SCAN_MAX, upto))]
         floors = dict((bytes(o), f) for o, f in self._rd.execute(
             "SELECT origin, floor FROM origin_floor WHERE topic=?", (topic,)))
         return held, floors
@@ -398,7 +503,8 @@ class Store(Opening, Transactions):
             "SELECT topic FROM topics WHERE (SELECT ts FROM messages WHERE messages.topic = topics.topic "
             "ORDER BY seq DESC LIMIT 1) >= ?", (since,))]
         for topic in recent:
-            for ts, o in rd.execute("SELECT ts, origin FROM messages WHERE topic=? ORDER BY seq DESC", (topic,)):
+            for ts, o in rd.execute("SELECT ts, origin FROM messages WHERE topic=? AND seq<=? ORDER BY seq DESC",
+                                    (topic, self._durable_seq(topic))):
                 if ts < since:
                     break
                 if o is not None and bytes(o) == origin:
@@ -409,8 +515,8 @@ class Store(Opening, Transactions):
     def origin_high(self, topic, origin):
         """(highest origin sequence held, retention floor) of (topic, origin)."""
         row = self._rd.execute("SELECT MAX(m) FROM (SELECT MAX(oseq) AS m FROM messages WHERE topic=?1 AND origin=?2 "
-                               "UNION ALL SELECT MAX(oseq) FROM origin_alias WHERE topic=?1 AND origin=?2)",
-                               (topic, origin)).fetchone()
+                               "AND seq<=?3 UNION ALL SELECT MAX(oseq) FROM origin_alias WHERE topic=?1 AND origin=?2 "
+                               "AND seq<=?3)", (topic, origin, self._durable_seq(topic))).fetchone()
         fl = self._rd.execute("SELECT floor FROM origin_floor WHERE topic=? AND origin=?", (topic, origin)).fetchone()
         return (row[0] or 0), (fl[0] if fl else 0)
 
@@ -431,31 +537,31 @@ class Store(Opening, Transactions):
                     timeout = CURSOR_FLUSH_S if self._cursors else max(0.0, next_sweep - time.monotonic())
                     if not self._cv.wait(timeout=timeout):
                         break
-                n = self._batch_len()
-                batch = self._pending[:n]
-                del self._pending[:n]
-                cursors = self._cursors
-                self._cursors = {}
-                seen = self._seen
-                self._seen = {}
-                keys = self._keys
-                self._keys = {}
-                live = frozenset(self._live)
-                closing = self._closing and not self._pending
-            sweep = time.monotonic() >= next_sweep
-            if sweep:
-                next_sweep = time.monotonic() + AGE_SWEEP_S
-            if batch or cursors or sweep or seen or keys:
-                try:
-                    results = self._commit(batch, cursors, sweep, seen, live, keys)
-                except Exception as e:  # a bug must refuse publishes, not hang them
-                    log.exception("event=store_failure")
-                    results = {"error": (W.R_STORAGE, repr(e)), "items": None}
-                if results.get("sweep_more"):
-                    next_sweep = time.monotonic()   # the rest of the age sweep, next
-                self._loop.call_soon_threadsafe(self._finish, batch, results)
+            with self._wlock:
+                with self._cv:
+                    batch, cursors, seen, keys, live = self._take()
+                    closing = self._closing and not self._pending
+                sweep = time.monotonic() >= next_sweep
+                if sweep:
+                    next_sweep = time.monotonic() + AGE_SWEEP_S
+                if batch or cursors or sweep or seen or keys:
+                    salt = self._wal_salt() if self._restart_due else None
+                    results = self._commit_safely(batch, cursors, sweep, seen, live, keys)
+                    if salt is not None and self._wal_salt() != salt:
+                        self._restart_due = False   # the log restarted (a new salt): the loop may commit again
+                    if results.get("sweep_more"):
+                        next_sweep = time.monotonic()   # the rest of the age sweep, next
+                    self._committed(batch, results)
             if closing:
                 return
+
+    def _wal_salt(self):
+        """The WAL header's salts (sqlite.org/fileformat2.html: bytes 16-23),
+        new each time the log restarts."""
+        try:
+            return os.pread(self._sync.fd, 8, 16)
+        except OSError:
+            return None
 
     def _finish(self, batch, results):
         """In the event loop: publish the committed state, then notify."""

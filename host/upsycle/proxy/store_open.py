@@ -224,6 +224,11 @@ class Opening:
         self._rd = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._rd.execute("PRAGMA query_only=1")
         self._ckpt = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A checkpoint syncs the WAL before it copies frames into the
+        # database and the database before the log may restart (with FULL or
+        # NORMAL alike): commits the writer made with NORMAL (store_sync.py)
+        # are never overwritten before they are on disk.
+        self._ckpt.execute("PRAGMA synchronous=FULL")
         self.disk_bytes = self.on_disk()
 
     def _set_quota(self, db):

@@ -85,11 +85,12 @@ class Transactions:
         unless a quota is set and the pages it moves into the database
         could put database + WAL + SHM over it: then TRUNCATE, which also
         cuts the WAL file to nothing (it waits for the writer and readers,
-        as _keep_quota's does)."""
+        as _keep_quota's does). Returns (busy, frames in the WAL, frames
+        checkpointed)."""
         mode = "PASSIVE"
         if self.max_db_bytes and self.on_disk() + self._wal_size() > self.max_db_bytes:
             mode = "TRUNCATE"
-        conn.execute("PRAGMA wal_checkpoint(%s)" % mode).fetchall()
+        return conn.execute("PRAGMA wal_checkpoint(%s)" % mode).fetchone()
 
     def _checkpoints(self):
         """The checkpoint thread: a checkpoint whenever the WAL holds
@@ -100,8 +101,13 @@ class Transactions:
             if self._wal_size() < self.ckpt_bytes:
                 continue
             try:
-                self._checkpoint(self._ckpt)
+                busy, frames, done = self._checkpoint(self._ckpt)
                 failed = False
+                if not busy and frames == done and self._sync is not None:
+                    # Every frame is in the database: the next commit
+                    # restarts the log (store.py _may_commit_here).
+                    with self._wlock:
+                        self._restart_due = True
             except sqlite3.Error as e:
                 if not failed:   # once per run of failures, not every CHECKPOINT_S
                     log.warning("event=checkpoint_failed error=%r", str(e))
