@@ -13,7 +13,7 @@ round so a noisy neighbour hits both; the tables show medians of the rounds.
   MQTT. The faster of the two is the anchor of the ratios.
 - ``upsycle proxy`` (a subprocess, fresh data dir; plaintext like Mosquitto
   unless --secure) acks once the SQLite transaction holding the message is
-  synced (WAL, synchronous=FULL). Driven by several loadgen.py processes.
+  synced (the WAL fdatasynced; store_sync.py). Driven by several loadgen.py processes.
 
 Scenarios (64-byte payloads): 1 publisher -> 1 subscriber on one topic, and
 10 -> 10 as ten pairs on ten topics; each publisher keeps at most W messages
@@ -320,7 +320,7 @@ def main():
         ("scenario", "msg/s offered", "mosquitto driver", "mosquitto p50 ms", "mosquitto p99 ms", "upsycle p50 ms",
          "upsycle p99 ms",
          "p99 ratio", "mosq client us/msg", "upsycle client us/msg"), lat_rows))
-    print("\n%d-byte payloads; upsycle acks after fsync (SQLite WAL, synchronous=FULL), %s; mosquitto QoS 1 "
+    print("\n%d-byte payloads; upsycle acks after the SQLite WAL's fdatasync, %s; mosquitto QoS 1 "
           "(plaintext, persistence on) acks before any disk write. %d CPUs shared by broker and clients: "
           "compare ratios within this run, not absolute figures across runs. Targets: throughput >= 1.0x, "
           "p99 <= 2.0x." % (PAYLOAD, "Noise XX links" if args.secure else "plaintext links", ncpu))

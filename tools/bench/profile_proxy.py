@@ -169,8 +169,26 @@ class TimedDb:
 start = store.Store.start
 def timed_start(self, loop, on_commit):
     self._db = TimedDb(self._db)
-    return start(self, loop, on_commit)
+    r = start(self, loop, on_commit)
+    ws = getattr(self, "_sync", None)
+    if ws is not None:   # the WAL sync thread (store_sync.py): when each sync ran
+        fsync = ws.fsync
+        def timed_fsync(fd):
+            t0 = time.perf_counter()
+            fsync(fd)
+            if rec["on"]:
+                rec.setdefault("syncs", []).append((t0, time.perf_counter()))
+        ws.fsync = timed_fsync
+    return r
 store.Store.start = timed_start
+if hasattr(store.Store, "_synced"):
+    # From the end of a sync to its commits' results in the event loop.
+    synced = store.Store._synced
+    def timed_synced(self, upto, error):
+        if rec["on"]:
+            rec.setdefault("synced_at", []).append(time.perf_counter())
+        return synced(self, upto, error)
+    store.Store._synced = timed_synced
 import gc
 rec["gc"] = {}
 gc_t0 = [0.0]
@@ -251,6 +269,19 @@ def _stages(rec):
                 "(the others: p50 %.1f ms, p90 %.1f ms)" % (
                     len(ck), 1e3 * sum(b - a for a, b in ck), 1e3 * max(b - a for a, b in ck), len(over),
                     1e3 * _q(over, 0.5), 1e3 * _q(rest, 0.5), 1e3 * _q(rest, 0.9)))
+    sy = rec.get("syncs", [])
+    if sy and seq:
+        # The WAL sync thread (store_sync.py): a commit's results wait for
+        # the first sync that starts after it is written.
+        starts = [a for a, b in sy]
+        import bisect
+        waits = sorted(starts[i] - c[5] for c in seq for i in [bisect.bisect_left(starts, c[5])] if i < len(starts))
+        dur = sorted(b - a for a, b in sy)
+        back = sorted(x - b for (a, b), x in zip(sy, rec.get("synced_at", [])) if x >= b)
+        out += ("\nWAL sync thread: %d syncs for %d commits; commit written -> its sync starts p50 %.2f ms, p90 %.2f "
+                "ms; fdatasync p50 %.2f ms, p90 %.2f ms; sync done -> results in the loop p50 %.2f ms, p90 %.2f ms" % (
+                    len(sy), len(seq), 1e3 * _q(waits, 0.5), 1e3 * _q(waits, 0.9), 1e3 * _q(dur, 0.5),
+                    1e3 * _q(dur, 0.9), 1e3 * _q(back, 0.5), 1e3 * _q(back, 0.9)))
     for key, what in (("arrive", "publisher -> queued for the store"),
                       ("handed", "publisher -> handed to the subscriber's session")):
         xs = sorted(rec.get(key, ()))

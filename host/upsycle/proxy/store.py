@@ -1,12 +1,15 @@
 """The proxy's durable store: SQLite in WAL mode with group commit.
 
-One writer thread owns the write connection. Publishes, subscription changes
-and cursor moves queue up while a transaction is being synced; the next
-transaction takes all of them at once, so many messages share one fsync
-(group commit). ``synchronous=FULL`` in WAL mode syncs the WAL on every
-commit (SQLite docs, "PRAGMA synchronous"): when a publish's callback says
-"stored", the message survives a crash or power cut, and only then does the
-proxy send the acknowledgement.
+Publishes, subscription changes and cursor moves of one event-loop turn go
+into one transaction, committed in the event loop's thread with
+``synchronous=NORMAL`` (no sync inside the COMMIT); a thread of its own then
+fdatasyncs the WAL (store_sync.py), and only after that sync are the
+transaction's results published: when a publish's callback says "stored",
+the message survives a crash or power cut, and only then does the proxy send
+the acknowledgement. Every transaction written while a sync runs shares the
+next one (group commit). A writer thread runs what must not block the loop
+(age sweeps, commits that checkpoint or restart the WAL, see
+``_may_commit_here``); one lock keeps the two apart.
 
 Layout (all ids are opaque blobs; payloads are never opened):
   topics(topic, next_seq, creator, lo, nbytes)  sequence numbers are never reused;
