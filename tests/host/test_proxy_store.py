@@ -355,3 +355,35 @@ def test_no_acknowledgement_or_read_before_the_wal_sync_that_covers_it(tmp_path)
     assert got == [("ok", k + 1) for k in range(5)]
     assert rows == [(k + 1, b"m%d" % k) for k in range(5)]
     assert 2 <= syncs < 5   # the commits made during the held sync shared the next one
+
+
+def test_a_commit_that_would_sync_inside_sqlite_runs_in_the_writer_thread(tmp_path):
+    """With NORMAL, SQLite still syncs inside the COMMIT that writes the
+    WAL's header: the first commit into an empty WAL and the first after a
+    checkpoint copied every frame (the log restarts). Those run in the
+    writer thread; the others in the event loop's thread."""
+    import threading
+
+    async def main():
+        r = Rig(tmp_path).start()
+        st = r.store
+        where = []
+        real_commit = st._commit
+
+        def commit(batch, *a, **k):
+            if batch:
+                where.append(threading.current_thread().name)
+            return real_commit(batch, *a, **k)
+        st._commit = commit
+        try:
+            for k in range(3):
+                assert await r.publish(T1, b"a%d" % k, b"p") == ("ok", k + 1)
+            busy, frames, done = st._checkpoint(st._ckpt)   # as the checkpoint thread does
+            assert (busy, frames == done) == (0, True)
+            for k in range(3):
+                assert await r.publish(T1, b"b%d" % k, b"p") == ("ok", k + 4)
+            return where
+        finally:
+            r.close()
+    loop_thread = threading.current_thread().name
+    assert asyncio.run(main()) == ["upsycle-store", loop_thread, loop_thread] * 2

@@ -1,7 +1,7 @@
 """Where the proxy's time goes per message: cProfile of its event loop under load.
 
     .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--rate R] [--secure]
-        [--no-profile] [--root DIR] [--batch-max N] [--inline-commits]
+        [--no-profile] [--root DIR] [--batch-max N]
 
 Starts ``upsycle proxy`` with a profiler that is switched on (SIGUSR1) once
 the load generators are connected and off again (SIGUSR2) after the last
@@ -14,9 +14,7 @@ the run (the event loop, the store's writer, the checkpointer: cProfile sees
 only the event loop's), publish -> delivery latency, and the store's commits
 over the run (items, wall and CPU time, statements, time in the WAL sync and
 outside it). ``--batch-max N``: commits of at most N items (to compare
-commit sizes under one window). ``--inline-commits``: an experiment, each
-commit run in the event loop's thread (what the writer thread's hand-offs
-cost; the WAL sync then blocks the loop). ``--rate``: publishers send at that aggregate rate (latency at a
+commit sizes under one window). ``--rate``: publishers send at that aggregate rate (latency at a
 load short of saturation). ``--root`` runs the proxy from another checkout (e.g.
 an older commit unpacked with ``git archive``) with this checkout's load
 generators, for a before/after comparison in one sitting.
@@ -86,40 +84,6 @@ def timed_checkpoint(self, conn):
         if rec["on"]:
             rec.setdefault("ckpt", []).append((t0, time.perf_counter()))
 store_tx.Transactions._checkpoint = timed_checkpoint
-# --inline-commits (argv[4] == "1"), an experiment: each commit runs in the
-# event loop's thread when it hands its requests over (the WAL sync
-# blocks the loop), not in the store's writer thread, so a commit costs no
-# thread wake-ups and no GIL hand-overs. The writer thread still runs the
-# timed sweeps and cursor flushes; a lock keeps the two apart. Not how the
-# proxy runs: it measures what the hand-offs cost.
-if sys.argv[4] == "1":
-    import threading
-    one_at_a_time = threading.RLock()
-    threaded_commit = store_tx.Transactions._commit
-    def locked_commit(self, *a, **k):
-        with one_at_a_time:
-            return threaded_commit(self, *a, **k)
-    store_tx.Transactions._commit = locked_commit
-    def inline_hand_over(self):
-        staged = self._staged
-        self._staged = []
-        with self._cv:
-            self._pending.extend(staged)
-            n = self._batch_len()
-            batch = self._pending[:n]
-            del self._pending[:n]
-            cursors, self._cursors = self._cursors, {}
-            seen, self._seen = self._seen, {}
-            keys, self._keys = self._keys, {}
-            live = frozenset(self._live)
-            more = bool(self._pending)
-        if batch or cursors or seen or keys:
-            results = self._commit(batch, cursors, False, seen, live, keys)
-            results.pop("_t_done", None)
-            self._finish(batch, results)
-        if more:
-            self._loop.call_soon(self._hand_over)
-    store.Store._hand_over = inline_hand_over
 # From the end of a commit in the writer to its results being handled in
 # the event loop (a thread hand-over: call_soon_threadsafe, the loop's
 # wake-up and the GIL).
@@ -362,8 +326,6 @@ def main():
     ap.add_argument("--batch-max", type=int, default=0,
                     help="items per commit at most (the store's BATCH_MAX; default 0: as it is), to compare commit "
                          "sizes under one window")
-    ap.add_argument("--inline-commits", action="store_true",
-                    help="an experiment: commits run in the event loop's thread (what the thread hand-offs cost)")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -374,7 +336,8 @@ def main():
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
         cmd = [sys.executable, "-c", RUNNER, out, "0" if args.no_profile else "1", str(args.batch_max),
-               "1" if args.inline_commits else "0", "proxy", "--data",
+               "0",   # (was --inline-commits: the proxy now commits in the loop itself)
+               "proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")

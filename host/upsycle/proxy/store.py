@@ -168,11 +168,6 @@ class Store(Opening, Transactions):
         self._sync = None        # WalSync (SYNC_OFF_LOOP): commits wait in _unsynced for it
         self._unsynced = collections.deque()   # (commit number, batch, results), in commit order
         self._commit_no = 0
-        # A checkpoint copied the whole WAL: the next commit restarts the log
-        # and syncs its header inside the COMMIT (even with NORMAL), so it
-        # runs in the writer thread, not the loop. Set by the checkpoint
-        # thread, cleared by the writer once the log has restarted.
-        self._restart_due = False
         self.checked = False     # start-up scanned every page for damage (store_open.py)
 
     # -- start-up --------------------------------------------------------
@@ -384,7 +379,7 @@ class Store(Opening, Transactions):
         commit that must checkpoint first (the WAL past its cap), keep a
         quota (checkpoints inside the commit) or restart the log (a header
         sync) runs in the writer thread, as do the age sweeps."""
-        return self._sync is not None and not self.max_db_bytes and not self._restart_due and \
+        return self._sync is not None and not self.max_db_bytes and not self._sync.header_sync_due() and \
             self._wal_size() <= self.wal_cap
 
     def _take(self):
@@ -548,23 +543,12 @@ class Store(Opening, Transactions):
                 if sweep:
                     next_sweep = time.monotonic() + AGE_SWEEP_S
                 if batch or cursors or sweep or seen or keys:
-                    salt = self._wal_salt() if self._restart_due else None
                     results = self._commit_safely(batch, cursors, sweep, seen, live, keys)
-                    if salt is not None and self._wal_salt() != salt:
-                        self._restart_due = False   # the log restarted (a new salt): the loop may commit again
                     if results.get("sweep_more"):
                         next_sweep = time.monotonic()   # the rest of the age sweep, next
                     self._committed(batch, results)
             if closing:
                 return
-
-    def _wal_salt(self):
-        """The WAL header's salts (sqlite.org/fileformat2.html: bytes 16-23),
-        new each time the log restarts."""
-        try:
-            return os.pread(self._sync.fd, 8, 16)
-        except OSError:
-            return None
 
     def _finish(self, batch, results):
         """In the event loop: publish the committed state, then notify."""

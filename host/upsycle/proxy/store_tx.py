@@ -101,13 +101,8 @@ class Transactions:
             if self._wal_size() < self.ckpt_bytes:
                 continue
             try:
-                busy, frames, done = self._checkpoint(self._ckpt)
+                self._checkpoint(self._ckpt)
                 failed = False
-                if not busy and frames == done and self._sync is not None:
-                    # Every frame is in the database: the next commit
-                    # restarts the log (store.py _may_commit_here).
-                    with self._wlock:
-                        self._restart_due = True
             except sqlite3.Error as e:
                 if not failed:   # once per run of failures, not every CHECKPOINT_S
                     log.warning("event=checkpoint_failed error=%r", str(e))
