@@ -218,9 +218,11 @@ class Store(Opening, Transactions):
         self._ckpt_thread.start()
 
     def close(self):
-        if self._staged:
-            self._hand_over()
         with self._cv:
+            # What is still staged goes to the writer thread's last commits
+            # (not committed here: the loop may be stopping).
+            self._pending.extend(self._staged)
+            self._staged = []
             self._closing = True
             self._cv.notify()
         if self._thread is not None:
