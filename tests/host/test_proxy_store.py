@@ -280,14 +280,16 @@ def test_retention_reads_its_range_by_the_primary_key_whatever_the_statistics(tm
     assert "PRIMARY KEY" in plan and "messages_origin" not in plan
 
 
-def test_no_acknowledgement_or_read_before_the_wal_sync_that_covers_it(tmp_path):
+def test_no_acknowledgement_or_read_before_the_wal_sync_that_covers_it(tmp_path, monkeypatch):
     """Commits are written with synchronous=NORMAL and made durable by the
     sync thread's fdatasync of the WAL (store_sync.py). The real sync is
-    held at a gate: while it is held the loop keeps committing, but no
-    publish is answered and no read (deliveries, federation) sees the rows;
-    every answer follows a sync that started after its commit was written."""
+    held at a gate: while it is held requests wait for it, or are committed
+    once COMMIT_EARLY_ITEMS are queued, but no publish is answered and no
+    read (deliveries, federation) sees the rows; every answer follows a
+    sync that started after its commit was written."""
     import os
     import threading
+    monkeypatch.setattr(store_mod, "COMMIT_EARLY_ITEMS", 3)
 
     order = threading.Lock()
     clock = [0]
@@ -335,13 +337,15 @@ def test_no_acknowledgement_or_read_before_the_wal_sync_that_covers_it(tmp_path)
             loop = asyncio.get_running_loop()
             futs = []
             wal = st.path + "-wal"
-            for k in range(5):   # five loop turns: five commits, the first sync held
+            for k in range(5):   # five loop turns, the first commit's sync held
                 tok = ("pub", T1, k)
                 futs.append(r.waiters.setdefault(tok, loop.create_future()))
                 assert st.submit_publish(T1, b"m%d" % k, b"p%d" % k, tok) is None
                 await asyncio.sleep(0.05)
-            held_wal = os.path.getsize(wal)
-            assert len(committed_at) == 5 and held_wal > 0   # written while the sync was held
+            # m0 committed at once (no sync running); m1, m2 waited; with m3
+            # three were queued: committed while the sync was held; m4 waits.
+            assert sorted(tok[2] for tok in committed_at) == [0, 1, 2, 3]
+            assert os.path.getsize(wal) > 0
             assert acked == [] and not any(f.done() for f in futs)
             assert st.fetch(T1, 0, 10) == [] and st.origin_high(T1, st.origin_id or b"")[0] == 0
             assert st.topics.get(T1) is None   # nothing published to the loop's side
@@ -354,7 +358,7 @@ def test_no_acknowledgement_or_read_before_the_wal_sync_that_covers_it(tmp_path)
     got, rows, syncs = asyncio.run(main())
     assert got == [("ok", k + 1) for k in range(5)]
     assert rows == [(k + 1, b"m%d" % k) for k in range(5)]
-    assert 2 <= syncs < 5   # the commits made during the held sync shared the next one
+    assert syncs == 3   # m0; m1-m3 (written during the first); m4 (waited for the second)
 
 
 def test_a_commit_that_would_sync_inside_sqlite_runs_in_the_writer_thread(tmp_path):

@@ -93,6 +93,10 @@ class WalSync:
         self._thread = threading.Thread(target=self._run, name="upsycle-walsync", daemon=True)
         self._thread.start()
 
+    def busy(self):
+        """A sync is running or due (some commit is not yet covered)."""
+        return self.committed != self.synced
+
     def note(self, n):
         """Commit n is written to the WAL (called in commit order)."""
         with self._cv:
