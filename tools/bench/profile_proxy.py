@@ -1,7 +1,7 @@
 """Where the proxy's time goes per message: cProfile of its event loop under load.
 
     .venv/bin/python tools/bench/profile_proxy.py [--pairs 10] [--messages 20000] [--rate R] [--secure]
-        [--no-profile] [--root DIR] [--batch-max N]
+        [--no-profile] [--root DIR] [--batch-max N] [--sync-off-loop]
 
 Starts ``upsycle proxy`` with a profiler that is switched on (SIGUSR1) once
 the load generators are connected and off again (SIGUSR2) after the last
@@ -14,7 +14,9 @@ the run (the event loop, the store's writer, the checkpointer: cProfile sees
 only the event loop's), publish -> delivery latency, and the store's commits
 over the run (items, wall and CPU time, statements, time in the WAL sync and
 outside it). ``--batch-max N``: commits of at most N items (to compare
-commit sizes under one window). ``--rate``: publishers send at that aggregate rate (latency at a
+commit sizes under one window). ``--sync-off-loop``: the store's
+SYNC_OFF_LOOP mode (commits in the event loop, the WAL synced in a thread of
+its own; off by default). ``--rate``: publishers send at that aggregate rate (latency at a
 load short of saturation). ``--root`` runs the proxy from another checkout (e.g.
 an older commit unpacked with ``git archive``) with this checkout's load
 generators, for a before/after comparison in one sitting.
@@ -62,6 +64,8 @@ prof = cProfile.Profile() if sys.argv[2] == "1" else None
 from upsycle.proxy import store, store_tx
 if sys.argv[3] != "0":   # --batch-max: a commit takes at most this many items
     store_tx.BATCH_MAX = int(sys.argv[3])
+if sys.argv[4] == "1":   # --sync-off-loop: commits in the loop, the WAL synced in a thread (store_sync.py)
+    store.SYNC_OFF_LOOP = True
 rec = {"on": False, "commits": [], "commit_s": 0.0, "other_s": 0.0, "statements": 0, "handback": []}
 commit = store_tx.Transactions._commit
 def timed_commit(self, batch, *a, **k):
@@ -326,6 +330,9 @@ def main():
     ap.add_argument("--batch-max", type=int, default=0,
                     help="items per commit at most (the store's BATCH_MAX; default 0: as it is), to compare commit "
                          "sizes under one window")
+    ap.add_argument("--sync-off-loop", action="store_true",
+                    help="the store commits in the event loop with NORMAL and syncs the WAL in a thread "
+                         "(store.SYNC_OFF_LOOP, off by default)")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -336,7 +343,7 @@ def main():
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
                    UPSYCLE_HOME=os.path.join(tmp, "home"))
         cmd = [sys.executable, "-c", RUNNER, out, "0" if args.no_profile else "1", str(args.batch_max),
-               "0",   # (was --inline-commits: the proxy now commits in the loop itself)
+               "1" if args.sync_off_loop else "0",
                "proxy", "--data",
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:

@@ -1,15 +1,22 @@
 """The proxy's durable store: SQLite in WAL mode with group commit.
 
-Publishes, subscription changes and cursor moves of one event-loop turn go
-into one transaction, committed in the event loop's thread with
-``synchronous=NORMAL`` (no sync inside the COMMIT); a thread of its own then
-fdatasyncs the WAL (store_sync.py), and only after that sync are the
-transaction's results published: when a publish's callback says "stored",
-the message survives a crash or power cut, and only then does the proxy send
-the acknowledgement. Every transaction written while a sync runs shares the
-next one (group commit). A writer thread runs what must not block the loop
-(age sweeps, commits that checkpoint or restart the WAL, see
-``_may_commit_here``); one lock keeps the two apart.
+One writer thread commits. Publishes, subscription changes and cursor moves
+queue up while a transaction is being synced; the next transaction takes all
+of them at once, so many messages share one fsync (group commit).
+``synchronous=FULL`` in WAL mode syncs the WAL on every commit (SQLite docs,
+"PRAGMA synchronous"): when a publish's callback says "stored", the message
+survives a crash or power cut, and only then does the proxy send the
+acknowledgement.
+
+With SYNC_OFF_LOOP (off: it measured no better on our box, docs/proxy.md
+"Fourth round") ordinary commits run in the event loop's thread with
+``synchronous=NORMAL`` (no sync inside the COMMIT) and a thread of their own
+fdatasyncs the WAL (store_sync.py); only after that sync are a transaction's
+results published. Requests that arrive while a sync runs are committed
+together when it returns (COMMIT_EARLY_ITEMS) and share the next sync. The
+writer thread then runs what must not block the loop (age sweeps, commits
+that checkpoint or restart the WAL, see ``_may_commit_here``); one lock
+keeps the two apart.
 
 Layout (all ids are opaque blobs; payloads are never opened):
   topics(topic, next_seq, creator, lo, nbytes)  sequence numbers are never reused;
@@ -67,9 +74,12 @@ RUNS_SCAN_MAX = 256
 CURSOR_FLUSH_S = 0.2
 # Commit in the event loop's thread with synchronous=NORMAL and sync the WAL
 # in a thread of its own (store_sync.py), instead of committing with FULL in
-# the writer thread. False: the writer thread commits with FULL (as before
-# docs/proxy.md's fourth round), for comparison.
-SYNC_OFF_LOOP = True
+# the writer thread. Off: in four sittings on the shared 2-core box it moved
+# neither throughput nor p99 against Mosquitto past the noise, while the
+# event loop, the proxy's busiest thread, took on the SQL (docs/proxy.md,
+# "Fourth round"); a disk whose sync is long against the SQL (an SD card)
+# is where it may pay: measure with profile_proxy.py --sync-off-loop.
+SYNC_OFF_LOOP = False
 # While a WAL sync runs, requests wait for it to return (then one commit
 # takes them all and its sync starts at once) unless this many are queued.
 # A commit costs 5-8 statements whatever it holds: committing every loop turn

@@ -19,9 +19,11 @@ nothing on file systems with power-safe overwrite, the default), and
 then tells the event loop which commits it covered. Their results (the
 acknowledgements, the deliveries, the topic views and the tail) are
 published only then: nothing a crash could take back is told to anyone.
-Commits made during a sync are covered by the next one, which starts as
-soon as the one under way returns: one sync covers every commit written
-before it started (group commit at the sync, not at the transaction).
+The next sync starts as soon as the one under way returns and covers every
+commit written before it started (group commit at the sync): requests that
+arrive during a sync are committed together when it returns, or earlier in
+bursts (store.py COMMIT_EARLY_ITEMS), and wait for one more sync, not for
+a whole commit of SQL and sync plus their own.
 
 Recovery after a power cut reads the WAL up to the last commit frame whose
 checksums hold (sqlite.org/fileformat2.html, "WAL file format"); every frame
