@@ -214,7 +214,16 @@ async def main(cfg, app=None, data_dir=DATA_DIR):
                 break
             proxy.receive(data, platform.ticks_ms())
             data = None
+            # Its deliveries opened now, not with the turn's: queued, every
+            # delivery of a burst (up to _RX_PER_TURN datagrams) was held
+            # while the first one's signature was checked, the tightest
+            # moment of a board's heap (about 1 KB each, frozen on the
+            # 32-bit unix port: tools/bench/bench_rig.py). Saves and acks
+            # stay the turn's (Node.turn): an ack still follows the save.
+            proxy.events(platform.ticks_ms())
             wdt.feed()
+            if proxy.poller is not poller:
+                break   # the link moved to another proxy: its socket is closed
         platform.keep_room()
 
 
