@@ -533,6 +533,9 @@ def open_rs(member, msg, now, max_seq, publication):
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])
     sig = r + plain[:32]
     inner = plain[32:]
+    # the signature check below is the tightest moment of a board's heap:
+    # the whole plaintext is not kept through it, only its two parts
+    plain = r = None
     flags, kind, aref, seq, intro, items, count = _rs_inner(member, inner, max_seq)
     topic = member.topic
     me = member.identity.public
