@@ -220,6 +220,45 @@ def test_cli_refuses_unusable_data_dir(tmp_path):
     assert b"cannot start" in r.stderr and str(blocker).encode() in r.stderr
 
 
+def _dials_again_then_publishes(tmp_path, handler, name, within_s):
+    """A client dialling a listener that runs ``handler(reader, writer,
+    accepted)`` for each connection must have dialled 3 times within
+    ``within_s``; then a real proxy takes the port and the client's first
+    publish goes through."""
+    port = free_port()
+    state = {}
+
+    async def main():
+        accepted = []
+        loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(lambda r, w: handler(r, w, accepted), "127.0.0.1", port)
+        c = Client("127.0.0.1", port, identity=node_key_of(name.encode()))
+        task = asyncio.ensure_future(c.connect(timeout=60))
+        try:
+            deadline = loop.time() + within_s
+            while c.connects < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            assert c.connects >= 3, c.connects          # given up and dialled again, twice
+            assert len(accepted) >= 3
+            server.close()
+            for w in accepted:
+                w.close()
+            await server.wait_closed()
+            state["proc"] = await loop.run_in_executor(
+                None, lambda: start_proxy(str(tmp_path / "d"), port, stderr=subprocess.DEVNULL))
+            await asyncio.wait_for(task, 30)
+            await c.publish(name, b"through at last")
+        finally:
+            task.cancel()
+            await c.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        if "proc" in state:
+            stop_process(state["proc"])
+
+
 def test_a_client_whose_link_is_never_answered_dials_again(tmp_path, monkeypatch):
     """A TCP link whose proxy accepted and then went silent (killed between
     accepting and answering, a half-open connection) is given up after
@@ -228,42 +267,12 @@ def test_a_client_whose_link_is_never_answered_dials_again(tmp_path, monkeypatch
     the client waited for ever."""
     from upsycle import client as client_mod
     monkeypatch.setattr(client_mod, "WELCOME_TIMEOUT_S", 0.5)
-    port = free_port()
-    state = {}
 
-    async def main():
-        accepted = []
+    async def silent(reader, writer, accepted):      # accepts, reads, never answers
+        accepted.append(writer)
+        await reader.read()
 
-        async def silent(reader, writer):      # accepts, reads, never answers
-            accepted.append(writer)
-            await reader.read()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", port)
-        c = Client("127.0.0.1", port, identity=node_key_of(b"silent-test"))
-        task = asyncio.ensure_future(c.connect(timeout=60))
-        try:
-            deadline = asyncio.get_running_loop().time() + 10
-            while c.connects < 3 and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
-            assert c.connects >= 3, c.connects          # given up and dialled again, twice
-            assert len(accepted) >= 3
-            server.close()
-            for w in accepted:
-                w.close()
-            await server.wait_closed()
-            state["proc"] = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: start_proxy(str(tmp_path / "d"), port, stderr=subprocess.DEVNULL))
-            await asyncio.wait_for(task, 30)
-            await c.publish("silent", b"through at last")
-        finally:
-            task.cancel()
-            await c.close()
-
-    try:
-        asyncio.run(asyncio.wait_for(main(), 60))
-    finally:
-        if "proc" in state:
-            stop_process(state["proc"])
+    _dials_again_then_publishes(tmp_path, silent, "silent", 10)
 
 
 def test_a_client_whose_link_closes_during_the_handshake_dials_again(tmp_path):
@@ -271,37 +280,11 @@ def test_a_client_whose_link_closes_during_the_handshake_dials_again(tmp_path):
     the connection before any session began: the client dials again at
     once (before, it waited on the dead link for ever: the lost session
     had never started, so nothing said it was lost)."""
-    port = free_port()
-    state = {}
 
-    async def main():
-        accepted = []
+    async def closing(reader, writer, accepted):      # takes message 1, then goes away
+        accepted.append(writer)
+        await reader.read(1)
+        writer.close()
 
-        async def closing(reader, writer):      # takes message 1, then goes away
-            accepted.append(1)
-            await reader.read(1)
-            writer.close()
-
-        server = await asyncio.start_server(closing, "127.0.0.1", port)
-        c = Client("127.0.0.1", port, identity=node_key_of(b"closing-test"))
-        task = asyncio.ensure_future(c.connect(timeout=60))
-        try:
-            deadline = asyncio.get_running_loop().time() + 5     # far below WELCOME_TIMEOUT_S
-            while c.connects < 3 and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
-            assert c.connects >= 3, c.connects
-            server.close()
-            await server.wait_closed()
-            state["proc"] = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: start_proxy(str(tmp_path / "d"), port, stderr=subprocess.DEVNULL))
-            await asyncio.wait_for(task, 30)
-            await c.publish("closing", b"through at last")
-        finally:
-            task.cancel()
-            await c.close()
-
-    try:
-        asyncio.run(asyncio.wait_for(main(), 60))
-    finally:
-        if "proc" in state:
-            stop_process(state["proc"])
+    # far below WELCOME_TIMEOUT_S: the close itself must end the link
+    _dials_again_then_publishes(tmp_path, closing, "closing", 5)
