@@ -185,7 +185,7 @@ class ProxyLink:
         """Events in, the window filled, refills watched (before the save)."""
         if self.sock is not None:   # no link (offline, no proxy): nothing to poll
             self.link.poll(now)
-            self._events(now)
+            self.events(now)
             self._fill_window(now)
         if self.mirrors is not None:
             self.mirrors.io(now)
@@ -216,7 +216,11 @@ class ProxyLink:
             node.log("upsycle: topic %s: refill from the proxy done, %d readings in the replica" % (
                 tp.name, node.readings_held(tp)))
 
-    def _events(self, now):
+    def events(self, now):
+        """Handle what the link has told (deliveries opened and applied,
+        acks, link changes). Node.turn calls it, and runtime.main after
+        each datagram read: a burst's deliveries are then never all held
+        at once while one of them has its signature checked."""
         node = self.node
         counts = node.counts
         for ev in self.link.events():

@@ -36,12 +36,15 @@ def kind(name, kinds, scope):
     asked for and kept in the module's globals (``scope``).
 
     A family module lists its kinds in one string, a line each:
-    ``Name Base code`` and ``clear`` when the error may clear later (see
-    groups/errors.py), and answers ``module.Name`` through a module
+    ``Name Base code`` and, as a fourth word, ``clear`` when the error may
+    clear later or ``final`` when it does not (``may_clear``, see
+    groups/errors.py: its family base says ``final``, so every kind below
+    answers it), and answers ``module.Name`` through a module
     ``__getattr__`` (PEP 562; MicroPython has it too) calling this. A class
     costs a board about 170 bytes of heap with .mpy modules, 40-odd of them
     were 7 KB; made on first use, a node holds only the kinds it has raised
-    or caught. Board modules therefore name a kind through its module
+    or caught; the family bases (GroupError, CryptoUsageError...) too, as
+    a line like the others. Board modules therefore name a kind through its module
     (``errors.Malformed``) at the raise or ``except``, never by importing
     it at the top, which would make the class at import time. A module
     that raises its own kinds asks for them by name through this (its
@@ -56,6 +59,6 @@ def kind(name, kinds, scope):
     base = scope[line[1]] if line[1] in scope else kind(line[1], kinds, scope)
     attrs = {"code": line[2], "__module__": scope["__name__"]}
     if len(line) > 3:
-        attrs["may_clear"] = True
+        attrs["may_clear"] = line[3] == "clear"
     cls = scope[name] = type(name, (base,), attrs)
     return cls

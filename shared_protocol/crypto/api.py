@@ -12,12 +12,11 @@ Sans-I/O protocol objects take random bytes as arguments and never call this
 themselves; only the runners do.
 
 Every size is checked here, so a wrong-length key or an oversized message is
-a ``CryptoUsageError`` on both backends alike.
+a ``cerr.CryptoUsageError`` on both backends alike.
 """
 from shared_protocol.crypto import hkdf as _hkdf
 from shared_protocol.crypto.ct import bytes_eq
 from shared_protocol.crypto import errors as cerr
-from shared_protocol.crypto.errors import CryptoUsageError
 from shared_protocol.crypto.pure import PureBackend
 
 X25519_KEY_SIZE = 32
@@ -67,7 +66,7 @@ def set_random_source(fn):
 
 def random_bytes(n):
     if not 0 < n <= RANDOM_REQUEST_MAX:
-        raise CryptoUsageError(message="random request of %d bytes is out of range" % n)
+        raise cerr.CryptoUsageError(message="random request of %d bytes is out of range" % n)
     fn = _random
     if fn is None:
         try:
@@ -88,14 +87,14 @@ def random_bytes(n):
 
 def _need(name, value, size):
     if not isinstance(value, (bytes, bytearray)) or len(value) != size:
-        raise CryptoUsageError(message="%s must be %d bytes" % (name, size))
+        raise cerr.CryptoUsageError(message="%s must be %d bytes" % (name, size))
 
 
 def _need_msg(name, value):
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise CryptoUsageError(message="%s must be bytes" % name)
+        raise cerr.CryptoUsageError(message="%s must be bytes" % name)
     if len(value) > MESSAGE_SIZE_MAX:
-        raise CryptoUsageError(message="%s of %d bytes exceeds %d" % (name, len(value), MESSAGE_SIZE_MAX))
+        raise cerr.CryptoUsageError(message="%s of %d bytes exceeds %d" % (name, len(value), MESSAGE_SIZE_MAX))
 
 
 # -- X25519 (RFC 7748) --
@@ -171,7 +170,7 @@ def aead_decrypt(key, nonce, sealed, aad=b""):
     _need("AEAD nonce", nonce, AEAD_NONCE_SIZE)
     _need_msg("associated data", aad)
     if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) > MESSAGE_SIZE_MAX + AEAD_TAG_SIZE:
-        raise CryptoUsageError(message="sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
+        raise cerr.CryptoUsageError(message="sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
     if len(sealed) < AEAD_TAG_SIZE:
         raise cerr.AuthenticationFailed(message="sealed message shorter than its tag")
     out = _backend.aead_decrypt(bytes(key), bytes(nonce), bytes(sealed), bytes(aad))
@@ -192,7 +191,7 @@ hmac_sha256 = _hkdf.hmac_sha256
 
 def hkdf(salt, ikm, info, length):
     if not 0 < length <= _hkdf.HKDF_MAX_OUTPUT:
-        raise CryptoUsageError(message="HKDF output length %d out of range" % length)
+        raise cerr.CryptoUsageError(message="HKDF output length %d out of range" % length)
     return _hkdf.hkdf(salt, ikm, info, length, hmac_sha256)
 
 

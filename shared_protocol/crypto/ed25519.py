@@ -170,14 +170,25 @@ def scalarmult_base(n):
     return _scalarmult(_BASE_TABLE, n)
 
 
+def _compact(pt):
+    """The same point with each coordinate in a big int of its own size.
+    MicroPython keeps the remainder of ``x * y % p`` in the digit buffer of
+    the 510-bit product (80 bytes of heap where 32 do; its mpz modulo sizes
+    the remainder by the dividend), and ``| 0`` copies it into a right-sized
+    one: 48 bytes less per coordinate of a point that stays alive through a
+    whole multiplication (the 32-bit unix port). Same values, so the same
+    arithmetic and checks."""
+    return (pt[0] | 0, pt[1] | 0, pt[2] | 0, pt[3] | 0)
+
+
 def _double_scalarmult_vartime(a, ta, b, pb):
     """[a]B + [b]PB for public scalars (verification only): B by its 4-bit
     window table (constants), PB by a 2-bit window of [1..3]PB. Three points
     instead of a 16-entry table: about 3 KB less heap at the peak of a check
     (the tightest moment of a board's heap, tools/bench/bench_rig.py) for
-    some 20 more additions."""
-    p2 = _double(pb)
-    tb = (IDENTITY, pb, p2, _add(p2, pb))
+    some 20 more additions; the two made here kept compact (_compact)."""
+    p2 = _compact(_double(pb))
+    tb = (IDENTITY, pb, p2, _compact(_add(p2, pb)))
     q = IDENTITY
     for w in range(2 * _WINDOWS - 1, -1, -1):
         q = _double(_double(q))
@@ -276,11 +287,14 @@ def verify(pub, msg, sig):
     A = decode_point(pub)
     if A is None or _is_small_order(A):
         return False
+    # only -A is used from here on: A itself is not kept through the
+    # multiplication (a board's heap is at its tightest there)
+    A = _compact(_neg(A))
     R = sig[:32]
     k = _h_int(R, pub, msg) % L
     # [S]B + [k](-A) must equal R; comparing encodings also rejects a
     # non-canonical R (it can never be produced by encode_point).
-    check = _double_scalarmult_vartime(S, _BASE_TABLE, k, _neg(A))
+    check = _double_scalarmult_vartime(S, _BASE_TABLE, k, A)
     return encode_point(check) == R
 
 

@@ -115,7 +115,7 @@ def live_op(op_bytes):
     out = bytearray()
     cbor.encode_head(out, 4, 3)
     out.append(envelope.VERSION)
-    cbor.encode_into(out, OP.code)
+    cbor.encode_into(out, OP[0])
     out.extend(op_bytes)
     return bytes(out)
 
@@ -126,7 +126,7 @@ def _ops_message(session, flags, chunk):
     out = bytearray()
     cbor.encode_head(out, 4, 5)
     out.append(envelope.VERSION)
-    cbor.encode_into(out, OPS.code)
+    cbor.encode_into(out, OPS[0])
     cbor.encode_into(out, session)
     cbor.encode_into(out, flags)
     cbor.encode_head(out, 4, len(chunk))

@@ -8,7 +8,6 @@ from shared_protocol.crypto import api
 from shared_protocol.groups import wire
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.groups import errors as gerr
-from shared_protocol.groups.errors import GroupUsageError
 from shared_protocol.groups.keys import KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_on_wire
 from shared_protocol.groups.readings import INTRO_EVERY, _author, _commit, _is_bytes, _is_seq, _read_key, _seal_checks
 
@@ -20,7 +19,7 @@ def seal(member, bodies, batch, rand32, now, max_seq):
     n = len(bodies)
     seq = member.seq_block(n, rand32)   # generation and counter (member.py, COUNTER_BITS)
     if seq + n - 1 > max_seq:
-        raise GroupUsageError(message="sequence numbers exhausted for this member key")
+        raise gerr.GroupUsageError(message="sequence numbers exhausted for this member key")
     author = member.identity.public
     topic = member.topic
     if batch:

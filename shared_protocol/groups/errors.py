@@ -2,28 +2,21 @@
 invite is one of these (or a cbor/envelope decode error for bytes that are
 not even a message), and a rejected input never changes a member's state.
 
-The kinds below GroupError are made on first use (shared_protocol.errors.kind):
-``errors.Replayed`` is a class like any other, but a board holds it only
-once it has raised or caught one.
+Every kind, the two family bases included, is made on first use
+(shared_protocol.errors.kind): ``errors.Replayed`` is a class like any
+other, but a board holds it only once it has raised or caught one.
 """
 from shared_protocol.errors import LocalError, RemoteError, kind
 
 
-class GroupError(RemoteError):
-    code = "group"
-    # True when the same message may open later, once this member has
-    # applied a re-key it has not received yet: a receiver keeps such a
-    # message instead of dropping it (host: upsycle.group_codec, "held").
-    may_clear = False
-
-
-class GroupUsageError(LocalError):
-    """The caller asked for something its role does not allow (e.g. a
-    read-only member publishing, a non-admin issuing invites)."""
-    code = "group_usage"
-
-
 # Name, base, code, "clear" when it may clear (a line each; see kind()):
+# - GroupError: the family of refusals. ``may_clear`` is True when the same
+#   message may open later, once this member has applied a re-key it has
+#   not received yet: a receiver keeps such a message instead of dropping it
+#   (host: upsycle.group_codec, "held"); "final" here, so False for every
+#   kind that does not say "clear".
+# - GroupUsageError: the caller asked for something its role does not
+#   allow (e.g. a read-only member publishing, a non-admin issuing invites).
 # - UnknownEpoch: encrypted under an epoch this member does not hold (too
 #   new, too old, or a re-key that excluded us).
 # - FutureEpoch: under an epoch newer than ours: its re-key has not reached
@@ -53,6 +46,8 @@ class GroupUsageError(LocalError):
 # - AuthorClash: an introduction whose short author reference is already
 #   taken by another key: refused, the first introduction stays.
 KINDS = """
+GroupError RemoteError group final
+GroupUsageError LocalError group_usage
 WrongTopic GroupError group_wrong_topic
 UnknownEpoch GroupError group_unknown_epoch
 FutureEpoch UnknownEpoch group_unknown_epoch clear

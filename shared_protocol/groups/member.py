@@ -12,7 +12,6 @@ from shared_protocol.crypto import api
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.groups import errors as gerr
 from shared_protocol.groups import wire
-from shared_protocol.groups.errors import GroupUsageError
 from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
                                          capability_on_wire, check_write_capability, topic_id)
 from shared_protocol.groups import readings
@@ -205,11 +204,11 @@ class Member:
         bytes and advances the sequence number."""
         why = self.write_refusal(now)
         if why is not None:
-            raise GroupUsageError(message=why)
+            raise gerr.GroupUsageError(message=why)
         if len(body) > wire.BODY_MAX:
-            raise GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.BODY_MAX))
+            raise gerr.GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.BODY_MAX))
         if not _is_key(rand32):
-            raise GroupUsageError(message="seal needs 32 random bytes")
+            raise gerr.GroupUsageError(message="seal needs 32 random bytes")
         seq = self.seq_block(1, rand32)
         ek = self._epochs[self.epoch]
         author = self.identity.public

@@ -49,7 +49,6 @@ from shared_protocol.crypto.chacha20poly1305 import chacha20_xor
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.groups import errors as gerr
 from shared_protocol.groups import wire
-from shared_protocol.groups.errors import GroupUsageError
 from shared_protocol.groups.keys import (KEY_SIZE, NO_EXPIRY, SIG_SIZE, capability_from_wire, capability_on_wire,
                                          check_write_capability)
 
@@ -397,21 +396,21 @@ def _seal_checks(member, bodies, batch, rand32, now):
     """What both compact forms refuse before sealing (usage errors: the
     member's state is unchanged); the epoch key to seal under."""
     if not member.can_write:
-        raise GroupUsageError(message="this member holds no write capability")
+        raise gerr.GroupUsageError(message="this member holds no write capability")
     ek = member.epoch_key()
     if not ek.readable:
-        raise GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
+        raise gerr.GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
     cap = member.capability
     if now is not None and cap is not None and cap[3] and now >= cap[3]:
-        raise GroupUsageError(message="write capability expired; ask the admin for a new invite")
+        raise gerr.GroupUsageError(message="write capability expired; ask the admin for a new invite")
     n = len(bodies)
     if n < 1 or n > (wire.BATCH_MAX if batch else 1):
-        raise GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
+        raise gerr.GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
     for b in bodies:
         if len(b) > wire.BODY_MAX:
-            raise GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
+            raise gerr.GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
     if not _is_bytes(rand32, KEY_SIZE):
-        raise GroupUsageError(message="seal needs 32 random bytes")
+        raise gerr.GroupUsageError(message="seal needs 32 random bytes")
     return ek
 
 
@@ -424,7 +423,7 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
     n = len(bodies)
     seq = member.seq_block(n, rand32)
     if seq + n - 1 > max_seq:
-        raise GroupUsageError(message="sequence numbers exhausted for this member key")
+        raise gerr.GroupUsageError(message="sequence numbers exhausted for this member key")
     author = member.identity.public
     d = member.dictionary
     flags = wire.RD_BATCH if batch else wire.RD_SIGNED
@@ -534,6 +533,9 @@ def open_rs(member, msg, now, max_seq, publication):
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])
     sig = r + plain[:32]
     inner = plain[32:]
+    # the signature check below is the tightest moment of a board's heap:
+    # the whole plaintext is not kept through it, only its two parts
+    plain = r = None
     flags, kind, aref, seq, intro, items, count = _rs_inner(member, inner, max_seq)
     topic = member.topic
     me = member.identity.public

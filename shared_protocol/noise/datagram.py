@@ -28,7 +28,6 @@ disturb it.
 import struct
 
 from shared_protocol.noise import errors as nerr
-from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.symmetric import NONCE_MAX, TAGLEN
 from shared_protocol.replay import ReplayWindow
 
@@ -54,10 +53,10 @@ class DatagramChannel:
 
     def seal(self, payload):
         if len(payload) > self._max - NONCE_PREFIX - TAGLEN:
-            raise NoiseUsageError(message="payload of %d bytes over the datagram limit" % len(payload))
+            raise nerr.NoiseUsageError(message="payload of %d bytes over the datagram limit" % len(payload))
         n = self._send.n
         if n > NONCE_MAX:
-            raise NoiseUsageError(message="nonce space exhausted; start a new session")
+            raise nerr.NoiseUsageError(message="nonce space exhausted; start a new session")
         self._send.n = n + 1
         return struct.pack(">H", n & (_NONCE_SPAN - 1)) + self._send.encrypt_at(n, b"", payload)
 

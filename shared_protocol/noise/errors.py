@@ -1,20 +1,14 @@
 """Errors of the Noise layer (shared_protocol.errors family).
 
-The kinds below the two families are made on first use
+Every kind, the two family bases included, is made on first use
 (shared_protocol.errors.kind)."""
 from shared_protocol.errors import LocalError, RemoteError, kind
 
 
-class NoiseError(RemoteError):
-    code = "noise"
-
-
-class NoiseUsageError(LocalError):
-    """The caller used the API out of turn or past a limit (a bug on our side)."""
-    code = "noise_usage"
-
-
 # Name, base, code (a line each; see kind()):
+# - NoiseError: the family of remote errors.
+# - NoiseUsageError: the caller used the API out of turn or past a limit (a
+#   bug on our side).
 # - HandshakeFailed: a handshake message is truncated, oversized, or does
 #   not authenticate.
 # - UnexpectedStaticKey: the peer proved a static key, but not the one we
@@ -29,6 +23,8 @@ class NoiseUsageError(LocalError):
 # - SessionUnknown: the responder has no session for our transport packets:
 #   start anew (noise/udp.py).
 KINDS = """
+NoiseError RemoteError noise
+NoiseUsageError LocalError noise_usage
 HandshakeFailed NoiseError noise_handshake_failed
 UnexpectedStaticKey NoiseError noise_unexpected_static_key
 DecryptFailed NoiseError noise_decrypt_failed

@@ -22,7 +22,6 @@ one message; even indexes are sent by the initiator.
 from shared_protocol.crypto import api
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.noise import errors as nerr
-from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.symmetric import DHLEN, HASHLEN, MESSAGE_MAX, TAGLEN, CipherState
 
 PROTOCOL_NAME = b"Noise_XX_25519_ChaChaPoly_SHA256"
@@ -92,7 +91,7 @@ class Handshake:
         any other key proved by the peer raises nerr.UnexpectedStaticKey."""
         for name, v in (("static_private", static_private), ("ephemeral_private", ephemeral_private)):
             if not isinstance(v, (bytes, bytearray)) or len(v) != DHLEN:
-                raise NoiseUsageError(message="%s must be 32 bytes" % name)
+                raise nerr.NoiseUsageError(message="%s must be 32 bytes" % name)
         self.initiator = initiator
         self._s = bytes(static_private)
         self._s_pub = api.x25519_public(self._s)
@@ -147,9 +146,9 @@ class Handshake:
 
     def write_message(self, payload=b""):
         if not self.is_my_turn():
-            raise NoiseUsageError(message="not our turn to write a handshake message")
+            raise nerr.NoiseUsageError(message="not our turn to write a handshake message")
         if len(payload) > HANDSHAKE_PAYLOAD_MAX:
-            raise NoiseUsageError(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
+            raise nerr.NoiseUsageError(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
         ss = self._ss
         out = []
         for token in PATTERN_XX[self._step]:
@@ -167,7 +166,7 @@ class Handshake:
     def read_message(self, message):
         """Returns the payload; on any error the handshake is unchanged."""
         if self.complete or self.is_my_turn():
-            raise NoiseUsageError(message="not expecting a handshake message now")
+            raise nerr.NoiseUsageError(message="not expecting a handshake message now")
         if len(message) > MESSAGE_MAX:
             raise nerr.HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
         saved = (self._ss, self._re, self.remote_static)
@@ -216,7 +215,7 @@ class Handshake:
     def split(self):
         """(send, receive) CipherStates for the transport phase (§5.2 Split)."""
         if not self.complete:
-            raise NoiseUsageError(message="handshake not complete")
+            raise nerr.NoiseUsageError(message="handshake not complete")
         c1, c2 = self._ss.split()
         # c1 encrypts initiator -> responder, c2 the other way (§5.2).
         return (c1, c2) if self.initiator else (c2, c1)

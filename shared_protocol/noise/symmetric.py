@@ -10,7 +10,6 @@ A small value holder; the handshake copies it to make a read transactional
 from shared_protocol.crypto import api
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.noise import errors as nerr
-from shared_protocol.noise.errors import NoiseUsageError
 
 HASHLEN = 32
 DHLEN = 32
@@ -42,7 +41,7 @@ class CipherState:
         if self.k is None:
             return bytes(plaintext)
         if self.n > NONCE_MAX:
-            raise NoiseUsageError(message="nonce space exhausted; start a new session")
+            raise nerr.NoiseUsageError(message="nonce space exhausted; start a new session")
         out = api.aead_encrypt(self.k, nonce_bytes(self.n), plaintext, ad)
         self.n += 1
         return out
@@ -52,7 +51,7 @@ class CipherState:
         if self.k is None:
             return bytes(ciphertext)
         if self.n > NONCE_MAX:
-            raise NoiseUsageError(message="nonce space exhausted; start a new session")
+            raise nerr.NoiseUsageError(message="nonce space exhausted; start a new session")
         out = self.decrypt_at(self.n, ad, ciphertext)
         self.n += 1
         return out
@@ -73,5 +72,5 @@ class CipherState:
         point (e.g. every N messages) so an old key cannot decrypt later
         traffic even if the current one leaks; the nonce keeps counting."""
         if self.k is None:
-            raise NoiseUsageError(message="no key to rekey")
+            raise nerr.NoiseUsageError(message="no key to rekey")
         self.k = api.aead_encrypt(self.k, nonce_bytes(2 ** 64 - 1), _ZERO32, b"")[:32]

@@ -34,7 +34,6 @@ the responder has finished are dropped, as UDP may drop them anyway.
 from shared_protocol import clock
 from shared_protocol.noise.datagram import DATAGRAM_MAX, NONCE_PREFIX, REPLAY_WINDOW, DatagramChannel
 from shared_protocol.noise import errors as nerr
-from shared_protocol.noise.errors import NoiseUsageError
 from shared_protocol.noise.events import HandshakeComplete, Message
 
 KIND_HS1 = 1
@@ -108,9 +107,9 @@ class UdpSession:
         """Send message 1: payload (at most HS1_PAD bytes, e.g. a
         noise/known.py hint) padded with zeros to HS1_PAD."""
         if not self.initiator or self._hs is None or self._last is not None or self._hs.messages:
-            raise NoiseUsageError(message="start() is for a fresh initiator")
+            raise nerr.NoiseUsageError(message="start() is for a fresh initiator")
         if len(payload) > HS1_PAD:
-            raise NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
+            raise nerr.NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
         self._emit(bytes((KIND_HS1,)) + self._hs.write_message(payload + bytes(HS1_PAD - len(payload))), now, True)
 
     def tick(self, now):
@@ -138,7 +137,7 @@ class UdpSession:
 
     def send(self, payload):
         if self.channel is None:
-            raise NoiseUsageError(message="session not established")
+            raise nerr.NoiseUsageError(message="session not established")
         pkt = bytes((KIND_DATA,)) + self.channel.seal(payload)
         tags = self._tags
         if len(tags) >= SENT_TAGS_MAX:

@@ -205,7 +205,7 @@ class Outgoing:
         return framing.datagram(envelope.REGISTRY.encode_message(self.message))
 
     def __repr__(self):
-        return "<Outgoing %s to %r>" % (self.message.type.name, self.peer_id)
+        return "<Outgoing %s to %r>" % (self.message.name, self.peer_id)
 
 
 class Cyclon:
@@ -387,7 +387,7 @@ class Cyclon:
         if t is REPLY:
             self._on_reply(msg.values, now)
             return None
-        raise _error("CyclonError")(E_NOT_CYCLON, "message %s is not for CYCLON" % t.name)
+        raise _error("CyclonError")(E_NOT_CYCLON, "message %s is not for CYCLON" % t[1])
 
     def _on_request(self, values, now):
         nonce, entries = values

@@ -264,7 +264,7 @@ class PolderCast:
         if t is rings.REQUEST or t is rings.REPLY:
             o = self.rings.handle(msg, now)
             return [o] if o is not None else []
-        raise OverlayError(common.E_NOT_MINE, "message %s is not for the overlay" % t.name)
+        raise OverlayError(common.E_NOT_MINE, "message %s is not for the overlay" % t[1])
 
     def publish(self, topic, msg_id, payload):
         """A message of this proxy's own subscribers to the overlay."""

@@ -431,7 +431,7 @@ class Rings:
                     self._absorb(sender, ex[3], topics)
                     return None
             raise OverlayError(common.E_UNKNOWN, "Rings reply to no pending exchange")
-        raise OverlayError(common.E_NOT_MINE, "message %s is not for Rings" % t.name)
+        raise OverlayError(common.E_NOT_MINE, "message %s is not for Rings" % t[1])
 
     def expire(self, now):
         pend = self._pending

@@ -229,7 +229,7 @@ class Vicinity:
                     self._merge(got, pool, me)
                     return None
             raise OverlayError(common.E_UNKNOWN, "VICINITY reply to no pending exchange")
-        raise OverlayError(common.E_NOT_MINE, "message %s is not for VICINITY" % t.name)
+        raise OverlayError(common.E_NOT_MINE, "message %s is not for VICINITY" % t[1])
 
     def expire(self, now):
         pend = self._pending

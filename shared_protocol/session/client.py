@@ -39,7 +39,7 @@ from shared_protocol import clock
 from shared_protocol.wire import cbor
 from shared_protocol.wire import envelope as E
 from shared_protocol.session import messages as W
-from shared_protocol.errors import LocalError
+from shared_protocol.errors import LocalError, kind
 
 IDLE = 0    # no link
 HELLO = 1   # hello sent, no welcome yet
@@ -67,10 +67,21 @@ NOTHING = ()
 SUBSCRIPTIONS_MAX = 64
 
 
-class SessionError(LocalError):
-    """The caller misused the session (window full, unknown topic...)."""
+# Name, base, code (made on first use, see shared_protocol.errors.kind;
+# this module raises it through _error, others name it through the module,
+# client.SessionError):
+# - SessionError: the caller misused the session (window full, unknown
+#   topic...).
+KINDS = """
+SessionError LocalError session
+"""
 
-    code = "session"
+
+def _error(name):
+    return kind(name, KINDS, globals())
+
+
+__getattr__ = _error
 
 
 class _Sub:
@@ -92,9 +103,9 @@ class ClientSession:
         link in the hello, so publishes to those topics carry short ids
         (session/messages.py, s_hello_t / s_pub_a / s_ack_a)."""
         if not (0 < len(node_id) <= W.NODE_ID_MAX):
-            raise SessionError("node_id", "a node id is 1..%d bytes" % W.NODE_ID_MAX)
+            raise _error("SessionError")("node_id", "a node id is 1..%d bytes" % W.NODE_ID_MAX)
         if not (0 < window <= W.WINDOW_MAX):
-            raise SessionError("window", "window must be 1..%d" % W.WINDOW_MAX)
+            raise _error("SessionError")("window", "window must be 1..%d" % W.WINDOW_MAX)
         self.node_id = bytes(node_id)
         self.window = window
         self.keepalive_ms = keepalive_ms
@@ -162,9 +173,9 @@ class ClientSession:
     def publish(self, topic, msg_id, payload, now):
         """Queue a publish; it stays in flight until acked or rejected."""
         if msg_id in self._inflight:
-            raise SessionError("duplicate", "message id already in flight")
+            raise _error("SessionError")("duplicate", "message id already in flight")
         if not self.can_publish():
-            raise SessionError("window_full", "%d publishes already in flight; wait for acks" % len(self._order))
+            raise _error("SessionError")("window_full", "%d publishes already in flight; wait for acks" % len(self._order))
         short = W.alias_for(self.aliases, topic, msg_id, self.node_id) if self.aliases else None
         if short is None:
             data = W.encode_publish(topic, msg_id, payload)  # checks bounds
@@ -181,10 +192,10 @@ class ClientSession:
         being started over (resubscribe) keeps its slot while it waits for
         the unsubscribe's confirmation, so its subscribe then always fits."""
         if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
-            raise SessionError("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
+            raise _error("SessionError")("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
         if topic not in self._subs and topic not in self._resubs and \
                 len(self._subs) + len(self._resubs) >= SUBSCRIPTIONS_MAX:
-            raise SessionError("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
+            raise _error("SessionError")("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
 
     def subscribe(self, topic, now):
         if topic in self._subs:
@@ -228,7 +239,7 @@ class ClientSession:
         if s is None or seq <= s.consumed:
             return
         if seq > s.received:
-            raise SessionError("seq", "cannot consume %d: only %d received" % (seq, s.received))
+            raise _error("SessionError")("seq", "cannot consume %d: only %d received" % (seq, s.received))
         s.consumed = seq
         s.ack_due = True
 

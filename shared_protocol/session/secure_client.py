@@ -47,7 +47,7 @@ from shared_protocol.errors import RemoteError
 from shared_protocol.noise import errors as nerr
 from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import UdpSession
-from shared_protocol.session.client import SessionError
+from shared_protocol.session import client as sclient
 
 # Mixed into every handshake (Noise §6): both ends must agree on it, so a
 # peer speaking another protocol or version fails at the first authenticated
@@ -73,9 +73,9 @@ class SecureLink:
         public key, or the proxy refuses the hello). datagram: True for UDP
         (one packet per datagram), False for a byte stream (TCP)."""
         if len(static_private) != 32:
-            raise SessionError("key", "a static key is 32 bytes")
+            raise sclient.SessionError("key", "a static key is 32 bytes")
         if proxy_key is not None and len(proxy_key) != 32:
-            raise SessionError("key", "a proxy key is 32 bytes")
+            raise sclient.SessionError("key", "a proxy key is 32 bytes")
         self.session = session
         self.datagram = datagram
         self.proxy_key = proxy_key

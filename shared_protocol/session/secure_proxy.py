@@ -27,7 +27,7 @@ Stream mode (TCP; the runner cuts frames, framing.py)::
 Every method raises a typed error (noise/errors.py) on bad input and then
 changes nothing.
 """
-from shared_protocol.noise.errors import NoiseUsageError
+from shared_protocol.noise import errors as nerr
 from shared_protocol.noise.events import HandshakeComplete
 from shared_protocol.noise.handshake import Handshake
 from shared_protocol.noise.udp import UdpSession
@@ -97,7 +97,7 @@ class SecureResponder:
         with, or None once the handshake is complete."""
         hs = self._hs
         if hs is None:
-            raise NoiseUsageError(message="not expecting a handshake message now")
+            raise nerr.NoiseUsageError(message="not expecting a handshake message now")
         hs.read_message(body)
         if hs.complete:
             self._send, self._recv = hs.split()

@@ -72,37 +72,25 @@ def _error(name):
 __getattr__ = _error
 
 
-class MessageType:
-    __slots__ = ("code", "name", "fields", "min_fields")
+# A message type is the tuple (code, name, field specs, min_fields), as
+# Registry.register returns it: a tuple is 32 bytes of a board's heap where
+# an object with four attributes was 48 (the 32-bit unix port), for every
+# type a node registers, and the class is gone. Modules compare types by
+# identity (msg.type is PUB) and read a message's name as msg.name.
 
-    def __init__(self, code, name, fields, min_fields=None):
-        self.code = code
-        self.name = name
-        self.fields = tuple(fields)
-        self.min_fields = len(self.fields) if min_fields is None else min_fields
 
-    def find(self, name):
-        """The position of field ``name``, or -1. A scan of the field specs
-        (messages have at most a handful of fields): a dict, or a tuple of
-        the names, per type would be one more object for every registered
-        type in a board's heap (the specs themselves are constants, in flash
-        when frozen)."""
-        i = 0
-        for f in self.fields:
-            if f[0] == name:
-                return i
-            i += 1
-        return -1
-
-    def index(self, name):
-        """The position of field ``name``; KeyError if the type has none."""
-        i = self.find(name)
-        if i < 0:
-            raise KeyError(name)
-        return i
-
-    def __repr__(self):
-        return "<MessageType %d %s>" % (self.code, self.name)
+def field_index(mtype, name):
+    """The position of field ``name`` in a message type, or -1. A scan of
+    the field specs (messages have at most a handful of fields): a dict, or
+    a tuple of the names, per type would be one more object for every
+    registered type in a board's heap (the specs themselves are constants,
+    in flash when frozen)."""
+    i = 0
+    for f in mtype[2]:
+        if f[0] == name:
+            return i
+        i += 1
+    return -1
 
 
 class Message:
@@ -120,21 +108,24 @@ class Message:
 
     @property
     def name(self):
-        return self.type.name
+        return self.type[1]
 
     def __getitem__(self, name):
-        i = self.type.index(name)
+        """The field ``name``; KeyError if the type has none."""
+        i = field_index(self.type, name)
+        if i < 0:
+            raise KeyError(name)
         v = self.values
         return v[i] if i < len(v) else None
 
     def get(self, name, default=None):
-        i = self.type.find(name)
+        i = field_index(self.type, name)
         if i < 0 or i >= len(self.values):
             return default
         return self.values[i]
 
     def __repr__(self):
-        return "<Message %s %r>" % (self.type.name, self.values)
+        return "<Message %s %r>" % (self.type[1], self.values)
 
 
 def _check_field(spec, v, strict_cls):
@@ -191,20 +182,24 @@ class Registry:
         self._by_name = {}
 
     def register(self, code, name, fields, min_fields=None):
-        """Declare a message type. fields: sequence of (name, kind, bound)."""
+        """Declare a message type. fields: sequence of (name, kind, bound).
+        Returns the type: the tuple (code, name, fields, min_fields), fields
+        a tuple, min_fields the number of fields a message must carry (all
+        unless given)."""
         if not (0 <= code <= 255):
             raise _error("RegistryError")("code", "type number %d outside 0..255" % code)
+        fields = tuple(fields)
         old = self._by_code.get(code)
         if old is not None:
-            if old.name == name and old.fields == tuple(fields):
+            if old[1] == name and old[2] == fields:
                 return old  # the same declaration imported twice
-            raise _error("RegistryError")("code", "type %d already used by %s" % (code, old.name))
+            raise _error("RegistryError")("code", "type %d already used by %s" % (code, old[1]))
         if name in self._by_name:
             raise _error("RegistryError")("name", "message name %s already registered" % name)
         for f in fields:
             if len(f) != 3:
                 raise _error("RegistryError")("field", "field spec %r must be (name, kind, bound)" % (f,))
-        t = MessageType(code, name, fields, min_fields)
+        t = (code, name, fields, len(fields) if min_fields is None else min_fields)
         self._by_code[code] = t
         self._by_name[name] = t
         return t
@@ -228,16 +223,16 @@ class Registry:
         out = bytearray()
         cbor.encode_head(out, 4, 2 + len(values))
         out.append(VERSION)
-        cbor.encode_into(out, t.code)
+        cbor.encode_into(out, t[0])
         for v in values:
             try:
                 cbor.encode_into(out, v)
             except cbor.EncodeError as e:
-                raise _error("RegistryError")(e.code, "%s: %s" % (t.name, e.message))
+                raise _error("RegistryError")(e.code, "%s: %s" % (t[1], e.message))
         return bytes(out)
 
     def encode_message(self, msg):
-        return self.encode(msg.type.code, *msg.values)
+        return self.encode(msg.type[0], *msg.values)
 
     def decode(self, data):
         """Bytes -> Message. Raises cbor.DecodeError or EnvelopeError."""
@@ -262,9 +257,9 @@ class Registry:
 
     def _check(self, t, values, err):
         n = len(values)
-        if n < t.min_fields or n > len(t.fields):
-            raise _error(err)(E_ARITY, "%s takes %d..%d fields, got %d" % (t.name, t.min_fields, len(t.fields), n))
-        fields = t.fields
+        fields = t[2]
+        if n < t[3] or n > len(fields):
+            raise _error(err)(E_ARITY, "%s takes %d..%d fields, got %d" % (t[1], t[3], len(fields), n))
         for i in range(n):
             _check_field(fields[i], values[i], err)
 

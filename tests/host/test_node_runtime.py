@@ -541,3 +541,51 @@ def test_ble_preload_covers_the_ble_link_in_import_order():
         assert deps <= set(have), (m, deps - set(have))
         have.append(m)
     assert "firmware.ble_link" in boot.PRELOAD_BLE
+
+
+def test_each_datagram_s_deliveries_are_opened_before_the_next_read(tmp_path):
+    """The loop reads up to _RX_PER_TURN datagrams a turn. Queued until the
+    turn, a burst's deliveries were all held while the first one's signature
+    was checked, the tightest moment of a board's heap: each datagram's
+    deliveries are opened as it is read (saves and acks stay the turn's)."""
+    import socket
+    from shared_protocol.groups.invite import member_from_url
+    from node_rig import open_node
+    admin = Admin(b"\x01" * 32, b"\x02" * 32, 0, "field")
+    n = open_node(str(tmp_path / "b"), invite_url(admin.invite(b"\x07" * 32, read=True, write=True)), [])
+    other = member_from_url(invite_url(admin.invite(b"\x08" * 32, read=True, write=True)))
+    tp = n.topics[0]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    proxy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        proxy.bind(("127.0.0.1", 0))
+        sock.connect(proxy.getsockname())
+        n.proxy.sock = sock
+        n.proxy.poller = poller = runtime.platform.Poller(sock)
+        calls = []
+        receive, deliver = n.proxy.receive, n.deliver
+
+        def on_receive(data, now):
+            calls.append("read")
+            receive(data, now)
+
+        def on_deliver(topic, seq, payload):
+            calls.append("opened %d" % seq)
+            deliver(topic, seq, payload)
+        n.proxy.receive, n.deliver = on_receive, on_deliver
+        for seq in (1, 2, 3):
+            sealed = other.seal(b"\x00" * 8, bytes([seq]) * 32)
+            proxy.sendto(E.REGISTRY.encode("s_deliver", tp.topic, seq, b"m%d" % seq, sealed), sock.getsockname())
+        import time
+        for _ in range(100):
+            if poller.ready():
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)   # all three queued: one turn reads them
+        assert runtime.read_proxy(n.proxy, poller, runtime.platform.NoWatchdog()) == 3
+    finally:
+        sock.close()
+        proxy.close()
+    assert calls == ["read", "opened 1", "read", "opened 2", "read", "opened 3"]
+    assert [s for _, s in n.proxy.pending_consumed] == [1, 2, 3]   # acked only after the turn's save

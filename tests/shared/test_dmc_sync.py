@@ -174,7 +174,7 @@ def test_returning_replica_gets_snapshot_then_tail():
 def test_messages_are_envelopes_in_the_dmc_block():
     lo, hi = envelope.TYPE_BLOCKS["dmc"]
     for t in (S.OP, S.SUMMARY, S.OPS, S.SNAP):
-        assert lo <= t.code <= hi
+        assert lo <= t[0] <= hi
     a = Replica(ALICE)
     o = a.add("c", 1)
     m = envelope.REGISTRY.decode(S.live_op(o))

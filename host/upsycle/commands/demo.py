@@ -122,7 +122,7 @@ def _cbor2_agrees(readings, topic, t0):
     import cbor2
     for mid, value, key in readings:
         ours = DEMO.encode("demo_reading", topic, mid, t0 + mid, value, key)
-        theirs = cbor2.dumps([envelope.VERSION, READING.code, topic, mid, t0 + mid, value, key], canonical=True)
+        theirs = cbor2.dumps([envelope.VERSION, READING[0], topic, mid, t0 + mid, value, key], canonical=True)
         if ours != theirs:
             return False
     return cbor.decode(theirs) == cbor2.loads(theirs)

@@ -216,7 +216,7 @@ class PolderCastSim:
 
     def _send(self, i, out, now):
         """Deliver one gossip Outgoing from node i; returns what it answered."""
-        name = out.message.type.name
+        name = out.message.name
         self.sent[name] = self.sent.get(name, 0) + 1
         self.sent_round += 1
         j = self.index.get(out.peer_id)
