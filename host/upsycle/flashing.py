@@ -70,9 +70,14 @@ TAIL_DONE = (b"node up", b"SAFE MODE")
 # on first use, message types as tuples and a signed reading's plaintext not
 # kept through its check: frozen 62 KB passed 8 of 8 (64 KB too), 60 KB
 # failed its first run inside an Ed25519 signature (--frozen-only --only
-# search --runs 8 --frozen-lo 58 --frozen-hi 64), rounded up to 64 KB.
+# search --runs 8 --frozen-lo 58 --frozen-hi 64). But that search runs 3
+# readings per node and topic (bench_rig's default): with the 10 of the
+# scenario the heap figures are defined by (--readings 10), 64 KB failed its
+# first run (a 1,200-byte datagram read with the heap full) and 66 KB passed
+# 8 of 8, and a frozen node holds 61 KB after 1,000 readings (--only
+# measure): 66 KB rounded up to 72 KB.
 NODE_HEAP_MPY = 208 * 1024
-NODE_HEAP_FROZEN = 64 * 1024
+NODE_HEAP_FROZEN = 72 * 1024
 
 
 def board_fit(profile):

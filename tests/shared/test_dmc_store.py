@@ -182,3 +182,28 @@ def test_real_files_with_os_only():
     names = os.listdir("/tmp")
     assert "dmc-test-topic.bin.tmp" not in names
     os.remove(PATH)
+
+
+def test_written_in_chunks_the_file_is_the_whole_encoding():
+    """write_value encodes through one reused WRITE_CHUNK buffer: items that
+    straddle a chunk's end, a byte string longer than two chunks and a
+    last partial chunk all land as pack(cbor.encode(value)) would."""
+    from shared_protocol.wire import cbor
+    seen = []
+
+    class Sizes(FakeFiles):
+        def open(self, path):
+            w = FakeFiles.open(self, path)
+            write = w.write
+
+            def sized(chunk):
+                seen.append(len(chunk))
+                write(chunk)
+            w.write = sized
+            return w
+
+    value = [b"x" * 7, list(range(300)), b"\x01\x02" * (ST.WRITE_CHUNK + 111), "tail", [b"y" * 3] * 50]
+    fs = Sizes()
+    ST.write_value(fs, PATH, value)
+    assert fs.files[PATH] == ST.pack(cbor.encode(value))
+    assert max(seen) <= ST.WRITE_CHUNK and seen.count(ST.WRITE_CHUNK) >= 3
