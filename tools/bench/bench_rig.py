@@ -164,8 +164,10 @@ class Node:
                 tail = [x.strip() for x in lines[i:i + 40] if not x.startswith("upsycle: status")]
                 err = [x for x in tail if "Error" in x and not x.startswith("File")]
                 frames = [x for x in tail if x.startswith("File")]
+                heap = [x for x in lines[i:] if x.startswith("upsycle: heap: ")]
                 st = [x for x in lines[:i] if x.startswith("upsycle: status ")]
                 at = [" (last status: %s)" % st[-1][len("upsycle: status "):]] if st else []
+                at += [" (%s)" % heap[0][len("upsycle: "):]] if heap else []
                 return " / ".join((err[-1:] or [line]) + frames[-2:]) + "".join(at)
         if self.proc.poll() is not None:
             return "exited %s: %s" % (self.proc.returncode, " / ".join(self.lines[-6:]))
