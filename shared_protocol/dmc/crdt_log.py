@@ -211,11 +211,20 @@ class TimeLog:
 
     @classmethod
     def from_value(cls, v, cfg, intern, vv):
-        lg = cls(cfg[0], cfg[1])
-        if not isinstance(v, list) or len(v) > LOG_MAX:
+        if not isinstance(v, list):
             raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
+        return cls.from_rows(v, len(v), cfg, intern, vv)
+
+    @classmethod
+    def from_rows(cls, rows, n, cfg, intern, vv):
+        """The log of ``n`` decoded readings taken from ``rows`` in turn (a
+        list, or a generator decoding them one at a time: dmc/snapshot.py
+        restore_bytes)."""
+        if n > LOG_MAX:
+            raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
+        lg = cls(cfg[0], cfg[1])
         prev = None
-        for r in v:
+        for r in rows:
             if not isinstance(r, list) or len(r) != 4:
                 raise _bad("log reading must be [time, author, seq, value]")
             k = (O.check_time(r[0], "SnapshotError"), O.check_author(r[1], "SnapshotError"),
@@ -228,9 +237,10 @@ class TimeLog:
             enc = cbor.encode(r[3])
             if len(enc) > VALUE_MAX:
                 raise _bad("log value of %d bytes, over %d" % (len(enc), VALUE_MAX))
-            # straight into the columns, no list of entries in between:
-            # at boot the decoded file is in the heap at the same time
+            # straight into the columns, no list of entries in between
             lg._push(r[0], intern(r[1]), r[2], enc)
+            if len(lg) > lg.keep:
+                lg._trim()   # never more than keep held while reading
         lg._trim()
         return lg
 

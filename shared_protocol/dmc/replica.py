@@ -401,7 +401,8 @@ class Replica:
                 _vv_value(self.snap_vv), self.tail]
 
     @classmethod
-    def restore_value(cls, v):
-        """Rebuild a replica from dump_value(); SnapshotError if bad."""
+    def restore_bytes(cls, data):
+        """Rebuild a replica from the encoding of dump_value(), an item at a
+        time; DecodeError or SnapshotError if bad."""
         from shared_protocol.dmc import snapshot
-        return snapshot.restore(cls, v)
+        return snapshot.restore_bytes(cls, data)

@@ -198,7 +198,9 @@ def unpack(data):
     n = struct.unpack(">I", data[4:8])[0]
     if len(data) != _HEADER + n + _CHECK:
         raise errors.StoreError(CORRUPT, "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
-    payload = data[_HEADER:_HEADER + n]
+    # a view, not a copy: the file is in the heap once (a replica's is
+    # several KB, read at a board's boot)
+    payload = memoryview(data)[_HEADER:_HEADER + n]
     if hashlib.sha256(payload).digest()[:_CHECK] != data[_HEADER + n:]:
         raise errors.StoreError(CORRUPT, "stored file fails its checksum")
     return payload
@@ -229,10 +231,8 @@ class Store:
     def _decode(self, data):
         payload = unpack(data)
         try:
-            v = cbor.decode(payload)
+            return Replica.restore_bytes(payload)
         except cbor.DecodeError as e:
             raise errors.StoreError(CORRUPT, "stored payload is not deterministic CBOR (%s)" % e.code)
-        try:
-            return Replica.restore_value(v)
         except errors.SnapshotError as e:
             raise errors.StoreError(CORRUPT, "stored replica is invalid: %s" % e.message)
