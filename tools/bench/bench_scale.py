@@ -237,7 +237,7 @@ def run_proxy(args, n, cfg, transport, procs, loop):
     sessions over ``transport``: run_sessions' figures and its stop time."""
     with tempfile.TemporaryDirectory() as tmp:
         prof = os.path.join(tmp, "proxy.prof")
-        runner = (profile_proxy.RUNNER, (prof, "1")) if args.profile else \
+        runner = (profile_proxy.RUNNER, (prof, "1", "0", "0")) if args.profile else \
             (TRACE_RUNNER, (prof,)) if args.tracemalloc else None
         p = brokers.Proxy(tmp, secure=True, config=cfg, root=args.root, runner=runner, loop=loop)
         try:
