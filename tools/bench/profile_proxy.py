@@ -276,8 +276,10 @@ def gc_summary(path):
     return "collector pauses: " + ("; ".join(parts) or "none")
 
 
-def thread_cpu(pid):
-    """{thread id: CPU seconds} of a live process's threads (/proc)."""
+def thread_cpu(pid, kernel_only=False):
+    """{thread id: CPU seconds} of a live process's threads (/proc); with
+    kernel_only, system time alone (its syscalls: sends, receives, epoll,
+    fsync)."""
     out = {}
     try:
         tids = os.listdir("/proc/%d/task" % pid)
@@ -287,7 +289,7 @@ def thread_cpu(pid):
         try:
             with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[int(tid)] = (int(fields[11]) + int(fields[12])) / brokers.CLK_TCK
+            out[int(tid)] = (int(fields[12]) + (0 if kernel_only else int(fields[11]))) / brokers.CLK_TCK
         except (OSError, IndexError, ValueError):
             pass
     return out
