@@ -98,7 +98,7 @@ def run(args):
         return peers(args)
     try:
         config = build_config(args)
-        factory, name, why = event_loop.choose(config.event_loop)
+        factory, _, why = event_loop.choose(config.event_loop)
     except (ConfigError, event_loop.EventLoopError) as e:
         print("upsycle proxy: %s" % e, file=sys.stderr)
         return 2

@@ -2,12 +2,13 @@
 the standard library's otherwise.
 
 uvloop (libuv under asyncio's API) does the loop's own work and the
-transports' socket calls in C, where asyncio's selector loop runs them in
-Python: at 10,000 sessions that part was the largest share of the proxy's
-CPU per publish (docs/proxy.md, "Where the time goes"). The proxy uses only
-the public loop API (create_server, add_reader, call_soon_threadsafe,
-transports' write/abort/get_write_buffer_size), which both loops implement,
-so the same code runs on either. uvloop ships wheels for Linux on x86_64 and
+TCP transports in C, where asyncio's selector loop runs them in Python: at
+10,000 Noise TCP sessions it took 6-22% off the event loop thread's CPU per
+publish and ~0.5 KB off each session (docs/proxy.md, "uvloop as the event
+loop"; UDP goes through the proxy's own socket code on either loop). The
+proxy uses only the public loop API (create_server, add_reader,
+call_soon_threadsafe, transports' write/abort/get_write_buffer_size), which
+both loops implement, so the same code runs on either. uvloop ships wheels for Linux on x86_64 and
 aarch64 (a 64-bit Raspberry Pi OS); where pip has no wheel (32-bit ARM,
 Windows) it is not installed (pyproject.toml's marker) and the proxy runs on
 the standard loop, saying so once at start-up.
