@@ -121,10 +121,14 @@ class Topic:
     # -- persistence --
 
     def _load(self, fresh):
-        raw = self.files.read(self.state_path)
-        if raw is None:
-            raw = self.files.read(self.state_path + ".tmp")
         had_state = False
+        try:
+            raw = self.files.read(self.state_path)
+            if raw is None:
+                raw = self.files.read(self.state_path + ".tmp")
+        except errors.StoreError as e:   # over STORE_MAX: unreadable
+            self._quarantine(self.state_path, e)
+            raw = None
         if raw is not None:
             try:
                 v = cbor.decode(dstore.unpack(raw))

@@ -47,12 +47,21 @@ class OsFiles:
         return open(path, "wb")
 
     def read(self, path):
+        """The file's bytes, None if there is none; StoreError(CORRUPT) if
+        it is over STORE_MAX. Read at its size: MicroPython's read(n)
+        allocates n bytes first, and read(STORE_MAX + 1) asked a booting
+        board for a 64 KB block whatever the file held (a frozen node in
+        80 KB could not boot on its own flash, tools/bench/bench_rig.py
+        --reboot)."""
         try:
+            size = os.stat(path)[6]
             f = open(path, "rb")
         except OSError:
             return None
         try:
-            return f.read(STORE_MAX + 1)
+            if size > STORE_MAX:
+                raise errors.StoreError(CORRUPT, "stored file %s is %d bytes, over %d" % (path, size, STORE_MAX))
+            return f.read(size)
         finally:
             f.close()
 
