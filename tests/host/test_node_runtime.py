@@ -119,6 +119,7 @@ def test_a_replica_saved_with_a_longer_tail_boots_with_the_boards_bound(tmp_path
     assert t2.replica.tail_max == T.BOARD_TAIL and t2.replica.tail == t.replica.tail[-T.BOARD_TAIL:]
     assert t2.replica.snapshot() == state and len(t2.replica.readings("temp")) == 40
     assert t2.dirty_replica      # the shorter tail goes to flash with the next save
+    assert t.replica.pending_max == t2.replica.pending_max == T.BOARD_PENDING
     t2.save()
     assert dstore.Store(t.store.path).load().tail_max == T.BOARD_TAIL
 
