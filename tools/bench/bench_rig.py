@@ -202,20 +202,25 @@ class Scenario:
         # phase 0: `readings` from fresh flash; phase 1 (with reboot): the
         # same nodes restarted on their flash, `reboot` readings more
         self.phases = [readings] + ([readings + reboot] if reboot else [])
+        import json
         self.cfgs = []
-        for limit in self.phases:
+        made = []
+        for i in range(2):
+            base = {"app": {"readings": readings}}
+            if proxy_mode:
+                base["proxy_mode"] = proxy_mode
+            if lan:
+                base["lan"] = {"port": lan_ports[i], "peers": ["127.0.0.1:%d" % lan_ports[1 - i]]}
+            made.append(flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % p for p in ports],
+                                             invites=invites[i], interval=1))
+        for k, limit in enumerate(self.phases):
+            # the same nodes in every phase (their keys, so their replicas
+            # and group state on flash are theirs): only the app's limit grows
             cfgs = []
-            for i in range(2):
-                base = {"app": {"readings": limit}}
-                if proxy_mode:
-                    base["proxy_mode"] = proxy_mode
-                if lan:
-                    base["lan"] = {"port": lan_ports[i], "peers": ["127.0.0.1:%d" % lan_ports[1 - i]]}
-                cfg = flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % p for p in ports],
-                                           invites=invites[i], interval=1)
-                p = os.path.join(work, "config%d-%d.json" % (len(self.cfgs), i))
+            for i, cfg in enumerate(made):
+                cfg = dict(cfg, app={"readings": limit})
+                p = os.path.join(work, "config%d-%d.json" % (k, i))
                 with open(p, "w") as f:
-                    import json
                     json.dump(cfg, f)
                 cfgs.append(p)
             self.cfgs.append(cfgs)
