@@ -62,9 +62,13 @@ OUTBOX_MAX = 128
 # TimeLog retention is part of the topic's configuration).
 LOG_KEEP = 200
 # Applied ops kept to serve LAN peers' anti-entropy (dmc.replica TAIL_MAX is
-# 256, a host's figure): a board keeps 64, ~8 KB; a peer missing older ops
-# gets a snapshot instead (tools/bench/bench_node.py measures the heap).
-BOARD_TAIL = 64
+# 256, a host's figure): a board keeps 16, about 1 KB per topic in heap and
+# on flash (an op is some 50 bytes); a peer missing older ops gets a
+# snapshot instead. 64 held 4 KB per topic, which a frozen node in 72 KB
+# did not have once its logs were full (tools/bench/bench_rig.py
+# --readings 150 --reboot 5, docs/node.md). The proxy, not the tail, is
+# what keeps a node's readings for members that are away.
+BOARD_TAIL = 16
 # A DMC author id: the first AUTHOR_NODE_BYTES of the node id (so a replica
 # file from another node is recognised) and AUTHOR_GEN_BYTES of randomness
 # per replica generation (runtime.AUTHOR_BYTES is the sum).
@@ -141,6 +145,9 @@ class Topic:
             self.replica = self.store.load()
             if bytes(self.replica.author[:AUTHOR_NODE_BYTES]) != self.node_author:
                 raise errors.StoreError(CORRUPT, "replica belongs to another node")
+            # saved by a firmware that kept a longer tail: this one's bound
+            if self.replica.tail_max > BOARD_TAIL and self.replica.limit_tail(BOARD_TAIL):
+                self.dirty_replica = True
         except errors.StoreError as e:
             if e.code != MISSING or had_state:
                 self._start_refill()   # the marker first: a cut after it redoes the refill
@@ -197,7 +204,8 @@ class Topic:
         n = 0
         if self.dirty_state:
             dstore.write_value(self.files, self.state_path,
-                               [STATE_VERSION, self.member.to_record(), self.outbox, self.published])
+                               [STATE_VERSION, self.member.to_record(), self.outbox, self.published],
+                               self.store.buf)
             self.dirty_state = False
             n += 1
         if self.dirty_replica:

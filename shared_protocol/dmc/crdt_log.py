@@ -3,9 +3,19 @@ type, loaded on first use (crdts.new): a sensor node that only appends
 readings never loads the others (their bytecode would sit in the heap)."""
 from array import array
 
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import errors
 from shared_protocol.dmc.crdts import _bad, LOG_MAX
+
+
+# A reading's value as stored: its canonical encoding, at most an op's size
+# (values come from operations; a snapshot's larger value is refused), so
+# its length fits an array("H") slot.
+VALUE_MAX = O.OP_MAX
+_NO_I = array("I")
+_NO_B = array("B")
+_NO_H = array("H")
 
 
 class TimeLog:
@@ -16,30 +26,44 @@ class TimeLog:
     clock), and dropping is monotone, so replicas that saw the same
     readings keep the same ones whatever the order of arrival.
 
-    Readings are stored column-wise (times and sequence numbers in 32-bit
-    arrays, authors as a 1-byte index into ``who``): about 10 bytes plus
-    the value per reading instead of a ~100-byte tuple with boxed ints, which
-    is what lets a 200-reading log fit a board's heap budget."""
+    Readings are stored column-wise: times and sequence numbers in 32-bit
+    arrays, authors as a 1-byte index into ``who``, and each value as its
+    canonical CBOR encoding, one after the other in one bytearray
+    (``vals``, their lengths in ``lens``). A 200-reading log of
+    temperatures holds some 16 bytes a reading; with each value a boxed
+    float in a list it held 42 on the 32-bit unix MicroPython, 8.4 KB a
+    topic (tools/bench/bench_rig.py, docs/node.md). Retention cuts the
+    oldest readings in place (slice assignment moves the rest down), so a
+    full log's next reading allocates nothing the size of a column.
+    Values are decoded when read (``entries``, ``readings``); a save
+    writes their stored bytes as they are (``cbor.Raw``)."""
 
     TYPE = O.T_LOG
-    __slots__ = ("ts", "ix", "seqs", "vals", "who", "keep", "age")
+    __slots__ = ("ts", "ix", "seqs", "lens", "vals", "who", "keep", "age", "_at")
 
     def __init__(self, keep=200, age=0):
         self.keep = keep
         self.age = age
         self._set([])
 
-    def _set(self, entries):
+    def _set(self, rows):
+        """rows: [(t, author, seq, value encoding)] in order."""
         self.ts = array("I")
         self.ix = array("B")
         self.seqs = array("I")
-        self.vals = []
+        self.lens = array("H")
+        self.vals = bytearray()
         self.who = []
-        for e in entries:
-            self.ts.append(e[0])
-            self.ix.append(self._aidx(e[1]))
-            self.seqs.append(e[2])
-            self.vals.append(e[3])
+        self._at = None
+        for r in rows:
+            self._push(r[0], r[1], r[2], r[3])
+
+    def _push(self, t, a, s, enc):
+        self.ts.append(t)
+        self.ix.append(self._aidx(a))
+        self.seqs.append(s)
+        self.lens.append(len(enc))
+        self.vals.extend(enc)
 
     def _aidx(self, a):
         who = self.who
@@ -50,7 +74,7 @@ class TimeLog:
         return len(who) - 1
 
     def __len__(self):
-        return len(self.vals)
+        return len(self.ts)
 
     def size(self):
         return 0  # bounded by retention
@@ -61,30 +85,36 @@ class TimeLog:
     def _key(self, i):
         return (self.ts[i], self.who[self.ix[i]], self.seqs[i])
 
-    def _insert(self, t, a, s, v):
+    def _offset(self, i):
+        o = 0
+        lens = self.lens
+        for k in range(i):
+            o += lens[k]
+        return o
+
+    def _insert(self, t, a, s, enc):
         k = (t, a, s)
+        n = len(self.ts)
+        if n == 0 or self._key(n - 1) < k:
+            self._push(t, a, s, enc)   # the common case: the newest reading
+            return
         lo = 0
-        hi = len(self.vals)
+        hi = n
         while lo < hi:
             mid = (lo + hi) // 2
             if self._key(mid) < k:
                 lo = mid + 1
             else:
                 hi = mid
-        ai = self._aidx(a)
-        if lo == len(self.vals):
-            self.ts.append(t)
-            self.ix.append(ai)
-            self.seqs.append(s)
-            self.vals.append(v)
-        else:
-            self.ts = self.ts[:lo] + array("I", [t]) + self.ts[lo:]
-            self.ix = self.ix[:lo] + array("B", [ai]) + self.ix[lo:]
-            self.seqs = self.seqs[:lo] + array("I", [s]) + self.seqs[lo:]
-            self.vals.insert(lo, v)
+        o = self._offset(lo)
+        self.ts[lo:lo] = array("I", [t])
+        self.ix[lo:lo] = array("B", [self._aidx(a)])
+        self.seqs[lo:lo] = array("I", [s])
+        self.lens[lo:lo] = array("H", [len(enc)])
+        self.vals[o:o] = enc
 
     def _trim(self):
-        n = len(self.vals)
+        n = len(self.ts)
         drop = n - self.keep
         if drop < 0:
             drop = 0
@@ -93,23 +123,63 @@ class TimeLog:
             while drop < n and self.ts[drop] < cutoff:
                 drop += 1
         if drop:
-            self.ts = self.ts[drop:]
-            self.ix = self.ix[drop:]
-            self.seqs = self.seqs[drop:]
-            del self.vals[:drop]
+            self.vals[0:self._offset(drop)] = b""
+            self.ts[0:drop] = _NO_I
+            self.ix[0:drop] = _NO_B
+            self.seqs[0:drop] = _NO_I
+            self.lens[0:drop] = _NO_H
 
     def apply(self, op):
-        self._insert(op[6], op[0], op[1], op[7])
+        enc = cbor.encode(op[7])
+        if len(enc) > VALUE_MAX:   # cannot be: the whole op is at most OP_MAX
+            raise errors.OpError(errors.OVERSIZE, "log value of %d bytes" % len(enc))
+        self._insert(op[6], op[0], op[1], enc)
         self._trim()
 
+    def _encoded(self):
+        """[(t, author, seq, value encoding)], in order."""
+        out = []
+        o = 0
+        for i in range(len(self.ts)):
+            n = self.lens[i]
+            out.append((self.ts[i], self.who[self.ix[i]], self.seqs[i], bytes(self.vals[o:o + n])))
+            o += n
+        return out
+
     def entries(self):
-        return [(self.ts[i], self.who[self.ix[i]], self.seqs[i], self.vals[i]) for i in range(len(self.vals))]
+        """[(t, author, seq, value)], in order."""
+        out = []
+        o = 0
+        for i in range(len(self.ts)):
+            n = self.lens[i]
+            out.append((self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.decode(self.vals[o:o + n])))
+            o += n
+        return out
 
     def readings(self):
-        return [(self.ts[i], self.vals[i]) for i in range(len(self.vals))]
+        out = []
+        o = 0
+        for i in range(len(self.ts)):
+            n = self.lens[i]
+            out.append((self.ts[i], cbor.decode(self.vals[o:o + n])))
+            o += n
+        return out
 
     def to_value(self):
-        return [[e[0], e[1], e[2], e[3]] for e in self.entries()]
+        # [[t, author, seq, value], ...], each reading made as it is
+        # encoded (cbor.Lazy) with its value's stored bytes: a save never
+        # holds the log a second time
+        self._at = (0, 0)
+        return cbor.Lazy(len(self.ts), self._row)
+
+    def _row(self, i):
+        at = self._at
+        # rows are asked for in order: the offset of row i is where the
+        # last one ended (any other order walks from the start)
+        o = at[1] if at is not None and at[0] == i else self._offset(i)
+        n = self.lens[i]
+        self._at = (i + 1, o + n)
+        return (self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.Raw(self.vals[o:o + n]))
 
     @classmethod
     def from_value(cls, v, cfg, intern, vv):
@@ -117,7 +187,6 @@ class TimeLog:
         if not isinstance(v, list) or len(v) > LOG_MAX:
             raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
         prev = None
-        entries = []
         for r in v:
             if not isinstance(r, list) or len(r) != 4:
                 raise _bad("log reading must be [time, author, seq, value]")
@@ -128,18 +197,22 @@ class TimeLog:
             prev = k
             if r[2] > vv.get(r[1], 0):
                 raise _bad("log reading beyond the version vector")
-            entries.append((r[0], intern(r[1]), r[2], r[3]))
-        lg._set(entries)
+            enc = cbor.encode(r[3])
+            if len(enc) > VALUE_MAX:
+                raise _bad("log value of %d bytes, over %d" % (len(enc), VALUE_MAX))
+            # straight into the columns, no list of entries in between:
+            # at boot the decoded file is in the heap at the same time
+            lg._push(r[0], intern(r[1]), r[2], enc)
         lg._trim()
         return lg
 
     def join(self, other, my_vv, other_vv):
-        mine = self.entries()
+        mine = self._encoded()
         have = {}
         for e in mine:
             have[(e[1], e[2])] = 1
         added = False
-        for e in other.entries():
+        for e in other._encoded():
             if (e[1], e[2]) not in have:
                 mine.append(e)
                 added = True

@@ -270,10 +270,25 @@ class Replica:
         if op[2] > self.clock:
             self.clock = op[2]
         self.tail.append(data)
-        if len(self.tail) > self.tail_max:
+        self._cut_tail()
+        self.applied += 1
+
+    def _cut_tail(self):
+        # the oldest ops past tail_max fold into the snapshot (snap_vv)
+        while len(self.tail) > self.tail_max:
             x, s = O.author_seq(self.tail.pop(0))
             self.snap_vv[self._ids.get(x, x)] = s
-        self.applied += 1
+
+    def limit_tail(self, tail_max):
+        """Keep at most tail_max ops from now on (a board lowering the bound
+        a stored replica was saved with); True if the replica changed."""
+        if not (O.is_int(tail_max) and 0 < tail_max <= TAIL_CEILING):
+            raise errors.ReplicaLimitError(OVERSIZE, "tail_max must be 1..%d" % TAIL_CEILING)
+        changed = tail_max != self.tail_max
+        self.tail_max = tail_max
+        n = len(self.tail)
+        self._cut_tail()
+        return changed or len(self.tail) != n
 
     # --- what sync needs ---
 
@@ -381,9 +396,9 @@ class Replica:
     # --- persistence form (see store.py) ---
 
     def dump_value(self):
-        tail = list(self.tail)
+        # the tail itself, not a copy: the value is encoded at once
         return [1, self.author, [self.cfg[0], self.cfg[1], self.tail_max], self.snapshot_value(),
-                _vv_value(self.snap_vv), tail]
+                _vv_value(self.snap_vv), self.tail]
 
     @classmethod
     def restore_value(cls, v):

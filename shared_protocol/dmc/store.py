@@ -32,9 +32,12 @@ _CHECK = 8
 # Largest file accepted: a full snapshot (replica.SNAPSHOT_MAX) plus a tail
 # of small operations; the whole file is read into RAM to be checked.
 STORE_MAX = 65536
-# Bytes per write call: littlefs programs flash in pages; small writes keep
-# the temporary bytes object a board allocates small.
-WRITE_CHUNK = 512
+# Bytes per write call, and the buffer a save encodes through (one per
+# Store, made when the store is: a long-running board's heap may hold no
+# free block of this size by the time it saves, tools/bench/bench_rig.py
+# --readings 150). littlefs buffers writes in its own cache, so small ones
+# cost calls, not flash wear.
+WRITE_CHUNK = 256
 
 
 class OsFiles:
@@ -78,20 +81,24 @@ def write_atomic(files, path, payload):
     return _write(files, path, len(payload), hashlib.sha256(payload).digest()[:_CHECK], emit)
 
 
-def write_value(files, path, value):
+def write_value(files, path, value, buf=None):
     """write_atomic(files, path, cbor.encode(value)) without the encoding
     ever in the heap in one piece: it is made twice, in chunks of
     WRITE_CHUNK, first to count and hash it, then to write it (the
     encoding is deterministic, so both are the same bytes). A replica's
     file is several KB; one allocation of that size per reading is what
     fails first on a board's fragmented heap, with far more free in
-    smaller pieces (tools/bench/bench_rig.py)."""
-    count = _Chunks(None)
+    smaller pieces (tools/bench/bench_rig.py). ``buf``: a bytearray of
+    WRITE_CHUNK bytes to encode through (Store keeps one), else one is
+    made for this save."""
+    if buf is None:
+        buf = bytearray(WRITE_CHUNK)
+    count = _Chunks(None, buf)
     cbor.encode_into(count, value)
     count.flush()
 
     def emit(write):
-        sink = _Chunks(write)
+        sink = _Chunks(write, buf)
         cbor.encode_into(sink, value)
         sink.flush()
     return _write(files, path, count.n, count.h.digest()[:_CHECK], emit)
@@ -100,16 +107,17 @@ def write_value(files, path, value):
 class _Chunks:
     """What cbor.encode_into appends to (append/extend, like a bytearray):
     counts and hashes the bytes and hands them to write() in chunks of
-    WRITE_CHUNK from one buffer made once per save. (A bytearray grown to
-    the chunk size and made anew after each write reallocated several times
-    per chunk: with 10 readings per topic, a 532-byte growth was the
-    allocation that failed first in a 64 KB frozen node, docs/node.md.) write() must copy what
+    WRITE_CHUNK from the buffer given. (A bytearray grown to the chunk size
+    and made anew after each write reallocated several times per chunk:
+    with 10 readings per topic, a 532-byte growth was the allocation that
+    failed first in a 64 KB frozen node, docs/node.md; a buffer made per
+    save was what failed first after 150 readings.) write() must copy what
     it is given before it returns: the buffer is reused."""
 
-    def __init__(self, write):
+    def __init__(self, write, buf):
         self.write = write
-        self.buf = bytearray(WRITE_CHUNK)
-        self.mv = memoryview(self.buf)
+        self.buf = buf
+        self.mv = memoryview(buf)
         self.k = 0
         self.n = 0
         self.h = hashlib.sha256()
@@ -192,9 +200,10 @@ class Store:
         self.path = path
         self.tmp = path + ".tmp"
         self.files = files if files is not None else OsFiles()
+        self.buf = bytearray(WRITE_CHUNK)   # every save's chunks (write_value)
 
     def save(self, replica):
-        return write_value(self.files, self.path, replica.dump_value())
+        return write_value(self.files, self.path, replica.dump_value(), self.buf)
 
     def load(self):
         """The stored replica; StoreError(MISSING or CORRUPT) otherwise."""

@@ -261,6 +261,15 @@ def _encode(out, v, depth):
         _head(out, 4, len(v))
         for item in v:
             _encode(out, item, depth + 1)
+    elif isinstance(v, Raw):
+        out.extend(v.data)
+    elif isinstance(v, Lazy):
+        if depth >= DEPTH_MAX:
+            raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
+        _head(out, 4, v.n)
+        item = v.item
+        for i in range(v.n):
+            _encode(out, item(i), depth + 1)
     elif isinstance(v, dict):
         if depth >= DEPTH_MAX:
             raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
@@ -278,6 +287,29 @@ def _encode(out, v, depth):
             _encode(out, v[k], depth + 1)
     else:
         raise _error("EncodeError")("type", "cannot encode a %s" % type(v).__name__)
+
+
+class Lazy:
+    """An array encoded without being built: ``n`` items, ``item(i)`` makes
+    the i-th one as it is written, and it is garbage once written. A
+    board's replica file holds logs of up to 200 readings (firmware/topic.py
+    LOG_KEEP); built first as a list of per-reading arrays, each save held
+    some 7 KB per log at once, the largest transient of a long-running node
+    (tools/bench/bench_rig.py --readings 150). Encodes exactly as the list
+    [item(0), ..., item(n - 1)] does."""
+
+    def __init__(self, n, item):
+        self.n = n
+        self.item = item
+
+
+class Raw:
+    """One item already encoded: ``data`` is its canonical encoding (made
+    by this encoder), written as it is. A board's log keeps its readings'
+    values encoded (dmc/crdt_log.py); a save copies them out unchanged."""
+
+    def __init__(self, data):
+        self.data = data
 
 
 def _pair_key(p):

@@ -104,6 +104,25 @@ def test_power_cut_at_every_step_loses_nothing_accepted(tmp_path):
     assert 0 < cuts < 40
 
 
+def test_a_replica_saved_with_a_longer_tail_boots_with_the_boards_bound(tmp_path):
+    from firmware import topic as T
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    t.replica.limit_tail(64)     # as the firmware before this bound saved it
+    for i in range(40):
+        t.append("temp", 1000 + i, 20.5)
+    t.outbox = []
+    t.save()
+    assert len(t.replica.tail) == 40
+    state = t.replica.snapshot()
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert t2.replica.tail_max == T.BOARD_TAIL and t2.replica.tail == t.replica.tail[-T.BOARD_TAIL:]
+    assert t2.replica.snapshot() == state and len(t2.replica.readings("temp")) == 40
+    assert t2.dirty_replica      # the shorter tail goes to flash with the next save
+    t2.save()
+    assert dstore.Store(t.store.path).load().tail_max == T.BOARD_TAIL
+
+
 def test_corrupt_replica_file_is_set_aside_with_a_clear_message(tmp_path):
     inv = _invite()
     t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)

@@ -207,3 +207,22 @@ def test_canonical_doubles_are_decided_on_the_bits_alike_on_every_build():
                 assert raises(cbor.DecodeError, cbor.decode, unhex(h)).code == cbor.NON_CANONICAL
         finally:
             cbor.set_single_floats(prev)
+
+
+def test_a_lazy_array_encodes_exactly_as_the_list_of_its_items():
+    rows = [(1700000000 + i, b"\x01\x02\x03\x04", i + 1, 21.5 + i) for i in range(30)]
+    made = []
+
+    def item(i):
+        made.append(i)
+        return rows[i]
+    value = [1, {"log": cbor.Lazy(len(rows), item)}, cbor.Lazy(0, item)]
+    assert cbor.encode(value) == cbor.encode([1, {"log": rows}, []])
+    assert made == list(range(30))   # each item made once, in order, as it is written
+    assert cbor.decode(cbor.encode(value))[1]["log"][29] == [1700000029, b"\x01\x02\x03\x04", 30, 50.5]
+    # its items count against the nesting limit like a list's
+    deep = cbor.Lazy(1, lambda i: [0])
+    for _ in range(cbor.DEPTH_MAX - 2):
+        deep = [deep]
+    cbor.encode(deep)
+    assert raises(cbor.EncodeError, cbor.encode, [deep]).code == cbor.DEPTH

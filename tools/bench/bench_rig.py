@@ -42,6 +42,7 @@ import time
 
 from table import render
 from upsycle import boards, firmware_build, flashing
+from firmware.topic import LOG_KEEP
 
 # The checkout (tools/bench/ is two levels below it).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -163,7 +164,9 @@ class Node:
                 tail = [x.strip() for x in lines[i:i + 40] if not x.startswith("upsycle: status")]
                 err = [x for x in tail if "Error" in x and not x.startswith("File")]
                 frames = [x for x in tail if x.startswith("File")]
-                return " / ".join((err[-1:] or [line]) + frames[-2:])
+                st = [x for x in lines[:i] if x.startswith("upsycle: status ")]
+                at = [" (last status: %s)" % st[-1][len("upsycle: status "):]] if st else []
+                return " / ".join((err[-1:] or [line]) + frames[-2:]) + "".join(at)
         if self.proc.poll() is not None:
             return "exited %s: %s" % (self.proc.returncode, " / ".join(self.lines[-6:]))
         return None
@@ -183,7 +186,7 @@ class Node:
 class Scenario:
     """A proxy and the configs of two nodes; run(heap) is one run."""
 
-    def __init__(self, mp, path, work, readings, lan=True, proxies=1, proxy_mode=None):
+    def __init__(self, mp, path, work, readings, lan=True, proxies=1, proxy_mode=None, reboot=0):
         sys.path.insert(0, os.path.join(ROOT, "tests", "host"))
         from proxy_rig import free_port, start_proxy
         self.mp, self.path, self.work, self.readings = mp, path, work, readings
@@ -192,20 +195,26 @@ class Scenario:
         invites = _invites(2, 2)
         lan_ports = [free_port(), free_port()]
         prof = boards.load("unix")
+        # phase 0: `readings` from fresh flash; phase 1 (with reboot): the
+        # same nodes restarted on their flash, `reboot` readings more
+        self.phases = [readings] + ([readings + reboot] if reboot else [])
         self.cfgs = []
-        for i in range(2):
-            base = {"app": {"readings": readings}}
-            if proxy_mode:
-                base["proxy_mode"] = proxy_mode
-            if lan:
-                base["lan"] = {"port": lan_ports[i], "peers": ["127.0.0.1:%d" % lan_ports[1 - i]]}
-            cfg = flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % p for p in ports], invites=invites[i],
-                                       interval=1)
-            p = os.path.join(work, "config%d.json" % i)
-            with open(p, "w") as f:
-                import json
-                json.dump(cfg, f)
-            self.cfgs.append(p)
+        for limit in self.phases:
+            cfgs = []
+            for i in range(2):
+                base = {"app": {"readings": limit}}
+                if proxy_mode:
+                    base["proxy_mode"] = proxy_mode
+                if lan:
+                    base["lan"] = {"port": lan_ports[i], "peers": ["127.0.0.1:%d" % lan_ports[1 - i]]}
+                cfg = flashing.make_config(prof, base, proxies=["127.0.0.1:%d" % p for p in ports],
+                                           invites=invites[i], interval=1)
+                p = os.path.join(work, "config%d-%d.json" % (len(self.cfgs), i))
+                with open(p, "w") as f:
+                    import json
+                    json.dump(cfg, f)
+                cfgs.append(p)
+            self.cfgs.append(cfgs)
         self.lan = lan
         self.n = 0
         self.timeout_s = RUN_TIMEOUT_S
@@ -215,20 +224,35 @@ class Scenario:
             p.terminate()
             p.wait(timeout=10)
 
-    def _done(self, st):
-        want = 2 * self.readings   # every reading goes to both topics
+    def _done(self, st, readings):
+        want = 2 * readings   # every reading goes to both topics
         # outbox 0: the proxy acknowledged all ours (one ack may cover
         # several); readings: the replicas hold ours and the other node's
-        # (from the proxy or the LAN peer)
-        ok = st.get("published", 0) >= want and st.get("outbox", 1) == 0 and st.get("readings", 0) >= 2 * want
+        # (from the proxy or the LAN peer), each topic's log at most
+        # LOG_KEEP of them (the topic's retention)
+        held = 2 * min(2 * readings, LOG_KEEP)
+        ok = st.get("published", 0) >= want and st.get("outbox", 1) == 0 and st.get("readings", 0) >= held
         return ok and (not self.lan or st.get("lan_peers", 0) >= 1)
 
     def run(self, heap_kb):
-        """(passed, why) of one run of the scenario in heap_kb."""
+        """(passed, why) of one run of the scenario in heap_kb: every phase
+        passes (with --reboot, the second boots on the first one's flash)."""
         self.n += 1
+        try:
+            t0 = time.monotonic()
+            for k, readings in enumerate(self.phases):
+                ok, why = self._phase(heap_kb, self.cfgs[k], readings)
+                if not ok:
+                    return False, why if k == 0 else "after the reboot: " + why
+            return True, "%.1f s" % (time.monotonic() - t0)
+        finally:
+            for i in range(2):
+                shutil.rmtree(os.path.join(self.work, "run%d-%d" % (self.n, i)), ignore_errors=True)
+
+    def _phase(self, heap_kb, cfgs, readings):
         nodes = []
         try:
-            for i, c in enumerate(self.cfgs):
+            for i, c in enumerate(cfgs):
                 data = os.path.join(self.work, "run%d-%d" % (self.n, i))
                 nodes.append(Node(self.mp, heap_kb, self.path, c, data))
             t0 = time.monotonic()
@@ -237,15 +261,13 @@ class Scenario:
                     if nd.failure():
                         time.sleep(0.5)   # the rest of the traceback
                         return False, nd.failure()
-                if all(self._done(nd.status()) for nd in nodes):
-                    return True, "%.1f s" % (time.monotonic() - t0)
+                if all(self._done(nd.status(), readings) for nd in nodes):
+                    return True, None
                 time.sleep(0.1)
             return False, "timeout: %s" % [nd.status() for nd in nodes]
         finally:
             for nd in nodes:
                 nd.stop()
-            for i in range(2):
-                shutil.rmtree(os.path.join(self.work, "run%d-%d" % (self.n, i)), ignore_errors=True)
 
 
 def smallest_heap(sc, lo, hi, runs, log):
@@ -329,8 +351,8 @@ def measure(mp, path, work, heap_kb, log, readings=MEASURE_READINGS, proxies=1, 
     try:
         data = os.path.join(work, "measure")
         script = MEASURE_SCRIPT % {"readings": readings, "outbox": MEASURE_OUTBOX, "every": 100,
-                                   "cfg": sc.cfgs[0], "data": data}
-        nd = Node(mp, heap_kb, path, sc.cfgs[0], data, script=script)
+                                   "cfg": sc.cfgs[0][0], "data": data}
+        nd = Node(mp, heap_kb, path, sc.cfgs[0][0], data, script=script)
         heaps, cpu = {}, {}
         t0 = time.monotonic()
         try:
@@ -397,7 +419,7 @@ def module_costs(mp, lib, work, heap_kb, log, path=None):
     sc = Scenario(mp, path, work, 0)
     try:
         data = os.path.join(work, "modules")
-        nd = Node(mp, heap_kb, path, sc.cfgs[0], data, script=MODULES_SCRIPT % {"cfg": sc.cfgs[0], "data": data})
+        nd = Node(mp, heap_kb, path, sc.cfgs[0][0], data, script=MODULES_SCRIPT % {"cfg": sc.cfgs[0][0], "data": data})
         t0 = time.monotonic()
         try:
             while not any(l.startswith("ALLOC ") for l in list(nd.lines)):
@@ -464,7 +486,11 @@ def main():
     ap.add_argument("--build-out", help="the folder the build script builds in (default: a temporary one); "
                     "kept, a second build there is incremental")
     ap.add_argument("--runs", type=int, default=8, help="runs that must all pass at a heap size")
-    ap.add_argument("--readings", type=int, default=3, help="readings per node and topic in a run")
+    ap.add_argument("--readings", type=int, default=10, help="readings per node and topic in a run "
+                    "(10: the scenario the heap targets are set for, docs/node.md)")
+    ap.add_argument("--reboot", type=int, default=0, metavar="N",
+                    help="after the readings, restart both nodes on their flash (replicas as full as the "
+                    "readings made them) and publish N readings more: a run passes only if they do")
     ap.add_argument("--lo", type=int, default=32, help="search from this heap, KB")
     ap.add_argument("--hi", type=int, default=320, help="... to this one, KB")
     ap.add_argument("--frozen-lo", type=int, default=32, help="lower bound of the frozen search, KB")
@@ -539,7 +565,7 @@ def main():
             for name, binary, path, lo, hi in images:
                 log("searching the smallest heap for %s (%d runs per step) ..." % (name, a.runs))
                 with tempfile.TemporaryDirectory() as w:
-                    sc = Scenario(binary, path, w, a.readings, lan=not a.no_lan)
+                    sc = Scenario(binary, path, w, a.readings, lan=not a.no_lan, reboot=a.reboot)
                     sc.timeout_s = a.run_timeout
                     try:
                         kb, below = smallest_heap(sc, lo, hi, a.runs, log)
@@ -547,8 +573,9 @@ def main():
                         sc.close()
                 found.append([name, kb if kb is not None else "-", a.runs, below or "-"])
             print(render("Smallest heap (KB) at which the scenario passes every run (2 nodes, 2 topics, "
-                         "real proxy, Noise link, LAN %s, %d readings each)" % ("off" if a.no_lan else "on",
-                                                                                a.readings),
+                         "real proxy, Noise link, LAN %s, %d readings each%s)" % (
+                             "off" if a.no_lan else "on", a.readings,
+                             ", then rebooted on their flash and %d more" % a.reboot if a.reboot else ""),
                          ["modules", "smallest heap KB", "runs per step", "failing below it"], found))
 
 
