@@ -250,9 +250,9 @@ def test_cli_writes_metrics_overlay_and_plots(tmp_path, capsys):
 
 
 def _rare_topic_run(n, profile_cache, rounds, seed=1):
-    """N = 1,000 proxies (100 topics, Zipf 2.3) that remember one ordinary
-    profile each (at 10,000 proxies the 256 of PROFILE_CACHE_MAX are as
-    small a share of the overlay), with 8 topics of exactly 2 subscribers
+    """n proxies (100 topics, Zipf 2.3) that remember one ordinary profile
+    each (at 10,000 proxies the 256 of PROFILE_CACHE_MAX are a smaller
+    share of the overlay still), with 8 topics of exactly 2 subscribers
     and one topic whose 4th subscriber joins at round 10, after the other
     3 have formed their ring (the two topics that stayed disconnected for
     100 rounds at 10,000 proxies). Returns (round each pair met, round the
@@ -303,8 +303,10 @@ def test_rare_topics_subscribers_meet_though_the_profile_memory_is_small():
     # few proxies: at N = 10,000 (256 profiles each) two subscribers of a
     # topic never met in 100 rounds, and a 4th subscriber never found the
     # ring the other 3 had formed (whose members, no longer needy, were
-    # looking for nobody). Here (N = 1,000, one ordinary profile each) they
-    # had: 6 pairs of 8 met within 40 rounds. Needy profiles are kept in a
+    # looking for nobody). Here (N = 500, one ordinary profile each) one
+    # pair of 8 had not met after 25 rounds, nor had the 4th subscriber
+    # (joining at round 10) found the ring; now the pairs meet by round 6
+    # and the 4th within a round. Needy profiles are kept in a
     # queue of their own, offered to the proxies that need them and to
     # those that have their needy topics, and weighed by Rings' discovery.
     met, late = _rare_topic_run(500, 1, 20)
