@@ -250,3 +250,10 @@ async def _guarded(cfg, app, data_dir):
         import sys
         print("upsycle: SAFE MODE: the node stopped on an error; the REPL stays available:")
         sys.print_exception(e)
+        if isinstance(e, MemoryError):
+            # full or in pieces? the two need different fixes (docs/node.md)
+            import gc
+            free = gc.mem_free()
+            gc.collect()
+            print("upsycle: heap: %d bytes free at the error, %d after a collection, %d in use" % (
+                free, gc.mem_free(), gc.mem_alloc()))

@@ -69,6 +69,14 @@ LOG_KEEP = 200
 # --readings 150 --reboot 5, docs/node.md). The proxy, not the tail, is
 # what keeps a node's readings for members that are away.
 BOARD_TAIL = 16
+# Early operations a board's replica holds while it waits for the ones
+# they depend on (dmc.replica PENDING_MAX is 64, a host's figure): each is
+# some 300 bytes decoded, so 64 per topic could take 40 KB of a frozen
+# node's 80 (a node that booted late held a dozen behind a lost first
+# message, docs/node.md). Past this an early op is refused (OpError
+# BUFFER_FULL, the replica unchanged) and comes again with the LAN's next
+# anti-entropy round or the proxy's refill.
+BOARD_PENDING = 8
 # A DMC author id: the first AUTHOR_NODE_BYTES of the node id (so a replica
 # file from another node is recognised) and AUTHOR_GEN_BYTES of randomness
 # per replica generation (runtime.AUTHOR_BYTES is the sum).
@@ -121,10 +129,14 @@ class Topic:
     # -- persistence --
 
     def _load(self, fresh):
-        raw = self.files.read(self.state_path)
-        if raw is None:
-            raw = self.files.read(self.state_path + ".tmp")
         had_state = False
+        try:
+            raw = self.files.read(self.state_path)
+            if raw is None:
+                raw = self.files.read(self.state_path + ".tmp")
+        except errors.StoreError as e:   # over STORE_MAX: unreadable
+            self._quarantine(self.state_path, e)
+            raw = None
         if raw is not None:
             try:
                 v = cbor.decode(dstore.unpack(raw))
@@ -156,6 +168,7 @@ class Topic:
             # A new generation: see "Authors" above.
             self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), LOG_KEEP, 0, BOARD_TAIL)
             self.dirty_replica = True   # the new author id must be on flash before it is used
+        self.replica.pending_max = BOARD_PENDING
         if self.member is fresh:
             # Started from the invite (first boot, re-flashed, or the state
             # file lost): a new sequence generation, so this join never

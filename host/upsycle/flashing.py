@@ -75,9 +75,16 @@ TAIL_DONE = (b"node up", b"SAFE MODE")
 # scenario the heap figures are defined by (--readings 10), 64 KB failed its
 # first run (a 1,200-byte datagram read with the heap full) and 66 KB passed
 # 8 of 8, and a frozen node holds 61 KB after 1,000 readings (--only
-# measure): 66 KB rounded up to 72 KB.
+# measure): 66 KB rounded up to 72 KB. Then a node that keeps running
+# (docs/node.md, "A node that keeps running"): the replica's logs take room
+# for their 200 readings when made, so what the node holds after boot is
+# what it holds after 1,000 readings (55.7 / 57.3 KB); with 10 readings
+# 76 KB passes 8 of 8 (--frozen-lo 74 --frozen-hi 80 --readings 10), and
+# 150 readings, a reboot on its flash and 5 more passed at 80 KB
+# (--readings 150 --reboot 5; one run of two failed 2 readings after a late
+# boot, a burst of early operations held). 76 rounded up to 80 KB.
 NODE_HEAP_MPY = 208 * 1024
-NODE_HEAP_FROZEN = 72 * 1024
+NODE_HEAP_FROZEN = 80 * 1024
 
 
 def board_fit(profile):

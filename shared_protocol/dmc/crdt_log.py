@@ -1,6 +1,8 @@
 """DMC data type: TimeLog, the time-series log of readings. One module per
 type, loaded on first use (crdts.new): a sensor node that only appends
 readings never loads the others (their bytecode would sit in the heap)."""
+import gc
+import sys
 from array import array
 
 from shared_protocol.wire import cbor
@@ -13,6 +15,11 @@ from shared_protocol.dmc.crdts import _bad, LOG_MAX
 # (values come from operations; a snapshot's larger value is refused), so
 # its length fits an array("H") slot.
 VALUE_MAX = O.OP_MAX
+# MicroPython keeps an array's or bytearray's room when a slice assignment
+# shrinks it: a log grown once to its full size and emptied holds its
+# readings from then on without asking the heap for a larger block. On
+# CPython (hosts) memory is no concern and extend() takes no raw bytes.
+_RESERVE = sys.implementation.name == "micropython"
 _NO_I = array("I")
 _NO_B = array("B")
 _NO_H = array("H")
@@ -55,8 +62,29 @@ class TimeLog:
         self.vals = bytearray()
         self.who = []
         self._at = None
+        if _RESERVE:
+            self._reserve()
         for r in rows:
             self._push(r[0], r[1], r[2], r[3])
+
+    def _reserve(self):
+        # Room for ``keep`` readings, made when the log is (at boot, or at
+        # its first reading), while the heap is tidy: grown a reading at a
+        # time, each column needs a larger free block every few readings,
+        # and a board whose heap has filled with small kept objects has
+        # none (a frozen node in 72 KB failed to grow a 1,089-byte column
+        # after 62 readings per topic, tools/bench/bench_rig.py --readings
+        # 150). Values get room for one float each as this build encodes
+        # it (5 bytes on a single-float board, 9 on a double-float build).
+        gc.collect()   # the room goes to the lowest free blocks, below the turn's garbage
+        k = self.keep
+        for col, w, none in ((self.ts, 4, _NO_I), (self.ix, 1, _NO_B), (self.seqs, 4, _NO_I),
+                             (self.lens, 2, _NO_H)):
+            col.extend(bytes(w * k))
+            col[0:k] = none
+        n = len(cbor.encode(0.1)) * k
+        self.vals.extend(bytes(n))
+        self.vals[0:n] = b""
 
     def _push(self, t, a, s, enc):
         self.ts.append(t)
@@ -183,11 +211,20 @@ class TimeLog:
 
     @classmethod
     def from_value(cls, v, cfg, intern, vv):
-        lg = cls(cfg[0], cfg[1])
-        if not isinstance(v, list) or len(v) > LOG_MAX:
+        if not isinstance(v, list):
             raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
+        return cls.from_rows(v, len(v), cfg, intern, vv)
+
+    @classmethod
+    def from_rows(cls, rows, n, cfg, intern, vv):
+        """The log of ``n`` decoded readings taken from ``rows`` in turn (a
+        list, or a generator decoding them one at a time: dmc/snapshot.py
+        restore_bytes)."""
+        if n > LOG_MAX:
+            raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
+        lg = cls(cfg[0], cfg[1])
         prev = None
-        for r in v:
+        for r in rows:
             if not isinstance(r, list) or len(r) != 4:
                 raise _bad("log reading must be [time, author, seq, value]")
             k = (O.check_time(r[0], "SnapshotError"), O.check_author(r[1], "SnapshotError"),
@@ -200,9 +237,10 @@ class TimeLog:
             enc = cbor.encode(r[3])
             if len(enc) > VALUE_MAX:
                 raise _bad("log value of %d bytes, over %d" % (len(enc), VALUE_MAX))
-            # straight into the columns, no list of entries in between:
-            # at boot the decoded file is in the heap at the same time
+            # straight into the columns, no list of entries in between
             lg._push(r[0], intern(r[1]), r[2], enc)
+            if len(lg) > lg.keep:
+                lg._trim()   # never more than keep held while reading
         lg._trim()
         return lg
 

@@ -16,7 +16,7 @@ State kept:
   (a causal order), so sync can send a peer exactly the
   operations it lacks. ``snap_vv`` says what was compacted away: the tail
   holds, per author, exactly the ops in (snap_vv[a], vv[a]].
-- ``pending``: early operations, at most PENDING_MAX.
+- ``pending``: early operations, at most ``pending_max`` (PENDING_MAX).
 
 Compaction drops tail operations that every known member has seen (or that
 the caller says are stable, e.g. acknowledged by the topic's proxy): they
@@ -86,6 +86,9 @@ class Replica:
         if not (O.is_int(tail_max) and 0 < tail_max <= TAIL_CEILING):
             raise errors.ReplicaLimitError(OVERSIZE, "tail_max must be 1..%d" % TAIL_CEILING)
         self.tail_max = tail_max
+        # Early operations held at most (a board holds fewer: each is some
+        # 300 bytes decoded, firmware/topic.py BOARD_PENDING); not stored.
+        self.pending_max = PENDING_MAX
         self.author = author
         # Retention is part of the topic's configuration: every member must
         # use the same (keep, age), or their logs keep different readings.
@@ -215,8 +218,8 @@ class Replica:
             self._apply(op, data)
             self._drain()
             return APPLIED
-        if len(self.pending) >= PENDING_MAX:
-            raise errors.OpError(BUFFER_FULL, "%d early operations already wait for their dependencies" % PENDING_MAX)
+        if len(self.pending) >= self.pending_max:
+            raise errors.OpError(BUFFER_FULL, "%d early operations already wait for their dependencies" % self.pending_max)
         self.pending.append((op, data))
         return BUFFERED
 
@@ -401,7 +404,8 @@ class Replica:
                 _vv_value(self.snap_vv), self.tail]
 
     @classmethod
-    def restore_value(cls, v):
-        """Rebuild a replica from dump_value(); SnapshotError if bad."""
+    def restore_bytes(cls, data):
+        """Rebuild a replica from the encoding of dump_value(), an item at a
+        time; DecodeError or SnapshotError if bad."""
         from shared_protocol.dmc import snapshot
-        return snapshot.restore(cls, v)
+        return snapshot.restore_bytes(cls, data)

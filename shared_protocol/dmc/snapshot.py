@@ -3,12 +3,13 @@ LAN's anti-entropy finds it lacks operations the peer has compacted away
 (dmc/sync.py), or the stored one when a replica is loaded from flash
 (dmc/store.py). A node does either rarely, so the code lives here and is
 imported when needed (``Replica.merge_snapshot_value`` and
-``Replica.restore_value``); a board drops it once it has booted
+``Replica.restore_bytes``); a board drops it once it has booted
 (firmware/runtime.py, BOOT_ONLY).
 
 Checks everything before changing anything: a bad snapshot is a
 SnapshotError and the replica is left exactly as it was.
 """
+from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import crdts
 from shared_protocol.dmc import errors
@@ -20,34 +21,47 @@ def merge(replica, v):
     """Join snapshot value ``v`` ([vv, clock, objects]) into ``replica``."""
     if not isinstance(v, list) or len(v) != 3:
         raise errors.SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
-    ovv = _vv_from(v[0], "SnapshotError")
-    clock = v[1]
-    if not O.is_int(clock) or clock < 0 or clock > O.CLOCK_MAX:
-        raise errors.SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
+    ovv, clock = _head(replica, v[0], v[1])
     objs = v[2]
     if not isinstance(objs, list) or len(objs) > OBJECTS_MAX:
         raise errors.SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
-    n = len(replica.vv)
-    for a in ovv:
-        if a not in replica.vv:
-            n += 1
-    if n > O.AUTHORS_MAX:
-        raise errors.SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
     theirs = {}
     prev = None
     intern = replica._ids.get
     for ob in objs:
         if not isinstance(ob, list) or len(ob) != 3:
             raise errors.SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
-        t = ob[0]
-        cls = crdts.cls(t) if O.is_int(t) else None
-        if cls is None:
-            raise errors.SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
-        key = (t, O.check_name(ob[1], "SnapshotError"))
-        if prev is not None and not (key > prev):
-            raise errors.SnapshotError(MALFORMED, "snapshot objects out of order")
-        prev = key
-        theirs[key] = cls.from_value(ob[2], replica.cfg, lambda a: intern(a, a), ovv)
+        cls, prev = _key(ob[0], ob[1], prev)
+        theirs[prev] = cls.from_value(ob[2], replica.cfg, lambda a: intern(a, a), ovv)
+    _join(replica, theirs, ovv, clock)
+
+
+def _head(replica, vv, clock):
+    """(version vector, clock) of a snapshot, checked against the replica."""
+    ovv = _vv_from(vv, "SnapshotError")
+    if not O.is_int(clock) or clock < 0 or clock > O.CLOCK_MAX:
+        raise errors.SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
+    n = len(replica.vv)
+    for a in ovv:
+        if a not in replica.vv:
+            n += 1
+    if n > O.AUTHORS_MAX:
+        raise errors.SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
+    return ovv, clock
+
+
+def _key(t, name, prev):
+    """(class, key) of a snapshot object, keys in strictly rising order."""
+    cls = crdts.cls(t) if O.is_int(t) else None
+    if cls is None:
+        raise errors.SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
+    key = (t, O.check_name(name, "SnapshotError"))
+    if prev is not None and not (key > prev):
+        raise errors.SnapshotError(MALFORMED, "snapshot objects out of order")
+    return cls, key
+
+
+def _join(replica, theirs, ovv, clock):
     keys = list(replica.objects)
     for k in theirs:
         if k not in replica.objects:
@@ -55,11 +69,18 @@ def merge(replica, v):
     if len(keys) > OBJECTS_MAX:
         raise errors.SnapshotError(OBJECTS_FULL, "snapshot brings the topic past %d objects" % OBJECTS_MAX)
     # Checked: from here on nothing can fail.
+    fresh = not replica.vv
     for k in keys:
         mine = replica.objects.get(k)
+        other = theirs.get(k)
+        if mine is None and fresh:
+            # nothing applied yet (a replica loaded from flash): joined
+            # into an empty state and an empty version vector, theirs
+            # is the result, without a copy of a full log in between
+            replica.objects[k] = other
+            continue
         if mine is None:
             mine = replica.objects[k] = crdts.new(k[0], replica.cfg)
-        other = theirs.get(k)
         if other is None:
             other = crdts.new(k[0], replica.cfg)
         mine.join(other, replica.vv, ovv)
@@ -81,20 +102,47 @@ def merge(replica, v):
     replica._drain()
 
 
-def restore(cls, v):
-    """A replica of class ``cls`` rebuilt from Replica.dump_value()."""
-    if not isinstance(v, list) or len(v) != 6 or v[0] != 1:
-        raise errors.SnapshotError(MALFORMED, "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]")
-    cfg = v[2]
+def restore_bytes(cls, data):
+    """A replica of class ``cls`` rebuilt from the encoding of
+    Replica.dump_value(), read an item at a time (cbor.Reader): a log's
+    readings go into its columns one by one, never all decoded at once.
+    DecodeError or SnapshotError if the bytes are not such a replica."""
+    bad = "stored replica must be [1, author, cfg, snapshot, snap_vv, tail]"
+    rd = cbor.Reader(data)
+    if rd.array(0) != 6 or rd.item(1) != 1:
+        raise errors.SnapshotError(MALFORMED, bad)
+    author = rd.item(1)
+    cfg = rd.item(1)
     if not isinstance(cfg, list) or len(cfg) != 3:
         raise errors.SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
     try:
-        r = cls(v[1], cfg[0], cfg[1], cfg[2])
+        r = cls(author, cfg[0], cfg[1], cfg[2])
     except errors.ReplicaLimitError as e:
         raise errors.SnapshotError(MALFORMED, "stored config: " + e.message)
-    r.merge_snapshot_value(v[3])
-    snap = _vv_from(v[4], "SnapshotError")
-    tail = v[5]
+    if rd.array(1) != 3:
+        raise errors.SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
+    vv = rd.item(2)
+    ovv, clock = _head(r, vv, rd.item(2))
+    n = rd.array(2)
+    if n > OBJECTS_MAX:
+        raise errors.SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
+    theirs = {}
+    prev = None
+    intern = r._ids.get
+    for _ in range(n):
+        if rd.array(3) != 3:
+            raise errors.SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
+        t = rd.item(4)
+        kcls, prev = _key(t, rd.item(4), prev)
+        if t == O.T_LOG:
+            m = rd.array(4)
+            theirs[prev] = kcls.from_rows(_rows(rd, m), m, r.cfg, lambda a: intern(a, a), ovv)
+        else:
+            theirs[prev] = kcls.from_value(rd.item(4), r.cfg, lambda a: intern(a, a), ovv)
+    _join(r, theirs, ovv, clock)
+    snap = _vv_from(rd.item(1), "SnapshotError")
+    tail = rd.item(1)
+    rd.end()
     if not isinstance(tail, list) or len(tail) > r.tail_max:
         raise errors.SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
     nxt = {}
@@ -123,3 +171,9 @@ def restore(cls, v):
         r.snap_vv[r._ids.get(a, a)] = snap[a]
     r.tail = entries
     return r
+
+
+def _rows(rd, m):
+    # a log's readings, decoded one at a time as the log takes them
+    for _ in range(m):
+        yield rd.item(5)

@@ -47,12 +47,21 @@ class OsFiles:
         return open(path, "wb")
 
     def read(self, path):
+        """The file's bytes, None if there is none; StoreError(CORRUPT) if
+        it is over STORE_MAX. Read at its size: MicroPython's read(n)
+        allocates n bytes first, and read(STORE_MAX + 1) asked a booting
+        board for a 64 KB block whatever the file held (a frozen node in
+        80 KB could not boot on its own flash, tools/bench/bench_rig.py
+        --reboot)."""
         try:
+            size = os.stat(path)[6]
             f = open(path, "rb")
         except OSError:
             return None
         try:
-            return f.read(STORE_MAX + 1)
+            if size > STORE_MAX:
+                raise errors.StoreError(CORRUPT, "stored file %s is %d bytes, over %d" % (path, size, STORE_MAX))
+            return f.read(size)
         finally:
             f.close()
 
@@ -189,7 +198,9 @@ def unpack(data):
     n = struct.unpack(">I", data[4:8])[0]
     if len(data) != _HEADER + n + _CHECK:
         raise errors.StoreError(CORRUPT, "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
-    payload = data[_HEADER:_HEADER + n]
+    # a view, not a copy: the file is in the heap once (a replica's is
+    # several KB, read at a board's boot)
+    payload = memoryview(data)[_HEADER:_HEADER + n]
     if hashlib.sha256(payload).digest()[:_CHECK] != data[_HEADER + n:]:
         raise errors.StoreError(CORRUPT, "stored file fails its checksum")
     return payload
@@ -220,10 +231,8 @@ class Store:
     def _decode(self, data):
         payload = unpack(data)
         try:
-            v = cbor.decode(payload)
+            return Replica.restore_bytes(payload)
         except cbor.DecodeError as e:
             raise errors.StoreError(CORRUPT, "stored payload is not deterministic CBOR (%s)" % e.code)
-        try:
-            return Replica.restore_value(v)
         except errors.SnapshotError as e:
             raise errors.StoreError(CORRUPT, "stored replica is invalid: %s" % e.message)

@@ -54,6 +54,7 @@ UNHASHABLE_KEY = "unhashable_key"  # array or map used as a map key
 TOO_LONG = "too_long"            # declared length exceeds the bytes that remain
 DEPTH = "depth"                  # nesting deeper than DEPTH_MAX
 TYPE = "type"                    # wrong input type (not a bytes-like object)
+NOT_ARRAY = "not_array"          # Reader.array() found another item
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 
@@ -540,3 +541,42 @@ def decode_prefix(data):
     d = _Decoder(data)
     v = d.item(0)
     return v, d.pos
+
+
+class Reader:
+    """One buffer's items read in turn, where the whole decoded tree would
+    not fit a board's heap: ``array(depth)`` reads an array's head and
+    returns its length, ``item(depth)`` decodes the next whole item,
+    ``end()`` checks nothing is left. The caller says how deep each item
+    sits (DEPTH_MAX counts as in decode()), and gets the same checks and
+    DecodeErrors decode() gives. A replica file with a 200-reading log is
+    decoded a reading at a time (dmc/snapshot.py ``restore_bytes``): as one
+    tree it took some 22 KB per log on the 32-bit unix MicroPython, which a
+    frozen node in 80 KB did not have at boot (tools/bench/bench_rig.py
+    --reboot)."""
+
+    def __init__(self, data):
+        self.d = _Decoder(data)
+
+    def array(self, depth):
+        d = self.d
+        d._need(1)
+        p = d.pos
+        ib = d.mv[p]
+        if ib >> 5 != 4:
+            raise _error("DecodeError")(NOT_ARRAY, "expected an array at offset %d" % p)
+        if depth >= DEPTH_MAX:
+            raise _error("DecodeError")(DEPTH, "nesting deeper than %d at offset %d" % (DEPTH_MAX, p))
+        d.pos = p + 1
+        n = d._arg(ib, ib & 0x1F)
+        if n > d.end - d.pos:
+            raise _error("DecodeError")(TOO_LONG, "array of %d items declared with %d bytes left (offset %d)" % (n, d.end - d.pos, p))
+        return n
+
+    def item(self, depth):
+        return self.d.item(depth)
+
+    def end(self):
+        d = self.d
+        if d.pos != d.end:
+            raise _error("DecodeError")(TRAILING, "%d bytes after the item (offset %d)" % (d.end - d.pos, d.pos))

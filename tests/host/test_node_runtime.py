@@ -119,8 +119,27 @@ def test_a_replica_saved_with_a_longer_tail_boots_with_the_boards_bound(tmp_path
     assert t2.replica.tail_max == T.BOARD_TAIL and t2.replica.tail == t.replica.tail[-T.BOARD_TAIL:]
     assert t2.replica.snapshot() == state and len(t2.replica.readings("temp")) == 40
     assert t2.dirty_replica      # the shorter tail goes to flash with the next save
+    assert t.replica.pending_max == t2.replica.pending_max == T.BOARD_PENDING
     t2.save()
     assert dstore.Store(t.store.path).load().tail_max == T.BOARD_TAIL
+
+
+def test_state_files_over_the_store_limit_are_set_aside_not_read(tmp_path):
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    t.append("temp", 1000, 20.5)
+    t.save()
+    for path in (t.state_path, t.store.path):
+        with open(path, "wb") as f:
+            f.write(b"\x00" * (dstore.STORE_MAX + 1))
+    msgs = []
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=msgs.append)
+    assert len(msgs) == 2 and all("over %d" % dstore.STORE_MAX in m and ".bad" in m for m in msgs), msgs
+    assert os.path.exists(t.state_path + ".bad") and os.path.exists(t.store.path + ".bad")
+    assert t2.replica.readings("temp") == []   # started fresh; the proxy fills it in again
+    t2.append("temp", 1001, 21.5)
+    t2.save()
+    assert len(Topic(inv, AUTHOR, str(tmp_path), log=msgs.append).replica.readings("temp")) == 1
 
 
 def test_corrupt_replica_file_is_set_aside_with_a_clear_message(tmp_path):

@@ -13,6 +13,7 @@ from shared_protocol.wire import framing
 from shared_protocol.session import messages as W
 from upsycle import topics
 from upsycle.client import Client, PublishRejected
+from upsycle.proxy import event_loop
 from upsycle.proxy.config import Config, ConfigError, parse_hostport
 from upsycle.proxy.server import Proxy
 from upsycle.proxy.store import StorageError
@@ -42,7 +43,9 @@ def make_config(tmp_path, **limits):
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 60))
+    # On the loop `upsycle proxy` runs on here (uvloop where installed:
+    # upsycle/proxy/event_loop.py), so these tests cover that one.
+    return event_loop.run(asyncio.wait_for(coro, 60), event_loop.choose()[0])
 
 
 async def started(cfg):
@@ -138,7 +141,7 @@ def test_a_session_cannot_publish_under_another_nodes_message_id(tmp_path):
             assert p.status()["faults"].get("msg_id_foreign") == 1
         finally:
             await p.stop()
-    asyncio.run(main())
+    run(main())
 
 
 def test_retransmitted_publish_is_stored_once_and_delivered_once(tmp_path):
@@ -258,6 +261,8 @@ def test_status_reports_sessions_topics_queues(tmp_path):
                 assert st["stored_messages"] == 2 and st["stored_bytes"] == 8
                 assert st["queued_messages"] == 1     # "sub" is offline with one waiting
                 assert st["subscriptions"] == 1
+                # the loop these tests run on is the proxy's own choice
+                assert st["event_loop"] == event_loop.choose()[1]
         finally:
             await p.stop()
     run(main())

@@ -226,3 +226,24 @@ def test_a_lazy_array_encodes_exactly_as_the_list_of_its_items():
         deep = [deep]
     cbor.encode(deep)
     assert raises(cbor.EncodeError, cbor.encode, [deep]).code == cbor.DEPTH
+
+
+def test_a_reader_takes_items_one_at_a_time_with_decodes_checks():
+    value = [1, b"ab", [[1.5, "x"], [2, None]], {"k": [3]}]
+    rd = cbor.Reader(cbor.encode(value))
+    assert rd.array(0) == 4
+    assert rd.item(1) == 1 and rd.item(1) == b"ab"
+    assert rd.array(1) == 2
+    assert rd.item(2) == [1.5, "x"] and rd.item(2) == [2, None]
+    assert rd.item(1) == {"k": [3]}
+    rd.end()
+    assert raises(cbor.DecodeError, cbor.Reader(cbor.encode([1, 2])).end).code == cbor.TRAILING
+    assert raises(cbor.DecodeError, cbor.Reader(cbor.encode({"a": 1})).array, 0).code == cbor.NOT_ARRAY
+    assert raises(cbor.DecodeError, cbor.Reader(unhex("83")).array, 0).code == cbor.TOO_LONG
+    assert raises(cbor.DecodeError, cbor.Reader(unhex("8201")).array, cbor.DEPTH_MAX).code == cbor.DEPTH
+    rd = cbor.Reader(unhex("8201fb3ff8000000000000"))   # a non-canonical float inside
+    assert rd.array(0) == 2 and rd.item(1) == 1
+    assert raises(cbor.DecodeError, rd.item, 1).code == cbor.NON_CANONICAL
+    rd = cbor.Reader(unhex("8101"))
+    assert rd.array(0) == 1 and rd.item(1) == 1
+    assert raises(cbor.DecodeError, rd.item, 1).code == cbor.TRUNCATED

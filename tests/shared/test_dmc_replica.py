@@ -216,6 +216,23 @@ def test_bad_input_is_typed_and_changes_nothing():
         assert _state_and_pending(b) == before, name
 
 
+def test_a_lowered_buffer_bound_refuses_early_ops_past_it_and_drains_the_rest():
+    a = Replica(A)
+    ops = [a.append("l", 100 + i, i) for i in range(12)]
+    b = Replica(B)
+    b.pending_max = 4      # a board's (firmware/topic.py BOARD_PENDING)
+    for o in ops[1:5]:
+        assert b.receive(o) == R.BUFFERED
+    before = _state_and_pending(b)
+    e = raises(OpError, b.receive, ops[5])
+    assert e.code == E.BUFFER_FULL and "4 early" in e.message
+    assert _state_and_pending(b) == before
+    assert b.receive(ops[0]) == R.APPLIED and b.pending == [] and len(b.readings("l")) == 5
+    for o in ops[5:]:      # refused once, taken when it comes again in order
+        assert b.receive(o) == R.APPLIED
+    assert b.readings("l") == a.readings("l")
+
+
 def test_buffer_bound_and_authors_bound():
     half = R.PENDING_MAX // 2
     a = Replica(A)

@@ -181,7 +181,16 @@ def test_real_files_with_os_only():
     assert _same(got, r) and got.counter("c") == 5
     names = os.listdir("/tmp")
     assert "dmc-test-topic.bin.tmp" not in names
+    with open(PATH, "rb") as f:
+        assert OsFiles().read(PATH) == f.read()
+    # a file over STORE_MAX is refused without being read (a board cannot
+    # hold it), as the typed error load() gives for any bad file
+    with open(PATH, "wb") as f:
+        f.write(b"\x00" * (ST.STORE_MAX + 1))
+    assert raises(StoreError, OsFiles().read, PATH).code == E.CORRUPT
+    assert raises(StoreError, st.load).code == E.CORRUPT
     os.remove(PATH)
+    assert OsFiles().read(PATH) is None
 
 
 def test_written_in_chunks_the_file_is_the_whole_encoding():

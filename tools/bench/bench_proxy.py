@@ -1,7 +1,7 @@
 """Benchmark: upsycle proxy (durable acks) against Mosquitto 2.x at QoS 1.
 
     .venv/bin/python tools/bench/bench_proxy.py [--messages N] [--rounds R] [--quick] [--secure]
-        [--pairs 1,10] [--root DIR]
+        [--pairs 1,10] [--root DIR] [--loops asyncio,uvloop]
 
 Both run on loopback in this run, with persistence on, alternating round by
 round so a noisy neighbour hits both; the tables show medians of the rounds.
@@ -35,7 +35,10 @@ session window).
 
 ``--root DIR`` runs the proxy of another checkout (e.g. the commit before a
 change, unpacked with ``git archive``) with this checkout's load generators
-and Mosquitto as before; ``--pairs`` picks the scenarios.
+and Mosquitto as before; ``--pairs`` picks the scenarios. ``--loops
+asyncio,uvloop`` runs our proxy once per event loop named (its ``--loop``)
+in every round, each in turn with Mosquitto (the order rotating round by
+round), each with its own ratio rows; by default the proxy's own choice.
 
 Client CPU: user + system seconds of the client processes (per message in
 microseconds), so a reader sees whether a client was the limit; broker CPU
@@ -199,22 +202,25 @@ def med(rs):
     return out
 
 
-def in_turn(k, first, second):
-    """Round k runs the two systems in turn, the first one first in even
-    rounds and last in odd ones (A B, B A, A B...): a neighbour whose load
-    rises or falls over a run, or what one system leaves behind (dirty pages
-    written back, processes still exiting), then weighs on both alike."""
-    for run in ((first, second) if k % 2 == 0 else (second, first)):
+def in_turn(k, first, *others):
+    """Round k runs the systems in turn, the first one first in even
+    rounds and last in odd ones (A B, B A, A B...; with three, A B C, C B A,
+    ...): a neighbour whose load rises or falls over a run, or what one
+    system leaves behind (dirty pages written back, processes still
+    exiting), then weighs on all alike."""
+    order = (first,) + others
+    for run in (order if k % 2 == 0 else order[::-1]):
         run()
 
 
 def run_scenario(args, pairs, tmp_root):
     per_pub = args.messages // pairs
     procs = args.procs or (2 if pairs == 1 else 4)
-    res = {"c": [], "g": [], "u": []}
+    ukeys = ["u"] if not args.loops else ["u:" + x for x in args.loops]
+    res = dict((k, []) for k in ["c", "g"] + ukeys)
     for k in range(args.rounds):
-        with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
-            def mosquitto():
+        def mosquitto():
+            with tempfile.TemporaryDirectory(dir=tmp_root) as t1:
                 m = brokers.Mosquitto(t1, args.window)
                 try:
                     res["c"].append(c_round(m, pairs, per_pub, args.window, 0))
@@ -222,26 +228,30 @@ def run_scenario(args, pairs, tmp_root):
                 finally:
                     m.stop()
 
-            def upsycle():
-                p = brokers.Proxy(t2, secure=args.secure, root=args.root)
-                try:
-                    res["u"].append(gen_round(p, "upsycle", pairs, per_pub, args.window, procs, 0, args.secure))
-                finally:
-                    p.stop()
-            in_turn(k, mosquitto, upsycle)
+        def upsycle(key):
+            def go():
+                with tempfile.TemporaryDirectory(dir=tmp_root) as t2:
+                    p = brokers.Proxy(t2, secure=args.secure, root=args.root, loop=key[2:] or None)
+                    try:
+                        res[key].append(gen_round(p, "upsycle", pairs, per_pub, args.window, procs, 0,
+                                                  args.secure))
+                    finally:
+                        p.stop()
+            return go
+        in_turn(k, mosquitto, *[upsycle(u) for u in ukeys])
     tp = dict((k, med(v)) for k, v in res.items())
     anchor = "c" if tp["c"]["rate"] >= tp["g"]["rate"] else "g"
-    rate = args.latency_rate or 0.5 * min(tp[anchor]["rate"], tp["u"]["rate"])
+    rate = args.latency_rate or 0.5 * min([tp[anchor]["rate"]] + [tp[u]["rate"] for u in ukeys])
     per_rate = rate / pairs
     n_lat = max(200, int(per_rate * args.latency_s))
     # Mosquitto's latency with both drivers, and the lower p99 is the
     # anchor: a driver that is slow to stamp or read (mosquitto_sub formats
     # and prints every message; the feeder of mosquitto_pub is Python) must
     # not make the ratio look better than Mosquitto is.
-    lat = {"c": [], "g": [], "u": []}
+    lat = dict((k, []) for k in ["c", "g"] + ukeys)
     for k in range(args.rounds):
-        with tempfile.TemporaryDirectory(dir=tmp_root) as t1, tempfile.TemporaryDirectory(dir=tmp_root) as t2:
-            def mosquitto():
+        def mosquitto():
+            with tempfile.TemporaryDirectory(dir=tmp_root) as t1:
                 m = brokers.Mosquitto(t1, args.window)
                 try:
                     lat["c"].append(c_round(m, pairs, n_lat, args.window, per_rate))
@@ -249,17 +259,20 @@ def run_scenario(args, pairs, tmp_root):
                 finally:
                     m.stop()
 
-            def upsycle():
-                p = brokers.Proxy(t2, secure=args.secure, root=args.root)
-                try:
-                    lat["u"].append(gen_round(p, "upsycle", pairs, n_lat, args.window, procs, per_rate,
-                                              args.secure))
-                finally:
-                    p.stop()
-            in_turn(k, mosquitto, upsycle)
+        def upsycle(key):
+            def go():
+                with tempfile.TemporaryDirectory(dir=tmp_root) as t2:
+                    p = brokers.Proxy(t2, secure=args.secure, root=args.root, loop=key[2:] or None)
+                    try:
+                        lat[key].append(gen_round(p, "upsycle", pairs, n_lat, args.window, procs, per_rate,
+                                                  args.secure))
+                    finally:
+                        p.stop()
+            return go
+        in_turn(k, mosquitto, *[upsycle(u) for u in ukeys])
     lat = dict((k, med(v)) for k, v in lat.items())
     lat["a"] = lat_anchor(lat)
-    return tp, anchor, rate, lat
+    return tp, anchor, rate, lat, ukeys
 
 
 def lat_anchor(lat):
@@ -283,7 +296,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="5000 messages, 1 round, 1 s latency rounds")
     ap.add_argument("--pairs", default="1,10", help="scenarios: publisher/subscriber pairs, comma-separated")
     ap.add_argument("--root", default=brokers.ROOT, help="checkout whose proxy runs (default: this one)")
+    ap.add_argument("--loops", default="", help="our proxy once per event loop named, comma-separated "
+                    "(asyncio,uvloop: its --loop), each in turn with Mosquitto; default: the proxy's own choice")
     args = ap.parse_args()
+    args.loops = [x for x in args.loops.split(",") if x]
     args.root = os.path.abspath(args.root)
     if args.quick:
         args.messages, args.rounds, args.latency_s = 5000, 1, 1.0
@@ -293,23 +309,28 @@ def main():
     us_name = "upsycle secure" if args.secure else "upsycle durable"
     rows = []
     lat_rows = []
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp_root:
         for pairs in [int(x) for x in args.pairs.split(",")]:
-            tp, anchor, rate, lat = run_scenario(args, pairs, tmp_root)
+            tp, anchor, rate, lat, ukeys = run_scenario(args, pairs, tmp_root)
             sc = "%d -> %d" % (pairs, pairs)
             a = tp[anchor]
-            for key, system, driver in (("c", "mosquitto", "C clients"), ("g", "mosquitto", "loadgen MQTT"),
-                                        ("u", us_name, "loadgen")):
+            named = [(u, us_name + ("" if u == "u" else " " + u[2:])) for u in ukeys]
+            for key, system, driver in [("c", "mosquitto", "C clients"), ("g", "mosquitto", "loadgen MQTT")] + [
+                    (u, name, "loadgen") for u, name in named]:
                 r = tp[key]
                 rows.append((sc, system + (" *" if key == anchor else ""), "%s x%d" % (driver, r["procs"]),
                              r["rate"], r["ccpu"], 1e6 * r["ccpu"] / r["n"], 1e6 * r["bcpu"] / r["n"]))
-            u = tp["u"]
-            rows.append((sc, "ratio", "upsycle / *", "%.2fx" % (u["rate"] / a["rate"]), "", "", "%.2fx" % (
-                u["bcpu"] / max(a["bcpu"], 1e-9))))
-            lat_rows.append((sc, rate, lat["a"]["driver"], lat["a"]["p50"], lat["a"]["p99"], lat["u"]["p50"],
-                             lat["u"]["p99"],
-                             "%.2fx" % (lat["u"]["p99"] / lat["a"]["p99"]),
-                             1e6 * lat["a"]["ccpu"] / lat["a"]["n"], 1e6 * lat["u"]["ccpu"] / lat["u"]["n"]))
+            for u, name in named:
+                r = tp[u]
+                rows.append((sc, "ratio", "%s / *" % name.replace(" durable", ""), "%.2fx" % (
+                    r["rate"] / a["rate"]), "", "", "%.2fx" % (r["bcpu"] / max(a["bcpu"], 1e-9))))
+            for u, name in named:
+                lu = lat[u]
+                lat_rows.append((sc, name, rate, lat["a"]["driver"], lat["a"]["p50"], lat["a"]["p99"], lu["p50"],
+                                 lu["p99"], "%.2fx" % (lu["p99"] / lat["a"]["p99"]),
+                                 1e6 * lat["a"]["ccpu"] / lat["a"]["n"], 1e6 * lu["ccpu"] / lu["n"],
+                                 1e6 * lu["bcpu"] / lu["n"]))
     print()
     print(table.render("Throughput (flat out, window %d, %d messages per round, median of %d rounds; * = anchor; "
                        "proxy from %s)" % (args.window, args.messages, args.rounds, args.root),
@@ -317,9 +338,10 @@ def main():
     print()
     print(table.render("Latency at the same offered rate (both systems; median of %d rounds of %.0f s; Mosquitto "
                        "by the driver with the lower p99)" % (args.rounds, args.latency_s),
-        ("scenario", "msg/s offered", "mosquitto driver", "mosquitto p50 ms", "mosquitto p99 ms", "upsycle p50 ms",
-         "upsycle p99 ms",
-         "p99 ratio", "mosq client us/msg", "upsycle client us/msg"), lat_rows))
+        ("scenario", "upsycle", "msg/s offered", "mosquitto driver", "mosquitto p50 ms", "mosquitto p99 ms",
+         "upsycle p50 ms", "upsycle p99 ms",
+         "p99 ratio", "mosq client us/msg", "upsycle client us/msg", "upsycle broker us/msg"), lat_rows))
+    print("\nload average (1 min) at the start %.1f, at the end %.1f" % (load0, os.getloadavg()[0]))
     print("\n%d-byte payloads; upsycle acks after the SQLite WAL's fdatasync, %s; mosquitto QoS 1 "
           "(plaintext, persistence on) acks before any disk write. %d CPUs shared by broker and clients: "
           "compare ratios within this run, not absolute figures across runs. Targets: throughput >= 1.0x, "

@@ -1,7 +1,7 @@
 """The node on a real MicroPython with a hard heap: the smallest heap it runs in.
 
     PYTHONPATH=host:.:tools/bench .venv/bin/python tools/bench/bench_rig.py \\
-        --micropython PATH [--build-script PATH] [--runs 8] [--readings 3]
+        --micropython PATH [--build-script PATH] [--runs 8] [--readings 10] [--reboot N]
 
 PATH is a MicroPython 1.27 unix port, ideally built 32-bit with a hard heap
 (`-X heapsize=N` makes MemoryError strike like on a board). The node runs
@@ -17,7 +17,9 @@ the proxy, and heard the other on the LAN, with no MemoryError or safe mode.
    (MicroPython's unix build script taking `OUT --freeze MANIFEST`), for an
    image with the modules frozen in: the smallest heap (KB) at which every
    one of --runs runs passes, by bisection; a step fails at its first
-   failed run.
+   failed run. With --reboot N a run goes on: both nodes restart on
+   their flash (replicas as full as the readings left them) and publish N
+   more readings; a node that keeps running needs both (docs/node.md).
 2. In a heap of --measure-heap KB: heap in use and the largest free block
    after boot (first reading acknowledged), and after 1,000 readings
    (sealed, sent and acknowledged), with the process CPU per reading; the
@@ -164,8 +166,10 @@ class Node:
                 tail = [x.strip() for x in lines[i:i + 40] if not x.startswith("upsycle: status")]
                 err = [x for x in tail if "Error" in x and not x.startswith("File")]
                 frames = [x for x in tail if x.startswith("File")]
+                heap = [x for x in lines[i:] if x.startswith("upsycle: heap: ")]
                 st = [x for x in lines[:i] if x.startswith("upsycle: status ")]
                 at = [" (last status: %s)" % st[-1][len("upsycle: status "):]] if st else []
+                at += [" (%s)" % heap[0][len("upsycle: "):]] if heap else []
                 return " / ".join((err[-1:] or [line]) + frames[-2:]) + "".join(at)
         if self.proc.poll() is not None:
             return "exited %s: %s" % (self.proc.returncode, " / ".join(self.lines[-6:]))

@@ -198,11 +198,19 @@ def run_sessions(system, kind, n, args, transport, procs):
             trace_snapshot(system.proc, system.trace_path, 1)
         holder["rss1"] = system.rss_kb()
         c0[0] = system.cpu()
+        holder["sys0"] = brokers.proc_sys_cpu(system.proc.pid)
+        holder["loop0"] = (profile_proxy.thread_cpu(system.proc.pid).get(system.proc.pid, 0.0),
+                           profile_proxy.thread_cpu(system.proc.pid, True).get(system.proc.pid, 0.0))
         holder["w0"] = runq_wait(system.proc.pid)
 
     def on_results():
         # read before the generators exit: 10,000 disconnects are not the run's work
         holder["cpu"] = system.cpu() - c0[0]
+        holder["sys"] = brokers.proc_sys_cpu(system.proc.pid) - holder["sys0"]
+        # the main thread: the event loop (Mosquitto's only thread)
+        holder["loop"] = (profile_proxy.thread_cpu(system.proc.pid).get(system.proc.pid, 0.0) - holder["loop0"][0],
+                          profile_proxy.thread_cpu(system.proc.pid, True).get(system.proc.pid, 0.0) -
+                          holder["loop0"][1])
         holder["wait"] = runq_wait(system.proc.pid) - holder["w0"]
         if args.profile and kind == "upsycle":
             t1 = profile_proxy.thread_cpu(system.proc.pid)
@@ -220,13 +228,55 @@ def run_sessions(system, kind, n, args, transport, procs):
             "%s %.0f" % ("event loop" if tid == system.proc.pid else "thread %d" % tid, 1e6 * c / max(1, sent))
             for tid, c in holder["threads"] if c > 0))
     return {"n": n, "rss_per_session": (holder["rss1"] - rss0) * 1024.0 / n, "rss_mb": holder["rss1"] / 1024.0,
-            "cpu_us_per_msg": 1e6 * bcpu / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
+            "cpu_us_per_msg": 1e6 * bcpu / max(1, sent),
+            "sys_share_pct": 100.0 * holder["sys"] / max(bcpu, 1e-9),
+            "loop_us": 1e6 * holder["loop"][0] / max(1, sent), "loop_sys_us": 1e6 * holder["loop"][1] / max(1, sent), "bcpu_pct": 100.0 * bcpu / args.duration,
             "gen_cpu_pct": 100.0 * sum(r["cpu_s"] for r in results) / args.duration,
             "bwait_pct": 100.0 * bwait / args.duration,
             "gen_wait_pct": 100.0 * sum(r.get("wait_s", 0) for r in results) / args.duration,
             "sent": sent, "got": got, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "connect_s": max(r["connect_s"] for r in results),
             "errors": dict((k, v) for r in results for k, v in r["errors"].items())}
+
+
+def run_proxy(args, n, cfg, transport, procs, loop):
+    """One proxy (``loop``: its --loop, None: its default) holding n
+    sessions over ``transport``: run_sessions' figures and its stop time."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prof = os.path.join(tmp, "proxy.prof")
+        runner = (profile_proxy.RUNNER, (prof, "1", "0", "0")) if args.profile else \
+            (TRACE_RUNNER, (prof,)) if args.tracemalloc else None
+        p = brokers.Proxy(tmp, secure=True, config=cfg, root=args.root, runner=runner, loop=loop)
+        try:
+            if args.tracemalloc:
+                p.trace_path = prof
+                time.sleep(1.0)   # start-up done: the baseline
+                trace_snapshot(p.proc, prof, 0)
+            r = run_sessions(p, "upsycle", n, args, transport, procs)
+            if args.profile:
+                for _ in range(300):   # written out after the dump (RUNNER)
+                    if os.path.exists(prof + ".commits"):
+                        break
+                    time.sleep(0.1)
+                print(profile_proxy.commit_summary(prof + ".commits"))
+                print(profile_proxy.gc_summary(prof + ".commits"))
+                profile_proxy.print_profile(prof, r["sent"], "%s, %d sessions, %s%s, %d published" % (
+                    os.path.relpath(args.root), n, transport.upper(), " " + loop if loop else "", r["sent"]), 25)
+            if args.tracemalloc:
+                print_memory(prof, n, "%s, %d sessions, %s" % (os.path.relpath(args.root), n,
+                                                                transport.upper()))
+            t0 = time.perf_counter()
+            try:
+                p.stop()
+            except subprocess.TimeoutExpired:
+                p.proc.kill()   # a measured row is kept: the stop time is part of what it says
+                p.proc.wait(60)
+            r["stop_s"] = time.perf_counter() - t0
+        finally:
+            if p.proc.poll() is None:
+                p.proc.kill()
+                p.proc.wait(60)
+    return r
 
 
 def sessions_bench(args):
@@ -237,74 +287,62 @@ def sessions_bench(args):
         label += " under cProfile"
     elif args.tracemalloc:
         label += " under tracemalloc"
+    loops = args.loops or [None]
     for n in ns:
         procs = 1 if n <= 100 else 4
         total = max(4096, n + 100)
         cfg = SCALE_CONFIG % {"n": total, "per": total - 1, "subs": max(100000, n * (args.fanout + 1))}
-        for transport in args.transports:
-            with tempfile.TemporaryDirectory() as tmp:
-                prof = os.path.join(tmp, "proxy.prof")
-                runner = (profile_proxy.RUNNER, (prof, "1")) if args.profile else \
-                    (TRACE_RUNNER, (prof,)) if args.tracemalloc else None
-                p = brokers.Proxy(tmp, secure=True, config=cfg, root=args.root, runner=runner)
-                try:
-                    if args.tracemalloc:
-                        p.trace_path = prof
-                        time.sleep(1.0)   # start-up done: the baseline
-                        trace_snapshot(p.proc, prof, 0)
-                    r = run_sessions(p, "upsycle", n, args, transport, procs)
-                    if args.profile:
-                        for _ in range(300):   # written out after the dump (RUNNER)
-                            if os.path.exists(prof + ".commits"):
-                                break
-                            time.sleep(0.1)
-                        print(profile_proxy.commit_summary(prof + ".commits"))
-                        print(profile_proxy.gc_summary(prof + ".commits"))
-                        profile_proxy.print_profile(prof, r["sent"], "%s, %d sessions, %s, %d published" % (
-                            os.path.relpath(args.root), n, transport.upper(), r["sent"]), 25)
-                    if args.tracemalloc:
-                        print_memory(prof, n, "%s, %d sessions, %s" % (os.path.relpath(args.root), n,
-                                                                        transport.upper()))
-                    t0 = time.perf_counter()
+
+        def upsycle(transport, loop, tag):
+            def go():
+                r = run_proxy(args, n, cfg, transport, procs, loop)
+                name = "upsycle Noise/%s%s%s%s" % (transport.upper(), " " + loop if loop else "", label, tag)
+                r["load"] = os.getloadavg()[0]
+                rows.append(("%d" % n, name, r))
+                print("%s sessions, %s: %s" % (n, name, r), flush=True)
+            return go
+
+        def mosquitto(tag):
+            def go():
+                with tempfile.TemporaryDirectory() as tmp:
+                    m = brokers.Mosquitto(tmp, 32)
                     try:
-                        p.stop()
-                    except subprocess.TimeoutExpired:
-                        p.proc.kill()   # a measured row is kept: the stop time is part of what it says
-                        p.proc.wait(60)
+                        r = run_sessions(m, "mqtt", n, args, "tcp", procs)
+                    finally:
+                        t0 = time.perf_counter()
+                        m.stop()
                     r["stop_s"] = time.perf_counter() - t0
-                finally:
-                    if p.proc.poll() is None:
-                        p.proc.kill()
-                        p.proc.wait(60)
-            rows.append(("%d" % n, "upsycle Noise/%s%s" % (transport.upper(), label), r))
-            print("%s sessions, upsycle %s%s: %s" % (n, transport, label, r), flush=True)
-        if args.no_anchor:
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            m = brokers.Mosquitto(tmp, 32)
-            try:
-                r = run_sessions(m, "mqtt", n, args, "tcp", procs)
-            finally:
-                t0 = time.perf_counter()
-                m.stop()
-            r["stop_s"] = time.perf_counter() - t0
-        rows.append(("%d" % n, "mosquitto MQTT/TCP", r))
-        print("%s sessions, mosquitto: %s" % (n, r), flush=True)
+                r["load"] = os.getloadavg()[0]
+                rows.append(("%d" % n, "mosquitto MQTT/TCP" + tag, r))
+                print("%s sessions, mosquitto%s: %s" % (n, tag, r), flush=True)
+            return go
+
+        for k in range(args.rounds):
+            # Round by round the order turns round (A B C, C B A, ...): a
+            # neighbour's load rising over the run weighs on every system.
+            tag = " r%d" % (k + 1) if args.rounds > 1 else ""
+            order = [upsycle(t, lp, tag) for t in args.transports for lp in loops]
+            if not args.no_anchor:
+                order.append(mosquitto(tag))
+            for go in (order if k % 2 == 0 else order[::-1]):
+                go()
     out = []
-    anchor = dict((n, r) for n, name, r in rows if name.startswith("mosquitto"))
+    # each row's anchor: Mosquitto with as many sessions in the same round
+    anchor = dict(((n, name.rsplit(" r", 1)[-1] if args.rounds > 1 else ""), r) for n, name, r in rows
+                  if name.startswith("mosquitto"))
     for n, name, r in rows:
-        m = anchor.get(n)
+        m = anchor.get((n, name.rsplit(" r", 1)[-1] if args.rounds > 1 else ""))
         ratio = "%.2fx / %.2fx" % (r["p99"] / m["p99"], r["cpu_us_per_msg"] / m["cpu_us_per_msg"]) \
             if m and m["p99"] and m["cpu_us_per_msg"] else "-"
         out.append((n, name, r["rss_mb"], r["rss_per_session"], r["sent"], r["got"], r["cpu_us_per_msg"],
-                    r["bcpu_pct"], r["bwait_pct"], r["gen_cpu_pct"], r["gen_wait_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"],
+                    r["sys_share_pct"], "%.0f (%.0f)" % (r["loop_us"], r["loop_sys_us"]), r["bcpu_pct"], r["bwait_pct"], r["gen_cpu_pct"], r["gen_wait_pct"], r["p50"], r["p99"], ratio, r["connect_s"], r["stop_s"], r["load"],
                     ",".join("%s:%d" % kv for kv in sorted(r["errors"].items())) or "-"))
     print()
     print(table.render(
         "Sessions: each publishes at %g msg/s in aggregate, subscribed to %d others' topics, %.0f s measured" % (
             args.aggregate, args.fanout, args.duration),
         ("sessions", "system", "RSS MB", "RSS B/session", "published", "delivered", "broker CPU us/pub",
-         "broker CPU %", "broker waiting for a CPU %", "loadgen CPU %", "loadgen waiting %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s",
+         "of it kernel %", "main thread us/pub (kernel)", "broker CPU %", "broker waiting for a CPU %", "loadgen CPU %", "loadgen waiting %", "p50 ms", "p99 ms", "p99, CPU/pub vs mosquitto", "connect s", "stop s", "load avg",
          "errors"),
         out))
     return rows
@@ -562,6 +600,10 @@ def main():
     ap.add_argument("--tracemalloc", action="store_true", help="run the proxy under tracemalloc and print its "
                     "bytes per session by allocation site (sessions connected and subscribed, less start-up)")
     ap.add_argument("--no-anchor", action="store_true", help="leave Mosquitto out (profiling runs)")
+    ap.add_argument("--loops", nargs="+", choices=("asyncio", "uvloop"),
+                    help="run our proxy once per event loop named (its --loop); default: its own choice")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds per session count, the systems' order "
+                    "turning round each round (A B C, C B A, ...)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 20.0)
     print("open files allowed: %d" % raise_fd_limit())

@@ -48,6 +48,16 @@ def proc_cpu(pid):
         return 0.0
 
 
+def proc_sys_cpu(pid):
+    """System (kernel) CPU seconds of a live process: its socket calls'
+    share (on loopback the receiver's side of a send runs in it too)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[12]) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def proc_rss_kb(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -101,12 +111,13 @@ class Proxy(Server):
     name = "upsycle"
     stop_timeout_s = 60     # a proxy commits its queues on SIGTERM
 
-    def __init__(self, tmp, secure=False, config=None, data=None, root=ROOT, runner=None):
+    def __init__(self, tmp, secure=False, config=None, data=None, root=ROOT, runner=None, loop=None):
         """root: the checkout whose proxy runs (another one's for a
         before/after comparison in one sitting). runner: (python source,
         its arguments) run with ``-c`` in place of ``-m upsycle``, given the
         proxy's command line after them (profile_proxy.RUNNER: a profiler
-        switched on and off by signals)."""
+        switched on and off by signals). loop: the proxy's --loop (its
+        event loop: "uvloop", "asyncio"); None: its default."""
         self.port = free_port()
         self.data = data or os.path.join(tmp, "data")
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "host") + os.pathsep + root,
@@ -121,6 +132,8 @@ class Proxy(Server):
             args += ["--config", path]
         if not secure:
             args.append("--insecure")
+        if loop:
+            args += ["--loop", loop]
         self.t_start = time.perf_counter()
         self.proc = subprocess.Popen(args, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port, 600, proc=self.proc,

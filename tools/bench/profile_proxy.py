@@ -276,8 +276,10 @@ def gc_summary(path):
     return "collector pauses: " + ("; ".join(parts) or "none")
 
 
-def thread_cpu(pid):
-    """{thread id: CPU seconds} of a live process's threads (/proc)."""
+def thread_cpu(pid, kernel_only=False):
+    """{thread id: CPU seconds} of a live process's threads (/proc); with
+    kernel_only, system time alone (its syscalls: sends, receives, epoll,
+    fsync)."""
     out = {}
     try:
         tids = os.listdir("/proc/%d/task" % pid)
@@ -287,7 +289,7 @@ def thread_cpu(pid):
         try:
             with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[int(tid)] = (int(fields[11]) + int(fields[12])) / brokers.CLK_TCK
+            out[int(tid)] = (int(fields[12]) + (0 if kernel_only else int(fields[11]))) / brokers.CLK_TCK
         except (OSError, IndexError, ValueError):
             pass
     return out
@@ -333,6 +335,8 @@ def main():
     ap.add_argument("--sync-off-loop", action="store_true",
                     help="the store commits in the event loop with NORMAL and syncs the WAL in a thread "
                          "(store.SYNC_OFF_LOOP, off by default)")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"),
+                    help="the proxy's event loop (its --loop); default: its own choice")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -348,6 +352,8 @@ def main():
                os.path.join(tmp, "data"), "--listen", "127.0.0.1:%d" % port]
         if not args.secure:
             cmd.append("--insecure")
+        if args.loop:
+            cmd += ["--loop", args.loop]
         proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             brokers.wait_port(port)
@@ -381,9 +387,10 @@ def main():
             proc.wait(60)
         n = args.messages
         print(table.render("Proxy CPU per message by thread over the run (%s, %s %d -> %d, %d messages, %.0f msg/s; "
-                           "load generators %.1f us/msg)" % (
+                           "load generators %.1f us/msg; event loop %s; load average %.1f)" % (
                                os.path.relpath(root), "Noise" if args.secure else "plaintext", args.pairs,
-                               args.pairs, n, rate, 1e6 * gen_cpu / n),
+                               args.pairs, n, rate, 1e6 * gen_cpu / n, args.loop or "default",
+                               os.getloadavg()[0]),
                            ("thread", "CPU s", "us/msg", "waiting for a CPU s"),
                            [("event loop" if tid == proc.pid else "thread %d (store writer, checkpoints)" % tid,
                              c, 1e6 * c / n, w) for tid, c, w in threads if c > 0 or tid == proc.pid] +

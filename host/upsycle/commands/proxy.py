@@ -41,6 +41,8 @@ def register(sub):
     p.add_argument("--ble-medium", metavar="HOST:PORT",
                    help="with --ble: use the virtual BLE medium (`upsycle ble medium`) instead of BlueZ")
     p.add_argument("--ble-group", metavar="NAME", help="with --ble-medium: the proxy's range group")
+    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"],
+                   help="event loop: auto (default: uvloop where installed, else asyncio's), uvloop or asyncio")
     p.add_argument("--proxy", default="127.0.0.1:7883", help="for status and peers: the proxy's HOST:PORT")
     p.add_argument("--json", action="store_true", help="for status: print JSON")
     p.set_defaults(func=run)
@@ -81,11 +83,14 @@ def build_config(args):
         c.lan_discovery = args.lan_discovery
     if args.blip is not None:
         c.blip_epsilon = args.blip
+    if args.loop:
+        c.event_loop = args.loop
     c.check()
     return c
 
 
 def run(args):
+    from upsycle.proxy import event_loop
     from upsycle.proxy.config import ConfigError
     if args.action == "status":
         return status(args)
@@ -93,10 +98,11 @@ def run(args):
         return peers(args)
     try:
         config = build_config(args)
-    except ConfigError as e:
+        factory, _, why = event_loop.choose(config.event_loop)
+    except (ConfigError, event_loop.EventLoopError) as e:
         print("upsycle proxy: %s" % e, file=sys.stderr)
         return 2
-    return asyncio.run(_serve(config))
+    return event_loop.run(_serve(config, why), factory)
 
 
 def _start_failure(e, config):
@@ -115,9 +121,17 @@ def _start_failure(e, config):
     return "listen", "cannot listen on %s: %s" % (config.listen, e)
 
 
-async def _serve(config):
+async def _serve(config, loop_why=""):
+    from upsycle.proxy.event_loop import name_of
     from upsycle.proxy.server import BleUnavailable, Proxy, StorageError
     from upsycle.identity import IdentityError
+    # Once per start: the loop running, and why it is not uvloop if it is not
+    # (not installed on this platform, or asked for).
+    running = name_of(asyncio.get_running_loop())
+    if loop_why:
+        log.info("event=event_loop loop=%s detail=\"%s\"", running, loop_why.replace('"', "'"))
+    else:
+        log.info("event=event_loop loop=%s", running)
     proxy = Proxy(config)
     # Handlers go in before start() opens the port: a SIGTERM that arrives
     # as soon as the port answers must still end in a clean shutdown (exit 0,

@@ -11,6 +11,7 @@ Example (every key optional; these are the defaults)::
     ble = false                    # true: also serve boards over Bluetooth LE (bleak, BlueZ)
     ble_medium = ""                # "HOST:PORT": the virtual BLE medium instead of BlueZ (tests)
     ble_group = "default"          # the proxy's range group on the virtual medium
+    event_loop = "auto"            # "auto": uvloop where installed, else asyncio's; "uvloop", "asyncio": only that
 
     # Federation with other proxies (docs/federation.md)
     peers = []                     # ["HOST:PORT", "HOST:PORT@HEXKEY", ...]: proxies to link with
@@ -158,11 +159,17 @@ class Config:
         self.ble = False
         self.ble_medium = ""
         self.ble_group = "default"
+        # The asyncio event loop (upsycle/proxy/event_loop.py): uvloop when
+        # it is installed, the standard one otherwise.
+        self.event_loop = "auto"
 
     def check(self):
         """Raise ConfigError for limits that would let one address lock out the
         others, and for federation settings that cannot work."""
         _check_limits(self.limits)
+        from upsycle.proxy.event_loop import LOOP_CHOICES
+        if self.event_loop not in LOOP_CHOICES:
+            raise ConfigError("event_loop must be one of %s, got %r" % (", ".join(LOOP_CHOICES), self.event_loop))
         if self.peer_policy not in ("listed", "open"):
             raise ConfigError("peer_policy must be \"listed\" or \"open\", got %r" % (self.peer_policy,))
         from upsycle.proxy.peers import parse_peer
@@ -238,6 +245,8 @@ class Config:
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v <= 64):
                 raise ConfigError("blip_epsilon must be a number in 0..64, got %r" % (v,))
             c.blip_epsilon = float(v)
+        if "event_loop" in raw:
+            c.event_loop = str(raw.pop("event_loop"))
         if "lan_discovery" in raw:
             c.lan_discovery = str(raw.pop("lan_discovery"))
         ret = raw.pop("retention", {})

@@ -5,6 +5,7 @@ import asyncio
 import time
 
 from shared_protocol.wire import envelope as E
+from upsycle.proxy.event_loop import name_of
 from shared_protocol.wire import framing
 from shared_protocol.session import messages  # noqa: F401 (registers the message types)
 
@@ -67,6 +68,7 @@ def report(proxy):
         "hinted_handshakes": proxy.hinted_handshakes,
         "federation": proxy.fed.status(),
         "ble": proxy.ble.status() if proxy.ble is not None else "off",
+        "event_loop": name_of(asyncio.get_running_loop()),
     }
     # The answer is one frame (framing's 4 KB): the peer and ring lists
     # are cut to fit (`upsycle proxy peers` shows the first of them).
