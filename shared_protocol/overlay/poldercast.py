@@ -25,6 +25,16 @@ from shared_protocol.overlay.dissemination import Delivery
 # Profiles of peers remembered (the last ones learned, views or not): the
 # source of VICINITY's candidates for rare topics (_memory). 256 x ~90 bytes.
 PROFILE_CACHE_MAX = 256
+# Profiles with a needy filter (the peer has a topic without ring
+# neighbours) are remembered apart, in a queue of their own, so the ~40
+# profiles a proxy learns per period do not push them out within a few
+# periods: at 10,000 proxies a rare topic's 2-4 subscribers were remembered
+# by ~1% of the proxies at any time and went 100 periods without meeting.
+# A proxy stays needy only while a topic of its has no ring neighbour, so
+# in a converged overlay these are the subscribers of rare topics (and of
+# topics nobody else has): a few per cent of the proxies. 64 x ~90 bytes
+# (docs/overlay.md, "Rare topics").
+NEEDY_CACHE_MAX = 64
 # Age given to remembered candidates: older than any view entry of a live
 # peer, so a view entry wins a tie.
 MEMORY_AGE = 1000
@@ -52,9 +62,14 @@ class PolderCast:
                  vicinity_view=vicinity.DEFAULT_VIEW, vicinity_gossip=vicinity.DEFAULT_GOSSIP,
                  bits=DEFAULT_BITS, hashes=DEFAULT_HASHES, blip_milli=0,
                  urps_memory=urps.DEFAULT_MEMORY, use_urps=True, ring_max_age=rings.DEFAULT_MAX_AGE,
-                 reply_timeout=DEFAULT_REPLY_TIMEOUT_MS, seen=dissemination.DEFAULT_SEEN, probe_stale=True):
+                 reply_timeout=DEFAULT_REPLY_TIMEOUT_MS, seen=dissemination.DEFAULT_SEEN, probe_stale=True,
+                 profile_cache=PROFILE_CACHE_MAX, needy_cache=NEEDY_CACHE_MAX):
         node_id = ids.proxy_id(static_key)
         common.check_config_peer(node_id, addr)
+        if not (1 <= profile_cache <= PROFILE_CACHE_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "profile memory must be 1..%d" % PROFILE_CACHE_MAX)
+        if not (0 <= needy_cache <= NEEDY_CACHE_MAX):
+            raise OverlayConfigError(common.E_CONFIG, "needy profile memory must be 0..%d" % NEEDY_CACHE_MAX)
         self.id = node_id
         self.addr = addr
         self.rng = rng
@@ -68,9 +83,17 @@ class PolderCast:
         # Rings.probe each period (False: the decisions of runs before it)
         self.probe_stale = probe_stale
         self._profiles = {}     # peer id -> [f, n, pbytes, addr]
-        self._prof_order = []   # ids, least recently learned first
+        self._prof_order = []   # ids of non-needy profiles, least recently learned first
         self._prof_f = []       # their filters, same order (for _memory's scan)
+        self._need_order = []   # ids of needy profiles (n != 0), least recently learned first
+        self._need_f = []       # their filters and needy filters, same order
+        self._need_n = []
         self._prof_ver = 0
+        self._need_ver = 0
+        self._wanted_key = None
+        self._wanted_val = None
+        self.profile_cache = profile_cache
+        self.needy_cache = needy_cache
         self._pool_key = None
         self._pool_val = None
         self._rp = {}           # topic -> random_pool's cache (see there)
@@ -134,30 +157,79 @@ class PolderCast:
         self._pool_val = out
         return out
 
-    def _memory(self, target_n, exclude, limit):
-        """Up to ``limit`` remembered peers (profile cache, beyond the
-        views) that have the target's needy topics, as VICINITY candidates:
-        the views alone show a proxy only ~40 peers per exchange, too few to
-        find the other 2 or 3 subscribers of a rare topic among thousands."""
-        if not target_n:
-            return []
-        prof = self._profiles
+    def _memory(self, target_f, target_n, exclude, limit):
+        """Up to ``limit`` remembered peers (profile memory, beyond the
+        views) for a VICINITY target with filter ``target_f`` and needy
+        filter ``target_n``: first peers that have the target's needy
+        topics (most needy bits shared first), then needy peers that need
+        a topic the target has (its filter has their needy bits). The
+        views alone show a proxy only ~40 peers per exchange, too few to
+        find the other 2 or 3 subscribers of a rare topic among thousands;
+        the second kind lets a rare topic's last subscriber reach a ring
+        whose members are no longer needy themselves."""
         k = self.subs.hashes
-        order = self._prof_order
-        fl = self._prof_f
         pc = popcount
-        # One pass over the filters alone (a comprehension), then the few hits.
-        hits = [x for x in range(len(fl)) if pc(fl[x] & target_n) >= k]
-        if not hits:
-            return []
-        # (-shared bits, slot): a total order, the same on every interpreter
-        hits = [(-pc(fl[x] & target_n), x) for x in hits if order[x] not in exclude]
-        hits.sort()
         out = []
-        for h in hits[:limit]:
-            i = order[h[1]]
-            p = prof[i]
-            out.append([i, p[3], MEMORY_AGE, p[0], p[1], p[2]])
+        if target_n:
+            fl = self._prof_f
+            nf = self._need_f
+            # One pass over the filters alone (a comprehension), then the
+            # few hits. (-shared bits, slot): a total order, the same on
+            # every interpreter; needy slots after the others'.
+            hits = [x for x in range(len(fl)) if pc(fl[x] & target_n) >= k]
+            hits += [x + PROFILE_CACHE_MAX for x in range(len(nf)) if pc(nf[x] & target_n) >= k]
+            if hits:
+                order = self._prof_order
+                need = self._need_order
+                keyed = []
+                for x in hits:
+                    i = order[x] if x < PROFILE_CACHE_MAX else need[x - PROFILE_CACHE_MAX]
+                    if i not in exclude:
+                        f = fl[x] if x < PROFILE_CACHE_MAX else nf[x - PROFILE_CACHE_MAX]
+                        keyed.append((-pc(f & target_n), x, i))
+                keyed.sort()
+                for h in keyed[:limit]:
+                    out.append(self._mem_entry(h[2]))
+        if len(out) < limit and target_f:
+            nn = self._need_n
+            hits = [x for x in range(len(nn)) if pc(nn[x] & target_f) >= k]
+            if hits:
+                need = self._need_order
+                taken = [e[0] for e in out]
+                # the most recently learned first: an older one is more
+                # likely to have found its ring since
+                for x in reversed(hits):
+                    i = need[x]
+                    if i not in exclude and i not in taken:
+                        out.append(self._mem_entry(i))
+                        if len(out) >= limit:
+                            break
+        return out
+
+    def _mem_entry(self, i):
+        p = self._profiles[i]
+        return [i, p[3], MEMORY_AGE, p[0], p[1], p[2]]
+
+    def _wanted(self, me):
+        """Remembered needy peers that Rings' discovery should weigh (with
+        the views' entries): those needing a topic this proxy has (its
+        filter has their needy bits), and those having one of this proxy's
+        needy topics. Without them a ring whose members all have their
+        neighbours never looks for a late subscriber of its topic, which
+        VICINITY (ranking by similarity to the proxy itself) may not keep
+        in view. Cached on the needy memory's version and the profile."""
+        key = (self._need_ver, me[0], me[1])
+        if key == self._wanted_key:
+            return self._wanted_val
+        f, n = me[0], me[1]
+        k = self.subs.hashes
+        pc = popcount
+        nf = self._need_f
+        nn = self._need_n
+        out = [self._mem_entry(self._need_order[x]) for x in range(len(nn))
+               if pc(nn[x] & f) >= k or (n and pc(nf[x] & n) >= k)]
+        self._wanted_key = key
+        self._wanted_val = out
         return out
 
     def _learn(self, peer_id, pbytes, addr):
@@ -166,17 +238,51 @@ class PolderCast:
         if p is not None and p[2] == pbytes:
             return
         f, n = common.split_profile(pbytes, self.bits)
-        order = self._prof_order
-        if p is None:
+        needy = n != 0 and self.needy_cache > 0
+        if p is not None:
+            was = p[1] != 0 and self.needy_cache > 0
+            if was == needy:
+                # Same queue: updated in place (its learning order stays).
+                if needy:
+                    x = self._need_order.index(peer_id)
+                    self._need_f[x] = f
+                    self._need_n[x] = n
+                    self._need_ver += 1
+                else:
+                    self._prof_f[self._prof_order.index(peer_id)] = f
+                prof[peer_id] = [f, n, pbytes, addr]
+                self._prof_ver += 1
+                return
+            self._forget_profile(peer_id, was)
+        if needy:
+            order = self._need_order
+            order.append(peer_id)
+            self._need_f.append(f)
+            self._need_n.append(n)
+            if len(order) > self.needy_cache:
+                self._forget_profile(order[0], True)
+            self._need_ver += 1
+        else:
+            order = self._prof_order
             order.append(peer_id)
             self._prof_f.append(f)
-            if len(order) > PROFILE_CACHE_MAX:
-                del prof[order.pop(0)]
-                self._prof_f.pop(0)
-        else:
-            self._prof_f[order.index(peer_id)] = f
+            if len(order) > self.profile_cache:
+                self._forget_profile(order[0], False)
         prof[peer_id] = [f, n, pbytes, addr]
         self._prof_ver += 1
+
+    def _forget_profile(self, peer_id, needy):
+        if needy:
+            x = self._need_order.index(peer_id)
+            self._need_order.pop(x)
+            self._need_f.pop(x)
+            self._need_n.pop(x)
+            self._need_ver += 1
+        else:
+            x = self._prof_order.index(peer_id)
+            self._prof_order.pop(x)
+            self._prof_f.pop(x)
+        del self._profiles[peer_id]
 
     # --- the protocol ----------------------------------------------------
 
@@ -193,7 +299,7 @@ class PolderCast:
         o = self.vicinity.tick(now, me, pool, fallback, self._memory)
         if o is not None:
             out.append(o)
-        o = self.rings.tick(now, me[0], self.vicinity.entries() + pool)
+        o = self.rings.tick(now, me[0], self.vicinity.entries() + pool + self._wanted(me))
         if o is not None:
             out.append(o)
         out.extend(self.rings.introduce(now, me[0]))

@@ -37,9 +37,13 @@ VIEW_MAX = 50
 DEFAULT_GOSSIP = 8
 GOSSIP_MAX = 8
 PENDING_MAX = 4
-# Remembered peers (beyond the views) offered per exchange for the target's
-# needy topics: a handful is enough to introduce the few subscribers of a
-# rare topic, and keeps the rest of the gossip the views' own.
+# Remembered peers (beyond the views) offered per exchange: for the target's
+# needy topics, or needy peers needing one of the target's topics. A handful
+# is enough to introduce the few subscribers of a rare topic, and keeps the
+# rest of the gossip the views' own. They take gossip slots of their own
+# (ahead of the ranked candidates): a needy peer offered to a proxy whose
+# rings are complete would rank below the proxy's similar peers and never
+# be sent.
 MEMORY_CANDIDATES = 3
 # Candidates ranked at once (rank packs the index in 8 bits): view, CYCLON
 # pool, received entries and remembered peers together stay far below.
@@ -171,9 +175,10 @@ class Vicinity:
         profile; ``pool``: CYCLON view entries with known profiles, as
         [id, addr, age, f, n, pbytes]; ``fallback``: (id, addr) of CYCLON
         peers whose profile is not known yet, contacted only when the view
-        and the pool are empty (start-up); ``memory(needy, exclude, k)``:
-        up to k more candidates with a target's needy topics (the node's
-        profile memory). Returns Outgoing or None."""
+        and the pool are empty (start-up); ``memory(f, needy, exclude, k)``:
+        up to k more entries for a target of filter f and needy filter
+        needy (the node's profile memory), sent ahead of the ranked
+        candidates. Returns Outgoing or None."""
         self.expire(now)
         self._clock += 1
         if len(self._pending) >= PENDING_MAX:
@@ -194,8 +199,7 @@ class Vicinity:
             if not free:
                 return None
             t = free[self.rng.next64() % len(free)]
-        cands = self._candidates(pool, t[0], memory, t[4])
-        send = rank(cands, t[3], t[4], self.gossip_len - 1, self.rng)
+        send = self._choose(pool, t, memory)
         nonce = self.rng.next64() & 0xFFFFFFFF
         self._pending.append([nonce, t[0], now + self.reply_timeout])
         return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
@@ -211,8 +215,7 @@ class Vicinity:
             if p[0] == self.id:
                 raise OverlayError(common.E_SELF, "a VICINITY request carries this proxy's id as sender")
             self.expire(now)
-            cands = self._candidates(pool, p[0], memory, p[4])
-            send = rank(cands, p[3], p[4], self.gossip_len - 1, self.rng)
+            send = self._choose(pool, p, memory)
             out = Outgoing(p[0], p[1], envelope.Message(REPLY, [nonce, self._wire(send, me)]))
             self._merge(got, pool, me)
             return out
@@ -244,10 +247,22 @@ class Vicinity:
             out.append([c[0], c[1], c[2] if c[2] < common.AGE_MAX else common.AGE_MAX, c[5]])
         return out
 
-    def _candidates(self, pool, exclude, memory=None, needy=0):
-        """View + CYCLON pool (+ remembered peers with the target's needy
-        topics) as [id, addr, age, f, n, pbytes], without ``exclude`` (the
-        target: it knows itself) and duplicates."""
+    def _choose(self, pool, t, memory):
+        """The gossip_len - 1 entries to send to target entry t: remembered
+        peers for it first (MEMORY_CANDIDATES at most), then the view and
+        CYCLON pool entries closest to it."""
+        cands, seen = self._candidates(pool, t[0])
+        # one ranked slot at least (gossip_len can be 2)
+        k = self.gossip_len - 2
+        if k > MEMORY_CANDIDATES:
+            k = MEMORY_CANDIDATES
+        mem = memory(t[3], t[4], seen, k) if memory is not None and k > 0 else []
+        return mem + rank(cands, t[3], t[4], self.gossip_len - 1 - len(mem), self.rng)
+
+    def _candidates(self, pool, exclude):
+        """View + CYCLON pool as [id, addr, age, f, n, pbytes], without
+        ``exclude`` (the target: it knows itself) and duplicates; and the
+        ids taken (with the target)."""
         c = self._clock
         out = []
         seen = {exclude: 1}
@@ -259,10 +274,7 @@ class Vicinity:
             if e[0] not in seen:
                 seen[e[0]] = 1
                 out.append(e)
-        if memory is not None and needy:
-            for e in memory(needy, seen, MEMORY_CANDIDATES):
-                out.append(e)
-        return out
+        return out, seen
 
     def _merge(self, got, pool, me):
         """Keep the view_size entries of view + received + pool most similar

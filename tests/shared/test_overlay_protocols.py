@@ -608,6 +608,70 @@ def test_vicinity_introduces_remembered_peers_of_a_rare_topic():
     assert holder not in [e[0] for e in out.message.values[1]]
 
 
+def test_needy_profiles_outlast_a_full_profile_memory():
+    # The profile memory was one first-in first-out queue: ~40 profiles
+    # learned per period pushed a rare topic's needy subscriber out within
+    # a few periods, so at 10,000 proxies ~1% of them remembered it at any
+    # time and its partner never met it in 100 periods. Needy profiles have
+    # a queue of their own (NEEDY_CACHE_MAX), each queue bounded.
+    from shared_protocol.overlay import poldercast
+    rare = topic("rare")
+    common_t = topic("common")
+    node = PolderCast(b"key-7", ADDR, Rng(8), topics=[common_t])
+    lonely = pid(4321)
+    node._learn(lonely, prof([common_t, rare], needy=[rare])[2], b"addr-4321")
+    for i in range(poldercast.PROFILE_CACHE_MAX + 10):
+        node._learn(pid(10000 + i), prof([common_t])[2], ADDR)
+    assert lonely in node._profiles
+    asker = [pid(99), ADDR, 0, prof([common_t, rare], needy=[rare])[2]]
+    out = node.handle(envelope.Message(vicinity.REQUEST, [5, [asker]]), 0)[0]
+    assert (lonely, b"addr-4321") in [(e[0], e[1]) for e in out.message.values[1]]
+    for i in range(poldercast.NEEDY_CACHE_MAX + 10):
+        node._learn(pid(20000 + i), prof([common_t], needy=[common_t])[2], ADDR)
+    assert lonely not in node._profiles
+    assert len(node._need_order) == poldercast.NEEDY_CACHE_MAX
+    assert len(node._prof_order) == poldercast.PROFILE_CACHE_MAX
+    assert len(node._profiles) == poldercast.PROFILE_CACHE_MAX + poldercast.NEEDY_CACHE_MAX
+    # a needy peer that found its rings moves to the ordinary queue
+    p = pid(20000 + poldercast.NEEDY_CACHE_MAX + 9)
+    node._learn(p, prof([common_t])[2], ADDR)
+    assert p in node._prof_order and p not in node._need_order
+    assert len(node._need_order) == poldercast.NEEDY_CACHE_MAX - 1
+    raises(common.OverlayConfigError, PolderCast, b"key-8", ADDR, Rng(1), needy_cache=poldercast.NEEDY_CACHE_MAX + 1)
+    raises(common.OverlayConfigError, PolderCast, b"key-8", ADDR, Rng(1), profile_cache=0)
+
+
+def test_a_complete_ring_meets_a_late_needy_subscriber():
+    # A topic's 4th subscriber that missed the ring its 3 others had
+    # formed stayed alone for 100 periods at 10,000 proxies: the 3, their
+    # rings complete, asked VICINITY for nobody, and VICINITY ranks peers
+    # by similarity to the proxy itself, so one sharing a single rare topic
+    # rarely stays in view. A remembered needy peer is offered to a proxy
+    # that has its needy topics (even one needing nothing), in a gossip slot
+    # of its own, and Rings' discovery weighs it.
+    rare = topic("rare")
+    common_t = topic("common")
+    late = pid(777)
+    late_p = prof([common_t, rare], needy=[rare])[2]
+    node = PolderCast(b"key-9", ADDR, Rng(9), topics=[common_t])
+    node._learn(late, late_p, b"addr-777")
+    calm = [pid(98), ADDR, 0, prof([common_t, rare])[2]]
+    out = node.handle(envelope.Message(vicinity.REQUEST, [6, [calm]]), 0)[0]
+    sent = [e[0] for e in out.message.values[1]]
+    assert late in sent
+    # ... and a ring member that remembers it asks it for a Rings exchange
+    member = PolderCast(b"key-10", ADDR, Rng(10), topics=[rare])
+    me = ids.pos(member.id)
+    s1, s2 = pid((me + 1000) % ids.RING), pid((me + 2000) % ids.RING)
+    member.rings._absorb(s1, ADDR, [[rare, [[s2, ADDR, 0]]]])
+    member.rings._absorb(s2, ADDR, [[rare, [[s1, ADDR, 0]]]])
+    assert member.rings.needy() == [] and member.profile()[1] == 0
+    near = pid((me + 500) % ids.RING)
+    member._learn(near, late_p, b"addr-near")
+    asked = [o.peer_id for o in member.tick(0) if o.message.type is rings.REQUEST]
+    assert near in asked, asked
+
+
 # --- rings after a partition ------------------------------------------------
 
 def _period(nodes, by, now, split):

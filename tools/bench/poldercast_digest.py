@@ -53,6 +53,7 @@ def node_state(n):
     out.append(n.rng._s)
     out.append((n.diss.duplicates, n.diss.delivered, len(n.diss.seen)))
     out.append(repr(n._prof_order))
+    out.append(repr(n._need_order))
     if n.urps is not None:
         u = n.urps
         out.append(repr((u._ids, u._est, [list(r) for r in u.sketch._rows])))
