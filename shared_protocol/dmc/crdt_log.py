@@ -37,9 +37,10 @@ class TimeLog:
     arrays, authors as a 1-byte index into ``who``, and each value as its
     canonical CBOR encoding, one after the other in one bytearray
     (``vals``, their lengths in ``lens``). A 200-reading log of
-    temperatures holds some 16 bytes a reading; with each value a boxed
-    float in a list it held 42 on the 32-bit unix MicroPython, 8.4 KB a
-    topic (tools/bench/bench_rig.py, docs/node.md). Retention cuts the
+    temperatures holds some 20 bytes a reading on the 32-bit unix
+    MicroPython with double floats (16 with a board's single floats); with
+    each value a boxed float in a list it held 42 there, 8.4 KB a topic
+    (docs/node.md, "A node that keeps running"). Retention cuts the
     oldest readings in place (slice assignment moves the rest down), so a
     full log's next reading allocates nothing the size of a column.
     Values are decoded when read (``entries``, ``readings``); a save
