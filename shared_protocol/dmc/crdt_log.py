@@ -47,7 +47,7 @@ class TimeLog:
     writes their stored bytes as they are (``cbor.Raw``)."""
 
     TYPE = O.T_LOG
-    __slots__ = ("ts", "ix", "seqs", "lens", "vals", "who", "keep", "age", "_at")
+    __slots__ = ("ts", "ix", "seqs", "lens", "vals", "who", "keep", "age")
 
     def __init__(self, keep=200, age=0):
         self.keep = keep
@@ -62,7 +62,6 @@ class TimeLog:
         self.lens = array("H")
         self.vals = bytearray()
         self.who = []
-        self._at = None
         if _RESERVE:
             self._reserve()
         for r in rows:
@@ -159,56 +158,39 @@ class TimeLog:
             self.lens[0:drop] = _NO_H
 
     def apply(self, op):
-        enc = cbor.encode(op[7])
-        if len(enc) > VALUE_MAX:   # cannot be: the whole op is at most OP_MAX
-            raise errors.OpError(errors.OVERSIZE, "log value of %d bytes" % len(enc))
-        self._insert(op[6], op[0], op[1], enc)
+        # at most VALUE_MAX: the whole op is at most OP_MAX (ops.decode)
+        self._insert(op[6], op[0], op[1], cbor.encode(op[7]))
         self._trim()
+
+    def _slices(self):
+        """(index, its value's stored bytes) of every reading, in order."""
+        o = 0
+        lens = self.lens
+        for i in range(len(lens)):
+            n = lens[i]
+            yield i, self.vals[o:o + n]
+            o += n
 
     def _encoded(self):
         """[(t, author, seq, value encoding)], in order."""
-        out = []
-        o = 0
-        for i in range(len(self.ts)):
-            n = self.lens[i]
-            out.append((self.ts[i], self.who[self.ix[i]], self.seqs[i], bytes(self.vals[o:o + n])))
-            o += n
-        return out
+        return [(self.ts[i], self.who[self.ix[i]], self.seqs[i], bytes(v)) for i, v in self._slices()]
 
     def entries(self):
         """[(t, author, seq, value)], in order."""
-        out = []
-        o = 0
-        for i in range(len(self.ts)):
-            n = self.lens[i]
-            out.append((self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.decode(self.vals[o:o + n])))
-            o += n
-        return out
+        return [(self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.decode(v)) for i, v in self._slices()]
 
     def readings(self):
-        out = []
-        o = 0
-        for i in range(len(self.ts)):
-            n = self.lens[i]
-            out.append((self.ts[i], cbor.decode(self.vals[o:o + n])))
-            o += n
-        return out
+        return [(self.ts[i], cbor.decode(v)) for i, v in self._slices()]
 
     def to_value(self):
         # [[t, author, seq, value], ...], each reading made as it is
         # encoded (cbor.Lazy) with its value's stored bytes: a save never
         # holds the log a second time
-        self._at = (0, 0)
-        return cbor.Lazy(len(self.ts), self._row)
+        return cbor.Lazy(len(self.ts), self._rows)
 
-    def _row(self, i):
-        at = self._at
-        # rows are asked for in order: the offset of row i is where the
-        # last one ended (any other order walks from the start)
-        o = at[1] if at is not None and at[0] == i else self._offset(i)
-        n = self.lens[i]
-        self._at = (i + 1, o + n)
-        return (self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.Raw(self.vals[o:o + n]))
+    def _rows(self):
+        for i, v in self._slices():
+            yield (self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.Raw(v))
 
     @classmethod
     def from_value(cls, v, cfg, intern, vv):

@@ -268,9 +268,14 @@ def _encode(out, v, depth):
         if depth >= DEPTH_MAX:
             raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
         _head(out, 4, v.n)
-        item = v.item
-        for i in range(v.n):
-            _encode(out, item(i), depth + 1)
+        k = 0
+        for item in v.items():
+            k += 1
+            if k > v.n:
+                break
+            _encode(out, item, depth + 1)
+        if k != v.n:
+            raise _error("EncodeError")("lazy", "a lazy array of %d items gave %d" % (v.n, k))
     elif isinstance(v, dict):
         if depth >= DEPTH_MAX:
             raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
@@ -291,17 +296,19 @@ def _encode(out, v, depth):
 
 
 class Lazy:
-    """An array encoded without being built: ``n`` items, ``item(i)`` makes
-    the i-th one as it is written, and it is garbage once written. A
+    """An array encoded without being built: ``items()`` returns a fresh
+    iterator (e.g. a generator) that makes its ``n`` items one at a time as
+    they are written, each garbage once written; the value may be encoded
+    more than once (a count other than ``n`` is an EncodeError). A
     board's replica file holds logs of up to 200 readings (firmware/topic.py
     LOG_KEEP); built first as a list of per-reading arrays, each save held
     some 7 KB per log at once, the largest transient of a long-running node
     (tools/bench/bench_rig.py --readings 150). Encodes exactly as the list
-    [item(0), ..., item(n - 1)] does."""
+    of its items does."""
 
-    def __init__(self, n, item):
+    def __init__(self, n, items):
         self.n = n
-        self.item = item
+        self.items = items
 
 
 class Raw:

@@ -213,19 +213,27 @@ def test_a_lazy_array_encodes_exactly_as_the_list_of_its_items():
     rows = [(1700000000 + i, b"\x01\x02\x03\x04", i + 1, 21.5 + i) for i in range(30)]
     made = []
 
-    def item(i):
-        made.append(i)
-        return rows[i]
-    value = [1, {"log": cbor.Lazy(len(rows), item)}, cbor.Lazy(0, item)]
+    def items(n):
+        for i in range(n):
+            made.append(i)
+            yield rows[i]
+    value = [1, {"log": cbor.Lazy(len(rows), lambda: items(len(rows)))}, cbor.Lazy(0, lambda: items(0))]
     assert cbor.encode(value) == cbor.encode([1, {"log": rows}, []])
     assert made == list(range(30))   # each item made once, in order, as it is written
+    assert cbor.encode(value) == cbor.encode([1, {"log": rows}, []])   # and again
+    # an iterator that gives more or fewer items than it says is refused
+    for n, have in ((3, 2), (2, 3)):
+        e = raises(cbor.EncodeError, cbor.encode, cbor.Lazy(n, lambda: items(have)))
+        assert e.code == "lazy"
     assert cbor.decode(cbor.encode(value))[1]["log"][29] == [1700000029, b"\x01\x02\x03\x04", 30, 50.5]
     # its items count against the nesting limit like a list's
-    deep = cbor.Lazy(1, lambda i: [0])
-    for _ in range(cbor.DEPTH_MAX - 2):
-        deep = [deep]
-    cbor.encode(deep)
-    assert raises(cbor.EncodeError, cbor.encode, [deep]).code == cbor.DEPTH
+    def deep(levels):
+        v = cbor.Lazy(1, lambda: iter([[0]]))
+        for _ in range(levels):
+            v = [v]
+        return v
+    cbor.encode(deep(cbor.DEPTH_MAX - 2))
+    assert raises(cbor.EncodeError, cbor.encode, deep(cbor.DEPTH_MAX - 1)).code == cbor.DEPTH
 
 
 def test_a_reader_takes_items_one_at_a_time_with_decodes_checks():

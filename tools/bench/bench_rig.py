@@ -34,6 +34,7 @@ the proxy, and heard the other on the LAN, with no MemoryError or safe mode.
    build at import).
 """
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -202,7 +203,6 @@ class Scenario:
         # phase 0: `readings` from fresh flash; phase 1 (with reboot): the
         # same nodes restarted on their flash, `reboot` readings more
         self.phases = [readings] + ([readings + reboot] if reboot else [])
-        import json
         self.cfgs = []
         made = []
         for i in range(2):
