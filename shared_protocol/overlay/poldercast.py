@@ -299,7 +299,7 @@ class PolderCast:
         o = self.vicinity.tick(now, me, pool, fallback, self._memory)
         if o is not None:
             out.append(o)
-        o = self.rings.tick(now, me[0], self.vicinity.entries() + pool + self._wanted(me))
+        o = self.rings.tick(now, me[0], self.vicinity.entries() + pool, lambda: self._wanted(me))
         if o is not None:
             out.append(o)
         out.extend(self.rings.introduce(now, me[0]))

@@ -277,9 +277,12 @@ class Rings:
 
     # --- the protocol ----------------------------------------------------
 
-    def tick(self, now, my_filter, cands):
+    def tick(self, now, my_filter, cands, more=None):
         """Start this period's exchange. ``cands``: VICINITY and CYCLON
-        entries [id, addr, age, f, n, pbytes] (discovery partners).
+        entries [id, addr, age, f, n, pbytes] (discovery partners);
+        ``more``: None or a function returning more such entries, called
+        only in a period that runs a discovery (the caller's remembered
+        peers cost a scan to list, and most periods need none).
         Returns Outgoing or None."""
         self.expire(now)
         self._clock += 1
@@ -309,10 +312,15 @@ class Rings:
                 break
         disc = None
         gain = 0
+        if more is not None:
+            base = cands
+            cands = None
         # A topic nobody else subscribes is an orphan for ever: in the
         # periods between discoveries, look only while the last look found
         # a peer for an orphan (half the discovery scans of such a proxy).
         if clock % REFRESH_EVERY or (orphan and self._orphan_hope):
+            if cands is None:
+                cands = base + more()
             disc, gain = self._discovery(cands, busy)
             self._orphan_hope = gain >= ORPHAN_GAIN
         target = disc if gain >= ORPHAN_GAIN or clock % REFRESH_EVERY else None
@@ -322,6 +330,8 @@ class Rings:
             target = self._oldest(busy)
         if target is None:
             if disc is None:
+                if cands is None:
+                    cands = base + more()
                 disc, gain = self._discovery(cands, busy)
             target = disc
         if target is None:
