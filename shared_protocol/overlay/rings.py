@@ -86,6 +86,13 @@ STALE_AGE = 5
 # Peers removed as dead, remembered so that a neighbour's stale entry for
 # them is not taken back (until they speak to us themselves).
 DEAD_MAX = 64
+# A topic with at most this many known subscribers is small enough that
+# a complete ring of it may be only a part of its subscribers, and its
+# member whose successor wraps stays needy for it (``wraps``): 2 * KEEP,
+# what one exchange names per side. A larger part is found by VICINITY's
+# own ranking (its members share a topic with many proxies), and every
+# topic of 2 to 8 subscribers costs one needy proxy per part.
+RARE_KNOWN_MAX = 2 * KEEP
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # --- wire messages (block "overlay", 96..127) ------------------------------
@@ -216,13 +223,32 @@ class Rings:
         ring = self._ring
         return [t for t in self.topics if len(ring[t].succ) < SIDE]
 
+    def wraps(self):
+        """Small topics (at most RARE_KNOWN_MAX known subscribers) whose
+        first successor wraps around the ring (its id is below this
+        proxy's), sorted. In every part of a topic's subscribers that
+        found each other, exactly one member's successor wraps (the
+        member with the part's highest id): a ring whose slots are all
+        filled cannot tell a whole topic from a part of it, so that member
+        keeps looking for the rest, one searcher per part."""
+        ring = self._ring
+        me = self.pos
+        out = []
+        for t in self.topics:
+            r = ring[t]
+            if r.succ and len(r.kd) <= RARE_KNOWN_MAX and ids.pos(r.succ[0]) < me:
+                out.append(t)
+        return out
+
     def needy_mask(self):
         """Filter bits of the topics VICINITY should find peers for: the
         topics with no ring neighbour at all if there are any (a topic with
         one neighbour completes through Rings exchanges with it), else the
-        topics with an empty slot."""
+        topics with an empty slot, else the small topics whose successor
+        wraps (``wraps``: a complete ring of 3 of a topic's 6 subscribers
+        otherwise looked for nobody)."""
         ring = self._ring
-        ts = [t for t in self.topics if not ring[t].succ] or self.needy()
+        ts = [t for t in self.topics if not ring[t].succ] or self.needy() or self.wraps()
         m = 0
         for t in ts:
             m |= self._masks[t]

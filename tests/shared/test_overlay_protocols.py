@@ -561,6 +561,14 @@ def test_worst_case_messages_fit_their_limits():
     d = envelope.REGISTRY.encode("rings_req", 0xFFFFFFFF, pid(1), big, b"\xff" * (profile.BITS_MAX // 8),
                                  [item] * rings.RING_TOPICS_MAX)
     assert len(d) <= common.OVERLAY_FRAME_MAX, len(d)
+    # a shuffle with its needy profiles passed on: one datagram at the
+    # defaults (8 entries, 6-byte addresses), one frame at the limits
+    from shared_protocol.overlay import cyclon, poldercast
+    for n, a, limit in ((cyclon.PROXY_SHUFFLE, ADDR, 1200), (cyclon.SHUFFLE_LEN_MAX, big, common.OVERLAY_FRAME_MAX)):
+        ce = [pid(ids.RING - 1), a, common.AGE_MAX]
+        d = envelope.REGISTRY.encode("overlay_shuffle_reply", 0xFFFFFFFF, pid(1), [ce] * n, [p] * n,
+                                     [[pid(2), a, p, common.AGE_MAX]] * poldercast.NEEDY_GOSSIP_MAX)
+        assert len(d) <= limit, (n, len(d))
     d = envelope.REGISTRY.encode("overlay_data", pid(1), b"i" * dissemination.MSG_ID_MAX, pid(2), 255,
                                  b"x" * dissemination.PAYLOAD_MAX)
     assert len(d) <= common.OVERLAY_FRAME_MAX
@@ -670,6 +678,108 @@ def test_a_complete_ring_meets_a_late_needy_subscriber():
     member._learn(near, late_p, b"addr-near")
     asked = [o.peer_id for o in member.tick(0) if o.message.type is rings.REQUEST]
     assert near in asked, asked
+
+
+def test_a_complete_small_ring_keeps_its_member_whose_successor_wraps_needy():
+    # 3 of a topic's 6 subscribers that found each other have every ring
+    # slot filled, like a whole topic of 3: none of them was needy, so the
+    # part looked for nobody and met the other 3 only through CYCLON's
+    # samples (20-30 rounds at 10,000 proxies). In each part exactly one
+    # member's first successor wraps around the ring (the part's highest
+    # id): that member keeps a small topic in its needy filter.
+    rare = topic("rare")
+    m = profile.make_filter([rare], BITS, K)
+    member = PolderCast(b"key-11", ADDR, Rng(11), topics=[rare])
+    me = ids.pos(member.id)
+    up1, up2 = pid((me + 1000) % ids.RING), pid((me + 2000) % ids.RING)
+    member.rings._absorb(up1, ADDR, [[rare, [[up2, ADDR, 0]]]])
+    member.rings._absorb(up2, ADDR, [[rare, [[up1, ADDR, 0]]]])
+    assert member.rings.needy() == [] and member.rings.wraps() == [] and member.profile()[1] == 0
+    top = PolderCast(b"key-12", ADDR, Rng(12), topics=[rare])
+    me = ids.pos(top.id)
+    lo1, lo2 = pid((me - 2000) % ids.RING), pid((me - 1000) % ids.RING)
+    top.rings._absorb(lo1, ADDR, [[rare, [[lo2, ADDR, 0]]]])
+    top.rings._absorb(lo2, ADDR, [[rare, [[lo1, ADDR, 0]]]])
+    assert top.rings.needy() == [] and top.rings.wraps() == [rare]
+    assert top.profile()[1] & m == m
+    # a topic with more known subscribers than one exchange names is not
+    # small: its highest member looks for nobody
+    for k in range(rings.RARE_KNOWN_MAX - 1):
+        top.rings._absorb(pid((me - 3000 - 100 * k) % ids.RING), ADDR, [[rare, []]])
+    assert top.rings.wraps() == [] and top.profile()[1] == 0
+    # topics without a neighbour, then with an empty slot, come first
+    other = topic("other")
+    top.subscribe(other)
+    mo = profile.make_filter([other], BITS, K)
+    assert top.profile()[1] == mo
+
+
+def test_shuffles_pass_on_remembered_needy_profiles():
+    # A needy proxy's profile travelled only with its own CYCLON entries
+    # (~20 at a time): at 5,000 proxies an orphan topic's subscriber was
+    # remembered as needy by 1-4% of the proxies at round 15, and two
+    # subscribers of a 2-proxy topic took up to 60 rounds to meet at
+    # 10,000. Each shuffle and reply now carries the needy profiles its
+    # sender added last (NEEDY_GOSSIP_MAX), each receiver remembering them
+    # and passing them on in turn.
+    from shared_protocol.overlay import poldercast
+    rare = topic("rare")
+    common_t = topic("common")
+    lonely = pid(4321)
+    lonely_p = prof([common_t, rare], needy=[rare])[2]
+    a = PolderCast(b"key-13", ADDR, Rng(13), topics=[common_t])
+    b = PolderCast(b"key-14", ADDR, Rng(14), topics=[common_t])
+    a._learn(lonely, lonely_p, b"addr-4321")
+    for i in range(poldercast.NEEDY_GOSSIP_MAX):
+        a._learn(pid(5000 + i), prof([common_t], needy=[common_t])[2], ADDR)
+    a.add_seed(b.id, b.addr)
+    req = [o for o in a.tick(0) if o.message.type is poldercast.SHUFFLE][0]
+    passed = [x[0] for x in req.message.values[3]]
+    # the newest first, at most NEEDY_GOSSIP_MAX
+    assert passed == [pid(5000 + i) for i in range(poldercast.NEEDY_GOSSIP_MAX - 1, -1, -1)], passed
+    # a peer that became needy again is the newest
+    a2 = PolderCast(b"key-17", ADDR, Rng(17), topics=[common_t])
+    a2._learn(lonely, lonely_p, b"addr-4321")
+    a2._learn(pid(5000), prof([common_t], needy=[common_t])[2], ADDR)
+    a2._learn(lonely, prof([common_t])[2], b"addr-4321")
+    a2._learn(lonely, lonely_p, b"addr-4321")
+    a2.add_seed(b.id, b.addr)
+    req = [o for o in a2.tick(0) if o.message.type is poldercast.SHUFFLE][0]
+    assert req.message.values[3][0] == [lonely, b"addr-4321", lonely_p, 1]
+    rep = b.handle(envelope.Message(poldercast.SHUFFLE, req.message.values), 2000)
+    assert lonely in b._need_order
+    # ... and b passes it on in its reply (newest first)
+    assert rep[0].message.values[4][0][0] == lonely
+    # a copy never replaces a profile the receiver has (it may be older)
+    c = PolderCast(b"key-15", ADDR, Rng(15), topics=[common_t])
+    calm = prof([common_t, rare])[2]
+    c._learn(lonely, calm, b"addr-4321")
+    c.handle(envelope.Message(poldercast.SHUFFLE, req.message.values), 2000)
+    assert c._profiles[lonely][2] == calm and lonely not in c._need_order
+    # a misshaped one: typed error, nothing learned
+    d = PolderCast(b"key-16", ADDR, Rng(16), topics=[common_t])
+    v = list(req.message.values)
+    for bad in ([lonely, b"addr-4321", b"short", 0], [b"x", b"addr-4321", lonely_p, 0],
+                [lonely, b"addr-4321", lonely_p, -1], [lonely, b"addr-4321", lonely_p]):
+        v[3] = [bad]
+        raises(common.OverlayError, d.handle, envelope.Message(poldercast.SHUFFLE, v), 2000)
+    assert d._profiles == {} and len(d.cyclon) == 0
+    # a shuffle without the field (a proxy from before it) is accepted
+    d.handle(envelope.Message(poldercast.SHUFFLE, v[:3]), 2000)
+    assert len(d.cyclon) > 0 and lonely not in d._profiles
+    # a full needy memory forgets the peer heard of least recently (most
+    # proxies needy in the first periods are not any more), and passes on
+    # none heard of more than NEEDY_RUMOUR_AGE_MAX periods ago
+    e = PolderCast(b"key-18", ADDR, Rng(18), topics=[common_t], needy_cache=2)
+    needy_p = prof([common_t], needy=[common_t])[2]
+    e._learn(pid(1), needy_p, ADDR, 0)
+    e._learn(pid(2), needy_p, ADDR, 5)
+    e._learn(pid(3), needy_p, ADDR, 0)
+    assert e._need_order == [pid(1), pid(3)]
+    e._learn(pid(4), needy_p, ADDR, poldercast.NEEDY_RUMOUR_AGE_MAX + 1)
+    e.add_seed(b.id, b.addr)
+    req = [o for o in e.tick(0) if o.message.type is poldercast.SHUFFLE][0]
+    assert [x[0] for x in req.message.values[3]] == [pid(3)], req.message.values[3]
 
 
 # --- rings after a partition ------------------------------------------------
