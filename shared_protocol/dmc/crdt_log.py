@@ -86,6 +86,24 @@ class TimeLog:
         self.vals.extend(bytes(n))
         self.vals[0:n] = b""
 
+    def set_keep(self, keep):
+        """Keep at most ``keep`` readings from now on (a board's retention,
+        firmware/topic.py, lower than the one a stored replica was saved
+        with): the oldest past it are cut, and on MicroPython the columns
+        are made anew with room for ``keep`` readings (a cut keeps a
+        column's room, so the old bound's would stay held)."""
+        self.keep = keep
+        self._trim()
+        if not _RESERVE:
+            return
+        ts, ix, seqs, lens, vals, who = self.ts, self.ix, self.seqs, self.lens, self.vals, self.who
+        self._set(())
+        o = 0
+        for i in range(len(lens)):
+            n = lens[i]
+            self._push(ts[i], who[ix[i]], seqs[i], vals[o:o + n])
+            o += n
+
     def _push(self, t, a, s, enc):
         self.ts.append(t)
         self.ix.append(self._aidx(a))

@@ -160,6 +160,41 @@ def test_log_values_of_every_kind_in_any_arrival_order_read_back_and_encode_alik
     assert z.state_bytes() == x.state_bytes() and z.readings("l") == got
 
 
+def test_a_lower_log_keep_cuts_to_the_newest_readings_and_holds_from_then_on():
+    # A board lowering the retention a stored replica was saved with
+    # (firmware/topic.py LOG_KEEP): it keeps the newest readings, as a
+    # replica made with that bound and fed the same ops does.
+    w = Replica(C, log_keep=20)
+    ops = [w.append("l", 1000 + i, 20.0 + i) for i in range(30)]
+    x = Replica(A, log_keep=20)
+    y = Replica(B, log_keep=8)
+    for o in ops:
+        x.receive(o)
+        y.receive(o)
+    assert len(x.readings("l")) == 20
+    assert x.set_log_keep(8) is True and x.cfg == (8, 0)
+    assert x.readings("l") == y.readings("l") == [(1000 + i, 20.0 + i) for i in range(22, 30)]
+    assert x.obj(O.T_LOG, "l").entries() == y.obj(O.T_LOG, "l").entries()
+    assert x.set_log_keep(8) is False
+    more = [w.append("l", 2000 + i, float(i)) for i in range(5)]
+    for o in more:
+        x.receive(o)
+        y.receive(o)
+    assert x.readings("l") == y.readings("l") and len(x.readings("l")) == 8
+    # stored and restored with the new bound
+    z = Replica.restore_bytes(cbor.encode(x.dump_value()))
+    assert z.cfg == (8, 0) and z.readings("l") == x.readings("l")
+    # a bad bound is refused and changes nothing
+    for bad in (0, 513, "8", None):
+        raises(ReplicaLimitError, x.set_log_keep, bad)
+    assert x.cfg == (8, 0) and len(x.readings("l")) == 8
+    # raised again: the log takes the next readings up to the new bound
+    assert x.set_log_keep(12) is True
+    for i in range(6):
+        x.receive(w.append("l", 3000 + i, 1.5))
+    assert len(x.readings("l")) == 12 and x.readings("l")[-1] == (3005, 1.5)
+
+
 def test_encoding_independent_of_insertion_order():
     ops = []
     w = Replica(C)
