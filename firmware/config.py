@@ -28,6 +28,8 @@ Format 1, a JSON object:
   sleep               optional: {"awake_s": 1..86400, "sleep_s": 1..86400}
   app                 optional: {"readings": 0..READINGS_MAX} (the example app)
   batch               optional: {"readings": 1..groups.wire.BATCH_MAX} (readings per signature)
+  replica             optional: {"log_keep": 1..dmc.crdts.LOG_MAX} (readings kept per log;
+                      firmware/topic.py LOG_KEEP when unset)
 
 Every section is checked here, so `upsycle flash` (which runs this parser
 on the host) refuses a bad config before it writes anything, and the
@@ -224,6 +226,11 @@ def parse(data, platform):
         from shared_protocol.groups.wire import BATCH_MAX
         if not isinstance(batch, dict) or not _int_in(batch.get("readings"), 1, BATCH_MAX):
             _fail("batch", "'batch' must be {\"readings\": 1..%d}" % BATCH_MAX)
+    rep = cfg.get("replica")
+    if rep is not None:
+        from shared_protocol.dmc.crdts import LOG_MAX
+        if not isinstance(rep, dict) or not _int_in(rep.get("log_keep"), 1, LOG_MAX):
+            _fail("replica", "'replica' must be {\"log_keep\": 1..%d}" % LOG_MAX)
     app = cfg.get("app")
     if app is not None:
         if not isinstance(app, dict) or not _int_in(app.get("readings", 0), 0, READINGS_MAX):

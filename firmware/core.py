@@ -21,7 +21,7 @@ from shared_protocol.groups.wire import BATCH_MAX
 
 from firmware import platform
 from firmware.proxy_link import ERRORS_LOGGED_MAX, ProxyLink
-from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, Topic
+from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, LOG_KEEP, Topic
 
 # Bytes of a DMC author id: the node id's first AUTHOR_NODE_BYTES and a
 # random generation per replica (topic.py, "Authors"). Every op carries its
@@ -76,10 +76,11 @@ class Node:
         crypto.set_random_source(platform.random_bytes)
         platform.makedirs(data_dir)
         batch = batch_size(cfg, log)
+        keep = cfg.get("replica", {}).get("log_keep", LOG_KEEP)   # checked by firmware/config.py
         self.topics = []
         for inv in cfg.get("topics", []):
             try:
-                self.topics.append(Topic(inv, self.node_author, data_dir, files, log, None, batch))
+                self.topics.append(Topic(inv, self.node_author, data_dir, files, log, None, batch, keep))
             except UpsycleError as e:
                 log("upsycle: a topic invite is unusable (%s: %s): skipped; re-flash with a fresh invite"
                     % (e.code, e.message))

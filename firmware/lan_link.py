@@ -101,6 +101,8 @@ class LanLink:
             # they go to the lowest free blocks (platform.compact)
             platform.compact()
             out.extend(self.receive(data, _host_port(src), platform.ticks_ms()))
+            data = src = None
+            platform.keep_room()   # for the next read (runtime.read_proxy)
             wdt.feed()
         for addr, data in out:
             try:
@@ -109,8 +111,6 @@ class LanLink:
                 pass
         if out:
             del out[:]   # (the slice object is an allocation: not on an idle turn)
-        if n:
-            platform.keep_room()
 
 
 def _resolve(msgs):

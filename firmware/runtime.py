@@ -228,6 +228,9 @@ def read_proxy(proxy, poller, wdt):
         # 32-bit unix port: tools/bench/bench_rig.py). Saves and acks
         # stay the turn's (Node.turn): an ack still follows the save.
         proxy.events(platform.ticks_ms())
+        # the read took the room (platform.keep_room): taken again for the
+        # next datagram of the burst, not only after the turn's reads
+        platform.keep_room()
         wdt.feed()
         if proxy.poller is not poller:
             break   # the link moved to another proxy: its socket is closed

@@ -58,9 +58,16 @@ STATE_VERSION = 1
 # minute, two hours without a proxy. Past this the node refuses new
 # readings (publish raises) rather than forget accepted ones.
 OUTBOX_MAX = 128
-# Readings kept per log in the replica (every member must agree; DMC
-# TimeLog retention is part of the topic's configuration).
-LOG_KEEP = 200
+# Readings a board keeps per log in its replica, unless its config says
+# otherwise ("replica": {"log_keep": 1..dmc.crdts.LOG_MAX}): the newest of
+# the topic's readings, what a board shows or acts on. The proxy keeps the
+# topic's history (7 days / 10,000 messages by default) and a host's
+# replica 200 readings; sync does not depend on it (dmc/replica.py). Each
+# kept reading holds some 20 bytes of heap (16 with a board's single
+# floats), taken when the log is made: 200 held 8 KB of a 2-topic node,
+# 64 hold 2.6 KB (docs/node.md). A stored replica saved with another
+# bound is brought to this one at boot.
+LOG_KEEP = 64
 # Applied ops kept to serve LAN peers' anti-entropy (dmc.replica TAIL_MAX is
 # 256, a host's figure): a board keeps 16, about 1 KB per topic in heap and
 # on flash (an op is some 50 bytes); a peer missing older ops gets a
@@ -95,7 +102,8 @@ _write_atomic = dstore.write_atomic
 
 
 class Topic:
-    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None, batch=1):
+    def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None, batch=1,
+                 log_keep=LOG_KEEP):
         # Imported here: the invite decoder runs once per topic at boot
         # (firmware.runtime.BOOT_ONLY lets the GC free it afterwards).
         from shared_protocol.groups.invite import member_from_url
@@ -109,6 +117,7 @@ class Topic:
         # one message under one signature (groups/readings.py).
         self.batch = batch if 1 <= batch <= BATCH_MAX else 1
         self.log = log
+        self.log_keep = log_keep
         self.files = files if files is not None else dstore.OsFiles()
         base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
         self.state_path = base + ".st"
@@ -160,13 +169,16 @@ class Topic:
             # saved by a firmware that kept a longer tail: this one's bound
             if self.replica.tail_max > BOARD_TAIL and self.replica.limit_tail(BOARD_TAIL):
                 self.dirty_replica = True
+            # saved with another retention (a firmware or config before)
+            if self.replica.set_log_keep(self.log_keep):
+                self.dirty_replica = True
         except errors.StoreError as e:
             if e.code != MISSING or had_state:
                 self._start_refill()   # the marker first: a cut after it redoes the refill
             if e.code != MISSING:
                 self._quarantine(self.store.path, e)
             # A new generation: see "Authors" above.
-            self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), LOG_KEEP, 0, BOARD_TAIL)
+            self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), self.log_keep, 0, BOARD_TAIL)
             self.dirty_replica = True   # the new author id must be on flash before it is used
         self.replica.pending_max = BOARD_PENDING
         if self.member is fresh:

@@ -171,7 +171,7 @@ def make_config(profile, base=None, wifi=(), proxies=(), invites=(), interval=No
         "led": profile["led"],
         "sensor": profile["sensor"],
     }
-    for section in ("app", "lan", "sleep", "batch"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
+    for section in ("app", "lan", "sleep", "batch", "replica"):   # passed as is; checked by firmware/app.py, firmware/runtime.py
         if section in base:
             cfg[section] = dict(base[section])
     if proxy_mode is not None:

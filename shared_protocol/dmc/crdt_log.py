@@ -86,6 +86,24 @@ class TimeLog:
         self.vals.extend(bytes(n))
         self.vals[0:n] = b""
 
+    def set_keep(self, keep):
+        """Keep at most ``keep`` readings from now on (a board's retention,
+        firmware/topic.py, lower than the one a stored replica was saved
+        with): the oldest past it are cut, and on MicroPython the columns
+        are made anew with room for ``keep`` readings (a cut keeps a
+        column's room, so the old bound's would stay held)."""
+        self.keep = keep
+        self._trim()
+        if not _RESERVE:
+            return
+        ts, ix, seqs, lens, vals, who = self.ts, self.ix, self.seqs, self.lens, self.vals, self.who
+        self._set(())
+        o = 0
+        for i in range(len(lens)):
+            n = lens[i]
+            self._push(ts[i], who[ix[i]], seqs[i], vals[o:o + n])
+            o += n
+
     def _push(self, t, a, s, enc):
         self.ts.append(t)
         self.ix.append(self._aidx(a))
@@ -171,10 +189,6 @@ class TimeLog:
             yield i, self.vals[o:o + n]
             o += n
 
-    def _encoded(self):
-        """[(t, author, seq, value encoding)], in order."""
-        return [(self.ts[i], self.who[self.ix[i]], self.seqs[i], bytes(v)) for i, v in self._slices()]
-
     def entries(self):
         """[(t, author, seq, value)], in order."""
         return [(self.ts[i], self.who[self.ix[i]], self.seqs[i], cbor.decode(v)) for i, v in self._slices()]
@@ -228,20 +242,65 @@ class TimeLog:
         return lg
 
     def join(self, other, my_vv, other_vv):
-        mine = self._encoded()
-        have = {}
-        for e in mine:
-            have[(e[1], e[2])] = 1
-        added = False
-        for e in other._encoded():
-            if (e[1], e[2]) not in have:
-                mine.append(e)
-                added = True
-        if added:
-            mine.sort(key=_lkey)
-            self._set(mine)
-            self._trim()
+        # Both logs are in (t, author, seq) order and a reading's key
+        # names it (an author's seq has one time), so the union is a merge
+        # of the two column stores, a reading at a time: a board joining a
+        # LAN peer's snapshot builds no list of either log (a 64-reading
+        # log as tuples is some 8 KB, more than a frozen node has free).
+        # Two walks: the first counts what the retention drops, the second
+        # writes the rest into new columns (room for ``keep``).
+        n = len(self.ts)
+        m = len(other.ts)
+        if m == 0:
+            return
+        newest = other.ts[m - 1]
+        if n and self.ts[n - 1] > newest:
+            newest = self.ts[n - 1]
+        cutoff = newest - self.age if self.age else None
+        total = below = 0
+        for r in _merge(self, other):
+            total += 1
+            if cutoff is not None and r[0] < cutoff:
+                below += 1
+        if total == n:
+            return   # every reading of theirs was here already
+        drop = total - self.keep
+        if drop < below:
+            drop = below
+        lg = TimeLog(self.keep, self.age)
+        k = 0
+        for r in _merge(self, other):
+            if k >= drop:
+                lg._push(r[0], r[1], r[2], r[3])
+            k += 1
+        self.ts, self.ix, self.seqs, self.lens, self.vals, self.who = lg.ts, lg.ix, lg.seqs, lg.lens, lg.vals, lg.who
 
 
-def _lkey(e):
-    return (e[0], e[1], e[2])
+def _merge(a, b):
+    """(t, author, seq, value bytes) of two logs' union, in order, each
+    reading once (a reading in both is taken from ``a``)."""
+    n = len(a.ts)
+    m = len(b.ts)
+    i = j = oa = ob = 0
+    while i < n or j < m:
+        if j >= m:
+            c = -1
+        elif i >= n:
+            c = 1
+        else:
+            ka = a._key(i)
+            kb = b._key(j)
+            c = -1 if ka < kb else (1 if kb < ka else 0)
+        if c <= 0:
+            w = a.lens[i]
+            yield a.ts[i], a.who[a.ix[i]], a.seqs[i], a.vals[oa:oa + w]
+            oa += w
+            i += 1
+            if c == 0:
+                ob += b.lens[j]
+                j += 1
+        else:
+            w = b.lens[j]
+            yield b.ts[j], b.who[b.ix[j]], b.seqs[j], b.vals[ob:ob + w]
+            ob += w
+            j += 1

@@ -90,8 +90,11 @@ class Replica:
         # 300 bytes decoded, firmware/topic.py BOARD_PENDING); not stored.
         self.pending_max = PENDING_MAX
         self.author = author
-        # Retention is part of the topic's configuration: every member must
-        # use the same (keep, age), or their logs keep different readings.
+        # Retention: logs keep at most log_keep readings, none older than
+        # log_age before their newest. Replicas with the same (keep, age)
+        # that saw the same readings keep the same ones; a board keeps fewer
+        # than a host (firmware/topic.py LOG_KEEP): its logs are the newest
+        # part of a host's, and sync (version vectors) does not depend on it.
         self.cfg = (log_keep, log_age)
         self.vv = {}
         self.clock = 0
@@ -281,6 +284,20 @@ class Replica:
         while len(self.tail) > self.tail_max:
             x, s = O.author_seq(self.tail.pop(0))
             self.snap_vv[self._ids.get(x, x)] = s
+
+    def set_log_keep(self, log_keep):
+        """Keep at most log_keep readings per log from now on (a board whose
+        retention differs from the one a stored replica was saved with);
+        True if the replica changed."""
+        if not (O.is_int(log_keep) and 0 < log_keep <= crdts.LOG_MAX):
+            raise errors.ReplicaLimitError(OVERSIZE, "log_keep must be 1..%d" % crdts.LOG_MAX)
+        if log_keep == self.cfg[0]:
+            return False
+        self.cfg = (log_keep, self.cfg[1])
+        for k in self.objects:
+            if k[0] == O.T_LOG:
+                self.objects[k].set_keep(log_keep)
+        return True
 
     def limit_tail(self, tail_max):
         """Keep at most tail_max ops from now on (a board lowering the bound

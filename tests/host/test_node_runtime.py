@@ -124,6 +124,29 @@ def test_a_replica_saved_with_a_longer_tail_boots_with_the_boards_bound(tmp_path
     assert dstore.Store(t.store.path).load().tail_max == T.BOARD_TAIL
 
 
+def test_a_replica_saved_with_a_longer_log_boots_with_the_boards_retention(tmp_path):
+    from firmware import topic as T
+    inv = _invite()
+    t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None, log_keep=200)   # as a firmware before saved it
+    for i in range(100):
+        t.append("temp", 1000 + i, 20.5 + i)
+    t.outbox = []
+    t.save()
+    assert len(t.replica.readings("temp")) == 100
+    t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
+    assert t2.replica.cfg[0] == T.LOG_KEEP < 100
+    assert t2.replica.readings("temp") == t.replica.readings("temp")[-T.LOG_KEEP:]
+    assert t2.dirty_replica      # the shorter log goes to flash with the next save
+    t2.save()
+    assert dstore.Store(t.store.path).load().cfg[0] == T.LOG_KEEP
+    # the config's bound (firmware/config.py "replica") wins over the default
+    t3 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None, log_keep=10)
+    assert t3.replica.readings("temp") == t.replica.readings("temp")[-10:]
+    for i in range(5):
+        t3.append("temp", 2000 + i, 1.0)
+    assert len(t3.replica.readings("temp")) == 10
+
+
 def test_state_files_over_the_store_limit_are_set_aside_not_read(tmp_path):
     inv = _invite()
     t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)

@@ -160,6 +160,91 @@ def test_log_values_of_every_kind_in_any_arrival_order_read_back_and_encode_alik
     assert z.state_bytes() == x.state_bytes() and z.readings("l") == got
 
 
+def test_a_lower_log_keep_cuts_to_the_newest_readings_and_holds_from_then_on():
+    # A board lowering the retention a stored replica was saved with
+    # (firmware/topic.py LOG_KEEP): it keeps the newest readings, as a
+    # replica made with that bound and fed the same ops does.
+    w = Replica(C, log_keep=20)
+    ops = [w.append("l", 1000 + i, 20.0 + i) for i in range(30)]
+    x = Replica(A, log_keep=20)
+    y = Replica(B, log_keep=8)
+    for o in ops:
+        x.receive(o)
+        y.receive(o)
+    assert len(x.readings("l")) == 20
+    assert x.set_log_keep(8) is True and x.cfg == (8, 0)
+    assert x.readings("l") == y.readings("l") == [(1000 + i, 20.0 + i) for i in range(22, 30)]
+    assert x.obj(O.T_LOG, "l").entries() == y.obj(O.T_LOG, "l").entries()
+    assert x.set_log_keep(8) is False
+    more = [w.append("l", 2000 + i, float(i)) for i in range(5)]
+    for o in more:
+        x.receive(o)
+        y.receive(o)
+    assert x.readings("l") == y.readings("l") and len(x.readings("l")) == 8
+    # stored and restored with the new bound
+    z = Replica.restore_bytes(cbor.encode(x.dump_value()))
+    assert z.cfg == (8, 0) and z.readings("l") == x.readings("l")
+    # a bad bound is refused and changes nothing
+    for bad in (0, 513, "8", None):
+        raises(ReplicaLimitError, x.set_log_keep, bad)
+    assert x.cfg == (8, 0) and len(x.readings("l")) == 8
+    # raised again: the log takes the next readings up to the new bound
+    assert x.set_log_keep(12) is True
+    for i in range(6):
+        x.receive(w.append("l", 3000 + i, 1.5))
+    assert len(x.readings("l")) == 12 and x.readings("l")[-1] == (3005, 1.5)
+
+
+def test_log_join_keeps_the_union_s_newest_readings_as_a_list_join_would():
+    # TimeLog.join merges the two column stores a reading at a time; the
+    # reference here is the plain definition: the union of both logs'
+    # entries, sorted, cut by keep and age.
+    from shared_protocol.dmc.crdt_log import TimeLog
+    ws = [bytes([w]) * 8 for w in (1, 2, 3)]
+    cases = 0
+    for keep, age in ((5, 0), (8, 0), (64, 0), (8, 30), (64, 12)):
+        for split in (0, 3, 7, 11):
+            rows = []
+            for i in range(24):
+                rows.append((1000 + (i * 11) % 37, ws[i % 3], i // 3 + 1, cbor.encode(float(i) / 4)))
+            rows.sort(key=lambda r: (r[0], r[1], r[2]))
+            # two logs that overlap: a the rows up to split+8, b from split
+            a = TimeLog(64, 0)
+            b = TimeLog(64, 0)
+            for r in rows[:split + 8]:
+                a._insert(r[0], r[1], r[2], r[3])
+            for r in rows[split:]:
+                b._insert(r[0], r[1], r[2], r[3])
+            a.keep, a.age = keep, age
+            a._trim()
+            want = sorted(set(a.entries()) | set(b.entries()), key=lambda e: (e[0], e[1], e[2]))
+            if want:
+                cutoff = want[-1][0] - age if age else None
+                drop = max(len(want) - keep, 0)
+                while cutoff is not None and drop < len(want) and want[drop][0] < cutoff:
+                    drop += 1
+                want = want[drop:]
+            before = a.entries()
+            a.join(b, {}, {})
+            got = a.entries()
+            assert got == want, (keep, age, split, before, got, want)
+            # and again: nothing new, nothing changes
+            a.join(b, {}, {})
+            assert a.entries() == got
+            cases += 1
+    assert cases == 20
+    # an empty log joins a full one and the other way round
+    e = TimeLog(4, 0)
+    f = TimeLog(4, 0)
+    for i in range(6):
+        f._insert(100 + i, ws[0], i + 1, cbor.encode(i))
+    f._trim()
+    e.join(f, {}, {})
+    assert e.entries() == f.entries() and len(e) == 4
+    f.join(TimeLog(4, 0), {}, {})
+    assert len(f) == 4
+
+
 def test_encoding_independent_of_insertion_order():
     ops = []
     w = Replica(C)

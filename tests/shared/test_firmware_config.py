@@ -95,9 +95,10 @@ def test_every_optional_section_is_checked():
     `upsycle flash` refuses it before writing anything (the runtime trusts
     the parsed config)."""
     good = dict(lan={"port": 47000, "peers": ["192.168.1.20:47000"]}, sleep={"awake_s": 20, "sleep_s": 600},
-                app={"readings": 5}, link="plaintext")
+                app={"readings": 5}, link="plaintext", replica={"log_keep": 32})
     cfg = config.parse(_good(**good), "rp2")
     assert cfg["lan"]["port"] == 47000 and cfg["sleep"]["sleep_s"] == 600 and cfg["app"]["readings"] == 5
+    assert cfg["replica"]["log_keep"] == 32
     assert config.parse(_good(lan={"port": 47000}), "rp2")["lan"] == {"port": 47000}   # broadcast
     bad = [
         (dict(lan={"port": 0}), "config.lan"),
@@ -118,6 +119,11 @@ def test_every_optional_section_is_checked():
         (dict(app={"readings": "5"}), "config.app"),
         (dict(app=3), "config.app"),
         (dict(link="tls"), "config.link"),
+        (dict(replica={"log_keep": 0}), "config.replica"),
+        (dict(replica={"log_keep": 513}), "config.replica"),
+        (dict(replica={"log_keep": True}), "config.replica"),
+        (dict(replica={}), "config.replica"),
+        (dict(replica=64), "config.replica"),
     ]
     for changes, code in bad:
         e = raises(config.ConfigError, config.parse, _good(**changes), "rp2")

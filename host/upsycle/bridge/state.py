@@ -21,9 +21,8 @@ from shared_protocol.dmc import store as dstore
 from shared_protocol.dmc.errors import MISSING, StoreError
 from shared_protocol.dmc.replica import Replica
 
-# Readings per log: the retention every member of a topic uses (a board's
-# firmware/topic.py LOG_KEEP); a replica with another retention would keep
-# other readings and encode to other bytes.
+# Readings per log, a host's retention (a board keeps fewer, the newest:
+# firmware/topic.py LOG_KEEP; sync does not depend on it).
 LOG_KEEP = 200
 # Applied operations kept to serve peers: the bridge serves none (it syncs
 # through the proxy only), so it keeps what a board keeps; this bounds the
