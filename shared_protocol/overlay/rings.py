@@ -91,7 +91,7 @@ DEAD_MAX = 64
 # member whose successor wraps stays needy for it (``wraps``): 2 * KEEP,
 # what one exchange names per side. A larger part is found by VICINITY's
 # own ranking (its members share a topic with many proxies), and every
-# topic of 2 to 8 subscribers costs one needy proxy per part.
+# topic of up to 9 subscribers costs one needy proxy per part.
 RARE_KNOWN_MAX = 2 * KEEP
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 

@@ -717,11 +717,11 @@ def test_a_complete_small_ring_keeps_its_member_whose_successor_wraps_needy():
 def test_shuffles_pass_on_remembered_needy_profiles():
     # A needy proxy's profile travelled only with its own CYCLON entries
     # (~20 at a time): at 5,000 proxies an orphan topic's subscriber was
-    # remembered as needy by 1-4% of the proxies at round 15, and two
-    # subscribers of a 2-proxy topic took up to 60 rounds to meet at
-    # 10,000. Each shuffle and reply now carries the needy profiles its
-    # sender added last (NEEDY_GOSSIP_MAX), each receiver remembering them
-    # and passing them on in turn.
+    # remembered as needy by 1-4% of the proxies at round 15, and at
+    # 10,000 rare topics stayed split until round 64. Each shuffle and
+    # reply now carries the needy profiles its sender heard of most
+    # recently (NEEDY_GOSSIP_MAX, with their ages), each receiver
+    # remembering them and passing them on in turn.
     from shared_protocol.overlay import poldercast
     rare = topic("rare")
     common_t = topic("common")
