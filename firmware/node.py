@@ -81,4 +81,12 @@ def start(platform=None, path=config.CONFIG_PATH):
         return None
     print("upsycle: node up: id %s board %s firmware %s" % (cfg["node_id"][:16], cfg["board"], VERSION))
     preload(cfg)
+    # This module and the parser are boot-only (runtime.BOOT_ONLY): dropped
+    # here, before the Node is built, not after it. Loaded from .mpy their
+    # bytecode (some 10 KB of heap) was held while the stored replicas were
+    # read, a .mpy node's peak: after a reboot on full replicas the long
+    # run failed at 214 KB in a log's room (tools/bench/bench_rig.py
+    # --readings 150 --reboot 5, docs/node.md).
+    from firmware import platform as fw_platform
+    fw_platform.forget(("firmware.config", "firmware.node"))
     return cfg
