@@ -201,3 +201,12 @@ def test_transport_must_be_a_radio_the_board_has(tmp_path):
     toml.write_text('transport = "radio"\n')
     r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--config", str(toml))
     assert r.returncode == 1 and "'transport' must be one of" in r.stderr, r.stderr
+
+
+def test_replica_section_reaches_the_board_and_a_bad_one_is_refused_before_flashing(tmp_path):
+    toml = tmp_path / "node.toml"
+    cfg = flashing.make_config(boards.load("pico_w"), {"replica": {"log_keep": 32}})
+    assert cfg["replica"] == {"log_keep": 32}
+    toml.write_text('[replica]\nlog_keep = 0\n')
+    r = upsycle("flash", "--board", "virtual", "--port", "socket://127.0.0.1:1", "--config", str(toml))
+    assert r.returncode == 1 and "'replica' must be" in r.stderr, r.stderr
