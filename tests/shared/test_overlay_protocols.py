@@ -649,6 +649,16 @@ def test_needy_profiles_outlast_a_full_profile_memory():
     raises(common.OverlayConfigError, PolderCast, b"key-8", ADDR, Rng(1), profile_cache=0)
 
 
+def _ring_of_three(node, t, d1, d2):
+    """Complete node's ring of topic t with two peers at ring distances d1
+    and d2 from it, each named by the other; node's ring position."""
+    me = ids.pos(node.id)
+    a, b = pid((me + d1) % ids.RING), pid((me + d2) % ids.RING)
+    node.rings._absorb(a, ADDR, [[t, [[b, ADDR, 0]]]])
+    node.rings._absorb(b, ADDR, [[t, [[a, ADDR, 0]]]])
+    return me
+
+
 def test_a_complete_ring_meets_a_late_needy_subscriber():
     # A topic's 4th subscriber that missed the ring its 3 others had
     # formed stayed alone for 100 periods at 10,000 proxies: the 3, their
@@ -669,10 +679,7 @@ def test_a_complete_ring_meets_a_late_needy_subscriber():
     assert late in sent
     # ... and a ring member that remembers it asks it for a Rings exchange
     member = PolderCast(b"key-10", ADDR, Rng(10), topics=[rare])
-    me = ids.pos(member.id)
-    s1, s2 = pid((me + 1000) % ids.RING), pid((me + 2000) % ids.RING)
-    member.rings._absorb(s1, ADDR, [[rare, [[s2, ADDR, 0]]]])
-    member.rings._absorb(s2, ADDR, [[rare, [[s1, ADDR, 0]]]])
+    me = _ring_of_three(member, rare, 1000, 2000)
     assert member.rings.needy() == [] and member.profile()[1] == 0
     near = pid((me + 500) % ids.RING)
     member._learn(near, late_p, b"addr-near")
@@ -690,16 +697,10 @@ def test_a_complete_small_ring_keeps_its_member_whose_successor_wraps_needy():
     rare = topic("rare")
     m = profile.make_filter([rare], BITS, K)
     member = PolderCast(b"key-11", ADDR, Rng(11), topics=[rare])
-    me = ids.pos(member.id)
-    up1, up2 = pid((me + 1000) % ids.RING), pid((me + 2000) % ids.RING)
-    member.rings._absorb(up1, ADDR, [[rare, [[up2, ADDR, 0]]]])
-    member.rings._absorb(up2, ADDR, [[rare, [[up1, ADDR, 0]]]])
+    _ring_of_three(member, rare, 1000, 2000)
     assert member.rings.needy() == [] and member.rings.wraps() == [] and member.profile()[1] == 0
     top = PolderCast(b"key-12", ADDR, Rng(12), topics=[rare])
-    me = ids.pos(top.id)
-    lo1, lo2 = pid((me - 2000) % ids.RING), pid((me - 1000) % ids.RING)
-    top.rings._absorb(lo1, ADDR, [[rare, [[lo2, ADDR, 0]]]])
-    top.rings._absorb(lo2, ADDR, [[rare, [[lo1, ADDR, 0]]]])
+    me = _ring_of_three(top, rare, -2000, -1000)
     assert top.rings.needy() == [] and top.rings.wraps() == [rare]
     assert top.profile()[1] & m == m
     # a topic with more known subscribers than one exchange names is not
