@@ -715,6 +715,21 @@ def test_a_complete_small_ring_keeps_its_member_whose_successor_wraps_needy():
     assert top.profile()[1] == mo
 
 
+def test_a_proxy_with_an_orphan_topic_still_looks_for_its_other_needy_topics():
+    # A topic no other proxy subscribes has no ring neighbour for ever;
+    # with the topics without any neighbour listed alone, such a proxy's
+    # needy filter never named its rare topic with an empty slot, whose
+    # other subscribers then met it only through CYCLON's samples
+    # (tools/bench/poldercast_split.py, N = 5,000).
+    orphan, rare = topic("orphan"), topic("rare-2")
+    node = PolderCast(b"key-15", ADDR, Rng(15), topics=[orphan, rare])
+    me = ids.pos(node.id)
+    node.rings._absorb(pid((me + 1000) % ids.RING), ADDR, [[rare, []]])
+    assert node.rings.needy() == sorted([orphan, rare])
+    want = profile.make_filter([orphan, rare], BITS, K)
+    assert node.profile()[1] & want == want
+
+
 def test_shuffles_pass_on_remembered_needy_profiles():
     # A needy proxy's profile travelled only with its own CYCLON entries
     # (~20 at a time): at 5,000 proxies an orphan topic's subscriber was
