@@ -111,6 +111,8 @@ class LanLink:
                 pass
         if out:
             del out[:]   # (the slice object is an allocation: not on an idle turn)
+        if n:
+            platform.keep_room()   # a read that raised freed the room too
 
 
 def _resolve(msgs):
