@@ -350,6 +350,10 @@ class PolderCast:
         o = self.vicinity.tick(now, me, pool, fallback, self._memory)
         if o is not None:
             out.append(o)
+        if me[1]:
+            o = self.vicinity.explore(now, me, pool, self._memory)
+            if o is not None:
+                out.append(o)
         o = self.rings.tick(now, me[0], self.vicinity.entries() + pool, lambda: self._wanted(me))
         if o is not None:
             out.append(o)

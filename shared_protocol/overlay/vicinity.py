@@ -204,6 +204,31 @@ class Vicinity:
         self._pending.append([nonce, t[0], now + self.reply_timeout])
         return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
 
+    def explore(self, now, me, pool, memory=None):
+        """A second exchange this period, with a random CYCLON peer outside
+        the view: PolderCast asks it only of a proxy with a needy topic
+        (docs/overlay.md, "Needy proxies explore"). The view holds the
+        peers most similar to this proxy, and the oldest of them is
+        contacted once per period, so the same ~20 peers, in turn, are
+        asked for the rare topic's subscribers; a random peer of the
+        CYCLON view is a fresh sample each time, and its answer is tailored
+        to this proxy as any other (``memory`` first). Returns Outgoing or
+        None (no such peer, or PENDING_MAX exchanges open)."""
+        self.expire(now)
+        pend = self._pending
+        if len(pend) >= PENDING_MAX:
+            return None
+        busy = [p[1] for p in pend]
+        inview = [e[0] for e in self._view]
+        free = [c for c in pool if c[0] not in busy and c[0] not in inview and c[0] != self.id]
+        if not free:
+            return None
+        t = free[self.rng.next64() % len(free)]
+        send = self._choose(pool, t, memory)
+        nonce = self.rng.next64() & 0xFFFFFFFF
+        pend.append([nonce, t[0], now + self.reply_timeout])
+        return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
+
     def handle(self, msg, now, me, pool, memory=None):
         """A decoded VICINITY message -> Outgoing (reply) or None. Raises
         OverlayError (state unchanged) on a bad one."""

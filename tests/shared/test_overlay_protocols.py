@@ -730,6 +730,45 @@ def test_a_proxy_with_an_orphan_topic_still_looks_for_its_other_needy_topics():
     assert node.profile()[1] & want == want
 
 
+def test_a_needy_proxy_also_asks_a_random_cyclon_peer_each_period():
+    # VICINITY contacts the oldest of its ~20 most similar peers once per
+    # period, so a needy proxy asked the same few peers, in turn, for its
+    # rare topic's subscribers: at 5,000 proxies an isolated subscriber of
+    # a 14-proxy topic went 15 periods unmatched although 2,435 proxies
+    # remembered one of them (tools/bench/poldercast_split.py). A needy
+    # proxy now also asks a random CYCLON peer outside its view, whose
+    # answer is tailored to it; a proxy with no needy topic does not.
+    rare, common_t = topic("rare-3"), topic("common-3")
+    similar = [pid(100 + i) for i in range(3)]
+    randoms = [pid(200 + i) for i in range(4)]
+
+    def setup(topics):
+        node = PolderCast(b"key-16", ADDR, Rng(16), topics=topics)
+        p = prof([common_t])
+        node.vicinity._view = [[x, ADDR, 0, p[0], p[1], p[2]] for x in similar]
+        for x in randoms + similar:
+            node.cyclon.add_seed(x, ADDR)
+            node._learn(x, p[2], ADDR)
+        return node
+
+    node = setup([common_t, rare])
+    assert node.profile()[1]
+    reqs = [o for o in node.tick(0) if o.message.type is vicinity.REQUEST]
+    assert len(reqs) == 2, reqs
+    assert reqs[0].peer_id in similar and reqs[1].peer_id in randoms
+    # each request answered in turn: the explorer's reply is merged as any
+    for o in reqs:
+        assert node.vicinity.pending()
+    # at most PENDING_MAX exchanges open: the exploration waits
+    node.vicinity._pending = [[i, pid(300 + i), 10 ** 9] for i in range(vicinity.PENDING_MAX)]
+    assert node.vicinity.explore(1, node.profile(), node._pool(), node._memory) is None
+    # nothing needy (no topic at all here): one exchange per period
+    calm = setup([])
+    assert calm.profile()[1] == 0
+    reqs = [o for o in calm.tick(0) if o.message.type is vicinity.REQUEST]
+    assert [o.peer_id in similar for o in reqs] == [True]
+
+
 def test_shuffles_pass_on_remembered_needy_profiles():
     # A needy proxy's profile travelled only with its own CYCLON entries
     # (~20 at a time): at 5,000 proxies an orphan topic's subscriber was

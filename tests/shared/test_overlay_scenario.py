@@ -100,6 +100,7 @@ def test_same_digest_on_both_interpreters():
 # a newer one; a full needy memory forgets the one heard of least
 # recently) and a small ring's member whose successor wraps stayed needy
 # (Rings.wraps); and when a proxy with a topic no other proxy has began
-# to look for its other needy topics too (Rings.needy_mask). Same digest
-# on both interpreters.
-SCENARIO_DIGEST = "ec842485742e3f41991c4ee2a55dbe90d9350441f9a9745e890ac5f0edc5dd0c"
+# to look for its other needy topics too (Rings.needy_mask); and when a
+# needy proxy began to ask a random CYCLON peer too (Vicinity.explore).
+# Same digest on both interpreters.
+SCENARIO_DIGEST = "4bed5191d8024aa423b07ec22af0d5ea6439c12c0306514a6ff6d811b2b52f70"
