@@ -756,9 +756,19 @@ def test_a_needy_proxy_also_asks_a_random_cyclon_peer_each_period():
     reqs = [o for o in node.tick(0) if o.message.type is vicinity.REQUEST]
     assert len(reqs) == 2, reqs
     assert reqs[0].peer_id in similar and reqs[1].peer_id in randoms
-    # each request answered in turn: the explorer's reply is merged as any
-    for o in reqs:
-        assert node.vicinity.pending()
+    # the explored peer's reply is taken like any other: it names a
+    # subscriber of the rare topic, which joins the view ahead of the
+    # similar peers (topic priority)
+    sub = pid(999)
+    reply = envelope.Message(vicinity.REPLY, [reqs[1].message.values[0], [
+        [reqs[1].peer_id, ADDR, 0, prof([common_t])[2]],
+        [sub, ADDR, 0, prof([common_t, rare])[2]]]])
+    assert node.handle(reply, 1) == []
+    assert sub in node.vicinity and node.vicinity.pending() == 1
+    # a reply from another peer than the explored one is refused
+    forged = envelope.Message(vicinity.REPLY, [reqs[0].message.values[0], [
+        [reqs[1].peer_id, ADDR, 0, prof([common_t])[2]]]])
+    raises(common.OverlayError, node.handle, forged, 1)
     # at most PENDING_MAX exchanges open: the exploration waits
     node.vicinity._pending = [[i, pid(300 + i), 10 ** 9] for i in range(vicinity.PENDING_MAX)]
     assert node.vicinity.explore(1, node.profile(), node._pool(), node._memory) is None
