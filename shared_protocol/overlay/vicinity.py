@@ -199,10 +199,7 @@ class Vicinity:
             if not free:
                 return None
             t = free[self.rng.next64() % len(free)]
-        send = self._choose(pool, t, memory)
-        nonce = self.rng.next64() & 0xFFFFFFFF
-        self._pending.append([nonce, t[0], now + self.reply_timeout])
-        return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
+        return self._ask(now, t, me, pool, memory)
 
     def explore(self, now, me, pool, memory=None):
         """A second exchange this period, with a random CYCLON peer outside
@@ -223,10 +220,13 @@ class Vicinity:
         free = [c for c in pool if c[0] not in busy and c[0] not in inview and c[0] != self.id]
         if not free:
             return None
-        t = free[self.rng.next64() % len(free)]
+        return self._ask(now, free[self.rng.next64() % len(free)], me, pool, memory)
+
+    def _ask(self, now, t, me, pool, memory):
+        """The request to target entry t, its exchange noted as pending."""
         send = self._choose(pool, t, memory)
         nonce = self.rng.next64() & 0xFFFFFFFF
-        pend.append([nonce, t[0], now + self.reply_timeout])
+        self._pending.append([nonce, t[0], now + self.reply_timeout])
         return Outgoing(t[0], t[1], envelope.Message(REQUEST, [nonce, self._wire(send, me)]))
 
     def handle(self, msg, now, me, pool, memory=None):
