@@ -415,10 +415,16 @@ def decode(data):
     return W.decode(data)
 
 
+# framing's stream names live in wire/stream.py, which framing hands out
+# through a module __getattr__ (an import and a lookup per access): taken
+# once here, not per frame.
+_CEILING = framing.STREAM_FRAME_CEILING
+
+
 def frame(payload, limit=framing.STREAM_FRAME_DEFAULT):
     """framing.frame: a 2-byte big-endian length, then the message."""
     n = len(payload)
-    if n == 0 or n > limit or n > framing.STREAM_FRAME_CEILING:
+    if n == 0 or n > limit or n > _CEILING:
         return framing.frame(payload, limit)   # raises the typed FrameLimitError
     return _pack_h(n) + payload
 
@@ -436,7 +442,7 @@ def frames(payloads, limit=framing.STREAM_FRAME_DEFAULT):
     top = len(heads)
     for p in payloads:
         n = len(p)
-        if n == 0 or n > limit or n > framing.STREAM_FRAME_CEILING:
+        if n == 0 or n > limit or n > _CEILING:
             framing.frame(p, limit)
         append(heads[n] if n < top else _pack_h(n))
         append(p)

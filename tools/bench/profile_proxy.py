@@ -24,6 +24,7 @@ generators, for a before/after comparison in one sitting.
 import argparse
 import os
 import pstats
+import shutil
 import signal
 import subprocess
 import sys
@@ -337,6 +338,8 @@ def main():
                          "(store.SYNC_OFF_LOOP, off by default)")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"),
                     help="the proxy's event loop (its --loop); default: its own choice")
+    ap.add_argument("--save-profile", metavar="PATH",
+                    help="keep the event loop's cProfile dump at PATH (pstats: callers, callees)")
     ap.add_argument("--no-profile", action="store_true",
                     help="no cProfile: only the proxy's CPU per message (the store thread included) and msg/s")
     args = ap.parse_args()
@@ -403,6 +406,8 @@ def main():
         print()
         if args.no_profile:
             return
+        if args.save_profile:
+            shutil.copyfile(out, args.save_profile)
         print_profile(out, n, "%s, %d -> %d, %d messages, %s" % (
             os.path.relpath(root), args.pairs, args.pairs, n, "Noise" if args.secure else "plaintext"), args.top)
 
