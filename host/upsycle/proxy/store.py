@@ -404,8 +404,11 @@ class Store(Opening, Transactions):
         return self._sync is not None and not self.max_db_bytes and not self._sync.header_sync_due() and \
             self._wal_size() <= self.wal_cap
 
-    def _take(self):
-        """(Holding _wlock and _cv.) What the next transaction takes."""
+    def _take(self, sweep=False):
+        """(Holding _wlock and _cv.) What the next transaction takes; the
+        nodes with a session only for a sweep (_expire_nodes), the one
+        reader: a copy per commit was a sixth of the writer's CPU with
+        10,000 sessions (perf; tools/bench/bench_scale.py)."""
         n = self._batch_len()
         batch = self._pending[:n]
         del self._pending[:n]
@@ -415,7 +418,7 @@ class Store(Opening, Transactions):
         self._seen = {}
         keys = self._keys
         self._keys = {}
-        return batch, cursors, seen, keys, frozenset(self._live)
+        return batch, cursors, seen, keys, frozenset(self._live) if sweep else frozenset()
 
     def _commit_safely(self, batch, cursors, sweep, seen, live, keys):
         try:
@@ -560,10 +563,10 @@ class Store(Opening, Transactions):
                     if not self._cv.wait(timeout=timeout):
                         break
             with self._wlock:
-                with self._cv:
-                    batch, cursors, seen, keys, live = self._take()
-                    closing = self._closing and not self._pending
                 sweep = time.monotonic() >= next_sweep
+                with self._cv:
+                    batch, cursors, seen, keys, live = self._take(sweep)
+                    closing = self._closing and not self._pending
                 if sweep:
                     next_sweep = time.monotonic() + AGE_SWEEP_S
                 if batch or cursors or sweep or seen or keys:
