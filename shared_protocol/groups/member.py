@@ -7,13 +7,11 @@ Opening checks everything before changing anything: size, envelope, topic,
 epoch, AEAD tag, structure, revocation, author signature, write capability,
 replay. Only then does the (author, seq) window advance.
 """
-from shared_protocol.wire import cbor, envelope
+from shared_protocol.wire import envelope
 from shared_protocol.crypto import api
-from shared_protocol.crypto import errors as cerr
 from shared_protocol.groups import errors as gerr
 from shared_protocol.groups import wire
-from shared_protocol.groups.keys import (KEY_SIZE, SIG_SIZE, EpochKey, Identity, capability_from_wire,
-                                         capability_on_wire, check_write_capability, topic_id)
+from shared_protocol.groups.keys import KEY_SIZE, EpochKey, Identity, topic_id
 from shared_protocol.groups import readings
 from shared_protocol.groups.readings import authors_from_record, authors_to_record, dicts_from_record, dicts_to_record, \
     gens_from_record, gens_to_record
@@ -49,7 +47,6 @@ GEN_MAX = (1 << 24) - 1
 GEN_BYTES = 3
 SEQ_MAX = 0xFFFFFFFFFFFF
 _GEN_LABEL = b"upsycle-gen-v1"
-_PUB_DH_LABEL = b"upsycle-pub-dh-v1"
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
 
 
@@ -68,10 +65,6 @@ class EpochChanged:
     def __init__(self, epoch, removed):
         self.epoch = epoch
         self.removed = removed
-
-
-def _pub_dh_key(shared, topic, epoch, eph, epoch_public):
-    return api.hkdf(topic, shared, _PUB_DH_LABEL + epoch.to_bytes(4, "big") + eph + epoch_public, 32)
 
 
 def _is_key(v, size=KEY_SIZE):
@@ -197,39 +190,14 @@ class Member:
     # -- publishing --
 
     def seal(self, body, rand32, now=None):
-        """Encrypt and sign ``body`` for the current epoch; ``rand32`` is 32
-        fresh random bytes (a nonce, or an ephemeral key for write-only
-        members). With ``now`` (seconds), refuses to publish on an expired
-        capability, which readers would reject anyway. Returns the message
-        bytes and advances the sequence number."""
-        why = self.write_refusal(now)
-        if why is not None:
-            raise gerr.GroupUsageError(message=why)
-        if len(body) > wire.BODY_MAX:
-            raise gerr.GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.BODY_MAX))
-        if not _is_key(rand32):
-            raise gerr.GroupUsageError(message="seal needs 32 random bytes")
-        seq = self.seq_block(1, rand32)
-        ek = self._epochs[self.epoch]
-        author = self.identity.public
-        sig = self.identity.sign(wire.pub_signed_bytes(self.topic, self.epoch, author, seq, body))
-        inner = cbor.encode([author, seq, None if self.is_admin else capability_on_wire(self.capability), body, sig])
-        if ek.readable:
-            # Readers seal with the epoch key and a random 96-bit nonce; nonces
-            # are not counters because many authors share the key (RFC 8439 §4:
-            # a nonce must never repeat under one key).
-            mode, kfield = wire.MODE_EPOCH_KEY, rand32[:wire.NONCE_SIZE]
-            key, nonce = ek.sym, kfield
-        else:
-            # Write-only: ephemeral-static DH to the epoch public key; the key
-            # is fresh per message, so the nonce can be fixed.
-            mode, kfield = wire.MODE_EPOCH_PUBLIC, api.x25519_public(rand32)
-            key = _pub_dh_key(api.x25519(rand32, ek.public), self.topic, self.epoch, kfield, ek.public)
-            nonce = _ZERO_NONCE
-        aad = wire.pub_header(self.topic, self.epoch, mode, kfield)
-        sealed = api.aead_encrypt(key, nonce, inner, aad)
-        self.seq_used(seq, 1)
-        return envelope.REGISTRY.encode("group_pub", self.topic, self.epoch, mode, kfield, sealed)
+        """Encrypt and sign ``body`` for the current epoch (group_pub);
+        ``rand32`` is 32 fresh random bytes (a nonce, or an ephemeral key for
+        write-only members). With ``now`` (seconds), refuses to publish on an
+        expired capability, which readers would reject anyway. Returns the
+        message bytes and advances the sequence number. (groups/pub.py, loaded
+        on first use: a sensor node seals readings, group_rs.)"""
+        from shared_protocol.groups import pub
+        return pub.seal(self, body, rand32, now)
 
     def seal_reading(self, body, rand32, now=None):
         """``body`` as a signed reading (group_rs, readings.py)."""
@@ -263,48 +231,9 @@ class Member:
         if msg.values[0] != self.topic:
             raise gerr.WrongTopic(message="message is for another topic")
         if msg.type is wire.PUB:
-            return self._open_pub(msg, now)
+            from shared_protocol.groups import pub   # (loaded on first use, as seal)
+            return pub.open_pub(self, msg, now)
         return self._apply_rekey(msg)
-
-    def _open_pub(self, msg, now):
-        topic, epoch, mode, kfield, sealed = msg.values
-        ek = readings._read_key(self, epoch)
-        aad = wire.pub_header(topic, epoch, mode, kfield)
-        try:
-            if mode == wire.MODE_EPOCH_KEY:
-                if len(kfield) != wire.NONCE_SIZE:
-                    raise gerr.Malformed(message="nonce must be 12 bytes")
-                inner = api.aead_decrypt(ek.sym, kfield, sealed, aad)
-            else:
-                if not _is_key(kfield):
-                    raise gerr.Malformed(message="ephemeral key must be 32 bytes")
-                key = _pub_dh_key(api.x25519(ek.dh_secret, kfield), topic, epoch, kfield, ek.public)
-                inner = api.aead_decrypt(key, _ZERO_NONCE, sealed, aad)
-        except (cerr.AuthenticationFailed, cerr.BadPublicKey):
-            raise gerr.DecryptFailed(message="publication does not authenticate under epoch %d" % epoch)
-        v = cbor.decode(inner)
-        if (not isinstance(v, list) or len(v) != 5 or not _is_key(v[0]) or not isinstance(v[1], int)
-                or isinstance(v[1], bool) or not 0 < v[1] <= SEQ_MAX
-                or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.BODY_MAX or not _is_key(v[4], SIG_SIZE)):
-            raise gerr.Malformed(message="publication content has the wrong shape")
-        author, seq, cap, body, sig = v
-        if seq & COUNTER_MAX == 0:
-            raise gerr.Malformed(message="publication counter is 0")
-        if author in self.revoked:
-            raise gerr.MemberRevoked(message="author was removed from the topic")
-        try:
-            api.ed25519_verify(author, wire.pub_signed_bytes(topic, epoch, author, seq, body), sig)
-        except cerr.BadSignature:
-            raise gerr.BadSignature(message="author signature does not verify")
-        if author != self.topic_public:
-            check_write_capability(capability_from_wire(cap, topic, author), topic, self.topic_public, author, now)
-        win = self.window_for(author, seq)
-        if not win.is_fresh(seq):
-            raise gerr.Replayed(message="sequence %d of this author already seen or too old" % seq)
-        # every check passed: commit
-        win.accept(seq)
-        self.keep_window(author, win, seq)
-        return Publication(topic, epoch, author, seq, body)
 
     def window_for(self, author, seq):
         """The replay window of ``author``'s generation of ``seq`` (a new
