@@ -13,8 +13,7 @@ from shared_protocol.groups import errors as gerr
 from shared_protocol.groups import wire
 from shared_protocol.groups.keys import KEY_SIZE, EpochKey, Identity, topic_id
 from shared_protocol.groups import readings
-from shared_protocol.groups.readings import authors_from_record, authors_to_record, dicts_from_record, dicts_to_record, \
-    gens_from_record, gens_to_record
+from shared_protocol.groups.readings import authors_to_record, dicts_to_record, gens_to_record
 from shared_protocol.replay import ReplayWindow
 
 # Epochs kept after a re-key, so publications sealed just before it (still in
@@ -310,23 +309,9 @@ class Member:
 
     @classmethod
     def from_record(cls, r):
-        cur = None
-        for n, secret, public in r["epochs"]:
-            if n == r["epoch"]:
-                cur = (secret, public)
-        m = cls(r["topic_public"], r["seed"], r["epoch"], cur[0], cur[1], r["capability"], r["name"])
-        for n, secret, public in r["epochs"]:
-            m._epochs[n] = EpochKey(m.topic, n, secret, public)
-        m.revoked = set(bytes(k) for k in r["revoked"])
-        for w in r["windows"]:
-            m._windows[bytes(w[0])] = ReplayWindow(SEQ_WINDOW, w[1], w[2])
-            m._wused[bytes(w[0])] = w[3] if len(w) > 3 else 0
-        m.next_seq = r["next_seq"]
-        m.gen = r.get("gen", 0)      # records from before generations: 0
-        m._wclock = r.get("wclock", 0)
-        # records written before compact readings have no "authors"
-        m.authors = authors_from_record(r.get("authors", []))
-        m.dicts = dicts_from_record(r.get("dicts", []))
-        m.gens = gens_from_record(r.get("gens", []))
-        return m
+        """The member a record (to_record) holds. groups/record.py, loaded
+        when a stored member is read: at a board's boot, which then drops
+        it (firmware/runtime.py BOOT_ONLY)."""
+        from shared_protocol.groups import record
+        return record.member_from_record(cls, r)
 

@@ -156,17 +156,6 @@ def authors_to_record(authors):
     return out
 
 
-def authors_from_record(rows):
-    """Introduced authors of a record, filed under their key's reference and
-    marked unchecked: each capability is checked again on first use."""
-    out = {}
-    for row in rows:
-        if isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], KEY_SIZE) and isinstance(row[1], list):
-            key = bytes(row[0])
-            out[key[:wire.AREF_SIZE]] = [key, row[1], False]
-    return out
-
-
 # -- signed readings (group_rs): no nonce, no AEAD tag on the wire -----------
 #
 #     group_rs = [1, 10, epoch, data]
@@ -609,26 +598,8 @@ def dicts_to_record(dicts):
     return out
 
 
-def dicts_from_record(rows):
-    out = {}
-    for row in rows:
-        if (isinstance(row, list) and len(row) == 3 and _is_bytes(row[0], wire.AREF_SIZE + 3) and isinstance(row[1], int)
-                and _check_dictionary(row[2])):
-            out[bytes(row[0])] = [row[1], [bytes(e) for e in row[2]]]
-    return out
-
-
 def gens_to_record(gens):
     out = []
     for aref in sorted(gens):
         out.append([aref, gens[aref]])
-    return out
-
-
-def gens_from_record(rows):
-    out = {}
-    for row in rows:
-        if (isinstance(row, list) and len(row) == 2 and _is_bytes(row[0], wire.AREF_SIZE + 1)
-                and isinstance(row[1], int) and 0 <= row[1] < 1 << 24 and row[1] & 0xFF == row[0][-1]):
-            out[bytes(row[0])] = row[1]
     return out
