@@ -22,7 +22,7 @@ _WHERE = {
 # does not fall back to importing the submodule when it raises, so
 # __getattr__ imports these itself.
 _SUBMODULES = ("crdts", "crdt_counter", "crdt_log", "crdt_map", "crdt_set", "errors", "log_snapshot", "ops", "replica",
-               "snapshot", "store", "sync")
+               "snapshot", "store", "sync", "sync_snapshot")
 
 
 def _load(mod):

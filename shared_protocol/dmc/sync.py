@@ -212,7 +212,8 @@ class Sync:
         """Datagrams carrying what the peer lacks, at most BURST_MAX."""
         r = self.replica
         if r.needs_snapshot(peer_vv):
-            return self._push_snapshot(snap_progress)
+            from shared_protocol.dmc import sync_snapshot   # (loaded on first use: see there)
+            return sync_snapshot.push(self, snap_progress)
         out = []
         chunk = []
         size = _OPS_HEADER_MAX
@@ -236,24 +237,6 @@ class Sync:
             msgs.append(_ops_message(self.session, flags, out[i]))
         return msgs
 
-    def _push_snapshot(self, progress):
-        data = None
-        held = 0
-        if self._snap_out is not None and progress and progress[0] == self._snap_out[0]:
-            data = self._snap_out[1]
-            held = progress[1]
-        if data is None:
-            data = self.replica.snapshot()
-            self._snap_out = (snap_id(data), data)
-        sid = self._snap_out[0]
-        count = (len(data) + CHUNK - 1) // CHUNK
-        msgs = []
-        for i in range(count):
-            if held & (1 << i):
-                continue
-            msgs.append(REGISTRY.encode("dmc_snap", self.session, sid, i, count, data[i * CHUNK:(i + 1) * CHUNK]))
-        return msgs
-
     # --- incoming ---
 
     def receive(self, data, now):
@@ -270,7 +253,8 @@ class Sync:
         if t is OPS:
             return self._count(self._on_ops(msg, now))
         if t is SNAP:
-            return self._count(self._on_snap(msg, now))
+            from shared_protocol.dmc import sync_snapshot
+            return self._count(sync_snapshot.on_chunk(self, msg, now))
         if t is OP:
             self._apply_values([msg["op"]])
             return []
@@ -341,35 +325,4 @@ class Sync:
             if self.retries < RETRIES_MAX:
                 self.retries += 1
                 return self.summary(WANT)
-        return []
-
-    def _on_snap(self, msg, now):
-        sid = msg["id"]
-        count = msg["count"]
-        idx = msg["index"]
-        if len(sid) != SNAP_ID_LEN or count < 1 or idx >= count:
-            raise errors.SyncError(MALFORMED, "snapshot chunk %d of %d" % (idx, count))
-        chunk = msg["chunk"]
-        if idx < count - 1 and len(chunk) != CHUNK:
-            raise errors.SyncError(MALFORMED, "snapshot chunk %d is %d bytes, not %d" % (idx, len(chunk), CHUNK))
-        si = self._snap_in
-        if si is None or si[0] != sid or si[1] != count:
-            si = self._snap_in = [sid, count, [None] * count, 0]
-        si[2][idx] = chunk
-        si[3] |= 1 << idx
-        if si[3] != (1 << count) - 1:
-            self._retry_at = clock.add(now, RETRY_MS)
-            return []
-        self._snap_in = None
-        data = b"".join(si[2])
-        if snap_id(data) != sid:
-            raise errors.SyncError(MALFORMED, "snapshot does not match its id")
-        try:
-            self.replica.merge_snapshot(data)
-        except errors.SnapshotError as e:
-            self.last_error = e
-            raise
-        self.retries = 0
-        if self.peer_vv is not None and self.replica.lacks(self.peer_vv):
-            self._retry_at = clock.add(now, RETRY_MS)
         return []
