@@ -6,7 +6,7 @@ dmc/snapshot.py (firmware/runtime.py BOOT_ONLY)."""
 from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc.crdts import _bad, LOG_MAX
-from shared_protocol.dmc.crdt_log import VALUE_MAX
+from shared_protocol.dmc.crdt_log import VALUE_MAX, TimeLog
 
 
 def from_rows(cls, rows, n, cfg, intern, vv):
@@ -64,7 +64,7 @@ def join(log, other):
     drop = total - log.keep
     if drop < below:
         drop = below
-    lg = type(log)(log.keep, log.age)
+    lg = TimeLog(log.keep, log.age)
     k = 0
     for r in _merge(log, other):
         if k >= drop:
