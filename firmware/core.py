@@ -82,8 +82,8 @@ class Node:
             try:
                 self.topics.append(Topic(inv, self.node_author, data_dir, files, log, None, batch, keep))
             except UpsycleError as e:
-                log("upsycle: a topic invite is unusable (%s: %s): skipped; re-flash with a fresh invite"
-                    % (e.code, e.message))
+                # (str(e): the code, and the text where the build kept it)
+                log("upsycle: a topic invite is unusable (%s): skipped; re-flash with a fresh invite" % e)
         self.by_id = {}
         for t in self.topics:
             self.by_id[t.topic] = t
@@ -217,7 +217,7 @@ class Node:
                 tp.apply(body)
                 self.counts["delivered"] += 1
             except UpsycleError as e:
-                self.log("upsycle: topic %s: op not applied (%s: %s)" % (tp.name, e.code, e.message))
+                self.log("upsycle: topic %s: op not applied (%s)" % (tp.name, e))
 
     def count_error(self):
         """Count a bad datagram or message; True while it should be logged."""

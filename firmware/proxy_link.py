@@ -308,10 +308,12 @@ class ProxyLink:
                 except UpsycleError as e:
                     # e.g. the write capability expired: readers would refuse
                     # what we send, so nothing is sent and nothing is lost
-                    if self.cannot_write.get(tp.topic) != e.message:
-                        self.cannot_write[tp.topic] = e.message
+                    # (by code: a board build's errors carry no text,
+                    # shared_protocol/errors.py)
+                    if self.cannot_write.get(tp.topic) != e.code:
+                        self.cannot_write[tp.topic] = e.code
                         self.node.log("upsycle: topic %s: cannot publish (%s); readings stay in the outbox: "
-                                      "flash a new invite" % (tp.name, e.message))
+                                      "flash a new invite" % (tp.name, e))
                     break
                 if m is None:
                     break

@@ -150,10 +150,10 @@ class Topic:
             try:
                 v = cbor.decode(dstore.unpack(raw))
                 if not isinstance(v, list) or len(v) != 4 or v[0] != STATE_VERSION:
-                    raise errors.StoreError(CORRUPT, "unknown state layout")
+                    raise errors.StoreError(CORRUPT, __debug__ and "unknown state layout")
                 m = Member.from_record(v[1])
                 if m.topic != fresh.topic:
-                    raise errors.StoreError(CORRUPT, "state is for another topic")
+                    raise errors.StoreError(CORRUPT, __debug__ and "state is for another topic")
                 # The invite may be newer (re-flashed): keep the higher epoch
                 # (a fresh member gets a generation of its own below).
                 self.member = m if m.epoch >= fresh.epoch else fresh
@@ -165,7 +165,7 @@ class Topic:
         try:
             self.replica = self.store.load()
             if bytes(self.replica.author[:AUTHOR_NODE_BYTES]) != self.node_author:
-                raise errors.StoreError(CORRUPT, "replica belongs to another node")
+                raise errors.StoreError(CORRUPT, __debug__ and "replica belongs to another node")
             # saved by a firmware that kept a longer tail: this one's bound
             if self.replica.tail_max > BOARD_TAIL and self.replica.limit_tail(BOARD_TAIL):
                 self.dirty_replica = True

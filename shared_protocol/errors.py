@@ -4,6 +4,14 @@ Every error that shared code raises on purpose is an ``UpsycleError`` with a
 short machine-readable ``code`` (a str constant) and a message a person can act
 on. Anything else that escapes shared code is a bug.
 
+The message is ``__debug__ and "..."`` at every raise in board code: a
+board build compiles with ``mpy-cross -O3`` (host/upsycle/firmware_build.py),
+where ``__debug__`` is a constant False and the compiler folds the whole
+message away, text and formatting (a .mpy keeps every distinct string in
+the board's heap, some 70 bytes each: 20-odd KB for the node's 400
+messages, docs/node.md). On a board the error then says its class and
+code; on the host, in the VM tests and in a frozen image the text is there.
+
 Split, as in h11: ``LocalError`` means the caller misused an API (asked to
 encode a value the format cannot carry, exceeded a local limit); ``RemoteError``
 means the bytes that came in are bad (the peer, the disk or the radio sent
@@ -19,7 +27,8 @@ class UpsycleError(Exception):
     def __init__(self, code=None, message=""):
         if code is not None:
             self.code = code
-        self.message = message
+        # False where a board build folded the text away (see above)
+        self.message = message = message or ""
         super().__init__("%s: %s" % (self.code, message) if message else self.code)
 
 

@@ -55,7 +55,7 @@ def short_id(data):
     """The short id in an upsycle board's advertising data, or None for
     any other advertiser. Raises BleRemoteError for malformed AD structures."""
     if len(data) > ADV_MAX:
-        raise BleRemoteError("ble_adv_length", "%d bytes of advertising data" % len(data))
+        raise BleRemoteError("ble_adv_length", __debug__ and "%d bytes of advertising data" % len(data))
     i = 0
     ours = False
     sid = None
@@ -65,7 +65,7 @@ def short_id(data):
         if ln == 0:
             break   # padding (Core 5.3 Vol 3 Part C §11: the rest is zeros)
         if i + 1 + ln > n:
-            raise BleRemoteError("ble_adv_truncated", "AD structure at %d runs past the end" % i)
+            raise BleRemoteError("ble_adv_truncated", __debug__ and "AD structure at %d runs past the end" % i)
         t = data[i + 1]
         v = data[i + 2:i + 1 + ln]
         if t == _AD_UUID128_ALL or t == _AD_UUID128_SOME:

@@ -128,7 +128,7 @@ class BleLink:
         """window: messages in flight and reassembly slots (a board: 2);
         queue: messages send() holds beyond the window (a board: 2)."""
         if not WINDOW_MIN <= window <= WINDOW_MAX or not 0 <= queue <= QUEUE_MAX:
-            raise BleLocalError("ble_window", "window must be %d..%d, queue 0..%d" % (WINDOW_MIN, WINDOW_MAX, QUEUE_MAX))
+            raise BleLocalError("ble_window", __debug__ and "window must be %d..%d, queue 0..%d" % (WINDOW_MIN, WINDOW_MAX, QUEUE_MAX))
         self.window = window
         self.queue_max = queue
         self.mtu = ATT_MTU_MIN
@@ -158,7 +158,7 @@ class BleLink:
     def set_mtu(self, mtu):
         """The ATT_MTU negotiated for this connection (_IRQ_MTU_EXCHANGED)."""
         if not isinstance(mtu, int) or mtu < self.mtu or mtu > ATT_MTU_MAX:
-            raise BleLocalError("ble_mtu", "ATT_MTU %r: must be %d..%d and never shrink"
+            raise BleLocalError("ble_mtu", __debug__ and "ATT_MTU %r: must be %d..%d and never shrink"
                                 % (mtu, self.mtu, ATT_MTU_MAX))
         self.mtu = mtu
 
@@ -168,12 +168,12 @@ class BleLink:
         """Queue one message. Raises BleLocalError: too long, queue full,
         link failed."""
         if self.failed is not None:
-            raise BleLocalError("ble_failed", "the link failed (%s): reconnect" % self.failed)
+            raise BleLocalError("ble_failed", __debug__ and "the link failed (%s): reconnect" % self.failed)
         if not data or len(data) > MESSAGE_MAX:
-            raise BleLocalError("ble_message_length", "a message is 1..%d bytes, not %d" % (MESSAGE_MAX, len(data)))
+            raise BleLocalError("ble_message_length", __debug__ and "a message is 1..%d bytes, not %d" % (MESSAGE_MAX, len(data)))
         self._admit(now)
         if len(self._queue) >= self.queue_max and not self._room():
-            raise BleLocalError("ble_queue_full", "%d messages wait for the peer's acks" % len(self._queue))
+            raise BleLocalError("ble_queue_full", __debug__ and "%d messages wait for the peer's acks" % len(self._queue))
         self._queue.append(bytes(data))
         self._admit(now)
 
@@ -289,29 +289,29 @@ class BleLink:
     def _receive(self, frag, now):
         n = len(frag)
         if n > payload_max(self.mtu):
-            raise BleRemoteError("ble_fragment_too_long", "%d bytes at ATT_MTU %d" % (n, self.mtu))
+            raise BleRemoteError("ble_fragment_too_long", __debug__ and "%d bytes at ATT_MTU %d" % (n, self.mtu))
         if n < 2:
-            raise BleRemoteError("ble_fragment_truncated", "%d bytes" % n)
+            raise BleRemoteError("ble_fragment_truncated", __debug__ and "%d bytes" % n)
         kind = frag[0]
         if kind == KIND_ACK:
             self._on_ack(frag, now)
             return
         if kind != KIND_DATA:
-            raise BleRemoteError("ble_fragment_kind", "kind %d" % kind)
+            raise BleRemoteError("ble_fragment_kind", __debug__ and "kind %d" % kind)
         if n <= HEADER:
-            raise BleRemoteError("ble_fragment_truncated", "%d bytes" % n)
+            raise BleRemoteError("ble_fragment_truncated", __debug__ and "%d bytes" % n)
         seq = frag[1]
         idx = frag[2]
         last = frag[3]
         if idx > last:
-            raise BleRemoteError("ble_fragment_index", "fragment %d of 0..%d" % (idx, last))
+            raise BleRemoteError("ble_fragment_index", __debug__ and "fragment %d of 0..%d" % (idx, last))
         ahead = (seq - self._expected) % _SEQ_MOD
         if ahead >= self.window:
             if ahead >= _SEQ_MOD - WINDOW_MAX:   # delivered already: our ack was lost
                 self.duplicates += 1
                 self._ack(seq)
                 return
-            raise BleRemoteError("ble_seq_window", "message %d outside the window at %d" % (seq, self._expected))
+            raise BleRemoteError("ble_seq_window", __debug__ and "message %d outside the window at %d" % (seq, self._expected))
         if seq in self._done:
             self.duplicates += 1
             self._ack(seq)
@@ -320,7 +320,7 @@ class BleLink:
         if slot is None:
             slot = self._slots[seq] = _Slot(last)
         elif slot.last != last:
-            raise BleRemoteError("ble_fragment_mismatch", "message %d has %d or %d fragments" % (
+            raise BleRemoteError("ble_fragment_mismatch", __debug__ and "message %d has %d or %d fragments" % (
                 seq, slot.last + 1, last + 1))
         if slot.parts[idx] is not None:
             self.duplicates += 1
@@ -328,7 +328,7 @@ class BleLink:
         chunk = bytes(frag[HEADER:])
         if slot.size + len(chunk) > MESSAGE_MAX:
             del self._slots[seq]
-            raise BleRemoteError("ble_message_too_long", "message %d passes %d bytes" % (seq, MESSAGE_MAX))
+            raise BleRemoteError("ble_message_too_long", __debug__ and "message %d passes %d bytes" % (seq, MESSAGE_MAX))
         slot.parts[idx] = chunk
         slot.size += len(chunk)
         slot.missing -= 1
@@ -351,7 +351,7 @@ class BleLink:
     def _on_ack(self, frag, now):
         credit = frag[1]
         if credit < 1 or credit > WINDOW_MAX:
-            raise BleRemoteError("ble_credit", "credit %d" % credit)
+            raise BleRemoteError("ble_credit", __debug__ and "credit %d" % credit)
         self._credit = credit
         for i in range(2, len(frag)):
             seq = frag[i]

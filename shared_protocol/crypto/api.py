@@ -66,7 +66,7 @@ def set_random_source(fn):
 
 def random_bytes(n):
     if not 0 < n <= RANDOM_REQUEST_MAX:
-        raise cerr.CryptoUsageError(message="random request of %d bytes is out of range" % n)
+        raise cerr.CryptoUsageError(message=__debug__ and "random request of %d bytes is out of range" % n)
     fn = _random
     if fn is None:
         try:
@@ -75,26 +75,26 @@ def random_bytes(n):
         except (ImportError, AttributeError):
             fn = None
     if fn is None:
-        raise cerr.NoRandomSource(message="this platform has no os.urandom; call set_random_source() first")
+        raise cerr.NoRandomSource(message=__debug__ and "this platform has no os.urandom; call set_random_source() first")
     try:
         out = fn(n)
     except (AttributeError, NotImplementedError, OSError) as e:
-        raise cerr.NoRandomSource(message="random source failed: %s" % e)
+        raise cerr.NoRandomSource(message=__debug__ and "random source failed: %s" % e)
     if len(out) != n:
-        raise cerr.NoRandomSource(message="random source returned %d bytes, wanted %d" % (len(out), n))
+        raise cerr.NoRandomSource(message=__debug__ and "random source returned %d bytes, wanted %d" % (len(out), n))
     return bytes(out)
 
 
 def _need(name, value, size):
     if not isinstance(value, (bytes, bytearray)) or len(value) != size:
-        raise cerr.CryptoUsageError(message="%s must be %d bytes" % (name, size))
+        raise cerr.CryptoUsageError(message=__debug__ and "%s must be %d bytes" % (name, size))
 
 
 def _need_msg(name, value):
     if not isinstance(value, (bytes, bytearray, memoryview)):
-        raise cerr.CryptoUsageError(message="%s must be bytes" % name)
+        raise cerr.CryptoUsageError(message=__debug__ and "%s must be bytes" % name)
     if len(value) > MESSAGE_SIZE_MAX:
-        raise cerr.CryptoUsageError(message="%s of %d bytes exceeds %d" % (name, len(value), MESSAGE_SIZE_MAX))
+        raise cerr.CryptoUsageError(message=__debug__ and "%s of %d bytes exceeds %d" % (name, len(value), MESSAGE_SIZE_MAX))
 
 
 # -- X25519 (RFC 7748) --
@@ -111,7 +111,7 @@ def x25519(secret, public):
     _need("X25519 public key", public, X25519_KEY_SIZE)
     out = _backend.x25519(bytes(secret), bytes(public))
     if out is None or bytes_eq(out, b"\x00" * 32):
-        raise cerr.BadPublicKey(message="X25519 public key has small order")
+        raise cerr.BadPublicKey(message=__debug__ and "X25519 public key has small order")
     return out
 
 
@@ -137,16 +137,16 @@ def ed25519_verify(pub, msg, sig):
     _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
     _need_msg("signed message", msg)
     if not isinstance(sig, (bytes, bytearray)) or len(sig) != ED25519_SIGNATURE_SIZE:
-        raise cerr.BadSignature(message="signature must be 64 bytes")
+        raise cerr.BadSignature(message=__debug__ and "signature must be 64 bytes")
     if not _backend.ed25519_verify(bytes(pub), bytes(msg), bytes(sig)):
-        raise cerr.BadSignature(message="Ed25519 signature does not verify")
+        raise cerr.BadSignature(message=__debug__ and "Ed25519 signature does not verify")
 
 
 def ed25519_pk_to_x25519(pub):
     _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
     out = _backend.ed25519_pk_to_x25519(bytes(pub))
     if out is None:
-        raise cerr.BadPublicKey(message="Ed25519 public key is invalid or has small order")
+        raise cerr.BadPublicKey(message=__debug__ and "Ed25519 public key is invalid or has small order")
     return out
 
 
@@ -170,12 +170,12 @@ def aead_decrypt(key, nonce, sealed, aad=b""):
     _need("AEAD nonce", nonce, AEAD_NONCE_SIZE)
     _need_msg("associated data", aad)
     if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) > MESSAGE_SIZE_MAX + AEAD_TAG_SIZE:
-        raise cerr.CryptoUsageError(message="sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
+        raise cerr.CryptoUsageError(message=__debug__ and "sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
     if len(sealed) < AEAD_TAG_SIZE:
-        raise cerr.AuthenticationFailed(message="sealed message shorter than its tag")
+        raise cerr.AuthenticationFailed(message=__debug__ and "sealed message shorter than its tag")
     out = _backend.aead_decrypt(bytes(key), bytes(nonce), bytes(sealed), bytes(aad))
     if out is None:
-        raise cerr.AuthenticationFailed(message="AEAD tag does not verify")
+        raise cerr.AuthenticationFailed(message=__debug__ and "AEAD tag does not verify")
     return out
 
 
@@ -191,7 +191,7 @@ hmac_sha256 = _hkdf.hmac_sha256
 
 def hkdf(salt, ikm, info, length):
     if not 0 < length <= _hkdf.HKDF_MAX_OUTPUT:
-        raise cerr.CryptoUsageError(message="HKDF output length %d out of range" % length)
+        raise cerr.CryptoUsageError(message=__debug__ and "HKDF output length %d out of range" % length)
     return _hkdf.hkdf(salt, ikm, info, length, hmac_sha256)
 
 

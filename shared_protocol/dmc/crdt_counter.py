@@ -47,20 +47,20 @@ class PNCounter:
     def from_value(cls, v, cfg, intern, vv):
         c = cls()
         if not isinstance(v, list) or len(v) > O.AUTHORS_MAX:
-            raise _bad("counter state must be a list of at most %d authors" % O.AUTHORS_MAX)
+            raise _bad(__debug__ and "counter state must be a list of at most %d authors" % O.AUTHORS_MAX)
         prev = None
         for r in v:
             if not isinstance(r, list) or len(r) != 3:
-                raise _bad("counter entry must be [author, increments, decrements]")
+                raise _bad(__debug__ and "counter entry must be [author, increments, decrements]")
             a = intern(O.check_author(r[0], "SnapshotError"))
             if prev is not None and not (a > prev):
-                raise _bad("counter authors out of order")
+                raise _bad(__debug__ and "counter authors out of order")
             prev = a
             if a not in vv:
-                raise _bad("counter share of an author missing from the version vector")
+                raise _bad(__debug__ and "counter share of an author missing from the version vector")
             if not (O.is_int(r[1]) and O.is_int(r[2]) and r[1] >= 0 and r[2] >= 0
                     and r[1] <= 0xFFFFFFFFFFFFFFFF and r[2] <= 0xFFFFFFFFFFFFFFFF):
-                raise _bad("counter sums must be ints in 0..2**64-1")
+                raise _bad(__debug__ and "counter sums must be ints in 0..2**64-1")
             c.pn[a] = [r[1], r[2]]
         return c
 

@@ -209,7 +209,7 @@ class TimeLog:
     @classmethod
     def from_value(cls, v, cfg, intern, vv):
         if not isinstance(v, list):
-            raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
+            raise _bad(__debug__ and "log state must be a list of at most %d readings" % LOG_MAX)
         return cls.from_rows(v, len(v), cfg, intern, vv)
 
     @classmethod

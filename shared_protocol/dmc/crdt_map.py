@@ -46,18 +46,18 @@ class LwwMap:
     def from_value(cls, v, cfg, intern, vv):
         m = cls()
         if not isinstance(v, list) or len(v) > ITEMS_HARD:
-            raise _bad("map state must be a list of at most %d registers" % ITEMS_HARD)
+            raise _bad(__debug__ and "map state must be a list of at most %d registers" % ITEMS_HARD)
         prev = None
         for r in v:
             if not isinstance(r, list) or len(r) != 4:
-                raise _bad("map register must be [key, clock, author, value]")
+                raise _bad(__debug__ and "map register must be [key, clock, author, value]")
             k = O.check_key(r[0], "SnapshotError")
             if prev is not None and not (k > prev):
-                raise _bad("map keys out of order")
+                raise _bad(__debug__ and "map keys out of order")
             prev = k
             a = O.check_author(r[2], "SnapshotError")
             if a not in vv:
-                raise _bad("map register by an author missing from the version vector")
+                raise _bad(__debug__ and "map register by an author missing from the version vector")
             m.regs[k] = (O.check_seq(r[1], "clock", "SnapshotError"), intern(a), r[3])
         return m
 

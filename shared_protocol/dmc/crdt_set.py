@@ -58,22 +58,22 @@ class ORSet:
     def from_value(cls, v, cfg, intern, vv):
         s = cls()
         if not isinstance(v, list) or len(v) > ITEMS_HARD:
-            raise _bad("set state must be a list of at most %d elements" % ITEMS_HARD)
+            raise _bad(__debug__ and "set state must be a list of at most %d elements" % ITEMS_HARD)
         prev = None
         for r in v:
             if not isinstance(r, list) or len(r) != 2:
-                raise _bad("set entry must be [element, tags]")
+                raise _bad(__debug__ and "set entry must be [element, tags]")
             e = O.check_elem(r[0], "SnapshotError")
             k = _ekey(e)
             if prev is not None and not (k > prev):
-                raise _bad("set elements out of order")
+                raise _bad(__debug__ and "set elements out of order")
             prev = k
             tags = O.pairs(r[1], O.TAGS_MAX, "tags", "SnapshotError")
             if not tags:
-                raise _bad("a set element needs at least one tag")
+                raise _bad(__debug__ and "a set element needs at least one tag")
             for a, q in tags:
                 if q > vv.get(a, 0):
-                    raise _bad("set tag beyond the version vector")
+                    raise _bad(__debug__ and "set tag beyond the version vector")
             s.items[e] = [(intern(a), q) for a, q in tags]
         return s
 

@@ -12,22 +12,22 @@ from shared_protocol.dmc.crdt_log import VALUE_MAX, TimeLog
 def from_rows(cls, rows, n, cfg, intern, vv):
     """TimeLog.from_rows (cls: TimeLog)."""
     if n > LOG_MAX:
-        raise _bad("log state must be a list of at most %d readings" % LOG_MAX)
+        raise _bad(__debug__ and "log state must be a list of at most %d readings" % LOG_MAX)
     lg = cls(cfg[0], cfg[1])
     prev = None
     for r in rows:
         if not isinstance(r, list) or len(r) != 4:
-            raise _bad("log reading must be [time, author, seq, value]")
+            raise _bad(__debug__ and "log reading must be [time, author, seq, value]")
         k = (O.check_time(r[0], "SnapshotError"), O.check_author(r[1], "SnapshotError"),
              O.check_seq(r[2], "seq", "SnapshotError"))
         if prev is not None and not (k > prev):
-            raise _bad("log readings out of order")
+            raise _bad(__debug__ and "log readings out of order")
         prev = k
         if r[2] > vv.get(r[1], 0):
-            raise _bad("log reading beyond the version vector")
+            raise _bad(__debug__ and "log reading beyond the version vector")
         enc = cbor.encode(r[3])
         if len(enc) > VALUE_MAX:
-            raise _bad("log value of %d bytes, over %d" % (len(enc), VALUE_MAX))
+            raise _bad(__debug__ and "log value of %d bytes, over %d" % (len(enc), VALUE_MAX))
         # straight into the columns, no list of entries in between
         lg._push(r[0], intern(r[1]), r[2], enc)
         if len(lg) > lg.keep:

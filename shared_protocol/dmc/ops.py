@@ -90,48 +90,48 @@ def is_int(v):
 
 def check_author(a, err="OpError"):
     if not isinstance(a, bytes) or not (0 < len(a) <= AUTHOR_MAX):
-        raise getattr(errors, err)(MALFORMED, "author id must be 1..%d bytes" % AUTHOR_MAX)
+        raise getattr(errors, err)(MALFORMED, __debug__ and "author id must be 1..%d bytes" % AUTHOR_MAX)
     return a
 
 
 def check_seq(s, what="seq", err="OpError"):
     if not is_int(s) or s < 1 or s > SEQ_MAX:
-        raise getattr(errors, err)(MALFORMED, "%s must be an int in 1..%d" % (what, SEQ_MAX))
+        raise getattr(errors, err)(MALFORMED, __debug__ and "%s must be an int in 1..%d" % (what, SEQ_MAX))
     return s
 
 
 def check_name(n, err="OpError"):
     if not isinstance(n, str) or not (0 < len(n) <= NAME_MAX):
-        raise getattr(errors, err)(MALFORMED, "object name must be text of 1..%d characters" % NAME_MAX)
+        raise getattr(errors, err)(MALFORMED, __debug__ and "object name must be text of 1..%d characters" % NAME_MAX)
     return n
 
 
 def check_key(k, err="OpError"):
     if not isinstance(k, str) or len(k) > KEY_MAX:
-        raise getattr(errors, err)(MALFORMED, "map key must be text of at most %d characters" % KEY_MAX)
+        raise getattr(errors, err)(MALFORMED, __debug__ and "map key must be text of at most %d characters" % KEY_MAX)
     return k
 
 
 def check_elem(e, err="OpError"):
     if isinstance(e, (str, bytes)):
         if len(e) > KEY_MAX:
-            raise getattr(errors, err)(OVERSIZE, "set element longer than %d" % KEY_MAX)
+            raise getattr(errors, err)(OVERSIZE, __debug__ and "set element longer than %d" % KEY_MAX)
         return e
     if is_int(e) and -INT_ELEM_MAX <= e <= INT_ELEM_MAX:
         return e
-    raise getattr(errors, err)(MALFORMED, "set element must be text, bytes or a 63-bit int")
+    raise getattr(errors, err)(MALFORMED, __debug__ and "set element must be text, bytes or a 63-bit int")
 
 
 def check_time(t, err="OpError"):
     if not is_int(t) or t < 0 or t > TIME_MAX:
-        raise getattr(errors, err)(MALFORMED, "reading time must be an int in 0..%d" % TIME_MAX)
+        raise getattr(errors, err)(MALFORMED, __debug__ and "reading time must be an int in 0..%d" % TIME_MAX)
     return t
 
 
 def pairs(flat, limit, what, err="OpError"):
     """Flat [author, seq, ...] -> list of (author, seq); distinct authors."""
     if not isinstance(flat, list) or len(flat) % 2 or len(flat) > 2 * limit:
-        raise getattr(errors, err)(MALFORMED, "%s must be a flat list of at most %d (author, seq) pairs" % (what, limit))
+        raise getattr(errors, err)(MALFORMED, __debug__ and "%s must be a flat list of at most %d (author, seq) pairs" % (what, limit))
     out = []
     seen = {}
     for i in range(0, len(flat), 2):
@@ -140,7 +140,7 @@ def pairs(flat, limit, what, err="OpError"):
         out.append((a, s))
         if what == "deps":
             if a in seen:
-                raise getattr(errors, err)(MALFORMED, "deps name author %s twice" % a.hex())
+                raise getattr(errors, err)(MALFORMED, __debug__ and "deps name author %s twice" % a.hex())
             seen[a] = 1
     return out
 
@@ -156,22 +156,22 @@ def flat(pairs_list):
 def from_value(v, size):
     """A decoded CBOR value -> op tuple, checked. size: encoded length."""
     if size > OP_MAX:
-        raise errors.OpError(OVERSIZE, "operation of %d bytes exceeds %d" % (size, OP_MAX))
+        raise errors.OpError(OVERSIZE, __debug__ and "operation of %d bytes exceeds %d" % (size, OP_MAX))
     if not isinstance(v, list) or len(v) < 7:
-        raise errors.OpError(MALFORMED, "an operation is [author, seq, clock, deps, kind, name, args...]")
+        raise errors.OpError(MALFORMED, __debug__ and "an operation is [author, seq, clock, deps, kind, name, args...]")
     author = check_author(v[0])
     seq = check_seq(v[1])
     clock = check_seq(v[2], "clock")
     deps = pairs(v[3], DEPS_MAX, "deps")
     for a, _ in deps:
         if a == author:
-            raise errors.OpError(MALFORMED, "an operation may not list its own author in deps")
+            raise errors.OpError(MALFORMED, __debug__ and "an operation may not list its own author in deps")
     kind = v[4]
     spec = KINDS.get(kind) if is_int(kind) else None
     if spec is None:
-        raise errors.OpError(UNKNOWN_TYPE, "unknown operation kind %r (this node knows %s)" % (kind, sorted(KINDS)))
+        raise errors.OpError(UNKNOWN_TYPE, __debug__ and "unknown operation kind %r (this node knows %s)" % (kind, sorted(KINDS)))
     if len(v) != 6 + spec[1]:
-        raise errors.OpError(MALFORMED, "operation kind %d takes %d args, got %d" % (kind, spec[1], len(v) - 6))
+        raise errors.OpError(MALFORMED, __debug__ and "operation kind %d takes %d args, got %d" % (kind, spec[1], len(v) - 6))
     name = check_name(v[5])
     a = v[6]
     b = None
@@ -180,7 +180,7 @@ def from_value(v, size):
         b = v[7]
     elif kind == K_ADD:
         if not is_int(a) or a == 0 or a > DELTA_MAX or a < -DELTA_MAX:
-            raise errors.OpError(MALFORMED, "counter delta must be a non-zero int within +-%d" % DELTA_MAX)
+            raise errors.OpError(MALFORMED, __debug__ and "counter delta must be a non-zero int within +-%d" % DELTA_MAX)
     elif kind == K_INSERT or kind == K_REMOVE:
         check_elem(a)
         b = pairs(v[7], TAGS_MAX, "tags")
@@ -193,13 +193,13 @@ def from_value(v, size):
 def decode(data):
     """Operation bytes -> op tuple; OpError (state untouched) if bad."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise errors.OpError(MALFORMED, "operation must be bytes")
+        raise errors.OpError(MALFORMED, __debug__ and "operation must be bytes")
     if len(data) > OP_MAX:
-        raise errors.OpError(OVERSIZE, "operation of %d bytes exceeds %d" % (len(data), OP_MAX))
+        raise errors.OpError(OVERSIZE, __debug__ and "operation of %d bytes exceeds %d" % (len(data), OP_MAX))
     try:
         v = cbor.decode(data)
     except cbor.DecodeError as e:
-        raise errors.OpError(MALFORMED, "operation is not deterministic CBOR (%s)" % e.code)
+        raise errors.OpError(MALFORMED, __debug__ and "operation is not deterministic CBOR (%s)" % e.code)
     return from_value(v, len(data))
 
 

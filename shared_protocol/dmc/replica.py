@@ -70,7 +70,7 @@ def _vv_from(flat, err):
     prev = None
     for a, s in prs:
         if prev is not None and not (a > prev):
-            raise getattr(errors, err)(MALFORMED, "version vector authors out of order")
+            raise getattr(errors, err)(MALFORMED, __debug__ and "version vector authors out of order")
         prev = a
         vv[a] = s
     return vv
@@ -80,11 +80,11 @@ class Replica:
     def __init__(self, author, log_keep=200, log_age=0, tail_max=TAIL_MAX):
         O.check_author(author, "ReplicaLimitError")
         if not (O.is_int(log_keep) and 0 < log_keep <= crdts.LOG_MAX):
-            raise errors.ReplicaLimitError(OVERSIZE, "log_keep must be 1..%d" % crdts.LOG_MAX)
+            raise errors.ReplicaLimitError(OVERSIZE, __debug__ and "log_keep must be 1..%d" % crdts.LOG_MAX)
         if not (O.is_int(log_age) and 0 <= log_age <= O.TIME_MAX):
-            raise errors.ReplicaLimitError(OVERSIZE, "log_age must be 0 (no limit)..%d" % O.TIME_MAX)
+            raise errors.ReplicaLimitError(OVERSIZE, __debug__ and "log_age must be 0 (no limit)..%d" % O.TIME_MAX)
         if not (O.is_int(tail_max) and 0 < tail_max <= TAIL_CEILING):
-            raise errors.ReplicaLimitError(OVERSIZE, "tail_max must be 1..%d" % TAIL_CEILING)
+            raise errors.ReplicaLimitError(OVERSIZE, __debug__ and "tail_max must be 1..%d" % TAIL_CEILING)
         self.tail_max = tail_max
         # Early operations held at most (a board holds fewer: each is some
         # 300 bytes decoded, firmware/topic.py BOARD_PENDING); not stored.
@@ -160,7 +160,7 @@ class Replica:
     def _local(self, kind, name, a, b):
         me = self.author
         if me not in self.vv and len(self.vv) >= O.AUTHORS_MAX:
-            raise errors.ReplicaLimitError(AUTHORS_FULL, "topic already has %d authors" % O.AUTHORS_MAX)
+            raise errors.ReplicaLimitError(AUTHORS_FULL, __debug__ and "topic already has %d authors" % O.AUTHORS_MAX)
         deps = []
         for x in sorted(self.vv):
             if x != me and self.vv[x] > self._ctx.get(x, 0):
@@ -170,13 +170,13 @@ class Replica:
             data = O.encode(op)
             op = O.decode(data)  # the same checks and value forms remote replicas see
         except cbor.EncodeError as e:
-            raise errors.ReplicaLimitError(e.code, "value cannot be encoded: %s" % e.message)
+            raise errors.ReplicaLimitError(e.code, __debug__ and "value cannot be encoded: %s" % e.message)
         except errors.OpError as e:
             raise errors.ReplicaLimitError(e.code, e.message)
         key = (O.KINDS[kind][0], name)
         o = self.objects.get(key)
         if o is not None and o.would_grow(op) and o.size() >= crdts.ITEMS_MAX:
-            raise errors.ReplicaLimitError(ITEMS_FULL, "%s %r already holds %d items" % (
+            raise errors.ReplicaLimitError(ITEMS_FULL, __debug__ and "%s %r already holds %d items" % (
                 O.TYPE_NAMES[key[0]], name, crdts.ITEMS_MAX))
         self._check_capacity(op, "ReplicaLimitError")
         self._apply(op, data)
@@ -205,24 +205,24 @@ class Replica:
             if p[0][1] == s and p[0][0] == a:
                 return DUPLICATE
         if s > have + PENDING_MAX:
-            raise errors.OpError(GAP, "author %s jumps from seq %d to %d, past the %d-op buffer: sync first" % (
+            raise errors.OpError(GAP, __debug__ and "author %s jumps from seq %d to %d, past the %d-op buffer: sync first" % (
                 a.hex(), have, s, PENDING_MAX))
         new = 0 if a in self.vv else 1
         for b, q in op[3]:
             if q > self.vv.get(b, 0) + PENDING_MAX:
-                raise errors.OpError(DEP_BEYOND, "depends on seq %d of %s, %d past what this replica holds" % (
+                raise errors.OpError(DEP_BEYOND, __debug__ and "depends on seq %d of %s, %d past what this replica holds" % (
                     q, b.hex(), q - self.vv.get(b, 0)))
             if b not in self.vv:
                 new += 1
         if len(self.vv) + new > O.AUTHORS_MAX:
-            raise errors.OpError(AUTHORS_FULL, "operation brings the topic past %d authors" % O.AUTHORS_MAX)
+            raise errors.OpError(AUTHORS_FULL, __debug__ and "operation brings the topic past %d authors" % O.AUTHORS_MAX)
         if self._ready(op):
             self._check_capacity(op, "OpError")
             self._apply(op, data)
             self._drain()
             return APPLIED
         if len(self.pending) >= self.pending_max:
-            raise errors.OpError(BUFFER_FULL, "%d early operations already wait for their dependencies" % self.pending_max)
+            raise errors.OpError(BUFFER_FULL, __debug__ and "%d early operations already wait for their dependencies" % self.pending_max)
         self.pending.append((op, data))
         return BUFFERED
 
@@ -259,9 +259,9 @@ class Replica:
         o = self.objects.get(key)
         if o is None:
             if len(self.objects) >= OBJECTS_MAX:
-                raise getattr(errors, err)(OBJECTS_FULL, "topic already holds %d objects" % OBJECTS_MAX)
+                raise getattr(errors, err)(OBJECTS_FULL, __debug__ and "topic already holds %d objects" % OBJECTS_MAX)
         elif o.would_grow(op) and o.size() >= crdts.ITEMS_HARD:
-            raise getattr(errors, err)(ITEMS_FULL, "%s %r holds %d items" % (O.TYPE_NAMES[key[0]], op[5], crdts.ITEMS_HARD))
+            raise getattr(errors, err)(ITEMS_FULL, __debug__ and "%s %r holds %d items" % (O.TYPE_NAMES[key[0]], op[5], crdts.ITEMS_HARD))
 
     def _apply(self, op, data):
         a = self._ids.get(op[0])
@@ -290,7 +290,7 @@ class Replica:
         retention differs from the one a stored replica was saved with);
         True if the replica changed."""
         if not (O.is_int(log_keep) and 0 < log_keep <= crdts.LOG_MAX):
-            raise errors.ReplicaLimitError(OVERSIZE, "log_keep must be 1..%d" % crdts.LOG_MAX)
+            raise errors.ReplicaLimitError(OVERSIZE, __debug__ and "log_keep must be 1..%d" % crdts.LOG_MAX)
         if log_keep == self.cfg[0]:
             return False
         self.cfg = (log_keep, self.cfg[1])
@@ -303,7 +303,7 @@ class Replica:
         """Keep at most tail_max ops from now on (a board lowering the bound
         a stored replica was saved with); True if the replica changed."""
         if not (O.is_int(tail_max) and 0 < tail_max <= TAIL_CEILING):
-            raise errors.ReplicaLimitError(OVERSIZE, "tail_max must be 1..%d" % TAIL_CEILING)
+            raise errors.ReplicaLimitError(OVERSIZE, __debug__ and "tail_max must be 1..%d" % TAIL_CEILING)
         changed = tail_max != self.tail_max
         self.tail_max = tail_max
         n = len(self.tail)
@@ -399,11 +399,11 @@ class Replica:
         """Join a peer's snapshot bytes into this replica (SnapshotError and
         no change if they are bad)."""
         if len(data) > SNAPSHOT_MAX:
-            raise errors.SnapshotError(OVERSIZE, "snapshot of %d bytes exceeds %d" % (len(data), SNAPSHOT_MAX))
+            raise errors.SnapshotError(OVERSIZE, __debug__ and "snapshot of %d bytes exceeds %d" % (len(data), SNAPSHOT_MAX))
         try:
             v = cbor.decode(data)
         except cbor.DecodeError as e:
-            raise errors.SnapshotError(MALFORMED, "snapshot is not deterministic CBOR (%s)" % e.code)
+            raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot is not deterministic CBOR (%s)" % e.code)
         self.merge_snapshot_value(v)
 
     def merge_snapshot_value(self, v):

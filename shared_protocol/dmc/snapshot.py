@@ -20,17 +20,17 @@ from shared_protocol.dmc.replica import OBJECTS_MAX, _vv_from
 def merge(replica, v):
     """Join snapshot value ``v`` ([vv, clock, objects]) into ``replica``."""
     if not isinstance(v, list) or len(v) != 3:
-        raise errors.SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
+        raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot must be [vv, clock, objects]")
     ovv, clock = _head(replica, v[0], v[1])
     objs = v[2]
     if not isinstance(objs, list) or len(objs) > OBJECTS_MAX:
-        raise errors.SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
+        raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
     theirs = {}
     prev = None
     intern = replica._ids.get
     for ob in objs:
         if not isinstance(ob, list) or len(ob) != 3:
-            raise errors.SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
+            raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot object must be [type, name, state]")
         cls, prev = _key(ob[0], ob[1], prev)
         theirs[prev] = cls.from_value(ob[2], replica.cfg, lambda a: intern(a, a), ovv)
     _join(replica, theirs, ovv, clock)
@@ -40,13 +40,13 @@ def _head(replica, vv, clock):
     """(version vector, clock) of a snapshot, checked against the replica."""
     ovv = _vv_from(vv, "SnapshotError")
     if not O.is_int(clock) or clock < 0 or clock > O.CLOCK_MAX:
-        raise errors.SnapshotError(MALFORMED, "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
+        raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot clock must be an int in 0..%d" % O.CLOCK_MAX)
     n = len(replica.vv)
     for a in ovv:
         if a not in replica.vv:
             n += 1
     if n > O.AUTHORS_MAX:
-        raise errors.SnapshotError(AUTHORS_FULL, "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
+        raise errors.SnapshotError(AUTHORS_FULL, __debug__ and "snapshot brings the topic past %d authors" % O.AUTHORS_MAX)
     return ovv, clock
 
 
@@ -54,10 +54,10 @@ def _key(t, name, prev):
     """(class, key) of a snapshot object, keys in strictly rising order."""
     cls = crdts.cls(t) if O.is_int(t) else None
     if cls is None:
-        raise errors.SnapshotError(UNKNOWN_TYPE, "unknown data type %r in snapshot" % (t,))
+        raise errors.SnapshotError(UNKNOWN_TYPE, __debug__ and "unknown data type %r in snapshot" % (t,))
     key = (t, O.check_name(name, "SnapshotError"))
     if prev is not None and not (key > prev):
-        raise errors.SnapshotError(MALFORMED, "snapshot objects out of order")
+        raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot objects out of order")
     return cls, key
 
 
@@ -67,7 +67,7 @@ def _join(replica, theirs, ovv, clock):
         if k not in replica.objects:
             keys.append(k)
     if len(keys) > OBJECTS_MAX:
-        raise errors.SnapshotError(OBJECTS_FULL, "snapshot brings the topic past %d objects" % OBJECTS_MAX)
+        raise errors.SnapshotError(OBJECTS_FULL, __debug__ and "snapshot brings the topic past %d objects" % OBJECTS_MAX)
     # Checked: from here on nothing can fail.
     fresh = not replica.vv
     for k in keys:
@@ -114,24 +114,24 @@ def restore_bytes(cls, data):
     author = rd.item(1)
     cfg = rd.item(1)
     if not isinstance(cfg, list) or len(cfg) != 3:
-        raise errors.SnapshotError(MALFORMED, "stored config must be [log_keep, log_age, tail_max]")
+        raise errors.SnapshotError(MALFORMED, __debug__ and "stored config must be [log_keep, log_age, tail_max]")
     try:
         r = cls(author, cfg[0], cfg[1], cfg[2])
     except errors.ReplicaLimitError as e:
-        raise errors.SnapshotError(MALFORMED, "stored config: " + e.message)
+        raise errors.SnapshotError(MALFORMED, __debug__ and "stored config: " + e.message)
     if rd.array(1) != 3:
-        raise errors.SnapshotError(MALFORMED, "snapshot must be [vv, clock, objects]")
+        raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot must be [vv, clock, objects]")
     vv = rd.item(2)
     ovv, clock = _head(r, vv, rd.item(2))
     n = rd.array(2)
     if n > OBJECTS_MAX:
-        raise errors.SnapshotError(MALFORMED, "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
+        raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot objects must be a list of at most %d" % OBJECTS_MAX)
     theirs = {}
     prev = None
     intern = r._ids.get
     for _ in range(n):
         if rd.array(3) != 3:
-            raise errors.SnapshotError(MALFORMED, "snapshot object must be [type, name, state]")
+            raise errors.SnapshotError(MALFORMED, __debug__ and "snapshot object must be [type, name, state]")
         t = rd.item(4)
         kcls, prev = _key(t, rd.item(4), prev)
         if t == O.T_LOG:
@@ -144,28 +144,28 @@ def restore_bytes(cls, data):
     tail = rd.item(1)
     rd.end()
     if not isinstance(tail, list) or len(tail) > r.tail_max:
-        raise errors.SnapshotError(MALFORMED, "stored tail must be a list of at most %d ops" % r.tail_max)
+        raise errors.SnapshotError(MALFORMED, __debug__ and "stored tail must be a list of at most %d ops" % r.tail_max)
     nxt = {}
     for a in snap:
         if snap[a] > r.vv.get(a, 0):
-            raise errors.SnapshotError(MALFORMED, "stored snap_vv beyond the state's version vector")
+            raise errors.SnapshotError(MALFORMED, __debug__ and "stored snap_vv beyond the state's version vector")
         nxt[a] = snap[a] + 1
     entries = []
     for data in tail:
         if not isinstance(data, bytes):
-            raise errors.SnapshotError(MALFORMED, "stored tail op must be bytes")
+            raise errors.SnapshotError(MALFORMED, __debug__ and "stored tail op must be bytes")
         try:
             op = O.decode(data)
         except errors.OpError as e:
-            raise errors.SnapshotError(MALFORMED, "stored tail op: " + e.message)
+            raise errors.SnapshotError(MALFORMED, __debug__ and "stored tail op: " + e.message)
         a = op[0]
         if op[1] != nxt.get(a, 1) or op[1] > r.vv.get(a, 0):
-            raise errors.SnapshotError(MALFORMED, "stored tail ops are not contiguous per author")
+            raise errors.SnapshotError(MALFORMED, __debug__ and "stored tail ops are not contiguous per author")
         nxt[a] = op[1] + 1
         entries.append(data)
     for a in r.vv:
         if nxt.get(a, 1) != r.vv[a] + 1:
-            raise errors.SnapshotError(MALFORMED, "stored tail does not reach the version vector")
+            raise errors.SnapshotError(MALFORMED, __debug__ and "stored tail does not reach the version vector")
     r.snap_vv = {}
     for a in snap:
         r.snap_vv[r._ids.get(a, a)] = snap[a]

@@ -60,7 +60,7 @@ class OsFiles:
             return None
         try:
             if size > STORE_MAX:
-                raise errors.StoreError(CORRUPT, "stored file %s is %d bytes, over %d" % (path, size, STORE_MAX))
+                raise errors.StoreError(CORRUPT, __debug__ and "stored file %s is %d bytes, over %d" % (path, size, STORE_MAX))
             return f.read(size)
         finally:
             f.close()
@@ -169,7 +169,7 @@ class _Chunks:
 def _write(files, path, n, check, emit):
     size = _HEADER + n + _CHECK
     if size > STORE_MAX:
-        raise errors.StoreError(CORRUPT, "replica needs %d bytes, over STORE_MAX %d: compact first" % (size, STORE_MAX))
+        raise errors.StoreError(CORRUPT, __debug__ and "replica needs %d bytes, over STORE_MAX %d: compact first" % (size, STORE_MAX))
     tmp = path + ".tmp"
     files.remove(tmp)  # a leftover of an interrupted save
     f = files.open(tmp)
@@ -190,19 +190,19 @@ def _write(files, path, n, check, emit):
 def unpack(data):
     """File bytes -> payload bytes; StoreError(CORRUPT) if any check fails."""
     if data is None:
-        raise errors.StoreError(MISSING, "no stored state")
+        raise errors.StoreError(MISSING, __debug__ and "no stored state")
     if len(data) > STORE_MAX:
-        raise errors.StoreError(CORRUPT, "stored file is over %d bytes" % STORE_MAX)
+        raise errors.StoreError(CORRUPT, __debug__ and "stored file is over %d bytes" % STORE_MAX)
     if len(data) < _HEADER + _CHECK or data[:4] != MAGIC:
-        raise errors.StoreError(CORRUPT, "stored file lacks the DMC1 header: not a replica file, or cut short")
+        raise errors.StoreError(CORRUPT, __debug__ and "stored file lacks the DMC1 header: not a replica file, or cut short")
     n = struct.unpack(">I", data[4:8])[0]
     if len(data) != _HEADER + n + _CHECK:
-        raise errors.StoreError(CORRUPT, "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
+        raise errors.StoreError(CORRUPT, __debug__ and "stored file is %d bytes, its header says %d" % (len(data), _HEADER + n + _CHECK))
     # a view, not a copy: the file is in the heap once (a replica's is
     # several KB, read at a board's boot)
     payload = memoryview(data)[_HEADER:_HEADER + n]
     if hashlib.sha256(payload).digest()[:_CHECK] != data[_HEADER + n:]:
-        raise errors.StoreError(CORRUPT, "stored file fails its checksum")
+        raise errors.StoreError(CORRUPT, __debug__ and "stored file fails its checksum")
     return payload
 
 
@@ -225,7 +225,7 @@ class Store:
             try:
                 return self._decode(self.files.read(self.tmp))
             except errors.StoreError:
-                raise errors.StoreError(MISSING, "no stored state at %s" % self.path)
+                raise errors.StoreError(MISSING, __debug__ and "no stored state at %s" % self.path)
         return self._decode(data)
 
     def _decode(self, data):
@@ -233,6 +233,6 @@ class Store:
         try:
             return Replica.restore_bytes(payload)
         except cbor.DecodeError as e:
-            raise errors.StoreError(CORRUPT, "stored payload is not deterministic CBOR (%s)" % e.code)
+            raise errors.StoreError(CORRUPT, __debug__ and "stored payload is not deterministic CBOR (%s)" % e.code)
         except errors.SnapshotError as e:
-            raise errors.StoreError(CORRUPT, "stored replica is invalid: %s" % e.message)
+            raise errors.StoreError(CORRUPT, __debug__ and "stored replica is invalid: %s" % e.message)

@@ -258,20 +258,20 @@ class Sync:
         if t is OP:
             self._apply_values([msg["op"]])
             return []
-        raise errors.SyncError(MALFORMED, "%s is not a DMC sync message" % msg.name)
+        raise errors.SyncError(MALFORMED, __debug__ and "%s is not a DMC sync message" % msg.name)
 
     def _on_summary(self, msg, now):
         parts = msg["parts"]
         part = msg["part"]
         if parts < 1 or part >= parts:
-            raise errors.SyncError(MALFORMED, "summary part %d of %d" % (part, parts))
+            raise errors.SyncError(MALFORMED, __debug__ and "summary part %d of %d" % (part, parts))
         flat = msg["vv"]
         prs = O.pairs(flat, SUMMARY_AUTHORS, "vv", "SyncError")
         snap = msg["snap"]
         if snap:
             if (len(snap) != 2 or not isinstance(snap[0], bytes) or len(snap[0]) != SNAP_ID_LEN
                     or not O.is_int(snap[1]) or snap[1] < 0 or snap[1] >= (1 << CHUNKS_MAX)):
-                raise errors.SyncError(MALFORMED, "summary snapshot progress must be [id, bitmap]")
+                raise errors.SyncError(MALFORMED, __debug__ and "summary snapshot progress must be [id, bitmap]")
         sess = msg["session"]
         if parts == 1:
             pv = _vv_from(flat, "SyncError")
@@ -287,7 +287,7 @@ class Sync:
                     pv[a] = s
             self._parts = None
             if len(pv) > O.AUTHORS_MAX:
-                raise errors.SyncError(OVERSIZE, "summary lists more than %d authors" % O.AUTHORS_MAX)
+                raise errors.SyncError(OVERSIZE, __debug__ and "summary lists more than %d authors" % O.AUTHORS_MAX)
         self.peer_vv = pv
         if self.peer is not None:
             self.replica.note_peer(self.peer, pv)

@@ -38,10 +38,10 @@ def on_chunk(sync, msg, now):
     count = msg["count"]
     idx = msg["index"]
     if len(sid) != SNAP_ID_LEN or count < 1 or idx >= count:
-        raise errors.SyncError(MALFORMED, "snapshot chunk %d of %d" % (idx, count))
+        raise errors.SyncError(MALFORMED, __debug__ and "snapshot chunk %d of %d" % (idx, count))
     chunk = msg["chunk"]
     if idx < count - 1 and len(chunk) != CHUNK:
-        raise errors.SyncError(MALFORMED, "snapshot chunk %d is %d bytes, not %d" % (idx, len(chunk), CHUNK))
+        raise errors.SyncError(MALFORMED, __debug__ and "snapshot chunk %d is %d bytes, not %d" % (idx, len(chunk), CHUNK))
     si = sync._snap_in
     if si is None or si[0] != sid or si[1] != count:
         si = sync._snap_in = [sid, count, [None] * count, 0]
@@ -53,7 +53,7 @@ def on_chunk(sync, msg, now):
     sync._snap_in = None
     data = b"".join(si[2])
     if snap_id(data) != sid:
-        raise errors.SyncError(MALFORMED, "snapshot does not match its id")
+        raise errors.SyncError(MALFORMED, __debug__ and "snapshot does not match its id")
     try:
         sync.replica.merge_snapshot(data)
     except errors.SnapshotError as e:

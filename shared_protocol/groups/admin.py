@@ -54,7 +54,7 @@ def split_rekey(topic, epoch, eph, entries, sign):
             cur = trial
     groups.append(cur)
     if len(groups) > wire.REKEY_PARTS_MAX:
-        raise gerr.GroupUsageError(message="re-key needs %d parts, over %d" % (len(groups), wire.REKEY_PARTS_MAX))
+        raise gerr.GroupUsageError(message=__debug__ and "re-key needs %d parts, over %d" % (len(groups), wire.REKEY_PARTS_MAX))
     out = []
     n = len(groups)
     for i in range(n):
@@ -74,9 +74,9 @@ class Admin(Member):
 
     def add_member(self, member_public, rights):
         if len(self.members) >= wire.MEMBERS_MAX:
-            raise gerr.GroupUsageError(message="topic already has %d members" % wire.MEMBERS_MAX)
+            raise gerr.GroupUsageError(message=__debug__ and "topic already has %d members" % wire.MEMBERS_MAX)
         if not rights & (RIGHT_READ | RIGHT_WRITE):
-            raise gerr.GroupUsageError(message="a member needs read, write or both")
+            raise gerr.GroupUsageError(message=__debug__ and "a member needs read, write or both")
         # converting costs one scalar multiplication: do it once, at invite time
         self.members[bytes(member_public)] = [rights, api.ed25519_pk_to_x25519(member_public)]
 
@@ -99,9 +99,9 @@ class Admin(Member):
         secrets are 32 fresh random bytes from the caller."""
         member_public = bytes(member_public)
         if member_public not in self.members:
-            raise gerr.GroupUsageError(message="not a member of this topic")
+            raise gerr.GroupUsageError(message=__debug__ and "not a member of this topic")
         if self.epoch >= EPOCH_MAX:
-            raise gerr.GroupUsageError(message="epoch numbers exhausted")
+            raise gerr.GroupUsageError(message=__debug__ and "epoch numbers exhausted")
         epoch = self.epoch + 1
         topic = self.topic
         new = EpochKey(topic, epoch, new_secret)

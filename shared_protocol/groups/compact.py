@@ -19,7 +19,7 @@ def seal(member, bodies, batch, rand32, now, max_seq):
     n = len(bodies)
     seq = member.seq_block(n, rand32)   # generation and counter (member.py, COUNTER_BITS)
     if seq + n - 1 > max_seq:
-        raise gerr.GroupUsageError(message="sequence numbers exhausted for this member key")
+        raise gerr.GroupUsageError(message=__debug__ and "sequence numbers exhausted for this member key")
     author = member.identity.public
     topic = member.topic
     if batch:
@@ -44,30 +44,30 @@ def seal(member, bodies, batch, rand32, now, max_seq):
 def _inner(v, max_seq):
     """Check the shape of a decoded inner array; returns it unpacked."""
     if not isinstance(v, list) or len(v) != 6:
-        raise gerr.Malformed(message="compact reading content has the wrong shape")
+        raise gerr.Malformed(message=__debug__ and "compact reading content has the wrong shape")
     kind, aref, seq, payload, sig, intro = v
     if kind == wire.RD_SIGNED:
         if not _is_bytes(payload) or len(payload) > wire.BODY_MAX:
-            raise gerr.Malformed(message="reading body malformed")
+            raise gerr.Malformed(message=__debug__ and "reading body malformed")
         count = 1
     elif kind == wire.RD_BATCH:
         if not isinstance(payload, list) or not 0 < len(payload) <= wire.BATCH_MAX:
-            raise gerr.Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
+            raise gerr.Malformed(message=__debug__ and "a batch holds 1..%d readings" % wire.BATCH_MAX)
         for b in payload:
             if not _is_bytes(b) or len(b) > wire.BODY_MAX:
-                raise gerr.Malformed(message="batch body malformed")
+                raise gerr.Malformed(message=__debug__ and "batch body malformed")
         count = len(payload)
     else:
-        raise gerr.Malformed(message="unknown reading kind")
+        raise gerr.Malformed(message=__debug__ and "unknown reading kind")
     if not _is_bytes(aref, wire.AREF_SIZE) or not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
-        raise gerr.Malformed(message="author reference or sequence number malformed")
+        raise gerr.Malformed(message=__debug__ and "author reference or sequence number malformed")
     if not _is_bytes(sig, SIG_SIZE):
-        raise gerr.Malformed(message="a reading message needs its 64-byte signature")
+        raise gerr.Malformed(message=__debug__ and "a reading message needs its 64-byte signature")
     if intro is not None:
         if not isinstance(intro, list) or len(intro) != 2 or not _is_bytes(intro[0], KEY_SIZE):
-            raise gerr.Malformed(message="author introduction malformed")
+            raise gerr.Malformed(message=__debug__ and "author introduction malformed")
         if bytes(intro[0][:wire.AREF_SIZE]) != bytes(aref):
-            raise gerr.Malformed(message="introduction is for another author reference")
+            raise gerr.Malformed(message=__debug__ and "introduction is for another author reference")
     return kind, bytes(aref), seq, payload, count, sig, intro
 
 
@@ -80,13 +80,13 @@ def open_rd(member, msg, now, max_seq, publication):
     try:
         inner = api.aead_decrypt(ek.sym, nonce, sealed, wire.rd_header(topic, epoch, nonce))
     except cerr.AuthenticationFailed:
-        raise gerr.DecryptFailed(message="reading does not authenticate under epoch %d" % epoch)
+        raise gerr.DecryptFailed(message=__debug__ and "reading does not authenticate under epoch %d" % epoch)
     kind, aref, seq, payload, count, sig, intro = _inner(cbor.decode(inner), max_seq)
     author, cap, new_entry = _author(member, aref, intro, now)
     if author in member.revoked:
-        raise gerr.MemberRevoked(message="author was removed from the topic")
+        raise gerr.MemberRevoked(message=__debug__ and "author was removed from the topic")
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
-        raise gerr.CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+        raise gerr.CapabilityExpired(message=__debug__ and "write capability expired at %d (now %d)" % (cap[3], now))
     if kind == wire.RD_SIGNED:
         signed = wire.rd_signed_bytes(topic, epoch, author, seq, payload)
     else:
@@ -94,10 +94,10 @@ def open_rd(member, msg, now, max_seq, publication):
     try:
         api.ed25519_verify(author, signed, sig)
     except cerr.BadSignature:
-        raise gerr.BadSignature(message="author signature does not verify")
+        raise gerr.BadSignature(message=__debug__ and "author signature does not verify")
     win = member.window_for(author, seq)     # per (author, generation); a batch is in one generation
     for s in range(seq, seq + count):
         if not win.is_fresh(s):
-            raise gerr.Replayed(message="sequence %d of this author already seen or too old" % s)
+            raise gerr.Replayed(message=__debug__ and "sequence %d of this author already seen or too old" % s)
     return _commit(member, author, win, seq, count, aref, new_entry, publication, topic, epoch, kind,
                    [payload] if kind == wire.RD_SIGNED else payload)

@@ -53,7 +53,7 @@ class Identity:
 
     def __init__(self, seed):
         if not isinstance(seed, (bytes, bytearray)) or len(seed) != KEY_SIZE:
-            raise gerr.Malformed(message="identity seed must be 32 bytes")
+            raise gerr.Malformed(message=__debug__ and "identity seed must be 32 bytes")
         self.seed = bytes(seed)
         self.public = api.ed25519_public(self.seed)
         self._x_secret = None
@@ -82,10 +82,10 @@ class EpochKey:
             self.dh_secret = api.hkdf(topic, secret, _EPOCH_DH_LABEL + info, 32)
             derived = api.x25519_public(self.dh_secret)
             if public is not None and not api.constant_time_eq(public, derived):
-                raise gerr.Malformed(message="epoch public key does not match its secret")
+                raise gerr.Malformed(message=__debug__ and "epoch public key does not match its secret")
             public = derived
         if public is None or len(public) != KEY_SIZE:
-            raise gerr.Malformed(message="epoch needs a secret or a 32-byte public key")
+            raise gerr.Malformed(message=__debug__ and "epoch needs a secret or a 32-byte public key")
         self.public = public
 
     @property
@@ -121,23 +121,23 @@ def capability_from_wire(w, topic, author):
     if w is None:
         return None
     if not isinstance(w, list) or len(w) != 3:
-        raise gerr.NoWriteCapability(message="capability in a publication must be [rights, expiry, signature]")
+        raise gerr.NoWriteCapability(message=__debug__ and "capability in a publication must be [rights, expiry, signature]")
     return [topic, author, w[0], w[1], w[2]]
 
 
 def check_write_capability(cap, topic, topic_public, author, now):
     """Raise unless cap lets ``author`` write to the topic at time ``now``."""
     if cap is None:
-        raise gerr.NoWriteCapability(message="publication carries no write capability")
+        raise gerr.NoWriteCapability(message=__debug__ and "publication carries no write capability")
     if (not isinstance(cap, list) or len(cap) != 5 or cap[0] != topic or cap[1] != author
             or not isinstance(cap[2], int) or not isinstance(cap[3], int)
             or not isinstance(cap[4], (bytes, bytearray)) or len(cap[4]) != SIG_SIZE):
-        raise gerr.NoWriteCapability(message="capability is for another topic or member, or malformed")
+        raise gerr.NoWriteCapability(message=__debug__ and "capability is for another topic or member, or malformed")
     if not cap[2] & RIGHT_WRITE:
-        raise gerr.NoWriteCapability(message="capability does not grant write")
+        raise gerr.NoWriteCapability(message=__debug__ and "capability does not grant write")
     try:
         api.ed25519_verify(topic_public, _cap_signed_bytes(cap[0], cap[1], cap[2], cap[3]), cap[4])
     except cerr.BadSignature:
-        raise gerr.NoWriteCapability(message="capability is not signed by the topic admin")
+        raise gerr.NoWriteCapability(message=__debug__ and "capability is not signed by the topic admin")
     if cap[3] != NO_EXPIRY and now >= cap[3]:
-        raise gerr.CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+        raise gerr.CapabilityExpired(message=__debug__ and "write capability expired at %d (now %d)" % (cap[3], now))

@@ -85,7 +85,7 @@ class Member:
     def __init__(self, topic_public, member_seed, epoch, epoch_secret=None, epoch_public=None,
                  capability=None, name=""):
         if not _is_key(topic_public):
-            raise gerr.Malformed(message="topic public key must be 32 bytes")
+            raise gerr.Malformed(message=__debug__ and "topic public key must be 32 bytes")
         self.topic_public = bytes(topic_public)
         self.topic = topic_id(self.topic_public)
         self.identity = Identity(member_seed)
@@ -218,7 +218,7 @@ class Member:
         """A Publication or EpochChanged event; raises a GroupError (or a
         cbor/envelope decode error) and changes nothing if anything is off."""
         if len(data) > wire.GROUP_MESSAGE_MAX:
-            raise gerr.TooLarge(message="group message of %d bytes over %d" % (len(data), wire.GROUP_MESSAGE_MAX))
+            raise gerr.TooLarge(message=__debug__ and "group message of %d bytes over %d" % (len(data), wire.GROUP_MESSAGE_MAX))
         msg = envelope.REGISTRY.decode(data)
         if msg.type is wire.RS:
             return readings.open_rs(self, msg, now, SEQ_MAX, Publication)
@@ -226,9 +226,9 @@ class Member:
             from shared_protocol.groups import compact
             return compact.open_rd(self, msg, now, SEQ_MAX, Publication)
         if msg.type is not wire.PUB and msg.type is not wire.REKEY:
-            raise gerr.Malformed(message="%s is not a group message" % msg.name)
+            raise gerr.Malformed(message=__debug__ and "%s is not a group message" % msg.name)
         if msg.values[0] != self.topic:
-            raise gerr.WrongTopic(message="message is for another topic")
+            raise gerr.WrongTopic(message=__debug__ and "message is for another topic")
         if msg.type is wire.PUB:
             from shared_protocol.groups import pub   # (loaded on first use, as seal)
             return pub.open_pub(self, msg, now)
@@ -240,7 +240,7 @@ class Member:
         win = self._windows.get(window_key(author, seq >> COUNTER_BITS))
         if win is None:
             if self._window_to_evict(author) is None and len(self._windows) >= AUTHORS_MAX:
-                raise gerr.TooLarge(message="more than %d authors in one topic" % AUTHORS_MAX)
+                raise gerr.TooLarge(message=__debug__ and "more than %d authors in one topic" % AUTHORS_MAX)
             win = ReplayWindow(SEQ_WINDOW)
         return win
 

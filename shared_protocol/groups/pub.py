@@ -26,9 +26,9 @@ def seal(member, body, rand32, now):
     if why is not None:
         raise gerr.GroupUsageError(message=why)
     if len(body) > wire.BODY_MAX:
-        raise gerr.GroupUsageError(message="body of %d bytes over %d" % (len(body), wire.BODY_MAX))
+        raise gerr.GroupUsageError(message=__debug__ and "body of %d bytes over %d" % (len(body), wire.BODY_MAX))
     if not _is_key(rand32):
-        raise gerr.GroupUsageError(message="seal needs 32 random bytes")
+        raise gerr.GroupUsageError(message=__debug__ and "seal needs 32 random bytes")
     seq = member.seq_block(1, rand32)
     ek = member._epochs[member.epoch]
     author = member.identity.public
@@ -61,34 +61,34 @@ def open_pub(member, msg, now):
     try:
         if mode == wire.MODE_EPOCH_KEY:
             if len(kfield) != wire.NONCE_SIZE:
-                raise gerr.Malformed(message="nonce must be 12 bytes")
+                raise gerr.Malformed(message=__debug__ and "nonce must be 12 bytes")
             inner = api.aead_decrypt(ek.sym, kfield, sealed, aad)
         else:
             if not _is_key(kfield):
-                raise gerr.Malformed(message="ephemeral key must be 32 bytes")
+                raise gerr.Malformed(message=__debug__ and "ephemeral key must be 32 bytes")
             key = _pub_dh_key(api.x25519(ek.dh_secret, kfield), topic, epoch, kfield, ek.public)
             inner = api.aead_decrypt(key, _ZERO_NONCE, sealed, aad)
     except (cerr.AuthenticationFailed, cerr.BadPublicKey):
-        raise gerr.DecryptFailed(message="publication does not authenticate under epoch %d" % epoch)
+        raise gerr.DecryptFailed(message=__debug__ and "publication does not authenticate under epoch %d" % epoch)
     v = cbor.decode(inner)
     if (not isinstance(v, list) or len(v) != 5 or not _is_key(v[0]) or not isinstance(v[1], int)
             or isinstance(v[1], bool) or not 0 < v[1] <= SEQ_MAX
             or not isinstance(v[3], (bytes, bytearray)) or len(v[3]) > wire.BODY_MAX or not _is_key(v[4], SIG_SIZE)):
-        raise gerr.Malformed(message="publication content has the wrong shape")
+        raise gerr.Malformed(message=__debug__ and "publication content has the wrong shape")
     author, seq, cap, body, sig = v
     if seq & COUNTER_MAX == 0:
-        raise gerr.Malformed(message="publication counter is 0")
+        raise gerr.Malformed(message=__debug__ and "publication counter is 0")
     if author in member.revoked:
-        raise gerr.MemberRevoked(message="author was removed from the topic")
+        raise gerr.MemberRevoked(message=__debug__ and "author was removed from the topic")
     try:
         api.ed25519_verify(author, wire.pub_signed_bytes(topic, epoch, author, seq, body), sig)
     except cerr.BadSignature:
-        raise gerr.BadSignature(message="author signature does not verify")
+        raise gerr.BadSignature(message=__debug__ and "author signature does not verify")
     if author != member.topic_public:
         check_write_capability(capability_from_wire(cap, topic, author), topic, member.topic_public, author, now)
     win = member.window_for(author, seq)
     if not win.is_fresh(seq):
-        raise gerr.Replayed(message="sequence %d of this author already seen or too old" % seq)
+        raise gerr.Replayed(message=__debug__ and "sequence %d of this author already seen or too old" % seq)
     # every check passed: commit
     win.accept(seq)
     member.keep_window(author, win, seq)

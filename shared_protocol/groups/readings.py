@@ -83,7 +83,7 @@ def _author(member, aref, intro, now):
         key = bytes(intro[0])
         known = member.authors.get(aref)
         if known is not None and known[0] != key:
-            raise gerr.AuthorClash(message="author reference %s already names another key" % aref.hex())
+            raise gerr.AuthorClash(message=__debug__ and "author reference %s already names another key" % aref.hex())
         if key == member.topic_public:
             return key, None, None
         cap = capability_from_wire(intro[1], topic, key)
@@ -93,7 +93,7 @@ def _author(member, aref, intro, now):
         if known is not None and known[2] and _later(known[1][3], cap[3]):
             return key, known[1], None       # an older capability replayed: keep the later one
         if known is None and len(member.authors) >= member.max_authors:
-            raise gerr.TooLarge(message="more than %d introduced authors in one topic" % member.max_authors)
+            raise gerr.TooLarge(message=__debug__ and "more than %d introduced authors in one topic" % member.max_authors)
         return key, cap, [key, cap, True]
     if aref == member.topic_public[:wire.AREF_SIZE]:
         return member.topic_public, None, None
@@ -102,7 +102,7 @@ def _author(member, aref, intro, now):
         return me, member.capability, None
     known = member.authors.get(aref)
     if known is None:
-        raise gerr.AuthorUnknown(message="no introduction for author %s yet" % aref.hex())
+        raise gerr.AuthorUnknown(message=__debug__ and "no introduction for author %s yet" % aref.hex())
     if not known[2]:
         # loaded from the record: checked once on first use (a swapped key or
         # capability on flash fails here and is never trusted)
@@ -124,11 +124,11 @@ def _read_key(member, epoch):
     if ek is None:
         if epoch > member.epoch:
             # its re-key has not reached us yet: may open later (errors.FutureEpoch)
-            raise gerr.FutureEpoch(message="epoch %d not held yet (current %d): its re-key has not arrived"
+            raise gerr.FutureEpoch(message=__debug__ and "epoch %d not held yet (current %d): its re-key has not arrived"
                                       % (epoch, member.epoch))
-        raise gerr.UnknownEpoch(message="epoch %d not held (current %d)" % (epoch, member.epoch))
+        raise gerr.UnknownEpoch(message=__debug__ and "epoch %d not held (current %d)" % (epoch, member.epoch))
     if not ek.readable:
-        raise gerr.NoReadCapability(message="write-only member: cannot open publications")
+        raise gerr.NoReadCapability(message=__debug__ and "write-only member: cannot open publications")
     return ek
 
 
@@ -319,18 +319,18 @@ def unpack(packed, dictionary):
         if _REF <= ib < _REF + wire.DICT_MAX:
             i = ib - _REF
             if dictionary is None or i >= len(dictionary):
-                raise gerr.AuthorUnknown(message="reading refers to dictionary entry %d the reader does not hold" % i)
+                raise gerr.AuthorUnknown(message=__debug__ and "reading refers to dictionary entry %d the reader does not hold" % i)
             out += dictionary[i]
             p += 1
         elif _NEAR <= ib < _NEAR + NEAR_HI - NEAR_LO + 1:
             if anchor < 0:
-                raise gerr.Malformed(message="packed reading names a number before its anchor")
+                raise gerr.Malformed(message=__debug__ and "packed reading names a number before its anchor")
             out += _uint_bytes(anchor + ib - _NEAR + NEAR_LO)
             p += 1
         else:
             q = _token_end(packed, p)
             if q < 0:
-                raise gerr.Malformed(message="packed reading malformed")
+                raise gerr.Malformed(message=__debug__ and "packed reading malformed")
             if anchor < 0 and ib >> 5 == 0 and ib >= 0x18:
                 v = _uint_at(packed, p, q)
                 if v >= 256:
@@ -338,7 +338,7 @@ def unpack(packed, dictionary):
             out += packed[p:q]
             p = q
         if len(out) > wire.BODY_MAX:
-            raise gerr.Malformed(message="reading body over %d bytes" % wire.BODY_MAX)
+            raise gerr.Malformed(message=__debug__ and "reading body over %d bytes" % wire.BODY_MAX)
     return bytes(out)
 
 
@@ -385,21 +385,21 @@ def _seal_checks(member, bodies, batch, rand32, now):
     """What both compact forms refuse before sealing (usage errors: the
     member's state is unchanged); the epoch key to seal under."""
     if not member.can_write:
-        raise gerr.GroupUsageError(message="this member holds no write capability")
+        raise gerr.GroupUsageError(message=__debug__ and "this member holds no write capability")
     ek = member.epoch_key()
     if not ek.readable:
-        raise gerr.GroupUsageError(message="compact readings need the epoch secret; write-only members use seal()")
+        raise gerr.GroupUsageError(message=__debug__ and "compact readings need the epoch secret; write-only members use seal()")
     cap = member.capability
     if now is not None and cap is not None and cap[3] and now >= cap[3]:
-        raise gerr.GroupUsageError(message="write capability expired; ask the admin for a new invite")
+        raise gerr.GroupUsageError(message=__debug__ and "write capability expired; ask the admin for a new invite")
     n = len(bodies)
     if n < 1 or n > (wire.BATCH_MAX if batch else 1):
-        raise gerr.GroupUsageError(message="a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
+        raise gerr.GroupUsageError(message=__debug__ and "a reading message holds 1..%d bodies" % (wire.BATCH_MAX if batch else 1))
     for b in bodies:
         if len(b) > wire.BODY_MAX:
-            raise gerr.GroupUsageError(message="body of %d bytes over %d" % (len(b), wire.BODY_MAX))
+            raise gerr.GroupUsageError(message=__debug__ and "body of %d bytes over %d" % (len(b), wire.BODY_MAX))
     if not _is_bytes(rand32, KEY_SIZE):
-        raise gerr.GroupUsageError(message="seal needs 32 random bytes")
+        raise gerr.GroupUsageError(message=__debug__ and "seal needs 32 random bytes")
     return ek
 
 
@@ -412,7 +412,7 @@ def seal_rs(member, bodies, batch, rand32, now, max_seq):
     n = len(bodies)
     seq = member.seq_block(n, rand32)
     if seq + n - 1 > max_seq:
-        raise gerr.GroupUsageError(message="sequence numbers exhausted for this member key")
+        raise gerr.GroupUsageError(message=__debug__ and "sequence numbers exhausted for this member key")
     author = member.identity.public
     d = member.dictionary
     flags = wire.RD_BATCH if batch else wire.RD_SIGNED
@@ -449,7 +449,7 @@ def _rs_inner(member, inner, max_seq):
     packed bodies list, count). A reading without an introduction is of
     the generation its author last introduced (``_gen_of``)."""
     if len(inner) < wire.RS_HEAD_MIN:
-        raise gerr.Malformed(message="signed reading shorter than its head")
+        raise gerr.Malformed(message=__debug__ and "signed reading shorter than its head")
     flags = inner[0]
     kind = flags & wire.RS_KIND
     k = ((flags & wire.RS_CLEN) >> 4) + 1
@@ -457,7 +457,7 @@ def _rs_inner(member, inner, max_seq):
     p = 1 + wire.AREF_SIZE + g + k
     if flags & ~(wire.RS_KIND | wire.RS_CLEN | wire.RS_INTRO | wire.RS_PACKED) \
             or kind not in (wire.RD_SIGNED, wire.RD_BATCH) or k > 3 or len(inner) < p:
-        raise gerr.Malformed(message="unknown reading kind or flags")
+        raise gerr.Malformed(message=__debug__ and "unknown reading kind or flags")
     aref = bytes(inner[1:1 + wire.AREF_SIZE])
     seq = 0
     for b in inner[1 + wire.AREF_SIZE:p - k]:
@@ -469,7 +469,7 @@ def _rs_inner(member, inner, max_seq):
         c = (c << 8) | b
     seq = (seq << 24) | c
     if k > 1 and inner[p - k] == 0:
-        raise gerr.Malformed(message="sequence counter not in its shortest form")
+        raise gerr.Malformed(message=__debug__ and "sequence counter not in its shortest form")
     intro = None
     try:
         if flags & wire.RS_INTRO:
@@ -477,24 +477,24 @@ def _rs_inner(member, inner, max_seq):
             p += used
             if (not isinstance(intro, list) or len(intro) != 3 or not _is_bytes(intro[0], KEY_SIZE)
                     or not _check_dictionary(intro[2])):
-                raise gerr.Malformed(message="author introduction malformed")
+                raise gerr.Malformed(message=__debug__ and "author introduction malformed")
             if bytes(intro[0][:wire.AREF_SIZE]) != aref:
-                raise gerr.Malformed(message="introduction is for another author reference")
+                raise gerr.Malformed(message=__debug__ and "introduction is for another author reference")
         rest = inner[p:]
         if kind == wire.RD_BATCH:
             items = cbor.decode(rest)
             if not isinstance(items, list) or not 0 < len(items) <= wire.BATCH_MAX:
-                raise gerr.Malformed(message="a batch holds 1..%d readings" % wire.BATCH_MAX)
+                raise gerr.Malformed(message=__debug__ and "a batch holds 1..%d readings" % wire.BATCH_MAX)
             for it in items:
                 if not _is_bytes(it) or len(it) > wire.BODY_MAX:
-                    raise gerr.Malformed(message="batch body malformed")
+                    raise gerr.Malformed(message=__debug__ and "batch body malformed")
         else:
             items = [bytes(rest)]
     except cbor.DecodeError:
-        raise gerr.Malformed(message="signed reading content is not deterministic CBOR")
+        raise gerr.Malformed(message=__debug__ and "signed reading content is not deterministic CBOR")
     count = len(items)
     if not _is_seq(seq, max_seq) or seq + count - 1 > max_seq:
-        raise gerr.Malformed(message="sequence number malformed")
+        raise gerr.Malformed(message=__debug__ and "sequence number malformed")
     return flags, kind, aref, seq, intro, items, count
 
 
@@ -508,7 +508,7 @@ def _gen_of(member, aref, low):
         return g
     if aref == member.identity.public[:wire.AREF_SIZE] and low == member.gen & 0xFF:
         return member.gen
-    raise gerr.AuthorUnknown(message="no introduction of author %s's sequence generation yet" % aref.hex())
+    raise gerr.AuthorUnknown(message=__debug__ and "no introduction of author %s's sequence generation yet" % aref.hex())
 
 
 def open_rs(member, msg, now, max_seq, publication):
@@ -517,7 +517,7 @@ def open_rs(member, msg, now, max_seq, publication):
     epoch, data = msg.values
     ek = _read_key(member, epoch)
     if len(data) < SIG_SIZE + wire.RS_HEAD_MIN:
-        raise gerr.Malformed(message="signed reading of %d bytes is too short" % len(data))
+        raise gerr.Malformed(message=__debug__ and "signed reading of %d bytes is too short" % len(data))
     r = bytes(data[:32])
     plain = _stream(ek.sym, _rs_nonce(r), data[32:])
     sig = r + plain[:32]
@@ -546,15 +546,15 @@ def open_rs(member, msg, now, max_seq, publication):
     for it in items:
         bodies.append(unpack(it, d) if flags & wire.RS_PACKED else bytes(it))
     if author in member.revoked:
-        raise gerr.MemberRevoked(message="author was removed from the topic")
+        raise gerr.MemberRevoked(message=__debug__ and "author was removed from the topic")
     win = member.window_for(author, seq)
     for s in range(seq, seq + count):
         if not win.is_fresh(s):
-            raise gerr.Replayed(message="sequence %d of this author already seen or too old" % s)
+            raise gerr.Replayed(message=__debug__ and "sequence %d of this author already seen or too old" % s)
     try:
         api.ed25519_verify(author, wire.rs_signed_bytes(topic, epoch, seq >> 24, inner, bodies), sig)
     except cerr.BadSignature:
-        raise gerr.BadSignature(message="author signature does not verify")
+        raise gerr.BadSignature(message=__debug__ and "author signature does not verify")
     if intro is not None:
         # the introduction is the author's own (it signed it): now check what
         # the admin signed (the capability), once per capability
@@ -563,16 +563,16 @@ def open_rs(member, msg, now, max_seq, publication):
         held = member.dicts.get(_dict_key(aref, seq))
         if intro[2] or held is not None:
             if held is None and len(member.dicts) >= 2 * member.max_authors:
-                raise gerr.TooLarge(message="more than %d author dictionaries in one topic" % (2 * member.max_authors))
+                raise gerr.TooLarge(message=__debug__ and "more than %d author dictionaries in one topic" % (2 * member.max_authors))
             if held is None or held[0] < seq:     # an older introduction never replaces a later one
                 dict_new = [seq, intro[2]]
     else:
         dict_new = None
     if cap is not None and cap[3] != NO_EXPIRY and now >= cap[3]:
-        raise gerr.CapabilityExpired(message="write capability expired at %d (now %d)" % (cap[3], now))
+        raise gerr.CapabilityExpired(message=__debug__ and "write capability expired at %d (now %d)" % (cap[3], now))
     gkey = aref + bytes(((seq >> 24) & 0xFF,))
     if intro is not None and gkey not in member.gens and len(member.gens) >= 2 * member.max_authors:
-        raise gerr.TooLarge(message="more than %d author generations in one topic" % (2 * member.max_authors))
+        raise gerr.TooLarge(message=__debug__ and "more than %d author generations in one topic" % (2 * member.max_authors))
     if dict_new is not None:
         if dict_new[1]:
             member.dicts[_dict_key(aref, seq)] = [dict_new[0], [bytes(e) for e in dict_new[1]]]

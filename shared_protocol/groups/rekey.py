@@ -30,28 +30,28 @@ def apply(member, msg):
     raises a GroupError and changes nothing otherwise."""
     topic, epoch, eph, part, parts, entries, sig = msg.values
     if epoch <= member.epoch:
-        raise gerr.StaleEpoch(message="re-key to epoch %d, already at %d" % (epoch, member.epoch))
+        raise gerr.StaleEpoch(message=__debug__ and "re-key to epoch %d, already at %d" % (epoch, member.epoch))
     if not _is_key(eph) or len(sig) != SIG_SIZE or not 0 <= part < parts:
-        raise gerr.Malformed(message="re-key fields have wrong sizes")
+        raise gerr.Malformed(message=__debug__ and "re-key fields have wrong sizes")
     for e in entries:
         if not isinstance(e, (bytes, bytearray)) or len(e) > wire.REKEY_ENTRY_MAX:
-            raise gerr.Malformed(message="re-key entry malformed")
+            raise gerr.Malformed(message=__debug__ and "re-key entry malformed")
     try:
         api.ed25519_verify(member.topic_public, wire.rekey_signed_bytes(topic, epoch, eph, part, parts, entries), sig)
     except cerr.BadSignature:
-        raise gerr.BadSignature(message="re-key not signed by the topic admin")
+        raise gerr.BadSignature(message=__debug__ and "re-key not signed by the topic admin")
     if epoch > member.epoch + 1:
         # Only after the signature: an unsigned message must not make a
         # receiver keep it for later. Applying it would skip the removals
         # of the epochs in between (their authors stay trusted there).
-        raise gerr.RekeyGap(message="re-key to epoch %d, but this member is at %d: the re-key to %d comes first"
+        raise gerr.RekeyGap(message=__debug__ and "re-key to epoch %d, but this member is at %d: the re-key to %d comes first"
                                % (epoch, member.epoch, member.epoch + 1))
     me = member.identity
     try:
         my_x = api.x25519_public(me.x25519_secret)
         key = rekey_entry_key(api.x25519(me.x25519_secret, eph), topic, epoch, eph, my_x)
     except cerr.BadPublicKey:
-        raise gerr.Malformed(message="re-key ephemeral key has small order")
+        raise gerr.Malformed(message=__debug__ and "re-key ephemeral key has small order")
     aad = cbor.encode([topic, epoch, eph])
     content = None
     for e in entries:
@@ -66,17 +66,17 @@ def apply(member, msg):
                 member._rk_epoch, member._rk_mask = epoch, 0
             member._rk_mask |= 1 << part
             if member._rk_mask != (1 << parts) - 1:
-                raise gerr.OtherRekeyPart(message="part %d of %d of the re-key to epoch %d holds no entry for us"
+                raise gerr.OtherRekeyPart(message=__debug__ and "part %d of %d of the re-key to epoch %d holds no entry for us"
                                              % (part + 1, parts, epoch))
-        raise gerr.RemovedFromTopic(message="re-key to epoch %d has no entry for this member" % epoch)
+        raise gerr.RemovedFromTopic(message=__debug__ and "re-key to epoch %d has no entry for this member" % epoch)
     v = cbor.decode(content)
     if (not isinstance(v, list) or len(v) != 3 or not (v[0] is None or _is_key(v[0])) or not _is_key(v[1])
             or not isinstance(v[2], list) or len(v[2]) > wire.REMOVED_PER_REKEY_MAX
             or not all(_is_key(k) for k in v[2])):
-        raise gerr.Malformed(message="re-key entry content has the wrong shape")
+        raise gerr.Malformed(message=__debug__ and "re-key entry content has the wrong shape")
     new = EpochKey(topic, epoch, v[0], v[1])
     if len(member.revoked) + len(v[2]) > REVOKED_MAX:
-        raise gerr.TooLarge(message="revocation list full")
+        raise gerr.TooLarge(message=__debug__ and "revocation list full")
     # commit
     member._epochs[epoch] = new
     member.epoch = epoch

@@ -53,10 +53,10 @@ class DatagramChannel:
 
     def seal(self, payload):
         if len(payload) > self._max - NONCE_PREFIX - TAGLEN:
-            raise nerr.NoiseUsageError(message="payload of %d bytes over the datagram limit" % len(payload))
+            raise nerr.NoiseUsageError(message=__debug__ and "payload of %d bytes over the datagram limit" % len(payload))
         n = self._send.n
         if n > NONCE_MAX:
-            raise nerr.NoiseUsageError(message="nonce space exhausted; start a new session")
+            raise nerr.NoiseUsageError(message=__debug__ and "nonce space exhausted; start a new session")
         self._send.n = n + 1
         return struct.pack(">H", n & (_NONCE_SPAN - 1)) + self._send.encrypt_at(n, b"", payload)
 
@@ -73,15 +73,15 @@ class DatagramChannel:
 
     def open(self, packet):
         if len(packet) > self._max:
-            raise nerr.DecryptFailed(message="datagram of %d bytes over the %d limit" % (len(packet), self._max))
+            raise nerr.DecryptFailed(message=__debug__ and "datagram of %d bytes over the %d limit" % (len(packet), self._max))
         if len(packet) < NONCE_PREFIX + TAGLEN:
-            raise nerr.DecryptFailed(message="datagram too short")
+            raise nerr.DecryptFailed(message=__debug__ and "datagram too short")
         (low,) = struct.unpack_from(">H", packet, 0)
         n = self._full_nonce(low)
         if n > NONCE_MAX:
-            raise nerr.DecryptFailed(message="reserved nonce")
+            raise nerr.DecryptFailed(message=__debug__ and "reserved nonce")
         if not self.replay.is_fresh(n):
-            raise nerr.ReplayedMessage(message="nonce %d already used or outside the window" % n)
+            raise nerr.ReplayedMessage(message=__debug__ and "nonce %d already used or outside the window" % n)
         payload = self._recv.decrypt_at(n, b"", bytes(packet[NONCE_PREFIX:]))
         self.replay.accept(n)  # commit only after authentication
         return payload

@@ -91,7 +91,7 @@ class Handshake:
         any other key proved by the peer raises nerr.UnexpectedStaticKey."""
         for name, v in (("static_private", static_private), ("ephemeral_private", ephemeral_private)):
             if not isinstance(v, (bytes, bytearray)) or len(v) != DHLEN:
-                raise nerr.NoiseUsageError(message="%s must be 32 bytes" % name)
+                raise nerr.NoiseUsageError(message=__debug__ and "%s must be 32 bytes" % name)
         self.initiator = initiator
         self._s = bytes(static_private)
         self._s_pub = api.x25519_public(self._s)
@@ -146,9 +146,9 @@ class Handshake:
 
     def write_message(self, payload=b""):
         if not self.is_my_turn():
-            raise nerr.NoiseUsageError(message="not our turn to write a handshake message")
+            raise nerr.NoiseUsageError(message=__debug__ and "not our turn to write a handshake message")
         if len(payload) > HANDSHAKE_PAYLOAD_MAX:
-            raise nerr.NoiseUsageError(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
+            raise nerr.NoiseUsageError(message=__debug__ and "handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
         ss = self._ss
         out = []
         for token in PATTERN_XX[self._step]:
@@ -166,9 +166,9 @@ class Handshake:
     def read_message(self, message):
         """Returns the payload; on any error the handshake is unchanged."""
         if self.complete or self.is_my_turn():
-            raise nerr.NoiseUsageError(message="not expecting a handshake message now")
+            raise nerr.NoiseUsageError(message=__debug__ and "not expecting a handshake message now")
         if len(message) > MESSAGE_MAX:
-            raise nerr.HandshakeFailed(message="handshake message over %d bytes" % MESSAGE_MAX)
+            raise nerr.HandshakeFailed(message=__debug__ and "handshake message over %d bytes" % MESSAGE_MAX)
         saved = (self._ss, self._re, self.remote_static)
         self._ss = self._ss.copy()
         try:
@@ -186,36 +186,36 @@ class Handshake:
             for token in PATTERN_XX[self._step]:
                 if token == "e":
                     if len(msg) - pos < DHLEN:
-                        raise nerr.HandshakeFailed(message="truncated: ephemeral key missing")
+                        raise nerr.HandshakeFailed(message=__debug__ and "truncated: ephemeral key missing")
                     self._re = msg[pos:pos + DHLEN]
                     pos += DHLEN
                     ss.mix_hash(self._re)
                 elif token == "s":
                     n = DHLEN + (TAGLEN if ss.cs.has_key() else 0)
                     if len(msg) - pos < n:
-                        raise nerr.HandshakeFailed(message="truncated: static key missing")
+                        raise nerr.HandshakeFailed(message=__debug__ and "truncated: static key missing")
                     rs = ss.decrypt_and_hash(msg[pos:pos + n])
                     pos += n
                     if self._expected is not None and not api.constant_time_eq(rs, self._expected):
-                        raise nerr.UnexpectedStaticKey(message="peer proved a static key we were not told to expect")
+                        raise nerr.UnexpectedStaticKey(message=__debug__ and "peer proved a static key we were not told to expect")
                     self.remote_static = rs
                 else:
                     ss.mix_key(self._dh(token))
             rest = msg[pos:]
             if ss.cs.has_key() and len(rest) < TAGLEN:
-                raise nerr.HandshakeFailed(message="truncated: payload tag missing")
+                raise nerr.HandshakeFailed(message=__debug__ and "truncated: payload tag missing")
             if len(rest) - (TAGLEN if ss.cs.has_key() else 0) > HANDSHAKE_PAYLOAD_MAX:
-                raise nerr.HandshakeFailed(message="handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
+                raise nerr.HandshakeFailed(message=__debug__ and "handshake payload over %d bytes" % HANDSHAKE_PAYLOAD_MAX)
             return ss.decrypt_and_hash(rest)
         except nerr.DecryptFailed:
-            raise nerr.HandshakeFailed(message="handshake message does not authenticate (altered or wrong peer)")
+            raise nerr.HandshakeFailed(message=__debug__ and "handshake message does not authenticate (altered or wrong peer)")
         except cerr.BadPublicKey:
-            raise nerr.HandshakeFailed(message="peer sent a small-order public key")
+            raise nerr.HandshakeFailed(message=__debug__ and "peer sent a small-order public key")
 
     def split(self):
         """(send, receive) CipherStates for the transport phase (§5.2 Split)."""
         if not self.complete:
-            raise nerr.NoiseUsageError(message="handshake not complete")
+            raise nerr.NoiseUsageError(message=__debug__ and "handshake not complete")
         c1, c2 = self._ss.split()
         # c1 encrypts initiator -> responder, c2 the other way (§5.2).
         return (c1, c2) if self.initiator else (c2, c1)

@@ -31,7 +31,7 @@ def frame(body):
 class NoiseStream:
     def __init__(self, handshake, max_frame=FRAME_MAX, handshake_payload=b""):
         if not 0 < max_frame <= MESSAGE_MAX:
-            raise nerr.NoiseUsageError(message="max_frame must be 1..%d" % MESSAGE_MAX)
+            raise nerr.NoiseUsageError(message=__debug__ and "max_frame must be 1..%d" % MESSAGE_MAX)
         self._hs = handshake
         self._max = max_frame
         self._payload = handshake_payload
@@ -50,7 +50,7 @@ class NoiseStream:
     def start(self):
         """Initiator only: queue the first handshake message."""
         if not self._hs.initiator or self._started:
-            raise nerr.NoiseUsageError(message="start() is for the initiator, once")
+            raise nerr.NoiseUsageError(message=__debug__ and "start() is for the initiator, once")
         self._started = True
         self._out.append(frame(self._hs.write_message(self._payload)))
 
@@ -67,7 +67,7 @@ class NoiseStream:
 
     def _check(self):
         if self._error is not None:
-            raise nerr.NoiseUsageError(message="link failed earlier (%s); close it" % self._error.code)
+            raise nerr.NoiseUsageError(message=__debug__ and "link failed earlier (%s); close it" % self._error.code)
 
     def next_event(self):
         self._check()
@@ -98,7 +98,7 @@ class NoiseStream:
     def send(self, payload):
         self._check()
         if self._send is None:
-            raise nerr.NoiseUsageError(message="handshake not complete")
+            raise nerr.NoiseUsageError(message=__debug__ and "handshake not complete")
         if len(payload) > min(PAYLOAD_MAX, self._max - TAGLEN):
-            raise nerr.NoiseUsageError(message="payload of %d bytes does not fit one frame" % len(payload))
+            raise nerr.NoiseUsageError(message=__debug__ and "payload of %d bytes does not fit one frame" % len(payload))
         return frame(self._send.encrypt_with_ad(b"", payload))

@@ -41,7 +41,7 @@ class CipherState:
         if self.k is None:
             return bytes(plaintext)
         if self.n > NONCE_MAX:
-            raise nerr.NoiseUsageError(message="nonce space exhausted; start a new session")
+            raise nerr.NoiseUsageError(message=__debug__ and "nonce space exhausted; start a new session")
         out = api.aead_encrypt(self.k, nonce_bytes(self.n), plaintext, ad)
         self.n += 1
         return out
@@ -51,7 +51,7 @@ class CipherState:
         if self.k is None:
             return bytes(ciphertext)
         if self.n > NONCE_MAX:
-            raise nerr.NoiseUsageError(message="nonce space exhausted; start a new session")
+            raise nerr.NoiseUsageError(message=__debug__ and "nonce space exhausted; start a new session")
         out = self.decrypt_at(self.n, ad, ciphertext)
         self.n += 1
         return out
@@ -61,7 +61,7 @@ class CipherState:
         try:
             return api.aead_decrypt(self.k, nonce_bytes(n), ciphertext, ad)
         except cerr.AuthenticationFailed:
-            raise nerr.DecryptFailed(message="message does not authenticate")
+            raise nerr.DecryptFailed(message=__debug__ and "message does not authenticate")
 
     def encrypt_at(self, n, ad, plaintext):
         return api.aead_encrypt(self.k, nonce_bytes(n), plaintext, ad)
@@ -72,5 +72,5 @@ class CipherState:
         point (e.g. every N messages) so an old key cannot decrypt later
         traffic even if the current one leaks; the nonce keeps counting."""
         if self.k is None:
-            raise nerr.NoiseUsageError(message="no key to rekey")
+            raise nerr.NoiseUsageError(message=__debug__ and "no key to rekey")
         self.k = api.aead_encrypt(self.k, nonce_bytes(2 ** 64 - 1), _ZERO32, b"")[:32]

@@ -107,9 +107,9 @@ class UdpSession:
         """Send message 1: payload (at most HS1_PAD bytes, e.g. a
         noise/known.py hint) padded with zeros to HS1_PAD."""
         if not self.initiator or self._hs is None or self._last is not None or self._hs.messages:
-            raise nerr.NoiseUsageError(message="start() is for a fresh initiator")
+            raise nerr.NoiseUsageError(message=__debug__ and "start() is for a fresh initiator")
         if len(payload) > HS1_PAD:
-            raise nerr.NoiseUsageError(message="message 1 payload over %d bytes" % HS1_PAD)
+            raise nerr.NoiseUsageError(message=__debug__ and "message 1 payload over %d bytes" % HS1_PAD)
         self._emit(bytes((KIND_HS1,)) + self._hs.write_message(payload + bytes(HS1_PAD - len(payload))), now, True)
 
     def tick(self, now):
@@ -119,7 +119,7 @@ class UdpSession:
             return
         if self._tries >= self._max_tries:
             self._last = None
-            raise nerr.HandshakeTimedOut(message="no answer after %d attempts" % self._max_tries)
+            raise nerr.HandshakeTimedOut(message=__debug__ and "no answer after %d attempts" % self._max_tries)
         self._out.append(self._last)
         self._last_at = now
         self._tries += 1
@@ -137,7 +137,7 @@ class UdpSession:
 
     def send(self, payload):
         if self.channel is None:
-            raise nerr.NoiseUsageError(message="session not established")
+            raise nerr.NoiseUsageError(message=__debug__ and "session not established")
         pkt = bytes((KIND_DATA,)) + self.channel.seal(payload)
         tags = self._tags
         if len(tags) >= SENT_TAGS_MAX:
@@ -154,7 +154,7 @@ class UdpSession:
         """One UDP payload in; returns a list of events (HandshakeComplete,
         Message). Raises a typed error, changing nothing, on a bad packet."""
         if not packet or len(packet) > DATAGRAM_MAX + 1:
-            raise nerr.BadPacket(message="empty or oversized packet")
+            raise nerr.BadPacket(message=__debug__ and "empty or oversized packet")
         kind = packet[0]
         body = memoryview(packet)[1:]   # no copy of a datagram of up to 1.2 KB
         hs = self._hs
@@ -164,12 +164,12 @@ class UdpSession:
             return [Message(self.channel.open(body))]
         if kind == KIND_UNKNOWN:
             if self.channel is not None and self.initiator and bytes(body) in self._tags:
-                raise nerr.SessionUnknown(message="the proxy has no session for our packets (it restarted?)")
+                raise nerr.SessionUnknown(message=__debug__ and "the proxy has no session for our packets (it restarted?)")
             return []  # not about a packet of ours: forged or stale
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):
-            raise nerr.BadPacket(message="unknown packet kind %d" % kind)
+            raise nerr.BadPacket(message=__debug__ and "unknown packet kind %d" % kind)
         if kind == KIND_HS1 and len(packet) < HS1_SIZE:
-            raise nerr.BadPacket(message="message 1 of %d bytes, shorter than its answer" % len(packet))
+            raise nerr.BadPacket(message=__debug__ and "message 1 of %d bytes, shorter than its answer" % len(packet))
         if self.answers(packet):
             # the peer repeated itself: our answer was lost
             self._out.append(self._cached_reply)

@@ -58,23 +58,23 @@ def check_id(i):
 def check_peer(i, a):
     """Raise OverlayError unless (i, a) is a valid proxy id and address."""
     if type(i) is not bytes or len(i) != ids.ID_LEN:
-        raise OverlayError(E_ENTRY, "a proxy id is %d bytes" % ids.ID_LEN)
+        raise OverlayError(E_ENTRY, __debug__ and "a proxy id is %d bytes" % ids.ID_LEN)
     if type(a) is not bytes or len(a) > ADDR_MAX:
-        raise OverlayError(E_ENTRY, "address must be at most %d bytes" % ADDR_MAX)
+        raise OverlayError(E_ENTRY, __debug__ and "address must be at most %d bytes" % ADDR_MAX)
 
 
 def check_config_peer(i, a):
     if type(i) is not bytes or len(i) != ids.ID_LEN:
-        raise OverlayConfigError(E_CONFIG, "a proxy id is %d bytes" % ids.ID_LEN)
+        raise OverlayConfigError(E_CONFIG, __debug__ and "a proxy id is %d bytes" % ids.ID_LEN)
     if type(a) is not bytes or len(a) > ADDR_MAX:
-        raise OverlayConfigError(E_CONFIG, "address must be at most %d bytes" % ADDR_MAX)
+        raise OverlayConfigError(E_CONFIG, __debug__ and "address must be at most %d bytes" % ADDR_MAX)
 
 
 def split_profile(p, bits):
     """Wire profile bytes -> (filter, needy) ints; OverlayError if misshaped."""
     n = bits // 8
     if type(p) is not bytes or len(p) != 2 * n:
-        raise OverlayError(E_PROFILE, "a profile is %d bytes (two %d-bit filters)" % (2 * n, bits))
+        raise OverlayError(E_PROFILE, __debug__ and "a profile is %d bytes (two %d-bit filters)" % (2 * n, bits))
     return int.from_bytes(p[:n], "big"), int.from_bytes(p[n:], "big")
 
 

@@ -143,24 +143,24 @@ def check_entries(entries, least):
     Pure: looks, never changes anything. ``least``: minimum count.
     """
     if type(entries) is not list:
-        raise _error("CyclonError")(E_ENTRY, "entries must be an array")
+        raise _error("CyclonError")(E_ENTRY, __debug__ and "entries must be an array")
     n = len(entries)
     if n < least:
-        raise _error("CyclonError")(E_EMPTY, "a shuffle request must carry the sender's own entry")
+        raise _error("CyclonError")(E_EMPTY, __debug__ and "a shuffle request must carry the sender's own entry")
     if n > SHUFFLE_LEN_MAX:
-        raise _error("CyclonError")(E_ENTRY, "%d entries, limit %d" % (n, SHUFFLE_LEN_MAX))
+        raise _error("CyclonError")(E_ENTRY, __debug__ and "%d entries, limit %d" % (n, SHUFFLE_LEN_MAX))
     for e in entries:
         if type(e) is not list or len(e) != 3:
-            raise _error("CyclonError")(E_ENTRY, "an entry must be [peer_id, addr, age]")
+            raise _error("CyclonError")(E_ENTRY, __debug__ and "an entry must be [peer_id, addr, age]")
         i, a, g = e
         # One combined test on the hot path; the detail only when it fails.
         if (type(i) is not bytes or type(a) is not bytes or type(g) is not int
                 or not 0 < len(i) <= ID_MAX or len(a) > ADDR_MAX or not 0 <= g <= AGE_MAX):
             if type(i) is not bytes or not (0 < len(i) <= ID_MAX):
-                raise _error("CyclonError")(E_ENTRY, "peer id must be 1..%d bytes" % ID_MAX)
+                raise _error("CyclonError")(E_ENTRY, __debug__ and "peer id must be 1..%d bytes" % ID_MAX)
             if type(a) is not bytes or len(a) > ADDR_MAX:
-                raise _error("CyclonError")(E_ENTRY, "address must be at most %d bytes" % ADDR_MAX)
-            raise _error("CyclonError")(E_ENTRY, "age must be 0..%d" % AGE_MAX)
+                raise _error("CyclonError")(E_ENTRY, __debug__ and "address must be at most %d bytes" % ADDR_MAX)
+            raise _error("CyclonError")(E_ENTRY, __debug__ and "age must be 0..%d" % AGE_MAX)
 
 
 def _pick(rng, pool, k):
@@ -214,15 +214,15 @@ class Cyclon:
     def __init__(self, node_id, addr, rng, view_size=PROXY_VIEW, shuffle_len=PROXY_SHUFFLE,
                  reply_timeout=DEFAULT_REPLY_TIMEOUT_MS):
         if type(node_id) is not bytes or not (0 < len(node_id) <= ID_MAX):
-            raise _error("CyclonConfigError")(E_CONFIG, "node id must be 1..%d bytes" % ID_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "node id must be 1..%d bytes" % ID_MAX)
         if type(addr) is not bytes or len(addr) > ADDR_MAX:
-            raise _error("CyclonConfigError")(E_CONFIG, "address must be at most %d bytes" % ADDR_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "address must be at most %d bytes" % ADDR_MAX)
         if not (1 <= view_size <= VIEW_MAX):
-            raise _error("CyclonConfigError")(E_CONFIG, "view size must be 1..%d" % VIEW_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "view size must be 1..%d" % VIEW_MAX)
         if not (1 <= shuffle_len <= SHUFFLE_LEN_MAX) or shuffle_len > view_size:
-            raise _error("CyclonConfigError")(E_CONFIG, "shuffle length must be 1..min(view size, %d)" % SHUFFLE_LEN_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "shuffle length must be 1..min(view size, %d)" % SHUFFLE_LEN_MAX)
         if not 0 < reply_timeout <= clock.SPAN_MAX:
-            raise _error("CyclonConfigError")(E_CONFIG, "reply timeout must be 1..%d ms" % clock.SPAN_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "reply timeout must be 1..%d ms" % clock.SPAN_MAX)
         self.id = node_id
         self.addr = addr
         self.rng = rng
@@ -272,9 +272,9 @@ class Cyclon:
         a seed must not bias it. Returns True if added.
         """
         if type(peer_id) is not bytes or not (0 < len(peer_id) <= ID_MAX):
-            raise _error("CyclonConfigError")(E_CONFIG, "peer id must be 1..%d bytes" % ID_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "peer id must be 1..%d bytes" % ID_MAX)
         if type(addr) is not bytes or len(addr) > ADDR_MAX:
-            raise _error("CyclonConfigError")(E_CONFIG, "address must be at most %d bytes" % ADDR_MAX)
+            raise _error("CyclonConfigError")(E_CONFIG, __debug__ and "address must be at most %d bytes" % ADDR_MAX)
         if peer_id == self.id or peer_id in self._ids or len(self._ids) >= self.view_size:
             return False
         self._ids.append(peer_id)
@@ -387,14 +387,14 @@ class Cyclon:
         if t is REPLY:
             self._on_reply(msg.values, now)
             return None
-        raise _error("CyclonError")(E_NOT_CYCLON, "message %s is not for CYCLON" % t[1])
+        raise _error("CyclonError")(E_NOT_CYCLON, __debug__ and "message %s is not for CYCLON" % t[1])
 
     def _on_request(self, values, now):
         nonce, entries = values
         check_entries(entries, 1)
         p_id = entries[0][0]
         if p_id == self.id:
-            raise _error("CyclonError")(E_SELF, "a shuffle request carries this node's own id as sender")
+            raise _error("CyclonError")(E_SELF, __debug__ and "a shuffle request carries this node's own id as sender")
         self.expire(now)
         ids = self._ids
         addrs = self._addrs
@@ -428,11 +428,11 @@ class Cyclon:
             ex = pending[i]
             if ex[0] == nonce:
                 if ex[1] != sender:
-                    raise _error("CyclonError")(E_WRONG_PEER, "reply for an exchange with another peer")
+                    raise _error("CyclonError")(E_WRONG_PEER, __debug__ and "reply for an exchange with another peer")
                 pending.pop(i)
                 self._merge(entries, ex[2], ex[3])
                 return
-        raise _error("CyclonError")(E_UNKNOWN, "reply to no pending shuffle (unknown, or later than the timeout)")
+        raise _error("CyclonError")(E_UNKNOWN, __debug__ and "reply to no pending shuffle (unknown, or later than the timeout)")
 
     def _merge(self, received, slots, sent):
         """Steps 6-7: skip self and known ids; fill empty slots; then replace

@@ -141,9 +141,9 @@ class Disseminator:
 
     def __init__(self, node_id, rng, fanout=DEFAULT_FANOUT, seen=DEFAULT_SEEN):
         if not (2 <= fanout <= FANOUT_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "fanout must be 2..%d" % FANOUT_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "fanout must be 2..%d" % FANOUT_MAX)
         if not (1 <= seen <= SEEN_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "seen-set size must be 1..%d" % SEEN_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "seen-set size must be 1..%d" % SEEN_MAX)
         self.id = node_id
         self.rng = rng
         self.fanout = fanout
@@ -155,14 +155,14 @@ class Disseminator:
         """Raise OverlayError unless a DATA message may be accepted. Pure."""
         topic, mid, sender, hops, payload = values
         if not common.check_id(topic) or not common.check_id(sender):
-            raise OverlayError(common.E_ENTRY, "topic and sender ids are %d bytes" % ids.ID_LEN)
+            raise OverlayError(common.E_ENTRY, __debug__ and "topic and sender ids are %d bytes" % ids.ID_LEN)
         if not mid:
-            raise OverlayError(common.E_ENTRY, "a message id is 1..%d bytes" % MSG_ID_MAX)
+            raise OverlayError(common.E_ENTRY, __debug__ and "a message id is 1..%d bytes" % MSG_ID_MAX)
         if sender == self.id:
-            raise OverlayError(common.E_SELF, "a message that claims to come from this proxy")
+            raise OverlayError(common.E_SELF, __debug__ and "a message that claims to come from this proxy")
         if not subscribed:
             # Relay-free: only subscribers carry a topic.
-            raise OverlayError(common.E_NOT_SUBSCRIBED, "message of a topic this proxy does not subscribe to")
+            raise OverlayError(common.E_NOT_SUBSCRIBED, __debug__ and "message of a topic this proxy does not subscribe to")
 
     def forward(self, topic, mid, sender, hops, payload, targets, addr_of):
         """Outgoing DATA to each target (ids); addr_of(id) -> address."""

@@ -38,7 +38,7 @@ class IdError(LocalError):
 def proxy_id(static_key):
     """The ring id of the proxy with this static public key."""
     if type(static_key) is not bytes or not (0 < len(static_key) <= KEY_MAX):
-        raise IdError(E_CONFIG, "static key must be 1..%d bytes" % KEY_MAX)
+        raise IdError(E_CONFIG, __debug__ and "static key must be 1..%d bytes" % KEY_MAX)
     return hashlib.sha256(static_key).digest()[:ID_LEN]
 
 
@@ -47,7 +47,7 @@ def topic_id(name):
     if type(name) is str:
         name = name.encode()
     if type(name) is not bytes or not (0 < len(name) <= TOPIC_NAME_MAX):
-        raise IdError(E_CONFIG, "topic name must be 1..%d bytes" % TOPIC_NAME_MAX)
+        raise IdError(E_CONFIG, __debug__ and "topic name must be 1..%d bytes" % TOPIC_NAME_MAX)
     return hashlib.sha256(_TOPIC_DOMAIN + name).digest()[:ID_LEN]
 
 

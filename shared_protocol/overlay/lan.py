@@ -80,7 +80,7 @@ def open_sync(member, values):
     topic, epoch, nonce, sealed = values
     ek = member.epoch_key(epoch) if epoch == member.epoch else None
     if ek is None or not ek.readable or len(nonce) != NONCE:
-        raise cerr.AuthenticationFailed(message="no key for this sealed sync")
+        raise cerr.AuthenticationFailed(message=__debug__ and "no key for this sealed sync")
     return api.aead_decrypt(ek.sym, nonce, sealed, _aad(topic, epoch))
 
 

@@ -88,9 +88,9 @@ class PolderCast:
         node_id = ids.proxy_id(static_key)
         common.check_config_peer(node_id, addr)
         if not (1 <= profile_cache <= PROFILE_CACHE_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "profile memory must be 1..%d" % PROFILE_CACHE_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "profile memory must be 1..%d" % PROFILE_CACHE_MAX)
         if not (0 <= needy_cache <= NEEDY_CACHE_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "needy profile memory must be 0..%d" % NEEDY_CACHE_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "needy profile memory must be 0..%d" % NEEDY_CACHE_MAX)
         self.id = node_id
         self.addr = addr
         self.rng = rng
@@ -132,7 +132,7 @@ class PolderCast:
 
     def subscribe(self, topic):
         if not common.check_id(topic):
-            raise OverlayConfigError(common.E_CONFIG, "a topic id is %d bytes (ids.topic_id)" % ids.ID_LEN)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "a topic id is %d bytes (ids.topic_id)" % ids.ID_LEN)
         if self.subs.add(topic):
             self.rings.set_topics(self.subs.topics)
             return True
@@ -425,16 +425,16 @@ class PolderCast:
         if t is rings.REQUEST or t is rings.REPLY:
             o = self.rings.handle(msg, now)
             return [o] if o is not None else []
-        raise OverlayError(common.E_NOT_MINE, "message %s is not for the overlay" % t[1])
+        raise OverlayError(common.E_NOT_MINE, __debug__ and "message %s is not for the overlay" % t[1])
 
     def publish(self, topic, msg_id, payload):
         """A message of this proxy's own subscribers to the overlay."""
         if topic not in self.subs.topics:
-            raise OverlayConfigError(common.E_NOT_SUBSCRIBED, "publish on a topic this proxy does not subscribe to")
+            raise OverlayConfigError(common.E_NOT_SUBSCRIBED, __debug__ and "publish on a topic this proxy does not subscribe to")
         if type(msg_id) is not bytes or not (0 < len(msg_id) <= dissemination.MSG_ID_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "message id must be 1..%d bytes" % dissemination.MSG_ID_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "message id must be 1..%d bytes" % dissemination.MSG_ID_MAX)
         if type(payload) is not bytes or len(payload) > dissemination.PAYLOAD_MAX:
-            raise OverlayConfigError(common.E_CONFIG, "payload must be at most %d bytes" % dissemination.PAYLOAD_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "payload must be at most %d bytes" % dissemination.PAYLOAD_MAX)
         if msg_id in self.diss.seen:
             return []
         self.diss.seen.add(msg_id)
@@ -495,34 +495,34 @@ class PolderCast:
         c_check_entries(entries, 1 if req else 0)
         plen = self.bits // 4
         if len(ps) != len(entries):
-            raise OverlayError(common.E_PROFILE, "one profile (or null) per entry")
+            raise OverlayError(common.E_PROFILE, __debug__ and "one profile (or null) per entry")
         for i in range(len(entries)):
             if len(entries[i][0]) != ids.ID_LEN:
-                raise OverlayError(common.E_ENTRY, "a proxy id is %d bytes" % ids.ID_LEN)
+                raise OverlayError(common.E_ENTRY, __debug__ and "a proxy id is %d bytes" % ids.ID_LEN)
             p = ps[i]
             if p is not None and (type(p) is not bytes or len(p) != plen):
-                raise OverlayError(common.E_PROFILE, "a profile is %d bytes" % plen)
+                raise OverlayError(common.E_PROFILE, __debug__ and "a profile is %d bytes" % plen)
         for r in rumours:
             if type(r) is not list or len(r) != 4:
-                raise OverlayError(common.E_ENTRY, "a needy profile is [peer_id, addr, profile, age]")
+                raise OverlayError(common.E_ENTRY, __debug__ and "a needy profile is [peer_id, addr, profile, age]")
             common.check_peer(r[0], r[1])
             if type(r[2]) is not bytes or len(r[2]) != plen:
-                raise OverlayError(common.E_PROFILE, "a profile is %d bytes" % plen)
+                raise OverlayError(common.E_PROFILE, __debug__ and "a profile is %d bytes" % plen)
             if type(r[3]) is not int or not (0 <= r[3] <= common.AGE_MAX):
-                raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
+                raise OverlayError(common.E_ENTRY, __debug__ and "age must be 0..%d" % common.AGE_MAX)
         if req:
             if entries[0][0] == self.id:
-                raise cyclon.CyclonError("from_self", "a shuffle request carries this node's own id as sender")
+                raise cyclon.CyclonError("from_self", __debug__ and "a shuffle request carries this node's own id as sender")
         else:
             # CYCLON's own check, done before URPS sees the entries.
             ok = False
             for ex in self.cyclon._pending:
                 if ex[0] == v[0]:
                     if ex[1] != v[1]:
-                        raise cyclon.CyclonError("wrong_peer", "reply for an exchange with another peer")
+                        raise cyclon.CyclonError("wrong_peer", __debug__ and "reply for an exchange with another peer")
                     ok = True
             if not ok:
-                raise cyclon.CyclonError("unknown_exchange", "reply to no pending shuffle")
+                raise cyclon.CyclonError("unknown_exchange", __debug__ and "reply to no pending shuffle")
         keep = []
         for i in range(len(entries)):
             e = entries[i]

@@ -52,9 +52,9 @@ class ProfileConfigError(LocalError):
 
 def check_config(bits, hashes):
     if bits < MIN_BITS or bits > BITS_MAX or bits & (bits - 1):
-        raise ProfileConfigError(E_CONFIG, "filter bits must be a power of two in %d..%d" % (MIN_BITS, BITS_MAX))
+        raise ProfileConfigError(E_CONFIG, __debug__ and "filter bits must be a power of two in %d..%d" % (MIN_BITS, BITS_MAX))
     if not (1 <= hashes <= HASHES_MAX):
-        raise ProfileConfigError(E_CONFIG, "hashes must be 1..%d" % HASHES_MAX)
+        raise ProfileConfigError(E_CONFIG, __debug__ and "hashes must be 1..%d" % HASHES_MAX)
 
 
 def topic_mask(topic, bits, hashes):
@@ -127,7 +127,7 @@ class Subscriptions:
     def __init__(self, rng, bits=DEFAULT_BITS, hashes=DEFAULT_HASHES, epsilon_milli=0):
         check_config(bits, hashes)
         if not (0 <= epsilon_milli <= EPSILON_MILLI_MAX):
-            raise ProfileConfigError(E_CONFIG, "BLIP epsilon must be 0 (off) .. %d milli" % EPSILON_MILLI_MAX)
+            raise ProfileConfigError(E_CONFIG, __debug__ and "BLIP epsilon must be 0 (off) .. %d milli" % EPSILON_MILLI_MAX)
         self.rng = rng
         self.bits = bits
         self.hashes = hashes
@@ -145,7 +145,7 @@ class Subscriptions:
         """Replace the subscription set (a new version). Returns True if it changed."""
         ts = sorted(set(topics))
         if len(ts) > TOPICS_MAX:
-            raise ProfileConfigError(E_CONFIG, "%d topics, limit %d" % (len(ts), TOPICS_MAX))
+            raise ProfileConfigError(E_CONFIG, __debug__ and "%d topics, limit %d" % (len(ts), TOPICS_MAX))
         if ts == self.topics and self.version:
             return False
         self.topics = ts
@@ -161,7 +161,7 @@ class Subscriptions:
         if not self.version:
             return self.set([topic])
         if len(self.topics) >= TOPICS_MAX:
-            raise ProfileConfigError(E_CONFIG, "%d topics, limit %d" % (len(self.topics) + 1, TOPICS_MAX))
+            raise ProfileConfigError(E_CONFIG, __debug__ and "%d topics, limit %d" % (len(self.topics) + 1, TOPICS_MAX))
         # One topic more: its bits join the filter (set() rebuilds it from
         # every topic, which made a proxy's n joins cost n^2).
         ts = self.topics + [topic]

@@ -119,20 +119,20 @@ def check_topics(topics):
     age_max = common.AGE_MAX
     for item in topics:
         if type(item) is not list or len(item) != 2 or not common.check_id(item[0]):
-            raise OverlayError(common.E_ENTRY, "a ring topic is [topic_id, entries]")
+            raise OverlayError(common.E_ENTRY, __debug__ and "a ring topic is [topic_id, entries]")
         es = item[1]
         if type(es) is not list or len(es) > 2 * KEEP:
-            raise OverlayError(common.E_ENTRY, "a ring topic carries at most %d entries" % (2 * KEEP))
+            raise OverlayError(common.E_ENTRY, __debug__ and "a ring topic carries at most %d entries" % (2 * KEEP))
         for e in es:
             if type(e) is not list or len(e) != 3:
-                raise OverlayError(common.E_ENTRY, "a ring entry is [peer_id, addr, age]")
+                raise OverlayError(common.E_ENTRY, __debug__ and "a ring entry is [peer_id, addr, age]")
             i, a, g = e
             # check_peer and the age inline: this runs for every entry of
             # every exchange.
             if type(i) is not bytes or len(i) != id_len or type(a) is not bytes or len(a) > addr_max:
                 common.check_peer(i, a)
             if type(g) is not int or g < 0 or g > age_max:
-                raise OverlayError(common.E_ENTRY, "age must be 0..%d" % age_max)
+                raise OverlayError(common.E_ENTRY, __debug__ and "age must be 0..%d" % age_max)
 
 
 class Rings:
@@ -142,9 +142,9 @@ class Rings:
                  reply_timeout=DEFAULT_REPLY_TIMEOUT_MS):
         common.check_config_peer(node_id, addr)
         if not (1 <= max_age <= common.AGE_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "max age must be 1..%d" % common.AGE_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "max age must be 1..%d" % common.AGE_MAX)
         if reply_timeout <= 0:
-            raise OverlayConfigError(common.E_CONFIG, "reply timeout must be positive")
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "reply timeout must be positive")
         self.id = node_id
         self.pos = ids.pos(node_id)
         self.addr = addr
@@ -446,9 +446,9 @@ class Rings:
             nonce, sender, addr, filt, topics = msg.values
             common.check_peer(sender, addr)
             if sender == self.id:
-                raise OverlayError(common.E_SELF, "a Rings request carries this proxy's id as sender")
+                raise OverlayError(common.E_SELF, __debug__ and "a Rings request carries this proxy's id as sender")
             if len(filt) != self.bits // 8:
-                raise OverlayError(common.E_PROFILE, "a Rings filter is %d bytes" % (self.bits // 8))
+                raise OverlayError(common.E_PROFILE, __debug__ and "a Rings filter is %d bytes" % (self.bits // 8))
             check_topics(topics)
             self.expire(now)
             named = [x[0] for x in topics]
@@ -458,19 +458,19 @@ class Rings:
         if t is REPLY:
             nonce, sender, topics = msg.values
             if not common.check_id(sender):
-                raise OverlayError(common.E_ENTRY, "a proxy id is %d bytes" % ids.ID_LEN)
+                raise OverlayError(common.E_ENTRY, __debug__ and "a proxy id is %d bytes" % ids.ID_LEN)
             check_topics(topics)
             self.expire(now)
             pend = self._pending
             for i in range(len(pend)):
                 if pend[i][0] == nonce:
                     if pend[i][1] != sender:
-                        raise OverlayError(common.E_WRONG_PEER, "Rings reply from another peer than the one asked")
+                        raise OverlayError(common.E_WRONG_PEER, __debug__ and "Rings reply from another peer than the one asked")
                     ex = pend.pop(i)
                     self._absorb(sender, ex[3], topics)
                     return None
-            raise OverlayError(common.E_UNKNOWN, "Rings reply to no pending exchange")
-        raise OverlayError(common.E_NOT_MINE, "message %s is not for Rings" % t[1])
+            raise OverlayError(common.E_UNKNOWN, __debug__ and "Rings reply to no pending exchange")
+        raise OverlayError(common.E_NOT_MINE, __debug__ and "message %s is not for Rings" % t[1])
 
     def expire(self, now):
         pend = self._pending

@@ -60,7 +60,7 @@ class Sketch:
 
     def __init__(self, rng, width=DEFAULT_WIDTH, depth=DEFAULT_DEPTH):
         if not (1 <= width <= WIDTH_MAX) or not (1 <= depth <= DEPTH_MAX):
-            raise UrpsConfigError(E_CONFIG, "sketch must be 1..%d wide and 1..%d deep" % (WIDTH_MAX, DEPTH_MAX))
+            raise UrpsConfigError(E_CONFIG, __debug__ and "sketch must be 1..%d wide and 1..%d deep" % (WIDTH_MAX, DEPTH_MAX))
         self.width = width
         self.depth = depth
         self._ab = [(1 + rng.next64() % (_P - 1), rng.next64() % _P) for _ in range(depth)]
@@ -108,7 +108,7 @@ class Sampler:
 
     def __init__(self, rng, memory=DEFAULT_MEMORY, width=DEFAULT_WIDTH, depth=DEFAULT_DEPTH):
         if not (1 <= memory <= MEMORY_MAX):
-            raise UrpsConfigError(E_CONFIG, "sample memory must be 1..%d" % MEMORY_MAX)
+            raise UrpsConfigError(E_CONFIG, __debug__ and "sample memory must be 1..%d" % MEMORY_MAX)
         self.rng = rng
         self.memory = memory
         self.sketch = Sketch(rng, width, depth)

@@ -101,15 +101,15 @@ def check_entries(entries, bits, least):
     """Raise OverlayError unless entries are valid [id, addr, age, profile];
     returns them as [id, addr, age, f, n, pbytes]. Pure."""
     if len(entries) < least:
-        raise OverlayError(common.E_ENTRY, "a VICINITY message carries its sender's entry first")
+        raise OverlayError(common.E_ENTRY, __debug__ and "a VICINITY message carries its sender's entry first")
     out = []
     for e in entries:
         if type(e) is not list or len(e) != 4:
-            raise OverlayError(common.E_ENTRY, "an entry is [peer_id, addr, age, profile]")
+            raise OverlayError(common.E_ENTRY, __debug__ and "an entry is [peer_id, addr, age, profile]")
         common.check_peer(e[0], e[1])
         g = e[2]
         if type(g) is not int or not (0 <= g <= common.AGE_MAX):
-            raise OverlayError(common.E_ENTRY, "age must be 0..%d" % common.AGE_MAX)
+            raise OverlayError(common.E_ENTRY, __debug__ and "age must be 0..%d" % common.AGE_MAX)
         f, n = common.split_profile(e[3], bits)
         out.append([e[0], e[1], g, f, n, e[3]])
     return out
@@ -122,11 +122,11 @@ class Vicinity:
                  reply_timeout=DEFAULT_REPLY_TIMEOUT_MS):
         common.check_config_peer(node_id, addr)
         if not (1 <= view_size <= VIEW_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "VICINITY view must be 1..%d" % VIEW_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "VICINITY view must be 1..%d" % VIEW_MAX)
         if not (2 <= gossip_len <= GOSSIP_MAX):
-            raise OverlayConfigError(common.E_CONFIG, "VICINITY gossip length must be 2..%d" % GOSSIP_MAX)
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "VICINITY gossip length must be 2..%d" % GOSSIP_MAX)
         if reply_timeout <= 0:
-            raise OverlayConfigError(common.E_CONFIG, "reply timeout must be positive")
+            raise OverlayConfigError(common.E_CONFIG, __debug__ and "reply timeout must be positive")
         self.id = node_id
         self.addr = addr
         self.rng = rng
@@ -238,7 +238,7 @@ class Vicinity:
             got = check_entries(entries, self.bits, 1)
             p = got[0]
             if p[0] == self.id:
-                raise OverlayError(common.E_SELF, "a VICINITY request carries this proxy's id as sender")
+                raise OverlayError(common.E_SELF, __debug__ and "a VICINITY request carries this proxy's id as sender")
             self.expire(now)
             send = self._choose(pool, p, memory)
             out = Outgoing(p[0], p[1], envelope.Message(REPLY, [nonce, self._wire(send, me)]))
@@ -252,12 +252,12 @@ class Vicinity:
             for i in range(len(pend)):
                 if pend[i][0] == nonce:
                     if pend[i][1] != got[0][0]:
-                        raise OverlayError(common.E_WRONG_PEER, "VICINITY reply from another peer than the one asked")
+                        raise OverlayError(common.E_WRONG_PEER, __debug__ and "VICINITY reply from another peer than the one asked")
                     pend.pop(i)
                     self._merge(got, pool, me)
                     return None
-            raise OverlayError(common.E_UNKNOWN, "VICINITY reply to no pending exchange")
-        raise OverlayError(common.E_NOT_MINE, "message %s is not for VICINITY" % t[1])
+            raise OverlayError(common.E_UNKNOWN, __debug__ and "VICINITY reply to no pending exchange")
+        raise OverlayError(common.E_NOT_MINE, __debug__ and "message %s is not for VICINITY" % t[1])
 
     def expire(self, now):
         pend = self._pending

@@ -103,9 +103,9 @@ class ClientSession:
         link in the hello, so publishes to those topics carry short ids
         (session/messages.py, s_hello_t / s_pub_a / s_ack_a)."""
         if not (0 < len(node_id) <= W.NODE_ID_MAX):
-            raise _error("SessionError")("node_id", "a node id is 1..%d bytes" % W.NODE_ID_MAX)
+            raise _error("SessionError")("node_id", __debug__ and "a node id is 1..%d bytes" % W.NODE_ID_MAX)
         if not (0 < window <= W.WINDOW_MAX):
-            raise _error("SessionError")("window", "window must be 1..%d" % W.WINDOW_MAX)
+            raise _error("SessionError")("window", __debug__ and "window must be 1..%d" % W.WINDOW_MAX)
         self.node_id = bytes(node_id)
         self.window = window
         self.keepalive_ms = keepalive_ms
@@ -173,9 +173,9 @@ class ClientSession:
     def publish(self, topic, msg_id, payload, now):
         """Queue a publish; it stays in flight until acked or rejected."""
         if msg_id in self._inflight:
-            raise _error("SessionError")("duplicate", "message id already in flight")
+            raise _error("SessionError")("duplicate", __debug__ and "message id already in flight")
         if not self.can_publish():
-            raise _error("SessionError")("window_full", "%d publishes already in flight; wait for acks" % len(self._order))
+            raise _error("SessionError")("window_full", __debug__ and "%d publishes already in flight; wait for acks" % len(self._order))
         short = W.alias_for(self.aliases, topic, msg_id, self.node_id) if self.aliases else None
         if short is None:
             data = W.encode_publish(topic, msg_id, payload)  # checks bounds
@@ -192,10 +192,10 @@ class ClientSession:
         being started over (resubscribe) keeps its slot while it waits for
         the unsubscribe's confirmation, so its subscribe then always fits."""
         if len(topic) == 0 or len(topic) > W.TOPIC_ID_MAX:
-            raise _error("SessionError")("topic", "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
+            raise _error("SessionError")("topic", __debug__ and "a topic id is 1..%d bytes" % W.TOPIC_ID_MAX)
         if topic not in self._subs and topic not in self._resubs and \
                 len(self._subs) + len(self._resubs) >= SUBSCRIPTIONS_MAX:
-            raise _error("SessionError")("subscriptions", "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
+            raise _error("SessionError")("subscriptions", __debug__ and "at most %d subscriptions per session" % SUBSCRIPTIONS_MAX)
 
     def subscribe(self, topic, now):
         if topic in self._subs:
@@ -239,7 +239,7 @@ class ClientSession:
         if s is None or seq <= s.consumed:
             return
         if seq > s.received:
-            raise _error("SessionError")("seq", "cannot consume %d: only %d received" % (seq, s.received))
+            raise _error("SessionError")("seq", __debug__ and "cannot consume %d: only %d received" % (seq, s.received))
         s.consumed = seq
         s.ack_due = True
 

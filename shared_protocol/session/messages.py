@@ -184,7 +184,7 @@ def check_aliases(v):
         if (not isinstance(a, list) or len(a) != 2 or not isinstance(a[0], (bytes, bytearray))
                 or not 0 < len(a[0]) <= TOPIC_ID_MAX or not isinstance(a[1], int) or isinstance(a[1], bool)
                 or not 0 <= a[1] <= 0xFFFFFFFFFFFFFFFF - ALIAS_N_MAX):
-            raise E.EnvelopeError(E.E_FIELD, "alias entries are [topic id, base sequence]")
+            raise E.EnvelopeError(E.E_FIELD, __debug__ and "alias entries are [topic id, base sequence]")
         out.append((bytes(a[0]), a[1]))
     return out
 
@@ -263,13 +263,13 @@ def _head(major, n):
 def _b(v, bound, name):
     n = len(v)
     if n > bound:
-        raise E.RegistryError(E.E_BOUND, "field %s is %d bytes, limit %d" % (name, n, bound))
+        raise E.RegistryError(E.E_BOUND, __debug__ and "field %s is %d bytes, limit %d" % (name, n, bound))
     return _head(2, n) + bytes(v)
 
 
 def _u(v, name):
     if not isinstance(v, int) or v < 0 or v > SEQ_MAX:
-        raise E.RegistryError(E.E_BOUND, "field %s must be an unsigned int up to %d" % (name, SEQ_MAX))
+        raise E.RegistryError(E.E_BOUND, __debug__ and "field %s must be an unsigned int up to %d" % (name, SEQ_MAX))
     return _head(0, v)
 
 

@@ -73,9 +73,9 @@ class SecureLink:
         public key, or the proxy refuses the hello). datagram: True for UDP
         (one packet per datagram), False for a byte stream (TCP)."""
         if len(static_private) != 32:
-            raise sclient.SessionError("key", "a static key is 32 bytes")
+            raise sclient.SessionError("key", __debug__ and "a static key is 32 bytes")
         if proxy_key is not None and len(proxy_key) != 32:
-            raise sclient.SessionError("key", "a proxy key is 32 bytes")
+            raise sclient.SessionError("key", __debug__ and "a proxy key is 32 bytes")
         self.session = session
         self.datagram = datagram
         self.proxy_key = proxy_key

@@ -97,7 +97,7 @@ class SecureResponder:
         with, or None once the handshake is complete."""
         hs = self._hs
         if hs is None:
-            raise nerr.NoiseUsageError(message="not expecting a handshake message now")
+            raise nerr.NoiseUsageError(message=__debug__ and "not expecting a handshake message now")
         hs.read_message(body)
         if hs.complete:
             self._send, self._recv = hs.split()

@@ -237,12 +237,12 @@ def _encode(out, v, depth):
     elif isinstance(v, int):
         if v >= 0:
             if v > 0xFFFFFFFFFFFFFFFF:
-                raise _error("EncodeError")("int_range", "integer %d does not fit 64 bits" % v)
+                raise _error("EncodeError")("int_range", __debug__ and "integer %d does not fit 64 bits" % v)
             _head(out, 0, v)
         else:
             n = -1 - v
             if n > 0xFFFFFFFFFFFFFFFF:
-                raise _error("EncodeError")("int_range", "integer %d does not fit 64 bits" % v)
+                raise _error("EncodeError")("int_range", __debug__ and "integer %d does not fit 64 bits" % v)
             _head(out, 1, n)
     elif isinstance(v, float):
         _encode_float(out, v)
@@ -253,12 +253,12 @@ def _encode(out, v, depth):
         try:
             b = v.encode("utf-8")
         except UnicodeError:
-            raise _error("EncodeError")("utf8", "text is not encodable as UTF-8")
+            raise _error("EncodeError")("utf8", __debug__ and "text is not encodable as UTF-8")
         _head(out, 3, len(b))
         out.extend(b)
     elif isinstance(v, (list, tuple)):
         if depth >= DEPTH_MAX:
-            raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
+            raise _error("EncodeError")(DEPTH, __debug__ and "nesting deeper than %d" % DEPTH_MAX)
         _head(out, 4, len(v))
         for item in v:
             _encode(out, item, depth + 1)
@@ -266,7 +266,7 @@ def _encode(out, v, depth):
         out.extend(v.data)
     elif isinstance(v, Lazy):
         if depth >= DEPTH_MAX:
-            raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
+            raise _error("EncodeError")(DEPTH, __debug__ and "nesting deeper than %d" % DEPTH_MAX)
         _head(out, 4, v.n)
         k = 0
         for item in v.items():
@@ -275,10 +275,10 @@ def _encode(out, v, depth):
                 break
             _encode(out, item, depth + 1)
         if k != v.n:
-            raise _error("EncodeError")("lazy", "a lazy array of %d items gave %d" % (v.n, k))
+            raise _error("EncodeError")("lazy", __debug__ and "a lazy array of %d items gave %d" % (v.n, k))
     elif isinstance(v, dict):
         if depth >= DEPTH_MAX:
-            raise _error("EncodeError")(DEPTH, "nesting deeper than %d" % DEPTH_MAX)
+            raise _error("EncodeError")(DEPTH, __debug__ and "nesting deeper than %d" % DEPTH_MAX)
         pairs = []
         for k in v:
             kb = bytearray()
@@ -292,7 +292,7 @@ def _encode(out, v, depth):
             out.extend(kb)
             _encode(out, v[k], depth + 1)
     else:
-        raise _error("EncodeError")("type", "cannot encode a %s" % type(v).__name__)
+        raise _error("EncodeError")("type", __debug__ and "cannot encode a %s" % type(v).__name__)
 
 
 class Lazy:
@@ -383,13 +383,13 @@ class _Decoder:
         elif isinstance(data, (bytes, bytearray)):
             self.mv = memoryview(data)
         else:
-            raise _error("DecodeError")(TYPE, "expected bytes, bytearray or memoryview, got %s" % type(data).__name__)
+            raise _error("DecodeError")(TYPE, __debug__ and "expected bytes, bytearray or memoryview, got %s" % type(data).__name__)
         self.pos = 0
         self.end = len(self.mv)
 
     def _need(self, n):
         if self.end - self.pos < n:
-            raise _error("DecodeError")(TRUNCATED, "input ends %d bytes short at offset %d" % (n - (self.end - self.pos), self.pos))
+            raise _error("DecodeError")(TRUNCATED, __debug__ and "input ends %d bytes short at offset %d" % (n - (self.end - self.pos), self.pos))
 
     def _arg(self, ib, ai):
         """Read the argument of a head whose additional info is ai."""
@@ -402,34 +402,34 @@ class _Decoder:
             n = mv[p]
             self.pos = p + 1
             if n < 24:
-                raise _error("DecodeError")(NON_CANONICAL, "1-byte argument %d fits in the head (offset %d)" % (n, p - 1))
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "1-byte argument %d fits in the head (offset %d)" % (n, p - 1))
             return n
         if ai == 25:
             self._need(2)
             n = (mv[p] << 8) | mv[p + 1]
             self.pos = p + 2
             if n < 0x100:
-                raise _error("DecodeError")(NON_CANONICAL, "2-byte argument %d fits in 1 byte (offset %d)" % (n, p - 1))
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "2-byte argument %d fits in 1 byte (offset %d)" % (n, p - 1))
             return n
         if ai == 26:
             self._need(4)
             n = struct.unpack(">I", mv[p:p + 4])[0]
             self.pos = p + 4
             if n < 0x10000:
-                raise _error("DecodeError")(NON_CANONICAL, "4-byte argument %d fits in 2 bytes (offset %d)" % (n, p - 1))
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "4-byte argument %d fits in 2 bytes (offset %d)" % (n, p - 1))
             return n
         if ai == 27:
             self._need(8)
             n = struct.unpack(">Q", mv[p:p + 8])[0]
             self.pos = p + 8
             if n < 0x100000000:
-                raise _error("DecodeError")(NON_CANONICAL, "8-byte argument fits in 4 bytes (offset %d)" % (p - 1))
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "8-byte argument fits in 4 bytes (offset %d)" % (p - 1))
             return n
         if ai == 31:
             if ib == 0xFF:
-                raise _error("DecodeError")(BREAK, "stray break code at offset %d" % (p - 1))
-            raise _error("DecodeError")(INDEFINITE, "indefinite-length item at offset %d" % (p - 1))
-        raise _error("DecodeError")(RESERVED, "reserved additional info %d at offset %d" % (ai, p - 1))
+                raise _error("DecodeError")(BREAK, __debug__ and "stray break code at offset %d" % (p - 1))
+            raise _error("DecodeError")(INDEFINITE, __debug__ and "indefinite-length item at offset %d" % (p - 1))
+        raise _error("DecodeError")(RESERVED, __debug__ and "reserved additional info %d at offset %d" % (ai, p - 1))
 
     def item(self, depth):
         self._need(1)
@@ -441,7 +441,7 @@ class _Decoder:
         if major == 7:
             return self._simple_or_float(ib, ai)
         if major == 6:
-            raise _error("DecodeError")(TAG, "tag at offset %d: the wire format uses no tags" % p)
+            raise _error("DecodeError")(TAG, __debug__ and "tag at offset %d: the wire format uses no tags" % p)
         n = self._arg(ib, ai)
         if major == 0:
             return n
@@ -449,30 +449,30 @@ class _Decoder:
             return -1 - n
         if major == 2 or major == 3:
             if n > self.end - self.pos:
-                raise _error("DecodeError")(TOO_LONG, "string of %d bytes declared with %d left (offset %d)" % (n, self.end - self.pos, p))
+                raise _error("DecodeError")(TOO_LONG, __debug__ and "string of %d bytes declared with %d left (offset %d)" % (n, self.end - self.pos, p))
             s = self.pos
             self.pos = s + n
             if major == 2:
                 return bytes(self.mv[s:s + n])
             if _MICROPYTHON and not _check_utf8(self.mv, s, s + n):
-                raise _error("DecodeError")(UTF8, "text at offset %d is not valid UTF-8" % p)
+                raise _error("DecodeError")(UTF8, __debug__ and "text at offset %d is not valid UTF-8" % p)
             try:
                 return str(self.mv[s:s + n], "utf-8")
             except UnicodeError:
-                raise _error("DecodeError")(UTF8, "text at offset %d is not valid UTF-8" % p)
+                raise _error("DecodeError")(UTF8, __debug__ and "text at offset %d is not valid UTF-8" % p)
         if depth >= DEPTH_MAX:
-            raise _error("DecodeError")(DEPTH, "nesting deeper than %d at offset %d" % (DEPTH_MAX, p))
+            raise _error("DecodeError")(DEPTH, __debug__ and "nesting deeper than %d at offset %d" % (DEPTH_MAX, p))
         if major == 4:
             # every item takes at least one byte: check before allocating
             if n > self.end - self.pos:
-                raise _error("DecodeError")(TOO_LONG, "array of %d items declared with %d bytes left (offset %d)" % (n, self.end - self.pos, p))
+                raise _error("DecodeError")(TOO_LONG, __debug__ and "array of %d items declared with %d bytes left (offset %d)" % (n, self.end - self.pos, p))
             out = []
             for _ in range(n):
                 out.append(self.item(depth + 1))
             return out
         # major == 5: map
         if 2 * n > self.end - self.pos:
-            raise _error("DecodeError")(TOO_LONG, "map of %d pairs declared with %d bytes left (offset %d)" % (n, self.end - self.pos, p))
+            raise _error("DecodeError")(TOO_LONG, __debug__ and "map of %d pairs declared with %d bytes left (offset %d)" % (n, self.end - self.pos, p))
         out = {}
         prev = None
         for _ in range(n):
@@ -480,18 +480,18 @@ class _Decoder:
             k = self.item(depth + 1)
             kb = self.mv[ks:self.pos]
             if isinstance(k, (list, dict)):
-                raise _error("DecodeError")(UNHASHABLE_KEY, "array or map used as a map key at offset %d" % ks)
+                raise _error("DecodeError")(UNHASHABLE_KEY, __debug__ and "array or map used as a map key at offset %d" % ks)
             if prev is not None:
                 lp = len(prev)
                 lk = len(kb)
                 if lk < lp or (lk == lp and bytes(kb) <= prev):
                     if lk == lp and bytes(kb) == prev:
-                        raise _error("DecodeError")(DUPLICATE_KEY, "duplicate map key at offset %d" % ks)
-                    raise _error("DecodeError")(KEY_ORDER, "map key at offset %d is out of canonical order" % ks)
+                        raise _error("DecodeError")(DUPLICATE_KEY, __debug__ and "duplicate map key at offset %d" % ks)
+                    raise _error("DecodeError")(KEY_ORDER, __debug__ and "map key at offset %d is out of canonical order" % ks)
             prev = bytes(kb)
             if k in out:
                 # distinct encodings, equal keys: 1 and 1.0 in CPython
-                raise _error("DecodeError")(DUPLICATE_KEY, "duplicate map key at offset %d" % ks)
+                raise _error("DecodeError")(DUPLICATE_KEY, __debug__ and "duplicate map key at offset %d" % ks)
             out[k] = self.item(depth + 1)
         return out
 
@@ -509,29 +509,29 @@ class _Decoder:
             h = (mv[p + 1] << 8) | mv[p + 2]
             self.pos = p + 3
             if (h & 0x7C00) == 0x7C00 and (h & 0x3FF) and h != 0x7E00:
-                raise _error("DecodeError")(NON_CANONICAL, "NaN must be encoded as f97e00 (offset %d)" % p)
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "NaN must be encoded as f97e00 (offset %d)" % p)
             return _half_to_float(h)
         if ai == 26:
             self._need(4)
             x = struct.unpack(">f", mv[p + 1:p + 5])[0]
             self.pos = p + 5
             if x != x or x == _INF or x == -_INF or _half_bits(x) is not None:
-                raise _error("DecodeError")(NON_CANONICAL, "single-precision float that fits in half precision (offset %d)" % p)
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "single-precision float that fits in half precision (offset %d)" % p)
             return x
         if ai == 27:
             self._need(8)
             if (mv[p + 1] & 0x7F) == 0x7F and (mv[p + 2] & 0xF0) == 0xF0:
-                raise _error("DecodeError")(NON_CANONICAL, "NaN/infinity must be half precision (offset %d)" % p)
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "NaN/infinity must be half precision (offset %d)" % p)
             if _double_fits_single(mv, p + 1):
-                raise _error("DecodeError")(NON_CANONICAL, "double-precision float that fits in single precision (offset %d)" % p)
+                raise _error("DecodeError")(NON_CANONICAL, __debug__ and "double-precision float that fits in single precision (offset %d)" % p)
             x = struct.unpack(">d", mv[p + 1:p + 9])[0]
             self.pos = p + 9
             return _to_single(x) if _single else x
         if ai == 31:
-            raise _error("DecodeError")(BREAK, "stray break code at offset %d" % p)
+            raise _error("DecodeError")(BREAK, __debug__ and "stray break code at offset %d" % p)
         if 28 <= ai <= 30:
-            raise _error("DecodeError")(RESERVED, "reserved additional info %d at offset %d" % (ai, p))
-        raise _error("DecodeError")(SIMPLE, "simple value %d at offset %d is not allowed" % (ai if ai < 24 else -1, p))
+            raise _error("DecodeError")(RESERVED, __debug__ and "reserved additional info %d at offset %d" % (ai, p))
+        raise _error("DecodeError")(SIMPLE, __debug__ and "simple value %d at offset %d is not allowed" % (ai if ai < 24 else -1, p))
 
 
 def decode(data):
@@ -539,7 +539,7 @@ def decode(data):
     d = _Decoder(data)
     v = d.item(0)
     if d.pos != d.end:
-        raise _error("DecodeError")(TRAILING, "%d bytes after the item (offset %d)" % (d.end - d.pos, d.pos))
+        raise _error("DecodeError")(TRAILING, __debug__ and "%d bytes after the item (offset %d)" % (d.end - d.pos, d.pos))
     return v
 
 
@@ -571,13 +571,13 @@ class Reader:
         p = d.pos
         ib = d.mv[p]
         if ib >> 5 != 4:
-            raise _error("DecodeError")(NOT_ARRAY, "expected an array at offset %d" % p)
+            raise _error("DecodeError")(NOT_ARRAY, __debug__ and "expected an array at offset %d" % p)
         if depth >= DEPTH_MAX:
-            raise _error("DecodeError")(DEPTH, "nesting deeper than %d at offset %d" % (DEPTH_MAX, p))
+            raise _error("DecodeError")(DEPTH, __debug__ and "nesting deeper than %d at offset %d" % (DEPTH_MAX, p))
         d.pos = p + 1
         n = d._arg(ib, ib & 0x1F)
         if n > d.end - d.pos:
-            raise _error("DecodeError")(TOO_LONG, "array of %d items declared with %d bytes left (offset %d)" % (n, d.end - d.pos, p))
+            raise _error("DecodeError")(TOO_LONG, __debug__ and "array of %d items declared with %d bytes left (offset %d)" % (n, d.end - d.pos, p))
         return n
 
     def item(self, depth):
@@ -586,4 +586,4 @@ class Reader:
     def end(self):
         d = self.d
         if d.pos != d.end:
-            raise _error("DecodeError")(TRAILING, "%d bytes after the item (offset %d)" % (d.end - d.pos, d.pos))
+            raise _error("DecodeError")(TRAILING, __debug__ and "%d bytes after the item (offset %d)" % (d.end - d.pos, d.pos))

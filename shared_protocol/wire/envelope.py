@@ -136,42 +136,42 @@ def _check_field(spec, v, strict_cls):
         kind = kind[:-1]
     if kind == UINT:
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise _error(strict_cls)(E_FIELD, "field %s must be an unsigned int" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be an unsigned int" % name)
         if bound is not None and v > bound:
-            raise _error(strict_cls)(E_BOUND, "field %s = %d is over its limit %d" % (name, v, bound))
+            raise _error(strict_cls)(E_BOUND, __debug__ and "field %s = %d is over its limit %d" % (name, v, bound))
     elif kind == INT:
         if not isinstance(v, int) or isinstance(v, bool):
-            raise _error(strict_cls)(E_FIELD, "field %s must be an int" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be an int" % name)
         if bound is not None and (v > bound or v < -bound):
-            raise _error(strict_cls)(E_BOUND, "field %s is over its limit %d" % (name, bound))
+            raise _error(strict_cls)(E_BOUND, __debug__ and "field %s is over its limit %d" % (name, bound))
     elif kind == BYTES:
         if not isinstance(v, (bytes, bytearray, memoryview)):
-            raise _error(strict_cls)(E_FIELD, "field %s must be bytes" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be bytes" % name)
         if bound is not None and len(v) > bound:
-            raise _error(strict_cls)(E_BOUND, "field %s is %d bytes, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, __debug__ and "field %s is %d bytes, limit %d" % (name, len(v), bound))
     elif kind == TEXT:
         if not isinstance(v, str):
-            raise _error(strict_cls)(E_FIELD, "field %s must be text" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be text" % name)
         if bound is not None and len(v) > bound:
-            raise _error(strict_cls)(E_BOUND, "field %s is %d characters, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, __debug__ and "field %s is %d characters, limit %d" % (name, len(v), bound))
     elif kind == FLOAT:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise _error(strict_cls)(E_FIELD, "field %s must be a number" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be a number" % name)
     elif kind == BOOL:
         if v is not True and v is not False:
-            raise _error(strict_cls)(E_FIELD, "field %s must be true or false" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be true or false" % name)
     elif kind == LIST:
         if not isinstance(v, (list, tuple)):
-            raise _error(strict_cls)(E_FIELD, "field %s must be an array" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be an array" % name)
         if bound is not None and len(v) > bound:
-            raise _error(strict_cls)(E_BOUND, "field %s has %d items, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, __debug__ and "field %s has %d items, limit %d" % (name, len(v), bound))
     elif kind == MAP:
         if not isinstance(v, dict):
-            raise _error(strict_cls)(E_FIELD, "field %s must be a map" % name)
+            raise _error(strict_cls)(E_FIELD, __debug__ and "field %s must be a map" % name)
         if bound is not None and len(v) > bound:
-            raise _error(strict_cls)(E_BOUND, "field %s has %d pairs, limit %d" % (name, len(v), bound))
+            raise _error(strict_cls)(E_BOUND, __debug__ and "field %s has %d pairs, limit %d" % (name, len(v), bound))
     elif kind != ANY:
-        raise _error("RegistryError")("kind", "field %s has unknown kind %s" % (name, kind))
+        raise _error("RegistryError")("kind", __debug__ and "field %s has unknown kind %s" % (name, kind))
 
 
 class Registry:
@@ -187,18 +187,18 @@ class Registry:
         a tuple, min_fields the number of fields a message must carry (all
         unless given)."""
         if not (0 <= code <= 255):
-            raise _error("RegistryError")("code", "type number %d outside 0..255" % code)
+            raise _error("RegistryError")("code", __debug__ and "type number %d outside 0..255" % code)
         fields = tuple(fields)
         old = self._by_code.get(code)
         if old is not None:
             if old[1] == name and old[2] == fields:
                 return old  # the same declaration imported twice
-            raise _error("RegistryError")("code", "type %d already used by %s" % (code, old[1]))
+            raise _error("RegistryError")("code", __debug__ and "type %d already used by %s" % (code, old[1]))
         if name in self._by_name:
-            raise _error("RegistryError")("name", "message name %s already registered" % name)
+            raise _error("RegistryError")("name", __debug__ and "message name %s already registered" % name)
         for f in fields:
             if len(f) != 3:
-                raise _error("RegistryError")("field", "field spec %r must be (name, kind, bound)" % (f,))
+                raise _error("RegistryError")("field", __debug__ and "field spec %r must be (name, kind, bound)" % (f,))
         t = (code, name, fields, len(fields) if min_fields is None else min_fields)
         self._by_code[code] = t
         self._by_name[name] = t
@@ -207,7 +207,7 @@ class Registry:
     def type(self, name_or_code):
         t = self._by_name.get(name_or_code) if isinstance(name_or_code, str) else self._by_code.get(name_or_code)
         if t is None:
-            raise _error("RegistryError")(E_TYPE, "no message type %r" % (name_or_code,))
+            raise _error("RegistryError")(E_TYPE, __debug__ and "no message type %r" % (name_or_code,))
         return t
 
     def message(self, name_or_code, *values):
@@ -228,7 +228,7 @@ class Registry:
             try:
                 cbor.encode_into(out, v)
             except cbor.EncodeError as e:
-                raise _error("RegistryError")(e.code, "%s: %s" % (t[1], e.message))
+                raise _error("RegistryError")(e.code, __debug__ and "%s: %s" % (t[1], e.message))
         return bytes(out)
 
     def encode_message(self, msg):
@@ -241,16 +241,16 @@ class Registry:
     def from_value(self, v):
         """A decoded CBOR value -> Message (for envelopes nested in others)."""
         if not isinstance(v, list) or len(v) < 2:
-            raise _error("EnvelopeError")(E_SHAPE, "a message is an array [version, type, fields...]")
+            raise _error("EnvelopeError")(E_SHAPE, __debug__ and "a message is an array [version, type, fields...]")
         ver = v[0]
         if ver != VERSION or isinstance(ver, bool):
-            raise _error("EnvelopeError")(E_VERSION, "envelope version %r is not supported (this node speaks %d)" % (ver, VERSION))
+            raise _error("EnvelopeError")(E_VERSION, __debug__ and "envelope version %r is not supported (this node speaks %d)" % (ver, VERSION))
         code = v[1]
         if not isinstance(code, int) or isinstance(code, bool):
-            raise _error("EnvelopeError")(E_TYPE, "message type must be an int")
+            raise _error("EnvelopeError")(E_TYPE, __debug__ and "message type must be an int")
         t = self._by_code.get(code)
         if t is None:
-            raise _error("EnvelopeError")(E_TYPE, "unknown message type %r" % (code,))
+            raise _error("EnvelopeError")(E_TYPE, __debug__ and "unknown message type %r" % (code,))
         values = v[2:]
         self._check(t, values, "EnvelopeError")
         return Message(t, values)
@@ -259,7 +259,7 @@ class Registry:
         n = len(values)
         fields = t[2]
         if n < t[3] or n > len(fields):
-            raise _error(err)(E_ARITY, "%s takes %d..%d fields, got %d" % (t[1], t[3], len(fields), n))
+            raise _error(err)(E_ARITY, __debug__ and "%s takes %d..%d fields, got %d" % (t[1], t[3], len(fields), n))
         for i in range(n):
             _check_field(fields[i], values[i], err)
 

@@ -42,9 +42,9 @@ def _error(name):
 def _check_size(data, limit, err, what):
     n = len(data)
     if n == 0:
-        raise _error(err)(EMPTY, "empty " + what)
+        raise _error(err)(EMPTY, __debug__ and "empty " + what)
     if n > limit:
-        raise _error(err)(OVERSIZE, "%s of %d bytes exceeds %d" % (what, n, limit))
+        raise _error(err)(OVERSIZE, __debug__ and "%s of %d bytes exceeds %d" % (what, n, limit))
     return data
 
 

@@ -46,7 +46,7 @@ class StreamDecoder:
 
     def __init__(self, limit=STREAM_FRAME_DEFAULT):
         if not (0 < limit <= STREAM_FRAME_CEILING):
-            raise framing.FrameLimitError(OVERSIZE, "frame limit must be 1..%d" % STREAM_FRAME_CEILING)
+            raise framing.FrameLimitError(OVERSIZE, __debug__ and "frame limit must be 1..%d" % STREAM_FRAME_CEILING)
         self.limit = limit
         # Room for one whole frame plus its prefix, and as much again so a
         # reader can hand over a typical socket read without many calls.
@@ -72,7 +72,7 @@ class StreamDecoder:
             self._eof = True
             return 0
         if self._eof:
-            raise LocalError("eof", "data received after end of input")
+            raise LocalError("eof", __debug__ and "data received after end of input")
         if self._end + n > self.capacity and self._start > 0:
             # Move the unread tail to the front (memmove within the buffer).
             k = self._end - self._start

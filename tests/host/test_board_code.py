@@ -148,3 +148,86 @@ def test_float_constants_fit_a_single_so_the_code_freezes_into_single_float_imag
                         except OverflowError:
                             bad.append("%s:%d %r" % (os.path.relpath(path, root), node.lineno, node.value))
     assert not bad, bad
+
+
+# Modules whose raise messages stay on a board: what a field technician
+# reads when a flash goes wrong (the config and invite checks of boot) and
+# what the user's own code is told (firmware/core.py, firmware/topic.py:
+# their plain KeyError and OutboxFull carry one message and no code).
+MESSAGES_KEPT = ("firmware/config.py", "firmware/node.py", "shared_protocol/groups/invite.py")
+
+
+def _text(node):
+    """A message built from a string literal: "...", f"...", "..." % x, "..." + x."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and node.value != ""
+    if isinstance(node, ast.JoinedStr):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mod, ast.Add)):
+        return _text(node.left) or (isinstance(node.op, ast.Add) and _text(node.right))
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+        return _text(node.func.value)
+    return False
+
+
+def test_raise_messages_in_board_code_fold_away_in_a_board_build():
+    """Every typed error raised by board code carries its text as
+    ``__debug__ and "..."`` (shared_protocol/errors.py): a .mpy keeps each
+    distinct string in the board's heap, and `upsycle flash` compiles with
+    -O3, where the compiler folds the text away. A message written plainly
+    would cost a board some 70 bytes of heap for as long as its module is
+    loaded."""
+    bad = []
+    for path in board_files():
+        rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
+        if rel in MESSAGES_KEPT:
+            continue
+        with open(path) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Raise) or not isinstance(node.exc, ast.Call):
+                continue
+            call = node.exc
+            f = call.func
+            while isinstance(f, ast.Call):
+                f = f.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            # a code and a message, a message= keyword, or _bad(message) (dmc)
+            args = call.args[1:] if len(call.args) >= 2 or name != "_bad" else call.args
+            args = list(args) + [k.value for k in call.keywords if k.arg == "message"]
+            if any(_text(a) for a in args):
+                bad.append("%s:%d" % (rel, node.lineno))
+    assert not bad, "raise messages a board build would keep (write them as __debug__ and \"...\"):\n" + \
+        "\n".join(bad)
+
+
+FOLD_CHECK = """
+import micropython
+%s
+from shared_protocol.wire import cbor
+try:
+    cbor.decode(b'\\x18\\x01')
+except cbor.DecodeError as e:
+    print('@@', e.code, repr(e.message), str(e))
+"""
+
+
+def test_a_board_build_error_says_its_code_and_the_host_its_text():
+    """The same decode error: with the text where the code is compiled as
+    usual (the host, the VM tests, a frozen image), as its bare code where
+    it is compiled as `upsycle flash` compiles it (-O3: here the VM's own
+    compiler at optimisation level 3, and CPython's -O)."""
+    from upsycle import vm
+    for opt, want in (("", "non_canonical '1-byte argument 1 fits in the head (offset 0)'"),
+                      ("micropython.opt_level(3)", "non_canonical '' non_canonical")):
+        r = vm.run([FOLD_CHECK % opt])
+        assert r.returncode == 0, r.stderr
+        line = [x for x in r.stdout.splitlines() if x.startswith("@@")][0]
+        assert line.startswith("@@ " + want), (opt, line)
+    code = "from shared_protocol.wire import cbor\ntry:\n    cbor.decode(b'\\x18\\x01')\n" \
+           "except cbor.DecodeError as e:\n    print(e.code, repr(e.message), str(e))\n"
+    for flags, want in (([], "non_canonical '1-byte argument 1 fits in the head (offset 0)'"),
+                        (["-O"], "non_canonical '' non_canonical")):
+        r = subprocess.run([sys.executable] + flags + ["-c", code], cwd=ROOT, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and r.stdout.startswith(want), (flags, r.stdout, r.stderr)
