@@ -173,6 +173,28 @@ def test_flash_says_which_boards_fit_with_mpy_and_which_need_a_frozen_image():
     assert "stock firmware fits" in flashing.fit_line(boards.load("pico2_w"))
 
 
+def test_a_node_without_the_lan_needs_less_and_flash_says_so():
+    # measured on a hard-heap MicroPython (docs/node.md, "Which boards fit"):
+    # a config without [lan] never imports the LAN layer
+    no_lan, lan = flashing.NODE_HEAP_MPY_NO_LAN, flashing.NODE_HEAP_MPY
+    assert flashing.NODE_HEAP_FROZEN < no_lan < lan
+    between = {"name": "b", "heap_bytes": (no_lan + lan) // 2}
+    assert flashing.board_fit(between, lan=True) == "frozen"
+    assert flashing.board_fit(between, lan=False) == "mpy"
+    line = flashing.fit_line(between)
+    assert "without the [lan] section stock firmware fits (%d KB)" % (no_lan // 1024) in line, line
+    assert "stock firmware fits" in flashing.fit_line(between, lan=False)
+    assert flashing.heap_advice((no_lan + lan) // 2, frozen=False, lan=False) is None
+    assert "MemoryError" in flashing.heap_advice((no_lan + lan) // 2, frozen=False, lan=True)
+    # the boards as measured: a Pico W runs a node without the LAN from
+    # stock firmware; with it, or on an ESP32, it needs a frozen image
+    pico_w = boards.load("pico_w")
+    assert flashing.board_fit(pico_w, lan=False) == "mpy"
+    assert flashing.board_fit(pico_w, lan=True) == "frozen"
+    for name in ("esp32", "esp32s3", "esp32c3"):
+        assert flashing.board_fit(boards.load(name), lan=False) == "frozen", name
+
+
 def test_bad_lan_or_sleep_sections_are_refused_before_touching_the_board(tmp_path):
     # socket://127.0.0.1:1 has no board: reaching it would be another error
     for section, want in (('[lan]\nport = 0\n', "'lan' must be"),
