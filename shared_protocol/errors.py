@@ -8,8 +8,8 @@ The message is ``__debug__ and "..."`` at every raise in board code: a
 board build compiles with ``mpy-cross -O3`` (host/upsycle/firmware_build.py),
 where ``__debug__`` is a constant False and the compiler folds the whole
 message away, text and formatting (a .mpy keeps every distinct string in
-the board's heap, some 70 bytes each: 20-odd KB for the node's 400
-messages, docs/node.md). On a board the error then says its class and
+the board's heap, some 70 bytes each: 15 KB of a running node's modules,
+docs/node.md "Error text a board does not keep"). On a board the error then says its class and
 code; on the host, in the VM tests and in a frozen image the text is there.
 
 Split, as in h11: ``LocalError`` means the caller misused an API (asked to
