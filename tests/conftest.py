@@ -55,9 +55,16 @@ def run_module_in_vm(modname):
     except vm.VMUnavailable as e:
         raise VMRunError("%s: run the README's test command, which installs it" % e)
     harness = os.path.join(SHARED_DIR, "vm_harness.py")
+    # each test its own step (vm_harness.step): the VM's heap is collected
+    # between steps only, and a module's tests together may allocate more
+    # than its 2 GB (pure-Python SHA-512 over a million bytes, then 1,000
+    # X25519 ladders, is near that)
+    steps = []
+    for name in sorted(_test_names(os.path.join(SHARED_DIR, modname + ".py"))):   # the order run() keeps
+        steps += ["--code", "step(%r, %r)" % (modname, name)]
     try:
         proc = subprocess.run(
-            cmd + ["--arg", modname, "--file", harness],
+            cmd + ["--arg", modname, "--arg", "--steps", "--file", harness] + steps,
             capture_output=True, text=True, timeout=VM_MODULE_TIMEOUT_S, cwd=ROOT,
         )
     except subprocess.TimeoutExpired:
@@ -77,14 +84,18 @@ def run_module_in_vm(modname):
     return results
 
 
+def _test_names(path):
+    """The test functions of a shared test module, in file order."""
+    import ast
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+
+
 class VMModule(pytest.File):
     def collect(self):
-        import ast
-        with open(self.path) as f:
-            tree = ast.parse(f.read())
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
-                yield VMItem.from_parent(self, name=node.name + "[micropython]", testname=node.name)
+        for name in _test_names(self.path):
+            yield VMItem.from_parent(self, name=name + "[micropython]", testname=name)
 
 
 class VMItem(pytest.Item):
