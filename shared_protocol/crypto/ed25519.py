@@ -32,6 +32,7 @@ _BX = 0x216936d3cd6e53fec0a4e231fdd6dc5c692cc7609525a7b2c9562d608f25d51a
 _BY = 0x6666666666666666666666666666666666666666666666666666666666666658
 BASE = (_BX, _BY, 1, _BX * _BY % P)
 IDENTITY = (0, 1, 1, 0)
+_M256 = (1 << 256) - 1
 
 SEED_SIZE = 32
 PUBLIC_KEY_SIZE = 32
@@ -101,59 +102,33 @@ def _select(table, idx):
     return (X, Y, Z, T)
 
 
-# [i]B for i = 0..15, the base point's window table, in affine form
-# (Z = 1; T = xy), as constants: computed at run time, its 64 big ints were
-# kept among the garbage of the first signature check and pinned small
-# blocks all over a board's heap (frozen into an image they cost no heap
-# at all). tests/shared/test_crypto_vectors.py checks every entry against
+# [i]B for i = 0..15, the base point's window table, as constants: computed
+# at run time, its big ints were kept among the garbage of the first
+# signature check and pinned small blocks all over a board's heap (frozen
+# into an image they cost no heap at all). Each entry is the affine point
+# (Z = 1) packed into one int, x + (y << 256); T = xy is computed for the
+# entry a window picks (_base_entry). 16 ints of 512 bits rather than 45 of
+# 256 plus 16 tuples: about 1.5 KB less of a board's heap with .mpy modules,
+# and the constant-time pick masks one int per entry instead of four.
+# tests/shared/test_crypto_vectors.py checks every entry against
 # _table(BASE).
 _BASE_TABLE = (
-    IDENTITY,
-    (0x216936d3cd6e53fec0a4e231fdd6dc5c692cc7609525a7b2c9562d608f25d51a,
-     0x6666666666666666666666666666666666666666666666666666666666666658,
-     1, 0x67875f0fd78b766566ea4e8e64abe37d20f09f80775152f56dde8ab3a5b7dda3),
-    (0x36ab384c9f5a046c3d043b7d1833e7ac080d8e4515d7a45f83c5a14e2843ce0e,
-     0x2260cdf3092329c21da25ee8c9a21f5697390f51643851560e5f46ae6af8a3c9,
-     1, 0x2498a7850b2f68dc1de55f087303b4135d79acc9c1f72402b71a3f556d69b401),
-    (0x67ae9c4a22928f491ff4ae743edac83a6343981981624886ac62485fd3f8e25c,
-     0x1267b1d177ee69aba126a18e60269ef79f16ec176724030402c3684878f5b4d4,
-     1, 0x2a4d025cb1dd9510ebef3783adb915275c27358bfb16fc4acdf908fa78b3a41a),
-    (0x203da8db56cff1468325d4b87a3520f91a739ec193ce1547493aa657c4c9f870,
-     0x47d0e827cb1595e1470eb88580d5716c4cf22832ea2f0ff0df38ab61ca32112f,
-     1, 0x22783cd8d873260c7214ba6ac67c29607195e31eb6dd07ca5f8f22f6728a1358),
-    (0x49fda73eade3587bfcef7cf7d12da5de5c2819f93e1be1a591409cc0322ef233,
-     0x5f4825b298feae6fe02c6e148992466631282eca89430b5d10d21f83d676c8ed,
-     1, 0x745c562c9c593d4c3160ea508736c7f9afb94e85000926bf641950bcf3e801d0),
-    (0x4c9797ba7a45601c62aeacc0dd0a29bea1e599826c7b4427783a741a7dcbf23d,
-     0x054de3fc2886d8a11db709a7fd4f7d77f9417c06944d6b60c1d27ad0f9497ef4,
-     1, 0x3c32efd109aa604f82855a994fe7dcc40baf92147c7dc89bc7ced6c8b44ef1d2),
-    (0x14568685fcf4bd4ee9e3ee194b1d810783e809f3bbf1ce955855981af50e4107,
-     0x31c563e32b47d52f87ce6468dd36ad41f0882b46f7abf23d12c4c4b59f4062b8,
-     1, 0x119e77b11d165e1b9be82dc589d5bab45294632a1e9aa4e410bd45565587ed1b),
-    (0x6742e15f97d771b642862d5cf84ecf93eb3ac67b80698b993b87fdbc08a584c8,
-     0x21d30600c9e573796ead6f09668af38f81783cfc621ee4931e2f5ba9fc37b9b4,
-     1, 0x2c4f59ecedf7eae11608c29b38b3d99345f0ce6d344c2bf56fbef41ad41a51bf),
-    (0x357cc970c80071651bf336e06f9422b886d80e5c2e4e0294d3e023065185715c,
-     0x7f3d23c2c2dd0df4b2befce956f2d2fd1f789013236e4430c74e44845522f1c0,
-     1, 0x5c70fc48ea87cbf9db6676adf747cd7417b3d4a0f770327e5c3b386f88b2f465),
-    (0x602c797e30ca6d754470b60ed2bc8677207e8e4ed836f81444951f224877f94f,
-     0x637ffcaa7a1b2477c8e44d54c898bfcf2576a6853de0e843ba8874b06ae87b2c,
-     1, 0x36e05f326673529288bfd10309b4577f74f5a9f4b3b9252543e74c95035bc63e),
-    (0x14e528b1154be417b6cf078dd6712438d381a5b2c593d552ff2fd2c1207cf3cb,
-     0x2d9082313f21ab975a6f7ce340ff0fce1258591c3c9c58d4308f2dc36a033713,
-     1, 0x5ae6a565800f28a239caa6bef216adbf590001dde18fc837eb85cf2edb5beed4),
-    (0x4719e17e016e5d355ecf70e00ca249db3295bf2385c13b42ae62fe6678f0902d,
-     0x4070ce608bce8022e71d6c4e637825b856487eb45273966733d281dc2e2de4f9,
-     1, 0x2b344e203a4858a12067d3a831cd006f0f1ef0c48c5b13abd5ecc3128e4b1ccb),
-    (0x107427e0d5f366ccdb33adf0282d304f8843e3e88d22b7b83780e073b7c05fed,
-     0x12dbb00ded538b7478466022d2da89b83740cfb2289a272387efe1aeea401f80,
-     1, 0x412806b917be6460c5c0dd61cd5623385b14aa51eb2e8efc522cdccde8de2f53),
-    (0x205f3b42f5884aaf048c7a895ccabb15d8dee6d83e39832aa38e7353b58515b9,
-     0x4e50256f50c4cb8115bad17acbb702bfa74898e819b6265c8369fd98899c2839,
-     1, 0x66432d1463a87e0f8ea60abf3cbfe47971e7437fe66445e089133d2ca271c2e0),
-    (0x4f162deaec2ec435dc5ac6f95d20419ed9631374770189cb90617f3e66a18dc1,
-     0x12cbfb2d04ff22f55162f70164d29331ace5af18a19a9aa1946d4cc4ad2e5cdf,
-     1, 0x5e33f00e36b77491ab24fd2241760de2fa63b68fe40ae5f5140d7f335c92bf29),
+    0x00000000000000000000000000000000000000000000000000000000000000010000000000000000000000000000000000000000000000000000000000000000,
+    0x6666666666666666666666666666666666666666666666666666666666666658216936d3cd6e53fec0a4e231fdd6dc5c692cc7609525a7b2c9562d608f25d51a,
+    0x2260cdf3092329c21da25ee8c9a21f5697390f51643851560e5f46ae6af8a3c936ab384c9f5a046c3d043b7d1833e7ac080d8e4515d7a45f83c5a14e2843ce0e,
+    0x1267b1d177ee69aba126a18e60269ef79f16ec176724030402c3684878f5b4d467ae9c4a22928f491ff4ae743edac83a6343981981624886ac62485fd3f8e25c,
+    0x47d0e827cb1595e1470eb88580d5716c4cf22832ea2f0ff0df38ab61ca32112f203da8db56cff1468325d4b87a3520f91a739ec193ce1547493aa657c4c9f870,
+    0x5f4825b298feae6fe02c6e148992466631282eca89430b5d10d21f83d676c8ed49fda73eade3587bfcef7cf7d12da5de5c2819f93e1be1a591409cc0322ef233,
+    0x054de3fc2886d8a11db709a7fd4f7d77f9417c06944d6b60c1d27ad0f9497ef44c9797ba7a45601c62aeacc0dd0a29bea1e599826c7b4427783a741a7dcbf23d,
+    0x31c563e32b47d52f87ce6468dd36ad41f0882b46f7abf23d12c4c4b59f4062b814568685fcf4bd4ee9e3ee194b1d810783e809f3bbf1ce955855981af50e4107,
+    0x21d30600c9e573796ead6f09668af38f81783cfc621ee4931e2f5ba9fc37b9b46742e15f97d771b642862d5cf84ecf93eb3ac67b80698b993b87fdbc08a584c8,
+    0x7f3d23c2c2dd0df4b2befce956f2d2fd1f789013236e4430c74e44845522f1c0357cc970c80071651bf336e06f9422b886d80e5c2e4e0294d3e023065185715c,
+    0x637ffcaa7a1b2477c8e44d54c898bfcf2576a6853de0e843ba8874b06ae87b2c602c797e30ca6d754470b60ed2bc8677207e8e4ed836f81444951f224877f94f,
+    0x2d9082313f21ab975a6f7ce340ff0fce1258591c3c9c58d4308f2dc36a03371314e528b1154be417b6cf078dd6712438d381a5b2c593d552ff2fd2c1207cf3cb,
+    0x4070ce608bce8022e71d6c4e637825b856487eb45273966733d281dc2e2de4f94719e17e016e5d355ecf70e00ca249db3295bf2385c13b42ae62fe6678f0902d,
+    0x12dbb00ded538b7478466022d2da89b83740cfb2289a272387efe1aeea401f80107427e0d5f366ccdb33adf0282d304f8843e3e88d22b7b83780e073b7c05fed,
+    0x4e50256f50c4cb8115bad17acbb702bfa74898e819b6265c8369fd98899c2839205f3b42f5884aaf048c7a895ccabb15d8dee6d83e39832aa38e7353b58515b9,
+    0x12cbfb2d04ff22f55162f70164d29331ace5af18a19a9aa1946d4cc4ad2e5cdf4f162deaec2ec435dc5ac6f95d20419ed9631374770189cb90617f3e66a18dc1,
 )
 
 
@@ -166,8 +141,27 @@ def _scalarmult(table, n):
     return q
 
 
+def _base_entry(v):
+    """The extended point of a packed _BASE_TABLE entry."""
+    x = v & _M256
+    y = v >> 256
+    return (x, y, 1, x * y % P)
+
+
 def scalarmult_base(n):
-    return _scalarmult(_BASE_TABLE, n)
+    """[n]B for 0 <= n < 2^256: _scalarmult's windows over the packed table,
+    each entry read by touching all 16 (masks instead of indexing)."""
+    t = _BASE_TABLE
+    q = IDENTITY
+    for w in range(_WINDOWS - 1, -1, -1):
+        q = _double(_double(_double(_double(q))))
+        idx = (n >> (w * _WINDOW)) & 15
+        v = 0
+        for i in range(16):
+            # all ones when i == idx, else 0, computed without a branch
+            v |= t[i] & -((((i ^ idx) - 1) >> 8) & 1)
+        q = _add(q, _base_entry(v))
+    return q
 
 
 def _compact(pt):
@@ -181,9 +175,9 @@ def _compact(pt):
     return (pt[0] | 0, pt[1] | 0, pt[2] | 0, pt[3] | 0)
 
 
-def _double_scalarmult_vartime(a, ta, b, pb):
+def _double_scalarmult_vartime(a, b, pb):
     """[a]B + [b]PB for public scalars (verification only): B by its 4-bit
-    window table (constants), PB by a 2-bit window of [1..3]PB. Three points
+    window table (_BASE_TABLE), PB by a 2-bit window of [1..3]PB. Three points
     instead of a 16-entry table: about 3 KB less heap at the peak of a check
     (the tightest moment of a board's heap, tools/bench/bench_rig.py) for
     some 20 more additions; the two made here kept compact (_compact)."""
@@ -199,7 +193,7 @@ def _double_scalarmult_vartime(a, ta, b, pb):
             # bits 2w .. 2w+3 of a: its 4-bit window, now that q is aligned to it
             i = (a >> (2 * w)) & 15
             if i:
-                q = _add(q, ta[i])
+                q = _add(q, _base_entry(_BASE_TABLE[i]))
     return q
 
 
@@ -294,7 +288,7 @@ def verify(pub, msg, sig):
     k = _h_int(R, pub, msg) % L
     # [S]B + [k](-A) must equal R; comparing encodings also rejects a
     # non-canonical R (it can never be produced by encode_point).
-    check = _double_scalarmult_vartime(S, _BASE_TABLE, k, A)
+    check = _double_scalarmult_vartime(S, k, A)
     return encode_point(check) == R
 
 

@@ -151,13 +151,24 @@ def test_random_source_hook():
 
 
 def test_ed25519_base_table_constants_are_the_multiples_of_the_base_point():
-    # The table is written out as constants (ed25519._BASE_TABLE); each
-    # entry must be [i]B, the same point _table(BASE) computes, with T = XY/Z.
+    # The table is written out as constants (ed25519._BASE_TABLE), each the
+    # affine point packed as x + (y << 256); each entry must be [i]B, the same
+    # point _table(BASE) computes, and unpack with T = xy.
     from shared_protocol.crypto.field import P
     computed = ed25519._table(ed25519.BASE)
     assert len(ed25519._BASE_TABLE) == 16
     for i in range(16):
-        X, Y, Z, T = ed25519._BASE_TABLE[i]
+        v = ed25519._BASE_TABLE[i]
+        x, y = v & ((1 << 256) - 1), v >> 256
+        assert x < P and y < P, i
         cX, cY, cZ, _ = computed[i]
-        assert Z == 1 and T == X * Y % P, i
-        assert X * cZ % P == cX % P and Y * cZ % P == cY % P, i
+        assert x * cZ % P == cX % P and y * cZ % P == cY % P, i
+        assert ed25519._base_entry(v) == (x, y, 1, x * y % P), i
+
+
+def test_ed25519_scalarmult_base_agrees_with_the_generic_windows():
+    # scalarmult_base reads the packed constants; _scalarmult the table of a
+    # point computed at run time: the same multiples of B, edge scalars too.
+    tb = ed25519._table(ed25519.BASE)
+    for n in (0, 1, 15, 16, 17, (1 << 252) + 3, ed25519.L - 1, ed25519.L, (1 << 256) - 1):
+        assert ed25519.encode_point(ed25519.scalarmult_base(n)) == ed25519.encode_point(ed25519._scalarmult(tb, n)), n
