@@ -32,13 +32,14 @@ except ImportError:   # CPython, where the host tests run this module
 # the two agree.
 RX_MAX = const(1200)
 # Modules a node needs only while it boots: the config parser, the invite
-# decoder, the reader of a stored member's record and the snapshot code that
-# loads a stored replica (a LAN peer's snapshot imports the last two again).
+# decoder, the reader of a topic's stored files and of a stored member's
+# record, and the snapshot code that loads a stored replica (a LAN peer's
+# snapshot imports the last two again).
 # Imported from .mpy, a module's bytecode stays in the heap as long as
 # sys.modules holds it; main() drops these once the Node is built, and the
 # GC frees them (tools/bench/bench_node.py --only modules).
-BOOT_ONLY = ("firmware.node", "firmware.config", "shared_protocol.groups.invite", "shared_protocol.groups.record",
-             "shared_protocol.dmc.snapshot", "shared_protocol.dmc.log_snapshot")
+BOOT_ONLY = ("firmware.node", "firmware.config", "firmware.topic_load", "shared_protocol.groups.invite",
+             "shared_protocol.groups.record", "shared_protocol.dmc.snapshot", "shared_protocol.dmc.log_snapshot")
 # Longest the loop sleeps without feeding the watchdog; the watchdog
 # timeout is several times this (RP2040's WDT maximum is 8388 ms).
 _LOOP_MAX_MS = const(500)

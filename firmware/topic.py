@@ -19,7 +19,7 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
 
 Write order (no multi-file atomicity on littlefs): the state file first,
 then the replica. A power cut between them leaves an outbox holding an op
-the replica lacks; load() applies outbox ops to the replica again, which
+the replica lacks; loading (firmware/topic_load.py) applies outbox ops to the replica again, which
 the replica ignores as duplicates when it has them. So nothing accepted by
 publish() is lost, whatever the cut.
 
@@ -43,10 +43,7 @@ another author's. The generation is also in the message id (message_seq).
 from shared_protocol.wire import cbor
 from shared_protocol.dmc import ops as O
 from shared_protocol.dmc import store as dstore
-from shared_protocol.dmc import errors
-from shared_protocol.dmc.errors import CORRUPT, MISSING
-from shared_protocol.dmc.replica import Replica
-from shared_protocol.groups.member import Member, Publication
+from shared_protocol.groups.member import Publication
 from shared_protocol.groups.readings import Batch
 from shared_protocol.groups.wire import BATCH_MAX, DICT_MAX
 from firmware import platform
@@ -98,9 +95,6 @@ class OutboxFull(Exception):
     pass
 
 
-_write_atomic = dstore.write_atomic
-
-
 class Topic:
     def __init__(self, invite, node_author, data_dir=DATA_DIR, files=None, log=print, random_bytes=None, batch=1,
                  log_keep=LOG_KEEP):
@@ -133,91 +127,18 @@ class Topic:
         self.names = []        # names this node wrote since boot (reading_dictionary)
         self.dirty_state = False
         self.dirty_replica = False
-        self._load(fresh)
+        # The stored state and replica, read once at boot by a module the
+        # board then drops (firmware.runtime.BOOT_ONLY): its bytecode and
+        # log text are some 1.5 KB of a .mpy node's heap it needs no more.
+        from firmware import topic_load
+        topic_load.load(self, fresh)
 
     # -- persistence --
-
-    def _load(self, fresh):
-        had_state = False
-        try:
-            raw = self.files.read(self.state_path)
-            if raw is None:
-                raw = self.files.read(self.state_path + ".tmp")
-        except errors.StoreError as e:   # over STORE_MAX: unreadable
-            self._quarantine(self.state_path, e)
-            raw = None
-        if raw is not None:
-            try:
-                v = cbor.decode(dstore.unpack(raw))
-                if not isinstance(v, list) or len(v) != 4 or v[0] != STATE_VERSION:
-                    raise errors.StoreError(CORRUPT, __debug__ and "unknown state layout")
-                m = Member.from_record(v[1])
-                if m.topic != fresh.topic:
-                    raise errors.StoreError(CORRUPT, __debug__ and "state is for another topic")
-                # The invite may be newer (re-flashed): keep the higher epoch
-                # (a fresh member gets a generation of its own below).
-                self.member = m if m.epoch >= fresh.epoch else fresh
-                self.outbox = [bytes(x) for x in v[2]][-OUTBOX_MAX:]
-                self.published = v[3]
-                had_state = True
-            except (errors.StoreError, cbor.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
-                self._quarantine(self.state_path, e)
-        try:
-            self.replica = self.store.load()
-            if bytes(self.replica.author[:AUTHOR_NODE_BYTES]) != self.node_author:
-                raise errors.StoreError(CORRUPT, __debug__ and "replica belongs to another node")
-            # saved by a firmware that kept a longer tail: this one's bound
-            if self.replica.tail_max > BOARD_TAIL and self.replica.limit_tail(BOARD_TAIL):
-                self.dirty_replica = True
-            # saved with another retention (a firmware or config before)
-            if self.replica.set_log_keep(self.log_keep):
-                self.dirty_replica = True
-        except errors.StoreError as e:
-            if e.code != MISSING or had_state:
-                self._start_refill()   # the marker first: a cut after it redoes the refill
-            if e.code != MISSING:
-                self._quarantine(self.store.path, e)
-            # A new generation: see "Authors" above.
-            self.replica = Replica(self.node_author + self.random_bytes(AUTHOR_GEN_BYTES), self.log_keep, 0, BOARD_TAIL)
-            self.dirty_replica = True   # the new author id must be on flash before it is used
-        self.replica.pending_max = BOARD_PENDING
-        if self.member is fresh:
-            # Started from the invite (first boot, re-flashed, or the state
-            # file lost): a new sequence generation, so this join never
-            # reuses a sequence number of an earlier one (groups/member.py,
-            # COUNTER_BITS). On flash before the first seal.
-            fresh.new_generation(self.random_bytes(3))
-            self.dirty_state = True
-        if not self.refilling and self.files.read(self.refill_path) is not None:
-            self.refilling = True     # a refill that a reset interrupted: again
-        if self.refilling:
-            self.member.forget_received()
-            self.dirty_state = True
-        for op in self.outbox:
-            try:
-                if self.replica.receive(op) != 0:
-                    self.dirty_replica = True
-            except Exception as e:  # a stale op from an older replica: keep the outbox as is
-                self.log("upsycle: topic %s: outbox op not applied: %s" % (self.name, e))
 
     @property
     def author(self):
         """This node's DMC author id in the topic: its replica's (see "Authors")."""
         return self.replica.author
-
-    def _quarantine(self, path, err):
-        msg = getattr(err, "message", None) or repr(err)
-        self.log("upsycle: topic %s: %s is unreadable (%s); kept as %s.bad, starting it fresh "
-                 "(the proxy and peers fill it in again)" % (self.name, path, msg, path))
-        try:
-            self.files.remove(path + ".bad")
-            self.files.rename(path, path + ".bad")
-        except OSError:
-            self.files.remove(path)
-
-    def _start_refill(self):
-        self.refilling = True
-        _write_atomic(self.files, self.refill_path, b"")
 
     def end_refill(self):
         """The proxy has delivered what it keeps (the runtime decides)."""

@@ -242,7 +242,8 @@ def test_set_aside_replica_refills_from_the_proxy(tmp_path):
 # Modules a UDP node without a LAN must not hold once it runs: the boot-only
 # ones it drops (runtime.BOOT_ONLY), the Noise handshake's, dropped once the
 # link is secured (platform.HANDSHAKE_ONLY), and those it never needs.
-NOT_LOADED = ("firmware.node", "firmware.config", "shared_protocol.groups.invite", "shared_protocol.groups.record",
+NOT_LOADED = ("firmware.node", "firmware.config", "firmware.topic_load", "shared_protocol.groups.invite",
+              "shared_protocol.groups.record",
               "shared_protocol.groups.pub", "shared_protocol.dmc.log_snapshot",
               "shared_protocol.noise.handshake", "shared_protocol.noise.known",
               "shared_protocol.noise.stream", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
