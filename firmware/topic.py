@@ -19,9 +19,9 @@ Files per topic, in DATA_DIR, named by the first 8 bytes of the topic id:
 
 Write order (no multi-file atomicity on littlefs): the state file first,
 then the replica. A power cut between them leaves an outbox holding an op
-the replica lacks; loading (firmware/topic_load.py) applies outbox ops to the replica again, which
-the replica ignores as duplicates when it has them. So nothing accepted by
-publish() is lost, whatever the cut.
+the replica lacks; loading them (firmware/topic_load.py) applies outbox ops
+to the replica again, which the replica ignores as duplicates when it has
+them. So nothing accepted by publish() is lost, whatever the cut.
 
 Refill: a replica that fails its checks is set aside (``.bad``); a replica
 that is gone while the state file is there is lost too. The topic then
@@ -129,7 +129,7 @@ class Topic:
         self.dirty_replica = False
         # The stored state and replica, read once at boot by a module the
         # board then drops (firmware.runtime.BOOT_ONLY): its bytecode and
-        # log text are some 1.5 KB of a .mpy node's heap it needs no more.
+        # log text are some 1.2 KB of a .mpy node's heap it needs no more.
         from firmware import topic_load
         topic_load.load(self, fresh)
 

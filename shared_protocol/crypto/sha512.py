@@ -14,8 +14,9 @@ test vectors pin them. They are kept as big-endian bytes and unpacked when
 used: as 88 ints, each a heap big int of some 40 bytes on a 32-bit board, a
 .mpy build of this module held 3.5 KB more of a board's heap for as long as
 it ran (6,432 against 2,960 bytes on the 32-bit unix port); unpacking one
-word per round adds two small allocations to the dozen big ints a round
-makes anyway. A frozen image keeps either form in flash.
+word per round adds two small allocations to the dozens of big ints a
+round makes anyway (some 8% slower there). A frozen image keeps either
+form in flash.
 """
 import struct
 
