@@ -133,12 +133,14 @@ _BASE_TABLE = (
 )
 
 
-def _scalarmult(table, n):
-    """[n]P for 0 <= n < 2^256, P given by its window table."""
+def _scalarmult(table, n, select=_select):
+    """[n]P for 0 <= n < 2^256, P given by its window table (read by
+    ``select``: _select for a table of points, _select_base for the packed
+    _BASE_TABLE)."""
     q = IDENTITY
     for w in range(_WINDOWS - 1, -1, -1):
         q = _double(_double(_double(_double(q))))
-        q = _add(q, _select(table, (n >> (w * _WINDOW)) & 15))
+        q = _add(q, select(table, (n >> (w * _WINDOW)) & 15))
     return q
 
 
@@ -149,20 +151,18 @@ def _base_entry(v):
     return (x, y, 1, x * y % P)
 
 
+def _select_base(t, idx):
+    """The point of the packed entry t[idx], read by touching all 16 (as
+    _select: masks instead of indexing)."""
+    v = 0
+    for i in range(16):
+        # all ones when i == idx, else 0, computed without a branch
+        v |= t[i] & -((((i ^ idx) - 1) >> 8) & 1)
+    return _base_entry(v)
+
+
 def scalarmult_base(n):
-    """[n]B for 0 <= n < 2^256: _scalarmult's windows over the packed table,
-    each entry read by touching all 16 (masks instead of indexing)."""
-    t = _BASE_TABLE
-    q = IDENTITY
-    for w in range(_WINDOWS - 1, -1, -1):
-        q = _double(_double(_double(_double(q))))
-        idx = (n >> (w * _WINDOW)) & 15
-        v = 0
-        for i in range(16):
-            # all ones when i == idx, else 0, computed without a branch
-            v |= t[i] & -((((i ^ idx) - 1) >> 8) & 1)
-        q = _add(q, _base_entry(v))
-    return q
+    return _scalarmult(_BASE_TABLE, n, _select_base)
 
 
 def _compact(pt):
