@@ -117,7 +117,7 @@ class Topic:
         self.state_path = base + ".st"
         self.refill_path = base + ".rf"
         self.refilling = False
-        self.store = dstore.Store(base + ".dmc", self.files)
+        self.store = dstore.Store(base + ".dmc", self.files, _write_buf())
         self.member = fresh
         self.outbox = []
         self.published = 0
@@ -286,6 +286,20 @@ class Topic:
                 cb(key, value, author)
             except Exception as e:
                 self.log("upsycle: on_change callback failed: %r" % (e,))
+
+
+_write = None
+
+
+def _write_buf():
+    """The one save buffer of every topic (dmc.store.WRITE_CHUNK bytes):
+    a node saves its topics one after another in its loop turn, never two
+    at once, so one buffer serves all (a buffer per topic held some 290
+    bytes each on a board's heap)."""
+    global _write
+    if _write is None:
+        _write = bytearray(dstore.WRITE_CHUNK)
+    return _write
 
 
 def reading_dictionary(replica, names=()):

@@ -207,11 +207,14 @@ def unpack(data):
 
 
 class Store:
-    def __init__(self, path, files=None):
+    def __init__(self, path, files=None, buf=None):
+        """``buf``: the WRITE_CHUNK bytearray every save encodes through
+        (write_value); a board's topics share one (firmware/topic.py), as
+        their saves never overlap. Else the Store makes its own."""
         self.path = path
         self.tmp = path + ".tmp"
         self.files = files if files is not None else OsFiles()
-        self.buf = bytearray(WRITE_CHUNK)   # every save's chunks (write_value)
+        self.buf = buf if buf is not None else bytearray(WRITE_CHUNK)
 
     def save(self, replica):
         return write_value(self.files, self.path, replica.dump_value(), self.buf)
