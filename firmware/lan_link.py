@@ -28,7 +28,7 @@ _ANNOUNCE_MS = const(5000)
 _SHUFFLE_MS = const(5000)
 _SYNC_MS = const(3000)
 # The broadcast address announcements go to when no peers are configured.
-BROADCAST = "255.255.255.255"
+_BROADCAST = const("255.255.255.255")
 # Largest LAN datagram read: a session datagram (runtime.RX_MAX) and room
 # for the LAN header.
 _RX_MAX = const(1264)
@@ -48,7 +48,7 @@ class LanLink:
         s.setblocking(False)
         s.bind(platform.sockaddr("0.0.0.0", port))
         if not peers and not platform.IS_VIRTUAL:
-            self.peers.append(platform.sockaddr(BROADCAST, port))
+            self.peers.append(platform.sockaddr(_BROADCAST, port))
         self.lan = node_lan(node.node_id, my_ip, port, platform.random_bytes, node.topics)
         self.sock = s
         self.poller = platform.Poller(s)
@@ -97,12 +97,12 @@ class LanLink:
                 data, src = poller.recvfrom(_RX_MAX)
             except OSError:
                 break
+            platform.keep_room()   # for the next read, at once (runtime.read_proxy)
             # a sync may add readings and a shuffle peers to the view:
             # they go to the lowest free blocks (platform.compact)
             platform.compact()
             out.extend(self.receive(data, _host_port(src), platform.ticks_ms()))
             data = src = None
-            platform.keep_room()   # for the next read (runtime.read_proxy)
             wdt.feed()
         for addr, data in out:
             try:

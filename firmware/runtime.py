@@ -221,6 +221,10 @@ def read_proxy(proxy, poller, wdt):
         except OSError:
             break
         n += 1
+        # the read took the room (platform.keep_room): taken again at
+        # once, before the datagram is handled, whose garbage and kept
+        # objects would otherwise fill the block the read left
+        platform.keep_room()
         proxy.receive(data, platform.ticks_ms())
         data = None
         # Its deliveries opened now, not with the turn's: queued, every
@@ -230,9 +234,6 @@ def read_proxy(proxy, poller, wdt):
         # 32-bit unix port: tools/bench/bench_rig.py). Saves and acks
         # stay the turn's (Node.turn): an ack still follows the save.
         proxy.events(platform.ticks_ms())
-        # the read took the room (platform.keep_room): taken again for the
-        # next datagram of the burst, not only after the turn's reads
-        platform.keep_room()
         wdt.feed()
         if proxy.poller is not poller:
             break   # the link moved to another proxy: its socket is closed
