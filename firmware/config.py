@@ -39,17 +39,23 @@ import json
 
 from shared_protocol.errors import RemoteError
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 CONFIG_PATH = "/config.json"
-FORMAT = 1
+_FORMAT = const(1)
 
 # A config is a few hundred bytes; refusing anything larger bounds the RAM a
 # corrupt or hostile file can take when parsed.
 CONFIG_MAX_BYTES = 4096
 # WPA2: SSIDs are at most 32 bytes, passphrases 8..63 characters (or empty
 # for an open network).
-SSID_MAX = 32
-WIFI_KEY_MIN = 8
-WIFI_KEY_MAX = 63
+_SSID_MAX = const(32)
+_WIFI_KEY_MIN = const(8)
+_WIFI_KEY_MAX = const(63)
 # How many networks/proxies/topics a node keeps: each costs RAM on every
 # reconnect attempt or subscription, and a sensor node needs few.
 WIFI_MAX = 4
@@ -57,27 +63,27 @@ PROXIES_MAX = 4
 TOPICS_MAX = 8
 # An invite (URL or QR payload) is short; 512 characters leaves room.
 TOPIC_MAX_CHARS = 512
-HOST_MAX_CHARS = 253  # DNS name limit (RFC 1035)
-PROXY_KEY_HEX = 64    # an X25519 public key, hex
+_HOST_MAX_CHARS = const(253)  # DNS name limit (RFC 1035)
+_PROXY_KEY_HEX = const(64)    # an X25519 public key, hex
 # Publishing more often than once a second floods the edge network; less
 # often than daily is not a sensor.
-INTERVAL_MIN_S = 1
+_INTERVAL_MIN_S = const(1)
 INTERVAL_MAX_S = 86400
 # LAN peers a node announces to: each is a datagram every few seconds.
 LAN_PEERS_MAX = 8
 # A deep-sleep phase or wake of more than a day is a misconfiguration.
 SLEEP_MAX_S = 86400
 # Upper bound of the example app's reading count (bounded like every value).
-READINGS_MAX = 100000
+_READINGS_MAX = const(100000)
 
 # How a node with several proxies uses them (docs/federation.md).
-PROXY_MODES = ("failover", "all")
+_PROXY_MODES = const(("failover", "all"))
 
 # Radios a node may use (firmware/ble_link.py for the BLE part).
-TRANSPORTS = ("wifi", "ble", "wifi+ble")
+_TRANSPORTS = const(("wifi", "ble", "wifi+ble"))
 # The proxy entry of a BLE proxy link: the proxy is whichever central
 # speaks Noise to the node over its GATT service.
-BLE_PROXY = "ble"
+_BLE_PROXY = const("ble")
 
 # Boards this firmware knows, with the sys.platform each one reports.
 KNOWN_BOARDS = {
@@ -118,7 +124,7 @@ def split_proxy_key(entry):
     addr, at, key = entry.partition("@")
     if not at:
         return entry, None
-    if not _is_hex(key.lower(), PROXY_KEY_HEX):
+    if not _is_hex(key.lower(), _PROXY_KEY_HEX):
         return addr, None
     return addr, bytes.fromhex(key)
 
@@ -147,9 +153,9 @@ def parse(data, platform):
               "rewrite it with `upsycle flash`" % CONFIG_PATH)
     if not isinstance(cfg, dict):
         _fail("corrupt", "%s must hold a JSON object" % CONFIG_PATH)
-    if cfg.get("format") != FORMAT:
+    if cfg.get("format") != _FORMAT:
         _fail("format", "config format %r, this firmware reads format %d: flash matching firmware"
-              % (cfg.get("format"), FORMAT))
+              % (cfg.get("format"), _FORMAT))
     board = cfg.get("board")
     if board not in KNOWN_BOARDS:
         _fail("unknown_board", "unknown board %r; known boards: %s"
@@ -165,19 +171,19 @@ def parse(data, platform):
         if not isinstance(w, dict) or not isinstance(w.get("ssid"), str) or not isinstance(w.get("password", ""), str):
             _fail("wifi", "each 'wifi' entry must be {\"ssid\": ..., \"password\": ...}")
         n = len(w["ssid"].encode())
-        if n < 1 or n > SSID_MAX:
-            _fail("wifi", "SSID %r must be 1..%d bytes" % (w["ssid"], SSID_MAX))
+        if n < 1 or n > _SSID_MAX:
+            _fail("wifi", "SSID %r must be 1..%d bytes" % (w["ssid"], _SSID_MAX))
         k = len(w.get("password", ""))
-        if k and (k < WIFI_KEY_MIN or k > WIFI_KEY_MAX):
+        if k and (k < _WIFI_KEY_MIN or k > _WIFI_KEY_MAX):
             _fail("wifi", "WiFi password for %r must be %d..%d characters or empty"
-                  % (w["ssid"], WIFI_KEY_MIN, WIFI_KEY_MAX))
+                  % (w["ssid"], _WIFI_KEY_MIN, _WIFI_KEY_MAX))
     transport = cfg.get("transport", "wifi")
-    if transport not in TRANSPORTS:
-        _fail("transport", "'transport' must be one of %s, not %r" % (", ".join(TRANSPORTS), transport))
+    if transport not in _TRANSPORTS:
+        _fail("transport", "'transport' must be one of %s, not %r" % (", ".join(_TRANSPORTS), transport))
     if transport == "ble" and cfg.get("link", "noise") != "noise":
         _fail("transport", "a proxy link over BLE is always secure: drop 'link' or set it to \"noise\"")
     for p in _list_of(cfg, "proxies", PROXIES_MAX):
-        if isinstance(p, str) and p.partition("@")[0] == BLE_PROXY:
+        if isinstance(p, str) and p.partition("@")[0] == _BLE_PROXY:
             if transport != "ble":
                 _fail("proxy", "proxy %r is reached over BLE: set \"transport\": \"ble\"" % (p,))
             if "@" in p and split_proxy_key(p)[1] is None:
@@ -191,20 +197,20 @@ def parse(data, platform):
         if key is None and "@" in p:
             _fail("proxy", "proxy %r: the part after @ must be the proxy's public key, 64 hex digits" % (p,))
         host, _, port = addr.rpartition(":")
-        if not host or len(host) > HOST_MAX_CHARS or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or len(host) > _HOST_MAX_CHARS or not port.isdigit() or not 0 < int(port) < 65536:
             _fail("proxy", "proxy %r must be \"host:port\" with a port 1..65535" % (p,))
     mode = cfg.get("proxy_mode", "failover")
-    if mode not in PROXY_MODES:
-        _fail("proxy_mode", "'proxy_mode' must be one of %s, not %r" % (", ".join(PROXY_MODES), mode))
+    if mode not in _PROXY_MODES:
+        _fail("proxy_mode", "'proxy_mode' must be one of %s, not %r" % (", ".join(_PROXY_MODES), mode))
     if mode == "all" and transport == "ble":
         _fail("proxy_mode", "'proxy_mode' \"all\" needs proxies over WiFi (a BLE node has one proxy)")
     for t in _list_of(cfg, "topics", TOPICS_MAX):
         if not isinstance(t, str) or not 0 < len(t) <= TOPIC_MAX_CHARS:
             _fail("topic", "each topic invite must be a string of 1..%d characters" % TOPIC_MAX_CHARS)
     iv = cfg.get("publish_interval_s", 60)
-    if not isinstance(iv, int) or not INTERVAL_MIN_S <= iv <= INTERVAL_MAX_S:
+    if not isinstance(iv, int) or not _INTERVAL_MIN_S <= iv <= INTERVAL_MAX_S:
         _fail("interval", "'publish_interval_s' must be an integer %d..%d"
-              % (INTERVAL_MIN_S, INTERVAL_MAX_S))
+              % (_INTERVAL_MIN_S, INTERVAL_MAX_S))
     cfg["publish_interval_s"] = iv
     if cfg.get("link", "noise") not in ("noise", "plaintext"):
         _fail("link", "'link' must be \"noise\" or \"plaintext\"")
@@ -214,7 +220,7 @@ def parse(data, platform):
             _fail("lan", "'lan' must be {\"port\": 1..65535, \"peers\": [\"host:port\", ...]}")
         for p in _list_of(lan, "peers", LAN_PEERS_MAX):
             host, _, port = p.rpartition(":") if isinstance(p, str) else ("", "", "")
-            if not host or len(host) > HOST_MAX_CHARS or not port.isdigit() or not _port_ok(int(port)):
+            if not host or len(host) > _HOST_MAX_CHARS or not port.isdigit() or not _port_ok(int(port)):
                 _fail("lan", "LAN peer %r must be \"host:port\" with a port 1..65535" % (p,))
     sl = cfg.get("sleep")
     if sl is not None:
@@ -233,8 +239,8 @@ def parse(data, platform):
             _fail("replica", "'replica' must be {\"log_keep\": 1..%d}" % LOG_MAX)
     app = cfg.get("app")
     if app is not None:
-        if not isinstance(app, dict) or not _int_in(app.get("readings", 0), 0, READINGS_MAX):
-            _fail("app", "'app' must be {\"readings\": 0..%d}" % READINGS_MAX)
+        if not isinstance(app, dict) or not _int_in(app.get("readings", 0), 0, _READINGS_MAX):
+            _fail("app", "'app' must be {\"readings\": 0..%d}" % _READINGS_MAX)
     return cfg
 
 

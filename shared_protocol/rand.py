@@ -11,8 +11,14 @@ identical sequence on MicroPython and CPython because every step is masked to
 64 bits.
 """
 
-_MASK64 = 0xFFFFFFFFFFFFFFFF
-_MULT = 0x2545F4914F6CDD1D
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+_MASK64 = const(0xFFFFFFFFFFFFFFFF)
+_MULT = const(0x2545F4914F6CDD1D)
 
 
 class Rng:

@@ -17,6 +17,12 @@ and pick which side connects: the smaller id is the central.
 """
 from shared_protocol.ble.errors import BleRemoteError
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 SERVICE_UUID = "75707379-636c-6500-8000-00000000b1e0"
 TX_UUID = "75707379-636c-6500-8000-00000000b1e1"
 RX_UUID = "75707379-636c-6500-8000-00000000b1e2"
@@ -25,12 +31,12 @@ COMPANY_TEST = 0xFFFF
 # Legacy advertising data (Core 5.3 Vol 6 Part B §2.3.1.1: AdvData 0..31).
 ADV_MAX = 31
 
-_AD_FLAGS = 0x01
-_AD_UUID128_ALL = 0x07
-_AD_UUID128_SOME = 0x06
-_AD_MANUFACTURER = 0xFF
+_AD_FLAGS = const(0x01)
+_AD_UUID128_ALL = const(0x07)
+_AD_UUID128_SOME = const(0x06)
+_AD_MANUFACTURER = const(0xFF)
 # LE General Discoverable, BR/EDR not supported.
-_FLAGS = 0x06
+_FLAGS = const(0x06)
 
 
 def uuid_le(s):

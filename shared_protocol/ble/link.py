@@ -71,17 +71,17 @@ FRAGMENTS_MAX = const(256)
 WINDOW_MAX = const(4)
 # Credit assumed before the peer's first ack: every implementation holds
 # at least this many slots.
-WINDOW_MIN = const(2)
+_WINDOW_MIN = const(2)
 # Messages queued by send() beyond the window; past this send() refuses
 # (BleLocalError "ble_queue_full") and the caller keeps or drops them.
 QUEUE_MAX = const(8)
 # Acks waiting to go out (one per completed or duplicate message).
-ACKS_MAX = const(8)
+_ACKS_MAX = const(8)
 # Retransmission timeout: a base, plus an allowance per fragment for the
 # radio to drain them (at a 30 ms connection interval and ~4 packets per
 # event, 80 fragments take ~600 ms), doubled per retry up to RTO_MAX_MS.
-RTO_BASE_MS = const(400)
-RTO_PER_FRAGMENT_MS = const(10)
+_RTO_BASE_MS = const(400)
+_RTO_PER_FRAGMENT_MS = const(10)
 RTO_MAX_MS = const(8000)
 RETRIES_MAX = const(6)
 # Malformed fragments tolerated before the link fails: a peer sending
@@ -89,7 +89,7 @@ RETRIES_MAX = const(6)
 BAD_FRAGMENTS_MAX = const(16)
 
 KIND_DATA = const(1)
-KIND_ACK = const(2)
+_KIND_ACK = const(2)
 _SEQ_MOD = const(256)
 
 
@@ -127,8 +127,8 @@ class BleLink:
     def __init__(self, window=WINDOW_MAX, mtu=ATT_MTU_MIN, queue=QUEUE_MAX):
         """window: messages in flight and reassembly slots (a board: 2);
         queue: messages send() holds beyond the window (a board: 2)."""
-        if not WINDOW_MIN <= window <= WINDOW_MAX or not 0 <= queue <= QUEUE_MAX:
-            raise BleLocalError("ble_window", __debug__ and "window must be %d..%d, queue 0..%d" % (WINDOW_MIN, WINDOW_MAX, QUEUE_MAX))
+        if not _WINDOW_MIN <= window <= WINDOW_MAX or not 0 <= queue <= QUEUE_MAX:
+            raise BleLocalError("ble_window", __debug__ and "window must be %d..%d, queue 0..%d" % (_WINDOW_MIN, WINDOW_MAX, QUEUE_MAX))
         self.window = window
         self.queue_max = queue
         self.mtu = ATT_MTU_MIN
@@ -139,7 +139,7 @@ class BleLink:
         self._flight = []         # [_Out], oldest first, at most the window
         self._queue = []          # bytes waiting for room in the window
         self._tx = []             # [[_Out, next idx]]: fragments to hand out
-        self._credit = WINDOW_MIN
+        self._credit = _WINDOW_MIN
         # receiver
         self._expected = 0        # seq of the next message delivered
         self._slots = {}          # seq -> _Slot (complete ones wait for their turn)
@@ -208,7 +208,7 @@ class BleLink:
         out = []
         if self._acks and limit > 0:
             n = min(len(self._acks), payload_max(self.mtu) - 2)
-            out.append(bytes([KIND_ACK, self.window]) + bytes(self._acks[:n]))
+            out.append(bytes([_KIND_ACK, self.window]) + bytes(self._acks[:n]))
             del self._acks[:n]
         tx = self._tx
         while tx and len(out) < limit:
@@ -226,7 +226,7 @@ class BleLink:
         return out
 
     def _rto(self, o):
-        rto = RTO_BASE_MS + (o.last + 1) * RTO_PER_FRAGMENT_MS
+        rto = _RTO_BASE_MS + (o.last + 1) * _RTO_PER_FRAGMENT_MS
         for _ in range(o.tries):
             rto *= 2
             if rto >= RTO_MAX_MS:
@@ -293,7 +293,7 @@ class BleLink:
         if n < 2:
             raise BleRemoteError("ble_fragment_truncated", __debug__ and "%d bytes" % n)
         kind = frag[0]
-        if kind == KIND_ACK:
+        if kind == _KIND_ACK:
             self._on_ack(frag, now)
             return
         if kind != KIND_DATA:
@@ -344,7 +344,7 @@ class BleLink:
     def _ack(self, seq):
         if seq in self._acks:
             return
-        if len(self._acks) >= ACKS_MAX:
+        if len(self._acks) >= _ACKS_MAX:
             self._acks.pop(0)   # the peer retransmits and we ack again
         self._acks.append(seq)
 

@@ -19,19 +19,25 @@ from shared_protocol.crypto.ct import bytes_eq
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.crypto.pure import PureBackend
 
-X25519_KEY_SIZE = 32
-ED25519_SEED_SIZE = 32
-ED25519_PUBLIC_KEY_SIZE = 32
-ED25519_SIGNATURE_SIZE = 64
-AEAD_KEY_SIZE = 32
-AEAD_NONCE_SIZE = 12
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+_X25519_KEY_SIZE = const(32)
+_ED25519_SEED_SIZE = const(32)
+_ED25519_PUBLIC_KEY_SIZE = const(32)
+_ED25519_SIGNATURE_SIZE = const(64)
+_AEAD_KEY_SIZE = const(32)
+_AEAD_NONCE_SIZE = const(12)
 AEAD_TAG_SIZE = 16
 # Largest plaintext we seal or sign in one call. Noise caps a transport
 # message at 65535 bytes (Noise spec §3); stored publications are smaller. A
 # bound also keeps a hostile length from making a board allocate without end.
 MESSAGE_SIZE_MAX = 65535
 # Largest random request: keys and nonces are 32 bytes or less.
-RANDOM_REQUEST_MAX = 1024
+_RANDOM_REQUEST_MAX = const(1024)
 
 _backend = PureBackend()
 _random = None
@@ -65,7 +71,7 @@ def set_random_source(fn):
 
 
 def random_bytes(n):
-    if not 0 < n <= RANDOM_REQUEST_MAX:
+    if not 0 < n <= _RANDOM_REQUEST_MAX:
         raise cerr.CryptoUsageError(message=__debug__ and "random request of %d bytes is out of range" % n)
     fn = _random
     if fn is None:
@@ -100,15 +106,15 @@ def _need_msg(name, value):
 # -- X25519 (RFC 7748) --
 
 def x25519_public(secret):
-    _need("X25519 secret", secret, X25519_KEY_SIZE)
+    _need("X25519 secret", secret, _X25519_KEY_SIZE)
     return _backend.x25519_base(bytes(secret))
 
 
 def x25519(secret, public):
     """Shared secret; cerr.BadPublicKey when it is all zeros, i.e. the peer sent a
     small-order point (RFC 7748 §6.1 lets us check; libsodium always does)."""
-    _need("X25519 secret", secret, X25519_KEY_SIZE)
-    _need("X25519 public key", public, X25519_KEY_SIZE)
+    _need("X25519 secret", secret, _X25519_KEY_SIZE)
+    _need("X25519 public key", public, _X25519_KEY_SIZE)
     out = _backend.x25519(bytes(secret), bytes(public))
     if out is None or bytes_eq(out, b"\x00" * 32):
         raise cerr.BadPublicKey(message=__debug__ and "X25519 public key has small order")
@@ -118,15 +124,15 @@ def x25519(secret, public):
 # -- Ed25519 (RFC 8032) --
 
 def ed25519_public(seed):
-    _need("Ed25519 seed", seed, ED25519_SEED_SIZE)
+    _need("Ed25519 seed", seed, _ED25519_SEED_SIZE)
     return _backend.ed25519_public(bytes(seed))
 
 
 def ed25519_sign(seed, msg, pub=None):
-    _need("Ed25519 seed", seed, ED25519_SEED_SIZE)
+    _need("Ed25519 seed", seed, _ED25519_SEED_SIZE)
     _need_msg("message to sign", msg)
     if pub is not None:
-        _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
+        _need("Ed25519 public key", pub, _ED25519_PUBLIC_KEY_SIZE)
     else:
         pub = _backend.ed25519_public(bytes(seed))
     return _backend.ed25519_sign(bytes(seed), bytes(msg), bytes(pub))
@@ -134,16 +140,16 @@ def ed25519_sign(seed, msg, pub=None):
 
 def ed25519_verify(pub, msg, sig):
     """Returns None; raises cerr.BadSignature unless sig is valid for (pub, msg)."""
-    _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
+    _need("Ed25519 public key", pub, _ED25519_PUBLIC_KEY_SIZE)
     _need_msg("signed message", msg)
-    if not isinstance(sig, (bytes, bytearray)) or len(sig) != ED25519_SIGNATURE_SIZE:
+    if not isinstance(sig, (bytes, bytearray)) or len(sig) != _ED25519_SIGNATURE_SIZE:
         raise cerr.BadSignature(message=__debug__ and "signature must be 64 bytes")
     if not _backend.ed25519_verify(bytes(pub), bytes(msg), bytes(sig)):
         raise cerr.BadSignature(message=__debug__ and "Ed25519 signature does not verify")
 
 
 def ed25519_pk_to_x25519(pub):
-    _need("Ed25519 public key", pub, ED25519_PUBLIC_KEY_SIZE)
+    _need("Ed25519 public key", pub, _ED25519_PUBLIC_KEY_SIZE)
     out = _backend.ed25519_pk_to_x25519(bytes(pub))
     if out is None:
         raise cerr.BadPublicKey(message=__debug__ and "Ed25519 public key is invalid or has small order")
@@ -151,23 +157,23 @@ def ed25519_pk_to_x25519(pub):
 
 
 def ed25519_seed_to_x25519(seed):
-    _need("Ed25519 seed", seed, ED25519_SEED_SIZE)
+    _need("Ed25519 seed", seed, _ED25519_SEED_SIZE)
     return _backend.ed25519_seed_to_x25519(bytes(seed))
 
 
 # -- ChaCha20-Poly1305 IETF (RFC 8439) --
 
 def aead_encrypt(key, nonce, plaintext, aad=b""):
-    _need("AEAD key", key, AEAD_KEY_SIZE)
-    _need("AEAD nonce", nonce, AEAD_NONCE_SIZE)
+    _need("AEAD key", key, _AEAD_KEY_SIZE)
+    _need("AEAD nonce", nonce, _AEAD_NONCE_SIZE)
     _need_msg("plaintext", plaintext)
     _need_msg("associated data", aad)
     return _backend.aead_encrypt(bytes(key), bytes(nonce), bytes(plaintext), bytes(aad))
 
 
 def aead_decrypt(key, nonce, sealed, aad=b""):
-    _need("AEAD key", key, AEAD_KEY_SIZE)
-    _need("AEAD nonce", nonce, AEAD_NONCE_SIZE)
+    _need("AEAD key", key, _AEAD_KEY_SIZE)
+    _need("AEAD nonce", nonce, _AEAD_NONCE_SIZE)
     _need_msg("associated data", aad)
     if not isinstance(sealed, (bytes, bytearray, memoryview)) or len(sealed) > MESSAGE_SIZE_MAX + AEAD_TAG_SIZE:
         raise cerr.CryptoUsageError(message=__debug__ and "sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))

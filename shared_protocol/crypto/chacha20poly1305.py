@@ -11,16 +11,22 @@ import struct
 
 from shared_protocol.crypto.ct import bytes_eq
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
-_M32 = 0xFFFFFFFF
+_M32 = const(0xFFFFFFFF)
 # "expand 32-byte k" as four little-endian words (RFC 8439 §2.3).
-_SIGMA = (0x61707865, 0x3320646e, 0x79622d32, 0x6b206574)
+_SIGMA = const((0x61707865, 0x3320646e, 0x79622d32, 0x6b206574))
 # 2^130 - 5, the Poly1305 prime (RFC 8439 §2.5).
-_P1305 = (1 << 130) - 5
+_P1305 = const((1 << 130) - 5)
 # r &= 0ffffffc0ffffffc0ffffffc0fffffff (RFC 8439 §2.5.1 clamp).
-_R_CLAMP = 0x0ffffffc0ffffffc0ffffffc0fffffff
+_R_CLAMP = const(0x0ffffffc0ffffffc0ffffffc0fffffff)
 
 
 def _block(key_words, counter, nonce_words):

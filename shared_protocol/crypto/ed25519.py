@@ -21,26 +21,32 @@ equation [S]B = R + [k]A, compared on the encoding of R.
 from shared_protocol.crypto.field import P, inv
 from shared_protocol.crypto.sha512 import sha512
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Curve constant d = -121665/121666 (RFC 8032 §5.1).
-_D = 0x52036cee2b6ffe738cc740797779e89800700a4d4141d8ab75eb4dca135978a3
+_D = const(0x52036cee2b6ffe738cc740797779e89800700a4d4141d8ab75eb4dca135978a3)
 _D2 = (2 * _D) % P
 # sqrt(-1) = 2^((p-1)/4) (RFC 8032 §5.1.3 step 3).
-_SQRT_M1 = 0x2b8324804fc1df0b2b4d00993dfbd7a72f431806ad2fe478c4ee1b274a0ea0b0
+_SQRT_M1 = const(0x2b8324804fc1df0b2b4d00993dfbd7a72f431806ad2fe478c4ee1b274a0ea0b0)
 # Group order L = 2^252 + 27742317777372353535851937790883648493 (§5.1).
 L = 2 ** 252 + 27742317777372353535851937790883648493
-_BX = 0x216936d3cd6e53fec0a4e231fdd6dc5c692cc7609525a7b2c9562d608f25d51a
-_BY = 0x6666666666666666666666666666666666666666666666666666666666666658
+_BX = const(0x216936d3cd6e53fec0a4e231fdd6dc5c692cc7609525a7b2c9562d608f25d51a)
+_BY = const(0x6666666666666666666666666666666666666666666666666666666666666658)
 BASE = (_BX, _BY, 1, _BX * _BY % P)
 IDENTITY = (0, 1, 1, 0)
-_M256 = (1 << 256) - 1
+_M256 = const((1 << 256) - 1)
 
-SEED_SIZE = 32
-PUBLIC_KEY_SIZE = 32
-SIGNATURE_SIZE = 64
+_SEED_SIZE = const(32)
+_PUBLIC_KEY_SIZE = const(32)
+_SIGNATURE_SIZE = const(64)
 # A 4-bit window: 16 table entries (a small, fixed amount of RAM on a board)
 # against 64 additions per multiplication instead of 253.
 _WINDOW = 4
-_WINDOWS = 64  # 256 bits / 4; scalars here are < 2^256
+_WINDOWS = const(64)  # 256 bits / 4; scalars here are < 2^256
 
 
 def _add(p1, p2):
@@ -274,7 +280,7 @@ def sign(seed, msg, pub=None):
 
 def verify(pub, msg, sig):
     """RFC 8032 §5.1.7 with libsodium's strictness; True or False."""
-    if len(sig) != SIGNATURE_SIZE or len(pub) != PUBLIC_KEY_SIZE:
+    if len(sig) != _SIGNATURE_SIZE or len(pub) != _PUBLIC_KEY_SIZE:
         return False
     S = int.from_bytes(sig[32:], "little")
     if S >= L:

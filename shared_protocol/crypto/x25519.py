@@ -6,10 +6,16 @@ cswap function), so the sequence of operations does not depend on the key.
 """
 from shared_protocol.crypto.field import P, inv
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # (A - 2) / 4 for curve25519, A = 486662 (RFC 7748 §4.1, §5 ladder's a24).
-_A24 = 121665
+_A24 = const(121665)
 # Highest bit index of a clamped scalar: bit 254 is always set (RFC 7748 §5).
-_LADDER_BITS = 255
+_LADDER_BITS = const(255)
 KEY_SIZE = 32
 BASE_POINT = b"\x09" + b"\x00" * 31
 

@@ -29,8 +29,14 @@ from shared_protocol.wire import cbor
 from shared_protocol.dmc import errors
 from shared_protocol.dmc.errors import MALFORMED, OVERSIZE, UNKNOWN_TYPE
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Longest author id: an Ed25519 public key is 32 bytes (RFC 8032 §5.1.5).
-AUTHOR_MAX = 32
+_AUTHOR_MAX = const(32)
 # Sequence numbers and clocks stay below 2**30 so they remain small ints on a
 # 32-bit board (MicroPython small ints are 31-bit; docs/micropython.md); at one
 # write a second that is 34 years.
@@ -55,9 +61,9 @@ TAGS_MAX = 16
 TIME_MAX = 0xFFFFFFFF
 # Counter increments per operation: keeps per-author totals well inside
 # 64-bit CBOR integers even after 2**30 operations.
-DELTA_MAX = 1 << 30
+_DELTA_MAX = const(1 << 30)
 # Integer set elements: whatever CBOR carries in 64 bits.
-INT_ELEM_MAX = (1 << 63) - 1
+_INT_ELEM_MAX = const((1 << 63) - 1)
 
 # Data types (the first item of an object's key).
 T_MAP = 1      # map of last-writer-wins registers
@@ -89,8 +95,8 @@ def is_int(v):
 
 
 def check_author(a, err="OpError"):
-    if not isinstance(a, bytes) or not (0 < len(a) <= AUTHOR_MAX):
-        raise getattr(errors, err)(MALFORMED, __debug__ and "author id must be 1..%d bytes" % AUTHOR_MAX)
+    if not isinstance(a, bytes) or not (0 < len(a) <= _AUTHOR_MAX):
+        raise getattr(errors, err)(MALFORMED, __debug__ and "author id must be 1..%d bytes" % _AUTHOR_MAX)
     return a
 
 
@@ -117,7 +123,7 @@ def check_elem(e, err="OpError"):
         if len(e) > KEY_MAX:
             raise getattr(errors, err)(OVERSIZE, __debug__ and "set element longer than %d" % KEY_MAX)
         return e
-    if is_int(e) and -INT_ELEM_MAX <= e <= INT_ELEM_MAX:
+    if is_int(e) and -_INT_ELEM_MAX <= e <= _INT_ELEM_MAX:
         return e
     raise getattr(errors, err)(MALFORMED, __debug__ and "set element must be text, bytes or a 63-bit int")
 
@@ -179,8 +185,8 @@ def from_value(v, size):
         check_key(a)
         b = v[7]
     elif kind == K_ADD:
-        if not is_int(a) or a == 0 or a > DELTA_MAX or a < -DELTA_MAX:
-            raise errors.OpError(MALFORMED, __debug__ and "counter delta must be a non-zero int within +-%d" % DELTA_MAX)
+        if not is_int(a) or a == 0 or a > _DELTA_MAX or a < -_DELTA_MAX:
+            raise errors.OpError(MALFORMED, __debug__ and "counter delta must be a non-zero int within +-%d" % _DELTA_MAX)
     elif kind == K_INSERT or kind == K_REMOVE:
         check_elem(a)
         b = pairs(v[7], TAGS_MAX, "tags")

@@ -26,9 +26,15 @@ from shared_protocol.dmc.replica import Replica
 from shared_protocol.dmc import errors
 from shared_protocol.dmc.errors import CORRUPT, MISSING
 
-MAGIC = b"DMC1"
-_HEADER = 8
-_CHECK = 8
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+_MAGIC = const(b"DMC1")
+_HEADER = const(8)
+_CHECK = const(8)
 # Largest file accepted: a full snapshot (replica.SNAPSHOT_MAX) plus a tail
 # of small operations; the whole file is read into RAM to be checked.
 STORE_MAX = 65536
@@ -76,7 +82,7 @@ class OsFiles:
 
 
 def pack(payload):
-    return MAGIC + struct.pack(">I", len(payload)) + payload + hashlib.sha256(payload).digest()[:_CHECK]
+    return _MAGIC + struct.pack(">I", len(payload)) + payload + hashlib.sha256(payload).digest()[:_CHECK]
 
 
 def write_atomic(files, path, payload):
@@ -174,7 +180,7 @@ def _write(files, path, n, check, emit):
     files.remove(tmp)  # a leftover of an interrupted save
     f = files.open(tmp)
     try:
-        f.write(MAGIC + struct.pack(">I", n))
+        f.write(_MAGIC + struct.pack(">I", n))
         emit(f.write)
         f.write(check)
     finally:
@@ -193,7 +199,7 @@ def unpack(data):
         raise errors.StoreError(MISSING, __debug__ and "no stored state")
     if len(data) > STORE_MAX:
         raise errors.StoreError(CORRUPT, __debug__ and "stored file is over %d bytes" % STORE_MAX)
-    if len(data) < _HEADER + _CHECK or data[:4] != MAGIC:
+    if len(data) < _HEADER + _CHECK or data[:4] != _MAGIC:
         raise errors.StoreError(CORRUPT, __debug__ and "stored file lacks the DMC1 header: not a replica file, or cut short")
     n = struct.unpack(">I", data[4:8])[0]
     if len(data) != _HEADER + n + _CHECK:

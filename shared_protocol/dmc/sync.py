@@ -66,7 +66,7 @@ CHUNKS_MAX = const((_SNAPSHOT + CHUNK - 1) // CHUNK)
 # burst a board's UDP stack and the radio absorb; the rest follows on request.
 BURST_MAX = 32
 # Operations listed in one dmc_ops message (each takes at least ~25 bytes).
-OPS_PER_MSG_MAX = const(64)
+_OPS_PER_MSG_MAX = const(64)
 # Wait before asking again when this side knows it still lacks operations.
 RETRY_MS = 2000
 # Asking again gives up after this many tries in a row without progress.
@@ -76,8 +76,8 @@ SNAP_ID_LEN = const(8)
 # summary flags
 WANT = 1      # "send me your summary too"
 # ops flags
-LAST = 1      # last datagram of this burst
-MORE = 2      # the burst stopped at BURST_MAX: ask again for the rest
+_LAST = const(1)      # last datagram of this burst
+_MORE = const(2)      # the burst stopped at BURST_MAX: ask again for the rest
 
 OP = REGISTRY.register(32, "dmc_op", (("op", "list", 16),))
 SUMMARY = REGISTRY.register(33, "dmc_summary", (
@@ -91,7 +91,7 @@ SUMMARY = REGISTRY.register(33, "dmc_summary", (
 OPS = REGISTRY.register(34, "dmc_ops", (
     ("session", "uint", 0xFFFFFFFF),
     ("flags", "uint", 0xFF),
-    ("ops", "list", OPS_PER_MSG_MAX),
+    ("ops", "list", _OPS_PER_MSG_MAX),
 ))
 SNAP = REGISTRY.register(35, "dmc_snap", (
     ("session", "uint", 0xFFFFFFFF),
@@ -103,7 +103,7 @@ SNAP = REGISTRY.register(35, "dmc_snap", (
 
 # Bytes of a dmc_ops message around its operations: array head, version,
 # type, session (up to 5), flags (up to 2), ops array head (up to 3).
-_OPS_HEADER_MAX = 1 + 1 + 2 + 5 + 2 + 3
+_OPS_HEADER_MAX = const(1 + 1 + 2 + 5 + 2 + 3)
 
 
 def snap_id(data):
@@ -218,7 +218,7 @@ class Sync:
         chunk = []
         size = _OPS_HEADER_MAX
         for data in r.ops_since(peer_vv):
-            if chunk and (size + len(data) > _DATAGRAM or len(chunk) >= OPS_PER_MSG_MAX):
+            if chunk and (size + len(data) > _DATAGRAM or len(chunk) >= _OPS_PER_MSG_MAX):
                 out.append(chunk)
                 chunk = []
                 size = _OPS_HEADER_MAX
@@ -233,7 +233,7 @@ class Sync:
         for i in range(len(out)):
             flags = 0
             if i == len(out) - 1:
-                flags = LAST | (MORE if more else 0)
+                flags = _LAST | (_MORE if more else 0)
             msgs.append(_ops_message(self.session, flags, out[i]))
         return msgs
 
@@ -318,7 +318,7 @@ class Sync:
     def _on_ops(self, msg, now):
         self._apply_values(msg["ops"])
         flags = msg["flags"]
-        if flags & LAST and (flags & MORE or (self.peer_vv is not None and self.replica.lacks(self.peer_vv))):
+        if flags & _LAST and (flags & _MORE or (self.peer_vv is not None and self.replica.lacks(self.peer_vv))):
             # the rest did not come (burst limit, or lost datagrams): ask now,
             # but not forever if what is missing keeps being refused
             self._retry_at = clock.add(now, RETRY_MS)

@@ -17,15 +17,21 @@ from shared_protocol.groups import errors as gerr
 from shared_protocol.groups.keys import KEY_SIZE, EPOCH_MAX
 from shared_protocol.groups.member import Member
 
-INVITE_VERSION = 1
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+_INVITE_VERSION = const(1)
 URL_PREFIX = "upsycle://join?v=1&i="
 # An invite is about 300 bytes; 1 KiB bounds what a QR scan can make us parse.
-INVITE_MAX = 1024
+_INVITE_MAX = const(1024)
 NAME_MAX = 64
 
 
 def encode_invite(topic_public, member_seed, epoch, epoch_secret, epoch_public, capability, name):
-    return cbor.encode([INVITE_VERSION, topic_public, member_seed, epoch, epoch_secret, epoch_public,
+    return cbor.encode([_INVITE_VERSION, topic_public, member_seed, epoch, epoch_secret, epoch_public,
                         capability, name])
 
 
@@ -50,11 +56,11 @@ def invite_url(invite):
 
 
 def decode_invite(data):
-    if len(data) > INVITE_MAX:
-        raise gerr.TooLarge(message="invite over %d bytes" % INVITE_MAX)
+    if len(data) > _INVITE_MAX:
+        raise gerr.TooLarge(message="invite over %d bytes" % _INVITE_MAX)
     v = cbor.decode(data)
-    if not isinstance(v, list) or len(v) != 8 or v[0] != INVITE_VERSION:
-        raise gerr.Malformed(message="not a version-%d invite" % INVITE_VERSION)
+    if not isinstance(v, list) or len(v) != 8 or v[0] != _INVITE_VERSION:
+        raise gerr.Malformed(message="not a version-%d invite" % _INVITE_VERSION)
     _, tpub, seed, epoch, secret, epub, cap, name = v
     for k in (tpub, seed, epub):
         if not isinstance(k, (bytes, bytearray)) or len(k) != KEY_SIZE:
@@ -78,6 +84,6 @@ def member_from_invite(data):
 def member_from_url(url):
     if not url.startswith(URL_PREFIX):
         raise gerr.Malformed(message="not an upsycle invite URL (expected %s...)" % URL_PREFIX)
-    if len(url) > len(URL_PREFIX) + (INVITE_MAX * 4) // 3 + 4:
+    if len(url) > len(URL_PREFIX) + (_INVITE_MAX * 4) // 3 + 4:
         raise gerr.TooLarge(message="invite URL too long")
     return member_from_invite(_unb64url(url[len(URL_PREFIX):]))

@@ -25,23 +25,29 @@ from shared_protocol.crypto import api
 from shared_protocol.crypto import errors as cerr
 from shared_protocol.groups import errors as gerr
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 TOPIC_ID_SIZE = 16
 KEY_SIZE = 32
 SIG_SIZE = 64
-EPOCH_SECRET_SIZE = 32
+_EPOCH_SECRET_SIZE = const(32)
 # Epoch numbers are 32-bit: one re-key per removal never gets near it.
 EPOCH_MAX = 0xFFFFFFFF
 # Capability expiry: seconds since the Unix epoch, 0 = never expires.
 NO_EXPIRY = 0
-EXPIRY_MAX = 0xFFFFFFFFFF
+_EXPIRY_MAX = const(0xFFFFFFFFFF)
 RIGHT_READ = 1
 RIGHT_WRITE = 2
 
 # Domain separation labels: a signature or key made for one purpose is never
 # valid for another.
-_CAP_LABEL = b"upsycle-cap-v1"
-_EPOCH_SYM_LABEL = b"upsycle-epoch-sym-v1"
-_EPOCH_DH_LABEL = b"upsycle-epoch-dh-v1"
+_CAP_LABEL = const(b"upsycle-cap-v1")
+_EPOCH_SYM_LABEL = const(b"upsycle-epoch-sym-v1")
+_EPOCH_DH_LABEL = const(b"upsycle-epoch-dh-v1")
 
 
 def topic_id(topic_public):

@@ -16,6 +16,12 @@ from shared_protocol.groups import readings
 from shared_protocol.groups.readings import authors_to_record, dicts_to_record, gens_to_record
 from shared_protocol.replay import ReplayWindow
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Epochs kept after a re-key, so publications sealed just before it (still in
 # a proxy's queue) stay readable. Removed authors are refused in every epoch.
 KEPT_EPOCHS_MAX = 3
@@ -42,10 +48,10 @@ SEQ_WINDOW = 64
 # reading a second for 194 days), after which seal() draws the next one.
 COUNTER_BITS = 24
 COUNTER_MAX = (1 << COUNTER_BITS) - 1
-GEN_MAX = (1 << 24) - 1
-GEN_BYTES = 3
+_GEN_MAX = const((1 << 24) - 1)
+_GEN_BYTES = const(3)
 SEQ_MAX = 0xFFFFFFFFFFFF
-_GEN_LABEL = b"upsycle-gen-v1"
+_GEN_LABEL = const(b"upsycle-gen-v1")
 _ZERO_NONCE = b"\x00" * wire.NONCE_SIZE
 
 
@@ -71,14 +77,14 @@ def _is_key(v, size=KEY_SIZE):
 
 
 def _gen_from(rand):
-    g = int.from_bytes(bytes(rand[:GEN_BYTES]), "big")
+    g = int.from_bytes(bytes(rand[:_GEN_BYTES]), "big")
     return g or 1   # 0 is the generation of records made before generations
 
 
 def window_key(author, gen):
     """Replay state is per (author, generation); generation 0 (records from
     before generations) keeps the bare author key."""
-    return bytes(author) if gen == 0 else bytes(author) + gen.to_bytes(GEN_BYTES, "big")
+    return bytes(author) if gen == 0 else bytes(author) + gen.to_bytes(_GEN_BYTES, "big")
 
 
 class Member:
@@ -140,7 +146,7 @@ class Member:
         starting from the invite in its config."""
         g = _gen_from(rand)
         if g == self.gen:
-            g = g % GEN_MAX + 1
+            g = g % _GEN_MAX + 1
         self.gen = g
         self.next_seq = 1
         self.intro_left = 0    # signed readings carry the generation only with the introduction

@@ -121,7 +121,7 @@ RS_PACKED = 0x40      # the bodies are packed with the author's dictionary (read
 DICT_MAX = 8
 DICT_ENTRY_MAX = 33
 DICT_ENTRY_MIN = 3    # shorter ones save nothing (an index costs 1, a literal head 1)
-RS_SIG_LABEL = b"upsycle-rs-v1"
+_RS_SIG_LABEL = const(b"upsycle-rs-v1")
 RS_NONCE_LABEL = b"upsycle-rs-nonce-v1"
 
 
@@ -134,7 +134,7 @@ def rs_signed_bytes(topic, epoch, gen, inner, bodies):
     are unpacked (so a reader that unpacks with another dictionary fails the
     signature). The digest keeps what Ed25519 hashes with the boards'
     pure-Python SHA-512 at two blocks, whatever the batch (SHA-256 is native)."""
-    return RS_SIG_LABEL + topic + api.sha256(cbor.encode([epoch, gen, inner, bodies]))
+    return _RS_SIG_LABEL + topic + api.sha256(cbor.encode([epoch, gen, inner, bodies]))
 
 
 def rd_header(topic, epoch, nonce):
@@ -144,13 +144,13 @@ def rd_header(topic, epoch, nonce):
     return cbor.encode([topic, epoch, 82, nonce])
 
 
-RD_SIG_LABEL = b"upsycle-rd-v1"
-BATCH_SIG_LABEL = b"upsycle-batch-v1"
-_CHAIN_LABEL = b"upsycle-chain-v1"
+_RD_SIG_LABEL = const(b"upsycle-rd-v1")
+_BATCH_SIG_LABEL = const(b"upsycle-batch-v1")
+_CHAIN_LABEL = const(b"upsycle-chain-v1")
 
 
 def rd_signed_bytes(topic, epoch, author, seq, body):
-    return RD_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
+    return _RD_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
 
 
 def batch_chain(bodies):
@@ -166,7 +166,7 @@ def batch_chain(bodies):
 def batch_signed_bytes(topic, epoch, author, first_seq, count, chain):
     # first seq and count fix each reading's sequence number: a reading moved
     # to another batch or position changes the chain or the numbers.
-    return BATCH_SIG_LABEL + cbor.encode([topic, epoch, author, first_seq, count, chain])
+    return _BATCH_SIG_LABEL + cbor.encode([topic, epoch, author, first_seq, count, chain])
 
 
 def pub_header(topic, epoch, mode, kfield):
@@ -174,17 +174,17 @@ def pub_header(topic, epoch, mode, kfield):
     return cbor.encode([topic, epoch, mode, kfield])
 
 
-PUB_SIG_LABEL = b"upsycle-pub-v1"
-REKEY_SIG_LABEL = b"upsycle-rekey-v1"
+_PUB_SIG_LABEL = const(b"upsycle-pub-v1")
+_REKEY_SIG_LABEL = const(b"upsycle-rekey-v1")
 
 
 def pub_signed_bytes(topic, epoch, author, seq, body):
     # What the author signs: topic id | epoch | author | seq | body, so a
     # signed body cannot be moved to another topic, epoch or position.
-    return PUB_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
+    return _PUB_SIG_LABEL + cbor.encode([topic, epoch, author, seq, body])
 
 
 def rekey_signed_bytes(topic, epoch, ephemeral, part, parts, entries):
     # Each part is signed on its own (a member needs only the part holding
     # its entry); part and parts are covered, so parts cannot be renumbered.
-    return REKEY_SIG_LABEL + cbor.encode([topic, epoch, ephemeral, part, parts, entries])
+    return _REKEY_SIG_LABEL + cbor.encode([topic, epoch, ephemeral, part, parts, entries])

@@ -23,9 +23,15 @@ from the address; it still cannot tell which node it is.
 """
 from shared_protocol.crypto import api
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 HINT_SIZE = 24
-_ID_TAG = b"upsycle-known-key"
-_HINT_TAG = b"upsycle-hint"
+_ID_TAG = const(b"upsycle-known-key")
+_HINT_TAG = const(b"upsycle-hint")
 
 
 def shared_secret(static_private, peer_static_public):

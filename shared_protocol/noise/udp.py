@@ -36,11 +36,17 @@ from shared_protocol.noise.datagram import DATAGRAM_MAX, NONCE_PREFIX, REPLAY_WI
 from shared_protocol.noise import errors as nerr
 from shared_protocol.noise.events import HandshakeComplete, Message
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 KIND_HS1 = 1
 KIND_HS2 = 2
 KIND_HS3 = 3
 KIND_DATA = 4
-KIND_UNKNOWN = 5
+_KIND_UNKNOWN = const(5)
 # Message 1's payload (zeros in the transcript): 1 + 32 + 64 = 97 bytes, the
 # size of message 2 (1 + 32 + 32 + 16 + 16), so answering it never amplifies.
 HS1_PAD = 64
@@ -48,7 +54,7 @@ HS1_SIZE = 1 + 32 + HS1_PAD
 TAG_SIZE = 16
 # Tags of our latest transport packets kept to recognise a "no session"
 # answer (a window's worth of resends answered at once still matches).
-SENT_TAGS_MAX = 8
+_SENT_TAGS_MAX = const(8)
 # Wait before repeating a handshake message. A WiFi LAN round trip is a few
 # ms; a sleeping peer's radio wakes within about a second.
 RETRY_MS = 1000
@@ -61,7 +67,7 @@ def no_session_answer(packet):
     or None if the packet is too short to answer without amplifying."""
     if len(packet) < 1 + NONCE_PREFIX + TAG_SIZE:
         return None
-    return bytes((KIND_UNKNOWN,)) + bytes(packet[-TAG_SIZE:])
+    return bytes((_KIND_UNKNOWN,)) + bytes(packet[-TAG_SIZE:])
 
 
 class UdpSession:
@@ -140,7 +146,7 @@ class UdpSession:
             raise nerr.NoiseUsageError(message=__debug__ and "session not established")
         pkt = bytes((KIND_DATA,)) + self.channel.seal(payload)
         tags = self._tags
-        if len(tags) >= SENT_TAGS_MAX:
+        if len(tags) >= _SENT_TAGS_MAX:
             tags.pop(0)
         tags.append(pkt[-TAG_SIZE:])
         return pkt
@@ -162,7 +168,7 @@ class UdpSession:
             if self.channel is None:
                 return []  # early transport packet: drop, like a lost datagram
             return [Message(self.channel.open(body))]
-        if kind == KIND_UNKNOWN:
+        if kind == _KIND_UNKNOWN:
             if self.channel is not None and self.initiator and bytes(body) in self._tags:
                 raise nerr.SessionUnknown(message=__debug__ and "the proxy has no session for our packets (it restarted?)")
             return []  # not about a packet of ours: forged or stale

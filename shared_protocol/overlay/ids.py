@@ -14,6 +14,12 @@ import hashlib
 
 from shared_protocol.errors import LocalError
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # 8 bytes: 2**64 ring positions. At 10**6 proxies the chance that two share
 # an id is about n**2 / 2**65 = 3e-8; a shorter id would save little on the
 # wire (ids are most of a ring entry) and start colliding at 10**5.
@@ -24,9 +30,9 @@ _MASK = MASK
 # A static key is a Curve25519 public key (32 bytes); accept up to 64 for
 # other key types.
 KEY_MAX = 64
-TOPIC_NAME_MAX = 255
+_TOPIC_NAME_MAX = const(255)
 
-_TOPIC_DOMAIN = b"upsycle-overlay-topic\x00"
+_TOPIC_DOMAIN = const(b"upsycle-overlay-topic\x00")
 
 E_CONFIG = "overlay_config"
 
@@ -46,8 +52,8 @@ def topic_id(name):
     """The overlay id of a topic (its name or the session layer's topic bytes)."""
     if type(name) is str:
         name = name.encode()
-    if type(name) is not bytes or not (0 < len(name) <= TOPIC_NAME_MAX):
-        raise IdError(E_CONFIG, __debug__ and "topic name must be 1..%d bytes" % TOPIC_NAME_MAX)
+    if type(name) is not bytes or not (0 < len(name) <= _TOPIC_NAME_MAX):
+        raise IdError(E_CONFIG, __debug__ and "topic name must be 1..%d bytes" % _TOPIC_NAME_MAX)
     return hashlib.sha256(_TOPIC_DOMAIN + name).digest()[:ID_LEN]
 
 

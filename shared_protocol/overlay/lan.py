@@ -41,7 +41,7 @@ except ImportError:   # CPython (host and tests)
 _ID = const(32)               # cyclon.ID_MAX
 _DATAGRAM = const(1200)       # framing.DATAGRAM_MAX
 
-NONCE = const(12)
+_NONCE = const(12)
 TAG = const(16)
 # A sealed sync datagram: one sync datagram (at most DATAGRAM_MAX) plus the
 # AEAD tag; the wrapper's header adds ~40 bytes. Loopback and Ethernet
@@ -56,14 +56,14 @@ ANNOUNCE = REGISTRY.register(18, "lan_announce", (
 SEALED = REGISTRY.register(36, "dmc_sealed", (
     ("topic", "bytes", 32),
     ("epoch", "uint", 0xFFFFFFFF),
-    ("nonce", "bytes", NONCE),
+    ("nonce", "bytes", _NONCE),
     ("sealed", "bytes", SEALED_MAX),
 ))
 # Sync partners remembered (one Sync per peer and topic): the CYCLON view
 # bounds the peers; past this the oldest is forgotten (it restarts fresh).
-SYNCS_MAX = 16
+_SYNCS_MAX = const(16)
 # Errors counted, not raised: a LAN may carry anything.
-LAN_ERRORS = ("decode", "auth", "sync", "cyclon")
+_LAN_ERRORS = const(("decode", "auth", "sync", "cyclon"))
 
 
 def _aad(topic, epoch):
@@ -79,7 +79,7 @@ def seal_sync(member, datagram, nonce):
 def open_sync(member, values):
     topic, epoch, nonce, sealed = values
     ek = member.epoch_key(epoch) if epoch == member.epoch else None
-    if ek is None or not ek.readable or len(nonce) != NONCE:
+    if ek is None or not ek.readable or len(nonce) != _NONCE:
         raise cerr.AuthenticationFailed(message=__debug__ and "no key for this sealed sync")
     return api.aead_decrypt(ek.sym, nonce, sealed, _aad(topic, epoch))
 
@@ -106,7 +106,7 @@ class Lan:
             self.topics[t.member.topic] = t
         self._syncs = []   # [addr, topic, Sync]
         self.errors = {}
-        for k in LAN_ERRORS:
+        for k in _LAN_ERRORS:
             self.errors[k] = 0
         self.synced_ops = 0
 
@@ -120,7 +120,7 @@ class Lan:
         for s in self._syncs:
             if s[0] == addr and s[1] == topic:
                 return s[2]
-        if len(self._syncs) >= SYNCS_MAX:
+        if len(self._syncs) >= _SYNCS_MAX:
             self._syncs.pop(0)
         sy = Sync(self.topics[topic].replica, None, 0)
         self._syncs.append([addr, topic, sy])
@@ -129,7 +129,7 @@ class Lan:
     def _sealed(self, topic, datagrams, addr, out):
         m = self.topics[topic].member
         for d in datagrams:
-            out.append((addr, seal_sync(m, d, self.random_bytes(NONCE))))
+            out.append((addr, seal_sync(m, d, self.random_bytes(_NONCE))))
 
     def shuffle(self, now):
         """A CYCLON period: [(addr, datagram)]."""

@@ -24,6 +24,12 @@ import math
 
 from shared_protocol.errors import LocalError
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Filter size in bits: a power of two so a hash chunk maps uniformly. 256
 # bits (32 bytes) keep a VICINITY entry (id, address, age, filter, needy
 # filter) near 90 bytes, so a gossip of 8 entries fits one datagram; with 2
@@ -32,16 +38,16 @@ from shared_protocol.errors import LocalError
 # topics (the session layer allows 64 per client) saturates 256 bits: such
 # networks configure 1024.
 DEFAULT_BITS = 256
-MIN_BITS = 64
+_MIN_BITS = const(64)
 BITS_MAX = 1024
 DEFAULT_HASHES = 4
 # Hash positions come from 16-bit chunks of the 8-byte topic id.
-HASHES_MAX = 4
+_HASHES_MAX = const(4)
 # Topics in one proxy's subscription set (the session layer bounds a client
 # to 64 topics; a proxy serves many clients).
 TOPICS_MAX = 1024
 # BLIP's epsilon in 1/1000 units, so configuration stays an int: 0 = off.
-EPSILON_MILLI_MAX = 1000000
+_EPSILON_MILLI_MAX = const(1000000)
 
 E_CONFIG = "profile_config"
 
@@ -51,10 +57,10 @@ class ProfileConfigError(LocalError):
 
 
 def check_config(bits, hashes):
-    if bits < MIN_BITS or bits > BITS_MAX or bits & (bits - 1):
-        raise ProfileConfigError(E_CONFIG, __debug__ and "filter bits must be a power of two in %d..%d" % (MIN_BITS, BITS_MAX))
-    if not (1 <= hashes <= HASHES_MAX):
-        raise ProfileConfigError(E_CONFIG, __debug__ and "hashes must be 1..%d" % HASHES_MAX)
+    if bits < _MIN_BITS or bits > BITS_MAX or bits & (bits - 1):
+        raise ProfileConfigError(E_CONFIG, __debug__ and "filter bits must be a power of two in %d..%d" % (_MIN_BITS, BITS_MAX))
+    if not (1 <= hashes <= _HASHES_MAX):
+        raise ProfileConfigError(E_CONFIG, __debug__ and "hashes must be 1..%d" % _HASHES_MAX)
 
 
 def topic_mask(topic, bits, hashes):
@@ -126,8 +132,8 @@ class Subscriptions:
 
     def __init__(self, rng, bits=DEFAULT_BITS, hashes=DEFAULT_HASHES, epsilon_milli=0):
         check_config(bits, hashes)
-        if not (0 <= epsilon_milli <= EPSILON_MILLI_MAX):
-            raise ProfileConfigError(E_CONFIG, __debug__ and "BLIP epsilon must be 0 (off) .. %d milli" % EPSILON_MILLI_MAX)
+        if not (0 <= epsilon_milli <= _EPSILON_MILLI_MAX):
+            raise ProfileConfigError(E_CONFIG, __debug__ and "BLIP epsilon must be 0 (off) .. %d milli" % _EPSILON_MILLI_MAX)
         self.rng = rng
         self.bits = bits
         self.hashes = hashes

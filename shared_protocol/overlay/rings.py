@@ -46,6 +46,12 @@ from shared_protocol.overlay.profile import topic_mask
 
 from shared_protocol.overlay.ringview import KEEP, SIDE, RingView, bisect
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Topics in one exchange: needy ones first. 16 x (topic + 8 entries of at
 # most 79 bytes) stays under common.OVERLAY_FRAME_MAX; a proxy with more
 # shared topics covers the rest in later periods.
@@ -56,10 +62,10 @@ PENDING_MAX = 6
 # Peers remembered as having named, in one exchange with us, every topic we
 # share (so their filter's false positives are not asked again): the ring
 # neighbours of a proxy's topics and its VICINITY and CYCLON views.
-DIRECT_MAX = 256
+_DIRECT_MAX = const(256)
 # Discovery partners asked recently, skipped for a while so one bad match
 # (a filter false positive) is not asked every other period.
-RECENT_MAX = 16
+_RECENT_MAX = const(16)
 # A neighbour's entry is dropped past this age. Dead neighbours normally go
 # sooner: the oldest is contacted and a silent one removed, and the transport
 # reports links that fail (``remove``). Live ones are refreshed by every
@@ -67,11 +73,11 @@ RECENT_MAX = 16
 DEFAULT_MAX_AGE = 30
 # One period in this many the exchange goes to the discovery peer, the
 # others to a neighbour known only from others or the oldest neighbour.
-REFRESH_EVERY = 2
+_REFRESH_EVERY = const(2)
 # A peer that gives a topic its first ring neighbour counts as this many
 # improvements: from one neighbour the rest of the ring follows through
 # Rings exchanges, while a topic without any waits on VICINITY.
-ORPHAN_GAIN = 4
+_ORPHAN_GAIN = const(4)
 # Introductions per period on top of the period's exchange (introduce):
 # a proxy that just joined has 2 per topic to make.
 INTRODUCE_MAX = 3
@@ -85,7 +91,7 @@ INTRODUCE_MAX = 3
 STALE_AGE = 5
 # Peers removed as dead, remembered so that a neighbour's stale entry for
 # them is not taken back (until they speak to us themselves).
-DEAD_MAX = 64
+_DEAD_MAX = const(64)
 # A topic with at most this many known subscribers is small enough that
 # a complete ring of it may be only a part of its subscribers, and its
 # member whose successor wraps stays needy for it (``wraps``): 2 * KEEP,
@@ -282,7 +288,7 @@ class Rings:
         dead = self._dead
         if peer_id not in dead:
             dead.append(peer_id)
-            if len(dead) > DEAD_MAX:
+            if len(dead) > _DEAD_MAX:
                 dead.pop(0)
         changed = False
         p = ids.pos(peer_id)
@@ -347,12 +353,12 @@ class Rings:
         # A topic nobody else subscribes is an orphan for ever: in the
         # periods between discoveries, look only while the last look found
         # a peer for an orphan (half the discovery scans of such a proxy).
-        if clock % REFRESH_EVERY or (orphan and self._orphan_hope):
+        if clock % _REFRESH_EVERY or (orphan and self._orphan_hope):
             if cands is None:
                 cands = base + more()
             disc, gain = self._discovery(cands, busy)
-            self._orphan_hope = gain >= ORPHAN_GAIN
-        target = disc if gain >= ORPHAN_GAIN or clock % REFRESH_EVERY else None
+            self._orphan_hope = gain >= _ORPHAN_GAIN
+        target = disc if gain >= _ORPHAN_GAIN or clock % _REFRESH_EVERY else None
         if target is None:
             target = self._unverified(busy, SIDE)
         if target is None:
@@ -368,7 +374,7 @@ class Rings:
         if target is disc:
             recent = self._recent
             recent.append(disc[0])
-            if len(recent) > RECENT_MAX:
+            if len(recent) > _RECENT_MAX:
                 recent.pop(0)
         return self._request(now, my_filter, target)
 
@@ -515,7 +521,7 @@ class Rings:
                 elif f & m != m:
                     continue
                 if not succ:
-                    g += ORPHAN_GAIN
+                    g += _ORPHAN_GAIN
                 elif ((p - me) & ids.MASK) < sb or ((me - p) & ids.MASK) < pb:
                     g += 1
             if g > best_g:
@@ -610,7 +616,7 @@ class Rings:
         if sender not in direct:
             order = self._direct_order
             order.append(sender)
-            if len(order) > DIRECT_MAX:
+            if len(order) > _DIRECT_MAX:
                 del direct[order.pop(0)]
         direct[sender] = named
         self._direct_ver += 1

@@ -27,10 +27,16 @@ from array import array
 
 from shared_protocol.errors import LocalError
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Sample memory: the paper's experiments use c in the tens; 50 is what the
 # acceptance test uses, enough to feed a CYCLON view of 20 with choice left.
 DEFAULT_MEMORY = 50
-MEMORY_MAX = 256
+_MEMORY_MAX = const(256)
 # Sketch: width w and depth d give estimates within e*n/w of the truth with
 # probability 1 - e^-d. The width must approach the number of distinct ids
 # in the stream, or honest ids that share cells with flooders look frequent
@@ -38,15 +44,15 @@ MEMORY_MAX = 256
 # 50, their share of the output is 7.8x their fair share at w = 64, 3.2x at
 # 256 and 0.95-1.22x at 1024 (4 seeds). 1024 x 4 32-bit counters are 16 KB:
 # a proxy's budget, not a board's (boards run CYCLON without URPS).
-DEFAULT_WIDTH = 1024
-DEFAULT_DEPTH = 4
-WIDTH_MAX = 4096
+_DEFAULT_WIDTH = const(1024)
+_DEFAULT_DEPTH = const(4)
+_WIDTH_MAX = const(4096)
 DEPTH_MAX = 8
 # Counters halve when one reaches this, so they stay small ints on a 32-bit
 # board (31-bit small ints) and old history fades (the paper's streams are
 # unbounded; a proxy runs for months).
-COUNT_MAX = 1 << 24
-_P = (1 << 61) - 1      # Mersenne prime for the hash family
+_COUNT_MAX = const(1 << 24)
+_P = const((1 << 61) - 1)      # Mersenne prime for the hash family
 
 E_CONFIG = "urps_config"
 
@@ -58,13 +64,13 @@ class UrpsConfigError(LocalError):
 class Sketch:
     """Count-min sketch over byte-string ids."""
 
-    def __init__(self, rng, width=DEFAULT_WIDTH, depth=DEFAULT_DEPTH):
-        if not (1 <= width <= WIDTH_MAX) or not (1 <= depth <= DEPTH_MAX):
-            raise UrpsConfigError(E_CONFIG, __debug__ and "sketch must be 1..%d wide and 1..%d deep" % (WIDTH_MAX, DEPTH_MAX))
+    def __init__(self, rng, width=_DEFAULT_WIDTH, depth=_DEFAULT_DEPTH):
+        if not (1 <= width <= _WIDTH_MAX) or not (1 <= depth <= DEPTH_MAX):
+            raise UrpsConfigError(E_CONFIG, __debug__ and "sketch must be 1..%d wide and 1..%d deep" % (_WIDTH_MAX, DEPTH_MAX))
         self.width = width
         self.depth = depth
         self._ab = [(1 + rng.next64() % (_P - 1), rng.next64() % _P) for _ in range(depth)]
-        # 32-bit counters (COUNT_MAX keeps them far below 2**32).
+        # 32-bit counters (_COUNT_MAX keeps them far below 2**32).
         self._rows = [array("I", [0] * width) for _ in range(depth)]
 
     def _cells(self, node_id):
@@ -84,7 +90,7 @@ class Sketch:
             row[c] = v
             if est < 0 or v < est:
                 est = v
-            if v >= COUNT_MAX:
+            if v >= _COUNT_MAX:
                 halve = True
         if halve:
             for row in self._rows:
@@ -106,9 +112,9 @@ class Sketch:
 class Sampler:
     """The URPS sample memory Gamma and its sketch."""
 
-    def __init__(self, rng, memory=DEFAULT_MEMORY, width=DEFAULT_WIDTH, depth=DEFAULT_DEPTH):
-        if not (1 <= memory <= MEMORY_MAX):
-            raise UrpsConfigError(E_CONFIG, __debug__ and "sample memory must be 1..%d" % MEMORY_MAX)
+    def __init__(self, rng, memory=DEFAULT_MEMORY, width=_DEFAULT_WIDTH, depth=_DEFAULT_DEPTH):
+        if not (1 <= memory <= _MEMORY_MAX):
+            raise UrpsConfigError(E_CONFIG, __debug__ and "sample memory must be 1..%d" % _MEMORY_MAX)
         self.rng = rng
         self.memory = memory
         self.sketch = Sketch(rng, width, depth)

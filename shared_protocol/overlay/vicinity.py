@@ -29,6 +29,12 @@ from shared_protocol.overlay import common
 from shared_protocol.overlay.common import OverlayConfigError, OverlayError, Outgoing
 from shared_protocol.overlay.profile import popcount
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # View: PolderCast uses 20; a proxy needs no more than CYCLON's limit.
 DEFAULT_VIEW = 20
 VIEW_MAX = 50
@@ -44,10 +50,10 @@ PENDING_MAX = 4
 # (ahead of the ranked candidates): a needy peer offered to a proxy whose
 # rings are complete would rank below the proxy's similar peers and never
 # be sent.
-MEMORY_CANDIDATES = 3
+_MEMORY_CANDIDATES = const(3)
 # Candidates ranked at once (rank packs the index in 8 bits): view, CYCLON
 # pool, received entries and remembered peers together stay far below.
-RANK_MAX = 256
+_RANK_MAX = const(256)
 DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # --- wire messages (block "overlay", 96..127) ------------------------------
@@ -279,8 +285,8 @@ class Vicinity:
         cands, seen = self._candidates(pool, t[0])
         # one ranked slot at least (gossip_len can be 2)
         k = self.gossip_len - 2
-        if k > MEMORY_CANDIDATES:
-            k = MEMORY_CANDIDATES
+        if k > _MEMORY_CANDIDATES:
+            k = _MEMORY_CANDIDATES
         mem = memory(t[3], t[4], seen, k) if memory is not None and k > 0 else []
         return mem + rank(cands, t[3], t[4], self.gossip_len - 1 - len(mem), self.rng)
 

@@ -63,7 +63,7 @@ SEQ_MAX = const(0x7FFFFFFFFFFFFFFF)
 WINDOW_MAX = const(256)
 # Keepalive bounds: 10 minutes lets a sleeping board keep its session; the
 # proxy forgets a session after 3 missed keepalives.
-KEEPALIVE_MAX_MS = const(600000)
+_KEEPALIVE_MAX_MS = const(600000)
 CAUSE_MAX = const(32)
 DETAIL_MAX = const(200)
 
@@ -85,12 +85,12 @@ MISSED_QUEUE = "queue_limit"          # the subscriber was too far behind
 
 HELLO = E.REGISTRY.register(48, "s_hello", (
     ("node", "bytes", NODE_ID_MAX),
-    ("keepalive_ms", "uint", KEEPALIVE_MAX_MS),  # how often the node will ping
+    ("keepalive_ms", "uint", _KEEPALIVE_MAX_MS),  # how often the node will ping
     ("window", "uint", WINDOW_MAX),              # deliveries it accepts in flight
 ))
 WELCOME = E.REGISTRY.register(49, "s_welcome", (
     ("proxy", "bytes", NODE_ID_MAX),
-    ("keepalive_ms", "uint", KEEPALIVE_MAX_MS),  # the keepalive the proxy agreed to
+    ("keepalive_ms", "uint", _KEEPALIVE_MAX_MS),  # the keepalive the proxy agreed to
     ("window", "uint", WINDOW_MAX),              # publishes it accepts in flight
 ))
 SUBSCRIBE = E.REGISTRY.register(50, "s_subscribe", (("topic", "bytes", TOPIC_ID_MAX),))
@@ -145,21 +145,21 @@ STATUS = E.REGISTRY.register(62, "s_status", (("status", "map", 64),))
 # Topics one hello can name: a board follows a handful.
 ALIASES_MAX = const(16)
 # n above the base: 32 bits (a board's base is its replica generation << 32).
-ALIAS_N_MAX = const(0xFFFFFFFF)
+_ALIAS_N_MAX = const(0xFFFFFFFF)
 HELLO_T = E.REGISTRY.register(77, "s_hello_t", (
     ("node", "bytes", NODE_ID_MAX),
-    ("keepalive_ms", "uint", KEEPALIVE_MAX_MS),
+    ("keepalive_ms", "uint", _KEEPALIVE_MAX_MS),
     ("window", "uint", WINDOW_MAX),
     ("aliases", "list", ALIASES_MAX),            # [[topic id, base], ...]; index = alias
 ))
 PUB_A = E.REGISTRY.register(8, "s_pub_a", (
     ("alias", "uint", ALIASES_MAX - 1),
-    ("n", "uint", ALIAS_N_MAX),
+    ("n", "uint", _ALIAS_N_MAX),
     ("payload", "bytes", PAYLOAD_MAX),
 ))
 ACK_A = E.REGISTRY.register(9, "s_ack_a", (
     ("alias", "uint", ALIASES_MAX - 1),
-    ("n", "uint", ALIAS_N_MAX),
+    ("n", "uint", _ALIAS_N_MAX),
 ))
 
 
@@ -172,7 +172,7 @@ def alias_for(aliases, topic, msg_id, node_id):
             if len(msg_id) != MSG_ID_SIZE or not message_id_is_from(msg_id, node_id):
                 return None
             n = message_seq(msg_id) - base
-            return (i, n) if 0 <= n <= ALIAS_N_MAX else None
+            return (i, n) if 0 <= n <= _ALIAS_N_MAX else None
     return None
 
 
@@ -183,7 +183,7 @@ def check_aliases(v):
     for a in v:
         if (not isinstance(a, list) or len(a) != 2 or not isinstance(a[0], (bytes, bytearray))
                 or not 0 < len(a[0]) <= TOPIC_ID_MAX or not isinstance(a[1], int) or isinstance(a[1], bool)
-                or not 0 <= a[1] <= 0xFFFFFFFFFFFFFFFF - ALIAS_N_MAX):
+                or not 0 <= a[1] <= 0xFFFFFFFFFFFFFFFF - _ALIAS_N_MAX):
             raise E.EnvelopeError(E.E_FIELD, __debug__ and "alias entries are [topic id, base sequence]")
         out.append((bytes(a[0]), a[1]))
     return out

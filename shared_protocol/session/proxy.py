@@ -29,10 +29,16 @@ from shared_protocol.wire import envelope as E
 from shared_protocol.session import messages as W
 from shared_protocol.session.client import RTO_INITIAL_MS, RTO_MAX_MS, DEAD_AFTER
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Error codes sent in core "error" replies.
-E_DECODE = "decode"            # not CBOR, or not a valid envelope
-E_UNEXPECTED = "unexpected"    # a message a node must not send
-E_NODE = "node_changed"        # a second hello with another node id
+_E_DECODE = const("decode")            # not CBOR, or not a valid envelope
+_E_UNEXPECTED = const("unexpected")    # a message a node must not send
+_E_NODE = const("node_changed")        # a second hello with another node id
 
 # The proxy's cap on a node's delivery window: WINDOW_MAX deliveries of at
 # most ~1.1 KB each bound a session's retransmission buffer to ~280 KB; most
@@ -44,7 +50,7 @@ WINDOW_CAP = W.WINDOW_MAX
 SHORT_MAX = 2 * W.WINDOW_MAX
 # The proxy pings nobody; it only forgets silent nodes. A node that declares
 # keepalive 0 gets this one (a minute).
-KEEPALIVE_FALLBACK_MS = 60000
+_KEEPALIVE_FALLBACK_MS = const(60000)
 
 
 class ProxySession:
@@ -60,7 +66,7 @@ class ProxySession:
         self.reliable = reliable
         self.node = None
         self.accepted = False
-        self.keepalive_ms = KEEPALIVE_FALLBACK_MS
+        self.keepalive_ms = _KEEPALIVE_FALLBACK_MS
         self.window = 1
         self.window_cap = window_cap
         self.publish_window = publish_window
@@ -80,7 +86,7 @@ class ProxySession:
         try:
             name, v = self.decode(data)
         except (cbor.DecodeError, E.EnvelopeError) as e:
-            self._error(E_DECODE + ":" + e.code, e.message)
+            self._error(_E_DECODE + ":" + e.code, e.message)
             return
         self.last_rx = now
         if name == "s_publish":
@@ -99,7 +105,7 @@ class ProxySession:
             try:
                 aliases = W.check_aliases(v[3])
             except E.EnvelopeError as e:
-                self._error(E_DECODE + ":" + e.code, e.message)
+                self._error(_E_DECODE + ":" + e.code, e.message)
                 return
             if self.node is None:
                 self.aliases = aliases
@@ -118,11 +124,11 @@ class ProxySession:
         elif name == "s_status_req":
             self._events.append(("status",))
         else:
-            self._error(E_UNEXPECTED, "a node does not send %s" % name)
+            self._error(_E_UNEXPECTED, "a node does not send %s" % name)
 
     def _on_hello(self, node, keepalive_ms, window):
         if self.node is not None and node != self.node:
-            self._error(E_NODE, "this session belongs to another node id")
+            self._error(_E_NODE, "this session belongs to another node id")
             return
         if self.node is not None:
             # A repeated hello (its welcome was lost) gets the welcome again.
@@ -130,7 +136,7 @@ class ProxySession:
                 self.accept()
             return
         self.node = bytes(node)
-        self.keepalive_ms = keepalive_ms if keepalive_ms > 0 else KEEPALIVE_FALLBACK_MS
+        self.keepalive_ms = keepalive_ms if keepalive_ms > 0 else _KEEPALIVE_FALLBACK_MS
         w = window if window > 0 else 1
         self.window = w if w < self.window_cap else self.window_cap
         self._events.append(("hello", self.node))
@@ -160,7 +166,7 @@ class ProxySession:
             self._error(W.R_NO_SESSION, "send s_hello_t first")
             return
         if alias >= len(self.aliases):
-            self._error(E_UNEXPECTED, "alias %d is not in this session's table" % alias)
+            self._error(_E_UNEXPECTED, "alias %d is not in this session's table" % alias)
             return
         if len(self._short) >= SHORT_MAX:
             self._error(W.R_LIMIT, "more than %d short publishes unanswered" % SHORT_MAX)

@@ -49,22 +49,28 @@ from shared_protocol.noise.events import NEED_DATA, HandshakeComplete
 from shared_protocol.noise.udp import UdpSession
 from shared_protocol.session import client as sclient
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 # Mixed into every handshake (Noise §6): both ends must agree on it, so a
 # peer speaking another protocol or version fails at the first authenticated
 # message instead of being misread.
 PROLOGUE = b"upsycle-link/1"
-NODE_ID_TAG = b"upsycle-node-id"
+_NODE_ID_TAG = const(b"upsycle-node-id")
 # 16 bytes like the node ids clients generated before secure links: 128 bits
 # make a collision with another node's key infeasible.
 NODE_ID_LEN = 16
 # Largest plaintext chunk handed to the stream decoder per call: its buffer
 # has a fixed size, so we feed in steps.
-_FEED_STEP = 4096
+_FEED_STEP = const(4096)
 
 
 def node_id_for(static_public):
     """The node id bound to an X25519 static public key."""
-    return api.sha256(NODE_ID_TAG + bytes(static_public))[:NODE_ID_LEN]
+    return api.sha256(_NODE_ID_TAG + bytes(static_public))[:NODE_ID_LEN]
 
 
 class SecureLink:

@@ -18,6 +18,12 @@ never changes its fields; a new layout gets a new type number.
 from shared_protocol.wire import cbor
 from shared_protocol.errors import LocalError, RemoteError, kind
 
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
 VERSION = 1
 
 # Blocks of type numbers per protocol, so each module owns its range.
@@ -45,8 +51,8 @@ ANY = "any"        # any CBOR value (bound ignored); check it yourself
 NULLABLE = "?"     # suffix: the field may also be null, e.g. BYTES + NULLABLE
 
 # Error codes.
-E_SHAPE = "shape"          # not an array [version, type, ...]
-E_VERSION = "version"      # unknown envelope version
+_E_SHAPE = const("shape")          # not an array [version, type, ...]
+_E_VERSION = const("version")      # unknown envelope version
 E_TYPE = "unknown_type"    # type number not registered
 E_ARITY = "arity"          # wrong number of fields
 E_FIELD = "field"          # a field of the wrong kind
@@ -241,10 +247,10 @@ class Registry:
     def from_value(self, v):
         """A decoded CBOR value -> Message (for envelopes nested in others)."""
         if not isinstance(v, list) or len(v) < 2:
-            raise _error("EnvelopeError")(E_SHAPE, __debug__ and "a message is an array [version, type, fields...]")
+            raise _error("EnvelopeError")(_E_SHAPE, __debug__ and "a message is an array [version, type, fields...]")
         ver = v[0]
         if ver != VERSION or isinstance(ver, bool):
-            raise _error("EnvelopeError")(E_VERSION, __debug__ and "envelope version %r is not supported (this node speaks %d)" % (ver, VERSION))
+            raise _error("EnvelopeError")(_E_VERSION, __debug__ and "envelope version %r is not supported (this node speaks %d)" % (ver, VERSION))
         code = v[1]
         if not isinstance(code, int) or isinstance(code, bool):
             raise _error("EnvelopeError")(E_TYPE, __debug__ and "message type must be an int")
