@@ -113,9 +113,10 @@ class Topic:
         self.log = log
         self.log_keep = log_keep
         self.files = files if files is not None else dstore.OsFiles()
-        base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
-        self.state_path = base + ".st"
-        self.refill_path = base + ".rf"
+        # Its files: base + ".st" (state), ".rf" (a refill under way),
+        # ".dmc" (the replica); the names made when used, not kept (a
+        # string is some 64 bytes of a board's heap).
+        self.base = base = "%s/%s" % (data_dir, fresh.topic[:8].hex())
         self.refilling = False
         self.store = dstore.Store(base + ".dmc", self.files, _write_buf())
         self.member = fresh
@@ -143,13 +144,13 @@ class Topic:
     def end_refill(self):
         """The proxy has delivered what it keeps (the runtime decides)."""
         self.refilling = False
-        self.files.remove(self.refill_path)
+        self.files.remove(self.base + ".rf")
 
     def save(self):
         """Write what changed: state first, then the replica (see module doc)."""
         n = 0
         if self.dirty_state:
-            dstore.write_value(self.files, self.state_path,
+            dstore.write_value(self.files, self.base + ".st",
                                [STATE_VERSION, self.member.to_record(), self.outbox, self.published],
                                self.store.buf)
             self.dirty_state = False

@@ -20,11 +20,11 @@ def load(topic, fresh):
     generation, the outbox applied again."""
     had_state = False
     try:
-        raw = topic.files.read(topic.state_path)
+        raw = topic.files.read(topic.base + ".st")
         if raw is None:
-            raw = topic.files.read(topic.state_path + ".tmp")
+            raw = topic.files.read(topic.base + ".st.tmp")
     except errors.StoreError as e:   # over STORE_MAX: unreadable
-        _quarantine(topic, topic.state_path, e)
+        _quarantine(topic, topic.base + ".st", e)
         raw = None
     if raw is not None:
         try:
@@ -41,7 +41,7 @@ def load(topic, fresh):
             topic.published = v[3]
             had_state = True
         except (errors.StoreError, cbor.DecodeError, KeyError, TypeError, ValueError, IndexError) as e:
-            _quarantine(topic, topic.state_path, e)
+            _quarantine(topic, topic.base + ".st", e)
     try:
         topic.replica = topic.store.load()
         if bytes(topic.replica.author[:AUTHOR_NODE_BYTES]) != topic.node_author:
@@ -68,7 +68,7 @@ def load(topic, fresh):
         # COUNTER_BITS). On flash before the first seal.
         fresh.new_generation(topic.random_bytes(3))
         topic.dirty_state = True
-    if not topic.refilling and topic.files.read(topic.refill_path) is not None:
+    if not topic.refilling and topic.files.read(topic.base + ".rf") is not None:
         topic.refilling = True     # a refill that a reset interrupted: again
     if topic.refilling:
         topic.member.forget_received()
@@ -94,4 +94,4 @@ def _quarantine(topic, path, err):
 
 def _start_refill(topic):
     topic.refilling = True
-    dstore.write_atomic(topic.files, topic.refill_path, b"")
+    dstore.write_atomic(topic.files, topic.base + ".rf", b"")

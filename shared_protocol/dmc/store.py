@@ -218,7 +218,6 @@ class Store:
         (write_value); a board's topics share one (firmware/topic.py), as
         their saves never overlap. Else the Store makes its own."""
         self.path = path
-        self.tmp = path + ".tmp"
         self.files = files if files is not None else OsFiles()
         self.buf = buf if buf is not None else bytearray(WRITE_CHUNK)
 
@@ -232,7 +231,7 @@ class Store:
             # Only a complete, closed temporary file can stand in (a cut
             # between remove and rename); a torn one means nothing was saved.
             try:
-                return self._decode(self.files.read(self.tmp))
+                return self._decode(self.files.read(self.path + ".tmp"))
             except errors.StoreError:
                 raise errors.StoreError(MISSING, __debug__ and "no stored state at %s" % self.path)
         return self._decode(data)

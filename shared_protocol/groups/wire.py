@@ -56,14 +56,14 @@ MODE_EPOCH_KEY = 0      # sealed with the epoch's symmetric key (readers)
 MODE_EPOCH_PUBLIC = 1   # sealed to the epoch's X25519 key (write-only members)
 NONCE_SIZE = const(12)
 
-PUB = REGISTRY.register(80, "group_pub", (
+PUB = REGISTRY.add((80, "group_pub", (
     ("topic", "bytes", _TOPIC_ID),
     ("epoch", "uint", _EPOCH),
     ("mode", "uint", 1),
     ("kfield", "bytes", _KEY),        # nonce (mode 0) or ephemeral key (mode 1)
     ("sealed", "bytes", SEALED_MAX),
-))
-REKEY = REGISTRY.register(81, "group_rekey", (
+), 5))
+REKEY = REGISTRY.add((81, "group_rekey", (
     ("topic", "bytes", _TOPIC_ID),
     ("epoch", "uint", _EPOCH),
     ("ephemeral", "bytes", _KEY),
@@ -71,17 +71,17 @@ REKEY = REGISTRY.register(81, "group_rekey", (
     ("parts", "uint", REKEY_PARTS_MAX),       # how many parts the re-key has
     ("entries", "list", MEMBERS_MAX),
     ("sig", "bytes", _SIG),
-))
+), 7))
 
 
 # Compact readings (groups/readings.py). The topic id is not on the wire: the
 # proxy routes by the session's topic id and the reader knows its topic, so
 # it is bound through the AEAD's associated data and the signatures instead.
-RD = REGISTRY.register(82, "group_rd", (
+RD = REGISTRY.add((82, "group_rd", (
     ("epoch", "uint", _EPOCH),
     ("nonce", "bytes", NONCE_SIZE),
     ("sealed", "bytes", SEALED_MAX),
-))
+), 3))
 # Readings one batch signature covers. 8 keeps a batch of sensor readings
 # (~55 bytes each) in one datagram with its signature, and bounds what a
 # reader checks per signature.
@@ -97,10 +97,10 @@ RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chai
 # and names the stream nonce; S and the rest are ChaCha20 ciphertext, with no
 # AEAD tag (the signature authenticates every byte). Sent for every reading:
 # its type is in the "hot" block (one CBOR byte).
-RS = REGISTRY.register(10, "group_rs", (
+RS = REGISTRY.add((10, "group_rs", (
     ("epoch", "uint", _EPOCH),
     ("data", "bytes", SEALED_MAX),        # R (32) | ChaCha20(S | inner)
-))
+), 2))
 # inner = flags (1) | aref (AREF_SIZE) | generation (3 with RS_INTRO, else its
 #         low byte) | counter (1..3, big-endian, shortest) | [intro, CBOR] |
 #         body (packed or not) / batch (CBOR array)

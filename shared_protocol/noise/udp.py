@@ -88,7 +88,11 @@ class UdpSession:
         self._tries = 0
         self._cached_reply = None  # what we answer to a repeated peer message
         self._repeat_of = None     # the peer packet that _cached_reply answers
-        self._tags = []            # tags of our latest transport packets
+        # the tags of our latest _SENT_TAGS_MAX transport packets, in one
+        # ring made at the first send (a list of 16-byte bytes objects held
+        # some 430 bytes of a board's heap; this is 128)
+        self._tags = None
+        self._tags_n = 0           # packets sent (wrapped): the next slot is _tags_n % _SENT_TAGS_MAX
         self.channel = None
 
     @property
@@ -146,10 +150,24 @@ class UdpSession:
             raise nerr.NoiseUsageError(message=__debug__ and "session not established")
         pkt = bytes((KIND_DATA,)) + self.channel.seal(payload)
         tags = self._tags
-        if len(tags) >= _SENT_TAGS_MAX:
-            tags.pop(0)
-        tags.append(pkt[-TAG_SIZE:])
+        if tags is None:
+            tags = self._tags = bytearray(_SENT_TAGS_MAX * TAG_SIZE)
+        n = self._tags_n
+        at = n % _SENT_TAGS_MAX * TAG_SIZE
+        tags[at:at + TAG_SIZE] = memoryview(pkt)[-TAG_SIZE:]
+        # counts on past a full ring, wrapping so it stays a small int
+        self._tags_n = n + 1 if n < 2 * _SENT_TAGS_MAX - 1 else _SENT_TAGS_MAX
         return pkt
+
+    def _sent_tag(self, tag):
+        """Whether tag is one of our latest transport packets' tags."""
+        tags = self._tags
+        if tags is None or len(tag) != TAG_SIZE:
+            return False
+        for i in range(min(self._tags_n, _SENT_TAGS_MAX)):
+            if tags[i * TAG_SIZE:(i + 1) * TAG_SIZE] == tag:
+                return True
+        return False
 
     def answers(self, packet):
         """True if packet is the peer message our cached reply answers (a
@@ -167,9 +185,15 @@ class UdpSession:
         if kind == KIND_DATA:
             if self.channel is None:
                 return []  # early transport packet: drop, like a lost datagram
-            return [Message(self.channel.open(body))]
+            msg = Message(self.channel.open(body))
+            if self._repeat_of is not None:
+                # the peer sends transport packets: its handshake is
+                # complete and it will never repeat a handshake message,
+                # so the answer kept for one goes (some 220 bytes)
+                self._cached_reply = self._repeat_of = None
+            return [msg]
         if kind == _KIND_UNKNOWN:
-            if self.channel is not None and self.initiator and bytes(body) in self._tags:
+            if self.channel is not None and self.initiator and self._sent_tag(body):
                 raise nerr.SessionUnknown(message=__debug__ and "the proxy has no session for our packets (it restarted?)")
             return []  # not about a packet of ours: forged or stale
         if kind not in (KIND_HS1, KIND_HS2, KIND_HS3):

@@ -46,13 +46,13 @@ MSG_ID_MAX = 32
 PAYLOAD_MAX = 8192
 HOPS_MAX = 255
 
-DATA = envelope.REGISTRY.register(102, "overlay_data", (
+DATA = envelope.REGISTRY.add((102, "overlay_data", (
     ("topic", envelope.BYTES, ids.ID_LEN),
     ("msg_id", envelope.BYTES, MSG_ID_MAX),
     ("sender", envelope.BYTES, ids.ID_LEN),
     ("hops", envelope.UINT, HOPS_MAX),
     ("payload", envelope.BYTES, PAYLOAD_MAX),
-))
+), 5))
 
 
 class Delivery:

@@ -185,33 +185,53 @@ class Registry:
 
     def __init__(self):
         self._by_code = {}
-        self._by_name = {}
+        # By name too on a host (its proxy encodes by name at every
+        # message); a board finds a name among its few dozen types by a
+        # scan, which costs it no second table (some 320 bytes of heap).
+        self._by_name = None if cbor._MICROPYTHON else {}
 
-    def register(self, code, name, fields, min_fields=None):
-        """Declare a message type. fields: sequence of (name, kind, bound).
-        Returns the type: the tuple (code, name, fields, min_fields), fields
-        a tuple, min_fields the number of fields a message must carry (all
-        unless given)."""
+    def add(self, t):
+        """Declare a message type t = (code, name, fields, min_fields):
+        fields a tuple of (name, kind, bound), min_fields the number of
+        fields a message must carry. Returns t. Board code declares its
+        types this way, as literal tuples: a frozen image keeps them in
+        flash, where a tuple made at import would take heap."""
+        code, name, fields, min_fields = t
         if not (0 <= code <= 255):
             raise _error("RegistryError")("code", __debug__ and "type number %d outside 0..255" % code)
-        fields = tuple(fields)
         old = self._by_code.get(code)
         if old is not None:
             if old[1] == name and old[2] == fields:
                 return old  # the same declaration imported twice
             raise _error("RegistryError")("code", __debug__ and "type %d already used by %s" % (code, old[1]))
-        if name in self._by_name:
+        if self._find(name) is not None:
             raise _error("RegistryError")("name", __debug__ and "message name %s already registered" % name)
         for f in fields:
             if len(f) != 3:
                 raise _error("RegistryError")("field", __debug__ and "field spec %r must be (name, kind, bound)" % (f,))
-        t = (code, name, fields, len(fields) if min_fields is None else min_fields)
+        if not 0 <= min_fields <= len(fields):
+            raise _error("RegistryError")("field", __debug__ and "%s: min_fields %d outside 0..%d" % (name, min_fields, len(fields)))
         self._by_code[code] = t
-        self._by_name[name] = t
+        if self._by_name is not None:
+            self._by_name[name] = t
         return t
 
+    def register(self, code, name, fields, min_fields=None):
+        """add() for types made at run time (host code): fields any
+        sequence, min_fields all of them unless given."""
+        fields = tuple(fields)
+        return self.add((code, name, fields, len(fields) if min_fields is None else min_fields))
+
+    def _find(self, name):
+        if self._by_name is not None:
+            return self._by_name.get(name)
+        for t in self._by_code.values():
+            if t[1] == name:
+                return t
+        return None
+
     def type(self, name_or_code):
-        t = self._by_name.get(name_or_code) if isinstance(name_or_code, str) else self._by_code.get(name_or_code)
+        t = self._find(name_or_code) if isinstance(name_or_code, str) else self._by_code.get(name_or_code)
         if t is None:
             raise _error("RegistryError")(E_TYPE, __debug__ and "no message type %r" % (name_or_code,))
         return t
@@ -275,10 +295,10 @@ class Registry:
 REGISTRY = Registry()
 
 # Core messages (block "core").
-ERROR = REGISTRY.register(0, "error", (
+ERROR = REGISTRY.add((0, "error", (
     ("code", "text", 32),        # machine-readable error code
     ("detail", "text", 200),     # human-readable detail
     ("ref", "any", None),        # what it refers to (message id, type...), or null
-), min_fields=2)
-PING = REGISTRY.register(1, "ping", (("nonce", "uint", 0xFFFFFFFF),))
-PONG = REGISTRY.register(2, "pong", (("nonce", "uint", 0xFFFFFFFF),))
+), 2))
+PING = REGISTRY.add((1, "ping", (("nonce", "uint", 0xFFFFFFFF),), 1))
+PONG = REGISTRY.add((2, "pong", (("nonce", "uint", 0xFFFFFFFF),), 1))

@@ -137,3 +137,31 @@ def test_answers_are_never_larger_and_the_responder_never_repeats_unasked():
         assert b.packets_to_send() == ()     # no message 2 on a timer
     b.receive(m1, 20000)                   # the initiator repeated message 1
     assert b.packets_to_send() == [m2]
+
+
+def test_no_session_answer_names_any_of_the_latest_8_packets():
+    # the tags live in a ring of 8 that wraps: after 21 sends the latest 8
+    # are known, the 9th latest is not
+    a, b = _sessions()
+    _run(a, b, drop=())
+    sent = [a.send(b"p%d" % i) for i in range(21)]
+    assert a.receive(no_session_answer(sent[-9]), 0) == []
+    for d in sent[-8:]:
+        raises(SessionUnknown, a.receive, no_session_answer(d), 0)
+
+
+def test_message_2_repeated_after_the_first_transport_packet_gets_no_answer():
+    # an honest responder repeats message 2 only before it has message 3;
+    # once its transport packets arrive, the initiator lets the answer go
+    r = Rng(5)
+    a = UdpSession(Handshake(True, r.randbytes(32), r.randbytes(32), b"upsycle/1"))
+    b = UdpSession(Handshake(False, r.randbytes(32), r.randbytes(32), b"upsycle/1"))
+    a.start(0)
+    b.receive(a.packets_to_send()[0], 0)
+    m2 = b.packets_to_send()[0]
+    a.receive(m2, 0)
+    m3 = a.packets_to_send()[0]
+    assert a.receive(m2, 0) == [] and a.packets_to_send() == [m3]   # message 3 again
+    b.receive(m3, 0)
+    assert a.receive(b.send(b"data"), 0)[0].data == b"data"
+    assert a.receive(m2, 0) == [] and a.packets_to_send() == ()
