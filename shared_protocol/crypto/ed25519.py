@@ -29,14 +29,17 @@ except ImportError:   # CPython (host and tests)
 
 # Curve constant d = -121665/121666 (RFC 8032 §5.1).
 _D = const(0x52036cee2b6ffe738cc740797779e89800700a4d4141d8ab75eb4dca135978a3)
-_D2 = (2 * _D) % P
+_D2 = const(0x2406d9dc56dffce7198e80f2eef3d13000e0149a8283b156ebd69b9426b2f159)   # 2d mod p
 # sqrt(-1) = 2^((p-1)/4) (RFC 8032 §5.1.3 step 3).
 _SQRT_M1 = const(0x2b8324804fc1df0b2b4d00993dfbd7a72f431806ad2fe478c4ee1b274a0ea0b0)
 # Group order L = 2^252 + 27742317777372353535851937790883648493 (§5.1).
-L = 2 ** 252 + 27742317777372353535851937790883648493
+L = const(0x1000000000000000000000000000000014def9dea2f79cd65812631a5cf5d3ed)
 _BX = const(0x216936d3cd6e53fec0a4e231fdd6dc5c692cc7609525a7b2c9562d608f25d51a)
 _BY = const(0x6666666666666666666666666666666666666666666666666666666666666658)
-BASE = (_BX, _BY, 1, _BX * _BY % P)
+# Constants written out, not computed at import (a frozen image keeps a
+# literal in flash); tests/shared/test_crypto_vectors.py checks them.
+_BXY = const(0x67875f0fd78b766566ea4e8e64abe37d20f09f80775152f56dde8ab3a5b7dda3)   # x*y mod p
+BASE = (_BX, _BY, 1, _BXY)
 IDENTITY = (0, 1, 1, 0)
 _M256 = const((1 << 256) - 1)
 

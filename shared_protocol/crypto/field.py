@@ -8,8 +8,16 @@ there is no secret-dependent branching in our code; the big-int routines
 underneath are not constant-time (see crypto/__init__.py for what that means).
 """
 
-P = 2 ** 255 - 19
-_P_MINUS_2 = P - 2
+try:
+    from micropython import const
+except ImportError:   # CPython (host and tests)
+    def const(x):
+        return x
+
+# 2^255 - 19, written out: a literal is a constant a frozen image keeps in
+# flash, where the expression made a big int in the heap at import
+P = const(0x7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffed)
+_P_MINUS_2 = const(P - 2)
 
 
 def inv(a):

@@ -9,16 +9,17 @@ HASH_SIZE = 32
 _BLOCK = 64
 # RFC 5869 §2.3: L <= 255 * HashLen.
 HKDF_MAX_OUTPUT = 255 * HASH_SIZE
-_IPAD = bytes(0x36 for _ in range(_BLOCK))
-_OPAD = bytes(0x5C for _ in range(_BLOCK))
 
 
 def sha256(data):
     return hashlib.sha256(data).digest()
 
 
-def _xor(a, b):
-    return bytes(x ^ y for x, y in zip(a, b))
+def _xor(key, pad):
+    # RFC 2104 §2: the key XOR ipad (0x36) or opad (0x5C) repeated: made
+    # from the byte, not from two 64-byte pads kept for good (192 bytes of
+    # a board's heap)
+    return bytes(x ^ pad for x in key)
 
 
 def hmac_sha256(key, msg):
@@ -26,9 +27,9 @@ def hmac_sha256(key, msg):
     if len(key) > _BLOCK:
         key = sha256(key)
     key = key + b"\x00" * (_BLOCK - len(key))
-    inner = hashlib.sha256(_xor(key, _IPAD))
+    inner = hashlib.sha256(_xor(key, 0x36))
     inner.update(msg)
-    outer = hashlib.sha256(_xor(key, _OPAD))
+    outer = hashlib.sha256(_xor(key, 0x5C))
     outer.update(inner.digest())
     return outer.digest()
 

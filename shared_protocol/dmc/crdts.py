@@ -43,19 +43,22 @@ def _ekey(e):
 
 # type code -> (module, class): each type loads on first use (see the
 # crdt_* modules).
-_KINDS = {
-    O.T_MAP: ("crdt_map", "LwwMap"),
-    O.T_COUNTER: ("crdt_counter", "PNCounter"),
-    O.T_SET: ("crdt_set", "ORSet"),
-    O.T_LOG: ("crdt_log", "TimeLog"),
-}
+# Indexed by the code (O.T_MAP .. O.T_LOG, 1..4): a constant tuple, kept in
+# flash by a frozen image, where a dict was made in the heap.
+_KINDS = (
+    None,
+    ("crdt_map", "LwwMap"),
+    ("crdt_counter", "PNCounter"),
+    ("crdt_set", "ORSet"),
+    ("crdt_log", "TimeLog"),
+)
 
 
 def cls(tcode):
     """The class of a type code, or None for an unknown one."""
-    k = _KINDS.get(tcode)
-    if k is None:
+    if not O.is_int(tcode) or not 0 < tcode < len(_KINDS):
         return None
+    k = _KINDS[tcode]
     mod = __import__("shared_protocol.dmc." + k[0], None, None, [k[0]])
     return getattr(mod, k[1])
 

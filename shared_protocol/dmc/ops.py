@@ -66,27 +66,30 @@ _DELTA_MAX = const(1 << 30)
 _INT_ELEM_MAX = const((1 << 63) - 1)
 
 # Data types (the first item of an object's key).
-T_MAP = 1      # map of last-writer-wins registers
-T_COUNTER = 2  # PN counter
-T_SET = 3      # add-wins observed-remove set
-T_LOG = 4      # bounded time-series log
+T_MAP = const(1)      # map of last-writer-wins registers
+T_COUNTER = const(2)  # PN counter
+T_SET = const(3)      # add-wins observed-remove set
+T_LOG = const(4)      # bounded time-series log
 
 # Operation kinds -> (data type, number of args).
-K_PUT = 1      # map: key (text), value (any CBOR; None deletes)
-K_ADD = 2      # counter: delta (int, may be negative)
-K_INSERT = 3   # set: element, observed tags (flat [author, seq, ...])
-K_REMOVE = 4   # set: element, observed tags
-K_APPEND = 5   # log: time, value
+K_PUT = const(1)      # map: key (text), value (any CBOR; None deletes)
+K_ADD = const(2)      # counter: delta (int, may be negative)
+K_INSERT = const(3)   # set: element, observed tags (flat [author, seq, ...])
+K_REMOVE = const(4)   # set: element, observed tags
+K_APPEND = const(5)   # log: time, value
 
-KINDS = {
-    K_PUT: (T_MAP, 2),
-    K_ADD: (T_COUNTER, 1),
-    K_INSERT: (T_SET, 2),
-    K_REMOVE: (T_SET, 2),
-    K_APPEND: (T_LOG, 2),
-}
+# indexed by kind (0 is none): constant tuples, which a frozen image keeps
+# in flash, where dicts were made in the heap at import
+KINDS = (
+    None,
+    (T_MAP, 2),        # K_PUT
+    (T_COUNTER, 1),    # K_ADD
+    (T_SET, 2),        # K_INSERT
+    (T_SET, 2),        # K_REMOVE
+    (T_LOG, 2),        # K_APPEND
+)
 
-TYPE_NAMES = {T_MAP: "map", T_COUNTER: "counter", T_SET: "set", T_LOG: "log"}
+TYPE_NAMES = (None, "map", "counter", "set", "log")   # indexed by T_*
 
 
 def is_int(v):
@@ -173,9 +176,9 @@ def from_value(v, size):
         if a == author:
             raise errors.OpError(MALFORMED, __debug__ and "an operation may not list its own author in deps")
     kind = v[4]
-    spec = KINDS.get(kind) if is_int(kind) else None
+    spec = KINDS[kind] if is_int(kind) and 0 < kind < len(KINDS) else None
     if spec is None:
-        raise errors.OpError(UNKNOWN_TYPE, __debug__ and "unknown operation kind %r (this node knows %s)" % (kind, sorted(KINDS)))
+        raise errors.OpError(UNKNOWN_TYPE, __debug__ and "unknown operation kind %r (this node knows 1..%d)" % (kind, len(KINDS) - 1))
     if len(v) != 6 + spec[1]:
         raise errors.OpError(MALFORMED, __debug__ and "operation kind %d takes %d args, got %d" % (kind, spec[1], len(v) - 6))
     name = check_name(v[5])

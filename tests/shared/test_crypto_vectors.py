@@ -172,3 +172,22 @@ def test_ed25519_scalarmult_base_agrees_with_the_generic_windows():
     tb = ed25519._table(ed25519.BASE)
     for n in (0, 1, 15, 16, 17, (1 << 252) + 3, ed25519.L - 1, ed25519.L, (1 << 256) - 1):
         assert ed25519.encode_point(ed25519.scalarmult_base(n)) == ed25519.encode_point(ed25519._scalarmult(tb, n)), n
+
+
+def test_curve_constants_written_out_are_the_formulas():
+    # field.P, ed25519.L and the base point's x*y are literals (a frozen
+    # image keeps them in flash): the values RFC 7748 / RFC 8032 §5.1 define
+    from shared_protocol.crypto import field
+    assert field.P == 2 ** 255 - 19
+    assert ed25519.L == 2 ** 252 + 27742317777372353535851937790883648493
+    x, y, z, t = ed25519.BASE
+    assert z == 1 and t == x * y % field.P
+    # the base point is on the curve -x^2 + y^2 = 1 + d x^2 y^2 (RFC 8032 §5.1)
+    d = -121665 * pow(121666, field.P - 2, field.P) % field.P
+    assert (-x * x + y * y - 1 - d * x * x * y * y) % field.P == 0
+
+
+def test_operation_kinds_out_of_range_are_refused():
+    from shared_protocol.dmc import ops, crdts
+    assert crdts.cls(0) is None and crdts.cls(5) is None and crdts.cls("1") is None and crdts.cls(True) is None
+    assert crdts.cls(ops.T_LOG).__name__ == "TimeLog"
