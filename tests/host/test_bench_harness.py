@@ -36,3 +36,12 @@ def test_the_latency_anchor_is_mosquittos_better_driver():
     g = {"p50": 0.3, "p99": 4.0, "ccpu": 1.0, "n": 10}
     assert bp.lat_anchor({"c": c, "g": g}) == dict(g, driver="loadgen MQTT")
     assert bp.lat_anchor({"c": g, "g": c}) == dict(g, driver="C clients")
+
+
+def test_the_rig_reads_the_qstr_pools_as_micropython_grows_them():
+    # py/qstr.c: the first pool of names has 20 slots, each next one twice
+    # the last; 1,501 names on the rig took 7 pools, the last of 1,280
+    br = _bench("bench_rig")
+    line = br.qstr_line("qstr pool: n_pool=7, n_qstr=1501, n_str_data_bytes=17308, n_total_bytes=35308")
+    assert "1501 in 7 pools of 2540 slots" in line and "1260 names or fewer" in line and "(1280 slots)" in line
+    assert "none outside" in br.qstr_line("qstr pool: n_pool=0, n_qstr=0, n_str_data_bytes=0, n_total_bytes=0")

@@ -399,6 +399,8 @@ def app(node):
         await asyncio.sleep_ms(1500)   # a few turns of the steady state
         gc.collect()
         print("MODS", " ".join(sorted(sys.modules)))
+        import micropython
+        micropython.qstr_info()   # "qstr pool: n_pool=.., n_qstr=.., ...": the interned names
         print("ALLOC", gc.mem_alloc())
         raise SystemExit
     asyncio.create_task(go())
@@ -441,6 +443,7 @@ def module_costs(mp, lib, work, heap_kb, log, path=None):
         sc.close()
     mods = [l for l in nd.lines if l.startswith("MODS ")][0].split()[1:]
     running = int([l for l in nd.lines if l.startswith("ALLOC ")][0].split()[1])
+    qstrs = ([l for l in nd.lines if l.startswith("qstr pool:")] or [None])[0]
     order = dependency_order([m for m in mods if _is_project(m)])
     code = ["import gc, sys", "_seen = set(sys.modules)", "gc.collect()", "print('M', gc.mem_alloc())"]
     for m in order:
@@ -452,13 +455,30 @@ def module_costs(mp, lib, work, heap_kb, log, path=None):
         raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
     vals = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("M ")]
     news = [[x for x in l.split()[1:] if _is_project(x)] for l in r.stdout.splitlines() if l.startswith("N")]
-    return [(m, news[i], vals[i + 1] - vals[i]) for i, m in enumerate(order)], vals[0], running
+    return [(m, news[i], vals[i + 1] - vals[i]) for i, m in enumerate(order)], vals[0], running, qstrs
+
+
+def qstr_line(info):
+    """What micropython.qstr_info()'s summary says about the interned
+    names: MicroPython keeps the names a module loaded from .mpy uses in
+    pools that double (20, 40, ... slots; py/qstr.c, qstr_add), each slot
+    taken whether used or not, so the count against the last pool's
+    threshold is what a name fewer can save (docs/node.md)."""
+    f = dict(kv.split("=") for kv in info[len("qstr pool:"):].replace(" ", "").split(","))
+    pools, n = int(f["n_pool"]), int(f["n_qstr"])
+    if pools == 0:
+        return "interned names (qstrs) of the running node: none outside the firmware's own"
+    slots = sum(20 << i for i in range(pools))
+    below = slots - (20 << (pools - 1))
+    return ("interned names (qstrs) of the running node: %d in %d pools of %d slots in all, text %s B, "
+            "pools and text %s B; with %d names or fewer the last pool (%d slots) is never made"
+            % (n, pools, slots, f["n_str_data_bytes"], f["n_total_bytes"], below, 20 << (pools - 1)))
 
 
 def modules_table(mp, lib, heap_kb, log, frozen=False):
     sizes = mpy_sizes(lib)
     with tempfile.TemporaryDirectory() as w:
-        rows_in, bare_heap, running = module_costs(mp, lib, w, heap_kb, log, ".frozen" if frozen else None)
+        rows_in, bare_heap, running, qstrs = module_costs(mp, lib, w, heap_kb, log, ".frozen" if frozen else None)
     rows = [["bare interpreter (anchor)", "", bare_heap, ""]]
     total_mpy = total = 0
     for m, new, ram in sorted(rows_in, key=lambda r: -r[2]):
@@ -474,6 +494,8 @@ def modules_table(mp, lib, heap_kb, log, frozen=False):
                  "was acknowledged); largest first" % ("the frozen image" if frozen else ".mpy", os.path.basename(mp)),
                  ["module", ".mpy bytes", "heap", "heap / .mpy"], rows))
     print("the running node's whole heap at that point (modules + state): %d bytes" % running)
+    if qstrs:
+        print(qstr_line(qstrs))
     print("rows are gc.mem_alloc deltas: a row that grows a shared table (the qstr pool, sys.modules) carries "
           "that growth, so single rows vary by a KB or two between orders; the total does not")
     not_loaded = sorted(m for m in sizes if m not in {x for r in rows_in for x in r[1]})
