@@ -53,7 +53,7 @@ ANNOUNCE = REGISTRY.add((18, "lan_announce", (
     ("port", "uint", 65535),
 ), 2))
 # dmc block: a dmc_summary/dmc_ops/dmc_snap datagram sealed for a topic.
-SEALED = REGISTRY.add((36, "dmc_sealed", (
+REGISTRY.add((36, "dmc_sealed", (
     ("topic", "bytes", 32),
     ("epoch", "uint", 0xFFFFFFFF),
     ("nonce", "bytes", _NONCE),

@@ -294,11 +294,11 @@ class Registry:
 # their types at import time, within their block of TYPE_BLOCKS.
 REGISTRY = Registry()
 
-# Core messages (block "core").
-ERROR = REGISTRY.add((0, "error", (
+# Core messages (block "core"), named by their strings (session/messages.py).
+REGISTRY.add((0, "error", (
     ("code", "text", 32),        # machine-readable error code
     ("detail", "text", 200),     # human-readable detail
     ("ref", "any", None),        # what it refers to (message id, type...), or null
 ), 2))
-PING = REGISTRY.add((1, "ping", (("nonce", "uint", 0xFFFFFFFF),), 1))
-PONG = REGISTRY.add((2, "pong", (("nonce", "uint", 0xFFFFFFFF),), 1))
+REGISTRY.add((1, "ping", (("nonce", "uint", 0xFFFFFFFF),), 1))
+REGISTRY.add((2, "pong", (("nonce", "uint", 0xFFFFFFFF),), 1))
