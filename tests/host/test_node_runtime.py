@@ -152,13 +152,13 @@ def test_state_files_over_the_store_limit_are_set_aside_not_read(tmp_path):
     t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
     t.append("temp", 1000, 20.5)
     t.save()
-    for path in ((t.base + ".st"), t.store.path):
+    for path in (t.base + ".st", t.store.path):
         with open(path, "wb") as f:
             f.write(b"\x00" * (dstore.STORE_MAX + 1))
     msgs = []
     t2 = Topic(inv, AUTHOR, str(tmp_path), log=msgs.append)
     assert len(msgs) == 2 and all("over %d" % dstore.STORE_MAX in m and ".bad" in m for m in msgs), msgs
-    assert os.path.exists((t.base + ".st") + ".bad") and os.path.exists(t.store.path + ".bad")
+    assert os.path.exists(t.base + ".st.bad") and os.path.exists(t.store.path + ".bad")
     assert t2.replica.readings("temp") == []   # started fresh; the proxy fills it in again
     t2.append("temp", 1001, 21.5)
     t2.save()
@@ -192,7 +192,7 @@ def test_corrupt_state_file_is_set_aside(tmp_path):
     t = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
     t.append("temp", 1000, 20.5)
     t.save()
-    with open((t.base + ".st"), "wb") as f:
+    with open(t.base + ".st", "wb") as f:
         f.write(b"garbage")
     msgs = []
     t2 = Topic(inv, AUTHOR, str(tmp_path), log=msgs.append)
@@ -325,7 +325,7 @@ def test_set_aside_replica_refills_and_writes_under_a_new_author(tmp_path):
     with open(t.store.path, "wb") as f:
         f.write(b"DMC1" + b"\x00" * 40)
     t2 = Topic(inv, AUTHOR, str(tmp_path), log=lambda m: None)
-    assert t2.refilling and os.path.exists((t2.base + ".rf")) and os.path.exists(t.store.path + ".bad")
+    assert t2.refilling and os.path.exists(t2.base + ".rf") and os.path.exists(t.store.path + ".bad")
     assert t2.member.to_record()["windows"] == []     # the history may open again
     # A new generation: same node prefix, new id, so sequence 1 again clashes
     # with nothing, at peers or at the proxy (message ids differ too).
@@ -349,7 +349,7 @@ def test_set_aside_replica_refills_and_writes_under_a_new_author(tmp_path):
     assert len(t3.replica.readings("temp")) == 4
     t3.end_refill()
     t3.save()
-    assert not os.path.exists((t3.base + ".rf"))
+    assert not os.path.exists(t3.base + ".rf")
     t4 = Topic(inv, AUTHOR, str(tmp_path), log=pytest_fail)
     assert not t4.refilling and len(t4.replica.readings("temp")) == 4 and t4.author == t2.author
 
