@@ -79,26 +79,26 @@ WANT = 1      # "send me your summary too"
 _LAST = const(1)      # last datagram of this burst
 _MORE = const(2)      # the burst stopped at BURST_MAX: ask again for the rest
 
-OP = REGISTRY.add((32, "dmc_op", (("op", "list", 16),), 1))
+OP = REGISTRY.add((32, "dmc_op", ("op", "list", 16,), 1))
 SUMMARY = REGISTRY.add((33, "dmc_summary", (
-    ("session", "uint", 0xFFFFFFFF),
-    ("flags", "uint", 0xFF),
-    ("part", "uint", SUMMARY_PARTS_MAX - 1),
-    ("parts", "uint", SUMMARY_PARTS_MAX),
-    ("vv", "list", 2 * SUMMARY_AUTHORS),
-    ("snap", "list", 2),            # [] or [snapshot id, chunks-held bitmap]
+    "session", "uint", 0xFFFFFFFF,
+    "flags", "uint", 0xFF,
+    "part", "uint", SUMMARY_PARTS_MAX - 1,
+    "parts", "uint", SUMMARY_PARTS_MAX,
+    "vv", "list", 2 * SUMMARY_AUTHORS,
+    "snap", "list", 2,            # [] or [snapshot id, chunks-held bitmap]
 ), 6))
 OPS = REGISTRY.add((34, "dmc_ops", (
-    ("session", "uint", 0xFFFFFFFF),
-    ("flags", "uint", 0xFF),
-    ("ops", "list", _OPS_PER_MSG_MAX),
+    "session", "uint", 0xFFFFFFFF,
+    "flags", "uint", 0xFF,
+    "ops", "list", _OPS_PER_MSG_MAX,
 ), 3))
 SNAP = REGISTRY.add((35, "dmc_snap", (
-    ("session", "uint", 0xFFFFFFFF),
-    ("id", "bytes", SNAP_ID_LEN),
-    ("index", "uint", CHUNKS_MAX - 1),
-    ("count", "uint", CHUNKS_MAX),
-    ("chunk", "bytes", CHUNK),
+    "session", "uint", 0xFFFFFFFF,
+    "id", "bytes", SNAP_ID_LEN,
+    "index", "uint", CHUNKS_MAX - 1,
+    "count", "uint", CHUNKS_MAX,
+    "chunk", "bytes", CHUNK,
 ), 5))
 
 # Bytes of a dmc_ops message around its operations: array head, version,

@@ -57,20 +57,20 @@ MODE_EPOCH_PUBLIC = 1   # sealed to the epoch's X25519 key (write-only members)
 NONCE_SIZE = const(12)
 
 PUB = REGISTRY.add((80, "group_pub", (
-    ("topic", "bytes", _TOPIC_ID),
-    ("epoch", "uint", _EPOCH),
-    ("mode", "uint", 1),
-    ("kfield", "bytes", _KEY),        # nonce (mode 0) or ephemeral key (mode 1)
-    ("sealed", "bytes", SEALED_MAX),
+    "topic", "bytes", _TOPIC_ID,
+    "epoch", "uint", _EPOCH,
+    "mode", "uint", 1,
+    "kfield", "bytes", _KEY,        # nonce (mode 0) or ephemeral key (mode 1)
+    "sealed", "bytes", SEALED_MAX,
 ), 5))
 REKEY = REGISTRY.add((81, "group_rekey", (
-    ("topic", "bytes", _TOPIC_ID),
-    ("epoch", "uint", _EPOCH),
-    ("ephemeral", "bytes", _KEY),
-    ("part", "uint", REKEY_PARTS_MAX - 1),    # 0-based index of this part
-    ("parts", "uint", REKEY_PARTS_MAX),       # how many parts the re-key has
-    ("entries", "list", MEMBERS_MAX),
-    ("sig", "bytes", _SIG),
+    "topic", "bytes", _TOPIC_ID,
+    "epoch", "uint", _EPOCH,
+    "ephemeral", "bytes", _KEY,
+    "part", "uint", REKEY_PARTS_MAX - 1,    # 0-based index of this part
+    "parts", "uint", REKEY_PARTS_MAX,       # how many parts the re-key has
+    "entries", "list", MEMBERS_MAX,
+    "sig", "bytes", _SIG,
 ), 7))
 
 
@@ -78,9 +78,9 @@ REKEY = REGISTRY.add((81, "group_rekey", (
 # proxy routes by the session's topic id and the reader knows its topic, so
 # it is bound through the AEAD's associated data and the signatures instead.
 RD = REGISTRY.add((82, "group_rd", (
-    ("epoch", "uint", _EPOCH),
-    ("nonce", "bytes", NONCE_SIZE),
-    ("sealed", "bytes", SEALED_MAX),
+    "epoch", "uint", _EPOCH,
+    "nonce", "bytes", NONCE_SIZE,
+    "sealed", "bytes", SEALED_MAX,
 ), 3))
 # Readings one batch signature covers. 8 keeps a batch of sensor readings
 # (~55 bytes each) in one datagram with its signature, and bounds what a
@@ -98,8 +98,8 @@ RD_BATCH = 1      # up to BATCH_MAX readings, one signature over their hash chai
 # AEAD tag (the signature authenticates every byte). Sent for every reading:
 # its type is in the "hot" block (one CBOR byte).
 RS = REGISTRY.add((10, "group_rs", (
-    ("epoch", "uint", _EPOCH),
-    ("data", "bytes", SEALED_MAX),        # R (32) | ChaCha20(S | inner)
+    "epoch", "uint", _EPOCH,
+    "data", "bytes", SEALED_MAX,        # R (32) | ChaCha20(S | inner)
 ), 2))
 # inner = flags (1) | aref (AREF_SIZE) | generation (3 with RS_INTRO, else its
 #         low byte) | counter (1..3, big-endian, shortest) | [intro, CBOR] |

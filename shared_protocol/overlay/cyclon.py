@@ -98,13 +98,13 @@ DEFAULT_REPLY_TIMEOUT_MS = 2000
 
 # An entry on the wire is the array [peer_id, addr, age].
 SHUFFLE = envelope.REGISTRY.add((16, "cyclon_shuffle", (
-    ("nonce", "uint", 0xFFFFFFFF),           # matches the reply to the request
-    ("entries", "list", SHUFFLE_LEN_MAX),    # entries[0] is the sender, age 0
+    "nonce", "uint", 0xFFFFFFFF,           # matches the reply to the request
+    "entries", "list", SHUFFLE_LEN_MAX,    # entries[0] is the sender, age 0
 ), 2))
 REPLY = envelope.REGISTRY.add((17, "cyclon_reply", (
-    ("nonce", "uint", 0xFFFFFFFF),
-    ("sender", "bytes", ID_MAX),             # who answers (must be the peer asked)
-    ("entries", "list", SHUFFLE_LEN_MAX),
+    "nonce", "uint", 0xFFFFFFFF,
+    "sender", "bytes", ID_MAX,             # who answers (must be the peer asked)
+    "entries", "list", SHUFFLE_LEN_MAX,
 ), 3))
 
 # --- errors ----------------------------------------------------------------

@@ -47,11 +47,11 @@ PAYLOAD_MAX = 8192
 HOPS_MAX = 255
 
 DATA = envelope.REGISTRY.add((102, "overlay_data", (
-    ("topic", envelope.BYTES, ids.ID_LEN),
-    ("msg_id", envelope.BYTES, MSG_ID_MAX),
-    ("sender", envelope.BYTES, ids.ID_LEN),
-    ("hops", envelope.UINT, HOPS_MAX),
-    ("payload", envelope.BYTES, PAYLOAD_MAX),
+    "topic", envelope.BYTES, ids.ID_LEN,
+    "msg_id", envelope.BYTES, MSG_ID_MAX,
+    "sender", envelope.BYTES, ids.ID_LEN,
+    "hops", envelope.UINT, HOPS_MAX,
+    "payload", envelope.BYTES, PAYLOAD_MAX,
 ), 5))
 
 

@@ -49,15 +49,15 @@ TAG = const(16)
 SEALED_MAX = const(_DATAGRAM + TAG)
 # cyclon block: the LAN announcement that feeds Cyclon.heard.
 ANNOUNCE = REGISTRY.add((18, "lan_announce", (
-    ("node", "bytes", _ID),
-    ("port", "uint", 65535),
+    "node", "bytes", _ID,
+    "port", "uint", 65535,
 ), 2))
 # dmc block: a dmc_summary/dmc_ops/dmc_snap datagram sealed for a topic.
 REGISTRY.add((36, "dmc_sealed", (
-    ("topic", "bytes", 32),
-    ("epoch", "uint", 0xFFFFFFFF),
-    ("nonce", "bytes", _NONCE),
-    ("sealed", "bytes", SEALED_MAX),
+    "topic", "bytes", 32,
+    "epoch", "uint", 0xFFFFFFFF,
+    "nonce", "bytes", _NONCE,
+    "sealed", "bytes", SEALED_MAX,
 ), 4))
 # Sync partners remembered (one Sync per peer and topic): the CYCLON view
 # bounds the peers; past this the oldest is forgotten (it restarts fresh).

@@ -88,54 +88,54 @@ MISSED_QUEUE = "queue_limit"          # the subscriber was too far behind
 # name a board never reads is one more interned string and module global
 # (docs/node.md, "Less state, constants in flash").
 E.REGISTRY.add((48, "s_hello", (
-    ("node", "bytes", NODE_ID_MAX),
-    ("keepalive_ms", "uint", _KEEPALIVE_MAX_MS),  # how often the node will ping
-    ("window", "uint", WINDOW_MAX),              # deliveries it accepts in flight
+    "node", "bytes", NODE_ID_MAX,
+    "keepalive_ms", "uint", _KEEPALIVE_MAX_MS,  # how often the node will ping
+    "window", "uint", WINDOW_MAX,              # deliveries it accepts in flight
 ), 3))
 E.REGISTRY.add((49, "s_welcome", (
-    ("proxy", "bytes", NODE_ID_MAX),
-    ("keepalive_ms", "uint", _KEEPALIVE_MAX_MS),  # the keepalive the proxy agreed to
-    ("window", "uint", WINDOW_MAX),              # publishes it accepts in flight
+    "proxy", "bytes", NODE_ID_MAX,
+    "keepalive_ms", "uint", _KEEPALIVE_MAX_MS,  # the keepalive the proxy agreed to
+    "window", "uint", WINDOW_MAX,              # publishes it accepts in flight
 ), 3))
-E.REGISTRY.add((50, "s_subscribe", (("topic", "bytes", TOPIC_ID_MAX),), 1))
+E.REGISTRY.add((50, "s_subscribe", ("topic", "bytes", TOPIC_ID_MAX,), 1))
 E.REGISTRY.add((51, "s_subscribed", (
-    ("topic", "bytes", TOPIC_ID_MAX),
-    ("cursor", "uint", SEQ_MAX),   # deliveries resume at cursor + 1
+    "topic", "bytes", TOPIC_ID_MAX,
+    "cursor", "uint", SEQ_MAX,   # deliveries resume at cursor + 1
 ), 2))
-E.REGISTRY.add((52, "s_unsubscribe", (("topic", "bytes", TOPIC_ID_MAX),), 1))
-E.REGISTRY.add((53, "s_unsubscribed", (("topic", "bytes", TOPIC_ID_MAX),), 1))
+E.REGISTRY.add((52, "s_unsubscribe", ("topic", "bytes", TOPIC_ID_MAX,), 1))
+E.REGISTRY.add((53, "s_unsubscribed", ("topic", "bytes", TOPIC_ID_MAX,), 1))
 E.REGISTRY.add((54, "s_publish", (
-    ("topic", "bytes", TOPIC_ID_MAX),
-    ("msg_id", "bytes", MSG_ID_MAX),
-    ("payload", "bytes", PAYLOAD_MAX),
+    "topic", "bytes", TOPIC_ID_MAX,
+    "msg_id", "bytes", MSG_ID_MAX,
+    "payload", "bytes", PAYLOAD_MAX,
 ), 3))
-E.REGISTRY.add((55, "s_puback", (("msg_id", "bytes", MSG_ID_MAX),), 1))
+E.REGISTRY.add((55, "s_puback", ("msg_id", "bytes", MSG_ID_MAX,), 1))
 E.REGISTRY.add((56, "s_reject", (
-    ("msg_id", "bytes", MSG_ID_MAX),
-    ("code", "text", CAUSE_MAX),
-    ("detail", "text", DETAIL_MAX),
+    "msg_id", "bytes", MSG_ID_MAX,
+    "code", "text", CAUSE_MAX,
+    "detail", "text", DETAIL_MAX,
 ), 3))
 E.REGISTRY.add((57, "s_deliver", (
-    ("topic", "bytes", TOPIC_ID_MAX),
-    ("seq", "uint", SEQ_MAX),
-    ("msg_id", "bytes", MSG_ID_MAX),
-    ("payload", "bytes", PAYLOAD_MAX),
+    "topic", "bytes", TOPIC_ID_MAX,
+    "seq", "uint", SEQ_MAX,
+    "msg_id", "bytes", MSG_ID_MAX,
+    "payload", "bytes", PAYLOAD_MAX,
 ), 4))
 E.REGISTRY.add((58, "s_dack", (
-    ("topic", "bytes", TOPIC_ID_MAX),
-    ("seq", "uint", SEQ_MAX),      # consumed everything of the topic up to seq
+    "topic", "bytes", TOPIC_ID_MAX,
+    "seq", "uint", SEQ_MAX,      # consumed everything of the topic up to seq
 ), 2))
 E.REGISTRY.add((59, "s_missed", (
-    ("topic", "bytes", TOPIC_ID_MAX),
-    ("upto", "uint", SEQ_MAX),     # the messages up to this sequence are gone
-    ("count", "uint", SEQ_MAX),    # how many of them this subscriber missed
-    ("cause", "text", CAUSE_MAX),
+    "topic", "bytes", TOPIC_ID_MAX,
+    "upto", "uint", SEQ_MAX,     # the messages up to this sequence are gone
+    "count", "uint", SEQ_MAX,    # how many of them this subscriber missed
+    "cause", "text", CAUSE_MAX,
 ), 4))
-E.REGISTRY.add((60, "s_bye", (("reason", "text", CAUSE_MAX),), 1))
+E.REGISTRY.add((60, "s_bye", ("reason", "text", CAUSE_MAX,), 1))
 # Observability: a status request answered with a map of counters (the proxy
 # answers only on links it trusts, by default loopback).
 E.REGISTRY.add((61, "s_status_req", (), 0))
-E.REGISTRY.add((62, "s_status", (("status", "map", 64),), 1))
+E.REGISTRY.add((62, "s_status", ("status", "map", 64,), 1))
 
 
 # Short ids, carried once per link (docs/node.md "Bytes on air"): a node
@@ -151,19 +151,19 @@ ALIASES_MAX = const(16)
 # n above the base: 32 bits (a board's base is its replica generation << 32).
 _ALIAS_N_MAX = const(0xFFFFFFFF)
 E.REGISTRY.add((77, "s_hello_t", (
-    ("node", "bytes", NODE_ID_MAX),
-    ("keepalive_ms", "uint", _KEEPALIVE_MAX_MS),
-    ("window", "uint", WINDOW_MAX),
-    ("aliases", "list", ALIASES_MAX),            # [[topic id, base], ...]; index = alias
+    "node", "bytes", NODE_ID_MAX,
+    "keepalive_ms", "uint", _KEEPALIVE_MAX_MS,
+    "window", "uint", WINDOW_MAX,
+    "aliases", "list", ALIASES_MAX,            # [[topic id, base], ...]; index = alias
 ), 4))
 E.REGISTRY.add((8, "s_pub_a", (
-    ("alias", "uint", ALIASES_MAX - 1),
-    ("n", "uint", _ALIAS_N_MAX),
-    ("payload", "bytes", PAYLOAD_MAX),
+    "alias", "uint", ALIASES_MAX - 1,
+    "n", "uint", _ALIAS_N_MAX,
+    "payload", "bytes", PAYLOAD_MAX,
 ), 3))
 E.REGISTRY.add((9, "s_ack_a", (
-    ("alias", "uint", ALIASES_MAX - 1),
-    ("n", "uint", _ALIAS_N_MAX),
+    "alias", "uint", ALIASES_MAX - 1,
+    "n", "uint", _ALIAS_N_MAX,
 ), 2))
 
 

@@ -83,6 +83,12 @@ __getattr__ = _error
 # an object with four attributes was 48 (the 32-bit unix port), for every
 # type a node registers, and the class is gone. Modules compare types by
 # identity (msg.type is PUB) and read a message's name as msg.name.
+#
+# The field specs are one flat tuple, three items a field: (name, kind,
+# bound, name, kind, bound, ...). A board loading .mpy files builds every
+# literal tuple in its heap, so a tuple per field was some 87 tuples of 32
+# bytes for the 33 types a node registers (docs/node.md, "Fewer names,
+# flat field specs").
 
 
 def field_index(mtype, name):
@@ -91,11 +97,10 @@ def field_index(mtype, name):
     a tuple of the names, per type would be one more object for every
     registered type in a board's heap (the specs themselves are constants,
     in flash when frozen)."""
-    i = 0
-    for f in mtype[2]:
-        if f[0] == name:
-            return i
-        i += 1
+    f = mtype[2]
+    for i in range(0, len(f), 3):
+        if f[i] == name:
+            return i // 3
     return -1
 
 
@@ -134,8 +139,7 @@ class Message:
         return "<Message %s %r>" % (self.type[1], self.values)
 
 
-def _check_field(spec, v, strict_cls):
-    name, kind, bound = spec
+def _check_field(name, kind, bound, v, strict_cls):
     if kind[-1:] == NULLABLE:
         if v is None:
             return
@@ -192,10 +196,11 @@ class Registry:
 
     def add(self, t):
         """Declare a message type t = (code, name, fields, min_fields):
-        fields a tuple of (name, kind, bound), min_fields the number of
-        fields a message must carry. Returns t. Board code declares its
-        types this way, as literal tuples: a frozen image keeps them in
-        flash, where a tuple made at import would take heap."""
+        fields a flat tuple (name, kind, bound, name, kind, bound, ...),
+        min_fields the number of fields a message must carry. Returns t.
+        Board code declares its types this way, as literal tuples: a frozen
+        image keeps them in flash, where a tuple made at import would take
+        heap."""
         code, name, fields, min_fields = t
         if not (0 <= code <= 255):
             raise _error("RegistryError")("code", __debug__ and "type number %d outside 0..255" % code)
@@ -206,11 +211,13 @@ class Registry:
             raise _error("RegistryError")("code", __debug__ and "type %d already used by %s" % (code, old[1]))
         if self._find(name) is not None:
             raise _error("RegistryError")("name", __debug__ and "message name %s already registered" % name)
-        for f in fields:
-            if len(f) != 3:
-                raise _error("RegistryError")("field", __debug__ and "field spec %r must be (name, kind, bound)" % (f,))
-        if not 0 <= min_fields <= len(fields):
-            raise _error("RegistryError")("field", __debug__ and "%s: min_fields %d outside 0..%d" % (name, min_fields, len(fields)))
+        if not isinstance(fields, tuple) or len(fields) % 3:
+            raise _error("RegistryError")("field", __debug__ and "%s: field specs must be a flat tuple (name, kind, bound, ...)" % name)
+        for i in range(0, len(fields), 3):
+            if not isinstance(fields[i], str) or not isinstance(fields[i + 1], str):
+                raise _error("RegistryError")("field", __debug__ and "%s: field %r has no (name, kind, bound)" % (name, fields[i:i + 3]))
+        if not 0 <= min_fields <= len(fields) // 3:
+            raise _error("RegistryError")("field", __debug__ and "%s: min_fields %d outside 0..%d" % (name, min_fields, len(fields) // 3))
         self._by_code[code] = t
         if self._by_name is not None:
             self._by_name[name] = t
@@ -218,9 +225,14 @@ class Registry:
 
     def register(self, code, name, fields, min_fields=None):
         """add() for types made at run time (host code): fields any
-        sequence, min_fields all of them unless given."""
-        fields = tuple(fields)
-        return self.add((code, name, fields, len(fields) if min_fields is None else min_fields))
+        sequence of (name, kind, bound), min_fields all of them unless
+        given."""
+        flat = []
+        for f in fields:
+            if len(f) != 3:
+                raise _error("RegistryError")("field", __debug__ and "field spec %r must be (name, kind, bound)" % (f,))
+            flat.extend(f)
+        return self.add((code, name, tuple(flat), len(flat) // 3 if min_fields is None else min_fields))
 
     def _find(self, name):
         if self._by_name is not None:
@@ -284,10 +296,11 @@ class Registry:
     def _check(self, t, values, err):
         n = len(values)
         fields = t[2]
-        if n < t[3] or n > len(fields):
-            raise _error(err)(E_ARITY, __debug__ and "%s takes %d..%d fields, got %d" % (t[1], t[3], len(fields), n))
+        if n < t[3] or 3 * n > len(fields):
+            raise _error(err)(E_ARITY, __debug__ and "%s takes %d..%d fields, got %d" % (t[1], t[3], len(fields) // 3, n))
         for i in range(n):
-            _check_field(fields[i], values[i], err)
+            j = 3 * i
+            _check_field(fields[j], fields[j + 1], fields[j + 2], values[i], err)
 
 
 # The registry shared by every protocol module of a node. Modules register
@@ -296,9 +309,9 @@ REGISTRY = Registry()
 
 # Core messages (block "core"), named by their strings (session/messages.py).
 REGISTRY.add((0, "error", (
-    ("code", "text", 32),        # machine-readable error code
-    ("detail", "text", 200),     # human-readable detail
-    ("ref", "any", None),        # what it refers to (message id, type...), or null
+    "code", "text", 32,        # machine-readable error code
+    "detail", "text", 200,     # human-readable detail
+    "ref", "any", None,        # what it refers to (message id, type...), or null
 ), 2))
-REGISTRY.add((1, "ping", (("nonce", "uint", 0xFFFFFFFF),), 1))
-REGISTRY.add((2, "pong", (("nonce", "uint", 0xFFFFFFFF),), 1))
+REGISTRY.add((1, "ping", ("nonce", "uint", 0xFFFFFFFF,), 1))
+REGISTRY.add((2, "pong", ("nonce", "uint", 0xFFFFFFFF,), 1))

@@ -76,13 +76,18 @@ def test_literal_declarations_are_checked_and_found_by_name():
     # board code declares its types as literal tuples (Registry.add); a
     # board finds a type by name with a scan, a host with a dict
     r = env.Registry()
-    t = (140, "probe", (("n", env.UINT, 9), ("s", env.TEXT, 4)), 1)
+    # field specs are one flat tuple, three items a field
+    t = (140, "probe", ("n", env.UINT, 9, "s", env.TEXT, 4), 1)
     assert r.add(t) is t
     assert r.type("probe") is t and r.type(140) is t
     assert r.add((140, "probe", t[2], 1)) is t            # the same declaration again
     assert raises(env.RegistryError, r.add, (141, "probe", (), 0)).code == "name"
     assert raises(env.RegistryError, r.add, (140, "other", (), 0)).code == "code"
-    assert raises(env.RegistryError, r.add, (142, "bad_min", (("n", env.UINT, 9),), 2)).code == "field"
-    assert raises(env.RegistryError, r.add, (143, "bad_field", (("n", env.UINT),), 1)).code == "field"
+    assert raises(env.RegistryError, r.add, (142, "bad_min", ("n", env.UINT, 9), 2)).code == "field"
+    assert raises(env.RegistryError, r.add, (143, "bad_field", ("n", env.UINT), 1)).code == "field"
+    assert raises(env.RegistryError, r.add, (144, "nested", (("n", env.UINT, 9),), 1)).code == "field"
+    assert raises(env.RegistryError, r.add, (145, "no_name", (9, env.UINT, 9), 1)).code == "field"
+    assert env.field_index(t, "s") == 1 and env.field_index(t, "x") == -1
+    assert r.decode(r.encode("probe", 7, "ab"))["s"] == "ab"
     assert raises(env.RegistryError, r.type, "absent").code == env.E_TYPE
     assert r.decode(r.encode("probe", 7)).values == [7]

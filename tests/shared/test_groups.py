@@ -207,10 +207,13 @@ def test_wire_field_bounds_are_the_key_sizes():
     # groups/wire.py writes keys.py's sizes out as const() so its field
     # specs are constant tuples (in flash when frozen): they must agree
     from shared_protocol.groups import keys
-    pub = dict((f[0], f) for f in wire.PUB[2])
-    rekey = dict((f[0], f) for f in wire.REKEY[2])
+    def specs(t):   # the flat (name, kind, bound, ...) specs by name
+        f = t[2]
+        return dict((f[i], tuple(f[i:i + 3])) for i in range(0, len(f), 3))
+    pub, rekey = specs(wire.PUB), specs(wire.REKEY)
     assert pub["topic"][2] == rekey["topic"][2] == keys.TOPIC_ID_SIZE
     assert pub["kfield"][2] == rekey["ephemeral"][2] == keys.KEY_SIZE
     assert rekey["sig"][2] == keys.SIG_SIZE
     for t in (wire.PUB, wire.REKEY, wire.RD, wire.RS):
-        assert t[2][0 if t in (wire.RD, wire.RS) else 1] == ("epoch", envelope.UINT, keys.EPOCH_MAX)
+        assert specs(t)["epoch"] == ("epoch", envelope.UINT, keys.EPOCH_MAX)
+        assert envelope.field_index(t, "epoch") == (0 if t in (wire.RD, wire.RS) else 1)
