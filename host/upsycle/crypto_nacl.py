@@ -58,7 +58,7 @@ class NaclBackend:
 
     def aead_decrypt(self, key, nonce, sealed, aad):
         try:
-            return _b.crypto_aead_chacha20poly1305_ietf_decrypt(sealed, aad, nonce, key)
+            return _b.crypto_aead_chacha20poly1305_ietf_decrypt(bytes(sealed), aad, nonce, key)
         except (_NaclError, _NaclRuntimeError):
             return None
 

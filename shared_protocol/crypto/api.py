@@ -179,7 +179,9 @@ def aead_decrypt(key, nonce, sealed, aad=b""):
         raise cerr.CryptoUsageError(message=__debug__ and "sealed message is not bytes or exceeds %d" % (MESSAGE_SIZE_MAX + AEAD_TAG_SIZE))
     if len(sealed) < AEAD_TAG_SIZE:
         raise cerr.AuthenticationFailed(message=__debug__ and "sealed message shorter than its tag")
-    out = _backend.aead_decrypt(bytes(key), bytes(nonce), bytes(sealed), bytes(aad))
+    # sealed goes as it is (a memoryview of a datagram, say): the pure
+    # backend reads it in place, the host's converts it itself
+    out = _backend.aead_decrypt(bytes(key), bytes(nonce), sealed, bytes(aad))
     if out is None:
         raise cerr.AuthenticationFailed(message=__debug__ and "AEAD tag does not verify")
     return out

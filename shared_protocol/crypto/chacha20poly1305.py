@@ -27,6 +27,7 @@ _SIGMA = const((0x61707865, 0x3320646e, 0x79622d32, 0x6b206574))
 _P1305 = const((1 << 130) - 5)
 # r &= 0ffffffc0ffffffc0ffffffc0fffffff (RFC 8439 §2.5.1 clamp).
 _R_CLAMP = const(0x0ffffffc0ffffffc0ffffffc0fffffff)
+_2_128 = const(1 << 128)
 
 
 def _block(key_words, counter, nonce_words):
@@ -151,8 +152,12 @@ def chacha20_block(key, counter, nonce):
     return _block(kw, counter, nw)
 
 
-def chacha20_xor(key, counter, nonce, data):
-    """ChaCha20 encryption (RFC 8439 §2.4): data XOR keystream from ``counter``."""
+def _xor_chunks(key, counter, nonce, data):
+    """ChaCha20 of ``data`` (RFC 8439 §2.4) as a list of 64-byte chunks
+    (the last one shorter). ``data`` may be a memoryview: the only buffers
+    made are the chunks, never a copy of the input (on a board every
+    datagram-sized block is one more chance of a heap too fragmented for
+    the next datagram; docs/node.md, "Fewer copies on the crypto path")."""
     kw, nw = _words(key, nonce)
     n = len(data)
     out = []
@@ -161,9 +166,14 @@ def chacha20_xor(key, counter, nonce, data):
         m = min(64, n - off)
         # XOR a whole block as one integer: one big-int op instead of 64
         # interpreted byte operations.
-        x = int.from_bytes(data[off:off + m], "little") ^ int.from_bytes(ks[:m], "little")
+        x = int.from_bytes(data[off:off + m], "little") ^ int.from_bytes(ks[:m] if m < 64 else ks, "little")
         out.append(x.to_bytes(m, "little"))
-    return b"".join(out)
+    return out
+
+
+def chacha20_xor(key, counter, nonce, data):
+    """ChaCha20 encryption (RFC 8439 §2.4): data XOR keystream from ``counter``."""
+    return b"".join(_xor_chunks(key, counter, nonce, data))
 
 
 def poly1305(key, msg):
@@ -180,31 +190,50 @@ def poly1305(key, msg):
     return ((acc + s) & ((1 << 128) - 1)).to_bytes(16, "little")
 
 
-def _pad16(n):
-    return b"\x00" * ((16 - n % 16) % 16)
+def _poly_padded(acc, r, data):
+    """Poly1305 blocks over ``data`` zero-padded to 16 bytes, as the AEAD
+    lays out the associated data and the ciphertext (§2.8). A zero pad does
+    not change a little-endian block's value, so every block, the last one
+    too, is its bytes plus 2^128 (§2.5.1's 0x01 byte above 16 bytes)."""
+    p = _P1305
+    for off in range(0, len(data), 16):
+        acc = (acc + int.from_bytes(data[off:off + 16], "little") + _2_128) * r % p
+    return acc
 
 
-def _mac_data(aad, ct):
-    # §2.8: aad | pad16 | ciphertext | pad16 | le64(len aad) | le64(len ct)
-    return b"".join((aad, _pad16(len(aad)), ct, _pad16(len(ct)),
-                     struct.pack("<QQ", len(aad), len(ct))))
+def _tag(otk, aad, ct_parts, ct_len):
+    """The AEAD tag (§2.8) over aad | pad16 | ciphertext | pad16 |
+    le64(len aad) | le64(len ciphertext), fed block by block: the MAC input
+    is never built. ``ct_parts`` are the ciphertext's pieces, each but the
+    last a multiple of 16 bytes long."""
+    r = int.from_bytes(otk[:16], "little") & _R_CLAMP
+    acc = _poly_padded(0, r, aad)
+    for part in ct_parts:
+        acc = _poly_padded(acc, r, part)
+    # the lengths block: le64(len aad) | le64(len ct) as one 128-bit integer
+    acc = (acc + len(aad) + (ct_len << 64) + _2_128) * r % _P1305
+    return ((acc + int.from_bytes(otk[16:32], "little")) & (_2_128 - 1)).to_bytes(16, "little")
 
 
 def encrypt(key, nonce, plaintext, aad):
     """ciphertext || tag (RFC 8439 §2.8)."""
     # §2.6: the Poly1305 key is the first 32 bytes of block 0; data uses 1..
     otk = chacha20_block(key, 0, nonce)[:32]
-    ct = chacha20_xor(key, 1, nonce, plaintext)
-    return ct + poly1305(otk, _mac_data(aad, ct))
+    parts = _xor_chunks(key, 1, nonce, plaintext)
+    parts.append(_tag(otk, aad, parts, len(plaintext)))
+    return b"".join(parts)
 
 
 def decrypt(key, nonce, sealed, aad):
     """Plaintext, or None if the tag does not verify. Nothing is decrypted
-    before the tag checks out, so unauthenticated plaintext never exists."""
-    if len(sealed) < TAG_SIZE:
+    before the tag checks out, so unauthenticated plaintext never exists.
+    ``sealed`` may be any bytes-like object; it is read through a
+    memoryview, never copied."""
+    n = len(sealed) - TAG_SIZE
+    if n < 0:
         return None
-    ct = sealed[:-TAG_SIZE]
+    mv = memoryview(sealed)
     otk = chacha20_block(key, 0, nonce)[:32]
-    if not bytes_eq(poly1305(otk, _mac_data(aad, ct)), sealed[-TAG_SIZE:]):
+    if not bytes_eq(_tag(otk, aad, (mv[:n],), n), bytes(mv[n:])):
         return None
-    return chacha20_xor(key, 1, nonce, ct)
+    return b"".join(_xor_chunks(key, 1, nonce, mv[:n]))

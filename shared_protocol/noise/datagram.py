@@ -82,6 +82,7 @@ class DatagramChannel:
             raise nerr.DecryptFailed(message=__debug__ and "reserved nonce")
         if not self.replay.is_fresh(n):
             raise nerr.ReplayedMessage(message=__debug__ and "nonce %d already used or outside the window" % n)
-        payload = self._recv.decrypt_at(n, b"", bytes(packet[NONCE_PREFIX:]))
+        # a view, not a copy: the AEAD reads the sealed bytes in place
+        payload = self._recv.decrypt_at(n, b"", memoryview(packet)[NONCE_PREFIX:])
         self.replay.accept(n)  # commit only after authentication
         return payload
