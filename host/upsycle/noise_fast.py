@@ -69,6 +69,11 @@ class HostCipherState:
         return _ffi.buffer(buf, olen[0])[:]
 
     def decrypt_at(self, n, ad, ciphertext):
+        if type(ciphertext) is not bytes:
+            # a memoryview of the datagram (noise/datagram.py hands the
+            # sealed part over without a copy, for the boards' sake); cffi
+            # takes bytes
+            ciphertext = bytes(ciphertext)
         m = len(ciphertext)
         if m > _SCRATCH:
             raise CryptoUsageError(message="sealed message is not bytes or exceeds %d" % _SCRATCH)

@@ -169,6 +169,11 @@ def test_cipher_state_matches_the_shared_one():
             assert outcome(rx.decrypt_with_ad, b"", bytes(bad))[:3] == ("err", "DecryptFailed", DecryptFailed.code)
             assert rx.n == before    # Noise §5.1: a failure does not use up the nonce
         assert rx_f.decrypt_with_ad(b"", c) == rx_s.decrypt_with_ad(b"", c)
+        # datagram mode hands over a view of the packet, not a copy
+        # (noise/datagram.py): both take it, bytes out
+        for rx in (rx_s, rx_f):
+            out = rx.decrypt_at(rx.n - 1, b"", memoryview(b"\x00\x01" + c)[2:])
+            assert type(out) is bytes and out == rx_s.decrypt_at(rx_s.n - 1, b"", c)
     assert outcome(rx_f.decrypt_with_ad, b"", b"short")[:3] == ("err", "DecryptFailed", DecryptFailed.code)
     # Used-up nonces and oversized input: the same typed errors, nothing advanced.
     from shared_protocol.noise.symmetric import NONCE_MAX
