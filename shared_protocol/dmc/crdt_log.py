@@ -76,8 +76,13 @@ class TimeLog:
         # after 62 readings per topic, tools/bench/bench_rig.py --readings
         # 150). Values get room for one float each as this build encodes
         # it (5 bytes on a single-float board, 9 on a double-float build).
+        # One reading more than ``keep``: apply() inserts before it trims,
+        # so a full log holds keep + 1 for a moment; with room for keep
+        # only, every reading past the first ``keep`` grew each column (a
+        # frozen node in 64 KB failed to grow its 576-byte values to 579
+        # with 8 KB free in pieces, bench_rig.py --readings 150).
         gc.collect()   # the room goes to the lowest free blocks, below the turn's garbage
-        k = self.keep
+        k = self.keep + 1
         for col, w, none in ((self.ts, 4, _NO_I), (self.ix, 1, _NO_B), (self.seqs, 4, _NO_I),
                              (self.lens, 2, _NO_H)):
             col.extend(bytes(w * k))
