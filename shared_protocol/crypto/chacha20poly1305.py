@@ -157,7 +157,8 @@ def _xor_chunks(key, counter, nonce, data):
     (the last one shorter). ``data`` may be a memoryview: the only buffers
     made are the chunks, never a copy of the input (on a board every
     datagram-sized block is one more chance of a heap too fragmented for
-    the next datagram; docs/node.md, "Fewer copies on the crypto path")."""
+    the next datagram; docs/node.md, "Fewer tuples, fewer copies, room
+    that holds")."""
     kw, nw = _words(key, nonce)
     n = len(data)
     out = []

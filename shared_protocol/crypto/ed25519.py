@@ -63,8 +63,8 @@ def _add(p1, p2):
     D = 2 * Z1 * Z2 % p
     # E, H in A's and B's places and F, G in C's and D's: each product's
     # remainder (an 80-byte buffer on a 32-bit board, see _compact) dies
-    # as soon as it is used instead of living to the return, some 400
-    # bytes less at the peak of a signature check
+    # as soon as it is used instead of living to the return: up to four
+    # fewer alive at once in every addition of a signature or check
     A, B = B - A, B + A     # E, H
     C, D = D - C, D + C     # F, G
     return (A * C % p, D * B % p, C * D % p, A * B % p)

@@ -87,8 +87,8 @@ __getattr__ = _error
 # The field specs are one flat tuple, three items a field: (name, kind,
 # bound, name, kind, bound, ...). A board loading .mpy files builds every
 # literal tuple in its heap, so a tuple per field was some 87 tuples of 32
-# bytes for the 33 types a node registers (docs/node.md, "Fewer names,
-# flat field specs").
+# bytes for the 33 types a node registers (docs/node.md, "Fewer tuples,
+# fewer copies, room that holds").
 
 
 def field_index(mtype, name):
