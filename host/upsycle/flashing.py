@@ -128,6 +128,17 @@ TAIL_DONE = (b"node up", b"SAFE MODE")
 NODE_HEAP_MPY = 186 * 1024
 NODE_HEAP_MPY_NO_LAN = 170 * 1024
 NODE_HEAP_FROZEN = 72 * 1024
+# The names a LAN node's modules bring to a board: their .mpy qstr tables
+# less the names mpy-cross knows every firmware has in ROM
+# (mpy_names.interned). A board grows its pools of interned names 20, 40,
+# ... 640 slots, then 1,280 (9 KB of heap) at its 1,261st name (docs/node.md,
+# "Names a `.mpy` node interns"). On the rig 1,164 such names made a
+# running LAN node of 1,124 interned names (the runtime adds module paths
+# and error kinds; names a port has in ROM are not interned): 136 to
+# spare, for an app's own names. tests/host/test_mpy_names.py lets the
+# modules grow by 16 names, no more, so that most of that room stays the
+# app's.
+NODE_MODULE_NAMES_MAX = 1180
 
 
 def mpy_need(lan=True):
