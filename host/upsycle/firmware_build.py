@@ -92,11 +92,13 @@ MPY_CROSS_FLAGS = ("-O3",)
 # not a third name per module. (The file's path on the board, /lib/...,
 # is interned on import all the same: py/builtinimport.c.)
 SOURCE_NAMES = "dotted"
-# Private globals and positional parameters get short shared names before
-# mpy-cross sees the source (mpy_names.py: a board interns every name a .mpy
-# uses, and pays for a 1,280-slot pool past 1,260 names). The version is
-# part of the cache key. The app API keeps its parameter names: a sensor
-# app may pass them by keyword.
+# Positional parameters, module globals no other board file names and
+# private attributes get short shared names before mpy-cross sees the
+# source (mpy_names.py: a board interns every name a .mpy uses, and pays
+# for a 1,280-slot pool past 1,260 names). The version is part of the cache
+# key. The app API's public functions keep their parameter names (a sensor
+# app may pass them by keyword), and firmware's public names stay: apps and
+# tools call them on a board.
 NAMES = "names-1"
 APP_API_FILES = ("firmware/app.py", "firmware/core.py")
 # Beside the compiled files: {module: [[short name, name], ...]}.
@@ -124,7 +126,7 @@ def board_source(local, remote, keep):
         src = f.read()
     rel = remote[len("lib/"):-len(".mpy")] + ".py"
     out, pairs = mpy_names.rename(src, keep[0], app_api=rel in APP_API_FILES,
-                                  public=rel not in APP_API_FILES, attrs=keep[1])
+                                  public=rel.startswith("shared_protocol/"), attrs=keep[1])
     try:
         mpy_names.check(src, out, pairs, local)
     except mpy_names.NamesError as e:

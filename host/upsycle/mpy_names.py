@@ -9,15 +9,17 @@ pays for a 1,280-slot pool (9 KB) it mostly leaves empty (docs/node.md,
 shared between modules, classes and functions before ``mpy-cross`` sees the
 source:
 
-- **positional parameters**: the first renamed becomes ``q0``, the second
-  ``q1`` and so on (or the next number a closure does not already use),
-  the same few names in every function;
+- **positional parameters**, but those of the app API's public functions
+  (firmware/app.py, firmware/core.py: a sensor app may pass them by
+  keyword): the first renamed becomes ``q0``, the second ``q1`` and so on
+  (or the next number a closure does not already use), the same few names
+  in every function;
 - **a module's globals that no other board file names**: its private
-  helpers, classes and tables (``_name``), and in every module but the app
-  API (firmware/app.py, firmware/core.py: a sensor app calls them, and may
-  pass keywords) its public ones too, which only the host uses, from source:
-  ``_0``, ``_1``, ... in each module (``_N = const(...)`` is then dropped by
-  MicroPython itself);
+  helpers, classes and tables (``_name``), and in ``shared_protocol`` its
+  public ones too, which only the host uses, from source (``firmware``'s
+  public names are the firmware's API: apps and tools call them on a
+  board): ``_0``, ``_1``, ... in each module (``_N = const(...)`` is then
+  dropped by MicroPython itself);
 - **private attributes and methods** (``self._name``) of a family of board
   classes (a class and its bases, by name): ``_a0``, ``_a1``, ... in each
   family, ``__slots__`` included.
