@@ -68,22 +68,26 @@ def used_names(trees):
         # a module-level def or class is a global: _rename_globals decides
         top = {id(n) for n in tree.body}
         for n in ast.walk(tree):
-            if isinstance(n, ast.Attribute):
-                keep.add(n.attr)
-            elif isinstance(n, ast.Constant) and isinstance(n.value, str):
-                # and each word: a table of names in one string (errors.kind)
-                keep.add(n.value)
-                keep.update(n.value.split())
-            elif isinstance(n, ast.alias):
-                keep.add(n.name.split(".")[-1])
-                if n.asname:
-                    keep.add(n.asname)
-            elif isinstance(n, ast.keyword) and n.arg:
-                keep.add(n.arg)
-            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and id(n) not in top:
+            keep.update(_by_text(n))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and id(n) not in top:
                 # a method's name is an attribute; a nested def is a local
                 keep.add(n.name)
     return keep
+
+
+def _by_text(n):
+    """The names node n lets code reach by their text: an attribute's, a
+    string and each word of it (errors.kind finds classes by the words of
+    a table), an imported name, a keyword argument's."""
+    if isinstance(n, ast.Attribute):
+        return (n.attr,)
+    if isinstance(n, ast.Constant) and isinstance(n.value, str):
+        return [n.value] + n.value.split()
+    if isinstance(n, ast.alias):
+        return (n.name.split(".")[-1], n.asname or n.name.split(".")[-1])
+    if isinstance(n, ast.keyword) and n.arg:
+        return (n.arg,)
+    return ()
 
 
 def _bound_in(node):
@@ -341,19 +345,11 @@ def private_attributes(trees):
         for n in ast.walk(tree):
             if id(n) in own:
                 continue
-            if isinstance(n, ast.Attribute):
-                blocked.add(n.attr)
-            elif isinstance(n, ast.Constant) and isinstance(n.value, str):
-                blocked.add(n.value)
-                blocked.update(n.value.split())
-            elif isinstance(n, ast.Name):
+            blocked.update(_by_text(n))
+            if isinstance(n, ast.Name):
                 blocked.add(n.id)
             elif isinstance(n, ast.arg):
                 blocked.add(n.arg)
-            elif isinstance(n, ast.keyword) and n.arg:
-                blocked.add(n.arg)
-            elif isinstance(n, ast.alias):
-                blocked.add((n.asname or n.name).split(".")[-1])
             elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 blocked.add(n.name)
     family = {}
