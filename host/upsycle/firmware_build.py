@@ -109,14 +109,18 @@ def _board_sources():
     """Every file a board runs against the compiled modules, for the names
     no module may lose (mpy_names.used_names): the modules themselves, the
     root files and the unix port's platform file."""
-    files = [local for local, remote in source_files()]
-    files += [os.path.join(base, rel[len(pkg) + 1:]) for pkg, base in paths.BOARD_PACKAGES
-              for rel in UNIX_ONLY_FILES if rel.startswith(pkg + "/")]
+    files = [local for local, remote in source_files() + _unix_only_files()]
     trees = []
     for f in files:
         with open(f, encoding="utf-8") as fh:
             trees.append(ast.parse(fh.read(), f))
     return mpy_names.used_names(trees), mpy_names.private_attributes(trees)
+
+
+def _unix_only_files():
+    """(local path, path in the checkout) of UNIX_ONLY_FILES."""
+    return [(os.path.join(base, rel[len(pkg) + 1:]), rel) for pkg, base in paths.BOARD_PACKAGES
+            for rel in UNIX_ONLY_FILES if rel.startswith(pkg + "/")]
 
 
 def board_source(local, remote, keep):
@@ -148,9 +152,10 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     mpy-cross version are unchanged AND the file still has the hash it had
     when compiled (its record beside it): a cached file changed by anyone
     but this function is compiled again, never copied. The cache is
-    addressed by the source hash (``<arch>/<hash[:16]>/<remote>``) and each
-    file is written under a temporary name and renamed, so two builds of
-    different sources running at once never hand out each other's files.
+    addressed by the hash of all board sources (``<arch>/<hash[:16]>/<remote>``:
+    a file's short names depend on every board file) and each file is
+    written under a temporary name and renamed, so two builds of different
+    sources running at once never hand out each other's files.
     """
     arch = profile.get("mpy_cross_arch")
     tool = mpy_cross_path()
@@ -158,24 +163,35 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     # part of the cache key: other flags or source names, other files
     version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES + " " + NAMES
     out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
-    result = []
-    keep = _board_sources()
+    files = source_files()
+    # A file's short names depend on every board file (mpy_names.used_names),
+    # so the cache is addressed by all of them: one folder per tree.
+    tree_dir = os.path.join(out_dir, _tree_hash(files, version)[:16])
+    names_file = os.path.join(tree_dir, NAMES_FILE)
+    need_names = not os.path.exists(names_file)
+    board = None        # the names in use: read only if something is built
     names = {}
-    for local, remote in source_files():
+    result = []
+    for local, remote in files:
         if not remote.endswith(".mpy"):
             result.append((local, remote))
             continue
-        src, pairs = board_source(local, remote, keep)
-        src = src.encode()
-        names[module_name(remote)] = sorted([new, old] for old, new in pairs)
-        digest = hashlib.sha256(src + version.encode()).hexdigest()
-        target = os.path.join(out_dir, digest[:16], remote)
+        target = os.path.join(tree_dir, remote)
         record = target + ".sha256"
+        cached = False
         if os.path.exists(target) and os.path.exists(record):
             with open(record) as f:
-                if f.read().strip() == _sha256_file(target):
-                    result.append((target, remote))
-                    continue
+                cached = f.read().strip() == _sha256_file(target)
+        if cached and not need_names:
+            result.append((target, remote))
+            continue
+        if board is None:
+            board = _board_sources()
+        src, pairs = board_source(local, remote, board)
+        names[module_name(remote)] = sorted([new, old] for old, new in pairs)
+        if cached:
+            result.append((target, remote))
+            continue
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         tmp = "%s.%d.tmp" % (target, os.getpid())
         source_name = module_name(remote)
@@ -183,7 +199,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         if arch:
             cmd.append("-march=" + arch)
         src_tmp = tmp + ".py"
-        with open(src_tmp, "wb") as f:
+        with open(src_tmp, "w", encoding="utf-8") as f:
             f.write(src)
         try:
             r = subprocess.run(cmd + [src_tmp], capture_output=True, text=True)
@@ -198,14 +214,23 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
-    # What the board's tracebacks call by a short name (a function "_7" of
-    # shared_protocol.crypto.ed25519), for whoever reads one.
-    os.makedirs(out_dir, mode=0o700, exist_ok=True)
-    names_file = os.path.join(out_dir, NAMES_FILE)
-    with open(names_file + ".%d.tmp" % os.getpid(), "w") as f:
-        json.dump(names, f, indent=0, sort_keys=True)
-    os.replace(names_file + ".%d.tmp" % os.getpid(), names_file)
+    if need_names:
+        # What a board's traceback calls by a short name (a function "_7" of
+        # shared_protocol.crypto.ed25519), for whoever reads one.
+        with open(names_file + ".%d.tmp" % os.getpid(), "w") as f:
+            json.dump(names, f, indent=0, sort_keys=True)
+        os.replace(names_file + ".%d.tmp" % os.getpid(), names_file)
     return result
+
+
+def _tree_hash(files, version):
+    """sha256 over every board file (and the unix port's platform file, whose
+    names are kept too), their paths and the compiler's version and flags."""
+    h = hashlib.sha256(version.encode())
+    for local, remote in files + _unix_only_files():
+        with open(local, "rb") as f:
+            h.update(remote.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
 
 
 MIP_PACKAGE = os.path.join(paths.FIRMWARE_DIR, "package.json")

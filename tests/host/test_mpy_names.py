@@ -161,8 +161,8 @@ def test_the_build_writes_down_what_each_short_name_stands_for(tmp_path):
     import os
     files = flashing.build(boards.load("unix"), str(tmp_path / "b"))
     local = [l for l, r in files if r == "lib/shared_protocol/crypto/ed25519.mpy"][0]
-    out_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(local)))))
-    names = json.load(open(os.path.join(out_dir, firmware_build.NAMES_FILE)))
+    tree_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(local))))
+    names = json.load(open(os.path.join(tree_dir, firmware_build.NAMES_FILE)))
     short = dict(names["shared_protocol.crypto.ed25519"])
     assert "_double_scalarmult_vartime" in short.values()
     fn = [s for s, n in short.items() if n == "_double_scalarmult_vartime"][0]
