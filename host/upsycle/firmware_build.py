@@ -123,14 +123,16 @@ def _unix_only_files():
             for rel in UNIX_ONLY_FILES if rel.startswith(pkg + "/")]
 
 
-def board_source(local, remote, keep):
+def board_source(local, remote, in_use):
     """The source mpy-cross compiles for a board file: its names shortened
-    (mpy_names.rename), checked to differ from the file in names only."""
+    (mpy_names.rename), checked to differ from the file in names only;
+    in_use: _board_sources()."""
     with open(local, encoding="utf-8") as f:
         src = f.read()
     rel = remote[len("lib/"):-len(".mpy")] + ".py"
-    out, pairs = mpy_names.rename(src, keep[0], app_api=rel in APP_API_FILES,
-                                  public=rel.startswith("shared_protocol/"), attrs=keep[1])
+    used, attrs = in_use
+    out, pairs = mpy_names.rename(src, used, app_api=rel in APP_API_FILES,
+                                  public=rel.startswith("shared_protocol/"), attrs=attrs)
     try:
         mpy_names.check(src, out, pairs, local)
     except mpy_names.NamesError as e:

@@ -119,7 +119,7 @@ def _bound_in(node):
         if isinstance(n, ast.Lambda):
             stack.extend(n.args.defaults)
             continue
-        if isinstance(n, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        if isinstance(n, _COMPREHENSIONS):
             # the first iterable is evaluated in this scope; the rest is the
             # comprehension's own (its targets are its locals)
             stack.append(n.generators[0].iter)
@@ -138,11 +138,20 @@ def _bound_in(node):
     return bound, declared
 
 
-def _scopes(tree):
-    """Every function, lambda, class and comprehension in the module."""
-    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda,
-                                                         ast.ClassDef, ast.ListComp, ast.SetComp,
-                                                         ast.DictComp, ast.GeneratorExp))]
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef) + _COMPREHENSIONS
+
+
+def _bound_in_scopes(scopes):
+    """Every name the scopes bind or declare global or nonlocal."""
+    out = set()
+    for s in scopes:
+        if isinstance(s, _COMPREHENSIONS):
+            out |= _comp_targets(s)
+        else:
+            bound, declared = _bound_in(s)
+            out |= bound | declared
+    return out
 
 
 def _all_names(tree):
@@ -174,9 +183,10 @@ def _rename_globals(tree, keep, public):
         targets = []
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             targets = [n.name]
-        elif isinstance(n, ast.Assign) and not (_is_const(n.value) and _is_private(n.targets[0].id)
-                                                    if isinstance(n.targets[0], ast.Name) else False):
+        elif isinstance(n, ast.Assign):
             targets = [t.id for t in n.targets if isinstance(t, ast.Name)]
+            if targets and _is_private(targets[0]) and _is_const(n.value):
+                targets = []        # MicroPython folds and drops these itself
         for name in targets:
             if (_is_private(name) or (public and not name.startswith("__"))) \
                     and name not in keep and name not in defined:
@@ -185,13 +195,7 @@ def _rename_globals(tree, keep, public):
         return {}
     # a name bound by any function, class or comprehension, or declared
     # global in one, stays: the module-level name is then not the only one
-    shadowed = set()
-    for s in _scopes(tree):
-        if isinstance(s, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            shadowed |= _comp_targets(s)
-            continue
-        bound, declared = _bound_in(s)
-        shadowed |= bound | declared
+    shadowed = _bound_in_scopes(n for n in ast.walk(tree) if isinstance(n, _SCOPES))
     renames = {}
     taken = _all_names(tree)
     i = 0
@@ -218,18 +222,7 @@ def _rename_params(fn, keep, taken):
     a = fn.args
     params = a.posonlyargs + a.args
     body_nodes = [fn.body] if isinstance(fn, ast.Lambda) else fn.body
-    inner = []
-    for b in body_nodes:
-        inner.extend(s for s in ast.walk(b) if s is not fn and isinstance(
-            s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp,
-                ast.SetComp, ast.DictComp, ast.GeneratorExp)))
-    rebound = set()
-    for s in inner:
-        if isinstance(s, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            rebound |= _comp_targets(s)
-        else:
-            b, d = _bound_in(s)
-            rebound |= b | d
+    rebound = _bound_in_scopes(s for b in body_nodes for s in ast.walk(b) if isinstance(s, _SCOPES))
     calls_locals = any(isinstance(n, ast.Call) and getattr(n.func, "id", None) in ("locals", "vars")
                        for b in body_nodes for n in ast.walk(b))
     if calls_locals:
@@ -261,8 +254,8 @@ def _rename_params(fn, keep, taken):
 
 
 def _self_attrs(cls):
-    """(node, method) for every ``self.<name>`` in cls's methods (nested
-    functions included, nested classes not)."""
+    """The ``self.<name>`` nodes of cls's methods (nested functions
+    included, nested classes not)."""
     out = []
     for m in cls.body:
         if not isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef)):
