@@ -42,15 +42,29 @@ def mpy_cross_path():
     return p
 
 
+def docstring_only(path):
+    """True for a module that holds nothing but its docstring. Such a
+    package ``__init__`` stays off a board: MicroPython imports a package
+    from a folder without one, and the empty module would cost some 80
+    bytes of heap and its path's name (docs/node.md, "Packages without
+    __init__")."""
+    with open(path, encoding="utf-8") as f:
+        body = ast.parse(f.read()).body
+    return all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+
+
 def source_files():
     """(local path, remote path) of every board file, sorted. The packages
-    compiled to .mpy and copied under /lib are paths.BOARD_PACKAGES."""
+    compiled to .mpy and copied under /lib are paths.BOARD_PACKAGES; a
+    package's docstring-only __init__.py is not one (docstring_only)."""
     out = []
     for pkg, base in paths.BOARD_PACKAGES:
         for d, dirs, files in os.walk(base):
             dirs[:] = sorted(x for x in dirs if x not in ("__pycache__", "root"))
             for f in sorted(files):
                 rel = pkg + "/" + os.path.relpath(os.path.join(d, f), base).replace(os.sep, "/")
+                if f == "__init__.py" and docstring_only(os.path.join(d, f)):
+                    continue
                 if f.endswith(".py") and rel not in NOT_BOARD_FILES and rel not in UNIX_ONLY_FILES:
                     out.append((os.path.join(d, f), "lib/" + rel[:-3] + ".mpy"))
     for f in ROOT_FILES:
