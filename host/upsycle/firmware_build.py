@@ -109,11 +109,12 @@ SOURCE_NAMES = "dotted"
 # Positional parameters, module globals no other board file names and
 # private attributes get short shared names before mpy-cross sees the
 # source (mpy_names.py: a board interns every name a .mpy uses, and pays
-# for a 1,280-slot pool past 1,260 names). The version is part of the cache
-# key. The app API's public functions keep their parameter names (a sensor
+# for a 1,280-slot pool past 1,260 names); module-level functions and classes
+# of those that nothing on the board names are dropped. The version is part
+# of the cache key. The app API's public functions keep their parameter names (a sensor
 # app may pass them by keyword), and firmware's public names stay: apps and
 # tools call them on a board.
-NAMES = "names-1"
+NAMES = "names-2"
 APP_API_FILES = ("firmware/app.py", "firmware/core.py")
 # Beside the compiled files: {module: [[short name, name], ...]}.
 NAMES_FILE = "names.json"
@@ -204,7 +205,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         if board is None:
             board = _board_sources()
         src, pairs = board_source(local, remote, board)
-        names[module_name(remote)] = sorted([new, old] for old, new in pairs)
+        names[module_name(remote)] = sorted([new, old] for old, new in pairs if new is not None)
         if cached:
             result.append((target, remote))
             continue

@@ -24,6 +24,10 @@ source:
   classes (a class and its bases, by name): ``_a0``, ``_a1``, ... in each
   family, ``__slots__`` included.
 
+A module-level function or class renamed by the second rule that nothing
+left in its module names is dropped (the host's API in a shared module:
+no board code can reach it, and a board would keep its bytecode).
+
 Left as they are, because something could reach a name by its text: every
 name a board file uses as an attribute (but a family's own ``self._name``),
 a string or a word of one, an imported name, a keyword argument, a method;
@@ -215,6 +219,31 @@ def _rename_globals(tree, keep, public):
     return renames
 
 
+
+def _drop_unreferenced(tree, renames):
+    """Remove the module-level functions and classes that were renamed (no
+    other board file names them, nothing reaches them by their text) and
+    that nothing left in the module names: the host's API in a shared
+    module, which a board would keep in its heap unused. Repeated until
+    none is left (a helper only a dropped function called goes too).
+    Returns {old name: None} for each dropped, for ``check``."""
+    old_of = {new: old for old, new in renames.items()}
+    dropped = {}
+    while True:
+        names = {}
+        for n in tree.body:
+            for x in ast.walk(n):
+                if isinstance(x, ast.Name):
+                    names.setdefault(x.id, set()).add(id(n))
+        dead = [n for n in tree.body
+                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name in old_of
+                and not n.decorator_list and not (names.get(n.name, set()) - {id(n)})]
+        if not dead:
+            return dropped
+        for n in dead:
+            tree.body.remove(n)
+            dropped[old_of[n.name]] = None
+
 def _rename_params(fn, keep, taken):
     """Rename fn's positional parameters not in keep; returns {old: new}.
     A name already used inside fn (a closure's reference to an outer
@@ -381,10 +410,13 @@ def rename(source, keep, app_api=False, public=False, attrs=None):
     functions keep their parameter names; ``public``: rename the module's
     public globals too (those no board file names: the protocol's host-side
     API, which the host runs from source). Returns (source, pairs): the
-    (old, new) names, for ``check``."""
+    (old, new) names, and (old, None) for each module-level function or
+    class dropped as unreferenced (``_drop_unreferenced``), for ``check``."""
     tree = ast.parse(source)
     taken = _all_names(tree)
-    pairs = set(_rename_globals(tree, keep, public).items())
+    renames = _rename_globals(tree, keep, public)
+    dropped = _drop_unreferenced(tree, renames)
+    pairs = {(old, new) for old, new in renames.items() if old not in dropped} | set(dropped.items())
     if attrs:
         pairs |= _rename_attributes(tree, attrs)
     for fn in ast.walk(tree):
@@ -473,11 +505,17 @@ def check(source, renamed, pairs, filename="<board module>"):
     pairs renamed: source printed back from its syntax tree parses to the
     same tree (nothing lost in printing), and it and renamed compile
     (CPython) to the same instructions and constants, each name the same
-    or one of the pairs. (Source and its printed form are not compared as
+    or one of the pairs; a pair (old, None) names a module-level function
+    or class the renamed module dropped, and is dropped from source before
+    the comparison. (Source and its printed form are not compared as
     bytecode: the line layout moves CPython's NOPs.) It holds that only
     names changed, not that each name was renamed in the right scope: the
     renaming's own rules and the tests that run the build see to that."""
     tree = ast.parse(source)
+    gone = {old for old, new in pairs if new is None}
+    tree.body = [n for n in tree.body if not (
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name in gone)]
+    pairs = {p for p in pairs if p[1] is not None}
     printed = ast.unparse(tree)
     if ast.dump(ast.parse(printed)) != ast.dump(tree):
         raise NamesError("%s: printing the source back changes it" % filename)

@@ -108,50 +108,21 @@ class Replica:
         self.applied = 0
         self.dropped = 0  # buffered ops that failed a limit when they came due
 
-    # --- reading ---
+    def __getattr__(self, name):
+        # The API for apps and hosts (get, items, put, add, ...) is in
+        # replica_api.py, loaded on first use: a sensor node only appends
+        # readings, and a board keeps every method a class defines in its
+        # heap. Called only for a name the replica does not have.
+        from shared_protocol.dmc import replica_api
+        f = replica_api.METHODS.get(name)
+        if f is None:
+            raise AttributeError(name)
 
-    def obj(self, tcode, name):
-        return self.objects.get((tcode, name))
-
-    def get(self, name, key, default=None):
-        m = self.obj(O.T_MAP, name)
-        return default if m is None else m.get(key, default)
-
-    def items(self, name):
-        m = self.obj(O.T_MAP, name)
-        return [] if m is None else m.items()
-
-    def counter(self, name):
-        c = self.obj(O.T_COUNTER, name)
-        return 0 if c is None else c.value()
-
-    def members(self, name):
-        s = self.obj(O.T_SET, name)
-        return [] if s is None else s.members()
-
-    def readings(self, name):
-        lg = self.obj(O.T_LOG, name)
-        return [] if lg is None else lg.readings()
+        def method(*args, **kw):
+            return f(self, *args, **kw)
+        return method
 
     # --- local writes: each returns the operation's bytes to publish ---
-
-    def put(self, name, key, value):
-        """Map register write; value None deletes the key."""
-        return self._local(O.K_PUT, name, key, value)
-
-    def add(self, name, delta):
-        """Counter: add delta (negative to decrement)."""
-        return self._local(O.K_ADD, name, delta, None)
-
-    def insert(self, name, elem):
-        s = self.obj(O.T_SET, name)
-        return self._local(O.K_INSERT, name, elem, [] if s is None else s.observed(elem))
-
-    def remove(self, name, elem):
-        s = self.obj(O.T_SET, name)
-        if s is None or elem not in s:
-            return None  # nothing observed, nothing to remove
-        return self._local(O.K_REMOVE, name, elem, s.observed(elem))
 
     def append(self, name, t, value):
         """Log a reading taken at time t (caller's clock, e.g. Unix seconds)."""

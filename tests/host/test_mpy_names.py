@@ -109,6 +109,35 @@ def test_private_attributes_of_a_class_family_share_short_names():
     assert not hasattr(c, "_count")
 
 
+
+def test_host_only_functions_nothing_on_the_board_names_are_dropped():
+    src = """
+    def _helper(x):
+        return x * 2
+    def host_api(x):
+        return _helper(x) + 1
+    def used(x):
+        return x + 1
+    def by_other_module(x):
+        return x
+    def _deco(f):
+        return f
+    @_deco
+    def decorated(x):
+        return x
+    class HostOnly:
+        pass
+    RESULT = used(1)
+    """
+    out, pairs = _rename(src, others=["m.by_other_module(1)"], public=True)
+    assert pairs["host_api"] is None and pairs["_helper"] is None and pairs["HostOnly"] is None
+    assert pairs["used"] and "by_other_module" not in pairs and pairs["decorated"] and pairs["_deco"]
+    assert "def by_other_module(" in out and out.count("def ") == 4
+    assert _run(out, pairs["used"] + "(1)") == 2
+    # the check holds the kept ones to the source, the dropped ones gone
+    with pytest.raises(mpy_names.NamesError):
+        mpy_names.check(textwrap.dedent(src), out, {p for p in pairs.items() if p[1] is not None})
+
 def test_the_check_catches_a_rename_that_changes_more_than_names():
     src = "def f(a, b):\n    return a - b\n"
     wrong = "def f(q0, q1):\n    return q1 - q0\n"
