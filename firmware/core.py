@@ -1,7 +1,8 @@
 """The node: its topics, the app API and its status.
 
     Node(cfg) -> topics (firmware/topic.py: membership, replica, outbox)
-              -> proxy: firmware/proxy_link.py (session window, acks, refill)
+              -> proxy: firmware/proxy_link.py (session window, acks, refill),
+                        imported once the topics are loaded
               -> lan:   firmware/lan_link.py, imported only when the config
                         has a ``lan`` section (open_lan)
               -> ble:   firmware/ble_link.py, imported only when the config's
@@ -20,7 +21,6 @@ from shared_protocol.groups.member import EpochChanged
 from shared_protocol.groups.wire import BATCH_MAX
 
 from firmware import platform
-from firmware.proxy_link import ERRORS_LOGGED_MAX, ProxyLink
 from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, LOG_KEEP, Topic
 
 # Bytes of a DMC author id: the node id's first AUTHOR_NODE_BYTES and a
@@ -32,6 +32,10 @@ from firmware.topic import AUTHOR_GEN_BYTES, AUTHOR_NODE_BYTES, DATA_DIR, LOG_KE
 # they only have to differ between the replicas of one topic, and two
 # random 8-byte ids clash with probability 2**-64 per pair.
 AUTHOR_BYTES = AUTHOR_NODE_BYTES + AUTHOR_GEN_BYTES
+
+# Errors from a misbehaving proxy or peer logged before going quiet (it may
+# send garbage at line rate; the REPL must stay readable).
+ERRORS_LOGGED_MAX = 20
 
 
 # Group rejections that are expected copies, not faults: a re-key part
@@ -67,7 +71,12 @@ def batch_size(cfg, log=_log):
 
 
 class Node:
-    def __init__(self, cfg, data_dir=DATA_DIR, log=_log, files=None):
+    def __init__(self, cfg, data_dir=DATA_DIR, log=_log, files=None, topics_loaded=None):
+        """Load the topics (their stored replicas and members), then make
+        the proxy link. ``topics_loaded()``, if given, runs in between:
+        firmware/runtime.py drops the boot-only modules there and imports
+        the link's, so a board never holds both with a stored replica's
+        temporaries (docs/node.md, "The link's modules after the topics")."""
         self.cfg = cfg
         self.log = log
         self.node_id = bytes.fromhex(cfg["node_id"])
@@ -88,6 +97,9 @@ class Node:
         for t in self.topics:
             self.by_id[t.topic] = t
         self.counts = {"acked": 0, "delivered": 0, "duplicates": 0, "rejected": 0, "errors": 0}
+        if topics_loaded is not None:
+            topics_loaded()
+        from firmware.proxy_link import ProxyLink
         self.proxy = ProxyLink(self, cfg)
         if not self.proxy.proxies:
             for t in self.topics:

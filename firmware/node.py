@@ -10,17 +10,18 @@ from firmware import VERSION, config
 
 SAFE_MODE = "upsycle: SAFE MODE"
 
-# The running node's modules, each after every module it imports, so each
-# import below loads that one module (tests/host/test_node_runtime.py
-# checks the order and that it covers what a node loads). Imported from
-# .mpy files, a module loaded inside another's import leaves the loader's
-# temporary allocations between the modules' lasting objects: a chain of
-# nested imports needed a heap some 60 KB larger than the 160 KB the
-# modules keep. One at a time with a collection after each, the node boots
-# in that smaller heap (tools/bench/bench_rig.py). Frozen modules import
-# the same way at no cost. Not here: the Noise handshake's modules
-# (platform.HANDSHAKE_ONLY), imported when the link starts and dropped once
-# it is secured.
+# The modules a node needs to load its topics, each after every module it
+# imports, so each import below loads that one module
+# (tests/host/test_node_runtime.py checks the order and that it covers
+# what a node loads). Imported from .mpy files, a module loaded inside
+# another's import leaves the loader's temporary allocations between the
+# modules' lasting objects: a chain of nested imports needed a heap some
+# 60 KB larger than the 160 KB the modules keep. One at a time with a
+# collection after each, the node boots in that smaller heap
+# (tools/bench/bench_rig.py). Frozen modules import the same way at no
+# cost. The proxy link's, the LAN's and BLE's modules come after the
+# topics are loaded (firmware/runtime.py PRELOAD_LINK), and the Noise
+# handshake's when the link starts (platform.HANDSHAKE_ONLY).
 PRELOAD = (
     "firmware", "firmware.platform", "shared_protocol", "shared_protocol.dmc", "shared_protocol.errors",
     "shared_protocol.dmc.errors", "shared_protocol.wire", "shared_protocol.wire.cbor",
@@ -32,36 +33,15 @@ PRELOAD = (
     "shared_protocol.crypto.pure", "shared_protocol.crypto.api", "shared_protocol.groups.errors",
     "shared_protocol.groups.keys", "shared_protocol.wire.envelope", "shared_protocol.groups.wire",
     "shared_protocol.groups.readings", "shared_protocol.replay", "shared_protocol.groups.member",
-    "firmware.topic", "shared_protocol.clock", "shared_protocol.session", "shared_protocol.session.messages",
-    "shared_protocol.session.client", "shared_protocol.noise", "shared_protocol.noise.events",
-    "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",
-    "shared_protocol.session.secure_client", "firmware.proxy_link", "firmware.core", "firmware.runtime",
-)
-# ... and a node with a lan section also these (firmware/lan_link.py).
-PRELOAD_LAN = (
-    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan", "firmware.lan_link",
+    "firmware.topic", "shared_protocol.clock", "firmware.core", "firmware.runtime",
 )
 
 
-# ... and a node whose transport has BLE these (firmware/ble_link.py).
-PRELOAD_BLE = (
-    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan",
-    "shared_protocol.ble", "shared_protocol.ble.errors", "shared_protocol.ble.link", "shared_protocol.ble.adv",
-    "firmware.ble_link",
-)
-
-
-def preload(cfg):
-    """Import what the node will run, one module at a time (see PRELOAD)."""
+def preload():
+    """Import what the node needs to load its topics, one module at a time
+    (see PRELOAD)."""
     import gc
-    mods = PRELOAD + (PRELOAD_LAN if cfg.get("lan") is not None else ())
-    if "ble" in cfg.get("transport", "wifi"):
-        mods += PRELOAD_BLE
-    if cfg.get("proxy_mode") == "all":
-        mods += ("firmware.proxy_all",)   # after proxy_link (PRELOAD), which it imports
-    for m in mods:
+    for m in PRELOAD:
         __import__(m)
         gc.collect()
 
@@ -80,7 +60,7 @@ def start(platform=None, path=config.CONFIG_PATH):
         safe_mode("%s (%s)" % (e.message, e.code))
         return None
     print("upsycle: node up: id %s board %s firmware %s" % (cfg["node_id"][:16], cfg["board"], VERSION))
-    preload(cfg)
+    preload()
     # This module and the parser are boot-only (runtime.BOOT_ONLY): dropped
     # here, before the Node is built, not after it. Loaded from .mpy their
     # bytecode (some 10 KB of heap) was held while the stored replicas were

@@ -40,9 +40,6 @@ _KEEPALIVE_MS = const(10000)
 # restarts answers the first new handshake, a dead one costs two failures
 # (about 30 s of silence, then 8 s of handshake, on a board's keepalive).
 _FAILOVER_AFTER = const(2)
-# Errors from a misbehaving proxy logged before going quiet (it may send
-# garbage at line rate; the REPL must stay readable).
-ERRORS_LOGGED_MAX = const(20)
 # A refill (a topic whose replica was set aside, started over at the proxy)
 # is over once the proxy has confirmed it and then sent nothing for the topic
 # this long while the link was up: the proxy sends its backlog back to back

@@ -14,7 +14,7 @@ from shared_protocol.dmc import store as dstore
 from shared_protocol.groups.admin import Admin
 from shared_protocol.groups.invite import invite_url
 
-from firmware import proxy_link, runtime
+from firmware import core, runtime
 from firmware.topic import Topic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -248,7 +248,7 @@ def test_proxy_speaking_garbage_is_logged_and_the_node_keeps_working(tmp_path):
     for i in range(100):
         n.proxy.receive(b"\x01\x02", 50 + i)
     n.turn(200)
-    assert sum("bad message" in m for m in logs) == proxy_link.ERRORS_LOGGED_MAX
+    assert sum("bad message" in m for m in logs) == core.ERRORS_LOGGED_MAX
 
 
 def test_secure_link_drops_garbage_and_says_so(tmp_path):
@@ -431,20 +431,27 @@ def test_a_node_loads_only_what_it_runs(tmp_path):
                     "shared_protocol.dmc.crdt_counter", "shared_protocol.groups.admin",
                     "shared_protocol.session.proxy"):
         assert m not in mods, m
-    # node.PRELOAD imports what a node runs before it starts: all of it,
-    # each module after those it imports (tools/bench/bench_node.py's order)
+    # node.PRELOAD imports what loading the topics needs, then
+    # runtime.link_modules what the links need: all of it together, each
+    # module after those it imports (tools/bench/bench_node.py's order)
     from firmware import node as boot
     sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
     from bench_node import _import_deps
     boot_only = set(runtime.BOOT_ONLY)
-    assert mods - boot_only == set(boot.PRELOAD)
-    for i, m in enumerate(boot.PRELOAD):
-        assert set(_import_deps(m)) <= set(boot.PRELOAD[:i]), m
-    lan_on, mods = loaded(dict(base, lan={"port": free_port()}), "b")
+    order = boot.PRELOAD + runtime.link_modules(base)
+    assert mods - boot_only == set(order)
+    for i, m in enumerate(order):
+        assert set(_import_deps(m)) <= set(order[:i]), m
+    # ... and loading the topics needs none of the links' modules
+    for m in boot.PRELOAD + runtime.BOOT_ONLY:
+        assert not set(_import_deps(m)) & set(runtime.PRELOAD_LINK + runtime.PRELOAD_LAN), m
+    lan_cfg = dict(base, lan={"port": free_port()})
+    lan_on, mods = loaded(lan_cfg, "b")
     assert lan_on and set(lan) <= mods
-    assert mods - boot_only == set(boot.PRELOAD + boot.PRELOAD_LAN)
-    for i, m in enumerate(boot.PRELOAD_LAN):
-        assert set(_import_deps(m)) <= set(boot.PRELOAD + boot.PRELOAD_LAN[:i]), m
+    order = boot.PRELOAD + runtime.link_modules(lan_cfg)
+    assert mods - boot_only == set(order)
+    for i, m in enumerate(order):
+        assert set(_import_deps(m)) <= set(order[:i]), m
 
 
 def _open_session(n, t=0):
@@ -591,17 +598,17 @@ def test_idle_turn_with_an_open_session_seals_nothing_and_reads_no_clock(tmp_pat
 
 def test_ble_preload_covers_the_ble_link_in_import_order():
     """A node with transport ble imports firmware/ble_link.py and what it
-    needs one module at a time (node.PRELOAD_BLE), each after its imports."""
+    needs one module at a time (runtime.PRELOAD_BLE), each after its imports."""
     import sys
     from firmware import node as boot
     sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
     from bench_node import _import_deps
-    have = list(boot.PRELOAD)
-    for m in boot.PRELOAD_BLE:
+    have = list(boot.PRELOAD + runtime.PRELOAD_LINK)
+    for m in runtime.PRELOAD_BLE:
         deps = set(d for d in _import_deps(m) if d.startswith(("firmware", "shared_protocol")))
         assert deps <= set(have), (m, deps - set(have))
         have.append(m)
-    assert "firmware.ble_link" in boot.PRELOAD_BLE
+    assert "firmware.ble_link" in runtime.PRELOAD_BLE
 
 
 def test_each_datagram_s_deliveries_are_opened_before_the_next_read(tmp_path):
