@@ -38,32 +38,9 @@ RX_MAX = const(1200)
 # Imported from .mpy, a module's bytecode stays in the heap as long as
 # sys.modules holds it; main() drops these once the Node's topics are
 # loaded (_topics_loaded), and the GC frees them (tools/bench/bench_node.py --only modules).
-BOOT_ONLY = ("firmware.node", "firmware.config", "firmware.topic_load", "shared_protocol.groups.invite",
-             "shared_protocol.groups.record", "shared_protocol.dmc.snapshot", "shared_protocol.dmc.log_snapshot")
-# The proxy link's modules, and with a lan section or a BLE transport the
-# LAN's and BLE's, each after every module it imports (firmware/node.py
-# PRELOAD imports the rest, one at a time for the same reason). Imported
-# once the topics are loaded and the boot-only modules dropped
-# (_link_modules): a node that reboots on full replicas then never holds
-# them together with the boot-only modules and a stored replica's
-# temporaries, its peak before (docs/node.md, "The link's modules after
-# the topics").
-PRELOAD_LINK = (
-    "shared_protocol.session", "shared_protocol.session.messages", "shared_protocol.session.client",
-    "shared_protocol.noise", "shared_protocol.noise.events", "shared_protocol.noise.errors",
-    "shared_protocol.noise.symmetric", "shared_protocol.noise.datagram", "shared_protocol.noise.udp",
-    "shared_protocol.session.secure_client", "firmware.proxy_link",
-)
-PRELOAD_LAN = (
-    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan", "firmware.lan_link",
-)
-PRELOAD_BLE = (
-    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan",
-    "shared_protocol.ble", "shared_protocol.ble.errors", "shared_protocol.ble.link", "shared_protocol.ble.adv",
-    "firmware.ble_link",
-)
+BOOT_ONLY = ("firmware.node", "firmware.preload", "firmware.config", "firmware.topic_load",
+             "shared_protocol.groups.invite", "shared_protocol.groups.record", "shared_protocol.dmc.snapshot",
+             "shared_protocol.dmc.log_snapshot")
 # Longest the loop sleeps without feeding the watchdog; the watchdog
 # timeout is several times this (RP2040's WDT maximum is 8388 ms).
 _LOOP_MAX_MS = const(500)
@@ -124,27 +101,14 @@ def forget_boot_modules(names=BOOT_ONLY):
     platform.forget(names)
 
 
-def link_modules(cfg):
-    """The modules of cfg's links, in import order (PRELOAD_LINK)."""
-    mods = PRELOAD_LINK
-    if cfg.get("proxy_mode") == "all":
-        mods += ("firmware.proxy_all",)   # after proxy_link, which it imports
-    if cfg.get("lan") is not None:
-        mods += PRELOAD_LAN
-    if "ble" in cfg.get("transport", "wifi"):
-        mods += PRELOAD_BLE
-    return mods
-
-
 def _topics_loaded(cfg):
     """Node.__init__ once the topics are loaded: the boot-only modules out,
-    then the links' in, one at a time with a collection after each."""
-    import gc
+    then the links' in, one at a time (firmware/preload.py; its lists are
+    boot-only too: dropped once used)."""
     forget_boot_modules()
-    gc.collect()
-    for m in link_modules(cfg):
-        __import__(m)
-        gc.collect()
+    from firmware import preload
+    preload.load(preload.link_modules(cfg))
+    platform.forget(("firmware.preload",))
 
 
 def duty_cycle(cfg):

@@ -162,8 +162,8 @@ def test_every_board_module_is_renamed_and_checked():
 def _lan_node_names(build_dir):
     """The names a LAN node's modules bring to a board (their .mpy qstr
     tables less the ROM names), for the modules a node with 2 topics loads."""
-    from firmware import node, runtime
-    mods = set(node.PRELOAD) | set(runtime.PRELOAD_LINK) | set(runtime.PRELOAD_LAN) | set(runtime.BOOT_ONLY) | {
+    from firmware import preload, runtime
+    mods = set(preload.TOPICS) | set(preload.LINK) | set(preload.LAN) | set(runtime.BOOT_ONLY) | {
         "shared_protocol.noise.handshake", "shared_protocol.noise.known"}
     names = set()
     for local, remote in flashing.build(boards.load("unix"), build_dir):

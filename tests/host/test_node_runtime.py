@@ -431,24 +431,24 @@ def test_a_node_loads_only_what_it_runs(tmp_path):
                     "shared_protocol.dmc.crdt_counter", "shared_protocol.groups.admin",
                     "shared_protocol.session.proxy"):
         assert m not in mods, m
-    # node.PRELOAD imports what loading the topics needs, then
-    # runtime.link_modules what the links need: all of it together, each
+    # preload.TOPICS imports what loading the topics needs, then
+    # preload.link_modules what the links need: all of it together, each
     # module after those it imports (tools/bench/bench_node.py's order)
-    from firmware import node as boot
+    from firmware import preload
     sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
     from bench_node import _import_deps
     boot_only = set(runtime.BOOT_ONLY)
-    order = boot.PRELOAD + runtime.link_modules(base)
+    order = preload.TOPICS + preload.link_modules(base)
     assert mods - boot_only == set(order)
     for i, m in enumerate(order):
         assert set(_import_deps(m)) <= set(order[:i]), m
     # ... and loading the topics needs none of the links' modules
-    for m in boot.PRELOAD + runtime.BOOT_ONLY:
-        assert not set(_import_deps(m)) & set(runtime.PRELOAD_LINK + runtime.PRELOAD_LAN), m
+    for m in preload.TOPICS + runtime.BOOT_ONLY:
+        assert not set(_import_deps(m)) & set(preload.LINK + preload.LAN), m
     lan_cfg = dict(base, lan={"port": free_port()})
     lan_on, mods = loaded(lan_cfg, "b")
     assert lan_on and set(lan) <= mods
-    order = boot.PRELOAD + runtime.link_modules(lan_cfg)
+    order = preload.TOPICS + preload.link_modules(lan_cfg)
     assert mods - boot_only == set(order)
     for i, m in enumerate(order):
         assert set(_import_deps(m)) <= set(order[:i]), m
@@ -598,17 +598,17 @@ def test_idle_turn_with_an_open_session_seals_nothing_and_reads_no_clock(tmp_pat
 
 def test_ble_preload_covers_the_ble_link_in_import_order():
     """A node with transport ble imports firmware/ble_link.py and what it
-    needs one module at a time (runtime.PRELOAD_BLE), each after its imports."""
+    needs one module at a time (preload.BLE), each after its imports."""
     import sys
-    from firmware import node as boot
+    from firmware import preload
     sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
     from bench_node import _import_deps
-    have = list(boot.PRELOAD + runtime.PRELOAD_LINK)
-    for m in runtime.PRELOAD_BLE:
+    have = list(preload.TOPICS + preload.LINK)
+    for m in preload.BLE:
         deps = set(d for d in _import_deps(m) if d.startswith(("firmware", "shared_protocol")))
         assert deps <= set(have), (m, deps - set(have))
         have.append(m)
-    assert "firmware.ble_link" in runtime.PRELOAD_BLE
+    assert "firmware.ble_link" in preload.BLE
 
 
 def test_each_datagram_s_deliveries_are_opened_before_the_next_read(tmp_path):

@@ -323,10 +323,10 @@ def _aioble_files(src):
 
 def _heap_steps(aioble):
     """The import steps, each followed by a figure line 'M bytes'."""
-    from firmware import node as boot, runtime
-    base = [m for m in boot.PRELOAD + runtime.PRELOAD_LINK if m != "firmware.node"]
-    lan = [m for m in runtime.PRELOAD_BLE if "ble" not in m]
-    ble = [m for m in runtime.PRELOAD_BLE if "ble" in m]
+    from firmware import preload
+    base = list(preload.TOPICS + preload.LINK)
+    lan = [m for m in preload.BLE if "ble" not in m]
+    ble = [m for m in preload.BLE if "ble" in m]
     steps = ["import gc", "gc.collect()", "print('M', gc.mem_alloc())"]
     for group in (base, lan, ble):
         steps += ["\n".join("import " + m for m in group), "gc.collect()", "print('M', gc.mem_alloc())"]
