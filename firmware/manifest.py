@@ -15,5 +15,5 @@ package("shared_protocol", base_path="..")
 
 # The firmware package without this file and firmware/root/.
 package("firmware", files=("__init__.py", "app.py", "ble_link.py", "config.py", "core.py", "lan_link.py", "node.py",
-                           "plain_link.py", "platform.py", "proxy_all.py", "proxy_link.py", "runtime.py", "topic.py",
-                           "topic_load.py"), base_path="..")
+                           "plain_link.py", "platform.py", "preload.py", "proxy_all.py", "proxy_link.py", "runtime.py",
+                           "topic.py", "topic_load.py"), base_path="..")
