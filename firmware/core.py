@@ -76,7 +76,8 @@ class Node:
         the proxy link. ``topics_loaded()``, if given, runs in between:
         firmware/runtime.py drops the boot-only modules there and imports
         the link's, so a board never holds both with a stored replica's
-        temporaries (docs/node.md, "The link's modules after the topics")."""
+        temporaries (docs/node.md, "Code a node never runs, and the links'
+        modules after the topics")."""
         self.cfg = cfg
         self.log = log
         self.node_id = bytes.fromhex(cfg["node_id"])

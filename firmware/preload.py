@@ -11,8 +11,8 @@ Two steps: what loading the topics needs (TOPICS, firmware/node.py start),
 then, once the topics are loaded and the boot-only modules dropped, what
 the links need (link_modules, firmware/runtime.py): a node that reboots on
 full replicas never holds the links' modules together with the boot-only
-ones and a stored replica's temporaries (docs/node.md, "The link's modules
-after the topics"). The Noise handshake's modules come when the link starts
+ones and a stored replica's temporaries (docs/node.md, "Code a node never
+runs, and the links' modules after the topics"). The Noise handshake's modules come when the link starts
 (platform.HANDSHAKE_ONLY). This module is boot-only (runtime.BOOT_ONLY):
 its lists' strings would stay in a board's heap.
 tests/host/test_node_runtime.py checks the order and that it covers what a

@@ -5,7 +5,8 @@ sets and logs read by name, and the local writes other than a reading.
 works as a method), so they are loaded on first use: a sensor node only
 appends readings (``Replica.append``) and never loads them. A board keeps
 each method of a class in its heap (bytecode, code record, function
-object: docs/node.md, "A replica's API loaded on first use")."""
+object: docs/node.md, "Code a node never runs, and the links' modules
+after the topics")."""
 from shared_protocol.dmc import ops as O
 
 
