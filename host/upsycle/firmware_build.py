@@ -109,11 +109,11 @@ SOURCE_NAMES = "dotted"
 # Positional parameters, module globals no other board file names and
 # private attributes get short shared names before mpy-cross sees the
 # source (mpy_names.py: a board interns every name a .mpy uses, and pays
-# for a 1,280-slot pool past 1,260 names); module-level functions and classes
-# of those that nothing on the board names are dropped. The version is part
-# of the cache key. The app API's public functions keep their parameter names (a sensor
-# app may pass them by keyword), and firmware's public names stay: apps and
-# tools call them on a board.
+# for a 1,280-slot pool past 1,260 names); module-level functions and
+# classes among those that nothing on the board names are dropped. The
+# version is part of the cache key. The app API's public functions keep
+# their parameter names (a sensor app may pass them by keyword), and
+# firmware's public names stay: apps and tools call them on a board.
 NAMES = "names-2"
 APP_API_FILES = ("firmware/app.py", "firmware/core.py")
 # Beside the compiled files: {module: [[short name, name], ...]}.

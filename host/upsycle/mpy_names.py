@@ -219,7 +219,6 @@ def _rename_globals(tree, keep, public):
     return renames
 
 
-
 def _drop_unreferenced(tree, renames):
     """Remove the module-level functions and classes that were renamed (no
     other board file names them, nothing reaches them by their text) and
@@ -243,6 +242,7 @@ def _drop_unreferenced(tree, renames):
         for n in dead:
             tree.body.remove(n)
             dropped[old_of[n.name]] = None
+
 
 def _rename_params(fn, keep, taken):
     """Rename fn's positional parameters not in keep; returns {old: new}.

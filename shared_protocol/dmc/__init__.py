@@ -21,8 +21,8 @@ _WHERE = {
 # MicroPython's `from package import submodule` asks __getattr__ first and
 # does not fall back to importing the submodule when it raises, so
 # __getattr__ imports these itself.
-_SUBMODULES = ("crdts", "crdt_counter", "crdt_log", "crdt_map", "crdt_set", "errors", "log_snapshot", "ops", "replica", "replica_api",
-               "snapshot", "store", "sync", "sync_snapshot")
+_SUBMODULES = ("crdts", "crdt_counter", "crdt_log", "crdt_map", "crdt_set", "errors", "log_snapshot", "ops", "replica",
+               "replica_api", "snapshot", "store", "sync", "sync_snapshot")
 
 
 def _load(mod):
