@@ -104,10 +104,12 @@ def heap(publishes):
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 # Everything the node below holds, the modules it loads
                 # lazily included, so the next row is the node's own state.
-                "from firmware import runtime, topic, app, lan_link\nfrom shared_protocol.overlay import lan, cyclon\n"
+                "from firmware import runtime, topic, app, lan_link, proxy_link\nfrom shared_protocol.overlay import lan, cyclon\n"
                 "from shared_protocol.session import client\nfrom shared_protocol import rand\n"
                 "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.crdt_log, shared_protocol.dmc.store\n"
-                "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp",
+                "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp\n"
+                # the rows below count readings through the replica's app API
+                "import shared_protocol.dmc.replica_api",
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 "import json\ncfg = json.load(open('/config.json'))\nnode = runtime.Node(cfg, data_dir='/bench', log=lambda m: None)\n"
                 "runtime.forget_boot_modules()\n"   # as runtime.main() does once the node is built
