@@ -45,10 +45,9 @@ LAN = (
     "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
     "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan", "firmware.lan_link",
 )
-# ... and with BLE in the transport BLE's (firmware/ble_link.py).
-BLE = (
-    "shared_protocol.overlay", "shared_protocol.wire.framing", "shared_protocol.dmc.sync",
-    "shared_protocol.overlay.cyclon", "shared_protocol.rand", "shared_protocol.overlay.lan",
+# ... and with BLE in the transport BLE's (firmware/ble_link.py), which runs
+# the LAN's protocol layers (not its UDP link).
+BLE = LAN[:-1] + (
     "shared_protocol.ble", "shared_protocol.ble.errors", "shared_protocol.ble.link", "shared_protocol.ble.adv",
     "firmware.ble_link",
 )
@@ -62,7 +61,7 @@ def link_modules(cfg):
     if cfg.get("lan") is not None:
         mods += LAN
     if "ble" in cfg.get("transport", "wifi"):
-        mods += BLE
+        mods += tuple(m for m in BLE if m not in mods)
     return mods
 
 

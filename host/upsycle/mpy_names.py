@@ -48,6 +48,8 @@ import dis
 PARAM_PREFIX = "q"
 GLOBAL_PREFIX = "_"
 ATTR_PREFIX = "_a"
+# the statements that bind a name by definition
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 class NamesError(Exception):
@@ -73,7 +75,7 @@ def used_names(trees):
         top = {id(n) for n in tree.body}
         for n in ast.walk(tree):
             keep.update(_by_text(n))
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and id(n) not in top:
+            if isinstance(n, _DEFS) and id(n) not in top:
                 # a method's name is an attribute; a nested def is a local
                 keep.add(n.name)
     return keep
@@ -112,7 +114,7 @@ def _bound_in(node):
     stack = list(body)
     while stack:
         n = stack.pop()
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if isinstance(n, _DEFS):
             bound.add(n.name)
             stack.extend(n.decorator_list)
             if not isinstance(n, ast.ClassDef):
@@ -185,7 +187,7 @@ def _rename_globals(tree, keep, public):
     defined = []
     for n in tree.body:
         targets = []
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if isinstance(n, _DEFS):
             targets = [n.name]
         elif isinstance(n, ast.Assign):
             targets = [t.id for t in n.targets if isinstance(t, ast.Name)]
@@ -214,7 +216,7 @@ def _rename_globals(tree, keep, public):
     for n in ast.walk(tree):
         if isinstance(n, ast.Name) and n.id in renames:
             n.id = renames[n.id]
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name in renames:
+        elif isinstance(n, _DEFS) and n.name in renames:
             n.name = renames[n.name]
     return renames
 
@@ -235,7 +237,7 @@ def _drop_unreferenced(tree, renames):
                 if isinstance(x, ast.Name):
                     names.setdefault(x.id, set()).add(id(n))
         dead = [n for n in tree.body
-                if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name in old_of
+                if isinstance(n, _DEFS) and n.name in old_of
                 and not n.decorator_list and not (names.get(n.name, set()) - {id(n)})]
         if not dead:
             return dropped
@@ -372,7 +374,7 @@ def private_attributes(trees):
                 blocked.add(n.id)
             elif isinstance(n, ast.arg):
                 blocked.add(n.arg)
-            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            elif isinstance(n, _DEFS):
                 blocked.add(n.name)
     family = {}
     for c in classes:
@@ -513,8 +515,7 @@ def check(source, renamed, pairs, filename="<board module>"):
     renaming's own rules and the tests that run the build see to that."""
     tree = ast.parse(source)
     gone = {old for old, new in pairs if new is None}
-    tree.body = [n for n in tree.body if not (
-        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name in gone)]
+    tree.body = [n for n in tree.body if not (isinstance(n, _DEFS) and n.name in gone)]
     pairs = {p for p in pairs if p[1] is not None}
     printed = ast.unparse(tree)
     if ast.dump(ast.parse(printed)) != ast.dump(tree):

@@ -109,7 +109,6 @@ def test_private_attributes_of_a_class_family_share_short_names():
     assert not hasattr(c, "_count")
 
 
-
 def test_host_only_functions_nothing_on_the_board_names_are_dropped():
     src = """
     def _helper(x):
@@ -137,6 +136,7 @@ def test_host_only_functions_nothing_on_the_board_names_are_dropped():
     # the check holds the kept ones to the source, the dropped ones gone
     with pytest.raises(mpy_names.NamesError):
         mpy_names.check(textwrap.dedent(src), out, {p for p in pairs.items() if p[1] is not None})
+
 
 def test_the_check_catches_a_rename_that_changes_more_than_names():
     src = "def f(a, b):\n    return a - b\n"
