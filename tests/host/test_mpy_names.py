@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from upsycle import boards, firmware_build, flashing, mpy_names
+from upsycle import mpy_bundle, boards, firmware_build, flashing, mpy_names
 
 
 def _rename(src, others=(), **kw):
@@ -148,14 +148,12 @@ def test_the_check_catches_a_rename_that_changes_more_than_names():
 
 
 def test_every_board_module_is_renamed_and_checked():
-    keep = firmware_build._board_sources()
+    modules = firmware_build.board_modules()
+    keep = firmware_build._board_sources(modules)
     renamed = 0
-    for local, remote in firmware_build.source_files():
-        if remote.endswith(".mpy"):
-            with open(local) as f:
-                src = f.read()
-            out, pairs = firmware_build.board_source(local, remote, keep)   # FlashError if the check fails
-            renamed += out != ast.unparse(ast.parse(src)) + "\n"
+    for remote, src in modules:
+        out, pairs = firmware_build.board_source(src, remote, keep)   # FlashError if the check fails
+        renamed += out != ast.unparse(ast.parse(src)) + "\n"
     assert renamed > 40
 
 
@@ -164,7 +162,7 @@ def _lan_node_names(build_dir):
     tables less the ROM names), for the modules a node with 2 topics loads."""
     from firmware import preload, runtime
     mods = set(preload.TOPICS) | set(preload.LINK) | set(preload.LAN) | set(runtime.BOOT_ONLY) | {
-        "shared_protocol.noise.handshake", "shared_protocol.noise.known"}
+        "shared_protocol.noise.handshake", "shared_protocol.noise.known"} | {b for b, _ in mpy_bundle.BUNDLES}
     names = set()
     for local, remote in flashing.build(boards.load("unix"), build_dir):
         if remote.endswith(".mpy") and firmware_build.module_name(remote) in mods:
@@ -188,10 +186,11 @@ def test_the_build_writes_down_what_each_short_name_stands_for(tmp_path):
     import json
     import os
     files = flashing.build(boards.load("unix"), str(tmp_path / "b"))
-    local = [l for l, r in files if r == "lib/shared_protocol/crypto/ed25519.mpy"][0]
-    tree_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(local))))
+    # ed25519 is packed into the topics bundle (mpy_bundle.BUNDLES)
+    local = [l for l, r in files if r == "lib/shared_protocol/bundle_topics.mpy"][0]
+    tree_dir = os.path.dirname(os.path.dirname(os.path.dirname(local)))
     names = json.load(open(os.path.join(tree_dir, firmware_build.NAMES_FILE)))
-    short = dict(names["shared_protocol.crypto.ed25519"])
+    short = dict(names["shared_protocol.bundle_topics"])
     assert "_double_scalarmult_vartime" in short.values()
     fn = [s for s, n in short.items() if n == "_double_scalarmult_vartime"][0]
     assert fn in mpy_names.interned(open(local, "rb").read())

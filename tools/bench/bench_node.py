@@ -202,14 +202,30 @@ def _module_file(name):
     return base + ".py"
 
 
+_BUILT = {}
+
+
+def _module_source(name):
+    """The source of module `name` as a board gets it (firmware_build.board_modules:
+    bundles, and imports of bundled modules rewritten), or the checkout's file
+    for one the build does not hold (firmware/unix.py)."""
+    if not _BUILT:
+        from upsycle import firmware_build
+        for remote, text in firmware_build.board_modules():
+            _BUILT[firmware_build.module_name(remote)] = text
+    if name in _BUILT:
+        return _BUILT[name]
+    with open(_module_file(name)) as f:
+        return f.read()
+
+
 def _import_deps(name):
     """Project modules `name` imports when it is imported: its package
     parents and the imports at module level (not inside functions, which
     run later, if at all)."""
     parts = name.split(".")
     deps = [".".join(parts[:i]) for i in range(1, len(parts))]
-    with open(_module_file(name)) as f:
-        tree = ast.parse(f.read())
+    tree = ast.parse(_module_source(name))
     todo = list(tree.body)
     while todo:
         n = todo.pop(0)
@@ -222,7 +238,7 @@ def _import_deps(name):
             deps.append(n.module)
             for a in n.names:   # `from pkg import mod` imports pkg.mod when it is a module
                 sub = n.module + "." + a.name
-                if _is_project(sub) and os.path.exists(_module_file(sub)):
+                if _is_project(sub) and (sub in _BUILT or os.path.exists(_module_file(sub))):
                     deps.append(sub)
         else:
             for field in ("body", "orelse", "finalbody", "handlers"):

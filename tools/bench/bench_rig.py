@@ -122,20 +122,37 @@ def frozen_manifest(path, src=None):
         f.write("\n".join(lines) + "\n")
 
 
+def board_path(lib, cwd):
+    """lib as the node's MICROPYPATH entry, seen from cwd, through a link
+    ``cwd/lib`` when it lies elsewhere: a module's file path is interned on
+    import (py/builtinimport.c, its ``__file__``), so the rig's path must
+    not be longer than a board's ``/lib/...``, or every module costs the rig
+    the extra characters (some 17 B each from a temporary folder).
+    ``./lib`` is one character longer than ``/lib``."""
+    link = os.path.join(cwd, "lib")
+    if os.path.abspath(link) != os.path.abspath(lib):
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(lib), link)
+        elif os.path.realpath(link) != os.path.realpath(lib):
+            raise SystemExit("%s is in the way of the module folder's link" % link)
+    return "./lib"
+
+
 class Node:
     """One node process on the unix MicroPython, its output collected."""
 
     def __init__(self, mp, heap_kb, path, cfg_path, data_dir, script=None):
         code = script or "from firmware import unix\nunix.main(%r, %r)" % (cfg_path, data_dir)
+        cwd = os.path.dirname(os.path.abspath(data_dir))
         # .frozen: asyncio is frozen into the unix build, as on the boards
-        env = dict(os.environ, MICROPYPATH=".frozen:" + path if path != ".frozen" else path)
+        env = dict(os.environ, MICROPYPATH=".frozen:" + board_path(path, cwd) if path != ".frozen" else path)
         # The working directory is the data folder's parent, never the
         # checkout: the unix port puts "" first on sys.path, and from the
         # checkout the node would import the .py sources (compiled in the
         # heap) instead of the .mpy files or the frozen modules.
         os.makedirs(data_dir, exist_ok=True)
         self.proc = subprocess.Popen([mp, "-X", "heapsize=%dk" % heap_kb, "-c", code], env=env,
-                                     cwd=os.path.dirname(os.path.abspath(data_dir)),
+                                     cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         self.t = threading.Thread(target=self._read, daemon=True)
@@ -450,7 +467,7 @@ def module_costs(mp, lib, work, heap_kb, log, path=None):
         code += ["import " + m, "_new = [k for k in sys.modules if k not in _seen]", "_seen.update(_new)",
                  "print('N', ' '.join(sorted(_new)))", "del _new", "gc.collect()", "print('M', gc.mem_alloc())"]
     r = subprocess.run([mp, "-X", "heapsize=%dk" % heap_kb, "-c", "\n".join(code)], capture_output=True, text=True,
-                       cwd=work, env=dict(os.environ, MICROPYPATH=".frozen:" + path), timeout=120)
+                       cwd=work, env=dict(os.environ, MICROPYPATH=".frozen:" + board_path(path, work)), timeout=120)
     if r.returncode != 0:
         raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
     vals = [int(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("M ")]
