@@ -205,27 +205,27 @@ def _module_file(name):
 _BUILT = {}
 
 
-def _module_source(name):
-    """The source of module `name` as a board gets it (firmware_build.board_modules:
-    bundles, and imports of bundled modules rewritten), or the checkout's file
-    for one the build does not hold (firmware/unix.py)."""
-    if not _BUILT:
+def _module_source(name, built):
+    """The source of module `name`: with `built`, as a board gets it
+    (firmware_build.board_modules: bundles, and imports of bundled modules
+    rewritten) where the build holds it; else the checkout's file."""
+    if built and not _BUILT:
         from upsycle import firmware_build
         for remote, text in firmware_build.board_modules():
             _BUILT[firmware_build.module_name(remote)] = text
-    if name in _BUILT:
+    if built and name in _BUILT:
         return _BUILT[name]
     with open(_module_file(name)) as f:
         return f.read()
 
 
-def _import_deps(name):
+def _import_deps(name, built=False):
     """Project modules `name` imports when it is imported: its package
     parents and the imports at module level (not inside functions, which
-    run later, if at all)."""
+    run later, if at all); with `built`, of the module as a board gets it."""
     parts = name.split(".")
     deps = [".".join(parts[:i]) for i in range(1, len(parts))]
-    tree = ast.parse(_module_source(name))
+    tree = ast.parse(_module_source(name, built))
     todo = list(tree.body)
     while todo:
         n = todo.pop(0)
@@ -238,7 +238,7 @@ def _import_deps(name):
             deps.append(n.module)
             for a in n.names:   # `from pkg import mod` imports pkg.mod when it is a module
                 sub = n.module + "." + a.name
-                if _is_project(sub) and (sub in _BUILT or os.path.exists(_module_file(sub))):
+                if _is_project(sub) and ((built and sub in _BUILT) or os.path.exists(_module_file(sub))):
                     deps.append(sub)
         else:
             for field in ("body", "orelse", "finalbody", "handlers"):
@@ -251,16 +251,17 @@ def _import_deps(name):
     return [d for d in out if d != name]
 
 
-def dependency_order(names):
+def dependency_order(names, built=True):
     """names with each module after every project module it imports (so
-    importing them in this order, each row costs that module alone)."""
+    importing them in this order, each row costs that module alone); with
+    `built`, the modules as a board gets them (the rows import the build)."""
     order, seen = [], set()
 
     def visit(n):
         if n in seen:
             return
         seen.add(n)
-        for d in sorted(set(_import_deps(n))):
+        for d in sorted(set(_import_deps(n, built))):
             visit(d)
         order.append(n)
 
