@@ -208,13 +208,19 @@ def forget(names):
     if sys.implementation.name != "micropython":
         return
     for name in names:
-        if sys.modules.pop(name, None) is None:
-            continue
-        pkg, _, leaf = name.rpartition(".")
-        try:
-            delattr(sys.modules[pkg], leaf)
-        except (KeyError, AttributeError):
-            pass
+        # the module, then each package above it that holds no loaded
+        # module any more (a package module is some 100 bytes of heap)
+        while name and sys.modules.pop(name, None) is not None:
+            pkg, _, leaf = name.rpartition(".")
+            try:
+                delattr(sys.modules[pkg], leaf)
+            except (KeyError, AttributeError):
+                pass
+            name = pkg
+            for k in sys.modules:
+                if k.startswith(pkg + "."):
+                    name = ""       # still holds one: stays
+                    break
 
 
 def sockaddr(host, port):

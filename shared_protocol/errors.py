@@ -40,9 +40,10 @@ class RemoteError(UpsycleError):
     """Input from outside (network, flash, disk) is malformed or not allowed."""
 
 
-def kind(name, kinds, scope):
+def kind(name, kinds, made):
     """The error class ``name`` of a family module, made the first time it is
-    asked for and kept in the module's globals (``scope``).
+    asked for and kept in the family's dict ``made`` (which holds its
+    module's name under ``__name__``, for the classes' ``__module__``).
 
     A family module lists its kinds in one string, a line each:
     ``Name Base code`` and, as a fourth word, ``clear`` when the error may
@@ -58,16 +59,20 @@ def kind(name, kinds, scope):
     it at the top, which would make the class at import time. A module
     that raises its own kinds asks for them by name through this (its
     ``_error``), so a kind already made is returned, not made again.
+    The kinds live in ``made``, not in the module's globals: the board
+    build packs several families into one module (host/upsycle/mpy_bundle.py),
+    where two families' kinds of one name must stay two classes.
     """
-    if name in scope:
-        return scope[name]
+    if name in made:
+        return made[name]
     i = kinds.find("\n" + name + " ")
     if i < 0:
         raise AttributeError(name)
     line = kinds[i + 1:kinds.find("\n", i + 1)].split()
-    base = scope[line[1]] if line[1] in scope else kind(line[1], kinds, scope)
-    attrs = {"code": line[2], "__module__": scope["__name__"]}
+    b = line[1]
+    base = LocalError if b == "LocalError" else RemoteError if b == "RemoteError" else kind(b, kinds, made)
+    attrs = {"code": line[2], "__module__": made["__name__"]}
     if len(line) > 3:
         attrs["may_clear"] = line[3] == "clear"
-    cls = scope[name] = type(name, (base,), attrs)
+    cls = made[name] = type(name, (base,), attrs)
     return cls

@@ -36,28 +36,33 @@ leaves them out.
 import ast
 
 # name of the bundle -> its modules, each after the modules its top level
-# needs (firmware/preload.py's order). shared_protocol only: apps and tools
-# import firmware's modules by name on a board.
+# needs (firmware/preload.py's order): shared_protocol's and the node's
+# links and topics; not the rest of firmware (app, node, runtime, platform,
+# core), which apps and tools import by name on a board.
 BUNDLES = (
     ("shared_protocol.bundle_topics", (
-        "shared_protocol.errors", "shared_protocol.dmc.ops", "shared_protocol.dmc.crdts",
+        "shared_protocol.errors", "shared_protocol.dmc.errors", "shared_protocol.wire.cbor",
+        "shared_protocol.dmc.ops", "shared_protocol.dmc.crdts", "shared_protocol.dmc.crdt_log",
         "shared_protocol.dmc.replica", "shared_protocol.dmc.store", "shared_protocol.crypto.ct",
-        "shared_protocol.crypto.hkdf", "shared_protocol.crypto.chacha20poly1305", "shared_protocol.crypto.field",
-        "shared_protocol.crypto.sha512", "shared_protocol.crypto.ed25519", "shared_protocol.crypto.pure",
-        "shared_protocol.crypto.api", "shared_protocol.groups.keys", "shared_protocol.groups.wire",
+        "shared_protocol.crypto.errors", "shared_protocol.crypto.hkdf", "shared_protocol.crypto.chacha20poly1305",
+        "shared_protocol.crypto.field", "shared_protocol.crypto.sha512", "shared_protocol.crypto.ed25519",
+        "shared_protocol.crypto.pure", "shared_protocol.crypto.api", "shared_protocol.groups.errors",
+        "shared_protocol.groups.keys", "shared_protocol.wire.envelope", "shared_protocol.groups.wire",
         "shared_protocol.groups.readings", "shared_protocol.replay", "shared_protocol.groups.member",
-        "shared_protocol.clock",
+        "shared_protocol.clock", "firmware.topic",
     )),
     ("shared_protocol.bundle_link", (
-        "shared_protocol.session.messages", "shared_protocol.noise.events", "shared_protocol.noise.symmetric",
-        "shared_protocol.noise.datagram", "shared_protocol.noise.udp", "shared_protocol.session.secure_client",
+        "shared_protocol.session.messages", "shared_protocol.session.client", "shared_protocol.noise.events",
+        "shared_protocol.noise.errors", "shared_protocol.noise.symmetric", "shared_protocol.noise.datagram",
+        "shared_protocol.noise.udp", "shared_protocol.session.secure_client", "firmware.proxy_link",
     )),
     ("shared_protocol.bundle_lan", (
-        "shared_protocol.dmc.sync", "shared_protocol.rand", "shared_protocol.overlay.lan",
+        "shared_protocol.wire.framing", "shared_protocol.dmc.sync", "shared_protocol.overlay.cyclon",
+        "shared_protocol.rand", "shared_protocol.overlay.lan", "firmware.lan_link",
     )),
 )
 # Part of the build's cache key.
-VERSION = "bundles-1"
+VERSION = "bundles-3"
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
            ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
@@ -272,7 +277,7 @@ def _bundle_names(b, members, mods, tops):
                 taken[name] = ident
                 out[(n, name)] = name
                 continue
-            new = "%s_%d" % (name, i)
+            new = "_%s%d" % (name.strip("_"), i) if name.startswith("__") else "%s_%d" % (name, i)
             if new in all_names or new in taken:
                 raise BundleError("%s: the bundle's name %s for %s is taken" % (b, new, name))
             taken[new] = ident
@@ -282,12 +287,8 @@ def _bundle_names(b, members, mods, tops):
 
 def _check_bundled(m):
     for x in ast.walk(m.tree):
-        if isinstance(x, ast.Name) and x.id in ("globals", "__name__", "__file__", "locals", "vars"):
+        if isinstance(x, ast.Name) and x.id in ("globals", "__file__", "locals", "vars"):
             raise BundleError(m.where("uses %s" % x.id))
-    if "__getattr__" in _top_bindings(m.tree):
-        # module.Name answered by a function (an error family made on
-        # first use): it stays a module
-        raise BundleError(m.where("defines a module __getattr__"))
     for local, t in m.binds.items():
         if t[0] == "dotted":
             raise BundleError(m.where("import %s without 'as'" % t[1]))
@@ -324,8 +325,8 @@ def _rewrite(m, mods, bundle_of, gname, tops):
         if t[1] not in bundle_of:
             continue
         touched[local] = t
-        if bundle_of[t[1]] != mine and t[0] == "name":
-            continue        # the import is rewritten, the name stays
+        if t[0] == "name" and (bundle_of[t[1]] != mine or bundled_name(t[1], t[2]) == local):
+            continue        # the import is rewritten or goes; the name stays as it is
         if local in shadowed:
             raise BundleError(m.where("%s, imported from %s, is also bound in a function" % (local, t[1])))
         # only the imports bind it at the top
@@ -347,8 +348,28 @@ def _rewrite(m, mods, bundle_of, gname, tops):
                                               % (name, new)))
                 renames[name] = new
 
+    changed = _rewrite_name_tuples(m, mods, bundle_of)
     globals_needed = {}     # function node -> names to declare global
     created = set()         # Name nodes made from module.name: already final
+    for node in list(ast.walk(m.tree)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
+                and len(node.args) == 2 and not node.keywords and isinstance(node.args[0], ast.Name) \
+                and node.args[0].id in touched and touched[node.args[0].id][0] == "mod" \
+                and "__getattr__" in tops[touched[node.args[0].id][1]]:
+            # getattr(errors, kind) of an error family: a kind is never a
+            # global of its module (shared_protocol.errors.kind keeps them
+            # in the family's dict), so this is the family's __getattr__
+            t = touched[node.args[0].id]
+            fn = bundled_name(t[1], "__getattr__")
+            if bundle_of[t[1]] == mine:
+                node.func = ast.Name(id=fn, ctx=ast.Load())
+            else:
+                node.func = ast.Attribute(value=node.args[0], attr=fn, ctx=ast.Load())
+                node.args[0].id = renames.get(node.args[0].id, node.args[0].id)
+                created.add(id(node.args[0]))
+            created.add(id(node.func))
+            node.args = node.args[1:]
+            changed = True
     for node in list(ast.walk(m.tree)):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in touched:
             t = touched[node.value.id]
@@ -356,6 +377,23 @@ def _rewrite(m, mods, bundle_of, gname, tops):
                 continue        # an attribute of an imported name: that object's
             if isinstance(node.ctx, ast.Load) is False and bundle_of[t[1]] != mine:
                 raise BundleError(m.where("assigns %s.%s of a bundled module" % (node.value.id, node.attr)))
+            if node.attr not in tops[t[1]] and "__getattr__" in tops[t[1]]:
+                # a name the module's __getattr__ answers (an error kind
+                # made on first use): that function, called
+                if not isinstance(node.ctx, ast.Load):
+                    raise BundleError(m.where("assigns %s.%s, a name made by __getattr__" % (node.value.id,
+                                                                                            node.attr)))
+                fn = bundled_name(t[1], "__getattr__")
+                if bundle_of[t[1]] == mine:
+                    func = ast.Name(id=fn, ctx=ast.Load())
+                    created.add(id(func))
+                else:
+                    func = ast.Attribute(value=node.value, attr=fn, ctx=ast.Load())
+                    node.value.id = renames.get(node.value.id, node.value.id)
+                created.add(id(node.value))
+                _replace(parent, node, ast.Call(func=func, args=[ast.Constant(node.attr)], keywords=[]))
+                changed = True
+                continue
             new = bundled_name(t[1], node.attr)
             if bundle_of[t[1]] == mine:
                 repl = ast.Name(id=new, ctx=node.ctx)
@@ -367,19 +405,19 @@ def _rewrite(m, mods, bundle_of, gname, tops):
                         globals_needed.setdefault(fn, set()).add(new)
             else:
                 node.attr = new
+                node.value.id = renames.get(node.value.id, node.value.id)
                 created.add(id(node.value))
             changed = True
     for node in list(ast.walk(m.tree)):
         if isinstance(node, ast.Name):
             if id(node) in created:
                 continue
-            if node.id in touched:
+            if node.id in touched and (touched[node.id][0] == "mod" or bundle_of[touched[node.id][1]] == mine):
                 t = touched[node.id]
                 if t[0] == "mod":
                     raise BundleError(m.where("module %s is used as a value" % t[1]))
-                if bundle_of[t[1]] == mine:
-                    node.id = bundled_name(t[1], t[2])
-                    changed = True
+                node.id = bundled_name(t[1], t[2])
+                changed = True
             elif node.id in renames:
                 node.id = renames[node.id]
                 changed = True
@@ -388,7 +426,8 @@ def _rewrite(m, mods, bundle_of, gname, tops):
             changed = True
         elif isinstance(node, ast.Global):
             node.names = [renames.get(x, x) for x in node.names]
-        elif isinstance(node, ast.alias) and (node.asname or node.name) in renames and "." not in node.name:
+        elif isinstance(node, ast.alias) and (node.asname or node.name) in renames and "." not in node.name \
+                and (node.asname or node.name) not in touched:
             node.asname = renames[node.asname or node.name]
             changed = True
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in bundle_of:
@@ -413,11 +452,12 @@ def _rewrite(m, mods, bundle_of, gname, tops):
             if b == mine:
                 continue        # the bundle's own global now
             pkg, leaf = b.rsplit(".", 1)
+            as_ = renames.get(local, local)     # the bundle's name for this module's binding
             if t[0] == "mod":
-                extra.append(ast.ImportFrom(module=pkg, names=[ast.alias(name=leaf, asname=local)], level=0))
+                extra.append(ast.ImportFrom(module=pkg, names=[ast.alias(name=leaf, asname=as_)], level=0))
             else:
                 extra.append(ast.ImportFrom(module=b, names=[ast.alias(name=bundled_name(t[1], t[2]),
-                                                                       asname=local)], level=0))
+                                                                       asname=as_)], level=0))
         if len(keep) == len(node.names):
             continue
         node.names = keep
@@ -425,6 +465,38 @@ def _rewrite(m, mods, bundle_of, gname, tops):
         if not new:
             new = [ast.Pass()]
         _replace_stmt(parent, node, new)
+    return changed
+
+
+def _rewrite_name_tuples(m, mods, bundle_of):
+    """A tuple of strings that names a bundled module (firmware/preload.py's
+    import order): each bundle once, where its first member stood, and no
+    package (a board imports a package with its first module; an explicit
+    import would load a package's ``__init__`` that only modules outside
+    the bundles need)."""
+    packages = {n for n, x in mods.items() if x.is_package}
+    for n in mods:
+        parts = n.split(".")
+        packages.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    changed = False
+    for node in ast.walk(m.tree):
+        if not (isinstance(node, ast.Tuple) and node.elts and all(
+                isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts)
+                and any(e.value in bundle_of for e in node.elts)):
+            continue
+        elts, seen = [], set()
+        for e in node.elts:
+            v = e.value
+            if v in packages:
+                continue
+            if v in bundle_of:
+                v = bundle_of[v]
+                if v in seen:
+                    continue
+                seen.add(v)
+            elts.append(ast.Constant(v))
+        node.elts = elts
+        changed = True
     return changed
 
 

@@ -27,7 +27,10 @@ BadSignature CryptoError bad_signature
 BadPublicKey CryptoError bad_public_key
 NoRandomSource LocalError no_random_source
 """
+# The kinds made so far (shared_protocol.errors.kind), under their names,
+# and the module name they carry.
+_MADE = {"__name__": __name__}
 
 
 def __getattr__(name):
-    return kind(name, KINDS, globals())
+    return kind(name, KINDS, _MADE)

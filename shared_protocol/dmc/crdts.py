@@ -42,15 +42,16 @@ def _ekey(e):
 
 
 # type code -> (module, class): each type loads on first use (see the
-# crdt_* modules).
+# crdt_* modules). Full module names: a board build that packs a module
+# into a bundle names the bundle in such a string (host/upsycle/mpy_bundle.py).
 # Indexed by the code (O.T_MAP .. O.T_LOG, 1..4): a constant tuple, kept in
 # flash by a frozen image, where a dict was made in the heap.
 _KINDS = (
     None,
-    ("crdt_map", "LwwMap"),
-    ("crdt_counter", "PNCounter"),
-    ("crdt_set", "ORSet"),
-    ("crdt_log", "TimeLog"),
+    ("shared_protocol.dmc.crdt_map", "LwwMap"),
+    ("shared_protocol.dmc.crdt_counter", "PNCounter"),
+    ("shared_protocol.dmc.crdt_set", "ORSet"),
+    ("shared_protocol.dmc.crdt_log", "TimeLog"),
 )
 
 
@@ -59,7 +60,7 @@ def cls(tcode):
     if not O.is_int(tcode) or not 0 < tcode < len(_KINDS):
         return None
     k = _KINDS[tcode]
-    mod = __import__("shared_protocol.dmc." + k[0], None, None, [k[0]])
+    mod = __import__(k[0], None, None, [k[1]])
     return getattr(mod, k[1])
 
 

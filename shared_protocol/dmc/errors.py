@@ -38,7 +38,10 @@ SyncError RemoteError dmc_sync
 StoreError RemoteError dmc_store
 ReplicaLimitError LocalError dmc_limit
 """
+# The kinds made so far (shared_protocol.errors.kind), under their names,
+# and the module name they carry.
+_MADE = {"__name__": __name__}
 
 
 def __getattr__(name):
-    return kind(name, KINDS, globals())
+    return kind(name, KINDS, _MADE)

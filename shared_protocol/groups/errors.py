@@ -67,7 +67,10 @@ NoReadCapability GroupError group_no_read_capability
 AuthorUnknown GroupError group_author_unknown
 AuthorClash GroupError group_author_clash
 """
+# The kinds made so far (shared_protocol.errors.kind), under their names,
+# and the module name they carry.
+_MADE = {"__name__": __name__}
 
 
 def __getattr__(name):
-    return kind(name, KINDS, globals())
+    return kind(name, KINDS, _MADE)

@@ -33,7 +33,10 @@ HandshakeTimedOut NoiseError noise_handshake_timeout
 BadPacket NoiseError noise_bad_packet
 SessionUnknown NoiseError noise_session_unknown
 """
+# The kinds made so far (shared_protocol.errors.kind), under their names,
+# and the module name they carry.
+_MADE = {"__name__": __name__}
 
 
 def __getattr__(name):
-    return kind(name, KINDS, globals())
+    return kind(name, KINDS, _MADE)

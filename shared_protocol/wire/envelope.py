@@ -69,10 +69,13 @@ KINDS = """
 EnvelopeError RemoteError envelope
 RegistryError LocalError registry
 """
+# The kinds made so far (shared_protocol.errors.kind), under their names,
+# and the module name they carry.
+_MADE = {"__name__": __name__}
 
 
 def _error(name):
-    return kind(name, KINDS, globals())
+    return kind(name, KINDS, _MADE)
 
 
 __getattr__ = _error

@@ -33,10 +33,13 @@ KINDS = """
 FrameError RemoteError frame
 FrameLimitError LocalError frame_limit
 """
+# The kinds made so far (shared_protocol.errors.kind), under their names,
+# and the module name they carry.
+_MADE = {"__name__": __name__}
 
 
 def _error(name):
-    return kind(name, KINDS, globals())
+    return kind(name, KINDS, _MADE)
 
 
 def _check_size(data, limit, err, what):

@@ -42,13 +42,43 @@ def run(x):
 """
 
 
-def _pack(**mods):
+# An error family (shared_protocol/errors.py's kind): classes its
+# __getattr__ makes on first use, kept out of its globals.
+E = """
+_MADE = {}
+def __getattr__(name):
+    if name in ("Bad", "Worse"):
+        return _MADE.setdefault(name, type(name, (ValueError,), {}))
+    raise AttributeError(name)
+"""
+F = """
+from pkg import e
+def check(x, kind="Bad"):
+    if x < 0:
+        raise e.Bad("negative")
+    if x > 9:
+        raise getattr(e, kind)("big")
+    return x
+"""
+G = """
+from pkg import e, f
+def run(x):
+    try:
+        return f.check(x, "Worse")
+    except e.Bad:
+        return "bad"
+    except e.Worse:
+        return "worse"
+"""
+
+
+def _pack(bundled=("pkg.a", "pkg.b"), **mods):
     srcs = {"pkg." + k: (textwrap.dedent(v), False) for k, v in mods.items()}
     srcs["pkg"] = ("", True)
-    return mpy_bundle.pack(srcs, (("pkg.bundle", ("pkg.a", "pkg.b")),))
+    return mpy_bundle.pack(srcs, (("pkg.bundle", bundled),))
 
 
-def _load(tmp_path, packed):
+def _load(tmp_path, packed, entry="pkg.c"):
     root = tmp_path / "lib"
     for name, text in packed.items():
         parts = name.split(".")
@@ -59,7 +89,7 @@ def _load(tmp_path, packed):
     try:
         for m in [m for m in sys.modules if m == "pkg" or m.startswith("pkg.")]:
             del sys.modules[m]
-        return importlib.import_module("pkg.c"), importlib.import_module("pkg.bundle")
+        return importlib.import_module(entry), importlib.import_module("pkg.bundle")
     finally:
         sys.path.remove(str(root))
 
@@ -80,17 +110,25 @@ def test_a_bundle_behaves_as_its_modules(tmp_path):
     assert "_K_1" in packed["pkg.bundle"] and packed["pkg.bundle"].count("import struct") == 2
 
 
+def test_an_error_family_in_a_bundle_makes_its_kinds_through_its_getattr(tmp_path):
+    packed = _pack(("pkg.e", "pkg.f"), e=E, f=F, g=G)
+    g, bundle = _load(tmp_path, packed, "pkg.g")
+    assert (g.run(3), g.run(-1), g.run(10)) == (3, "bad", "worse")
+    # one class per kind, made once
+    assert g.e.Bad is g.e.Bad and "Bad" not in vars(bundle)
+
+
 @pytest.mark.parametrize("b, why", [
     ("from pkg import a\nx = a\n", "used as a value"),
     ("def f():\n    return globals()\n", "uses globals"),
-    ("def __getattr__(name):\n    return name\n", "module __getattr__"),
+    ("from pkg import e\ndef f():\n    e.Bad = 1\n", "made by __getattr__"),
     ("_K = 1\ndef f(_K):\n    return _K\n", "also bound in a function"),
-    ("from pkg.a import LIMIT\ndef f(LIMIT):\n    return LIMIT\n", "also bound in a function"),
+    ("from pkg.a import LIMIT as L\ndef f(L):\n    return L\n", "also bound in a function"),
     ("import pkg.a\ndef f():\n    return pkg.a.LIMIT\n", "without 'as'"),
 ])
 def test_what_cannot_be_rewritten_is_refused(b, why):
     with pytest.raises(mpy_bundle.BundleError, match=why):
-        _pack(a=A, b=b, c="")
+        _pack(("pkg.e", "pkg.a", "pkg.b"), a=A, b=b, c="", e=E)
 
 
 def test_the_board_build_packs_every_bundle():
