@@ -104,10 +104,10 @@ def heap(publishes):
                 "gc.collect()", "print('M', gc.mem_alloc())",
                 # Everything the node below holds, the modules it loads
                 # lazily included, so the next row is the node's own state.
-                "from firmware import runtime, topic, app, lan_link, proxy_link\nfrom shared_protocol.overlay import lan, cyclon\n"
-                "from shared_protocol.session import client\nfrom shared_protocol import rand\n"
-                "import shared_protocol.dmc.replica, shared_protocol.dmc.crdts, shared_protocol.dmc.crdt_log, shared_protocol.dmc.store\n"
-                "import shared_protocol.dmc.sync, shared_protocol.groups.member, shared_protocol.noise.udp\n"
+                # (the build packs the shared modules, the topic and the
+                # links into bundles: host/upsycle/mpy_bundle.py)
+                "from firmware import runtime, app\n"
+                "from shared_protocol import bundle_topics, bundle_link, bundle_lan\n"
                 # the rows below count readings through the replica's app API
                 "import shared_protocol.dmc.replica_api",
                 "gc.collect()", "print('M', gc.mem_alloc())",
@@ -137,7 +137,7 @@ def heap(publishes):
                               "len(tp.replica.readings('temp')), len(tp.outbox))" % done]
                     marks.append(done)
             # The same with an open (plaintext) session and nothing to do.
-            steps.append("from shared_protocol.wire import envelope as E\n"
+            steps.append("from shared_protocol import bundle_topics as E\n"
                          "n2 = runtime.Node(dict(cfg, link='plaintext'), data_dir='/bench2', log=lambda m: None)\n"
                          "t0 = runtime.platform.ticks_ms()\nn2.proxy.session.start(t0, False)\n"
                          "n2.proxy.receive(E.REGISTRY.encode('s_welcome', b'proxy', 10000, 8), t0)\nn2.proxy.sock = 1\n"
