@@ -15,22 +15,26 @@ virtual board's shared-code tests import them as they are.
 A bundle is the modules' top-level statements in their order, in one
 namespace: a name imported from a module of the same bundle is that
 module's global itself (the import goes), ``module.name`` becomes the name,
-and a global two modules bind differently is renamed in the later one
-(``name_K``, K its place in the bundle). A module outside the bundle that
-imports from it imports from the bundle instead, by the names the bundle
-gives (``from shared_protocol import bundle_topics as cbor`` and
-``cbor.name_K``), and a string that is exactly a bundled module's dotted
-name (firmware/preload.py's import order) becomes the bundle's.
+and a global two modules bind differently (or that one binds and another
+reads as a builtin) is renamed in the later one (``name_K``, K its place in
+the bundle). A name a module's ``__getattr__`` answers (an error kind made
+on first use, shared_protocol/errors.py) becomes a call of that function,
+and so does ``getattr(module, name)`` of such a module. A module outside
+the bundle imports from it instead, by the names the bundle gives (``from
+shared_protocol import bundle_topics as cbor`` and ``cbor.name_K``). A
+string that is exactly a bundled module's dotted name names the bundle; a
+tuple of such names (firmware/preload.py's import order) names each bundle
+once, where its first module stood, and no package.
 
 What cannot be rewritten without changing what the code does is refused
 (BundleError), never guessed: a bundled module used as a value (not as
 ``module.name``), a name the rewrite would have to rename that some
 function binds locally, ``import a.b`` without ``as``, a name imported from
-a package that only its ``__getattr__`` provides, ``globals()`` or
-``__name__`` in a bundled module. Modules imported by a name built at run
-time (``crdts.cls``, the dmc package's ``__getattr__``, platform's
-HANDSHAKE_ONLY, runtime's BOOT_ONLY) stay modules of their own: BUNDLES
-leaves them out.
+a package that only its ``__getattr__`` provides, ``globals()``, a store
+into a name a ``__getattr__`` makes. A bundled module's ``__name__`` is its
+bundle's. Modules imported by a name built at run time (the dmc package's
+``__getattr__``, platform's HANDSHAKE_ONLY, runtime's BOOT_ONLY) stay
+modules of their own: BUNDLES leaves them out.
 """
 
 import ast
@@ -95,6 +99,11 @@ def _top_bindings(tree):
         elif isinstance(n, ast.ExceptHandler) and n.name:
             out.setdefault(n.name, []).append(n)
         stack.extend(ast.iter_child_nodes(n))
+    # a global a function makes (``global x``; x = ...) is one too
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Global):
+            for name in n.names:
+                out.setdefault(name, []).append(n)
     return out
 
 
@@ -164,11 +173,10 @@ def pack(sources, bundles=BUNDLES):
     changed)."""
     mods = {n: _Module(n, s, p) for n, (s, p) in sources.items()}
     bundle_of = {}
-    order = {}
     for b, members in bundles:
         if b in mods:
             raise BundleError("bundle %s has the name of a module" % b)
-        for i, m in enumerate(members):
+        for m in members:
             if m not in mods:
                 raise BundleError("bundle %s: no board module %s" % (b, m))
             if m in bundle_of:
@@ -176,7 +184,6 @@ def pack(sources, bundles=BUNDLES):
             if mods[m].is_package:
                 raise BundleError("%s is a package: it stays a module" % m)
             bundle_of[m] = b
-            order[m] = i
     for m in mods.values():
         _find_imports(m, mods)
     tops = {n: _top_bindings(m.tree) for n, m in mods.items()}
