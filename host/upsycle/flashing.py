@@ -363,6 +363,36 @@ class Board:
         import ast
         return dict(zip(paths, ast.literal_eval(self.exec(code).decode().strip())))
 
+    def remove_other_modules(self, roots, keep):
+        """Remove the .mpy and .py files under each of roots (folders on the
+        board) that are not in keep; return their paths. A board flashed by
+        an earlier build keeps modules this one no longer writes (the board
+        build packs modules into bundles, host/upsycle/mpy_bundle.py): no
+        code imports them, but they take flash, and a stale module must
+        never be the one a name finds."""
+        code = (
+            "import os\n"
+            "def _w(d, out):\n"
+            " try:\n"
+            "  names = os.listdir(d)\n"
+            " except OSError:\n"
+            "  return\n"
+            " for n in names:\n"
+            "  p = d + '/' + n\n"
+            "  if os.stat(p)[0] & 0x4000:\n"
+            "   _w(p, out)\n"
+            "  elif n.endswith('.mpy') or n.endswith('.py'):\n"
+            "   out.append(p)\n"
+            "_o = []\n"
+            "for _d in %r:\n"
+            " _w(_d, _o)\n"
+            "_x = [p for p in _o if p not in %r]\n"
+            "for p in _x:\n"
+            " os.remove(p)\n"
+            "print(repr(_x))\n" % (list(roots), sorted(keep)))
+        import ast
+        return ast.literal_eval(self.exec(code).decode().strip())
+
     def write(self, path, data):
         self.write_files([(path, data)])
 
@@ -502,6 +532,11 @@ def heap_advice(free, frozen, lan=True):
             "use a board with more RAM (PSRAM)" % (free // 1024, need // 1024, NODE_HEAP_FROZEN // 1024))
 
 
+# The board folders that hold only what `upsycle flash` writes there: a
+# module in them that this build does not write is removed.
+MODULE_ROOTS = ("/lib/firmware", "/lib/shared_protocol")
+
+
 def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True):
     """Flash firmware and config; return the board's first log lines."""
     files = build(profile, build_dir, log=None)
@@ -536,6 +571,8 @@ def flash(port, profile, cfg, out=print, build_dir=DEFAULT_BUILD_DIR, tail=True)
             else:
                 todo.append(("/" + remote, data))
         board.write_files(todo, done=lambda p: out(tags[p]))
+        for p in board.remove_other_modules(MODULE_ROOTS, ["/" + r for _, r in files]):
+            out("removed %s (not part of this build)" % p)
         data = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
         board.write_atomic(CONFIG_REMOTE, data)
         out("[%d/%d] %s (%d bytes), node id %s" % (total, total, CONFIG_REMOTE, len(data), cfg["node_id"]))

@@ -70,6 +70,25 @@ def test_reflash_skips_unchanged_files_and_keeps_a_given_key(vboard, tmp_path):
     assert "upsycle modules loaded from /lib (.mpy)" in r.stdout, r.stdout
 
 
+def test_reflash_removes_modules_the_build_no_longer_writes(vboard, tmp_path):
+    """A board flashed by an earlier build (modules since packed into
+    bundles) keeps no module this build does not write; the user's own
+    files outside our folders stay."""
+    assert _flash(vboard, tmp_path, "--no-tail").returncode == 0
+    flash = tmp_path / "flash"
+    stale = flash / "lib" / "shared_protocol" / "crypto" / "api.mpy"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"M\x06")
+    mine = flash / "lib" / "mysensor.py"
+    mine.write_text("X = 1\n")
+    r = _flash(vboard, tmp_path, "--no-tail")
+    assert r.returncode == 0, r.stderr
+    assert "removed /lib/shared_protocol/crypto/api.mpy" in r.stdout, r.stdout
+    assert not stale.exists() and mine.exists()
+    for local, remote in flashing.build(boards.load("virtual"), str(tmp_path / "build")):
+        assert (flash / remote).exists(), remote
+
+
 def test_a_new_key_is_generated_when_none_is_given(vboard, tmp_path):
     r = upsycle("flash", "--board", "virtual", "--port", vboard.url, "--wifi", "upsycle-lab:upsycle-lab",
                 "--invite", "upsy://x", "--build-dir", str(tmp_path / "build"), "--no-tail")
