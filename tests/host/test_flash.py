@@ -207,12 +207,14 @@ def test_a_node_without_the_lan_needs_less_and_flash_says_so():
     assert flashing.heap_advice((no_lan + lan) // 2, frozen=False, lan=False) is None
     assert "MemoryError" in flashing.heap_advice((no_lan + lan) // 2, frozen=False, lan=True)
     # the boards as measured: a Pico W runs a node from stock firmware with
-    # the LAN or without it; an ESP32 (S3 and C3 without PSRAM too) needs a
-    # frozen image either way
+    # the LAN or without it, an ESP32-S3 without PSRAM without it only; a
+    # plain ESP32 and an ESP32-C3 need a frozen image either way
     pico_w = boards.load("pico_w")
     assert flashing.board_fit(pico_w, lan=False) == "mpy"
     assert flashing.board_fit(pico_w, lan=True) == "mpy"
-    for name in ("esp32", "esp32s3", "esp32c3"):
+    assert flashing.board_fit(boards.load("esp32s3"), lan=False) == "mpy"
+    assert flashing.board_fit(boards.load("esp32s3"), lan=True) == "frozen"
+    for name in ("esp32", "esp32c3"):
         assert flashing.board_fit(boards.load(name), lan=False) == "frozen", name
 
 
