@@ -109,37 +109,37 @@ def _top_bindings(tree):
 
 def _scope_bound(tree):
     """Names bound inside some function, lambda, class or comprehension of
-    the module (parameters included) and not declared global there."""
+    the module (parameters included) and not declared global there.
+    (mpy_names._bound_in counts an import as a binding; here an import in
+    a function is the module's own import, which _bind checks.)"""
     out = set()
     for s in ast.walk(tree):
         if not isinstance(s, _SCOPES):
             continue
-        declared = set()
+        bound, declared = set(), set()
         if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             a = s.args
             for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
                 if x is not None:
-                    out.add(x.arg)
+                    bound.add(x.arg)
         body = [s.body] if isinstance(s, ast.Lambda) else (
             list(s.generators) if hasattr(s, "generators") else list(s.body))
         stack = body
         while stack:
             n = stack.pop()
             if isinstance(n, _DEFS):
-                out.add(n.name)
+                bound.add(n.name)
                 continue
             if isinstance(n, _SCOPES):
                 continue
             if isinstance(n, (ast.Global, ast.Nonlocal)):
                 declared.update(n.names)
             elif isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
-                out.add(n.id)
+                bound.add(n.id)
             elif isinstance(n, ast.ExceptHandler) and n.name:
-                out.add(n.name)
-            # (an import in a function binds a local too; _bind refuses a
-            # name imported as two things)
+                bound.add(n.name)
             stack.extend(ast.iter_child_nodes(n))
-        out -= declared
+        out |= bound - declared
     return out
 
 

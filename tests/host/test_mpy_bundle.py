@@ -123,6 +123,8 @@ def test_an_error_family_in_a_bundle_makes_its_kinds_through_its_getattr(tmp_pat
     ("def f():\n    return globals()\n", "uses globals"),
     ("from pkg import e\ndef f():\n    e.Bad = 1\n", "made by __getattr__"),
     ("_K = 1\ndef f(_K):\n    return _K\n", "also bound in a function"),
+    # another function's `global _K` does not make g's parameter the global
+    ("_K = 1\ndef g(_K):\n    return _K\ndef f():\n    global _K\n    _K = 2\n", "also bound in a function"),
     ("from pkg.a import LIMIT as L\ndef f(L):\n    return L\n", "also bound in a function"),
     ("import pkg.a\ndef f():\n    return pkg.a.LIMIT\n", "without 'as'"),
 ])
