@@ -304,7 +304,6 @@ def _check_bundled(m):
 def _rewrite(m, mods, bundle_of, gname, tops):
     """Rewrite m's tree in place for the bundles; True if anything changed."""
     mine = bundle_of.get(m.name)
-    changed = False
     parent = _parents(m.tree)
     shadowed = _scope_bound(m.tree)
 
