@@ -149,6 +149,8 @@ class _Module:
         self.tree = ast.parse(source, name)
         self.is_package = is_package
         self.source = source
+        # names some function, class or comprehension binds (_scope_bound)
+        self.locals = _scope_bound(self.tree)
         # local name -> ("mod", module) or ("name", module, name): the board
         # modules and their names this module's imports bind
         self.binds = {}
@@ -193,9 +195,14 @@ def pack(sources, bundles=BUNDLES):
         gname.update(_bundle_names(b, members, mods, tops))
     for n in members_of(bundles):
         _check_bundled(mods[n])
+    # every package of the board modules, with an __init__ or without
+    packages = {n for n, x in mods.items() if x.is_package}
+    for n in mods:
+        parts = n.split(".")
+        packages.update(".".join(parts[:i]) for i in range(1, len(parts)))
     out = {}
     for n, m in mods.items():
-        changed = _rewrite(m, mods, bundle_of, gname, tops)
+        changed = _rewrite(m, mods, bundle_of, gname, tops, packages)
         if n not in bundle_of:
             out[n] = ast.unparse(m.tree) + "\n" if changed else m.source
     for b, members in bundles:
@@ -258,7 +265,7 @@ def _bundle_names(b, members, mods, tops):
     for n in members:
         names = {x.id for x in ast.walk(mods[n].tree) if isinstance(x, ast.Name)}
         all_names |= names | set(tops[n])
-        reads[n] = names - set(tops[n]) - _scope_bound(mods[n].tree)
+        reads[n] = names - set(tops[n]) - mods[n].locals
     for i, n in enumerate(members):
         m = mods[n]
         for name, nodes in sorted(tops[n].items()):
@@ -301,11 +308,11 @@ def _check_bundled(m):
             raise BundleError(m.where("import %s without 'as'" % t[1]))
 
 
-def _rewrite(m, mods, bundle_of, gname, tops):
+def _rewrite(m, mods, bundle_of, gname, tops, packages):
     """Rewrite m's tree in place for the bundles; True if anything changed."""
     mine = bundle_of.get(m.name)
     parent = _parents(m.tree)
-    shadowed = _scope_bound(m.tree)
+    shadowed = m.locals
 
     def bundled_name(module, name):
         key = (module, name)
@@ -321,9 +328,8 @@ def _rewrite(m, mods, bundle_of, gname, tops):
                 raise BundleError(m.where("import %s without 'as' of a bundled module" % t[1]))
             continue
         if t[0] == "name" and t[1] not in bundle_of:
-            src = mods[t[1]]
-            tb = _top_bindings(src.tree)
-            if src.is_package and t[2] not in tb and "__getattr__" in tb:
+            tb = tops[t[1]]
+            if mods[t[1]].is_package and t[2] not in tb and "__getattr__" in tb:
                 # a package's __getattr__ (shared_protocol/dmc): it imports
                 # the submodule by its name, which may be in a bundle
                 raise BundleError(m.where("%s from %s is not a name the package binds" % (t[2], t[1])))
@@ -354,7 +360,7 @@ def _rewrite(m, mods, bundle_of, gname, tops):
                                               % (name, new)))
                 renames[name] = new
 
-    changed = _rewrite_name_tuples(m, mods, bundle_of)
+    changed = _rewrite_name_tuples(m, packages, bundle_of)
     globals_needed = {}     # function node -> names to declare global
     created = set()         # Name nodes made from module.name: already final
     for node in list(ast.walk(m.tree)):
@@ -470,20 +476,16 @@ def _rewrite(m, mods, bundle_of, gname, tops):
         new = ([node] if keep else []) + extra
         if not new:
             new = [ast.Pass()]
-        _replace_stmt(parent, node, new)
+        _replace(parent, node, *new)
     return changed
 
 
-def _rewrite_name_tuples(m, mods, bundle_of):
+def _rewrite_name_tuples(m, packages, bundle_of):
     """A tuple of strings that names a bundled module (firmware/preload.py's
     import order): each bundle once, where its first member stood, and no
     package (a board imports a package with its first module; an explicit
     import would load a package's ``__init__`` that only modules outside
     the bundles need)."""
-    packages = {n for n, x in mods.items() if x.is_package}
-    for n in mods:
-        parts = n.split(".")
-        packages.update(".".join(parts[:i]) for i in range(1, len(parts)))
     changed = False
     for node in ast.walk(m.tree):
         if not (isinstance(node, ast.Tuple) and node.elts and all(
@@ -514,12 +516,12 @@ def _imports_target(node, a, t):
 
 
 def _is_top(parent, node):
+    """node is in the module's own scope (no function, class or
+    comprehension around it)."""
     p = parent.get(node)
     while p is not None and not isinstance(p, _SCOPES):
-        if isinstance(p, ast.Module):
-            return True
         p = parent.get(p)
-    return p is None or isinstance(p, ast.Module)
+    return p is None
 
 
 def _enclosing_function(parent, node):
@@ -533,29 +535,19 @@ def _enclosing_function(parent, node):
     return None
 
 
-def _replace(parent, old, new):
-    p = parent[old]
-    for field, value in ast.iter_fields(p):
-        if value is old:
-            setattr(p, field, new)
-            parent[new] = p
-            return
-        if isinstance(value, list):
-            for i, v in enumerate(value):
-                if v is old:
-                    value[i] = new
-                    parent[new] = p
-                    return
-    raise AssertionError("node not found in its parent")
-
-
-def _replace_stmt(parent, old, new_list):
+def _replace(parent, old, *new):
+    """Put new in old's place in its parent: one node, or in a list of
+    statements any number."""
     p = parent[old]
     for field, value in ast.iter_fields(p):
         if isinstance(value, list) and any(v is old for v in value):
             i = next(k for k, v in enumerate(value) if v is old)
-            value[i:i + 1] = new_list
-            for n in new_list:
-                parent[n] = p
-            return
-    raise AssertionError("statement not found in its parent")
+            value[i:i + 1] = new
+        elif value is old and len(new) == 1:
+            setattr(p, field, new[0])
+        else:
+            continue
+        for n in new:
+            parent[n] = p
+        return
+    raise AssertionError("node not found in its parent")
