@@ -120,6 +120,9 @@ NAMES = "names-2"
 APP_API_FILES = ("firmware/app.py", "firmware/core.py")
 # Beside the compiled files: {module: [[short name, name], ...]}.
 NAMES_FILE = "names.json"
+# ... and the list of the compiled files' board paths, so that a build
+# whose files are all cached neither reads nor packs the sources.
+MODULES_FILE = "modules.json"
 
 
 def board_modules(files=None):
@@ -212,8 +215,16 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     board = None        # the names in use: read only if something is built
     names = {}
     result = [(local, remote) for local, remote in files if not remote.endswith(".mpy")]
-    modules = board_modules(files)
-    for remote, text in modules:
+    modules_file = os.path.join(tree_dir, MODULES_FILE)
+    modules = texts = None      # the packed sources: made only if something is built
+    if not need_names and os.path.exists(modules_file):
+        with open(modules_file) as f:
+            remotes = json.load(f)
+    else:
+        modules = board_modules(files)
+        texts = dict(modules)
+        remotes = [r for r, _ in modules]
+    for remote in remotes:
         target = os.path.join(tree_dir, remote)
         record = target + ".sha256"
         cached = False
@@ -223,9 +234,12 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
         if cached and not need_names:
             result.append((target, remote))
             continue
+        if modules is None:
+            modules = board_modules(files)
+            texts = dict(modules)
         if board is None:
             board = _board_sources(modules)
-        src, pairs = board_source(text, remote, board)
+        src, pairs = board_source(texts[remote], remote, board)
         names[module_name(remote)] = sorted([new, old] for old, new in pairs if new is not None)
         if cached:
             result.append((target, remote))
@@ -255,6 +269,10 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     if need_names:
         # What a board's traceback calls by a short name (a function "_7" of
         # shared_protocol.crypto.ed25519), for whoever reads one.
+        # (the list first: names.json present means both are)
+        with open(modules_file + ".%d.tmp" % os.getpid(), "w") as f:
+            json.dump(remotes, f, indent=0)
+        os.replace(modules_file + ".%d.tmp" % os.getpid(), modules_file)
         with open(names_file + ".%d.tmp" % os.getpid(), "w") as f:
             json.dump(names, f, indent=0, sort_keys=True)
         os.replace(names_file + ".%d.tmp" % os.getpid(), names_file)
