@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from upsycle import mpy_bundle, boards, firmware_build, flashing, mpy_names
+from upsycle import boards, firmware_build, flashing, mpy_bundle, mpy_names
 
 
 def _rename(src, others=(), **kw):
