@@ -270,6 +270,49 @@ def rename(src, dst):
     os.rename(src, dst)
 
 
+# The node's log texts on a board with .mpy modules: the board build
+# (host/upsycle/mpy_texts.py) writes every "upsycle: ..." line of the
+# firmware, and the error families' lists of kinds, into this file beside
+# the modules and calls text() or read_text() where the string stood; a
+# string constant would sit in the heap for as long as its module is
+# loaded (some 80 bytes a line). Found under a sys.path entry on first
+# use (/lib on a board).
+TEXTS_FILE = "firmware/texts.txt"
+_texts = None
+
+
+def read_text(at, n):
+    """The text of n bytes at byte ``at`` of the texts file; OSError when
+    it cannot be read, MemoryError when no heap is left for the read."""
+    global _texts
+    if _texts is None:
+        for p in sys.path:
+            p = p + "/" + TEXTS_FILE if p else TEXTS_FILE
+            if file_exists(p):
+                _texts = p
+                break
+        else:
+            raise OSError(2)    # ENOENT
+    with open(_texts, "rb") as f:
+        f.seek(at)
+        b = f.read(n)
+    if len(b) != n:
+        raise OSError(5)        # EIO: a file from another build
+    return b.decode()
+
+
+def text(at, n, args=None):
+    """A log line: read_text(at, n), formatted with args[0] when args is
+    given. A file that cannot be read (removed, or no heap for its buffer
+    at that moment) gives a line with the offset and the values instead:
+    a log line never stops the node."""
+    try:
+        s = read_text(at, n)
+    except (OSError, MemoryError, UnicodeError):
+        return "upsycle: log text %d %r" % (at, None if args is None else args[0])
+    return s if args is None else s % args[0]
+
+
 class NoWatchdog:
     def feed(self):
         pass

@@ -61,7 +61,11 @@ def kind(name, kinds, made):
     ``_error``), so a kind already made is returned, not made again.
     The kinds live in ``made``, not in the module's globals: the board
     build packs several families into one module (host/upsycle/mpy_bundle.py),
-    where two families' kinds of one name must stay two classes.
+    where two families' kinds of one name must stay two classes. A family's
+    ``__getattr__`` asks ``made`` first (``_MADE.get(name) or kind(name,
+    KINDS, _MADE)``) so that its ``KINDS`` is read only when a class is
+    made: a board build keeps that string on the flash, read when used
+    (host/upsycle/mpy_texts.py).
     """
     if name in made:
         return made[name]

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from upsycle import mpy_bundle, mpy_names, paths
+from upsycle import mpy_bundle, mpy_names, mpy_texts, paths
 from upsycle.errors import FLASH, HostError
 
 ROOT_FILES = ("boot.py", "main.py")  # from firmware/root/
@@ -129,21 +129,28 @@ def board_modules(files=None):
     """[(remote, source text)] of the .mpy modules a board gets: the
     modules a node always loads together packed into a few
     (mpy_bundle.BUNDLES), every other module with its imports of those
-    rewritten; files: source_files()."""
+    rewritten, the firmware's log texts moved out (mpy_texts.py; their file
+    is board_files'); files: source_files()."""
+    return board_files(files)[0]
+
+
+def board_files(files=None):
+    """(board_modules, the log texts' file: its bytes, for mpy_texts.TEXTS_FILE)."""
     srcs = {}
     for local, remote in (files or source_files()):
         if remote.endswith(".mpy"):
             with open(local, encoding="utf-8") as f:
                 srcs[module_name(remote)] = (f.read(), remote.endswith("/__init__.mpy"))
     try:
-        packed = mpy_bundle.pack(srcs)
-    except mpy_bundle.BundleError as e:
+        moved, texts = mpy_texts.move(srcs)
+        packed = mpy_bundle.pack(moved)
+    except (mpy_bundle.BundleError, mpy_texts.TextsError) as e:
         raise FlashError("packing the board modules: %s" % e)
     out = []
     for name, text in sorted(packed.items()):
         is_package = srcs.get(name, (None, False))[1]
         out.append(("lib/" + name.replace(".", "/") + ("/__init__.mpy" if is_package else ".mpy"), text))
-    return out
+    return out, texts
 
 
 def _board_sources(modules=None):
@@ -204,7 +211,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     version = subprocess.run([tool, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     # part of the cache key: other flags or source names, other files
     version += " " + " ".join(MPY_CROSS_FLAGS) + " " + SOURCE_NAMES + " " + NAMES + " " + mpy_bundle.VERSION \
-        + " " + repr(mpy_bundle.BUNDLES)
+        + " " + repr(mpy_bundle.BUNDLES) + " " + mpy_texts.VERSION
     out_dir = os.path.join(build_dir_for(build_dir), arch or "bytecode")
     files = source_files()
     # A file's short names depend on every board file (mpy_names.used_names),
@@ -217,20 +224,23 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
     result = [(local, remote) for local, remote in files if not remote.endswith(".mpy")]
     modules_file = os.path.join(tree_dir, MODULES_FILE)
     modules = texts = None      # the packed sources: made only if something is built
-    if not need_names and os.path.exists(modules_file):
+    texts_target = os.path.join(tree_dir, mpy_texts.TEXTS_FILE)
+    if not need_names and os.path.exists(modules_file) and _cached(texts_target):
         with open(modules_file) as f:
             remotes = json.load(f)
     else:
-        modules = board_modules(files)
+        modules, log_texts = board_files(files)
         texts = dict(modules)
         remotes = [r for r, _ in modules]
+        os.makedirs(os.path.dirname(texts_target), mode=0o700, exist_ok=True)
+        tmp = "%s.%d.tmp" % (texts_target, os.getpid())
+        with open(tmp, "wb") as f:
+            f.write(log_texts)
+        _keep(tmp, texts_target)
+    result.append((texts_target, mpy_texts.TEXTS_FILE))
     for remote in remotes:
         target = os.path.join(tree_dir, remote)
-        record = target + ".sha256"
-        cached = False
-        if os.path.exists(target) and os.path.exists(record):
-            with open(record) as f:
-                cached = f.read().strip() == _sha256_file(target)
+        cached = _cached(target)
         if cached and not need_names:
             result.append((target, remote))
             continue
@@ -259,10 +269,7 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             os.remove(src_tmp)
         if r.returncode != 0:
             raise FlashError("mpy-cross failed on %s: %s" % (source_name, r.stderr.strip()))
-        with open(record + ".%d.tmp" % os.getpid(), "w") as f:
-            f.write(_sha256_file(tmp) + "\n")
-        os.replace(tmp, target)
-        os.replace(record + ".%d.tmp" % os.getpid(), record)
+        _keep(tmp, target)
         if log:
             log("compiled %s" % remote)
         result.append((target, remote))
@@ -277,6 +284,24 @@ def build(profile, build_dir=DEFAULT_BUILD_DIR, log=None):
             json.dump(names, f, indent=0, sort_keys=True)
         os.replace(names_file + ".%d.tmp" % os.getpid(), names_file)
     return result
+
+
+def _cached(target):
+    """True when target is there with the hash its record beside it gives."""
+    record = target + ".sha256"
+    if not (os.path.exists(target) and os.path.exists(record)):
+        return False
+    with open(record) as f:
+        return f.read().strip() == _sha256_file(target)
+
+
+def _keep(tmp, target):
+    """Rename a finished tmp file to target, with its hash recorded beside it."""
+    record = target + ".sha256"
+    with open(record + ".%d.tmp" % os.getpid(), "w") as f:
+        f.write(_sha256_file(tmp) + "\n")
+    os.replace(tmp, target)
+    os.replace(record + ".%d.tmp" % os.getpid(), record)
 
 
 def _tree_hash(files, version):

@@ -33,4 +33,4 @@ _MADE = {"__name__": __name__}
 
 
 def __getattr__(name):
-    return kind(name, KINDS, _MADE)
+    return _MADE.get(name) or kind(name, KINDS, _MADE)

@@ -75,7 +75,7 @@ _MADE = {"__name__": __name__}
 
 
 def _error(name):
-    return kind(name, KINDS, _MADE)
+    return _MADE.get(name) or kind(name, KINDS, _MADE)
 
 
 __getattr__ = _error
