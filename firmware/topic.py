@@ -66,13 +66,18 @@ OUTBOX_MAX = 128
 # bound is brought to this one at boot.
 LOG_KEEP = 64
 # Applied ops kept to serve LAN peers' anti-entropy (dmc.replica TAIL_MAX is
-# 256, a host's figure): a board keeps 16, about 1 KB per topic in heap and
-# on flash (an op is some 50 bytes); a peer missing older ops gets a
-# snapshot instead. 64 held 4 KB per topic, which a frozen node in 72 KB
-# did not have once its logs were full (tools/bench/bench_rig.py
-# --readings 150 --reboot 5, docs/node.md). The proxy, not the tail, is
-# what keeps a node's readings for members that are away.
-BOARD_TAIL = 16
+# 256, a host's figure): a board keeps 8, some 0.6 KB per topic in heap and
+# on flash (an op is some 46 bytes, a bytes object of 80); a peer
+# missing older ops gets a snapshot instead, more bytes on air (1.6 KB for
+# a full log of two authors' readings, where 9-16 ops are 0.4-0.7 KB).
+# 64 held 4 KB per topic, which a frozen node in 72 KB did not have
+# once its logs were full; 16 held one object per reading for 16 readings
+# among each reading's garbage, and a .mpy node in 150 KB then lost the
+# last free block a datagram read needs after some 120 readings
+# (tools/bench/bench_rig.py --readings 150 --reboot 5, docs/node.md "Log
+# texts on the flash"). The proxy, not the tail, is what keeps a node's
+# readings for members that are away.
+BOARD_TAIL = 8
 # Early operations a board's replica holds while it waits for the ones
 # they depend on (dmc.replica PENDING_MAX is 64, a host's figure): each is
 # some 300 bytes decoded, so 64 per topic could take 40 KB of a frozen
