@@ -273,7 +273,7 @@ def rename(src, dst):
 # The node's log texts on a board with .mpy modules: the board build
 # (host/upsycle/mpy_texts.py) writes every "upsycle: ..." line of the
 # firmware, and the error families' lists of kinds, into this file beside
-# the modules and calls text() or read_text() where the string stood; a
+# the modules and calls text() or read_line() where the string stood; a
 # string constant would sit in the heap for as long as its module is
 # loaded (some 80 bytes a line). Found under a sys.path entry on first
 # use (/lib on a board).
@@ -281,9 +281,8 @@ TEXTS_FILE = "firmware/texts.txt"
 _texts = None
 
 
-def read_text(at, n):
-    """The text of n bytes at byte ``at`` of the texts file; OSError when
-    it cannot be read, MemoryError when no heap is left for the read."""
+def _open_texts(at):
+    """The texts file, open at byte ``at``; OSError when there is none."""
     global _texts
     if _texts is None:
         for p in sys.path:
@@ -293,12 +292,38 @@ def read_text(at, n):
                 break
         else:
             raise OSError(2)    # ENOENT
-    with open(_texts, "rb") as f:
-        f.seek(at)
+    f = open(_texts, "rb")
+    f.seek(at)
+    return f
+
+
+def read_text(at, n):
+    """The text of n bytes at byte ``at`` of the texts file; OSError when
+    it cannot be read, MemoryError when no heap is left for the read."""
+    with _open_texts(at) as f:
         b = f.read(n)
     if len(b) != n:
         raise OSError(5)        # EIO: a file from another build
     return b.decode()
+
+
+def read_line(at, n, key):
+    """The line of the texts file's n bytes at ``at`` that starts with key
+    and a space, without its newline; None if none does. A line at a time:
+    an error family's list is up to 900 bytes, and reading it whole (and
+    decoding it) asked a tight heap for two blocks of that size at the
+    moment a kind is made (shared_protocol/errors.py ``kind``). OSError or
+    MemoryError as read_text."""
+    k = key.encode() + b" "
+    with _open_texts(at) as f:
+        while n > 0:
+            line = f.readline()
+            if not line:
+                raise OSError(5)    # a file from another build
+            n -= len(line)
+            if line.startswith(k):
+                return line.rstrip(b"\n").decode()
+    return None
 
 
 def text(at, n, args=None):

@@ -61,18 +61,25 @@ def kind(name, kinds, made):
     ``_error``), so a kind already made is returned, not made again.
     The kinds live in ``made``, not in the module's globals: the board
     build packs several families into one module (host/upsycle/mpy_bundle.py),
-    where two families' kinds of one name must stay two classes. A family's
+    where two families' kinds of one name must stay two classes.
+
+    ``kinds`` may also be a function giving the line of a name (None for
+    none): a board build keeps the families' lists on the flash and passes
+    one that reads the line asked for (host/upsycle/mpy_texts.py), a few
+    dozen bytes at a time where the list would be read whole. A family's
     ``__getattr__`` asks ``made`` first (``_MADE.get(name) or kind(name,
-    KINDS, _MADE)``) so that its ``KINDS`` is read only when a class is
-    made: a board build keeps that string on the flash, read when used
-    (host/upsycle/mpy_texts.py).
+    KINDS, _MADE)``), so the flash is read only when a class is made.
     """
     if name in made:
         return made[name]
-    i = kinds.find("\n" + name + " ")
-    if i < 0:
+    if isinstance(kinds, str):
+        i = kinds.find("\n" + name + " ")
+        line = None if i < 0 else kinds[i + 1:kinds.find("\n", i + 1)]
+    else:
+        line = kinds(name)
+    if line is None:
         raise AttributeError(name)
-    line = kinds[i + 1:kinds.find("\n", i + 1)].split()
+    line = line.split()
     b = line[1]
     base = LocalError if b == "LocalError" else RemoteError if b == "RemoteError" else kind(b, kinds, made)
     attrs = {"code": line[2], "__module__": made["__name__"]}

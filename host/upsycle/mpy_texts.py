@@ -23,14 +23,15 @@ The error families' lists of kinds (``KINDS = "..."`` in a shared_protocol
 or firmware module, read by the family's ``__getattr__`` when it makes a
 class: shared_protocol/errors.py ``kind``) go to the same file: the
 assignment goes, and each read of ``KINDS`` in a function becomes
-``_read_text(offset, length)`` (firmware/platform.py's ``read_text``, which
-raises OSError or MemoryError when it cannot read, as making the class
-would have raised MemoryError; some 2 KB of heap for the node's ten
-families).
+``lambda key: _read_line(offset, length, key)``, which ``kind`` calls for
+the line of the kind it makes (firmware/platform.py's ``read_line``: a
+line at a time, never the whole list in one block; it raises OSError or
+MemoryError when it cannot read, as making the class would have raised
+MemoryError). Some 2 KB of heap for the node's ten families.
 
 The same text in several modules is stored once. What cannot be rewritten
 faithfully is refused (TextsError): a module that already binds ``_text``,
-or ``_read_text``, or such a string in an f-string. firmware.platform, which reads the file,
+or ``_read_line``, or such a string in an f-string. firmware.platform, which reads the file,
 keeps its own (the line it prints when the file cannot be read).
 """
 
@@ -46,7 +47,7 @@ FLASH_GLOBALS = ("KINDS",)
 TEXTS_FILE = "lib/firmware/texts.txt"
 READER_MODULE = "firmware.platform"
 LOCAL_NAME = "_text"            # firmware.platform.text, for log lines
-READ_NAME = "_read_text"        # firmware.platform.read_text, for FLASH_GLOBALS
+READ_NAME = "_read_line"        # firmware.platform.read_line, for FLASH_GLOBALS
 # Part of the build's cache key.
 VERSION = "texts-1"
 
@@ -68,17 +69,29 @@ class _Mover(ast.NodeTransformer):
         self.logs = logs            # move the log texts too (a firmware module)
         self.used = set()           # the local names of the readers called
 
-    def _call(self, node, s, reader=LOCAL_NAME, args=None):
+    def _ref(self, s):
+        """(offset, length) of the text s in the file, stored once."""
         if s not in self.store:
             data = s.encode("utf-8")
             self.store[s] = (len(self.blob), len(data))
             self.blob.extend(data)
-        at, n = self.store[s]
-        call_args = [ast.Constant(at), ast.Constant(n)]
-        if args is not None:
-            call_args.append(ast.Tuple([args], ast.Load()))
-        self.used.add(reader)
-        return ast.copy_location(ast.Call(ast.Name(reader, ast.Load()), call_args, []), node)
+        return self.store[s]
+
+    def _reader(self, node, name, s, extra):
+        at, n = self._ref(s)
+        self.used.add(name)
+        return ast.copy_location(ast.Call(ast.Name(name, ast.Load()), [ast.Constant(at), ast.Constant(n)] + extra,
+                                          []), node)
+
+    def _call(self, node, s, args=None):
+        """_text(offset, length[, (args,)]) for the text s."""
+        return self._reader(node, LOCAL_NAME, s, [] if args is None else [ast.Tuple([args], ast.Load())])
+
+    def _line_reader(self, node, s):
+        """lambda key: _read_line(offset, length, key) for the text s."""
+        call = self._reader(node, READ_NAME, s, [ast.Name("key", ast.Load())])
+        args = ast.arguments(posonlyargs=[], args=[ast.arg("key")], kwonlyargs=[], kw_defaults=[], defaults=[])
+        return ast.copy_location(ast.Lambda(args, call), node)
 
     def visit_JoinedStr(self, node):
         if self.logs and any(_is_text(v) for v in ast.walk(node)):
@@ -100,7 +113,7 @@ class _Mover(ast.NodeTransformer):
 
     def visit_Name(self, node):
         if node.id in self.globals and isinstance(node.ctx, ast.Load):
-            return self._call(node, self.globals[node.id], READ_NAME)
+            return self._line_reader(node, self.globals[node.id])
         return node
 
 

@@ -65,10 +65,38 @@ def test_a_family_reads_its_kinds_from_the_flash_only_when_it_makes_a_class():
     out, blob = mpy_texts.move({"shared_protocol.fam": (FAMILY, False)})
     src = out["shared_protocol.fam"][0]
     assert "KINDS" not in src
-    call, = _calls(ast.parse(src), "_read_text")
+    call, = _calls(ast.parse(src), "_read_line")
     assert blob[call.args[0].value:][:call.args[1].value].decode() == "\nFooError RemoteError foo\n"
-    assert "from firmware.platform import read_text as _read_text" in src
-    assert "_MADE.get(name) or kind(name, _read_text(" in src
+    assert "from firmware.platform import read_line as _read_line" in src
+    assert "_MADE.get(name) or kind(name, lambda key: _read_line(" in src
+
+
+def test_a_real_family_moved_to_the_flash_makes_the_same_classes(tmp_path, monkeypatch):
+    """shared_protocol/groups/errors.py as the board build writes it, its
+    kinds read from a real texts file a line at a time, against the
+    source: the same codes, bases and may_clear; an unknown name is an
+    AttributeError; a made kind is not read again (the file removed)."""
+    import types
+    from firmware import platform
+    from shared_protocol.groups import errors as source
+    with open(source.__file__, encoding="utf-8") as f:
+        out, blob = mpy_texts.move({"shared_protocol.groups.errors": (f.read(), False)})
+    os.makedirs(tmp_path / "firmware")
+    (tmp_path / "firmware" / "texts.txt").write_bytes(blob)
+    monkeypatch.setattr(platform, "_texts", None)
+    monkeypatch.setattr(sys, "path", sys.path + [str(tmp_path)])
+    moved = types.ModuleType("moved_group_errors")
+    exec(compile(out["shared_protocol.groups.errors"][0], "moved", "exec"), moved.__dict__)
+    names = [line.split()[0] for line in source.KINDS.splitlines() if line]
+    assert len(names) > 15
+    for name in names:
+        a, b = getattr(moved, name), getattr(source, name)
+        assert (a.code, a.__name__, getattr(a, "may_clear", None)) == (b.code, b.__name__, getattr(b, "may_clear", None))
+        assert [c.__name__ for c in a.__mro__] == [c.__name__ for c in b.__mro__]
+    with pytest.raises(AttributeError):
+        moved.NoSuchKind
+    (tmp_path / "firmware" / "texts.txt").unlink()
+    assert moved.Replayed is getattr(moved, "Replayed")
 
 
 @pytest.mark.parametrize("src, why", [
@@ -86,7 +114,7 @@ def test_a_kinds_string_that_must_stay_in_the_heap_is_refused(src, why):
 @pytest.mark.parametrize("src, why", [
     ("def f(n):\n    print(f'upsycle: {n} readings')\n", "f-string"),
     ("_text = 1\nprint('upsycle: hello')\n", "binds _text"),
-    ("def f(_read_text):\n    print('upsycle: hello')\n", "binds _read_text"),
+    ("def f(_read_line):\n    print('upsycle: hello')\n", "binds _read_line"),
 ])
 def test_a_log_line_that_cannot_move_is_refused(src, why):
     with pytest.raises(mpy_texts.TextsError, match=why):
@@ -110,7 +138,7 @@ def test_the_board_build_moves_every_log_line_of_the_firmware():
     found = set()
     for remote, text in modules:
         tree = ast.parse(text)
-        for c in _calls(tree, "_text") + _calls(tree, "_read_text"):
+        for c in _calls(tree, "_text") + _calls(tree, "_read_line"):
             at, n = c.args[0].value, c.args[1].value
             found.add(blob[at:at + n].decode())
         if remote.startswith("lib/firmware/") and not remote.endswith("/platform.mpy"):
@@ -135,9 +163,19 @@ def test_platform_reads_a_text_and_says_which_one_when_it_cannot(tmp_path, monke
     with pytest.raises(OSError):
         platform.read_text(n, 40)
     assert platform.text(n, 40, ("x",)) == "upsycle: log text %d 'x'" % n
+    # a line of a region, found by its first word
+    lines = b"\nFoo RemoteError foo\nBar Foo bar clear\n"
+    (tmp_path / "lib" / "firmware" / "texts.txt").write_bytes(b"xyz" + lines + b"upsycle: next")
+    assert platform.read_line(3, len(lines), "Bar") == "Bar Foo bar clear"
+    assert platform.read_line(3, len(lines), "Foo") == "Foo RemoteError foo"
+    assert platform.read_line(3, len(lines), "Fo") is None
+    assert platform.read_line(3, len(lines) - 5, "Bar") == "Bar Foo bar clear"   # a line that starts inside
+    assert platform.read_line(3, len(lines), "upsycle:") is None                   # not past the region
     # no file on any path: a log line still comes out, a kinds read raises
     monkeypatch.setattr(platform, "_texts", None)
     monkeypatch.setattr(sys, "path", [str(tmp_path / "nowhere")])
     assert platform.text(3, 5) == "upsycle: log text 3 None"
     with pytest.raises(OSError):
         platform.read_text(3, 5)
+    with pytest.raises(OSError):
+        platform.read_line(3, 5, "Foo")
