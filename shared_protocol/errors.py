@@ -63,10 +63,11 @@ def kind(name, kinds, made):
     build packs several families into one module (host/upsycle/mpy_bundle.py),
     where two families' kinds of one name must stay two classes.
 
-    ``kinds`` may also be a function giving the line of a name (None for
-    none): a board build keeps the families' lists on the flash and passes
-    one that reads the line asked for (host/upsycle/mpy_texts.py), a few
-    dozen bytes at a time where the list would be read whole. A family's
+    ``kinds`` may also be a tuple (reader, at, n) where reader(at, n, name)
+    gives the line of a name (None for none): a board build keeps the
+    families' lists on the flash and passes one that reads the line asked
+    for (host/upsycle/mpy_texts.py), a few dozen bytes at a time where the
+    list would be read whole. A family's
     ``__getattr__`` asks ``made`` first (``_MADE.get(name) or kind(name,
     KINDS, _MADE)``), so the flash is read only when a class is made.
     """
@@ -76,7 +77,7 @@ def kind(name, kinds, made):
         i = kinds.find("\n" + name + " ")
         line = None if i < 0 else kinds[i + 1:kinds.find("\n", i + 1)]
     else:
-        line = kinds(name)
+        line = kinds[0](kinds[1], kinds[2], name)
     if line is None:
         raise AttributeError(name)
     line = line.split()

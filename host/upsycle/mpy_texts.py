@@ -23,8 +23,8 @@ The error families' lists of kinds (``KINDS = "..."`` in a shared_protocol
 or firmware module, read by the family's ``__getattr__`` when it makes a
 class: shared_protocol/errors.py ``kind``) go to the same file: the
 assignment goes, and each read of ``KINDS`` in a function becomes
-``lambda key: _read_line(offset, length, key)``, which ``kind`` calls for
-the line of the kind it makes (firmware/platform.py's ``read_line``: a
+``(_read_line, offset, length)``, which ``kind`` calls for the line of the
+kind it makes (firmware/platform.py's ``read_line``: a
 line at a time, never the whole list in one block; it raises OSError or
 MemoryError when it cannot read, as making the class would have raised
 MemoryError). Some 2 KB of heap for the node's ten families.
@@ -88,10 +88,13 @@ class _Mover(ast.NodeTransformer):
         return self._reader(node, LOCAL_NAME, s, [] if args is None else [ast.Tuple([args], ast.Load())])
 
     def _line_reader(self, node, s):
-        """lambda key: _read_line(offset, length, key) for the text s."""
-        call = self._reader(node, READ_NAME, s, [ast.Name("key", ast.Load())])
-        args = ast.arguments(posonlyargs=[], args=[ast.arg("key")], kwonlyargs=[], kw_defaults=[], defaults=[])
-        return ast.copy_location(ast.Lambda(args, call), node)
+        """(_read_line, offset, length) for the text s (a tuple built when
+        read: a lambda would keep its own code in the heap, some 70 bytes
+        a family)."""
+        at, n = self._ref(s)
+        self.used.add(READ_NAME)
+        return ast.copy_location(ast.Tuple([ast.Name(READ_NAME, ast.Load()), ast.Constant(at), ast.Constant(n)],
+                                           ast.Load()), node)
 
     def visit_JoinedStr(self, node):
         if self.logs and any(_is_text(v) for v in ast.walk(node)):

@@ -65,10 +65,12 @@ def test_a_family_reads_its_kinds_from_the_flash_only_when_it_makes_a_class():
     out, blob = mpy_texts.move({"shared_protocol.fam": (FAMILY, False)})
     src = out["shared_protocol.fam"][0]
     assert "KINDS" not in src
-    call, = _calls(ast.parse(src), "_read_line")
-    assert blob[call.args[0].value:][:call.args[1].value].decode() == "\nFooError RemoteError foo\n"
+    ref, = [n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Tuple) and n.elts
+            and isinstance(n.elts[0], ast.Name) and n.elts[0].id == "_read_line"]
+    at, n = ref.elts[1].value, ref.elts[2].value
+    assert blob[at:at + n].decode() == "\nFooError RemoteError foo\n"
     assert "from firmware.platform import read_line as _read_line" in src
-    assert "_MADE.get(name) or kind(name, lambda key: _read_line(" in src
+    assert "_MADE.get(name) or kind(name, (_read_line, %d, %d), _MADE)" % (at, n) in src
 
 
 def test_a_real_family_moved_to_the_flash_makes_the_same_classes(tmp_path, monkeypatch):
@@ -138,8 +140,11 @@ def test_the_board_build_moves_every_log_line_of_the_firmware():
     found = set()
     for remote, text in modules:
         tree = ast.parse(text)
-        for c in _calls(tree, "_text") + _calls(tree, "_read_line"):
-            at, n = c.args[0].value, c.args[1].value
+        refs = [c.args for c in _calls(tree, "_text")] + [
+            t.elts[1:] for t in ast.walk(tree) if isinstance(t, ast.Tuple) and t.elts
+            and isinstance(t.elts[0], ast.Name) and t.elts[0].id == "_read_line"]
+        for r in refs:
+            at, n = r[0].value, r[1].value
             found.add(blob[at:at + n].decode())
         if remote.startswith("lib/firmware/") and not remote.endswith("/platform.mpy"):
             left = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
