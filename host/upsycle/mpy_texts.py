@@ -77,15 +77,14 @@ class _Mover(ast.NodeTransformer):
             self.blob.extend(data)
         return self.store[s]
 
-    def _reader(self, node, name, s, extra):
-        at, n = self._ref(s)
-        self.used.add(name)
-        return ast.copy_location(ast.Call(ast.Name(name, ast.Load()), [ast.Constant(at), ast.Constant(n)] + extra,
-                                          []), node)
-
     def _call(self, node, s, args=None):
         """_text(offset, length[, (args,)]) for the text s."""
-        return self._reader(node, LOCAL_NAME, s, [] if args is None else [ast.Tuple([args], ast.Load())])
+        at, n = self._ref(s)
+        self.used.add(LOCAL_NAME)
+        call_args = [ast.Constant(at), ast.Constant(n)]
+        if args is not None:
+            call_args.append(ast.Tuple([args], ast.Load()))
+        return ast.copy_location(ast.Call(ast.Name(LOCAL_NAME, ast.Load()), call_args, []), node)
 
     def _line_reader(self, node, s):
         """(_read_line, offset, length) for the text s (a tuple built when
