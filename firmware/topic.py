@@ -75,7 +75,7 @@ LOG_KEEP = 64
 # among each reading's garbage, and a .mpy node in 150 KB then lost the
 # last free block a datagram read needs after some 120 readings
 # (tools/bench/bench_rig.py --readings 150 --reboot 5, docs/node.md "Log
-# texts on the flash"). The proxy, not the tail, is what keeps a node's
+# texts on the flash, a shorter tail"). The proxy, not the tail, is what keeps a node's
 # readings for members that are away.
 BOARD_TAIL = 8
 # Early operations a board's replica holds while it waits for the ones

@@ -7,7 +7,7 @@ object in the heap for as long as it is loaded (16 bytes and the text
 rounded up to 16: some 80 bytes for a 60-character log line), and the
 modules a running node holds carried some 40 log lines, 3.5 KB of a
 Pico W's heap spent on sentences printed once in a while
-(docs/node.md, "Log texts on the flash"). A frozen image keeps its strings
+(docs/node.md, "Log texts on the flash, a shorter tail"). A frozen image keeps its strings
 in flash already and is not rewritten; the host and the tests run the
 sources as they are.
 
@@ -30,9 +30,10 @@ MemoryError when it cannot read, as making the class would have raised
 MemoryError). Some 2 KB of heap for the node's ten families.
 
 The same text in several modules is stored once. What cannot be rewritten
-faithfully is refused (TextsError): a module that already binds ``_text``,
-or ``_read_line``, or such a string in an f-string. firmware.platform, which reads the file,
-keeps its own (the line it prints when the file cannot be read).
+faithfully is refused (TextsError): a module that already binds ``_text``
+or ``_read_line``, a log text in an f-string, a ``KINDS`` read outside a
+function or bound again. firmware.platform, which reads the file, keeps
+its own texts (the line it prints when the file cannot be read).
 """
 
 import ast
