@@ -9,6 +9,12 @@ and touches nothing else, so no lock is shared between the two threads.
   paho keeps an unacknowledged QoS 1 message across a lost connection and
   sends it again (DUP set) once it has reconnected, so a future survives
   broker restarts; the bridge acknowledges to its proxy only after it.
+- Order across a lost connection: from the moment the loss is known until
+  paho's messages from before it are acknowledged again, new publishes wait
+  in the bridge (``_held``), in order. paho sends a publish made while it
+  reconnects (its socket open, the CONNACK not yet read) at once and its
+  older ones only after the CONNACK, so a reading could overtake those
+  before it and a retained state go back in time.
 - Reconnects: paho's own backoff (``reconnect_delay_set``: 1 s doubling to
   ``RECONNECT_MAX_S``); on every CONNACK the bridge subscribes again and
   republishes its status and discovery (``on_connected``).
@@ -18,6 +24,7 @@ and touches nothing else, so no lock is shared between the two threads.
   reason 0x86/0x87) is fatal: retrying the same credentials cannot help.
 """
 import asyncio
+import collections
 import logging
 
 import paho.mqtt.client as mqtt
@@ -59,6 +66,8 @@ class Broker:
         self.refused = None
         self._ready = None
         self._acks = {}
+        self._before = set()   # mids paho held when the connection was lost (it sends them again)
+        self._held = collections.deque()   # (topic, payload, retain, future) waiting for those
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if username is not None:
             c.username_pw_set(username, password)
@@ -88,13 +97,30 @@ class Broker:
 
     def publish(self, topic, payload, retain=True):
         """Queue a QoS 1 publish; the future completes on its PUBACK."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
         fut = self.loop.create_future()
+        if self._held or self._before or not self.connected:
+            if len(self._held) >= QUEUED_MAX:
+                fut.set_exception(ConnectionError("the broker is away and %d publishes wait" % QUEUED_MAX))
+            else:
+                self._held.append((topic, payload, retain, fut))
+            return fut
+        self._hand(topic, payload, retain, fut)
+        return fut
+
+    def _hand(self, topic, payload, retain, fut):
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             fut.set_exception(ConnectionError("paho refused the publish: %s" % mqtt.error_string(info.rc)))
-            return fut
+            return
         self._acks[info.mid] = fut
-        return fut
+
+    def _release(self):
+        """Hand the held publishes to paho, in order, once it is connected
+        and holds nothing from before the last loss."""
+        while self._held and self.connected and not self._before:
+            topic, payload, retain, fut = self._held.popleft()
+            if not fut.done():
+                self._hand(topic, payload, retain, fut)
 
     def subscribe(self, topic_filter):
         """Subscribe now (if connected) and again after every reconnect."""
@@ -119,6 +145,9 @@ class Broker:
         fut = self._acks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(mid)
+        if mid in self._before:
+            self._before.discard(mid)
+            self._release()
 
     def _connected(self, reason, value):
         if value in AUTH_REFUSED:
@@ -138,12 +167,14 @@ class Broker:
         self.client.publish(self.status_topic, ONLINE, qos=1, retain=True)
         if self.on_connected is not None:
             self.on_connected()
+        self._release()
         self._ready.set()
 
     def _disconnected(self, reason):
         if self.connected:
             log.warning("event=broker_lost reason=%r (reconnecting with backoff)", str(reason))
         self.connected = False
+        self._before.update(self._acks)
 
     # -- paho's thread: hand over and return -------------------------------
 
