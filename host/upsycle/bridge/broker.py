@@ -40,8 +40,9 @@ RECONNECT_MAX_S = 30
 # answers within a millisecond; 64 keeps a LAN one busy too.
 INFLIGHT_MAX = 64
 # Messages paho holds in all (in flight, or waiting while the broker is
-# away). The proxy session's delivery window bounds what the bridge takes
-# before it acknowledges; this bound is far above it and only catches a bug.
+# away), and likewise the bridge's own (``_held``). The proxy session's
+# delivery window bounds what the bridge takes before it acknowledges; this
+# bound is far above it and only catches a bug.
 QUEUED_MAX = 65536
 # CONNACK reasons that mean "these credentials will never do".
 AUTH_REFUSED = (0x86, 0x87)   # Bad user name or password, Not authorized
