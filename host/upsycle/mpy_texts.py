@@ -148,6 +148,11 @@ def _flash_globals(name, tree):
             raise TextsError("%s: a function declares %s global" % (name, ", ".join(sorted(set(n.names) & set(out)))))
         if isinstance(n, ast.arg) and n.arg in out:
             raise TextsError("%s: a function takes an argument %s" % (name, n.arg))
+    for g, text in out.items():
+        # read_line stops at the list's end only after a newline (the next
+        # text follows in the file), and kind() finds a name after one.
+        if not (text.startswith("\n") and text.endswith("\n")):
+            raise TextsError("%s: %s must start and end with a newline" % (name, g))
     return out
 
 

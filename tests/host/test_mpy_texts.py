@@ -107,6 +107,7 @@ def test_a_real_family_moved_to_the_flash_makes_the_same_classes(tmp_path, monke
     ("KINDS = 'a b c'\ndef f():\n    return KINDS\nfor KINDS in ():\n    pass\n", "bound again"),
     ("KINDS = 'a'\nKINDS = 'b'\ndef f():\n    return KINDS\n", "twice"),
     ("KINDS = 'a'\ndef f(KINDS):\n    return KINDS\n", "argument"),
+    ("KINDS = '\\nA LocalError a'\ndef f():\n    return KINDS\n", "start and end with a newline"),
 ])
 def test_a_kinds_string_that_must_stay_in_the_heap_is_refused(src, why):
     with pytest.raises(mpy_texts.TextsError, match=why):
